@@ -1,0 +1,203 @@
+/**
+ * The one reader of `process.env`. Every setting is parsed once by zod at start-up; a missing or
+ * invalid value stops the process with one line naming the variable, and never prints a secret value.
+ * Services receive the parsed `Config` (or a slice of it) through their factories.
+ */
+import { existsSync } from 'node:fs';
+import { z } from 'zod';
+
+const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const bigintString = z
+  .string()
+  .regex(/^\d{1,18}$/, 'must be a non-negative integer')
+  .transform((value) => BigInt(value));
+const csv = z.string().transform((value) =>
+  value
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => part.length > 0),
+);
+const url = z.string().url();
+const bool = z.enum(['true', 'false']).transform((value) => value === 'true');
+
+/** Variables whose values are secrets: never echoed, not even in error messages. */
+export const SECRET_VARIABLES = new Set([
+  'STRIPE_WEBHOOK_SECRETS',
+  'QSTASH_TOKEN',
+  'QSTASH_CURRENT_SIGNING_KEY',
+  'QSTASH_NEXT_SIGNING_KEY',
+  'SUPABASE_JWT_SECRET',
+  'SUPABASE_SERVICE_ROLE_KEY',
+  'SETTLER_PRIVATE_KEY',
+  'INTERNAL_API_TOKEN',
+]);
+
+/** The local stack's signing secret. Refused when NODE_ENV=production. */
+export const DEV_WEBHOOK_SECRET = 'whsec_credana_local_development_only';
+
+const schema = z.object({
+  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+
+  DATABASE_URL: url.default('postgres://postgres@127.0.0.1:5432/credana'),
+  ANALYTICS_DATABASE_URL: url.optional(),
+  DATABASE_POOL_MAX: integer(1, 200).default(10),
+  DATABASE_STATEMENT_TIMEOUT_MS: integer(10, 600_000).default(5_000),
+
+  REDIS_URL: url.default('redis://127.0.0.1:6379'),
+  REDIS_KEY_PREFIX: z
+    .string()
+    .regex(/^[a-z0-9:_-]{1,32}$/i)
+    .default('cr:'),
+  REDIS_COMMAND_TIMEOUT_MS: integer(1, 60_000).default(150),
+
+  HOT_PATH_HOST: z.string().default('127.0.0.1'),
+  HOT_PATH_PORT: integer(0, 65_535).default(8787),
+  // Comma-separated: during a secret roll both the old and the new secret are listed.
+  STRIPE_WEBHOOK_SECRETS: csv
+    .pipe(
+      z
+        .array(z.string().min(16, 'each secret needs at least 16 characters'))
+        .min(1, 'needs at least one secret'),
+    )
+    .default([DEV_WEBHOOK_SECRET]),
+  STRIPE_API_VERSION: z.string().min(8).default('2025-03-31.basil'),
+  STRIPE_SIGNATURE_TOLERANCE_S: integer(1, 3_600).default(300),
+  WEBHOOK_BODY_LIMIT_BYTES: integer(1_024, 1_048_576).default(65_536),
+  DECISION_BUDGET_MS: integer(20, 1_900).default(400),
+  BLOCKED_MCCS: csv
+    .pipe(z.array(z.string().regex(/^\d{4}$/, 'must be 4-digit merchant category codes')))
+    .default(['7995', '6051']),
+  VELOCITY_LIMIT_PER_MIN: integer(1, 10_000).default(20),
+  DAILY_LIMIT_CENTS_DEFAULT: bigintString.default(500_000n),
+  CREDIT_LIMIT_CENTS_DEFAULT: bigintString.default(2_500_000n),
+  HOLD_TTL_S: integer(60, 40 * 86_400).default(7 * 86_400),
+  HOLD_TTL_LODGING_S: integer(60, 40 * 86_400).default(31 * 86_400),
+
+  QUEUE_DRIVER: z.enum(['redis', 'qstash']).default('redis'),
+  QSTASH_URL: url.default('https://qstash.upstash.io'),
+  QSTASH_TOKEN: z.string().optional(),
+  QSTASH_CURRENT_SIGNING_KEY: z.string().optional(),
+  QSTASH_NEXT_SIGNING_KEY: z.string().optional(),
+  LEDGER_WRITER_PUBLIC_URL: url.default('http://127.0.0.1:8788/qstash'),
+  LEDGER_WRITER_PORT: integer(0, 65_535).default(8788),
+  LEDGER_BATCH_MAX: integer(1, 10_000).default(500),
+  LEDGER_BATCH_WAIT_MS: integer(1, 10_000).default(20),
+
+  CHAIN_RPC_URL: url.default('http://127.0.0.1:8545'),
+  CHAIN_ID: integer(1, 2_147_483_647).default(31_337),
+  CONTRACTS_FILE: z.string().default('.dev/contracts.json'),
+  CHAIN_CONFIRMATIONS: integer(0, 1_000).default(2),
+  REORG_DEPTH_MAX: integer(1, 10_000).default(64),
+  SETTLER_PRIVATE_KEY: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex key')
+    .optional(),
+
+  SUPABASE_URL: url.default('http://127.0.0.1:54321'),
+  SUPABASE_DB_URL: url.default('postgres://postgres@127.0.0.1:5432/credana_supabase'),
+  SUPABASE_JWT_SECRET: z.string().min(32).optional(),
+  SUPABASE_JWT_AUDIENCE: z.string().default('authenticated'),
+  SUPABASE_SERVICE_ROLE_KEY: z.string().optional(),
+
+  INTERNAL_API_TOKEN: z.string().min(16).optional(),
+  METRICS_ENABLED: bool.default(true),
+});
+
+const refined = schema.superRefine((value, ctx) => {
+  if (value.NODE_ENV === 'production' && value.STRIPE_WEBHOOK_SECRETS.includes(DEV_WEBHOOK_SECRET)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['STRIPE_WEBHOOK_SECRETS'],
+      message: 'the local development secret is refused in production',
+    });
+  }
+  if (
+    value.QUEUE_DRIVER === 'qstash' &&
+    (value.QSTASH_TOKEN === undefined ||
+      value.QSTASH_CURRENT_SIGNING_KEY === undefined ||
+      value.QSTASH_NEXT_SIGNING_KEY === undefined)
+  ) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['QSTASH_TOKEN'],
+      message: 'QUEUE_DRIVER=qstash needs QSTASH_TOKEN and both signing keys',
+    });
+  }
+});
+
+export type Config = z.output<typeof schema>;
+
+export class ConfigError extends Error {
+  readonly code = 'config_invalid';
+  constructor(
+    readonly variable: string,
+    detail: string,
+  ) {
+    super(`config: ${variable} ${detail}`);
+  }
+}
+
+/**
+ * Parses an environment into a `Config`. Throws `ConfigError` naming the first bad variable.
+ * The message carries zod's reason, never the value, so secrets cannot leak through it.
+ */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
+  // Empty strings mean "unset", so `.env` files may list a variable without a value.
+  const cleaned: Record<string, string> = {};
+  for (const key of Object.keys(schema.shape)) {
+    const value = env[key];
+    if (value !== undefined && value !== '') cleaned[key] = value;
+  }
+  const result = refined.safeParse(cleaned);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const variable = String(issue?.path[0] ?? 'environment');
+    const reason =
+      cleaned[variable] === undefined && issue?.code !== 'custom'
+        ? 'is required but not set'
+        : `is invalid: ${issue?.message ?? 'bad value'}`;
+    throw new ConfigError(variable, reason);
+  }
+  return result.data;
+}
+
+/**
+ * For process entry points: parse `process.env`, or print one line and exit with status 78 (EX_CONFIG).
+ */
+export function configFromProcess(overrides: Readonly<Record<string, string>> = {}): Config {
+  // A local `.env` fills in what the real environment does not set (the environment wins).
+  if (existsSync('.env')) process.loadEnvFile('.env');
+  try {
+    return loadConfig({ ...process.env, ...overrides });
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(78);
+    }
+    throw error;
+  }
+}
+
+/** Analytics reads go to their own connection, defaulting to the primary. */
+export function analyticsDatabaseUrl(config: Config): string {
+  return config.ANALYTICS_DATABASE_URL ?? config.DATABASE_URL;
+}
+
+/**
+ * The services the test suite talks to: the machine's standard Postgres and Redis unless
+ * TEST_DATABASE_URL / TEST_REDIS_URL say otherwise. Lives here because this module is the only
+ * reader of `process.env`.
+ */
+export function testServiceUrls(): { databaseUrl: string; redisUrl: string } {
+  const env = z
+    .object({
+      TEST_DATABASE_URL: url.default('postgres://postgres@127.0.0.1:5432/postgres'),
+      TEST_REDIS_URL: url.default('redis://127.0.0.1:6379'),
+    })
+    .parse({
+      TEST_DATABASE_URL: process.env['TEST_DATABASE_URL'] || undefined,
+      TEST_REDIS_URL: process.env['TEST_REDIS_URL'] || undefined,
+    });
+  return { databaseUrl: env.TEST_DATABASE_URL, redisUrl: env.TEST_REDIS_URL };
+}

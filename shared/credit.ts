@@ -1,0 +1,128 @@
+/**
+ * The credit model of ARCHITECTURE.md §2, in exact integers. Pure functions: the hot path, the
+ * Postgres fallback, the reconciliation jobs and the Supabase projection all call these, so there is
+ * one definition of "available credit".
+ */
+import {
+  BPS,
+  borrowPowerCentsFloor,
+  collateralValueCentsFloor,
+  healthFactorWadFloor,
+  usdcToCentsCeil,
+} from './money.ts';
+
+export interface AssetRisk {
+  /** Our asset id (the token's symbol, e.g. "WETH"). */
+  assetId: string;
+  tokenDecimals: number;
+  priceDecimals: number;
+  ltvBps: bigint;
+  liquidationThresholdBps: bigint;
+  /** A price older than this counts the asset as worth zero. */
+  priceAgeMaxS: number;
+}
+
+export interface PriceQuote {
+  answer: bigint;
+  updatedAtS: number;
+}
+
+export interface CollateralHolding {
+  assetId: string;
+  amountBase: bigint;
+  pendingWithdrawalBase: bigint;
+}
+
+export interface CreditInput {
+  holdings: readonly CollateralHolding[];
+  assets: ReadonlyMap<string, AssetRisk>;
+  prices: ReadonlyMap<string, PriceQuote>;
+  nowS: number;
+  debtOnchainUsdc: bigint;
+  unsettledCents: bigint;
+  holdsCents: bigint;
+  creditLimitCents: bigint;
+}
+
+export interface CreditSnapshot {
+  collateralValueCents: bigint;
+  borrowPowerCents: bigint;
+  /** Σ value × liquidation threshold, the health factor's numerator. */
+  thresholdValueCents: bigint;
+  debtOnchainCents: bigint;
+  /** min(creditLimit, borrowPower) − debt − unsettled − holds; negative when over-drawn. */
+  availableCents: bigint;
+  healthFactorWad: bigint | null;
+  /** Assets the user holds whose price is missing or too old; they counted as zero. */
+  staleAssetIds: string[];
+}
+
+/** True when a quote exists, is positive, and is no older than the asset's limit (and not from the future beyond 60 s skew). */
+export function isPriceFresh(quote: PriceQuote | undefined, asset: AssetRisk, nowS: number): boolean {
+  if (quote === undefined || quote.answer <= 0n) return false;
+  const ageS = nowS - quote.updatedAtS;
+  return ageS <= asset.priceAgeMaxS && ageS >= -60;
+}
+
+/** Borrowing power of the collateral alone (before the program's limit and before debt). */
+export function borrowPower(
+  input: Pick<CreditInput, 'holdings' | 'assets' | 'prices' | 'nowS'>,
+): Pick<
+  CreditSnapshot,
+  'borrowPowerCents' | 'collateralValueCents' | 'thresholdValueCents' | 'staleAssetIds'
+> {
+  let borrowPowerCents = 0n;
+  let collateralValueCents = 0n;
+  let thresholdValueCents = 0n;
+  const staleAssetIds: string[] = [];
+  for (const holding of input.holdings) {
+    const net = holding.amountBase - holding.pendingWithdrawalBase;
+    if (net <= 0n) continue;
+    const asset = input.assets.get(holding.assetId);
+    const quote = input.prices.get(holding.assetId);
+    // An unknown asset or a stale feed is worth zero: never its last price.
+    if (asset === undefined || !isPriceFresh(quote, asset, input.nowS) || quote === undefined) {
+      staleAssetIds.push(holding.assetId);
+      continue;
+    }
+    collateralValueCents += collateralValueCentsFloor(
+      net,
+      asset.tokenDecimals,
+      quote.answer,
+      asset.priceDecimals,
+    );
+    borrowPowerCents += borrowPowerCentsFloor(
+      net,
+      asset.tokenDecimals,
+      quote.answer,
+      asset.priceDecimals,
+      asset.ltvBps,
+    );
+    thresholdValueCents += borrowPowerCentsFloor(
+      net,
+      asset.tokenDecimals,
+      quote.answer,
+      asset.priceDecimals,
+      asset.liquidationThresholdBps,
+    );
+  }
+  return { borrowPowerCents, collateralValueCents, thresholdValueCents, staleAssetIds };
+}
+
+/** The whole snapshot of a user's credit. */
+export function computeCredit(input: CreditInput): CreditSnapshot {
+  const power = borrowPower(input);
+  const debtOnchainCents = usdcToCentsCeil(input.debtOnchainUsdc);
+  const cap =
+    input.creditLimitCents < power.borrowPowerCents ? input.creditLimitCents : power.borrowPowerCents;
+  const availableCents = cap - debtOnchainCents - input.unsettledCents - input.holdsCents;
+  const totalDebtCents = debtOnchainCents + input.unsettledCents + input.holdsCents;
+  return {
+    ...power,
+    debtOnchainCents,
+    availableCents,
+    healthFactorWad: healthFactorWadFloor(power.thresholdValueCents, totalDebtCents),
+  };
+}
+
+export { BPS };

@@ -1,0 +1,49 @@
+/**
+ * Connections to the financial database: postgres.js underneath, drizzle on top. Factories only —
+ * no module-level pool — so every process and every test owns and closes its own.
+ */
+import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
+import postgres from 'postgres';
+import * as customSchema from './custom-objects.ts';
+import * as schema from './schema.ts';
+
+export const fullSchema = { ...schema, ...customSchema };
+export type Db = PostgresJsDatabase<typeof fullSchema>;
+export type Sql = postgres.Sql;
+
+export interface DatabaseOptions {
+  url: string;
+  poolMax?: number;
+  statementTimeoutMs?: number;
+  /** Shown in pg_stat_activity; name the service. */
+  applicationName?: string;
+  /** Seconds to wait for a connection before failing. */
+  connectTimeoutS?: number;
+}
+
+export interface Database {
+  sql: Sql;
+  db: Db;
+  close(): Promise<void>;
+}
+
+export function createDatabase(options: DatabaseOptions): Database {
+  const sql = postgres(options.url, {
+    max: options.poolMax ?? 10,
+    connect_timeout: options.connectTimeoutS ?? 5,
+    idle_timeout: 30,
+    onnotice: () => {},
+    // numeric and int8 come back as strings; drizzle's column types turn them into bigint.
+    connection: {
+      application_name: options.applicationName ?? 'credana',
+      statement_timeout: options.statementTimeoutMs ?? 5_000,
+      TimeZone: 'UTC',
+    },
+  });
+  const db = drizzle(sql, { schema: fullSchema });
+  return {
+    sql,
+    db,
+    close: () => sql.end({ timeout: 5 }),
+  };
+}

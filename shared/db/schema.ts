@@ -1,0 +1,385 @@
+/**
+ * The financial database's schema (the system of record). drizzle-kit generates `drizzle/*.sql`
+ * from this file; what it cannot express (partitioning, triggers, roles, the materialized view)
+ * lives in the custom migrations beside them and is typed in `schema-custom.ts`.
+ *
+ * Money columns are bigint cents (`mode: 'bigint'`) or numeric(78,0) for token base units, which
+ * can exceed 2^63; both map to JS bigint. Never `mode: 'number'` for money.
+ */
+import { sql } from 'drizzle-orm';
+import {
+  bigint,
+  bigserial,
+  boolean,
+  check,
+  customType,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  smallint,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+/** numeric(78,0) ↔ bigint: fits any uint256. */
+export const uint256 = customType<{ data: bigint; driverData: string }>({
+  dataType: () => 'numeric(78, 0)',
+  toDriver: (value) => value.toString(),
+  fromDriver: (value) => BigInt(value),
+});
+
+const cents = (name: string) => bigint(name, { mode: 'bigint' });
+const createdAt = () => timestamp('created_at', { withTimezone: true }).notNull().defaultNow();
+const updatedAt = () => timestamp('updated_at', { withTimezone: true }).notNull().defaultNow();
+
+/** One per Supabase user; the id is the Supabase `auth.users.id`. */
+export const users = pgTable(
+  'users',
+  {
+    id: uuid('id').primaryKey(),
+    status: text('status', { enum: ['active', 'suspended', 'closed'] })
+      .notNull()
+      .default('active'),
+    creditLimitCents: cents('credit_limit_cents').notNull(),
+    dailyLimitCents: cents('daily_limit_cents').notNull(),
+    blockedMccs: text('blocked_mccs').array().notNull().default(sql`'{}'::text[]`),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    check('users_credit_limit_nonneg', sql`${t.creditLimitCents} >= 0`),
+    check('users_daily_limit_nonneg', sql`${t.dailyLimitCents} >= 0`),
+  ],
+);
+
+/** Stripe Issuing cards. `frozen` is the user's own switch (from Supabase card_controls). */
+export const cards = pgTable(
+  'cards',
+  {
+    id: text('id').primaryKey(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    status: text('status', { enum: ['active', 'inactive', 'canceled'] })
+      .notNull()
+      .default('active'),
+    frozen: boolean('frozen').notNull().default(false),
+    last4: text('last4'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [index('cards_user_id_idx').on(t.userId)],
+);
+
+/** Chain addresses proven by a signed message. One address belongs to one user. */
+export const wallets = pgTable(
+  'wallets',
+  {
+    chainId: integer('chain_id').notNull(),
+    address: text('address').notNull(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    linkedAt: timestamp('linked_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.chainId, t.address] }),
+    index('wallets_user_id_idx').on(t.userId),
+    check('wallets_address_lowercase', sql`${t.address} ~ '^0x[0-9a-f]{40}$'`),
+  ],
+);
+
+/** Collateral assets and their risk parameters. */
+export const assets = pgTable(
+  'assets',
+  {
+    id: text('id').primaryKey(),
+    chainId: integer('chain_id').notNull(),
+    tokenAddress: text('token_address').notNull(),
+    tokenDecimals: smallint('token_decimals').notNull(),
+    priceFeedAddress: text('price_feed_address').notNull(),
+    priceDecimals: smallint('price_decimals').notNull(),
+    ltvBps: integer('ltv_bps').notNull(),
+    liquidationThresholdBps: integer('liquidation_threshold_bps').notNull(),
+    priceAgeMaxS: integer('price_age_max_s').notNull(),
+    enabled: boolean('enabled').notNull().default(true),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('assets_chain_token_idx').on(t.chainId, t.tokenAddress),
+    check(
+      'assets_bps_range',
+      sql`${t.ltvBps} between 0 and ${t.liquidationThresholdBps} and ${t.liquidationThresholdBps} <= 10000`,
+    ),
+    check(
+      'assets_decimals_range',
+      sql`${t.tokenDecimals} between 0 and 36 and ${t.priceDecimals} between 0 and 36`,
+    ),
+  ],
+);
+
+/** Oracle answers, one row per round. The newest row per asset is the price in force. */
+export const prices = pgTable(
+  'prices',
+  {
+    assetId: text('asset_id')
+      .notNull()
+      .references(() => assets.id),
+    roundId: uint256('round_id').notNull(),
+    answer: uint256('answer').notNull(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull(),
+    blockNumber: bigint('block_number', { mode: 'bigint' }),
+  },
+  (t) => [
+    primaryKey({ columns: [t.assetId, t.roundId] }),
+    index('prices_asset_time_idx').on(t.assetId, t.updatedAt.desc()),
+  ],
+);
+
+/** Collateral per user and asset (a fold of the indexed chain events). */
+export const positions = pgTable(
+  'positions',
+  {
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    assetId: text('asset_id')
+      .notNull()
+      .references(() => assets.id),
+    collateralBase: uint256('collateral_base').notNull().default(sql`0`),
+    pendingWithdrawalBase: uint256('pending_withdrawal_base').notNull().default(sql`0`),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.userId, t.assetId] }),
+    check('positions_nonneg', sql`${t.collateralBase} >= 0 and ${t.pendingWithdrawalBase} >= 0`),
+  ],
+);
+
+/**
+ * A user's money state: on-chain debt (USDC base units), captured-but-unsettled spend and open holds
+ * (cents). The ledger writer keeps it equal to the fold of the ledger entries and to Redis.
+ * `version` increases with every change (the Postgres fallback and the rebuild read it).
+ */
+export const creditAccounts = pgTable(
+  'credit_accounts',
+  {
+    userId: uuid('user_id')
+      .primaryKey()
+      .references(() => users.id),
+    debtOnchainUsdc: uint256('debt_onchain_usdc').notNull().default(sql`0`),
+    unsettledCents: cents('unsettled_cents').notNull().default(sql`0`),
+    holdsCents: cents('holds_cents').notNull().default(sql`0`),
+    version: bigint('version', { mode: 'bigint' }).notNull().default(sql`0`),
+    updatedAt: updatedAt(),
+  },
+  (t) => [check('credit_accounts_nonneg', sql`${t.holdsCents} >= 0 and ${t.debtOnchainUsdc} >= 0`)],
+);
+
+export const AUTHORIZATION_STATUSES = ['pending', 'closed', 'reversed', 'expired'] as const;
+
+/** One row per Stripe authorization (`iauth_…`). */
+export const authorizations = pgTable(
+  'authorizations',
+  {
+    id: text('id').primaryKey(),
+    userId: uuid('user_id').references(() => users.id),
+    cardId: text('card_id').notNull(),
+    status: text('status', { enum: AUTHORIZATION_STATUSES }).notNull(),
+    approved: boolean('approved').notNull(),
+    requestedCents: cents('requested_cents').notNull().default(sql`0`),
+    approvedCents: cents('approved_cents').notNull().default(sql`0`),
+    heldCents: cents('held_cents').notNull().default(sql`0`),
+    capturedCents: cents('captured_cents').notNull().default(sql`0`),
+    decision: text('decision', { enum: ['approved', 'partial', 'declined', 'stripe'] }).notNull(),
+    declineReason: text('decline_reason'),
+    decisionId: text('decision_id'),
+    decisionSource: text('decision_source', { enum: ['redis', 'postgres', 'stripe'] }).notNull(),
+    decisionLatencyUs: integer('decision_latency_us'),
+    merchantCategoryCode: text('merchant_category_code'),
+    merchantName: text('merchant_name'),
+    expiresAt: timestamp('expires_at', { withTimezone: true }),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    index('authorizations_user_created_idx').on(t.userId, t.createdAt.desc()),
+    index('authorizations_open_holds_idx').on(t.expiresAt).where(sql`${t.heldCents} > 0`),
+    check(
+      'authorizations_amounts_nonneg',
+      sql`${t.heldCents} >= 0 and ${t.requestedCents} >= 0 and ${t.approvedCents} >= 0`,
+    ),
+  ],
+);
+
+/** Every decision we made (one per request event; increments add more for one authorization). */
+export const decisions = pgTable(
+  'decisions',
+  {
+    id: text('id').primaryKey(),
+    eventId: text('event_id').notNull(),
+    authorizationId: text('authorization_id').notNull(),
+    userId: uuid('user_id'),
+    cardId: text('card_id').notNull(),
+    approved: boolean('approved').notNull(),
+    requestedCents: cents('requested_cents').notNull(),
+    approvedCents: cents('approved_cents').notNull(),
+    reason: text('reason').notNull(),
+    source: text('source', { enum: ['redis', 'postgres'] }).notNull(),
+    latencyUs: integer('latency_us').notNull(),
+    decidedAt: timestamp('decided_at', { withTimezone: true }).notNull(),
+  },
+  (t) => [
+    uniqueIndex('decisions_event_id_idx').on(t.eventId),
+    index('decisions_authorization_idx').on(t.authorizationId),
+  ],
+);
+
+/** Every indexed chain log, unique on (chain, block hash, log index). */
+export const chainEvents = pgTable(
+  'chain_events',
+  {
+    chainId: integer('chain_id').notNull(),
+    blockHash: text('block_hash').notNull(),
+    logIndex: integer('log_index').notNull(),
+    blockNumber: bigint('block_number', { mode: 'bigint' }).notNull(),
+    transactionHash: text('transaction_hash').notNull(),
+    address: text('address').notNull(),
+    eventName: text('event_name').notNull(),
+    args: jsonb('args').notNull(),
+    userId: uuid('user_id'),
+    /** Set when the event has moved credit (deposits wait for confirmations). */
+    appliedAt: timestamp('applied_at', { withTimezone: true }),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.chainId, t.blockHash, t.logIndex] }),
+    index('chain_events_block_idx').on(t.chainId, t.blockNumber),
+    index('chain_events_user_idx').on(t.userId, t.blockNumber),
+  ],
+);
+
+/** Recent canonical blocks, for reorg detection (parent-hash check). */
+export const chainBlocks = pgTable(
+  'chain_blocks',
+  {
+    chainId: integer('chain_id').notNull(),
+    number: bigint('number', { mode: 'bigint' }).notNull(),
+    hash: text('hash').notNull(),
+    parentHash: text('parent_hash').notNull(),
+    timestamp: bigint('timestamp', { mode: 'bigint' }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.chainId, t.number] })],
+);
+
+/** Where each indexer stopped; written in the same transaction as the effects of a range. */
+export const indexerCursors = pgTable('indexer_cursors', {
+  id: text('id').primaryKey(),
+  chainId: integer('chain_id').notNull(),
+  blockNumber: bigint('block_number', { mode: 'bigint' }).notNull(),
+  blockHash: text('block_hash').notNull(),
+  updatedAt: updatedAt(),
+});
+
+/**
+ * Double-entry ledger. A transfer is one money movement; its entries sum to zero (a deferred
+ * constraint trigger in the custom migration enforces it at commit). `ref` is the natural key that
+ * makes the movement idempotent (e.g. `hold:iauth_…:0`, `capture:ipi_…`).
+ */
+export const ledgerTransfers = pgTable(
+  'ledger_transfers',
+  {
+    id: bigserial('id', { mode: 'bigint' }).primaryKey(),
+    ref: text('ref').notNull(),
+    kind: text('kind', {
+      enum: ['hold', 'release', 'capture', 'refund', 'settlement', 'repayment', 'liquidation', 'adjustment'],
+    }).notNull(),
+    userId: uuid('user_id').references(() => users.id),
+    authorizationId: text('authorization_id'),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    uniqueIndex('ledger_transfers_ref_idx').on(t.ref),
+    index('ledger_transfers_user_idx').on(t.userId, t.createdAt),
+  ],
+);
+
+export const ledgerEntries = pgTable(
+  'ledger_entries',
+  {
+    id: bigserial('id', { mode: 'bigint' }).primaryKey(),
+    transferId: bigint('transfer_id', { mode: 'bigint' })
+      .notNull()
+      .references(() => ledgerTransfers.id),
+    /** Account code, e.g. `user_holds`, `user_unsettled`, `user_debt_onchain`, `program_card_spend`. */
+    account: text('account').notNull(),
+    userId: uuid('user_id'),
+    amountCents: cents('amount_cents').notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index('ledger_entries_transfer_idx').on(t.transferId),
+    index('ledger_entries_user_account_idx').on(t.userId, t.account),
+  ],
+);
+
+/** Append-only, hash-chained. The custom migration computes the hashes and refuses UPDATE/DELETE/TRUNCATE. */
+export const auditLog = pgTable('audit_log', {
+  id: bigserial('id', { mode: 'bigint' }).primaryKey(),
+  at: timestamp('at', { withTimezone: true }).notNull().defaultNow(),
+  actor: text('actor').notNull(),
+  action: text('action').notNull(),
+  entityType: text('entity_type').notNull(),
+  entityId: text('entity_id').notNull(),
+  data: jsonb('data').notNull(),
+  prevHash: text('prev_hash').notNull().default(''),
+  hash: text('hash').notNull().default(''),
+});
+
+/** One row per reconciliation job run, with its findings and repairs. */
+export const reconciliationRuns = pgTable(
+  'reconciliation_runs',
+  {
+    id: bigserial('id', { mode: 'bigint' }).primaryKey(),
+    job: text('job').notNull(),
+    status: text('status', { enum: ['running', 'ok', 'findings', 'failed'] }).notNull(),
+    startedAt: timestamp('started_at', { withTimezone: true }).notNull().defaultNow(),
+    finishedAt: timestamp('finished_at', { withTimezone: true }),
+    checked: integer('checked').notNull().default(0),
+    findings: jsonb('findings').notNull().default(sql`'[]'::jsonb`),
+    repairs: integer('repairs').notNull().default(0),
+    cursor: text('cursor'),
+  },
+  (t) => [index('reconciliation_runs_job_idx').on(t.job, t.startedAt.desc())],
+);
+
+/**
+ * On-chain settlement of captured spend: one row per capture (`ipi_…`), recorded by the settlement
+ * worker with `recordSpend(user, amount, ref)`. The vault refuses a ref twice, and this row is written
+ * before the transaction is sent, so a crash between sending and saving cannot record a capture twice.
+ */
+export const settlements = pgTable(
+  'settlements',
+  {
+    ref: text('ref').primaryKey(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    amountCents: cents('amount_cents').notNull(),
+    amountUsdc: uint256('amount_usdc').notNull(),
+    status: text('status', { enum: ['pending', 'sent', 'confirmed', 'failed'] })
+      .notNull()
+      .default('pending'),
+    transactionHash: text('transaction_hash'),
+    nonce: integer('nonce'),
+    attempts: integer('attempts').notNull().default(0),
+    lastError: text('last_error'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [index('settlements_status_idx').on(t.status, t.createdAt)],
+);

@@ -1,0 +1,126 @@
+/**
+ * Exact money math on bigint. Every conversion names its rounding, and the rounding always favours
+ * solvency: what the user owns rounds down, what the user owes rounds up.
+ *
+ * Units (always last in names):
+ * - `…Cents`: USD minor units, the card's currency (Stripe amounts).
+ * - `…Usdc`: USDC base units, 6 decimals (on-chain debt).
+ * - `…Base`: a token's base units, `decimals` of them per token (collateral).
+ * - `…E<n>` / price with `priceDecimals`: an oracle answer with its feed's decimals.
+ * - `…Bps`: basis points, 10_000 = 100 %.
+ */
+
+export const BPS = 10_000n;
+export const USDC_DECIMALS = 6;
+/** 1 USD cent is 10_000 USDC base units. */
+export const USDC_PER_CENT = 10n ** BigInt(USDC_DECIMALS - 2);
+/** Health factor is reported with 18 decimals, like Aave (1e18 = 1.0). */
+export const WAD = 10n ** 18n;
+/** Largest integer a Redis Lua number (an IEEE double) holds exactly. */
+export const DOUBLE_EXACT_MAX = 2n ** 53n - 1n;
+
+export class MoneyError extends Error {
+  readonly code = 'money_invalid';
+}
+
+function assertNonNegative(name: string, value: bigint): void {
+  if (value < 0n) throw new MoneyError(`${name} must not be negative (got ${value})`);
+}
+
+function pow10(exponent: number): bigint {
+  if (!Number.isInteger(exponent) || exponent < 0 || exponent > 77) {
+    throw new MoneyError(`decimal exponent out of range: ${exponent}`);
+  }
+  return 10n ** BigInt(exponent);
+}
+
+/** Floor division for non-negative numerator and positive denominator. `divFloor(7n, 2n) === 3n`. */
+export function divFloor(numerator: bigint, denominator: bigint): bigint {
+  if (denominator <= 0n) throw new MoneyError('denominator must be positive');
+  const q = numerator / denominator;
+  // bigint division truncates toward zero; step down for negative non-exact results.
+  return numerator < 0n && q * denominator !== numerator ? q - 1n : q;
+}
+
+/** Ceiling division for a positive denominator. `divCeil(7n, 2n) === 4n`. */
+export function divCeil(numerator: bigint, denominator: bigint): bigint {
+  return -divFloor(-numerator, denominator);
+}
+
+/**
+ * Value of a collateral balance in cents, rounded DOWN (the user's asset never rounds up).
+ * cents = floor(amountBase × price × 100 / (10^tokenDecimals × 10^priceDecimals))
+ */
+export function collateralValueCentsFloor(
+  amountBase: bigint,
+  tokenDecimals: number,
+  price: bigint,
+  priceDecimals: number,
+): bigint {
+  assertNonNegative('amountBase', amountBase);
+  assertNonNegative('price', price);
+  return divFloor(amountBase * price * 100n, pow10(tokenDecimals) * pow10(priceDecimals));
+}
+
+/** Borrowing power of a collateral value: floor(valueCents × ltvBps / 10^4). */
+export function applyBpsFloor(valueCents: bigint, bps: bigint): bigint {
+  assertNonNegative('valueCents', valueCents);
+  if (bps < 0n || bps > BPS) throw new MoneyError(`bps out of range: ${bps}`);
+  return divFloor(valueCents * bps, BPS);
+}
+
+/**
+ * Borrowing power contributed by one asset, in cents, rounded DOWN once over the whole product
+ * (more exact, and never larger, than flooring the value first and applying the LTV after).
+ */
+export function borrowPowerCentsFloor(
+  amountBase: bigint,
+  tokenDecimals: number,
+  price: bigint,
+  priceDecimals: number,
+  ltvBps: bigint,
+): bigint {
+  assertNonNegative('amountBase', amountBase);
+  assertNonNegative('price', price);
+  if (ltvBps < 0n || ltvBps > BPS) throw new MoneyError(`ltvBps out of range: ${ltvBps}`);
+  return divFloor(amountBase * price * 100n * ltvBps, pow10(tokenDecimals) * pow10(priceDecimals) * BPS);
+}
+
+/** On-chain USDC debt as cents, rounded UP (the user's debt never rounds down). */
+export function usdcToCentsCeil(amountUsdc: bigint): bigint {
+  assertNonNegative('amountUsdc', amountUsdc);
+  return divCeil(amountUsdc, USDC_PER_CENT);
+}
+
+/** Cents to USDC base units; exact (a cent is a whole number of USDC base units). */
+export function centsToUsdc(amountCents: bigint): bigint {
+  assertNonNegative('amountCents', amountCents);
+  return amountCents * USDC_PER_CENT;
+}
+
+/**
+ * Health factor with 18 decimals: Σ(value × LT) / debt. No debt gives `null` (infinite).
+ * Rounded DOWN, so a position never looks safer than it is.
+ */
+export function healthFactorWadFloor(thresholdWeightedCents: bigint, debtCents: bigint): bigint | null {
+  assertNonNegative('thresholdWeightedCents', thresholdWeightedCents);
+  assertNonNegative('debtCents', debtCents);
+  if (debtCents === 0n) return null;
+  return divFloor(thresholdWeightedCents * WAD, debtCents);
+}
+
+/** Parses a decimal integer string (as stored in Redis or Postgres numeric) into a bigint. */
+export function parseIntegerString(name: string, text: string | null | undefined): bigint {
+  if (text === null || text === undefined || text === '') return 0n;
+  if (!/^-?\d{1,78}$/.test(text)) throw new MoneyError(`${name} is not an integer: ${JSON.stringify(text)}`);
+  return BigInt(text);
+}
+
+/** Formats cents as a dollar string for people ("$1,234.05"). Never used in arithmetic. */
+export function formatCents(amountCents: bigint): string {
+  const negative = amountCents < 0n;
+  const abs = negative ? -amountCents : amountCents;
+  const dollars = (abs / 100n).toString().replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  const cents = (abs % 100n).toString().padStart(2, '0');
+  return `${negative ? '-' : ''}$${dollars}.${cents}`;
+}

@@ -1,0 +1,352 @@
+/**
+ * A user's cached account in Redis: built from Postgres (the system of record) when missing, and
+ * updated in place by the services that own each part (the hot path: holds; the ledger writer and
+ * lifecycle handlers: unsettled; the indexer: collateral and on-chain debt; the Supabase bridge: card
+ * controls). Every change bumps the account's version, which the hot path's check-and-reserve uses to
+ * detect a change between its read and its reserve.
+ */
+import type { Sql } from '../db/client.ts';
+import { DOUBLE_EXACT_MAX, usdcToCentsCeil } from '../money.ts';
+import type { Redis } from './client.ts';
+import { ACCOUNT, cardIndexKey, channels, pricesKey, userKeys } from './keys.ts';
+
+export interface CardState {
+  cardId: string;
+  status: 'active' | 'inactive' | 'canceled';
+  frozen: boolean;
+}
+
+export interface OpenHold {
+  authorizationId: string;
+  heldCents: bigint;
+  expiresAtMs: number;
+}
+
+export interface AccountSnapshot {
+  userId: string;
+  status: string;
+  creditLimitCents: bigint;
+  dailyLimitCents: bigint;
+  blockedMccs: string[];
+  debtOnchainUsdc: bigint;
+  unsettledCents: bigint;
+  holdsCents: bigint;
+  collateral: Map<string, { amountBase: bigint; pendingWithdrawalBase: bigint }>;
+  cards: CardState[];
+  holds: OpenHold[];
+  /** Cents approved today (UTC), so the daily limit survives a cache rebuild. */
+  spentTodayCents: bigint;
+}
+
+/** Values the Lua side does arithmetic on must stay exact as doubles. */
+export function assertDoubleExact(name: string, value: bigint): void {
+  if (value > DOUBLE_EXACT_MAX || value < -DOUBLE_EXACT_MAX) {
+    throw new RangeError(`${name} exceeds the exact range of a Redis Lua number`);
+  }
+}
+
+export function utcDay(nowMs: number): string {
+  return new Date(nowMs).toISOString().slice(0, 10).replaceAll('-', '');
+}
+
+/** Reads everything the cache needs about one user from Postgres. Null when the user does not exist. */
+export async function accountFromPostgres(
+  sql: Sql,
+  userId: string,
+  nowMs: number,
+): Promise<AccountSnapshot | null> {
+  const [user] = await sql<
+    { status: string; credit_limit_cents: string; daily_limit_cents: string; blocked_mccs: string[] }[]
+  >`select status, credit_limit_cents, daily_limit_cents, blocked_mccs from users where id = ${userId}`;
+  if (user === undefined) return null;
+  const dayStart = new Date(Math.floor(nowMs / 86_400_000) * 86_400_000);
+  const [account, positions, cards, holds, spent] = await Promise.all([
+    sql<{ debt_onchain_usdc: string; unsettled_cents: string; holds_cents: string }[]>`
+      select debt_onchain_usdc::text, unsettled_cents, holds_cents from credit_accounts where user_id = ${userId}`,
+    sql<{ asset_id: string; collateral_base: string; pending_withdrawal_base: string }[]>`
+      select asset_id, collateral_base::text, pending_withdrawal_base::text from positions where user_id = ${userId}`,
+    sql<{ id: string; status: CardState['status']; frozen: boolean }[]>`
+      select id, status, frozen from cards where user_id = ${userId}`,
+    sql<{ id: string; held_cents: string; expires_at: Date | null }[]>`
+      select id, held_cents, expires_at from authorizations
+      where user_id = ${userId} and held_cents > 0 and status = 'pending'`,
+    sql<{ spent: string }[]>`
+      select coalesce(sum(approved_cents), 0)::text as spent from authorizations
+      where user_id = ${userId} and approved and created_at >= ${dayStart}`,
+  ]);
+  const acct = account[0];
+  return {
+    userId,
+    status: user.status,
+    creditLimitCents: BigInt(user.credit_limit_cents),
+    dailyLimitCents: BigInt(user.daily_limit_cents),
+    blockedMccs: user.blocked_mccs,
+    debtOnchainUsdc: BigInt(acct?.debt_onchain_usdc ?? '0'),
+    unsettledCents: BigInt(acct?.unsettled_cents ?? '0'),
+    holdsCents: BigInt(acct?.holds_cents ?? '0'),
+    collateral: new Map(
+      positions.map((p) => [
+        p.asset_id,
+        { amountBase: BigInt(p.collateral_base), pendingWithdrawalBase: BigInt(p.pending_withdrawal_base) },
+      ]),
+    ),
+    cards: cards.map((c) => ({ cardId: c.id, status: c.status, frozen: c.frozen })),
+    holds: holds.map((h) => ({
+      authorizationId: h.id,
+      heldCents: BigInt(h.held_cents),
+      expiresAtMs: h.expires_at?.getTime() ?? nowMs + 7 * 86_400_000,
+    })),
+    spentTodayCents: BigInt(spent[0]?.spent ?? '0'),
+  };
+}
+
+// Installs a snapshot only if the account is absent, so a rebuild never overwrites live holds.
+const INSTALL = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local n = tonumber(ARGV[1])
+local fields = {}
+for i = 1, n * 2 do fields[i] = ARGV[1 + i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+local at = 2 + n * 2
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+local cards = tonumber(ARGV[at]); at = at + 1
+for i = 1, cards do redis.call('HSET', KEYS[2], ARGV[at], ARGV[at + 1]); at = at + 2 end
+local holds = tonumber(ARGV[at]); at = at + 1
+for i = 1, holds do
+  redis.call('HSET', KEYS[3], ARGV[at], ARGV[at + 1])
+  redis.call('ZADD', KEYS[4], ARGV[at + 2], ARGV[at])
+  at = at + 3
+end
+local spent = tonumber(ARGV[at])
+if spent > 0 then redis.call('SET', KEYS[5], spent, 'EX', 172800) end
+return 1
+`;
+
+/** Writes a snapshot into Redis unless the account is already cached. Returns true when installed. */
+export async function installAccount(
+  redis: Redis,
+  prefix: string,
+  snapshot: AccountSnapshot,
+  nowMs: number,
+): Promise<boolean> {
+  const keys = userKeys(prefix, snapshot.userId);
+  for (const [name, value] of [
+    ['creditLimitCents', snapshot.creditLimitCents],
+    ['dailyLimitCents', snapshot.dailyLimitCents],
+    ['unsettledCents', snapshot.unsettledCents],
+    ['holdsCents', snapshot.holdsCents],
+    ['spentTodayCents', snapshot.spentTodayCents],
+  ] as const) {
+    assertDoubleExact(name, value);
+  }
+  const fields: string[] = [
+    ACCOUNT.version,
+    '1',
+    ACCOUNT.status,
+    snapshot.status,
+    ACCOUNT.creditLimitCents,
+    snapshot.creditLimitCents.toString(),
+    ACCOUNT.dailyLimitCents,
+    snapshot.dailyLimitCents.toString(),
+    ACCOUNT.blockedMccs,
+    snapshot.blockedMccs.join(','),
+    ACCOUNT.debtOnchainUsdc,
+    snapshot.debtOnchainUsdc.toString(),
+    ACCOUNT.debtOnchainCents,
+    usdcToCentsCeil(snapshot.debtOnchainUsdc).toString(),
+    ACCOUNT.unsettledCents,
+    snapshot.unsettledCents.toString(),
+    ACCOUNT.holdsCents,
+    snapshot.holdsCents.toString(),
+    ACCOUNT.builtAtMs,
+    String(nowMs),
+  ];
+  for (const [assetId, c] of snapshot.collateral) {
+    fields.push(ACCOUNT.collateralPrefix + assetId, c.amountBase.toString());
+    fields.push(ACCOUNT.pendingWithdrawalPrefix + assetId, c.pendingWithdrawalBase.toString());
+  }
+  const args: (string | number)[] = [fields.length / 2, ...fields, snapshot.cards.length];
+  for (const card of snapshot.cards) args.push(card.cardId, encodeCard(card));
+  args.push(snapshot.holds.length);
+  for (const hold of snapshot.holds)
+    args.push(hold.authorizationId, hold.heldCents.toString(), hold.expiresAtMs);
+  args.push(snapshot.spentTodayCents.toString());
+  const installed = await redis.eval(
+    INSTALL,
+    5,
+    keys.account,
+    keys.cards,
+    keys.holds,
+    keys.holdExpiries,
+    keys.daySpend(utcDay(nowMs)),
+    ...args,
+  );
+  if (snapshot.cards.length > 0) {
+    await redis.hset(cardIndexKey(prefix), ...snapshot.cards.flatMap((c) => [c.cardId, snapshot.userId]));
+  }
+  return installed === 1;
+}
+
+export function encodeCard(card: Pick<CardState, 'status' | 'frozen'>): string {
+  return `${card.status}|${card.frozen ? 1 : 0}`;
+}
+
+/** Loads the user from Postgres and installs it if absent. Returns false when the user does not exist. */
+export async function ensureAccount(
+  redis: Redis,
+  sql: Sql,
+  prefix: string,
+  userId: string,
+  nowMs = Date.now(),
+): Promise<boolean> {
+  if ((await redis.exists(userKeys(prefix, userId).account)) === 1) return true;
+  const snapshot = await accountFromPostgres(sql, userId, nowMs);
+  if (snapshot === null) return false;
+  await installAccount(redis, prefix, snapshot, nowMs);
+  return true;
+}
+
+// Replaces the chain-owned fields (collateral, pending withdrawals, on-chain debt) of a cached account
+// and, once per event key, moves unsettled spend that the chain has now recorded.
+const WRITE_CHAIN_STATE = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local all = redis.call('HKEYS', KEYS[1])
+for _, f in ipairs(all) do
+  local p = string.sub(f, 1, 2)
+  if p == 'c:' or p == 'w:' then redis.call('HDEL', KEYS[1], f) end
+end
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do redis.call('HSET', KEYS[1], ARGV[2 + i * 2], ARGV[3 + i * 2]) end
+local at = 2 + n * 2
+redis.call('HSET', KEYS[1], 'debt', ARGV[at], 'debtc', ARGV[at + 1])
+local delta = tonumber(ARGV[at + 2])
+if delta ~= 0 and redis.call('SET', KEYS[2], '1', 'NX', 'EX', 2592000) then
+  redis.call('HINCRBY', KEYS[1], 'uns', delta)
+end
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+return 1
+`;
+
+export interface ChainState {
+  collateral: Map<string, { amountBase: bigint; pendingWithdrawalBase: bigint }>;
+  debtOnchainUsdc: bigint;
+  /** Optional: unsettled cents to move (negative) once, keyed by `eventKey` (e.g. a settlement ref). */
+  unsettledCentsDelta?: { eventKey: string; amountCents: bigint };
+}
+
+/**
+ * Write-through from the indexer after its Postgres transaction commits. Absolute values, so a
+ * repeated write is harmless. Returns false when the account is not cached (it will be built from
+ * Postgres on first use, which already has the new state).
+ */
+export async function writeChainState(
+  redis: Redis,
+  prefix: string,
+  userId: string,
+  state: ChainState,
+): Promise<boolean> {
+  const keys = userKeys(prefix, userId);
+  const fields: string[] = [];
+  for (const [assetId, c] of state.collateral) {
+    fields.push(ACCOUNT.collateralPrefix + assetId, c.amountBase.toString());
+    fields.push(ACCOUNT.pendingWithdrawalPrefix + assetId, c.pendingWithdrawalBase.toString());
+  }
+  const delta = state.unsettledCentsDelta;
+  if (delta !== undefined) assertDoubleExact('unsettledCentsDelta', delta.amountCents);
+  const result = await redis.eval(
+    WRITE_CHAIN_STATE,
+    2,
+    keys.account,
+    keys.applied(delta?.eventKey ?? 'none'),
+    fields.length / 2,
+    ...fields,
+    state.debtOnchainUsdc.toString(),
+    usdcToCentsCeil(state.debtOnchainUsdc).toString(),
+    delta?.amountCents.toString() ?? '0',
+  );
+  return result === 1;
+}
+
+export interface CardControls {
+  frozen?: boolean;
+  dailyLimitCents?: bigint;
+  blockedMccs?: string[];
+}
+
+const APPLY_CONTROLS = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'dlim', ARGV[1]) end
+if ARGV[2] ~= '-' then redis.call('HSET', KEYS[1], 'mcc', ARGV[2]) end
+if ARGV[3] ~= '' then
+  local cards = redis.call('HGETALL', KEYS[2])
+  for i = 1, #cards, 2 do
+    if ARGV[4] == '' or cards[i] == ARGV[4] then
+      local status = string.match(cards[i + 1], '^([^|]*)')
+      redis.call('HSET', KEYS[2], cards[i], status .. '|' .. ARGV[3])
+    end
+  end
+end
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+return 1
+`;
+
+/**
+ * Applies the user's card controls to the cached account (after they were written to Postgres).
+ * `cardId` limits a freeze to one card; without it every card of the user is affected.
+ */
+export async function applyCardControls(
+  redis: Redis,
+  prefix: string,
+  userId: string,
+  controls: CardControls,
+  cardId?: string,
+): Promise<boolean> {
+  const keys = userKeys(prefix, userId);
+  if (controls.dailyLimitCents !== undefined) assertDoubleExact('dailyLimitCents', controls.dailyLimitCents);
+  const result = await redis.eval(
+    APPLY_CONTROLS,
+    2,
+    keys.account,
+    keys.cards,
+    controls.dailyLimitCents?.toString() ?? '',
+    controls.blockedMccs === undefined ? '-' : controls.blockedMccs.join(','),
+    controls.frozen === undefined ? '' : controls.frozen ? '1' : '0',
+    cardId ?? '',
+  );
+  return result === 1;
+}
+
+/** Sets a card's status (e.g. from `issuing_card.updated`) in the cached account, if cached. */
+export async function setCachedCard(
+  redis: Redis,
+  prefix: string,
+  userId: string,
+  card: CardState,
+): Promise<void> {
+  const keys = userKeys(prefix, userId);
+  await redis.hset(cardIndexKey(prefix), card.cardId, userId);
+  if ((await redis.exists(keys.account)) === 1) {
+    await redis.hset(keys.cards, card.cardId, encodeCard(card));
+    await redis.hincrby(keys.account, ACCOUNT.version, 1);
+  }
+  await redis.publish(channels(prefix).cards, JSON.stringify({ cardId: card.cardId, userId }));
+}
+
+export interface PriceUpdate {
+  assetId: string;
+  answer: bigint;
+  updatedAtS: number;
+  roundId: bigint;
+}
+
+/** Stores the latest price and tells every hot-path process (they keep prices in memory). */
+export async function publishPrice(redis: Redis, prefix: string, price: PriceUpdate): Promise<void> {
+  const payload = JSON.stringify({
+    assetId: price.assetId,
+    answer: price.answer.toString(),
+    updatedAtS: price.updatedAtS,
+    roundId: price.roundId.toString(),
+  });
+  await redis.hset(pricesKey(prefix), price.assetId, payload);
+  await redis.publish(channels(prefix).prices, payload);
+}

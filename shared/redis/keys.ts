@@ -1,0 +1,123 @@
+/**
+ * The Redis layout (docs/redis-layout.md explains it). Every key of one user carries the hash tag of
+ * the user's *shard*, `{s:NN}`, and so does that shard's outbox stream: a single Lua script can then
+ * check a position, reserve the hold and append the decision record atomically, unchanged on a Redis
+ * Cluster (one slot per shard). A per-user tag, as first designed, would have needed one outbox
+ * stream per user, since a script may only touch keys of one slot.
+ *
+ * It is an invariant that OUTBOX_SHARDS never changes for a deployment with live data.
+ */
+export const OUTBOX_SHARDS = 16;
+
+/** FNV-1a over the id: stable across processes and languages. */
+export function shardOf(id: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) {
+    hash ^= id.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash % OUTBOX_SHARDS;
+}
+
+function tag(shard: number): string {
+  return `{s:${shard.toString().padStart(2, '0')}}`;
+}
+
+export interface UserKeys {
+  /** HASH: version, limits, debt, unsettled, holds, collateral per asset. */
+  account: string;
+  /** HASH cardId → "status|frozen". */
+  cards: string;
+  /** HASH authorizationId → held cents. */
+  holds: string;
+  /** ZSET authorizationId → expiry (ms). */
+  holdExpiries: string;
+  /** STRING: first answer to one request event (idempotency), with a TTL. */
+  decision(eventId: string): string;
+  /** STRING: marks a lifecycle event as applied to this cache, with a TTL. */
+  applied(eventId: string): string;
+  /** STRING: cents approved on one UTC day. */
+  daySpend(yyyymmdd: string): string;
+  /** ZSET: decisions of the last minute (velocity). */
+  velocity: string;
+  /** The shard's outbox stream, drained by the ledger writer. */
+  outbox: string;
+}
+
+export function userKeys(prefix: string, userId: string): UserKeys {
+  const t = tag(shardOf(userId));
+  const base = `${prefix}${t}:u:${userId}`;
+  return {
+    account: `${base}:acct`,
+    cards: `${base}:cards`,
+    holds: `${base}:holds`,
+    holdExpiries: `${base}:hexp`,
+    decision: (eventId) => `${base}:dec:${eventId}`,
+    applied: (eventId) => `${base}:ev:${eventId}`,
+    daySpend: (yyyymmdd) => `${base}:day:${yyyymmdd}`,
+    velocity: `${base}:vel`,
+    outbox: outboxKey(prefix, shardOf(userId)),
+  };
+}
+
+export function outboxKey(prefix: string, shard: number): string {
+  return `${prefix}${tag(shard)}:outbox`;
+}
+
+export function allOutboxKeys(prefix: string): string[] {
+  return Array.from({ length: OUTBOX_SHARDS }, (_, shard) => outboxKey(prefix, shard));
+}
+
+/** Dead-letter stream for outbox entries that keep failing. */
+export function deadLetterKey(prefix: string): string {
+  return `${prefix}outbox:dead`;
+}
+
+/** HASH cardId → userId. A card never changes owner, so processes cache it forever. */
+export function cardIndexKey(prefix: string): string {
+  return `${prefix}cards`;
+}
+
+/** Keys for request events whose card is unknown (no user, so no user shard). */
+export function unknownCardDecisionKey(prefix: string, eventId: string): string {
+  return `${prefix}${tag(shardOf(eventId))}:nocard:dec:${eventId}`;
+}
+
+export function unknownCardOutboxKey(prefix: string, eventId: string): string {
+  return outboxKey(prefix, shardOf(eventId));
+}
+
+/** Pub/sub channels (global, not per user). */
+export function channels(prefix: string) {
+  return {
+    prices: `${prefix}ch:prices`,
+    assets: `${prefix}ch:assets`,
+    cards: `${prefix}ch:cards`,
+  } as const;
+}
+
+/** HASH assetId → JSON of the latest price (answer, updatedAtS, roundId). */
+export function pricesKey(prefix: string): string {
+  return `${prefix}prices`;
+}
+
+/** HASH assetId → JSON of the asset's risk parameters. */
+export function assetsKey(prefix: string): string {
+  return `${prefix}assets`;
+}
+
+/** Account hash field names, short on purpose (they are read on every decision). */
+export const ACCOUNT = {
+  version: 'v',
+  status: 'st',
+  creditLimitCents: 'lim',
+  dailyLimitCents: 'dlim',
+  blockedMccs: 'mcc',
+  debtOnchainUsdc: 'debt',
+  debtOnchainCents: 'debtc',
+  unsettledCents: 'uns',
+  holdsCents: 'hold',
+  builtAtMs: 'built',
+  collateralPrefix: 'c:',
+  pendingWithdrawalPrefix: 'w:',
+} as const;

@@ -1,0 +1,78 @@
+/**
+ * Per-test-file isolation on the real services: a fresh database cloned from the migrated template,
+ * and a Redis key prefix of its own (all our keys and channels are built from the prefix).
+ */
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+import { createDatabase, type Database } from '../../shared/db/client.ts';
+import { createRedis, type Redis } from '../../shared/redis/client.ts';
+import { adminUrl, redisUrl, TEMPLATE_DB, withDatabase } from './env.ts';
+
+export interface TestServices {
+  databaseUrl: string;
+  database: Database;
+  redis: Redis;
+  redisUrl: string;
+  prefix: string;
+  close(): Promise<void>;
+}
+
+export async function cloneTemplateDatabase(): Promise<string> {
+  const name = `credana_t_${randomBytes(6).toString('hex')}`;
+  const admin = postgres(adminUrl(), { max: 1, onnotice: () => {} });
+  try {
+    // CREATE DATABASE … TEMPLATE fails while another session is connected to the template; retry briefly.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await admin.unsafe(`create database "${name}" template "${TEMPLATE_DB}"`);
+        break;
+      } catch (error) {
+        if (attempt >= 50 || (error as { code?: string }).code !== '55006') throw error;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  } finally {
+    await admin.end({ timeout: 5 });
+  }
+  return withDatabase(name);
+}
+
+export async function dropDatabase(url: string): Promise<void> {
+  const name = new URL(url).pathname.slice(1);
+  const admin = postgres(adminUrl(), { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`drop database if exists "${name}" with (force)`);
+  } finally {
+    await admin.end({ timeout: 5 });
+  }
+}
+
+/** Deletes every key under a prefix (SCAN, never KEYS). */
+export async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
+
+export async function setUpServices(): Promise<TestServices> {
+  const databaseUrl = await cloneTemplateDatabase();
+  const database = createDatabase({ url: databaseUrl, poolMax: 10, applicationName: 'credana-test' });
+  const redis = createRedis({ url: redisUrl() });
+  const prefix = `t${randomBytes(5).toString('hex')}:`;
+  return {
+    databaseUrl,
+    database,
+    redis,
+    redisUrl: redisUrl(),
+    prefix,
+    async close() {
+      await deletePrefix(redis, prefix);
+      redis.disconnect();
+      await database.close();
+      await dropDatabase(databaseUrl);
+    },
+  };
+}
