@@ -23,24 +23,29 @@ CREATE INDEX "card_events_object_idx" ON "card_events" ("object_id");
 -- Rows land here only if upkeep fell behind; the partition job refuses to go on while it holds rows.
 CREATE TABLE "card_events_default" PARTITION OF "card_events" DEFAULT;
 --> statement-breakpoint
--- Creates the monthly partitions from `from_month` for `months` months; safe to run repeatedly.
--- Returns the names of the partitions it created.
+-- Creates the monthly partitions from `from_month` for `months` months; safe to run repeatedly, and
+-- concurrently: a transaction-scoped advisory lock makes a second caller wait and then find the
+-- partitions made. Returns the names of the partitions it created. Bounds are written with to_char,
+-- not the session's DateStyle, and in UTC, so every session cuts months at the same instant.
 CREATE FUNCTION card_events_ensure_partitions(from_month date, months integer)
-RETURNS SETOF text LANGUAGE plpgsql AS $$
+RETURNS SETOF text LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
 	m date := date_trunc('month', from_month)::date;
 	name text;
 	i integer;
 BEGIN
-	IF months < 1 OR months > 120 THEN
+	IF months IS NULL OR months < 1 OR months > 120 THEN
 		RAISE EXCEPTION 'months must be between 1 and 120, got %', months;
 	END IF;
+	PERFORM pg_advisory_xact_lock(7431002);
 	FOR i IN 0 .. months - 1 LOOP
 		name := format('card_events_y%sm%s', to_char(m, 'YYYY'), to_char(m, 'MM'));
 		IF to_regclass(format('public.%I', name)) IS NULL THEN
 			EXECUTE format(
-				'CREATE TABLE %I PARTITION OF card_events FOR VALUES FROM (%L) TO (%L)',
-				name, format('%s 00:00:00+00', m), format('%s 00:00:00+00', (m + interval '1 month')::date)
+				'CREATE TABLE public.%I PARTITION OF public.card_events FOR VALUES FROM (%L) TO (%L)',
+				name,
+				to_char(m, 'YYYY-MM-DD') || ' 00:00:00+00',
+				to_char((m + interval '1 month')::date, 'YYYY-MM-DD') || ' 00:00:00+00'
 			);
 			RETURN NEXT name;
 		END IF;
@@ -53,7 +58,11 @@ SELECT card_events_ensure_partitions((now() AT TIME ZONE 'UTC' - interval '1 mon
 
 -- ── Ledger: every transfer's entries sum to zero, checked per statement over the whole transfer
 -- (all entries of a transfer are inserted in one statement). Entries and transfers are append-only.
-CREATE FUNCTION ledger_entries_check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+-- SECURITY DEFINER: the check reads every entry of the transfer, and the services that insert entries
+-- (hot path, indexer) are not granted SELECT on ledger_entries; as an invoker function their inserts
+-- would fail with permission denied.
+CREATE FUNCTION ledger_entries_check_balanced() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
 	bad bigint;
 BEGIN
@@ -91,23 +100,49 @@ CREATE TRIGGER ledger_transfers_no_truncate BEFORE TRUNCATE ON ledger_transfers
 	FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
 --> statement-breakpoint
 
--- ── audit_log: append-only and hash-chained. Inserts are serialised by a transaction-scoped advisory
--- lock, and the id is drawn after the lock, so id order is chain order even with concurrent writers.
+-- ── audit_log: append-only and hash-chained. `audit_log_head` holds the newest link; each insert locks
+-- that one row, draws the id after the lock and moves the head, so id order is chain order even with
+-- concurrent writers. Under READ COMMITTED a waiting writer re-reads the head its predecessor left;
+-- under REPEATABLE READ or SERIALIZABLE it gets serialization_failure (40001) and must retry, instead
+-- of chaining onto a stale row and forking the chain. The head also lets audit_log_verify() notice
+-- rows cut off the end of the log, which a walk of the rows alone cannot see.
+CREATE TABLE audit_log_head (
+	singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+	last_id bigint NOT NULL,
+	last_hash text NOT NULL
+);
+--> statement-breakpoint
+INSERT INTO audit_log_head (singleton, last_id, last_hash) VALUES (true, 0, '');
+--> statement-breakpoint
+CREATE TRIGGER audit_log_head_no_delete BEFORE DELETE ON audit_log_head
+	FOR EACH ROW EXECUTE FUNCTION refuse_change();
+--> statement-breakpoint
+CREATE TRIGGER audit_log_head_no_truncate BEFORE TRUNCATE ON audit_log_head
+	FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
+--> statement-breakpoint
+-- The hashed text is a JSON array, so no field's content can pose as a field boundary (a '|'-joined
+-- text would hash actor 'a|b', action 'c' the same as actor 'a', action 'b|c'). STABLE, not
+-- IMMUTABLE: to_char is only stable.
 CREATE FUNCTION audit_log_row_hash(prev_hash text, id bigint, at timestamptz, actor text, action text,
 	entity_type text, entity_id text, data jsonb)
-RETURNS text LANGUAGE sql IMMUTABLE AS $$
-	SELECT encode(sha256(convert_to(concat_ws('|', prev_hash, id::text,
+RETURNS text LANGUAGE sql STABLE SET search_path = pg_catalog, public, pg_temp AS $$
+	SELECT encode(sha256(convert_to(jsonb_build_array(prev_hash, id,
 		to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), actor, action, entity_type, entity_id,
-		data::text), 'UTF8')), 'hex')
+		data)::text, 'UTF8')), 'hex')
 $$;
 --> statement-breakpoint
-CREATE FUNCTION audit_log_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+-- SECURITY DEFINER: writers hold INSERT on audit_log only; the chain needs the head and the sequence.
+CREATE FUNCTION audit_log_chain() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+	prev text;
 BEGIN
-	PERFORM pg_advisory_xact_lock(7431001);
-	NEW.id := nextval(pg_get_serial_sequence('audit_log', 'id'));
-	NEW.prev_hash := coalesce((SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1), '');
+	SELECT last_hash INTO STRICT prev FROM audit_log_head WHERE singleton FOR UPDATE;
+	NEW.id := nextval(pg_get_serial_sequence('public.audit_log', 'id'));
+	NEW.prev_hash := prev;
 	NEW.hash := audit_log_row_hash(NEW.prev_hash, NEW.id, NEW.at, NEW.actor, NEW.action, NEW.entity_type,
 		NEW.entity_id, NEW.data);
+	UPDATE audit_log_head SET last_id = NEW.id, last_hash = NEW.hash WHERE singleton;
 	RETURN NEW;
 END $$;
 --> statement-breakpoint
@@ -121,12 +156,15 @@ CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
 --> statement-breakpoint
 REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC;
 --> statement-breakpoint
--- Walks the chain in id order and returns the first broken link (no rows when the chain is intact).
+-- Walks the chain in id order and returns the first broken link (no rows when the chain is intact),
+-- then checks that the last row is the recorded head (rows removed from the end break that).
 CREATE FUNCTION audit_log_verify(from_id bigint DEFAULT 0)
-RETURNS TABLE (broken_id bigint, problem text) LANGUAGE plpgsql STABLE AS $$
+RETURNS TABLE (broken_id bigint, problem text) LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
 	r record;
 	expected_prev text := NULL;
+	head record;
 BEGIN
 	IF from_id > 0 THEN
 		SELECT hash INTO expected_prev FROM audit_log WHERE id < from_id ORDER BY id DESC LIMIT 1;
@@ -143,6 +181,12 @@ BEGIN
 		END IF;
 		expected_prev := r.hash;
 	END LOOP;
+	SELECT last_id, last_hash INTO head FROM audit_log_head WHERE singleton;
+	IF NOT FOUND OR head.last_hash IS DISTINCT FROM
+			coalesce((SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1), '') THEN
+		broken_id := head.last_id; problem := 'the last row is not the chain head: rows are missing at the end';
+		RETURN NEXT;
+	END IF;
 END $$;
 --> statement-breakpoint
 
@@ -160,6 +204,14 @@ FROM users u
 LEFT JOIN credit_accounts ca ON ca.user_id = u.id;
 --> statement-breakpoint
 CREATE UNIQUE INDEX user_position_summary_user_idx ON user_position_summary (user_id);
+--> statement-breakpoint
+-- On PostgreSQL 15 only the owner may refresh a materialized view; the scheduled job runs as
+-- credana_reconciliation and refreshes through this function instead of owning the view.
+CREATE FUNCTION refresh_user_position_summary() RETURNS void LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+BEGIN
+	REFRESH MATERIALIZED VIEW CONCURRENTLY public.user_position_summary;
+END $$;
 --> statement-breakpoint
 
 -- ── Roles, one per service, least privilege. Roles are cluster-wide, so creation is idempotent;
@@ -183,9 +235,11 @@ REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO credana_hot_path, credana_ledger_writer, credana_indexer,
 	credana_reconciliation, credana_support_ro;
 --> statement-breakpoint
--- Hot path: reads positions and prices; its Postgres fallback makes row-locked holds.
-GRANT SELECT ON users, cards, wallets, assets, prices, positions, credit_accounts, authorizations, decisions
-	TO credana_hot_path;
+-- Hot path: reads positions and prices; its Postgres fallback makes row-locked holds. It reads
+-- ledger_transfers because writing a hold's entries needs the transfer's id (INSERT … RETURNING id needs
+-- SELECT) and an idempotent retry looks its transfer up by ref.
+GRANT SELECT ON users, cards, wallets, assets, prices, positions, credit_accounts, authorizations, decisions,
+	ledger_transfers TO credana_hot_path;
 --> statement-breakpoint
 GRANT INSERT, UPDATE ON authorizations, credit_accounts TO credana_hot_path;
 --> statement-breakpoint
@@ -225,3 +279,10 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO credana_hot_path, credana_ledge
 GRANT SELECT, INSERT, UPDATE ON settlements TO credana_indexer;
 --> statement-breakpoint
 GRANT SELECT ON settlements TO credana_ledger_writer;
+--> statement-breakpoint
+-- Functions are executable by PUBLIC unless revoked. Partition upkeep belongs to the table's owner
+-- (the db:partitions job); verifying the audit chain and refreshing the summary to reconciliation.
+REVOKE EXECUTE ON FUNCTION card_events_ensure_partitions(date, integer), audit_log_verify(bigint),
+	refresh_user_position_summary() FROM PUBLIC;
+--> statement-breakpoint
+GRANT EXECUTE ON FUNCTION audit_log_verify(bigint), refresh_user_position_summary() TO credana_reconciliation;

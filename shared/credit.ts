@@ -5,10 +5,11 @@
  */
 import {
   BPS,
-  borrowPowerCentsFloor,
-  collateralValueCentsFloor,
+  type CentsFraction,
   healthFactorWadFloor,
+  sumCentsFloor,
   usdcToCentsCeil,
+  weightedValueCents,
 } from './money.ts';
 
 export interface AssetRisk {
@@ -64,49 +65,45 @@ export function isPriceFresh(quote: PriceQuote | undefined, asset: AssetRisk, no
   return ageS <= asset.priceAgeMaxS && ageS >= -60;
 }
 
-/** Borrowing power of the collateral alone (before the program's limit and before debt). */
+/**
+ * Borrowing power of the collateral alone (before the program's limit and before debt). Each of the
+ * three sums is exact and floored once: floor(Σ …), as §2 defines it, so the number does not depend
+ * on how the collateral is split across assets beyond that one rounding.
+ */
 export function borrowPower(
   input: Pick<CreditInput, 'holdings' | 'assets' | 'prices' | 'nowS'>,
 ): Pick<
   CreditSnapshot,
   'borrowPowerCents' | 'collateralValueCents' | 'thresholdValueCents' | 'staleAssetIds'
 > {
-  let borrowPowerCents = 0n;
-  let collateralValueCents = 0n;
-  let thresholdValueCents = 0n;
+  const value: CentsFraction[] = [];
+  const power: CentsFraction[] = [];
+  const threshold: CentsFraction[] = [];
   const staleAssetIds: string[] = [];
   for (const holding of input.holdings) {
+    // A pending withdrawal is already gone as far as credit is concerned (credit shrinks fast).
     const net = holding.amountBase - holding.pendingWithdrawalBase;
     if (net <= 0n) continue;
     const asset = input.assets.get(holding.assetId);
     const quote = input.prices.get(holding.assetId);
     // An unknown asset or a stale feed is worth zero: never its last price.
-    if (asset === undefined || !isPriceFresh(quote, asset, input.nowS) || quote === undefined) {
+    if (asset === undefined || quote === undefined || !isPriceFresh(quote, asset, input.nowS)) {
       staleAssetIds.push(holding.assetId);
       continue;
     }
-    collateralValueCents += collateralValueCentsFloor(
-      net,
-      asset.tokenDecimals,
-      quote.answer,
-      asset.priceDecimals,
-    );
-    borrowPowerCents += borrowPowerCentsFloor(
-      net,
-      asset.tokenDecimals,
-      quote.answer,
-      asset.priceDecimals,
-      asset.ltvBps,
-    );
-    thresholdValueCents += borrowPowerCentsFloor(
-      net,
-      asset.tokenDecimals,
-      quote.answer,
-      asset.priceDecimals,
-      asset.liquidationThresholdBps,
+    const { tokenDecimals, priceDecimals } = asset;
+    value.push(weightedValueCents(net, tokenDecimals, quote.answer, priceDecimals, BPS));
+    power.push(weightedValueCents(net, tokenDecimals, quote.answer, priceDecimals, asset.ltvBps));
+    threshold.push(
+      weightedValueCents(net, tokenDecimals, quote.answer, priceDecimals, asset.liquidationThresholdBps),
     );
   }
-  return { borrowPowerCents, collateralValueCents, thresholdValueCents, staleAssetIds };
+  return {
+    borrowPowerCents: sumCentsFloor(power),
+    collateralValueCents: sumCentsFloor(value),
+    thresholdValueCents: sumCentsFloor(threshold),
+    staleAssetIds,
+  };
 }
 
 /** The whole snapshot of a user's credit. */

@@ -34,7 +34,7 @@ function pow10(exponent: number): bigint {
   return 10n ** BigInt(exponent);
 }
 
-/** Floor division for non-negative numerator and positive denominator. `divFloor(7n, 2n) === 3n`. */
+/** Floor division (toward −∞) for a positive denominator. `divFloor(7n, 2n) === 3n`, `divFloor(-7n, 2n) === -4n`. */
 export function divFloor(numerator: bigint, denominator: bigint): bigint {
   if (denominator <= 0n) throw new MoneyError('denominator must be positive');
   const q = numerator / denominator;
@@ -60,6 +60,59 @@ export function collateralValueCentsFloor(
   assertNonNegative('amountBase', amountBase);
   assertNonNegative('price', price);
   return divFloor(amountBase * price * 100n, pow10(tokenDecimals) * pow10(priceDecimals));
+}
+
+/** An exact, unrounded amount of cents: `numerator / denominator`, the denominator positive. */
+export interface CentsFraction {
+  numerator: bigint;
+  denominator: bigint;
+}
+
+/**
+ * The exact value in cents of a collateral balance weighted by `weightBps` (10_000 for the whole
+ * value, an LTV or a liquidation threshold otherwise), before any rounding:
+ * amountBase × price × 100 × weightBps / (10^tokenDecimals × 10^priceDecimals × 10^4).
+ * Add several with `sumCentsFloor` to round once over the sum.
+ */
+export function weightedValueCents(
+  amountBase: bigint,
+  tokenDecimals: number,
+  price: bigint,
+  priceDecimals: number,
+  weightBps: bigint,
+): CentsFraction {
+  assertNonNegative('amountBase', amountBase);
+  assertNonNegative('price', price);
+  if (weightBps < 0n || weightBps > BPS) throw new MoneyError(`bps out of range: ${weightBps}`);
+  return {
+    numerator: amountBase * price * 100n * weightBps,
+    denominator: pow10(tokenDecimals) * pow10(priceDecimals) * BPS,
+  };
+}
+
+function gcd(a: bigint, b: bigint): bigint {
+  let x = a < 0n ? -a : a;
+  let y = b < 0n ? -b : b;
+  while (y !== 0n) [x, y] = [y, x % y];
+  return x;
+}
+
+/**
+ * floor(Σ fractions), rounding once over the exact sum. Flooring each term and adding would lose up
+ * to one cent per term; the credit model (ARCHITECTURE.md §2) floors the sum.
+ * `sumCentsFloor([{ numerator: 1n, denominator: 2n }, { numerator: 1n, denominator: 2n }]) === 1n`.
+ */
+export function sumCentsFloor(fractions: readonly CentsFraction[]): bigint {
+  let numerator = 0n;
+  let denominator = 1n;
+  for (const term of fractions) {
+    if (term.denominator <= 0n) throw new MoneyError('denominator must be positive');
+    // Over the least common denominator; the operands stay a few hundred bits at most.
+    const common = (denominator / gcd(denominator, term.denominator)) * term.denominator;
+    numerator = numerator * (common / denominator) + term.numerator * (common / term.denominator);
+    denominator = common;
+  }
+  return divFloor(numerator, denominator);
 }
 
 /** Borrowing power of a collateral value: floor(valueCents × ltvBps / 10^4). */

@@ -10,6 +10,8 @@ import * as schema from './schema.ts';
 export const fullSchema = { ...schema, ...customSchema };
 export type Db = PostgresJsDatabase<typeof fullSchema>;
 export type Sql = postgres.Sql;
+/** A transaction handle (`sql.begin(async (tx) => …)`); writes that must be atomic take this. */
+export type Tx = postgres.TransactionSql;
 
 export interface DatabaseOptions {
   url: string;
@@ -40,7 +42,14 @@ export function createDatabase(options: DatabaseOptions): Database {
       TimeZone: 'UTC',
     },
   });
+  // drizzle replaces the client's date parsers and serializers with pass-through ones; our raw
+  // queries pass and expect Date objects, so restore postgres.js's own after wiring drizzle
+  // (drizzle's timestamp columns accept both).
+  const parsers = { ...sql.options.parsers };
+  const serializers = { ...sql.options.serializers };
   const db = drizzle(sql, { schema: fullSchema });
+  Object.assign(sql.options.parsers, parsers);
+  Object.assign(sql.options.serializers, serializers);
   return {
     sql,
     db,

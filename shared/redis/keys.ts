@@ -40,6 +40,8 @@ export interface UserKeys {
   daySpend(yyyymmdd: string): string;
   /** ZSET: decisions of the last minute (velocity). */
   velocity: string;
+  /** HASH: one authorization's cache state (ver, cap = captured cents, t = terminal). */
+  authState(authorizationId: string): string;
   /** The shard's outbox stream, drained by the ledger writer. */
   outbox: string;
 }
@@ -56,6 +58,7 @@ export function userKeys(prefix: string, userId: string): UserKeys {
     applied: (eventId) => `${base}:ev:${eventId}`,
     daySpend: (yyyymmdd) => `${base}:day:${yyyymmdd}`,
     velocity: `${base}:vel`,
+    authState: (authorizationId) => `${base}:a:${authorizationId}`,
     outbox: outboxKey(prefix, shardOf(userId)),
   };
 }
@@ -78,9 +81,13 @@ export function cardIndexKey(prefix: string): string {
   return `${prefix}cards`;
 }
 
-/** Keys for request events whose card is unknown (no user, so no user shard). */
+/** Keys for events whose card is unknown (no user, so the event's own shard). */
 export function unknownCardDecisionKey(prefix: string, eventId: string): string {
   return `${prefix}${tag(shardOf(eventId))}:nocard:dec:${eventId}`;
+}
+
+export function unknownCardAppliedKey(prefix: string, eventId: string): string {
+  return `${prefix}${tag(shardOf(eventId))}:nocard:ev:${eventId}`;
 }
 
 export function unknownCardOutboxKey(prefix: string, eventId: string): string {

@@ -1,0 +1,171 @@
+/**
+ * The hot path's HTTP surface (Hono). Routes:
+ * - POST /stripe/authorizations — the real-time authorization webhook (`issuing_authorization.request`).
+ *   Always answers 200 with `{ approved, amount?, metadata }` and the `Stripe-Version` header, unless
+ *   the signature is bad (400) or the body too large (413).
+ * - POST /stripe/events — every other Issuing event (created / updated / transaction.created).
+ * - GET /healthz, GET /readyz, GET /metrics.
+ */
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { requestId } from 'hono/request-id';
+import type { Config } from '../shared/config.ts';
+import type { Sql } from '../shared/db/client.ts';
+import type { Redis } from '../shared/redis/client.ts';
+import type { DecisionEngine } from './decision/engine.ts';
+import type { Lifecycle } from './lifecycle/apply.ts';
+import type { Logger } from './ops/logger.ts';
+import type { Metrics } from './ops/metrics.ts';
+import { anyEvent, authorizationRequestEvent, LIFECYCLE_TYPES, lifecycleEvent } from './stripe/events.ts';
+import { verifyStripeSignature } from './stripe/signature.ts';
+
+export type HotPathSettings = Pick<
+  Config,
+  'STRIPE_WEBHOOK_SECRETS' | 'STRIPE_API_VERSION' | 'STRIPE_SIGNATURE_TOLERANCE_S' | 'WEBHOOK_BODY_LIMIT_BYTES' | 'DECISION_BUDGET_MS'
+>;
+
+export interface AppDeps {
+  settings: HotPathSettings;
+  engine: DecisionEngine;
+  lifecycle: Lifecycle;
+  redis: Redis;
+  sql: Sql;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: 400 | 413 | 500,
+    readonly code: string,
+  ) {
+    super(code);
+  }
+}
+
+export function createApp(deps: AppDeps) {
+  const { settings, engine, lifecycle, metrics, logger } = deps;
+  const app = new Hono();
+  app.use(requestId());
+  const limit = bodyLimit({
+    maxSize: settings.WEBHOOK_BODY_LIMIT_BYTES,
+    onError: (c) => {
+      metrics.webhookRejected.inc({ problem: 'too_large' });
+      return c.json({ error: 'body_too_large' }, 413);
+    },
+  });
+
+  app.onError((error, c) => {
+    if (error instanceof HttpError) return c.json({ error: error.code }, error.status);
+    logger.error({ requestId: c.get('requestId'), err: { name: error.name, message: error.message } }, 'unhandled error');
+    return c.json({ error: 'internal' }, 500);
+  });
+  app.notFound((c) => c.json({ error: 'not_found' }, 404));
+
+  /** Reads the raw body once and verifies it; throws HttpError(400) on a bad signature. */
+  async function verifiedBody(c: { req: { text(): Promise<string>; header(name: string): string | undefined } }) {
+    const raw = await c.req.text();
+    const check = verifyStripeSignature(
+      raw,
+      c.req.header('stripe-signature'),
+      settings.STRIPE_WEBHOOK_SECRETS,
+      settings.STRIPE_SIGNATURE_TOLERANCE_S,
+    );
+    if (!check.ok) {
+      metrics.webhookRejected.inc({ problem: check.problem });
+      throw new HttpError(400, check.problem);
+    }
+    return raw;
+  }
+
+  app.post('/stripe/authorizations', limit, async (c) => {
+    const startedAtMs = Date.now();
+    const startedAt = process.hrtime.bigint();
+    const raw = await verifiedBody(c);
+    c.header('Stripe-Version', settings.STRIPE_API_VERSION);
+    let json: unknown;
+    try {
+      json = JSON.parse(raw);
+    } catch {
+      json = undefined;
+    }
+    const parsed = authorizationRequestEvent.safeParse(json);
+    if (!parsed.success) {
+      metrics.decisions.inc({ outcome: 'declined', reason: 'invalid_request', source: 'none' });
+      logger.warn({ requestId: c.get('requestId') }, 'malformed authorization request declined');
+      return c.json({ approved: false, metadata: { reason: 'invalid_request' } });
+    }
+    const event = parsed.data;
+    const outcome = await engine.decide(event, raw, startedAtMs);
+    const elapsedS = Number(process.hrtime.bigint() - startedAt) / 1e9;
+    metrics.decisionLatency.observe({ source: outcome.source }, elapsedS);
+    metrics.decisions.inc({ outcome: outcome.approved ? 'approved' : 'declined', reason: outcome.reason, source: outcome.source });
+    if (outcome.source !== 'redis') metrics.fallbacks.inc({ result: outcome.source === 'postgres' ? 'postgres' : 'declined' });
+    if (elapsedS * 1000 > settings.DECISION_BUDGET_MS) metrics.budgetExceeded.inc();
+    logger.info(
+      {
+        requestId: c.get('requestId'),
+        decisionId: outcome.decisionId,
+        eventId: event.id,
+        authorizationId: event.data.object.id,
+        approved: outcome.approved,
+        reason: outcome.reason,
+        source: outcome.source,
+        replay: outcome.replay,
+        latencyMs: Math.round(elapsedS * 1e5) / 100,
+      },
+      'authorization decided',
+    );
+    const partial = outcome.approved && outcome.reason === 'partial' && event.data.object.pending_request.is_amount_controllable;
+    return c.json({
+      approved: outcome.approved,
+      ...(partial ? { amount: Number(outcome.amountCents) } : {}),
+      metadata: { decision_id: outcome.decisionId, reason: outcome.reason },
+    });
+  });
+
+  app.post('/stripe/events', limit, async (c) => {
+    const raw = await verifiedBody(c);
+    let json: unknown;
+    try {
+      json = JSON.parse(raw);
+    } catch {
+      throw new HttpError(400, 'malformed_json');
+    }
+    const head = anyEvent.safeParse(json);
+    if (!head.success) throw new HttpError(400, 'malformed_event');
+    if (!LIFECYCLE_TYPES.has(head.data.type)) {
+      metrics.lifecycleEvents.inc({ type: 'other', result: 'ignored' });
+      logger.info({ requestId: c.get('requestId'), eventId: head.data.id, type: head.data.type }, 'event type not processed');
+      return c.json({ received: true, processed: false });
+    }
+    const parsed = lifecycleEvent.safeParse(json);
+    if (!parsed.success) {
+      metrics.lifecycleEvents.inc({ type: head.data.type, result: 'malformed' });
+      throw new HttpError(400, 'malformed_event');
+    }
+    const result = await lifecycle.apply(parsed.data, raw);
+    metrics.lifecycleEvents.inc({ type: parsed.data.type, result: result.applied ? 'applied' : 'duplicate' });
+    return c.json({ received: true, processed: true, duplicate: !result.applied });
+  });
+
+  app.get('/healthz', (c) => c.json({ ok: true }));
+  app.get('/readyz', async (c) => {
+    const [redisOk, postgresOk] = await Promise.all([
+      deps.redis.ping().then(
+        () => true,
+        () => false,
+      ),
+      deps.sql`select 1`.then(
+        () => true,
+        () => false,
+      ),
+    ]);
+    return c.json({ ready: redisOk && postgresOk, redis: redisOk, postgres: postgresOk }, redisOk && postgresOk ? 200 : 503);
+  });
+  app.get('/metrics', async (c) => {
+    c.header('Content-Type', metrics.registry.contentType);
+    return c.body(await metrics.registry.metrics());
+  });
+  return app;
+}

@@ -1,0 +1,332 @@
+/**
+ * The authorization decision: card → user → position lookup and check-and-reserve in one atomic
+ * Redis step per user, two round trips in the steady state:
+ *   1. HGETALL of the user's account (collateral, limits, version) — the exact bigint borrow power
+ *      is computed here in TypeScript from in-memory prices;
+ *   2. EVALSHA of the DECIDE script, which re-checks the version, applies every rule, reserves the
+ *      hold and appends the decision record to the outbox stream, all atomically.
+ * If Redis fails or is slow, the Postgres fallback decides in the time left; if that fails too the
+ * answer is a decline with `system_unavailable`. A hold is never granted without being stored.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Config } from '../../shared/config.ts';
+import { borrowPower, type CollateralHolding } from '../../shared/credit.ts';
+import type { Sql } from '../../shared/db/client.ts';
+import type { DecisionReason, DecisionRecord } from '../../shared/outbox.ts';
+import { ensureAccount } from '../../shared/redis/account.ts';
+import type { Redis } from '../../shared/redis/client.ts';
+import { ACCOUNT, cardIndexKey, unknownCardDecisionKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
+import type { Market } from '../../shared/redis/market.ts';
+import { limits } from '../limits.ts';
+import type { AuthorizationRequestEvent } from '../stripe/events.ts';
+import { decideFromPostgres } from './postgres-fallback.ts';
+import { DECIDE, DECIDE_WITHOUT_USER } from './scripts.ts';
+
+export interface DecisionOutcome {
+  approved: boolean;
+  /** Cents granted (0 when declined). */
+  amountCents: bigint;
+  reason: DecisionReason;
+  decisionId: string;
+  source: 'redis' | 'postgres' | 'none';
+  /** True when this answer was stored earlier for the same event (a replay). */
+  replay: boolean;
+  redisRoundTrips: number;
+}
+
+export type DecisionSettings = Pick<
+  Config,
+  | 'REDIS_KEY_PREFIX'
+  | 'BLOCKED_MCCS'
+  | 'VELOCITY_LIMIT_PER_MIN'
+  | 'HOLD_TTL_S'
+  | 'HOLD_TTL_LODGING_S'
+  | 'DECISION_BUDGET_MS'
+>;
+
+export interface DecisionEngineDeps {
+  settings: DecisionSettings;
+  redis: Redis;
+  sql: Sql;
+  market: Market;
+  now?: () => number;
+}
+
+type DecideReply = ['ok', '0' | '1', string, DecisionReason] | ['dup', string] | ['missing'] | ['changed', string];
+
+export function newDecisionId(nowMs: number): string {
+  return `dec_${nowMs.toString(36)}${randomBytes(8).toString('hex')}`;
+}
+
+export function holdExpiresAtMs(settings: DecisionSettings, mcc: string, nowMs: number): number {
+  const ttlS = (limits.lodgingMccs as readonly string[]).includes(mcc) ? settings.HOLD_TTL_LODGING_S : settings.HOLD_TTL_S;
+  return nowMs + ttlS * 1000;
+}
+
+function parseStored(stored: string): Pick<DecisionOutcome, 'approved' | 'amountCents' | 'reason' | 'decisionId'> {
+  const [approved, amount, reason, decisionId] = stored.split('|');
+  return {
+    approved: approved === '1',
+    amountCents: BigInt(amount ?? '0'),
+    reason: (reason ?? 'system_unavailable') as DecisionReason,
+    decisionId: decisionId ?? '',
+  };
+}
+
+function holdingsFromAccount(account: Record<string, string>): CollateralHolding[] {
+  const holdings: CollateralHolding[] = [];
+  for (const [field, value] of Object.entries(account)) {
+    if (!field.startsWith(ACCOUNT.collateralPrefix)) continue;
+    const assetId = field.slice(ACCOUNT.collateralPrefix.length);
+    holdings.push({
+      assetId,
+      amountBase: BigInt(value),
+      pendingWithdrawalBase: BigInt(account[ACCOUNT.pendingWithdrawalPrefix + assetId] ?? '0'),
+    });
+  }
+  return holdings;
+}
+
+export interface DecisionEngine {
+  decide(event: AuthorizationRequestEvent, rawBody: string, startedAtMs: number): Promise<DecisionOutcome>;
+  /** Users decided by the Postgres fallback whose cached account must be rebuilt before the next Redis decision. */
+  readonly staleUsers: Set<string>;
+}
+
+export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
+  const { settings, redis, sql, market } = deps;
+  const now = deps.now ?? Date.now;
+  const prefix = settings.REDIS_KEY_PREFIX;
+  const cardOwners = new Map<string, string>();
+  const staleUsers = new Set<string>();
+  const blocked = new Set(settings.BLOCKED_MCCS);
+  redis.defineCommand('credanaDecide', { numberOfKeys: 9, lua: DECIDE });
+  redis.defineCommand('credanaDecideWithoutUser', { numberOfKeys: 2, lua: DECIDE_WITHOUT_USER });
+  const r = redis as Redis & {
+    credanaDecide(...args: (string | number)[]): Promise<DecideReply>;
+    credanaDecideWithoutUser(...args: (string | number)[]): Promise<DecideReply>;
+  };
+
+  async function cardOwner(cardId: string): Promise<{ userId: string | null; roundTrips: number }> {
+    const cached = cardOwners.get(cardId);
+    if (cached !== undefined) return { userId: cached, roundTrips: 0 };
+    let userId = await redis.hget(cardIndexKey(prefix), cardId);
+    let roundTrips = 1;
+    if (userId === null) {
+      // The cache may have been restarted empty: ask the system of record.
+      const rows = await sql<{ user_id: string }[]>`select user_id from cards where id = ${cardId}`;
+      userId = rows[0]?.user_id ?? null;
+      if (userId !== null) {
+        await redis.hset(cardIndexKey(prefix), cardId, userId);
+        roundTrips++;
+      }
+    }
+    if (userId !== null) {
+      if (cardOwners.size >= limits.cardCacheSizeMax) cardOwners.clear();
+      cardOwners.set(cardId, userId);
+    }
+    return { userId, roundTrips };
+  }
+
+  function baseRecord(
+    event: AuthorizationRequestEvent,
+    rawBody: string,
+    userId: string | null,
+    decisionId: string,
+    nowMs: number,
+    startedAtMs: number,
+    source: 'redis' | 'postgres',
+  ): DecisionRecord {
+    const auth = event.data.object;
+    const mcc = auth.merchant_data.category_code;
+    return {
+      kind: 'decision',
+      decisionId,
+      eventId: event.id,
+      authorizationId: auth.id,
+      userId,
+      cardId: auth.card.id,
+      requestedCents: String(auth.pending_request.amount),
+      // The outcome fields are filled in by the script's stream fields (ok, amt, why).
+      approved: false,
+      approvedCents: '0',
+      reason: 'system_unavailable',
+      source,
+      incremental: auth.request_history.length > 0,
+      merchantCategoryCode: mcc,
+      merchantName: auth.merchant_data.name ?? null,
+      holdExpiresAtMs: holdExpiresAtMs(settings, mcc, nowMs),
+      decidedAtMs: nowMs,
+      latencyUs: Math.max(0, Math.round((nowMs - startedAtMs) * 1000)),
+      event: rawBody,
+      eventCreatedS: event.created,
+    };
+  }
+
+  async function decideInRedis(
+    event: AuthorizationRequestEvent,
+    rawBody: string,
+    startedAtMs: number,
+    decisionId: string,
+  ): Promise<DecisionOutcome> {
+    const auth = event.data.object;
+    const { userId, roundTrips: lookupTrips } = await cardOwner(auth.card.id);
+    let roundTrips = lookupTrips;
+    const nowMs = now();
+    if (userId === null) {
+      const record = baseRecord(event, rawBody, null, decisionId, nowMs, startedAtMs, 'redis');
+      const reply = await r.credanaDecideWithoutUser(
+        unknownCardDecisionKey(prefix, event.id),
+        unknownCardOutboxKey(prefix, event.id),
+        decisionId,
+        JSON.stringify(record),
+        limits.decisionTtlS,
+        'unknown_card',
+      );
+      roundTrips++;
+      if (reply[0] === 'dup') return { ...parseStored(reply[1]), source: 'redis', replay: true, redisRoundTrips: roundTrips };
+      return { approved: false, amountCents: 0n, reason: 'unknown_card', decisionId, source: 'redis', replay: false, redisRoundTrips: roundTrips };
+    }
+    const keys = userKeys(prefix, userId);
+    if (staleUsers.has(userId)) {
+      // The Postgres fallback changed this user's holds while Redis was away: rebuild first.
+      await redis.del(keys.account);
+      staleUsers.delete(userId);
+      roundTrips++;
+    }
+    const mcc = auth.merchant_data.category_code;
+    const amount = BigInt(auth.pending_request.amount);
+    for (let attempt = 0; attempt < limits.reserveAttemptsMax; attempt++) {
+      const account = await redis.hgetall(keys.account);
+      roundTrips++;
+      const version = account[ACCOUNT.version];
+      if (version === undefined) {
+        const exists = await ensureAccount(redis, sql, prefix, userId, now());
+        roundTrips += 2;
+        if (!exists) break;
+        continue;
+      }
+      const decidedAtMs = now();
+      const power = borrowPower({
+        holdings: holdingsFromAccount(account),
+        assets: market.assets,
+        prices: market.prices,
+        nowS: Math.floor(decidedAtMs / 1000),
+      });
+      const limit = BigInt(account[ACCOUNT.creditLimitCents] ?? '0');
+      const capCents = limit < power.borrowPowerCents ? limit : power.borrowPowerCents;
+      const record = baseRecord(event, rawBody, userId, decisionId, decidedAtMs, startedAtMs, 'redis');
+      const reply = await r.credanaDecide(
+        keys.account,
+        keys.cards,
+        keys.holds,
+        keys.holdExpiries,
+        keys.decision(event.id),
+        keys.daySpend(new Date(decidedAtMs).toISOString().slice(0, 10).replaceAll('-', '')),
+        keys.velocity,
+        keys.outbox,
+        keys.authState(auth.id),
+        version,
+        auth.card.id,
+        auth.id,
+        amount.toString(),
+        auth.pending_request.is_amount_controllable ? '1' : '0',
+        mcc,
+        decidedAtMs,
+        capCents.toString(),
+        power.staleAssetIds.length > 0 ? '1' : '0',
+        settings.VELOCITY_LIMIT_PER_MIN,
+        blocked.has(mcc) ? '1' : '0',
+        decisionId,
+        record.holdExpiresAtMs,
+        limits.decisionTtlS,
+        JSON.stringify(record),
+        // The authorization's version after this decision: one more request than it had.
+        (auth.request_history.length + 1) * 1e10 + event.created,
+        limits.authorizationStateTtlS,
+      );
+      roundTrips++;
+      switch (reply[0]) {
+        case 'ok':
+          return {
+            approved: reply[1] === '1',
+            amountCents: BigInt(reply[2]),
+            reason: reply[3],
+            decisionId,
+            source: 'redis',
+            replay: false,
+            redisRoundTrips: roundTrips,
+          };
+        case 'dup':
+          return { ...parseStored(reply[1]), source: 'redis', replay: true, redisRoundTrips: roundTrips };
+        case 'missing':
+        case 'changed':
+          continue;
+      }
+    }
+    // The user does not exist, or the account kept changing under us: decline, recorded.
+    return {
+      approved: false,
+      amountCents: 0n,
+      reason: 'system_unavailable',
+      decisionId,
+      source: 'none',
+      replay: false,
+      redisRoundTrips: roundTrips,
+    };
+  }
+
+  return {
+    staleUsers,
+    async decide(event, rawBody, startedAtMs) {
+      const decisionId = newDecisionId(startedAtMs);
+      const deadline = startedAtMs + settings.DECISION_BUDGET_MS - limits.responseMarginMs;
+      const amount = event.data.object.pending_request.amount;
+      if (event.data.object.pending_request.currency !== 'usd' || amount > limits.amountCentsMax) {
+        return { approved: false, amountCents: 0n, reason: 'invalid_request', decisionId, source: 'none', replay: false, redisRoundTrips: 0 };
+      }
+      try {
+        return await withDeadline(decideInRedis(event, rawBody, startedAtMs, decisionId), deadline - now());
+      } catch {
+        // Redis is down or slow: decide from Postgres in the time left.
+      }
+      try {
+        const remainingMs = deadline - now();
+        if (remainingMs < 5) throw new Error('no time left for the Postgres fallback');
+        const outcome = await withDeadline(
+          decideFromPostgres({ sql, market, settings, now }, event, rawBody, decisionId, startedAtMs, remainingMs),
+          remainingMs,
+        );
+        if (outcome.userId !== null) staleUsers.add(outcome.userId);
+        return { ...outcome.decision, redisRoundTrips: 0 };
+      } catch {
+        return { approved: false, amountCents: 0n, reason: 'system_unavailable', decisionId, source: 'none', replay: false, redisRoundTrips: 0 };
+      }
+    },
+  };
+}
+
+export class DeadlineError extends Error {
+  readonly code = 'deadline_exceeded';
+}
+
+/** Rejects when `promise` has not settled within `ms`; the work itself may still finish later. */
+export function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+  if (ms <= 0) {
+    promise.catch(() => {});
+    return Promise.reject(new DeadlineError('no time left'));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new DeadlineError(`not done in ${ms} ms`)), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}

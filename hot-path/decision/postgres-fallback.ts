@@ -1,0 +1,165 @@
+/**
+ * The fallback decision when Redis is unreachable or slow: the same rules (rules.ts) over the system
+ * of record, with the user's credit_accounts row locked (SELECT … FOR UPDATE) so concurrent
+ * authorizations of one user are serialised, and the hold written in the same transaction as the
+ * decision. The transaction's statement_timeout is the time left in the budget.
+ */
+import { borrowPower } from '../../shared/credit.ts';
+import type { Sql } from '../../shared/db/client.ts';
+import { cardMovementEntries, insertAudit, insertTransfers } from '../../shared/db/queries/ledger.ts';
+import { usdcToCentsCeil } from '../../shared/money.ts';
+import type { DecisionReason } from '../../shared/outbox.ts';
+import type { Market } from '../../shared/redis/market.ts';
+import type { AuthorizationRequestEvent } from '../stripe/events.ts';
+import type { DecisionOutcome, DecisionSettings } from './engine.ts';
+import { holdExpiresAtMs } from './engine.ts';
+import { evaluateRules } from './rules.ts';
+
+export interface FallbackDeps {
+  sql: Sql;
+  market: Market;
+  settings: DecisionSettings;
+  now: () => number;
+}
+
+export async function decideFromPostgres(
+  deps: FallbackDeps,
+  event: AuthorizationRequestEvent,
+  rawBody: string,
+  decisionId: string,
+  startedAtMs: number,
+  remainingMs: number,
+): Promise<{ decision: Omit<DecisionOutcome, 'redisRoundTrips'>; userId: string | null }> {
+  const auth = event.data.object;
+  const amount = BigInt(auth.pending_request.amount);
+  const mcc = auth.merchant_data.category_code;
+  return deps.sql.begin(async (tx) => {
+    await tx.unsafe(`set local statement_timeout = ${Math.max(1, Math.floor(remainingMs))}`);
+    const prior = await tx<{ id: string; approved: boolean; approved_cents: string; reason: string; user_id: string | null }[]>`
+      select id, approved, approved_cents, reason, user_id from decisions where event_id = ${event.id}`;
+    if (prior[0] !== undefined) {
+      const p = prior[0];
+      return {
+        userId: p.user_id,
+        decision: {
+          approved: p.approved,
+          amountCents: BigInt(p.approved_cents),
+          reason: p.reason as DecisionReason,
+          decisionId: p.id,
+          source: 'postgres' as const,
+          replay: true,
+        },
+      };
+    }
+    const [card] = await tx<
+      {
+        user_id: string;
+        status: string;
+        frozen: boolean;
+        user_status: string;
+        credit_limit_cents: string;
+        daily_limit_cents: string;
+        blocked_mccs: string[];
+      }[]
+    >`select c.user_id, c.status, c.frozen, u.status as user_status, u.credit_limit_cents, u.daily_limit_cents, u.blocked_mccs
+      from cards c join users u on u.id = c.user_id where c.id = ${auth.card.id}`;
+    const nowMs = deps.now();
+    const userId = card?.user_id ?? null;
+    let outcome: { reason: DecisionReason; grantedCents: bigint } = { reason: 'unknown_card', grantedCents: 0n };
+    if (card !== undefined && userId !== null) {
+      await tx`insert into credit_accounts (user_id) values (${userId}) on conflict do nothing`;
+      const [account] = await tx<{ debt_onchain_usdc: string; unsettled_cents: string; holds_cents: string }[]>`
+        select debt_onchain_usdc::text, unsettled_cents, holds_cents from credit_accounts where user_id = ${userId} for update`;
+      const dayStart = new Date(Math.floor(nowMs / 86_400_000) * 86_400_000);
+      const [positions, spent, recent, existing] = await Promise.all([
+        tx<{ asset_id: string; collateral_base: string; pending_withdrawal_base: string }[]>`
+          select asset_id, collateral_base::text, pending_withdrawal_base::text from positions where user_id = ${userId}`,
+        tx<{ spent: string }[]>`select coalesce(sum(approved_cents), 0)::text as spent from authorizations
+          where user_id = ${userId} and approved and created_at >= ${dayStart}`,
+        tx<{ n: number }[]>`select count(*)::int as n from decisions where user_id = ${userId}
+          and decided_at > ${new Date(nowMs - 60_000)} and reason <> 'unknown_card'`,
+        tx<{ status: string }[]>`select status from authorizations where id = ${auth.id}`,
+      ]);
+      const power = borrowPower({
+        holdings: positions.map((p) => ({
+          assetId: p.asset_id,
+          amountBase: BigInt(p.collateral_base),
+          pendingWithdrawalBase: BigInt(p.pending_withdrawal_base),
+        })),
+        assets: deps.market.assets,
+        prices: deps.market.prices,
+        nowS: Math.floor(nowMs / 1000),
+      });
+      const limit = BigInt(card.credit_limit_cents);
+      outcome = evaluateRules({
+        cardKnown: true,
+        cardStatus: card.status,
+        cardFrozen: card.frozen,
+        accountStatus: card.user_status,
+        merchantCategoryCode: mcc,
+        globallyBlockedMccs: new Set(deps.settings.BLOCKED_MCCS),
+        userBlockedMccs: card.blocked_mccs,
+        authorizationTerminal: existing[0] !== undefined && existing[0].status !== 'pending',
+        decisionsLastMinute: recent[0]?.n ?? 0,
+        velocityLimitPerMin: deps.settings.VELOCITY_LIMIT_PER_MIN,
+        spentTodayCents: BigInt(spent[0]?.spent ?? '0'),
+        dailyLimitCents: BigInt(card.daily_limit_cents),
+        capCents: limit < power.borrowPowerCents ? limit : power.borrowPowerCents,
+        debtOnchainCents: usdcToCentsCeil(BigInt(account?.debt_onchain_usdc ?? '0')),
+        unsettledCents: BigInt(account?.unsettled_cents ?? '0'),
+        holdsCents: BigInt(account?.holds_cents ?? '0'),
+        anyPriceStale: power.staleAssetIds.length > 0,
+        amountCents: amount,
+        amountControllable: auth.pending_request.is_amount_controllable,
+      });
+    }
+    const approved = outcome.reason === 'approved' || outcome.reason === 'partial';
+    const granted = outcome.grantedCents;
+    const latencyUs = Math.max(0, Math.round((deps.now() - startedAtMs) * 1000));
+    await tx`insert into decisions (id, event_id, authorization_id, user_id, card_id, approved, requested_cents,
+        approved_cents, reason, source, latency_us, decided_at)
+      values (${decisionId}, ${event.id}, ${auth.id}, ${userId}, ${auth.card.id}, ${approved}, ${amount.toString()},
+        ${granted.toString()}, ${outcome.reason}, 'postgres', ${latencyUs}, ${new Date(nowMs)})`;
+    await tx`insert into authorizations (id, user_id, card_id, status, approved, requested_cents, approved_cents, held_cents,
+        decision, decline_reason, decision_id, decision_source, decision_latency_us, merchant_category_code, merchant_name, expires_at)
+      values (${auth.id}, ${userId}, ${auth.card.id}, 'pending', ${approved}, ${amount.toString()}, ${granted.toString()},
+        ${granted.toString()}, ${approved ? (outcome.reason === 'partial' ? 'partial' : 'approved') : 'declined'},
+        ${approved ? null : outcome.reason}, ${decisionId}, 'postgres', ${latencyUs}, ${mcc}, ${auth.merchant_data.name ?? null},
+        ${new Date(holdExpiresAtMs(deps.settings, mcc, nowMs))})
+      on conflict (id) do update set
+        requested_cents = authorizations.requested_cents + excluded.requested_cents,
+        approved_cents = authorizations.approved_cents + excluded.approved_cents,
+        held_cents = authorizations.held_cents + excluded.held_cents,
+        approved = authorizations.approved or excluded.approved,
+        updated_at = now()`;
+    if (userId !== null && granted > 0n) {
+      await tx`update credit_accounts set holds_cents = holds_cents + ${granted.toString()}, version = version + 1,
+        updated_at = now() where user_id = ${userId}`;
+      await insertTransfers(tx, [
+        {
+          ref: `hold:${event.id}`,
+          kind: 'hold',
+          userId,
+          authorizationId: auth.id,
+          entries: cardMovementEntries(userId, { holdDeltaCents: granted, unsettledDeltaCents: 0n }),
+        },
+      ]);
+    }
+    await tx`insert into card_events (id, type, user_id, object_id, payload, created_at)
+      values (${event.id}, ${event.type}, ${userId}, ${auth.id}, ${rawBody}::jsonb, ${new Date(event.created * 1000)})
+      on conflict do nothing`;
+    await insertAudit(tx, [
+      {
+        actor: 'hot-path:postgres-fallback',
+        action: approved ? 'authorization.approved' : 'authorization.declined',
+        entityType: 'authorization',
+        entityId: auth.id,
+        data: { decisionId, eventId: event.id, userId, requestedCents: amount, grantedCents: granted, reason: outcome.reason },
+      },
+    ]);
+    return {
+      userId,
+      decision: { approved, amountCents: granted, reason: outcome.reason, decisionId, source: 'postgres' as const, replay: false },
+    };
+  });
+}

@@ -1,0 +1,188 @@
+/**
+ * The Lua scripts of the hot path. Each runs atomically over keys of one user's shard (see
+ * shared/redis/keys.ts), so it works unchanged on a Redis Cluster.
+ *
+ * Exactness: Lua numbers are doubles. Every number these scripts do arithmetic on is in cents and
+ * bounded far below 2^53 (limits.amountCentsMax, credit limits checked by assertDoubleExact); token
+ * amounts and prices never enter a script — the exact bigint borrow power is computed in TypeScript
+ * and passed in as `capCents`, guarded by the account's version stamp. Numbers are written back with
+ * `%.0f`, which prints any integer below 2^53 exactly.
+ */
+
+/**
+ * Check-and-reserve. Returns {'ok', approved, amount, reason} | {'dup', stored} | {'missing'} |
+ * {'changed', version}.
+ * KEYS: 1 account, 2 cards, 3 holds, 4 holdExpiries, 5 decision, 6 daySpend, 7 velocity, 8 outbox, 9 authState
+ * ARGV: 1 expectedVersion, 2 cardId, 3 authorizationId, 4 amount, 5 controllable, 6 mcc, 7 nowMs,
+ *       8 capCents, 9 stale, 10 velocityLimit, 11 globallyBlocked, 12 decisionId, 13 holdExpiresAtMs,
+ *       14 decisionTtlS, 15 record, 16 authVersion, 17 authStateTtlS
+ */
+export const DECIDE = `
+local prior = redis.call('GET', KEYS[5])
+if prior then return {'dup', prior} end
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return {'missing'} end
+if v ~= ARGV[1] then return {'changed', v} end
+local amount = tonumber(ARGV[4])
+local now = tonumber(ARGV[7])
+local reason = ''
+local card = redis.call('HGET', KEYS[2], ARGV[2])
+if not card then
+  reason = 'unknown_card'
+else
+  local status, frozen = string.match(card, '^([^|]*)|(%d)$')
+  if status ~= 'active' then
+    reason = 'card_inactive'
+  elseif frozen == '1' then
+    reason = 'card_frozen'
+  elseif redis.call('HGET', KEYS[1], 'st') ~= 'active' then
+    reason = 'account_inactive'
+  elseif ARGV[11] == '1' or string.find(',' .. (redis.call('HGET', KEYS[1], 'mcc') or '') .. ',', ',' .. ARGV[6] .. ',', 1, true) then
+    reason = 'blocked_mcc'
+  elseif redis.call('HGET', KEYS[9], 't') == '1' then
+    reason = 'card_inactive'
+  end
+end
+if reason == '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - 60000)
+  if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[10]) then reason = 'velocity_limit' end
+  redis.call('ZADD', KEYS[7], now, ARGV[12])
+  redis.call('PEXPIRE', KEYS[7], 120000)
+end
+local granted = 0
+if reason == '' then
+  local h = redis.call('HMGET', KEYS[1], 'debtc', 'uns', 'hold', 'dlim')
+  local available = tonumber(ARGV[8]) - tonumber(h[1] or '0') - tonumber(h[2] or '0') - tonumber(h[3] or '0')
+  local dayLeft = tonumber(h[4] or '0') - tonumber(redis.call('GET', KEYS[6]) or '0')
+  local controllable = ARGV[5] == '1'
+  granted = amount
+  if dayLeft < granted then
+    if controllable and dayLeft > 0 then granted = dayLeft else reason = 'daily_limit' end
+  end
+  if reason == '' and available < granted then
+    if controllable and available > 0 then
+      granted = available
+    elseif ARGV[9] == '1' then
+      reason = 'stale_price'
+    else
+      reason = 'insufficient_credit'
+    end
+  end
+  if reason == '' then
+    if granted < amount then reason = 'partial' else reason = 'approved' end
+  else
+    granted = 0
+  end
+end
+local approved = (reason == 'approved' or reason == 'partial') and '1' or '0'
+local grantedText = string.format('%.0f', granted)
+if granted > 0 then
+  redis.call('HINCRBY', KEYS[1], 'hold', grantedText)
+  redis.call('HINCRBY', KEYS[3], ARGV[3], grantedText)
+  redis.call('ZADD', KEYS[4], ARGV[13], ARGV[3])
+  redis.call('INCRBY', KEYS[6], grantedText)
+  redis.call('EXPIRE', KEYS[6], 172800)
+end
+if card then
+  local ver = tonumber(redis.call('HGET', KEYS[9], 'ver') or '0')
+  if tonumber(ARGV[16]) > ver then redis.call('HSET', KEYS[9], 'ver', ARGV[16]) end
+  redis.call('EXPIRE', KEYS[9], tonumber(ARGV[17]))
+end
+redis.call('XADD', KEYS[8], '*', 'r', ARGV[15], 'ok', approved, 'amt', grantedText, 'why', reason)
+redis.call('SET', KEYS[5], approved .. '|' .. grantedText .. '|' .. reason .. '|' .. ARGV[12], 'EX', tonumber(ARGV[14]))
+return {'ok', approved, grantedText, reason}
+`;
+
+/**
+ * Records a decision that involves no user (the card is unknown): idempotent by event.
+ * KEYS: 1 decision, 2 outbox. ARGV: 1 decisionId, 2 record, 3 ttlS, 4 reason
+ */
+export const DECIDE_WITHOUT_USER = `
+local prior = redis.call('GET', KEYS[1])
+if prior then return {'dup', prior} end
+redis.call('XADD', KEYS[2], '*', 'r', ARGV[2], 'ok', '0', 'amt', '0', 'why', ARGV[4])
+redis.call('SET', KEYS[1], '0|0|' .. ARGV[4] .. '|' .. ARGV[1], 'EX', tonumber(ARGV[3]))
+return {'ok', '0', '0', ARGV[4]}
+`;
+
+/**
+ * Applies one lifecycle event to a user's cache, once per event id, and appends its record.
+ * Returns {'ok', holdDelta, unsettledDelta, capturedDelta} | {'dup'} | {'missing'}.
+ * KEYS: 1 account, 2 holds, 3 holdExpiries, 4 authState, 5 appliedMarker, 6 outbox
+ * ARGV: 1 kind (auth|capture|refund|expire), 2 authorizationId ('' if none), 3 status, 4 approved,
+ *       5 amountCents, 6 eventVersion, 7 holdExpiresAtMs, 8 record, 9 markerTtlS, 10 authStateTtlS
+ * For auth events the hold becomes what Stripe says is left (amount − captured), but only from an
+ * event at least as new as the newest one applied (version = request count × 1e10 + created), and
+ * never again after a terminal status. Captures turn hold into unsettled debt; refunds reduce it.
+ */
+export const LIFECYCLE = `
+if redis.call('EXISTS', KEYS[5]) == 1 then return {'dup'} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local kind = ARGV[1]
+local auth = ARGV[2]
+local amount = tonumber(ARGV[5])
+local holdBefore = 0
+if auth ~= '' then holdBefore = tonumber(redis.call('HGET', KEYS[2], auth) or '0') end
+local target = holdBefore
+local unsettled = 0
+local captured = 0
+local terminal = auth ~= '' and redis.call('HGET', KEYS[4], 't') == '1'
+if kind == 'auth' then
+  local ver = tonumber(redis.call('HGET', KEYS[4], 'ver') or '0')
+  local evVer = tonumber(ARGV[6])
+  if ARGV[3] ~= 'pending' then
+    target = 0
+    redis.call('HSET', KEYS[4], 't', '1')
+  elseif not terminal and evVer >= ver then
+    if ARGV[4] == '1' then
+      local left = amount - tonumber(redis.call('HGET', KEYS[4], 'cap') or '0')
+      if left < 0 then left = 0 end
+      target = left
+    else
+      target = 0
+    end
+    redis.call('HSET', KEYS[4], 'ver', ARGV[6])
+  end
+elseif kind == 'expire' then
+  target = 0
+  redis.call('HSET', KEYS[4], 't', '1')
+elseif kind == 'capture' then
+  if auth ~= '' then
+    captured = amount
+    redis.call('HINCRBY', KEYS[4], 'cap', string.format('%.0f', amount))
+    target = holdBefore - amount
+    if target < 0 then target = 0 end
+  end
+  unsettled = amount
+elseif kind == 'refund' then
+  unsettled = -amount
+end
+local holdDelta = target - holdBefore
+if auth ~= '' then redis.call('EXPIRE', KEYS[4], tonumber(ARGV[10])) end
+if holdDelta ~= 0 then
+  redis.call('HINCRBY', KEYS[1], 'hold', string.format('%.0f', holdDelta))
+  if target == 0 then
+    redis.call('HDEL', KEYS[2], auth)
+    redis.call('ZREM', KEYS[3], auth)
+  else
+    redis.call('HSET', KEYS[2], auth, string.format('%.0f', target))
+    if holdBefore == 0 then redis.call('ZADD', KEYS[3], ARGV[7], auth) end
+  end
+end
+if unsettled ~= 0 then redis.call('HINCRBY', KEYS[1], 'uns', string.format('%.0f', unsettled)) end
+redis.call('SET', KEYS[5], '1', 'EX', tonumber(ARGV[9]))
+local hd, ud, cd = string.format('%.0f', holdDelta), string.format('%.0f', unsettled), string.format('%.0f', captured)
+redis.call('XADD', KEYS[6], '*', 'r', ARGV[8], 'hd', hd, 'ud', ud, 'cd', cd)
+return {'ok', hd, ud, cd}
+`;
+
+/**
+ * Records a lifecycle event that moves no cached money (unknown card): idempotent by event.
+ * KEYS: 1 appliedMarker, 2 outbox. ARGV: 1 record, 2 ttlS
+ */
+export const LIFECYCLE_WITHOUT_USER = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'dup'} end
+redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[2]))
+redis.call('XADD', KEYS[2], '*', 'r', ARGV[1], 'hd', '0', 'ud', '0', 'cd', '0')
+return {'ok', '0', '0', '0'}
+`;

@@ -1,0 +1,30 @@
+/**
+ * Every bound of the hot path in one place, checked at boot (STYLE.md: put a limit on everything
+ * that can grow).
+ */
+export const limits = {
+  /** Largest amount we accept in a request, in cents ($10M); beyond it the request is malformed. */
+  amountCentsMax: 1_000_000_000,
+  /** Retries of the check-and-reserve when the account changed between read and reserve. */
+  reserveAttemptsMax: 3,
+  /** How long a decision's first answer is kept for replays (Stripe retries for days). */
+  decisionTtlS: 8 * 86_400,
+  /** How long an applied lifecycle event is remembered (Stripe retries async events for 3 days). */
+  appliedEventTtlS: 30 * 86_400,
+  /** Per-authorization state (captured, terminal, version). */
+  authorizationStateTtlS: 45 * 86_400,
+  /** Cards remembered in memory (card → user never changes, so this is a size bound only). */
+  cardCacheSizeMax: 1_000_000,
+  /** Time kept back from the budget for writing the response. */
+  responseMarginMs: 15,
+  /** Merchant category codes whose holds last 31 days (lodging, car rental, cruise lines). */
+  lodgingMccs: ['3501', '7011', '7012', '3351', '7512', '4411'],
+} as const;
+
+export function assertLimits(budgetMs: number, redisTimeoutMs: number): void {
+  if (redisTimeoutMs >= budgetMs - limits.responseMarginMs) {
+    throw new Error(
+      `REDIS_COMMAND_TIMEOUT_MS (${redisTimeoutMs}) must leave time for the Postgres fallback inside DECISION_BUDGET_MS (${budgetMs})`,
+    );
+  }
+}

@@ -1,0 +1,46 @@
+/** Prometheus metrics of the hot path, on a registry of its own (no global state). */
+import { Counter, Histogram, Registry } from 'prom-client';
+
+export function createMetrics() {
+  const registry = new Registry();
+  return {
+    registry,
+    decisionLatency: new Histogram({
+      name: 'credana_decision_latency_seconds',
+      help: 'Time from receiving an authorization request to answering it',
+      labelNames: ['source'] as const,
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 1],
+      registers: [registry],
+    }),
+    decisions: new Counter({
+      name: 'credana_decisions_total',
+      help: 'Authorization decisions by outcome and reason',
+      labelNames: ['outcome', 'reason', 'source'] as const,
+      registers: [registry],
+    }),
+    fallbacks: new Counter({
+      name: 'credana_decision_fallbacks_total',
+      help: 'Decisions that could not be made from Redis (decided from Postgres or declined)',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    budgetExceeded: new Counter({
+      name: 'credana_decision_budget_exceeded_total',
+      help: 'Decisions answered after the configured budget',
+      registers: [registry],
+    }),
+    webhookRejected: new Counter({
+      name: 'credana_webhook_rejected_total',
+      help: 'Webhook requests refused before processing',
+      labelNames: ['problem'] as const,
+      registers: [registry],
+    }),
+    lifecycleEvents: new Counter({
+      name: 'credana_lifecycle_events_total',
+      help: 'Asynchronous Issuing events by type and result',
+      labelNames: ['type', 'result'] as const,
+      registers: [registry],
+    }),
+  };
+}
+export type Metrics = ReturnType<typeof createMetrics>;

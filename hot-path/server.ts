@@ -1,0 +1,63 @@
+/**
+ * Wires a hot path from its config: connections, market view, engine, lifecycle, app. Used by the
+ * process entry point (main.ts), by tests and by benchmarks, so all run the same assembly.
+ */
+import type { Config } from '../shared/config.ts';
+import { createDatabase } from '../shared/db/client.ts';
+import { createRedis } from '../shared/redis/client.ts';
+import { createMarket } from '../shared/redis/market.ts';
+import { createApp } from './app.ts';
+import { createDecisionEngine } from './decision/engine.ts';
+import { assertLimits } from './limits.ts';
+import { createLifecycle } from './lifecycle/apply.ts';
+import { createLogger } from './ops/logger.ts';
+import { createMetrics } from './ops/metrics.ts';
+
+export async function createHotPath(config: Config) {
+  assertLimits(config.DECISION_BUDGET_MS, config.REDIS_COMMAND_TIMEOUT_MS);
+  const logger = createLogger(config.LOG_LEVEL, 'hot-path');
+  // Commands fail fast while Redis is away (no offline queue), so the fallback gets the time left.
+  const redis = createRedis({
+    url: config.REDIS_URL,
+    commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
+    offlineQueue: false,
+    connectionName: 'hot-path',
+  });
+  const subscriber = createRedis({ url: config.REDIS_URL, connectionName: 'hot-path-sub' });
+  const database = createDatabase({
+    url: config.DATABASE_URL,
+    poolMax: config.DATABASE_POOL_MAX,
+    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
+    applicationName: 'hot-path',
+    connectTimeoutS: 1,
+  });
+  await waitForRedis(redis);
+  const market = await createMarket(redis, subscriber, config.REDIS_KEY_PREFIX);
+  const metrics = createMetrics();
+  const engine = createDecisionEngine({ settings: config, redis, sql: database.sql, market });
+  const lifecycle = createLifecycle({ redis, sql: database.sql, settings: config });
+  const app = createApp({ settings: config, engine, lifecycle, redis, sql: database.sql, metrics, logger });
+  return {
+    app,
+    engine,
+    lifecycle,
+    market,
+    metrics,
+    logger,
+    redis,
+    database,
+    async close() {
+      market.close();
+      redis.disconnect();
+      await database.close();
+    },
+  };
+}
+
+async function waitForRedis(redis: ReturnType<typeof createRedis>): Promise<void> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    if (redis.status === 'ready') return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error('hot path: Redis did not become ready in 5 s');
+}

@@ -1,0 +1,56 @@
+/** Starts an in-process hot path on the test services, and signs and posts events to it. */
+import { type Config, loadConfig } from '../../shared/config.ts';
+import { createHotPath } from '../../hot-path/server.ts';
+import type { TestServices } from './db.ts';
+import { sign, TEST_WEBHOOK_SECRET } from './stripe.ts';
+
+export function testConfig(services: Pick<TestServices, 'databaseUrl' | 'redisUrl' | 'prefix'>, extra: Record<string, string> = {}): Config {
+  return loadConfig({
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'silent',
+    DATABASE_URL: services.databaseUrl,
+    REDIS_URL: services.redisUrl,
+    REDIS_KEY_PREFIX: services.prefix,
+    STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
+    ...extra,
+  });
+}
+
+export type HotPath = Awaited<ReturnType<typeof createHotPath>>;
+
+export async function startHotPath(services: TestServices, extra: Record<string, string> = {}): Promise<HotPath> {
+  return createHotPath(testConfig(services, extra));
+}
+
+export interface PostOptions {
+  secret?: string;
+  timestampS?: number;
+  signature?: string | null;
+}
+
+/** What our endpoints answer (the decision, an error, or an event receipt). */
+export interface ResponseBody {
+  approved?: boolean;
+  amount?: number;
+  metadata?: { decision_id?: string; reason?: string };
+  error?: string;
+  received?: boolean;
+  processed?: boolean;
+  duplicate?: boolean;
+}
+
+export async function post(hotPath: HotPath, path: string, body: unknown, options: PostOptions = {}) {
+  const raw = typeof body === 'string' ? body : JSON.stringify(body);
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  const signature = options.signature === undefined ? sign(raw, options.secret, options.timestampS) : options.signature;
+  if (signature !== null) headers['stripe-signature'] = signature;
+  const response = await hotPath.app.request(path, { method: 'POST', body: raw, headers });
+  const text = await response.text();
+  let json: ResponseBody = {};
+  try {
+    json = JSON.parse(text) as ResponseBody;
+  } catch {
+    // Not JSON (e.g. a bare error page); the status tells the story.
+  }
+  return { status: response.status, json, headers: response.headers };
+}
