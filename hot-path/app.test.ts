@@ -61,7 +61,9 @@ describe('signature verification', () => {
   });
 
   it('accepts a header with two v1 signatures during a secret roll when either secret is configured', async () => {
-    const rolled = await startHotPath(services, { STRIPE_WEBHOOK_SECRETS: `whsec_the_new_secret_after_roll_1,${TEST_WEBHOOK_SECRET}` });
+    const rolled = await startHotPath(services, {
+      STRIPE_WEBHOOK_SECRETS: `whsec_the_new_secret_after_roll_1,${TEST_WEBHOOK_SECRET}`,
+    });
     try {
       const { cardId } = await userWithPower(10_000n);
       const raw = JSON.stringify(authorizationRequest({ cardId, amountCents: 100 }));
@@ -73,7 +75,11 @@ describe('signature verification', () => {
       expect(res.status).toBe(200);
       expect(res.json.approved).toBe(true);
       // Only the old secret's signature present, old secret still configured: accepted.
-      const onlyOld = await post(rolled, '/stripe/authorizations', JSON.stringify(authorizationRequest({ cardId, amountCents: 1 })));
+      const onlyOld = await post(
+        rolled,
+        '/stripe/authorizations',
+        JSON.stringify(authorizationRequest({ cardId, amountCents: 1 })),
+      );
       expect(onlyOld.status).toBe(200);
     } finally {
       await rolled.close();
@@ -90,7 +96,11 @@ describe('signature verification', () => {
 describe('decision rules', () => {
   it('declines each rule with its stable reason code', async () => {
     const sql = services.database.sql;
-    const cases: [string, Promise<{ cardId: string }>, Partial<Parameters<typeof authorizationRequest>[0]>][] = [
+    const cases: [
+      string,
+      Promise<{ cardId: string }>,
+      Partial<Parameters<typeof authorizationRequest>[0]>,
+    ][] = [
       ['card_inactive', userWithPower(10_000n, { cards: [{ status: 'inactive' }] }), {}],
       ['card_frozen', userWithPower(10_000n, { cards: [{ frozen: true }] }), {}],
       ['blocked_mcc', userWithPower(10_000n), { mcc: '7995' }],
@@ -104,13 +114,18 @@ describe('decision rules', () => {
       const { cardId } = await seeded;
       const res = await authorize(authorizationRequest({ cardId, amountCents: 100, ...extra }));
       expect(res.status).toBe(200);
-      expect({ reason, body: res.json }).toEqual({ reason, body: { approved: false, metadata: { decision_id: expect.any(String), reason } } });
+      expect({ reason, body: res.json }).toEqual({
+        reason,
+        body: { approved: false, metadata: { decision_id: expect.any(String), reason } },
+      });
     }
     const unknown = await authorize(authorizationRequest({ cardId: 'ic_nobody', amountCents: 100 }));
     expect(unknown.json).toMatchObject({ approved: false, metadata: { reason: 'unknown_card' } });
     const suspended = await userWithPower(10_000n);
     await sql`update users set status = 'suspended' where id = ${suspended.userId}`;
-    expect((await authorize(authorizationRequest({ cardId: suspended.cardId, amountCents: 1 }))).json).toMatchObject({
+    expect(
+      (await authorize(authorizationRequest({ cardId: suspended.cardId, amountCents: 1 }))).json,
+    ).toMatchObject({
       metadata: { reason: 'account_inactive' },
     });
   });
@@ -118,7 +133,8 @@ describe('decision rules', () => {
   it('declines the request after the velocity limit within a minute', async () => {
     const { cardId } = await userWithPower(100_000n);
     const reasons: unknown[] = [];
-    for (let i = 0; i < 6; i++) reasons.push((await authorize(authorizationRequest({ cardId, amountCents: 1 }))).json.metadata);
+    for (let i = 0; i < 6; i++)
+      reasons.push((await authorize(authorizationRequest({ cardId, amountCents: 1 }))).json.metadata);
     expect(reasons.slice(0, 5).every((m) => (m as { reason: string }).reason === 'approved')).toBe(true);
     expect(reasons[5]).toMatchObject({ reason: 'velocity_limit' });
   });
@@ -139,7 +155,9 @@ describe('decision rules', () => {
 
   it('approves exactly up to a 1-cent margin and holds exactly that', async () => {
     const { cardId, userId } = await userWithPower(10_000n);
-    expect((await authorize(authorizationRequest({ cardId, amountCents: 10_001 }))).json.approved).toBe(false);
+    expect((await authorize(authorizationRequest({ cardId, amountCents: 10_001 }))).json.approved).toBe(
+      false,
+    );
     expect((await authorize(authorizationRequest({ cardId, amountCents: 10_000 }))).json.approved).toBe(true);
     expect((await authorize(authorizationRequest({ cardId, amountCents: 1 }))).json).toMatchObject({
       approved: false,
@@ -161,11 +179,19 @@ describe('decision rules', () => {
 
   it('approves partially when the amount is controllable, and answers the amount only then', async () => {
     const { cardId, userId } = await userWithPower(6_000n);
-    const partial = await authorize(authorizationRequest({ cardId, amountCents: 17_500, controllable: true, mcc: '5542' }));
-    expect(partial.json).toEqual({ approved: true, amount: 6_000, metadata: { decision_id: expect.any(String), reason: 'partial' } });
+    const partial = await authorize(
+      authorizationRequest({ cardId, amountCents: 17_500, controllable: true, mcc: '5542' }),
+    );
+    expect(partial.json).toEqual({
+      approved: true,
+      amount: 6_000,
+      metadata: { decision_id: expect.any(String), reason: 'partial' },
+    });
     expect(await services.redis.hget(userKeys(services.prefix, userId).account, 'hold')).toBe('6000');
     const other = await userWithPower(6_000n);
-    const full = await authorize(authorizationRequest({ cardId: other.cardId, amountCents: 5_000, controllable: true }));
+    const full = await authorize(
+      authorizationRequest({ cardId: other.cardId, amountCents: 5_000, controllable: true }),
+    );
     expect(full.json).not.toHaveProperty('amount');
     expect(full.json.approved).toBe(true);
   });
@@ -174,9 +200,17 @@ describe('decision rules', () => {
     const { cardId, userId } = await userWithPower(10_000n);
     const authorizationId = 'iauth_incremental_0001';
     const first = await authorize(authorizationRequest({ cardId, authorizationId, amountCents: 4_000 }));
-    const increment = await authorize(authorizationRequest({ cardId, authorizationId, amountCents: 3_000, requestHistory: 1 }));
-    const tooMuch = await authorize(authorizationRequest({ cardId, authorizationId, amountCents: 3_001, requestHistory: 2 }));
-    expect([first.json.approved, increment.json.approved, tooMuch.json.approved]).toEqual([true, true, false]);
+    const increment = await authorize(
+      authorizationRequest({ cardId, authorizationId, amountCents: 3_000, requestHistory: 1 }),
+    );
+    const tooMuch = await authorize(
+      authorizationRequest({ cardId, authorizationId, amountCents: 3_001, requestHistory: 2 }),
+    );
+    expect([first.json.approved, increment.json.approved, tooMuch.json.approved]).toEqual([
+      true,
+      true,
+      false,
+    ]);
     const keys = userKeys(services.prefix, userId);
     expect(await services.redis.hget(keys.holds, authorizationId)).toBe('7000');
     expect(await services.redis.hget(keys.account, 'hold')).toBe('7000');
@@ -209,7 +243,9 @@ describe('operations', () => {
     const ready = await hotPath.app.request('/readyz');
     expect(await ready.json()).toEqual({ ready: true, redis: true, postgres: true });
     const metrics = await (await hotPath.app.request('/metrics')).text();
-    expect(metrics).toMatch(/credana_decisions_total\{outcome="approved",reason="approved",source="redis"\} \d+/);
+    expect(metrics).toMatch(
+      /credana_decisions_total\{outcome="approved",reason="approved",source="redis"\} \d+/,
+    );
     expect(metrics).toContain('credana_decision_latency_seconds_bucket');
   });
 });

@@ -21,7 +21,11 @@ import { verifyStripeSignature } from './stripe/signature.ts';
 
 export type HotPathSettings = Pick<
   Config,
-  'STRIPE_WEBHOOK_SECRETS' | 'STRIPE_API_VERSION' | 'STRIPE_SIGNATURE_TOLERANCE_S' | 'WEBHOOK_BODY_LIMIT_BYTES' | 'DECISION_BUDGET_MS'
+  | 'STRIPE_WEBHOOK_SECRETS'
+  | 'STRIPE_API_VERSION'
+  | 'STRIPE_SIGNATURE_TOLERANCE_S'
+  | 'WEBHOOK_BODY_LIMIT_BYTES'
+  | 'DECISION_BUDGET_MS'
 >;
 
 export interface AppDeps {
@@ -57,13 +61,18 @@ export function createApp(deps: AppDeps) {
 
   app.onError((error, c) => {
     if (error instanceof HttpError) return c.json({ error: error.code }, error.status);
-    logger.error({ requestId: c.get('requestId'), err: { name: error.name, message: error.message } }, 'unhandled error');
+    logger.error(
+      { requestId: c.get('requestId'), err: { name: error.name, message: error.message } },
+      'unhandled error',
+    );
     return c.json({ error: 'internal' }, 500);
   });
   app.notFound((c) => c.json({ error: 'not_found' }, 404));
 
   /** Reads the raw body once and verifies it; throws HttpError(400) on a bad signature. */
-  async function verifiedBody(c: { req: { text(): Promise<string>; header(name: string): string | undefined } }) {
+  async function verifiedBody(c: {
+    req: { text(): Promise<string>; header(name: string): string | undefined };
+  }) {
     const raw = await c.req.text();
     const check = verifyStripeSignature(
       raw,
@@ -99,8 +108,13 @@ export function createApp(deps: AppDeps) {
     const outcome = await engine.decide(event, raw, startedAtMs);
     const elapsedS = Number(process.hrtime.bigint() - startedAt) / 1e9;
     metrics.decisionLatency.observe({ source: outcome.source }, elapsedS);
-    metrics.decisions.inc({ outcome: outcome.approved ? 'approved' : 'declined', reason: outcome.reason, source: outcome.source });
-    if (outcome.source !== 'redis') metrics.fallbacks.inc({ result: outcome.source === 'postgres' ? 'postgres' : 'declined' });
+    metrics.decisions.inc({
+      outcome: outcome.approved ? 'approved' : 'declined',
+      reason: outcome.reason,
+      source: outcome.source,
+    });
+    if (outcome.source !== 'redis')
+      metrics.fallbacks.inc({ result: outcome.source === 'postgres' ? 'postgres' : 'declined' });
     if (elapsedS * 1000 > settings.DECISION_BUDGET_MS) metrics.budgetExceeded.inc();
     logger.info(
       {
@@ -116,7 +130,10 @@ export function createApp(deps: AppDeps) {
       },
       'authorization decided',
     );
-    const partial = outcome.approved && outcome.reason === 'partial' && event.data.object.pending_request.is_amount_controllable;
+    const partial =
+      outcome.approved &&
+      outcome.reason === 'partial' &&
+      event.data.object.pending_request.is_amount_controllable;
     return c.json({
       approved: outcome.approved,
       ...(partial ? { amount: Number(outcome.amountCents) } : {}),
@@ -136,7 +153,10 @@ export function createApp(deps: AppDeps) {
     if (!head.success) throw new HttpError(400, 'malformed_event');
     if (!LIFECYCLE_TYPES.has(head.data.type)) {
       metrics.lifecycleEvents.inc({ type: 'other', result: 'ignored' });
-      logger.info({ requestId: c.get('requestId'), eventId: head.data.id, type: head.data.type }, 'event type not processed');
+      logger.info(
+        { requestId: c.get('requestId'), eventId: head.data.id, type: head.data.type },
+        'event type not processed',
+      );
       return c.json({ received: true, processed: false });
     }
     const parsed = lifecycleEvent.safeParse(json);
@@ -161,7 +181,10 @@ export function createApp(deps: AppDeps) {
         () => false,
       ),
     ]);
-    return c.json({ ready: redisOk && postgresOk, redis: redisOk, postgres: postgresOk }, redisOk && postgresOk ? 200 : 503);
+    return c.json(
+      { ready: redisOk && postgresOk, redis: redisOk, postgres: postgresOk },
+      redisOk && postgresOk ? 200 : 503,
+    );
   });
   app.get('/metrics', async (c) => {
     c.header('Content-Type', metrics.registry.contentType);

@@ -5,11 +5,14 @@ import { createHotPath } from './server.ts';
 
 const config = configFromProcess();
 const hotPath = await createHotPath(config);
-const server = serve({ fetch: hotPath.app.fetch, port: config.HOT_PATH_PORT, hostname: config.HOT_PATH_HOST }, (info) => {
-  hotPath.logger.info({ port: info.port }, 'hot path listening');
-  // A line other processes (tests, the dev stack) wait for.
-  process.stdout.write(`hot-path ready on http://${config.HOT_PATH_HOST}:${info.port}\n`);
-});
+const server = serve(
+  { fetch: hotPath.app.fetch, port: config.HOT_PATH_PORT, hostname: config.HOT_PATH_HOST },
+  (info) => {
+    hotPath.logger.info({ port: info.port }, 'hot path listening');
+    // A line other processes (tests, the dev stack) wait for.
+    process.stdout.write(`hot-path ready on http://${config.HOT_PATH_HOST}:${info.port}\n`);
+  },
+);
 
 function shutdown(): void {
   server.close(() => {

@@ -8,8 +8,8 @@ import { createRedis } from '../shared/redis/client.ts';
 import { createMarket } from '../shared/redis/market.ts';
 import { createApp } from './app.ts';
 import { createDecisionEngine } from './decision/engine.ts';
-import { assertLimits } from './limits.ts';
 import { createLifecycle } from './lifecycle/apply.ts';
+import { assertLimits } from './limits.ts';
 import { createLogger } from './ops/logger.ts';
 import { createMetrics } from './ops/metrics.ts';
 

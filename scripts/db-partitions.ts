@@ -8,10 +8,10 @@ import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import {
   DefaultPartitionNotEmptyError,
+  type EnsurePartitionsResult,
   ensureCardEventPartitions,
   PARTITION_MONTHS_AHEAD_DEFAULT,
   PARTITION_MONTHS_AHEAD_MAX,
-  type EnsurePartitionsResult,
 } from '../shared/db/partitions.ts';
 
 // sysexits.h: EX_USAGE for a bad command line.
@@ -29,7 +29,9 @@ function monthsAheadFromArgs(): number {
   if (text === undefined) return PARTITION_MONTHS_AHEAD_DEFAULT;
   const months = /^\d{1,3}$/.test(text) ? Number(text) : Number.NaN;
   if (!(months <= PARTITION_MONTHS_AHEAD_MAX)) {
-    process.stderr.write(`db:partitions: --months-ahead must be an integer in 0..${PARTITION_MONTHS_AHEAD_MAX}\n`);
+    process.stderr.write(
+      `db:partitions: --months-ahead must be an integer in 0..${PARTITION_MONTHS_AHEAD_MAX}\n`,
+    );
     process.exit(EX_USAGE);
   }
   return months;

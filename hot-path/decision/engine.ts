@@ -15,7 +15,13 @@ import type { Sql } from '../../shared/db/client.ts';
 import type { DecisionReason, DecisionRecord } from '../../shared/outbox.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
-import { ACCOUNT, cardIndexKey, unknownCardDecisionKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
+import {
+  ACCOUNT,
+  cardIndexKey,
+  unknownCardDecisionKey,
+  unknownCardOutboxKey,
+  userKeys,
+} from '../../shared/redis/keys.ts';
 import type { Market } from '../../shared/redis/market.ts';
 import { limits } from '../limits.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
@@ -52,18 +58,26 @@ export interface DecisionEngineDeps {
   now?: () => number;
 }
 
-type DecideReply = ['ok', '0' | '1', string, DecisionReason] | ['dup', string] | ['missing'] | ['changed', string];
+type DecideReply =
+  | ['ok', '0' | '1', string, DecisionReason]
+  | ['dup', string]
+  | ['missing']
+  | ['changed', string];
 
 export function newDecisionId(nowMs: number): string {
   return `dec_${nowMs.toString(36)}${randomBytes(8).toString('hex')}`;
 }
 
 export function holdExpiresAtMs(settings: DecisionSettings, mcc: string, nowMs: number): number {
-  const ttlS = (limits.lodgingMccs as readonly string[]).includes(mcc) ? settings.HOLD_TTL_LODGING_S : settings.HOLD_TTL_S;
+  const ttlS = (limits.lodgingMccs as readonly string[]).includes(mcc)
+    ? settings.HOLD_TTL_LODGING_S
+    : settings.HOLD_TTL_S;
   return nowMs + ttlS * 1000;
 }
 
-function parseStored(stored: string): Pick<DecisionOutcome, 'approved' | 'amountCents' | 'reason' | 'decisionId'> {
+function parseStored(
+  stored: string,
+): Pick<DecisionOutcome, 'approved' | 'amountCents' | 'reason' | 'decisionId'> {
   const [approved, amount, reason, decisionId] = stored.split('|');
   return {
     approved: approved === '1',
@@ -184,8 +198,17 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
         'unknown_card',
       );
       roundTrips++;
-      if (reply[0] === 'dup') return { ...parseStored(reply[1]), source: 'redis', replay: true, redisRoundTrips: roundTrips };
-      return { approved: false, amountCents: 0n, reason: 'unknown_card', decisionId, source: 'redis', replay: false, redisRoundTrips: roundTrips };
+      if (reply[0] === 'dup')
+        return { ...parseStored(reply[1]), source: 'redis', replay: true, redisRoundTrips: roundTrips };
+      return {
+        approved: false,
+        amountCents: 0n,
+        reason: 'unknown_card',
+        decisionId,
+        source: 'redis',
+        replay: false,
+        redisRoundTrips: roundTrips,
+      };
     }
     const keys = userKeys(prefix, userId);
     if (staleUsers.has(userId)) {
@@ -283,7 +306,15 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       const deadline = startedAtMs + settings.DECISION_BUDGET_MS - limits.responseMarginMs;
       const amount = event.data.object.pending_request.amount;
       if (event.data.object.pending_request.currency !== 'usd' || amount > limits.amountCentsMax) {
-        return { approved: false, amountCents: 0n, reason: 'invalid_request', decisionId, source: 'none', replay: false, redisRoundTrips: 0 };
+        return {
+          approved: false,
+          amountCents: 0n,
+          reason: 'invalid_request',
+          decisionId,
+          source: 'none',
+          replay: false,
+          redisRoundTrips: 0,
+        };
       }
       try {
         return await withDeadline(decideInRedis(event, rawBody, startedAtMs, decisionId), deadline - now());
@@ -294,13 +325,28 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
         const remainingMs = deadline - now();
         if (remainingMs < 5) throw new Error('no time left for the Postgres fallback');
         const outcome = await withDeadline(
-          decideFromPostgres({ sql, market, settings, now }, event, rawBody, decisionId, startedAtMs, remainingMs),
+          decideFromPostgres(
+            { sql, market, settings, now },
+            event,
+            rawBody,
+            decisionId,
+            startedAtMs,
+            remainingMs,
+          ),
           remainingMs,
         );
         if (outcome.userId !== null) staleUsers.add(outcome.userId);
         return { ...outcome.decision, redisRoundTrips: 0 };
       } catch {
-        return { approved: false, amountCents: 0n, reason: 'system_unavailable', decisionId, source: 'none', replay: false, redisRoundTrips: 0 };
+        return {
+          approved: false,
+          amountCents: 0n,
+          reason: 'system_unavailable',
+          decisionId,
+          source: 'none',
+          replay: false,
+          redisRoundTrips: 0,
+        };
       }
     },
   };

@@ -35,7 +35,9 @@ export async function decideFromPostgres(
   const mcc = auth.merchant_data.category_code;
   return deps.sql.begin(async (tx) => {
     await tx.unsafe(`set local statement_timeout = ${Math.max(1, Math.floor(remainingMs))}`);
-    const prior = await tx<{ id: string; approved: boolean; approved_cents: string; reason: string; user_id: string | null }[]>`
+    const prior = await tx<
+      { id: string; approved: boolean; approved_cents: string; reason: string; user_id: string | null }[]
+    >`
       select id, approved, approved_cents, reason, user_id from decisions where event_id = ${event.id}`;
     if (prior[0] !== undefined) {
       const p = prior[0];
@@ -65,10 +67,15 @@ export async function decideFromPostgres(
       from cards c join users u on u.id = c.user_id where c.id = ${auth.card.id}`;
     const nowMs = deps.now();
     const userId = card?.user_id ?? null;
-    let outcome: { reason: DecisionReason; grantedCents: bigint } = { reason: 'unknown_card', grantedCents: 0n };
+    let outcome: { reason: DecisionReason; grantedCents: bigint } = {
+      reason: 'unknown_card',
+      grantedCents: 0n,
+    };
     if (card !== undefined && userId !== null) {
       await tx`insert into credit_accounts (user_id) values (${userId}) on conflict do nothing`;
-      const [account] = await tx<{ debt_onchain_usdc: string; unsettled_cents: string; holds_cents: string }[]>`
+      const [account] = await tx<
+        { debt_onchain_usdc: string; unsettled_cents: string; holds_cents: string }[]
+      >`
         select debt_onchain_usdc::text, unsettled_cents, holds_cents from credit_accounts where user_id = ${userId} for update`;
       const dayStart = new Date(Math.floor(nowMs / 86_400_000) * 86_400_000);
       const [positions, spent, recent, existing] = await Promise.all([
@@ -154,12 +161,26 @@ export async function decideFromPostgres(
         action: approved ? 'authorization.approved' : 'authorization.declined',
         entityType: 'authorization',
         entityId: auth.id,
-        data: { decisionId, eventId: event.id, userId, requestedCents: amount, grantedCents: granted, reason: outcome.reason },
+        data: {
+          decisionId,
+          eventId: event.id,
+          userId,
+          requestedCents: amount,
+          grantedCents: granted,
+          reason: outcome.reason,
+        },
       },
     ]);
     return {
       userId,
-      decision: { approved, amountCents: granted, reason: outcome.reason, decisionId, source: 'postgres' as const, replay: false },
+      decision: {
+        approved,
+        amountCents: granted,
+        reason: outcome.reason,
+        decisionId,
+        source: 'postgres' as const,
+        replay: false,
+      },
     };
   });
 }

@@ -41,7 +41,8 @@ export function evaluateRules(input: RuleInput): RuleOutcome {
   if (input.cardFrozen) return decline('card_frozen');
   if (input.accountStatus !== 'active') return decline('account_inactive');
   const mcc = input.merchantCategoryCode;
-  if (input.globallyBlockedMccs.has(mcc) || input.userBlockedMccs.includes(mcc)) return decline('blocked_mcc');
+  if (input.globallyBlockedMccs.has(mcc) || input.userBlockedMccs.includes(mcc))
+    return decline('blocked_mcc');
   if (input.authorizationTerminal) return decline('card_inactive');
   if (input.decisionsLastMinute >= input.velocityLimitPerMin) return decline('velocity_limit');
   let granted = input.amountCents;

@@ -7,8 +7,13 @@ import type { Sql } from '../../shared/db/client.ts';
 import type { LifecycleRecord } from '../../shared/outbox.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
-import { cardIndexKey, unknownCardAppliedKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
-import { holdExpiresAtMs, type DecisionSettings } from '../decision/engine.ts';
+import {
+  cardIndexKey,
+  unknownCardAppliedKey,
+  unknownCardOutboxKey,
+  userKeys,
+} from '../../shared/redis/keys.ts';
+import { type DecisionSettings, holdExpiresAtMs } from '../decision/engine.ts';
 import { LIFECYCLE, LIFECYCLE_WITHOUT_USER } from '../decision/scripts.ts';
 import { limits } from '../limits.ts';
 import type { LifecycleEvent } from '../stripe/events.ts';
@@ -28,7 +33,12 @@ export interface Lifecycle {
   expireHold(userId: string, authorizationId: string): Promise<LifecycleResult>;
 }
 
-export function createLifecycle(deps: { redis: Redis; sql: Sql; settings: DecisionSettings; now?: () => number }): Lifecycle {
+export function createLifecycle(deps: {
+  redis: Redis;
+  sql: Sql;
+  settings: DecisionSettings;
+  now?: () => number;
+}): Lifecycle {
   const { redis, sql, settings } = deps;
   const now = deps.now ?? Date.now;
   const prefix = settings.REDIS_KEY_PREFIX;
@@ -49,7 +59,15 @@ export function createLifecycle(deps: { redis: Redis; sql: Sql; settings: Decisi
   async function run(
     userId: string | null,
     eventId: string,
-    args: { kind: string; authorizationId: string; status: string; approved: boolean; amountCents: bigint; version: number; holdExpiresAtMs: number },
+    args: {
+      kind: string;
+      authorizationId: string;
+      status: string;
+      approved: boolean;
+      amountCents: bigint;
+      version: number;
+      holdExpiresAtMs: number;
+    },
     record: LifecycleRecord,
   ): Promise<LifecycleResult> {
     const json = JSON.stringify(record);
@@ -83,7 +101,12 @@ export function createLifecycle(deps: { redis: Redis; sql: Sql; settings: Decisi
         limits.authorizationStateTtlS,
       );
       if (reply[0] === 'ok') {
-        return { applied: true, userId, holdDeltaCents: BigInt(reply[1]), unsettledDeltaCents: BigInt(reply[2]) };
+        return {
+          applied: true,
+          userId,
+          holdDeltaCents: BigInt(reply[1]),
+          unsettledDeltaCents: BigInt(reply[2]),
+        };
       }
       if (reply[0] === 'dup') return { applied: false, userId, holdDeltaCents: 0n, unsettledDeltaCents: 0n };
       // The account is not cached (Redis restarted empty): rebuild it from Postgres, then apply.
@@ -193,7 +216,15 @@ export function createLifecycle(deps: { redis: Redis; sql: Sql; settings: Decisi
       return run(
         userId,
         eventId,
-        { kind: 'expire', authorizationId, status: 'expired', approved: false, amountCents: 0n, version: 0, holdExpiresAtMs: 0 },
+        {
+          kind: 'expire',
+          authorizationId,
+          status: 'expired',
+          approved: false,
+          amountCents: 0n,
+          version: 0,
+          holdExpiresAtMs: 0,
+        },
         record,
       );
     },
@@ -208,7 +239,14 @@ export async function sweepExpiredHolds(
   userId: string,
   nowMs: number,
 ): Promise<number> {
-  const due = await redis.zrangebyscore(userKeys(prefix, userId).holdExpiries, '-inf', nowMs, 'LIMIT', 0, 1000);
+  const due = await redis.zrangebyscore(
+    userKeys(prefix, userId).holdExpiries,
+    '-inf',
+    nowMs,
+    'LIMIT',
+    0,
+    1000,
+  );
   let released = 0;
   for (const authorizationId of due) {
     const result = await lifecycle.expireHold(userId, authorizationId);

@@ -6,7 +6,9 @@
  */
 import Stripe from 'stripe';
 
-export type SignatureResult = { ok: true } | { ok: false; problem: 'missing_header' | 'bad_signature' | 'expired' };
+export type SignatureResult =
+  | { ok: true }
+  | { ok: false; problem: 'missing_header' | 'bad_signature' | 'expired' };
 
 export function verifyStripeSignature(
   rawBody: string,
@@ -15,7 +17,8 @@ export function verifyStripeSignature(
   toleranceS: number,
   nowS: number = Math.floor(Date.now() / 1000),
 ): SignatureResult {
-  if (header === undefined || header.length === 0 || header.length > 4_096) return { ok: false, problem: 'missing_header' };
+  if (header === undefined || header.length === 0 || header.length > 4_096)
+    return { ok: false, problem: 'missing_header' };
   const t = /(?:^|,)t=(\d{1,12})(?:,|$)/.exec(header)?.[1];
   if (t === undefined) return { ok: false, problem: 'bad_signature' };
   if (Math.abs(nowS - Number(t)) > toleranceS) return { ok: false, problem: 'expired' };

@@ -31,7 +31,9 @@ export class DefaultPartitionNotEmptyError extends Error {
   readonly code = 'card_events_default_not_empty';
   constructor(readonly result: EnsurePartitionsResult) {
     const blocked =
-      result.blockedMonths.length > 0 ? ` (no partition could be made for ${result.blockedMonths.join(', ')})` : '';
+      result.blockedMonths.length > 0
+        ? ` (no partition could be made for ${result.blockedMonths.join(', ')})`
+        : '';
     super(
       `card_events_default holds ${result.defaultRows} row(s)${blocked}: move them into their month's ` +
         'partition (detach the default, create the partition, re-insert) so upkeep can go on',

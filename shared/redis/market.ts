@@ -61,7 +61,10 @@ export async function createMarket(redis: Redis, subscriber: Redis, prefix: stri
   const prices = new Map<string, PriceQuote>();
   const ch = channels(prefix);
   const reload = async () => {
-    const [assetRows, priceRows] = await Promise.all([redis.hgetall(assetsKey(prefix)), redis.hgetall(pricesKey(prefix))]);
+    const [assetRows, priceRows] = await Promise.all([
+      redis.hgetall(assetsKey(prefix)),
+      redis.hgetall(pricesKey(prefix)),
+    ]);
     for (const json of Object.values(assetRows)) {
       const asset = parseAsset(json);
       assets.set(asset.assetId, asset);

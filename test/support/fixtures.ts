@@ -16,7 +16,14 @@ export const WETH: AssetRisk = {
   priceAgeMaxS: 3_600,
 };
 
-export async function seedAsset(sql: Sql, redis: Redis, prefix: string, asset: AssetRisk, priceAnswer: bigint, updatedAtS: number) {
+export async function seedAsset(
+  sql: Sql,
+  redis: Redis,
+  prefix: string,
+  asset: AssetRisk,
+  priceAnswer: bigint,
+  updatedAtS: number,
+) {
   await sql`insert into assets (id, chain_id, token_address, token_decimals, price_feed_address, price_decimals, ltv_bps,
       liquidation_threshold_bps, price_age_max_s)
     values (${asset.assetId}, 31337, ${`0x${asset.assetId.toLowerCase().padEnd(40, '0').slice(0, 40)}`}, ${asset.tokenDecimals},
@@ -28,7 +35,14 @@ export async function seedAsset(sql: Sql, redis: Redis, prefix: string, asset: A
 }
 
 let round = 1n;
-export async function setPrice(sql: Sql, redis: Redis, prefix: string, assetId: string, answer: bigint, updatedAtS: number) {
+export async function setPrice(
+  sql: Sql,
+  redis: Redis,
+  prefix: string,
+  assetId: string,
+  answer: bigint,
+  updatedAtS: number,
+) {
   round++;
   await sql`insert into prices (asset_id, round_id, answer, updated_at) values (${assetId}, ${round.toString()}, ${answer.toString()},
     ${new Date(updatedAtS * 1000)})`;

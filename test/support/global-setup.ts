@@ -13,7 +13,9 @@ export default async function setup(): Promise<() => Promise<void>> {
     await admin.unsafe(`update pg_database set datistemplate = false where datname = '${TEMPLATE_DB}'`);
     await admin.unsafe(`drop database if exists "${TEMPLATE_DB}" with (force)`);
     // Leftover per-file databases of killed runs.
-    const stale = await admin<{ datname: string }[]>`select datname from pg_database where datname like 'credana_t_%'`;
+    const stale = await admin<
+      { datname: string }[]
+    >`select datname from pg_database where datname like 'credana_t_%'`;
     for (const { datname } of stale) await admin.unsafe(`drop database if exists "${datname}" with (force)`);
   } finally {
     await admin.end({ timeout: 5 });

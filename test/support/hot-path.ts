@@ -1,10 +1,14 @@
 /** Starts an in-process hot path on the test services, and signs and posts events to it. */
-import { type Config, loadConfig } from '../../shared/config.ts';
+
 import { createHotPath } from '../../hot-path/server.ts';
+import { type Config, loadConfig } from '../../shared/config.ts';
 import type { TestServices } from './db.ts';
 import { sign, TEST_WEBHOOK_SECRET } from './stripe.ts';
 
-export function testConfig(services: Pick<TestServices, 'databaseUrl' | 'redisUrl' | 'prefix'>, extra: Record<string, string> = {}): Config {
+export function testConfig(
+  services: Pick<TestServices, 'databaseUrl' | 'redisUrl' | 'prefix'>,
+  extra: Record<string, string> = {},
+): Config {
   return loadConfig({
     NODE_ENV: 'test',
     LOG_LEVEL: 'silent',
@@ -18,7 +22,10 @@ export function testConfig(services: Pick<TestServices, 'databaseUrl' | 'redisUr
 
 export type HotPath = Awaited<ReturnType<typeof createHotPath>>;
 
-export async function startHotPath(services: TestServices, extra: Record<string, string> = {}): Promise<HotPath> {
+export async function startHotPath(
+  services: TestServices,
+  extra: Record<string, string> = {},
+): Promise<HotPath> {
   return createHotPath(testConfig(services, extra));
 }
 
@@ -42,7 +49,8 @@ export interface ResponseBody {
 export async function post(hotPath: HotPath, path: string, body: unknown, options: PostOptions = {}) {
   const raw = typeof body === 'string' ? body : JSON.stringify(body);
   const headers: Record<string, string> = { 'content-type': 'application/json' };
-  const signature = options.signature === undefined ? sign(raw, options.secret, options.timestampS) : options.signature;
+  const signature =
+    options.signature === undefined ? sign(raw, options.secret, options.timestampS) : options.signature;
   if (signature !== null) headers['stripe-signature'] = signature;
   const response = await hotPath.app.request(path, { method: 'POST', body: raw, headers });
   const text = await response.text();

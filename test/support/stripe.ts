@@ -4,7 +4,11 @@ import Stripe from 'stripe';
 
 export const TEST_WEBHOOK_SECRET = 'whsec_test_secret_for_the_suite_0001';
 
-export function sign(payload: string, secret = TEST_WEBHOOK_SECRET, timestamp = Math.floor(Date.now() / 1000)): string {
+export function sign(
+  payload: string,
+  secret = TEST_WEBHOOK_SECRET,
+  timestamp = Math.floor(Date.now() / 1000),
+): string {
   return Stripe.webhooks.generateTestHeaderString({ payload, secret, timestamp });
 }
 
@@ -47,7 +51,13 @@ export function authorizationRequest(options: RequestOptions) {
         cardholder: 'ich_test',
         merchant_amount: 0,
         merchant_currency: 'usd',
-        merchant_data: { category: 'misc', category_code: options.mcc ?? '5411', name: 'TEST GROCER', city: 'Austin', country: 'US' },
+        merchant_data: {
+          category: 'misc',
+          category_code: options.mcc ?? '5411',
+          name: 'TEST GROCER',
+          city: 'Austin',
+          country: 'US',
+        },
         metadata: {},
         pending_request: {
           amount: options.amountCents,

@@ -10,7 +10,15 @@
  */
 import type { Tx } from '../client.ts';
 
-export type TransferKind = 'hold' | 'release' | 'capture' | 'refund' | 'settlement' | 'repayment' | 'liquidation' | 'adjustment';
+export type TransferKind =
+  | 'hold'
+  | 'release'
+  | 'capture'
+  | 'refund'
+  | 'settlement'
+  | 'repayment'
+  | 'liquidation'
+  | 'adjustment';
 
 export interface Entry {
   account: string;
@@ -52,7 +60,12 @@ export async function insertTransfers(tx: Tx, transfers: readonly TransferInput[
   if (withEntries.length === 0) return new Set();
   const inserted = await tx<{ id: string; ref: string }[]>`
     insert into ledger_transfers ${tx(
-      withEntries.map((t) => ({ ref: t.ref, kind: t.kind, user_id: t.userId, authorization_id: t.authorizationId })),
+      withEntries.map((t) => ({
+        ref: t.ref,
+        kind: t.kind,
+        user_id: t.userId,
+        authorization_id: t.authorizationId,
+      })),
     )}
     on conflict (ref) do nothing
     returning id, ref`;
@@ -89,7 +102,9 @@ export async function insertAudit(tx: Tx, rows: readonly AuditInput[]): Promise<
       action: r.action,
       entity_type: r.entityType,
       entity_id: r.entityId,
-      data: JSON.stringify(r.data, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value)),
+      data: JSON.stringify(r.data, (_key, value: unknown) =>
+        typeof value === 'bigint' ? value.toString() : value,
+      ),
     })),
   )}`;
 }

@@ -1,0 +1,156 @@
+// Proves no over-credit under concurrency: 200 simultaneous authorizations for one user whose credit
+// covers exactly 50, over real sockets from several connections, first to one server and then to two
+// hot-path processes sharing one Redis; and counts Redis round trips per decision
+// with MONITOR on a private redis-server so other test files cannot disturb the count.
+import { serve } from '@hono/node-server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRedis, type Redis } from '../shared/redis/client.ts';
+import { userKeys } from '../shared/redis/keys.ts';
+import { setUpServices, type TestServices } from '../test/support/db.ts';
+import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../test/support/fixtures.ts';
+import { startHotPath, testConfig } from '../test/support/hot-path.ts';
+import { freePort, type RedisServer, spawnService, startRedisServer } from '../test/support/processes.ts';
+import { authorizationRequest, sign, TEST_WEBHOOK_SECRET } from '../test/support/stripe.ts';
+import { authorizationRequestEvent as authorizationRequestEventSchema } from './stripe/events.ts';
+
+const PRICE = 300_000_000_000n;
+const RELAXED = {
+  VELOCITY_LIMIT_PER_MIN: '10000',
+  DECISION_BUDGET_MS: '1900',
+  REDIS_COMMAND_TIMEOUT_MS: '1500',
+};
+const AMOUNT = 1_000;
+let shared: TestServices;
+let privateRedis: RedisServer;
+let redis: Redis;
+let services: TestServices;
+
+beforeAll(async () => {
+  shared = await setUpServices();
+  privateRedis = await startRedisServer();
+  redis = createRedis({ url: privateRedis.url });
+  services = { ...shared, redis, redisUrl: privateRedis.url };
+  await seedAsset(services.database.sql, redis, services.prefix, WETH, PRICE, Math.floor(Date.now() / 1000));
+});
+
+afterAll(async () => {
+  redis?.disconnect();
+  await privateRedis?.destroy();
+  await shared?.close();
+});
+
+async function fire(urls: string[], cardId: string, count: number) {
+  const requests = Array.from({ length: count }, (_, i) => {
+    const raw = JSON.stringify(authorizationRequest({ cardId, amountCents: AMOUNT }));
+    return fetch(`${urls[i % urls.length]}/stripe/authorizations`, {
+      method: 'POST',
+      body: raw,
+      headers: { 'content-type': 'application/json', 'stripe-signature': sign(raw) },
+    }).then(async (res) => (await res.json()) as { approved: boolean; metadata: { reason: string } });
+  });
+  return Promise.all(requests);
+}
+
+async function userCovering(n: number) {
+  return seedUser(services.database.sql, {
+    collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(BigInt(n * AMOUNT), PRICE) }],
+    creditLimitCents: 10_000_000n,
+  });
+}
+
+describe('concurrent authorizations for one user', () => {
+  it('approves exactly 50 of 200 simultaneous requests from one server, holds equal 50 × amount', async () => {
+    // Atomicity, not latency, is under test: a generous budget keeps a busy CI machine from turning
+    // slow answers into fallbacks.
+    const hotPath = await startHotPath(services, RELAXED);
+    const port = await freePort();
+    const server = serve({ fetch: hotPath.app.fetch, port, hostname: '127.0.0.1' });
+    try {
+      const { userId, cardId } = await userCovering(50);
+      const answers = await fire([`http://127.0.0.1:${port}`], cardId, 200);
+      const reasons: Record<string, number> = {};
+      for (const a of answers) reasons[a.metadata.reason] = (reasons[a.metadata.reason] ?? 0) + 1;
+      expect(reasons).toEqual({ approved: 50, insufficient_credit: 150 });
+      expect(await redis.hget(userKeys(services.prefix, userId).account, 'hold')).toBe(String(50 * AMOUNT));
+    } finally {
+      server.close();
+      await hotPath.close();
+    }
+  });
+
+  it('approves exactly 50 of 200 when two hot-path processes share one Redis', async () => {
+    const ports = [await freePort(), await freePort()];
+    const config = testConfig(services);
+    const env = (port: number) => ({
+      NODE_ENV: 'test',
+      LOG_LEVEL: 'silent',
+      DATABASE_URL: config.DATABASE_URL,
+      REDIS_URL: privateRedis.url,
+      REDIS_KEY_PREFIX: services.prefix,
+      STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
+      ...RELAXED,
+      HOT_PATH_PORT: String(port),
+    });
+    const processes = await Promise.all(
+      ports.map((port) => spawnService('hot-path/main.ts', env(port), 'hot-path ready')),
+    );
+    try {
+      const { userId, cardId } = await userCovering(50);
+      const answers = await fire(
+        ports.map((p) => `http://127.0.0.1:${p}`),
+        cardId,
+        200,
+      );
+      const reasons: Record<string, number> = {};
+      for (const a of answers) reasons[a.metadata.reason] = (reasons[a.metadata.reason] ?? 0) + 1;
+      expect(reasons).toEqual({ approved: 50, insufficient_credit: 150 });
+      expect(await redis.hget(userKeys(services.prefix, userId).account, 'hold')).toBe(String(50 * AMOUNT));
+    } finally {
+      await Promise.all(processes.map((p) => p.kill('SIGTERM')));
+    }
+  });
+});
+
+describe('Redis round trips per decision', () => {
+  it('uses at most two round trips per decision once the account and card are cached', async () => {
+    const hotPath = await startHotPath(services, RELAXED);
+    try {
+      const { cardId } = await userCovering(100);
+      // First decision warms the card index and the account (rebuilt from Postgres).
+      const warm = await hotPath.engine.decide(
+        parse(authorizationRequest({ cardId, amountCents: AMOUNT })),
+        '{}',
+        Date.now(),
+      );
+      expect(warm.approved).toBe(true);
+      // MONITOR shows every command clients send; commands run inside a script are marked 'lua'.
+      const monitor = await redis.monitor();
+      let sent = 0;
+      monitor.on('monitor', (_time: string, _args: string[], source: string) => {
+        if (!source.includes('lua')) sent++;
+      });
+      const n = 20;
+      let reported = 0;
+      for (let i = 0; i < n; i++) {
+        const outcome = await hotPath.engine.decide(
+          parse(authorizationRequest({ cardId, amountCents: AMOUNT })),
+          '{}',
+          Date.now(),
+        );
+        expect(outcome.approved).toBe(true);
+        reported += outcome.redisRoundTrips;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      monitor.disconnect();
+      expect(sent / n).toBe(2);
+      expect(reported / n).toBe(2);
+    } finally {
+      await hotPath.close();
+    }
+  });
+});
+
+function parse(body: ReturnType<typeof authorizationRequest>) {
+  // The engine takes the validated event; reuse the route's schema so the shape is real.
+  return authorizationRequestEventSchema.parse(body);
+}

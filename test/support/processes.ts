@@ -1,0 +1,201 @@
+/**
+ * Private server processes for tests that stop or kill a server: their own redis-server and their own
+ * PostgreSQL cluster (initdb + pg_ctl), never the machine's shared ones. Also spawns our own services
+ * as real child processes.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address !== null
+          ? resolve(address.port)
+          : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+export interface RedisServer {
+  port: number;
+  url: string;
+  dir: string;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  start(): Promise<void>;
+  /** Deletes its data directory too. */
+  destroy(): Promise<void>;
+}
+
+/** A private redis-server. `extraArgs` e.g. ['--appendonly', 'yes', '--appendfsync', 'always']. */
+export async function startRedisServer(extraArgs: string[] = []): Promise<RedisServer> {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), 'credana-redis-'));
+  let child: ChildProcess | null = null;
+  const start = async () => {
+    child = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, ...extraArgs],
+      {
+        stdio: 'ignore',
+      },
+    );
+    await waitFor(() => {
+      try {
+        return (
+          execFileSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).trim() === 'PONG'
+        );
+      } catch {
+        return false;
+      }
+    }, `redis-server on ${port}`);
+  };
+  const kill = async (signal: NodeJS.Signals = 'SIGKILL') => {
+    const c = child;
+    if (c === null || c.exitCode !== null) return;
+    const exited = new Promise((resolve) => c.once('exit', resolve));
+    c.kill(signal);
+    await exited;
+  };
+  await start();
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    dir,
+    kill,
+    start,
+    async destroy() {
+      await kill();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface PostgresCluster {
+  port: number;
+  /** URL of the `postgres` database of this cluster. */
+  url: string;
+  stop(): void;
+  start(): void;
+  destroy(): void;
+}
+
+function pgBin(name: string): string {
+  const root = '/usr/lib/postgresql';
+  const versions = existsSync(root) ? readdirSync(root).sort() : [];
+  for (const v of versions.reverse()) {
+    const candidate = path.join(root, v, 'bin', name);
+    if (existsSync(candidate)) return candidate;
+  }
+  return name;
+}
+
+/** A private PostgreSQL cluster (initdb into a temp dir, trust auth), started on a free port. */
+export async function startPostgresCluster(): Promise<PostgresCluster> {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), 'credana-pg-'));
+  const data = path.join(dir, 'data');
+  // initdb refuses to run as root; run it (and the server) as the postgres OS user when we are root.
+  const asPostgres = process.getuid?.() === 0;
+  if (asPostgres) execFileSync('chown', ['-R', 'postgres:postgres', dir]);
+  const run = (bin: string, args: string[]) =>
+    asPostgres
+      ? execFileSync('runuser', ['-u', 'postgres', '--', pgBin(bin), ...args], { stdio: 'pipe' })
+      : execFileSync(pgBin(bin), args, { stdio: 'pipe' });
+  run('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8']);
+  const start = () =>
+    run('pg_ctl', [
+      '-D',
+      data,
+      '-l',
+      path.join(dir, 'log'),
+      '-w',
+      '-o',
+      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`,
+      'start',
+    ]);
+  const stop = () => run('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
+  start();
+  return {
+    port,
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    stop,
+    start,
+    destroy() {
+      try {
+        stop();
+      } catch {
+        // already stopped
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface ServiceProcess {
+  child: ChildProcess;
+  output: () => string;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Spawns `tsx <entry>` with the given environment and waits until its output contains `readyText`. */
+export async function spawnService(
+  entry: string,
+  env: Record<string, string>,
+  readyText: string,
+): Promise<ServiceProcess> {
+  const tsx = path.resolve('node_modules/.bin/tsx');
+  const child = spawn(tsx, [entry], {
+    env: { PATH: process.env['PATH'] ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    out += chunk.toString();
+    if (out.length > 200_000) out = out.slice(-100_000);
+  });
+  child.stderr?.on('data', (chunk: Buffer) => {
+    out += chunk.toString();
+  });
+  const until = Date.now() + 60_000;
+  while (!out.includes(readyText)) {
+    if (child.exitCode !== null)
+      throw new Error(`${entry} exited early (${child.exitCode}): ${out.slice(-2_000)}`);
+    if (Date.now() > until)
+      throw new Error(`${entry} did not say "${readyText}" in 60 s: ${out.slice(-2_000)}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    child,
+    output: () => out,
+    async kill(signal: NodeJS.Signals = 'SIGKILL') {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill(signal);
+      await exited;
+    },
+  };
+}
