@@ -1,0 +1,115 @@
+// Proves fail-closed within the deadline on private servers that the test really stops: Redis
+// killed → decisions come from Postgres (row-locked) within budget; Redis and Postgres down →
+// `system_unavailable` within budget; Redis restarted empty → positions and holds rebuilt from Postgres.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDatabase, type Database } from '../shared/db/client.ts';
+import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
+import { createRedis, type Redis } from '../shared/redis/client.ts';
+import { userKeys } from '../shared/redis/keys.ts';
+import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../test/support/fixtures.ts';
+import { type HotPath, post, startHotPath } from '../test/support/hot-path.ts';
+import {
+  type PostgresCluster,
+  type RedisServer,
+  startPostgresCluster,
+  startRedisServer,
+} from '../test/support/processes.ts';
+import { authorizationRequest } from '../test/support/stripe.ts';
+
+const PRICE = 300_000_000_000n;
+const BUDGET_MS = 400;
+let pg: PostgresCluster;
+let redisServer: RedisServer;
+let redis: Redis;
+let database: Database;
+let hotPath: HotPath;
+let databaseUrl: string;
+const prefix = 'fail:';
+
+beforeAll(async () => {
+  [pg, redisServer] = await Promise.all([startPostgresCluster(), startRedisServer()]);
+  const url = new URL(pg.url);
+  url.pathname = '/credana';
+  databaseUrl = url.toString();
+  await ensureDatabase(databaseUrl);
+  await migrateDatabase(databaseUrl);
+  database = createDatabase({ url: databaseUrl });
+  redis = createRedis({ url: redisServer.url });
+  await seedAsset(database.sql, redis, prefix, WETH, PRICE, Math.floor(Date.now() / 1000));
+  hotPath = await startHotPath(
+    { databaseUrl, redisUrl: redisServer.url, prefix, database, redis, close: async () => {} },
+    { DECISION_BUDGET_MS: String(BUDGET_MS), REDIS_COMMAND_TIMEOUT_MS: '100' },
+  );
+});
+
+afterAll(async () => {
+  await hotPath?.close();
+  redis?.disconnect();
+  await database?.close();
+  await redisServer?.destroy();
+  pg?.destroy();
+});
+
+async function timedAuthorize(cardId: string, amountCents: number, authorizationId?: string) {
+  const started = performance.now();
+  const res = await post(
+    hotPath,
+    '/stripe/authorizations',
+    authorizationRequest({ cardId, amountCents, ...(authorizationId ? { authorizationId } : {}) }),
+  );
+  return { ...res, elapsedMs: performance.now() - started };
+}
+
+describe('failure modes', () => {
+  it('decides from Postgres when Redis is down, declines system_unavailable when both are, and rebuilds when Redis returns empty', async () => {
+    const { userId, cardId } = await seedUser(database.sql, {
+      collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(10_000n, PRICE) }],
+    });
+    // Healthy: from Redis.
+    const healthy = await timedAuthorize(cardId, 3_000);
+    expect(healthy.json.approved).toBe(true);
+    expect(await redis.hget(userKeys(prefix, userId).account, 'hold')).toBe('3000');
+    // The ledger writer would have copied that hold to Postgres; do what it does for this test's user.
+    await database.sql`update credit_accounts set holds_cents = 3000 where user_id = ${userId}`;
+
+    await redisServer.kill('SIGKILL');
+    const fromPostgres = await timedAuthorize(cardId, 5_000, 'iauth_fallback_1');
+    expect(fromPostgres.status).toBe(200);
+    expect(fromPostgres.json.approved).toBe(true);
+    expect(fromPostgres.elapsedMs).toBeLessThan(BUDGET_MS);
+    // Row-locked check-and-hold: what is left is 2,000, so 2,001 is refused even from Postgres.
+    const tooMuch = await timedAuthorize(cardId, 2_001);
+    expect(tooMuch.json).toMatchObject({ approved: false, metadata: { reason: 'insufficient_credit' } });
+    const [row] = await database.sql<
+      { holds_cents: string }[]
+    >`select holds_cents from credit_accounts where user_id = ${userId}`;
+    expect(row?.holds_cents).toBe('8000');
+    const [auth] = await database.sql<{ held_cents: string; decision_source: string }[]>`
+      select held_cents, decision_source from authorizations where id = 'iauth_fallback_1'`;
+    expect(auth).toEqual({ held_cents: '5000', decision_source: 'postgres' });
+
+    pg.stop();
+    const neither = await timedAuthorize(cardId, 1);
+    expect(neither.json).toMatchObject({ approved: false, metadata: { reason: 'system_unavailable' } });
+    expect(neither.elapsedMs).toBeLessThan(BUDGET_MS);
+
+    // Both come back; Redis is empty (it kept nothing on disk).
+    pg.start();
+    await redisServer.start();
+    for (let i = 0; i < 100 && redis.status !== 'ready'; i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 100 && (await hotPath.redis.ping().catch(() => 'down')) !== 'PONG'; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    await seedAsset(database.sql, redis, prefix, WETH, PRICE, Math.floor(Date.now() / 1000));
+    expect(await redis.exists(userKeys(prefix, userId).account)).toBe(0);
+    // The first decision rebuilds the account from Postgres, holds included: 2,000 left, so 2,001 is declined…
+    const rebuilt = await timedAuthorize(cardId, 2_001);
+    expect(rebuilt.json).toMatchObject({ approved: false, metadata: { reason: 'insufficient_credit' } });
+    expect(await redis.hget(userKeys(prefix, userId).account, 'hold')).toBe('8000');
+    expect(await redis.hget(userKeys(prefix, userId).holds, 'iauth_fallback_1')).toBe('5000');
+    // …and 2,000 is approved, from Redis again.
+    const again = await timedAuthorize(cardId, 2_000);
+    expect(again.json).toMatchObject({ approved: true, metadata: { reason: 'approved' } });
+    const metrics = await (await hotPath.app.request('/metrics')).text();
+    expect(metrics).toMatch(/credana_decision_fallbacks_total\{result="postgres"\} [1-9]/);
+  });
+});
