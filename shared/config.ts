@@ -128,6 +128,9 @@ const refined = schema.superRefine((value, ctx) => {
 
 export type Config = z.output<typeof schema>;
 
+/** Every variable the config reads (for checking .env.example). */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(schema.shape);
+
 export class ConfigError extends Error {
   readonly code = 'config_invalid';
   constructor(
