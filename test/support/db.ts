@@ -18,7 +18,8 @@ export interface TestServices {
 }
 
 export async function cloneTemplateDatabase(): Promise<string> {
-  const name = `credana_t_${randomBytes(6).toString('hex')}`;
+  // The creation time is in the name so cleanup can tell a killed run's leftovers from a live run's.
+  const name = `credana_t_${Math.floor(Date.now() / 1000).toString(36)}_${randomBytes(5).toString('hex')}`;
   const admin = postgres(adminUrl(), { max: 1, onnotice: () => {} });
   try {
     // CREATE DATABASE … TEMPLATE fails while another session is connected to the template; retry briefly.

@@ -3,9 +3,25 @@
  * run may point elsewhere with TEST_DATABASE_URL / TEST_REDIS_URL (read through shared/config's
  * test loader, never process.env directly).
  */
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { testServiceUrls } from '../../shared/config.ts';
+import { MIGRATIONS_DIR } from '../../shared/db/migrate.ts';
 
-export const TEMPLATE_DB = 'credana_template';
+/**
+ * The template database is named after a hash of the migrations, so concurrent test runs share one
+ * template safely and a changed migration gets a fresh one.
+ */
+function templateName(): string {
+  const hash = createHash('sha256');
+  for (const file of readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith('.sql')).sort()) {
+    hash.update(file).update(readFileSync(path.join(MIGRATIONS_DIR, file)));
+  }
+  return `credana_template_${hash.digest('hex').slice(0, 12)}`;
+}
+
+export const TEMPLATE_DB = templateName();
 
 export function baseDatabaseUrl(): string {
   return testServiceUrls().databaseUrl;

@@ -1,30 +1,43 @@
 /**
- * Vitest global setup: migrates one template database per run. Each test file then clones it
- * (`CREATE DATABASE … TEMPLATE …`), which takes milliseconds, instead of migrating again.
+ * Vitest global setup: migrates the template database once (named after a hash of the migrations,
+ * so it is reused while they are unchanged and concurrent runs share it). Each test file then clones
+ * it (`CREATE DATABASE … TEMPLATE …`), which takes milliseconds, instead of migrating again.
  */
 import postgres from 'postgres';
-import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
+import { migrateDatabase } from '../../shared/db/migrate.ts';
 import { adminUrl, TEMPLATE_DB, withDatabase } from './env.ts';
 
-export default async function setup(): Promise<() => Promise<void>> {
+export default async function setup(): Promise<void> {
   const admin = postgres(adminUrl(), { max: 1, onnotice: () => {} });
   try {
-    // A template cannot be dropped while marked as one; unmark, drop, rebuild (migrations may have changed).
-    await admin.unsafe(`update pg_database set datistemplate = false where datname = '${TEMPLATE_DB}'`);
-    await admin.unsafe(`drop database if exists "${TEMPLATE_DB}" with (force)`);
-    // Leftover per-file databases of killed runs.
-    const stale = await admin<
-      { datname: string }[]
-    >`select datname from pg_database where datname like 'credana_t_%'`;
-    for (const { datname } of stale) await admin.unsafe(`drop database if exists "${datname}" with (force)`);
+    // Serialise template creation across concurrent runs.
+    await admin`select pg_advisory_lock(7431002)`;
+    const [existing] = await admin<{ datistemplate: boolean }[]>`select datistemplate from pg_database where datname = ${TEMPLATE_DB}`;
+    if (existing?.datistemplate !== true) {
+      await admin.unsafe(`drop database if exists "${TEMPLATE_DB}" with (force)`);
+      await admin.unsafe(`create database "${TEMPLATE_DB}"`);
+      await migrateDatabase(withDatabase(TEMPLATE_DB));
+      await admin.unsafe(`update pg_database set datistemplate = true where datname = '${TEMPLATE_DB}'`);
+    }
+    // Leftovers of killed runs: per-file databases and templates of older migrations. Without FORCE,
+    // a database another run is still using is left alone.
+    const stale = await admin<{ datname: string }[]>`
+      select d.datname from pg_database d
+      where (d.datname like 'credana\\_t\\_%' or (d.datname like 'credana\\_template\\_%' and d.datname <> ${TEMPLATE_DB}))
+        and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)`;
+    const hourAgoS = Date.now() / 1000 - 3_600;
+    for (const { datname } of stale) {
+      const createdS = /^credana_t_([0-9a-z]+)_/.exec(datname)?.[1];
+      if (createdS !== undefined && Number.parseInt(createdS, 36) > hourAgoS) continue;
+      try {
+        await admin.unsafe(`update pg_database set datistemplate = false where datname = '${datname}'`);
+        await admin.unsafe(`drop database if exists "${datname}"`);
+      } catch {
+        // In use after all: leave it for the next run.
+      }
+    }
   } finally {
+    await admin`select pg_advisory_unlock(7431002)`;
     await admin.end({ timeout: 5 });
   }
-  const url = withDatabase(TEMPLATE_DB);
-  await ensureDatabase(url);
-  await migrateDatabase(url);
-  const mark = postgres(adminUrl(), { max: 1, onnotice: () => {} });
-  await mark.unsafe(`update pg_database set datistemplate = true where datname = '${TEMPLATE_DB}'`);
-  await mark.end({ timeout: 5 });
-  return async () => {};
 }
