@@ -121,9 +121,32 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
     credanaDecideWithoutUser(...args: (string | number)[]): Promise<DecideReply>;
   };
 
+  // Concurrent cold lookups of one card or one account share a single flight, so a burst of swipes
+  // on a cold process does not become a burst of identical Postgres queries.
+  const ownerFlights = new Map<string, Promise<{ userId: string | null; roundTrips: number }>>();
+  const accountFlights = new Map<string, Promise<boolean>>();
+
+  function ensureAccountOnce(userId: string): Promise<boolean> {
+    let flight = accountFlights.get(userId);
+    if (flight === undefined) {
+      flight = ensureAccount(redis, sql, prefix, userId, now()).finally(() => accountFlights.delete(userId));
+      accountFlights.set(userId, flight);
+    }
+    return flight;
+  }
+
   async function cardOwner(cardId: string): Promise<{ userId: string | null; roundTrips: number }> {
     const cached = cardOwners.get(cardId);
     if (cached !== undefined) return { userId: cached, roundTrips: 0 };
+    let flight = ownerFlights.get(cardId);
+    if (flight === undefined) {
+      flight = lookUpCardOwner(cardId).finally(() => ownerFlights.delete(cardId));
+      ownerFlights.set(cardId, flight);
+    }
+    return flight;
+  }
+
+  async function lookUpCardOwner(cardId: string): Promise<{ userId: string | null; roundTrips: number }> {
     let userId = await redis.hget(cardIndexKey(prefix), cardId);
     let roundTrips = 1;
     if (userId === null) {
@@ -224,7 +247,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       roundTrips++;
       const version = account[ACCOUNT.version];
       if (version === undefined) {
-        const exists = await ensureAccount(redis, sql, prefix, userId, now());
+        const exists = await ensureAccountOnce(userId);
         roundTrips += 2;
         if (!exists) break;
         continue;
