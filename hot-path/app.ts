@@ -108,6 +108,7 @@ export function createApp(deps: AppDeps) {
     const outcome = await engine.decide(event, raw, startedAtMs);
     const elapsedS = Number(process.hrtime.bigint() - startedAt) / 1e9;
     metrics.decisionLatency.observe({ source: outcome.source }, elapsedS);
+    metrics.redisRoundTrips.inc(outcome.redisRoundTrips);
     metrics.decisions.inc({
       outcome: outcome.approved ? 'approved' : 'declined',
       reason: outcome.reason,

@@ -29,6 +29,11 @@ export function createMetrics() {
       help: 'Decisions answered after the configured budget',
       registers: [registry],
     }),
+    redisRoundTrips: new Counter({
+      name: 'credana_decision_redis_round_trips_total',
+      help: 'Redis round trips made by decisions (divide by decisions for the mean per decision)',
+      registers: [registry],
+    }),
     webhookRejected: new Counter({
       name: 'credana_webhook_rejected_total',
       help: 'Webhook requests refused before processing',

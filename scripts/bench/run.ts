@@ -1,0 +1,297 @@
+/**
+ * `npm run bench`: one run, one machine, side by side —
+ *  1. ceiling: a bare Hono endpoint parsing the same JSON body;
+ *  2. the hot path: signed `issuing_authorization.request` events spread over 10,000 users;
+ *  3. latency at a fixed offered rate of 1,000 requests/s (autocannon corrects for coordinated omission);
+ *  4. the obvious alternative: the same decisions from Postgres alone (row-locked check-and-hold);
+ *  5. Redis round trips per decision (the hot path's own counter) and the ledger writer's lag.
+ * Servers run as child processes; autocannon runs here. Prints a table and writes bench/results.json.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import path from 'node:path';
+import autocannon from 'autocannon';
+import postgres from 'postgres';
+import Stripe from 'stripe';
+import { configFromProcess } from '../../shared/config.ts';
+import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
+import { publishPrice } from '../../shared/redis/account.ts';
+import { createRedis } from '../../shared/redis/client.ts';
+import { publishAsset } from '../../shared/redis/market.ts';
+
+const USERS = 10_000;
+const MEASURE_S = Number(process.argv[2] ?? 10);
+const FIXED_RATE = 1_000;
+const SECRET = 'whsec_bench_secret_not_for_production_0001';
+const PREFIX = 'bench:';
+const config = configFromProcess();
+const benchUrl = new URL(config.DATABASE_URL);
+benchUrl.pathname = '/credana_bench';
+const databaseUrl = benchUrl.toString();
+
+function log(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+async function prepare(): Promise<void> {
+  const admin = postgres(config.DATABASE_URL.replace(/\/[^/]*$/, '/postgres'), {
+    max: 1,
+    onnotice: () => {},
+  });
+  await admin.unsafe('drop database if exists credana_bench with (force)');
+  await admin.end();
+  await ensureDatabase(databaseUrl);
+  await migrateDatabase(databaseUrl);
+  const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
+  const redis = createRedis({ url: config.REDIS_URL });
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${PREFIX}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await redis.unlink(...keys);
+  } while (cursor !== '0');
+  const nowS = Math.floor(Date.now() / 1000);
+  const weth = {
+    assetId: 'WETH',
+    tokenDecimals: 18,
+    priceDecimals: 8,
+    ltvBps: 8000n,
+    liquidationThresholdBps: 8250n,
+    priceAgeMaxS: 86_400,
+  };
+  await sql`insert into assets (id, chain_id, token_address, token_decimals, price_feed_address, price_decimals, ltv_bps,
+    liquidation_threshold_bps, price_age_max_s) values ('WETH', 31337, '0x0000000000000000000000000000000000000001', 18,
+    '0x0000000000000000000000000000000000000002', 8, 8000, 8250, 86400)`;
+  await publishAsset(redis, PREFIX, weth);
+  await publishPrice(redis, PREFIX, {
+    assetId: 'WETH',
+    answer: 300_000_000_000n,
+    updatedAtS: nowS,
+    roundId: 1n,
+  });
+  // 10,000 users with 1,000 WETH each and limits high enough that every swipe is a real approval.
+  await sql`insert into users (id, credit_limit_cents, daily_limit_cents)
+    select md5('bench' || i)::uuid, 100000000000, 100000000000 from generate_series(1, ${USERS}) i`;
+  await sql`insert into credit_accounts (user_id) select md5('bench' || i)::uuid from generate_series(1, ${USERS}) i`;
+  await sql`insert into cards (id, user_id) select 'ic_bench_' || i, md5('bench' || i)::uuid from generate_series(1, ${USERS}) i`;
+  await sql`insert into positions (user_id, asset_id, collateral_base)
+    select md5('bench' || i)::uuid, 'WETH', 1000000000000000000000 from generate_series(1, ${USERS}) i`;
+  await sql.end();
+  redis.disconnect();
+}
+
+interface Server {
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+async function startServer(
+  entry: string,
+  port: number,
+  ready: string,
+  extra: Record<string, string> = {},
+): Promise<Server> {
+  const child = spawn(path.resolve('node_modules/.bin/tsx'), [entry], {
+    env: {
+      PATH: process.env['PATH'] ?? '',
+      NODE_ENV: 'test',
+      LOG_LEVEL: 'silent',
+      DATABASE_URL: databaseUrl,
+      REDIS_URL: config.REDIS_URL,
+      REDIS_KEY_PREFIX: PREFIX,
+      STRIPE_WEBHOOK_SECRETS: SECRET,
+      HOT_PATH_PORT: String(port),
+      VELOCITY_LIMIT_PER_MIN: '10000',
+      DATABASE_POOL_MAX: '20',
+      ...extra,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout?.on('data', (b: Buffer) => {
+    out += b.toString();
+  });
+  child.stderr?.on('data', (b: Buffer) => {
+    out += b.toString();
+  });
+  const until = Date.now() + 60_000;
+  while (!out.includes(ready)) {
+    if (child.exitCode !== null || Date.now() > until)
+      throw new Error(`${entry} did not start: ${out.slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    child,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 3_000))]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+let sequence = 0;
+function signedRequest(): { body: string; headers: Record<string, string> } {
+  sequence++;
+  const user = (sequence % USERS) + 1;
+  const created = Math.floor(Date.now() / 1000);
+  const body = JSON.stringify({
+    id: `evt_bench_${process.pid}_${sequence}`,
+    object: 'event',
+    api_version: '2025-03-31.basil',
+    created,
+    livemode: false,
+    type: 'issuing_authorization.request',
+    data: {
+      object: {
+        id: `iauth_bench_${process.pid}_${sequence}`,
+        object: 'issuing.authorization',
+        amount: 0,
+        approved: false,
+        status: 'pending',
+        currency: 'usd',
+        created,
+        card: { id: `ic_bench_${user}`, object: 'issuing.card' },
+        merchant_data: {
+          category: 'grocery_stores_supermarkets',
+          category_code: '5411',
+          name: 'BENCH GROCER',
+        },
+        pending_request: { amount: 1_250, currency: 'usd', is_amount_controllable: false },
+        request_history: [],
+      },
+    },
+  });
+  const signature = Stripe.webhooks.generateTestHeaderString({ payload: body, secret: SECRET });
+  return { body, headers: { 'content-type': 'application/json', 'stripe-signature': signature } };
+}
+
+/**
+ * Signed bodies are made before a run (each distinct: a replay would be answered from the idempotency
+ * key and flatter the figures), so the load generator spends its CPU on sending, not on HMACs.
+ */
+function pregenerate(count: number): { body: string; headers: Record<string, string> }[] {
+  return Array.from({ length: count }, () => signedRequest());
+}
+
+async function load(
+  port: number,
+  seconds: number,
+  options: { overallRate?: number; amount?: number; expectedRps?: number } = {},
+) {
+  const pool = pregenerate(
+    options.amount ?? Math.ceil(seconds * (options.overallRate ?? options.expectedRps ?? 20_000) * 1.2),
+  );
+  let next = 0;
+  const result = await autocannon({
+    url: `http://127.0.0.1:${port}`,
+    connections: 64,
+    ...(options.amount === undefined ? { duration: seconds } : { amount: options.amount }),
+    ...(options.overallRate === undefined ? {} : { overallRate: options.overallRate }),
+    requests: [
+      {
+        method: 'POST',
+        path: '/stripe/authorizations',
+        setupRequest: (request) => {
+          const signed = pool[next++ % pool.length] ?? signedRequest();
+          return { ...request, body: signed.body, headers: signed.headers };
+        },
+      },
+    ],
+  });
+  if (result.non2xx > 0 || result.errors > 0)
+    throw new Error(`load run had ${result.non2xx} non-2xx and ${result.errors} errors`);
+  return result;
+}
+
+async function scrape(port: number): Promise<Map<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const values = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const match = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
+    if (match?.[1] === undefined || match[3] === undefined) continue;
+    const key = match[1] + (match[2] ?? '');
+    values.set(key, Number(match[3]));
+  }
+  return values;
+}
+
+function sumOf(values: Map<string, number>, name: string): number {
+  let total = 0;
+  for (const [key, value] of values) if (key === name || key.startsWith(`${name}{`)) total += value;
+  return total;
+}
+
+log(`bench: preparing ${USERS} users in credana_bench (prefix ${PREFIX})`);
+await prepare();
+const port = 18_787;
+
+log('bench: 1/4 ceiling (bare Hono, same body)');
+const ceilingServer = await startServer('scripts/bench/ceiling-server.ts', port, 'ceiling ready');
+await load(port, 2);
+const ceiling = await load(port, MEASURE_S);
+await ceilingServer.stop();
+
+log('bench: 2/4 hot path (warm-up: one decision per user, then measured)');
+const hot = await startServer('hot-path/main.ts', port, 'hot-path ready');
+await load(port, 0, { amount: USERS });
+const before = await scrape(port);
+const hotRun = await load(port, MEASURE_S);
+const after = await scrape(port);
+log(`bench: 3/4 hot path at a fixed ${FIXED_RATE} requests/s (open loop, coordinated omission corrected)`);
+const fixed = await load(port, MEASURE_S, { overallRate: FIXED_RATE });
+await hot.stop();
+const decisions = sumOf(after, 'credana_decisions_total') - sumOf(before, 'credana_decisions_total');
+const trips =
+  sumOf(after, 'credana_decision_redis_round_trips_total') -
+  sumOf(before, 'credana_decision_redis_round_trips_total');
+const fallbacks =
+  sumOf(after, 'credana_decision_fallbacks_total') - sumOf(before, 'credana_decision_fallbacks_total');
+
+log('bench: 4/4 Postgres only (row-locked check-and-hold)');
+const pgServer = await startServer('scripts/bench/postgres-only-server.ts', port, 'postgres-only ready');
+await load(port, 2);
+const pgRun = await load(port, MEASURE_S);
+await pgServer.stop();
+
+const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
+const results = {
+  cpuCount: cpus().length,
+  nodeVersion: process.version,
+  measureSeconds: MEASURE_S,
+  users: USERS,
+  ceilingRps: round(ceiling.requests.average, 0),
+  hotPathRps: round(hotRun.requests.average, 0),
+  ratioToCeiling: round(hotRun.requests.average / ceiling.requests.average),
+  p50Ms: fixed.latency.p50,
+  p99Ms: fixed.latency.p99,
+  p999Ms: fixed.latency.p99_9,
+  fixedRateRps: FIXED_RATE,
+  postgresOnlyRps: round(pgRun.requests.average, 0),
+  ratioToPostgresOnly: round(hotRun.requests.average / pgRun.requests.average),
+  redisRoundTripsPerDecision: decisions > 0 ? round(trips / decisions, 3) : -1,
+  hotPathFallbacks: fallbacks,
+  ledgerLagMsMax: -1,
+};
+mkdirSync('bench', { recursive: true });
+writeFileSync('bench/results.json', `${JSON.stringify(results, null, 2)}\n`);
+log('');
+log(
+  `| measure | value | (${results.cpuCount} CPUs, Node ${results.nodeVersion}, ${MEASURE_S} s runs, 64 connections)`,
+);
+log('| --- | --- |');
+log(`| ceiling (bare Hono) | ${results.ceilingRps} req/s |`);
+log(`| hot path, 10,000 users | ${results.hotPathRps} req/s (${results.ratioToCeiling} × ceiling) |`);
+log(
+  `| latency at ${FIXED_RATE} req/s | p50 ${results.p50Ms} ms, p99 ${results.p99Ms} ms, p99.9 ${results.p999Ms} ms |`,
+);
+log(`| Postgres only | ${results.postgresOnlyRps} req/s (hot path ${results.ratioToPostgresOnly} ×) |`);
+log(`| Redis round trips per decision | ${results.redisRoundTripsPerDecision} |`);
+log(
+  `| ledger writer lag (max) | ${results.ledgerLagMsMax < 0 ? 'not measured (writer not in this run)' : `${results.ledgerLagMsMax} ms`} |`,
+);
+log('bench: wrote bench/results.json');
+process.exit(0);
