@@ -20,7 +20,8 @@ CREATE INDEX "card_events_user_created_idx" ON "card_events" ("user_id", "create
 --> statement-breakpoint
 CREATE INDEX "card_events_object_idx" ON "card_events" ("object_id");
 --> statement-breakpoint
--- Rows land here only if upkeep fell behind; the partition job refuses to go on while it holds rows.
+-- Rows land here only if upkeep fell behind; the partition job (db:partitions) fails loudly while it
+-- holds rows, because the partition for their month can no longer be created.
 CREATE TABLE "card_events_default" PARTITION OF "card_events" DEFAULT;
 --> statement-breakpoint
 -- Creates the monthly partitions from `from_month` for `months` months; safe to run repeatedly, and
@@ -30,7 +31,8 @@ CREATE TABLE "card_events_default" PARTITION OF "card_events" DEFAULT;
 CREATE FUNCTION card_events_ensure_partitions(from_month date, months integer)
 RETURNS SETOF text LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
-	m date := date_trunc('month', from_month)::date;
+	-- timestamp without time zone: truncating never depends on the session's zone or its DST gaps.
+	m date := date_trunc('month', from_month::timestamp)::date;
 	name text;
 	i integer;
 BEGIN
@@ -58,9 +60,9 @@ SELECT card_events_ensure_partitions((now() AT TIME ZONE 'UTC' - interval '1 mon
 
 -- ── Ledger: every transfer's entries sum to zero, checked per statement over the whole transfer
 -- (all entries of a transfer are inserted in one statement). Entries and transfers are append-only.
--- SECURITY DEFINER: the check reads every entry of the transfer, and the services that insert entries
--- (hot path, indexer) are not granted SELECT on ledger_entries; as an invoker function their inserts
--- would fail with permission denied.
+-- SECURITY DEFINER: the check reads every entry of the transfer, and a service may insert entries
+-- without being granted SELECT on them (the hot path); as an invoker function its inserts would fail
+-- with permission denied.
 CREATE FUNCTION ledger_entries_check_balanced() RETURNS trigger LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
@@ -214,9 +216,11 @@ BEGIN
 END $$;
 --> statement-breakpoint
 
--- ── Roles, one per service, least privilege. Roles are cluster-wide, so creation is idempotent;
--- grants are per database. None of these roles bypasses RLS (there is none in this database: RLS
--- lives in Supabase) and none owns a table, so the triggers above bind them all.
+-- ── Roles, one per service, least privilege. Roles are cluster-wide, so creation is idempotent, and
+-- tolerates another database's migration creating the same role at the same moment (advisory locks
+-- are per database, so migrate.ts's lock does not serialise two databases); grants are per database.
+-- None of these roles bypasses RLS (there is none in this database: RLS lives in Supabase) and none
+-- owns a table, so the triggers above bind them all.
 DO $$
 DECLARE
 	r text;
@@ -225,7 +229,11 @@ BEGIN
 		'credana_reconciliation', 'credana_support_ro']
 	LOOP
 		IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
-			EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS', r);
+			BEGIN
+				EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS', r);
+			EXCEPTION WHEN duplicate_object OR unique_violation THEN
+				NULL; -- created concurrently by a migration of another database
+			END;
 		END IF;
 	END LOOP;
 END $$;
@@ -243,7 +251,8 @@ GRANT SELECT ON users, cards, wallets, assets, prices, positions, credit_account
 --> statement-breakpoint
 GRANT INSERT, UPDATE ON authorizations, credit_accounts TO credana_hot_path;
 --> statement-breakpoint
-GRANT INSERT ON decisions, ledger_transfers, ledger_entries, audit_log TO credana_hot_path;
+-- card_events: the fallback stores the request event beside its decision (hot-path/decision/postgres-fallback.ts).
+GRANT INSERT ON decisions, card_events, ledger_transfers, ledger_entries, audit_log TO credana_hot_path;
 --> statement-breakpoint
 -- Ledger writer: applies the outbox and Stripe's events.
 GRANT SELECT ON users, cards, assets, prices, positions, credit_accounts, authorizations, decisions,
@@ -253,15 +262,17 @@ GRANT INSERT, UPDATE ON authorizations, credit_accounts TO credana_ledger_writer
 --> statement-breakpoint
 GRANT INSERT ON decisions, card_events, ledger_transfers, ledger_entries, audit_log TO credana_ledger_writer;
 --> statement-breakpoint
--- Indexer: chain events, blocks, cursors, positions, prices; on-chain debt; wallet links.
+-- Indexer: chain events, blocks, cursors, positions, prices; on-chain debt; wallet links. A reorg
+-- rewrites or removes the price rounds of orphaned blocks and reads back the ledger entries it booked
+-- to reverse them; it creates a user's credit account on the first on-chain event (indexer/store).
 GRANT SELECT ON users, wallets, assets, prices, positions, credit_accounts, chain_events, chain_blocks,
-	indexer_cursors, ledger_transfers TO credana_indexer;
+	indexer_cursors, ledger_transfers, ledger_entries TO credana_indexer;
 --> statement-breakpoint
-GRANT INSERT, UPDATE, DELETE ON chain_events, chain_blocks, indexer_cursors, positions TO credana_indexer;
+GRANT INSERT, UPDATE, DELETE ON chain_events, chain_blocks, indexer_cursors, positions, prices TO credana_indexer;
 --> statement-breakpoint
-GRANT INSERT ON prices, wallets, ledger_transfers, ledger_entries, audit_log TO credana_indexer;
+GRANT INSERT ON wallets, ledger_transfers, ledger_entries, audit_log TO credana_indexer;
 --> statement-breakpoint
-GRANT UPDATE ON credit_accounts TO credana_indexer;
+GRANT INSERT, UPDATE ON credit_accounts TO credana_indexer;
 --> statement-breakpoint
 -- Reconciliation: reads everything, repairs balances and holds, records its runs.
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO credana_reconciliation;

@@ -95,7 +95,18 @@ describe('concurrent authorizations for one user', () => {
       ports.map((port) => spawnService('hot-path/main.ts', env(port), 'hot-path ready')),
     );
     try {
+      // One $0 verification per process first warms its card and account caches, so the
+      // burst measures atomicity rather than a cold start on a busy machine.
       const { userId, cardId } = await userCovering(50);
+      for (const p of ports) {
+        const raw = JSON.stringify(authorizationRequest({ cardId, amountCents: 0 }));
+        const res = await fetch(`http://127.0.0.1:${p}/stripe/authorizations`, {
+          method: 'POST',
+          body: raw,
+          headers: { 'content-type': 'application/json', 'stripe-signature': sign(raw) },
+        });
+        expect(((await res.json()) as { approved: boolean }).approved).toBe(true);
+      }
       const answers = await fire(
         ports.map((p) => `http://127.0.0.1:${p}`),
         cardId,

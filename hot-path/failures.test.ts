@@ -112,4 +112,26 @@ describe('failure modes', () => {
     const metrics = await (await hotPath.app.request('/metrics')).text();
     expect(metrics).toMatch(/credana_decision_fallbacks_total\{result="postgres"\} [1-9]/);
   });
+
+  it('mirrors a fallback decision into the cache when a slow Redis answers again, and replays it identically', async () => {
+    const { userId, cardId } = await seedUser(database.sql, {
+      collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(10_000n, PRICE) }],
+    });
+    expect((await timedAuthorize(cardId, 1_000)).json.approved).toBe(true);
+    await database.sql`update credit_accounts set holds_cents = 1000 where user_id = ${userId}`;
+    // Redis stalls (every client paused) longer than the command timeout, but keeps its data.
+    await redis.call('CLIENT', 'PAUSE', '700', 'ALL');
+    const body = authorizationRequest({ cardId, amountCents: 4_000, authorizationId: 'iauth_slow_redis_1' });
+    const slow = await post(hotPath, '/stripe/authorizations', body);
+    expect(slow.json).toMatchObject({ approved: true, metadata: { reason: 'approved' } });
+    await new Promise((r) => setTimeout(r, 800));
+    // Redis answers again: the fallback's hold is adopted, so 5,001 more is too much and 5,000 fits.
+    expect((await timedAuthorize(cardId, 5_001)).json).toMatchObject({ approved: false, metadata: { reason: 'insufficient_credit' } });
+    expect(await redis.hget(userKeys(prefix, userId).account, 'hold')).toBe('5000');
+    expect(await redis.hget(userKeys(prefix, userId).holds, 'iauth_slow_redis_1')).toBe('4000');
+    // A replay of the fallback's event returns its first answer from the cache, holding nothing new.
+    const replay = await post(hotPath, '/stripe/authorizations', body);
+    expect(replay.json).toEqual(slow.json);
+    expect(await redis.hget(userKeys(prefix, userId).account, 'hold')).toBe('5000');
+  });
 });

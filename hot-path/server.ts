@@ -37,6 +37,11 @@ export async function createHotPath(config: Config) {
   const engine = createDecisionEngine({ settings: config, redis, sql: database.sql, market });
   const lifecycle = createLifecycle({ redis, sql: database.sql, settings: config });
   const app = createApp({ settings: config, engine, lifecycle, redis, sql: database.sql, metrics, logger });
+  // Decisions the Postgres fallback made are mirrored into the cache as soon as Redis answers again.
+  const adoption = setInterval(() => {
+    if (engine.pendingAdoptions.size > 0) engine.adoptPending().catch(() => {});
+  }, 500);
+  adoption.unref();
   return {
     app,
     engine,
@@ -47,6 +52,7 @@ export async function createHotPath(config: Config) {
     redis,
     database,
     async close() {
+      clearInterval(adoption);
       market.close();
       redis.disconnect();
       await database.close();

@@ -167,6 +167,9 @@ function runEntryPoint(script: string, env: Record<string, string>): Promise<Chi
   });
 }
 
+// Each child starts Node and tsx (a few seconds on a busy two-core machine).
+const CHILD_TIMEOUT_MS = 90_000;
+
 describe('entry points with a bad environment', () => {
   // If parsing wrongly succeeded, the scripts would try this closed port and fail differently (exit 1).
   const UNREACHABLE_DB = 'postgres://postgres@127.0.0.1:1/never';
@@ -175,27 +178,35 @@ describe('entry points with a bad environment', () => {
     ['scripts/db-migrate.ts', 'SETTLER_PRIVATE_KEY', BAD_PRIVATE_KEY],
     ['scripts/db-migrate.ts', 'STRIPE_WEBHOOK_SECRETS', `${STRIPE_SECRET_OK},${CANARY}`],
     ['scripts/db-partitions.ts', 'SUPABASE_JWT_SECRET', `jwt-${CANARY}`],
-  ])('%s exits 78 with one stderr line naming %s and no secret', async (script, variable, value) => {
-    const result = await runEntryPoint(script, {
-      DATABASE_URL: UNREACHABLE_DB,
-      QSTASH_TOKEN: `qstash-${CANARY}`,
-      [variable]: value,
-    });
-    expect(result.code).toBe(78);
-    expect(result.stdout).toBe('');
-    expect(result.stderr).toMatch(new RegExp(`^config: ${variable} is invalid: [^\\n]+\\n$`));
-    expect(result.stdout + result.stderr).not.toContain(CANARY);
-  });
+  ])(
+    '%s exits 78 with one stderr line naming %s and no secret',
+    async (script, variable, value) => {
+      const result = await runEntryPoint(script, {
+        DATABASE_URL: UNREACHABLE_DB,
+        QSTASH_TOKEN: `qstash-${CANARY}`,
+        [variable]: value,
+      });
+      expect(result.code).toBe(78);
+      expect(result.stdout).toBe('');
+      expect(result.stderr).toMatch(new RegExp(`^config: ${variable} is invalid: [^\\n]+\\n$`));
+      expect(result.stdout + result.stderr).not.toContain(CANARY);
+    },
+    CHILD_TIMEOUT_MS,
+  );
 
-  it('refuses to start in production with the development webhook secret', async () => {
-    const result = await runEntryPoint('scripts/db-migrate.ts', {
-      DATABASE_URL: UNREACHABLE_DB,
-      NODE_ENV: 'production',
-    });
-    expect(result.code).toBe(78);
-    expect(result.stderr).toBe(
-      'config: STRIPE_WEBHOOK_SECRETS is invalid: the local development secret is refused in production\n',
-    );
-    expect(result.stdout + result.stderr).not.toContain(DEV_WEBHOOK_SECRET);
-  });
+  it(
+    'refuses to start in production with the development webhook secret',
+    async () => {
+      const result = await runEntryPoint('scripts/db-migrate.ts', {
+        DATABASE_URL: UNREACHABLE_DB,
+        NODE_ENV: 'production',
+      });
+      expect(result.code).toBe(78);
+      expect(result.stderr).toBe(
+        'config: STRIPE_WEBHOOK_SECRETS is invalid: the local development secret is refused in production\n',
+      );
+      expect(result.stdout + result.stderr).not.toContain(DEV_WEBHOOK_SECRET);
+    },
+    CHILD_TIMEOUT_MS,
+  );
 });

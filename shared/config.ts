@@ -6,7 +6,14 @@
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
 
-const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+// Plain decimal digits only: `z.coerce.number()` would read " " as 0 and accept 0x10 or 1e2.
+const integer = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d{1,10}$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
 const bigintString = z
   .string()
   .regex(/^\d{1,18}$/, 'must be a non-negative integer')
@@ -99,6 +106,7 @@ const schema = z.object({
   SUPABASE_JWT_SECRET: z.string().min(32).optional(),
   SUPABASE_JWT_AUDIENCE: z.string().default('authenticated'),
   SUPABASE_SERVICE_ROLE_KEY: z.string().optional(),
+  SUPABASE_SYNC_METRICS_PORT: integer(0, 65_535).default(9466),
 
   INTERNAL_API_TOKEN: z.string().min(16).optional(),
   METRICS_ENABLED: bool.default(true),

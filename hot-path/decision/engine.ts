@@ -26,7 +26,7 @@ import type { Market } from '../../shared/redis/market.ts';
 import { limits } from '../limits.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
 import { decideFromPostgres } from './postgres-fallback.ts';
-import { DECIDE, DECIDE_WITHOUT_USER } from './scripts.ts';
+import { ADOPT_FALLBACK, DECIDE, DECIDE_WITHOUT_USER } from './scripts.ts';
 
 export interface DecisionOutcome {
   approved: boolean;
@@ -101,10 +101,25 @@ function holdingsFromAccount(account: Record<string, string>): CollateralHolding
   return holdings;
 }
 
+/** A decision the Postgres fallback stored, to be mirrored into the cache (hold and idempotency key). */
+export interface FallbackGrant {
+  eventId: string;
+  authorizationId: string;
+  grantedCents: bigint;
+  holdExpiresAtMs: number;
+  /** The stored answer, in the decision key's format: approved|amount|reason|decisionId. */
+  stored: string;
+}
+
 export interface DecisionEngine {
   decide(event: AuthorizationRequestEvent, rawBody: string, startedAtMs: number): Promise<DecisionOutcome>;
-  /** Users decided by the Postgres fallback whose cached account must be rebuilt before the next Redis decision. */
-  readonly staleUsers: Set<string>;
+  /**
+   * Decisions the Postgres fallback made while Redis was away, per user, not yet adopted into the
+   * cache. Adopted before that user's next Redis decision and by `adoptPending()`.
+   */
+  readonly pendingAdoptions: Map<string, FallbackGrant[]>;
+  /** Adopts every pending fallback decision whose user's cache is reachable; returns how many are left. */
+  adoptPending(): Promise<number>;
 }
 
 export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
@@ -112,14 +127,46 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
   const now = deps.now ?? Date.now;
   const prefix = settings.REDIS_KEY_PREFIX;
   const cardOwners = new Map<string, string>();
-  const staleUsers = new Set<string>();
+  const pendingAdoptions = new Map<string, FallbackGrant[]>();
   const blocked = new Set(settings.BLOCKED_MCCS);
   redis.defineCommand('credanaDecide', { numberOfKeys: 9, lua: DECIDE });
   redis.defineCommand('credanaDecideWithoutUser', { numberOfKeys: 2, lua: DECIDE_WITHOUT_USER });
+  redis.defineCommand('credanaAdopt', { numberOfKeys: 5, lua: ADOPT_FALLBACK });
   const r = redis as Redis & {
     credanaDecide(...args: (string | number)[]): Promise<DecideReply>;
     credanaDecideWithoutUser(...args: (string | number)[]): Promise<DecideReply>;
+    credanaAdopt(...args: (string | number)[]): Promise<string>;
   };
+
+  /**
+   * Mirrors the fallback's decisions into the user's cache so the cache does not miss holds Postgres
+   * has. Postgres already has them, so nothing goes to the outbox. Throws if Redis fails (they stay pending).
+   */
+  async function adopt(userId: string): Promise<number> {
+    const grants = pendingAdoptions.get(userId);
+    if (grants === undefined) return 0;
+    const keys = userKeys(prefix, userId);
+    let trips = 0;
+    while (grants.length > 0) {
+      const grant = grants[0]!;
+      await r.credanaAdopt(
+        keys.account,
+        keys.holds,
+        keys.holdExpiries,
+        keys.decision(grant.eventId),
+        keys.daySpend(new Date(now()).toISOString().slice(0, 10).replaceAll('-', '')),
+        grant.stored,
+        limits.decisionTtlS,
+        grant.authorizationId,
+        grant.grantedCents.toString(),
+        grant.holdExpiresAtMs,
+      );
+      trips++;
+      grants.shift();
+    }
+    pendingAdoptions.delete(userId);
+    return trips;
+  }
 
   // Concurrent cold lookups of one card or one account share a single flight, so a burst of swipes
   // on a cold process does not become a burst of identical Postgres queries.
@@ -234,12 +281,8 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       };
     }
     const keys = userKeys(prefix, userId);
-    if (staleUsers.has(userId)) {
-      // The Postgres fallback changed this user's holds while Redis was away: rebuild first.
-      await redis.del(keys.account);
-      staleUsers.delete(userId);
-      roundTrips++;
-    }
+    // The Postgres fallback decided for this user while Redis was away: mirror those holds first.
+    roundTrips += await adopt(userId);
     const mcc = auth.merchant_data.category_code;
     const amount = BigInt(auth.pending_request.amount);
     for (let attempt = 0; attempt < limits.reserveAttemptsMax; attempt++) {
@@ -323,7 +366,17 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
   }
 
   return {
-    staleUsers,
+    pendingAdoptions,
+    async adoptPending() {
+      for (const userId of [...pendingAdoptions.keys()]) {
+        try {
+          await adopt(userId);
+        } catch {
+          // Redis still away: try again later.
+        }
+      }
+      return pendingAdoptions.size;
+    },
     async decide(event, rawBody, startedAtMs) {
       const decisionId = newDecisionId(startedAtMs);
       const deadline = startedAtMs + settings.DECISION_BUDGET_MS - limits.responseMarginMs;
@@ -358,7 +411,18 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
           ),
           remainingMs,
         );
-        if (outcome.userId !== null) staleUsers.add(outcome.userId);
+        if (outcome.userId !== null && !outcome.decision.replay) {
+          const d = outcome.decision;
+          const grants = pendingAdoptions.get(outcome.userId) ?? [];
+          grants.push({
+            eventId: event.id,
+            authorizationId: event.data.object.id,
+            grantedCents: d.amountCents,
+            holdExpiresAtMs: holdExpiresAtMs(settings, event.data.object.merchant_data.category_code, now()),
+            stored: `${d.approved ? 1 : 0}|${d.amountCents}|${d.reason}|${d.decisionId}`,
+          });
+          pendingAdoptions.set(outcome.userId, grants);
+        }
         return { ...outcome.decision, redisRoundTrips: 0 };
       } catch {
         return {

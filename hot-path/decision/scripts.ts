@@ -94,6 +94,28 @@ return {'ok', approved, grantedText, reason}
 `;
 
 /**
+ * Mirrors a decision the Postgres fallback made into the cache: its idempotency key always (so a
+ * replay returns the same answer), and its hold when the account is cached (a missing account is
+ * rebuilt from Postgres, which already has the hold). Nothing goes to the outbox: Postgres has it.
+ * Returns 'adopted' | 'known' | 'key-only'.
+ * KEYS: 1 account, 2 holds, 3 holdExpiries, 4 decision, 5 daySpend
+ * ARGV: 1 stored answer, 2 ttlS, 3 authorizationId, 4 grantedCents, 5 holdExpiresAtMs
+ */
+export const ADOPT_FALLBACK = `
+if not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then return 'known' end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'key-only' end
+local g = tonumber(ARGV[4])
+if g > 0 then
+  redis.call('HINCRBY', KEYS[1], 'hold', ARGV[4])
+  redis.call('HINCRBY', KEYS[2], ARGV[3], ARGV[4])
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+  redis.call('INCRBY', KEYS[5], ARGV[4])
+  redis.call('EXPIRE', KEYS[5], 172800)
+end
+return 'adopted'
+`;
+
+/**
  * Records a decision that involves no user (the card is unknown): idempotent by event.
  * KEYS: 1 decision, 2 outbox. ARGV: 1 decisionId, 2 record, 3 ttlS, 4 reason
  */

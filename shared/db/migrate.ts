@@ -30,13 +30,18 @@ export async function ensureDatabase(url: string): Promise<void> {
 }
 
 export async function migrateDatabase(url: string): Promise<void> {
+  // Roles are cluster-wide, and advisory locks are per database: serialise migrations of every
+  // database of one cluster by holding the lock on a connection to the `postgres` database.
+  const lockUrl = new URL(url);
+  lockUrl.pathname = '/postgres';
+  const lock = postgres(lockUrl.toString(), { max: 1, onnotice: () => {} });
   const sql = postgres(url, { max: 1, onnotice: () => {}, connection: { TimeZone: 'UTC' } });
   try {
-    // Roles are cluster-wide: serialise migrations across databases of one cluster.
-    await sql`select pg_advisory_lock(7431000)`;
+    await lock`select pg_advisory_lock(7431000)`;
     await migrate(drizzle(sql), { migrationsFolder: MIGRATIONS_DIR });
-    await sql`select pg_advisory_unlock(7431000)`;
   } finally {
+    await lock`select pg_advisory_unlock(7431000)`.catch(() => {});
     await sql.end({ timeout: 5 });
+    await lock.end({ timeout: 5 });
   }
 }

@@ -1,7 +1,7 @@
 /**
  * The financial database's schema (the system of record). drizzle-kit generates `drizzle/*.sql`
  * from this file; what it cannot express (partitioning, triggers, roles, the materialized view)
- * lives in the custom migrations beside them and is typed in `schema-custom.ts`.
+ * lives in the custom migrations beside them and is typed in `custom-objects.ts`.
  *
  * Money columns are bigint cents (`mode: 'bigint'`) or numeric(78,0) for token base units, which
  * can exceed 2^63; both map to JS bigint. Never `mode: 'number'` for money.
@@ -51,6 +51,7 @@ export const users = pgTable(
     updatedAt: updatedAt(),
   },
   (t) => [
+    index('users_updated_at_idx').on(t.updatedAt),
     check('users_credit_limit_nonneg', sql`${t.creditLimitCents} >= 0`),
     check('users_daily_limit_nonneg', sql`${t.dailyLimitCents} >= 0`),
   ],
@@ -72,7 +73,7 @@ export const cards = pgTable(
     createdAt: createdAt(),
     updatedAt: updatedAt(),
   },
-  (t) => [index('cards_user_id_idx').on(t.userId)],
+  (t) => [index('cards_updated_at_idx').on(t.updatedAt), index('cards_user_id_idx').on(t.userId)],
 );
 
 /** Chain addresses proven by a signed message. One address belongs to one user. */
@@ -155,6 +156,7 @@ export const positions = pgTable(
     updatedAt: updatedAt(),
   },
   (t) => [
+    index('positions_updated_at_idx').on(t.updatedAt),
     primaryKey({ columns: [t.userId, t.assetId] }),
     check('positions_nonneg', sql`${t.collateralBase} >= 0 and ${t.pendingWithdrawalBase} >= 0`),
   ],
@@ -177,7 +179,10 @@ export const creditAccounts = pgTable(
     version: bigint('version', { mode: 'bigint' }).notNull().default(sql`0`),
     updatedAt: updatedAt(),
   },
-  (t) => [check('credit_accounts_nonneg', sql`${t.holdsCents} >= 0 and ${t.debtOnchainUsdc} >= 0`)],
+  (t) => [
+    index('credit_accounts_updated_at_idx').on(t.updatedAt),
+    check('credit_accounts_nonneg', sql`${t.holdsCents} >= 0 and ${t.debtOnchainUsdc} >= 0`),
+  ],
 );
 
 export const AUTHORIZATION_STATUSES = ['pending', 'closed', 'reversed', 'expired'] as const;
@@ -207,6 +212,7 @@ export const authorizations = pgTable(
     updatedAt: updatedAt(),
   },
   (t) => [
+    index('authorizations_updated_at_idx').on(t.updatedAt),
     index('authorizations_user_created_idx').on(t.userId, t.createdAt.desc()),
     index('authorizations_open_holds_idx').on(t.expiresAt).where(sql`${t.heldCents} > 0`),
     check(
@@ -234,6 +240,7 @@ export const decisions = pgTable(
     decidedAt: timestamp('decided_at', { withTimezone: true }).notNull(),
   },
   (t) => [
+    index('decisions_decided_at_idx').on(t.decidedAt),
     uniqueIndex('decisions_event_id_idx').on(t.eventId),
     index('decisions_authorization_idx').on(t.authorizationId),
   ],
@@ -257,6 +264,7 @@ export const chainEvents = pgTable(
     createdAt: createdAt(),
   },
   (t) => [
+    index('chain_events_created_at_idx').on(t.createdAt),
     primaryKey({ columns: [t.chainId, t.blockHash, t.logIndex] }),
     index('chain_events_block_idx').on(t.chainId, t.blockNumber),
     index('chain_events_user_idx').on(t.userId, t.blockNumber),
@@ -286,8 +294,8 @@ export const indexerCursors = pgTable('indexer_cursors', {
 });
 
 /**
- * Double-entry ledger. A transfer is one money movement; its entries sum to zero (a deferred
- * constraint trigger in the custom migration enforces it at commit). `ref` is the natural key that
+ * Double-entry ledger. A transfer is one money movement; its entries sum to zero (a statement-level
+ * trigger in the custom migration enforces it, so all entries of a transfer go in one statement). `ref` is the natural key that
  * makes the movement idempotent (e.g. `hold:iauth_…:0`, `capture:ipi_…`).
  */
 export const ledgerTransfers = pgTable(
@@ -303,6 +311,7 @@ export const ledgerTransfers = pgTable(
     createdAt: createdAt(),
   },
   (t) => [
+    index('ledger_transfers_created_at_idx').on(t.createdAt),
     uniqueIndex('ledger_transfers_ref_idx').on(t.ref),
     index('ledger_transfers_user_idx').on(t.userId, t.createdAt),
   ],

@@ -100,9 +100,12 @@ export async function accountFromPostgres(
   };
 }
 
-// Installs a snapshot only if the account is absent, so a rebuild never overwrites live holds.
+// Installs a snapshot only if the account is absent (a rebuild never overwrites live holds) and no
+// writer changed the user since the snapshot was read (KEYS[6] is the change counter, ARGV[last]
+// its value before the snapshot): returns 1 installed, 0 already present, -1 changed meanwhile.
 const INSTALL = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if (redis.call('GET', KEYS[6]) or '0') ~= ARGV[#ARGV] then return -1 end
 local n = tonumber(ARGV[1])
 local fields = {}
 for i = 1, n * 2 do fields[i] = ARGV[1 + i] end
@@ -122,13 +125,17 @@ if spent > 0 then redis.call('SET', KEYS[5], spent, 'EX', 172800) end
 return 1
 `;
 
-/** Writes a snapshot into Redis unless the account is already cached. Returns true when installed. */
+/**
+ * Writes a snapshot into Redis unless the account is already cached or the user changed since
+ * `changesBefore` (read with `readChanges` before the snapshot). Returns 'installed', 'present' or 'changed'.
+ */
 export async function installAccount(
   redis: Redis,
   prefix: string,
   snapshot: AccountSnapshot,
   nowMs: number,
-): Promise<boolean> {
+  changesBefore: string,
+): Promise<'installed' | 'present' | 'changed'> {
   const keys = userKeys(prefix, snapshot.userId);
   for (const [name, value] of [
     ['creditLimitCents', snapshot.creditLimitCents],
@@ -171,27 +178,37 @@ export async function installAccount(
   for (const hold of snapshot.holds)
     args.push(hold.authorizationId, hold.heldCents.toString(), hold.expiresAtMs);
   args.push(snapshot.spentTodayCents.toString());
+  args.push(changesBefore);
   const installed = await redis.eval(
     INSTALL,
-    5,
+    6,
     keys.account,
     keys.cards,
     keys.holds,
     keys.holdExpiries,
     keys.daySpend(utcDay(nowMs)),
+    keys.changes,
     ...args,
   );
   if (snapshot.cards.length > 0) {
     await redis.hset(cardIndexKey(prefix), ...snapshot.cards.flatMap((c) => [c.cardId, snapshot.userId]));
   }
-  return installed === 1;
+  return installed === 1 ? 'installed' : installed === 0 ? 'present' : 'changed';
+}
+
+/** The user's change counter, read before taking a Postgres snapshot for `installAccount`. */
+export async function readChanges(redis: Redis, prefix: string, userId: string): Promise<string> {
+  return (await redis.get(userKeys(prefix, userId).changes)) ?? '0';
 }
 
 export function encodeCard(card: Pick<CardState, 'status' | 'frozen'>): string {
   return `${card.status}|${card.frozen ? 1 : 0}`;
 }
 
-/** Loads the user from Postgres and installs it if absent. Returns false when the user does not exist. */
+/**
+ * Loads the user from Postgres and installs it if absent, retrying when a writer changed the user
+ * while the snapshot was being read. Returns false when the user does not exist.
+ */
 export async function ensureAccount(
   redis: Redis,
   sql: Sql,
@@ -199,16 +216,20 @@ export async function ensureAccount(
   userId: string,
   nowMs = Date.now(),
 ): Promise<boolean> {
-  if ((await redis.exists(userKeys(prefix, userId).account)) === 1) return true;
-  const snapshot = await accountFromPostgres(sql, userId, nowMs);
-  if (snapshot === null) return false;
-  await installAccount(redis, prefix, snapshot, nowMs);
-  return true;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if ((await redis.exists(userKeys(prefix, userId).account)) === 1) return true;
+    const changesBefore = await readChanges(redis, prefix, userId);
+    const snapshot = await accountFromPostgres(sql, userId, nowMs);
+    if (snapshot === null) return false;
+    if ((await installAccount(redis, prefix, snapshot, nowMs, changesBefore)) !== 'changed') return true;
+  }
+  throw new Error(`account of ${userId} kept changing while being rebuilt`);
 }
 
 // Replaces the chain-owned fields (collateral, pending withdrawals, on-chain debt) of a cached account
 // and, once per event key, moves unsettled spend that the chain has now recorded.
 const WRITE_CHAIN_STATE = `
+redis.call('INCR', KEYS[3])
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local all = redis.call('HKEYS', KEYS[1])
 for _, f in ipairs(all) do
@@ -255,9 +276,10 @@ export async function writeChainState(
   if (delta !== undefined) assertDoubleExact('unsettledCentsDelta', delta.amountCents);
   const result = await redis.eval(
     WRITE_CHAIN_STATE,
-    2,
+    3,
     keys.account,
     keys.applied(delta?.eventKey ?? 'none'),
+    keys.changes,
     fields.length / 2,
     ...fields,
     state.debtOnchainUsdc.toString(),
@@ -274,6 +296,7 @@ export interface CardControls {
 }
 
 const APPLY_CONTROLS = `
+redis.call('INCR', KEYS[3])
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'dlim', ARGV[1]) end
 if ARGV[2] ~= '-' then redis.call('HSET', KEYS[1], 'mcc', ARGV[2]) end
@@ -305,9 +328,10 @@ export async function applyCardControls(
   if (controls.dailyLimitCents !== undefined) assertDoubleExact('dailyLimitCents', controls.dailyLimitCents);
   const result = await redis.eval(
     APPLY_CONTROLS,
-    2,
+    3,
     keys.account,
     keys.cards,
+    keys.changes,
     controls.dailyLimitCents?.toString() ?? '',
     controls.blockedMccs === undefined ? '-' : controls.blockedMccs.join(','),
     controls.frozen === undefined ? '' : controls.frozen ? '1' : '0',
@@ -325,6 +349,7 @@ export async function setCachedCard(
 ): Promise<void> {
   const keys = userKeys(prefix, userId);
   await redis.hset(cardIndexKey(prefix), card.cardId, userId);
+  await redis.incr(keys.changes);
   if ((await redis.exists(keys.account)) === 1) {
     await redis.hset(keys.cards, card.cardId, encodeCard(card));
     await redis.hincrby(keys.account, ACCOUNT.version, 1);

@@ -40,6 +40,12 @@ export interface UserKeys {
   daySpend(yyyymmdd: string): string;
   /** ZSET: decisions of the last minute (velocity). */
   velocity: string;
+  /**
+   * STRING counter, bumped by every writer that changed Postgres before updating the cache. A rebuild
+   * reads it before its Postgres snapshot and installs only if it is unchanged, so a snapshot taken
+   * before a concurrent change can never be installed after it.
+   */
+  changes: string;
   /** HASH: one authorization's cache state (ver, cap = captured cents, t = terminal). */
   authState(authorizationId: string): string;
   /** The shard's outbox stream, drained by the ledger writer. */
@@ -58,6 +64,7 @@ export function userKeys(prefix: string, userId: string): UserKeys {
     applied: (eventId) => `${base}:ev:${eventId}`,
     daySpend: (yyyymmdd) => `${base}:day:${yyyymmdd}`,
     velocity: `${base}:vel`,
+    changes: `${base}:chg`,
     authState: (authorizationId) => `${base}:a:${authorizationId}`,
     outbox: outboxKey(prefix, shardOf(userId)),
   };

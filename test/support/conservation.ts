@@ -11,7 +11,12 @@ import type { Sql } from '../../shared/db/client.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { ACCOUNT, userKeys } from '../../shared/redis/keys.ts';
 
-export async function conservationProblems(sql: Sql, redis: Redis, prefix: string, userIds: readonly string[]): Promise<string[]> {
+export async function conservationProblems(
+  sql: Sql,
+  redis: Redis,
+  prefix: string,
+  userIds: readonly string[],
+): Promise<string[]> {
   const problems: string[] = [];
   for (const userId of userIds) {
     const keys = userKeys(prefix, userId);
@@ -23,7 +28,8 @@ export async function conservationProblems(sql: Sql, redis: Redis, prefix: strin
     const rHolds = BigInt(redisHold ?? '0');
     const rUnsettled = BigInt(redisUns ?? '0');
     if (pgHolds !== rHolds) problems.push(`${userId}: holds Postgres ${pgHolds} ≠ Redis ${rHolds}`);
-    if (pgUnsettled !== rUnsettled) problems.push(`${userId}: unsettled Postgres ${pgUnsettled} ≠ Redis ${rUnsettled}`);
+    if (pgUnsettled !== rUnsettled)
+      problems.push(`${userId}: unsettled Postgres ${pgUnsettled} ≠ Redis ${rUnsettled}`);
 
     const sums = await sql<{ account: string; total: string }[]>`
       select account, coalesce(sum(amount_cents), 0)::text as total from ledger_entries
@@ -31,7 +37,8 @@ export async function conservationProblems(sql: Sql, redis: Redis, prefix: strin
     const ledger = new Map(sums.map((row) => [row.account, BigInt(row.total)]));
     const ledgerHolds = ledger.get('user_holds') ?? 0n;
     const ledgerUnsettled = ledger.get('user_unsettled') ?? 0n;
-    if (ledgerHolds !== pgHolds) problems.push(`${userId}: ledger user_holds ${ledgerHolds} ≠ credit_accounts ${pgHolds}`);
+    if (ledgerHolds !== pgHolds)
+      problems.push(`${userId}: ledger user_holds ${ledgerHolds} ≠ credit_accounts ${pgHolds}`);
     if (ledgerUnsettled !== pgUnsettled) {
       problems.push(`${userId}: ledger user_unsettled ${ledgerUnsettled} ≠ credit_accounts ${pgUnsettled}`);
     }
@@ -49,14 +56,18 @@ export async function conservationProblems(sql: Sql, redis: Redis, prefix: strin
     const [heldSum] = await sql<{ total: string }[]>`
       select coalesce(sum(held_cents), 0)::text as total from authorizations where user_id = ${userId}`;
     if (BigInt(heldSum?.total ?? '0') !== pgHolds) {
-      problems.push(`${userId}: sum of authorizations.held_cents ${heldSum?.total} ≠ credit_accounts ${pgHolds}`);
+      problems.push(
+        `${userId}: sum of authorizations.held_cents ${heldSum?.total} ≠ credit_accounts ${pgHolds}`,
+      );
     }
   }
 
   const unbalanced = await sql<{ transfer_id: string; total: string }[]>`
     select transfer_id::text, sum(amount_cents)::text as total from ledger_entries group by transfer_id having sum(amount_cents) <> 0`;
   for (const row of unbalanced) problems.push(`transfer ${row.transfer_id} sums to ${row.total}, not 0`);
-  const broken = await sql<{ broken_id: string; problem: string }[]>`select broken_id::text, problem from audit_log_verify()`;
+  const broken = await sql<
+    { broken_id: string; problem: string }[]
+  >`select broken_id::text, problem from audit_log_verify()`;
   for (const row of broken) problems.push(`audit_log ${row.broken_id}: ${row.problem}`);
   return problems;
 }

@@ -8,6 +8,7 @@
  * - `user_unsettled`    captured, not yet recorded on-chain ↔ `program_card_spend`
  * - `user_debt_onchain` recorded by the vault               ← `user_unsettled` (settlement)
  */
+import type postgres from 'postgres';
 import type { Tx } from '../client.ts';
 
 export type TransferKind =
@@ -93,18 +94,26 @@ export interface AuditInput {
   data: Record<string, unknown>;
 }
 
-/** Appends audit rows (the trigger chains the hashes). */
+/** Rows per INSERT statement: postgres.js sends one parameter per column, and a statement takes at most 65,535. */
+const AUDIT_ROWS_PER_STATEMENT_MAX = 5_000;
+
+/**
+ * Appends audit rows (the trigger chains the hashes). `data` is sent as a JSON object (bigints as
+ * strings), so the jsonb column holds an object that `data->>'…'` can read.
+ */
 export async function insertAudit(tx: Tx, rows: readonly AuditInput[]): Promise<void> {
-  if (rows.length === 0) return;
-  await tx`insert into audit_log ${tx(
-    rows.map((r) => ({
+  for (let at = 0; at < rows.length; at += AUDIT_ROWS_PER_STATEMENT_MAX) {
+    const chunk = rows.slice(at, at + AUDIT_ROWS_PER_STATEMENT_MAX).map((r) => ({
       actor: r.actor,
       action: r.action,
       entity_type: r.entityType,
       entity_id: r.entityId,
-      data: JSON.stringify(r.data, (_key, value: unknown) =>
-        typeof value === 'bigint' ? value.toString() : value,
-      ),
-    })),
-  )}`;
+      data: JSON.parse(
+        JSON.stringify(r.data, (_key, value: unknown) =>
+          typeof value === 'bigint' ? value.toString() : value,
+        ),
+      ) as postgres.JSONValue,
+    }));
+    await tx`insert into audit_log ${tx(chunk)}`;
+  }
 }

@@ -1,0 +1,603 @@
+/**
+ * Applies outbox entries to the financial database, one Postgres transaction per batch.
+ *
+ * Exactly once: every effect hangs off a natural key inserted with ON CONFLICT DO NOTHING in the same
+ * transaction — the ledger transfer's `ref` (`hold:<eventId>` for a decision's hold, the same ref the
+ * Postgres fallback books, and `lifecycle:<eventId>` for a lifecycle movement), or for records that move
+ * no money the decision's `event_id` / the card event's `(id, created_at)`. A record's deltas reach
+ * credit_accounts and authorizations only when its key was new in this transaction. A concurrent writer
+ * inserting the same key waits on the unique index until we commit and then finds it taken, so two
+ * writers, replays and re-deliveries after a crash never double anything.
+ *
+ * Postgres applies exactly the deltas Redis made (the stream's outcome fields), never re-derives them:
+ * that is what keeps credit_accounts equal to Redis's account hash.
+ */
+import type postgres from 'postgres';
+import { z } from 'zod';
+import type { Sql, Tx } from '../../shared/db/client.ts';
+import {
+  type AuditInput,
+  cardMovementEntries,
+  insertAudit,
+  insertTransfers,
+  type TransferInput,
+  type TransferKind,
+} from '../../shared/db/queries/ledger.ts';
+import { type DecisionRecord, type LifecycleRecord, outboxRecordSchema } from '../../shared/outbox.ts';
+import { limits as hotPathLimits } from '../limits.ts';
+import { limits } from './limits.ts';
+
+/** One stream entry as read from Redis. */
+export interface RawEntry {
+  stream: string;
+  id: string;
+  /** The entry's field/value pairs. */
+  fields: Record<string, string>;
+}
+
+export interface DecisionItem {
+  kind: 'decision';
+  record: DecisionRecord;
+  /** The Stripe event, parsed (stored in card_events.payload). */
+  payload: postgres.JSONValue;
+  approved: boolean;
+  approvedCents: bigint;
+  requestedCents: bigint;
+  reason: string;
+}
+
+export interface LifecycleItem {
+  kind: 'lifecycle';
+  record: LifecycleRecord;
+  payload: postgres.JSONValue;
+  holdDeltaCents: bigint;
+  unsettledDeltaCents: bigint;
+  capturedDeltaCents: bigint;
+}
+
+/** A validated entry: the record with the script's outcome fields applied (they override the record). */
+export interface ParsedEntry {
+  stream: string;
+  id: string;
+  item: DecisionItem | LifecycleItem;
+}
+
+export type ParseResult = { ok: true; entry: ParsedEntry } | { ok: false; error: string };
+
+const amount = z.string().regex(/^-?\d{1,16}$/, 'integer cents');
+const decisionOutcome = z.object({
+  ok: z.enum(['0', '1']),
+  amt: z.string().regex(/^\d{1,16}$/, 'non-negative integer cents'),
+  why: z.string().min(1).max(64),
+});
+const lifecycleOutcome = z.object({ hd: amount, ud: amount, cd: amount });
+
+function describe(error: z.ZodError): string {
+  const issue = error.issues[0];
+  return `${issue?.path.join('.') || 'entry'}: ${issue?.message ?? 'invalid'}`;
+}
+
+/**
+ * Validates one stream entry (record JSON and outcome fields) and applies the outcome overrides.
+ * A failure here is permanent: the entry is poison and goes to the dead-letter stream.
+ */
+export function parseEntry(raw: RawEntry): ParseResult {
+  const json = raw.fields['r'];
+  if (json === undefined) return { ok: false, error: 'r: missing record field' };
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    return { ok: false, error: 'r: not JSON' };
+  }
+  const parsed = outboxRecordSchema.safeParse(value);
+  if (!parsed.success) return { ok: false, error: `record ${describe(parsed.error)}` };
+  const record = parsed.data;
+  let payload: postgres.JSONValue;
+  try {
+    payload = JSON.parse(record.event) as postgres.JSONValue;
+  } catch {
+    return { ok: false, error: 'record event: not JSON' };
+  }
+  if (record.kind === 'decision') {
+    const outcome = decisionOutcome.safeParse(raw.fields);
+    if (!outcome.success) return { ok: false, error: `outcome ${describe(outcome.error)}` };
+    const approved = outcome.data.ok === '1';
+    const approvedCents = BigInt(outcome.data.amt);
+    const requestedCents = BigInt(record.requestedCents);
+    if (!approved && approvedCents !== 0n)
+      return { ok: false, error: 'outcome: declined with a granted amount' };
+    if (approvedCents > requestedCents) return { ok: false, error: 'outcome: granted more than requested' };
+    if (record.userId === null && approvedCents !== 0n)
+      return { ok: false, error: 'outcome: a hold without a user' };
+    return {
+      ok: true,
+      entry: {
+        stream: raw.stream,
+        id: raw.id,
+        item: {
+          kind: 'decision',
+          record,
+          payload,
+          approved,
+          approvedCents,
+          requestedCents,
+          reason: outcome.data.why,
+        },
+      },
+    };
+  }
+  const outcome = lifecycleOutcome.safeParse(raw.fields);
+  if (!outcome.success) return { ok: false, error: `outcome ${describe(outcome.error)}` };
+  const holdDeltaCents = BigInt(outcome.data.hd);
+  const unsettledDeltaCents = BigInt(outcome.data.ud);
+  const capturedDeltaCents = BigInt(outcome.data.cd);
+  if (
+    record.userId === null &&
+    (holdDeltaCents !== 0n || unsettledDeltaCents !== 0n || capturedDeltaCents !== 0n)
+  ) {
+    return { ok: false, error: 'outcome: a money movement without a user' };
+  }
+  return {
+    ok: true,
+    entry: {
+      stream: raw.stream,
+      id: raw.id,
+      item: { kind: 'lifecycle', record, payload, holdDeltaCents, unsettledDeltaCents, capturedDeltaCents },
+    },
+  };
+}
+
+export interface ApplyOptions {
+  /** Hold lifetimes, for the expiry of authorizations first seen through a Stripe event (stand-in). */
+  holdTtlS: number;
+  holdTtlLodgingS: number;
+}
+
+export interface ApplyResult {
+  /** Records whose effects were applied in this transaction. */
+  applied: number;
+  /** Records already applied earlier (replays, re-deliveries, a concurrent writer). */
+  duplicates: number;
+}
+
+function transferOf(entry: ParsedEntry): TransferInput | null {
+  const item = entry.item;
+  const userId = item.record.userId;
+  if (userId === null) return null;
+  if (item.kind === 'decision') {
+    if (item.approvedCents === 0n) return null;
+    return {
+      ref: `hold:${item.record.eventId}`,
+      kind: 'hold',
+      userId,
+      authorizationId: item.record.authorizationId,
+      entries: cardMovementEntries(userId, { holdDeltaCents: item.approvedCents, unsettledDeltaCents: 0n }),
+    };
+  }
+  const entries = cardMovementEntries(userId, {
+    holdDeltaCents: item.holdDeltaCents,
+    unsettledDeltaCents: item.unsettledDeltaCents,
+  });
+  if (entries.length === 0) return null;
+  const kind: TransferKind = item.record.transactionType ?? (item.holdDeltaCents < 0n ? 'release' : 'hold');
+  return {
+    ref: `lifecycle:${item.record.eventId}`,
+    kind,
+    userId,
+    authorizationId: item.record.authorizationId,
+    entries,
+  };
+}
+
+/** Runs `insert` over `rows` in chunks that keep each statement under Postgres's 65,535 parameters. */
+async function inChunks<T, R>(
+  rows: readonly T[],
+  size: number,
+  insert: (chunk: T[]) => Promise<R[]>,
+): Promise<R[]> {
+  const out: R[] = [];
+  for (let i = 0; i < rows.length; i += size) out.push(...(await insert(rows.slice(i, i + size))));
+  return out;
+}
+
+const keyOf = (entry: ParsedEntry) => `${entry.item.kind}:${entry.item.record.eventId}`;
+
+/** What one batch does to one authorization, folded in stream order. */
+interface AuthorizationFold {
+  id: string;
+  userId: string;
+  cardId: string;
+  /** Row values used only if the row does not exist yet. */
+  create: {
+    decision: 'approved' | 'partial' | 'declined' | 'stripe';
+    declineReason: string | null;
+    decisionId: string | null;
+    decisionSource: 'redis' | 'postgres' | 'stripe';
+    latencyUs: number | null;
+    merchantCategoryCode: string | null;
+    merchantName: string | null;
+    expiresAt: Date | null;
+    /** Stripe's amount for a row created from a Stripe event (stand-in): becomes requested/approved. */
+    stripeAmountCents: bigint;
+    stripeApproved: boolean;
+  };
+  requestedAddCents: bigint;
+  approvedAddCents: bigint;
+  heldAddCents: bigint;
+  capturedAddCents: bigint;
+  /** Any decision of this batch approved (decisions can only turn `approved` on). */
+  approvedByDecision: boolean;
+  /** Stripe's latest word on `approved`, when a lifecycle event of this batch carried the authorization. */
+  approvedByStripe: boolean | null;
+  /** The status to move to; a terminal status is never left. */
+  status: 'pending' | 'closed' | 'reversed' | 'expired' | null;
+}
+
+/** The same rule as the hot path's holdExpiresAtMs (engine.ts): lodging-type merchants hold longer. */
+function holdExpiry(options: ApplyOptions, mcc: string | null, fromMs: number): number {
+  const lodging = mcc !== null && (hotPathLimits.lodgingMccs as readonly string[]).includes(mcc);
+  return fromMs + (lodging ? options.holdTtlLodgingS : options.holdTtlS) * 1000;
+}
+
+function decisionLabel(item: DecisionItem): 'approved' | 'partial' | 'declined' {
+  if (!item.approved) return 'declined';
+  return item.reason === 'partial' ? 'partial' : 'approved';
+}
+
+function foldAuthorizations(applied: ParsedEntry[], options: ApplyOptions): AuthorizationFold[] {
+  const folds = new Map<string, AuthorizationFold>();
+  for (const entry of applied) {
+    const item = entry.item;
+    const authorizationId = item.record.authorizationId;
+    const userId = item.record.userId;
+    if (authorizationId === null || userId === null) continue;
+    let fold = folds.get(authorizationId);
+    if (item.kind === 'decision') {
+      const record = item.record;
+      if (fold === undefined) {
+        fold = {
+          id: authorizationId,
+          userId,
+          cardId: record.cardId,
+          create: {
+            decision: decisionLabel(item),
+            declineReason: item.approved ? null : item.reason,
+            decisionId: record.decisionId,
+            decisionSource: record.source,
+            latencyUs: record.latencyUs,
+            merchantCategoryCode: record.merchantCategoryCode,
+            merchantName: record.merchantName,
+            expiresAt: new Date(record.holdExpiresAtMs),
+            stripeAmountCents: 0n,
+            stripeApproved: false,
+          },
+          requestedAddCents: 0n,
+          approvedAddCents: 0n,
+          heldAddCents: 0n,
+          capturedAddCents: 0n,
+          approvedByDecision: false,
+          approvedByStripe: null,
+          status: null,
+        };
+        folds.set(authorizationId, fold);
+      }
+      fold.requestedAddCents += item.requestedCents;
+      fold.approvedAddCents += item.approvedCents;
+      fold.heldAddCents += item.approvedCents;
+      fold.approvedByDecision ||= item.approved;
+      continue;
+    }
+    const record = item.record;
+    const auth = record.authorization;
+    if (fold === undefined) {
+      const mcc = auth?.merchantCategoryCode ?? null;
+      fold = {
+        id: authorizationId,
+        userId,
+        cardId: record.cardId ?? 'unknown',
+        create: {
+          decision: 'stripe',
+          declineReason: null,
+          decisionId: null,
+          decisionSource: 'stripe',
+          latencyUs: null,
+          merchantCategoryCode: mcc,
+          merchantName: auth?.merchantName ?? null,
+          expiresAt: auth === null ? null : new Date(holdExpiry(options, mcc, auth.createdS * 1000)),
+          stripeAmountCents: auth !== null ? BigInt(auth.amountCents) : 0n,
+          stripeApproved: auth?.approved ?? false,
+        },
+        requestedAddCents: 0n,
+        approvedAddCents: 0n,
+        heldAddCents: 0n,
+        capturedAddCents: 0n,
+        approvedByDecision: false,
+        approvedByStripe: null,
+        status: null,
+      };
+      folds.set(authorizationId, fold);
+    }
+    fold.heldAddCents += item.holdDeltaCents;
+    fold.capturedAddCents += item.capturedDeltaCents;
+    if (auth !== null) {
+      fold.approvedByStripe = auth.approved;
+      if (fold.status === null || fold.status === 'pending') fold.status = auth.status;
+    } else if (
+      record.eventType === 'credana.hold_expired' &&
+      (fold.status === null || fold.status === 'pending')
+    ) {
+      fold.status = 'expired';
+    }
+  }
+  return [...folds.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+function auditOf(entry: ParsedEntry): AuditInput {
+  const item = entry.item;
+  const record = item.record;
+  if (item.kind === 'decision') {
+    return {
+      actor: 'ledger-writer',
+      action: 'authorization.hold',
+      entityType: 'authorization',
+      entityId: record.authorizationId ?? record.eventId,
+      data: {
+        eventId: record.eventId,
+        decisionId: (record as DecisionRecord).decisionId,
+        userId: record.userId,
+        requestedCents: item.requestedCents,
+        grantedCents: item.approvedCents,
+        reason: item.reason,
+        source: (record as DecisionRecord).source,
+        streamId: entry.id,
+      },
+    };
+  }
+  const lifecycle = record as LifecycleRecord;
+  const action =
+    lifecycle.transactionType === 'capture'
+      ? 'card.capture'
+      : lifecycle.transactionType === 'refund'
+        ? 'card.refund'
+        : item.holdDeltaCents < 0n
+          ? 'hold.release'
+          : 'hold.create';
+  return {
+    actor: 'ledger-writer',
+    action,
+    entityType: lifecycle.transactionId !== null ? 'transaction' : 'authorization',
+    entityId: lifecycle.transactionId ?? lifecycle.authorizationId ?? lifecycle.eventId,
+    data: {
+      eventId: lifecycle.eventId,
+      eventType: lifecycle.eventType,
+      userId: lifecycle.userId,
+      authorizationId: lifecycle.authorizationId,
+      holdDeltaCents: item.holdDeltaCents,
+      unsettledDeltaCents: item.unsettledDeltaCents,
+      capturedDeltaCents: item.capturedDeltaCents,
+      streamId: entry.id,
+    },
+  };
+}
+
+const bySortKey =
+  <T>(key: (t: T) => string) =>
+  (a: T, b: T) => {
+    const x = key(a);
+    const y = key(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  };
+
+/**
+ * Applies `entries` (in stream order per shard) in one transaction. Idempotent: applying the same
+ * entries again, concurrently or later, changes nothing. Throws on any database error, leaving nothing
+ * applied; the caller decides between retrying and isolating a poison entry.
+ */
+export async function applyBatch(
+  sql: Sql,
+  entries: readonly ParsedEntry[],
+  options: ApplyOptions = { holdTtlS: 7 * 86_400, holdTtlLodgingS: 31 * 86_400 },
+): Promise<ApplyResult> {
+  // The same record twice in one batch (a replay landing next to its original) counts once.
+  const seen = new Set<string>();
+  const unique: ParsedEntry[] = [];
+  for (const entry of entries) {
+    const key = keyOf(entry);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    unique.push(entry);
+  }
+  if (unique.length === 0) return { applied: 0, duplicates: entries.length };
+
+  return sql.begin(async (tx) => {
+    const newEvents = await insertCardEvents(tx, unique);
+    const newDecisions = await insertDecisions(tx, unique);
+    const transfers = new Map<string, TransferInput>();
+    for (const entry of unique) {
+      const transfer = transferOf(entry);
+      if (transfer !== null) transfers.set(keyOf(entry), transfer);
+    }
+    // Sorted by ref so concurrent writers take the unique-index locks in one order.
+    const sortedTransfers = [...transfers.values()].sort(bySortKey((t) => t.ref));
+    const newRefs = new Set<string>();
+    for (let i = 0; i < sortedTransfers.length; i += limits.transfersPerStatementMax) {
+      for (const ref of await insertTransfers(
+        tx,
+        sortedTransfers.slice(i, i + limits.transfersPerStatementMax),
+      )) {
+        newRefs.add(ref);
+      }
+    }
+
+    const applied = unique.filter((entry) => {
+      const transfer = transfers.get(keyOf(entry));
+      if (transfer !== undefined) return newRefs.has(transfer.ref);
+      return entry.item.kind === 'decision'
+        ? newDecisions.has(entry.item.record.eventId)
+        : newEvents.has(entry.item.record.eventId);
+    });
+
+    await applyCreditAccounts(tx, applied);
+    await applyAuthorizations(tx, foldAuthorizations(applied, options));
+    // Last: the audit insert locks the chain head, so holding it as briefly as possible serialises
+    // concurrent writers only at their very end.
+    await insertAudit(tx, applied.filter((entry) => transfers.has(keyOf(entry))).map(auditOf));
+    return { applied: applied.length, duplicates: entries.length - applied.length };
+  });
+}
+
+async function insertCardEvents(tx: Tx, entries: ParsedEntry[]): Promise<Set<string>> {
+  const rows = entries
+    .map((entry) => {
+      const record = entry.item.record;
+      const objectId =
+        record.kind === 'decision'
+          ? record.authorizationId
+          : (record.transactionId ?? record.authorizationId);
+      return {
+        id: record.eventId,
+        type: record.kind === 'decision' ? 'issuing_authorization.request' : record.eventType,
+        user_id: record.userId,
+        object_id: objectId,
+        // An object, not the raw text: postgres.js would store text as a jsonb string.
+        payload: entry.item.payload,
+        created_at: new Date(record.eventCreatedS * 1000),
+      };
+    })
+    .sort(bySortKey((row) => row.id));
+  const inserted = await inChunks(
+    rows,
+    limits.rowsPerStatementMax,
+    (chunk) => tx<{ id: string }[]>`insert into card_events ${tx(chunk)} on conflict do nothing returning id`,
+  );
+  return new Set(inserted.map((row) => row.id));
+}
+
+async function insertDecisions(tx: Tx, entries: ParsedEntry[]): Promise<Set<string>> {
+  const rows = entries
+    .flatMap((entry) => (entry.item.kind === 'decision' ? [entry.item] : []))
+    .map((item) => ({
+      id: item.record.decisionId,
+      event_id: item.record.eventId,
+      authorization_id: item.record.authorizationId,
+      user_id: item.record.userId,
+      card_id: item.record.cardId,
+      approved: item.approved,
+      requested_cents: item.requestedCents.toString(),
+      approved_cents: item.approvedCents.toString(),
+      reason: item.reason,
+      source: item.record.source,
+      latency_us: item.record.latencyUs,
+      decided_at: new Date(item.record.decidedAtMs),
+    }))
+    .sort(bySortKey((row) => row.event_id));
+  if (rows.length === 0) return new Set();
+  // No conflict target: a replay conflicts on event_id, and a decision id is unique too.
+  const inserted = await inChunks(
+    rows,
+    limits.rowsPerStatementMax,
+    (chunk) =>
+      tx<
+        { event_id: string }[]
+      >`insert into decisions ${tx(chunk)} on conflict do nothing returning event_id`,
+  );
+  return new Set(inserted.map((row) => row.event_id));
+}
+
+async function applyCreditAccounts(tx: Tx, applied: ParsedEntry[]): Promise<void> {
+  const byUser = new Map<string, { holds: bigint; unsettled: bigint }>();
+  for (const entry of applied) {
+    const item = entry.item;
+    const userId = item.record.userId;
+    if (userId === null) continue;
+    const hold = item.kind === 'decision' ? item.approvedCents : item.holdDeltaCents;
+    const unsettled = item.kind === 'decision' ? 0n : item.unsettledDeltaCents;
+    if (hold === 0n && unsettled === 0n) continue;
+    const sum = byUser.get(userId) ?? { holds: 0n, unsettled: 0n };
+    sum.holds += hold;
+    sum.unsettled += unsettled;
+    byUser.set(userId, sum);
+  }
+  if (byUser.size === 0) return;
+  const userIds = [...byUser.keys()].sort();
+  // Two statements, not one upsert: the insert's proposed row is checked (holds_cents >= 0) before the
+  // conflict is seen, so a batch that only releases would fail as an upsert.
+  await tx`insert into credit_accounts (user_id) select unnest(${userIds}::uuid[]) on conflict do nothing`;
+  const holds = userIds.map((id) => byUser.get(id)!.holds.toString());
+  const unsettled = userIds.map((id) => byUser.get(id)!.unsettled.toString());
+  await tx`update credit_accounts c set holds_cents = c.holds_cents + v.holds, unsettled_cents = c.unsettled_cents + v.unsettled,
+      version = c.version + 1, updated_at = now()
+    from unnest(${userIds}::uuid[], ${holds}::bigint[], ${unsettled}::bigint[]) as v(user_id, holds, unsettled)
+    where c.user_id = v.user_id`;
+}
+
+async function applyAuthorizations(tx: Tx, folds: AuthorizationFold[]): Promise<void> {
+  if (folds.length === 0) return;
+  // Step 1: make sure each row exists, with the creating record's descriptive fields and zero amounts.
+  const skeletons = folds.map((f) => ({
+    id: f.id,
+    user_id: f.userId,
+    card_id: f.cardId,
+    status: 'pending',
+    approved: false,
+    decision: f.create.decision,
+    decline_reason: f.create.declineReason,
+    decision_id: f.create.decisionId,
+    decision_source: f.create.decisionSource,
+    decision_latency_us: f.create.latencyUs,
+    merchant_category_code: f.create.merchantCategoryCode,
+    merchant_name: f.create.merchantName,
+    expires_at: f.create.expiresAt,
+  }));
+  const created = new Set(
+    (
+      await inChunks(
+        skeletons,
+        limits.rowsPerStatementMax,
+        (chunk) =>
+          tx<
+            { id: string }[]
+          >`insert into authorizations ${tx(chunk)} on conflict (id) do nothing returning id`,
+      )
+    ).map((row) => row.id),
+  );
+  // Step 2: add the amounts and move the status, all rows in one statement. A row created above from a
+  // Stripe event (we never decided it: stand-in) takes Stripe's amount as requested and approved.
+  const ids: string[] = [];
+  const requested: string[] = [];
+  const approvedCents: string[] = [];
+  const held: string[] = [];
+  const captured: string[] = [];
+  // Booleans travel as text: postgres.js serialises a JS boolean array as a scalar.
+  const byDecision: string[] = [];
+  const byStripe: (string | null)[] = [];
+  const statuses: (string | null)[] = [];
+  for (const f of folds) {
+    const stripeCreated = created.has(f.id) && f.create.decision === 'stripe';
+    ids.push(f.id);
+    requested.push((f.requestedAddCents + (stripeCreated ? f.create.stripeAmountCents : 0n)).toString());
+    approvedCents.push(
+      (
+        f.approvedAddCents + (stripeCreated && f.create.stripeApproved ? f.create.stripeAmountCents : 0n)
+      ).toString(),
+    );
+    held.push(f.heldAddCents.toString());
+    captured.push(f.capturedAddCents.toString());
+    byDecision.push(f.approvedByDecision ? 'true' : 'false');
+    byStripe.push(f.approvedByStripe === null ? null : f.approvedByStripe ? 'true' : 'false');
+    statuses.push(f.status);
+  }
+  await tx`update authorizations a set
+      requested_cents = a.requested_cents + v.requested,
+      approved_cents = a.approved_cents + v.approved_cents,
+      held_cents = a.held_cents + v.held,
+      captured_cents = a.captured_cents + v.captured,
+      approved = coalesce(v.by_stripe::boolean, a.approved or v.by_decision::boolean),
+      status = case when a.status <> 'pending' or v.status is null then a.status else v.status end,
+      updated_at = now()
+    from unnest(${ids}::text[], ${requested}::bigint[], ${approvedCents}::bigint[], ${held}::bigint[], ${captured}::bigint[],
+      ${byDecision}::text[], ${byStripe}::text[], ${statuses}::text[])
+      as v(id, requested, approved_cents, held, captured, by_decision, by_stripe, status)
+    where a.id = v.id`;
+}

@@ -1,0 +1,36 @@
+/**
+ * Every bound of the ledger writer in one place (STYLE.md: put a limit on everything that can grow).
+ * Batch size and wait come from config (LEDGER_BATCH_MAX, LEDGER_BATCH_WAIT_MS); these are the rest.
+ */
+export const limits = {
+  /** Rows per multi-row INSERT, so no statement nears Postgres's 65,535 bind parameters (≤ 13 columns). */
+  rowsPerStatementMax: 4_000,
+  /** Transfers per insertTransfers call (≤ 4 entries × 4 columns each). */
+  transfersPerStatementMax: 2_000,
+  /** A pending entry idle this long belongs to a dead consumer: another writer claims it. */
+  claimIdleMs: 10_000,
+  /** How often to look for a dead consumer's entries. */
+  claimIntervalMs: 2_000,
+  /** Backoff while Postgres (or Redis) is unreachable: doubles from min to max, forever. */
+  retryBackoffMsMin: 50,
+  retryBackoffMsMax: 5_000,
+  /** Tries of one isolated entry that keeps failing with a data error before it is dead-lettered. */
+  poisonAttemptsMax: 3,
+  /** Pause between those tries (an entry may only be waiting for an earlier one held by another writer). */
+  poisonRetryDelayMs: 200,
+  /** Lag is measured at most this often (16 XRANGE calls, pipelined). */
+  lagSampleIntervalMs: 500,
+  /** Error text kept in a dead-letter entry. */
+  deadLetterErrorCharsMax: 1_000,
+} as const;
+
+export function assertLimits(batchMax: number, batchWaitMs: number): void {
+  if (!Number.isInteger(batchMax) || batchMax < 1 || batchMax > 10_000) {
+    throw new Error(`LEDGER_BATCH_MAX must be an integer in 1..10000, got ${batchMax}`);
+  }
+  if (!Number.isInteger(batchWaitMs) || batchWaitMs < 1 || batchWaitMs >= limits.claimIdleMs) {
+    throw new Error(
+      `LEDGER_BATCH_WAIT_MS must be an integer in 1..${limits.claimIdleMs - 1}, got ${batchWaitMs}`,
+    );
+  }
+}

@@ -1,0 +1,62 @@
+/** `npm run start:ledger-writer`: drains the outbox streams into Postgres as its own process. */
+import { hostname } from 'node:os';
+import { serve } from '@hono/node-server';
+import { configFromProcess } from '../../shared/config.ts';
+import { createDatabase } from '../../shared/db/client.ts';
+import { createRedis } from '../../shared/redis/client.ts';
+import { createLogger } from '../ops/logger.ts';
+import { createLedgerWriterApp } from './app.ts';
+import { createLedgerWriterMetrics } from './metrics.ts';
+import { createLedgerWriter } from './writer.ts';
+
+const config = configFromProcess();
+const logger = createLogger(config.LOG_LEVEL, 'ledger-writer');
+const database = createDatabase({
+  url: config.DATABASE_URL,
+  // One batch at a time: one connection does the work; one spare.
+  poolMax: Math.min(config.DATABASE_POOL_MAX, 2),
+  statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
+  applicationName: 'ledger-writer',
+});
+const redis = createRedis({ url: config.REDIS_URL, connectionName: 'ledger-writer' });
+const metrics = createLedgerWriterMetrics();
+const writer = createLedgerWriter({
+  redis,
+  sql: database.sql,
+  prefix: config.REDIS_KEY_PREFIX,
+  consumer: `${hostname()}-${process.pid}`,
+  batchMax: config.LEDGER_BATCH_MAX,
+  batchWaitMs: config.LEDGER_BATCH_WAIT_MS,
+  metrics,
+  logger,
+  apply: { holdTtlS: config.HOLD_TTL_S, holdTtlLodgingS: config.HOLD_TTL_LODGING_S },
+});
+await writer.start();
+const server = serve(
+  {
+    fetch: createLedgerWriterApp({ writer, metrics }).fetch,
+    port: config.LEDGER_WRITER_PORT,
+    hostname: config.HOT_PATH_HOST,
+  },
+  (info) => logger.info({ port: info.port }, 'ledger writer metrics listening'),
+);
+// A line other processes (tests, the dev stack) wait for.
+process.stdout.write('ledger-writer ready\n');
+
+let shuttingDown = false;
+function shutdown(): void {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  // Finish the batch in hand (commit + ack), then close; unfinished work stays pending in Redis.
+  writer
+    .stop()
+    .then(async () => {
+      server.close();
+      redis.disconnect();
+      await database.close();
+      process.exit(0);
+    })
+    .catch(() => process.exit(1));
+}
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);

@@ -1,0 +1,50 @@
+/** Prometheus metrics of the ledger writer, on a registry of its own (no global state). */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+export function createLedgerWriterMetrics() {
+  const registry = new Registry();
+  return {
+    registry,
+    lagMs: new Gauge({
+      name: 'credana_ledger_lag_ms',
+      help: 'Age of the oldest outbox entry not yet written to Postgres (0 when all are written)',
+      registers: [registry],
+    }),
+    backlog: new Gauge({
+      name: 'credana_ledger_backlog_entries',
+      help: 'Outbox entries not yet written to Postgres, over all shards',
+      registers: [registry],
+    }),
+    entriesWritten: new Counter({
+      name: 'credana_ledger_entries_written_total',
+      help: 'Outbox entries committed to Postgres and acknowledged (result: applied, or duplicate of one applied before)',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    deadLettered: new Counter({
+      name: 'credana_ledger_dead_lettered_total',
+      help: 'Outbox entries moved to the dead-letter stream (problem: invalid, or failed every retry)',
+      labelNames: ['problem'] as const,
+      registers: [registry],
+    }),
+    batchFailures: new Counter({
+      name: 'credana_ledger_batch_failures_total',
+      help: 'Failed batch transactions (kind: retryable = Postgres unreachable or a transient conflict; data = isolated)',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    batchDuration: new Histogram({
+      name: 'credana_ledger_batch_duration_seconds',
+      help: 'Time to apply one batch in Postgres (one transaction)',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    batchSize: new Histogram({
+      name: 'credana_ledger_batch_entries',
+      help: 'Entries per applied batch',
+      buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
+      registers: [registry],
+    }),
+  };
+}
+export type LedgerWriterMetrics = ReturnType<typeof createLedgerWriterMetrics>;

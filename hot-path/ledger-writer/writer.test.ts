@@ -1,0 +1,383 @@
+// Proves the ledger writer end to end on real Redis and Postgres: drives the real hot path through
+// decisions, incremental, partial, declined, stand-in, capture, refund, release and expiry, drains the
+// outbox and checks conservation (Postgres = Redis = ledger, balanced transfers, intact audit chain);
+// then replays every entry (nothing doubles), feeds poison entries (dead-lettered, the rest written),
+// and reads /metrics and /healthz.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
+import { conservationProblems } from '../../test/support/conservation.ts';
+import { setUpServices, type TestServices } from '../../test/support/db.ts';
+import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
+import { type HotPath, post, startHotPath } from '../../test/support/hot-path.ts';
+import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
+import { createLedgerWriterApp } from './app.ts';
+import { createLedgerWriterMetrics, type LedgerWriterMetrics } from './metrics.ts';
+import { addEntry, decisionFields } from './testing.ts';
+import { createLedgerWriter, type LedgerWriter } from './writer.ts';
+
+const PRICE = 300_000_000_000n;
+const nowS = () => Math.floor(Date.now() / 1000);
+let services: TestServices;
+let hotPath: HotPath;
+let writer: LedgerWriter | null = null;
+let metrics: LedgerWriterMetrics;
+const users: string[] = [];
+
+beforeAll(async () => {
+  services = await setUpServices();
+  await seedAsset(services.database.sql, services.redis, services.prefix, WETH, PRICE, nowS());
+  // Generous budgets: this file is about the writer, and a loaded test machine must not push decisions
+  // onto the Postgres fallback (which writes Postgres directly, not through the outbox).
+  hotPath = await startHotPath(services, { DECISION_BUDGET_MS: '1900', REDIS_COMMAND_TIMEOUT_MS: '1500' });
+});
+afterAll(async () => {
+  await writer?.stop();
+  await hotPath?.close();
+  await services?.close();
+});
+
+async function startWriter(): Promise<LedgerWriter> {
+  metrics = createLedgerWriterMetrics();
+  const w = createLedgerWriter({
+    redis: services.redis.duplicate(),
+    sql: services.database.sql,
+    prefix: services.prefix,
+    consumer: 'test-writer',
+    batchMax: 50,
+    batchWaitMs: 20,
+    metrics,
+  });
+  await w.start();
+  return w;
+}
+
+async function backlog(): Promise<number> {
+  const lengths = await Promise.all(allOutboxKeys(services.prefix).map((key) => services.redis.xlen(key)));
+  return lengths.reduce((a, b) => a + b, 0);
+}
+
+async function drained(timeoutMs = 15_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while ((await backlog()) > 0) {
+    if (Date.now() > until) throw new Error(`outbox not drained: ${await backlog()} entries left`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+async function snapshotEntries(): Promise<string[][]> {
+  const all: string[][] = [];
+  for (const key of allOutboxKeys(services.prefix)) {
+    for (const [, fields] of await services.redis.xrange(key, '-', '+')) all.push([key, ...fields]);
+  }
+  return all;
+}
+
+async function books() {
+  const [row] = await services.database.sql`select
+      (select count(*)::int from decisions) as decisions,
+      (select count(*)::int from card_events) as events,
+      (select count(*)::int from ledger_transfers) as transfers,
+      (select count(*)::int from ledger_entries) as entries,
+      (select count(*)::int from audit_log) as audits,
+      (select coalesce(sum(holds_cents), 0)::text from credit_accounts) as holds,
+      (select coalesce(sum(unsettled_cents), 0)::text from credit_accounts) as unsettled,
+      (select string_agg(id || ':' || status || ':' || requested_cents || ':' || approved_cents || ':' || held_cents || ':' || captured_cents, ',' order by id) from authorizations) as auths`;
+  return row!;
+}
+
+let replayable: string[][] = [];
+
+describe('ledger writer on the real hot path', () => {
+  it('writes every outcome of the hot path so that Postgres, Redis and the ledger agree', async () => {
+    const { sql } = services.database;
+    const collateral = [{ assetId: 'WETH', amountBase: wethForBorrowPower(100_000n, PRICE) }];
+    const a = await seedUser(sql, { collateral });
+    const b = await seedUser(sql, {
+      collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(4_000n, PRICE) }],
+    });
+    users.push(a.userId, b.userId);
+    const request = (body: unknown) => post(hotPath, '/stripe/authorizations', body);
+    const event = (body: unknown) => post(hotPath, '/stripe/events', body);
+    const t = nowS();
+
+    // A: request, created, incremental, capture (partial of the hold), closed, refund.
+    const auth1 = 'iauth_a1';
+    const first = await request(
+      authorizationRequest({ cardId: a.cardId, amountCents: 5_000, authorizationId: auth1 }),
+    );
+    expect(first.json.metadata?.reason).toBe('approved');
+    await event(
+      authorizationEvent({
+        type: 'issuing_authorization.created',
+        cardId: a.cardId,
+        authorizationId: auth1,
+        amountCents: 5_000,
+        approved: true,
+        status: 'pending',
+        requestHistory: 1,
+        createdS: t,
+      }),
+    );
+    expect(
+      (
+        await request(
+          authorizationRequest({
+            cardId: a.cardId,
+            amountCents: 2_000,
+            authorizationId: auth1,
+            requestHistory: 1,
+          }),
+        )
+      ).json.approved,
+    ).toBe(true);
+    const capture = transactionEvent({
+      cardId: a.cardId,
+      type: 'capture',
+      amountCents: 6_000,
+      authorizationId: auth1,
+      createdS: t + 1,
+    });
+    await event(capture);
+    await event(capture); // a duplicate delivery: no second entry
+    await event(
+      authorizationEvent({
+        type: 'issuing_authorization.updated',
+        cardId: a.cardId,
+        authorizationId: auth1,
+        amountCents: 7_000,
+        approved: true,
+        status: 'closed',
+        requestHistory: 2,
+        createdS: t + 2,
+      }),
+    );
+    await event(
+      transactionEvent({
+        cardId: a.cardId,
+        type: 'refund',
+        amountCents: 1_000,
+        authorizationId: auth1,
+        createdS: t + 3,
+      }),
+    );
+    // A: approved then reversed; a declined request (blocked MCC); a stand-in approval; a force capture.
+    await request(
+      authorizationRequest({ cardId: a.cardId, amountCents: 3_000, authorizationId: 'iauth_a2' }),
+    );
+    await event(
+      authorizationEvent({
+        type: 'issuing_authorization.updated',
+        cardId: a.cardId,
+        authorizationId: 'iauth_a2',
+        amountCents: 3_000,
+        approved: true,
+        status: 'reversed',
+        requestHistory: 1,
+        createdS: t + 4,
+      }),
+    );
+    expect(
+      (
+        await request(
+          authorizationRequest({
+            cardId: a.cardId,
+            amountCents: 100,
+            mcc: '7995',
+            authorizationId: 'iauth_declined',
+          }),
+        )
+      ).json.approved,
+    ).toBe(false);
+    await event(
+      authorizationEvent({
+        type: 'issuing_authorization.created',
+        cardId: a.cardId,
+        authorizationId: 'iauth_standin',
+        amountCents: 1_500,
+        approved: true,
+        status: 'pending',
+        requestHistory: 0,
+        createdS: t + 5,
+      }),
+    );
+    await event(
+      transactionEvent({
+        cardId: a.cardId,
+        type: 'capture',
+        amountCents: 800,
+        authorizationId: null,
+        createdS: t + 6,
+      }),
+    );
+    // B: a partial approval that is left open, and one that expires.
+    const partial = await request(
+      authorizationRequest({
+        cardId: b.cardId,
+        amountCents: 3_000,
+        authorizationId: 'iauth_b1',
+        controllable: true,
+      }),
+    );
+    expect(partial.json.approved).toBe(true);
+    const rest = await request(
+      authorizationRequest({
+        cardId: b.cardId,
+        amountCents: 2_500,
+        authorizationId: 'iauth_b2',
+        controllable: true,
+      }),
+    );
+    expect(rest.json.amount).toBe(1_000);
+    expect((await hotPath.lifecycle.expireHold(b.userId, 'iauth_b1')).applied).toBe(true);
+    // A card nobody owns.
+    await request(authorizationRequest({ cardId: 'ic_nobody', amountCents: 100 }));
+
+    replayable = await snapshotEntries();
+    expect(replayable.length).toBe(15);
+    writer = await startWriter();
+    await drained();
+
+    expect(await conservationProblems(sql, services.redis, services.prefix, users)).toEqual([]);
+    const auths =
+      await sql`select id, status, approved, requested_cents, approved_cents, held_cents, captured_cents, decision, decision_source
+      from authorizations order by id`;
+    expect(auths).toEqual([
+      {
+        id: 'iauth_a1',
+        status: 'closed',
+        approved: true,
+        requested_cents: '7000',
+        approved_cents: '7000',
+        held_cents: '0',
+        captured_cents: '6000',
+        decision: 'approved',
+        decision_source: 'redis',
+      },
+      {
+        id: 'iauth_a2',
+        status: 'reversed',
+        approved: true,
+        requested_cents: '3000',
+        approved_cents: '3000',
+        held_cents: '0',
+        captured_cents: '0',
+        decision: 'approved',
+        decision_source: 'redis',
+      },
+      {
+        id: 'iauth_b1',
+        status: 'expired',
+        approved: true,
+        requested_cents: '3000',
+        approved_cents: '3000',
+        held_cents: '0',
+        captured_cents: '0',
+        decision: 'approved',
+        decision_source: 'redis',
+      },
+      {
+        id: 'iauth_b2',
+        status: 'pending',
+        approved: true,
+        requested_cents: '2500',
+        approved_cents: '1000',
+        held_cents: '1000',
+        captured_cents: '0',
+        decision: 'partial',
+        decision_source: 'redis',
+      },
+      {
+        id: 'iauth_declined',
+        status: 'pending',
+        approved: false,
+        requested_cents: '100',
+        approved_cents: '0',
+        held_cents: '0',
+        captured_cents: '0',
+        decision: 'declined',
+        decision_source: 'redis',
+      },
+      {
+        id: 'iauth_standin',
+        status: 'pending',
+        approved: true,
+        requested_cents: '1500',
+        approved_cents: '1500',
+        held_cents: '1500',
+        captured_cents: '0',
+        decision: 'stripe',
+        decision_source: 'stripe',
+      },
+    ]);
+    const [a0] =
+      await sql`select holds_cents, unsettled_cents from credit_accounts where user_id = ${a.userId}`;
+    expect(a0).toEqual({ holds_cents: '1500', unsettled_cents: '5800' });
+    const counts = await books();
+    expect(counts).toMatchObject({ decisions: 7, events: 15 });
+    // hold×5 (a1, a1 incr, a2, b1, b2) + a1 capture, a1 release, refund, a2 release, stand-in, force capture, b1 expiry.
+    expect(counts).toMatchObject({ transfers: 12, audits: 12 });
+    expect(await services.redis.xlen(deadLetterKey(services.prefix))).toBe(0);
+  });
+
+  it('doubles nothing when every entry is delivered again', async () => {
+    expect(replayable.length).toBeGreaterThan(0);
+    const before = await books();
+    for (const [key, ...fields] of replayable) await services.redis.xadd(key!, '*', ...fields);
+    await drained();
+    expect(await books()).toEqual(before);
+    expect(await conservationProblems(services.database.sql, services.redis, services.prefix, users)).toEqual(
+      [],
+    );
+    const text = await metrics.registry.getSingleMetricAsString('credana_ledger_entries_written_total');
+    expect(text).toContain('credana_ledger_entries_written_total{result="duplicate"} 15');
+  });
+
+  it('dead-letters poison entries with their error and writes the others', async () => {
+    const { sql } = services.database;
+    const user = await seedUser(sql);
+    const good = [1, 2, 3].map(() =>
+      decisionFields({ userId: user.userId, cardId: user.cardId, grantedCents: 100n }),
+    );
+    await addEntry(services.redis, services.prefix, user.userId, good[0]!);
+    await addEntry(services.redis, services.prefix, user.userId, ['r', '{"kind":"decision"', 'ok', '1']); // not JSON
+    await addEntry(services.redis, services.prefix, user.userId, good[1]!);
+    // Valid in form, but for a user Postgres has never heard of: every insert of it fails (23503).
+    await addEntry(
+      services.redis,
+      services.prefix,
+      user.userId,
+      decisionFields({ userId: crypto.randomUUID(), cardId: 'ic_x', grantedCents: 50n }),
+    );
+    await addEntry(services.redis, services.prefix, user.userId, good[2]!);
+    await drained(20_000);
+    const dead = await services.redis.xrange(deadLetterKey(services.prefix), '-', '+');
+    expect(dead.length).toBe(2);
+    const errors = dead.map(([, fields]) => fields[fields.indexOf('error') + 1]);
+    expect(errors[0]).toContain('not JSON');
+    expect(errors[1]).toContain('23503');
+    const [row] = await sql`select holds_cents from credit_accounts where user_id = ${user.userId}`;
+    expect(row).toEqual({ holds_cents: '300' });
+    expect(await metrics.registry.getSingleMetricAsString('credana_ledger_dead_lettered_total')).toMatch(
+      /problem="invalid"} 1[\s\S]*problem="failed"} 1|problem="failed"} 1[\s\S]*problem="invalid"} 1/,
+    );
+  });
+
+  it('serves /metrics with lag, throughput, dead letters and batch durations, and /healthz', async () => {
+    const app = createLedgerWriterApp({ writer: writer!, metrics });
+    const text = await (await app.request('/metrics')).text();
+    for (const name of [
+      'credana_ledger_lag_ms',
+      'credana_ledger_entries_written_total',
+      'credana_ledger_dead_lettered_total',
+      'credana_ledger_batch_duration_seconds_bucket',
+    ]) {
+      expect(text).toContain(name);
+    }
+    const health = await app.request('/healthz');
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ ok: true, state: 'running' });
+    await writer!.stop();
+    expect((await app.request('/healthz')).status).toBe(503);
+    writer = null;
+  });
+});

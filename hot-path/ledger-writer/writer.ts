@@ -1,0 +1,404 @@
+/**
+ * The ledger writer: drains the hot path's 16 outbox streams into Postgres through one consumer group.
+ *
+ * Loop: claim entries a dead consumer left pending (XAUTOCLAIM, idle > limits.claimIdleMs) → read new
+ * ones (XREADGROUP BLOCK batchWaitMs COUNT batchMax over all streams, one call) → validate → apply in
+ * batches of at most batchMax, one transaction each → only after COMMIT, XACK + XDEL them (MULTI per
+ * stream), so a stream holds exactly the entries not yet written and its memory stays bounded by them.
+ *
+ * Failures, by what to do about them:
+ * - retryable (Postgres unreachable, a deadlock or serialization conflict, a permission problem): retry
+ *   the same batch forever with capped backoff, acking nothing — nothing is lost, and the entries stay
+ *   owned by this consumer (their idle time is refreshed so a live writer's entries are not stolen);
+ * - data (a check or foreign-key violation, bad data): the batch is retried entry by entry to isolate the
+ *   poison; an entry that fails alone limits.poisonAttemptsMax times, or fails validation at once, is
+ *   copied with its error to the dead-letter stream and acked, so it never blocks the others.
+ * It is an invariant that an entry is acked only after its effects are committed or it is dead-lettered.
+ */
+import type { Sql } from '../../shared/db/client.ts';
+import type { Redis } from '../../shared/redis/client.ts';
+import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
+import type { Logger } from '../ops/logger.ts';
+import { type ApplyOptions, applyBatch, type ParsedEntry, parseEntry, type RawEntry } from './apply.ts';
+import { assertLimits, limits } from './limits.ts';
+import type { LedgerWriterMetrics } from './metrics.ts';
+
+export const CONSUMER_GROUP = 'ledger-writer';
+
+export interface LedgerWriterOptions {
+  /** A connection of the writer's own: XREADGROUP BLOCK holds it while waiting. */
+  redis: Redis;
+  sql: Sql;
+  prefix: string;
+  /** Unique per process (e.g. host + pid); a restarted process's leftovers are claimed after claimIdleMs. */
+  consumer: string;
+  batchMax: number;
+  batchWaitMs: number;
+  metrics: LedgerWriterMetrics;
+  logger?: Logger;
+  /** Defaults to limits.claimIdleMs. */
+  claimIdleMs?: number;
+  apply?: ApplyOptions;
+  group?: string;
+}
+
+export type WriterState = 'idle' | 'running' | 'retrying' | 'stopping' | 'stopped';
+
+export interface LedgerWriter {
+  /** Creates the consumer groups and starts consuming; resolves once consuming. */
+  start(): Promise<void>;
+  /** Finishes the current batch (or gives up retrying one), then resolves. Nothing unwritten is acked. */
+  stop(): Promise<void>;
+  readonly state: WriterState;
+  /** Age in ms of the oldest unwritten entry, as last sampled. */
+  readonly lagMs: number;
+}
+
+/** Errors that a retry of the same batch may cure; anything else is the data's fault. */
+export function isRetryable(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return false;
+  if (!/^[0-9A-Z]{5}$/.test(code)) return true; // ECONNREFUSED, CONNECTION_CLOSED, CONNECT_TIMEOUT, …
+  // 22 data exception and 23 integrity violation are the record's fault; every other class (08
+  // connection, 40 conflicts, 42 permissions, 53 resources, 55 lock not available, 57 shutdown or
+  // timeout, 58/XX system) is the environment's, and must not dead-letter good entries.
+  return !(code.startsWith('22') || code.startsWith('23'));
+}
+
+function errorText(error: unknown): string {
+  const e = error as { code?: unknown; message?: unknown };
+  const text = `${typeof e?.code === 'string' ? `${e.code}: ` : ''}${typeof e?.message === 'string' ? e.message : String(error)}`;
+  return text.slice(0, limits.deadLetterErrorCharsMax);
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Milliseconds since the epoch encoded in a stream id (`<ms>-<seq>`). */
+export function streamIdMs(id: string): number {
+  return Number(id.slice(0, id.indexOf('-')));
+}
+
+function toFields(flat: unknown): Record<string, string> | null {
+  if (!Array.isArray(flat)) return null;
+  const fields: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) fields[String(flat[i])] = String(flat[i + 1]);
+  return fields;
+}
+
+/** Entries of one stream in a reply; deleted entries (null fields) come back as fields null. */
+function toEntries(
+  stream: string,
+  list: unknown,
+): { stream: string; id: string; fields: Record<string, string> | null }[] {
+  if (!Array.isArray(list)) return [];
+  return list.flatMap((item) => {
+    if (!Array.isArray(item)) return [];
+    return [{ stream, id: String(item[0]), fields: toFields(item[1]) }];
+  });
+}
+
+/**
+ * The streams of an XREADGROUP reply as [stream, entries] pairs. Over RESP3 (ioredis 6's default) the
+ * reply is a map, which arrives flattened as [stream, entries, stream, entries, …]; over RESP2 it is a
+ * list of pairs. Both are accepted.
+ */
+export function streamReply(reply: unknown[] | null): [string, unknown][] {
+  if (reply === null || reply.length === 0) return [];
+  if (Array.isArray(reply[0]))
+    return reply.map((pair) => [String((pair as unknown[])[0]), (pair as unknown[])[1]]);
+  const pairs: [string, unknown][] = [];
+  for (let i = 0; i + 1 < reply.length; i += 2) pairs.push([String(reply[i]), reply[i + 1]]);
+  return pairs;
+}
+
+export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
+  const { redis, sql, prefix, consumer, batchMax, batchWaitMs, metrics, logger } = options;
+  assertLimits(batchMax, batchWaitMs);
+  const group = options.group ?? CONSUMER_GROUP;
+  const claimIdleMs = options.claimIdleMs ?? limits.claimIdleMs;
+  const streams = allOutboxKeys(prefix);
+  const deadLetter = deadLetterKey(prefix);
+  let state: WriterState = 'idle';
+  let stopping = false;
+  let loop: Promise<void> | null = null;
+  let lagMs = 0;
+  let lastLagSampleMs = 0;
+  let lastClaimMs = 0;
+
+  async function ensureGroups(): Promise<void> {
+    for (const stream of streams) {
+      try {
+        // From '0': entries appended before the writer ever ran are consumed too.
+        await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
+      } catch (error) {
+        if (!String((error as Error).message).includes('BUSYGROUP')) throw error;
+      }
+    }
+  }
+
+  async function sampleLag(force = false): Promise<void> {
+    const now = Date.now();
+    if (!force && now - lastLagSampleMs < limits.lagSampleIntervalMs) return;
+    lastLagSampleMs = now;
+    const pipeline = redis.pipeline();
+    for (const stream of streams) {
+      pipeline.xrange(stream, '-', '+', 'COUNT', 1);
+      pipeline.xlen(stream);
+    }
+    const replies = (await pipeline.exec()) ?? [];
+    let oldestMs = Number.POSITIVE_INFINITY;
+    let backlog = 0;
+    for (let i = 0; i < replies.length; i += 2) {
+      const first = replies[i]?.[1] as [string, string[]][] | undefined;
+      const id = first?.[0]?.[0];
+      if (id !== undefined) oldestMs = Math.min(oldestMs, streamIdMs(id));
+      backlog += Number(replies[i + 1]?.[1] ?? 0);
+    }
+    lagMs = Number.isFinite(oldestMs) ? Math.max(0, now - oldestMs) : 0;
+    metrics.lagMs.set(lagMs);
+    metrics.backlog.set(backlog);
+  }
+
+  /** XACK + XDEL, atomically per stream. Retried until Redis answers (the writes are committed). */
+  async function ack(entries: readonly { stream: string; id: string }[]): Promise<void> {
+    if (entries.length === 0) return;
+    const byStream = new Map<string, string[]>();
+    for (const e of entries) {
+      const ids = byStream.get(e.stream) ?? [];
+      ids.push(e.id);
+      byStream.set(e.stream, ids);
+    }
+    for (let backoff: number = limits.retryBackoffMsMin, attempt = 0; ; attempt++) {
+      try {
+        const multi = redis.multi();
+        for (const [stream, ids] of byStream) {
+          multi.xack(stream, group, ...ids);
+          multi.xdel(stream, ...ids);
+        }
+        await multi.exec();
+        return;
+      } catch (error) {
+        // Unacked entries are re-delivered and re-applied as duplicates: safe, so giving up on stop is fine.
+        if (stopping && attempt >= 3) return;
+        logger?.warn({ err: errorText(error) }, 'ledger writer: ack failed, retrying');
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, limits.retryBackoffMsMax);
+      }
+    }
+  }
+
+  async function deadLetterEntry(raw: RawEntry, error: string, problem: 'invalid' | 'failed'): Promise<void> {
+    const flat = Object.entries(raw.fields).flatMap(([k, v]) => [`f:${k}`, v]);
+    for (let backoff: number = limits.retryBackoffMsMin; ; ) {
+      try {
+        await redis.xadd(
+          deadLetter,
+          '*',
+          'stream',
+          raw.stream,
+          'id',
+          raw.id,
+          'error',
+          error,
+          'problem',
+          problem,
+          ...flat,
+        );
+        break;
+      } catch (e) {
+        if (stopping) return; // not acked: it comes back and is dead-lettered then
+        logger?.warn({ err: errorText(e) }, 'ledger writer: dead-letter append failed, retrying');
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, limits.retryBackoffMsMax);
+      }
+    }
+    metrics.deadLettered.inc({ problem });
+    logger?.error({ stream: raw.stream, id: raw.id, error }, 'ledger writer: entry dead-lettered');
+    await ack([raw]);
+  }
+
+  /** Keeps this consumer's claim fresh while it retries, so XAUTOCLAIM elsewhere does not take it. */
+  async function touch(entries: readonly ParsedEntry[]): Promise<void> {
+    const byStream = new Map<string, string[]>();
+    for (const e of entries) byStream.set(e.stream, [...(byStream.get(e.stream) ?? []), e.id]);
+    const pipeline = redis.pipeline();
+    for (const [stream, ids] of byStream) pipeline.xclaim(stream, group, consumer, 0, ...ids, 'JUSTID');
+    await pipeline.exec().catch(() => undefined);
+  }
+
+  async function applyTimed(batch: readonly ParsedEntry[]): Promise<void> {
+    const end = metrics.batchDuration.startTimer();
+    const result = await applyBatch(sql, batch, options.apply);
+    end();
+    metrics.batchSize.observe(batch.length);
+    await ack(batch);
+    metrics.entriesWritten.inc({ result: 'applied' }, result.applied);
+    metrics.entriesWritten.inc({ result: 'duplicate' }, result.duplicates);
+  }
+
+  /** Applies one batch; returns false when it gave up because the writer is stopping. */
+  async function applyWithRetry(batch: ParsedEntry[]): Promise<boolean> {
+    let backoff: number = limits.retryBackoffMsMin;
+    let lastTouchMs = Date.now();
+    for (;;) {
+      try {
+        await applyTimed(batch);
+        if (state === 'retrying') state = 'running';
+        return true;
+      } catch (error) {
+        if (!isRetryable(error)) {
+          metrics.batchFailures.inc({ kind: 'data' });
+          logger?.warn(
+            { err: errorText(error), size: batch.length },
+            'ledger writer: batch failed, isolating',
+          );
+          return isolate(batch);
+        }
+        metrics.batchFailures.inc({ kind: 'retryable' });
+        if (stopping) return false;
+        state = 'retrying';
+        logger?.warn(
+          { err: errorText(error), backoffMs: backoff },
+          'ledger writer: Postgres unavailable, retrying',
+        );
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, limits.retryBackoffMsMax);
+        if (Date.now() - lastTouchMs > claimIdleMs / 2) {
+          await touch(batch);
+          lastTouchMs = Date.now();
+        }
+      }
+    }
+  }
+
+  /** Entry by entry, in order, so a poison entry is found and the others are written. */
+  async function isolate(batch: ParsedEntry[]): Promise<boolean> {
+    for (let i = 0; i < batch.length; i++) {
+      const entry = batch[i]!;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await applyTimed([entry]);
+          break;
+        } catch (error) {
+          if (isRetryable(error)) {
+            // Not poison after all: the environment failed. Back to whole-batch retries for the rest.
+            metrics.batchFailures.inc({ kind: 'retryable' });
+            if (stopping) return false;
+            await sleep(limits.retryBackoffMsMin);
+            return applyWithRetry(batch.slice(i));
+          }
+          if (attempt >= limits.poisonAttemptsMax) {
+            const raw = rawOf(entry);
+            await deadLetterEntry(raw, errorText(error), 'failed');
+            break;
+          }
+          await sleep(limits.poisonRetryDelayMs * attempt);
+        }
+      }
+    }
+    return true;
+  }
+
+  const rawByKey = new Map<string, RawEntry>();
+  const rawOf = (entry: ParsedEntry): RawEntry =>
+    rawByKey.get(`${entry.stream} ${entry.id}`) ?? { stream: entry.stream, id: entry.id, fields: {} };
+
+  async function process(
+    read: { stream: string; id: string; fields: Record<string, string> | null }[],
+  ): Promise<void> {
+    const deleted: { stream: string; id: string }[] = [];
+    const valid: ParsedEntry[] = [];
+    rawByKey.clear();
+    for (const item of read) {
+      if (item.fields === null) {
+        // Pending but already deleted from the stream: written before, only the ack was lost.
+        deleted.push(item);
+        continue;
+      }
+      const raw: RawEntry = { stream: item.stream, id: item.id, fields: item.fields };
+      const parsed = parseEntry(raw);
+      if (!parsed.ok) {
+        await deadLetterEntry(raw, parsed.error, 'invalid');
+        continue;
+      }
+      rawByKey.set(`${raw.stream} ${raw.id}`, raw);
+      valid.push(parsed.entry);
+    }
+    await ack(deleted);
+    // Stream order across shards: by id time, so one batch is roughly oldest first.
+    valid.sort((a, b) => streamIdMs(a.id) - streamIdMs(b.id));
+    for (let i = 0; i < valid.length; i += batchMax) {
+      if (!(await applyWithRetry(valid.slice(i, i + batchMax)))) return;
+    }
+  }
+
+  async function readGroup(ids: string, block: boolean) {
+    const args: (string | number)[] = ['GROUP', group, consumer, 'COUNT', batchMax];
+    if (block) args.push('BLOCK', batchWaitMs);
+    args.push('STREAMS', ...streams, ...streams.map(() => ids));
+    const reply = (await redis.call('XREADGROUP', ...args)) as unknown[] | null;
+    return streamReply(reply).flatMap(([stream, list]) => toEntries(stream, list));
+  }
+
+  async function claim() {
+    const pipeline = redis.pipeline();
+    for (const stream of streams)
+      pipeline.xautoclaim(stream, group, consumer, claimIdleMs, '0-0', 'COUNT', batchMax);
+    const replies = (await pipeline.exec()) ?? [];
+    return replies.flatMap(([error, reply], i) => {
+      if (error !== null || !Array.isArray(reply)) return [];
+      return toEntries(streams[i]!, reply[1]);
+    });
+  }
+
+  async function run(): Promise<void> {
+    let ownPendingFirst = true;
+    let backoff: number = limits.retryBackoffMsMin;
+    while (!stopping) {
+      try {
+        let read: Awaited<ReturnType<typeof readGroup>> = [];
+        if (ownPendingFirst) {
+          // Entries delivered to this consumer name but never acked (a restart under the same name).
+          read = await readGroup('0', false);
+          if (read.length === 0) ownPendingFirst = false;
+        }
+        if (read.length === 0 && Date.now() - lastClaimMs >= limits.claimIntervalMs) {
+          lastClaimMs = Date.now();
+          read = await claim();
+        }
+        if (read.length === 0) read = await readGroup('>', true);
+        await process(read);
+        await sampleLag(read.length === 0);
+        backoff = limits.retryBackoffMsMin;
+      } catch (error) {
+        // Redis unreachable (Postgres failures are retried inside process): wait and go on.
+        logger?.warn({ err: errorText(error) }, 'ledger writer: read failed, retrying');
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, limits.retryBackoffMsMax);
+      }
+    }
+  }
+
+  return {
+    get state() {
+      return state;
+    },
+    get lagMs() {
+      return lagMs;
+    },
+    async start() {
+      if (loop !== null) return;
+      await ensureGroups();
+      state = 'running';
+      loop = run().finally(() => {
+        state = 'stopped';
+      });
+    },
+    async stop() {
+      stopping = true;
+      if (state !== 'stopped') state = 'stopping';
+      await loop;
+      state = 'stopped';
+    },
+  };
+}

@@ -1,0 +1,333 @@
+/**
+ * Reads what the dashboard shows for a set of users from the financial database (the truth), in one
+ * repeatable-read snapshot, and computes the credit numbers with `shared/credit.ts` — the same
+ * definition of available credit and health factor that the hot path and the jobs use.
+ *
+ * Activity sources (all of the financial database's own rows, nothing derived elsewhere):
+ * - authorizations → kind 'authorization' with outcome and a user-facing decline message;
+ * - ledger transfers of kind capture / refund → their amount is the user's leg on `user_unsettled`
+ *   and `user_debt_onchain` (shared/db/queries/ledger.ts's accounts);
+ * - chain events named as deposits or withdrawals → asset and amount from the event's args.
+ */
+
+import { type AssetRisk, computeCredit, type PriceQuote } from '../../shared/credit.ts';
+import type { Sql } from '../../shared/db/client.ts';
+import { WAD } from '../../shared/money.ts';
+import { declineMessage } from './decline-messages.ts';
+
+export interface ChainEventNames {
+  deposits: readonly string[];
+  withdrawals: readonly string[];
+}
+
+/** The vault's event names (indexer/): deposits add collateral, withdrawals (requested or done) remove it. */
+export const DEFAULT_CHAIN_EVENT_NAMES: ChainEventNames = {
+  deposits: ['Deposited', 'CollateralDeposited', 'Supplied'],
+  withdrawals: ['Withdrawn', 'WithdrawalRequested', 'WithdrawalProcessed', 'CollateralWithdrawn'],
+};
+
+export type CardStatus = 'none' | 'active' | 'frozen' | 'inactive' | 'canceled';
+
+export interface SummaryRow {
+  user_id: string;
+  account_status: string;
+  card_status: CardStatus;
+  collateral_value_cents: string;
+  borrow_power_cents: string;
+  credit_limit_cents: string;
+  debt_onchain_cents: string;
+  unsettled_cents: string;
+  holds_cents: string;
+  available_cents: string;
+  health_factor: string | null;
+  stale_asset_ids: string[];
+  as_of: string;
+}
+
+export interface ActivityRow {
+  id: string;
+  user_id: string;
+  kind: 'authorization' | 'capture' | 'refund' | 'deposit' | 'withdrawal';
+  status: string;
+  outcome: 'approved' | 'partial' | 'declined' | null;
+  amount_cents: string | null;
+  asset_id: string | null;
+  amount_base: string | null;
+  merchant_name: string | null;
+  merchant_category_code: string | null;
+  authorization_id: string | null;
+  decline_code: string | null;
+  decline_message: string | null;
+  occurred_at: string;
+}
+
+export interface Truth {
+  /** The financial database's `now()` of the snapshot. */
+  asOf: Date;
+  /** Users that exist in the financial database (the others of the request are absent). */
+  summaries: SummaryRow[];
+  /** Each user's most recent activity, newest first, at most `activityPerUserMax` per user. */
+  activity: ActivityRow[];
+}
+
+export interface ReadTruthOptions {
+  activityPerUserMax: number;
+  chainEventNames?: ChainEventNames;
+}
+
+/** `1.234…` with 18 decimals, exact (the health factor is a WAD). */
+export function wadToDecimal(wad: bigint): string {
+  return `${wad / WAD}.${(wad % WAD).toString().padStart(18, '0')}`;
+}
+
+function cardStatus(cards: readonly { status: string; frozen: boolean }[]): CardStatus {
+  // Cards come newest first; the newest active card is the one the user pays with.
+  const card = cards.find((c) => c.status === 'active') ?? cards[0];
+  if (card === undefined) return 'none';
+  if (card.status === 'active') return card.frozen ? 'frozen' : 'active';
+  return card.status === 'inactive' ? 'inactive' : 'canceled';
+}
+
+export async function readTruth(
+  financial: Sql,
+  userIds: readonly string[],
+  options: ReadTruthOptions,
+): Promise<Truth> {
+  const names = options.chainEventNames ?? DEFAULT_CHAIN_EVENT_NAMES;
+  const perUser = options.activityPerUserMax;
+  return financial.begin('isolation level repeatable read read only', async (tx) => {
+    const [clock] = await tx<{ now: Date }[]>`select now() as now`;
+    const asOf = clock!.now;
+    const ids = tx.array([...userIds]);
+    const [users, accounts, positions, cards, assets, prices, authorizations, transfers, chain] =
+      await Promise.all([
+        tx<{ id: string; status: string; credit_limit_cents: string }[]>`
+        select id, status, credit_limit_cents::text from users where id = any(${ids}::uuid[])`,
+        tx<{ user_id: string; debt_onchain_usdc: string; unsettled_cents: string; holds_cents: string }[]>`
+        select user_id, debt_onchain_usdc::text, unsettled_cents::text, holds_cents::text
+        from credit_accounts where user_id = any(${ids}::uuid[])`,
+        tx<{ user_id: string; asset_id: string; collateral_base: string; pending_withdrawal_base: string }[]>`
+        select user_id, asset_id, collateral_base::text, pending_withdrawal_base::text
+        from positions where user_id = any(${ids}::uuid[])`,
+        tx<{ user_id: string; status: string; frozen: boolean }[]>`
+        select user_id, status, frozen from cards where user_id = any(${ids}::uuid[])
+        order by created_at desc, id desc`,
+        tx<
+          {
+            id: string;
+            token_address: string;
+            token_decimals: number;
+            price_decimals: number;
+            ltv_bps: number;
+            liquidation_threshold_bps: number;
+            price_age_max_s: number;
+          }[]
+        >`select id, token_address, token_decimals, price_decimals, ltv_bps, liquidation_threshold_bps, price_age_max_s
+        from assets`,
+        tx<{ asset_id: string; answer: string; updated_at: Date }[]>`
+        select distinct on (asset_id) asset_id, answer::text, updated_at from prices
+        order by asset_id, updated_at desc, round_id desc`,
+        tx<
+          {
+            id: string;
+            user_id: string;
+            status: string;
+            approved: boolean;
+            requested_cents: string;
+            approved_cents: string;
+            decision: string;
+            decline_reason: string | null;
+            merchant_name: string | null;
+            merchant_category_code: string | null;
+            created_at: Date;
+          }[]
+        >`select a.id, a.user_id, a.status, a.approved, a.requested_cents::text, a.approved_cents::text, a.decision,
+          a.decline_reason, a.merchant_name, a.merchant_category_code, a.created_at
+        from unnest(${ids}::uuid[]) as u (id)
+        cross join lateral (
+          select * from authorizations where user_id = u.id order by created_at desc, id desc limit ${perUser}
+        ) as a`,
+        tx<
+          {
+            ref: string;
+            kind: 'capture' | 'refund';
+            user_id: string;
+            authorization_id: string | null;
+            amount_cents: string | null;
+            merchant_name: string | null;
+            merchant_category_code: string | null;
+            created_at: Date;
+          }[]
+        >`select t.ref, t.kind, t.user_id, t.authorization_id, t.created_at,
+          (select abs(sum(e.amount_cents))::text from ledger_entries e
+            where e.transfer_id = t.id and e.user_id = t.user_id
+              and e.account in ('user_unsettled', 'user_debt_onchain')) as amount_cents,
+          a.merchant_name, a.merchant_category_code
+        from unnest(${ids}::uuid[]) as u (id)
+        cross join lateral (
+          select * from ledger_transfers lt where lt.user_id = u.id and lt.kind in ('capture', 'refund')
+          order by lt.created_at desc, lt.id desc limit ${perUser}
+        ) as t
+        left join authorizations a on a.id = t.authorization_id`,
+        tx<
+          {
+            chain_id: number;
+            block_hash: string;
+            log_index: number;
+            user_id: string;
+            event_name: string;
+            token: string | null;
+            asset_hint: string | null;
+            amount: string | null;
+            applied_at: Date | null;
+            created_at: Date;
+          }[]
+        >`select c.chain_id, c.block_hash, c.log_index, c.user_id, c.event_name, c.applied_at, c.created_at,
+          lower(coalesce(c.args ->> 'token', c.args ->> 'asset')) as token, c.args ->> 'assetId' as asset_hint,
+          c.args ->> 'amount' as amount
+        from unnest(${ids}::uuid[]) as u (id)
+        cross join lateral (
+          select * from chain_events where user_id = u.id
+            and event_name = any(${tx.array([...names.deposits, ...names.withdrawals])}::text[])
+          order by block_number desc, log_index desc limit ${perUser}
+        ) as c`,
+      ]);
+
+    const nowS = Math.floor(asOf.getTime() / 1000);
+    const assetRisk = new Map<string, AssetRisk>(
+      assets.map((a) => [
+        a.id,
+        {
+          assetId: a.id,
+          tokenDecimals: a.token_decimals,
+          priceDecimals: a.price_decimals,
+          ltvBps: BigInt(a.ltv_bps),
+          liquidationThresholdBps: BigInt(a.liquidation_threshold_bps),
+          priceAgeMaxS: a.price_age_max_s,
+        },
+      ]),
+    );
+    const assetByToken = new Map(assets.map((a) => [a.token_address.toLowerCase(), a.id]));
+    const quotes = new Map<string, PriceQuote>(
+      prices.map((p) => [
+        p.asset_id,
+        { answer: BigInt(p.answer), updatedAtS: Math.floor(p.updated_at.getTime() / 1000) },
+      ]),
+    );
+    const accountByUser = new Map(accounts.map((a) => [a.user_id, a]));
+
+    const summaries: SummaryRow[] = users.map((user) => {
+      const account = accountByUser.get(user.id);
+      const credit = computeCredit({
+        holdings: positions
+          .filter((p) => p.user_id === user.id)
+          .map((p) => ({
+            assetId: p.asset_id,
+            amountBase: BigInt(p.collateral_base),
+            pendingWithdrawalBase: BigInt(p.pending_withdrawal_base),
+          })),
+        assets: assetRisk,
+        prices: quotes,
+        nowS,
+        debtOnchainUsdc: BigInt(account?.debt_onchain_usdc ?? '0'),
+        unsettledCents: BigInt(account?.unsettled_cents ?? '0'),
+        holdsCents: BigInt(account?.holds_cents ?? '0'),
+        creditLimitCents: BigInt(user.credit_limit_cents),
+      });
+      return {
+        user_id: user.id,
+        account_status: user.status,
+        card_status: cardStatus(cards.filter((c) => c.user_id === user.id)),
+        collateral_value_cents: credit.collateralValueCents.toString(),
+        borrow_power_cents: credit.borrowPowerCents.toString(),
+        credit_limit_cents: user.credit_limit_cents,
+        debt_onchain_cents: credit.debtOnchainCents.toString(),
+        unsettled_cents: account?.unsettled_cents ?? '0',
+        holds_cents: account?.holds_cents ?? '0',
+        available_cents: credit.availableCents.toString(),
+        health_factor: credit.healthFactorWad === null ? null : wadToDecimal(credit.healthFactorWad),
+        stale_asset_ids: [...credit.staleAssetIds].sort(),
+        as_of: asOf.toISOString(),
+      };
+    });
+
+    const items: ActivityRow[] = [];
+    for (const a of authorizations) {
+      const outcome =
+        a.decision === 'stripe'
+          ? a.approved
+            ? 'approved'
+            : 'declined'
+          : (a.decision as ActivityRow['outcome']);
+      const declined = outcome === 'declined';
+      items.push({
+        id: `authorization:${a.id}`,
+        user_id: a.user_id,
+        kind: 'authorization',
+        status: a.status,
+        outcome,
+        amount_cents: a.approved ? a.approved_cents : a.requested_cents,
+        asset_id: null,
+        amount_base: null,
+        merchant_name: a.merchant_name,
+        merchant_category_code: a.merchant_category_code,
+        authorization_id: a.id,
+        decline_code: declined ? a.decline_reason : null,
+        decline_message: declined ? declineMessage(a.decline_reason) : null,
+        occurred_at: a.created_at.toISOString(),
+      });
+    }
+    for (const t of transfers) {
+      items.push({
+        id: t.ref,
+        user_id: t.user_id,
+        kind: t.kind,
+        status: 'posted',
+        outcome: null,
+        amount_cents: t.amount_cents ?? '0',
+        asset_id: null,
+        amount_base: null,
+        merchant_name: t.merchant_name,
+        merchant_category_code: t.merchant_category_code,
+        authorization_id: t.authorization_id,
+        decline_code: null,
+        decline_message: null,
+        occurred_at: t.created_at.toISOString(),
+      });
+    }
+    for (const c of chain) {
+      const amount = c.amount !== null && /^[0-9]{1,78}$/.test(c.amount) ? c.amount : null;
+      items.push({
+        id: `chain:${c.chain_id}:${c.block_hash}:${c.log_index}`,
+        user_id: c.user_id,
+        kind: names.deposits.includes(c.event_name) ? 'deposit' : 'withdrawal',
+        status: c.applied_at === null ? 'pending' : 'confirmed',
+        outcome: null,
+        amount_cents: null,
+        asset_id: (c.token === null ? undefined : assetByToken.get(c.token)) ?? c.asset_hint,
+        amount_base: amount,
+        merchant_name: null,
+        merchant_category_code: null,
+        authorization_id: null,
+        decline_code: null,
+        decline_message: null,
+        occurred_at: c.created_at.toISOString(),
+      });
+    }
+    // Newest first per user, ties by id, then keep the most recent `perUser` of each.
+    items.sort((x, y) =>
+      x.user_id !== y.user_id
+        ? x.user_id.localeCompare(y.user_id)
+        : x.occurred_at !== y.occurred_at
+          ? y.occurred_at.localeCompare(x.occurred_at)
+          : x.id.localeCompare(y.id),
+    );
+    const kept = new Map<string, number>();
+    const activity = items.filter((item) => {
+      const n = kept.get(item.user_id) ?? 0;
+      kept.set(item.user_id, n + 1);
+      return n < perUser;
+    });
+    return { asOf, summaries, activity };
+  });
+}
