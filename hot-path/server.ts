@@ -2,6 +2,8 @@
  * Wires a hot path from its config: connections, market view, engine, lifecycle, app. Used by the
  * process entry point (main.ts), by tests and by benchmarks, so all run the same assembly.
  */
+import { hostname } from 'node:os';
+import { Client } from '@upstash/qstash';
 import type { Config } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { createRedis } from '../shared/redis/client.ts';
@@ -12,6 +14,7 @@ import { createLifecycle } from './lifecycle/apply.ts';
 import { assertLimits } from './limits.ts';
 import { createLogger } from './ops/logger.ts';
 import { createMetrics } from './ops/metrics.ts';
+import { createQStashRelay } from './outbox/qstash-relay.ts';
 
 export async function createHotPath(config: Config) {
   assertLimits(config.DECISION_BUDGET_MS, config.REDIS_COMMAND_TIMEOUT_MS);
@@ -42,6 +45,25 @@ export async function createHotPath(config: Config) {
     if (engine.pendingAdoptions.size > 0) engine.adoptPending().catch(() => {});
   }, 500);
   adoption.unref();
+  // QUEUE_DRIVER=qstash: a relay publishes the outbox through QStash (see outbox/qstash-relay.ts).
+  const relayRedis =
+    config.QUEUE_DRIVER === 'qstash'
+      ? createRedis({ url: config.REDIS_URL, connectionName: 'hot-path-relay' })
+      : null;
+  const relay =
+    relayRedis !== null
+      ? createQStashRelay({
+          redis: relayRedis,
+          client: new Client({ token: config.QSTASH_TOKEN ?? '', baseUrl: config.QSTASH_URL }),
+          prefix: config.REDIS_KEY_PREFIX,
+          destinationUrl: config.LEDGER_WRITER_PUBLIC_URL,
+          consumer: `${hostname()}-${process.pid}`,
+          batchMax: config.LEDGER_BATCH_MAX,
+          blockMs: 1_000,
+          onError: (error) => logger.warn({ err: String(error) }, 'qstash relay: publish failed, retrying'),
+        })
+      : null;
+  await relay?.start();
   return {
     app,
     engine,
@@ -53,6 +75,8 @@ export async function createHotPath(config: Config) {
     database,
     async close() {
       clearInterval(adoption);
+      await relay?.stop();
+      relayRedis?.disconnect();
       market.close();
       redis.disconnect();
       await database.close();

@@ -1,12 +1,14 @@
 /** `npm run start:ledger-writer`: drains the outbox streams into Postgres as its own process. */
 import { hostname } from 'node:os';
 import { serve } from '@hono/node-server';
+import { Receiver } from '@upstash/qstash';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { createLogger } from '../ops/logger.ts';
 import { createLedgerWriterApp } from './app.ts';
 import { createLedgerWriterMetrics } from './metrics.ts';
+import { createQStashReceiverApp } from './qstash-receiver.ts';
 import { createLedgerWriter } from './writer.ts';
 
 const config = configFromProcess();
@@ -31,10 +33,29 @@ const writer = createLedgerWriter({
   logger,
   apply: { holdTtlS: config.HOLD_TTL_S, holdTtlLodgingS: config.HOLD_TTL_LODGING_S },
 });
-await writer.start();
+// QUEUE_DRIVER=redis: consume the outbox streams. QUEUE_DRIVER=qstash: the hot path's relay publishes
+// them through QStash, and this process applies what QStash delivers to POST /qstash.
+const app = createLedgerWriterApp({ writer, metrics });
+if (config.QUEUE_DRIVER === 'qstash') {
+  app.route(
+    '/',
+    createQStashReceiverApp({
+      receiver: new Receiver({
+        currentSigningKey: config.QSTASH_CURRENT_SIGNING_KEY ?? '',
+        nextSigningKey: config.QSTASH_NEXT_SIGNING_KEY ?? '',
+      }),
+      sql: database.sql,
+      publicUrl: config.LEDGER_WRITER_PUBLIC_URL,
+      apply: { holdTtlS: config.HOLD_TTL_S, holdTtlLodgingS: config.HOLD_TTL_LODGING_S },
+      bodyLimitBytes: 1_100_000,
+    }),
+  );
+} else {
+  await writer.start();
+}
 const server = serve(
   {
-    fetch: createLedgerWriterApp({ writer, metrics }).fetch,
+    fetch: app.fetch,
     port: config.LEDGER_WRITER_PORT,
     hostname: config.HOT_PATH_HOST,
   },

@@ -1,0 +1,202 @@
+// Proves the QStash transport at its real boundary (QStash's servers are unreachable here): the relay's
+// publish requests are checked byte for byte by a local HTTP endpoint standing where QStash's API is;
+// the writer's receiver accepts signatures built exactly as QStash builds them (HS256 JWT, iss Upstash,
+// sub = URL, body = base64url SHA-256) with the current or the next key, and refuses others; and a
+// decision travels hot path → stream → relay → signed delivery → Postgres exactly once.
+import { createHash, randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { serve } from '@hono/node-server';
+import { Client, Receiver } from '@upstash/qstash';
+import { SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { allOutboxKeys } from '../../shared/redis/keys.ts';
+import { setUpServices, type TestServices } from '../../test/support/db.ts';
+import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
+import { post, startHotPath } from '../../test/support/hot-path.ts';
+import { freePort } from '../../test/support/processes.ts';
+import { authorizationRequest } from '../../test/support/stripe.ts';
+import { createQStashReceiverApp } from '../ledger-writer/qstash-receiver.ts';
+import { createQStashRelay } from './qstash-relay.ts';
+
+const CURRENT = 'sig_current_signing_key_for_tests_01';
+const NEXT = 'sig_next_signing_key_for_tests_0002';
+const TOKEN = 'qstash_test_token_0001';
+let services: TestServices;
+
+/** Signs a delivery the way QStash does. */
+async function qstashSignature(key: string, url: string, body: string, lifetimeS = 300): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ body: createHash('sha256').update(body).digest('base64url') })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setIssuer('Upstash')
+    .setSubject(url)
+    .setIssuedAt(now)
+    .setNotBefore(now)
+    .setExpirationTime(now + lifetimeS)
+    .setJti(`jwt_${randomUUID()}`)
+    .sign(new TextEncoder().encode(key));
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve) => {
+    let data = '';
+    req.on('data', (chunk: Buffer) => {
+      data += chunk.toString();
+    });
+    req.on('end', () => resolve(data));
+  });
+}
+
+interface Published {
+  method: string;
+  path: string;
+  headers: IncomingMessage['headers'];
+  body: string;
+}
+
+/** Listens where QStash's API would, records each publish, and (optionally) delivers it signed. */
+async function qstashStandIn(deliver: ((destination: string, body: string) => Promise<void>) | null) {
+  const published: Published[] = [];
+  const port = await freePort();
+  const server: Server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
+    const body = await readBody(req);
+    published.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body });
+    const destination = decodeURIComponent((req.url ?? '').replace(/^\/v2\/publish\//, ''));
+    if (deliver !== null) await deliver(destination, body);
+    res.writeHead(201, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ messageId: `msg_${published.length}` }));
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { published, baseUrl: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(r)) };
+}
+
+beforeAll(async () => {
+  services = await setUpServices();
+  await seedAsset(
+    services.database.sql,
+    services.redis,
+    services.prefix,
+    WETH,
+    300_000_000_000n,
+    Math.floor(Date.now() / 1000),
+  );
+});
+afterAll(async () => {
+  await services?.close();
+});
+
+describe('QStash transport', () => {
+  it('refuses deliveries not signed by the current or next key, or whose body or URL differ', async () => {
+    const url = 'https://writer.example/qstash';
+    const app = createQStashReceiverApp({
+      receiver: new Receiver({ currentSigningKey: CURRENT, nextSigningKey: NEXT }),
+      sql: services.database.sql,
+      publicUrl: url,
+      apply: { holdTtlS: 604_800, holdTtlLodgingS: 2_678_400 },
+      bodyLimitBytes: 1_100_000,
+    });
+    const body = JSON.stringify({ stream: 'x', id: '1-0', fields: {} });
+    const send = async (signature: string | null, payload = body) =>
+      (
+        await app.request('/qstash', {
+          method: 'POST',
+          body: payload,
+          headers: signature === null ? {} : { 'upstash-signature': signature },
+        })
+      ).status;
+    expect(await send(null)).toBe(401);
+    expect(await send(await qstashSignature('sig_someone_else_entirely_000', url, body))).toBe(401);
+    expect(await send(await qstashSignature(CURRENT, url, body), `${body} `)).toBe(401);
+    expect(await send(await qstashSignature(CURRENT, 'https://elsewhere.example/qstash', body))).toBe(401);
+    expect(await send(await qstashSignature(CURRENT, url, body, -10))).toBe(401);
+    // Correctly signed (by either key) but not a valid record: 400, nothing applied.
+    expect(await send(await qstashSignature(CURRENT, url, body))).toBe(400);
+    expect(await send(await qstashSignature(NEXT, url, body))).toBe(400);
+  });
+
+  it('carries a decision hot path → stream → relay → signed delivery → Postgres exactly once', async () => {
+    const receiverPort = await freePort();
+    const publicUrl = `http://127.0.0.1:${receiverPort}/qstash`;
+    const receiverApp = createQStashReceiverApp({
+      receiver: new Receiver({ currentSigningKey: CURRENT, nextSigningKey: NEXT }),
+      sql: services.database.sql,
+      publicUrl,
+      apply: { holdTtlS: 604_800, holdTtlLodgingS: 2_678_400 },
+      bodyLimitBytes: 1_100_000,
+    });
+    const receiver = serve({ fetch: receiverApp.fetch, port: receiverPort, hostname: '127.0.0.1' });
+    const statuses: number[] = [];
+    // Delivers like QStash: signed with the current key; every message twice (at-least-once).
+    const standIn = await qstashStandIn(async (destination, body) => {
+      for (let i = 0; i < 2; i++) {
+        const res = await fetch(destination, {
+          method: 'POST',
+          body,
+          headers: {
+            'content-type': 'application/json',
+            'upstash-signature': await qstashSignature(CURRENT, destination, body),
+          },
+        });
+        statuses.push(res.status);
+      }
+    });
+    const hotPath = await startHotPath(services);
+    const relay = createQStashRelay({
+      redis: services.redis,
+      client: new Client({ token: TOKEN, baseUrl: standIn.baseUrl }),
+      prefix: services.prefix,
+      destinationUrl: publicUrl,
+      consumer: 'test-relay',
+      batchMax: 100,
+      blockMs: 10,
+    });
+    try {
+      const { userId, cardId } = await seedUser(services.database.sql, {
+        collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(10_000n, 300_000_000_000n) }],
+      });
+      const event = authorizationRequest({ cardId, amountCents: 2_500 });
+      expect((await post(hotPath, '/stripe/authorizations', event)).json.approved).toBe(true);
+      await relay.start();
+      for (let i = 0; i < 100 && relay.published < 1; i++) await new Promise((r) => setTimeout(r, 50));
+      await relay.stop();
+      expect(relay.published).toBe(1);
+      // The exact request the client sent to QStash's API.
+      const [request] = standIn.published;
+      expect(request?.method).toBe('POST');
+      expect(request?.path).toBe(`/v2/publish/${publicUrl}`);
+      expect(request?.headers['authorization']).toBe(`Bearer ${TOKEN}`);
+      expect(request?.headers['content-type']).toBe('application/json');
+      expect(String(request?.headers['upstash-deduplication-id'])).toMatch(/^.+-\d+-\d+$/);
+      const body = JSON.parse(request?.body ?? '{}') as {
+        stream: string;
+        id: string;
+        fields: Record<string, string>;
+      };
+      expect(body.fields['ok']).toBe('1');
+      expect(body.fields['amt']).toBe('2500');
+      expect(JSON.parse(body.fields['r'] ?? '{}')).toMatchObject({
+        kind: 'decision',
+        eventId: event.id,
+        userId,
+      });
+      expect(statuses).toEqual([200, 200]);
+      // Applied once in Postgres; the stream no longer holds the entry.
+      const [account] = await services.database.sql<
+        { holds_cents: string }[]
+      >`select holds_cents from credit_accounts where user_id = ${userId}`;
+      expect(account?.holds_cents).toBe('2500');
+      const [count] = await services.database.sql<
+        { n: number }[]
+      >`select count(*)::int as n from decisions where event_id = ${event.id}`;
+      expect(count?.n).toBe(1);
+      let left = 0;
+      for (const key of allOutboxKeys(services.prefix)) left += await services.redis.xlen(key);
+      expect(left).toBe(0);
+    } finally {
+      await relay.stop();
+      await hotPath.close();
+      receiver.close();
+      await standIn.close();
+    }
+  });
+});
