@@ -1,0 +1,170 @@
+/**
+ * The reconciliation runner's public face: builds any job from the shared services and runs it
+ * recorded (runs.ts). Used by the CLI (`npm run reconcile -- <job>`), the local scheduler, and the
+ * QStash receiver (http.ts).
+ */
+import { createPublicClient, http } from 'viem';
+import { createLifecycle, type Lifecycle } from '../../hot-path/lifecycle/apply.ts';
+import { createLogger, type Logger } from '../../hot-path/ops/logger.ts';
+import { readContractsFile } from '../../indexer/contracts/index.ts';
+import { analyticsDatabaseUrl, type Config } from '../../shared/config.ts';
+import { createDatabase, type Database } from '../../shared/db/client.ts';
+import { createRedis, type Redis } from '../../shared/redis/client.ts';
+import { detectBackend, refreshAnalytics, setUpAnalytics } from '../analytics/index.ts';
+import { booksJob } from './books.ts';
+import { cacheJob } from './cache.ts';
+import { chainJob } from './chain.ts';
+import { holdsJob } from './holds.ts';
+import { createReconcileMetrics, type ReconcileMetrics } from './metrics.ts';
+import { type JobFunction, type RunResult, runRecorded } from './runs.ts';
+import { stripeJob } from './stripe.ts';
+import { closedAuthorizationIds, readAuthorizationsExport, readTransactionsExport } from './stripe-export.ts';
+import { JOB_NAMES, type JobName } from './types.ts';
+
+export type { RunResult } from './runs.ts';
+export { JOB_NAMES, type JobName } from './types.ts';
+
+/** Everything a run can be asked to do from outside: the CLI's flags, the receiver's body. */
+export interface JobArgs {
+  /** Report only; no repair (cache, holds). */
+  dryRun?: boolean;
+  /** Stripe Issuing transactions export (JSON list or CSV) — required by `stripe`. */
+  transactionsFile?: string;
+  /** Stripe Issuing authorizations export — optional for `holds` (releases holds Stripe closed). */
+  authorizationsFile?: string;
+  /** Period of the `stripe` job, Unix seconds [fromS, toS); defaults to yesterday (UTC). */
+  fromS?: number;
+  toS?: number;
+}
+
+export const RUNNABLE = [...JOB_NAMES, 'analytics'] as const;
+export type Runnable = (typeof RUNNABLE)[number];
+
+export function isRunnable(name: string): name is Runnable {
+  return (RUNNABLE as readonly string[]).includes(name);
+}
+
+export interface ReconcileServices {
+  config: Config;
+  database: Database;
+  redis: Redis;
+  logger: Logger;
+  metrics: ReconcileMetrics;
+  close(): Promise<void>;
+}
+
+export function createReconcileServices(config: Config, logger?: Logger): ReconcileServices {
+  const database = createDatabase({
+    url: config.DATABASE_URL,
+    poolMax: Math.min(config.DATABASE_POOL_MAX, 5),
+    // Batches are bounded; a statement taking longer than this is a problem worth failing on.
+    statementTimeoutMs: 60_000,
+    applicationName: 'credana-reconcile',
+  });
+  const redis = createRedis({ url: config.REDIS_URL, connectionName: 'credana-reconcile' });
+  return {
+    config,
+    database,
+    redis,
+    logger: logger ?? createLogger(config.LOG_LEVEL, 'reconcile'),
+    metrics: createReconcileMetrics(),
+    async close() {
+      redis.disconnect();
+      await database.close();
+    },
+  };
+}
+
+/** Yesterday in UTC, as [fromS, toS). */
+export function yesterdayUtc(nowMs: number): { fromS: number; toS: number } {
+  const toS = Math.floor(nowMs / 86_400_000) * 86_400;
+  return { fromS: toS - 86_400, toS };
+}
+
+function jobFunction(name: Runnable, services: ReconcileServices, args: JobArgs): JobFunction {
+  const { config, redis } = services;
+  const sql = services.database.sql;
+  const prefix = config.REDIS_KEY_PREFIX;
+  let lifecycle: Lifecycle | null = null;
+  switch (name) {
+    case 'cache':
+      return cacheJob({ redis, prefix, repair: args.dryRun !== true });
+    case 'holds': {
+      lifecycle ??= createLifecycle({ redis, sql, settings: config });
+      const closed =
+        args.authorizationsFile === undefined
+          ? new Set<string>()
+          : closedAuthorizationIds(readAuthorizationsExport(args.authorizationsFile));
+      const live = lifecycle;
+      // A dry run reports what it would release without releasing it.
+      const expireHold: Lifecycle['expireHold'] =
+        args.dryRun === true
+          ? async (userId) => ({ applied: false, userId, holdDeltaCents: 0n, unsettledDeltaCents: 0n })
+          : (userId, authorizationId) => live.expireHold(userId, authorizationId);
+      return holdsJob({ redis, prefix, lifecycle: { expireHold }, stripeClosedAuthorizationIds: closed });
+    }
+    case 'books':
+      return booksJob();
+    case 'chain': {
+      const contracts = readContractsFile(config.CONTRACTS_FILE);
+      const client = createPublicClient({
+        transport: http(config.CHAIN_RPC_URL, { retryCount: 2, timeout: 10_000 }),
+      });
+      return chainJob({ client, contracts });
+    }
+    case 'stripe': {
+      if (args.transactionsFile === undefined) {
+        throw new Error('the stripe job needs a Stripe Issuing transactions export (--transactions <file>)');
+      }
+      const period =
+        args.fromS !== undefined && args.toS !== undefined
+          ? { fromS: args.fromS, toS: args.toS }
+          : yesterdayUtc(Date.now());
+      return stripeJob({ transactions: readTransactionsExport(args.transactionsFile), ...period });
+    }
+    case 'analytics':
+      return async () => {
+        const analytics = createDatabase({
+          url: analyticsDatabaseUrl(config),
+          poolMax: 2,
+          statementTimeoutMs: 600_000,
+          applicationName: 'credana-analytics',
+        });
+        try {
+          const backend = await detectBackend(analytics.sql);
+          await setUpAnalytics(analytics.sql, backend);
+          const counts = await refreshAnalytics({ financial: sql, analytics: analytics.sql, backend });
+          return {
+            checked: counts.spend + counts.decisions + counts.users,
+            findings: [],
+            repairs: 0,
+            cursor: null,
+          };
+        } finally {
+          await analytics.close();
+        }
+      };
+  }
+}
+
+/** Builds and runs one job, recorded in reconciliation_runs. */
+export async function runJob(
+  name: Runnable,
+  services: ReconcileServices,
+  args: JobArgs = {},
+): Promise<RunResult> {
+  let fn: JobFunction;
+  try {
+    fn = jobFunction(name, services, args);
+  } catch (error) {
+    // A job that cannot even be built (missing export, contracts file) is a failed run, on record.
+    fn = async () => {
+      throw error;
+    };
+  }
+  return runRecorded(
+    { sql: services.database.sql, metrics: services.metrics, logger: services.logger },
+    name === 'analytics' ? 'analytics' : (name satisfies JobName),
+    fn,
+  );
+}

@@ -1,0 +1,40 @@
+/**
+ * Every bound of the reconciliation jobs in one place (STYLE.md: put a limit on everything that can
+ * grow). A run stops at the first bound it reaches and records a cursor; the next run resumes there.
+ */
+export const limits = {
+  /** Users read from Postgres per batch (cache and chain jobs). */
+  usersPerBatch: 200,
+  /** Users checked by one run; the rest wait for the next run (cursor). */
+  usersPerRunMax: 50_000,
+  /** Wall-clock budget of one run; past it the job stops at the next batch boundary. */
+  runTimeMaxMs: 10 * 60_000,
+  /** Findings kept in the run row; more are counted in a final `truncated` item. */
+  findingsStoredMax: 500,
+  /** Outbox entries of one shard inspected to decide whether a user's entries are drained. */
+  outboxScanMax: 2_000,
+  /** Users with cache drift in one run above which the job raises an alert. */
+  driftAlertUsersMax: 5,
+  /** Open holds read from Postgres per batch (holds job). */
+  holdsPerBatch: 500,
+  /** Open holds examined by one run. */
+  holdsPerRunMax: 100_000,
+  /** A hold is released only this long after its expiry (clock skew between us and Stripe). */
+  holdExpiryGraceS: 300,
+  /** Ledger transfer ids per range scanned by the books job. */
+  transfersPerBatch: 10_000,
+  /** Audit rows re-hashed per statement. */
+  auditRowsPerBatch: 5_000,
+  /** Rows (transfers + users + audit rows) the books job reads in one run. */
+  booksRowsPerRunMax: 2_000_000,
+  /** Contract calls per multicall (viem splits a larger set into several eth_calls). */
+  chainCallsPerMulticall: 300,
+  /** Size of a Stripe export file we agree to read. */
+  stripeExportBytesMax: 64 * 1024 * 1024,
+  /** Rows of a Stripe export (transactions or authorizations). */
+  stripeExportRowsMax: 500_000,
+  /** Card events are fetched this far around the period, then filtered on the object's own `created`. */
+  stripeEventSlackS: 86_400,
+} as const;
+
+export type ReconcileLimits = typeof limits;

@@ -1,0 +1,54 @@
+/**
+ * Helpers for the reconciliation tests: drains the hot path's outbox streams into Postgres with the
+ * ledger writer's own parse and apply (what the writer process does, without its loop), and runs a
+ * statement as superuser with the append-only triggers off, to inject the damage reconciliation must find.
+ */
+import postgres from 'postgres';
+import { applyBatch, type ParsedEntry, parseEntry } from '../../hot-path/ledger-writer/apply.ts';
+import type { Sql } from '../../shared/db/client.ts';
+import type { Redis } from '../../shared/redis/client.ts';
+import { allOutboxKeys } from '../../shared/redis/keys.ts';
+
+/** Applies every entry of every shard stream to Postgres, then deletes them (as the writer acks). */
+export async function drainOutbox(redis: Redis, sql: Sql, prefix: string): Promise<number> {
+  let applied = 0;
+  for (const stream of allOutboxKeys(prefix)) {
+    const raw = (await redis.xrange(stream, '-', '+')) as [string, string[]][];
+    if (raw.length === 0) continue;
+    const parsed: ParsedEntry[] = [];
+    for (const [id, flat] of raw) {
+      const fields: Record<string, string> = {};
+      for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i]!] = flat[i + 1]!;
+      const result = parseEntry({ stream, id, fields });
+      if (!result.ok) throw new Error(`outbox entry ${id} is invalid: ${result.error}`);
+      parsed.push(result.entry);
+    }
+    applied += (await applyBatch(sql, parsed)).applied;
+    await redis.xdel(stream, ...raw.map(([id]) => id));
+  }
+  return applied;
+}
+
+/**
+ * Runs `statement` as the connecting superuser with user triggers disabled for this session only
+ * (session_replication_role = replica), which is how damage gets past the append-only and balance
+ * triggers. Tests only.
+ */
+export async function asSuperuserWithoutTriggers(databaseUrl: string, statement: string): Promise<void> {
+  const admin = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    await admin.begin(async (tx) => {
+      await tx.unsafe('set local session_replication_role = replica');
+      await tx.unsafe(statement);
+    });
+  } finally {
+    await admin.end({ timeout: 5 });
+  }
+}
+
+/**
+ * Hot-path settings for tests that need every decision to go through Redis and its outbox: under a
+ * loaded test machine the default 150 ms Redis timeout can send a decision to the Postgres fallback,
+ * which books it without an outbox entry.
+ */
+export const NO_FALLBACK = { REDIS_COMMAND_TIMEOUT_MS: '1000', DECISION_BUDGET_MS: '1900' } as const;
