@@ -68,11 +68,11 @@ SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
 	bad bigint;
 BEGIN
-	SELECT e.transfer_id INTO bad
-	FROM ledger_entries e
-	WHERE e.transfer_id IN (SELECT DISTINCT transfer_id FROM new_entries)
-	GROUP BY e.transfer_id
-	HAVING sum(e.amount_cents) <> 0
+	-- One index lookup per transfer of the statement: a join here was planned as a merge join that
+	-- read ledger_entries_transfer_idx from its start, a cost that grew with the whole ledger.
+	SELECT t.transfer_id INTO bad
+	FROM (SELECT DISTINCT transfer_id FROM new_entries) t
+	WHERE (SELECT sum(e.amount_cents) FROM ledger_entries e WHERE e.transfer_id = t.transfer_id) <> 0
 	LIMIT 1;
 	IF bad IS NOT NULL THEN
 		RAISE EXCEPTION 'ledger transfer % is unbalanced: its entries do not sum to zero', bad
@@ -102,12 +102,15 @@ CREATE TRIGGER ledger_transfers_no_truncate BEFORE TRUNCATE ON ledger_transfers
 	FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
 --> statement-breakpoint
 
--- ── audit_log: append-only and hash-chained. `audit_log_head` holds the newest link; each insert locks
--- that one row, draws the id after the lock and moves the head, so id order is chain order even with
--- concurrent writers. Under READ COMMITTED a waiting writer re-reads the head its predecessor left;
--- under REPEATABLE READ or SERIALIZABLE it gets serialization_failure (40001) and must retry, instead
--- of chaining onto a stale row and forking the chain. The head also lets audit_log_verify() notice
--- rows cut off the end of the log, which a walk of the rows alone cannot see.
+-- ── audit_log: append-only and hash-chained. `audit_log_head` holds the newest link. Every INSERT
+-- statement locks that one row before its first row (BEFORE STATEMENT), each row draws its id under
+-- the lock and chains onto the previous row's hash, and the statement moves the head once at its end
+-- (AFTER STATEMENT), so id order is chain order even with concurrent writers, and a batch costs one head
+-- update instead of one per row. The lock is held to the end of the transaction. Under READ COMMITTED a
+-- waiting writer re-reads the head its predecessor left; under REPEATABLE READ or SERIALIZABLE it gets
+-- serialization_failure (40001) and must retry, instead of chaining onto a stale row and forking the
+-- chain. The head also lets audit_log_verify() notice rows cut off the end of the log, which a walk of
+-- the rows alone cannot see.
 CREATE TABLE audit_log_head (
 	singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
 	last_id bigint NOT NULL,
@@ -133,22 +136,76 @@ RETURNS text LANGUAGE sql STABLE SET search_path = pg_catalog, public, pg_temp A
 		data)::text, 'UTF8')), 'hex')
 $$;
 --> statement-breakpoint
+-- The running hash of the statement in progress lives in a transaction-local setting between rows. A
+-- writer can set that setting too (custom settings are open to everyone), even between the rows of its
+-- own INSERT, so it is never trusted on its own: the AFTER STATEMENT trigger checks the statement's rows
+-- against the head and each other before moving the head, and refuses the statement otherwise.
 -- SECURITY DEFINER: writers hold INSERT on audit_log only; the chain needs the head and the sequence.
-CREATE FUNCTION audit_log_chain() RETURNS trigger LANGUAGE plpgsql
+CREATE FUNCTION audit_log_chain_begin() RETURNS trigger LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
 	prev text;
 BEGIN
 	SELECT last_hash INTO STRICT prev FROM audit_log_head WHERE singleton FOR UPDATE;
-	NEW.id := nextval(pg_get_serial_sequence('public.audit_log', 'id'));
-	NEW.prev_hash := prev;
-	NEW.hash := audit_log_row_hash(NEW.prev_hash, NEW.id, NEW.at, NEW.actor, NEW.action, NEW.entity_type,
-		NEW.entity_id, NEW.data);
-	UPDATE audit_log_head SET last_id = NEW.id, last_hash = NEW.hash WHERE singleton;
+	PERFORM set_config('credana.audit_log_prev_hash', prev, true);
+	RETURN NULL;
+END $$;
+--> statement-breakpoint
+-- Per row: no head access, no SET clause of its own and the hash expression written out, because
+-- this runs once per audited operation. It must compute exactly audit_log_row_hash(); the
+-- tests recompute every hash with that function through audit_log_verify().
+CREATE FUNCTION audit_log_chain() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+BEGIN
+	NEW.id := nextval('public.audit_log_id_seq'::regclass);
+	NEW.prev_hash := current_setting('credana.audit_log_prev_hash');
+	NEW.hash := encode(sha256(convert_to(jsonb_build_array(NEW.prev_hash, NEW.id,
+		to_char(NEW.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), NEW.actor, NEW.action, NEW.entity_type,
+		NEW.entity_id, NEW.data)::text, 'UTF8')), 'hex');
+	PERFORM set_config('credana.audit_log_prev_hash', NEW.hash, true);
 	RETURN NEW;
 END $$;
 --> statement-breakpoint
+-- It is an invariant that after every INSERT statement the statement's rows are one unbroken run of
+-- ids (no other row between them), the first links to the head as it stood, each next one links to
+-- the one before, and the head names the last. Anything else (the setting tampered with mid-statement,
+-- an INSERT into audit_log nested inside another) fails the statement.
+CREATE FUNCTION audit_log_chain_end() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+	head record;
+	run record;
+	bad bigint;
+BEGIN
+	SELECT min(r.id) AS first_id, max(r.id) AS last_id, count(*) AS n INTO STRICT run FROM new_rows r;
+	IF run.n = 0 THEN
+		RETURN NULL;
+	END IF;
+	SELECT h.last_id, h.last_hash INTO STRICT head FROM audit_log_head h WHERE h.singleton FOR UPDATE;
+	SELECT r.id INTO bad FROM (
+		SELECT n.id, n.prev_hash, lag(n.hash, 1, head.last_hash) OVER (ORDER BY n.id) AS expected_prev
+		FROM new_rows n
+	) r WHERE r.prev_hash IS DISTINCT FROM r.expected_prev ORDER BY r.id LIMIT 1;
+	IF bad IS NOT NULL THEN
+		RAISE EXCEPTION 'audit_log row % does not continue the chain', bad
+			USING ERRCODE = 'integrity_constraint_violation';
+	END IF;
+	IF (SELECT count(*) FROM audit_log a WHERE a.id BETWEEN run.first_id AND run.last_id) <> run.n THEN
+		RAISE EXCEPTION 'audit_log rows % to % are interleaved with other rows', run.first_id, run.last_id
+			USING ERRCODE = 'integrity_constraint_violation';
+	END IF;
+	UPDATE audit_log_head h SET last_id = r.id, last_hash = r.hash
+		FROM new_rows r WHERE h.singleton AND r.id = run.last_id;
+	RETURN NULL;
+END $$;
+--> statement-breakpoint
+CREATE TRIGGER audit_log_chain_begin BEFORE INSERT ON audit_log FOR EACH STATEMENT
+	EXECUTE FUNCTION audit_log_chain_begin();
+--> statement-breakpoint
 CREATE TRIGGER audit_log_chain BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_chain();
+--> statement-breakpoint
+CREATE TRIGGER audit_log_chain_end AFTER INSERT ON audit_log REFERENCING NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION audit_log_chain_end();
 --> statement-breakpoint
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
 	FOR EACH ROW EXECUTE FUNCTION refuse_change();

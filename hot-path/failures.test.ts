@@ -126,7 +126,10 @@ describe('failure modes', () => {
     expect(slow.json).toMatchObject({ approved: true, metadata: { reason: 'approved' } });
     await new Promise((r) => setTimeout(r, 800));
     // Redis answers again: the fallback's hold is adopted, so 5,001 more is too much and 5,000 fits.
-    expect((await timedAuthorize(cardId, 5_001)).json).toMatchObject({ approved: false, metadata: { reason: 'insufficient_credit' } });
+    expect((await timedAuthorize(cardId, 5_001)).json).toMatchObject({
+      approved: false,
+      metadata: { reason: 'insufficient_credit' },
+    });
     expect(await redis.hget(userKeys(prefix, userId).account, 'hold')).toBe('5000');
     expect(await redis.hget(userKeys(prefix, userId).holds, 'iauth_slow_redis_1')).toBe('4000');
     // A replay of the fallback's event returns its first answer from the cache, holding nothing new.

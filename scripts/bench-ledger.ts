@@ -25,6 +25,8 @@ const BATCH_MAX = 500;
 const url = await cloneTemplateDatabase();
 const database = createDatabase({ url, poolMax: 4, applicationName: 'bench-ledger' });
 const redis = createRedis({ url: redisUrl() });
+// The writer's own connection (XREADGROUP BLOCK holds it); closed at the end or the process never exits.
+const writerRedis = redis.duplicate();
 const prefix = `b${randomBytes(5).toString('hex')}:`;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -60,7 +62,7 @@ try {
   await add(BATCHED_ENTRIES);
   const metrics = createLedgerWriterMetrics();
   const writer = createLedgerWriter({
-    redis: redis.duplicate(),
+    redis: writerRedis,
     sql: database.sql,
     prefix,
     consumer: 'bench',
@@ -110,6 +112,7 @@ try {
 } finally {
   await deletePrefix(redis, prefix);
   redis.disconnect();
+  writerRedis.disconnect();
   await database.close();
   await dropDatabase(url);
 }

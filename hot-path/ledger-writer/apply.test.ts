@@ -229,4 +229,26 @@ describe('applyBatch', () => {
       n: 0,
     });
   });
+
+  it('chains a whole batch in one audit statement, and refuses a statement whose running hash was forged mid-way', async () => {
+    const { sql } = services.database;
+    const { userId, cardId } = await seedUser(sql);
+    const batch = Array.from({ length: 300 }, (_, i) =>
+      parsed(decisionFields({ userId, cardId, grantedCents: BigInt(1 + i) })),
+    );
+    await applyBatch(sql, batch);
+    const rows = await sql<{ prev_hash: string; hash: string }[]>`
+      select prev_hash, hash from audit_log where data->>'userId' = ${userId} order by id`;
+    expect(rows).toHaveLength(300);
+    for (let i = 1; i < rows.length; i++) expect(rows[i]?.prev_hash).toBe(rows[i - 1]?.hash);
+    const [head] = await sql<{ last_hash: string }[]>`select last_hash from audit_log_head`;
+    expect(head?.last_hash).toBe(rows.at(-1)?.hash);
+    // A writer may set the transaction-local running hash itself, even between the rows of its INSERT.
+    await expect(
+      sql`insert into audit_log (actor, action, entity_type, entity_id, data)
+        select 'forger', 'x', 'user', g::text || set_config('credana.audit_log_prev_hash', 'forged', true), '{}'
+        from generate_series(1, 3) g`,
+    ).rejects.toMatchObject({ code: '23000' });
+    expect(await sql`select * from audit_log_verify()`).toEqual([]);
+  });
 });

@@ -22,6 +22,7 @@ import {
   insertTransfers,
   type TransferInput,
   type TransferKind,
+  texts,
 } from '../../shared/db/queries/ledger.ts';
 import { type DecisionRecord, type LifecycleRecord, outboxRecordSchema } from '../../shared/outbox.ts';
 import { limits as hotPathLimits } from '../limits.ts';
@@ -188,17 +189,6 @@ function transferOf(entry: ParsedEntry): TransferInput | null {
     authorizationId: item.record.authorizationId,
     entries,
   };
-}
-
-/** Runs `insert` over `rows` in chunks that keep each statement under Postgres's 65,535 parameters. */
-async function inChunks<T, R>(
-  rows: readonly T[],
-  size: number,
-  insert: (chunk: T[]) => Promise<R[]>,
-): Promise<R[]> {
-  const out: R[] = [];
-  for (let i = 0; i < rows.length; i += size) out.push(...(await insert(rows.slice(i, i + size))));
-  return out;
 }
 
 const keyOf = (entry: ParsedEntry) => `${entry.item.kind}:${entry.item.record.eventId}`;
@@ -410,25 +400,25 @@ export async function applyBatch(
   }
   if (unique.length === 0) return { applied: 0, duplicates: entries.length };
 
+  const transfers = new Map<string, TransferInput>();
+  for (const entry of unique) {
+    const transfer = transferOf(entry);
+    if (transfer !== null) transfers.set(keyOf(entry), transfer);
+  }
+  // Sorted by ref so concurrent writers take the unique-index locks in one order.
+  const sortedTransfers = [...transfers.values()].sort(bySortKey((t) => t.ref));
+
   return sql.begin(async (tx) => {
-    const newEvents = await insertCardEvents(tx, unique);
-    const newDecisions = await insertDecisions(tx, unique);
-    const transfers = new Map<string, TransferInput>();
-    for (const entry of unique) {
-      const transfer = transferOf(entry);
-      if (transfer !== null) transfers.set(keyOf(entry), transfer);
-    }
-    // Sorted by ref so concurrent writers take the unique-index locks in one order.
-    const sortedTransfers = [...transfers.values()].sort(bySortKey((t) => t.ref));
-    const newRefs = new Set<string>();
-    for (let i = 0; i < sortedTransfers.length; i += limits.transfersPerStatementMax) {
-      for (const ref of await insertTransfers(
-        tx,
-        sortedTransfers.slice(i, i + limits.transfersPerStatementMax),
-      )) {
-        newRefs.add(ref);
-      }
-    }
+    // The three natural-key inserts do not depend on each other: sent together, they are pipelined
+    // on the transaction's connection (one round trip, still executed in this order).
+    const [newEvents, newDecisions, newRefLists] = await Promise.all([
+      insertCardEvents(tx, unique),
+      insertDecisions(tx, unique),
+      Promise.all(
+        chunksOf(sortedTransfers, limits.transfersPerStatementMax).map((chunk) => insertTransfers(tx, chunk)),
+      ),
+    ]);
+    const newRefs = new Set(newRefLists.flatMap((refs) => [...refs]));
 
     const applied = unique.filter((entry) => {
       const transfer = transfers.get(keyOf(entry));
@@ -438,14 +428,28 @@ export async function applyBatch(
         : newEvents.has(entry.item.record.eventId);
     });
 
-    await applyCreditAccounts(tx, applied);
-    await applyAuthorizations(tx, foldAuthorizations(applied, options));
-    // Last: the audit insert locks the chain head, so holding it as briefly as possible serialises
-    // concurrent writers only at their very end.
+    await Promise.all([
+      applyCreditAccounts(tx, applied),
+      applyAuthorizations(tx, foldAuthorizations(applied, options)),
+    ]);
+    // Last: the audit insert locks the chain head until COMMIT, so holding it as briefly as possible
+    // serialises concurrent writers only at their very end.
     await insertAudit(tx, applied.filter((entry) => transfers.has(keyOf(entry))).map(auditOf));
     return { applied: applied.length, duplicates: entries.length - applied.length };
   });
 }
+
+function chunksOf<T>(rows: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < rows.length; i += size) out.push(rows.slice(i, i + size));
+  return out;
+}
+
+/*
+ * The statements below pass their rows as one array per column through unnest: the statement text is
+ * the same for every batch size, so each connection parses and plans it once, and a 500-row batch binds
+ * a dozen parameters instead of thousands. Values travel as text and are cast in SQL.
+ */
 
 async function insertCardEvents(tx: Tx, entries: ParsedEntry[]): Promise<Set<string>> {
   const rows = entries
@@ -458,50 +462,115 @@ async function insertCardEvents(tx: Tx, entries: ParsedEntry[]): Promise<Set<str
       return {
         id: record.eventId,
         type: record.kind === 'decision' ? 'issuing_authorization.request' : record.eventType,
-        user_id: record.userId,
-        object_id: objectId,
-        // An object, not the raw text: postgres.js would store text as a jsonb string.
-        payload: entry.item.payload,
-        created_at: new Date(record.eventCreatedS * 1000),
+        userId: record.userId,
+        objectId,
+        // The event's JSON text (parseEntry checked it parses), cast to jsonb in SQL: an object, not a string.
+        payload: record.event,
+        createdAt: new Date(record.eventCreatedS * 1000).toISOString(),
       };
     })
     .sort(bySortKey((row) => row.id));
-  const inserted = await inChunks(
-    rows,
-    limits.rowsPerStatementMax,
-    (chunk) => tx<{ id: string }[]>`insert into card_events ${tx(chunk)} on conflict do nothing returning id`,
-  );
+  const inserted: { id: string }[] = [];
+  for (const chunk of chunksOf(rows, limits.rowsPerStatementMax)) {
+    inserted.push(
+      ...(await tx<
+        { id: string }[]
+      >`insert into card_events (id, type, user_id, object_id, payload, created_at)
+        select id, type, user_id, object_id, payload::jsonb, created_at
+        from unnest(${texts(
+          tx,
+          chunk.map((r) => r.id),
+        )}::text[], ${texts(
+          tx,
+          chunk.map((r) => r.type),
+        )}::text[],
+          ${texts(
+            tx,
+            chunk.map((r) => r.userId),
+          )}::uuid[], ${texts(
+            tx,
+            chunk.map((r) => r.objectId),
+          )}::text[],
+          ${texts(
+            tx,
+            chunk.map((r) => r.payload),
+          )}::text[], ${texts(
+            tx,
+            chunk.map((r) => r.createdAt),
+          )}::timestamptz[])
+          with ordinality as v(id, type, user_id, object_id, payload, created_at, n)
+        order by v.n
+        on conflict do nothing returning id`),
+    );
+  }
   return new Set(inserted.map((row) => row.id));
 }
 
 async function insertDecisions(tx: Tx, entries: ParsedEntry[]): Promise<Set<string>> {
   const rows = entries
     .flatMap((entry) => (entry.item.kind === 'decision' ? [entry.item] : []))
-    .map((item) => ({
-      id: item.record.decisionId,
-      event_id: item.record.eventId,
-      authorization_id: item.record.authorizationId,
-      user_id: item.record.userId,
-      card_id: item.record.cardId,
-      approved: item.approved,
-      requested_cents: item.requestedCents.toString(),
-      approved_cents: item.approvedCents.toString(),
-      reason: item.reason,
-      source: item.record.source,
-      latency_us: item.record.latencyUs,
-      decided_at: new Date(item.record.decidedAtMs),
-    }))
-    .sort(bySortKey((row) => row.event_id));
+    .sort(bySortKey((item) => item.record.eventId));
   if (rows.length === 0) return new Set();
-  // No conflict target: a replay conflicts on event_id, and a decision id is unique too.
-  const inserted = await inChunks(
-    rows,
-    limits.rowsPerStatementMax,
-    (chunk) =>
-      tx<
+  const inserted: { event_id: string }[] = [];
+  // No conflict target: a replay conflicts on event_id, and a decision id is unique too. Booleans
+  // travel as text: postgres.js serialises a JS boolean array as a scalar.
+  for (const chunk of chunksOf(rows, limits.rowsPerStatementMax)) {
+    inserted.push(
+      ...(await tx<
         { event_id: string }[]
-      >`insert into decisions ${tx(chunk)} on conflict do nothing returning event_id`,
-  );
+      >`insert into decisions (id, event_id, authorization_id, user_id, card_id,
+          approved, requested_cents, approved_cents, reason, source, latency_us, decided_at)
+        select id, event_id, authorization_id, user_id, card_id, approved::boolean, requested_cents, approved_cents,
+          reason, source, latency_us, decided_at
+        from unnest(${texts(
+          tx,
+          chunk.map((i) => i.record.decisionId),
+        )}::text[], ${texts(
+          tx,
+          chunk.map((i) => i.record.eventId),
+        )}::text[],
+          ${texts(
+            tx,
+            chunk.map((i) => i.record.authorizationId),
+          )}::text[], ${texts(
+            tx,
+            chunk.map((i) => i.record.userId),
+          )}::uuid[],
+          ${texts(
+            tx,
+            chunk.map((i) => i.record.cardId),
+          )}::text[], ${texts(
+            tx,
+            chunk.map((i) => String(i.approved)),
+          )}::text[],
+          ${texts(
+            tx,
+            chunk.map((i) => i.requestedCents.toString()),
+          )}::bigint[], ${texts(
+            tx,
+            chunk.map((i) => i.approvedCents.toString()),
+          )}::bigint[],
+          ${texts(
+            tx,
+            chunk.map((i) => i.reason),
+          )}::text[], ${texts(
+            tx,
+            chunk.map((i) => i.record.source),
+          )}::text[],
+          ${texts(
+            tx,
+            chunk.map((i) => String(i.record.latencyUs)),
+          )}::integer[],
+          ${texts(
+            tx,
+            chunk.map((i) => new Date(i.record.decidedAtMs).toISOString()),
+          )}::timestamptz[])
+          with ordinality as v(id, event_id, authorization_id, user_id, card_id, approved, requested_cents,
+            approved_cents, reason, source, latency_us, decided_at, n)
+        order by v.n
+        on conflict do nothing returning event_id`),
+    );
+  }
   return new Set(inserted.map((row) => row.event_id));
 }
 
@@ -521,73 +590,125 @@ async function applyCreditAccounts(tx: Tx, applied: ParsedEntry[]): Promise<void
   }
   if (byUser.size === 0) return;
   const userIds = [...byUser.keys()].sort();
-  // Two statements, not one upsert: the insert's proposed row is checked (holds_cents >= 0) before the
-  // conflict is seen, so a batch that only releases would fail as an upsert.
-  await tx`insert into credit_accounts (user_id) select unnest(${userIds}::uuid[]) on conflict do nothing`;
   const holds = userIds.map((id) => byUser.get(id)!.holds.toString());
   const unsettled = userIds.map((id) => byUser.get(id)!.unsettled.toString());
-  await tx`update credit_accounts c set holds_cents = c.holds_cents + v.holds, unsettled_cents = c.unsettled_cents + v.unsettled,
-      version = c.version + 1, updated_at = now()
-    from unnest(${userIds}::uuid[], ${holds}::bigint[], ${unsettled}::bigint[]) as v(user_id, holds, unsettled)
-    where c.user_id = v.user_id`;
+  // Two statements, not one upsert: the insert's proposed row is checked (holds_cents >= 0) before the
+  // conflict is seen, so a batch that only releases would fail as an upsert. Sent together (pipelined);
+  // the connection runs them in order, so the update sees the rows the insert made.
+  await Promise.all([
+    tx`insert into credit_accounts (user_id) select unnest(${userIds}::uuid[]) on conflict do nothing`,
+    tx`update credit_accounts c set holds_cents = c.holds_cents + v.holds, unsettled_cents = c.unsettled_cents + v.unsettled,
+        version = c.version + 1, updated_at = now()
+      from unnest(${userIds}::uuid[], ${holds}::bigint[], ${unsettled}::bigint[]) as v(user_id, holds, unsettled)
+      where c.user_id = v.user_id`,
+  ]);
 }
 
+/**
+ * Creates the authorizations this batch is the first to see, with their final amounts and status, and
+ * adds the batch's amounts to the ones that already exist. One INSERT for the new rows and, only when
+ * some already existed, one UPDATE for those: a new row is written once (no skeleton that the update
+ * rewrites, which also re-ran its foreign-key check).
+ */
 async function applyAuthorizations(tx: Tx, folds: AuthorizationFold[]): Promise<void> {
   if (folds.length === 0) return;
-  // Step 1: make sure each row exists, with the creating record's descriptive fields and zero amounts.
-  const skeletons = folds.map((f) => ({
-    id: f.id,
-    user_id: f.userId,
-    card_id: f.cardId,
-    status: 'pending',
-    approved: false,
-    decision: f.create.decision,
-    decline_reason: f.create.declineReason,
-    decision_id: f.create.decisionId,
-    decision_source: f.create.decisionSource,
-    decision_latency_us: f.create.latencyUs,
-    merchant_category_code: f.create.merchantCategoryCode,
-    merchant_name: f.create.merchantName,
-    expires_at: f.create.expiresAt,
-  }));
-  const created = new Set(
-    (
-      await inChunks(
-        skeletons,
-        limits.rowsPerStatementMax,
-        (chunk) =>
-          tx<
-            { id: string }[]
-          >`insert into authorizations ${tx(chunk)} on conflict (id) do nothing returning id`,
-      )
-    ).map((row) => row.id),
-  );
-  // Step 2: add the amounts and move the status, all rows in one statement. A row created above from a
-  // Stripe event (we never decided it: stand-in) takes Stripe's amount as requested and approved.
-  const ids: string[] = [];
-  const requested: string[] = [];
-  const approvedCents: string[] = [];
-  const held: string[] = [];
-  const captured: string[] = [];
-  // Booleans travel as text: postgres.js serialises a JS boolean array as a scalar.
-  const byDecision: string[] = [];
-  const byStripe: (string | null)[] = [];
-  const statuses: (string | null)[] = [];
-  for (const f of folds) {
-    const stripeCreated = created.has(f.id) && f.create.decision === 'stripe';
-    ids.push(f.id);
-    requested.push((f.requestedAddCents + (stripeCreated ? f.create.stripeAmountCents : 0n)).toString());
-    approvedCents.push(
-      (
-        f.approvedAddCents + (stripeCreated && f.create.stripeApproved ? f.create.stripeAmountCents : 0n)
-      ).toString(),
-    );
-    held.push(f.heldAddCents.toString());
-    captured.push(f.capturedAddCents.toString());
-    byDecision.push(f.approvedByDecision ? 'true' : 'false');
-    byStripe.push(f.approvedByStripe === null ? null : f.approvedByStripe ? 'true' : 'false');
-    statuses.push(f.status);
+  // As a new row. A row created from a Stripe event (we never decided it: stand-in) takes Stripe's
+  // amount as requested and approved. Booleans travel as text (see insertDecisions).
+  const created = new Set<string>();
+  for (const chunk of chunksOf(folds, limits.rowsPerStatementMax)) {
+    const stripe = (f: AuthorizationFold) => f.create.decision === 'stripe';
+    // Rows that exist are left out before the insert (their proposed amounts could fail the
+    // non-negative check before the conflict is seen); ON CONFLICT covers a row another writer
+    // creates meanwhile, which the update below then finds.
+    const rows = await tx<
+      { id: string }[]
+    >`insert into authorizations (id, user_id, card_id, status, approved, decision,
+        decline_reason, decision_id, decision_source, decision_latency_us, merchant_category_code, merchant_name,
+        expires_at, requested_cents, approved_cents, held_cents, captured_cents)
+      select v.id, v.user_id, v.card_id, coalesce(v.status, 'pending'),
+        coalesce(v.by_stripe::boolean, v.by_decision::boolean), v.decision, v.decline_reason, v.decision_id,
+        v.decision_source, v.latency_us, v.mcc, v.merchant_name, v.expires_at, v.requested, v.approved_cents, v.held,
+        v.captured
+      from unnest(${texts(
+        tx,
+        chunk.map((f) => f.id),
+      )}::text[], ${texts(
+        tx,
+        chunk.map((f) => f.userId),
+      )}::uuid[],
+        ${texts(
+          tx,
+          chunk.map((f) => f.cardId),
+        )}::text[], ${texts(
+          tx,
+          chunk.map((f) => f.status),
+        )}::text[],
+        ${texts(
+          tx,
+          chunk.map((f) => (f.approvedByStripe === null ? null : String(f.approvedByStripe))),
+        )}::text[],
+        ${texts(
+          tx,
+          chunk.map((f) => String(f.approvedByDecision)),
+        )}::text[], ${texts(
+          tx,
+          chunk.map((f) => f.create.decision),
+        )}::text[],
+        ${texts(
+          tx,
+          chunk.map((f) => f.create.declineReason),
+        )}::text[], ${texts(
+          tx,
+          chunk.map((f) => f.create.decisionId),
+        )}::text[],
+        ${texts(
+          tx,
+          chunk.map((f) => f.create.decisionSource),
+        )}::text[],
+        ${texts(
+          tx,
+          chunk.map((f) => (f.create.latencyUs === null ? null : String(f.create.latencyUs))),
+        )}::integer[],
+        ${texts(
+          tx,
+          chunk.map((f) => f.create.merchantCategoryCode),
+        )}::text[], ${texts(
+          tx,
+          chunk.map((f) => f.create.merchantName),
+        )}::text[],
+        ${texts(
+          tx,
+          chunk.map((f) => f.create.expiresAt?.toISOString() ?? null),
+        )}::timestamptz[],
+        ${texts(
+          tx,
+          chunk.map((f) => (f.requestedAddCents + (stripe(f) ? f.create.stripeAmountCents : 0n)).toString()),
+        )}::bigint[],
+        ${texts(
+          tx,
+          chunk.map((f) =>
+            (
+              f.approvedAddCents + (stripe(f) && f.create.stripeApproved ? f.create.stripeAmountCents : 0n)
+            ).toString(),
+          ),
+        )}::bigint[],
+        ${texts(
+          tx,
+          chunk.map((f) => f.heldAddCents.toString()),
+        )}::bigint[], ${texts(
+          tx,
+          chunk.map((f) => f.capturedAddCents.toString()),
+        )}::bigint[])
+        with ordinality as v(id, user_id, card_id, status, by_stripe, by_decision, decision, decline_reason, decision_id,
+          decision_source, latency_us, mcc, merchant_name, expires_at, requested, approved_cents, held, captured, n)
+      where not exists (select 1 from authorizations a where a.id = v.id)
+      order by v.n
+      on conflict (id) do nothing returning id`;
+    for (const row of rows) created.add(row.id);
   }
+  const existing = folds.filter((f) => !created.has(f.id));
+  if (existing.length === 0) return;
+  // Add the amounts and move the status, all rows in one statement; a terminal status is never left.
   await tx`update authorizations a set
       requested_cents = a.requested_cents + v.requested,
       approved_cents = a.approved_cents + v.approved_cents,
@@ -596,8 +717,36 @@ async function applyAuthorizations(tx: Tx, folds: AuthorizationFold[]): Promise<
       approved = coalesce(v.by_stripe::boolean, a.approved or v.by_decision::boolean),
       status = case when a.status <> 'pending' or v.status is null then a.status else v.status end,
       updated_at = now()
-    from unnest(${ids}::text[], ${requested}::bigint[], ${approvedCents}::bigint[], ${held}::bigint[], ${captured}::bigint[],
-      ${byDecision}::text[], ${byStripe}::text[], ${statuses}::text[])
+    from unnest(${texts(
+      tx,
+      existing.map((f) => f.id),
+    )}::text[], ${texts(
+      tx,
+      existing.map((f) => f.requestedAddCents.toString()),
+    )}::bigint[],
+      ${texts(
+        tx,
+        existing.map((f) => f.approvedAddCents.toString()),
+      )}::bigint[], ${texts(
+        tx,
+        existing.map((f) => f.heldAddCents.toString()),
+      )}::bigint[],
+      ${texts(
+        tx,
+        existing.map((f) => f.capturedAddCents.toString()),
+      )}::bigint[],
+      ${texts(
+        tx,
+        existing.map((f) => String(f.approvedByDecision)),
+      )}::text[],
+      ${texts(
+        tx,
+        existing.map((f) => (f.approvedByStripe === null ? null : String(f.approvedByStripe))),
+      )}::text[],
+      ${texts(
+        tx,
+        existing.map((f) => f.status),
+      )}::text[])
       as v(id, requested, approved_cents, held, captured, by_decision, by_stripe, status)
     where a.id = v.id`;
 }

@@ -53,37 +53,71 @@ export function cardMovementEntries(
 }
 
 /**
- * Inserts the transfers that are new (by ref) and their entries, in the caller's transaction.
- * Returns the refs that were new. Entries of one transfer always go in the same statement.
+ * One column of a batch as a text[] parameter (postgres.js's own inference types an array by its first
+ * element, which fails for a first element of null or a Date). The statement casts it:
+ * `${texts(tx, ids)}::uuid[]`. Keep values as strings: bigint and booleans via toString/String.
+ */
+export function texts(
+  tx: Tx,
+  values: readonly (string | null)[],
+): postgres.ArrayParameter<(string | null)[]> {
+  return tx.array([...values], 25);
+}
+
+/**
+ * Inserts the transfers that are new (by ref) and their entries, in the caller's transaction, in one
+ * statement: the entries join the transfers that statement inserted, so a transfer already booked
+ * (its ref taken) gets no entries again, and every transfer's entries are inserted together (the
+ * balanced-ledger trigger checks them at the end of that statement). Returns the refs that were new.
+ * Columns travel as arrays through unnest, so the statement text is the same for every batch size and
+ * Postgres plans it once per connection.
  */
 export async function insertTransfers(tx: Tx, transfers: readonly TransferInput[]): Promise<Set<string>> {
   const withEntries = transfers.filter((t) => t.entries.length > 0);
   if (withEntries.length === 0) return new Set();
-  const inserted = await tx<{ id: string; ref: string }[]>`
-    insert into ledger_transfers ${tx(
-      withEntries.map((t) => ({
-        ref: t.ref,
-        kind: t.kind,
-        user_id: t.userId,
-        authorization_id: t.authorizationId,
-      })),
-    )}
-    on conflict (ref) do nothing
-    returning id, ref`;
-  if (inserted.length === 0) return new Set();
-  const idByRef = new Map(inserted.map((row) => [row.ref, row.id]));
-  const rows = withEntries.flatMap((t) => {
-    const id = idByRef.get(t.ref);
-    if (id === undefined) return [];
-    return t.entries.map((e) => ({
-      transfer_id: id,
-      account: e.account,
-      user_id: e.userId,
-      amount_cents: e.amountCents.toString(),
-    }));
-  });
-  await tx`insert into ledger_entries ${tx(rows)}`;
-  return new Set(idByRef.keys());
+  const entries = withEntries.flatMap((t) => t.entries.map((e) => ({ ref: t.ref, entry: e })));
+  const inserted = await tx<{ ref: string }[]>`
+    with t as (
+      insert into ledger_transfers (ref, kind, user_id, authorization_id)
+      select * from unnest(${texts(
+        tx,
+        withEntries.map((t) => t.ref),
+      )}::text[], ${texts(
+        tx,
+        withEntries.map((t) => t.kind),
+      )}::text[],
+        ${texts(
+          tx,
+          withEntries.map((t) => t.userId),
+        )}::uuid[], ${texts(
+          tx,
+          withEntries.map((t) => t.authorizationId),
+        )}::text[])
+      on conflict (ref) do nothing
+      returning id, ref
+    ), e as (
+      insert into ledger_entries (transfer_id, account, user_id, amount_cents)
+      select t.id, x.account, x.user_id, x.amount_cents
+      from unnest(${texts(
+        tx,
+        entries.map((e) => e.ref),
+      )}::text[], ${texts(
+        tx,
+        entries.map((e) => e.entry.account),
+      )}::text[],
+        ${texts(
+          tx,
+          entries.map((e) => e.entry.userId),
+        )}::uuid[], ${texts(
+          tx,
+          entries.map((e) => e.entry.amountCents.toString()),
+        )}::bigint[])
+        with ordinality as x(ref, account, user_id, amount_cents, n)
+      join t on t.ref = x.ref
+      order by x.n
+    )
+    select ref from t`;
+  return new Set(inserted.map((row) => row.ref));
 }
 
 export interface AuditInput {
@@ -94,26 +128,45 @@ export interface AuditInput {
   data: Record<string, unknown>;
 }
 
-/** Rows per INSERT statement: postgres.js sends one parameter per column, and a statement takes at most 65,535. */
+/** Rows per INSERT statement: bounds one statement's arrays (and the chain check's work) per call. */
 const AUDIT_ROWS_PER_STATEMENT_MAX = 5_000;
 
 /**
- * Appends audit rows (the trigger chains the hashes). `data` is sent as a JSON object (bigints as
- * strings), so the jsonb column holds an object that `data->>'…'` can read.
+ * Appends audit rows (the triggers chain the hashes, one statement at a time). `data` is sent as a
+ * JSON object (bigints as strings), so the jsonb column holds an object that `data->>'…'` can read.
+ * Rows are chained in the order given.
  */
 export async function insertAudit(tx: Tx, rows: readonly AuditInput[]): Promise<void> {
   for (let at = 0; at < rows.length; at += AUDIT_ROWS_PER_STATEMENT_MAX) {
-    const chunk = rows.slice(at, at + AUDIT_ROWS_PER_STATEMENT_MAX).map((r) => ({
-      actor: r.actor,
-      action: r.action,
-      entity_type: r.entityType,
-      entity_id: r.entityId,
-      data: JSON.parse(
-        JSON.stringify(r.data, (_key, value: unknown) =>
-          typeof value === 'bigint' ? value.toString() : value,
-        ),
-      ) as postgres.JSONValue,
-    }));
-    await tx`insert into audit_log ${tx(chunk)}`;
+    const chunk = rows.slice(at, at + AUDIT_ROWS_PER_STATEMENT_MAX);
+    await tx`insert into audit_log (actor, action, entity_type, entity_id, data)
+      select actor, action, entity_type, entity_id, data::jsonb
+      from unnest(${texts(
+        tx,
+        chunk.map((r) => r.actor),
+      )}::text[], ${texts(
+        tx,
+        chunk.map((r) => r.action),
+      )}::text[],
+        ${texts(
+          tx,
+          chunk.map((r) => r.entityType),
+        )}::text[], ${texts(
+          tx,
+          chunk.map((r) => r.entityId),
+        )}::text[],
+        ${texts(
+          tx,
+          chunk.map((r) => auditDataJson(r.data)),
+        )}::text[])
+        with ordinality as v(actor, action, entity_type, entity_id, data, n)
+      order by v.n`;
   }
+}
+
+/** `data` as JSON text, bigints as strings. */
+function auditDataJson(data: Record<string, unknown>): string {
+  return JSON.stringify(data, (_key, value: unknown) =>
+    typeof value === 'bigint' ? value.toString() : value,
+  );
 }
