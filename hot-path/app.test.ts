@@ -230,6 +230,20 @@ describe('decision rules', () => {
     expect(mine).toHaveLength(1);
   });
 
+  it('approves a card issued after the account was cached (the card is added to the cached account)', async () => {
+    const { userId, cardId } = await userWithPower(10_000n);
+    expect((await authorize(authorizationRequest({ cardId, amountCents: 100 }))).json.approved).toBe(true);
+    const newCard = `ic_issued_later_${userId.slice(0, 8)}`;
+    await services.database.sql`insert into cards (id, user_id) values (${newCard}, ${userId})`;
+    expect((await authorize(authorizationRequest({ cardId: newCard, amountCents: 100 }))).json).toMatchObject(
+      {
+        approved: true,
+        metadata: { reason: 'approved' },
+      },
+    );
+    expect(await services.redis.hget(userKeys(services.prefix, userId).cards, newCard)).toBe('active|0');
+  });
+
   it('declines a malformed but signed request with 200 and invalid_request', async () => {
     const res = await authorize({ id: 'evt_x', type: 'issuing_authorization.request', data: {} });
     expect(res.status).toBe(200);

@@ -35,6 +35,12 @@ export async function createHotPath(config: Config) {
     connectTimeoutS: 1,
   });
   await waitForRedis(redis);
+  // Open the first Postgres connection now rather than on the first swipe; a Postgres that is down
+  // does not stop the hot path (it decides from Redis).
+  await Promise.race([
+    database.sql`select 1`.catch(() => {}),
+    new Promise((resolve) => setTimeout(resolve, 1_000)),
+  ]);
   const market = await createMarket(redis, subscriber, config.REDIS_KEY_PREFIX);
   const metrics = createMetrics();
   const engine = createDecisionEngine({ settings: config, redis, sql: database.sql, market });

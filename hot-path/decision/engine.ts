@@ -13,7 +13,7 @@ import type { Config } from '../../shared/config.ts';
 import { borrowPower, type CollateralHolding } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import type { DecisionReason, DecisionRecord } from '../../shared/outbox.ts';
-import { ensureAccount } from '../../shared/redis/account.ts';
+import { type CardState, ensureAccount, setCachedCard } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import {
   ACCOUNT,
@@ -197,12 +197,16 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
     let userId = await redis.hget(cardIndexKey(prefix), cardId);
     let roundTrips = 1;
     if (userId === null) {
-      // The cache may have been restarted empty: ask the system of record.
-      const rows = await sql<{ user_id: string }[]>`select user_id from cards where id = ${cardId}`;
-      userId = rows[0]?.user_id ?? null;
-      if (userId !== null) {
-        await redis.hset(cardIndexKey(prefix), cardId, userId);
-        roundTrips++;
+      // A card the cache has not seen (issued since, or the cache restarted empty): ask the system
+      // of record, and put the card into the user's cached account too if that account is cached
+      // already (an account built before the card existed would otherwise answer unknown_card).
+      const rows = await sql<{ user_id: string; status: CardState['status']; frozen: boolean }[]>`
+        select user_id, status, frozen from cards where id = ${cardId}`;
+      const row = rows[0];
+      userId = row?.user_id ?? null;
+      if (row !== undefined) {
+        await setCachedCard(redis, prefix, row.user_id, { cardId, status: row.status, frozen: row.frozen });
+        roundTrips += 3;
       }
     }
     if (userId !== null) {

@@ -340,6 +340,15 @@ export async function applyCardControls(
   return result === 1;
 }
 
+// Bumps the change counter (a rebuild in flight will re-read) and updates a cached account's card.
+const SET_CARD = `
+redis.call('INCR', KEYS[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+return 1
+`;
+
 /** Sets a card's status (e.g. from `issuing_card.updated`) in the cached account, if cached. */
 export async function setCachedCard(
   redis: Redis,
@@ -349,11 +358,7 @@ export async function setCachedCard(
 ): Promise<void> {
   const keys = userKeys(prefix, userId);
   await redis.hset(cardIndexKey(prefix), card.cardId, userId);
-  await redis.incr(keys.changes);
-  if ((await redis.exists(keys.account)) === 1) {
-    await redis.hset(keys.cards, card.cardId, encodeCard(card));
-    await redis.hincrby(keys.account, ACCOUNT.version, 1);
-  }
+  await redis.eval(SET_CARD, 3, keys.account, keys.cards, keys.changes, card.cardId, encodeCard(card));
   await redis.publish(channels(prefix).cards, JSON.stringify({ cardId: card.cardId, userId }));
 }
 

@@ -15,7 +15,9 @@ import { MIGRATIONS_DIR } from '../../shared/db/migrate.ts';
  */
 function templateName(): string {
   const hash = createHash('sha256');
-  for (const file of readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith('.sql')).sort()) {
+  for (const file of readdirSync(MIGRATIONS_DIR)
+    .filter((f) => f.endsWith('.sql'))
+    .sort()) {
     hash.update(file).update(readFileSync(path.join(MIGRATIONS_DIR, file)));
   }
   return `credana_template_${hash.digest('hex').slice(0, 12)}`;

@@ -12,7 +12,9 @@ export default async function setup(): Promise<void> {
   try {
     // Serialise template creation across concurrent runs.
     await admin`select pg_advisory_lock(7431002)`;
-    const [existing] = await admin<{ datistemplate: boolean }[]>`select datistemplate from pg_database where datname = ${TEMPLATE_DB}`;
+    const [existing] = await admin<
+      { datistemplate: boolean }[]
+    >`select datistemplate from pg_database where datname = ${TEMPLATE_DB}`;
     if (existing?.datistemplate !== true) {
       await admin.unsafe(`drop database if exists "${TEMPLATE_DB}" with (force)`);
       await admin.unsafe(`create database "${TEMPLATE_DB}"`);

@@ -16,6 +16,11 @@ export function testConfig(
     REDIS_URL: services.redisUrl,
     REDIS_KEY_PREFIX: services.prefix,
     STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
+    // Correctness, not latency, is under test here, on a machine that may be busy running other files:
+    // a generous budget keeps slow answers from turning into fallbacks. Tests of the budget itself
+    // (hot-path/failures.test.ts) set their own.
+    DECISION_BUDGET_MS: '1900',
+    REDIS_COMMAND_TIMEOUT_MS: '1000',
     ...extra,
   });
 }
