@@ -7,6 +7,13 @@ export const limits = {
   rowsPerStatementMax: 4_000,
   /** Transfers per insertTransfers call (≤ 4 entries × 4 columns each). */
   transfersPerStatementMax: 2_000,
+  /**
+   * Batches written at once, on separate connections, split by user (writer.ts applyPrepared). Two use
+   * both cores of a small machine; beyond that the audit chain head, taken by every transaction at its
+   * end, serialises them. The database pool needs one connection more than this.
+   */
+  applyLanes: 2,
+  applyLanesMax: 8,
   /** A pending entry idle this long belongs to a dead consumer: another writer claims it. */
   claimIdleMs: 10_000,
   /** How often to look for a dead consumer's entries. */

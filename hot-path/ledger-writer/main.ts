@@ -7,6 +7,7 @@ import { createDatabase } from '../../shared/db/client.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { createLogger } from '../ops/logger.ts';
 import { createLedgerWriterApp } from './app.ts';
+import { limits } from './limits.ts';
 import { createLedgerWriterMetrics } from './metrics.ts';
 import { createQStashReceiverApp } from './qstash-receiver.ts';
 import { createLedgerWriter } from './writer.ts';
@@ -15,8 +16,8 @@ const config = configFromProcess();
 const logger = createLogger(config.LOG_LEVEL, 'ledger-writer');
 const database = createDatabase({
   url: config.DATABASE_URL,
-  // One batch at a time: one connection does the work; one spare.
-  poolMax: Math.min(config.DATABASE_POOL_MAX, 2),
+  // One connection per lane (batches written concurrently, split by user); one spare.
+  poolMax: Math.min(config.DATABASE_POOL_MAX, limits.applyLanes + 1),
   statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
   applicationName: 'ledger-writer',
 });

@@ -3,8 +3,11 @@
  *
  * Loop: claim entries a dead consumer left pending (XAUTOCLAIM, idle > limits.claimIdleMs) → read new
  * ones (XREADGROUP BLOCK batchWaitMs COUNT batchMax over all streams, one call) → validate → apply in
- * batches of at most batchMax, one transaction each → only after COMMIT, XACK + XDEL them (MULTI per
- * stream), so a stream holds exactly the entries not yet written and its memory stays bounded by them.
+ * batches of at most batchMax, one transaction each, split by user into `lanes` written concurrently →
+ * only after COMMIT, XACK + XDEL them (MULTI per stream), so a stream holds exactly the entries not yet
+ * written and its memory stays bounded by them. The stages overlap: the next read and its validation
+ * run while this one is written (one read ahead, never more), and a batch's ack travels while the next
+ * batch is written (one ack outstanding, never more).
  *
  * Failures, by what to do about them:
  * - retryable (Postgres unreachable, a deadlock or serialization conflict, a permission problem): retry
@@ -15,6 +18,7 @@
  *   copied with its error to the dead-letter stream and acked, so it never blocks the others.
  * It is an invariant that an entry is acked only after its effects are committed or it is dead-lettered.
  */
+import assert from 'node:assert/strict';
 import type { Sql } from '../../shared/db/client.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
@@ -40,6 +44,17 @@ export interface LedgerWriterOptions {
   claimIdleMs?: number;
   apply?: ApplyOptions;
   group?: string;
+  /** Batches written concurrently, split by user (defaults to limits.applyLanes); needs as many connections. */
+  lanes?: number;
+}
+
+type ReadEntry = { stream: string; id: string; fields: Record<string, string> | null };
+type RawByKey = Map<string, RawEntry>;
+interface Prepared {
+  /** Entries in the read, valid or not. */
+  read: number;
+  valid: ParsedEntry[];
+  raws: RawByKey;
 }
 
 export type WriterState = 'idle' | 'running' | 'retrying' | 'stopping' | 'stopped';
@@ -72,6 +87,19 @@ function errorText(error: unknown): string {
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The lane of an entry: by user, so every entry that moves one user's money (and every authorization,
+ * which belongs to one user) is written by one lane, in order. Entries without a user move no money.
+ */
+export function laneOf(entry: ParsedEntry, lanes: number): number {
+  if (lanes === 1) return 0;
+  const record = entry.item.record;
+  const key = record.userId ?? record.authorizationId ?? record.eventId;
+  let hash = 0x811c9dc5; // FNV-1a
+  for (let i = 0; i < key.length; i++) hash = Math.imul(hash ^ key.charCodeAt(i), 0x01000193);
+  return (hash >>> 0) % lanes;
+}
 
 /** Milliseconds since the epoch encoded in a stream id (`<ms>-<seq>`). */
 export function streamIdMs(id: string): number {
@@ -116,6 +144,11 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
   assertLimits(batchMax, batchWaitMs);
   const group = options.group ?? CONSUMER_GROUP;
   const claimIdleMs = options.claimIdleMs ?? limits.claimIdleMs;
+  const lanes = options.lanes ?? limits.applyLanes;
+  assert(
+    Number.isInteger(lanes) && lanes >= 1 && lanes <= limits.applyLanesMax,
+    `lanes must be 1..${limits.applyLanesMax}`,
+  );
   const streams = allOutboxKeys(prefix);
   const deadLetter = deadLetterKey(prefix);
   let state: WriterState = 'idle';
@@ -220,24 +253,39 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
   /** Keeps this consumer's claim fresh while it retries, so XAUTOCLAIM elsewhere does not take it. */
   async function touch(entries: readonly ParsedEntry[]): Promise<void> {
     const byStream = new Map<string, string[]>();
-    for (const e of entries) byStream.set(e.stream, [...(byStream.get(e.stream) ?? []), e.id]);
+    for (const e of entries) {
+      const ids = byStream.get(e.stream) ?? [];
+      ids.push(e.id);
+      byStream.set(e.stream, ids);
+    }
     const pipeline = redis.pipeline();
     for (const [stream, ids] of byStream) pipeline.xclaim(stream, group, consumer, 0, ...ids, 'JUSTID');
     await pipeline.exec().catch(() => undefined);
   }
+
+  /**
+   * The ack of the last committed batch, still in flight. Acks run behind the writes: the next batch is
+   * applied while this one's XACK + XDEL travel. At most one is outstanding (the next waits for it), and
+   * each starts only after its batch's COMMIT resolved, so nothing is acked before it is written.
+   */
+  let acking: Promise<void> = Promise.resolve();
 
   async function applyTimed(batch: readonly ParsedEntry[]): Promise<void> {
     const end = metrics.batchDuration.startTimer();
     const result = await applyBatch(sql, batch, options.apply);
     end();
     metrics.batchSize.observe(batch.length);
-    await ack(batch);
+    // Committed: ack in the background. ack() never rejects (it retries, and gives up only when
+    // stopping, which leaves the entries to be re-delivered and found duplicates).
+    const previous = acking;
+    acking = previous.then(() => ack(batch));
+    await previous;
     metrics.entriesWritten.inc({ result: 'applied' }, result.applied);
     metrics.entriesWritten.inc({ result: 'duplicate' }, result.duplicates);
   }
 
   /** Applies one batch; returns false when it gave up because the writer is stopping. */
-  async function applyWithRetry(batch: ParsedEntry[]): Promise<boolean> {
+  async function applyWithRetry(batch: ParsedEntry[], raws: RawByKey): Promise<boolean> {
     let backoff: number = limits.retryBackoffMsMin;
     let lastTouchMs = Date.now();
     for (;;) {
@@ -252,7 +300,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
             { err: errorText(error), size: batch.length },
             'ledger writer: batch failed, isolating',
           );
-          return isolate(batch);
+          return isolate(batch, raws);
         }
         metrics.batchFailures.inc({ kind: 'retryable' });
         if (stopping) return false;
@@ -264,7 +312,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
         await sleep(backoff);
         backoff = Math.min(backoff * 2, limits.retryBackoffMsMax);
         if (Date.now() - lastTouchMs > claimIdleMs / 2) {
-          await touch(batch);
+          await touch([...batch, ...readAhead]);
           lastTouchMs = Date.now();
         }
       }
@@ -272,7 +320,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
   }
 
   /** Entry by entry, in order, so a poison entry is found and the others are written. */
-  async function isolate(batch: ParsedEntry[]): Promise<boolean> {
+  async function isolate(batch: ParsedEntry[], raws: RawByKey): Promise<boolean> {
     for (let i = 0; i < batch.length; i++) {
       const entry = batch[i]!;
       for (let attempt = 1; ; attempt++) {
@@ -285,10 +333,14 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
             metrics.batchFailures.inc({ kind: 'retryable' });
             if (stopping) return false;
             await sleep(limits.retryBackoffMsMin);
-            return applyWithRetry(batch.slice(i));
+            return applyWithRetry(batch.slice(i), raws);
           }
           if (attempt >= limits.poisonAttemptsMax) {
-            const raw = rawOf(entry);
+            const raw = raws.get(`${entry.stream} ${entry.id}`) ?? {
+              stream: entry.stream,
+              id: entry.id,
+              fields: {},
+            };
             await deadLetterEntry(raw, errorText(error), 'failed');
             break;
           }
@@ -299,19 +351,17 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     return true;
   }
 
-  const rawByKey = new Map<string, RawEntry>();
-  const rawOf = (entry: ParsedEntry): RawEntry =>
-    rawByKey.get(`${entry.stream} ${entry.id}`) ?? { stream: entry.stream, id: entry.id, fields: {} };
-
-  async function process(
-    read: { stream: string; id: string; fields: Record<string, string> | null }[],
-  ): Promise<void> {
+  /**
+   * Validates a read: entries already deleted from their stream are acked (written before, only the
+   * ack was lost), invalid ones dead-lettered; the rest come back oldest first, with their raw fields
+   * (kept to dead-letter a poison entry as it was read).
+   */
+  async function prepare(read: ReadEntry[]): Promise<Prepared> {
     const deleted: { stream: string; id: string }[] = [];
     const valid: ParsedEntry[] = [];
-    rawByKey.clear();
+    const raws: RawByKey = new Map();
     for (const item of read) {
       if (item.fields === null) {
-        // Pending but already deleted from the stream: written before, only the ack was lost.
         deleted.push(item);
         continue;
       }
@@ -321,15 +371,36 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
         await deadLetterEntry(raw, parsed.error, 'invalid');
         continue;
       }
-      rawByKey.set(`${raw.stream} ${raw.id}`, raw);
+      raws.set(`${raw.stream} ${raw.id}`, raw);
       valid.push(parsed.entry);
     }
     await ack(deleted);
     // Stream order across shards: by id time, so one batch is roughly oldest first.
     valid.sort((a, b) => streamIdMs(a.id) - streamIdMs(b.id));
-    for (let i = 0; i < valid.length; i += batchMax) {
-      if (!(await applyWithRetry(valid.slice(i, i + batchMax)))) return;
-    }
+    return { read: read.length, valid, raws };
+  }
+
+  /**
+   * Applies a prepared read in batches of at most batchMax; false when it gave up because stopping.
+   * The entries are split into `lanes` by user, and the lanes are written concurrently, each on its own
+   * connection and in stream order within it. Two lanes never touch the same credit account or
+   * authorization (both belong to one user), and the natural keys differ, so their transactions do not
+   * wait on each other until the audit insert, which every transaction makes last: the chain head is
+   * taken in one place, after all other locks, so the lanes cannot deadlock and the chain stays one line.
+   * Everything before it — the bulk of the work — runs in parallel.
+   */
+  async function applyPrepared({ valid, raws }: Prepared): Promise<boolean> {
+    const byLane: ParsedEntry[][] = Array.from({ length: lanes }, () => []);
+    for (const entry of valid) byLane[laneOf(entry, lanes)]!.push(entry);
+    const finished = await Promise.all(
+      byLane.map(async (lane) => {
+        for (let i = 0; i < lane.length; i += batchMax) {
+          if (!(await applyWithRetry(lane.slice(i, i + batchMax), raws))) return false;
+        }
+        return true;
+      }),
+    );
+    return finished.every(Boolean);
   }
 
   async function readGroup(ids: string, block: boolean) {
@@ -351,32 +422,67 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     });
   }
 
+  let ownPendingFirst = true;
+  /** Entries read ahead and waiting for the current batch: their claim is kept fresh with it. */
+  let readAhead: readonly ParsedEntry[] = [];
+
+  /** The next entries to write: this consumer's own pending ones first, then a dead one's, then new. */
+  async function nextRead(): Promise<ReadEntry[]> {
+    let read: ReadEntry[] = [];
+    if (ownPendingFirst) {
+      // Entries delivered to this consumer name but never acked (a restart under the same name).
+      read = await readGroup('0', false);
+      if (read.length === 0) ownPendingFirst = false;
+    }
+    if (read.length === 0 && Date.now() - lastClaimMs >= limits.claimIntervalMs) {
+      lastClaimMs = Date.now();
+      read = await claim();
+    }
+    if (read.length === 0) read = await readGroup('>', true);
+    return read;
+  }
+
+  /**
+   * The loop reads and validates the next entries while the current ones are written (one read ahead,
+   * never more), and acks behind the writes (see applyTimed). A read ahead only ever asks for new
+   * entries ('>') or a dead consumer's: re-reading this consumer's own pending list ('0') would return
+   * the entries still being written, so while that list is being drained there is no read ahead.
+   */
   async function run(): Promise<void> {
-    let ownPendingFirst = true;
     let backoff: number = limits.retryBackoffMsMin;
-    while (!stopping) {
+    let ahead: Promise<Prepared> | null = null;
+    while (!stopping || ahead !== null) {
       try {
-        let read: Awaited<ReturnType<typeof readGroup>> = [];
-        if (ownPendingFirst) {
-          // Entries delivered to this consumer name but never acked (a restart under the same name).
-          read = await readGroup('0', false);
-          if (read.length === 0) ownPendingFirst = false;
+        const source = ahead;
+        ahead = null;
+        const current: Prepared = await (source ?? nextRead().then(prepare));
+        readAhead = [];
+        if (current.valid.length > 0 && !stopping && !ownPendingFirst) {
+          ahead = nextRead()
+            .then(prepare)
+            .then((prepared) => {
+              readAhead = prepared.valid;
+              return prepared;
+            });
+          // Observed now so a failure is not an unhandled rejection; it is rethrown when awaited.
+          ahead.catch(() => undefined);
         }
-        if (read.length === 0 && Date.now() - lastClaimMs >= limits.claimIntervalMs) {
-          lastClaimMs = Date.now();
-          read = await claim();
-        }
-        if (read.length === 0) read = await readGroup('>', true);
-        await process(read);
-        await sampleLag(read.length === 0);
+        const finished = await applyPrepared(current);
+        await sampleLag(current.read === 0);
         backoff = limits.retryBackoffMsMin;
+        if (!finished) break;
       } catch (error) {
-        // Redis unreachable (Postgres failures are retried inside process): wait and go on.
+        // Redis unreachable (Postgres failures are retried inside applyPrepared): wait and go on.
         logger?.warn({ err: errorText(error) }, 'ledger writer: read failed, retrying');
         await sleep(backoff);
         backoff = Math.min(backoff * 2, limits.retryBackoffMsMax);
       }
     }
+    // Entries read ahead but not written (stopping while a batch kept failing) stay pending for this
+    // consumer: a restart under the same name, or another writer after claimIdleMs, writes them.
+    // Both are awaited so nothing still uses Redis once stop() resolves.
+    await ahead?.catch(() => undefined);
+    await acking;
   }
 
   return {
