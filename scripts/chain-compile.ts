@@ -7,7 +7,7 @@
  *   npm run chain:compile -- --check   (exits 1 if the committed file is out of date)
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 
@@ -63,18 +63,19 @@ function compile(): string {
   return lines.join('\n');
 }
 
-const generated = compile();
-const check = process.argv.includes('--check');
-const tmp = check ? join(root, '.dev', 'abis.check.ts') : outFile;
-if (check) execFileSync('mkdir', ['-p', join(root, '.dev')]);
-writeFileSync(tmp, generated);
-// Format with the project's formatter so the committed file passes `biome check`.
-execFileSync(join(root, 'node_modules', '.bin', 'biome'), ['format', '--write', tmp], { stdio: 'ignore' });
-if (check) {
-  const same = readFileSync(tmp, 'utf8') === readFileSync(outFile, 'utf8');
+// Formatted by the project's formatter (through stdin, as if it were the committed file), so the
+// file passes `biome check` and --check compares like with like.
+const formatted = execFileSync(
+  join(root, 'node_modules', '.bin', 'biome'),
+  ['format', `--stdin-file-path=${join('indexer', 'contracts', 'abis.ts')}`],
+  { cwd: root, input: compile(), encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 },
+);
+if (process.argv.includes('--check')) {
+  const same = existsSync(outFile) && readFileSync(outFile, 'utf8') === formatted;
   process.stdout.write(
     same ? 'abis.ts is up to date\n' : 'abis.ts is out of date: run npm run chain:compile\n',
   );
   process.exit(same ? 0 : 1);
 }
+writeFileSync(outFile, formatted);
 process.stdout.write(`wrote ${outFile} (solc ${solc.version()})\n`);

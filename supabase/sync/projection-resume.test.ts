@@ -99,6 +99,7 @@ describe('crash and resume', () => {
       LOG_LEVEL: 'silent',
       DATABASE_URL: services.databaseUrl,
       SUPABASE_DB_URL: sb.url,
+      SUPABASE_SYNC_METRICS_PORT: '0',
       REDIS_URL: services.redisUrl,
       REDIS_KEY_PREFIX: services.prefix,
     };
@@ -135,7 +136,7 @@ describe('crash and resume', () => {
 async function startWorker(env: Record<string, string>): Promise<ChildProcess> {
   const child = spawn(
     path.resolve('node_modules/.bin/tsx'),
-    [path.resolve('scripts/start-supabase-sync.ts'), '--metrics-port=0'],
+    [path.resolve('scripts/start-supabase-sync.ts')],
     { env, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';

@@ -1,0 +1,198 @@
+/**
+ * What each indexed event does to credit, as pure data: which position, debt or price it moves and
+ * when it may apply. The rule (ARCHITECTURE.md invariant 4): credit shrinks fast, grows slow. An
+ * effect that lowers a user's available credit applies at first sight; one that raises it waits for
+ * the configured confirmations. Effects are additive deltas, so a position is the sum of its applied
+ * events' deltas and undoing an orphaned event is exact subtraction, in any order.
+ *
+ * | event               | effect                                            | applies                   |
+ * | ------------------- | ------------------------------------------------- | ------------------------- |
+ * | Deposited           | collateral +amount                                | after confirmations       |
+ * | WithdrawalRequested | pending withdrawal +amount                        | at first sight            |
+ * | WithdrawalCancelled | pending withdrawal −amount                        | after confirmations       |
+ * | WithdrawalFinalized | collateral −amount, pending −amount (net zero)    | after confirmations       |
+ * | SpendRecorded       | debt +amount; unsettled −capture (if ours)        | at first sight            |
+ * | Repaid              | debt −amount                                      | after confirmations       |
+ * | Liquidated          | collateral −seized, pending −cut, debt −covered   | at first sight, and first |
+ * |                     |                                                   | applies the user's earlier|
+ * |                     |                                                   | waiting events            |
+ * | AnswerUpdated       | price row                                         | a drop (≤ the price in    |
+ * |                     |                                                   | force) at first sight, a  |
+ * |                     |                                                   | rise after confirmations  |
+ *
+ * A finalized withdrawal leaves available credit unchanged (collateral and pending fall together),
+ * so it waits: applying it early could take collateral below zero while the deposit that funded it
+ * is still waiting. A liquidation applies the user's earlier waiting events first for the same reason.
+ */
+import assert from 'node:assert/strict';
+import type { Address, Hex } from 'viem';
+
+export type Timing = 'now' | 'confirmed' | 'now-if-drop';
+
+export interface Effect {
+  timing: Timing;
+  /** The vault user (lowercase address) the event concerns; null for price events. */
+  wallet: Address | null;
+  position?: { token: Address; collateralDelta: bigint; pendingDelta: bigint };
+  debtUsdcDelta?: bigint;
+  /** A spend recorded on-chain; `ref` is the capture id the settlement worker sent. */
+  spend?: { ref: string; amountUsdc: bigint };
+  /** Debt that left the books other than by a spend (ledgered in cents). */
+  debtReduction?: { kind: 'repayment' | 'liquidation'; amountUsdc: bigint };
+  price?: { answer: bigint; roundId: bigint; updatedAtS: bigint };
+  /** A liquidation applies the user's earlier waiting events before itself. */
+  appliesEarlierFirst?: boolean;
+}
+
+type Args = Readonly<Record<string, unknown>>;
+
+function big(args: Args, name: string): bigint {
+  const value = args[name];
+  assert.ok(
+    typeof value === 'bigint' ||
+      (typeof value === 'string' && /^-?\d+$/.test(value)) ||
+      typeof value === 'number',
+    `event argument ${name} is not an integer`,
+  );
+  return BigInt(value);
+}
+
+function addr(args: Args, name: string): Address {
+  const value = args[name];
+  assert.ok(
+    typeof value === 'string' && /^0x[0-9a-fA-F]{40}$/.test(value),
+    `event argument ${name} is not an address`,
+  );
+  return value.toLowerCase() as Address;
+}
+
+function str(args: Args, name: string): string {
+  const value = args[name];
+  assert.ok(typeof value === 'string', `event argument ${name} is not a string`);
+  return value;
+}
+
+/** The effect of one decoded event, or null when it moves no credit (roles, parameters). */
+export function effectOf(eventName: string, args: Args): Effect | null {
+  switch (eventName) {
+    case 'Deposited':
+      return {
+        timing: 'confirmed',
+        wallet: addr(args, 'user'),
+        position: { token: addr(args, 'token'), collateralDelta: big(args, 'amount'), pendingDelta: 0n },
+      };
+    case 'WithdrawalRequested':
+      return {
+        timing: 'now',
+        wallet: addr(args, 'user'),
+        position: { token: addr(args, 'token'), collateralDelta: 0n, pendingDelta: big(args, 'amount') },
+      };
+    case 'WithdrawalCancelled':
+      return {
+        timing: 'confirmed',
+        wallet: addr(args, 'user'),
+        position: { token: addr(args, 'token'), collateralDelta: 0n, pendingDelta: -big(args, 'amount') },
+      };
+    case 'WithdrawalFinalized': {
+      const amount = big(args, 'amount');
+      return {
+        timing: 'confirmed',
+        wallet: addr(args, 'user'),
+        position: { token: addr(args, 'token'), collateralDelta: -amount, pendingDelta: -amount },
+      };
+    }
+    case 'SpendRecorded': {
+      const amountUsdc = big(args, 'amountUsdc');
+      return {
+        timing: 'now',
+        wallet: addr(args, 'user'),
+        debtUsdcDelta: amountUsdc,
+        spend: { ref: str(args, 'ref'), amountUsdc },
+      };
+    }
+    case 'Repaid': {
+      const amountUsdc = big(args, 'amountUsdc');
+      return {
+        timing: 'confirmed',
+        wallet: addr(args, 'user'),
+        debtUsdcDelta: -amountUsdc,
+        debtReduction: { kind: 'repayment', amountUsdc },
+      };
+    }
+    case 'Liquidated': {
+      const covered = big(args, 'debtCoveredUsdc');
+      return {
+        timing: 'now',
+        wallet: addr(args, 'user'),
+        position: {
+          token: addr(args, 'token'),
+          collateralDelta: -big(args, 'collateralSeized'),
+          pendingDelta: -big(args, 'pendingWithdrawalReduced'),
+        },
+        debtUsdcDelta: -covered,
+        debtReduction: { kind: 'liquidation', amountUsdc: covered },
+        appliesEarlierFirst: true,
+      };
+    }
+    case 'AnswerUpdated':
+      return {
+        timing: 'now-if-drop',
+        wallet: null,
+        price: {
+          answer: big(args, 'current'),
+          roundId: big(args, 'roundId'),
+          updatedAtS: big(args, 'updatedAt'),
+        },
+      };
+    default:
+      return null;
+  }
+}
+
+/**
+ * Whether an effect applies now. `confirmedTip` is the highest block with enough confirmations;
+ * `priceInForce` is the answer currently used for the event's asset (undefined: none yet).
+ */
+export function appliesNow(
+  effect: Effect,
+  blockNumber: bigint,
+  confirmedTip: bigint,
+  priceInForce: bigint | undefined,
+): boolean {
+  if (blockNumber <= confirmedTip) return true;
+  switch (effect.timing) {
+    case 'now':
+      return true;
+    case 'confirmed':
+      return false;
+    case 'now-if-drop':
+      // A first price raises credit from nothing: it waits like any rise.
+      return priceInForce !== undefined && effect.price !== undefined && effect.price.answer <= priceInForce;
+  }
+}
+
+/**
+ * The highest block with `confirmations` confirmations when the head is `head`. The block that
+ * includes a transaction counts as its first confirmation, so 0 and 1 both mean "the head".
+ */
+export function confirmedTipOf(head: bigint, confirmations: number): bigint {
+  return head - BigInt(Math.max(confirmations, 1)) + 1n;
+}
+
+/** JSON form of decoded arguments for chain_events.args: integers as decimal strings, addresses lowercase. */
+export function argsToJson(args: Args): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {};
+  for (const [key, value] of Object.entries(args)) {
+    if (typeof value === 'bigint') out[key] = value.toString();
+    else if (typeof value === 'string')
+      out[key] = /^0x[0-9a-fA-F]{40}$/.test(value) ? value.toLowerCase() : value;
+    else if (typeof value === 'number' || typeof value === 'boolean') out[key] = value;
+    else out[key] = String(value);
+  }
+  return out;
+}
+
+/** The stable identity of a chain log (ARCHITECTURE.md invariant 2). */
+export function logKey(event: { chainId: number; blockHash: Hex; logIndex: number }): string {
+  return `${event.chainId}:${event.blockHash}:${event.logIndex}`;
+}

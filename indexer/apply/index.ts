@@ -1,0 +1,473 @@
+/**
+ * Turning chain events into credit, inside the range's Postgres transaction: store the events,
+ * decide which apply now (effects.ts), add their deltas to positions and credit accounts, book the
+ * ledger, record prices and settlements, move the cursor. A reorg runs the same code with the sign
+ * flipped over the orphaned events that had been applied, so undo is exact.
+ *
+ * It is an invariant that an event's effect is in the books iff its chain_events row has applied_at
+ * set: both change in the same transaction.
+ */
+import type postgres from 'postgres';
+import type { Address, Hex } from 'viem';
+import { USDC_PER_CENT } from '../../shared/money.ts';
+import { LIMITS } from '../limits.ts';
+import {
+  addCreditDeltas,
+  addPositionDeltas,
+  type BlockHeader,
+  type BlockRef,
+  type CreditDelta,
+  deleteBlocksAbove,
+  deleteEventsAbove,
+  deletePrices,
+  type EventRecord,
+  eventsAbove,
+  insertAudit,
+  insertBlocks,
+  insertEvents,
+  insertLedgerTransfers,
+  type LedgerTransfer,
+  ledgerEntriesByRef,
+  lockChainApply,
+  markApplied,
+  type PositionDelta,
+  type PriceRow,
+  prepareForInsert,
+  pricesInForce,
+  pruneBlocks,
+  setSettlementStatus,
+  settlementsByRef,
+  upsertPrices,
+  waitingEvents,
+  waitingEventsOfUserBefore,
+  walletUsers,
+  writeCursor,
+} from '../store/index.ts';
+import type { DecodedLog } from '../sync/index.ts';
+import { appliesNow, argsToJson, confirmedTipOf, type Effect, effectOf, logKey } from './effects.ts';
+
+export * from './effects.ts';
+
+type Tx = postgres.TransactionSql;
+
+export interface ApplyContext {
+  chainId: number;
+  cursorId: string;
+  confirmations: number;
+  reorgDepthMax: number;
+  /** Token address (lowercase) → asset id. */
+  assetByToken: ReadonlyMap<Address, string>;
+  /** Aggregator address (lowercase) → asset id. */
+  assetByAggregator: ReadonlyMap<Address, string>;
+}
+
+/** What a commit changed, for the Redis write-through after it. */
+export interface Touched {
+  users: Set<string>;
+  assets: Set<string>;
+  /** Unsettled cents moved once per event key (negative: settled on-chain; positive: undone). */
+  unsettledMoves: { userId: string; eventKey: string; amountCents: bigint }[];
+  stored: number;
+  applied: number;
+  undone: number;
+}
+
+export function newTouched(): Touched {
+  return { users: new Set(), assets: new Set(), unsettledMoves: [], stored: 0, applied: 0, undone: 0 };
+}
+
+/** Ledger ref of the transfer a chain log booked, and of its reversal after a reorg. */
+export function chainLedgerRef(event: EventRecord): string {
+  return `chain:${logKey(event)}`;
+}
+export function reorgLedgerRef(event: EventRecord): string {
+  return `chain-reorg:${logKey(event)}`;
+}
+
+const effects = new WeakMap<EventRecord, Effect | null>();
+
+/** The effect of a stored or fresh event, computed once per record. */
+export function effectOfRecord(event: EventRecord): Effect | null {
+  let effect = effects.get(event);
+  if (effect === undefined) {
+    effect = effectOf(event.eventName, event.args);
+    effects.set(event, effect);
+  }
+  return effect;
+}
+
+const byChainOrder = (a: EventRecord, b: EventRecord): number =>
+  a.blockNumber === b.blockNumber ? a.logIndex - b.logIndex : a.blockNumber < b.blockNumber ? -1 : 1;
+
+/**
+ * Adds (sign 1) or subtracts (sign −1) the effects of `events`, all of which are (or were) applied.
+ * Events of unlinked wallets and unknown tokens or feeds move nothing.
+ */
+export async function applyEffects(
+  tx: Tx,
+  ctx: ApplyContext,
+  events: readonly EventRecord[],
+  sign: 1n | -1n,
+  touched: Touched,
+): Promise<void> {
+  const positions = new Map<string, PositionDelta>();
+  const credit = new Map<string, CreditDelta>();
+  const priceUpserts: PriceRow[] = [];
+  const priceDeletes: { assetId: string; roundId: bigint; blockNumber: bigint }[] = [];
+  const spends: { event: EventRecord; effect: Effect; userId: string }[] = [];
+  const reductions: { event: EventRecord; effect: Effect; userId: string }[] = [];
+  const creditOf = (userId: string): CreditDelta => {
+    let delta = credit.get(userId);
+    if (delta === undefined) {
+      delta = { userId, debtUsdcDelta: 0n, unsettledCentsDelta: 0n };
+      credit.set(userId, delta);
+    }
+    return delta;
+  };
+
+  for (const event of events) {
+    const effect = effectOfRecord(event);
+    if (effect === null) continue;
+    if (effect.price !== undefined) {
+      const assetId = ctx.assetByAggregator.get(event.address);
+      if (assetId === undefined) continue;
+      const row = { assetId, ...effect.price, blockNumber: event.blockNumber };
+      if (sign > 0n) priceUpserts.push(row);
+      else priceDeletes.push(row);
+      touched.assets.add(assetId);
+      continue;
+    }
+    const userId = event.userId;
+    if (userId === null) continue;
+    touched.users.add(userId);
+    if (effect.position !== undefined) {
+      const assetId = ctx.assetByToken.get(effect.position.token);
+      if (assetId !== undefined) {
+        const key = `${userId}|${assetId}`;
+        const delta = positions.get(key) ?? { userId, assetId, collateralDelta: 0n, pendingDelta: 0n };
+        delta.collateralDelta += sign * effect.position.collateralDelta;
+        delta.pendingDelta += sign * effect.position.pendingDelta;
+        positions.set(key, delta);
+      }
+    }
+    if (effect.debtUsdcDelta !== undefined) creditOf(userId).debtUsdcDelta += sign * effect.debtUsdcDelta;
+    if (effect.spend !== undefined) spends.push({ event, effect, userId });
+    if (effect.debtReduction !== undefined) reductions.push({ event, effect, userId });
+  }
+
+  const transfers: LedgerTransfer[] = [];
+  const confirmedRefs: string[] = [];
+  const reopenedRefs: string[] = [];
+  if (sign > 0n) {
+    // A spend moves unsettled cents into on-chain debt only when it is the settlement of one of our
+    // captures for the same user and amount; anything else raises debt and leaves unsettled alone.
+    const settlements = await settlementsByRef(
+      tx,
+      spends.map((s) => s.effect.spend?.ref ?? ''),
+    );
+    for (const { event, effect, userId } of spends) {
+      const spend = effect.spend;
+      const row = spend === undefined ? undefined : settlements.get(spend.ref);
+      if (
+        spend === undefined ||
+        row === undefined ||
+        row.userId !== userId ||
+        row.amountUsdc !== spend.amountUsdc
+      ) {
+        continue;
+      }
+      creditOf(userId).unsettledCentsDelta -= row.amountCents;
+      confirmedRefs.push(row.ref);
+      transfers.push({
+        ref: chainLedgerRef(event),
+        kind: 'settlement',
+        userId,
+        entries: [
+          { account: 'user_unsettled', userId, amountCents: -row.amountCents },
+          { account: 'user_debt_onchain', userId, amountCents: row.amountCents },
+        ],
+      });
+      touched.unsettledMoves.push({
+        userId,
+        eventKey: `settle:${row.ref}:${logKey(event)}`,
+        amountCents: -row.amountCents,
+      });
+    }
+    for (const { event, effect, userId } of reductions) {
+      const reduction = effect.debtReduction;
+      if (reduction === undefined) continue;
+      // Cents rounded down: the ledger never shows less debt than the chain holds.
+      const cents = reduction.amountUsdc / USDC_PER_CENT;
+      if (cents === 0n) continue;
+      transfers.push({
+        ref: chainLedgerRef(event),
+        kind: reduction.kind,
+        userId,
+        entries: [
+          { account: 'user_debt_onchain', userId, amountCents: -cents },
+          {
+            account: reduction.kind === 'repayment' ? 'program_repayments' : 'program_liquidations',
+            userId: null,
+            amountCents: cents,
+          },
+        ],
+      });
+    }
+  } else {
+    // Undo exactly what was booked: the forward transfer, found by its ref, is reversed entry by entry.
+    const undone = [...spends, ...reductions];
+    const booked = await ledgerEntriesByRef(
+      tx,
+      undone.map((u) => chainLedgerRef(u.event)),
+    );
+    for (const { event, effect, userId } of undone) {
+      const entries = booked.get(chainLedgerRef(event));
+      if (entries === undefined) continue;
+      transfers.push({
+        ref: reorgLedgerRef(event),
+        kind: 'adjustment',
+        userId,
+        entries: entries.map((e) => ({ ...e, amountCents: -e.amountCents })),
+      });
+      if (effect.spend !== undefined) {
+        const unsettled = entries.find((e) => e.account === 'user_unsettled');
+        if (unsettled !== undefined) {
+          creditOf(userId).unsettledCentsDelta -= unsettled.amountCents;
+          reopenedRefs.push(effect.spend.ref);
+          touched.unsettledMoves.push({
+            userId,
+            eventKey: `unsettle:${effect.spend.ref}:${logKey(event)}`,
+            amountCents: -unsettled.amountCents,
+          });
+        }
+      }
+    }
+  }
+
+  // Independent writes: postgres.js pipelines them on the transaction's connection.
+  await Promise.all([
+    addPositionDeltas(
+      tx,
+      [...positions.values()].filter((d) => d.collateralDelta !== 0n || d.pendingDelta !== 0n),
+    ),
+    addCreditDeltas(
+      tx,
+      [...credit.values()].filter((d) => d.debtUsdcDelta !== 0n || d.unsettledCentsDelta !== 0n),
+    ),
+    upsertPrices(tx, priceUpserts),
+    deletePrices(tx, priceDeletes),
+    setSettlementStatus(tx, confirmedRefs, 'confirmed', ['pending', 'sent', 'failed']),
+    setSettlementStatus(tx, reopenedRefs, 'sent', ['confirmed']),
+    insertLedgerTransfers(tx, transfers),
+  ]);
+}
+
+/**
+ * Decides which of `fresh` (new events, chain order) apply now, given the events already waiting.
+ * Marks them `applied` in place and returns, in chain order, every event to apply now — fresh ones
+ * and waiting ones (from `waiting`, or fetched through `earlierWaiting` for a liquidation).
+ */
+export async function planApply(
+  ctx: ApplyContext,
+  fresh: EventRecord[],
+  waiting: readonly EventRecord[],
+  confirmedTip: bigint,
+  inForce: Map<string, { answer: bigint; roundId: bigint }>,
+  earlierWaiting: (userId: string, before: EventRecord) => Promise<EventRecord[]>,
+): Promise<{ apply: EventRecord[]; promoted: EventRecord[] }> {
+  const apply: EventRecord[] = [];
+  const promoted: EventRecord[] = [];
+  const promotedKeys = new Set<string>();
+  const notePrice = (event: EventRecord, effect: Effect) => {
+    const assetId = ctx.assetByAggregator.get(event.address);
+    if (assetId === undefined || effect.price === undefined) return;
+    const current = inForce.get(assetId);
+    if (current === undefined || effect.price.roundId > current.roundId) {
+      inForce.set(assetId, { answer: effect.price.answer, roundId: effect.price.roundId });
+    }
+  };
+  // Waiting events that now have their confirmations go first (they are older than any fresh one).
+  for (const event of waiting) {
+    const effect = effectOfRecord(event);
+    if (effect === null || event.blockNumber > confirmedTip) continue;
+    if (effect.price !== undefined) notePrice(event, effect);
+    apply.push(event);
+    promoted.push(event);
+    promotedKeys.add(logKey(event));
+  }
+  for (let i = 0; i < fresh.length; i++) {
+    const event = fresh[i] as EventRecord;
+    const effect = effectOfRecord(event);
+    if (effect === null) continue;
+    if (effect.price !== undefined) {
+      const assetId = ctx.assetByAggregator.get(event.address);
+      if (assetId === undefined) continue;
+      if (appliesNow(effect, event.blockNumber, confirmedTip, inForce.get(assetId)?.answer)) {
+        event.applied = true;
+        apply.push(event);
+        notePrice(event, effect);
+      }
+      continue;
+    }
+    const userId = event.userId;
+    if (userId === null) continue;
+    if (!appliesNow(effect, event.blockNumber, confirmedTip, undefined)) continue;
+    if (effect.appliesEarlierFirst === true && event.blockNumber > confirmedTip) {
+      // The liquidation acted on the chain's state before it: bring the user's waiting events in first.
+      for (const earlier of await earlierWaiting(userId, event)) {
+        if (promotedKeys.has(logKey(earlier))) continue;
+        promotedKeys.add(logKey(earlier));
+        promoted.push(earlier);
+        apply.push(earlier);
+      }
+      for (let j = 0; j < i; j++) {
+        const prior = fresh[j] as EventRecord;
+        if (prior.userId === userId && !prior.applied && effectOfRecord(prior) !== null) {
+          prior.applied = true;
+          apply.push(prior);
+        }
+      }
+    }
+    event.applied = true;
+    apply.push(event);
+  }
+  apply.sort(byChainOrder);
+  return { apply, promoted };
+}
+
+export function toRecord(
+  chainId: number,
+  log: DecodedLog,
+  wallets: ReadonlyMap<string, string>,
+): EventRecord {
+  const args = argsToJson(log.args);
+  const wallet = typeof args['user'] === 'string' ? args['user'] : undefined;
+  return {
+    chainId,
+    blockNumber: log.blockNumber,
+    blockHash: log.blockHash,
+    logIndex: log.logIndex,
+    transactionHash: log.transactionHash,
+    address: log.address,
+    eventName: log.eventName,
+    args,
+    userId: wallet === undefined ? null : (wallets.get(wallet) ?? null),
+    applied: false,
+  };
+}
+
+/**
+ * The work on a fetched range that needs no database: records, their effects, their COPY lines. The
+ * runtime runs it as soon as a prefetched range arrives, while the previous range is committing.
+ */
+export function prepareRecords(chainId: number, logs: readonly DecodedLog[]): EventRecord[] {
+  const records = logs.map((log) => toRecord(chainId, log, new Map()));
+  for (const record of records) effectOfRecord(record);
+  prepareForInsert(records);
+  return records;
+}
+
+export interface RangeInput {
+  from: bigint;
+  to: BlockHeader;
+  headers: readonly BlockHeader[];
+  logs: readonly DecodedLog[];
+  head: bigint;
+  /** prepareRecords(logs), when the caller already made them. */
+  records?: EventRecord[];
+}
+
+/** Commits one range: events, effects, blocks and the cursor, in the caller's transaction. */
+export async function commitRange(
+  tx: Tx,
+  ctx: ApplyContext,
+  input: RangeInput,
+  touched: Touched,
+): Promise<void> {
+  await lockChainApply(tx, ctx.chainId, LIMITS.rangeCommitTimeoutMs);
+  const wallets = new Set<string>();
+  for (const log of input.logs) {
+    const user = log.args['user'];
+    if (typeof user === 'string') wallets.add(user.toLowerCase());
+  }
+  const fresh = input.records ?? prepareRecords(ctx.chainId, input.logs);
+  const confirmedTip = confirmedTipOf(input.head, ctx.confirmations);
+  const windowLow = input.from - BigInt(ctx.reorgDepthMax) - 1n;
+  // Every asset with a feed: whether a waiting round is among them is only known after the query.
+  const [walletMap, waiting, prices] = await Promise.all([
+    walletUsers(tx, ctx.chainId, [...wallets]),
+    waitingEvents(
+      tx,
+      ctx.chainId,
+      windowLow < 0n ? 0n : windowLow,
+      confirmedTip < input.from - 1n ? confirmedTip : input.from - 1n,
+    ),
+    pricesInForce(tx, [...new Set(ctx.assetByAggregator.values())]),
+  ]);
+  // Users are resolved here, under the apply lock, so a wallet linked meanwhile is never missed.
+  for (const record of fresh) {
+    const wallet = record.args['user'];
+    record.userId = typeof wallet === 'string' ? (walletMap.get(wallet) ?? null) : null;
+  }
+  const inForce = new Map(
+    [...prices.entries()].map(([id, p]) => [id, { answer: p.answer, roundId: p.roundId }]),
+  );
+  const { apply, promoted } = await planApply(ctx, fresh, waiting, confirmedTip, inForce, (userId, before) =>
+    waitingEventsOfUserBefore(tx, ctx.chainId, userId, windowLow < 0n ? 0n : windowLow, {
+      blockNumber: input.from,
+      logIndex: 0,
+    }).then((rows) => rows.filter((r) => byChainOrder(r, before) < 0)),
+  );
+  const stored = await insertEvents(tx, fresh);
+  if (stored !== fresh.length) {
+    throw new Error(
+      `chain_events: ${fresh.length - stored} event(s) of blocks ${input.from}..${input.to.number} were already stored`,
+    );
+  }
+  await Promise.all([
+    markApplied(tx, ctx.chainId, promoted),
+    applyEffects(tx, ctx, apply, 1n, touched),
+    insertBlocks(tx, ctx.chainId, input.headers),
+    // Keep twice the reorg window, so a walk back always finds remembered blocks to compare.
+    pruneBlocks(tx, ctx.chainId, input.to.number - 2n * BigInt(ctx.reorgDepthMax) - 1n),
+    writeCursor(tx, ctx.cursorId, ctx.chainId, input.to),
+  ]);
+  touched.stored += stored;
+  touched.applied += apply.length;
+}
+
+/** Rolls the books back to `ancestor`: undoes the applied orphaned events and forgets all of them. */
+export async function commitReorg(
+  tx: Tx,
+  ctx: ApplyContext,
+  reorg: { ancestor: BlockRef; orphanedTip: BlockRef; depth: number },
+  touched: Touched,
+): Promise<number> {
+  await lockChainApply(tx, ctx.chainId);
+  const orphaned = await eventsAbove(tx, ctx.chainId, reorg.ancestor.number);
+  const applied = orphaned.filter((e) => e.applied);
+  await applyEffects(tx, ctx, applied, -1n, touched);
+  await deleteEventsAbove(tx, ctx.chainId, reorg.ancestor.number);
+  await deleteBlocksAbove(tx, ctx.chainId, reorg.ancestor.number);
+  await writeCursor(tx, ctx.cursorId, ctx.chainId, reorg.ancestor);
+  await insertAudit(tx, {
+    actor: 'indexer',
+    action: 'chain_reorg',
+    entityType: 'chain',
+    entityId: String(ctx.chainId),
+    data: {
+      ancestor: { number: reorg.ancestor.number.toString(), hash: reorg.ancestor.hash },
+      orphanedTip: { number: reorg.orphanedTip.number.toString(), hash: reorg.orphanedTip.hash },
+      depth: reorg.depth,
+      orphanedEvents: orphaned.length,
+      undoneEvents: applied.length,
+    },
+  });
+  touched.undone += applied.length;
+  return orphaned.length;
+}
+
+/** Keys of events, for markApplied and friends. */
+export function eventKeys(events: readonly EventRecord[]): { blockHash: Hex; logIndex: number }[] {
+  return events.map((e) => ({ blockHash: e.blockHash, logIndex: e.logIndex }));
+}

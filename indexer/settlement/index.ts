@@ -1,0 +1,321 @@
+/**
+ * The settlement worker: records captured card spend on-chain with `recordSpends`, in batches, from
+ * the settler's own key (its own nonces), and follows each transaction to its receipt.
+ *
+ * Exactly once, even across crashes, by three layers:
+ * 1. One `settlements` row per capture (primary key = capture id), created before anything is sent.
+ * 2. The signed transaction's hash and nonce are saved (status `sent`) BEFORE it is broadcast. A crash
+ *    after saving leaves a row that says what may be on the wire; on restart the worker looks the hash
+ *    up: mined → nothing to do; unknown after `resendAfterMs` and not recorded on-chain → sent again.
+ * 3. The vault itself records a ref at most once (`recordSpends` skips a ref already recorded), so
+ *    even a worker that lost its own records cannot record a capture twice.
+ * The indexer, not this worker, marks a settlement `confirmed`: when it applies the vault's
+ * `SpendRecorded` event and moves the amount from unsettled to on-chain debt, in one transaction.
+ *
+ * Input (what the ledger writer produces): `ledger_transfers` of kind 'capture' with a user, whose
+ * `user_unsettled` entries sum to the captured cents. The capture id is the ref's suffix for
+ * `capture:<ipi>`, or, for `lifecycle:<evt>`, the Stripe event's object id (`card_events.object_id`,
+ * an `ipi_…`); anything else settles under the transfer's own ref.
+ */
+import type { Logger } from 'pino';
+import type postgres from 'postgres';
+import {
+  type Address,
+  encodeFunctionData,
+  type Hex,
+  keccak256,
+  type PrivateKeyAccount,
+  type PublicClient,
+  toBytes,
+} from 'viem';
+import { USDC_PER_CENT } from '../../shared/money.ts';
+import { credanaVaultAbi } from '../contracts/index.ts';
+import { LIMITS } from '../limits.ts';
+import { classifyRpcError } from '../rpc/index.ts';
+import { LOCK_SETTLEMENT_SESSION, tryExclusive } from '../store/index.ts';
+
+export interface SettlementWorkerOptions {
+  sql: postgres.Sql;
+  client: PublicClient;
+  account: PrivateKeyAccount;
+  vault: Address;
+  chainId: number;
+  logger: Logger;
+  batchMax?: number;
+  resendAfterMs?: number;
+  receiptTimeoutMs?: number;
+  pollIntervalMs?: number;
+  /** Fault injection for crash tests: runs after the batch is saved as sent, before the broadcast. */
+  afterSave?: (hash: Hex) => void | Promise<void>;
+  /** Fault injection for crash tests: runs right after the node accepted the transaction. */
+  afterBroadcast?: (hash: Hex) => void | Promise<void>;
+}
+
+export interface SettlementReport {
+  claimed: number;
+  sent: number;
+  batches: number;
+  reopened: number;
+  failed: number;
+}
+
+export interface SettlementWorker {
+  /** Claims new captures, reconciles sent ones, sends pending ones. */
+  runOnce(): Promise<SettlementReport>;
+  run(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+interface PendingRow {
+  ref: string;
+  user_id: string;
+  amount_usdc: string;
+  attempts: number;
+}
+
+export function refHash(ref: string): Hex {
+  return keccak256(toBytes(ref));
+}
+
+export function createSettlementWorker(options: SettlementWorkerOptions): SettlementWorker {
+  const { sql, client, account, logger } = options;
+  const vault = options.vault.toLowerCase() as Address;
+  const batchMax = Math.min(options.batchMax ?? LIMITS.settlementBatchMax, LIMITS.settlementBatchMax);
+  const resendAfterMs = options.resendAfterMs ?? LIMITS.settlementResendAfterMs;
+  const receiptTimeoutMs = options.receiptTimeoutMs ?? LIMITS.settlementReceiptTimeoutMs;
+  const pollIntervalMs = options.pollIntervalMs ?? LIMITS.settlementPollIntervalMs;
+  let lastTransferId = 0n;
+  let nextNonce: number | null = null;
+  let stopping = false;
+  let wake: (() => void) | null = null;
+
+  const takeNonce = async (): Promise<number> => {
+    // The node's pending count is the truth after a restart or a rejected send; between those, our
+    // own counter (one worker per key, enforced by an advisory lock) avoids a round trip per batch.
+    if (nextNonce === null)
+      nextNonce = await client.getTransactionCount({ address: account.address, blockTag: 'pending' });
+    return nextNonce++;
+  };
+
+  /**
+   * Creates a `pending` settlement for every capture that has none. The scan starts after the last
+   * transfer id known to be settled-or-claimed and older than a minute: ids are drawn at insert but
+   * become visible at commit, so a younger, smaller id may still appear and is always re-scanned.
+   */
+  const claim = async (): Promise<number> => {
+    const captures = await sql<
+      { id: string; settled_ok: boolean; user_id: string; cents: string; capture_id: string }[]
+    >`
+      select c.id::text, c.created_at < now() - interval '60 seconds' as settled_ok, c.user_id::text,
+        c.cents::text,
+        case
+          when c.ref like 'capture:%' then substr(c.ref, 9)
+          when c.ref like 'lifecycle:%' then coalesce(
+            (select ce.object_id from card_events ce
+             where ce.id = substr(c.ref, 11) and ce.object_id like 'ipi\_%' limit 1),
+            c.ref)
+          else c.ref
+        end as capture_id
+      from (
+        select t.id, t.ref, t.user_id, t.created_at, sum(e.amount_cents) as cents
+        from ledger_transfers t
+        join ledger_entries e on e.transfer_id = t.id and e.account = 'user_unsettled' and e.user_id = t.user_id
+        where t.kind = 'capture' and t.user_id is not null and t.id > ${lastTransferId.toString()}::bigint
+        group by t.id
+        order by t.id
+        limit ${LIMITS.settlementCapturesPerScanMax}
+      ) c`;
+    const fresh = captures.filter((c) => BigInt(c.cents) > 0n);
+    let claimed = 0;
+    if (fresh.length > 0) {
+      const inserted = await sql`
+        insert into settlements (ref, user_id, amount_cents, amount_usdc, status)
+        select r, u, c, c * ${USDC_PER_CENT.toString()}::bigint, 'pending'
+        from unnest(${fresh.map((c) => c.capture_id)}::text[], ${fresh.map((c) => c.user_id)}::uuid[],
+          ${fresh.map((c) => c.cents)}::bigint[]) as x(r, u, c)
+        on conflict (ref) do nothing`;
+      claimed = inserted.count;
+    }
+    for (const c of captures) {
+      if (!c.settled_ok) break;
+      lastTransferId = BigInt(c.id);
+    }
+    return claimed;
+  };
+
+  const isRecorded = async (ref: string): Promise<boolean> =>
+    client.readContract({
+      address: vault,
+      abi: credanaVaultAbi,
+      functionName: 'spendRecorded',
+      args: [refHash(ref)],
+    });
+
+  /** Follows every `sent` transaction: mined, still pending, or lost (then back to `pending`). */
+  const reconcile = async (): Promise<{ reopened: number; failed: number }> => {
+    const sent = await sql<{ ref: string; transaction_hash: string; attempts: number; age_ms: string }[]>`
+      select ref, transaction_hash, attempts, (extract(epoch from now() - updated_at) * 1000)::bigint::text as age_ms
+      from settlements where status = 'sent' order by updated_at limit ${batchMax * 10}`;
+    const byHash = new Map<string, (typeof sent)[number][]>();
+    for (const row of sent)
+      byHash.set(row.transaction_hash, [...(byHash.get(row.transaction_hash) ?? []), row]);
+    let reopened = 0;
+    let failed = 0;
+    for (const [hash, rows] of byHash) {
+      const receipt = await client.getTransactionReceipt({ hash: hash as Hex }).catch(() => null);
+      if (receipt !== null && receipt.status === 'success') continue; // the indexer will confirm
+      if (receipt === null) {
+        const known = await client.getTransaction({ hash: hash as Hex }).catch(() => null);
+        const youngest = Math.min(...rows.map((r) => Number(r.age_ms)));
+        if (known !== null || youngest < resendAfterMs) continue; // still on its way
+      }
+      const reason =
+        receipt === null ? 'transaction lost (not mined, unknown to the node)' : 'transaction reverted';
+      for (const row of rows) {
+        if (await isRecorded(row.ref)) continue; // recorded by another attempt: the indexer will confirm
+        const give = row.attempts >= LIMITS.settlementAttemptsMax;
+        await sql`update settlements set status = ${give ? 'failed' : 'pending'}, last_error = ${reason},
+          updated_at = now() where ref = ${row.ref} and status = 'sent'`;
+        if (give) failed++;
+        else reopened++;
+      }
+      nextNonce = null; // a lost or reverted transaction may have left a gap: ask the node again
+      logger.warn(
+        { hash, refs: rows.map((r) => r.ref), reason },
+        'settlement transaction not recorded; re-sending',
+      );
+    }
+    return { reopened, failed };
+  };
+
+  /** Signs, saves, broadcasts and awaits one batch of pending settlements. Returns how many were sent. */
+  const sendBatch = async (): Promise<number> => {
+    const pending = await sql<PendingRow[]>`
+      select ref, user_id::text, amount_usdc::text, attempts from settlements
+      where status = 'pending' order by created_at, ref limit ${batchMax}`;
+    if (pending.length === 0) return 0;
+    const wallets = await sql<{ user_id: string; address: string }[]>`
+      select distinct on (user_id) user_id::text, address from wallets
+      where chain_id = ${options.chainId} and user_id = any(${pending.map((p) => p.user_id)}::uuid[])
+      order by user_id, linked_at, address`;
+    const walletOf = new Map(wallets.map((w) => [w.user_id, w.address as Address]));
+    const orphans = pending.filter((p) => !walletOf.has(p.user_id));
+    if (orphans.length > 0) {
+      await sql`update settlements set status = 'failed', last_error = 'no linked wallet on this chain',
+        updated_at = now() where ref = any(${orphans.map((o) => o.ref)}::text[]) and status = 'pending'`;
+      logger.error(
+        { refs: orphans.map((o) => o.ref) },
+        'captures of users without a linked wallet cannot settle',
+      );
+    }
+    const batch = pending.filter((p) => walletOf.has(p.user_id));
+    if (batch.length === 0) return 0;
+
+    const data = encodeFunctionData({
+      abi: credanaVaultAbi,
+      functionName: 'recordSpends',
+      args: [
+        batch.map((p) => walletOf.get(p.user_id) as Address),
+        batch.map((p) => BigInt(p.amount_usdc)),
+        batch.map((p) => p.ref),
+      ],
+    });
+    const [nonce, fees] = await Promise.all([takeNonce(), client.estimateFeesPerGas()]);
+    const serialized = await account.signTransaction({
+      type: 'eip1559',
+      chainId: options.chainId,
+      nonce,
+      to: vault,
+      data,
+      // A recorded spend costs about 60k gas; a generous fixed budget saves an estimate round trip.
+      gas: 100_000n + 90_000n * BigInt(batch.length),
+      maxFeePerGas: fees.maxFeePerGas * 2n,
+      maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
+    });
+    const hash = keccak256(serialized);
+    const refs = batch.map((p) => p.ref);
+    // Saved before the broadcast: from here on, a crash leaves a row that names this transaction.
+    await sql`update settlements set status = 'sent', transaction_hash = ${hash}, nonce = ${nonce},
+      attempts = attempts + 1, last_error = null, updated_at = now()
+      where ref = any(${refs}::text[]) and status = 'pending'`;
+    await options.afterSave?.(hash);
+    try {
+      await client.sendRawTransaction({ serializedTransaction: serialized });
+    } catch (error) {
+      // The node refused it (nonce, funds, fees): nothing is on the wire, so the batch is pending again.
+      nextNonce = null;
+      const problem = classifyRpcError(error);
+      await sql`update settlements set status = 'pending', last_error = ${problem.code}, updated_at = now()
+        where ref = any(${refs}::text[]) and status = 'sent' and transaction_hash = ${hash}`;
+      throw error;
+    }
+    await options.afterBroadcast?.(hash);
+    logger.info({ hash, nonce, refs: refs.length }, 'settlement batch broadcast');
+    try {
+      const receipt = await client.waitForTransactionReceipt({
+        hash,
+        timeout: receiptTimeoutMs,
+        pollingInterval: 100,
+      });
+      if (receipt.status !== 'success')
+        logger.error({ hash }, 'settlement batch reverted; reconcile will re-send');
+    } catch {
+      logger.warn({ hash }, 'no receipt yet; reconcile will follow the transaction');
+    }
+    return batch.length;
+  };
+
+  const runOnce = async (): Promise<SettlementReport> => {
+    const report: SettlementReport = { claimed: 0, sent: 0, batches: 0, reopened: 0, failed: 0 };
+    report.claimed = await claim();
+    const reconciled = await reconcile();
+    report.reopened = reconciled.reopened;
+    report.failed = reconciled.failed;
+    for (;;) {
+      const sent = await sendBatch();
+      if (sent === 0) break;
+      report.sent += sent;
+      report.batches++;
+    }
+    return report;
+  };
+
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+
+  let running: Promise<void> | null = null;
+  return {
+    runOnce,
+    run() {
+      if (running !== null) return running;
+      running = (async () => {
+        const release = await tryExclusive(sql, LOCK_SETTLEMENT_SESSION, options.chainId);
+        if (release === null) throw new Error(`another settlement worker holds chain ${options.chainId}`);
+        try {
+          while (!stopping) {
+            try {
+              await runOnce();
+            } catch (error) {
+              logger.warn({ err: error }, 'settlement run failed; retrying');
+            }
+            await sleep(pollIntervalMs);
+          }
+        } finally {
+          await release();
+        }
+      })();
+      return running;
+    },
+    async stop() {
+      stopping = true;
+      wake?.();
+      if (running !== null) await running.catch(() => {});
+    },
+  };
+}

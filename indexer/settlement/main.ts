@@ -1,0 +1,89 @@
+/**
+ * The settlement worker process: `npm run start:settlement`. Needs SETTLER_PRIVATE_KEY (the key
+ * holding the vault's settler role). Runs until SIGTERM/SIGINT.
+ *
+ * Flags: --poll-interval-ms N, --resend-after-ms N, --batch-max N; and, for crash tests only (refused
+ * when NODE_ENV=production), --crash-after save|broadcast, which SIGKILLs the process at that point.
+ */
+import { writeSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { privateKeyToAccount } from 'viem/accounts';
+import { z } from 'zod';
+import { configFromProcess } from '../../shared/config.ts';
+import { createDatabase } from '../../shared/db/client.ts';
+import { readContractsFile } from '../contracts/index.ts';
+import { LIMITS } from '../limits.ts';
+import { createRpc } from '../rpc/index.ts';
+import { createSettlementWorker } from './index.ts';
+
+const flags = z
+  .object({
+    'poll-interval-ms': z.coerce.number().int().min(10).max(60_000).optional(),
+    'resend-after-ms': z.coerce.number().int().min(10).max(3_600_000).optional(),
+    'batch-max': z.coerce.number().int().min(1).max(LIMITS.settlementBatchMax).optional(),
+    'crash-after': z.enum(['save', 'broadcast']).optional(),
+  })
+  .parse(
+    parseArgs({
+      options: {
+        'poll-interval-ms': { type: 'string' },
+        'resend-after-ms': { type: 'string' },
+        'batch-max': { type: 'string' },
+        'crash-after': { type: 'string' },
+      },
+    }).values,
+  );
+
+const config = configFromProcess();
+const logger = pino({ level: config.LOG_LEVEL, base: { service: 'settlement' } });
+if (config.SETTLER_PRIVATE_KEY === undefined) {
+  logger.fatal('SETTLER_PRIVATE_KEY is required');
+  process.exit(78);
+}
+if (flags['crash-after'] !== undefined && config.NODE_ENV === 'production') {
+  logger.fatal('--crash-after is a test fault and is refused in production');
+  process.exit(78);
+}
+const contracts = readContractsFile(config.CONTRACTS_FILE);
+const database = createDatabase({
+  url: config.DATABASE_URL,
+  poolMax: 3,
+  statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
+  applicationName: 'credana-settlement',
+});
+const rpc = createRpc({ url: config.CHAIN_RPC_URL, chainId: config.CHAIN_ID });
+const crash = (at: string) => () => {
+  // Written synchronously: the logger buffers, and nothing survives a SIGKILL.
+  writeSync(2, `crash fault injected after ${at}: SIGKILL\n`);
+  process.kill(process.pid, 'SIGKILL');
+};
+const worker = createSettlementWorker({
+  sql: database.sql,
+  client: rpc.client,
+  account: privateKeyToAccount(config.SETTLER_PRIVATE_KEY as `0x${string}`),
+  vault: contracts.vault,
+  chainId: config.CHAIN_ID,
+  logger,
+  ...(flags['poll-interval-ms'] === undefined ? {} : { pollIntervalMs: flags['poll-interval-ms'] }),
+  ...(flags['resend-after-ms'] === undefined ? {} : { resendAfterMs: flags['resend-after-ms'] }),
+  ...(flags['batch-max'] === undefined ? {} : { batchMax: flags['batch-max'] }),
+  ...(flags['crash-after'] === 'save' ? { afterSave: crash('save') } : {}),
+  ...(flags['crash-after'] === 'broadcast' ? { afterBroadcast: crash('broadcast') } : {}),
+});
+process.once('SIGTERM', () => void worker.stop());
+process.once('SIGINT', () => void worker.stop());
+logger.info(
+  { settler: privateKeyToAccount(config.SETTLER_PRIVATE_KEY as `0x${string}`).address },
+  'settlement worker started',
+);
+let exitCode = 0;
+try {
+  await worker.run();
+} catch (error) {
+  exitCode = 1;
+  logger.fatal({ err: error }, 'settlement worker stopped');
+} finally {
+  await database.close();
+}
+process.exit(exitCode);
