@@ -180,7 +180,7 @@ const childEnv: Record<string, string> = {
   SETTLER_PRIVATE_KEY: config.SETTLER_PRIVATE_KEY ?? localAccount(ROLES.settler).privateKey,
 };
 async function start(name: string, entry: string, ready: string, args: string[] = []): Promise<void> {
-  const child = spawn(path.resolve('node_modules/.bin/tsx'), [entry, ...args], {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
     env: childEnv,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -10,7 +10,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import path from 'node:path';
 import autocannon from 'autocannon';
 import postgres from 'postgres';
 import Stripe from 'stripe';
@@ -92,7 +91,7 @@ async function startServer(
   ready: string,
   extra: Record<string, string> = {},
 ): Promise<Server> {
-  const child = spawn(path.resolve('node_modules/.bin/tsx'), [entry], {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
     env: {
       PATH: process.env['PATH'] ?? '',
       NODE_ENV: 'test',

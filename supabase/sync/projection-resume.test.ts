@@ -134,11 +134,10 @@ describe('crash and resume', () => {
 });
 
 async function startWorker(env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(
-    path.resolve('node_modules/.bin/tsx'),
-    [path.resolve('scripts/start-supabase-sync.ts')],
-    { env, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const child = spawn(process.execPath, ['--import', 'tsx', path.resolve('scripts/start-supabase-sync.ts')], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout?.on('data', (chunk: Buffer) => {
     out += chunk.toString();

@@ -167,8 +167,9 @@ export async function spawnService(
   env: Record<string, string>,
   readyText: string,
 ): Promise<ServiceProcess> {
-  const tsx = path.resolve('node_modules/.bin/tsx');
-  const child = spawn(tsx, [entry], {
+  // `node --import tsx` runs the service in ONE process, so a SIGKILL really kills it (the `tsx` CLI is
+  // a wrapper process whose death would leave the service running as an orphan).
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
     env: { PATH: process.env['PATH'] ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
