@@ -1,5 +1,5 @@
 // Proves a cache rebuild can never install a Postgres snapshot older than a change a writer made
-// meanwhile (the freeze race): the change counter makes the stale install fail and the retry see the freeze.
+// meanwhile (the freeze race), and that the bulk warm-up builds missing accounts without touching cached ones.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
@@ -9,6 +9,7 @@ import {
   ensureAccount,
   installAccount,
   readChanges,
+  warmAccounts,
 } from './account.ts';
 import { userKeys } from './keys.ts';
 
@@ -44,5 +45,23 @@ describe('cache rebuild against concurrent writers', () => {
     const snapshot = await accountFromPostgres(sql, userId, now);
     expect(await installAccount(services.redis, services.prefix, snapshot!, now, changes)).toBe('installed');
     expect(await installAccount(services.redis, services.prefix, snapshot!, now, changes)).toBe('present');
+  });
+
+  it('warms every user without a cached account, holds included, and leaves cached ones alone', async () => {
+    const { sql } = services.database;
+    const { userId: a } = await seedUser(sql, {});
+    const { userId: b } = await seedUser(sql, {});
+    await sql`insert into authorizations (id, user_id, card_id, status, approved, requested_cents, approved_cents, held_cents,
+        decision, decision_source, expires_at)
+      values ('iauth_warm_1', ${b}, 'ic_x', 'pending', true, 700, 700, 700, 'approved', 'redis', now() + interval '1 day')`;
+    await sql`update credit_accounts set holds_cents = 700 where user_id = ${b}`;
+    await services.redis.hset(userKeys(services.prefix, a).account, 'v', '1', 'hold', '42');
+    const first = await warmAccounts(services.redis, sql, services.prefix);
+    expect(first.installed).toBeGreaterThanOrEqual(1);
+    expect(await services.redis.hget(userKeys(services.prefix, b).account, 'hold')).toBe('700');
+    expect(await services.redis.hget(userKeys(services.prefix, b).holds, 'iauth_warm_1')).toBe('700');
+    // The already cached account was not overwritten.
+    expect(await services.redis.hget(userKeys(services.prefix, a).account, 'hold')).toBe('42');
+    expect((await warmAccounts(services.redis, sql, services.prefix)).installed).toBe(0);
   });
 });

@@ -380,3 +380,33 @@ export async function publishPrice(redis: Redis, prefix: string, price: PriceUpd
   await redis.hset(pricesKey(prefix), price.assetId, payload);
   await redis.publish(channels(prefix).prices, payload);
 }
+
+/** Users read per page by `warmAccounts`. */
+const WARM_PAGE_SIZE = 500;
+
+/**
+ * Builds the cached account of every user that has none (the bulk form of `ensureAccount`), in
+ * keyset pages. Returns how many users were checked and how many accounts were built.
+ */
+export async function warmAccounts(
+  redis: Redis,
+  sql: Sql,
+  prefix: string,
+): Promise<{ users: number; installed: number }> {
+  let after = '00000000-0000-0000-0000-000000000000';
+  let users = 0;
+  let installed = 0;
+  for (;;) {
+    const page = await sql<
+      { id: string }[]
+    >`select id from users where id > ${after} order by id limit ${WARM_PAGE_SIZE}`;
+    if (page.length === 0) break;
+    for (const { id } of page) {
+      users++;
+      const existed = (await redis.exists(userKeys(prefix, id).account)) === 1;
+      if (!existed && (await ensureAccount(redis, sql, prefix, id))) installed++;
+    }
+    after = page[page.length - 1]!.id;
+  }
+  return { users, installed };
+}
