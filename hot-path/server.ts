@@ -9,6 +9,7 @@ import { createDatabase } from '../shared/db/client.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import { createMarket } from '../shared/redis/market.ts';
 import { createApp } from './app.ts';
+import { createCardOwners } from './decision/card-owners.ts';
 import { createDecisionEngine } from './decision/engine.ts';
 import { createLifecycle } from './lifecycle/apply.ts';
 import { assertLimits } from './limits.ts';
@@ -43,8 +44,9 @@ export async function createHotPath(config: Config) {
   ]);
   const market = await createMarket(redis, subscriber, config.REDIS_KEY_PREFIX);
   const metrics = createMetrics();
-  const engine = createDecisionEngine({ settings: config, redis, sql: database.sql, market });
-  const lifecycle = createLifecycle({ redis, sql: database.sql, settings: config });
+  const cardOwners = createCardOwners({ redis, sql: database.sql, prefix: config.REDIS_KEY_PREFIX });
+  const engine = createDecisionEngine({ settings: config, redis, sql: database.sql, market, cardOwners });
+  const lifecycle = createLifecycle({ redis, sql: database.sql, settings: config, cardOwners });
   const app = createApp({ settings: config, engine, lifecycle, redis, sql: database.sql, metrics, logger });
   // Decisions the Postgres fallback made are mirrored into the cache as soon as Redis answers again.
   const adoption = setInterval(() => {

@@ -13,18 +13,13 @@ import type { Config } from '../../shared/config.ts';
 import { borrowPower, type CollateralHolding } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import type { DecisionReason, DecisionRecord } from '../../shared/outbox.ts';
-import { type CardState, ensureAccount, setCachedCard } from '../../shared/redis/account.ts';
+import { ensureAccount, utcDay } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
-import {
-  ACCOUNT,
-  cardIndexKey,
-  unknownCardDecisionKey,
-  unknownCardOutboxKey,
-  userKeys,
-} from '../../shared/redis/keys.ts';
+import { ACCOUNT, unknownCardDecisionKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
 import type { Market } from '../../shared/redis/market.ts';
 import { limits } from '../limits.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
+import { type CardOwners, createCardOwners } from './card-owners.ts';
 import { decideFromPostgres } from './postgres-fallback.ts';
 import { ADOPT_FALLBACK, DECIDE, DECIDE_WITHOUT_USER } from './scripts.ts';
 
@@ -55,6 +50,8 @@ export interface DecisionEngineDeps {
   redis: Redis;
   sql: Sql;
   market: Market;
+  /** Shared with the lifecycle handlers; one is made if not given. */
+  cardOwners?: CardOwners;
   now?: () => number;
 }
 
@@ -126,7 +123,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
   const { settings, redis, sql, market } = deps;
   const now = deps.now ?? Date.now;
   const prefix = settings.REDIS_KEY_PREFIX;
-  const cardOwners = new Map<string, string>();
+  const cardOwners = deps.cardOwners ?? createCardOwners({ redis, sql, prefix });
   const pendingAdoptions = new Map<string, FallbackGrant[]>();
   const blocked = new Set(settings.BLOCKED_MCCS);
   redis.defineCommand('credanaDecide', { numberOfKeys: 9, lua: DECIDE });
@@ -154,7 +151,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
         keys.holds,
         keys.holdExpiries,
         keys.decision(grant.eventId),
-        keys.daySpend(new Date(now()).toISOString().slice(0, 10).replaceAll('-', '')),
+        keys.daySpend(utcDay(now())),
         grant.stored,
         limits.decisionTtlS,
         grant.authorizationId,
@@ -168,9 +165,8 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
     return trips;
   }
 
-  // Concurrent cold lookups of one card or one account share a single flight, so a burst of swipes
-  // on a cold process does not become a burst of identical Postgres queries.
-  const ownerFlights = new Map<string, Promise<{ userId: string | null; roundTrips: number }>>();
+  // Concurrent cold rebuilds of one account share a single flight, so a burst of swipes on a cold
+  // process does not become a burst of identical Postgres queries.
   const accountFlights = new Map<string, Promise<boolean>>();
 
   function ensureAccountOnce(userId: string): Promise<boolean> {
@@ -180,40 +176,6 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       accountFlights.set(userId, flight);
     }
     return flight;
-  }
-
-  async function cardOwner(cardId: string): Promise<{ userId: string | null; roundTrips: number }> {
-    const cached = cardOwners.get(cardId);
-    if (cached !== undefined) return { userId: cached, roundTrips: 0 };
-    let flight = ownerFlights.get(cardId);
-    if (flight === undefined) {
-      flight = lookUpCardOwner(cardId).finally(() => ownerFlights.delete(cardId));
-      ownerFlights.set(cardId, flight);
-    }
-    return flight;
-  }
-
-  async function lookUpCardOwner(cardId: string): Promise<{ userId: string | null; roundTrips: number }> {
-    let userId = await redis.hget(cardIndexKey(prefix), cardId);
-    let roundTrips = 1;
-    if (userId === null) {
-      // A card the cache has not seen (issued since, or the cache restarted empty): ask the system
-      // of record, and put the card into the user's cached account too if that account is cached
-      // already (an account built before the card existed would otherwise answer unknown_card).
-      const rows = await sql<{ user_id: string; status: CardState['status']; frozen: boolean }[]>`
-        select user_id, status, frozen from cards where id = ${cardId}`;
-      const row = rows[0];
-      userId = row?.user_id ?? null;
-      if (row !== undefined) {
-        await setCachedCard(redis, prefix, row.user_id, { cardId, status: row.status, frozen: row.frozen });
-        roundTrips += 3;
-      }
-    }
-    if (userId !== null) {
-      if (cardOwners.size >= limits.cardCacheSizeMax) cardOwners.clear();
-      cardOwners.set(cardId, userId);
-    }
-    return { userId, roundTrips };
   }
 
   function baseRecord(
@@ -258,7 +220,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
     decisionId: string,
   ): Promise<DecisionOutcome> {
     const auth = event.data.object;
-    const { userId, roundTrips: lookupTrips } = await cardOwner(auth.card.id);
+    const { userId, roundTrips: lookupTrips } = await cardOwners.lookUp(auth.card.id);
     let roundTrips = lookupTrips;
     const nowMs = now();
     if (userId === null) {
@@ -315,7 +277,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
         keys.holds,
         keys.holdExpiries,
         keys.decision(event.id),
-        keys.daySpend(new Date(decidedAtMs).toISOString().slice(0, 10).replaceAll('-', '')),
+        keys.daySpend(utcDay(decidedAtMs)),
         keys.velocity,
         keys.outbox,
         keys.authState(auth.id),

@@ -7,12 +7,8 @@ import type { Sql } from '../../shared/db/client.ts';
 import type { LifecycleRecord } from '../../shared/outbox.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
-import {
-  cardIndexKey,
-  unknownCardAppliedKey,
-  unknownCardOutboxKey,
-  userKeys,
-} from '../../shared/redis/keys.ts';
+import { unknownCardAppliedKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
+import { type CardOwners, createCardOwners } from '../decision/card-owners.ts';
 import { type DecisionSettings, holdExpiresAtMs } from '../decision/engine.ts';
 import { LIFECYCLE, LIFECYCLE_WITHOUT_USER } from '../decision/scripts.ts';
 import { limits } from '../limits.ts';
@@ -37,11 +33,14 @@ export function createLifecycle(deps: {
   redis: Redis;
   sql: Sql;
   settings: DecisionSettings;
+  /** Shared with the decision engine (one memory cache of card owners); one is made if not given. */
+  cardOwners?: CardOwners;
   now?: () => number;
 }): Lifecycle {
   const { redis, sql, settings } = deps;
   const now = deps.now ?? Date.now;
   const prefix = settings.REDIS_KEY_PREFIX;
+  const cardOwners = deps.cardOwners ?? createCardOwners({ redis, sql, prefix });
   redis.defineCommand('credanaLifecycle', { numberOfKeys: 6, lua: LIFECYCLE });
   redis.defineCommand('credanaLifecycleWithoutUser', { numberOfKeys: 2, lua: LIFECYCLE_WITHOUT_USER });
   const r = redis as Redis & {
@@ -50,10 +49,7 @@ export function createLifecycle(deps: {
   };
 
   async function ownerOf(cardId: string): Promise<string | null> {
-    const cached = await redis.hget(cardIndexKey(prefix), cardId);
-    if (cached !== null) return cached;
-    const rows = await sql<{ user_id: string }[]>`select user_id from cards where id = ${cardId}`;
-    return rows[0]?.user_id ?? null;
+    return (await cardOwners.lookUp(cardId)).userId;
   }
 
   async function run(

@@ -1,0 +1,63 @@
+/**
+ * Card → user, for the decision and for the lifecycle events. A card never changes owner, so the
+ * answer is kept in memory forever (bounded by limits.cardCacheSizeMax); a miss asks Redis's card
+ * index, then the system of record. Concurrent misses for one card share a single flight, so a burst
+ * of swipes on a cold process does not become a burst of identical Postgres queries.
+ */
+import type { Sql } from '../../shared/db/client.ts';
+import { type CardState, setCachedCard } from '../../shared/redis/account.ts';
+import type { Redis } from '../../shared/redis/client.ts';
+import { cardIndexKey } from '../../shared/redis/keys.ts';
+import { limits } from '../limits.ts';
+
+export interface CardOwnerLookup {
+  userId: string | null;
+  /** Redis round trips this lookup cost (0 when answered from memory). */
+  roundTrips: number;
+}
+
+export interface CardOwners {
+  lookUp(cardId: string): Promise<CardOwnerLookup>;
+}
+
+export function createCardOwners(deps: { redis: Redis; sql: Sql; prefix: string }): CardOwners {
+  const { redis, sql, prefix } = deps;
+  const owners = new Map<string, string>();
+  const flights = new Map<string, Promise<CardOwnerLookup>>();
+
+  async function fetchOwner(cardId: string): Promise<CardOwnerLookup> {
+    let userId = await redis.hget(cardIndexKey(prefix), cardId);
+    let roundTrips = 1;
+    if (userId === null) {
+      // A card the cache has not seen (issued since, or the cache restarted empty): ask the system
+      // of record, and put the card into the user's cached account too if that account is cached
+      // already (an account built before the card existed would otherwise answer unknown_card).
+      const rows = await sql<{ user_id: string; status: CardState['status']; frozen: boolean }[]>`
+        select user_id, status, frozen from cards where id = ${cardId}`;
+      const row = rows[0];
+      userId = row?.user_id ?? null;
+      if (row !== undefined) {
+        await setCachedCard(redis, prefix, row.user_id, { cardId, status: row.status, frozen: row.frozen });
+        roundTrips += 3;
+      }
+    }
+    if (userId !== null) {
+      if (owners.size >= limits.cardCacheSizeMax) owners.clear();
+      owners.set(cardId, userId);
+    }
+    return { userId, roundTrips };
+  }
+
+  return {
+    lookUp(cardId) {
+      const cached = owners.get(cardId);
+      if (cached !== undefined) return Promise.resolve({ userId: cached, roundTrips: 0 });
+      let flight = flights.get(cardId);
+      if (flight === undefined) {
+        flight = fetchOwner(cardId).finally(() => flights.delete(cardId));
+        flights.set(cardId, flight);
+      }
+      return flight;
+    },
+  };
+}
