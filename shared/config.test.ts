@@ -1,14 +1,8 @@
 // Proves config parsing fails closed and quietly: loadConfig on explicit env objects (defaults, one-line errors naming the variable, no secret value in any error, production refusals), and real child processes of the entry points exiting 78 with one stderr line and no secret.
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { runScript, type ScriptResult } from '../test/support/processes.ts';
 import { ConfigError, DEV_WEBHOOK_SECRET, loadConfig, SECRET_VARIABLES } from './config.ts';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const TSX_CLI = createRequire(import.meta.url).resolve('tsx/cli');
 
 // Recognisable secret values: if any of them shows up in an error or an output, the test names it.
 const CANARY = 'CANARY7f3a9c';
@@ -137,34 +131,9 @@ describe('loadConfig', () => {
   });
 });
 
-interface ChildResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs an entry point under tsx, the way npm scripts start it, with exactly `env`: nothing of the test
- * runner's environment leaks in (no PATH is needed, the Node binary and tsx are given by path).
- */
-function runEntryPoint(script: string, env: Record<string, string>): Promise<ChildResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [TSX_CLI, script], {
-      cwd: ROOT,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+/** Runs an entry point the way npm scripts start it, with exactly `env` (test/support/processes.ts). */
+function runEntryPoint(script: string, env: Record<string, string>): Promise<ScriptResult> {
+  return runScript(script, [], env);
 }
 
 // Each child starts Node and tsx (a few seconds on a busy two-core machine).

@@ -3,32 +3,31 @@
 // approvals and Stripe's declines of our approvals correct the hold, and that expired holds release.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { userKeys } from '../../shared/redis/keys.ts';
-import { setUpServices, type TestServices } from '../../test/support/db.ts';
-import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
-import { type HotPath, post, startHotPath } from '../../test/support/hot-path.ts';
+import type { TestServices } from '../../test/support/db.ts';
+import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
+import {
+  type HotPath,
+  type HotPathWorld,
+  post,
+  setUpHotPathWorld,
+  WETH_PRICE_E8,
+} from '../../test/support/hot-path.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
 import { sweepExpiredHolds } from './apply.ts';
 
-const PRICE = 300_000_000_000n;
+const PRICE = WETH_PRICE_E8;
 let services: TestServices;
 let hotPath: HotPath;
 
+let world: HotPathWorld;
+
 beforeAll(async () => {
-  services = await setUpServices();
-  await seedAsset(
-    services.database.sql,
-    services.redis,
-    services.prefix,
-    WETH,
-    PRICE,
-    Math.floor(Date.now() / 1000),
-  );
-  hotPath = await startHotPath(services, { VELOCITY_LIMIT_PER_MIN: '1000' });
+  world = await setUpHotPathWorld({ VELOCITY_LIMIT_PER_MIN: '1000' });
+  ({ services, hotPath } = world);
 });
 
 afterAll(async () => {
-  await hotPath?.close();
-  await services?.close();
+  await world?.close();
 });
 
 /** Deterministic shuffle (mulberry32) so a failing order can be reproduced from its seed. */

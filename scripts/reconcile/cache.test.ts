@@ -2,9 +2,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureAccount } from '../../shared/redis/account.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
-import { setUpServices, type TestServices } from '../../test/support/db.ts';
-import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
-import { type HotPath, post, startHotPath } from '../../test/support/hot-path.ts';
+import type { TestServices } from '../../test/support/db.ts';
+import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
+import {
+  type HotPath,
+  type HotPathWorld,
+  post,
+  setUpHotPathWorld,
+  WETH_PRICE_E8,
+} from '../../test/support/hot-path.ts';
 import { drainOutbox, NO_FALLBACK } from '../../test/support/reconcile.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
 import { cacheJob } from './cache.ts';
@@ -12,26 +18,19 @@ import { readCachedAccount, rebuildFromPostgres } from './cache-state.ts';
 import { createReconcileMetrics } from './metrics.ts';
 import { runRecorded } from './runs.ts';
 
-const PRICE = 300_000_000_000n;
+const PRICE = WETH_PRICE_E8;
 let services: TestServices;
 let hotPath: HotPath;
 
+let world: HotPathWorld;
+
 beforeAll(async () => {
-  services = await setUpServices();
-  await seedAsset(
-    services.database.sql,
-    services.redis,
-    services.prefix,
-    WETH,
-    PRICE,
-    Math.floor(Date.now() / 1000),
-  );
-  hotPath = await startHotPath(services, { VELOCITY_LIMIT_PER_MIN: '1000', ...NO_FALLBACK });
+  world = await setUpHotPathWorld({ VELOCITY_LIMIT_PER_MIN: '1000', ...NO_FALLBACK });
+  ({ services, hotPath } = world);
 });
 
 afterAll(async () => {
-  await hotPath?.close();
-  await services?.close();
+  await world?.close();
 });
 
 async function userWithHold(amountCents: number) {

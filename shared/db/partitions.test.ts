@@ -1,11 +1,8 @@
 // Proves the card_events partition job on a real PostgreSQL clone of the migrated template: it creates the right UTC months, is idempotent and safe to run concurrently, keeps going but fails loudly when the default partition holds rows, and the `db:partitions` script reports and exits accordingly (run as a real child process).
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cloneTemplateDatabase, dropDatabase } from '../../test/support/db.ts';
+import { runScript, type ScriptResult } from '../../test/support/processes.ts';
 import {
   addMonths,
   DefaultPartitionNotEmptyError,
@@ -13,9 +10,6 @@ import {
   monthStartUtc,
   PARTITION_MONTHS_AHEAD_DEFAULT,
 } from './partitions.ts';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const TSX_CLI = createRequire(import.meta.url).resolve('tsx/cli');
 
 let url = '';
 let sql: postgres.Sql;
@@ -185,31 +179,9 @@ describe('ensureCardEventPartitions', () => {
   });
 });
 
-interface ChildResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `scripts/db-partitions.ts` under tsx, the way `npm run db:partitions` does, with exactly `env`. */
-function runJob(args: string[], env: Record<string, string>): Promise<ChildResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [TSX_CLI, 'scripts/db-partitions.ts', ...args], {
-      cwd: ROOT,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+/** Runs `scripts/db-partitions.ts` the way `npm run db:partitions` does, with exactly `env`. */
+function runJob(args: string[], env: Record<string, string>): Promise<ScriptResult> {
+  return runScript('scripts/db-partitions.ts', args, env);
 }
 
 // Each child starts Node and tsx (a few seconds on a busy two-core machine).

@@ -2,7 +2,8 @@
 
 import { createHotPath } from '../../hot-path/server.ts';
 import { type Config, loadConfig } from '../../shared/config.ts';
-import type { TestServices } from './db.ts';
+import { setUpServices, type TestServices } from './db.ts';
+import { seedAsset, WETH } from './fixtures.ts';
 import { sign, TEST_WEBHOOK_SECRET } from './stripe.ts';
 
 export function testConfig(
@@ -66,4 +67,38 @@ export async function post(hotPath: HotPath, path: string, body: unknown, option
     // Not JSON (e.g. a bare error page); the status tells the story.
   }
   return { status: response.status, json, headers: response.headers };
+}
+
+/** WETH's price in the test market: $3,000 with 8 decimals. */
+export const WETH_PRICE_E8 = 300_000_000_000n;
+
+export interface HotPathWorld {
+  services: TestServices;
+  hotPath: HotPath;
+  close(): Promise<void>;
+}
+
+/**
+ * The usual test world: this file's own database and Redis prefix, WETH with a fresh price in the
+ * market, and an in-process hot path on them.
+ */
+export async function setUpHotPathWorld(extra: Record<string, string> = {}): Promise<HotPathWorld> {
+  const services = await setUpServices();
+  await seedAsset(
+    services.database.sql,
+    services.redis,
+    services.prefix,
+    WETH,
+    WETH_PRICE_E8,
+    Math.floor(Date.now() / 1000),
+  );
+  const hotPath = await startHotPath(services, extra);
+  return {
+    services,
+    hotPath,
+    async close() {
+      await hotPath.close();
+      await services.close();
+    },
+  };
 }
