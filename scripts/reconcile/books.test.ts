@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { type HotPath, post, startHotPath } from '../../test/support/hot-path.ts';
-import { asSuperuserWithoutTriggers, drainOutbox, NO_FALLBACK } from '../../test/support/reconcile.ts';
+import { asSuperuserWithoutTriggers, drainOutbox } from '../../test/support/reconcile.ts';
 import { authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
 import { booksJob } from './books.ts';
 import { runRecorded } from './runs.ts';
@@ -18,7 +18,7 @@ beforeAll(async () => {
   services = await setUpServices();
   const sql = services.database.sql;
   await seedAsset(sql, services.redis, services.prefix, WETH, PRICE, Math.floor(Date.now() / 1000));
-  hotPath = await startHotPath(services, { VELOCITY_LIMIT_PER_MIN: '1000', ...NO_FALLBACK });
+  hotPath = await startHotPath(services, { VELOCITY_LIMIT_PER_MIN: '1000' });
   for (let i = 0; i < 4; i++) {
     const user = await seedUser(sql, {
       collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(100_000n, PRICE) }],

@@ -11,7 +11,7 @@ import {
   setUpHotPathWorld,
   WETH_PRICE_E8,
 } from '../../test/support/hot-path.ts';
-import { drainOutbox, NO_FALLBACK } from '../../test/support/reconcile.ts';
+import { drainOutbox } from '../../test/support/reconcile.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
 import { cacheJob } from './cache.ts';
 import { readCachedAccount, rebuildFromPostgres } from './cache-state.ts';
@@ -25,7 +25,7 @@ let hotPath: HotPath;
 let world: HotPathWorld;
 
 beforeAll(async () => {
-  world = await setUpHotPathWorld({ VELOCITY_LIMIT_PER_MIN: '1000', ...NO_FALLBACK });
+  world = await setUpHotPathWorld({ VELOCITY_LIMIT_PER_MIN: '1000' });
   ({ services, hotPath } = world);
 });
 

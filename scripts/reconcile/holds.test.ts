@@ -10,7 +10,7 @@ import {
   setUpHotPathWorld,
   WETH_PRICE_E8,
 } from '../../test/support/hot-path.ts';
-import { drainOutbox, NO_FALLBACK } from '../../test/support/reconcile.ts';
+import { drainOutbox } from '../../test/support/reconcile.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
 import { holdsJob } from './holds.ts';
 import { runRecorded } from './runs.ts';
@@ -22,7 +22,7 @@ let hotPath: HotPath;
 let world: HotPathWorld;
 
 beforeAll(async () => {
-  world = await setUpHotPathWorld({ VELOCITY_LIMIT_PER_MIN: '1000', ...NO_FALLBACK });
+  world = await setUpHotPathWorld({ VELOCITY_LIMIT_PER_MIN: '1000' });
   ({ services, hotPath } = world);
 });
 

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
 import { type HotPath, post, startHotPath } from '../../test/support/hot-path.ts';
-import { drainOutbox, NO_FALLBACK } from '../../test/support/reconcile.ts';
+import { drainOutbox } from '../../test/support/reconcile.ts';
 import { transactionEvent } from '../../test/support/stripe.ts';
 import { runRecorded } from './runs.ts';
 import { stripeJob } from './stripe.ts';
@@ -22,7 +22,7 @@ let hotPath: HotPath;
 
 beforeAll(async () => {
   services = await setUpServices();
-  hotPath = await startHotPath(services, { LOG_LEVEL: 'error', ...NO_FALLBACK });
+  hotPath = await startHotPath(services, { LOG_LEVEL: 'error' });
   const { cardId } = await seedUser(services.database.sql, { unsettledCents: 100_000n });
   // What the ledger booked: A, B and the refund as in the export, one capture Stripe's export lacks,
   // and one of the next day (outside the period). The export's ipi_1FixtureStripeOnly never reached us.

@@ -45,10 +45,3 @@ export async function asSuperuserWithoutTriggers(databaseUrl: string, statement:
     await admin.end({ timeout: 5 });
   }
 }
-
-/**
- * Hot-path settings for tests that need every decision to go through Redis and its outbox: under a
- * loaded test machine the default 150 ms Redis timeout can send a decision to the Postgres fallback,
- * which books it without an outbox entry.
- */
-export const NO_FALLBACK = { REDIS_COMMAND_TIMEOUT_MS: '1000', DECISION_BUDGET_MS: '1900' } as const;
