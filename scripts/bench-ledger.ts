@@ -1,14 +1,15 @@
 /**
  * `npm run bench:ledger`: the ledger writer's sustained throughput, batched vs one entry per
  * transaction, and its lag under a steady 5,000 entries/s, on a fresh database cloned from the test
- * template (run the test suite once first) and a private Redis prefix. Writes bench/ledger.json.
+ * template (migrated here if missing) and a private Redis prefix. Writes bench/ledger.json.
  *
  * `eventsPerS` is the writer alone: the backlog is generated and appended first (`appendEventsPerS`
  * says how fast the benchmark itself can produce entries), then the timer runs from the writer's start
  * until the streams are empty. `-- --batch-max=N` tries another batch size.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { loadavg } from 'node:os';
 import { applyBatch, parseEntry } from '../hot-path/ledger-writer/apply.ts';
 import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
@@ -20,6 +21,7 @@ import { allOutboxKeys, outboxKey } from '../shared/redis/keys.ts';
 import { cloneTemplateDatabase, deletePrefix, dropDatabase } from '../test/support/db.ts';
 import { redisUrl } from '../test/support/env.ts';
 import { seedUser } from '../test/support/fixtures.ts';
+import ensureTemplateDatabase from '../test/support/global-setup.ts';
 
 const BATCHED_ENTRIES = 30_000;
 const SINGLE_ENTRIES = 2_000;
@@ -28,9 +30,12 @@ const RATE_SECONDS = 6;
 const BATCH_MAX = Number(
   process.argv.find((arg) => arg.startsWith('--batch-max='))?.slice('--batch-max='.length) ?? 500,
 );
+/** `-- --profile`: a CPU profile of the writer's drain phase only, to bench/ledger-writer.cpuprofile. */
+const PROFILE = process.argv.includes('--profile');
 const loads = () => loadavg().map((load) => Math.round(load * 100) / 100);
 
 const loadAtStart = loads();
+await ensureTemplateDatabase();
 const url = await cloneTemplateDatabase();
 const database = createDatabase({ url, poolMax: 4, applicationName: 'bench-ledger' });
 const redis = createRedis({ url: redisUrl() });
@@ -82,9 +87,23 @@ try {
     metrics,
   });
   started = performance.now();
+  const cpuBefore = { writer: process.cpuUsage(), postgres: postgresCpuMs() };
+  const profiler = PROFILE ? await startProfile() : null;
   await writer.start();
   while ((await backlog()) > 0) await sleep(20);
-  const eventsPerS = Math.round(BATCHED_ENTRIES / ((performance.now() - started) / 1000));
+  await profiler?.stop('bench/ledger-writer.cpuprofile');
+  const drainMs = performance.now() - started;
+  const eventsPerS = Math.round(BATCHED_ENTRIES / (drainMs / 1000));
+  const writerCpu = process.cpuUsage(cpuBefore.writer);
+  const postgresCpu = postgresCpuMs();
+  // CPU per 10,000 entries while draining: where the time goes (2 cores = 2,000 ms of CPU per s).
+  const cpuMsPer10k = {
+    writer: Math.round(((writerCpu.user + writerCpu.system) / 1000) * (10_000 / BATCHED_ENTRIES)),
+    postgres:
+      postgresCpu === null || cpuBefore.postgres === null
+        ? null
+        : Math.round((postgresCpu - cpuBefore.postgres) * (10_000 / BATCHED_ENTRIES)),
+  };
 
   // 3. Lag at a steady 5,000/s: the age of the oldest unwritten entry, sampled every 50 ms.
   const lags: number[] = [];
@@ -111,6 +130,7 @@ try {
     eventsPerS,
     singleRowEventsPerS,
     appendEventsPerS,
+    cpuMsPer10k,
     lagMsAt5kPerS,
     lagMsAt5kPerSMedian: lags[Math.floor(lags.length / 2)] ?? 0,
     batchMax: BATCH_MAX,
@@ -128,6 +148,47 @@ try {
   writerRedis.disconnect();
   await database.close();
   await dropDatabase(url);
+}
+
+/** CPU time (ms) of every local `postgres` process, from /proc; null where /proc is not Linux's. */
+function postgresCpuMs(): number | null {
+  try {
+    const ticksPerS = 100; // USER_HZ on Linux
+    let ticks = 0;
+    for (const pid of readdirSync('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      let stat: string;
+      try {
+        stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      } catch {
+        continue; // exited meanwhile
+      }
+      if (!stat.includes('(postgres)')) continue;
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    }
+    return (ticks * 1000) / ticksPerS;
+  } catch {
+    return null;
+  }
+}
+
+async function startProfile() {
+  const session = new Session();
+  session.connect();
+  const post = (method: string) =>
+    new Promise<unknown>((resolve, reject) =>
+      session.post(method, (error, result) => (error ? reject(error) : resolve(result))),
+    );
+  await post('Profiler.enable');
+  await post('Profiler.start');
+  return {
+    async stop(file: string) {
+      const { profile } = (await post('Profiler.stop')) as { profile: unknown };
+      writeFileSync(file, JSON.stringify(profile));
+      session.disconnect();
+    },
+  };
 }
 
 function toObject(flat: string[]): Record<string, string> {

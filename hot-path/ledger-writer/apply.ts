@@ -619,7 +619,9 @@ async function applyAuthorizations(tx: Tx, folds: AuthorizationFold[]): Promise<
     const stripe = (f: AuthorizationFold) => f.create.decision === 'stripe';
     // Rows that exist are left out before the insert (their proposed amounts could fail the
     // non-negative check before the conflict is seen); ON CONFLICT covers a row another writer
-    // creates meanwhile, which the update below then finds.
+    // creates meanwhile, which the update below then finds. `offset 0` keeps the check a probe of the
+    // primary key per row: as a plain anti-join, a cached generic plan made while the table was small
+    // hashes the whole table on every batch (seen: a seq scan of authorizations per batch).
     const rows = await tx<
       { id: string }[]
     >`insert into authorizations (id, user_id, card_id, status, approved, decision,
@@ -701,7 +703,7 @@ async function applyAuthorizations(tx: Tx, folds: AuthorizationFold[]): Promise<
         )}::bigint[])
         with ordinality as v(id, user_id, card_id, status, by_stripe, by_decision, decision, decline_reason, decision_id,
           decision_source, latency_us, mcc, merchant_name, expires_at, requested, approved_cents, held, captured, n)
-      where not exists (select 1 from authorizations a where a.id = v.id)
+      where not exists (select 1 from authorizations a where a.id = v.id offset 0)
       order by v.n
       on conflict (id) do nothing returning id`;
     for (const row of rows) created.add(row.id);
