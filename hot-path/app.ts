@@ -7,7 +7,6 @@
  * - GET /healthz, GET /readyz, GET /metrics.
  */
 import { Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { requestId } from 'hono/request-id';
 import type { Config } from '../shared/config.ts';
 import type { Sql } from '../shared/db/client.ts';
@@ -16,6 +15,7 @@ import type { DecisionEngine } from './decision/engine.ts';
 import type { Lifecycle } from './lifecycle/apply.ts';
 import type { Logger } from './ops/logger.ts';
 import type { Metrics } from './ops/metrics.ts';
+import { readRawBody } from './raw-body.ts';
 import { anyEvent, authorizationRequestEvent, LIFECYCLE_TYPES, lifecycleEvent } from './stripe/events.ts';
 import { verifyStripeSignature } from './stripe/signature.ts';
 
@@ -51,16 +51,13 @@ export function createApp(deps: AppDeps) {
   const { settings, engine, lifecycle, metrics, logger } = deps;
   const app = new Hono();
   app.use(requestId());
-  const limit = bodyLimit({
-    maxSize: settings.WEBHOOK_BODY_LIMIT_BYTES,
-    onError: (c) => {
-      metrics.webhookRejected.inc({ problem: 'too_large' });
-      return c.json({ error: 'body_too_large' }, 413);
-    },
-  });
 
   app.onError((error, c) => {
-    if (error instanceof HttpError) return c.json({ error: error.code }, error.status);
+    if (error instanceof HttpError) {
+      // A body refused unread: close the connection rather than reading the rest of it.
+      if (error.status === 413) c.header('Connection', 'close');
+      return c.json({ error: error.code }, error.status);
+    }
     logger.error(
       { requestId: c.get('requestId'), err: { name: error.name, message: error.message } },
       'unhandled error',
@@ -69,11 +66,20 @@ export function createApp(deps: AppDeps) {
   });
   app.notFound((c) => c.json({ error: 'not_found' }, 404));
 
-  /** Reads the raw body once and verifies it; throws HttpError(400) on a bad signature. */
+  /**
+   * Reads the raw body once (bounded by WEBHOOK_BODY_LIMIT_BYTES) and verifies it; throws
+   * HttpError(413) above the limit and HttpError(400) on a bad signature.
+   */
   async function verifiedBody(c: {
-    req: { text(): Promise<string>; header(name: string): string | undefined };
+    env: unknown;
+    req: { raw: Request; header(name: string): string | undefined };
   }) {
-    const raw = await c.req.text();
+    const body = await readRawBody(c, settings.WEBHOOK_BODY_LIMIT_BYTES);
+    if (!body.ok) {
+      metrics.webhookRejected.inc({ problem: 'too_large' });
+      throw new HttpError(413, 'body_too_large');
+    }
+    const raw = body.text;
     const check = verifyStripeSignature(
       raw,
       c.req.header('stripe-signature'),
@@ -87,7 +93,7 @@ export function createApp(deps: AppDeps) {
     return raw;
   }
 
-  app.post('/stripe/authorizations', limit, async (c) => {
+  app.post('/stripe/authorizations', async (c) => {
     const startedAtMs = Date.now();
     const startedAt = process.hrtime.bigint();
     const raw = await verifiedBody(c);
@@ -142,7 +148,7 @@ export function createApp(deps: AppDeps) {
     });
   });
 
-  app.post('/stripe/events', limit, async (c) => {
+  app.post('/stripe/events', async (c) => {
     const raw = await verifiedBody(c);
     let json: unknown;
     try {

@@ -26,6 +26,7 @@ export async function createHotPath(config: Config) {
     commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
     offlineQueue: false,
     connectionName: 'hot-path',
+    autoPipelining: true,
   });
   const subscriber = createRedis({ url: config.REDIS_URL, connectionName: 'hot-path-sub' });
   const database = createDatabase({

@@ -8,7 +8,7 @@
  * until the streams are empty. `-- --batch-max=N` tries another batch size.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { loadavg } from 'node:os';
 import { applyBatch, parseEntry } from '../hot-path/ledger-writer/apply.ts';
@@ -22,6 +22,7 @@ import { cloneTemplateDatabase, deletePrefix, dropDatabase } from '../test/suppo
 import { redisUrl } from '../test/support/env.ts';
 import { seedUser } from '../test/support/fixtures.ts';
 import ensureTemplateDatabase from '../test/support/global-setup.ts';
+import { processesCpuMs } from './bench/proc-cpu.ts';
 
 const BATCHED_ENTRIES = 30_000;
 const SINGLE_ENTRIES = 2_000;
@@ -87,7 +88,7 @@ try {
     metrics,
   });
   started = performance.now();
-  const cpuBefore = { writer: process.cpuUsage(), postgres: postgresCpuMs() };
+  const cpuBefore = { writer: process.cpuUsage(), postgres: processesCpuMs('postgres') };
   const profiler = PROFILE ? await startProfile() : null;
   await writer.start();
   while ((await backlog()) > 0) await sleep(20);
@@ -95,7 +96,7 @@ try {
   const drainMs = performance.now() - started;
   const eventsPerS = Math.round(BATCHED_ENTRIES / (drainMs / 1000));
   const writerCpu = process.cpuUsage(cpuBefore.writer);
-  const postgresCpu = postgresCpuMs();
+  const postgresCpu = processesCpuMs('postgres');
   // CPU per 10,000 entries while draining: where the time goes (2 cores = 2,000 ms of CPU per s).
   const cpuMsPer10k = {
     writer: Math.round(((writerCpu.user + writerCpu.system) / 1000) * (10_000 / BATCHED_ENTRIES)),
@@ -148,29 +149,6 @@ try {
   writerRedis.disconnect();
   await database.close();
   await dropDatabase(url);
-}
-
-/** CPU time (ms) of every local `postgres` process, from /proc; null where /proc is not Linux's. */
-function postgresCpuMs(): number | null {
-  try {
-    const ticksPerS = 100; // USER_HZ on Linux
-    let ticks = 0;
-    for (const pid of readdirSync('/proc')) {
-      if (!/^\d+$/.test(pid)) continue;
-      let stat: string;
-      try {
-        stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      } catch {
-        continue; // exited meanwhile
-      }
-      if (!stat.includes('(postgres)')) continue;
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
-    }
-    return (ticks * 1000) / ticksPerS;
-  } catch {
-    return null;
-  }
 }
 
 async function startProfile() {

@@ -8,6 +8,7 @@
  * and passed in as `capCents`, guarded by the account's version stamp. Numbers are written back with
  * `%.0f`, which prints any integer below 2^53 exactly.
  */
+import { luaScript } from '../../shared/redis/script.ts';
 
 /**
  * Check-and-reserve. Returns {'ok', approved, amount, reason} | {'dup', stored} | {'missing'} |
@@ -17,7 +18,7 @@
  *       8 capCents, 9 stale, 10 velocityLimit, 11 globallyBlocked, 12 decisionId, 13 holdExpiresAtMs,
  *       14 decisionTtlS, 15 record, 16 authVersion, 17 authStateTtlS
  */
-export const DECIDE = `
+export const DECIDE = luaScript(`
 local prior = redis.call('GET', KEYS[5])
 if prior then return {'dup', prior} end
 local v = redis.call('HGET', KEYS[1], 'v')
@@ -91,7 +92,7 @@ end
 redis.call('XADD', KEYS[8], '*', 'r', ARGV[15], 'ok', approved, 'amt', grantedText, 'why', reason)
 redis.call('SET', KEYS[5], approved .. '|' .. grantedText .. '|' .. reason .. '|' .. ARGV[12], 'EX', tonumber(ARGV[14]))
 return {'ok', approved, grantedText, reason}
-`;
+`);
 
 /**
  * Mirrors a decision the Postgres fallback made into the cache: its idempotency key always (so a
@@ -101,7 +102,7 @@ return {'ok', approved, grantedText, reason}
  * KEYS: 1 account, 2 holds, 3 holdExpiries, 4 decision, 5 daySpend
  * ARGV: 1 stored answer, 2 ttlS, 3 authorizationId, 4 grantedCents, 5 holdExpiresAtMs
  */
-export const ADOPT_FALLBACK = `
+export const ADOPT_FALLBACK = luaScript(`
 if not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then return 'known' end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'key-only' end
 local g = tonumber(ARGV[4])
@@ -113,19 +114,19 @@ if g > 0 then
   redis.call('EXPIRE', KEYS[5], 172800)
 end
 return 'adopted'
-`;
+`);
 
 /**
  * Records a decision that involves no user (the card is unknown): idempotent by event.
  * KEYS: 1 decision, 2 outbox. ARGV: 1 decisionId, 2 record, 3 ttlS, 4 reason
  */
-export const DECIDE_WITHOUT_USER = `
+export const DECIDE_WITHOUT_USER = luaScript(`
 local prior = redis.call('GET', KEYS[1])
 if prior then return {'dup', prior} end
 redis.call('XADD', KEYS[2], '*', 'r', ARGV[2], 'ok', '0', 'amt', '0', 'why', ARGV[4])
 redis.call('SET', KEYS[1], '0|0|' .. ARGV[4] .. '|' .. ARGV[1], 'EX', tonumber(ARGV[3]))
 return {'ok', '0', '0', ARGV[4]}
-`;
+`);
 
 /**
  * Applies one lifecycle event to a user's cache, once per event id, and appends its record.
@@ -137,7 +138,7 @@ return {'ok', '0', '0', ARGV[4]}
  * event at least as new as the newest one applied (version = request count × 1e10 + created), and
  * never again after a terminal status. Captures turn hold into unsettled debt; refunds reduce it.
  */
-export const LIFECYCLE = `
+export const LIFECYCLE = luaScript(`
 if redis.call('EXISTS', KEYS[5]) == 1 then return {'dup'} end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local kind = ARGV[1]
@@ -196,15 +197,15 @@ redis.call('SET', KEYS[5], '1', 'EX', tonumber(ARGV[9]))
 local hd, ud, cd = string.format('%.0f', holdDelta), string.format('%.0f', unsettled), string.format('%.0f', captured)
 redis.call('XADD', KEYS[6], '*', 'r', ARGV[8], 'hd', hd, 'ud', ud, 'cd', cd)
 return {'ok', hd, ud, cd}
-`;
+`);
 
 /**
  * Records a lifecycle event that moves no cached money (unknown card): idempotent by event.
  * KEYS: 1 appliedMarker, 2 outbox. ARGV: 1 record, 2 ttlS
  */
-export const LIFECYCLE_WITHOUT_USER = `
+export const LIFECYCLE_WITHOUT_USER = luaScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'dup'} end
 redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[2]))
 redis.call('XADD', KEYS[2], '*', 'r', ARGV[1], 'hd', '0', 'ud', '0', 'cd', '0')
 return {'ok', '0', '0', '0'}
-`;
+`);

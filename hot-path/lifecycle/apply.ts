@@ -8,6 +8,7 @@ import type { LifecycleRecord } from '../../shared/outbox.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { unknownCardAppliedKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
+import { runScript } from '../../shared/redis/script.ts';
 import { type CardOwners, createCardOwners } from '../decision/card-owners.ts';
 import { type DecisionSettings, holdExpiresAtMs } from '../decision/engine.ts';
 import { LIFECYCLE, LIFECYCLE_WITHOUT_USER } from '../decision/scripts.ts';
@@ -41,12 +42,6 @@ export function createLifecycle(deps: {
   const now = deps.now ?? Date.now;
   const prefix = settings.REDIS_KEY_PREFIX;
   const cardOwners = deps.cardOwners ?? createCardOwners({ redis, sql, prefix });
-  redis.defineCommand('credanaLifecycle', { numberOfKeys: 6, lua: LIFECYCLE });
-  redis.defineCommand('credanaLifecycleWithoutUser', { numberOfKeys: 2, lua: LIFECYCLE_WITHOUT_USER });
-  const r = redis as Redis & {
-    credanaLifecycle(...args: (string | number)[]): Promise<Reply>;
-    credanaLifecycleWithoutUser(...args: (string | number)[]): Promise<Reply>;
-  };
 
   async function ownerOf(cardId: string): Promise<string | null> {
     return (await cardOwners.lookUp(cardId)).userId;
@@ -68,33 +63,39 @@ export function createLifecycle(deps: {
   ): Promise<LifecycleResult> {
     const json = JSON.stringify(record);
     if (userId === null) {
-      const reply = await r.credanaLifecycleWithoutUser(
-        unknownCardAppliedKey(prefix, eventId),
-        unknownCardOutboxKey(prefix, eventId),
-        json,
-        limits.appliedEventTtlS,
+      const reply = await runScript<Reply>(
+        redis,
+        LIFECYCLE_WITHOUT_USER,
+        [unknownCardAppliedKey(prefix, eventId), unknownCardOutboxKey(prefix, eventId)],
+        [json, limits.appliedEventTtlS],
       );
       return { applied: reply[0] === 'ok', userId: null, holdDeltaCents: 0n, unsettledDeltaCents: 0n };
     }
     const keys = userKeys(prefix, userId);
     for (let attempt = 0; attempt < limits.reserveAttemptsMax; attempt++) {
-      const reply = await r.credanaLifecycle(
-        keys.account,
-        keys.holds,
-        keys.holdExpiries,
-        keys.authState(args.authorizationId || 'none'),
-        keys.applied(eventId),
-        keys.outbox,
-        args.kind,
-        args.authorizationId,
-        args.status,
-        args.approved ? '1' : '0',
-        args.amountCents.toString(),
-        args.version,
-        args.holdExpiresAtMs,
-        json,
-        limits.appliedEventTtlS,
-        limits.authorizationStateTtlS,
+      const reply = await runScript<Reply>(
+        redis,
+        LIFECYCLE,
+        [
+          keys.account,
+          keys.holds,
+          keys.holdExpiries,
+          keys.authState(args.authorizationId || 'none'),
+          keys.applied(eventId),
+          keys.outbox,
+        ],
+        [
+          args.kind,
+          args.authorizationId,
+          args.status,
+          args.approved ? '1' : '0',
+          args.amountCents.toString(),
+          args.version,
+          args.holdExpiresAtMs,
+          json,
+          limits.appliedEventTtlS,
+          limits.authorizationStateTtlS,
+        ],
       );
       if (reply[0] === 'ok') {
         return {

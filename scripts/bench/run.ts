@@ -18,9 +18,19 @@ import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
 import { publishPrice } from '../../shared/redis/account.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { publishAsset } from '../../shared/redis/market.ts';
+import { openLoop } from './open-loop.ts';
+import { cpuSpent, processCpuMs, processesCpuMs } from './proc-cpu.ts';
 
 const USERS = 10_000;
-const MEASURE_S = Number(process.argv[2] ?? 10);
+const args = process.argv.slice(2);
+const MEASURE_S = Number(args.find((a) => /^\d+$/.test(a)) ?? 10);
+/** `--profile`: each server writes a CPU profile to bench/profiles when it stops. */
+const PROFILE = args.includes('--profile');
+/**
+ * `--hot-only`: only the hot path at full speed, without the ledger writer, and no results file — for
+ * looking into the hot path itself (with `--profile`).
+ */
+const HOT_ONLY = args.includes('--hot-only');
 const FIXED_RATE = 1_000;
 const SECRET = 'whsec_bench_secret_not_for_production_0001';
 const PREFIX = 'bench:';
@@ -80,8 +90,40 @@ async function prepare(): Promise<void> {
   redis.disconnect();
 }
 
+const redisPid = await (async () => {
+  const probe = createRedis({ url: config.REDIS_URL });
+  try {
+    const info = await probe.info('server');
+    const pid = /process_id:(\d+)/.exec(info)?.[1];
+    return pid === undefined ? undefined : Number(pid);
+  } finally {
+    probe.disconnect();
+  }
+})();
+
+/** CPU used so far by each part: the server under test, Redis, Postgres, this process (autocannon). */
+function cpuNow(server: Server, writer?: Server) {
+  const own = process.cpuUsage();
+  return {
+    server: processCpuMs(server.child.pid),
+    writer: writer === undefined ? null : processCpuMs(writer.child.pid),
+    redis: processCpuMs(redisPid),
+    postgres: processesCpuMs('postgres'),
+    loadGenerator: (own.user + own.system) / 1000,
+  };
+}
+
+/** CPU per request (µs) of each part over a run of `requests`. */
+function cpuPerRequestUs(spent: Record<string, number | null>, requests: number) {
+  const out: Record<string, number | null> = {};
+  for (const [key, ms] of Object.entries(spent))
+    out[key] = ms === null || requests === 0 ? null : Math.round((ms * 1000) / requests);
+  return out;
+}
+
 interface Server {
   child: ChildProcess;
+  output(): string;
   stop(): Promise<void>;
 }
 
@@ -91,7 +133,14 @@ async function startServer(
   ready: string,
   extra: Record<string, string> = {},
 ): Promise<Server> {
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+  const profile = PROFILE
+    ? ['--cpu-prof', '--cpu-prof-dir=bench/profiles']
+    : process.env['BENCH_TRACE_GC']
+      ? ['--trace-gc']
+      : process.env['BENCH_HEAP']
+        ? ['--heap-prof', '--heap-prof-dir=bench/profiles']
+        : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', entry], {
     env: {
       PATH: process.env['PATH'] ?? '',
       NODE_ENV: 'test',
@@ -122,6 +171,7 @@ async function startServer(
   }
   return {
     child,
+    output: () => out,
     stop: async () => {
       if (child.exitCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));
@@ -176,20 +226,13 @@ function pregenerate(count: number): { body: string; headers: Record<string, str
   return Array.from({ length: count }, () => signedRequest());
 }
 
-async function load(
-  port: number,
-  seconds: number,
-  options: { overallRate?: number; amount?: number; expectedRps?: number } = {},
-) {
-  const pool = pregenerate(
-    options.amount ?? Math.ceil(seconds * (options.overallRate ?? options.expectedRps ?? 20_000) * 1.2),
-  );
+async function load(port: number, seconds: number, options: { amount?: number; expectedRps?: number } = {}) {
+  const pool = pregenerate(options.amount ?? Math.ceil(seconds * (options.expectedRps ?? 20_000) * 1.2));
   let next = 0;
   const result = await autocannon({
     url: `http://127.0.0.1:${port}`,
     connections: 64,
     ...(options.amount === undefined ? { duration: seconds } : { amount: options.amount }),
-    ...(options.overallRate === undefined ? {} : { overallRate: options.overallRate }),
     requests: [
       {
         method: 'POST',
@@ -203,6 +246,25 @@ async function load(
   });
   if (result.non2xx > 0 || result.errors > 0)
     throw new Error(`load run had ${result.non2xx} non-2xx and ${result.errors} errors`);
+  return result;
+}
+
+/** The fixed-rate phase: an open loop (open-loop.ts), every body distinct and signed beforehand. */
+async function fixedRate(port: number, seconds: number, ratePerS: number) {
+  const pool = pregenerate(Math.ceil(seconds * ratePerS));
+  let next = 0;
+  const result = await openLoop({
+    url: `http://127.0.0.1:${port}`,
+    ratePerS,
+    seconds,
+    connectionsMax: 64,
+    next: () => {
+      const signed = pool[next++]!;
+      return { method: 'POST', path: '/stripe/authorizations', body: signed.body, headers: signed.headers };
+    },
+  });
+  if (result.non2xx > 0 || result.errors > 0)
+    throw new Error(`fixed-rate run had ${result.non2xx} non-2xx and ${result.errors} errors`);
   return result;
 }
 
@@ -228,10 +290,33 @@ log(`bench: preparing ${USERS} users in credana_bench (prefix ${PREFIX})`);
 await prepare();
 const port = 18_787;
 
+if (HOT_ONLY) {
+  const hot = await startServer('hot-path/main.ts', port, 'hot-path ready');
+  await load(port, 0, { amount: USERS });
+  const cpuBefore = cpuNow(hot);
+  const rate = args.find((a) => a.startsWith('--rate='))?.slice('--rate='.length);
+  if (rate !== undefined) {
+    const fixed = await fixedRate(port, MEASURE_S, Number(rate));
+    await hot.stop();
+    if (process.env['BENCH_TRACE_GC']) log(hot.output());
+    log(`hot path alone at ${rate} req/s (open loop): ${JSON.stringify(fixed)}`);
+    process.exit(0);
+  }
+  const run = await load(port, MEASURE_S);
+  const cpu = cpuPerRequestUs(cpuSpent(cpuBefore, cpuNow(hot)), run.requests.total);
+  await hot.stop();
+  log(
+    `hot path alone: ${Math.round(run.requests.average)} req/s, p50 ${run.latency.p50} ms, p99 ${run.latency.p99} ms; CPU µs per request ${JSON.stringify(cpu)}`,
+  );
+  process.exit(0);
+}
+
 log('bench: 1/4 ceiling (bare Hono, same body)');
 const ceilingServer = await startServer('scripts/bench/ceiling-server.ts', port, 'ceiling ready');
 await load(port, 2);
+const ceilingCpuBefore = cpuNow(ceilingServer);
 const ceiling = await load(port, MEASURE_S);
+const ceilingCpu = cpuPerRequestUs(cpuSpent(ceilingCpuBefore, cpuNow(ceilingServer)), ceiling.requests.total);
 await ceilingServer.stop();
 
 log('bench: 2/4 hot path (warm-up: one decision per user, then measured), ledger writer draining alongside');
@@ -253,10 +338,12 @@ const lagSampler = setInterval(() => {
 const hot = await startServer('hot-path/main.ts', port, 'hot-path ready');
 await load(port, 0, { amount: USERS });
 const before = await scrape(port);
+const hotCpuBefore = cpuNow(hot, writer);
 const hotRun = await load(port, MEASURE_S);
+const hotCpu = cpuPerRequestUs(cpuSpent(hotCpuBefore, cpuNow(hot, writer)), hotRun.requests.total);
 const after = await scrape(port);
 log(`bench: 3/4 hot path at a fixed ${FIXED_RATE} requests/s (open loop, coordinated omission corrected)`);
-const fixed = await load(port, MEASURE_S, { overallRate: FIXED_RATE });
+const fixed = await fixedRate(port, MEASURE_S, FIXED_RATE);
 await hot.stop();
 clearInterval(lagSampler);
 await writer.stop();
@@ -270,7 +357,9 @@ const fallbacks =
 log('bench: 4/4 Postgres only (row-locked check-and-hold)');
 const pgServer = await startServer('scripts/bench/postgres-only-server.ts', port, 'postgres-only ready');
 await load(port, 2);
+const pgCpuBefore = cpuNow(pgServer);
 const pgRun = await load(port, MEASURE_S);
+const pgCpu = cpuPerRequestUs(cpuSpent(pgCpuBefore, cpuNow(pgServer)), pgRun.requests.total);
 await pgServer.stop();
 
 const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
@@ -282,15 +371,19 @@ const results = {
   ceilingRps: round(ceiling.requests.average, 0),
   hotPathRps: round(hotRun.requests.average, 0),
   ratioToCeiling: round(hotRun.requests.average / ceiling.requests.average),
-  p50Ms: fixed.latency.p50,
-  p99Ms: fixed.latency.p99,
-  p999Ms: fixed.latency.p99_9,
+  p50Ms: fixed.p50Ms,
+  p99Ms: fixed.p99Ms,
+  p999Ms: fixed.p999Ms,
   fixedRateRps: FIXED_RATE,
+  fixedRateAchievedRps: fixed.achievedPerS,
+  fixedRateMaxMs: fixed.maxMs,
   postgresOnlyRps: round(pgRun.requests.average, 0),
   ratioToPostgresOnly: round(hotRun.requests.average / pgRun.requests.average),
   redisRoundTripsPerDecision: decisions > 0 ? round(trips / decisions, 3) : -1,
   hotPathFallbacks: fallbacks,
   ledgerLagMsMax: Math.round(ledgerLagMsMax),
+  // Where each run's CPU went, per request (µs; from /proc): explains the ratios on a shared machine.
+  cpuUsPerRequest: { ceiling: ceilingCpu, hotPath: hotCpu, postgresOnly: pgCpu },
 };
 mkdirSync('bench', { recursive: true });
 writeFileSync('bench/results.json', `${JSON.stringify(results, null, 2)}\n`);

@@ -8,6 +8,11 @@ export interface RedisOptions {
   /** When false, commands fail at once while disconnected instead of queueing (the hot path's choice). */
   offlineQueue?: boolean;
   connectionName?: string;
+  /**
+   * Commands issued in the same event-loop tick go out in one write (ioredis auto-pipelining). For a
+   * server answering many requests at once: one socket write per tick instead of one per command.
+   */
+  autoPipelining?: boolean;
 }
 
 export function createRedis(options: RedisOptions): Redis {
@@ -19,6 +24,7 @@ export function createRedis(options: RedisOptions): Redis {
     retryStrategy: (attempt) => Math.min(50 * attempt, 1_000),
     connectionName: options.connectionName ?? 'credana',
     lazyConnect: false,
+    enableAutoPipelining: options.autoPipelining ?? false,
   });
   // Connection errors are reported through failed commands; do not crash on the emitter.
   redis.on('error', () => {});
