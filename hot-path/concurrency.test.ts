@@ -4,6 +4,7 @@
 // with MONITOR on a private redis-server so other test files cannot disturb the count.
 import { serve } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureAccount, writeChainState } from '../shared/redis/account.ts';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
 import { userKeys } from '../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from '../test/support/db.ts';
@@ -123,38 +124,95 @@ describe('concurrent authorizations for one user', () => {
 });
 
 describe('Redis round trips per decision', () => {
-  it('uses at most two round trips per decision once the account and card are cached', async () => {
+  /** Commands clients send while `work` runs (MONITOR marks the ones a script runs as 'lua'). */
+  async function commandsSent(work: () => Promise<void>): Promise<string[]> {
+    const monitor = await redis.monitor();
+    const sent: string[] = [];
+    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+      if (!source.includes('lua')) sent.push(String(args[0]).toLowerCase());
+    });
+    await work();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    monitor.disconnect();
+    return sent;
+  }
+
+  it('makes one round trip per decision once the card and the account snapshot are known', async () => {
     const hotPath = await startHotPath(services, RELAXED);
     try {
       const { cardId } = await userCovering(100);
-      // First decision warms the card index and the account (rebuilt from Postgres).
+      // First decision warms the card index and the account (rebuilt from Postgres, then read).
       const warm = await hotPath.engine.decide(
         parse(authorizationRequest({ cardId, amountCents: AMOUNT })),
         '{}',
         Date.now(),
       );
       expect(warm.approved).toBe(true);
-      // MONITOR shows every command clients send; commands run inside a script are marked 'lua'.
-      const monitor = await redis.monitor();
-      let sent = 0;
-      monitor.on('monitor', (_time: string, _args: string[], source: string) => {
-        if (!source.includes('lua')) sent++;
-      });
       const n = 20;
       let reported = 0;
-      for (let i = 0; i < n; i++) {
-        const outcome = await hotPath.engine.decide(
-          parse(authorizationRequest({ cardId, amountCents: AMOUNT })),
-          '{}',
-          Date.now(),
-        );
-        expect(outcome.approved).toBe(true);
-        reported += outcome.redisRoundTrips;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      monitor.disconnect();
-      expect(sent / n).toBe(2);
-      expect(reported / n).toBe(2);
+      const sent = await commandsSent(async () => {
+        for (let i = 0; i < n; i++) {
+          const outcome = await hotPath.engine.decide(
+            parse(authorizationRequest({ cardId, amountCents: AMOUNT })),
+            '{}',
+            Date.now(),
+          );
+          expect(outcome.approved).toBe(true);
+          reported += outcome.redisRoundTrips;
+        }
+      });
+      expect(sent).toEqual(Array.from({ length: n }, () => 'evalsha'));
+      expect(reported / n).toBe(1);
+    } finally {
+      await hotPath.close();
+    }
+  });
+
+  it('never decides from a stale snapshot: a collateral change or a rebuilt account is read again', async () => {
+    const hotPath = await startHotPath(services, RELAXED);
+    try {
+      const { userId, cardId } = await userCovering(3);
+      const decide = () =>
+        hotPath.engine.decide(parse(authorizationRequest({ cardId, amountCents: AMOUNT })), '{}', Date.now());
+      expect((await decide()).approved).toBe(true);
+      // The collateral drops to cover nothing more: the indexer's write-through bumps the version.
+      await writeChainState(redis, services.prefix, userId, {
+        collateral: new Map([['WETH', { amountBase: 0n, pendingWithdrawalBase: 0n }]]),
+        debtOnchainUsdc: 0n,
+      });
+      let declined: Awaited<ReturnType<typeof decide>> | undefined;
+      const afterChange = await commandsSent(async () => {
+        declined = await decide();
+      });
+      expect(declined?.approved).toBe(false);
+      expect(declined?.reason).toBe('insufficient_credit');
+      // Refused as stale, read again, decided: three round trips, then one again.
+      expect(afterChange).toEqual(['evalsha', 'hgetall', 'evalsha']);
+      expect(declined?.redisRoundTrips).toBe(3);
+    } finally {
+      await hotPath.close();
+    }
+  });
+
+  it('does not reuse a snapshot across a rebuilt account, even when nothing else bumped the version', async () => {
+    const hotPath = await startHotPath(services, RELAXED);
+    try {
+      const { userId, cardId } = await userCovering(3);
+      const decide = () =>
+        hotPath.engine.decide(parse(authorizationRequest({ cardId, amountCents: AMOUNT })), '{}', Date.now());
+      expect((await decide()).approved).toBe(true); // snapshot taken at the account's first version
+      // Redis loses the account while the collateral is withdrawn (Postgres is the system of record);
+      // the rebuilt account must not carry the version the old snapshot has.
+      await services.database.sql`update positions set collateral_base = 0 where user_id = ${userId}`;
+      await redis.del(userKeys(services.prefix, userId).account);
+      // Rebuilt by someone else (another hot-path process, `npm run cache:warm`) before this process's
+      // next decision, so the script finds an account and compares versions.
+      expect(await ensureAccount(redis, services.database.sql, services.prefix, userId, Date.now())).toBe(
+        true,
+      );
+      const after = await decide();
+      expect(after.approved).toBe(false);
+      expect(after.reason).toBe('insufficient_credit');
     } finally {
       await hotPath.close();
     }

@@ -129,6 +129,17 @@ return 1
  * Writes a snapshot into Redis unless the account is already cached or the user changed since
  * `changesBefore` (read with `readChanges` before the snapshot). Returns 'installed', 'present' or 'changed'.
  */
+/**
+ * The version stamp of a freshly built account: `nowMs × 1000 + r` (r random below 1000), an integer
+ * that later changes increment. A hot path keeps a snapshot of the account under its version (see
+ * hot-path/decision/engine.ts), so a rebuilt account must never reuse a version the old one had: a
+ * later build starts at least 1000 per millisecond above where any earlier build started, far beyond
+ * the changes an account sees, and below 2^53 until the year 2255.
+ */
+export function installedVersion(nowMs: number): string {
+  return String(nowMs * 1000 + Math.floor(Math.random() * 1000));
+}
+
 export async function installAccount(
   redis: Redis,
   prefix: string,
@@ -148,7 +159,7 @@ export async function installAccount(
   }
   const fields: string[] = [
     ACCOUNT.version,
-    '1',
+    installedVersion(nowMs),
     ACCOUNT.status,
     snapshot.status,
     ACCOUNT.creditLimitCents,
