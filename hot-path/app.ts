@@ -7,7 +7,6 @@
  * - GET /healthz, GET /readyz, GET /metrics.
  */
 import { Hono } from 'hono';
-import { requestId } from 'hono/request-id';
 import type { Config } from '../shared/config.ts';
 import type { Sql } from '../shared/db/client.ts';
 import type { Redis } from '../shared/redis/client.ts';
@@ -15,7 +14,7 @@ import type { DecisionEngine } from './decision/engine.ts';
 import type { Lifecycle } from './lifecycle/apply.ts';
 import type { Logger } from './ops/logger.ts';
 import type { Metrics } from './ops/metrics.ts';
-import { readRawBody } from './raw-body.ts';
+import { readRawBody, requestHeader } from './raw-body.ts';
 import { anyEvent, authorizationRequestEvent, LIFECYCLE_TYPES, lifecycleEvent } from './stripe/events.ts';
 import { verifyStripeSignature } from './stripe/signature.ts';
 
@@ -49,8 +48,16 @@ class HttpError extends Error {
 
 export function createApp(deps: AppDeps) {
   const { settings, engine, lifecycle, metrics, logger } = deps;
-  const app = new Hono();
-  app.use(requestId());
+  const app = new Hono<{ Variables: { requestId: string } }>();
+  // Request ids for the logs: a process-unique counter (no random UUID per swipe), echoed as X-Request-Id.
+  const requestIdPrefix = `${process.pid.toString(36)}-${Date.now().toString(36)}-`;
+  let requestCount = 0;
+  app.use(async (c, next) => {
+    const id = requestIdPrefix + (++requestCount).toString(36);
+    c.set('requestId', id);
+    c.header('X-Request-Id', id);
+    await next();
+  });
 
   app.onError((error, c) => {
     if (error instanceof HttpError) {
@@ -82,7 +89,7 @@ export function createApp(deps: AppDeps) {
     const raw = body.text;
     const check = verifyStripeSignature(
       raw,
-      c.req.header('stripe-signature'),
+      requestHeader(c, 'stripe-signature'),
       settings.STRIPE_WEBHOOK_SECRETS,
       settings.STRIPE_SIGNATURE_TOLERANCE_S,
     );

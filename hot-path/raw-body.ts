@@ -1,5 +1,6 @@
 /**
- * Reads a webhook's raw body (Stripe signs the exact bytes) with a size limit, in one pass.
+ * Reads a webhook's raw body (Stripe signs the exact bytes) with a size limit, in one pass, and its
+ * headers.
  *
  * On @hono/node-server the body is read straight from Node's IncomingMessage: going through
  * `c.req.raw` builds a WHATWG Request, a ReadableStream over the socket and header objects for every
@@ -87,6 +88,20 @@ async function readRequest(request: Request, maxBytes: number): Promise<RawBodyR
     chunks.push(value);
   }
   return { ok: true, text: Buffer.concat(chunks, size).toString('utf8') };
+}
+
+/**
+ * A request header (lower-case name). On Node it is read from the IncomingMessage's own header object:
+ * `c.req.header()` would build a WHATWG Headers (and Request) for it.
+ */
+export function requestHeader(
+  c: { env: unknown; req: { header(name: string): string | undefined } },
+  name: string,
+): string | undefined {
+  const incoming = nodeIncoming(c.env);
+  if (incoming === null) return c.req.header(name);
+  const value = incoming.headers[name];
+  return Array.isArray(value) ? value.join(', ') : value;
 }
 
 /** The body as UTF-8 text, or `too_large` once more than `maxBytes` were declared or received. */

@@ -124,7 +124,6 @@ function cpuPerRequestUs(spent: Record<string, number | null>, requests: number)
 
 interface Server {
   child: ChildProcess;
-  output(): string;
   stop(): Promise<void>;
 }
 
@@ -134,13 +133,7 @@ async function startServer(
   ready: string,
   extra: Record<string, string> = {},
 ): Promise<Server> {
-  const profile = PROFILE
-    ? ['--cpu-prof', '--cpu-prof-dir=bench/profiles']
-    : process.env['BENCH_TRACE_GC']
-      ? ['--trace-gc']
-      : process.env['BENCH_HEAP']
-        ? ['--heap-prof', '--heap-prof-dir=bench/profiles']
-        : [];
+  const profile = PROFILE ? ['--cpu-prof', '--cpu-prof-dir=bench/profiles'] : [];
   const child = spawn(process.execPath, [...profile, '--import', 'tsx', entry], {
     env: {
       PATH: process.env['PATH'] ?? '',
@@ -172,7 +165,6 @@ async function startServer(
   }
   return {
     child,
-    output: () => out,
     stop: async () => {
       if (child.exitCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));
@@ -281,6 +273,17 @@ async function scrape(port: number): Promise<Map<string, number>> {
   return values;
 }
 
+/**
+ * The share of decisions the hot path itself timed at or under `le` seconds (its latency histogram)
+ * between two scrapes: the server's side of the latency, without the load generator's.
+ */
+function shareWithin(before: Map<string, number>, after: Map<string, number>, le: string): number {
+  const bucket = (values: Map<string, number>, bound: string) =>
+    values.get(`credana_decision_latency_seconds_bucket{le="${bound}",source="redis"}`) ?? 0;
+  const total = bucket(after, '+Inf') - bucket(before, '+Inf');
+  return total === 0 ? 0 : Math.round(((bucket(after, le) - bucket(before, le)) / total) * 10_000) / 10_000;
+}
+
 function sumOf(values: Map<string, number>, name: string): number {
   let total = 0;
   for (const [key, value] of values) if (key === name || key.startsWith(`${name}{`)) total += value;
@@ -297,9 +300,11 @@ if (HOT_ONLY) {
   const cpuBefore = cpuNow(hot);
   const rate = args.find((a) => a.startsWith('--rate='))?.slice('--rate='.length);
   if (rate !== undefined) {
+    const before = await scrape(port);
     const fixed = await fixedRate(port, MEASURE_S, Number(rate));
+    const within10Ms = shareWithin(before, await scrape(port), '0.01');
     await hot.stop();
-    if (process.env['BENCH_TRACE_GC']) log(hot.output());
+    log(`server side: ${within10Ms} of decisions within 10 ms`);
     log(`hot path alone at ${rate} req/s (open loop): ${JSON.stringify(fixed)}`);
     process.exit(0);
   }
@@ -354,7 +359,9 @@ await drained();
 ledgerLagMsMax = 0;
 
 log(`bench: 3/4 hot path at a fixed ${FIXED_RATE} requests/s (open loop), the writer keeping up alongside`);
+const fixedBefore = await scrape(port);
 const fixed = await fixedRate(port, MEASURE_S, FIXED_RATE);
+const fixedServerShareWithin10Ms = shareWithin(fixedBefore, await scrape(port), '0.01');
 await drained();
 
 log('bench: 3/4 hot path at full speed, the writer draining alongside');
@@ -411,6 +418,8 @@ const results = {
   fixedRateRps: FIXED_RATE,
   fixedRateAchievedRps: fixed.achievedPerS,
   fixedRateMaxMs: fixed.maxMs,
+  // At the fixed rate, the share of decisions the hot path itself timed within 10 ms (body read to answer).
+  fixedRateServerShareWithin10Ms: fixedServerShareWithin10Ms,
   postgresOnlyRps: round(pgRun.requests.average, 0),
   ratioToPostgresOnly: round(hotRun.requests.average / pgRun.requests.average),
   redisRoundTripsPerDecision: decisions > 0 ? round(trips / decisions, 3) : -1,
