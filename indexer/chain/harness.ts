@@ -1,6 +1,7 @@
 /**
- * A real local chain with the contracts deployed, and the actions tests and the benchmark perform on
- * it: deposits, withdrawals, prices, spends, liquidations, mining, snapshots (for reorgs). Also seeds
+ * A real local chain with the contracts deployed, and the actions tests, the benchmark and the dev
+ * stack's demo perform on it (`connectChain` for a chain that is already running): deposits,
+ * withdrawals, prices, spends, liquidations, mining, snapshots (for reorgs). Also seeds
  * the financial database with the deployed assets and with users linked to chain accounts.
  */
 import { randomUUID } from 'node:crypto';
@@ -117,8 +118,8 @@ export async function seedUser(
   return userId;
 }
 
-export interface ChainHarness {
-  chain: LocalChain;
+/** What tests, the demo and the dev stack do on a running local chain with the contracts deployed. */
+export interface ChainActions {
   url: string;
   contracts: ContractsFile;
   publicClient: PublicClient;
@@ -150,7 +151,153 @@ export interface ChainHarness {
   snapshot(): Promise<Hex>;
   revert(id: Hex): Promise<void>;
   head(): Promise<bigint>;
+}
+
+/** A local chain started for one test file, with the actions on it. */
+export interface ChainHarness extends ChainActions {
+  chain: LocalChain;
   stop(): Promise<void>;
+}
+
+/**
+ * The actions on a running local chain whose contracts are `contracts` (Hardhat's unlocked accounts
+ * send every transaction).
+ *
+ * @example
+ *   const chain = connectChain(stack.chain.rpcUrl, readContractsFile(stack.chain.contractsFile));
+ *   await chain.deposit(wallet, 'WETH', 10n ** 17n);
+ */
+export function connectChain(url: string, contracts: ContractsFile): ChainActions {
+  const { publicClient, walletClient } = localClients(url);
+  const testClient = createTestClient({ mode: 'hardhat', transport: http(url, { retryCount: 0 }) });
+  const assetOf = (assetId: string) => {
+    const asset = contracts.assets.find((a) => a.assetId === assetId);
+    if (asset === undefined) throw new Error(`unknown asset ${assetId}`);
+    return asset;
+  };
+  let batch: Hex[] | null = null;
+  const write = async (
+    from: Address,
+    address: Address,
+    abi: typeof credanaVaultAbi | typeof testTokenAbi | typeof mockAggregatorAbi | typeof benchBatcherAbi,
+    functionName: string,
+    args: readonly unknown[],
+  ): Promise<bigint> => {
+    // Straight eth_sendTransaction from the node's unlocked account: the node estimates gas and fees
+    // itself, so one round trip sends and (automine) mines; viem's writeContract would add several.
+    const data = encodeFunctionData({ abi, functionName, args } as EncodeFunctionDataParameters);
+    let hash: Hex;
+    try {
+      hash = (await publicClient.request({
+        method: 'eth_sendTransaction',
+        params: [{ from, to: address, data, gas: '0x1c9c380' }],
+      } as never)) as Hex;
+    } catch (error) {
+      throw revertError(functionName, error);
+    }
+    if (batch !== null) {
+      batch.push(hash);
+      return -1n;
+    }
+    const receipt =
+      (await publicClient.getTransactionReceipt({ hash }).catch(() => null)) ??
+      (await publicClient.waitForTransactionReceipt({ hash, pollingInterval: 10 }));
+    if (receipt.status !== 'success') throw new Error(`${functionName} reverted (${hash})`);
+    return receipt.blockNumber;
+  };
+  const vault = contracts.vault;
+  const actions: ChainActions = {
+    url,
+    contracts,
+    publicClient,
+    walletClient,
+    testClient,
+    account: (index) => localAccount(index).address,
+    token: (assetId) => (assetId === 'USDC' ? contracts.usdc.address : assetOf(assetId).token),
+    async fund(user, assetId, amount) {
+      const token = actions.token(assetId);
+      await write(user, token, testTokenAbi, 'mint', [user, amount]);
+      await write(user, token, testTokenAbi, 'approve', [vault, 2n ** 256n - 1n]);
+    },
+    depositOnly: (user, assetId, amount) =>
+      write(user, vault, credanaVaultAbi, 'deposit', [assetOf(assetId).token, amount]),
+    async deposit(user, assetId, amount) {
+      await actions.fund(user, assetId, amount);
+      return actions.depositOnly(user, assetId, amount);
+    },
+    requestWithdrawal: (user, assetId, amount) =>
+      write(user, vault, credanaVaultAbi, 'requestWithdrawal', [assetOf(assetId).token, amount]),
+    cancelWithdrawal: (user, assetId) =>
+      write(user, vault, credanaVaultAbi, 'cancelWithdrawal', [assetOf(assetId).token]),
+    finalizeWithdrawal: (user, assetId) =>
+      write(user, vault, credanaVaultAbi, 'finalizeWithdrawal', [assetOf(assetId).token]),
+    setPrice: (assetId, answer) =>
+      write(
+        localAccount(ROLES.deployer).address,
+        assetOf(assetId).aggregator,
+        mockAggregatorAbi,
+        'transmit',
+        [answer],
+      ),
+    async repay(payer, user, amountUsdc) {
+      await actions.fund(payer, 'USDC', amountUsdc);
+      return write(payer, vault, credanaVaultAbi, 'repay', [user, amountUsdc]);
+    },
+    recordSpendAsSettler: (user, amountUsdc, ref) =>
+      write(localAccount(ROLES.settler).address, vault, credanaVaultAbi, 'recordSpend', [
+        user,
+        amountUsdc,
+        ref,
+      ]),
+    /** The liquidator must hold and have approved the USDC (see fund). */
+    async liquidate(user, assetId, seized, coveredUsdc) {
+      const liquidator = localAccount(ROLES.liquidator).address;
+      return write(liquidator, vault, credanaVaultAbi, 'liquidate', [
+        user,
+        assetOf(assetId).token,
+        seized,
+        coveredUsdc,
+      ]);
+    },
+    depositMany(assetId, users, amounts) {
+      if (contracts.batcher === undefined) throw new Error('deploy with withBatcher: true');
+      return write(localAccount(ROLES.deployer).address, contracts.batcher, benchBatcherAbi, 'depositMany', [
+        vault,
+        assetOf(assetId).token,
+        users,
+        amounts,
+      ]);
+    },
+    async mine(blocks = 1) {
+      // One evm_mine per block: hardhat_mine with a count makes "reserved" blocks whose parent hash
+      // is zero, which no real chain does (and which the indexer rightly refuses as inconsistent).
+      for (let i = 0; i < blocks; i++) await testClient.request({ method: 'evm_mine', params: [] } as never);
+      return publicClient.getBlockNumber({ cacheTime: 0 });
+    },
+    async inOneBlock(actions) {
+      await testClient.setAutomine(false);
+      batch = [];
+      const sent = batch;
+      try {
+        await actions();
+      } finally {
+        batch = null;
+        await testClient.request({ method: 'evm_mine', params: [] } as never);
+        await testClient.setAutomine(true);
+      }
+      let block = -1n;
+      for (const hash of sent) {
+        const receipt = await publicClient.waitForTransactionReceipt({ hash, pollingInterval: 20 });
+        if (receipt.status !== 'success') throw new Error(`transaction reverted in batch (${hash})`);
+        block = receipt.blockNumber;
+      }
+      return block === -1n ? publicClient.getBlockNumber({ cacheTime: 0 }) : block;
+    },
+    snapshot: () => testClient.snapshot(),
+    revert: (id) => testClient.revert({ id }),
+    head: () => publicClient.getBlockNumber({ cacheTime: 0 }),
+  };
+  return actions;
 }
 
 export async function startChainHarness(
@@ -165,140 +312,7 @@ export async function startChainHarness(
       liquidator: localAccount(ROLES.liquidator).address,
       ...options,
     });
-    const { publicClient, walletClient } = localClients(chain.url);
-    const testClient = createTestClient({ mode: 'hardhat', transport: http(chain.url, { retryCount: 0 }) });
-    const assetOf = (assetId: string) => {
-      const asset = contracts.assets.find((a) => a.assetId === assetId);
-      if (asset === undefined) throw new Error(`unknown asset ${assetId}`);
-      return asset;
-    };
-    let batch: Hex[] | null = null;
-    const write = async (
-      from: Address,
-      address: Address,
-      abi: typeof credanaVaultAbi | typeof testTokenAbi | typeof mockAggregatorAbi | typeof benchBatcherAbi,
-      functionName: string,
-      args: readonly unknown[],
-    ): Promise<bigint> => {
-      // Straight eth_sendTransaction from the node's unlocked account: the node estimates gas and fees
-      // itself, so one round trip sends and (automine) mines; viem's writeContract would add several.
-      const data = encodeFunctionData({ abi, functionName, args } as EncodeFunctionDataParameters);
-      let hash: Hex;
-      try {
-        hash = (await publicClient.request({
-          method: 'eth_sendTransaction',
-          params: [{ from, to: address, data, gas: '0x1c9c380' }],
-        } as never)) as Hex;
-      } catch (error) {
-        throw revertError(functionName, error);
-      }
-      if (batch !== null) {
-        batch.push(hash);
-        return -1n;
-      }
-      const receipt =
-        (await publicClient.getTransactionReceipt({ hash }).catch(() => null)) ??
-        (await publicClient.waitForTransactionReceipt({ hash, pollingInterval: 10 }));
-      if (receipt.status !== 'success') throw new Error(`${functionName} reverted (${hash})`);
-      return receipt.blockNumber;
-    };
-    const vault = contracts.vault;
-    const harness: ChainHarness = {
-      chain,
-      url: chain.url,
-      contracts,
-      publicClient,
-      walletClient,
-      testClient,
-      account: (index) => localAccount(index).address,
-      token: (assetId) => (assetId === 'USDC' ? contracts.usdc.address : assetOf(assetId).token),
-      async fund(user, assetId, amount) {
-        const token = harness.token(assetId);
-        await write(user, token, testTokenAbi, 'mint', [user, amount]);
-        await write(user, token, testTokenAbi, 'approve', [vault, 2n ** 256n - 1n]);
-      },
-      depositOnly: (user, assetId, amount) =>
-        write(user, vault, credanaVaultAbi, 'deposit', [assetOf(assetId).token, amount]),
-      async deposit(user, assetId, amount) {
-        await harness.fund(user, assetId, amount);
-        return harness.depositOnly(user, assetId, amount);
-      },
-      requestWithdrawal: (user, assetId, amount) =>
-        write(user, vault, credanaVaultAbi, 'requestWithdrawal', [assetOf(assetId).token, amount]),
-      cancelWithdrawal: (user, assetId) =>
-        write(user, vault, credanaVaultAbi, 'cancelWithdrawal', [assetOf(assetId).token]),
-      finalizeWithdrawal: (user, assetId) =>
-        write(user, vault, credanaVaultAbi, 'finalizeWithdrawal', [assetOf(assetId).token]),
-      setPrice: (assetId, answer) =>
-        write(
-          localAccount(ROLES.deployer).address,
-          assetOf(assetId).aggregator,
-          mockAggregatorAbi,
-          'transmit',
-          [answer],
-        ),
-      async repay(payer, user, amountUsdc) {
-        await harness.fund(payer, 'USDC', amountUsdc);
-        return write(payer, vault, credanaVaultAbi, 'repay', [user, amountUsdc]);
-      },
-      recordSpendAsSettler: (user, amountUsdc, ref) =>
-        write(localAccount(ROLES.settler).address, vault, credanaVaultAbi, 'recordSpend', [
-          user,
-          amountUsdc,
-          ref,
-        ]),
-      /** The liquidator must hold and have approved the USDC (see fund). */
-      async liquidate(user, assetId, seized, coveredUsdc) {
-        const liquidator = localAccount(ROLES.liquidator).address;
-        return write(liquidator, vault, credanaVaultAbi, 'liquidate', [
-          user,
-          assetOf(assetId).token,
-          seized,
-          coveredUsdc,
-        ]);
-      },
-      depositMany(assetId, users, amounts) {
-        if (contracts.batcher === undefined) throw new Error('deploy with withBatcher: true');
-        return write(
-          localAccount(ROLES.deployer).address,
-          contracts.batcher,
-          benchBatcherAbi,
-          'depositMany',
-          [vault, assetOf(assetId).token, users, amounts],
-        );
-      },
-      async mine(blocks = 1) {
-        // One evm_mine per block: hardhat_mine with a count makes "reserved" blocks whose parent hash
-        // is zero, which no real chain does (and which the indexer rightly refuses as inconsistent).
-        for (let i = 0; i < blocks; i++)
-          await testClient.request({ method: 'evm_mine', params: [] } as never);
-        return publicClient.getBlockNumber({ cacheTime: 0 });
-      },
-      async inOneBlock(actions) {
-        await testClient.setAutomine(false);
-        batch = [];
-        const sent = batch;
-        try {
-          await actions();
-        } finally {
-          batch = null;
-          await testClient.request({ method: 'evm_mine', params: [] } as never);
-          await testClient.setAutomine(true);
-        }
-        let block = -1n;
-        for (const hash of sent) {
-          const receipt = await publicClient.waitForTransactionReceipt({ hash, pollingInterval: 20 });
-          if (receipt.status !== 'success') throw new Error(`transaction reverted in batch (${hash})`);
-          block = receipt.blockNumber;
-        }
-        return block === -1n ? publicClient.getBlockNumber({ cacheTime: 0 }) : block;
-      },
-      snapshot: () => testClient.snapshot(),
-      revert: (id) => testClient.revert({ id }),
-      head: () => publicClient.getBlockNumber({ cacheTime: 0 }),
-      stop: () => chain.stop(),
-    };
-    return harness;
+    return { ...connectChain(chain.url, contracts), chain, stop: () => chain.stop() };
   } catch (error) {
     await chain.stop();
     throw error;

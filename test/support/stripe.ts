@@ -1,6 +1,17 @@
-/** Builds Stripe Issuing events in Stripe's wire format and signs them with the stripe library's test helper. */
-import { randomBytes, randomUUID } from 'node:crypto';
-import Stripe from 'stripe';
+/**
+ * The test suite's face of the Stripe event builders (shared/stripe/issuing-events.ts): the suite's
+ * signing secret as the default, and fresh ids.
+ */
+import { randomUUID } from 'node:crypto';
+import { randomStripeId, signPayload } from '../../shared/stripe/issuing-events.ts';
+
+export {
+  type AuthorizationEventOptions,
+  authorizationEvent,
+  authorizationRequest,
+  type RequestOptions,
+  transactionEvent,
+} from '../../shared/stripe/issuing-events.ts';
 
 export const TEST_WEBHOOK_SECRET = 'whsec_test_secret_for_the_suite_0001';
 
@@ -9,141 +20,8 @@ export function sign(
   secret = TEST_WEBHOOK_SECRET,
   timestamp = Math.floor(Date.now() / 1000),
 ): string {
-  return Stripe.webhooks.generateTestHeaderString({ payload, secret, timestamp });
-}
-
-const rid = () => randomBytes(8).toString('hex');
-
-export interface RequestOptions {
-  cardId: string;
-  amountCents: number;
-  authorizationId?: string;
-  eventId?: string;
-  mcc?: string;
-  controllable?: boolean;
-  /** Earlier requests on this authorization (an incremental authorization has ≥ 1). */
-  requestHistory?: number;
-  currency?: string;
-  createdS?: number;
-}
-
-export function authorizationRequest(options: RequestOptions) {
-  const created = options.createdS ?? Math.floor(Date.now() / 1000);
-  return {
-    id: options.eventId ?? `evt_${rid()}`,
-    object: 'event',
-    api_version: '2025-03-31.basil',
-    created,
-    livemode: false,
-    pending_webhooks: 1,
-    request: { id: null, idempotency_key: null },
-    type: 'issuing_authorization.request',
-    data: {
-      object: {
-        id: options.authorizationId ?? `iauth_${rid()}`,
-        object: 'issuing.authorization',
-        amount: 0,
-        approved: false,
-        status: 'pending',
-        currency: 'usd',
-        created,
-        card: { id: options.cardId, object: 'issuing.card', status: 'active' },
-        cardholder: 'ich_test',
-        merchant_amount: 0,
-        merchant_currency: 'usd',
-        merchant_data: {
-          category: 'misc',
-          category_code: options.mcc ?? '5411',
-          name: 'TEST GROCER',
-          city: 'Austin',
-          country: 'US',
-        },
-        metadata: {},
-        pending_request: {
-          amount: options.amountCents,
-          currency: options.currency ?? 'usd',
-          is_amount_controllable: options.controllable ?? false,
-          merchant_amount: options.amountCents,
-          merchant_currency: 'usd',
-        },
-        request_history: Array.from({ length: options.requestHistory ?? 0 }, () => ({ approved: true })),
-        transactions: [],
-      },
-    },
-  };
-}
-
-export interface AuthorizationEventOptions {
-  type: 'issuing_authorization.created' | 'issuing_authorization.updated';
-  cardId: string;
-  authorizationId: string;
-  amountCents: number;
-  approved: boolean;
-  status: 'pending' | 'closed' | 'reversed' | 'expired';
-  requestHistory: number;
-  createdS: number;
-  eventId?: string;
-  mcc?: string;
-}
-
-export function authorizationEvent(o: AuthorizationEventOptions) {
-  return {
-    id: o.eventId ?? `evt_${rid()}`,
-    object: 'event',
-    api_version: '2025-03-31.basil',
-    created: o.createdS,
-    livemode: false,
-    type: o.type,
-    data: {
-      object: {
-        id: o.authorizationId,
-        object: 'issuing.authorization',
-        amount: o.amountCents,
-        approved: o.approved,
-        status: o.status,
-        currency: 'usd',
-        created: o.createdS,
-        card: { id: o.cardId, object: 'issuing.card' },
-        merchant_data: { category_code: o.mcc ?? '5411', name: 'TEST GROCER' },
-        pending_request: null,
-        request_history: Array.from({ length: o.requestHistory }, () => ({ approved: o.approved })),
-      },
-    },
-  };
-}
-
-export function transactionEvent(o: {
-  cardId: string;
-  type: 'capture' | 'refund';
-  amountCents: number;
-  authorizationId: string | null;
-  createdS: number;
-  transactionId?: string;
-  eventId?: string;
-}) {
-  return {
-    id: o.eventId ?? `evt_${rid()}`,
-    object: 'event',
-    api_version: '2025-03-31.basil',
-    created: o.createdS,
-    livemode: false,
-    type: 'issuing_transaction.created',
-    data: {
-      object: {
-        id: o.transactionId ?? `ipi_${rid()}`,
-        object: 'issuing.transaction',
-        // Stripe: a capture takes money out of the Issuing balance (negative), a refund puts it back.
-        amount: o.type === 'capture' ? -o.amountCents : o.amountCents,
-        currency: 'usd',
-        type: o.type,
-        authorization: o.authorizationId,
-        card: o.cardId,
-        created: o.createdS,
-        merchant_data: { category_code: '5411', name: 'TEST GROCER' },
-      },
-    },
-  };
+  return signPayload(payload, secret, timestamp);
 }
 
 export const newUserId = () => randomUUID();
-export const newCardId = () => `ic_${rid()}`;
+export const newCardId = () => `ic_${randomStripeId()}`;

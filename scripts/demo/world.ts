@@ -1,0 +1,291 @@
+/**
+ * The demo's view of a running local stack (what `npm run dev` wrote to stack.json, plus the config):
+ * signed Stripe requests to the hot path, the chain's actions, the user's available credit as the hot
+ * path computes it from the cache, Supabase as a signed-in user, and bounded waits. Every failure is a
+ * `DemoError` whose message is the one line the demo prints.
+ */
+import postgres from 'postgres';
+import { type Address, formatUnits } from 'viem';
+import { type ChainActions, connectChain } from '../../indexer/chain/harness.ts';
+import { cachedCredit } from '../../indexer/chain/testing.ts';
+import { type ContractsFile, credanaVaultAbi, readContractsFile } from '../../indexer/contracts/index.ts';
+import type { Config } from '../../shared/config.ts';
+import type { CreditSnapshot } from '../../shared/credit.ts';
+import { formatCents } from '../../shared/money.ts';
+import { ensureAccount } from '../../shared/redis/account.ts';
+import { createRedis } from '../../shared/redis/client.ts';
+import { ACCOUNT, channels, pricesKey, userKeys } from '../../shared/redis/keys.ts';
+import { parsePrice } from '../../shared/redis/market.ts';
+import { authorizationRequest, randomStripeId, signPayload } from '../../shared/stripe/issuing-events.ts';
+import { asCaller, userCaller } from '../../supabase/tests/harness.ts';
+import type { StackSummary, StackUser } from '../dev/stack.ts';
+
+/** A step of the story did not go as told; the message says which and why. */
+export class DemoError extends Error {
+  readonly code = 'demo_failed';
+}
+
+/** Bounds of every wait and request (a busy 2-core machine included). */
+export const DEMO_LIMITS = {
+  requestTimeoutMs: 5_000,
+  /** Indexer: polls every second, then the confirmations. */
+  indexerWaitMs: 30_000,
+  /** Supabase → bridge → Redis (the design target is 1 s). */
+  bridgeWaitMs: 10_000,
+  /** Ledger writer → settlement worker (polls every second) → vault → indexer. */
+  settlementWaitMs: 60_000,
+  /** After a price message reached us, time for the hot path's own subscriber to apply it. */
+  priceGraceMs: 200,
+} as const;
+
+export interface SwipeInput {
+  amountCents: bigint;
+  mcc: string;
+}
+
+export interface SwipeResult {
+  approved: boolean;
+  reason: string;
+  authorizationId: string;
+  createdS: number;
+}
+
+export interface PriceView {
+  answer: bigint;
+  updatedAtS: number;
+  decimals: number;
+  priceAgeMaxS: number;
+}
+
+export interface DemoWorld {
+  stack: StackSummary;
+  user: StackUser;
+  contracts: ContractsFile;
+  chain: ChainActions;
+  weth: ContractsFile['assets'][number];
+  /** The user's available credit as the hot path's next decision would compute it. */
+  credit(): Promise<CreditSnapshot>;
+  /** The user's WETH collateral in the hot path's cache (after the indexer applied it). */
+  cachedCollateral(): Promise<bigint>;
+  swipe(input: SwipeInput): Promise<SwipeResult>;
+  /** Posts a signed asynchronous event to POST /stripe/events; fails unless it was processed. */
+  sendEvent(event: { id: string; type: string }): Promise<void>;
+  price(): Promise<PriceView>;
+  /** Transmits `answer` on the WETH feed and resolves once the hot path has it (mining confirmations for a rise). */
+  pushPrice(answer: bigint): Promise<{ block: bigint; waitedMs: number }>;
+  /** Sets `card_controls.frozen` as the user would through Supabase's API; resolves once the hot path's cache has it. */
+  setFrozen(frozen: boolean): Promise<{ waitedMs: number }>;
+  settlement(ref: string): Promise<{ status: string; transactionHash: string | null } | null>;
+  debtOnChainUsdc(): Promise<bigint>;
+  /** Polls `check` until it returns a value; DemoError with `what` after `timeoutMs`. */
+  waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | null | undefined>): Promise<T>;
+  close(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Cents of an oracle answer with `decimals` decimals (floored; for people, not for credit). */
+export function priceCents(answer: bigint, decimals: number): bigint {
+  return decimals >= 2 ? answer / 10n ** BigInt(decimals - 2) : answer * 10n ** BigInt(2 - decimals);
+}
+
+export const dollars = formatCents;
+export const weth = (amountBase: bigint) => `${formatUnits(amountBase, 18)} WETH`;
+
+async function request(url: string, init: RequestInit, what: string): Promise<Response> {
+  try {
+    return await fetch(url, { ...init, signal: AbortSignal.timeout(DEMO_LIMITS.requestTimeoutMs) });
+  } catch (error) {
+    throw new DemoError(
+      `${what}: ${url} did not answer within ${DEMO_LIMITS.requestTimeoutMs / 1000} s (${(error as Error).message}); is npm run dev still running?`,
+    );
+  }
+}
+
+export async function openDemoWorld(
+  config: Config,
+  stack: StackSummary,
+  user: StackUser,
+): Promise<DemoWorld> {
+  const health = await request(`${stack.hotPath.baseUrl}/healthz`, {}, 'hot path health check');
+  if (!health.ok)
+    throw new DemoError(`the hot path at ${stack.hotPath.baseUrl} answered ${health.status} to /healthz`);
+  const contracts = readContractsFile(stack.chain.contractsFile);
+  const chain = connectChain(stack.chain.rpcUrl, contracts);
+  const wethAsset = contracts.assets.find((a) => a.assetId === 'WETH');
+  if (wethAsset === undefined) throw new DemoError(`no WETH in ${stack.chain.contractsFile}`);
+  const sql = postgres(config.DATABASE_URL, { max: 2, connect_timeout: 5, onnotice: () => {} });
+  const sb = postgres(config.SUPABASE_DB_URL, { max: 1, connect_timeout: 5, onnotice: () => {} });
+  const redis = createRedis({ url: config.REDIS_URL, commandTimeoutMs: 2_000 });
+  const prefix = config.REDIS_KEY_PREFIX;
+  const keys = userKeys(prefix, user.userId);
+  const wallet = user.wallet as Address;
+
+  const post = async (url: string, body: unknown, what: string) => {
+    const raw = JSON.stringify(body);
+    const response = await request(
+      url,
+      {
+        method: 'POST',
+        body: raw,
+        headers: {
+          'content-type': 'application/json',
+          'stripe-signature': signPayload(raw, stack.stripe.webhookSecret),
+        },
+      },
+      what,
+    );
+    const text = await response.text();
+    if (response.status !== 200)
+      throw new DemoError(`${what}: ${url} answered ${response.status} ${text.slice(0, 200)}`);
+    return JSON.parse(text) as Record<string, unknown>;
+  };
+
+  const waitFor = async <T>(
+    what: string,
+    timeoutMs: number,
+    check: () => Promise<T | null | undefined>,
+  ): Promise<T> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const value = await check();
+      if (value !== null && value !== undefined) return value;
+      if (Date.now() > deadline)
+        throw new DemoError(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+      await sleep(100);
+    }
+  };
+
+  const price = async (): Promise<PriceView> => {
+    const [priceJson, asset] = await Promise.all([
+      redis.hget(pricesKey(prefix), wethAsset.assetId),
+      sql<{ price_decimals: number; price_age_max_s: number }[]>`
+        select price_decimals, price_age_max_s from assets where id = ${wethAsset.assetId}`,
+    ]);
+    if (priceJson === null || asset[0] === undefined)
+      throw new DemoError('the hot path has no WETH price yet (has the indexer started?)');
+    const { quote } = parsePrice(priceJson);
+    return {
+      answer: quote.answer,
+      updatedAtS: quote.updatedAtS,
+      decimals: asset[0].price_decimals,
+      priceAgeMaxS: asset[0].price_age_max_s,
+    };
+  };
+
+  return {
+    stack,
+    user,
+    contracts,
+    chain,
+    weth: wethAsset,
+    async credit() {
+      if (!(await ensureAccount(redis, sql, prefix, user.userId)))
+        throw new DemoError(`user ${user.userId} is not in the financial database`);
+      return cachedCredit(redis, sql, prefix, contracts.chainId, user.userId, Math.floor(Date.now() / 1000));
+    },
+    async cachedCollateral() {
+      await ensureAccount(redis, sql, prefix, user.userId);
+      return BigInt(
+        (await redis.hget(keys.account, `${ACCOUNT.collateralPrefix}${wethAsset.assetId}`)) ?? '0',
+      );
+    },
+    async swipe(input) {
+      if (input.amountCents <= 0n || input.amountCents > BigInt(Number.MAX_SAFE_INTEGER))
+        throw new DemoError(`swipe amount ${input.amountCents} is out of range`);
+      const createdS = Math.floor(Date.now() / 1000);
+      const event = authorizationRequest({
+        cardId: user.cardId,
+        // Stripe's wire format: integer cents in a JSON number (exact below 2^53, checked above).
+        amountCents: Number(input.amountCents),
+        mcc: input.mcc,
+        createdS,
+        apiVersion: stack.stripe.apiVersion,
+        authorizationId: `iauth_demo_${randomStripeId()}`,
+      });
+      const answer = await post(stack.hotPath.authorizationUrl, event, 'authorization request');
+      const metadata = answer['metadata'] as { reason?: string } | undefined;
+      return {
+        approved: answer['approved'] === true,
+        reason: metadata?.reason ?? '(no reason)',
+        authorizationId: event.data.object.id,
+        createdS,
+      };
+    },
+    async sendEvent(event) {
+      const answer = await post(stack.hotPath.eventsUrl, event, `${event.type} event`);
+      if (answer['processed'] !== true)
+        throw new DemoError(`the hot path did not process ${event.type} ${event.id}`);
+    },
+    price,
+    async pushPrice(answer) {
+      const current = await price();
+      // The hot path learns prices by pub/sub; listen on the same channel to know when it has this one.
+      const subscriber = redis.duplicate();
+      subscriber.on('error', () => {});
+      const startedAt = Date.now();
+      try {
+        let seen = false;
+        subscriber.on('message', (_channel: string, message: string) => {
+          const update = parsePrice(message);
+          if (update.assetId === wethAsset.assetId && update.quote.answer === answer) seen = true;
+        });
+        await subscriber.subscribe(channels(prefix).prices);
+        const block = await chain.setPrice(wethAsset.assetId, answer);
+        // A rise adds credit, so the indexer applies it after the confirmations (a drop at first sight).
+        if (answer > current.answer) await chain.mine(config.CHAIN_CONFIRMATIONS);
+        await waitFor('the indexer to publish the new WETH price', DEMO_LIMITS.indexerWaitMs, async () => {
+          if (seen) return true;
+          // The message may have come before we listened: the stored price tells too.
+          const now = await price();
+          const fresh = answer !== current.answer || now.updatedAtS > current.updatedAtS;
+          return now.answer === answer && fresh ? true : null;
+        });
+        await sleep(DEMO_LIMITS.priceGraceMs);
+        return { block, waitedMs: Date.now() - startedAt };
+      } finally {
+        subscriber.disconnect();
+      }
+    },
+    async setFrozen(frozen) {
+      // As PostgREST runs a signed-in user's PATCH: their role and JWT claims, RLS applied.
+      const updated = await asCaller(
+        sb,
+        userCaller(user.userId),
+        (tx) => tx`update public.card_controls set frozen = ${frozen} where user_id = ${user.userId}`,
+        { commit: true },
+      );
+      if (updated.count !== 1)
+        throw new DemoError(
+          `no card_controls row for user ${user.userId} in the Supabase-local database (restart npm run dev: it signs the demo users up)`,
+        );
+      const startedAt = Date.now();
+      await waitFor(
+        `the bridge to bring frozen=${frozen} to the hot path's cache`,
+        DEMO_LIMITS.bridgeWaitMs,
+        async () => {
+          const card = await redis.hget(keys.cards, user.cardId);
+          return card?.endsWith(frozen ? '|1' : '|0') === true ? true : null;
+        },
+      );
+      return { waitedMs: Date.now() - startedAt };
+    },
+    async settlement(ref) {
+      const [row] = await sql<{ status: string; transaction_hash: string | null }[]>`
+        select status, transaction_hash from settlements where ref = ${ref}`;
+      return row === undefined ? null : { status: row.status, transactionHash: row.transaction_hash };
+    },
+    debtOnChainUsdc: () =>
+      chain.publicClient.readContract({
+        address: contracts.vault,
+        abi: credanaVaultAbi,
+        functionName: 'debtOf',
+        args: [wallet],
+      }),
+    waitFor,
+    async close() {
+      redis.disconnect();
+      await Promise.all([sql.end({ timeout: 2 }), sb.end({ timeout: 2 })]);
+    },
+  };
+}

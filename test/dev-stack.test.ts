@@ -1,0 +1,255 @@
+// Proves `npm run dev` and `npm run demo` end to end on private resources only: dev runs as a real process with DATABASE_URL on a port where nothing listens (so it starts its own embedded PostgreSQL, data in a temp DEV_STATE_DIR), a Redis port where nothing listens (its own redis-server), and private chain and service ports; the demo's story runs against it (approved, declined insufficient_credit / blocked_mcc / card_frozen, a settlement transaction checked on the chain); then SIGINT (Ctrl-C) stops everything and every port is free again; a second run reuses the cluster's data (and, its chain being new, recreates the databases); when dev is killed its services die with it, and the next run adopts the PostgreSQL and redis-server it left and stops them on SIGINT. The shared PostgreSQL (5432) and Redis (6379) are never used.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Hex } from 'viem';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { localClients } from '../indexer/chain/deploy.ts';
+import { credanaVaultAbi } from '../indexer/contracts/index.ts';
+import type { StackSummary } from '../scripts/dev/stack.ts';
+import { USDC_PER_CENT } from '../shared/money.ts';
+import { freePort, runScript } from './support/processes.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const DEV_START_MS = 110_000;
+
+let dir: string;
+let stateDir: string;
+let env: Record<string, string>;
+let ports: Record<'postgres' | 'redis' | 'hotPath' | 'ledgerWriter' | 'supabaseSync' | 'chain', number>;
+let dev: DevProcess;
+let stack: StackSummary;
+
+interface DevProcess {
+  child: ChildProcess;
+  output(): string;
+  exit: Promise<number | string>;
+}
+
+/** `node --import tsx scripts/dev.ts`, as `npm run dev` runs it: ONE process, so SIGINT reaches dev itself. */
+function startDev(): DevProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/dev.ts'], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const collect = (chunk: Buffer) => {
+    out = (out + chunk.toString()).slice(-100_000);
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const exit = new Promise<number | string>((resolve) =>
+    child.once('close', (code, signal) => resolve(code ?? signal ?? 'unknown')),
+  );
+  return { child, output: () => out, exit };
+}
+
+const tail = () => dev.output().slice(-4_000);
+
+/** Waits for dev's "stack is up" line and its stack.json. */
+async function stackOf(run: DevProcess): Promise<StackSummary> {
+  const file = path.join(stateDir, 'stack.json');
+  const deadline = Date.now() + DEV_START_MS;
+  while (!(existsSync(file) && run.output().includes('Credana dev stack is up'))) {
+    if (run.child.exitCode !== null) throw new Error(`dev exited with ${run.child.exitCode}:\n${tail()}`);
+    if (Date.now() > deadline)
+      throw new Error(`dev did not write stack.json in ${DEV_START_MS / 1000} s:\n${tail()}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  return JSON.parse(readFileSync(file, 'utf8')) as StackSummary;
+}
+
+/** SIGINT, as Ctrl-C; resolves with dev's exit code (or a note that it is still running). */
+async function interrupt(run: DevProcess): Promise<number | string> {
+  run.child.kill('SIGINT');
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve('still running after 30 s'), 30_000);
+  });
+  const result = await Promise.race([run.exit, late]);
+  clearTimeout(timer);
+  return result;
+}
+
+/** True when nothing accepts connections on 127.0.0.1:port. */
+function portClosed(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(true));
+  });
+}
+
+async function distinctFreePorts(count: number): Promise<number[]> {
+  const found = new Set<number>();
+  while (found.size < count) found.add(await freePort());
+  return [...found];
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), 'credana-dev-stack-'));
+  // As root, the embedded PostgreSQL runs as the postgres OS user, which must reach the data directory.
+  chmodSync(dir, 0o755);
+  stateDir = path.join(dir, 'state');
+  const [postgresPort, redis, hotPath, ledgerWriter, supabaseSync, chain] = await distinctFreePorts(6);
+  ports = {
+    postgres: postgresPort!,
+    redis: redis!,
+    hotPath: hotPath!,
+    ledgerWriter: ledgerWriter!,
+    supabaseSync: supabaseSync!,
+    chain: chain!,
+  };
+  env = {
+    PATH: process.env['PATH'] ?? '',
+    ...(process.env['HOME'] === undefined ? {} : { HOME: process.env['HOME'] }),
+    NODE_ENV: 'development',
+    LOG_LEVEL: 'info',
+    DEV_STATE_DIR: stateDir,
+    DATABASE_URL: `postgres://postgres@127.0.0.1:${ports.postgres}/credana`,
+    SUPABASE_DB_URL: `postgres://postgres@127.0.0.1:${ports.postgres}/credana_supabase`,
+    REDIS_URL: `redis://127.0.0.1:${ports.redis}`,
+    HOT_PATH_PORT: String(ports.hotPath),
+    LEDGER_WRITER_PORT: String(ports.ledgerWriter),
+    SUPABASE_SYNC_METRICS_PORT: String(ports.supabaseSync),
+    CHAIN_RPC_URL: `http://127.0.0.1:${ports.chain}`,
+    CONTRACTS_FILE: path.join(stateDir, 'contracts.json'),
+  };
+  for (const port of Object.values(ports)) expect(await portClosed(port)).toBe(true);
+
+  dev = startDev();
+  stack = await stackOf(dev);
+}, DEV_START_MS + 10_000);
+
+afterAll(async () => {
+  // Only if a step above failed: stop dev the way a user would, then make sure nothing of ours is left.
+  if (dev !== undefined && dev.child.exitCode === null && dev.child.signalCode === null) {
+    if ((await interrupt(dev)) === 'still running after 30 s') dev.child.kill('SIGKILL');
+  }
+  const pidFile = path.join(stateDir ?? '', 'postgres', 'postmaster.pid');
+  if (stateDir !== undefined && existsSync(pidFile)) {
+    const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+    try {
+      process.kill(pid, 'SIGQUIT');
+    } catch {
+      // already gone
+    }
+  }
+  if (ports !== undefined && !(await portClosed(ports.redis))) {
+    execFileSync('redis-cli', ['-p', String(ports.redis), 'shutdown', 'nosave'], { stdio: 'ignore' });
+  }
+  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+}, 60_000);
+
+describe('npm run dev + npm run demo', () => {
+  it('starts an embedded PostgreSQL of its own when DATABASE_URL does not answer', () => {
+    expect(dev.output()).toContain(
+      `created and started an embedded PostgreSQL 15 on 127.0.0.1:${ports.postgres}`,
+    );
+    expect(dev.output()).toContain(`starting redis-server on ${ports.redis}`);
+    expect(existsSync(path.join(stateDir, 'postgres', 'PG_VERSION'))).toBe(true);
+    expect(stack.postgres).toEqual({ embedded: true, dataDir: path.join(stateDir, 'postgres') });
+    expect(stack.hotPath.baseUrl).toBe(`http://127.0.0.1:${ports.hotPath}`);
+    expect(stack.users.map((u) => u.availableCents > 0)).toEqual([true, true]);
+  });
+
+  it('plays the demo story: approvals, declines with reasons, a freeze, a capture settled on-chain', async () => {
+    const startedAt = Date.now();
+    const demo = await runScript('scripts/demo.ts', [], env);
+    const report = `${demo.stdout}\n${demo.stderr}\n--- dev ---\n${tail()}`;
+    expect(demo.code, report).toBe(0);
+    expect(demo.stderr, report).toBe('');
+    expect(demo.stdout).toMatch(/the indexer credited it .* later: available credit \$/);
+    expect(demo.stdout).toMatch(/2a\. \$12\.50 at a grocery .*: approved \(reason approved\)/);
+    expect(demo.stdout).toMatch(/2b\. .*: declined \(reason insufficient_credit\)/);
+    expect(demo.stdout).toMatch(/2c\. .*: declined \(reason blocked_mcc\)/);
+    expect(demo.stdout).toMatch(/3b\. available credit \$[\d,.]+ -> \$[\d,.]+/);
+    expect(demo.stdout).toMatch(/3c\. .*: declined \(reason insufficient_credit\)/);
+    expect(demo.stdout).toMatch(/4b\. .*: declined \(reason card_frozen\)/);
+    expect(demo.stdout).toMatch(/4d\. .*: approved \(reason approved\)/);
+    expect(demo.stdout).toContain('The story is complete.');
+
+    // The settlement it printed is a real, successful vault transaction, and the vault owes what was captured.
+    const hash = /5c\. settled in transaction (0x[0-9a-f]{64})/.exec(demo.stdout)?.[1];
+    expect(hash, report).toBeDefined();
+    const { publicClient } = localClients(stack.chain.rpcUrl);
+    const receipt = await publicClient.getTransactionReceipt({ hash: hash as Hex });
+    expect(receipt.status).toBe('success');
+    expect(receipt.to?.toLowerCase()).toBe(stack.chain.vault.toLowerCase());
+    const bob = stack.users[1]!;
+    const debt = await publicClient.readContract({
+      address: stack.chain.vault as Hex,
+      abi: credanaVaultAbi,
+      functionName: 'debtOf',
+      args: [bob.wallet as Hex],
+    });
+    expect(debt).toBe(1_250n * USDC_PER_CENT);
+    expect(Date.now() - startedAt).toBeLessThan(45_000);
+  }, 60_000);
+
+  it('stops everything it started on SIGINT (Ctrl-C) and frees every port', async () => {
+    const schedulerPort = Number(new URL(stack.scheduler.metricsUrl ?? 'http://127.0.0.1:0').port);
+    expect(await interrupt(dev), tail()).toBe(0);
+    for (const port of [...Object.values(ports), schedulerPort]) {
+      expect(await portClosed(port), `port ${port} still open`).toBe(true);
+    }
+    expect(existsSync(path.join(stateDir, 'stack.json'))).toBe(false);
+    // The cluster's data stays for the next run; its server is gone.
+    expect(existsSync(path.join(stateDir, 'postgres', 'PG_VERSION'))).toBe(true);
+    expect(existsSync(path.join(stateDir, 'postgres', 'postmaster.pid'))).toBe(false);
+  }, 45_000);
+
+  it(
+    'reuses its PostgreSQL data on a second run (recreating the databases for the new chain); its services die with it',
+    async () => {
+      dev = startDev();
+      const second = await stackOf(dev);
+      expect(dev.output()).toContain(`started the embedded PostgreSQL 15 on 127.0.0.1:${ports.postgres}`);
+      expect(dev.output()).not.toContain('created and started');
+      // dev's own chain died with the first run: what the databases indexed from it is gone with it.
+      expect(dev.output()).toContain(
+        'the local chain is new: recreated the financial and Supabase-local databases',
+      );
+      expect(second.users.map((u) => u.availableCents)).toEqual(stack.users.map((u) => u.availableCents));
+
+      // A crash: dev cannot stop anything. Its services and chain follow it (their stdin ends); the
+      // PostgreSQL and redis-server it started stay for the next run to adopt.
+      const schedulerPort = Number(new URL(second.scheduler.metricsUrl ?? 'http://127.0.0.1:0').port);
+      dev.child.kill('SIGKILL');
+      await dev.exit;
+      const followers = [ports.hotPath, ports.ledgerWriter, ports.supabaseSync, ports.chain, schedulerPort];
+      const deadline = Date.now() + 20_000;
+      for (const port of followers) {
+        while (!(await portClosed(port))) {
+          expect(Date.now() < deadline, `port ${port} still open 20 s after dev was killed`).toBe(true);
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      }
+      expect(await portClosed(ports.postgres)).toBe(false);
+      expect(await portClosed(ports.redis)).toBe(false);
+    },
+    DEV_START_MS + 40_000,
+  );
+
+  it(
+    'adopts the PostgreSQL and redis-server a killed dev left running, and Ctrl-C stops them',
+    async () => {
+      dev = startDev();
+      await stackOf(dev);
+      expect(dev.output()).toContain(
+        `adopted the running embedded PostgreSQL 15 on 127.0.0.1:${ports.postgres}`,
+      );
+      expect(dev.output()).toContain(`adopted the running redis-server on ${ports.redis}`);
+      expect(await interrupt(dev), tail()).toBe(0);
+      for (const port of Object.values(ports))
+        expect(await portClosed(port), `port ${port} still open`).toBe(true);
+    },
+    DEV_START_MS + 40_000,
+  );
+});
