@@ -12,7 +12,6 @@
  * Postgres applies exactly the deltas Redis made (the stream's outcome fields), never re-derives them:
  * that is what keeps credit_accounts equal to Redis's account hash.
  */
-import type postgres from 'postgres';
 import { z } from 'zod';
 import type { Sql, Tx } from '../../shared/db/client.ts';
 import {
@@ -39,8 +38,6 @@ export interface RawEntry {
 export interface DecisionItem {
   kind: 'decision';
   record: DecisionRecord;
-  /** The Stripe event, parsed (stored in card_events.payload). */
-  payload: postgres.JSONValue;
   approved: boolean;
   approvedCents: bigint;
   requestedCents: bigint;
@@ -50,7 +47,6 @@ export interface DecisionItem {
 export interface LifecycleItem {
   kind: 'lifecycle';
   record: LifecycleRecord;
-  payload: postgres.JSONValue;
   holdDeltaCents: bigint;
   unsettledDeltaCents: bigint;
   capturedDeltaCents: bigint;
@@ -93,13 +89,10 @@ export function parseEntry(raw: RawEntry): ParseResult {
   }
   const parsed = outboxRecordSchema.safeParse(value);
   if (!parsed.success) return { ok: false, error: `record ${describe(parsed.error)}` };
+  // The Stripe event (record.event) is not parsed here: Postgres parses it once, into card_events'
+  // jsonb. An event that is not JSON fails its batch with a data error, and the entry alone is then
+  // found and dead-lettered like any poison entry (writer.ts isolate).
   const record = parsed.data;
-  let payload: postgres.JSONValue;
-  try {
-    payload = JSON.parse(record.event) as postgres.JSONValue;
-  } catch {
-    return { ok: false, error: 'record event: not JSON' };
-  }
   if (record.kind === 'decision') {
     const outcome = decisionOutcome.safeParse(raw.fields);
     if (!outcome.success) return { ok: false, error: `outcome ${describe(outcome.error)}` };
@@ -119,7 +112,6 @@ export function parseEntry(raw: RawEntry): ParseResult {
         item: {
           kind: 'decision',
           record,
-          payload,
           approved,
           approvedCents,
           requestedCents,
@@ -144,7 +136,7 @@ export function parseEntry(raw: RawEntry): ParseResult {
     entry: {
       stream: raw.stream,
       id: raw.id,
-      item: { kind: 'lifecycle', record, payload, holdDeltaCents, unsettledDeltaCents, capturedDeltaCents },
+      item: { kind: 'lifecycle', record, holdDeltaCents, unsettledDeltaCents, capturedDeltaCents },
     },
   };
 }
@@ -472,33 +464,33 @@ async function insertCardEvents(tx: Tx, entries: ParsedEntry[]): Promise<Set<str
     .sort(bySortKey((row) => row.id));
   const inserted: { id: string }[] = [];
   for (const chunk of chunksOf(rows, limits.rowsPerStatementMax)) {
+    // The events travel as one JSON array of their own text, joined as is (no escaping into an array
+    // literal, no parse here): Postgres parses each once, straight into jsonb. Typed text in the SQL:
+    // postgres.js would JSON-encode a parameter the server describes as jsonb (a string scalar).
+    const payloads = `[${chunk.map((r) => r.payload).join(',')}]`;
     inserted.push(
       ...(await tx<
         { id: string }[]
       >`insert into card_events (id, type, user_id, object_id, payload, created_at)
-        select id, type, user_id, object_id, payload::jsonb, created_at
+        select v.id, v.type, v.user_id, v.object_id, p.payload, v.created_at
         from unnest(${texts(
           tx,
           chunk.map((r) => r.id),
         )}::text[], ${texts(
           tx,
           chunk.map((r) => r.type),
-        )}::text[],
-          ${texts(
-            tx,
-            chunk.map((r) => r.userId),
-          )}::uuid[], ${texts(
-            tx,
-            chunk.map((r) => r.objectId),
-          )}::text[],
-          ${texts(
-            tx,
-            chunk.map((r) => r.payload),
-          )}::text[], ${texts(
-            tx,
-            chunk.map((r) => r.createdAt),
-          )}::timestamptz[])
-          with ordinality as v(id, type, user_id, object_id, payload, created_at, n)
+        )}::text[], ${texts(
+          tx,
+          chunk.map((r) => r.userId),
+        )}::uuid[], ${texts(
+          tx,
+          chunk.map((r) => r.objectId),
+        )}::text[], ${texts(
+          tx,
+          chunk.map((r) => r.createdAt),
+        )}::timestamptz[])
+          with ordinality as v(id, type, user_id, object_id, created_at, n)
+        join jsonb_array_elements(${payloads}::text::jsonb) with ordinality as p(payload, n) on p.n = v.n
         order by v.n
         on conflict do nothing returning id`),
     );

@@ -343,6 +343,11 @@ describe('ledger writer on the real hot path', () => {
     await addEntry(services.redis, services.prefix, user.userId, good[0]!);
     await addEntry(services.redis, services.prefix, user.userId, ['r', '{"kind":"decision"', 'ok', '1']); // not JSON
     await addEntry(services.redis, services.prefix, user.userId, good[1]!);
+    // A record whose Stripe event is not JSON: only Postgres parses it (into card_events' jsonb).
+    const badEvent = decisionFields({ userId: user.userId, cardId: user.cardId, grantedCents: 70n });
+    const record = JSON.parse(badEvent[1]!) as Record<string, unknown>;
+    badEvent[1] = JSON.stringify({ ...record, event: '{"id": "evt_truncated' });
+    await addEntry(services.redis, services.prefix, user.userId, badEvent);
     // Valid in form, but for a user Postgres has never heard of: every insert of it fails (23503).
     await addEntry(
       services.redis,
@@ -353,14 +358,15 @@ describe('ledger writer on the real hot path', () => {
     await addEntry(services.redis, services.prefix, user.userId, good[2]!);
     await drained(20_000);
     const dead = await services.redis.xrange(deadLetterKey(services.prefix), '-', '+');
-    expect(dead.length).toBe(2);
+    expect(dead.length).toBe(3);
     const errors = dead.map(([, fields]) => fields[fields.indexOf('error') + 1]);
     expect(errors[0]).toContain('not JSON');
-    expect(errors[1]).toContain('23503');
+    expect(errors[1]).toContain('22P02'); // invalid input syntax for type json
+    expect(errors[2]).toContain('23503');
     const [row] = await sql`select holds_cents from credit_accounts where user_id = ${user.userId}`;
     expect(row).toEqual({ holds_cents: '300' });
     expect(await metrics.registry.getSingleMetricAsString('credana_ledger_dead_lettered_total')).toMatch(
-      /problem="invalid"} 1[\s\S]*problem="failed"} 1|problem="failed"} 1[\s\S]*problem="invalid"} 1/,
+      /problem="invalid"} 1[\s\S]*problem="failed"} 2|problem="failed"} 2[\s\S]*problem="invalid"} 1/,
     );
   });
 
