@@ -41,6 +41,7 @@ import { createRedis } from '../shared/redis/client.ts';
 import { applySupabaseMigrations } from '../supabase/migrate.ts';
 import { signUp } from '../supabase/tests/harness.ts';
 import {
+  alive,
   DevPrerequisiteError,
   embeddedServerPid,
   isLoopbackHost,
@@ -118,15 +119,6 @@ function track(name: string, kind: 'server' | 'service', child: ChildProcess): v
       clearTimeout(timer);
     },
   });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** The pid in `file` when that process is alive; otherwise null. */

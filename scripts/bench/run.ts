@@ -13,12 +13,12 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import autocannon from 'autocannon';
 import postgres from 'postgres';
-import Stripe from 'stripe';
 import { configFromProcess } from '../../shared/config.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
 import { publishPrice } from '../../shared/redis/account.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { publishAsset } from '../../shared/redis/market.ts';
+import { authorizationRequest, signPayload } from '../../shared/stripe/issuing-events.ts';
 import { openLoop } from './open-loop.ts';
 import { cpuSpent, processCpuMs, processesCpuMs } from './proc-cpu.ts';
 
@@ -176,39 +176,21 @@ async function startServer(
 }
 
 let sequence = 0;
+/** A distinct `issuing_authorization.request` in Stripe's wire format (shared builder), signed. */
 function signedRequest(): { body: string; headers: Record<string, string> } {
   sequence++;
-  const user = (sequence % USERS) + 1;
-  const created = Math.floor(Date.now() / 1000);
-  const body = JSON.stringify({
-    id: `evt_bench_${process.pid}_${sequence}`,
-    object: 'event',
-    api_version: '2025-03-31.basil',
-    created,
-    livemode: false,
-    type: 'issuing_authorization.request',
-    data: {
-      object: {
-        id: `iauth_bench_${process.pid}_${sequence}`,
-        object: 'issuing.authorization',
-        amount: 0,
-        approved: false,
-        status: 'pending',
-        currency: 'usd',
-        created,
-        card: { id: `ic_bench_${user}`, object: 'issuing.card' },
-        merchant_data: {
-          category: 'grocery_stores_supermarkets',
-          category_code: '5411',
-          name: 'BENCH GROCER',
-        },
-        pending_request: { amount: 1_250, currency: 'usd', is_amount_controllable: false },
-        request_history: [],
-      },
-    },
-  });
-  const signature = Stripe.webhooks.generateTestHeaderString({ payload: body, secret: SECRET });
-  return { body, headers: { 'content-type': 'application/json', 'stripe-signature': signature } };
+  const body = JSON.stringify(
+    authorizationRequest({
+      cardId: `ic_bench_${(sequence % USERS) + 1}`,
+      amountCents: 1_250,
+      eventId: `evt_bench_${process.pid}_${sequence}`,
+      authorizationId: `iauth_bench_${process.pid}_${sequence}`,
+    }),
+  );
+  return {
+    body,
+    headers: { 'content-type': 'application/json', 'stripe-signature': signPayload(body, SECRET) },
+  };
 }
 
 /**

@@ -97,30 +97,37 @@ export interface AuthorizationEventOptions {
   apiVersion?: string;
 }
 
-export function authorizationEvent(o: AuthorizationEventOptions) {
+/** Stripe's event envelope around `object`. */
+function envelope<T>(
+  o: { eventId?: string | undefined; apiVersion?: string | undefined; createdS: number },
+  type: string,
+  object: T,
+) {
   return {
     id: o.eventId ?? `evt_${rid()}`,
     object: 'event',
     api_version: o.apiVersion ?? STRIPE_EVENT_API_VERSION,
     created: o.createdS,
     livemode: false,
-    type: o.type,
-    data: {
-      object: {
-        id: o.authorizationId,
-        object: 'issuing.authorization',
-        amount: o.amountCents,
-        approved: o.approved,
-        status: o.status,
-        currency: 'usd',
-        created: o.createdS,
-        card: { id: o.cardId, object: 'issuing.card' },
-        merchant_data: { category_code: o.mcc ?? '5411', name: 'TEST GROCER' },
-        pending_request: null,
-        request_history: Array.from({ length: o.requestHistory }, () => ({ approved: o.approved })),
-      },
-    },
+    type,
+    data: { object },
   };
+}
+
+export function authorizationEvent(o: AuthorizationEventOptions) {
+  return envelope(o, o.type, {
+    id: o.authorizationId,
+    object: 'issuing.authorization',
+    amount: o.amountCents,
+    approved: o.approved,
+    status: o.status,
+    currency: 'usd',
+    created: o.createdS,
+    card: { id: o.cardId, object: 'issuing.card' },
+    merchant_data: { category_code: o.mcc ?? '5411', name: 'TEST GROCER' },
+    pending_request: null,
+    request_history: Array.from({ length: o.requestHistory }, () => ({ approved: o.approved })),
+  });
 }
 
 export function transactionEvent(o: {
@@ -133,26 +140,16 @@ export function transactionEvent(o: {
   eventId?: string;
   apiVersion?: string;
 }) {
-  return {
-    id: o.eventId ?? `evt_${rid()}`,
-    object: 'event',
-    api_version: o.apiVersion ?? STRIPE_EVENT_API_VERSION,
+  return envelope(o, 'issuing_transaction.created', {
+    id: o.transactionId ?? `ipi_${rid()}`,
+    object: 'issuing.transaction',
+    // Stripe: a capture takes money out of the Issuing balance (negative), a refund puts it back.
+    amount: o.type === 'capture' ? -o.amountCents : o.amountCents,
+    currency: 'usd',
+    type: o.type,
+    authorization: o.authorizationId,
+    card: o.cardId,
     created: o.createdS,
-    livemode: false,
-    type: 'issuing_transaction.created',
-    data: {
-      object: {
-        id: o.transactionId ?? `ipi_${rid()}`,
-        object: 'issuing.transaction',
-        // Stripe: a capture takes money out of the Issuing balance (negative), a refund puts it back.
-        amount: o.type === 'capture' ? -o.amountCents : o.amountCents,
-        currency: 'usd',
-        type: o.type,
-        authorization: o.authorizationId,
-        card: o.cardId,
-        created: o.createdS,
-        merchant_data: { category_code: '5411', name: 'TEST GROCER' },
-      },
-    },
-  };
+    merchant_data: { category_code: '5411', name: 'TEST GROCER' },
+  });
 }
