@@ -3,7 +3,7 @@
  * PostgreSQL cluster (initdb + pg_ctl), never the machine's shared ones. Also spawns our own services
  * as real child processes.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
@@ -101,6 +101,12 @@ export interface PostgresCluster {
   url: string;
   stop(): void;
   start(): void;
+  /**
+   * stop() and start() without blocking the event loop, for tests whose own traffic (HTTP requests,
+   * timers) must keep flowing while the server goes down or comes back.
+   */
+  stopAsync(): Promise<void>;
+  startAsync(): Promise<void>;
   destroy(): void;
 }
 
@@ -122,29 +128,35 @@ export async function startPostgresCluster(): Promise<PostgresCluster> {
   // initdb refuses to run as root; run it (and the server) as the postgres OS user when we are root.
   const asPostgres = process.getuid?.() === 0;
   if (asPostgres) execFileSync('chown', ['-R', 'postgres:postgres', dir]);
-  const run = (bin: string, args: string[]) =>
-    asPostgres
-      ? execFileSync('runuser', ['-u', 'postgres', '--', pgBin(bin), ...args], { stdio: 'pipe' })
-      : execFileSync(pgBin(bin), args, { stdio: 'pipe' });
+  const command = (bin: string, args: string[]): [string, string[]] =>
+    asPostgres ? ['runuser', ['-u', 'postgres', '--', pgBin(bin), ...args]] : [pgBin(bin), args];
+  const run = (bin: string, args: string[]) => execFileSync(...command(bin, args), { stdio: 'pipe' });
+  const runAsync = (bin: string, args: string[]) =>
+    new Promise<void>((resolve, reject) => {
+      execFile(...command(bin, args), (error) => (error === null ? resolve() : reject(error)));
+    });
   run('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8']);
-  const start = () =>
-    run('pg_ctl', [
-      '-D',
-      data,
-      '-l',
-      path.join(dir, 'log'),
-      '-w',
-      '-o',
-      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`,
-      'start',
-    ]);
-  const stop = () => run('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
+  const startArgs = [
+    '-D',
+    data,
+    '-l',
+    path.join(dir, 'log'),
+    '-w',
+    '-o',
+    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`,
+    'start',
+  ];
+  const stopArgs = ['-D', data, '-m', 'immediate', '-w', 'stop'];
+  const start = () => run('pg_ctl', startArgs);
+  const stop = () => run('pg_ctl', stopArgs);
   start();
   return {
     port,
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     stop,
     start,
+    stopAsync: () => runAsync('pg_ctl', stopArgs),
+    startAsync: () => runAsync('pg_ctl', startArgs),
     destroy() {
       try {
         stop();
