@@ -495,8 +495,8 @@ it('answers from Redis through a 30 s Postgres outage and the writer then books 
   expect(metric(hotPathMetrics, 'credana_decisions_total', 'source="redis"')).toBe(decisionExchanges.length);
 
   // ── The outbox kept every entry made during the outage (nothing acked), and the writer retried.
-  // Read from XLEN, not from the writer's credana_ledger_backlog_entries / credana_ledger_lag_ms: those
-  // are sampled only between batches, so they keep their pre-outage values while a batch is retried.
+  // XLEN is the truth; the writer's own backlog and lag gauges must follow it while a batch is retried
+  // (they are sampled on a timer, so an alert on the lag fires during an outage).
   const outboxEntriesInOutage = inOutage.filter(
     (e) => e.kind === 'request' || e.kind === 'created' || e.kind === 'capture',
   ).length;
@@ -505,6 +505,14 @@ it('answers from Redis through a 30 s Postgres outage and the writer then books 
   for (let i = 1; i < outageSamples.length; i++)
     expect(outageSamples[i]!.outbox).toBeGreaterThanOrEqual(outageSamples[i - 1]!.outbox);
   expect(outageSamples.some((s) => s.writerState === 'retrying')).toBe(true);
+  const lateInOutage = outageSamples.filter(
+    (s) => s.atMs > outageEndedMs - 5_000 && s.writerState !== 'down',
+  );
+  expect(lateInOutage.length).toBeGreaterThan(0);
+  for (const s of lateInOutage) {
+    expect(s.writerLagMs).toBeGreaterThan(OUTAGE_MS - 10_000);
+    expect(s.writerBacklog).toBeGreaterThan((outboxAtRestart - outboxAtStop) / 2);
+  }
   expect(outageSamples.some((s) => s.retries > 0)).toBe(true);
   expect(await redis!.xlen(deadLetterKey(prefix))).toBe(0);
 

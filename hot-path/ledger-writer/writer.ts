@@ -157,6 +157,9 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
   let lagMs = 0;
   let lastLagSampleMs = 0;
   let lastClaimMs = 0;
+  // Lag and backlog are sampled on a timer too, not only between batches: while one batch is retried
+  // (Postgres down) no batch ends, and an alert on the lag must still see it grow.
+  let lagTimer: NodeJS.Timeout | null = null;
 
   async function ensureGroups(): Promise<void> {
     for (const stream of streams) {
@@ -496,12 +499,17 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
       if (loop !== null) return;
       await ensureGroups();
       state = 'running';
+      lagTimer = setInterval(() => {
+        sampleLag().catch(() => undefined); // Redis away: the next sample tries again
+      }, limits.lagSampleIntervalMs);
+      lagTimer.unref();
       loop = run().finally(() => {
         state = 'stopped';
       });
     },
     async stop() {
       stopping = true;
+      if (lagTimer !== null) clearInterval(lagTimer);
       if (state !== 'stopped') state = 'stopping';
       await loop;
       state = 'stopped';
