@@ -31,6 +31,8 @@ afterAll(async () => {
 });
 
 async function commandsDuring(work: () => Promise<unknown>): Promise<string[]> {
+  // MONITOR reports asynchronously: let the reports of earlier commands arrive before counting.
+  await new Promise((resolve) => setTimeout(resolve, 100));
   seen.length = 0;
   await work();
   await new Promise((resolve) => setTimeout(resolve, 100));
