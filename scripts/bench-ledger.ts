@@ -18,9 +18,9 @@ import { createLedgerWriter, streamIdMs } from '../hot-path/ledger-writer/writer
 import { createDatabase } from '../shared/db/client.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import { allOutboxKeys, outboxKey } from '../shared/redis/keys.ts';
+import { authorizationRequest } from '../shared/stripe/issuing-events.ts';
 import { cloneTemplateDatabase, deletePrefix, dropDatabase } from '../test/support/db.ts';
 import { redisUrl } from '../test/support/env.ts';
-import { seedUser } from '../test/support/fixtures.ts';
 import ensureTemplateDatabase from '../test/support/global-setup.ts';
 import { processesCpuMs } from './bench/proc-cpu.ts';
 
@@ -28,6 +28,9 @@ const BATCHED_ENTRIES = 30_000;
 const SINGLE_ENTRIES = 2_000;
 const RATE_PER_S = 5_000;
 const RATE_SECONDS = 6;
+const USERS = Number(
+  process.argv.find((arg) => arg.startsWith('--users='))?.slice('--users='.length) ?? 10_000,
+);
 const BATCH_MAX = Number(
   process.argv.find((arg) => arg.startsWith('--batch-max='))?.slice('--batch-max='.length) ?? 500,
 );
@@ -46,12 +49,35 @@ const prefix = `b${randomBytes(5).toString('hex')}:`;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 try {
-  const users: Awaited<ReturnType<typeof seedUser>>[] = [];
-  for (let i = 0; i < 50; i++) users.push(await seedUser(database.sql));
+  // Users spread as in production (each decision opens an authorization and moves its user's credit
+  // account): `-- --users=N`, default 10,000, the number the hot-path benchmark uses.
+  const users = (
+    await database.sql<{ user_id: string; card_id: string }[]>`
+      with u as (
+        insert into users (id, credit_limit_cents, daily_limit_cents)
+        select gen_random_uuid(), 10000000, 10000000 from generate_series(1, ${USERS})
+        returning id
+      ), a as (
+        insert into credit_accounts (user_id) select id from u
+      )
+      insert into cards (id, user_id) select 'ic_bl_' || replace(id::text, '-', ''), id from u
+      returning user_id::text, id as card_id`
+  ).map((row) => ({ userId: row.user_id, cardId: row.card_id }));
   let n = 0;
   const fieldsOf = () => {
     const user = users[n++ % users.length]!;
-    return decisionFields({ userId: user.userId, cardId: user.cardId, grantedCents: BigInt(1 + (n % 900)) });
+    const eventId = `evt_bl_${n}_${randomBytes(4).toString('hex')}`;
+    // The event as Stripe sends it (the shared builder's full authorization request, ~1.3 KB).
+    const event = JSON.stringify(
+      authorizationRequest({ cardId: user.cardId, amountCents: 1 + (n % 900), eventId }),
+    );
+    return decisionFields({
+      userId: user.userId,
+      cardId: user.cardId,
+      grantedCents: BigInt(1 + (n % 900)),
+      eventId,
+      event,
+    });
   };
   async function add(count: number): Promise<void> {
     const pipeline = redis.pipeline();
@@ -135,6 +161,7 @@ try {
     lagMsAt5kPerS,
     lagMsAt5kPerSMedian: lags[Math.floor(lags.length / 2)] ?? 0,
     batchMax: BATCH_MAX,
+    users: USERS,
     batchedEntries: BATCHED_ENTRIES,
     singleEntries: SINGLE_ENTRIES,
     loadAverage1m5m15m: { atStart: loadAtStart, atEnd: loads() },

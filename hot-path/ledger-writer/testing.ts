@@ -18,6 +18,8 @@ export function decisionFields(o: {
   authorizationId?: string;
   eventId?: string;
   createdS?: number;
+  /** The Stripe event's JSON text (a minimal one when not given). */
+  event?: string;
 }): string[] {
   const eventId = o.eventId ?? `evt_${rid()}`;
   const nowMs = Date.now();
@@ -39,7 +41,7 @@ export function decisionFields(o: {
     holdExpiresAtMs: nowMs + 7 * 86_400_000,
     decidedAtMs: nowMs,
     latencyUs: 250,
-    event: JSON.stringify({ id: eventId, type: 'issuing_authorization.request' }),
+    event: o.event ?? JSON.stringify({ id: eventId, type: 'issuing_authorization.request' }),
     eventCreatedS: o.createdS ?? Math.floor(nowMs / 1000),
   };
   const approved = o.grantedCents > 0n;

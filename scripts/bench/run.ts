@@ -17,6 +17,7 @@ import { configFromProcess } from '../../shared/config.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
 import { publishPrice } from '../../shared/redis/account.ts';
 import { createRedis } from '../../shared/redis/client.ts';
+import { allOutboxKeys } from '../../shared/redis/keys.ts';
 import { publishAsset } from '../../shared/redis/market.ts';
 import { authorizationRequest, signPayload } from '../../shared/stripe/issuing-events.ts';
 import { openLoop } from './open-loop.ts';
@@ -325,12 +326,17 @@ const lagSampler = setInterval(() => {
     () => {},
   );
 }, 200);
-/** Waits until the writer has written everything (its backlog gauge is 0); returns the ms it took. */
+/**
+ * Waits until the writer has written everything — every outbox stream empty (the writer deletes what
+ * it has committed) — and returns the ms it took. Read from Redis, not the writer's backlog gauge, which
+ * is stale right after the writer was paused.
+ */
+const outbox = createRedis({ url: config.REDIS_URL });
 async function drained(): Promise<number> {
   const started = Date.now();
   for (;;) {
-    const values = await scrape(writerPort);
-    if (sumOf(values, 'credana_ledger_backlog_entries') === 0) return Date.now() - started;
+    const lengths = await Promise.all(allOutboxKeys(PREFIX).map((key) => outbox.xlen(key)));
+    if (lengths.every((n) => n === 0)) return Date.now() - started;
     if (Date.now() - started > 300_000) throw new Error('the ledger writer did not drain in 5 minutes');
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -368,6 +374,7 @@ const pausedBacklogDrainMs = await drained();
 await hot.stop();
 clearInterval(lagSampler);
 await writer.stop();
+outbox.disconnect();
 const decisions = sumOf(after, 'credana_decisions_total') - sumOf(before, 'credana_decisions_total');
 const trips =
   sumOf(after, 'credana_decision_redis_round_trips_total') -
