@@ -378,6 +378,33 @@ describe('ledger writer on the real hot path', () => {
     );
   });
 
+  it('writes a trickle of entries in a few batches: a batch that is not full waits batchWaitMs for more', async () => {
+    const user = await seedUser(services.database.sql);
+    const batches = async () =>
+      (await metrics.batchSize.get()).values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0;
+    const before = await batches();
+    // 20 entries, one every 2 ms for one user (one lane): about 40 ms of trickle. Read as they come,
+    // each would be a transaction of its own; gathered for 20 ms, they make a handful.
+    const trickleStarted = performance.now();
+    for (let i = 0; i < 20; i++) {
+      await addEntry(
+        services.redis,
+        services.prefix,
+        user.userId,
+        decisionFields({ userId: user.userId, cardId: user.cardId, grantedCents: 10n }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    const trickleMs = performance.now() - trickleStarted;
+    await drained();
+    // One batch per 20 ms window of the trickle (plus the edges) — not one per entry. On a loaded
+    // machine the trickle stretches and so does the bound.
+    expect((await batches()) - before).toBeLessThanOrEqual(Math.ceil(trickleMs / 20) + 2);
+    const [row] = await services.database
+      .sql`select holds_cents from credit_accounts where user_id = ${user.userId}`;
+    expect(row).toEqual({ holds_cents: '200' });
+  });
+
   it('serves /metrics with lag, throughput, dead letters and batch durations, and /healthz', async () => {
     const app = createLedgerWriterApp({ writer: writer!, metrics });
     const text = await (await app.request('/metrics')).text();
