@@ -41,7 +41,10 @@ export function processesCpuMs(name: string): number | null {
   }
 }
 
-/** CPU (ms) each named part used between two readings; null where either reading is missing. */
+/**
+ * CPU (ms) each named part used between two readings; null where either reading is missing or the
+ * processes changed (a sum over processes misses those that exit between the readings).
+ */
 export function cpuSpent<K extends string>(
   before: Record<K, number | null>,
   after: Record<K, number | null>,
@@ -50,7 +53,8 @@ export function cpuSpent<K extends string>(
   for (const key of Object.keys(before) as K[]) {
     const a = before[key];
     const b = after[key];
-    spent[key] = a === null || b === null ? null : Math.round(b - a);
+    // Negative when processes counted in `before` exited meanwhile (a Postgres backend closing): unknown.
+    spent[key] = a === null || b === null || b < a ? null : Math.round(b - a);
   }
   return spent;
 }
