@@ -76,7 +76,7 @@ export async function startRedisServer(extraArgs: string[] = []): Promise<RedisS
   };
   const kill = async (signal: NodeJS.Signals = 'SIGKILL') => {
     const c = child;
-    if (c === null || c.exitCode !== null) return;
+    if (c === null || c.exitCode !== null || c.signalCode !== null) return;
     const exited = new Promise((resolve) => c.once('exit', resolve));
     c.kill(signal);
     await exited;

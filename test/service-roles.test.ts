@@ -1,0 +1,156 @@
+/**
+ * The hot path and the ledger writer under the SQL roles they run as in production
+ * (`credana_hot_path`, `credana_ledger_writer`, drizzle/0001), not as the superuser the other tests
+ * use: every statement of a decision (the account rebuilt from Postgres), of lifecycle events, of the
+ * writer's batch and of the Postgres fallback must be allowed by the grants — a missing grant would show
+ * here as a decline or a writer that never drains.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
+import { createLedgerWriter } from '../hot-path/ledger-writer/writer.ts';
+import { createDatabase, type Database } from '../shared/db/client.ts';
+import { createRedis, type Redis } from '../shared/redis/client.ts';
+import { allOutboxKeys } from '../shared/redis/keys.ts';
+import { conservationProblems } from './support/conservation.ts';
+import { setUpServices, type TestServices } from './support/db.ts';
+import { seedAsset, seedUser, WETH, wethForBorrowPower } from './support/fixtures.ts';
+import { type HotPath, post, startHotPath, WETH_PRICE_E8 } from './support/hot-path.ts';
+import { type RedisServer, startRedisServer } from './support/processes.ts';
+import { authorizationEvent, authorizationRequest, transactionEvent } from './support/stripe.ts';
+
+let services: TestServices;
+let redisServer: RedisServer;
+let redis: Redis;
+let hotPath: HotPath;
+let writerDatabase: Database;
+
+/** The test database's URL, logged in as `role` (trust authentication on this machine's Postgres). */
+function asRole(role: string): string {
+  const url = new URL(services.databaseUrl);
+  url.username = role;
+  url.password = '';
+  return url.toString();
+}
+
+beforeAll(async () => {
+  services = await setUpServices();
+  // A private Redis: it is stopped below to send the hot path to its Postgres fallback.
+  redisServer = await startRedisServer();
+  redis = createRedis({ url: redisServer.url });
+  await seedAsset(
+    services.database.sql,
+    redis,
+    services.prefix,
+    WETH,
+    WETH_PRICE_E8,
+    Math.floor(Date.now() / 1000),
+  );
+  hotPath = await startHotPath(services, {
+    DATABASE_URL: asRole('credana_hot_path'),
+    REDIS_URL: redisServer.url,
+    REDIS_COMMAND_TIMEOUT_MS: '200',
+  });
+  writerDatabase = createDatabase({ url: asRole('credana_ledger_writer'), applicationName: 'roles-test' });
+});
+
+afterAll(async () => {
+  await hotPath?.close();
+  await writerDatabase?.close();
+  redis?.disconnect();
+  await redisServer?.destroy();
+  await services?.close();
+});
+
+describe('services under their own SQL roles', () => {
+  it('decides, applies lifecycle events, writes the ledger and falls back to Postgres with only their grants', async () => {
+    const { sql } = services.database;
+    const [whoHotPath] = await hotPath.database.sql<{ current_user: string }[]>`select current_user`;
+    const [whoWriter] = await writerDatabase.sql<{ current_user: string }[]>`select current_user`;
+    expect([whoHotPath?.current_user, whoWriter?.current_user]).toEqual([
+      'credana_hot_path',
+      'credana_ledger_writer',
+    ]);
+
+    const user = await seedUser(sql, {
+      collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(10_000n, WETH_PRICE_E8) }],
+    });
+    const authorize = async (amountCents: number, cardId = user.cardId) =>
+      (await post(hotPath, '/stripe/authorizations', authorizationRequest({ cardId, amountCents }))).json;
+    // The first decision rebuilds the account from Postgres as credana_hot_path.
+    const first = authorize(1_000);
+    const approved = [await first, await authorize(2_000)];
+    expect(approved.map((a) => a.approved)).toEqual([true, true]);
+    expect((await authorize(50_000)).metadata?.reason).toBe('insufficient_credit');
+    expect((await authorize(100, 'ic_nobody')).metadata?.reason).toBe('unknown_card');
+
+    // Lifecycle events for an authorization decided above: created, then captured in part.
+    const authorizationId = 'iauth_roles_1';
+    const t = Math.floor(Date.now() / 1000);
+    const decided = await post(
+      hotPath,
+      '/stripe/authorizations',
+      authorizationRequest({ cardId: user.cardId, amountCents: 1_500, authorizationId }),
+    );
+    expect(decided.json.approved).toBe(true);
+    for (const event of [
+      authorizationEvent({
+        type: 'issuing_authorization.created',
+        cardId: user.cardId,
+        authorizationId,
+        amountCents: 1_500,
+        approved: true,
+        status: 'pending',
+        requestHistory: 1,
+        createdS: t,
+      }),
+      transactionEvent({
+        cardId: user.cardId,
+        type: 'capture',
+        amountCents: 1_000,
+        authorizationId,
+        createdS: t + 1,
+      }),
+    ]) {
+      const res = await post(hotPath, '/stripe/events', event);
+      expect(res.json).toMatchObject({ received: true, processed: true, duplicate: false });
+    }
+
+    // The writer drains everything as credana_ledger_writer.
+    const writerRedis = createRedis({ url: redisServer.url });
+    const writer = createLedgerWriter({
+      redis: writerRedis,
+      sql: writerDatabase.sql,
+      prefix: services.prefix,
+      consumer: 'roles-test',
+      batchMax: 100,
+      batchWaitMs: 10,
+      metrics: createLedgerWriterMetrics(),
+    });
+    await writer.start();
+    const until = Date.now() + 20_000;
+    for (;;) {
+      const lengths = await Promise.all(allOutboxKeys(services.prefix).map((key) => redis.xlen(key)));
+      if (lengths.every((n) => n === 0)) break;
+      if (Date.now() > until) throw new Error(`outbox not drained: ${lengths.join(',')}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await writer.stop();
+    writerRedis.disconnect();
+    const [counts] = await sql<{ decisions: number; transfers: number; audit: number }[]>`select
+      (select count(*)::int from decisions) as decisions,
+      (select count(*)::int from ledger_transfers) as transfers,
+      (select count(*)::int from audit_log) as audit`;
+    // 5 decisions (3 approved, 2 declined); transfers: 3 holds, the capture.
+    expect(counts).toEqual({ decisions: 5, transfers: 4, audit: 4 });
+    expect(await conservationProblems(sql, redis, services.prefix, [user.userId])).toEqual([]);
+    expect(await sql`select * from audit_log_verify()`).toEqual([]);
+
+    // Redis gone: the fallback decides and books in Postgres as credana_hot_path.
+    await redisServer.kill();
+    const fallback = await authorize(500);
+    expect(fallback.approved).toBe(true);
+    const [row] = await sql<{ source: string; approved: boolean }[]>`
+      select source, approved from decisions where id = ${fallback.metadata?.decision_id ?? ''}`;
+    expect(row).toEqual({ source: 'postgres', approved: true });
+  });
+});
