@@ -15,8 +15,11 @@ export const limits = {
   authorizationStateTtlS: 45 * 86_400,
   /** Cards remembered in memory (card → user never changes, so this is a size bound only). */
   cardCacheSizeMax: 1_000_000,
-  /** Account snapshots (collateral, limit, version) kept in memory per process; a size bound only. */
-  accountSnapshotsMax: 1_000_000,
+  /**
+   * Account snapshots (collateral, limit, version) kept in memory per process, a few hundred bytes
+   * each; when full they are all dropped and re-read one HGETALL at a time.
+   */
+  accountSnapshotsMax: 200_000,
   /** Time kept back from the budget for writing the response. */
   responseMarginMs: 15,
   /** Merchant category codes whose holds last 31 days (lodging, car rental, cruise lines). */
