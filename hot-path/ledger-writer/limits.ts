@@ -14,6 +14,8 @@ export const limits = {
    */
   applyLanes: 2,
   applyLanesMax: 8,
+  /** Reads smaller than this are written in one transaction, not split into lanes. */
+  laneSplitEntriesMin: 100,
   /** A pending entry idle this long belongs to a dead consumer: another writer claims it. */
   claimIdleMs: 10_000,
   /** How often to look for a dead consumer's entries. */

@@ -394,8 +394,10 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
    * Everything before it — the bulk of the work — runs in parallel.
    */
   async function applyPrepared({ valid, raws }: Prepared): Promise<boolean> {
-    const byLane: ParsedEntry[][] = Array.from({ length: lanes }, () => []);
-    for (const entry of valid) byLane[laneOf(entry, lanes)]!.push(entry);
+    // A small read goes in one transaction: split, it would cost two commits for no parallelism gained.
+    const laneCount = valid.length < limits.laneSplitEntriesMin ? 1 : lanes;
+    const byLane: ParsedEntry[][] = Array.from({ length: laneCount }, () => []);
+    for (const entry of valid) byLane[laneOf(entry, laneCount)]!.push(entry);
     const finished = await Promise.all(
       byLane.map(async (lane) => {
         for (let i = 0; i < lane.length; i += batchMax) {
