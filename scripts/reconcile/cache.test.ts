@@ -88,9 +88,13 @@ describe('cache job', () => {
         expect.stringContaining('lim: redis=1'),
       ]),
     );
-    expect(byKind('cache_holds_ahead_of_postgres').map((f) => [f['userId'], f['repaired']])).toEqual([
-      [c.userId, false],
-    ]);
+    // Once seen failing under a loaded CI run (C missing here) and not reproduced since: the message
+    // carries every finding and C's decision row, so a recurrence says why.
+    const [cDecision] = await sql`select source, approved_cents from decisions where user_id = ${c.userId}`;
+    expect(
+      byKind('cache_holds_ahead_of_postgres').map((f) => [f['userId'], f['repaired']]),
+      JSON.stringify({ findings: first.findings, cDecision, c: c.userId, b: b.userId }),
+    ).toEqual([[c.userId, false]]);
     expect(byKind('users_deferred')).toEqual([{ kind: 'users_deferred', count: 1 }]);
     expect(first.repairs).toBe(1);
 
