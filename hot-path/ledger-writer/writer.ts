@@ -451,7 +451,8 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
       // per entry than the entries themselves (and that CPU is taken from the hot path on a shared box).
       if (read.length > 0 && read.length < batchMax && !stopping) {
         await sleep(batchWaitMs);
-        read = read.concat(await readGroup('>', false, batchMax - read.length));
+        // If this second read fails, write what the first one delivered (it is this consumer's now).
+        read = read.concat(await readGroup('>', false, batchMax - read.length).catch(() => []));
       }
     }
     return read;
