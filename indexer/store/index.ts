@@ -5,6 +5,7 @@
  */
 import type postgres from 'postgres';
 import type { Address, Hex } from 'viem';
+import { type AssetRiskRow, assetRiskOf } from '../../shared/db/queries/assets.ts';
 import { LIMITS } from '../limits.ts';
 
 export type Sql = postgres.Sql | postgres.TransactionSql;
@@ -328,28 +329,14 @@ export interface AssetRow {
 
 export async function loadAssets(sql: Sql, chainId: number): Promise<AssetRow[]> {
   const rows = await sql<
-    {
-      id: string;
-      token_address: string;
-      token_decimals: number;
-      price_feed_address: string;
-      price_decimals: number;
-      ltv_bps: number;
-      liquidation_threshold_bps: number;
-      price_age_max_s: number;
-    }[]
+    (AssetRiskRow & { token_address: string; price_feed_address: string })[]
   >`select id, token_address, token_decimals, price_feed_address, price_decimals, ltv_bps, liquidation_threshold_bps,
       price_age_max_s
     from assets where chain_id = ${chainId} and enabled order by id`;
   return rows.map((r) => ({
-    assetId: r.id,
+    ...assetRiskOf(r),
     token: r.token_address.toLowerCase() as Address,
-    tokenDecimals: r.token_decimals,
     feed: r.price_feed_address.toLowerCase() as Address,
-    priceDecimals: r.price_decimals,
-    ltvBps: BigInt(r.ltv_bps),
-    liquidationThresholdBps: BigInt(r.liquidation_threshold_bps),
-    priceAgeMaxS: r.price_age_max_s,
   }));
 }
 

@@ -11,8 +11,9 @@
  * - risk_snapshots + hold_snapshots ← one snapshot of every user's credit (computeCredit, exact) and
  *   of every open hold, at one `taken_at`; `analytics.snapshots` lists complete snapshots only.
  */
-import { type AssetRisk, computeCredit, type PriceQuote } from '../../shared/credit.ts';
+import { computeCredit, type PriceQuote } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
+import { type AssetRiskRow, assetRiskMap } from '../../shared/db/queries/assets.ts';
 import type { AnalyticsBackend } from './backend.ts';
 import { limits } from './limits.ts';
 import { ensurePartitions } from './setup.ts';
@@ -166,28 +167,10 @@ export async function snapshotRisk(deps: IngestDeps, takenAt: Date): Promise<num
   const perBatch = limits.riskUsersPerBatch;
   await ensurePartitions(analytics, backend, 'risk_snapshots', takenAt.getTime(), takenAt.getTime());
   await ensurePartitions(analytics, backend, 'hold_snapshots', takenAt.getTime(), takenAt.getTime());
-  const assetRows = await financial<
-    {
-      id: string;
-      token_decimals: number;
-      price_decimals: number;
-      ltv_bps: number;
-      liquidation_threshold_bps: number;
-      price_age_max_s: number;
-    }[]
-  >`select id, token_decimals, price_decimals, ltv_bps, liquidation_threshold_bps, price_age_max_s from assets where enabled`;
-  const assets = new Map<string, AssetRisk>(
-    assetRows.map((a) => [
-      a.id,
-      {
-        assetId: a.id,
-        tokenDecimals: a.token_decimals,
-        priceDecimals: a.price_decimals,
-        ltvBps: BigInt(a.ltv_bps),
-        liquidationThresholdBps: BigInt(a.liquidation_threshold_bps),
-        priceAgeMaxS: a.price_age_max_s,
-      },
-    ]),
+  const assets = assetRiskMap(
+    await financial<
+      AssetRiskRow[]
+    >`select id, token_decimals, price_decimals, ltv_bps, liquidation_threshold_bps, price_age_max_s from assets where enabled`,
   );
   const priceRows = await financial<{ asset_id: string; answer: string; updated_at: Date }[]>`
     select distinct on (asset_id) asset_id, answer::text, updated_at from prices order by asset_id, updated_at desc`;

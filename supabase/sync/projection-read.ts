@@ -10,8 +10,9 @@
  * - chain events named as deposits or withdrawals → asset and amount from the event's args.
  */
 
-import { type AssetRisk, computeCredit, type PriceQuote } from '../../shared/credit.ts';
+import { computeCredit, type PriceQuote } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
+import { type AssetRiskRow, assetRiskMap } from '../../shared/db/queries/assets.ts';
 import { WAD } from '../../shared/money.ts';
 import { declineMessage } from './decline-messages.ts';
 
@@ -113,15 +114,7 @@ export async function readTruth(
         select user_id, status, frozen from cards where user_id = any(${ids}::uuid[])
         order by created_at desc, id desc`,
         tx<
-          {
-            id: string;
-            token_address: string;
-            token_decimals: number;
-            price_decimals: number;
-            ltv_bps: number;
-            liquidation_threshold_bps: number;
-            price_age_max_s: number;
-          }[]
+          (AssetRiskRow & { token_address: string })[]
         >`select id, token_address, token_decimals, price_decimals, ltv_bps, liquidation_threshold_bps, price_age_max_s
         from assets`,
         tx<{ asset_id: string; answer: string; updated_at: Date }[]>`
@@ -194,19 +187,7 @@ export async function readTruth(
       ]);
 
     const nowS = Math.floor(asOf.getTime() / 1000);
-    const assetRisk = new Map<string, AssetRisk>(
-      assets.map((a) => [
-        a.id,
-        {
-          assetId: a.id,
-          tokenDecimals: a.token_decimals,
-          priceDecimals: a.price_decimals,
-          ltvBps: BigInt(a.ltv_bps),
-          liquidationThresholdBps: BigInt(a.liquidation_threshold_bps),
-          priceAgeMaxS: a.price_age_max_s,
-        },
-      ]),
-    );
+    const assetRisk = assetRiskMap(assets);
     const assetByToken = new Map(assets.map((a) => [a.token_address.toLowerCase(), a.id]));
     const quotes = new Map<string, PriceQuote>(
       prices.map((p) => [
