@@ -14,7 +14,7 @@ import type { Config } from '../../shared/config.ts';
 import { borrowPower, type CollateralHolding } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import type { DecisionReason, DecisionRecord } from '../../shared/outbox.ts';
-import { ensureAccount, utcDay } from '../../shared/redis/account.ts';
+import { ensureAccount, holdingsFromAccount, utcDay } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { ACCOUNT, unknownCardDecisionKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
 import type { Market } from '../../shared/redis/market.ts';
@@ -93,20 +93,6 @@ function parseStored(
     reason: (reason ?? 'system_unavailable') as DecisionReason,
     decisionId: decisionId ?? '',
   };
-}
-
-function holdingsFromAccount(account: Record<string, string>): CollateralHolding[] {
-  const holdings: CollateralHolding[] = [];
-  for (const [field, value] of Object.entries(account)) {
-    if (!field.startsWith(ACCOUNT.collateralPrefix)) continue;
-    const assetId = field.slice(ACCOUNT.collateralPrefix.length);
-    holdings.push({
-      assetId,
-      amountBase: BigInt(value),
-      pendingWithdrawalBase: BigInt(account[ACCOUNT.pendingWithdrawalPrefix + assetId] ?? '0'),
-    });
-  }
-  return holdings;
 }
 
 /** A decision the Postgres fallback stored, to be mirrored into the cache (hold and idempotency key). */

@@ -9,13 +9,8 @@ import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import type postgres from 'postgres';
-import {
-  type AssetRisk,
-  type CollateralHolding,
-  type CreditSnapshot,
-  computeCredit,
-  type PriceQuote,
-} from '../../shared/credit.ts';
+import { type AssetRisk, type CreditSnapshot, computeCredit, type PriceQuote } from '../../shared/credit.ts';
+import { holdingsFromAccount } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { ACCOUNT, pricesKey, userKeys } from '../../shared/redis/keys.ts';
 import { createRpc, type Rpc } from '../rpc/index.ts';
@@ -110,16 +105,7 @@ export async function cachedCredit(
   nowS: number,
 ): Promise<CreditSnapshot> {
   const account = await redis.hgetall(userKeys(prefix, userId).account);
-  const holdings: CollateralHolding[] = [];
-  for (const [field, value] of Object.entries(account)) {
-    if (!field.startsWith(ACCOUNT.collateralPrefix)) continue;
-    const assetId = field.slice(ACCOUNT.collateralPrefix.length);
-    holdings.push({
-      assetId,
-      amountBase: BigInt(value),
-      pendingWithdrawalBase: BigInt(account[ACCOUNT.pendingWithdrawalPrefix + assetId] ?? '0'),
-    });
-  }
+  const holdings = holdingsFromAccount(account);
   const assets = new Map<string, AssetRisk>(
     (await loadAssets(sql, chainId)).map((a) => [
       a.assetId,

@@ -5,6 +5,7 @@
  * controls). Every change bumps the account's version, which the hot path's check-and-reserve uses to
  * detect a change between its read and its reserve.
  */
+import type { CollateralHolding } from '../credit.ts';
 import type { Sql } from '../db/client.ts';
 import { DOUBLE_EXACT_MAX, usdcToCentsCeil } from '../money.ts';
 import type { Redis } from './client.ts';
@@ -420,4 +421,19 @@ export async function warmAccounts(
     after = page[page.length - 1]!.id;
   }
   return { users, installed };
+}
+
+/** The collateral holdings of a cached account hash (`c:<asset>` and `w:<asset>` fields). */
+export function holdingsFromAccount(account: Record<string, string>): CollateralHolding[] {
+  const holdings: CollateralHolding[] = [];
+  for (const [field, value] of Object.entries(account)) {
+    if (!field.startsWith(ACCOUNT.collateralPrefix)) continue;
+    const assetId = field.slice(ACCOUNT.collateralPrefix.length);
+    holdings.push({
+      assetId,
+      amountBase: BigInt(value),
+      pendingWithdrawalBase: BigInt(account[ACCOUNT.pendingWithdrawalPrefix + assetId] ?? '0'),
+    });
+  }
+  return holdings;
 }
