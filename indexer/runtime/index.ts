@@ -25,6 +25,7 @@ import { type CacheWriter, createCacheWriter } from '../apply/redis.ts';
 import { type ContractsFile, feedProxyAbi } from '../contracts/index.ts';
 import { assertChainSettings, assertLimits, LIMITS } from '../limits.ts';
 import { classifyRpcError, NonRetryableError, ReorgTooDeepError } from '../rpc/index.ts';
+import { createSleeper } from '../sleeper.ts';
 import {
   type AssetRow,
   type BlockRef,
@@ -155,7 +156,7 @@ export function createIndexer(options: IndexerOptions): Indexer {
   let cursor: BlockRef | null = null;
   let ctx: ApplyContext | null = null;
   let stopping = false;
-  let wake: (() => void) | null = null;
+  const { sleep, wake } = createSleeper();
   let running: Promise<void> | null = null;
 
   const init = async () => {
@@ -352,15 +353,6 @@ export function createIndexer(options: IndexerOptions): Indexer {
     }
   };
 
-  const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-
   return {
     get status() {
       return status;
@@ -417,7 +409,7 @@ export function createIndexer(options: IndexerOptions): Indexer {
     },
     async stop() {
       stopping = true;
-      wake?.();
+      wake();
       if (running !== null) await running.catch(() => {});
       if (status !== 'halted') status = 'stopped';
     },

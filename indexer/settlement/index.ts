@@ -32,6 +32,7 @@ import { USDC_PER_CENT } from '../../shared/money.ts';
 import { credanaVaultAbi } from '../contracts/index.ts';
 import { LIMITS } from '../limits.ts';
 import { classifyRpcError } from '../rpc/index.ts';
+import { createSleeper } from '../sleeper.ts';
 import { LOCK_SETTLEMENT_SESSION, tryExclusive } from '../store/index.ts';
 
 export interface SettlementWorkerOptions {
@@ -87,7 +88,7 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
   let lastTransferId = 0n;
   let nextNonce: number | null = null;
   let stopping = false;
-  let wake: (() => void) | null = null;
+  const { sleep, wake } = createSleeper();
 
   const takeNonce = async (): Promise<number> => {
     // The node's pending count is the truth after a restart or a rejected send; between those, our
@@ -280,15 +281,6 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
     return report;
   };
 
-  const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-
   let running: Promise<void> | null = null;
   return {
     runOnce,
@@ -314,7 +306,7 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
     },
     async stop() {
       stopping = true;
-      wake?.();
+      wake();
       if (running !== null) await running.catch(() => {});
     },
   };
