@@ -21,7 +21,7 @@ import {
   insertTransfers,
   type TransferInput,
   type TransferKind,
-  texts,
+  unnestRows,
 } from '../../shared/db/queries/ledger.ts';
 import { type DecisionRecord, type LifecycleRecord, outboxRecordSchema } from '../../shared/outbox.ts';
 import { limits as hotPathLimits } from '../limits.ts';
@@ -437,11 +437,7 @@ function chunksOf<T>(rows: readonly T[], size: number): T[][] {
   return out;
 }
 
-/*
- * The statements below pass their rows as one array per column through unnest: the statement text is
- * the same for every batch size, so each connection parses and plans it once, and a 500-row batch binds
- * a dozen parameters instead of thousands. Values travel as text and are cast in SQL.
- */
+/* The statements below pass their rows as one array per column (unnestRows in shared/db/queries/ledger.ts). */
 
 async function insertCardEvents(tx: Tx, entries: ParsedEntry[]): Promise<Set<string>> {
   const rows = entries
@@ -473,23 +469,13 @@ async function insertCardEvents(tx: Tx, entries: ParsedEntry[]): Promise<Set<str
         { id: string }[]
       >`insert into card_events (id, type, user_id, object_id, payload, created_at)
         select v.id, v.type, v.user_id, v.object_id, p.payload, v.created_at
-        from unnest(${texts(
-          tx,
-          chunk.map((r) => r.id),
-        )}::text[], ${texts(
-          tx,
-          chunk.map((r) => r.type),
-        )}::text[], ${texts(
-          tx,
-          chunk.map((r) => r.userId),
-        )}::uuid[], ${texts(
-          tx,
-          chunk.map((r) => r.objectId),
-        )}::text[], ${texts(
-          tx,
-          chunk.map((r) => r.createdAt),
-        )}::timestamptz[])
-          with ordinality as v(id, type, user_id, object_id, created_at, n)
+        from ${unnestRows(tx, chunk, {
+          id: ['text', (r) => r.id],
+          type: ['text', (r) => r.type],
+          user_id: ['uuid', (r) => r.userId],
+          object_id: ['text', (r) => r.objectId],
+          created_at: ['timestamptz', (r) => r.createdAt],
+        })}
         join jsonb_array_elements(${payloads}::text::jsonb) with ordinality as p(payload, n) on p.n = v.n
         order by v.n
         on conflict do nothing returning id`),
@@ -512,53 +498,22 @@ async function insertDecisions(tx: Tx, entries: ParsedEntry[]): Promise<Set<stri
         { event_id: string }[]
       >`insert into decisions (id, event_id, authorization_id, user_id, card_id,
           approved, requested_cents, approved_cents, reason, source, latency_us, decided_at)
-        select id, event_id, authorization_id, user_id, card_id, approved::boolean, requested_cents, approved_cents,
-          reason, source, latency_us, decided_at
-        from unnest(${texts(
-          tx,
-          chunk.map((i) => i.record.decisionId),
-        )}::text[], ${texts(
-          tx,
-          chunk.map((i) => i.record.eventId),
-        )}::text[],
-          ${texts(
-            tx,
-            chunk.map((i) => i.record.authorizationId),
-          )}::text[], ${texts(
-            tx,
-            chunk.map((i) => i.record.userId),
-          )}::uuid[],
-          ${texts(
-            tx,
-            chunk.map((i) => i.record.cardId),
-          )}::text[], ${texts(
-            tx,
-            chunk.map((i) => String(i.approved)),
-          )}::text[],
-          ${texts(
-            tx,
-            chunk.map((i) => i.requestedCents.toString()),
-          )}::bigint[], ${texts(
-            tx,
-            chunk.map((i) => i.approvedCents.toString()),
-          )}::bigint[],
-          ${texts(
-            tx,
-            chunk.map((i) => i.reason),
-          )}::text[], ${texts(
-            tx,
-            chunk.map((i) => i.record.source),
-          )}::text[],
-          ${texts(
-            tx,
-            chunk.map((i) => String(i.record.latencyUs)),
-          )}::integer[],
-          ${texts(
-            tx,
-            chunk.map((i) => new Date(i.record.decidedAtMs).toISOString()),
-          )}::timestamptz[])
-          with ordinality as v(id, event_id, authorization_id, user_id, card_id, approved, requested_cents,
-            approved_cents, reason, source, latency_us, decided_at, n)
+        select v.id, v.event_id, v.authorization_id, v.user_id, v.card_id, v.approved::boolean, v.requested_cents,
+          v.approved_cents, v.reason, v.source, v.latency_us, v.decided_at
+        from ${unnestRows(tx, chunk, {
+          id: ['text', (i) => i.record.decisionId],
+          event_id: ['text', (i) => i.record.eventId],
+          authorization_id: ['text', (i) => i.record.authorizationId],
+          user_id: ['uuid', (i) => i.record.userId],
+          card_id: ['text', (i) => i.record.cardId],
+          approved: ['text', (i) => String(i.approved)],
+          requested_cents: ['bigint', (i) => i.requestedCents.toString()],
+          approved_cents: ['bigint', (i) => i.approvedCents.toString()],
+          reason: ['text', (i) => i.reason],
+          source: ['text', (i) => i.record.source],
+          latency_us: ['integer', (i) => String(i.record.latencyUs)],
+          decided_at: ['timestamptz', (i) => new Date(i.record.decidedAtMs).toISOString()],
+        })}
         order by v.n
         on conflict do nothing returning event_id`),
     );
@@ -623,78 +578,35 @@ async function applyAuthorizations(tx: Tx, folds: AuthorizationFold[]): Promise<
         coalesce(v.by_stripe::boolean, v.by_decision::boolean), v.decision, v.decline_reason, v.decision_id,
         v.decision_source, v.latency_us, v.mcc, v.merchant_name, v.expires_at, v.requested, v.approved_cents, v.held,
         v.captured
-      from unnest(${texts(
-        tx,
-        chunk.map((f) => f.id),
-      )}::text[], ${texts(
-        tx,
-        chunk.map((f) => f.userId),
-      )}::uuid[],
-        ${texts(
-          tx,
-          chunk.map((f) => f.cardId),
-        )}::text[], ${texts(
-          tx,
-          chunk.map((f) => f.status),
-        )}::text[],
-        ${texts(
-          tx,
-          chunk.map((f) => (f.approvedByStripe === null ? null : String(f.approvedByStripe))),
-        )}::text[],
-        ${texts(
-          tx,
-          chunk.map((f) => String(f.approvedByDecision)),
-        )}::text[], ${texts(
-          tx,
-          chunk.map((f) => f.create.decision),
-        )}::text[],
-        ${texts(
-          tx,
-          chunk.map((f) => f.create.declineReason),
-        )}::text[], ${texts(
-          tx,
-          chunk.map((f) => f.create.decisionId),
-        )}::text[],
-        ${texts(
-          tx,
-          chunk.map((f) => f.create.decisionSource),
-        )}::text[],
-        ${texts(
-          tx,
-          chunk.map((f) => (f.create.latencyUs === null ? null : String(f.create.latencyUs))),
-        )}::integer[],
-        ${texts(
-          tx,
-          chunk.map((f) => f.create.merchantCategoryCode),
-        )}::text[], ${texts(
-          tx,
-          chunk.map((f) => f.create.merchantName),
-        )}::text[],
-        ${texts(
-          tx,
-          chunk.map((f) => f.create.expiresAt?.toISOString() ?? null),
-        )}::timestamptz[],
-        ${texts(
-          tx,
-          chunk.map((f) => (f.requestedAddCents + (stripe(f) ? f.create.stripeAmountCents : 0n)).toString()),
-        )}::bigint[],
-        ${texts(
-          tx,
-          chunk.map((f) =>
+      from ${unnestRows(tx, chunk, {
+        id: ['text', (f) => f.id],
+        user_id: ['uuid', (f) => f.userId],
+        card_id: ['text', (f) => f.cardId],
+        status: ['text', (f) => f.status],
+        by_stripe: ['text', (f) => (f.approvedByStripe === null ? null : String(f.approvedByStripe))],
+        by_decision: ['text', (f) => String(f.approvedByDecision)],
+        decision: ['text', (f) => f.create.decision],
+        decline_reason: ['text', (f) => f.create.declineReason],
+        decision_id: ['text', (f) => f.create.decisionId],
+        decision_source: ['text', (f) => f.create.decisionSource],
+        latency_us: ['integer', (f) => (f.create.latencyUs === null ? null : String(f.create.latencyUs))],
+        mcc: ['text', (f) => f.create.merchantCategoryCode],
+        merchant_name: ['text', (f) => f.create.merchantName],
+        expires_at: ['timestamptz', (f) => f.create.expiresAt?.toISOString() ?? null],
+        requested: [
+          'bigint',
+          (f) => (f.requestedAddCents + (stripe(f) ? f.create.stripeAmountCents : 0n)).toString(),
+        ],
+        approved_cents: [
+          'bigint',
+          (f) =>
             (
               f.approvedAddCents + (stripe(f) && f.create.stripeApproved ? f.create.stripeAmountCents : 0n)
             ).toString(),
-          ),
-        )}::bigint[],
-        ${texts(
-          tx,
-          chunk.map((f) => f.heldAddCents.toString()),
-        )}::bigint[], ${texts(
-          tx,
-          chunk.map((f) => f.capturedAddCents.toString()),
-        )}::bigint[])
-        with ordinality as v(id, user_id, card_id, status, by_stripe, by_decision, decision, decline_reason, decision_id,
-          decision_source, latency_us, mcc, merchant_name, expires_at, requested, approved_cents, held, captured, n)
+        ],
+        held: ['bigint', (f) => f.heldAddCents.toString()],
+        captured: ['bigint', (f) => f.capturedAddCents.toString()],
+      })}
       where not exists (select 1 from authorizations a where a.id = v.id offset 0)
       order by v.n
       on conflict (id) do nothing returning id`;
@@ -711,36 +623,15 @@ async function applyAuthorizations(tx: Tx, folds: AuthorizationFold[]): Promise<
       approved = coalesce(v.by_stripe::boolean, a.approved or v.by_decision::boolean),
       status = case when a.status <> 'pending' or v.status is null then a.status else v.status end,
       updated_at = now()
-    from unnest(${texts(
-      tx,
-      existing.map((f) => f.id),
-    )}::text[], ${texts(
-      tx,
-      existing.map((f) => f.requestedAddCents.toString()),
-    )}::bigint[],
-      ${texts(
-        tx,
-        existing.map((f) => f.approvedAddCents.toString()),
-      )}::bigint[], ${texts(
-        tx,
-        existing.map((f) => f.heldAddCents.toString()),
-      )}::bigint[],
-      ${texts(
-        tx,
-        existing.map((f) => f.capturedAddCents.toString()),
-      )}::bigint[],
-      ${texts(
-        tx,
-        existing.map((f) => String(f.approvedByDecision)),
-      )}::text[],
-      ${texts(
-        tx,
-        existing.map((f) => (f.approvedByStripe === null ? null : String(f.approvedByStripe))),
-      )}::text[],
-      ${texts(
-        tx,
-        existing.map((f) => f.status),
-      )}::text[])
-      as v(id, requested, approved_cents, held, captured, by_decision, by_stripe, status)
+    from ${unnestRows(tx, existing, {
+      id: ['text', (f) => f.id],
+      requested: ['bigint', (f) => f.requestedAddCents.toString()],
+      approved_cents: ['bigint', (f) => f.approvedAddCents.toString()],
+      held: ['bigint', (f) => f.heldAddCents.toString()],
+      captured: ['bigint', (f) => f.capturedAddCents.toString()],
+      by_decision: ['text', (f) => String(f.approvedByDecision)],
+      by_stripe: ['text', (f) => (f.approvedByStripe === null ? null : String(f.approvedByStripe))],
+      status: ['text', (f) => f.status],
+    })}
     where a.id = v.id`;
 }

@@ -8,7 +8,6 @@
  * - `user_unsettled`    captured, not yet recorded on-chain ↔ `program_card_spend`
  * - `user_debt_onchain` recorded by the vault               ← `user_unsettled` (settlement)
  */
-import type postgres from 'postgres';
 import type { Tx } from '../client.ts';
 
 export type TransferKind =
@@ -53,15 +52,32 @@ export function cardMovementEntries(
 }
 
 /**
- * One column of a batch as a text[] parameter (postgres.js's own inference types an array by its first
- * element, which fails for a first element of null or a Date). The statement casts it:
- * `${texts(tx, ids)}::uuid[]`. Keep values as strings: bigint and booleans via toString/String.
+ * One column of a batch: its SQL type and how to read its value from a row, as text (bigints and
+ * booleans via toString/String; a Date as an ISO string; null for NULL).
  */
-export function texts(
-  tx: Tx,
-  values: readonly (string | null)[],
-): postgres.ArrayParameter<(string | null)[]> {
-  return tx.array([...values], 25);
+export type Column<T> = readonly [sqlType: string, value: (row: T) => string | null];
+
+const SQL_NAME = /^[a-z_]+$/;
+
+/**
+ * `unnest($1::type[], $2::type[], …) with ordinality as <alias>(<names>, n)` over `rows`: one text[]
+ * parameter per column, cast in SQL, rows numbered in the order given. The statement text depends only
+ * on the columns, never on the batch size, so each connection parses and plans it once, and a 500-row
+ * batch binds a dozen parameters instead of thousands. (Text arrays, not postgres.js's own inference,
+ * which types an array by its first element and fails for a first null or a Date, and sends a boolean
+ * array as a scalar.) Column names and types are code, never data; they are checked all the same.
+ */
+export function unnestRows<T>(tx: Tx, rows: readonly T[], columns: Record<string, Column<T>>, alias = 'v') {
+  const names = Object.keys(columns);
+  for (const name of [alias, ...names]) if (!SQL_NAME.test(name)) throw new Error(`not an SQL name: ${name}`);
+  const args = names
+    .map((name) => {
+      const [type, value] = columns[name]!;
+      if (!SQL_NAME.test(type)) throw new Error(`not an SQL type: ${type}`);
+      return tx`${tx.array(rows.map(value), 25)}::${tx.unsafe(type)}[]`;
+    })
+    .reduce((list, arg) => tx`${list}, ${arg}`);
+  return tx`unnest(${args}) with ordinality as ${tx.unsafe(alias)}(${tx.unsafe(names.join(', '))}, n)`;
 }
 
 /**
@@ -69,8 +85,6 @@ export function texts(
  * statement: the entries join the transfers that statement inserted, so a transfer already booked
  * (its ref taken) gets no entries again, and every transfer's entries are inserted together (the
  * balanced-ledger trigger checks them at the end of that statement). Returns the refs that were new.
- * Columns travel as arrays through unnest, so the statement text is the same for every batch size and
- * Postgres plans it once per connection.
  */
 export async function insertTransfers(tx: Tx, transfers: readonly TransferInput[]): Promise<Set<string>> {
   const withEntries = transfers.filter((t) => t.entries.length > 0);
@@ -79,40 +93,29 @@ export async function insertTransfers(tx: Tx, transfers: readonly TransferInput[
   const inserted = await tx<{ ref: string }[]>`
     with t as (
       insert into ledger_transfers (ref, kind, user_id, authorization_id)
-      select * from unnest(${texts(
-        tx,
-        withEntries.map((t) => t.ref),
-      )}::text[], ${texts(
-        tx,
-        withEntries.map((t) => t.kind),
-      )}::text[],
-        ${texts(
-          tx,
-          withEntries.map((t) => t.userId),
-        )}::uuid[], ${texts(
-          tx,
-          withEntries.map((t) => t.authorizationId),
-        )}::text[])
+      select v.ref, v.kind, v.user_id, v.authorization_id
+      from ${unnestRows(tx, withEntries, {
+        ref: ['text', (t) => t.ref],
+        kind: ['text', (t) => t.kind],
+        user_id: ['uuid', (t) => t.userId],
+        authorization_id: ['text', (t) => t.authorizationId],
+      })}
       on conflict (ref) do nothing
       returning id, ref
     ), e as (
       insert into ledger_entries (transfer_id, account, user_id, amount_cents)
       select t.id, x.account, x.user_id, x.amount_cents
-      from unnest(${texts(
+      from ${unnestRows(
         tx,
-        entries.map((e) => e.ref),
-      )}::text[], ${texts(
-        tx,
-        entries.map((e) => e.entry.account),
-      )}::text[],
-        ${texts(
-          tx,
-          entries.map((e) => e.entry.userId),
-        )}::uuid[], ${texts(
-          tx,
-          entries.map((e) => e.entry.amountCents.toString()),
-        )}::bigint[])
-        with ordinality as x(ref, account, user_id, amount_cents, n)
+        entries,
+        {
+          ref: ['text', (e) => e.ref],
+          account: ['text', (e) => e.entry.account],
+          user_id: ['uuid', (e) => e.entry.userId],
+          amount_cents: ['bigint', (e) => e.entry.amountCents.toString()],
+        },
+        'x',
+      )}
       join t on t.ref = x.ref
       order by x.n
     )
@@ -140,26 +143,14 @@ export async function insertAudit(tx: Tx, rows: readonly AuditInput[]): Promise<
   for (let at = 0; at < rows.length; at += AUDIT_ROWS_PER_STATEMENT_MAX) {
     const chunk = rows.slice(at, at + AUDIT_ROWS_PER_STATEMENT_MAX);
     await tx`insert into audit_log (actor, action, entity_type, entity_id, data)
-      select actor, action, entity_type, entity_id, data::jsonb
-      from unnest(${texts(
-        tx,
-        chunk.map((r) => r.actor),
-      )}::text[], ${texts(
-        tx,
-        chunk.map((r) => r.action),
-      )}::text[],
-        ${texts(
-          tx,
-          chunk.map((r) => r.entityType),
-        )}::text[], ${texts(
-          tx,
-          chunk.map((r) => r.entityId),
-        )}::text[],
-        ${texts(
-          tx,
-          chunk.map((r) => auditDataJson(r.data)),
-        )}::text[])
-        with ordinality as v(actor, action, entity_type, entity_id, data, n)
+      select v.actor, v.action, v.entity_type, v.entity_id, v.data::jsonb
+      from ${unnestRows(tx, chunk, {
+        actor: ['text', (r) => r.actor],
+        action: ['text', (r) => r.action],
+        entity_type: ['text', (r) => r.entityType],
+        entity_id: ['text', (r) => r.entityId],
+        data: ['text', (r) => auditDataJson(r.data)],
+      })}
       order by v.n`;
   }
 }
