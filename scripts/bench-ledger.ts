@@ -13,7 +13,7 @@ import { Session } from 'node:inspector';
 import { loadavg } from 'node:os';
 import { applyBatch, parseEntry } from '../hot-path/ledger-writer/apply.ts';
 import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
-import { decisionFields } from '../hot-path/ledger-writer/testing.ts';
+import { decisionFields, outboxBacklog } from '../hot-path/ledger-writer/testing.ts';
 import { createLedgerWriter, streamIdMs } from '../hot-path/ledger-writer/writer.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { createRedis } from '../shared/redis/client.ts';
@@ -84,10 +84,7 @@ try {
     for (let i = 0; i < count; i++) pipeline.xadd(outboxKey(prefix, n % 16), '*', ...fieldsOf());
     await pipeline.exec();
   }
-  async function backlog(): Promise<number> {
-    const lengths = await Promise.all(allOutboxKeys(prefix).map((key) => redis.xlen(key)));
-    return lengths.reduce((a, b) => a + b, 0);
-  }
+  const backlog = () => outboxBacklog(redis, prefix);
 
   // 1. Single-row: one entry per transaction, the cost batching avoids.
   const singles = Array.from({ length: SINGLE_ENTRIES }, (_, i) => {

@@ -7,10 +7,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
+import { waitForEmptyOutbox } from '../hot-path/ledger-writer/testing.ts';
 import { createLedgerWriter } from '../hot-path/ledger-writer/writer.ts';
 import { createDatabase, type Database } from '../shared/db/client.ts';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
-import { allOutboxKeys } from '../shared/redis/keys.ts';
 import { conservationProblems } from './support/conservation.ts';
 import { setUpServices, type TestServices } from './support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from './support/fixtures.ts';
@@ -127,13 +127,7 @@ describe('services under their own SQL roles', () => {
       metrics: createLedgerWriterMetrics(),
     });
     await writer.start();
-    const until = Date.now() + 20_000;
-    for (;;) {
-      const lengths = await Promise.all(allOutboxKeys(services.prefix).map((key) => redis.xlen(key)));
-      if (lengths.every((n) => n === 0)) break;
-      if (Date.now() > until) throw new Error(`outbox not drained: ${lengths.join(',')}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await waitForEmptyOutbox(redis, services.prefix, 20_000);
     await writer.stop();
     writerRedis.disconnect();
     const [counts] = await sql<{ decisions: number; transfers: number; audit: number }[]>`select

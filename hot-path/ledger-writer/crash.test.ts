@@ -2,11 +2,11 @@
 // 12,000-entry backlog, a new process (new consumer name) claims the dead one's unacked entries and
 // finishes; every record is then in Postgres exactly once and every balance equals the entries' sum.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { allOutboxKeys, outboxKey } from '../../shared/redis/keys.ts';
+import { outboxKey } from '../../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
 import { type ServiceProcess, spawnService } from '../../test/support/processes.ts';
-import { decisionFields } from './testing.ts';
+import { decisionFields, outboxBacklog } from './testing.ts';
 
 let services: TestServices;
 let child: ServiceProcess | null = null;
@@ -34,10 +34,7 @@ async function count(): Promise<number> {
   return row!.n;
 }
 
-async function backlog(): Promise<number> {
-  const lengths = await Promise.all(allOutboxKeys(services.prefix).map((key) => services.redis.xlen(key)));
-  return lengths.reduce((a, b) => a + b, 0);
-}
+const backlog = () => outboxBacklog(services.redis, services.prefix);
 
 it('writes every record exactly once after the writer is killed mid-backlog and restarted', {
   timeout: 60_000,

@@ -6,13 +6,13 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
-import { allOutboxKeys, outboxKey } from '../../shared/redis/keys.ts';
+import { outboxKey } from '../../shared/redis/keys.ts';
 import { deletePrefix } from '../../test/support/db.ts';
 import { redisUrl } from '../../test/support/env.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
 import { type PostgresCluster, startPostgresCluster } from '../../test/support/processes.ts';
 import { createLedgerWriterMetrics } from './metrics.ts';
-import { decisionFields } from './testing.ts';
+import { decisionFields, outboxBacklog } from './testing.ts';
 import { createLedgerWriter, type LedgerWriter } from './writer.ts';
 
 let cluster: PostgresCluster;
@@ -37,10 +37,7 @@ afterAll(async () => {
   cluster?.destroy();
 });
 
-async function backlog(): Promise<number> {
-  const lengths = await Promise.all(allOutboxKeys(prefix).map((key) => redis.xlen(key)));
-  return lengths.reduce((a, b) => a + b, 0);
-}
+const backlog = () => outboxBacklog(redis, prefix);
 
 async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const until = Date.now() + timeoutMs;

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
-import { ACCOUNT, allOutboxKeys, deadLetterKey, userKeys } from '../../shared/redis/keys.ts';
+import { ACCOUNT, deadLetterKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import { deletePrefix } from '../../test/support/db.ts';
 import { redisUrl } from '../../test/support/env.ts';
@@ -29,6 +29,7 @@ import {
   TEST_WEBHOOK_SECRET,
   transactionEvent,
 } from '../../test/support/stripe.ts';
+import { outboxBacklog } from './testing.ts';
 
 /** How long Postgres stays down: the 30 s. */
 const OUTAGE_MS = 30_000;
@@ -161,12 +162,7 @@ function metric(text: string, name: string, labels = ''): number {
   return total;
 }
 
-async function outboxLength(): Promise<number> {
-  const pipeline = redis!.pipeline();
-  for (const key of allOutboxKeys(prefix)) pipeline.xlen(key);
-  const replies = (await pipeline.exec()) ?? [];
-  return replies.reduce((sum, [, n]) => sum + Number(n ?? 0), 0);
-}
+const outboxLength = () => outboxBacklog(redis!, prefix);
 
 it('answers from Redis through a 30 s Postgres outage and the writer then books everything exactly once', {
   timeout: 180_000,

@@ -1,11 +1,12 @@
 /**
- * Synthetic outbox entries for the ledger writer's tests and benchmark: the same record shapes and
- * outcome fields the hot path's scripts write (see hot-path/decision/scripts.ts), without the hot path.
+ * For the ledger writer's tests and benchmarks: synthetic outbox entries (the same record shapes and
+ * outcome fields the hot path's scripts write, see hot-path/decision/scripts.ts, without the hot path),
+ * and the outbox's length, which is what is not yet written (the writer deletes what it committed).
  */
 import { randomBytes } from 'node:crypto';
 import type { DecisionRecord, LifecycleRecord } from '../../shared/outbox.ts';
 import type { Redis } from '../../shared/redis/client.ts';
-import { userKeys } from '../../shared/redis/keys.ts';
+import { allOutboxKeys, userKeys } from '../../shared/redis/keys.ts';
 
 const rid = () => randomBytes(8).toString('hex');
 
@@ -105,4 +106,32 @@ export async function addEntry(
 ): Promise<string> {
   const id = await redis.xadd(userKeys(prefix, userId).outbox, '*', ...fields);
   return id ?? '';
+}
+
+/** Entries in all of a prefix's outbox streams (one pipelined XLEN each). */
+export async function outboxBacklog(redis: Redis, prefix: string): Promise<number> {
+  const pipeline = redis.pipeline();
+  for (const key of allOutboxKeys(prefix)) pipeline.xlen(key);
+  const replies = (await pipeline.exec()) ?? [];
+  let total = 0;
+  for (const [error, n] of replies) {
+    if (error !== null) throw error;
+    total += Number(n);
+  }
+  return total;
+}
+
+/** Waits until every outbox stream of `prefix` is empty; returns the ms it took, throws after `timeoutMs`. */
+export async function waitForEmptyOutbox(
+  redis: Redis,
+  prefix: string,
+  timeoutMs: number,
+  pollMs = 25,
+): Promise<number> {
+  const started = Date.now();
+  for (let left = await outboxBacklog(redis, prefix); left > 0; left = await outboxBacklog(redis, prefix)) {
+    if (Date.now() - started > timeoutMs) throw new Error(`outbox not drained: ${left} entries left`);
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+  }
+  return Date.now() - started;
 }

@@ -14,7 +14,7 @@ import { authorizationEvent, authorizationRequest, transactionEvent } from '../.
 import { createLedgerWriterApp } from './app.ts';
 import { parseEntry } from './apply.ts';
 import { createLedgerWriterMetrics, type LedgerWriterMetrics } from './metrics.ts';
-import { addEntry, decisionFields } from './testing.ts';
+import { addEntry, decisionFields, waitForEmptyOutbox } from './testing.ts';
 import { createLedgerWriter, type LedgerWriter, laneOf } from './writer.ts';
 
 const PRICE = 300_000_000_000n;
@@ -53,18 +53,7 @@ async function startWriter(): Promise<LedgerWriter> {
   return w;
 }
 
-async function backlog(): Promise<number> {
-  const lengths = await Promise.all(allOutboxKeys(services.prefix).map((key) => services.redis.xlen(key)));
-  return lengths.reduce((a, b) => a + b, 0);
-}
-
-async function drained(timeoutMs = 15_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while ((await backlog()) > 0) {
-    if (Date.now() > until) throw new Error(`outbox not drained: ${await backlog()} entries left`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
+const drained = (timeoutMs = 15_000) => waitForEmptyOutbox(services.redis, services.prefix, timeoutMs);
 
 async function snapshotEntries(): Promise<string[][]> {
   const all: string[][] = [];

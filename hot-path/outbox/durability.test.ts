@@ -3,13 +3,14 @@
 // record — and a ledger writer started afterwards brings Postgres to exactly the same holds.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
-import { allOutboxKeys, userKeys } from '../../shared/redis/keys.ts';
+import { userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { type HotPath, post, startHotPath, testConfig } from '../../test/support/hot-path.ts';
 import { type RedisServer, spawnService, startRedisServer } from '../../test/support/processes.ts';
 import { authorizationRequest, TEST_WEBHOOK_SECRET } from '../../test/support/stripe.ts';
+import { outboxBacklog } from '../ledger-writer/testing.ts';
 
 const PRICE = 300_000_000_000n;
 let shared: TestServices;
@@ -55,9 +56,7 @@ describe('outbox durability with AOF', () => {
     expect(await redis.hget(userKeys(services.prefix, userId).account, 'hold')).toBe(
       String(acknowledgedCents),
     );
-    let entries = 0;
-    for (const key of allOutboxKeys(services.prefix)) entries += await redis.xlen(key);
-    expect(entries).toBe(40);
+    expect(await outboxBacklog(redis, services.prefix)).toBe(40);
     // A real writer process drains the restored outbox into Postgres.
     const config = testConfig(services);
     const writer = await spawnService(

@@ -9,13 +9,13 @@ import { serve } from '@hono/node-server';
 import { Client, Receiver } from '@upstash/qstash';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { allOutboxKeys } from '../../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { post, startHotPath } from '../../test/support/hot-path.ts';
 import { freePort } from '../../test/support/processes.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
 import { createQStashReceiverApp } from '../ledger-writer/qstash-receiver.ts';
+import { outboxBacklog } from '../ledger-writer/testing.ts';
 import { createQStashRelay } from './qstash-relay.ts';
 
 const CURRENT = 'sig_current_signing_key_for_tests_01';
@@ -189,9 +189,7 @@ describe('QStash transport', () => {
         { n: number }[]
       >`select count(*)::int as n from decisions where event_id = ${event.id}`;
       expect(count?.n).toBe(1);
-      let left = 0;
-      for (const key of allOutboxKeys(services.prefix)) left += await services.redis.xlen(key);
-      expect(left).toBe(0);
+      expect(await outboxBacklog(services.redis, services.prefix)).toBe(0);
     } finally {
       await relay.stop();
       await hotPath.close();

@@ -13,11 +13,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import autocannon from 'autocannon';
 import postgres from 'postgres';
+import { waitForEmptyOutbox } from '../../hot-path/ledger-writer/testing.ts';
 import { configFromProcess } from '../../shared/config.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
 import { publishPrice } from '../../shared/redis/account.ts';
 import { createRedis } from '../../shared/redis/client.ts';
-import { allOutboxKeys } from '../../shared/redis/keys.ts';
 import { publishAsset } from '../../shared/redis/market.ts';
 import { authorizationRequest, signPayload } from '../../shared/stripe/issuing-events.ts';
 import { openLoop } from './open-loop.ts';
@@ -332,15 +332,7 @@ const lagSampler = setInterval(() => {
  * is stale right after the writer was paused.
  */
 const outbox = createRedis({ url: config.REDIS_URL });
-async function drained(): Promise<number> {
-  const started = Date.now();
-  for (;;) {
-    const lengths = await Promise.all(allOutboxKeys(PREFIX).map((key) => outbox.xlen(key)));
-    if (lengths.every((n) => n === 0)) return Date.now() - started;
-    if (Date.now() - started > 300_000) throw new Error('the ledger writer did not drain in 5 minutes');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const drained = () => waitForEmptyOutbox(outbox, PREFIX, 300_000, 100);
 const hot = await startServer('hot-path/main.ts', port, 'hot-path ready');
 await load(port, 0, { amount: USERS });
 await drained();
