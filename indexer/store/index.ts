@@ -25,15 +25,19 @@ export interface BlockHeader extends BlockRef {
   timestamp: bigint;
 }
 
-/** One chain log as stored in chain_events (args in JSON form: integers as decimal strings). */
-export interface EventRecord {
-  chainId: number;
+/** Where a log sits on the chain and what it is (decoded or stored). */
+export interface ChainLog {
   blockNumber: bigint;
   blockHash: Hex;
   logIndex: number;
   transactionHash: Hex;
   address: Address;
   eventName: string;
+}
+
+/** One chain log as stored in chain_events (args in JSON form: integers as decimal strings). */
+export interface EventRecord extends ChainLog {
+  chainId: number;
   args: Record<string, string | number | boolean>;
   userId: string | null;
   applied: boolean;

@@ -22,15 +22,9 @@ import {
 import { credanaVaultAbi, mockAggregatorAbi } from '../contracts/index.ts';
 import { LIMITS } from '../limits.ts';
 import { classifyRpcError, RangeTooLargeError, ReorgTooDeepError, RetryableError } from '../rpc/index.ts';
-import type { BlockHeader, BlockRef } from '../store/index.ts';
+import type { BlockHeader, BlockRef, ChainLog } from '../store/index.ts';
 
-export interface DecodedLog {
-  blockNumber: bigint;
-  blockHash: Hex;
-  logIndex: number;
-  transactionHash: Hex;
-  address: Address;
-  eventName: string;
+export interface DecodedLog extends ChainLog {
   args: Record<string, unknown>;
 }
 
