@@ -128,7 +128,9 @@ export function createApp(deps: AppDeps) {
       source: outcome.source,
     });
     if (outcome.source !== 'redis')
-      metrics.fallbacks.inc({ result: outcome.source === 'postgres' ? 'postgres' : 'declined' });
+      metrics.fallbacks.inc({
+        result: outcome.source === 'none' ? 'declined' : outcome.fenced ? 'fenced' : 'postgres',
+      });
     if (elapsedS * 1000 > settings.DECISION_BUDGET_MS) metrics.budgetExceeded.inc();
     logger.info(
       {

@@ -38,7 +38,11 @@ beforeAll(async () => {
   await seedAsset(database.sql, redis, prefix, WETH, PRICE, Math.floor(Date.now() / 1000));
   hotPath = await startHotPath(
     { databaseUrl, redisUrl: redisServer.url, prefix, database, redis, close: async () => {} },
-    { DECISION_BUDGET_MS: String(BUDGET_MS), REDIS_COMMAND_TIMEOUT_MS: '100' },
+    {
+      DECISION_BUDGET_MS: String(BUDGET_MS),
+      REDIS_COMMAND_TIMEOUT_MS: '100',
+      REDIS_DECISION_BUDGET_MS: '150',
+    },
   );
 });
 
@@ -104,6 +108,9 @@ describe('failure modes', () => {
       await new Promise((r) => setTimeout(r, 50));
     await seedAsset(database.sql, redis, prefix, WETH, PRICE, Math.floor(Date.now() / 1000));
     expect(await redis.exists(userKeys(prefix, userId).account)).toBe(0);
+    // The process decides from Postgres until it has caught up with Redis (its lease renewed and the
+    // fallback's decisions adopted); its timer does that within a quarter lease, done here at once.
+    expect(await hotPath.engine.lease.catchUp()).toBe(true);
     // The first decision rebuilds the account from Postgres, holds included: 2,000 left, so 2,001 is declined…
     const rebuilt = await timedAuthorize(cardId, 2_001);
     expect(rebuilt.json).toMatchObject({ approved: false, metadata: { reason: 'insufficient_credit' } });

@@ -22,11 +22,23 @@ export const limits = {
   accountSnapshotsMax: 200_000,
   /** Time kept back from the budget for writing the response. */
   responseMarginMs: 15,
+  /** Time the Postgres fallback needs at least; the Redis attempt's budget must leave it. */
+  fallbackReserveMs: 50,
+  /** Fallback decisions read from Postgres and adopted into Redis per statement during a catch-up. */
+  adoptionBatchMax: 500,
+  /** Fallback grants one process remembers for adoption without Postgres (beyond: Postgres only). */
+  ownGrantsMax: 100_000,
   /** Merchant category codes whose holds last 31 days (lodging, car rental, cruise lines). */
   lodgingMccs: ['3501', '7011', '7012', '3351', '7512', '4411'],
 } as const;
 
-export function assertLimits(budgetMs: number, redisTimeoutMs: number): void {
+export function assertLimits(budgetMs: number, redisTimeoutMs: number, redisDecisionBudgetMs: number): void {
+  const forFallback = budgetMs - limits.responseMarginMs - limits.fallbackReserveMs;
+  if (redisDecisionBudgetMs > forFallback) {
+    throw new Error(
+      `REDIS_DECISION_BUDGET_MS (${redisDecisionBudgetMs}) must leave ${limits.fallbackReserveMs} ms for the Postgres fallback inside DECISION_BUDGET_MS (${budgetMs})`,
+    );
+  }
   if (redisTimeoutMs >= budgetMs - limits.responseMarginMs) {
     throw new Error(
       `REDIS_COMMAND_TIMEOUT_MS (${redisTimeoutMs}) must leave time for the Postgres fallback inside DECISION_BUDGET_MS (${budgetMs})`,

@@ -11,6 +11,7 @@ import { createMarket } from '../shared/redis/market.ts';
 import { createApp } from './app.ts';
 import { createCardOwners } from './decision/card-owners.ts';
 import { createDecisionEngine } from './decision/engine.ts';
+import { createRedisLease } from './decision/redis-lease.ts';
 import { createLifecycle } from './lifecycle/apply.ts';
 import { assertLimits } from './limits.ts';
 import { createLogger } from './ops/logger.ts';
@@ -18,7 +19,7 @@ import { createMetrics } from './ops/metrics.ts';
 import { createQStashRelay } from './outbox/qstash-relay.ts';
 
 export async function createHotPath(config: Config) {
-  assertLimits(config.DECISION_BUDGET_MS, config.REDIS_COMMAND_TIMEOUT_MS);
+  assertLimits(config.DECISION_BUDGET_MS, config.REDIS_COMMAND_TIMEOUT_MS, config.REDIS_DECISION_BUDGET_MS);
   const logger = createLogger(config.LOG_LEVEL, 'hot-path');
   // Commands fail fast while Redis is away (no offline queue), so the fallback gets the time left.
   const redis = createRedis({
@@ -46,14 +47,47 @@ export async function createHotPath(config: Config) {
   const market = await createMarket(redis, subscriber, config.REDIS_KEY_PREFIX);
   const metrics = createMetrics();
   const cardOwners = createCardOwners({ redis, sql: database.sql, prefix: config.REDIS_KEY_PREFIX });
-  const engine = createDecisionEngine({ settings: config, redis, sql: database.sql, market, cardOwners });
+  const lease = createRedisLease({
+    sql: database.sql,
+    redis,
+    prefix: config.REDIS_KEY_PREFIX,
+    leaseMs: config.REDIS_DECIDER_LEASE_MS,
+    onEvent: (event) => {
+      switch (event.kind) {
+        case 'caught_up':
+          metrics.leaseEvents.inc({ event: 'caught_up' });
+          metrics.fallbackAdoptions.inc(event.adopted);
+          if (event.adopted > 0)
+            logger.info({ adopted: event.adopted }, 'fallback decisions adopted into Redis');
+          break;
+        case 'catch_up_failed':
+          metrics.leaseEvents.inc({ event: `catch_up_failed_${event.stage}` });
+          break;
+        case 'postgres_unreachable':
+          metrics.leaseEvents.inc({ event: 'postgres_unreachable' });
+          break;
+      }
+    },
+  });
+  const engine = createDecisionEngine({
+    settings: config,
+    redis,
+    sql: database.sql,
+    market,
+    cardOwners,
+    lease,
+    onRedisFailure: (cause, error) => {
+      metrics.redisFailures.inc({ cause });
+      // A script error is a bug, not an outage: say so loudly (the decision still falls back).
+      if (cause === 'reply') logger.error({ err: String(error) }, 'decision script failed');
+    },
+  });
   const lifecycle = createLifecycle({ redis, sql: database.sql, settings: config, cardOwners });
   const app = createApp({ settings: config, engine, lifecycle, redis, sql: database.sql, metrics, logger });
-  // Decisions the Postgres fallback made are mirrored into the cache as soon as Redis answers again.
-  const adoption = setInterval(() => {
-    if (engine.pendingAdoptions.size > 0) engine.adoptPending().catch(() => {});
-  }, 500);
-  adoption.unref();
+  // The lease: renewed while Redis answers; after an outage, the fallback's decisions are adopted into
+  // the cache before this process decides from Redis again (decision/redis-lease.ts).
+  await lease.catchUp();
+  lease.start();
   // QUEUE_DRIVER=qstash: a relay publishes the outbox through QStash (see outbox/qstash-relay.ts).
   const relayRedis =
     config.QUEUE_DRIVER === 'qstash'
@@ -83,7 +117,7 @@ export async function createHotPath(config: Config) {
     redis,
     database,
     async close() {
-      clearInterval(adoption);
+      await lease.stop();
       await relay?.stop();
       relayRedis?.disconnect();
       market.close();

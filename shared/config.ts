@@ -57,6 +57,15 @@ const schema = z.object({
     .regex(/^[a-z0-9:_-]{1,32}$/i)
     .default('cr:'),
   REDIS_COMMAND_TIMEOUT_MS: integer(1, 60_000).default(150),
+  // The whole Redis attempt of one decision (every round trip of it); past it the Postgres fallback
+  // decides in what is left of DECISION_BUDGET_MS, so a stalled Redis cannot eat the budget.
+  REDIS_DECISION_BUDGET_MS: integer(1, 1_900).default(150),
+  // A hot-path process deciding from Redis renews a lease in Postgres (every quarter of this); the
+  // Postgres fallback grants only while no other process holds a live one.
+  REDIS_DECIDER_LEASE_MS: integer(200, 60_000).default(1_000),
+  // What the Postgres fallback may grant one user in all, until its decisions are adopted into Redis
+  // (one outage): bounds what a decision it cannot see (an unwritten outbox entry) can add to it.
+  FALLBACK_GRANT_CENTS_MAX: bigintString.default(50_000n),
 
   HOT_PATH_HOST: z.string().default('127.0.0.1'),
   HOT_PATH_PORT: integer(0, 65_535).default(8787),

@@ -80,6 +80,7 @@ export const DECLINE_REASONS = [
   'daily_limit',
   'stale_price',
   'insufficient_credit',
+  'fallback_limit',
   'invalid_request',
   'system_unavailable',
 ] as const;

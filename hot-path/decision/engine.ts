@@ -6,8 +6,11 @@
  *   - EVALSHA of the DECIDE script re-checks the version, applies every rule, reserves the hold and
  *     appends the decision record to the outbox stream, all atomically. A changed version means the
  *     snapshot is stale: the account is read again and the script retried.
- * If Redis fails or is slow, the Postgres fallback decides in the time left; if that fails too the
- * answer is a decline with `system_unavailable`. A hold is never granted without being stored.
+ * The Redis attempt has a budget of its own (REDIS_DECISION_BUDGET_MS, well inside the decision
+ * budget), so a Redis that hangs rather than refuses hands over to the Postgres fallback in time. After a
+ * failed attempt the process decides from Postgres, fenced against the processes still deciding from
+ * Redis, until it has caught up (redis-lease.ts). If the fallback fails too the answer is a decline with
+ * `system_unavailable`. A hold is never granted without being stored.
  */
 import { randomFillSync } from 'node:crypto';
 import type { Config } from '../../shared/config.ts';
@@ -23,7 +26,8 @@ import { limits } from '../limits.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
 import { type CardOwners, createCardOwners } from './card-owners.ts';
 import { decideFromPostgres } from './postgres-fallback.ts';
-import { ADOPT_FALLBACK, DECIDE, DECIDE_WITHOUT_USER } from './scripts.ts';
+import { createRedisLease, type RedisLease } from './redis-lease.ts';
+import { DECIDE, DECIDE_WITHOUT_USER } from './scripts.ts';
 
 export interface DecisionOutcome {
   approved: boolean;
@@ -34,6 +38,8 @@ export interface DecisionOutcome {
   source: 'redis' | 'postgres' | 'none';
   /** True when this answer was stored earlier for the same event (a replay). */
   replay: boolean;
+  /** True when the fallback declined because another process decides from Redis (redis-lease.ts). */
+  fenced?: boolean;
   redisRoundTrips: number;
 }
 
@@ -45,6 +51,9 @@ export type DecisionSettings = Pick<
   | 'HOLD_TTL_S'
   | 'HOLD_TTL_LODGING_S'
   | 'DECISION_BUDGET_MS'
+  | 'REDIS_DECISION_BUDGET_MS'
+  | 'REDIS_DECIDER_LEASE_MS'
+  | 'FALLBACK_GRANT_CENTS_MAX'
 >;
 
 export interface DecisionEngineDeps {
@@ -54,8 +63,14 @@ export interface DecisionEngineDeps {
   market: Market;
   /** Shared with the lifecycle handlers; one is made if not given. */
   cardOwners?: CardOwners;
+  /** The fence between this process's Redis decisions and every process's fallback; made if not given. */
+  lease?: RedisLease;
+  /** Told why a Redis attempt failed (timeout, connection, script error), for logs and metrics. */
+  onRedisFailure?: (cause: RedisFailureCause, error: unknown) => void;
   now?: () => number;
 }
+
+export type RedisFailureCause = 'deadline' | 'connection' | 'reply';
 
 type DecideReply =
   | ['ok', '0' | '1', string, DecisionReason]
@@ -95,25 +110,10 @@ function parseStored(
   };
 }
 
-/** A decision the Postgres fallback stored, to be mirrored into the cache (hold and idempotency key). */
-export interface FallbackGrant {
-  eventId: string;
-  authorizationId: string;
-  grantedCents: bigint;
-  holdExpiresAtMs: number;
-  /** The stored answer, in the decision key's format: approved|amount|reason|decisionId. */
-  stored: string;
-}
-
 export interface DecisionEngine {
   decide(event: AuthorizationRequestEvent, rawBody: string, startedAtMs: number): Promise<DecisionOutcome>;
-  /**
-   * Decisions the Postgres fallback made while Redis was away, per user, not yet adopted into the
-   * cache. Adopted before that user's next Redis decision and by `adoptPending()`.
-   */
-  readonly pendingAdoptions: Map<string, FallbackGrant[]>;
-  /** Adopts every pending fallback decision whose user's cache is reachable; returns how many are left. */
-  adoptPending(): Promise<number>;
+  /** Who may decide from where (shared with the server, which starts and stops it). */
+  readonly lease: RedisLease;
 }
 
 export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
@@ -121,44 +121,10 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
   const now = deps.now ?? Date.now;
   const prefix = settings.REDIS_KEY_PREFIX;
   const cardOwners = deps.cardOwners ?? createCardOwners({ redis, sql, prefix });
-  const pendingAdoptions = new Map<string, FallbackGrant[]>();
   const blocked = new Set(settings.BLOCKED_MCCS);
-
-  /**
-   * Mirrors the fallback's decisions into the user's cache so the cache does not miss holds Postgres
-   * has. Postgres already has them, so nothing goes to the outbox. Throws if Redis fails (they stay pending).
-   */
-  async function adopt(userId: string): Promise<number> {
-    const grants = pendingAdoptions.get(userId);
-    if (grants === undefined) return 0;
-    const keys = userKeys(prefix, userId);
-    let trips = 0;
-    while (grants.length > 0) {
-      const grant = grants[0]!;
-      await runScript<string>(
-        redis,
-        ADOPT_FALLBACK,
-        [
-          keys.account,
-          keys.holds,
-          keys.holdExpiries,
-          keys.decision(grant.eventId),
-          keys.daySpend(utcDay(now())),
-        ],
-        [
-          grant.stored,
-          limits.decisionTtlS,
-          grant.authorizationId,
-          grant.grantedCents.toString(),
-          grant.holdExpiresAtMs,
-        ],
-      );
-      trips++;
-      grants.shift();
-    }
-    pendingAdoptions.delete(userId);
-    return trips;
-  }
+  const lease =
+    deps.lease ?? createRedisLease({ sql, redis, prefix, leaseMs: settings.REDIS_DECIDER_LEASE_MS });
+  const onRedisFailure = deps.onRedisFailure ?? (() => {});
 
   // What the borrow power is computed from, per user, as last read from Redis: collateral, pending
   // withdrawals and the credit limit, with the account's version stamp. Every change to those bumps the
@@ -250,8 +216,6 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       };
     }
     const keys = userKeys(prefix, userId);
-    // The Postgres fallback decided for this user while Redis was away: mirror those holds first.
-    roundTrips += await adopt(userId);
     const mcc = auth.merchant_data.category_code;
     const amount = BigInt(auth.pending_request.amount);
     for (let attempt = 0; attempt < limits.reserveAttemptsMax; attempt++) {
@@ -354,78 +318,93 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
     };
   }
 
-  return {
-    pendingAdoptions,
-    async adoptPending() {
-      for (const userId of [...pendingAdoptions.keys()]) {
-        try {
-          await adopt(userId);
-        } catch {
-          // Redis still away: try again later.
-        }
+  function declined(decisionId: string, reason: DecisionReason, redisRoundTrips: number): DecisionOutcome {
+    return {
+      approved: false,
+      amountCents: 0n,
+      reason,
+      decisionId,
+      source: 'none',
+      replay: false,
+      redisRoundTrips,
+    };
+  }
+
+  /**
+   * The Redis attempt, inside its own budget. Undefined when it failed: the caller falls back. A late
+   * reply is not waited for; what the attempt may still do in Redis is superseded when the fallback's
+   * decision is adopted (ADOPT_FALLBACK), and Postgres never books it (the fallback holds its ledger ref).
+   */
+  async function attemptRedis(
+    event: AuthorizationRequestEvent,
+    rawBody: string,
+    startedAtMs: number,
+    decisionId: string,
+    deadlineMs: number,
+  ): Promise<DecisionOutcome | undefined> {
+    const redisDeadlineMs = Math.min(deadlineMs, startedAtMs + settings.REDIS_DECISION_BUDGET_MS);
+    if (lease.suspect()) return undefined;
+    try {
+      if (!lease.mayDecide()) {
+        // The lease lapsed (first decision, a long pause): renew it and adopt what the fallback
+        // granted meanwhile before deciding from Redis. Bounded by the same budget.
+        const caughtUp = await withDeadline(lease.catchUp(), redisDeadlineMs - now());
+        if (!caughtUp || !lease.mayDecide()) return undefined;
       }
-      return pendingAdoptions.size;
-    },
+      const outcome = await withDeadline(
+        decideInRedis(event, rawBody, startedAtMs, decisionId),
+        redisDeadlineMs - now(),
+      );
+      lease.noteRedisOk();
+      return outcome;
+    } catch (error) {
+      onRedisFailure(classifyRedisFailure(error), error);
+      lease.markSuspect();
+      return undefined;
+    }
+  }
+
+  return {
+    lease,
     async decide(event, rawBody, startedAtMs) {
       const decisionId = newDecisionId(startedAtMs);
       const deadline = startedAtMs + settings.DECISION_BUDGET_MS - limits.responseMarginMs;
       const amount = event.data.object.pending_request.amount;
       if (event.data.object.pending_request.currency !== 'usd' || amount > limits.amountCentsMax) {
-        return {
-          approved: false,
-          amountCents: 0n,
-          reason: 'invalid_request',
-          decisionId,
-          source: 'none',
-          replay: false,
-          redisRoundTrips: 0,
-        };
+        return declined(decisionId, 'invalid_request', 0);
       }
+      const fromRedis = await attemptRedis(event, rawBody, startedAtMs, decisionId, deadline);
+      if (fromRedis !== undefined) return fromRedis;
+      // Redis is down, slow or not yet caught up: decide from Postgres in the time left.
+      const remainingMs = deadline - now();
+      if (remainingMs < 5) return declined(decisionId, 'system_unavailable', 0);
       try {
-        return await withDeadline(decideInRedis(event, rawBody, startedAtMs, decisionId), deadline - now());
-      } catch {
-        // Redis is down or slow: decide from Postgres in the time left.
-      }
-      try {
-        const remainingMs = deadline - now();
-        if (remainingMs < 5) throw new Error('no time left for the Postgres fallback');
         const outcome = await withDeadline(
           decideFromPostgres(
-            { sql, market, settings, now },
+            { sql, market, settings, now, holder: lease.holder },
             event,
             rawBody,
             decisionId,
             startedAtMs,
-            remainingMs,
+            deadline,
           ),
           remainingMs,
         );
-        if (outcome.userId !== null && !outcome.decision.replay) {
-          const d = outcome.decision;
-          const grants = pendingAdoptions.get(outcome.userId) ?? [];
-          grants.push({
-            eventId: event.id,
-            authorizationId: event.data.object.id,
-            grantedCents: d.amountCents,
-            holdExpiresAtMs: holdExpiresAtMs(settings, event.data.object.merchant_data.category_code, now()),
-            stored: `${d.approved ? 1 : 0}|${d.amountCents}|${d.reason}|${d.decisionId}`,
-          });
-          pendingAdoptions.set(outcome.userId, grants);
-        }
-        return { ...outcome.decision, redisRoundTrips: 0 };
+        if (outcome.grant !== null) lease.remember(outcome.grant);
+        return { ...outcome.decision, fenced: outcome.fenced, redisRoundTrips: 0 };
       } catch {
-        return {
-          approved: false,
-          amountCents: 0n,
-          reason: 'system_unavailable',
-          decisionId,
-          source: 'none',
-          replay: false,
-          redisRoundTrips: 0,
-        };
+        // Postgres failed or ran out of time too; a transaction that had not committed by its deadline
+        // refuses to commit (postgres-fallback.ts), so nothing of it outlives this answer.
+        return declined(decisionId, 'system_unavailable', 0);
       }
     },
   };
+}
+
+function classifyRedisFailure(error: unknown): RedisFailureCause {
+  if (error instanceof DeadlineError) return 'deadline';
+  if (error instanceof Error && error.name === 'ReplyError') return 'reply';
+  return 'connection';
 }
 
 export class DeadlineError extends Error {

@@ -2,7 +2,21 @@
  * The fallback decision when Redis is unreachable or slow: the same rules (rules.ts) over the system
  * of record, with the user's credit_accounts row locked (SELECT … FOR UPDATE) so concurrent
  * authorizations of one user are serialised, and the hold written in the same transaction as the
- * decision. The transaction's statement_timeout is the time left in the budget.
+ * decision.
+ *
+ * One decision, one answer (ARCHITECTURE.md invariant 7):
+ * - it grants only while no other hot-path process holds a live Redis lease (redis-lease.ts), checked
+ *   under a shared advisory lock that lease acquisition takes exclusively — otherwise it declines
+ *   `system_unavailable` (fenced), so it never grants credit a Redis decider is granting too;
+ * - what it grants one user before its decisions are adopted into Redis is capped
+ *   (FALLBACK_GRANT_CENTS_MAX, reason `fallback_limit`): the bound on what a Redis decision it cannot
+ *   see (an outbox entry not yet written) can add to it;
+ * - its decision is stored durably (`fallback_decisions`) for every process to adopt into Redis before
+ *   deciding there again;
+ * - it takes the hold's ledger ref (`hold:<eventId>`) even when it declines, so a late Redis attempt for
+ *   the same request is never booked by the ledger writer;
+ * - its statements time out with the budget, and it refuses to commit once the answer's deadline has
+ *   passed, so a transaction that outlives the answer rolls back.
  */
 import { borrowPower } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
@@ -12,14 +26,26 @@ import type { DecisionReason } from '../../shared/outbox.ts';
 import type { Market } from '../../shared/redis/market.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
 import type { DecisionOutcome, DecisionSettings } from './engine.ts';
-import { holdExpiresAtMs } from './engine.ts';
-import { evaluateRules } from './rules.ts';
+import { DeadlineError, holdExpiresAtMs } from './engine.ts';
+import { DECIDER_LOCK_KEY, type FallbackGrant } from './redis-lease.ts';
+import { evaluateRules, REASONS_NOT_COUNTED_FOR_VELOCITY } from './rules.ts';
 
 export interface FallbackDeps {
   sql: Sql;
   market: Market;
   settings: DecisionSettings;
   now: () => number;
+  /** This process's lease holder id: its own lease does not fence its own fallback. */
+  holder: string;
+}
+
+export interface FallbackResult {
+  decision: Omit<DecisionOutcome, 'redisRoundTrips'>;
+  userId: string | null;
+  /** The decision to adopt into Redis (null for replays, unknown cards and fenced declines). */
+  grant: FallbackGrant | null;
+  /** True when another process's live Redis lease kept this fallback from granting. */
+  fenced: boolean;
 }
 
 export async function decideFromPostgres(
@@ -28,13 +54,17 @@ export async function decideFromPostgres(
   rawBody: string,
   decisionId: string,
   startedAtMs: number,
-  remainingMs: number,
-): Promise<{ decision: Omit<DecisionOutcome, 'redisRoundTrips'>; userId: string | null }> {
+  deadlineMs: number,
+): Promise<FallbackResult> {
   const auth = event.data.object;
   const amount = BigInt(auth.pending_request.amount);
   const mcc = auth.merchant_data.category_code;
+  const remainingMs = deadlineMs - deps.now();
+  if (remainingMs < 1) throw new DeadlineError('no time left for the Postgres fallback');
   return deps.sql.begin(async (tx) => {
-    await tx.unsafe(`set local statement_timeout = ${Math.max(1, Math.floor(remainingMs))}`);
+    const timeoutMs = Math.max(1, Math.floor(remainingMs));
+    await tx.unsafe(`set local statement_timeout = ${timeoutMs}; set local lock_timeout = ${timeoutMs}`);
+    await tx`select pg_advisory_xact_lock_shared(${DECIDER_LOCK_KEY})`;
     const prior = await tx<
       { id: string; approved: boolean; approved_cents: string; reason: string; user_id: string | null }[]
     >`
@@ -43,6 +73,8 @@ export async function decideFromPostgres(
       const p = prior[0];
       return {
         userId: p.user_id,
+        grant: null,
+        fenced: false,
         decision: {
           approved: p.approved,
           amountCents: BigInt(p.approved_cents),
@@ -50,6 +82,24 @@ export async function decideFromPostgres(
           decisionId: p.id,
           source: 'postgres' as const,
           replay: true,
+        },
+      };
+    }
+    const [live] = await tx<{ live: boolean }[]>`select exists (select 1 from redis_deciders
+      where holder <> ${deps.holder} and expires_at > clock_timestamp()) as live`;
+    if (live?.live === true) {
+      // Another process decides from Redis: granting here could spend the same credit twice.
+      return {
+        userId: null,
+        grant: null,
+        fenced: true,
+        decision: {
+          approved: false,
+          amountCents: 0n,
+          reason: 'system_unavailable' as const,
+          decisionId,
+          source: 'postgres' as const,
+          replay: false,
         },
       };
     }
@@ -78,14 +128,21 @@ export async function decideFromPostgres(
       >`
         select debt_onchain_usdc::text, unsettled_cents, holds_cents from credit_accounts where user_id = ${userId} for update`;
       const dayStart = new Date(Math.floor(nowMs / 86_400_000) * 86_400_000);
-      const [positions, spent, recent, existing] = await Promise.all([
+      // Velocity and daily spend are counted as the DECIDE script counts them (rules.ts): every decision
+      // that reached the velocity check in the last 60 s, and the amounts granted by decisions of this
+      // UTC day (increments of older authorizations included).
+      const [positions, spent, recent, existing, pending] = await Promise.all([
         tx<{ asset_id: string; collateral_base: string; pending_withdrawal_base: string }[]>`
           select asset_id, collateral_base::text, pending_withdrawal_base::text from positions where user_id = ${userId}`,
-        tx<{ spent: string }[]>`select coalesce(sum(approved_cents), 0)::text as spent from authorizations
-          where user_id = ${userId} and approved and created_at >= ${dayStart}`,
+        tx<{ spent: string }[]>`select coalesce(sum(approved_cents), 0)::text as spent from decisions
+          where user_id = ${userId} and approved and decided_at >= ${dayStart}`,
         tx<{ n: number }[]>`select count(*)::int as n from decisions where user_id = ${userId}
-          and decided_at > ${new Date(nowMs - 60_000)} and reason <> 'unknown_card'`,
+          and decided_at > ${new Date(nowMs - 60_000)} and reason <> all(${[...REASONS_NOT_COUNTED_FOR_VELOCITY]}::text[])`,
         tx<{ status: string }[]>`select status from authorizations where id = ${auth.id}`,
+        tx<
+          { granted: string }[]
+        >`select coalesce(sum(granted_cents), 0)::text as granted from fallback_decisions
+          where user_id = ${userId} and adopted_at is null`,
       ]);
       const power = borrowPower({
         holdings: positions.map((p) => ({
@@ -119,6 +176,14 @@ export async function decideFromPostgres(
         amountCents: amount,
         amountControllable: auth.pending_request.is_amount_controllable,
       });
+      // The per-outage cap on what the fallback grants this user (see the module comment).
+      const capLeft = deps.settings.FALLBACK_GRANT_CENTS_MAX - BigInt(pending[0]?.granted ?? '0');
+      if (outcome.grantedCents > capLeft) {
+        outcome =
+          auth.pending_request.is_amount_controllable && capLeft > 0n
+            ? { reason: 'partial', grantedCents: capLeft }
+            : { reason: 'fallback_limit', grantedCents: 0n };
+      }
     }
     const approved = outcome.reason === 'approved' || outcome.reason === 'partial';
     const granted = outcome.grantedCents;
@@ -139,6 +204,12 @@ export async function decideFromPostgres(
         held_cents = authorizations.held_cents + excluded.held_cents,
         approved = authorizations.approved or excluded.approved,
         updated_at = now()`;
+    if (userId !== null && granted === 0n) {
+      // The hold's ledger ref, taken with no entries: a late Redis attempt for this request, should it
+      // still reserve, is then never booked by the ledger writer (its ref is taken).
+      await tx`insert into ledger_transfers (ref, kind, user_id, authorization_id)
+        values (${`hold:${event.id}`}, 'hold', ${userId}, ${auth.id}) on conflict (ref) do nothing`;
+    }
     if (userId !== null && granted > 0n) {
       await tx`update credit_accounts set holds_cents = holds_cents + ${granted.toString()}, version = version + 1,
         updated_at = now() where user_id = ${userId}`;
@@ -171,8 +242,29 @@ export async function decideFromPostgres(
         },
       },
     ]);
+    let grant: FallbackGrant | null = null;
+    if (userId !== null) {
+      grant = {
+        decisionId,
+        eventId: event.id,
+        authorizationId: auth.id,
+        userId,
+        grantedCents: granted,
+        holdExpiresAtMs: holdExpiresAtMs(deps.settings, mcc, nowMs),
+        stored: `${approved ? 1 : 0}|${granted}|${outcome.reason}|${decisionId}`,
+      };
+      await tx`insert into fallback_decisions (decision_id, event_id, authorization_id, user_id, granted_cents,
+          hold_expires_at, stored, decided_by)
+        values (${decisionId}, ${event.id}, ${auth.id}, ${userId}, ${granted.toString()},
+          ${new Date(grant.holdExpiresAtMs)}, ${grant.stored}, ${deps.holder})`;
+    }
+    // The answer goes out at the deadline whatever happens here: past it, roll back rather than commit
+    // a decision Stripe was not told.
+    if (deps.now() > deadlineMs) throw new DeadlineError('the fallback decision missed its deadline');
     return {
       userId,
+      grant,
+      fenced: false,
       decision: {
         approved,
         amountCents: granted,

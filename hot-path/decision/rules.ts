@@ -5,6 +5,22 @@
  */
 import type { DecisionReason } from '../../shared/outbox.ts';
 
+/**
+ * Decisions declined before the velocity check: they do not count toward the velocity limit. The
+ * DECIDE script adds a decision to the velocity window only once it passed these checks; the fallback
+ * counts recorded decisions the same way (every other reason, declines for velocity, daily limit and
+ * credit included).
+ */
+export const REASONS_NOT_COUNTED_FOR_VELOCITY: ReadonlySet<DecisionReason> = new Set<DecisionReason>([
+  'unknown_card',
+  'card_inactive',
+  'card_frozen',
+  'account_inactive',
+  'blocked_mcc',
+  'invalid_request',
+  'system_unavailable',
+]);
+
 export interface RuleInput {
   cardKnown: boolean;
   cardStatus: string;

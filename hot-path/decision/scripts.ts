@@ -98,22 +98,44 @@ return {'ok', approved, grantedText, reason}
  * Mirrors a decision the Postgres fallback made into the cache: its idempotency key always (so a
  * replay returns the same answer), and its hold when the account is cached (a missing account is
  * rebuilt from Postgres, which already has the hold). Nothing goes to the outbox: Postgres has it.
- * Returns 'adopted' | 'known' | 'key-only'.
+ *
+ * Late Redis work: the same request's Redis attempt (same decision id) may have run after the process
+ * gave up on it and answered from the fallback. Its hold then is not what Stripe was told, and Postgres
+ * never books it (the fallback took the hold's ledger ref first). The stored answer says so (same
+ * decision id, other answer): that attempt's grant is replaced by the fallback's here ('superseded').
+ * Returns 'adopted' | 'known' | 'key-only' | 'superseded'.
  * KEYS: 1 account, 2 holds, 3 holdExpiries, 4 decision, 5 daySpend
- * ARGV: 1 stored answer, 2 ttlS, 3 authorizationId, 4 grantedCents, 5 holdExpiresAtMs
+ * ARGV: 1 stored answer, 2 ttlS, 3 authorizationId, 4 grantedCents, 5 holdExpiresAtMs, 6 decisionId
  */
 export const ADOPT_FALLBACK = luaScript(`
-if not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then return 'known' end
+local prior = redis.call('GET', KEYS[4])
+local delta = tonumber(ARGV[4])
+local result = 'adopted'
+if prior then
+  if prior == ARGV[1] then return 'known' end
+  local priorAmount, priorId = string.match(prior, '^[01]|(%d+)|[^|]*|(.*)$')
+  if priorId ~= ARGV[6] then return 'known' end
+  delta = delta - tonumber(priorAmount)
+  result = 'superseded'
+  redis.call('SET', KEYS[4], ARGV[1], 'EX', tonumber(ARGV[2]))
+elseif not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then
+  return 'known'
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'key-only' end
-local g = tonumber(ARGV[4])
-if g > 0 then
-  redis.call('HINCRBY', KEYS[1], 'hold', ARGV[4])
-  redis.call('HINCRBY', KEYS[2], ARGV[3], ARGV[4])
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
-  redis.call('INCRBY', KEYS[5], ARGV[4])
+if delta ~= 0 then
+  local d = string.format('%.0f', delta)
+  redis.call('HINCRBY', KEYS[1], 'hold', d)
+  local held = redis.call('HINCRBY', KEYS[2], ARGV[3], d)
+  if held <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[3])
+    redis.call('ZREM', KEYS[3], ARGV[3])
+  else
+    redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+  end
+  redis.call('INCRBY', KEYS[5], d)
   redis.call('EXPIRE', KEYS[5], 172800)
 end
-return 'adopted'
+return result
 `);
 
 /**

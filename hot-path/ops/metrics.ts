@@ -24,6 +24,23 @@ export function createMetrics() {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    redisFailures: new Counter({
+      name: 'credana_decision_redis_failures_total',
+      help: 'Redis attempts of decisions that failed, by cause (deadline, connection, reply = script error)',
+      labelNames: ['cause'] as const,
+      registers: [registry],
+    }),
+    leaseEvents: new Counter({
+      name: 'credana_redis_lease_events_total',
+      help: 'Redis decider lease catch-ups by outcome (caught_up, catch_up_failed_*, postgres_unreachable)',
+      labelNames: ['event'] as const,
+      registers: [registry],
+    }),
+    fallbackAdoptions: new Counter({
+      name: 'credana_fallback_decisions_adopted_total',
+      help: 'Postgres fallback decisions mirrored into the Redis cache',
+      registers: [registry],
+    }),
     budgetExceeded: new Counter({
       name: 'credana_decision_budget_exceeded_total',
       help: 'Decisions answered after the configured budget',

@@ -38,12 +38,20 @@ app.post('/stripe/authorizations', async (c) => {
   c.header('Stripe-Version', config.STRIPE_API_VERSION);
   try {
     const { decision } = await decideFromPostgres(
-      { sql: database.sql, market, settings: config, now: Date.now },
+      // Nothing adopts this server's decisions into Redis, so the per-outage fallback cap is lifted:
+      // the baseline measures the row-locked check-and-hold, not a cap that would decline after $500.
+      {
+        sql: database.sql,
+        market,
+        settings: { ...config, FALLBACK_GRANT_CENTS_MAX: 10n ** 15n },
+        now: Date.now,
+        holder: 'bench-postgres-only',
+      },
       event,
       raw,
       newDecisionId(startedAtMs),
       startedAtMs,
-      config.DECISION_BUDGET_MS,
+      startedAtMs + config.DECISION_BUDGET_MS,
     );
     return c.json({
       approved: decision.approved,

@@ -392,3 +392,45 @@ export const settlements = pgTable(
   },
   (t) => [index('settlements_status_idx').on(t.status, t.createdAt)],
 );
+
+/**
+ * Decisions the Postgres fallback made, kept until a hot-path process has mirrored them into the Redis
+ * cache (`adopted_at`). Durable, so a fallback grant reaches Redis even when the process that made it
+ * dies; every process adopts all pending rows before it decides from Redis again
+ * (hot-path/decision/redis-lease.ts). Declines are kept too, so a replay answers the same.
+ */
+export const fallbackDecisions = pgTable(
+  'fallback_decisions',
+  {
+    decisionId: text('decision_id').primaryKey(),
+    eventId: text('event_id').notNull(),
+    authorizationId: text('authorization_id').notNull(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    grantedCents: cents('granted_cents').notNull(),
+    holdExpiresAt: timestamp('hold_expires_at', { withTimezone: true }).notNull(),
+    /** The answer in the Redis decision key's format: approved|amount|reason|decisionId. */
+    stored: text('stored').notNull(),
+    /** The lease holder (hot-path process) that decided. */
+    decidedBy: text('decided_by').notNull(),
+    createdAt: createdAt(),
+    adoptedAt: timestamp('adopted_at', { withTimezone: true }),
+  },
+  (t) => [
+    uniqueIndex('fallback_decisions_event_idx').on(t.eventId),
+    index('fallback_decisions_pending_idx').on(t.userId).where(sql`adopted_at is null`),
+    check('fallback_decisions_granted_nonneg', sql`${t.grantedCents} >= 0`),
+  ],
+);
+
+/**
+ * Leases of the hot-path processes that decide from Redis. A process renews its lease while Redis
+ * answers it; the Postgres fallback grants only when no other process holds a live lease, so the two
+ * deciders never grant against the same credit (ARCHITECTURE.md invariant 7).
+ */
+export const redisDeciders = pgTable('redis_deciders', {
+  holder: text('holder').primaryKey(),
+  expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+  renewedAt: timestamp('renewed_at', { withTimezone: true }).notNull().defaultNow(),
+});

@@ -15,6 +15,7 @@ export const DECLINE_MESSAGES: Record<DeclineReason, string> = {
   daily_limit: 'This payment is over your daily spending limit. You can change the limit in the app.',
   stale_price: 'We could not value your collateral just now. Try again in a few minutes.',
   insufficient_credit: 'Not enough available credit. Add collateral or repay to spend more.',
+  fallback_limit: 'We could not approve this payment just now. Try again in a moment.',
   invalid_request: 'This payment could not be processed. Try again or contact support.',
   system_unavailable: 'We could not approve this payment just now. Try again in a moment.',
 };

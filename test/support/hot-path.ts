@@ -22,6 +22,7 @@ export function testConfig(
     // (hot-path/failures.test.ts) set their own.
     DECISION_BUDGET_MS: '1900',
     REDIS_COMMAND_TIMEOUT_MS: '1000',
+    REDIS_DECISION_BUDGET_MS: '1000',
     ...extra,
   });
 }

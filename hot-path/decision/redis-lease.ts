@@ -1,0 +1,295 @@
+/**
+ * Who may decide, and from where: the fence between the Redis decider and the Postgres fallback.
+ *
+ * Two deciders must never grant against the same credit (ARCHITECTURE.md invariant 7). Redis decisions
+ * and Postgres fallback decisions cannot see each other directly — a process falls back precisely
+ * because it cannot reach Redis — so they are fenced through Postgres:
+ *
+ * - Every hot-path process that decides from Redis holds a *lease* in `redis_deciders`, renewed every
+ *   quarter of `REDIS_DECIDER_LEASE_MS` while Redis answers it. The process counts its lease as valid
+ *   until (time it sent the renewal + lease length) by its own monotonic clock, which ends no later
+ *   than the expiry Postgres stored, so it never believes in a lease others already see as expired.
+ * - The Postgres fallback grants only while no *other* process holds a live lease (checked under a
+ *   shared advisory lock, in the fallback's transaction). With a healthy peer deciding from Redis, a
+ *   process cut off from Redis declines instead of granting the same credit a second time.
+ * - A process (re)acquires its lease under the exclusive form of that lock and then, before it decides
+ *   from Redis again, adopts every fallback decision not yet in the cache (`fallback_decisions`, durable,
+ *   written in the fallback's transaction). So every Redis decision after an outage sees every grant the
+ *   fallback made during it, whichever process made them and whether or not it is still alive.
+ * - After a Redis attempt fails, the process is *suspect*: it decides from Postgres (fenced as above)
+ *   until a catch-up has found Redis answering and adopted the pending decisions.
+ *
+ * What is left (docs/hot-path.md, "Known windows"): a process that can reach Redis but not Postgres
+ * keeps deciding from Redis without renewing its lease (a Postgres outage must not stop the hot path);
+ * if at that same time another process can reach Postgres but not Redis (a double partition), the
+ * fallback may grant beside it, bounded per user by FALLBACK_GRANT_CENTS_MAX.
+ */
+import { hostname } from 'node:os';
+import type { Sql } from '../../shared/db/client.ts';
+import { utcDay } from '../../shared/redis/account.ts';
+import type { Redis } from '../../shared/redis/client.ts';
+import { userKeys } from '../../shared/redis/keys.ts';
+import { runScript } from '../../shared/redis/script.ts';
+import { limits } from '../limits.ts';
+import { ADOPT_FALLBACK } from './scripts.ts';
+
+/** The advisory lock that orders lease acquisitions (exclusive) against fallback grants (shared). */
+export const DECIDER_LOCK_KEY = 7_431_015;
+
+/** A decision the Postgres fallback stored, to be mirrored into the cache (hold and idempotency key). */
+export interface FallbackGrant {
+  decisionId: string;
+  eventId: string;
+  authorizationId: string;
+  userId: string;
+  grantedCents: bigint;
+  holdExpiresAtMs: number;
+  /** The stored answer, in the decision key's format: approved|amount|reason|decisionId. */
+  stored: string;
+}
+
+export interface RedisLeaseDeps {
+  sql: Sql;
+  redis: Redis;
+  prefix: string;
+  leaseMs: number;
+  /** Unique per process and engine; defaults to host, pid and a random part. */
+  holder?: string;
+  onEvent?: (event: LeaseEvent) => void;
+}
+
+export type LeaseEvent =
+  | { kind: 'caught_up'; adopted: number; postgres: boolean }
+  | { kind: 'catch_up_failed'; stage: 'redis' | 'adopt'; error: unknown }
+  | { kind: 'postgres_unreachable'; error: unknown };
+
+export interface RedisLease {
+  readonly holder: string;
+  /** True when a decision may be made from Redis now without catching up first. */
+  mayDecide(): boolean;
+  /** True after a Redis attempt failed and no catch-up has succeeded since. */
+  suspect(): boolean;
+  /** A Redis attempt succeeded: Redis answers, so the next renewal needs no PING of its own. */
+  noteRedisOk(): void;
+  /** A Redis attempt failed: decide from Postgres until a catch-up succeeds (one starts now). */
+  markSuspect(): void;
+  /** Renews (or re-acquires) the lease and adopts pending fallback decisions; one at a time. */
+  catchUp(): Promise<boolean>;
+  /** Remembers a grant this process made, so it is adopted even while Postgres is unreachable. */
+  remember(grant: FallbackGrant): void;
+  /** Starts the renewal timer. */
+  start(): void;
+  /** Stops renewing and gives the lease up, so the fallback of other processes is not held back. */
+  stop(): Promise<void>;
+}
+
+export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
+  const { sql, redis, prefix, leaseMs } = deps;
+  const holder = deps.holder ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`;
+  const emit = deps.onEvent ?? (() => {});
+  let validUntil = 0; // performance.now() time
+  let redisOkAt = Number.NEGATIVE_INFINITY; // performance.now() time of the last Redis answer
+  let isSuspect = false;
+  let postgresUnreachable = false;
+  let flight: Promise<boolean> | null = null;
+  // The removal of our lease row after a Redis failure; a renewal waits for it, so a late delete can
+  // never remove a lease renewed after it.
+  let releasing: Promise<unknown> = Promise.resolve();
+  let timer: NodeJS.Timeout | null = null;
+  let stopped = false;
+  // Grants this process made, until adopted: what it can adopt without Postgres.
+  const own = new Map<string, FallbackGrant>();
+
+  async function adopt(grant: FallbackGrant): Promise<void> {
+    const keys = userKeys(prefix, grant.userId);
+    await runScript<string>(
+      redis,
+      ADOPT_FALLBACK,
+      [
+        keys.account,
+        keys.holds,
+        keys.holdExpiries,
+        keys.decision(grant.eventId),
+        keys.daySpend(utcDay(Date.now())),
+      ],
+      [
+        grant.stored,
+        limits.decisionTtlS,
+        grant.authorizationId,
+        grant.grantedCents.toString(),
+        grant.holdExpiresAtMs,
+        grant.decisionId,
+      ],
+    );
+  }
+
+  /** adopt() for the Postgres pass: a Redis failure there is told apart from a Postgres one. */
+  async function adoptOrThrow(grant: FallbackGrant): Promise<void> {
+    try {
+      await adopt(grant);
+    } catch (error) {
+      throw new AdoptError(error);
+    }
+  }
+
+  async function renewInPostgres(acquire: boolean): Promise<number> {
+    const sentAt = performance.now();
+    if (!acquire) {
+      await sql`insert into redis_deciders (holder, expires_at, renewed_at)
+        values (${holder}, clock_timestamp() + ${`${leaseMs} milliseconds`}::interval, now())
+        on conflict (holder) do update set expires_at = excluded.expires_at, renewed_at = excluded.renewed_at`;
+      return sentAt;
+    }
+    // Acquisition waits for every fallback transaction in flight (they hold the lock shared) and is
+    // seen by every one that starts after it: a grant is either committed before (and adopted below)
+    // or refused because of this lease.
+    await sql.begin(async (tx) => {
+      await tx`select pg_advisory_xact_lock(${DECIDER_LOCK_KEY})`;
+      await tx`insert into redis_deciders (holder, expires_at, renewed_at)
+        values (${holder}, clock_timestamp() + ${`${leaseMs} milliseconds`}::interval, now())
+        on conflict (holder) do update set expires_at = excluded.expires_at, renewed_at = excluded.renewed_at`;
+    });
+    return sentAt;
+  }
+
+  async function adoptPendingFromPostgres(): Promise<number> {
+    let adopted = 0;
+    for (;;) {
+      const rows = await sql<
+        {
+          decision_id: string;
+          event_id: string;
+          authorization_id: string;
+          user_id: string;
+          granted_cents: string;
+          hold_expires_at: Date;
+          stored: string;
+        }[]
+      >`select decision_id, event_id, authorization_id, user_id, granted_cents, hold_expires_at, stored
+        from fallback_decisions where adopted_at is null order by created_at
+        limit ${limits.adoptionBatchMax}`;
+      for (const row of rows) {
+        await adoptOrThrow({
+          decisionId: row.decision_id,
+          eventId: row.event_id,
+          authorizationId: row.authorization_id,
+          userId: row.user_id,
+          grantedCents: BigInt(row.granted_cents),
+          holdExpiresAtMs: row.hold_expires_at.getTime(),
+          stored: row.stored,
+        });
+      }
+      if (rows.length > 0) {
+        const ids = rows.map((row) => row.decision_id);
+        await sql`update fallback_decisions set adopted_at = now() where decision_id = any(${ids}::text[])`;
+        for (const id of ids) own.delete(id);
+      }
+      adopted += rows.length;
+      if (rows.length < limits.adoptionBatchMax) return adopted;
+    }
+  }
+
+  async function runCatchUp(): Promise<boolean> {
+    // Redis first: a lease says "I can decide from Redis", so it is only renewed while Redis answers.
+    const adoptedOwn: string[] = [];
+    try {
+      if (isSuspect || performance.now() - redisOkAt > leaseMs / 4) await redis.ping();
+      redisOkAt = performance.now();
+      // Our own grants first: adopting them needs no Postgres.
+      for (const grant of [...own.values()]) {
+        await adopt(grant);
+        adoptedOwn.push(grant.decisionId);
+        own.delete(grant.decisionId);
+      }
+    } catch (error) {
+      isSuspect = true;
+      emit({ kind: 'catch_up_failed', stage: 'redis', error });
+      return false;
+    }
+    const acquire = performance.now() >= validUntil;
+    let sentAt: number;
+    let adopted = adoptedOwn.length;
+    try {
+      await releasing;
+      sentAt = await renewInPostgres(acquire);
+      if (adoptedOwn.length > 0)
+        await sql`update fallback_decisions set adopted_at = now() where decision_id = any(${adoptedOwn}::text[])`;
+      if (acquire) adopted += await adoptPendingFromPostgres();
+    } catch (error) {
+      if (error instanceof AdoptError) {
+        isSuspect = true;
+        emit({ kind: 'catch_up_failed', stage: 'adopt', error: error.cause });
+        return false;
+      }
+      // Postgres is unreachable: no fallback can grant through it either, except across a double
+      // partition (see the module comment). Keep deciding from Redis rather than stopping the hot path.
+      postgresUnreachable = true;
+      isSuspect = false;
+      emit({ kind: 'postgres_unreachable', error });
+      return true;
+    }
+    validUntil = sentAt + leaseMs;
+    postgresUnreachable = false;
+    isSuspect = false;
+    if (acquire || adopted > 0) emit({ kind: 'caught_up', adopted, postgres: true });
+    return true;
+  }
+
+  function catchUp(): Promise<boolean> {
+    if (flight === null) {
+      flight = runCatchUp().finally(() => {
+        flight = null;
+      });
+    }
+    return flight;
+  }
+
+  return {
+    holder,
+    mayDecide: () => !isSuspect && (postgresUnreachable || performance.now() < validUntil),
+    suspect: () => isSuspect,
+    noteRedisOk() {
+      redisOkAt = performance.now();
+    },
+    markSuspect() {
+      if (!isSuspect) {
+        // Give the lease up at once: while this process cannot reach Redis it decides nothing there,
+        // and its lease would hold back the fallback of every other process until it expired.
+        validUntil = 0;
+        releasing = sql`delete from redis_deciders where holder = ${holder}`.catch(() => {});
+      }
+      isSuspect = true;
+      catchUp().catch(() => {});
+    },
+    catchUp,
+    remember(grant) {
+      if (own.size < limits.ownGrantsMax) own.set(grant.decisionId, grant);
+    },
+    start() {
+      if (timer !== null) return;
+      timer = setInterval(
+        () => {
+          if (!stopped) catchUp().catch(() => {});
+        },
+        Math.max(50, Math.floor(leaseMs / 4)),
+      );
+      timer.unref();
+    },
+    async stop() {
+      stopped = true;
+      if (timer !== null) clearInterval(timer);
+      timer = null;
+      await flight?.catch(() => false);
+      validUntil = 0;
+      await sql`delete from redis_deciders where holder = ${holder}`.catch(() => {});
+    },
+  };
+}
+
+/** A Redis failure while adopting the decisions read from Postgres. */
+class AdoptError extends Error {
+  readonly code = 'adopt_failed';
+  constructor(cause: unknown) {
+    super('adopting a fallback decision into Redis failed', { cause });
+  }
+}
