@@ -22,15 +22,20 @@ export default async function setup(): Promise<void> {
       await admin.unsafe(`update pg_database set datistemplate = true where datname = '${TEMPLATE_DB}'`);
     }
     // Leftovers of killed runs: per-file databases and templates of older migrations. Without FORCE,
-    // a database another run is still using is left alone.
-    const stale = await admin<{ datname: string }[]>`
-      select d.datname from pg_database d
+    // a database another run is still using is left alone; so is anything made in the last hour: a
+    // concurrent run on other migrations (another branch) has its template idle between its setup and
+    // its files' clones, and dropping it then failed that run.
+    const stale = await admin<{ datname: string; modified_s: number | null }[]>`
+      select d.datname,
+        extract(epoch from (pg_stat_file('base/' || d.oid || '/PG_VERSION', true)).modification)::float8 as modified_s
+      from pg_database d
       where (d.datname like 'credana\\_t\\_%' or (d.datname like 'credana\\_template\\_%' and d.datname <> ${TEMPLATE_DB}))
         and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)`;
     const hourAgoS = Date.now() / 1000 - 3_600;
-    for (const { datname } of stale) {
+    for (const { datname, modified_s: modifiedS } of stale) {
       const createdS = /^credana_t_([0-9a-z]+)_/.exec(datname)?.[1];
       if (createdS !== undefined && Number.parseInt(createdS, 36) > hourAgoS) continue;
+      if (modifiedS !== null && modifiedS > hourAgoS) continue;
       try {
         await admin.unsafe(`update pg_database set datistemplate = false where datname = '${datname}'`);
         await admin.unsafe(`drop database if exists "${datname}"`);
