@@ -22,8 +22,6 @@ export const limits = {
   accountSnapshotsMax: 200_000,
   /** Time kept back from the budget for writing the response. */
   responseMarginMs: 15,
-  /** Merchant category codes whose holds last 31 days (lodging, car rental, cruise lines). */
-  lodgingMccs: ['3501', '7011', '7012', '3351', '7512', '4411'],
 } as const;
 
 export function assertLimits(budgetMs: number, redisTimeoutMs: number): void {
