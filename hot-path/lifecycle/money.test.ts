@@ -244,6 +244,33 @@ describe("a closed authorization's captured part", () => {
   });
 });
 
+describe("a closed authorization's captured part after Redis lost the account", () => {
+  it('is rebuilt from Postgres and released when its capture books', async () => {
+    const u = await user(10_000n);
+    expect((await u.decide('iauth_rebuild1', 3_000)).approved).toBe(true);
+    await u.event(closed(u.cardId, 'iauth_rebuild1', 3_000, [{ type: 'capture', amount: -3_000 }]));
+    expect(await u.conserved()).toEqual({ holds: 3_000n, unsettled: 0n });
+    // Redis restarted empty (for this user): the account, its holds and the authorization's state.
+    await services.redis.del(
+      u.keys.account,
+      u.keys.holds,
+      u.keys.holdExpiries,
+      u.keys.authState('iauth_rebuild1'),
+    );
+    await u.event(
+      transactionEvent({
+        cardId: u.cardId,
+        type: 'capture',
+        amountCents: 3_000,
+        authorizationId: 'iauth_rebuild1',
+        createdS: nowS(),
+      }),
+    );
+    expect(await u.cache()).toEqual({ hold: 0n, unsettled: 3_000n });
+    expect(await u.conserved()).toEqual({ holds: 0n, unsettled: 3_000n });
+  });
+});
+
 describe('hold expiry by merchant class', () => {
   it('holds hotel, car-rental, airline and cruise authorizations 31 days and others 7', async () => {
     const u = await user(1_000_000n);
