@@ -181,6 +181,41 @@ export function createApp(deps: AppDeps) {
       throw new HttpError(400, 'malformed_event');
     }
     const result = await lifecycle.apply(parsed.data, raw);
+    if (result.rejected !== null) {
+      // Recorded (card_events, through the outbox) but not booked: answering 2xx stops Stripe's retries,
+      // which would bring the same event back with the same currency for days and lose nothing more.
+      metrics.lifecycleEvents.inc({ type: parsed.data.type, result: result.rejected });
+      logger.error(
+        {
+          requestId: c.get('requestId'),
+          eventId: parsed.data.id,
+          type: parsed.data.type,
+          alert: result.rejected,
+        },
+        'lifecycle event recorded but not booked: unsupported currency',
+      );
+      return c.json({
+        received: true,
+        processed: false,
+        duplicate: !result.applied,
+        reason: result.rejected,
+      });
+    }
+    if (result.reviewCents > 0n && result.reviewReason !== null) {
+      metrics.refundsHeldForReview.inc({ reason: result.reviewReason });
+      metrics.refundCentsHeldForReview.inc({ reason: result.reviewReason }, Number(result.reviewCents));
+      logger.error(
+        {
+          requestId: c.get('requestId'),
+          eventId: parsed.data.id,
+          userId: result.userId,
+          reviewCents: result.reviewCents.toString(),
+          reason: result.reviewReason,
+          alert: 'refund_held_for_review',
+        },
+        'refund not credited: held for review',
+      );
+    }
     metrics.lifecycleEvents.inc({ type: parsed.data.type, result: result.applied ? 'applied' : 'duplicate' });
     return c.json({ received: true, processed: true, duplicate: !result.applied });
   });

@@ -28,8 +28,6 @@ export const limits = {
   adoptionBatchMax: 500,
   /** Fallback grants one process remembers for adoption without Postgres (beyond: Postgres only). */
   ownGrantsMax: 100_000,
-  /** Merchant category codes whose holds last 31 days (lodging, car rental, cruise lines). */
-  lodgingMccs: ['3501', '7011', '7012', '3351', '7512', '4411'],
 } as const;
 
 export function assertLimits(budgetMs: number, redisTimeoutMs: number, redisDecisionBudgetMs: number): void {

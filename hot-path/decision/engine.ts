@@ -17,6 +17,7 @@ import type { Config } from '../../shared/config.ts';
 import { borrowPower, type CollateralHolding } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import type { DecisionReason, DecisionRecord } from '../../shared/outbox.ts';
+import { holdExpiresAtMs as holdExpiryPolicy } from '../../shared/policy/hold-expiry.ts';
 import { ensureAccount, holdingsFromAccount, utcDay } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { ACCOUNT, unknownCardDecisionKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
@@ -91,11 +92,9 @@ export function newDecisionId(nowMs: number): string {
   return `dec_${nowMs.toString(36)}${randomPool.toString('hex', randomAt - 8, randomAt)}`;
 }
 
+/** The program's hold-expiry policy (shared/policy/hold-expiry.ts), kept here for existing callers. */
 export function holdExpiresAtMs(settings: DecisionSettings, mcc: string, nowMs: number): number {
-  const ttlS = (limits.lodgingMccs as readonly string[]).includes(mcc)
-    ? settings.HOLD_TTL_LODGING_S
-    : settings.HOLD_TTL_S;
-  return nowMs + ttlS * 1000;
+  return holdExpiryPolicy(settings, mcc, nowMs);
 }
 
 function parseStored(

@@ -24,7 +24,7 @@ import {
   unnestRows,
 } from '../../shared/db/queries/ledger.ts';
 import { type DecisionRecord, type LifecycleRecord, outboxRecordSchema } from '../../shared/outbox.ts';
-import { limits as hotPathLimits } from '../limits.ts';
+import { holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
 import { limits } from './limits.ts';
 
 /** One stream entry as read from Redis. */
@@ -50,6 +50,9 @@ export interface LifecycleItem {
   holdDeltaCents: bigint;
   unsettledDeltaCents: bigint;
   capturedDeltaCents: bigint;
+  /** Cents of a credit held for review (REVIEW_ACCOUNT), not credited; and why. */
+  reviewCents: bigint;
+  reviewReason: string | null;
 }
 
 /** A validated entry: the record with the script's outcome fields applied (they override the record). */
@@ -67,7 +70,22 @@ const decisionOutcome = z.object({
   amt: z.string().regex(/^\d{1,16}$/, 'non-negative integer cents'),
   why: z.string().min(1).max(64),
 });
-const lifecycleOutcome = z.object({ hd: amount, ud: amount, cd: amount });
+const lifecycleOutcome = z.object({
+  hd: amount,
+  ud: amount,
+  cd: amount,
+  // Absent on entries written before refunds were bounded: nothing held for review.
+  // Negative: a later capture made that much of an earlier held refund creditable.
+  rv: amount.default('0'),
+  rw: z.enum(['', 'unlinked', 'beyond_captured', 'settled', 'captured_later']).default(''),
+});
+
+/**
+ * The ledger account of credits held for review: the part of a refund (or capture reversal) beyond
+ * what its authorization captured, or with no authorization. It is owed to nobody until a person
+ * decides; it is never spendable credit (credit_accounts and Redis do not see it).
+ */
+export const REVIEW_ACCOUNT = 'user_refunds_held';
 
 function describe(error: z.ZodError): string {
   const issue = error.issues[0];
@@ -125,18 +143,29 @@ export function parseEntry(raw: RawEntry): ParseResult {
   const holdDeltaCents = BigInt(outcome.data.hd);
   const unsettledDeltaCents = BigInt(outcome.data.ud);
   const capturedDeltaCents = BigInt(outcome.data.cd);
+  const reviewCents = BigInt(outcome.data.rv);
   if (
     record.userId === null &&
-    (holdDeltaCents !== 0n || unsettledDeltaCents !== 0n || capturedDeltaCents !== 0n)
+    (holdDeltaCents !== 0n || unsettledDeltaCents !== 0n || capturedDeltaCents !== 0n || reviewCents !== 0n)
   ) {
     return { ok: false, error: 'outcome: a money movement without a user' };
   }
+  if (reviewCents !== 0n && record.transactionType === null)
+    return { ok: false, error: 'outcome: review cents without a transaction' };
   return {
     ok: true,
     entry: {
       stream: raw.stream,
       id: raw.id,
-      item: { kind: 'lifecycle', record, holdDeltaCents, unsettledDeltaCents, capturedDeltaCents },
+      item: {
+        kind: 'lifecycle',
+        record,
+        holdDeltaCents,
+        unsettledDeltaCents,
+        capturedDeltaCents,
+        reviewCents,
+        reviewReason: outcome.data.rw === '' ? null : outcome.data.rw,
+      },
     },
   };
 }
@@ -172,6 +201,12 @@ function transferOf(entry: ParsedEntry): TransferInput | null {
     holdDeltaCents: item.holdDeltaCents,
     unsettledDeltaCents: item.unsettledDeltaCents,
   });
+  if (item.reviewCents !== 0n) {
+    // Money came back into the Issuing balance (program_card_spend), owed to the user only if a person
+    // says so: the user's leg is a liability on the review account, never on user_unsettled.
+    entries.push({ account: REVIEW_ACCOUNT, userId, amountCents: -item.reviewCents });
+    entries.push({ account: 'program_card_spend', userId: null, amountCents: item.reviewCents });
+  }
   if (entries.length === 0) return null;
   const kind: TransferKind = item.record.transactionType ?? (item.holdDeltaCents < 0n ? 'release' : 'hold');
   return {
@@ -214,12 +249,6 @@ interface AuthorizationFold {
   approvedByStripe: boolean | null;
   /** The status to move to; a terminal status is never left. */
   status: 'pending' | 'closed' | 'reversed' | 'expired' | null;
-}
-
-/** The same rule as the hot path's holdExpiresAtMs (engine.ts): lodging-type merchants hold longer. */
-function holdExpiry(options: ApplyOptions, mcc: string | null, fromMs: number): number {
-  const lodging = mcc !== null && (hotPathLimits.lodgingMccs as readonly string[]).includes(mcc);
-  return fromMs + (lodging ? options.holdTtlLodgingS : options.holdTtlS) * 1000;
 }
 
 function decisionLabel(item: DecisionItem): 'approved' | 'partial' | 'declined' {
@@ -286,7 +315,16 @@ function foldAuthorizations(applied: ParsedEntry[], options: ApplyOptions): Auth
           latencyUs: null,
           merchantCategoryCode: mcc,
           merchantName: auth?.merchantName ?? null,
-          expiresAt: auth === null ? null : new Date(holdExpiry(options, mcc, auth.createdS * 1000)),
+          expiresAt:
+            auth === null
+              ? null
+              : new Date(
+                  holdExpiresAtMs(
+                    { HOLD_TTL_S: options.holdTtlS, HOLD_TTL_LODGING_S: options.holdTtlLodgingS },
+                    mcc,
+                    auth.createdS * 1000,
+                  ),
+                ),
           stripeAmountCents: auth !== null ? BigInt(auth.amountCents) : 0n,
           stripeApproved: auth?.approved ?? false,
         },
@@ -358,6 +396,8 @@ function auditOf(entry: ParsedEntry): AuditInput {
       holdDeltaCents: item.holdDeltaCents,
       unsettledDeltaCents: item.unsettledDeltaCents,
       capturedDeltaCents: item.capturedDeltaCents,
+      reviewCents: item.reviewCents,
+      reviewReason: item.reviewReason,
       streamId: entry.id,
     },
   };

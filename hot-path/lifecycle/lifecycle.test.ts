@@ -1,6 +1,7 @@
 // Proves the asynchronous Issuing events end in the same state in every order of arrival and with
 // duplicates (shuffled sequences on real Redis through the signed events endpoint), that stand-in
-// approvals and Stripe's declines of our approvals correct the hold, and that expired holds release.
+// approvals and Stripe's declines of our approvals correct the hold, that refunds (linked, reversed,
+// unlinked) end the same in every order, and that expired holds release.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { userKeys } from '../../shared/redis/keys.ts';
 import type { TestServices } from '../../test/support/db.ts';
@@ -45,6 +46,12 @@ function shuffled<T>(items: T[], seed: number): T[] {
     [out[i], out[j]] = [out[j]!, out[i]!];
   }
   return out;
+}
+
+/** Stripe's refund reversal: a `refund` transaction with a negative amount. */
+function refundReversal<T extends { data: { object: { amount: number } } }>(event: T): T {
+  event.data.object.amount = -Math.abs(event.data.object.amount);
+  return event;
 }
 
 async function scenario(seed: number) {
@@ -101,7 +108,13 @@ async function scenario(seed: number) {
     // D stays open with a partial capture.
     auth(D, 2_500, true, 'pending', 1, 'issuing_authorization.created', t),
     transactionEvent({ cardId, type: 'capture', amountCents: 1_000, authorizationId: D, createdS: t + 4 }),
-    // A force capture with no authorization, and a refund with none.
+    // A refund on D and its reversal (Stripe: a refund with a negative amount), in any order
+    // relative to D's capture: the refund is credited against the capture whenever that arrives.
+    transactionEvent({ cardId, type: 'refund', amountCents: 400, authorizationId: D, createdS: t + 8 }),
+    refundReversal(
+      transactionEvent({ cardId, type: 'refund', amountCents: 400, authorizationId: D, createdS: t + 9 }),
+    ),
+    // A force capture with no authorization, and a refund with none (held for review: not credited).
     transactionEvent({ cardId, type: 'capture', amountCents: 500, authorizationId: null, createdS: t + 6 }),
     transactionEvent({ cardId, type: 'refund', amountCents: 1_000, authorizationId: null, createdS: t + 7 }),
   ];
@@ -120,7 +133,7 @@ async function scenario(seed: number) {
 
 describe('lifecycle events in any order', () => {
   it('ends in the same final state for every shuffled order with duplicates', async () => {
-    const expected = { hold: '1500', unsettled: '5500', holds: { [`iauth_D${1}`]: '1500' } };
+    const expected = { hold: '1500', unsettled: '6500', holds: { [`iauth_D${1}`]: '1500' } };
     const first = await scenario(1);
     expect(first).toEqual(expected);
     for (const seed of [2, 3, 4, 5, 6, 7]) {
@@ -133,7 +146,7 @@ describe('lifecycle events in any order', () => {
       }).toEqual({
         seed,
         hold: '1500',
-        unsettled: '5500',
+        unsettled: '6500',
         holds: ['1500'],
       });
     }

@@ -63,6 +63,18 @@ export function createMetrics() {
       labelNames: ['type', 'result'] as const,
       registers: [registry],
     }),
+    refundsHeldForReview: new Counter({
+      name: 'credana_refunds_held_for_review_total',
+      help: 'Refunds (or capture reversals) not credited, in whole or part, booked to user_refunds_held, by reason',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    refundCentsHeldForReview: new Counter({
+      name: 'credana_refund_cents_held_for_review_total',
+      help: 'Cents of refunds held for review instead of credited, by reason',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
   };
 }
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -34,6 +34,8 @@ export const authorizationObject = z.looseObject({
     .nullable()
     .optional(),
   request_history: z.array(z.unknown()).max(1_000).default([]),
+  /** The authorization's transactions (captures, refunds), as Stripe lists them; read leniently. */
+  transactions: z.array(z.unknown()).max(1_000).optional(),
 });
 export type AuthorizationObject = z.infer<typeof authorizationObject>;
 

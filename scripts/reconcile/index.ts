@@ -99,7 +99,15 @@ function jobFunction(name: Runnable, services: ReconcileServices, args: JobArgs)
       // A dry run reports what it would release without releasing it.
       const expireHold: Lifecycle['expireHold'] =
         args.dryRun === true
-          ? async (userId) => ({ applied: false, userId, holdDeltaCents: 0n, unsettledDeltaCents: 0n })
+          ? async (userId) => ({
+              applied: false,
+              userId,
+              holdDeltaCents: 0n,
+              unsettledDeltaCents: 0n,
+              reviewCents: 0n,
+              reviewReason: null,
+              rejected: null,
+            })
           : (userId, authorizationId) => live.expireHold(userId, authorizationId);
       return holdsJob({ redis, prefix, lifecycle: { expireHold }, stripeClosedAuthorizationIds: closed });
     }

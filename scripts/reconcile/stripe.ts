@@ -5,7 +5,8 @@
  *
  * Our side: ledger transfers of kind capture/refund (ref `lifecycle:<eventId>`), joined to the card
  * event that caused them (card_events.id = eventId; object_id = the transaction `ipi_…`), with the
- * user_unsettled entry as the amount (+ for a capture, − for a refund: the negative of Stripe's sign).
+ * user_unsettled entry as the amount (+ for a capture, − for a refund: the negative of Stripe's sign),
+ * plus its user_refunds_held entry (the part of a refund held for review, see hot-path/lifecycle).
  * The period applies to the transaction's own `created` (from the stored event), not the event's.
  *
  * Reports only; the period is the unit (no cursor), so a rerun on the same export gives the same findings.
@@ -33,7 +34,7 @@ export function stripeJob(options: StripeJobOptions) {
     const { fromS, toS } = options;
     const slackS = limits.stripeEventSlackS;
     const movements = await sql<LedgerMovement[]>`
-      select ce.object_id as transaction_id, t.kind, coalesce(sum(e.amount_cents) filter (where e.account = 'user_unsettled'), 0)::text as unsettled_cents
+      select ce.object_id as transaction_id, t.kind, coalesce(sum(e.amount_cents) filter (where e.account in ('user_unsettled', 'user_refunds_held')), 0)::text as unsettled_cents
       from ledger_transfers t
       join card_events ce on ce.id = substr(t.ref, length('lifecycle:') + 1)
         and ce.created_at >= ${new Date((fromS - slackS) * 1000)} and ce.created_at < ${new Date((toS + slackS) * 1000)}

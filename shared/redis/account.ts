@@ -70,7 +70,7 @@ export async function accountFromPostgres(
       select id, status, frozen from cards where user_id = ${userId}`,
     sql<{ id: string; held_cents: string; expires_at: Date | null }[]>`
       select id, held_cents, expires_at from authorizations
-      where user_id = ${userId} and held_cents > 0 and status = 'pending'`,
+      where user_id = ${userId} and held_cents > 0 and status in ('pending', 'closed')`,
     sql<{ spent: string }[]>`
       select coalesce(sum(approved_cents), 0)::text as spent from authorizations
       where user_id = ${userId} and approved and created_at >= ${dayStart}`,

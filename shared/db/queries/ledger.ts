@@ -7,6 +7,8 @@
  * - `user_holds`        open authorization holds            ↔ `program_holds`
  * - `user_unsettled`    captured, not yet recorded on-chain ↔ `program_card_spend`
  * - `user_debt_onchain` recorded by the vault               ← `user_unsettled` (settlement)
+ * - `user_refunds_held` refund cents held for review (beyond what was captured, or unlinked), negative
+ *                       = possibly owed to the user; never spendable ↔ `program_card_spend`
  */
 import type { Tx } from '../client.ts';
 
