@@ -51,7 +51,8 @@ import {
 import { type StackSummary, stackFile, writeStack } from './dev/stack.ts';
 
 const { values: flags } = parseArgs({ options: { reset: { type: 'boolean' } } });
-const config = configFromProcess();
+// A local tool: NODE_ENV=development unless set (shared/config.ts, ConfigFromProcessOptions).
+const config = configFromProcess({}, { localTool: true });
 const stateDir = config.DEV_STATE_DIR;
 const EXIT_WITH_DEV = pathToFileURL(path.join(import.meta.dirname, 'dev', 'exit-with-dev.ts')).href;
 const say = (line: string) => process.stdout.write(`dev: ${line}\n`);
