@@ -160,7 +160,9 @@ describe('loadConfig', () => {
         };
         const error = configError(env);
         expect(error.variable, `${variable} = a public secret`).toBe(variable);
-        expect(error.message).toMatch(new RegExp(`^config: ${variable} is invalid: it holds a public secret`));
+        expect(error.message).toMatch(
+          new RegExp(`^config: ${variable} is invalid: it holds a public secret`),
+        );
         expect(error.message).not.toContain('\n');
         expect(everythingShown(error)).not.toContain(secret);
         expect(everythingShown(error)).not.toContain(CANARY);
@@ -207,9 +209,12 @@ describe('loadConfig', () => {
     const root = path.resolve(import.meta.dirname, '..');
     const files = execFileSync('git', ['ls-files'], { cwd: root, encoding: 'utf8' })
       .split('\n')
-      .filter((file) => /\.(ts|js|cjs|md|json|toml|sql|example)$/.test(file) || file.endsWith('.env.example'));
+      .filter(
+        (file) => /\.(ts|js|cjs|md|json|toml|sql|example)$/.test(file) || file.endsWith('.env.example'),
+      );
     // Stripe webhook secrets, QStash signing keys, and the Supabase CLI's local JWT secret.
-    const literal = /\b(?:whsec_[A-Za-z0-9_]{16,}|sig_[A-Za-z0-9_]{16,}|super-secret-jwt-token-[a-z0-9-]{8,})/g;
+    const literal =
+      /\b(?:whsec_[A-Za-z0-9_]{16,}|sig_[A-Za-z0-9_]{16,}|super-secret-jwt-token-[a-z0-9-]{8,})/g;
     const found = new Map<string, string>();
     for (const file of files) {
       let text: string;

@@ -105,7 +105,12 @@ describe('checkRedisDurability in production', () => {
     const redis = createRedis({ url: server.url, commandTimeoutMs: 500 });
     try {
       const { logger } = capturedLogger();
-      const verdict = await checkRedisDurability({ redis, required: 'always', nodeEnv: 'production', logger });
+      const verdict = await checkRedisDurability({
+        redis,
+        required: 'always',
+        nodeEnv: 'production',
+        logger,
+      });
       expect(verdict).toMatchObject({ ok: false, refuse: true, report: null });
       expect(verdict.line).toMatch(/^redis: REDIS_URL did not answer the durability check/);
     } finally {

@@ -84,7 +84,8 @@ export async function readRedisDurability(
   }
   const problems: string[] = [];
   if (aofEnabled === null) unverified.push('appendonly (not reported)');
-  else if (!aofEnabled) problems.push('AOF is off (appendonly no), so a restart loses holds and outbox entries');
+  else if (!aofEnabled)
+    problems.push('AOF is off (appendonly no), so a restart loses holds and outbox entries');
   if (aofEnabled !== false && appendfsync !== null) {
     const strength = FSYNC_STRENGTH.indexOf(appendfsync as (typeof FSYNC_STRENGTH)[number]);
     if (strength < 0 || strength > FSYNC_STRENGTH.indexOf(required)) {
@@ -140,8 +141,7 @@ export async function checkRedisDurability(options: DurabilityCheckOptions): Pro
     return { ok: false, refuse: production, line, report: null };
   }
   const ok = report.problems.length === 0;
-  const unverified =
-    report.unverified.length === 0 ? '' : `; not verified: ${report.unverified.join(', ')}`;
+  const unverified = report.unverified.length === 0 ? '' : `; not verified: ${report.unverified.join(', ')}`;
   if (ok && unverified === '') return { ok, refuse: false, line: null, report };
   const line = ok
     ? `redis: REDIS_URL persistence could be checked only in part (read with ${report.source})${unverified}`
