@@ -1,4 +1,4 @@
-// Proves the hot path and ledger writer processes refuse to start where money could be forged or lost, as real child processes (node + tsx, as the npm scripts start them, exactly the given environment): without NODE_ENV and with the repository's webhook secret the hot path exits 78 with one line naming STRIPE_WEBHOOK_SECRETS; in production, with a secret of their own, against a private redis-server without AOF both exit 78 with one line naming the problem; against a private durable redis-server the hot path starts and reports credana_redis_durability_ok 1. The shared Redis is never used.
+// Proves the hot path and ledger writer processes refuse to start where money could be forged or lost, as real child processes (node + tsx, as the npm scripts start them, exactly the given environment): without NODE_ENV and with the repository's webhook secret the hot path exits 78 with one line naming STRIPE_WEBHOOK_SECRETS; in production, with a secret of their own, against a private redis-server without AOF both exit 78 with one line naming the problem; against a private durable redis-server the hot path starts and reports credana_redis_durability_ok 1; in explicit development on loopback it starts on the default secret with one loud warn line naming the variable. The shared Redis is never used.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -170,6 +170,32 @@ describe('hot-path/main.ts', () => {
       expect(outcome.result, outcome.stdout + outcome.stderr).toBe('ready');
       expect(outcome.metrics).toContain('credana_redis_durability_ok 1');
       expect(outcome.stdout + outcome.stderr).not.toContain('redis: REDIS_URL');
+    },
+    CHILD_TIMEOUT_MS,
+  );
+  it(
+    'starts in explicit development on loopback with the default secret, with one loud warn line',
+    async () => {
+      const outcome = await run(
+        'hot-path/main.ts',
+        {
+          NODE_ENV: 'development',
+          REDIS_URL: durable.url,
+          DATABASE_URL: UNREACHABLE_DB,
+          HOT_PATH_PORT: String(await freePort()),
+          LOG_LEVEL: 'warn',
+        },
+        'hot-path ready',
+      );
+      expect(outcome.result, outcome.stdout + outcome.stderr).toBe('ready');
+      const warnings = outcome.stdout.split('\n').filter((line) => line.includes('PUBLIC SECRET'));
+      expect(warnings).toHaveLength(1);
+      expect(JSON.parse(warnings[0] ?? '{}')).toMatchObject({
+        level: 40,
+        variables: ['STRIPE_WEBHOOK_SECRETS'],
+        nodeEnv: 'development',
+      });
+      expect(outcome.stdout + outcome.stderr).not.toContain(DEV_WEBHOOK_SECRET);
     },
     CHILD_TIMEOUT_MS,
   );

@@ -11,7 +11,9 @@ import {
   isLoopbackHost,
   loadConfig,
   PUBLIC_SECRETS,
+  publicSecretsInUse,
   SECRET_VARIABLES,
+  warnOfPublicSecrets,
 } from './config.ts';
 
 // Recognisable secret values: if any of them shows up in an error or an output, the test names it.
@@ -204,6 +206,24 @@ describe('loadConfig', () => {
       expect(loadConfig({ NODE_ENV: 'test', HOT_PATH_HOST: host, ...keys }).QUEUE_DRIVER).toBe('qstash');
     },
   );
+
+  it('warns loudly, naming variables and never values, when explicit development runs on public secrets', () => {
+    const config = loadConfig({
+      NODE_ENV: 'development',
+      INTERNAL_API_TOKEN: 'whsec_bench_secret_not_for_production_0001',
+    });
+    expect(publicSecretsInUse(config)).toEqual(['STRIPE_WEBHOOK_SECRETS', 'INTERNAL_API_TOKEN']);
+    const warnings: { details: object; message: string }[] = [];
+    warnOfPublicSecrets(config, { warn: (details, message) => warnings.push({ details, message }) });
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]?.message).toMatch(/^PUBLIC SECRET in STRIPE_WEBHOOK_SECRETS, INTERNAL_API_TOKEN: /);
+    expect(JSON.stringify(warnings)).not.toContain(DEV_WEBHOOK_SECRET);
+    expect(JSON.stringify(warnings)).not.toContain('whsec_bench');
+
+    const own = loadConfig({ NODE_ENV: 'development', STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK });
+    warnOfPublicSecrets(own, { warn: (details, message) => warnings.push({ details, message }) });
+    expect(warnings).toHaveLength(1);
+  });
 
   it('lists every secret-looking literal written in the repository as public', () => {
     const root = path.resolve(import.meta.dirname, '..');

@@ -222,28 +222,53 @@ export function isLoopbackHost(host: string): boolean {
 function refusePublicSecrets(config: Config, given: Readonly<Record<string, string>>): void {
   const explicitDevelopment = given['NODE_ENV'] === 'development' || given['NODE_ENV'] === 'test';
   if (explicitDevelopment && isLoopbackHost(config.HOT_PATH_HOST)) return;
+  const variable = publicSecretsInUse(config)[0];
+  if (variable === undefined) return;
   const because = !explicitDevelopment
     ? given['NODE_ENV'] === undefined
       ? 'NODE_ENV is not set (unset means production)'
       : `NODE_ENV is ${config.NODE_ENV}`
     : 'HOT_PATH_HOST is not a loopback address';
-  const candidates: [string, readonly string[]][] = [
+  const what = given[variable] === undefined ? 'not set, and its default is' : 'invalid: it holds';
+  throw new ConfigError(
+    variable,
+    `is ${what} a public secret written in the repository, refused because ${because}; set a secret of your own (public ones are accepted only with NODE_ENV=development or test and a loopback HOT_PATH_HOST)`,
+  );
+}
+
+/**
+ * The secret variables of `config` that hold a public secret (`PUBLIC_SECRETS`), for the loud warning
+ * a service logs at start in local development. Names only, never values.
+ */
+export function publicSecretsInUse(config: Config): string[] {
+  const candidates: [string, readonly (string | undefined)[]][] = [
     ['STRIPE_WEBHOOK_SECRETS', config.STRIPE_WEBHOOK_SECRETS],
-    ['QSTASH_TOKEN', [config.QSTASH_TOKEN ?? '']],
-    ['QSTASH_CURRENT_SIGNING_KEY', [config.QSTASH_CURRENT_SIGNING_KEY ?? '']],
-    ['QSTASH_NEXT_SIGNING_KEY', [config.QSTASH_NEXT_SIGNING_KEY ?? '']],
-    ['SUPABASE_JWT_SECRET', [config.SUPABASE_JWT_SECRET ?? '']],
-    ['SUPABASE_SERVICE_ROLE_KEY', [config.SUPABASE_SERVICE_ROLE_KEY ?? '']],
-    ['INTERNAL_API_TOKEN', [config.INTERNAL_API_TOKEN ?? '']],
+    ['QSTASH_TOKEN', [config.QSTASH_TOKEN]],
+    ['QSTASH_CURRENT_SIGNING_KEY', [config.QSTASH_CURRENT_SIGNING_KEY]],
+    ['QSTASH_NEXT_SIGNING_KEY', [config.QSTASH_NEXT_SIGNING_KEY]],
+    ['SUPABASE_JWT_SECRET', [config.SUPABASE_JWT_SECRET]],
+    ['SUPABASE_SERVICE_ROLE_KEY', [config.SUPABASE_SERVICE_ROLE_KEY]],
+    ['INTERNAL_API_TOKEN', [config.INTERNAL_API_TOKEN]],
   ];
-  for (const [variable, values] of candidates) {
-    if (!values.some((value) => PUBLIC_SECRETS.has(value))) continue;
-    const what = given[variable] === undefined ? 'not set, and its default is' : 'invalid: it holds';
-    throw new ConfigError(
-      variable,
-      `is ${what} a public secret written in the repository, refused because ${because}; set a secret of your own (public ones are accepted only with NODE_ENV=development or test and a loopback HOT_PATH_HOST)`,
-    );
-  }
+  return candidates
+    .filter(([, values]) => values.some((value) => value !== undefined && PUBLIC_SECRETS.has(value)))
+    .map(([variable]) => variable);
+}
+
+/**
+ * For service entry points: one loud warn line naming every variable that holds a public secret (the
+ * config accepted it, so this is explicit development on loopback). Names only, never values.
+ */
+export function warnOfPublicSecrets(
+  config: Config,
+  logger: { warn(details: object, message: string): void },
+): void {
+  const variables = publicSecretsInUse(config);
+  if (variables.length === 0) return;
+  logger.warn(
+    { variables, nodeEnv: config.NODE_ENV },
+    `PUBLIC SECRET in ${variables.join(', ')}: anyone can sign what this process accepts; local development only`,
+  );
 }
 
 export interface ConfigFromProcessOptions {

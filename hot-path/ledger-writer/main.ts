@@ -2,7 +2,7 @@
 import { hostname } from 'node:os';
 import { serve } from '@hono/node-server';
 import { Receiver } from '@upstash/qstash';
-import { configFromProcess } from '../../shared/config.ts';
+import { configFromProcess, warnOfPublicSecrets } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { durabilityGauge, enforceRedisDurability } from '../../shared/redis/durability.ts';
@@ -15,6 +15,7 @@ import { createLedgerWriter } from './writer.ts';
 
 const config = configFromProcess();
 const logger = createLogger(config.LOG_LEVEL, 'ledger-writer');
+warnOfPublicSecrets(config, logger);
 // The outbox streams are the only copy of approved holds until this process commits them: in
 // production, refuse a Redis that would lose or evict them (shared/redis/durability.ts).
 const redisDurable = await enforceRedisDurability(config, logger, 'ledger-writer-durability-check');
