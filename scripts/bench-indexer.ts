@@ -38,7 +38,8 @@ const flags = z
   })
   .parse(parseArgs({ options: { events: { type: 'string' }, range: { type: 'string' } } }).values);
 
-const config = configFromProcess();
+// A local tool: NODE_ENV=development unless set (shared/config.ts, ConfigFromProcessOptions).
+const config = configFromProcess({}, { localTool: true });
 const root = resolve(import.meta.dirname, '..');
 const say = (line: string) => process.stdout.write(`${line}\n`);
 const seconds = (fromMs: number) => (performance.now() - fromMs) / 1000;

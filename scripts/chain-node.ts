@@ -8,7 +8,8 @@ import { z } from 'zod';
 import { LOCAL_CHAIN_ID, startLocalChain } from '../indexer/chain/node.ts';
 import { configFromProcess } from '../shared/config.ts';
 
-const config = configFromProcess();
+// A local tool: NODE_ENV=development unless set (shared/config.ts, ConfigFromProcessOptions).
+const config = configFromProcess({}, { localTool: true });
 const rpc = new URL(config.CHAIN_RPC_URL);
 const flags = z
   .object({ port: z.coerce.number().int().min(0).max(65_535).optional() })

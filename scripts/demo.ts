@@ -30,7 +30,8 @@ import {
 } from './demo/world.ts';
 import { readStack, stackFile } from './dev/stack.ts';
 
-const config = configFromProcess();
+// A local tool: NODE_ENV=development unless set (shared/config.ts, ConfigFromProcessOptions).
+const config = configFromProcess({}, { localTool: true });
 const out = (line: string) => process.stdout.write(`${line}\n`);
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 const verdict = (swipe: SwipeResult) =>

@@ -20,6 +20,10 @@
  *
  * Flags: --reset (recreate the databases of a PostgreSQL dev does not own when they describe an
  * earlier chain; their data is lost).
+ *
+ * A local tool: NODE_ENV is development unless set, and every service gets dev's NODE_ENV explicitly.
+ * The public development webhook secret is accepted only so, on a loopback HOT_PATH_HOST
+ * (docs/operations.md).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -51,7 +55,7 @@ import {
 import { type StackSummary, stackFile, writeStack } from './dev/stack.ts';
 
 const { values: flags } = parseArgs({ options: { reset: { type: 'boolean' } } });
-const config = configFromProcess();
+const config = configFromProcess({}, { localTool: true });
 const stateDir = config.DEV_STATE_DIR;
 const EXIT_WITH_DEV = pathToFileURL(path.join(import.meta.dirname, 'dev', 'exit-with-dev.ts')).href;
 const say = (line: string) => process.stdout.write(`dev: ${line}\n`);
@@ -272,6 +276,9 @@ async function main(): Promise<void> {
         'yes',
         '--appendfsync',
         'always',
+        // What the hot path and the ledger writer require in production (docs/operations.md).
+        '--maxmemory-policy',
+        'noeviction',
       ],
       // Its own process group: a terminal's Ctrl-C reaches dev only, which stops it after the services.
       { stdio: 'ignore', detached: true },

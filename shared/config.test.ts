@@ -1,8 +1,20 @@
-// Proves config parsing fails closed and quietly: loadConfig on explicit env objects (defaults, one-line errors naming the variable, no secret value in any error, production refusals), and real child processes of the entry points exiting 78 with one stderr line and no secret.
+// Proves config parsing fails closed and quietly: loadConfig on explicit env objects (defaults, one-line errors naming the variable, no secret value in any error, unset NODE_ENV meaning production, every public secret of the repository refused outside explicit development on loopback, found by scanning the repository), and real child processes of the entry points exiting 78 with one stderr line and no secret.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { runScript, type ScriptResult } from '../test/support/processes.ts';
-import { ConfigError, DEV_WEBHOOK_SECRET, loadConfig, SECRET_VARIABLES } from './config.ts';
+import {
+  ConfigError,
+  DEV_WEBHOOK_SECRET,
+  isLoopbackHost,
+  loadConfig,
+  PUBLIC_SECRETS,
+  publicSecretsInUse,
+  SECRET_VARIABLES,
+  warnOfPublicSecrets,
+} from './config.ts';
 
 // Recognisable secret values: if any of them shows up in an error or an output, the test names it.
 const CANARY = 'CANARY7f3a9c';
@@ -31,9 +43,11 @@ function everythingShown(error: Error): string {
 }
 
 describe('loadConfig', () => {
-  it('parses an empty environment into the documented defaults', () => {
-    const config = loadConfig({});
+  it('parses an environment that only says development into the documented defaults', () => {
+    const config = loadConfig({ NODE_ENV: 'development' });
     expect(config.NODE_ENV).toBe('development');
+    expect(config.HOT_PATH_HOST).toBe('127.0.0.1');
+    expect(config.REDIS_REQUIRED_APPENDFSYNC).toBe('always');
     expect(config.DATABASE_POOL_MAX).toBe(10);
     expect(config.DECISION_BUDGET_MS).toBe(400);
     expect(config.STRIPE_WEBHOOK_SECRETS).toEqual([DEV_WEBHOOK_SECRET]);
@@ -46,6 +60,7 @@ describe('loadConfig', () => {
 
   it('parses given values, trims lists and treats an empty string as unset', () => {
     const config = loadConfig({
+      NODE_ENV: 'test',
       DATABASE_POOL_MAX: '25',
       STRIPE_WEBHOOK_SECRETS: ` ${STRIPE_SECRET_OK} , whsec_second_secret_for_the_roll ,`,
       DAILY_LIMIT_CENTS_DEFAULT: '123456789012345678',
@@ -104,30 +119,143 @@ describe('loadConfig', () => {
     expect(everythingShown(error)).not.toContain(CANARY);
   });
 
-  it('refuses the local development webhook secret in production, alone or beside a real one', () => {
-    for (const secrets of [undefined, DEV_WEBHOOK_SECRET, `${STRIPE_SECRET_OK},${DEV_WEBHOOK_SECRET}`]) {
-      const error = configError({ NODE_ENV: 'production', STRIPE_WEBHOOK_SECRETS: secrets });
-      expect(error.variable).toBe('STRIPE_WEBHOOK_SECRETS');
-      expect(error.message).toBe(
-        'config: STRIPE_WEBHOOK_SECRETS is invalid: the local development secret is refused in production',
+  it('refuses a deployment without NODE_ENV: unset means production, and the default secret is public', () => {
+    const error = configError({});
+    expect(error.variable).toBe('STRIPE_WEBHOOK_SECRETS');
+    expect(error.message).toBe(
+      'config: STRIPE_WEBHOOK_SECRETS is not set, and its default is a public secret written in the repository, refused because NODE_ENV is not set (unset means production); set a secret of your own (public ones are accepted only with NODE_ENV=development or test and a loopback HOT_PATH_HOST)',
+    );
+    // The same with the development secret written out, as a copied .env.example would.
+    const written = configError({ STRIPE_WEBHOOK_SECRETS: DEV_WEBHOOK_SECRET, HOT_PATH_HOST: '127.0.0.1' });
+    expect(written.message).toMatch(
+      /^config: STRIPE_WEBHOOK_SECRETS is invalid: it holds a public secret written in the repository, refused because NODE_ENV is not set \(unset means production\); [^\n]+$/,
+    );
+    expect(everythingShown(written)).not.toContain(DEV_WEBHOOK_SECRET);
+    // With a secret of its own, a deployment without NODE_ENV runs as production.
+    expect(loadConfig({ STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK }).NODE_ENV).toBe('production');
+  });
+
+  const secretVariables = [
+    'STRIPE_WEBHOOK_SECRETS',
+    'QSTASH_TOKEN',
+    'QSTASH_CURRENT_SIGNING_KEY',
+    'QSTASH_NEXT_SIGNING_KEY',
+    'SUPABASE_JWT_SECRET',
+    'SUPABASE_SERVICE_ROLE_KEY',
+    'INTERNAL_API_TOKEN',
+  ];
+  const publicCases = secretVariables.flatMap((variable) =>
+    [...PUBLIC_SECRETS]
+      // SUPABASE_JWT_SECRET needs 32 characters, INTERNAL_API_TOKEN 16: shorter ones fail earlier.
+      .filter((secret) => variable !== 'SUPABASE_JWT_SECRET' || secret.length >= 32)
+      .map((secret) => [variable, secret] as const),
+  );
+
+  it.each(['production', undefined])(
+    'refuses every public secret of the repository in every secret variable with NODE_ENV=%s, never showing it',
+    (nodeEnv) => {
+      for (const [variable, secret] of publicCases) {
+        const env: Record<string, string | undefined> = {
+          NODE_ENV: nodeEnv,
+          STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK,
+          [variable]: variable === 'STRIPE_WEBHOOK_SECRETS' ? `${STRIPE_SECRET_OK},${secret}` : secret,
+        };
+        const error = configError(env);
+        expect(error.variable, `${variable} = a public secret`).toBe(variable);
+        expect(error.message).toMatch(
+          new RegExp(`^config: ${variable} is invalid: it holds a public secret`),
+        );
+        expect(error.message).not.toContain('\n');
+        expect(everythingShown(error)).not.toContain(secret);
+        expect(everythingShown(error)).not.toContain(CANARY);
+      }
+    },
+  );
+
+  it.each(['0.0.0.0', '::', '10.0.0.5', 'credana.example.com', '128.0.0.1'])(
+    'refuses a public secret in explicit development when HOT_PATH_HOST is %s',
+    (host) => {
+      for (const nodeEnv of ['development', 'test']) {
+        const error = configError({ NODE_ENV: nodeEnv, HOT_PATH_HOST: host });
+        expect(error.variable).toBe('STRIPE_WEBHOOK_SECRETS');
+        expect(error.message).toContain('refused because HOT_PATH_HOST is not a loopback address');
+      }
+      // A secret of its own may listen anywhere.
+      expect(
+        loadConfig({ NODE_ENV: 'development', HOT_PATH_HOST: host, STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK })
+          .HOT_PATH_HOST,
+      ).toBe(host);
+    },
+  );
+
+  it.each(['127.0.0.1', '127.8.9.10', 'localhost', '::1', '[::1]'])(
+    'accepts the public secrets in explicit development and test when HOT_PATH_HOST is %s',
+    (host) => {
+      expect(isLoopbackHost(host)).toBe(true);
+      for (const nodeEnv of ['development', 'test'] as const) {
+        const config = loadConfig({ NODE_ENV: nodeEnv, HOT_PATH_HOST: host });
+        expect(config.STRIPE_WEBHOOK_SECRETS).toEqual([DEV_WEBHOOK_SECRET]);
+        expect(config.NODE_ENV).toBe(nodeEnv);
+      }
+      const keys = {
+        QUEUE_DRIVER: 'qstash',
+        QSTASH_TOKEN: 'sig_current_signing_key_for_tests_01',
+        QSTASH_CURRENT_SIGNING_KEY: 'sig_current_signing_key_for_tests_01',
+        QSTASH_NEXT_SIGNING_KEY: 'sig_next_signing_key_for_tests_0002',
+      };
+      expect(loadConfig({ NODE_ENV: 'test', HOT_PATH_HOST: host, ...keys }).QUEUE_DRIVER).toBe('qstash');
+    },
+  );
+
+  it('warns loudly, naming variables and never values, when explicit development runs on public secrets', () => {
+    const config = loadConfig({
+      NODE_ENV: 'development',
+      INTERNAL_API_TOKEN: 'whsec_bench_secret_not_for_production_0001',
+    });
+    expect(publicSecretsInUse(config)).toEqual(['STRIPE_WEBHOOK_SECRETS', 'INTERNAL_API_TOKEN']);
+    const warnings: { details: object; message: string }[] = [];
+    warnOfPublicSecrets(config, { warn: (details, message) => warnings.push({ details, message }) });
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]?.message).toMatch(/^PUBLIC SECRET in STRIPE_WEBHOOK_SECRETS, INTERNAL_API_TOKEN: /);
+    expect(JSON.stringify(warnings)).not.toContain(DEV_WEBHOOK_SECRET);
+    expect(JSON.stringify(warnings)).not.toContain('whsec_bench');
+
+    const own = loadConfig({ NODE_ENV: 'development', STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK });
+    warnOfPublicSecrets(own, { warn: (details, message) => warnings.push({ details, message }) });
+    expect(warnings).toHaveLength(1);
+  });
+
+  it('lists every secret-looking literal written in the repository as public', () => {
+    const root = path.resolve(import.meta.dirname, '..');
+    const files = execFileSync('git', ['ls-files'], { cwd: root, encoding: 'utf8' })
+      .split('\n')
+      .filter(
+        (file) => /\.(ts|js|cjs|md|json|toml|sql|example)$/.test(file) || file.endsWith('.env.example'),
       );
-      expect(everythingShown(error)).not.toContain(CANARY);
+    // Stripe webhook secrets, QStash signing keys, and the Supabase CLI's local JWT secret.
+    const literal =
+      /\b(?:whsec_[A-Za-z0-9_]{16,}|sig_[A-Za-z0-9_]{16,}|super-secret-jwt-token-[a-z0-9-]{8,})/g;
+    const found = new Map<string, string>();
+    for (const file of files) {
+      let text: string;
+      try {
+        text = readFileSync(path.join(root, file), 'utf8');
+      } catch {
+        continue; // deleted in the working tree
+      }
+      for (const match of text.matchAll(literal)) found.set(match[0], file);
     }
-    // A real secret is accepted in production, and the dev secret outside it.
-    expect(loadConfig({ NODE_ENV: 'production', STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK }).NODE_ENV).toBe(
-      'production',
-    );
-    expect(loadConfig({ NODE_ENV: 'test', STRIPE_WEBHOOK_SECRETS: DEV_WEBHOOK_SECRET }).NODE_ENV).toBe(
-      'test',
-    );
+    expect(found.size).toBeGreaterThan(3);
+    const unlisted = [...found].filter(([secret]) => !PUBLIC_SECRETS.has(secret));
+    expect(unlisted, 'secrets written in these files are missing from PUBLIC_SECRETS').toEqual([]);
   });
 
   it('requires the QStash token and both signing keys when QStash is the queue', () => {
-    const error = configError({ QUEUE_DRIVER: 'qstash', QSTASH_TOKEN: `tok-${CANARY}` });
+    const error = configError({ NODE_ENV: 'test', QUEUE_DRIVER: 'qstash', QSTASH_TOKEN: `tok-${CANARY}` });
     expect(error.variable).toBe('QSTASH_TOKEN');
     expect(everythingShown(error)).not.toContain(CANARY);
     const keys = { QSTASH_TOKEN: 'a', QSTASH_CURRENT_SIGNING_KEY: 'b', QSTASH_NEXT_SIGNING_KEY: 'c' };
-    expect(loadConfig({ QUEUE_DRIVER: 'qstash', ...keys }).QUEUE_DRIVER).toBe('qstash');
+    expect(loadConfig({ NODE_ENV: 'test', QUEUE_DRIVER: 'qstash', ...keys }).QUEUE_DRIVER).toBe('qstash');
   });
 });
 
@@ -163,16 +291,20 @@ describe('entry points with a bad environment', () => {
     CHILD_TIMEOUT_MS,
   );
 
-  it(
-    'refuses to start in production with the development webhook secret',
-    async () => {
+  it.each([
+    ['without NODE_ENV', {}],
+    ['in production', { NODE_ENV: 'production' }],
+  ])(
+    'refuses to start %s with the development webhook secret',
+    async (_when, nodeEnv) => {
       const result = await runEntryPoint('scripts/db-migrate.ts', {
         DATABASE_URL: UNREACHABLE_DB,
-        NODE_ENV: 'production',
+        ...nodeEnv,
       });
       expect(result.code).toBe(78);
-      expect(result.stderr).toBe(
-        'config: STRIPE_WEBHOOK_SECRETS is invalid: the local development secret is refused in production\n',
+      expect(result.stdout).toBe('');
+      expect(result.stderr).toMatch(
+        /^config: STRIPE_WEBHOOK_SECRETS is not set, and its default is a public secret written in the repository, refused because NODE_ENV is [^\n]+\n$/,
       );
       expect(result.stdout + result.stderr).not.toContain(DEV_WEBHOOK_SECRET);
     },

@@ -39,11 +39,41 @@ export const SECRET_VARIABLES = new Set([
   'INTERNAL_API_TOKEN',
 ]);
 
-/** The local stack's signing secret. Refused when NODE_ENV=production. */
+/**
+ * The local stack's signing secret: the default of STRIPE_WEBHOOK_SECRETS, so it is public. Accepted
+ * only in explicit local development (see `PUBLIC_SECRETS`).
+ */
 export const DEV_WEBHOOK_SECRET = 'whsec_credana_local_development_only';
 
+/**
+ * Every secret value written in this repository (defaults, the test suite's, the benchmark's, the
+ * examples'). Anyone can read them, so anyone could sign with them: a process accepts one of them in a
+ * secret variable only in explicit local development — NODE_ENV set to `development` or `test` (never
+ * defaulted) and every address it listens on (HOT_PATH_HOST) a loopback address. `shared/config.test.ts`
+ * scans the repository so a new secret-looking literal cannot be added without being listed here.
+ */
+export const PUBLIC_SECRETS: ReadonlySet<string> = new Set([
+  DEV_WEBHOOK_SECRET,
+  // test/support/stripe.ts, scripts/bench/run.ts, hot-path/app.test.ts
+  'whsec_test_secret_for_the_suite_0001',
+  'whsec_bench_secret_not_for_production_0001',
+  'whsec_the_new_secret_after_roll_1',
+  'whsec_someone_elses_secret_000000',
+  'whsec_second_secret_for_the_roll', // shared/config.test.ts
+  // QStash signing keys of hot-path/outbox/qstash.test.ts and scripts/reconcile/http.test.ts
+  'sig_current_signing_key_for_tests_01',
+  'sig_next_signing_key_for_tests_0002',
+  'sig_someone_else_entirely_000',
+  'sig_current_key_for_tests_000001',
+  'sig_next_key_for_tests_0000000002',
+  // Supabase CLI's well-known local JWT secret (supabase/auth/verify-token.test.ts)
+  'super-secret-jwt-token-with-at-least-32-characters-long',
+]);
+
 const schema = z.object({
-  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  // Unset means production: development (public secrets, Redis without durable persistence) is only
+  // ever chosen explicitly.
+  NODE_ENV: z.enum(['development', 'test', 'production']).default('production'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 
   DATABASE_URL: url.default('postgres://postgres@127.0.0.1:5432/credana'),
@@ -66,6 +96,9 @@ const schema = z.object({
   // What the Postgres fallback may grant one user in all, until its decisions are adopted into Redis
   // (one outage): bounds what a decision it cannot see (an unwritten outbox entry) can add to it.
   FALLBACK_GRANT_CENTS_MAX: bigintString.default(50_000n),
+  // The weakest AOF fsync policy the hot path and the ledger writer accept from Redis in production
+  // (shared/redis/durability.ts; docs/operations.md says why `always` is the default).
+  REDIS_REQUIRED_APPENDFSYNC: z.enum(['always', 'everysec']).default('always'),
 
   HOT_PATH_HOST: z.string().default('127.0.0.1'),
   HOT_PATH_PORT: integer(0, 65_535).default(8787),
@@ -126,13 +159,6 @@ const schema = z.object({
 });
 
 const refined = schema.superRefine((value, ctx) => {
-  if (value.NODE_ENV === 'production' && value.STRIPE_WEBHOOK_SECRETS.includes(DEV_WEBHOOK_SECRET)) {
-    ctx.addIssue({
-      code: 'custom',
-      path: ['STRIPE_WEBHOOK_SECRETS'],
-      message: 'the local development secret is refused in production',
-    });
-  }
   if (
     value.QUEUE_DRIVER === 'qstash' &&
     (value.QSTASH_TOKEN === undefined ||
@@ -183,17 +209,99 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
         : `is invalid: ${issue?.message ?? 'bad value'}`;
     throw new ConfigError(variable, reason);
   }
+  refusePublicSecrets(result.data, cleaned);
   return result.data;
+}
+
+/** True for addresses only this machine can reach: 127.0.0.0/8, ::1 and localhost. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '');
+  return bare === 'localhost' || bare === '::1' || /^127(\.\d{1,3}){3}$/.test(bare);
+}
+
+/**
+ * It is an invariant that a secret anyone can read in this repository is accepted only in explicit
+ * local development: NODE_ENV set to `development` or `test` (unset means production) and every
+ * address the process listens on — HOT_PATH_HOST, which the hot path and the ledger writer bind — a
+ * loopback address. Throws one `ConfigError` naming the variable, never its value.
+ */
+function refusePublicSecrets(config: Config, given: Readonly<Record<string, string>>): void {
+  const explicitDevelopment = given['NODE_ENV'] === 'development' || given['NODE_ENV'] === 'test';
+  if (explicitDevelopment && isLoopbackHost(config.HOT_PATH_HOST)) return;
+  const variable = publicSecretsInUse(config)[0];
+  if (variable === undefined) return;
+  const because = !explicitDevelopment
+    ? given['NODE_ENV'] === undefined
+      ? 'NODE_ENV is not set (unset means production)'
+      : `NODE_ENV is ${config.NODE_ENV}`
+    : 'HOT_PATH_HOST is not a loopback address';
+  const what = given[variable] === undefined ? 'not set, and its default is' : 'invalid: it holds';
+  throw new ConfigError(
+    variable,
+    `is ${what} a public secret written in the repository, refused because ${because}; set a secret of your own (public ones are accepted only with NODE_ENV=development or test and a loopback HOT_PATH_HOST)`,
+  );
+}
+
+/**
+ * The secret variables of `config` that hold a public secret (`PUBLIC_SECRETS`), for the loud warning
+ * a service logs at start in local development. Names only, never values.
+ */
+export function publicSecretsInUse(config: Config): string[] {
+  const candidates: [string, readonly (string | undefined)[]][] = [
+    ['STRIPE_WEBHOOK_SECRETS', config.STRIPE_WEBHOOK_SECRETS],
+    ['QSTASH_TOKEN', [config.QSTASH_TOKEN]],
+    ['QSTASH_CURRENT_SIGNING_KEY', [config.QSTASH_CURRENT_SIGNING_KEY]],
+    ['QSTASH_NEXT_SIGNING_KEY', [config.QSTASH_NEXT_SIGNING_KEY]],
+    ['SUPABASE_JWT_SECRET', [config.SUPABASE_JWT_SECRET]],
+    ['SUPABASE_SERVICE_ROLE_KEY', [config.SUPABASE_SERVICE_ROLE_KEY]],
+    ['INTERNAL_API_TOKEN', [config.INTERNAL_API_TOKEN]],
+  ];
+  return candidates
+    .filter(([, values]) => values.some((value) => value !== undefined && PUBLIC_SECRETS.has(value)))
+    .map(([variable]) => variable);
+}
+
+/**
+ * For service entry points: one loud warn line naming every variable that holds a public secret (the
+ * config accepted it, so this is explicit development on loopback). Names only, never values.
+ */
+export function warnOfPublicSecrets(
+  config: Config,
+  logger: { warn(details: object, message: string): void },
+): void {
+  const variables = publicSecretsInUse(config);
+  if (variables.length === 0) return;
+  logger.warn(
+    { variables, nodeEnv: config.NODE_ENV },
+    `PUBLIC SECRET in ${variables.join(', ')}: anyone can sign what this process accepts; local development only`,
+  );
+}
+
+export interface ConfigFromProcessOptions {
+  /**
+   * For tools that only ever run on a developer's machine (`npm run dev`, `npm run demo`, the
+   * benchmarks): NODE_ENV=development when neither the environment nor `.env` sets it. Never for a
+   * service or a job that is deployed — for those, unset means production.
+   */
+  localTool?: boolean;
 }
 
 /**
  * For process entry points: parse `process.env`, or print one line and exit with status 78 (EX_CONFIG).
  */
-export function configFromProcess(overrides: Readonly<Record<string, string>> = {}): Config {
+export function configFromProcess(
+  overrides: Readonly<Record<string, string>> = {},
+  options: ConfigFromProcessOptions = {},
+): Config {
   // A local `.env` fills in what the real environment does not set (the environment wins).
   if (existsSync('.env')) process.loadEnvFile('.env');
+  const fallback: Record<string, string> =
+    options.localTool === true && (process.env['NODE_ENV'] ?? '') === '' ? { NODE_ENV: 'development' } : {};
   try {
-    return loadConfig({ ...process.env, ...overrides });
+    return loadConfig({ ...process.env, ...fallback, ...overrides });
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);

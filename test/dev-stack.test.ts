@@ -109,7 +109,9 @@ beforeAll(async () => {
   env = {
     PATH: process.env['PATH'] ?? '',
     ...(process.env['HOME'] === undefined ? {} : { HOME: process.env['HOME'] }),
-    NODE_ENV: 'development',
+    // No NODE_ENV, as a developer types `npm run dev`: dev and demo are local tools and default to
+    // development (unset means production for everything deployed), and dev hands its NODE_ENV to
+    // every service it starts.
     LOG_LEVEL: 'info',
     DEV_STATE_DIR: stateDir,
     DATABASE_URL: `postgres://postgres@127.0.0.1:${ports.postgres}/credana`,

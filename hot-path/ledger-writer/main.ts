@@ -2,9 +2,10 @@
 import { hostname } from 'node:os';
 import { serve } from '@hono/node-server';
 import { Receiver } from '@upstash/qstash';
-import { configFromProcess } from '../../shared/config.ts';
+import { configFromProcess, warnOfPublicSecrets } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
 import { createRedis } from '../../shared/redis/client.ts';
+import { durabilityGauge, enforceRedisDurability } from '../../shared/redis/durability.ts';
 import { createLogger } from '../ops/logger.ts';
 import { createLedgerWriterApp } from './app.ts';
 import { limits } from './limits.ts';
@@ -14,6 +15,10 @@ import { createLedgerWriter } from './writer.ts';
 
 const config = configFromProcess();
 const logger = createLogger(config.LOG_LEVEL, 'ledger-writer');
+warnOfPublicSecrets(config, logger);
+// The outbox streams are the only copy of approved holds until this process commits them: in
+// production, refuse a Redis that would lose or evict them (shared/redis/durability.ts).
+const redisDurable = await enforceRedisDurability(config, logger, 'ledger-writer-durability-check');
 const database = createDatabase({
   url: config.DATABASE_URL,
   // One connection per lane (batches written concurrently, split by user); one spare.
@@ -23,6 +28,7 @@ const database = createDatabase({
 });
 const redis = createRedis({ url: config.REDIS_URL, connectionName: 'ledger-writer' });
 const metrics = createLedgerWriterMetrics();
+durabilityGauge(metrics.registry, redisDurable);
 const writer = createLedgerWriter({
   redis,
   sql: database.sql,

@@ -181,7 +181,8 @@ describe('ensureCardEventPartitions', () => {
 
 /** Runs `scripts/db-partitions.ts` the way `npm run db:partitions` does, with exactly `env`. */
 function runJob(args: string[], env: Record<string, string>): Promise<ScriptResult> {
-  return runScript('scripts/db-partitions.ts', args, env);
+  // A deployed job: without NODE_ENV it would run as production and refuse the public default secret.
+  return runScript('scripts/db-partitions.ts', args, { NODE_ENV: 'test', ...env });
 }
 
 // Each child starts Node and tsx (a few seconds on a busy two-core machine).

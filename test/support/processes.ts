@@ -174,7 +174,10 @@ export interface ServiceProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Spawns `tsx <entry>` with the given environment and waits until its output contains `readyText`. */
+/**
+ * Spawns `tsx <entry>` with the given environment and waits until its output contains `readyText`.
+ * NODE_ENV is `test` unless `env` says otherwise: unset would mean production (shared/config.ts).
+ */
 export async function spawnService(
   entry: string,
   env: Record<string, string>,
@@ -183,7 +186,7 @@ export async function spawnService(
   // `node --import tsx` runs the service in ONE process, so a SIGKILL really kills it (the `tsx` CLI is
   // a wrapper process whose death would leave the service running as an orphan).
   const child = spawn(process.execPath, ['--import', 'tsx', entry], {
-    env: { PATH: process.env['PATH'] ?? '', ...env },
+    env: { PATH: process.env['PATH'] ?? '', NODE_ENV: 'test', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
