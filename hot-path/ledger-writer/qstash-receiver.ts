@@ -119,8 +119,7 @@ export function createQStashReceiverApp(deps: QStashReceiverDeps) {
     const raw: RawEntry = { stream, id, fields };
     try {
       const mark = await readWatermark(redis, stream);
-      if (mark !== null && compareStreamIds(id, mark) <= 0)
-        return c.json({ applied: 0, duplicate: true });
+      if (mark !== null && compareStreamIds(id, mark) <= 0) return c.json({ applied: 0, duplicate: true });
       if (prev !== null && (mark === null || compareStreamIds(mark, prev) < 0))
         return c.json({ error: 'predecessor_pending' }, 409);
       // The next entry of its shard.

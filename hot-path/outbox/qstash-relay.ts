@@ -96,6 +96,7 @@ export function createQStashRelay(options: QStashRelayOptions) {
   const { redis, client, prefix } = options;
   const streams = allOutboxKeys(prefix);
   const republishIdleMs = options.republishIdleMs ?? limits.republishIdleMs;
+  const scanIntervalMs = Math.min(limits.republishScanIntervalMs, republishIdleMs / 2);
   let running = false;
   let loop: Promise<void> | null = null;
   let published = 0;
@@ -241,7 +242,7 @@ export function createQStashRelay(options: QStashRelayOptions) {
       await ackOnce();
     }
     let count = await publish(unpublished);
-    if (now - lastScanMs >= limits.republishScanIntervalMs) {
+    if (now - lastScanMs >= scanIntervalMs) {
       lastScanMs = now;
       count += await publish(await claimOverdue());
     }
