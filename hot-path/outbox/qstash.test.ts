@@ -2,20 +2,26 @@
 // publish requests are checked byte for byte by a local HTTP endpoint standing where QStash's API is;
 // the writer's receiver accepts signatures built exactly as QStash builds them (HS256 JWT, iss Upstash,
 // sub = URL, body = base64url SHA-256) with the current or the next key, and refuses others; and a
-// decision travels hot path → stream → relay → signed delivery → Postgres exactly once.
+// decision travels hot path → stream → relay → signed delivery → Postgres exactly once; a body over the
+// receiver's limit is answered 413 without being read (a declared 64 MiB with 1 KiB sent is answered at
+// once over a real socket), and nothing is recorded.
+import { request as httpRequest } from 'node:http';
 import { serve } from '@hono/node-server';
 import { Client, Receiver } from '@upstash/qstash';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { post, startHotPath } from '../../test/support/hot-path.ts';
 import { freePort } from '../../test/support/processes.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
+import { limits as writerLimits } from '../ledger-writer/limits.ts';
 import { createQStashReceiverApp } from '../ledger-writer/qstash-receiver.ts';
 import { outboxBacklog } from '../ledger-writer/testing.ts';
 import { limits } from './limits.ts';
 import { createQStashRelay } from './qstash-relay.ts';
 import { qstashSignature, qstashStandIn } from './qstash-testing.ts';
+import { readWatermark } from './watermark.ts';
 
 const CURRENT = 'sig_current_signing_key_for_tests_01';
 const NEXT = 'sig_next_signing_key_for_tests_0002';
@@ -155,5 +161,62 @@ describe('QStash transport', () => {
       receiver.close();
       await standIn.close();
     }
+  });
+
+  it('answers 413 body_too_large to a body over the limit, without reading it, and records nothing', async () => {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}/qstash`;
+    const app = createQStashReceiverApp({
+      receiver: new Receiver({ currentSigningKey: CURRENT, nextSigningKey: NEXT }),
+      sql: services.database.sql,
+      redis: services.redis,
+      prefix: services.prefix,
+      publicUrl: url,
+      apply: { holdTtlS: 604_800, holdTtlLodgingS: 2_678_400 },
+    });
+    const stream = allOutboxKeys(services.prefix)[3]!;
+    const [before] = await services.database.sql<{ n: number }[]>`select count(*)::int as n from card_events`;
+    // Correctly signed and shaped like a relayed entry, one field large enough to cross the limit.
+    const body = JSON.stringify({
+      stream,
+      id: '1-0',
+      prev: null,
+      fields: { r: 'x'.repeat(writerLimits.qstashBodyBytesMax) },
+    });
+    const res = await app.request('/qstash', {
+      method: 'POST',
+      body,
+      headers: { 'upstash-signature': await qstashSignature(CURRENT, url, body) },
+    });
+    expect(res.status).toBe(413);
+    expect(await res.json()).toEqual({ error: 'body_too_large' });
+
+    // Over a real socket: 64 MiB declared, 1 KiB sent. The answer comes at once, not after 64 MiB.
+    const server = serve({ fetch: app.fetch, port, hostname: '127.0.0.1' });
+    try {
+      const status = await new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no answer: the body is being read')), 3_000);
+        const req = httpRequest(url, {
+          method: 'POST',
+          headers: { 'content-length': String(64 * 1024 * 1024), 'upstash-signature': 'unused' },
+        });
+        req.on('response', (response) => {
+          clearTimeout(timer);
+          response.resume();
+          resolve(response.statusCode ?? 0);
+          req.destroy();
+        });
+        req.on('error', () => undefined); // the server closes the connection after answering
+        req.write('x'.repeat(1_024));
+      });
+      expect(status).toBe(413);
+    } finally {
+      server.close();
+    }
+    // Nothing recorded: no event, no dead letter, the shard's watermark untouched.
+    const [after] = await services.database.sql<{ n: number }[]>`select count(*)::int as n from card_events`;
+    expect(after?.n).toBe(before?.n);
+    expect(await services.redis.xlen(deadLetterKey(services.prefix))).toBe(0);
+    expect(await readWatermark(services.redis, stream)).toBe(null);
   });
 });
