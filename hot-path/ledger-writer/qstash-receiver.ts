@@ -13,7 +13,8 @@
  *
  * Answers:
  * - 200 applied, duplicate, or dead-lettered (an entry that can never apply is copied with its error to
- *   the dead-letter stream, as the stream writer does, and the shard moves on past it);
+ *   the dead-letter stream, as the stream writer does, and the shard moves on past it; a `dropped` stub
+ *   stands for an entry the relay could not send and dead-lettered itself);
  * - 409 `predecessor_pending`: arrived before its predecessor was applied; QStash retries it later;
  * - 413 `body_too_large` (unread, nothing recorded); 401 unsigned or bad signature; 400 a body that is
  *   not a relayed entry (our relay never sends one);
@@ -63,6 +64,7 @@ export function createQStashReceiverApp(deps: QStashReceiverDeps) {
     id: streamId,
     prev: streamId.nullable(),
     fields: z.record(z.string(), z.string()),
+    dropped: z.literal('too_large').optional(),
   }) satisfies z.ZodType<RelayedEntry>;
 
   /** The same dead-letter entry the stream writer makes (writer.ts deadLetterEntry). */
@@ -115,7 +117,7 @@ export function createQStashReceiverApp(deps: QStashReceiverDeps) {
     }
     const relayed = relayedEntry.safeParse(json);
     if (!relayed.success) return c.json({ error: 'malformed_entry' }, 400);
-    const { stream, id, prev, fields } = relayed.data;
+    const { stream, id, prev, fields, dropped } = relayed.data;
     const raw: RawEntry = { stream, id, fields };
     try {
       const mark = await readWatermark(redis, stream);
@@ -123,6 +125,11 @@ export function createQStashReceiverApp(deps: QStashReceiverDeps) {
       if (prev !== null && (mark === null || compareStreamIds(mark, prev) < 0))
         return c.json({ error: 'predecessor_pending' }, 409);
       // The next entry of its shard.
+      if (dropped !== undefined) {
+        // Too large to send: the relay dead-lettered it; the shard moves on past it.
+        await advanceWatermark(redis, stream, id);
+        return c.json({ applied: 0, deadLettered: true });
+      }
       const parsed = parseEntry(raw);
       if (!parsed.ok) {
         await deadLetter(raw, parsed.error, 'invalid');

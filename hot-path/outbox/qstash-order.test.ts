@@ -1,19 +1,20 @@
-// Proves the QStash transport keeps the stream writer's promises although QStash repeats and reorders: real hot-path entries published by the relay and delivered (signed, to the real receiver) in reversed and shuffled order with duplicates leave Postgres exactly as the real stream writer leaves a second database for the same entries; and the relay deletes no entry before it is written — with the writer unreachable the entries stay in the stream, and after that relay stops a second one re-publishes them, written exactly once.
+// Proves the QStash transport keeps the stream writer's promises although QStash repeats and reorders: real hot-path entries published by the relay and delivered (signed, to the real receiver) in reversed and shuffled order with duplicates leave Postgres exactly as the real stream writer leaves a second database for the same entries; and the relay deletes no entry before it is written — with the writer unreachable the entries stay in the stream, and after that relay stops a second one re-publishes them, written exactly once; an entry too large to send is dead-lettered and does not block its shard.
 import { serve } from '@hono/node-server';
 import { Client, Receiver } from '@upstash/qstash';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Sql } from '../../shared/db/client.ts';
 import { createRedis } from '../../shared/redis/client.ts';
-import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
+import { allOutboxKeys, deadLetterKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { type HotPath, post, startHotPath } from '../../test/support/hot-path.ts';
 import { freePort } from '../../test/support/processes.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
+import { limits as writerLimits } from '../ledger-writer/limits.ts';
 import { createLedgerWriterMetrics } from '../ledger-writer/metrics.ts';
 import { createQStashReceiverApp } from '../ledger-writer/qstash-receiver.ts';
-import { outboxBacklog, waitForEmptyOutbox } from '../ledger-writer/testing.ts';
+import { addEntry, decisionFields, outboxBacklog, waitForEmptyOutbox } from '../ledger-writer/testing.ts';
 import { createLedgerWriter } from '../ledger-writer/writer.ts';
 import { createQStashRelay } from './qstash-relay.ts';
 import { qstashSignature, qstashStandIn } from './qstash-testing.ts';
@@ -400,6 +401,75 @@ describe('QStash transport keeps the stream writer’s order and exactly-once', 
       await second.stop();
       secondRedis.disconnect();
       server.close();
+      await standIn.close();
+    }
+  });
+
+  it('dead-letters an entry too large to send and moves its shard on to the next entry', async () => {
+    const { sql } = services.database;
+    const { userId, cardId } = await seedUser(sql, {});
+    const stream = userKeys(services.prefix, userId).outbox;
+    const deadBefore = await services.redis.xlen(deadLetterKey(services.prefix));
+    // Over the receiver's body limit; under it but over this QStash plan's message size; then a normal one.
+    const overLimit = await addEntry(services.redis, services.prefix, userId, [
+      'r',
+      'x'.repeat(writerLimits.qstashBodyBytesMax),
+    ]);
+    const overPlan = await addEntry(services.redis, services.prefix, userId, ['r', 'y'.repeat(2_000_000)]);
+    const eventId = `evt_after_large_${Date.now()}`;
+    await addEntry(
+      services.redis,
+      services.prefix,
+      userId,
+      decisionFields({ userId, cardId, grantedCents: 0n, requestedCents: 700n, eventId }),
+    );
+    const url = 'https://writer.example/qstash';
+    const app = createQStashReceiverApp({
+      receiver: new Receiver({ currentSigningKey: CURRENT, nextSigningKey: NEXT }),
+      sql,
+      redis: services.redis,
+      prefix: services.prefix,
+      publicUrl: url,
+      apply: APPLY,
+    });
+    const standIn = await qstashStandIn(async (_destination, body) => {
+      await app.request('/qstash', {
+        method: 'POST',
+        body,
+        headers: { 'upstash-signature': await qstashSignature(CURRENT, url, body) },
+      });
+    }, 1_000_000);
+    const relayRedis = createRedis({ url: services.redisUrl });
+    const relay = createQStashRelay({
+      redis: relayRedis,
+      client: new Client({ token: 'qstash_test_token_large', baseUrl: standIn.baseUrl }),
+      prefix: services.prefix,
+      destinationUrl: url,
+      consumer: 'large-relay',
+      batchMax: 100,
+      blockMs: 10,
+    });
+    await relay.start();
+    try {
+      await waitForEmptyOutbox(services.redis, services.prefix, 15_000);
+      const [decision] = await sql<
+        { n: number }[]
+      >`select count(*)::int as n from decisions where event_id = ${eventId}`;
+      expect(decision?.n).toBe(1);
+      const dead = await services.redis.xrange(deadLetterKey(services.prefix), '-', '+');
+      const fresh = dead.slice(deadBefore).map(([, flat]) => {
+        const fields: Record<string, string> = {};
+        for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i]!] = flat[i + 1]!;
+        return fields;
+      });
+      expect(fresh.map((f) => [f['stream'], f['id'], f['problem'], f['f:r']?.length])).toEqual([
+        [stream, overLimit, 'too_large', writerLimits.qstashBodyBytesMax],
+        [stream, overPlan, 'too_large', 2_000_000],
+      ]);
+      for (const p of standIn.published) expect(Buffer.byteLength(p.body)).toBeLessThanOrEqual(1_000_000);
+    } finally {
+      await relay.stop();
+      relayRedis.disconnect();
       await standIn.close();
     }
   });

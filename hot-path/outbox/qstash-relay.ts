@@ -14,6 +14,9 @@
  *   receiver applies an entry only when the watermark has reached `prev` and answers 409 otherwise, so
  *   QStash retries it later; at or below the watermark it is a duplicate and changes nothing.
  *
+ * An entry too large to send (over the receiver's body limit, or refused by QStash) is copied to the
+ * dead-letter stream and replaced by a stub that moves its shard past it (RelayedEntry.dropped).
+ *
  * What happens when a step fails:
  * - publish fails: the entry stays in memory and is published again in the next round (same
  *   deduplication id, so a publish that did reach QStash is dropped there as a duplicate);
@@ -30,7 +33,8 @@
  */
 import type { Client } from '@upstash/qstash';
 import type { Redis } from '../../shared/redis/client.ts';
-import { allOutboxKeys } from '../../shared/redis/keys.ts';
+import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
+import { limits as writerLimits } from '../ledger-writer/limits.ts';
 import { limits } from './limits.ts';
 import { ackApplied, compareStreamIds, readWatermark } from './watermark.ts';
 
@@ -43,6 +47,12 @@ export interface RelayedEntry {
   /** The id of the entry before this one in its stream when published; null when none was left. */
   prev: string | null;
   fields: Record<string, string>;
+  /**
+   * Set when the entry itself could not be sent (its body over the receiver's limit, or refused by
+   * QStash as too large): the relay dead-lettered it, and this stub (no fields) only moves its shard
+   * past it in order, so one such entry never blocks the shard.
+   */
+  dropped?: 'too_large' | undefined;
 }
 
 export interface QStashRelayOptions {
@@ -136,12 +146,30 @@ export function createQStashRelay(options: QStashRelayOptions) {
           entry.deliveries <= 1
             ? `${entry.stream}-${entry.id}`
             : `${entry.stream}-${entry.id}-r${entry.deliveries}`;
-        await client.publishJSON({
-          url: options.destinationUrl,
-          body,
-          deduplicationId,
-          retryDelay: limits.retryDelayExpression,
-        });
+        const send = (payload: RelayedEntry, dedup: string) =>
+          client.publishJSON({
+            url: options.destinationUrl,
+            body: payload,
+            deduplicationId: dedup,
+            retryDelay: limits.retryDelayExpression,
+          });
+        let tooLarge = Buffer.byteLength(JSON.stringify(body)) > writerLimits.qstashBodyBytesMax;
+        if (!tooLarge) {
+          try {
+            await send(body, deduplicationId);
+          } catch (error) {
+            // QStash's own message size limit depends on the plan.
+            if ((error as { status?: unknown }).status !== 413) throw error;
+            tooLarge = true;
+          }
+        }
+        if (tooLarge) {
+          await deadLetterTooLarge(entry);
+          await send(
+            { stream: entry.stream, id: entry.id, prev, fields: {}, dropped: 'too_large' },
+            `${deduplicationId}-dropped`,
+          );
+        }
         // Not acknowledged here: only the receiver's watermark, after COMMIT, lets ackOnce delete it.
         published++;
         count++;
@@ -152,6 +180,24 @@ export function createQStashRelay(options: QStashRelayOptions) {
       throw error;
     }
     return count;
+  }
+
+  /** Copies an entry too large to send to the dead-letter stream (the stream writer's format). */
+  async function deadLetterTooLarge(entry: ReadEntry): Promise<void> {
+    const flat = Object.entries(entry.fields).flatMap(([k, v]) => [`f:${k}`, v]);
+    await redis.xadd(
+      deadLetterKey(prefix),
+      '*',
+      'stream',
+      entry.stream,
+      'id',
+      entry.id,
+      'error',
+      `relayed body over ${writerLimits.qstashBodyBytesMax} bytes or refused by QStash as too large`,
+      'problem',
+      'too_large',
+      ...flat,
+    );
   }
 
   /** Acknowledges and deletes, per stream, the entries at or below its applied watermark. */

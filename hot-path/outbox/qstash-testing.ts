@@ -47,14 +47,21 @@ export type Deliver = (destination: string, body: string) => Promise<void>;
 
 /**
  * Listens where QStash's API would, records each publish, and hands it to `deliver` (when set) before
- * answering 201 as QStash does. `deliver` may be swapped while running (e.g. the writer comes back).
+ * answering 201 as QStash does; a message over `messageBytesMax` is refused with 413, as QStash refuses
+ * one over its plan's limit. `deliver` may be swapped while running (e.g. the writer comes back).
  */
-export async function qstashStandIn(initial: Deliver | null) {
+export async function qstashStandIn(initial: Deliver | null, messageBytesMax = Number.POSITIVE_INFINITY) {
   const published: Published[] = [];
   let deliver = initial;
   const port = await freePort();
   const server: Server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
     const body = await readBody(req);
+    if (Buffer.byteLength(body) > messageBytesMax) {
+      // As QStash answers a message over the plan's size limit.
+      res.writeHead(413, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'message too large' }));
+      return;
+    }
     published.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body });
     const destination = decodeURIComponent((req.url ?? '').replace(/^\/v2\/publish\//, ''));
     if (deliver !== null) await deliver(destination, body);
