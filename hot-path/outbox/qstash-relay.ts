@@ -312,6 +312,8 @@ export function createQStashRelay(options: QStashRelayOptions) {
           } catch (error) {
             options.onError?.(error);
             await sleep(limits.errorBackoffMs);
+            // Redis restarted empty: the streams and their group are gone; make them again.
+            if (String(error).includes('NOGROUP')) await ensureGroups().catch(() => undefined);
           }
         }
       })();
