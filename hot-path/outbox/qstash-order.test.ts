@@ -1,4 +1,4 @@
-// Proves the QStash transport keeps the stream writer's promises although QStash repeats and reorders: real hot-path entries published by the relay and delivered (signed, to the real receiver) in reversed and shuffled order with duplicates leave Postgres exactly as the real stream writer leaves a second database for the same entries; and the relay deletes no entry before it is written — with the writer unreachable the entries stay in the stream, and after that relay stops a second one re-publishes them, written exactly once; an entry too large to send is dead-lettered and does not block its shard.
+// Proves the QStash transport keeps the stream writer's promises although QStash repeats and reorders: real hot-path entries published by the relay and delivered (signed, to the real receiver) in reversed and shuffled order with duplicates leave Postgres exactly as the real stream writer leaves a second database for the same entries; and the relay deletes no entry before it is written — with the writer unreachable the entries stay in the stream, and after that relay stops a second one re-publishes them, written exactly once; an entry too large to send is dead-lettered and does not block its shard; a head entry Postgres rejects is retried (500, its successors 409) and dead-lettered after repeated data errors.
 import { serve } from '@hono/node-server';
 import { Client, Receiver } from '@upstash/qstash';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -472,5 +472,56 @@ describe('QStash transport keeps the stream writer’s order and exactly-once', 
       relayRedis.disconnect();
       await standIn.close();
     }
+  });
+
+  it('keeps a failing head entry (500) until it is applied or, after repeated data errors, dead-lettered; the shard then moves on', async () => {
+    const { sql } = services.database;
+    const { userId, cardId } = await seedUser(sql, {});
+    const stream = userKeys(services.prefix, userId).outbox;
+    const url = 'https://writer.example/qstash';
+    const app = createQStashReceiverApp({
+      receiver: new Receiver({ currentSigningKey: CURRENT, nextSigningKey: NEXT }),
+      sql,
+      redis: services.redis,
+      prefix: services.prefix,
+      publicUrl: url,
+      apply: APPLY,
+    });
+    const deliver = async (body: string) =>
+      (
+        await app.request('/qstash', {
+          method: 'POST',
+          body,
+          headers: { 'upstash-signature': await qstashSignature(CURRENT, url, body) },
+        })
+      ).status;
+    // Postgres rejects the head entry: a hold for a user it does not know (a foreign-key violation).
+    const ghost = decisionFields({
+      userId: '00000000-0000-4000-8000-000000000001',
+      cardId,
+      grantedCents: 100n,
+    });
+    const next = decisionFields({ userId, cardId, grantedCents: 0n, requestedCents: 50n });
+    const fields = (flat: string[]) =>
+      Object.fromEntries(flat.flatMap((v, i) => (i % 2 === 0 ? [[v, flat[i + 1]!]] : [])));
+    const mark = (await services.redis.xrevrange(stream, '+', '-', 'COUNT', 1))[0]?.[0] ?? null;
+    const ghostId = await addEntry(services.redis, services.prefix, userId, ghost);
+    const nextId = await addEntry(services.redis, services.prefix, userId, next);
+    const ghostBody = JSON.stringify({ stream, id: ghostId, prev: mark, fields: fields(ghost) });
+    const nextBody = JSON.stringify({ stream, id: nextId, prev: ghostId, fields: fields(next) });
+    const deadBefore = await services.redis.xlen(deadLetterKey(services.prefix));
+    // Not yet: retried by QStash, the shard waits behind it, nothing acknowledged.
+    expect(await deliver(ghostBody)).toBe(500);
+    expect(await deliver(nextBody)).toBe(409);
+    expect(await deliver(ghostBody)).toBe(500);
+    expect(await services.redis.xlen(deadLetterKey(services.prefix))).toBe(deadBefore);
+    // The third failure: dead-lettered, and the shard moves on.
+    expect(await deliver(ghostBody)).toBe(200);
+    expect(await services.redis.xlen(deadLetterKey(services.prefix))).toBe(deadBefore + 1);
+    expect(await deliver(nextBody)).toBe(200);
+    const [row] = await sql<
+      { n: number }[]
+    >`select count(*)::int as n from decisions where user_id = ${userId}`;
+    expect(row?.n).toBe(1);
   });
 });
