@@ -31,6 +31,18 @@ export const limits = {
   lagSampleIntervalMs: 500,
   /** Error text kept in a dead-letter entry. */
   deadLetterErrorCharsMax: 1_000,
+  /**
+   * Largest body POST /qstash reads (QUEUE_DRIVER=qstash); above it: 413 `body_too_large`, unread and
+   * nothing recorded. A relayed entry carries a Stripe event of at most 1 MiB (the outbox record's
+   * bound, and WEBHOOK_BODY_LIMIT_BYTES's maximum) escaped twice — as text in the record's JSON, then the
+   * record as text in the published JSON — so at most 4 bytes a byte, plus the record's own fields.
+   */
+  qstashBodyBytesMax: 4_300_000,
+  /**
+   * Failed applies of one entry at the head of its shard (a data error, not an outage) before the
+   * receiver dead-letters it and moves the shard on; counted in Redis, forgotten after the TTL.
+   */
+  qstashPoisonAttemptsTtlS: 86_400,
 } as const;
 
 export function assertLimits(batchMax: number, batchWaitMs: number): void {

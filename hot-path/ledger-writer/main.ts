@@ -52,9 +52,10 @@ if (config.QUEUE_DRIVER === 'qstash') {
         nextSigningKey: config.QSTASH_NEXT_SIGNING_KEY ?? '',
       }),
       sql: database.sql,
+      redis,
+      prefix: config.REDIS_KEY_PREFIX,
       publicUrl: config.LEDGER_WRITER_PUBLIC_URL,
       apply: { holdTtlS: config.HOLD_TTL_S, holdTtlLodgingS: config.HOLD_TTL_LODGING_S },
-      bodyLimitBytes: 1_100_000,
     }),
   );
 } else {

@@ -1,38 +1,108 @@
 /**
- * The ledger writer's QStash endpoint (QUEUE_DRIVER=qstash): `POST /qstash` verifies the
- * `Upstash-Signature` JWT with the library's Receiver (current and next signing keys, so a key roll
- * never drops a message), then applies the relayed outbox entry exactly like the stream consumer does
- * (`parseEntry` + `applyBatch`, idempotent by natural keys). Answers: 200 applied or already applied;
- * 401 bad signature; 400 an entry that can never apply (QStash then keeps it in its DLQ); 500 a
- * retryable failure (Postgres down), which QStash retries.
+ * The ledger writer's QStash endpoint (QUEUE_DRIVER=qstash): `POST /qstash` reads the body with a
+ * bound (limits.qstashBodyBytesMax), verifies the `Upstash-Signature` JWT with the library's Receiver
+ * (current and next signing keys, so a key roll never drops a message), then applies the relayed
+ * outbox entry with the stream consumer's code (`parseEntry` + `applyBatch`), in stream order per shard.
+ *
+ * Order and exactly once (see hot-path/outbox/watermark.ts): the relay sends each entry with `prev`,
+ * its predecessor in the stream. An entry is applied only when its shard's applied watermark has
+ * reached `prev`; after COMMIT the watermark moves to the entry, and only then may the relay delete it.
+ * An entry at or below the watermark is a duplicate (QStash delivers at least once, the relay
+ * re-publishes): answered 200, nothing done. The effects are idempotent by natural keys as well, so a
+ * watermark that lags (a crash between COMMIT and the advance) costs a harmless re-apply.
+ *
+ * Answers:
+ * - 200 applied, duplicate, or dead-lettered (an entry that can never apply is copied with its error to
+ *   the dead-letter stream, as the stream writer does, and the shard moves on past it; a `dropped` stub
+ *   stands for an entry the relay could not send and dead-lettered itself);
+ * - 409 `predecessor_pending`: arrived before its predecessor was applied; QStash retries it later;
+ * - 413 `body_too_large` (unread, nothing recorded); 401 unsigned or bad signature; 400 a body that is
+ *   not a relayed entry (our relay never sends one);
+ * - 500 `not_applied`: Postgres or Redis unavailable, or a data error not yet tried
+ *   limits.poisonAttemptsMax times; QStash retries.
  */
 import type { Receiver } from '@upstash/qstash';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import type { Sql } from '../../shared/db/client.ts';
-import { type ApplyOptions, applyBatch, parseEntry } from './apply.ts';
+import type { Redis } from '../../shared/redis/client.ts';
+import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
+import type { RelayedEntry } from '../outbox/qstash-relay.ts';
+import { advanceWatermark, compareStreamIds, readWatermark } from '../outbox/watermark.ts';
+import { readRawBody, requestHeader } from '../raw-body.ts';
+import { type ApplyOptions, applyBatch, parseEntry, type RawEntry } from './apply.ts';
+import { limits } from './limits.ts';
+import { isRetryable } from './writer.ts';
 
-const relayedEntry = z.object({
-  stream: z.string().min(1).max(256),
-  id: z.string().regex(/^\d{1,20}-\d{1,20}$/),
-  fields: z.record(z.string().max(64), z.string().max(1_100_000)),
-});
+const streamId = z.string().regex(/^\d{1,20}-\d{1,20}$/);
 
 export interface QStashReceiverDeps {
   receiver: Pick<Receiver, 'verify'>;
   sql: Sql;
+  /** Holds the applied watermarks (next to the outbox streams) and the dead-letter stream. */
+  redis: Redis;
+  prefix: string;
   /** The public URL QStash calls; the signature's subject must equal it. */
   publicUrl: string;
   apply: ApplyOptions;
-  bodyLimitBytes: number;
+  /** Defaults to limits.qstashBodyBytesMax. */
+  bodyLimitBytes?: number;
+}
+
+function errorText(error: unknown): string {
+  const e = error as { code?: unknown; message?: unknown };
+  const text = `${typeof e?.code === 'string' ? `${e.code}: ` : ''}${typeof e?.message === 'string' ? e.message : String(error)}`;
+  return text.slice(0, limits.deadLetterErrorCharsMax);
 }
 
 export function createQStashReceiverApp(deps: QStashReceiverDeps) {
+  const { redis, prefix } = deps;
+  const bodyLimitBytes = deps.bodyLimitBytes ?? limits.qstashBodyBytesMax;
+  const streams = new Set(allOutboxKeys(prefix));
+  const relayedEntry = z.object({
+    stream: z.string().refine((s) => streams.has(s), 'not an outbox stream'),
+    id: streamId,
+    prev: streamId.nullable(),
+    fields: z.record(z.string(), z.string()),
+    dropped: z.literal('too_large').optional(),
+  }) satisfies z.ZodType<RelayedEntry>;
+
+  /** The same dead-letter entry the stream writer makes (writer.ts deadLetterEntry). */
+  async function deadLetter(raw: RawEntry, error: string, problem: 'invalid' | 'failed'): Promise<void> {
+    const flat = Object.entries(raw.fields).flatMap(([k, v]) => [`f:${k}`, v]);
+    await redis.xadd(
+      deadLetterKey(prefix),
+      '*',
+      'stream',
+      raw.stream,
+      'id',
+      raw.id,
+      'error',
+      error,
+      'problem',
+      problem,
+      ...flat,
+    );
+  }
+
+  /** Counts a failed apply of the entry; true once it has failed limits.poisonAttemptsMax times. */
+  async function poisoned(raw: RawEntry): Promise<boolean> {
+    const key = `${raw.stream}:failed:${raw.id}`;
+    const [[, attempts] = []] =
+      (await redis.multi().incr(key).expire(key, limits.qstashPoisonAttemptsTtlS).exec()) ?? [];
+    return Number(attempts) >= limits.poisonAttemptsMax;
+  }
+
   const app = new Hono();
   app.post('/qstash', async (c) => {
-    const body = await c.req.text();
-    if (body.length > deps.bodyLimitBytes) return c.json({ error: 'body_too_large' }, 413);
-    const signature = c.req.header('upstash-signature');
+    const read = await readRawBody(c, bodyLimitBytes);
+    if (!read.ok) {
+      // Refused unread: close the connection rather than draining the rest.
+      c.header('Connection', 'close');
+      return c.json({ error: 'body_too_large' }, 413);
+    }
+    const body = read.text;
+    const signature = requestHeader(c, 'upstash-signature');
     if (signature === undefined) return c.json({ error: 'missing_signature' }, 401);
     try {
       await deps.receiver.verify({ signature, body, url: deps.publicUrl });
@@ -47,13 +117,40 @@ export function createQStashReceiverApp(deps: QStashReceiverDeps) {
     }
     const relayed = relayedEntry.safeParse(json);
     if (!relayed.success) return c.json({ error: 'malformed_entry' }, 400);
-    const parsed = parseEntry(relayed.data);
-    if (!parsed.ok) return c.json({ error: 'invalid_record', detail: parsed.error }, 400);
+    const { stream, id, prev, fields, dropped } = relayed.data;
+    const raw: RawEntry = { stream, id, fields };
     try {
-      const result = await applyBatch(deps.sql, [parsed.entry], deps.apply);
-      return c.json({ applied: result.applied, duplicate: result.duplicates > 0 });
+      const mark = await readWatermark(redis, stream);
+      if (mark !== null && compareStreamIds(id, mark) <= 0) return c.json({ applied: 0, duplicate: true });
+      if (prev !== null && (mark === null || compareStreamIds(mark, prev) < 0))
+        return c.json({ error: 'predecessor_pending' }, 409);
+      // The next entry of its shard.
+      if (dropped !== undefined) {
+        // Too large to send: the relay dead-lettered it; the shard moves on past it.
+        await advanceWatermark(redis, stream, id);
+        return c.json({ applied: 0, deadLettered: true });
+      }
+      const parsed = parseEntry(raw);
+      if (!parsed.ok) {
+        await deadLetter(raw, parsed.error, 'invalid');
+        await advanceWatermark(redis, stream, id);
+        return c.json({ applied: 0, deadLettered: true });
+      }
+      let applied: number;
+      try {
+        applied = (await applyBatch(deps.sql, [parsed.entry], deps.apply)).applied;
+      } catch (error) {
+        if (isRetryable(error) || !(await poisoned(raw))) throw error;
+        await deadLetter(raw, errorText(error), 'failed');
+        await advanceWatermark(redis, stream, id);
+        return c.json({ applied: 0, deadLettered: true });
+      }
+      // Committed: only now may the shard move past it (and the relay delete it).
+      await advanceWatermark(redis, stream, id);
+      return c.json({ applied, duplicate: applied === 0 });
     } catch {
-      // Retryable from QStash's side (e.g. Postgres down); the natural keys make the retry safe.
+      // Retryable from QStash's side (Postgres or Redis down, or a data error not yet tried enough);
+      // the watermark has not moved, so the retry is applied in order, and the natural keys make it safe.
       return c.json({ error: 'not_applied' }, 500);
     }
   });

@@ -2,73 +2,31 @@
 // publish requests are checked byte for byte by a local HTTP endpoint standing where QStash's API is;
 // the writer's receiver accepts signatures built exactly as QStash builds them (HS256 JWT, iss Upstash,
 // sub = URL, body = base64url SHA-256) with the current or the next key, and refuses others; and a
-// decision travels hot path → stream → relay → signed delivery → Postgres exactly once.
-import { createHash, randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+// decision travels hot path → stream → relay → signed delivery → Postgres exactly once; a body over the
+// receiver's limit is answered 413 without being read (a declared 64 MiB with 1 KiB sent is answered at
+// once over a real socket), and nothing is recorded.
+import { request as httpRequest } from 'node:http';
 import { serve } from '@hono/node-server';
 import { Client, Receiver } from '@upstash/qstash';
-import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { post, startHotPath } from '../../test/support/hot-path.ts';
 import { freePort } from '../../test/support/processes.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
+import { limits as writerLimits } from '../ledger-writer/limits.ts';
 import { createQStashReceiverApp } from '../ledger-writer/qstash-receiver.ts';
 import { outboxBacklog } from '../ledger-writer/testing.ts';
+import { limits } from './limits.ts';
 import { createQStashRelay } from './qstash-relay.ts';
+import { qstashSignature, qstashStandIn } from './qstash-testing.ts';
+import { readWatermark } from './watermark.ts';
 
 const CURRENT = 'sig_current_signing_key_for_tests_01';
 const NEXT = 'sig_next_signing_key_for_tests_0002';
 const TOKEN = 'qstash_test_token_0001';
 let services: TestServices;
-
-/** Signs a delivery the way QStash does. */
-async function qstashSignature(key: string, url: string, body: string, lifetimeS = 300): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ body: createHash('sha256').update(body).digest('base64url') })
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setIssuer('Upstash')
-    .setSubject(url)
-    .setIssuedAt(now)
-    .setNotBefore(now)
-    .setExpirationTime(now + lifetimeS)
-    .setJti(`jwt_${randomUUID()}`)
-    .sign(new TextEncoder().encode(key));
-}
-
-function readBody(req: IncomingMessage): Promise<string> {
-  return new Promise((resolve) => {
-    let data = '';
-    req.on('data', (chunk: Buffer) => {
-      data += chunk.toString();
-    });
-    req.on('end', () => resolve(data));
-  });
-}
-
-interface Published {
-  method: string;
-  path: string;
-  headers: IncomingMessage['headers'];
-  body: string;
-}
-
-/** Listens where QStash's API would, records each publish, and (optionally) delivers it signed. */
-async function qstashStandIn(deliver: ((destination: string, body: string) => Promise<void>) | null) {
-  const published: Published[] = [];
-  const port = await freePort();
-  const server: Server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
-    const body = await readBody(req);
-    published.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body });
-    const destination = decodeURIComponent((req.url ?? '').replace(/^\/v2\/publish\//, ''));
-    if (deliver !== null) await deliver(destination, body);
-    res.writeHead(201, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ messageId: `msg_${published.length}` }));
-  });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return { published, baseUrl: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(r)) };
-}
 
 beforeAll(async () => {
   services = await setUpServices();
@@ -91,9 +49,10 @@ describe('QStash transport', () => {
     const app = createQStashReceiverApp({
       receiver: new Receiver({ currentSigningKey: CURRENT, nextSigningKey: NEXT }),
       sql: services.database.sql,
+      redis: services.redis,
+      prefix: services.prefix,
       publicUrl: url,
       apply: { holdTtlS: 604_800, holdTtlLodgingS: 2_678_400 },
-      bodyLimitBytes: 1_100_000,
     });
     const body = JSON.stringify({ stream: 'x', id: '1-0', fields: {} });
     const send = async (signature: string | null, payload = body) =>
@@ -120,9 +79,10 @@ describe('QStash transport', () => {
     const receiverApp = createQStashReceiverApp({
       receiver: new Receiver({ currentSigningKey: CURRENT, nextSigningKey: NEXT }),
       sql: services.database.sql,
+      redis: services.redis,
+      prefix: services.prefix,
       publicUrl,
       apply: { holdTtlS: 604_800, holdTtlLodgingS: 2_678_400 },
-      bodyLimitBytes: 1_100_000,
     });
     const receiver = serve({ fetch: receiverApp.fetch, port: receiverPort, hostname: '127.0.0.1' });
     const statuses: number[] = [];
@@ -157,7 +117,9 @@ describe('QStash transport', () => {
       const event = authorizationRequest({ cardId, amountCents: 2_500 });
       expect((await post(hotPath, '/stripe/authorizations', event)).json.approved).toBe(true);
       await relay.start();
-      for (let i = 0; i < 100 && relay.published < 1; i++) await new Promise((r) => setTimeout(r, 50));
+      // Acknowledged (deleted) once the receiver's watermark passed it, not when published.
+      for (let i = 0; i < 100 && (await outboxBacklog(services.redis, services.prefix)) > 0; i++)
+        await new Promise((r) => setTimeout(r, 50));
       await relay.stop();
       expect(relay.published).toBe(1);
       // The exact request the client sent to QStash's API.
@@ -167,11 +129,14 @@ describe('QStash transport', () => {
       expect(request?.headers['authorization']).toBe(`Bearer ${TOKEN}`);
       expect(request?.headers['content-type']).toBe('application/json');
       expect(String(request?.headers['upstash-deduplication-id'])).toMatch(/^.+-\d+-\d+$/);
+      expect(request?.headers['upstash-retry-delay']).toBe(limits.retryDelayExpression);
       const body = JSON.parse(request?.body ?? '{}') as {
         stream: string;
         id: string;
+        prev: string | null;
         fields: Record<string, string>;
       };
+      expect(body.prev).toBe(null);
       expect(body.fields['ok']).toBe('1');
       expect(body.fields['amt']).toBe('2500');
       expect(JSON.parse(body.fields['r'] ?? '{}')).toMatchObject({
@@ -196,5 +161,62 @@ describe('QStash transport', () => {
       receiver.close();
       await standIn.close();
     }
+  });
+
+  it('answers 413 body_too_large to a body over the limit, without reading it, and records nothing', async () => {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}/qstash`;
+    const app = createQStashReceiverApp({
+      receiver: new Receiver({ currentSigningKey: CURRENT, nextSigningKey: NEXT }),
+      sql: services.database.sql,
+      redis: services.redis,
+      prefix: services.prefix,
+      publicUrl: url,
+      apply: { holdTtlS: 604_800, holdTtlLodgingS: 2_678_400 },
+    });
+    const stream = allOutboxKeys(services.prefix)[3]!;
+    const [before] = await services.database.sql<{ n: number }[]>`select count(*)::int as n from card_events`;
+    // Correctly signed and shaped like a relayed entry, one field large enough to cross the limit.
+    const body = JSON.stringify({
+      stream,
+      id: '1-0',
+      prev: null,
+      fields: { r: 'x'.repeat(writerLimits.qstashBodyBytesMax) },
+    });
+    const res = await app.request('/qstash', {
+      method: 'POST',
+      body,
+      headers: { 'upstash-signature': await qstashSignature(CURRENT, url, body) },
+    });
+    expect(res.status).toBe(413);
+    expect(await res.json()).toEqual({ error: 'body_too_large' });
+
+    // Over a real socket: 64 MiB declared, 1 KiB sent. The answer comes at once, not after 64 MiB.
+    const server = serve({ fetch: app.fetch, port, hostname: '127.0.0.1' });
+    try {
+      const status = await new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no answer: the body is being read')), 3_000);
+        const req = httpRequest(url, {
+          method: 'POST',
+          headers: { 'content-length': String(64 * 1024 * 1024), 'upstash-signature': 'unused' },
+        });
+        req.on('response', (response) => {
+          clearTimeout(timer);
+          response.resume();
+          resolve(response.statusCode ?? 0);
+          req.destroy();
+        });
+        req.on('error', () => undefined); // the server closes the connection after answering
+        req.write('x'.repeat(1_024));
+      });
+      expect(status).toBe(413);
+    } finally {
+      server.close();
+    }
+    // Nothing recorded: no event, no dead letter, the shard's watermark untouched.
+    const [after] = await services.database.sql<{ n: number }[]>`select count(*)::int as n from card_events`;
+    expect(after?.n).toBe(before?.n);
+    expect(await services.redis.xlen(deadLetterKey(services.prefix))).toBe(0);
+    expect(await readWatermark(services.redis, stream)).toBe(null);
   });
 });

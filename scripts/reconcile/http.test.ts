@@ -1,4 +1,4 @@
-// Proves the QStash receiver runs a job only for a request signed the way QStash signs (an HS256 JWT from issuer "Upstash" over the URL and the body's SHA-256, checked by @upstash/qstash's Receiver), refuses forged, unsigned and mismatched requests, records the run, and serves the metrics — in-process with app.request() on a real Postgres.
+// Proves the QStash receiver runs a job only for a request signed the way QStash signs (an HS256 JWT from issuer "Upstash" over the URL and the body's SHA-256, checked by @upstash/qstash's Receiver), refuses forged, unsigned, mismatched and oversized (413, nothing run) requests, records the run, and serves the metrics — in-process with app.request() on a real Postgres.
 import { createHash } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,6 +6,7 @@ import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { testConfig } from '../../test/support/hot-path.ts';
 import { createReceiver, createReconcileApp } from './http.ts';
 import { createReconcileServices, type ReconcileServices } from './index.ts';
+import { limits } from './limits.ts';
 
 const CURRENT = 'sig_current_key_for_tests_000001';
 const NEXT = 'sig_next_key_for_tests_0000000002';
@@ -86,5 +87,21 @@ describe('QStash receiver', () => {
     // Correctly signed but naming another job than the path.
     const other = JSON.stringify({ job: 'cache' });
     expect((await call('/reconcile/books', other, await sign(CURRENT, url, other))).status).toBe(400);
+  });
+
+  it('answers 413 body_too_large to a signed body over limits.httpBodyBytesMax and runs nothing', async () => {
+    const [before] = await services.database.sql<{ n: number }[]>`
+      select count(*)::int as n from reconciliation_runs`;
+    const body = JSON.stringify({ job: 'books', pad: 'x'.repeat(limits.httpBodyBytesMax) });
+    const res = await call(
+      '/reconcile/books',
+      body,
+      await sign(CURRENT, `${URL_BASE}/reconcile/books`, body),
+    );
+    expect(res.status).toBe(413);
+    expect(await res.json()).toEqual({ error: 'body_too_large' });
+    const [after] = await services.database.sql<{ n: number }[]>`
+      select count(*)::int as n from reconciliation_runs`;
+    expect(after?.n).toBe(before?.n);
   });
 });

@@ -5,13 +5,17 @@
  *                          with @upstash/qstash's Receiver against both signing keys). Runs the job and
  *                          answers 200 with its status, 409 when another run holds the lock (QStash
  *                          retries later), 500 when it failed (QStash retries; runs are idempotent).
+ *                          A body over limits.httpBodyBytesMax is refused unread: 413 `body_too_large`,
+ *                          nothing run or recorded.
  *   GET  /metrics          the reconciliation metrics.
  *   GET  /healthz
  */
 import { Receiver } from '@upstash/qstash';
 import { Hono } from 'hono';
 import { z } from 'zod';
+import { readRawBody, requestHeader } from '../../hot-path/raw-body.ts';
 import { isRunnable, type ReconcileServices, runJob } from './index.ts';
+import { limits } from './limits.ts';
 
 export interface ReconcileAppOptions {
   services: ReconcileServices;
@@ -39,8 +43,13 @@ export function createReconcileApp(options: ReconcileAppOptions) {
   );
   app.post('/reconcile/:job', async (c) => {
     const job = c.req.param('job');
-    const body = await c.req.text();
-    const signature = c.req.header('upstash-signature');
+    const read = await readRawBody(c, limits.httpBodyBytesMax);
+    if (!read.ok) {
+      c.header('Connection', 'close');
+      return c.json({ error: 'body_too_large' }, 413);
+    }
+    const body = read.text;
+    const signature = requestHeader(c, 'upstash-signature');
     if (options.receiver === null || signature === undefined) return c.json({ error: 'unsigned' }, 401);
     const url = options.publicUrl?.(new URL(c.req.url).pathname) ?? c.req.url;
     const valid = await options.receiver.verify({ signature, body, url }).catch(() => false);

@@ -35,6 +35,8 @@ export const limits = {
   stripeExportRowsMax: 500_000,
   /** Card events are fetched this far around the period, then filtered on the object's own `created`. */
   stripeEventSlackS: 86_400,
+  /** Body of a scheduled POST /reconcile/:job (`{ "job": "<name>" }`); larger: 413, refused unread. */
+  httpBodyBytesMax: 4_096,
 } as const;
 
 export type ReconcileLimits = typeof limits;
