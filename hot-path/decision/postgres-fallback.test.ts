@@ -1,0 +1,147 @@
+// Proves the Postgres fallback counts as the DECIDE script counts (velocity: only decisions that reached
+// the velocity check; daily spend: what this UTC day's decisions granted, increments of older
+// authorizations included) and that a fallback transaction still open at its deadline rolls back —
+// on a real Postgres, with the rows the ledger writer would have written.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRedis } from '../../shared/redis/client.ts';
+import { createMarket, type Market } from '../../shared/redis/market.ts';
+import { setUpServices, type TestServices } from '../../test/support/db.ts';
+import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
+import { testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
+import { authorizationRequest } from '../../test/support/stripe.ts';
+import { authorizationRequestEvent } from '../stripe/events.ts';
+import { DeadlineError, newDecisionId } from './engine.ts';
+import { decideFromPostgres, type FallbackDeps } from './postgres-fallback.ts';
+
+let services: TestServices;
+let market: Market;
+let subscriber: ReturnType<typeof createRedis>;
+
+beforeAll(async () => {
+  services = await setUpServices();
+  await seedAsset(
+    services.database.sql,
+    services.redis,
+    services.prefix,
+    WETH,
+    WETH_PRICE_E8,
+    Math.floor(Date.now() / 1000),
+  );
+  subscriber = createRedis({ url: services.redisUrl });
+  market = await createMarket(services.redis, subscriber, services.prefix);
+});
+
+afterAll(async () => {
+  market?.close();
+  subscriber?.disconnect();
+  await services?.close();
+});
+
+function deps(extra: Record<string, string> = {}, now: () => number = Date.now): FallbackDeps {
+  return {
+    sql: services.database.sql,
+    market,
+    settings: testConfig(services, extra),
+    now,
+    holder: 'fallback-test',
+  };
+}
+
+async function decide(
+  d: FallbackDeps,
+  cardId: string,
+  amountCents: number,
+  options: { authorizationId?: string; requestHistory?: number } = {},
+) {
+  const event = authorizationRequestEvent.parse(authorizationRequest({ cardId, amountCents, ...options }));
+  const startedAtMs = d.now();
+  return decideFromPostgres(d, event, '{}', newDecisionId(startedAtMs), startedAtMs, startedAtMs + 1_000);
+}
+
+/** A decision row as the ledger writer would have written it from the outbox. */
+async function recordedDecision(
+  userId: string,
+  cardId: string,
+  reason: string,
+  approvedCents: number,
+  decidedAt: Date,
+  authorizationId = `iauth_${Math.random().toString(36).slice(2)}`,
+) {
+  const id = `dec_${Math.random().toString(36).slice(2)}`;
+  await services.database
+    .sql`insert into decisions (id, event_id, authorization_id, user_id, card_id, approved,
+      requested_cents, approved_cents, reason, source, latency_us, decided_at)
+    values (${id}, ${`evt_${id}`}, ${authorizationId}, ${userId}, ${cardId}, ${approvedCents > 0}, ${approvedCents},
+      ${approvedCents}, ${reason}, 'redis', 100, ${decidedAt})`;
+}
+
+describe('the Postgres fallback counts like the DECIDE script', () => {
+  it('does not count declines made before the velocity check toward velocity', async () => {
+    const { userId, cardId } = await seedUser(services.database.sql, {
+      collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(100_000n, WETH_PRICE_E8) }],
+    });
+    // Three swipes declined while the card was frozen (DECIDE adds none of them to its velocity
+    // window), then the user unfroze it.
+    const recent = new Date(Date.now() - 10_000);
+    for (let i = 0; i < 3; i++) await recordedDecision(userId, cardId, 'card_frozen', 0, recent);
+    const d = deps({ VELOCITY_LIMIT_PER_MIN: '3' });
+    expect((await decide(d, cardId, 1_000)).decision).toMatchObject({ approved: true, reason: 'approved' });
+    // Declines for velocity, daily limit and credit did reach the check: they count (with the approval
+    // just made, three).
+    await recordedDecision(userId, cardId, 'insufficient_credit', 0, recent);
+    await recordedDecision(userId, cardId, 'daily_limit', 0, recent);
+    expect((await decide(d, cardId, 1_000)).decision).toMatchObject({
+      approved: false,
+      reason: 'velocity_limit',
+    });
+  });
+
+  it("counts what today's decisions granted, increments of an authorization made yesterday included", async () => {
+    const { userId, cardId } = await seedUser(services.database.sql, {
+      collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(100_000n, WETH_PRICE_E8) }],
+      dailyLimitCents: 10_000n,
+    });
+    const today = new Date();
+    const yesterday = new Date(Date.now() - 86_400_000);
+    // A hotel authorization opened yesterday for 1,000 and incremented today by 8,000 (both approved).
+    await services.database
+      .sql`insert into authorizations (id, user_id, card_id, status, approved, requested_cents,
+        approved_cents, held_cents, decision, decision_source, merchant_category_code, created_at)
+      values ('iauth_hotel_1', ${userId}, ${cardId}, 'pending', true, 9000, 9000, 9000, 'approved', 'redis', '7011',
+        ${yesterday})`;
+    await recordedDecision(userId, cardId, 'approved', 1_000, yesterday, 'iauth_hotel_1');
+    await recordedDecision(userId, cardId, 'approved', 8_000, today, 'iauth_hotel_1');
+    const d = deps();
+    expect((await decide(d, cardId, 2_001)).decision).toMatchObject({
+      approved: false,
+      reason: 'daily_limit',
+    });
+    expect((await decide(d, cardId, 2_000)).decision).toMatchObject({ approved: true, reason: 'approved' });
+  });
+});
+
+describe('the fallback and its deadline', () => {
+  it('rolls back a decision whose transaction is still open when the answer goes out', async () => {
+    const { userId, cardId } = await seedUser(services.database.sql, {
+      collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(100_000n, WETH_PRICE_E8) }],
+    });
+    // The clock passes the deadline once the decision is made but before the transaction commits (the
+    // fallback reads the clock once more, right before COMMIT): as if the commit came too late.
+    let reads = 0;
+    const startedAtMs = Date.now();
+    const lateClock = () => {
+      reads++;
+      return reads >= 4 ? startedAtMs + 5_000 : Date.now();
+    };
+    const d = deps({}, lateClock);
+    const event = authorizationRequestEvent.parse(authorizationRequest({ cardId, amountCents: 1_000 }));
+    await expect(
+      decideFromPostgres(d, event, '{}', newDecisionId(startedAtMs), startedAtMs, startedAtMs + 1_000),
+    ).rejects.toBeInstanceOf(DeadlineError);
+    const [rows] = await services.database.sql<{ decisions: number; fallback: number; holds: string }[]>`
+      select (select count(*)::int from decisions where user_id = ${userId}) as decisions,
+        (select count(*)::int from fallback_decisions where user_id = ${userId}) as fallback,
+        (select holds_cents from credit_accounts where user_id = ${userId}) as holds`;
+    expect(rows).toEqual({ decisions: 0, fallback: 0, holds: '0' });
+  });
+});
