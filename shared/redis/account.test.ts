@@ -3,13 +3,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
+import { userControls } from '../db/queries/controls.ts';
 import {
   accountFromPostgres,
-  applyCardControls,
   ensureAccount,
   installAccount,
   readChanges,
   warmAccounts,
+  writeControls,
 } from './account.ts';
 import { userKeys } from './keys.ts';
 
@@ -30,7 +31,8 @@ describe('cache rebuild against concurrent writers', () => {
     const stale = await accountFromPostgres(sql, userId, now);
     // The bridge freezes the card: Postgres first, then the cache (which is not built yet).
     await sql`update cards set frozen = true where id = ${cardId}`;
-    expect(await applyCardControls(services.redis, services.prefix, userId, { frozen: true })).toBe(false);
+    const controls = await userControls(sql, userId, now);
+    expect(await writeControls(services.redis, services.prefix, controls!)).toBe('not_cached');
     expect(await installAccount(services.redis, services.prefix, stale!, now, changesBefore)).toBe('changed');
     expect(await services.redis.exists(userKeys(services.prefix, userId).account)).toBe(0);
     expect(await ensureAccount(services.redis, sql, services.prefix, userId, now)).toBe(true);

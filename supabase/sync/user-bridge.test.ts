@@ -17,7 +17,12 @@ import { createSyncMetrics } from './metrics.ts';
 import { createUserBridge, type UserBridge } from './user-bridge.ts';
 
 const silent = { info() {}, warn() {}, error() {} };
-const DEFAULTS = { creditLimitCents: 2_500_000n, dailyLimitCents: 500_000n };
+const DEFAULTS = {
+  creditLimitCents: 2_500_000n,
+  dailyLimitCents: 500_000n,
+  dailyLimitCeilingCents: 1_000_000n,
+  dailyLimitIncreaseCooldownS: 86_400,
+};
 
 let services: TestServices;
 let sb: SupabaseTestDatabase;
@@ -44,6 +49,12 @@ async function financialUser(userId: string) {
     { credit_limit_cents: string; daily_limit_cents: string; blocked_mccs: string[] }[]
   >`select credit_limit_cents, daily_limit_cents, blocked_mccs from users where id = ${userId}`;
   return row;
+}
+
+async function financialPending(userId: string): Promise<string | null | undefined> {
+  const [row] = await services.database.sql<{ pending: string | null }[]>`
+    select daily_limit_pending_cents::text as pending from users where id = ${userId}`;
+  return row?.pending;
 }
 
 async function cachedCard(userId: string, cardId: string): Promise<string | null> {
@@ -146,18 +157,19 @@ describe('card controls', () => {
       daily_limit_cents: '12345',
       blocked_mccs: ['7995', '5933'],
     });
-    // Back to the program default when the user clears their own limit.
+    // Back to the program default when the user clears their own limit: an increase, so it waits
+    // out the cool-down (DEFAULTS: a day) while the lower limit stays in force.
     await setControls(userId, 'daily_limit_cents = null');
     await waitFor(
-      async () =>
-        (await services.redis.hget(account, ACCOUNT.dailyLimitCents)) === '500000' ? true : undefined,
+      async () => ((await financialPending(userId)) === '500000' ? true : undefined),
       1_000,
     );
+    expect(await services.redis.hget(account, ACCOUNT.dailyLimitCents)).toBe('12345');
     // Drop the cache and rebuild it from Postgres: the same controls come back.
     const keys = userKeys(services.prefix, userId);
     await services.redis.del(keys.account, keys.cards);
     await ensureAccount(services.redis, services.database.sql, services.prefix, userId);
-    expect(await services.redis.hget(account, ACCOUNT.dailyLimitCents)).toBe('500000');
+    expect(await services.redis.hget(account, ACCOUNT.dailyLimitCents)).toBe('12345');
     expect(await services.redis.hget(account, ACCOUNT.blockedMccs)).toBe('7995,5933');
     expect(await cachedCard(userId, cardId)).toBe('active|1');
   });
