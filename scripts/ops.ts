@@ -30,7 +30,11 @@ async function openDeps(): Promise<ControlsDeps> {
       applicationName: 'ops',
     });
     const redis = createRedis({ url: config.REDIS_URL, connectionName: 'ops', commandTimeoutMs: 5_000 });
-    Object.assign(open, { database, redis, deps: { sql: database.sql, redis, prefix: config.REDIS_KEY_PREFIX } });
+    Object.assign(open, {
+      database,
+      redis,
+      deps: { sql: database.sql, redis, prefix: config.REDIS_KEY_PREFIX },
+    });
   }
   return open.deps as ControlsDeps;
 }

@@ -30,7 +30,8 @@ class UsageError extends Error {}
 /** Parses `1234.56` or `1234` (dollars, optional two-digit cents) into exact cents. */
 export function parseDollarsToCents(text: string): bigint {
   const match = /^(\d{1,14})(?:\.(\d{2}))?$/.exec(text);
-  if (match === null) throw new UsageError(`${JSON.stringify(text)} is not an amount in dollars like 2500.00`);
+  if (match === null)
+    throw new UsageError(`${JSON.stringify(text)} is not an amount in dollars like 2500.00`);
   return BigInt(match[1] as string) * 100n + BigInt(match[2] ?? '0');
 }
 
@@ -87,7 +88,11 @@ function command(
   summary: string,
   positionalNames: readonly string[],
   context: ControlsCommandContext,
-  act: (deps: ControlsDeps, positionals: string[], by: ChangedBy) => Promise<{ outcome: ControlsOutcome; done: string }>,
+  act: (
+    deps: ControlsDeps,
+    positionals: string[],
+    by: ChangedBy,
+  ) => Promise<{ outcome: ControlsOutcome; done: string }>,
   check: (positionals: string[]) => void = () => {},
 ): OpsCommand {
   const usage = `npm run ops -- ${name} ${positionalNames.map((n) => `<${n}>`).join(' ')} --reason "..." [--actor name]`;

@@ -15,8 +15,8 @@ import type { Sql, Tx } from '../db/client.ts';
 import { type UserControls, userControls } from '../db/queries/controls.ts';
 import { type AuditInput, insertAudit } from '../db/queries/ledger.ts';
 import { DOUBLE_EXACT_MAX } from '../money.ts';
-import type { Redis } from '../redis/client.ts';
 import { writeControls } from '../redis/account.ts';
+import type { Redis } from '../redis/client.ts';
 
 export interface ControlsDeps {
   sql: Sql;
@@ -135,7 +135,12 @@ export async function setOpsFreeze(
         action: frozen ? 'card.ops_frozen' : 'card.ops_unfrozen',
         entityType: 'card',
         entityId: cardId,
-        data: { reason: by.reason, userId: card.user_id, changed, previousReason: before?.ops_frozen_reason ?? null },
+        data: {
+          reason: by.reason,
+          userId: card.user_id,
+          changed,
+          previousReason: before?.ops_frozen_reason ?? null,
+        },
       },
     };
   });
@@ -182,11 +187,17 @@ export function setAccountSuspended(
   by: ChangedBy,
 ): Promise<ControlsOutcome> {
   const after = suspended ? 'suspended' : 'active';
-  return changeUser(deps, userId, by, suspended ? 'user.suspended' : 'user.reinstated', async (tx, status) => {
-    if (status === 'closed') return fail('account_closed', `account ${userId} is closed`);
-    await tx`update users set status = ${after} where id = ${userId}`;
-    return { field: 'status', before: status, after };
-  });
+  return changeUser(
+    deps,
+    userId,
+    by,
+    suspended ? 'user.suspended' : 'user.reinstated',
+    async (tx, status) => {
+      if (status === 'closed') return fail('account_closed', `account ${userId} is closed`);
+      await tx`update users set status = ${after} where id = ${userId}`;
+      return { field: 'status', before: status, after };
+    },
+  );
 }
 
 /** Sets the program's credit limit of a user (the cap on their borrow power). */
@@ -219,7 +230,11 @@ export function setDailyLimitCeiling(
     const [row] = await tx<{ before: string | null }[]>`
       select daily_limit_ceiling_cents::text as before from users where id = ${userId}`;
     await tx`update users set daily_limit_ceiling_cents = ${ceilingCents.toString()} where id = ${userId}`;
-    return { field: 'daily_limit_ceiling_cents', before: row?.before ?? 'none', after: ceilingCents.toString() };
+    return {
+      field: 'daily_limit_ceiling_cents',
+      before: row?.before ?? 'none',
+      after: ceilingCents.toString(),
+    };
   });
 }
 

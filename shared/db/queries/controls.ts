@@ -75,7 +75,11 @@ function dailyLimitOf(row: UserRow): DailyLimitState {
 // effectiveDailyLimitCents. Keep them in step.
 
 /** Everything a cached account needs about the user's controls. Null when the user does not exist. */
-export async function userControls(tx: Tx | Sql, userId: string, nowMs: number): Promise<UserControls | null> {
+export async function userControls(
+  tx: Tx | Sql,
+  userId: string,
+  nowMs: number,
+): Promise<UserControls | null> {
   const [user] = await tx<UserRow[]>`
     select id, status, credit_limit_cents::text, daily_limit_cents::text, daily_limit_pending_cents::text,
       daily_limit_pending_at, daily_limit_ceiling_cents::text, blocked_mccs, controls_version::text
