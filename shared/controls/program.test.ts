@@ -77,6 +77,8 @@ async function decide(app: HotPath, cardId: string, amountCents = 1_000, mcc?: s
 /**
  * Runs `change`, then swipes on every hot path until each has declined with `reason`; returns each
  * one's milliseconds from the start of the change to its first such decline (or fails after 1 s).
+ * The change's write-through is done when `change` resolves, so no swipe after it may be approved:
+ * that is asserted too (an approval could otherwise use up the credit and pass for a cut limit).
  */
 async function msUntilAllDecline(
   label: string,
@@ -89,10 +91,12 @@ async function msUntilAllDecline(
   await change();
   const changedMs = performance.now() - startedAt;
   const declinedMs: (number | null)[] = apps.map(() => null);
+  let approvedAfter = 0;
   while (declinedMs.some((ms) => ms === null) && performance.now() - startedAt < 1_000) {
     for (const [i, app] of apps.entries()) {
       if (declinedMs[i] !== null) continue;
       const d = await decide(app, cardId, amountCents);
+      if (d.approved) approvedAfter++;
       if (!d.approved && d.reason === reason) declinedMs[i] = performance.now() - startedAt;
     }
   }
@@ -100,6 +104,7 @@ async function msUntilAllDecline(
   console.log(
     `[controls] ${label}: command ${changedMs.toFixed(1)} ms; first ${reason} decline on hot path 1 at ${timings[0]?.toFixed(1)} ms, hot path 2 at ${timings[1]?.toFixed(1)} ms`,
   );
+  expect(approvedAfter).toBe(0);
   for (const ms of timings) expect(ms).toBeLessThan(1_000);
   return timings;
 }
