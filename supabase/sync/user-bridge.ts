@@ -113,9 +113,16 @@ export function createUserBridge(options: UserBridgeOptions): UserBridge {
    */
   async function drain(): Promise<DrainResult> {
     const total = await drainOutbox();
-    total.increasesApplied = await applyDueDailyLimitIncreases({ sql: financial, redis, prefix: redisPrefix });
+    total.increasesApplied = await applyDueDailyLimitIncreases({
+      sql: financial,
+      redis,
+      prefix: redisPrefix,
+    });
     if (total.increasesApplied > 0)
-      logger.info({ users: total.increasesApplied }, 'bridge: daily limit increases applied after their cool-down');
+      logger.info(
+        { users: total.increasesApplied },
+        'bridge: daily limit increases applied after their cool-down',
+      );
     return total;
   }
 
