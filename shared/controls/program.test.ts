@@ -4,6 +4,7 @@ import { newDecisionId } from '../../hot-path/decision/engine.ts';
 import { decideFromPostgres } from '../../hot-path/decision/postgres-fallback.ts';
 import type { AuthorizationRequestEvent } from '../../hot-path/stripe/events.ts';
 import { applyUserState, type FinancialUserDefaults } from '../../supabase/sync/financial-user.ts';
+import { readTruth } from '../../supabase/sync/projection-read.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { type HotPath, post, startHotPath, testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
@@ -142,6 +143,10 @@ describe('program controls reach every hot path in under 1 s', () => {
     );
     for (const app of apps)
       expect(await decide(app, cardId)).toEqual({ approved: false, reason: 'card_frozen' });
+
+    // The dashboard projection shows the card frozen too.
+    const truth = await readTruth(services.database.sql, [userId], { activityPerUserMax: 5 });
+    expect(truth.summaries[0]?.card_status).toBe('frozen');
 
     // Lifting the ops freeze: the user's own (off) switch applies again.
     await setOpsFreeze(deps, cardId, false, { actor: 'test-ops', reason: 'cleared' });
