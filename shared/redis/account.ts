@@ -1,9 +1,10 @@
 /**
  * A user's cached account in Redis: built from Postgres (the system of record) when missing, and
  * updated in place by the services that own each part (the hot path: holds; the ledger writer and
- * lifecycle handlers: unsettled; the indexer: collateral and on-chain debt; the Supabase bridge: card
- * controls). Every change bumps the account's version, which the hot path's check-and-reserve uses to
- * detect a change between its read and its reserve.
+ * lifecycle handlers: unsettled; the indexer: collateral and on-chain debt; the controls writers — the
+ * Supabase bridge for the user's, ops commands for the program's (shared/controls/program.ts) — card
+ * status and freeze, account status and limits, via `writeControls`). Every change bumps the account's
+ * version, which the hot path's check-and-reserve uses to detect a change between its read and its reserve.
  */
 import type { CollateralHolding } from '../credit.ts';
 import type { Sql } from '../db/client.ts';
