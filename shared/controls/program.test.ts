@@ -337,6 +337,21 @@ describe('the Postgres fallback and cash withdrawals', () => {
     }
   });
 
+  it('a card the cache lacks is filled in with its ops freeze (the card-owner lookup)', async () => {
+    const { userId, cardId } = await richUser();
+    await bothApprove(cardId);
+    await setOpsFreeze(deps, cardId, true, BY);
+    // The card index and the card's entry are gone (e.g. evicted); the account itself is cached.
+    await services.redis.hdel(`${services.prefix}cards`, cardId);
+    await services.redis.hdel(userKeys(services.prefix, userId).cards, cardId);
+    const fresh = await startHotPath(services, HOT_PATH_CONFIG);
+    try {
+      expect(await decide(fresh, cardId)).toEqual({ approved: false, reason: 'card_frozen' });
+    } finally {
+      await fresh.close();
+    }
+  });
+
   it('rebuilds an account with the effective controls (ops freeze, suspension, limits)', async () => {
     const { userId, cardId } = await richUser();
     await setOpsFreeze(deps, cardId, true, BY);
