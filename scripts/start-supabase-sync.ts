@@ -56,6 +56,8 @@ const bridge = createUserBridge({
   defaults: {
     creditLimitCents: config.CREDIT_LIMIT_CENTS_DEFAULT,
     dailyLimitCents: config.DAILY_LIMIT_CENTS_DEFAULT,
+    dailyLimitCeilingCents: config.DAILY_LIMIT_CEILING_CENTS_DEFAULT,
+    dailyLimitIncreaseCooldownS: config.DAILY_LIMIT_INCREASE_COOLDOWN_S,
   },
   limits,
   metrics,

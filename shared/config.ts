@@ -119,6 +119,12 @@ const schema = z.object({
     .default(['7995', '6051']),
   VELOCITY_LIMIT_PER_MIN: integer(1, 10_000).default(20),
   DAILY_LIMIT_CENTS_DEFAULT: bigintString.default(500_000n),
+  // The program's ceiling on a new user's daily limit (docs/controls.md); ops change it per user.
+  DAILY_LIMIT_CEILING_CENTS_DEFAULT: bigintString.default(1_000_000n),
+  // A user's daily limit increase waits this long before it applies; a decrease applies at once.
+  DAILY_LIMIT_INCREASE_COOLDOWN_S: integer(0, 30 * 86_400).default(86_400),
+  // Cash withdrawals (MCC 6010 manual cash, 6011 ATM): block (default) or allow for every user.
+  CASH_WITHDRAWAL_POLICY: z.enum(['block', 'allow']).default('block'),
   CREDIT_LIMIT_CENTS_DEFAULT: bigintString.default(2_500_000n),
   HOLD_TTL_S: integer(60, 40 * 86_400).default(7 * 86_400),
   HOLD_TTL_LODGING_S: integer(60, 40 * 86_400).default(31 * 86_400),

@@ -33,7 +33,7 @@ export function createCardOwners(deps: { redis: Redis; sql: Sql; prefix: string 
       // of record, and put the card into the user's cached account too if that account is cached
       // already (an account built before the card existed would otherwise answer unknown_card).
       const rows = await sql<{ user_id: string; status: CardState['status']; frozen: boolean }[]>`
-        select user_id, status, frozen from cards where id = ${cardId}`;
+        select user_id, status, (frozen or ops_frozen) as frozen from cards where id = ${cardId}`;
       const row = rows[0];
       userId = row?.user_id ?? null;
       if (row !== undefined) {

@@ -14,6 +14,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import type { Config } from '../../shared/config.ts';
+import { globallyBlockedMccs } from '../../shared/controls/cash-policy.ts';
 import { borrowPower, type CollateralHolding } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import type { DecisionReason, DecisionRecord } from '../../shared/outbox.ts';
@@ -48,6 +49,7 @@ export type DecisionSettings = Pick<
   Config,
   | 'REDIS_KEY_PREFIX'
   | 'BLOCKED_MCCS'
+  | 'CASH_WITHDRAWAL_POLICY'
   | 'VELOCITY_LIMIT_PER_MIN'
   | 'HOLD_TTL_S'
   | 'HOLD_TTL_LODGING_S'
@@ -120,7 +122,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
   const now = deps.now ?? Date.now;
   const prefix = settings.REDIS_KEY_PREFIX;
   const cardOwners = deps.cardOwners ?? createCardOwners({ redis, sql, prefix });
-  const blocked = new Set(settings.BLOCKED_MCCS);
+  const blocked = globallyBlockedMccs(settings);
   const lease =
     deps.lease ?? createRedisLease({ sql, redis, prefix, leaseMs: settings.REDIS_DECIDER_LEASE_MS });
   const onRedisFailure = deps.onRedisFailure ?? (() => {});

@@ -18,8 +18,10 @@
  * - its statements time out with the budget, and it refuses to commit once the answer's deadline has
  *   passed, so a transaction that outlives the answer rolls back.
  */
+import { globallyBlockedMccs } from '../../shared/controls/cash-policy.ts';
 import { borrowPower } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
+import { cardControlsForDecision } from '../../shared/db/queries/controls.ts';
 import { cardMovementEntries, insertAudit, insertTransfers } from '../../shared/db/queries/ledger.ts';
 import { usdcToCentsCeil } from '../../shared/money.ts';
 import type { DecisionReason } from '../../shared/outbox.ts';
@@ -103,18 +105,9 @@ export async function decideFromPostgres(
         },
       };
     }
-    const [card] = await tx<
-      {
-        user_id: string;
-        status: string;
-        frozen: boolean;
-        user_status: string;
-        credit_limit_cents: string;
-        daily_limit_cents: string;
-        blocked_mccs: string[];
-      }[]
-    >`select c.user_id, c.status, c.frozen, u.status as user_status, u.credit_limit_cents, u.daily_limit_cents, u.blocked_mccs
-      from cards c join users u on u.id = c.user_id where c.id = ${auth.card.id}`;
+    // The effective controls (ops or user freeze, suspension, credit limit, daily limit after its
+    // cool-down and under the ceiling), read as the Redis account builder reads them.
+    const card = await cardControlsForDecision(tx, auth.card.id, deps.now());
     const nowMs = deps.now();
     const userId = card?.user_id ?? null;
     let outcome: { reason: DecisionReason; grantedCents: bigint } = {
@@ -161,7 +154,7 @@ export async function decideFromPostgres(
         cardFrozen: card.frozen,
         accountStatus: card.user_status,
         merchantCategoryCode: mcc,
-        globallyBlockedMccs: new Set(deps.settings.BLOCKED_MCCS),
+        globallyBlockedMccs: globallyBlockedMccs(deps.settings),
         userBlockedMccs: card.blocked_mccs,
         authorizationTerminal: existing[0] !== undefined && existing[0].status !== 'pending',
         decisionsLastMinute: recent[0]?.n ?? 0,

@@ -36,7 +36,16 @@ const cents = (name: string) => bigint(name, { mode: 'bigint' });
 const createdAt = () => timestamp('created_at', { withTimezone: true }).notNull().defaultNow();
 const updatedAt = () => timestamp('updated_at', { withTimezone: true }).notNull().defaultNow();
 
-/** One per Supabase user; the id is the Supabase `auth.users.id`. */
+/**
+ * One per Supabase user; the id is the Supabase `auth.users.id`.
+ *
+ * Who owns which column (docs/controls.md): the program (ops commands, shared/controls/program.ts)
+ * owns `status`, `credit_limit_cents` and `daily_limit_ceiling_cents`; the user (through the Supabase
+ * bridge) owns `daily_limit_cents` (the limit in force), `daily_limit_pending_*` (an increase waiting
+ * out its cool-down) and `blocked_mccs`. The bridge's database role may not write the program's columns.
+ * The daily limit a decision uses is min(the user's limit in force, or the pending one once due;
+ * the ceiling) — shared/db/queries/controls.ts.
+ */
 export const users = pgTable(
   'users',
   {
@@ -46,18 +55,42 @@ export const users = pgTable(
       .default('active'),
     creditLimitCents: cents('credit_limit_cents').notNull(),
     dailyLimitCents: cents('daily_limit_cents').notNull(),
+    /** An increase the user asked for, applied once `daily_limit_pending_at` has passed. */
+    dailyLimitPendingCents: cents('daily_limit_pending_cents'),
+    dailyLimitPendingAt: timestamp('daily_limit_pending_at', { withTimezone: true }),
+    /** The program's cap on the user's daily limit; null: none (users the bridge did not create). */
+    dailyLimitCeilingCents: cents('daily_limit_ceiling_cents'),
     blockedMccs: text('blocked_mccs').array().notNull().default(sql`'{}'::text[]`),
+    /**
+     * Bumped by every change of a control (user's or program's) in the changing transaction, which
+     * holds this row's lock: the write-through to Redis carries it, so an older write arriving late
+     * is ignored (shared/redis/account.ts writeControls).
+     */
+    controlsVersion: bigint('controls_version', { mode: 'bigint' }).notNull().default(sql`0`),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
   },
   (t) => [
     index('users_updated_at_idx').on(t.updatedAt),
+    index('users_daily_limit_pending_at_idx')
+      .on(t.dailyLimitPendingAt)
+      .where(sql`${t.dailyLimitPendingAt} is not null`),
     check('users_credit_limit_nonneg', sql`${t.creditLimitCents} >= 0`),
     check('users_daily_limit_nonneg', sql`${t.dailyLimitCents} >= 0`),
+    check('users_daily_limit_ceiling_nonneg', sql`${t.dailyLimitCeilingCents} >= 0`),
+    check(
+      'users_daily_limit_pending_pair',
+      sql`(${t.dailyLimitPendingCents} is null) = (${t.dailyLimitPendingAt} is null)`,
+    ),
   ],
 );
 
-/** Stripe Issuing cards. `frozen` is the user's own switch (from Supabase card_controls). */
+/**
+ * Stripe Issuing cards. A card is frozen when either switch is on: `frozen` is the user's own (from
+ * Supabase card_controls, written by the bridge), `ops_frozen` the program's (ops commands, with who,
+ * why and when). The bridge's database role can write only `frozen`, so a user's unfreeze can never
+ * undo an ops freeze.
+ */
 export const cards = pgTable(
   'cards',
   {
@@ -69,6 +102,10 @@ export const cards = pgTable(
       .notNull()
       .default('active'),
     frozen: boolean('frozen').notNull().default(false),
+    opsFrozen: boolean('ops_frozen').notNull().default(false),
+    opsFrozenReason: text('ops_frozen_reason'),
+    opsFrozenBy: text('ops_frozen_by'),
+    opsFrozenAt: timestamp('ops_frozen_at', { withTimezone: true }),
     last4: text('last4'),
     createdAt: createdAt(),
     updatedAt: updatedAt(),

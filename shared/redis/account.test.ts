@@ -1,15 +1,17 @@
 // Proves a cache rebuild can never install a Postgres snapshot older than a change a writer made
-// meanwhile (the freeze race), and that the bulk warm-up builds missing accounts without touching cached ones.
+// meanwhile (the freeze race), that a controls write arriving after a newer one is refused (by the controls
+// version), and that the bulk warm-up builds missing accounts without touching cached ones.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
+import { userControls } from '../db/queries/controls.ts';
 import {
   accountFromPostgres,
-  applyCardControls,
   ensureAccount,
   installAccount,
   readChanges,
   warmAccounts,
+  writeControls,
 } from './account.ts';
 import { userKeys } from './keys.ts';
 
@@ -30,11 +32,29 @@ describe('cache rebuild against concurrent writers', () => {
     const stale = await accountFromPostgres(sql, userId, now);
     // The bridge freezes the card: Postgres first, then the cache (which is not built yet).
     await sql`update cards set frozen = true where id = ${cardId}`;
-    expect(await applyCardControls(services.redis, services.prefix, userId, { frozen: true })).toBe(false);
+    const controls = await userControls(sql, userId, now);
+    expect(await writeControls(services.redis, services.prefix, controls!)).toBe('not_cached');
     expect(await installAccount(services.redis, services.prefix, stale!, now, changesBefore)).toBe('changed');
     expect(await services.redis.exists(userKeys(services.prefix, userId).account)).toBe(0);
     expect(await ensureAccount(services.redis, sql, services.prefix, userId, now)).toBe(true);
     expect(await services.redis.hget(userKeys(services.prefix, userId).cards, cardId)).toBe('active|1');
+  });
+
+  it('keeps the newest controls when two writers write to Redis out of commit order', async () => {
+    const { sql } = services.database;
+    const { userId, cardId } = await seedUser(sql, {});
+    await ensureAccount(services.redis, sql, services.prefix, userId);
+    // Writer 1 commits an ops freeze and reads its controls; writer 2 commits the unfreeze after it.
+    await sql`update cards set ops_frozen = true where id = ${cardId}`;
+    await sql`update users set controls_version = controls_version + 1 where id = ${userId}`;
+    const older = await userControls(sql, userId, Date.now());
+    await sql`update cards set ops_frozen = false where id = ${cardId}`;
+    await sql`update users set controls_version = controls_version + 1 where id = ${userId}`;
+    const newer = await userControls(sql, userId, Date.now());
+    // Writer 2's Redis write arrives first; writer 1's late write must not bring the freeze back.
+    expect(await writeControls(services.redis, services.prefix, newer!)).toBe('written');
+    expect(await writeControls(services.redis, services.prefix, older!)).toBe('stale');
+    expect(await services.redis.hget(userKeys(services.prefix, userId).cards, cardId)).toBe('active|0');
   });
 
   it('installs once and reports an account that is already present', async () => {

@@ -1,21 +1,20 @@
 /**
  * A user's cached account in Redis: built from Postgres (the system of record) when missing, and
  * updated in place by the services that own each part (the hot path: holds; the ledger writer and
- * lifecycle handlers: unsettled; the indexer: collateral and on-chain debt; the Supabase bridge: card
- * controls). Every change bumps the account's version, which the hot path's check-and-reserve uses to
- * detect a change between its read and its reserve.
+ * lifecycle handlers: unsettled; the indexer: collateral and on-chain debt; the controls writers — the
+ * Supabase bridge for the user's, ops commands for the program's (shared/controls/program.ts) — card
+ * status and freeze, account status and limits, via `writeControls`). Every change bumps the account's
+ * version, which the hot path's check-and-reserve uses to detect a change between its read and its reserve.
  */
 import type { CollateralHolding } from '../credit.ts';
 import type { Sql } from '../db/client.ts';
+import { type EffectiveCard, type UserControls, userControls } from '../db/queries/controls.ts';
 import { DOUBLE_EXACT_MAX, usdcToCentsCeil } from '../money.ts';
 import type { Redis } from './client.ts';
 import { ACCOUNT, cardIndexKey, channels, pricesKey, userKeys } from './keys.ts';
 
-export interface CardState {
-  cardId: string;
-  status: 'active' | 'inactive' | 'canceled';
-  frozen: boolean;
-}
+/** A card as the hot path sees it: `frozen` is the effective freeze (the user's or the program's). */
+export type CardState = EffectiveCard;
 
 export interface OpenHold {
   authorizationId: string;
@@ -56,18 +55,16 @@ export async function accountFromPostgres(
   userId: string,
   nowMs: number,
 ): Promise<AccountSnapshot | null> {
-  const [user] = await sql<
-    { status: string; credit_limit_cents: string; daily_limit_cents: string; blocked_mccs: string[] }[]
-  >`select status, credit_limit_cents, daily_limit_cents, blocked_mccs from users where id = ${userId}`;
-  if (user === undefined) return null;
+  // The program's and the user's controls, effective values (ops freeze or user freeze; the daily
+  // limit after its cool-down and under the ceiling): the same reading the Postgres fallback uses.
+  const user = await userControls(sql, userId, nowMs);
+  if (user === null) return null;
   const dayStart = new Date(Math.floor(nowMs / 86_400_000) * 86_400_000);
-  const [account, positions, cards, holds, spent] = await Promise.all([
+  const [account, positions, holds, spent] = await Promise.all([
     sql<{ debt_onchain_usdc: string; unsettled_cents: string; holds_cents: string }[]>`
       select debt_onchain_usdc::text, unsettled_cents, holds_cents from credit_accounts where user_id = ${userId}`,
     sql<{ asset_id: string; collateral_base: string; pending_withdrawal_base: string }[]>`
       select asset_id, collateral_base::text, pending_withdrawal_base::text from positions where user_id = ${userId}`,
-    sql<{ id: string; status: CardState['status']; frozen: boolean }[]>`
-      select id, status, frozen from cards where user_id = ${userId}`,
     sql<{ id: string; held_cents: string; expires_at: Date | null }[]>`
       select id, held_cents, expires_at from authorizations
       where user_id = ${userId} and held_cents > 0 and status in ('pending', 'closed')`,
@@ -79,9 +76,9 @@ export async function accountFromPostgres(
   return {
     userId,
     status: user.status,
-    creditLimitCents: BigInt(user.credit_limit_cents),
-    dailyLimitCents: BigInt(user.daily_limit_cents),
-    blockedMccs: user.blocked_mccs,
+    creditLimitCents: user.creditLimitCents,
+    dailyLimitCents: user.dailyLimitCents,
+    blockedMccs: user.blockedMccs,
     debtOnchainUsdc: BigInt(acct?.debt_onchain_usdc ?? '0'),
     unsettledCents: BigInt(acct?.unsettled_cents ?? '0'),
     holdsCents: BigInt(acct?.holds_cents ?? '0'),
@@ -91,7 +88,7 @@ export async function accountFromPostgres(
         { amountBase: BigInt(p.collateral_base), pendingWithdrawalBase: BigInt(p.pending_withdrawal_base) },
       ]),
     ),
-    cards: cards.map((c) => ({ cardId: c.id, status: c.status, frozen: c.frozen })),
+    cards: user.cards,
     holds: holds.map((h) => ({
       authorizationId: h.id,
       heldCents: BigInt(h.held_cents),
@@ -301,55 +298,69 @@ export async function writeChainState(
   return result === 1;
 }
 
-export interface CardControls {
-  frozen?: boolean;
-  dailyLimitCents?: bigint;
-  blockedMccs?: string[];
-}
-
-const APPLY_CONTROLS = `
+// Writes the effective controls of one user (absolute values read from Postgres in the changing
+// transaction) unless a newer write got there first. KEYS: 1 account, 2 cards, 3 changes, 4 controls
+// version. ARGV: 1 controls version, 2 status, 3 credit limit, 4 daily limit, 5 blocked MCCs,
+// 6 card count, then cardId, "status|frozen" pairs. Returns 1 written, 0 not cached, -1 stale.
+const WRITE_CONTROLS = `
 redis.call('INCR', KEYS[3])
+if tonumber(ARGV[1]) <= tonumber(redis.call('GET', KEYS[4]) or '-1') then return -1 end
+redis.call('SET', KEYS[4], ARGV[1], 'EX', 2592000)
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'dlim', ARGV[1]) end
-if ARGV[2] ~= '-' then redis.call('HSET', KEYS[1], 'mcc', ARGV[2]) end
-if ARGV[3] ~= '' then
-  local cards = redis.call('HGETALL', KEYS[2])
-  for i = 1, #cards, 2 do
-    if ARGV[4] == '' or cards[i] == ARGV[4] then
-      local status = string.match(cards[i + 1], '^([^|]*)')
-      redis.call('HSET', KEYS[2], cards[i], status .. '|' .. ARGV[3])
-    end
-  end
+redis.call('HSET', KEYS[1], 'st', ARGV[2], 'lim', ARGV[3], 'dlim', ARGV[4], 'mcc', ARGV[5])
+local at = 7
+for i = 1, tonumber(ARGV[6]) do
+  redis.call('HSET', KEYS[2], ARGV[at], ARGV[at + 1])
+  at = at + 2
 end
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 return 1
 `;
 
 /**
- * Applies the user's card controls to the cached account (after they were written to Postgres).
- * `cardId` limits a freeze to one card; without it every card of the user is affected.
+ * The key of the last controls version written to a user's cache (beside the account hash, in its
+ * shard). Not a field of the account hash: it outlives a rebuild, so a late, older write stays refused.
  */
-export async function applyCardControls(
+export function controlsVersionKey(prefix: string, userId: string): string {
+  return `${userKeys(prefix, userId).account}:cv`;
+}
+
+/**
+ * Write-through of a user's controls after the transaction that changed them committed: card
+ * status and freeze (the user's or the program's), account status, credit limit, daily limit and
+ * blocked categories, all absolute. Every change bumps the change counter (a rebuild that read
+ * Postgres before it will not install) and the account version (every hot-path process re-reads its
+ * snapshot, which holds the credit limit). `controls.controlsVersion` orders concurrent writers: the
+ * one whose transaction committed last wins even if its Redis write arrives first.
+ * Returns 'written', 'not_cached' (built from Postgres on first use) or 'stale' (a newer write won).
+ */
+export async function writeControls(
   redis: Redis,
   prefix: string,
-  userId: string,
-  controls: CardControls,
-  cardId?: string,
-): Promise<boolean> {
-  const keys = userKeys(prefix, userId);
-  if (controls.dailyLimitCents !== undefined) assertDoubleExact('dailyLimitCents', controls.dailyLimitCents);
+  controls: UserControls,
+): Promise<'written' | 'not_cached' | 'stale'> {
+  assertDoubleExact('creditLimitCents', controls.creditLimitCents);
+  assertDoubleExact('dailyLimitCents', controls.dailyLimitCents);
+  const keys = userKeys(prefix, controls.userId);
   const result = await redis.eval(
-    APPLY_CONTROLS,
-    3,
+    WRITE_CONTROLS,
+    4,
     keys.account,
     keys.cards,
     keys.changes,
-    controls.dailyLimitCents?.toString() ?? '',
-    controls.blockedMccs === undefined ? '-' : controls.blockedMccs.join(','),
-    controls.frozen === undefined ? '' : controls.frozen ? '1' : '0',
-    cardId ?? '',
+    controlsVersionKey(prefix, controls.userId),
+    controls.controlsVersion.toString(),
+    controls.status,
+    controls.creditLimitCents.toString(),
+    controls.dailyLimitCents.toString(),
+    controls.blockedMccs.join(','),
+    controls.cards.length,
+    ...controls.cards.flatMap((card) => [card.cardId, encodeCard(card)]),
   );
-  return result === 1;
+  if (controls.cards.length > 0) {
+    await redis.hset(cardIndexKey(prefix), ...controls.cards.flatMap((c) => [c.cardId, controls.userId]));
+  }
+  return result === 1 ? 'written' : result === 0 ? 'not_cached' : 'stale';
 }
 
 // Bumps the change counter (a rebuild in flight will re-read) and updates a cached account's card.

@@ -33,7 +33,12 @@ beforeAll(async () => {
     financial: services.database.sql,
     redis: services.redis,
     redisPrefix: services.prefix,
-    defaults: { creditLimitCents: 2_500_000n, dailyLimitCents: 500_000n },
+    defaults: {
+      creditLimitCents: 2_500_000n,
+      dailyLimitCents: 500_000n,
+      dailyLimitCeilingCents: 1_000_000n,
+      dailyLimitIncreaseCooldownS: 86_400,
+    },
     limits: defaultSyncLimits,
     metrics: createSyncMetrics(),
     logger: { info() {}, warn() {}, error() {} },

@@ -111,7 +111,7 @@ export async function readTruth(
         select user_id, asset_id, collateral_base::text, pending_withdrawal_base::text
         from positions where user_id = any(${ids}::uuid[])`,
         tx<{ user_id: string; status: string; frozen: boolean }[]>`
-        select user_id, status, frozen from cards where user_id = any(${ids}::uuid[])
+        select user_id, status, (frozen or ops_frozen) as frozen from cards where user_id = any(${ids}::uuid[])
         order by created_at desc, id desc`,
         tx<
           (AssetRiskRow & { token_address: string })[]

@@ -17,7 +17,12 @@ import { createSyncMetrics } from './metrics.ts';
 import { createUserBridge, type UserBridge } from './user-bridge.ts';
 
 const silent = { info() {}, warn() {}, error() {} };
-const DEFAULTS = { creditLimitCents: 2_500_000n, dailyLimitCents: 500_000n };
+const DEFAULTS = {
+  creditLimitCents: 2_500_000n,
+  dailyLimitCents: 500_000n,
+  dailyLimitCeilingCents: 1_000_000n,
+  dailyLimitIncreaseCooldownS: 86_400,
+};
 
 let services: TestServices;
 let sb: SupabaseTestDatabase;
@@ -44,6 +49,12 @@ async function financialUser(userId: string) {
     { credit_limit_cents: string; daily_limit_cents: string; blocked_mccs: string[] }[]
   >`select credit_limit_cents, daily_limit_cents, blocked_mccs from users where id = ${userId}`;
   return row;
+}
+
+async function financialPending(userId: string): Promise<string | null | undefined> {
+  const [row] = await services.database.sql<{ pending: string | null }[]>`
+    select daily_limit_pending_cents::text as pending from users where id = ${userId}`;
+  return row?.pending;
 }
 
 async function cachedCard(userId: string, cardId: string): Promise<string | null> {
@@ -146,20 +157,55 @@ describe('card controls', () => {
       daily_limit_cents: '12345',
       blocked_mccs: ['7995', '5933'],
     });
-    // Back to the program default when the user clears their own limit.
+    // Back to the program default when the user clears their own limit: an increase, so it waits
+    // out the cool-down (DEFAULTS: a day) while the lower limit stays in force.
     await setControls(userId, 'daily_limit_cents = null');
-    await waitFor(
-      async () =>
-        (await services.redis.hget(account, ACCOUNT.dailyLimitCents)) === '500000' ? true : undefined,
-      1_000,
-    );
+    await waitFor(async () => ((await financialPending(userId)) === '500000' ? true : undefined), 1_000);
+    expect(await services.redis.hget(account, ACCOUNT.dailyLimitCents)).toBe('12345');
     // Drop the cache and rebuild it from Postgres: the same controls come back.
     const keys = userKeys(services.prefix, userId);
     await services.redis.del(keys.account, keys.cards);
     await ensureAccount(services.redis, services.database.sql, services.prefix, userId);
-    expect(await services.redis.hget(account, ACCOUNT.dailyLimitCents)).toBe('500000');
+    expect(await services.redis.hget(account, ACCOUNT.dailyLimitCents)).toBe('12345');
     expect(await services.redis.hget(account, ACCOUNT.blockedMccs)).toBe('7995,5933');
     expect(await cachedCard(userId, cardId)).toBe('active|1');
+  });
+
+  it('applies a daily limit increase on the drain after its cool-down ends, capped by the ceiling', async () => {
+    const { userId } = await bridgedUserWithCard();
+    const account = userKeys(services.prefix, userId).account;
+    await setControls(userId, 'daily_limit_cents = 100000000');
+    await waitFor(async () => ((await financialPending(userId)) === '100000000' ? true : undefined), 1_000);
+    expect(await services.redis.hget(account, ACCOUNT.dailyLimitCents)).toBe('500000');
+    // The cool-down (a day in DEFAULTS) has run out.
+    await services.database
+      .sql`update users set daily_limit_pending_at = now() - interval '1 second' where id = ${userId}`;
+    // The next drain (here called at once; the bridge runs one at least every bridgePollIntervalMs)
+    // applies it. A drain the bridge was running by itself may have got there first: both are fine.
+    const leader = bridges.find((b) => b.isLeader());
+    await leader!.drain();
+    expect(await services.redis.hget(account, ACCOUNT.dailyLimitCents)).toBe('1000000');
+    expect(await financialPending(userId)).toBe(null);
+  });
+
+  it("runs as a role that cannot write the program's controls", async () => {
+    const { userId, cardId } = await bridgedUserWithCard();
+    const url = new URL(services.databaseUrl);
+    url.username = 'credana_supabase_sync';
+    const asBridge = postgres(url.toString(), { max: 1, onnotice: () => {} });
+    try {
+      for (const statement of [
+        `update users set status = 'active' where id = '${userId}'`,
+        `update users set credit_limit_cents = 1 where id = '${userId}'`,
+        `update users set daily_limit_ceiling_cents = 1 where id = '${userId}'`,
+        `update cards set ops_frozen = false where id = '${cardId}'`,
+      ]) {
+        await expect(asBridge.unsafe(statement), statement).rejects.toThrow(/permission denied/);
+      }
+      await asBridge.unsafe(`update cards set frozen = false where id = '${cardId}'`);
+    } finally {
+      await asBridge.end({ timeout: 5 });
+    }
   });
 
   it('writes nothing for an update that changes no control', async () => {

@@ -8,13 +8,16 @@
  * notification (bridge down, connection dropped) delays a change, never loses it — the bridge drains
  * the outbox on start, on every (re)connection of its listener, and every `bridgePollIntervalMs`.
  * For each user it reads the current `card_controls` row (never the notification's payload) and
- * writes absolute values, so repeats and reordering converge on the latest state.
+ * writes absolute values, so repeats and reordering converge on the latest state. It writes only the
+ * user's own controls (financial-user.ts); the program's (ops freeze, suspension, credit limit, daily
+ * limit ceiling) are never touched, and its database role could not.
  *
  * It is an invariant that one bridge process applies changes at a time: a session advisory lock on
  * the connection that also does the outbox work. A standby process waits for the lock. (Two
  * interleaved bridges could otherwise write an older state after a newer one.)
  */
 import type postgres from 'postgres';
+import { applyDueDailyLimitIncreases } from '../../shared/controls/program.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { applyUserState, type FinancialUserDefaults } from './financial-user.ts';
@@ -49,6 +52,8 @@ export interface UserBridgeOptions {
 export interface DrainResult {
   rows: number;
   users: number;
+  /** Daily limit increases whose cool-down ended, applied by this drain's sweep. */
+  increasesApplied: number;
 }
 
 export interface UserBridge {
@@ -101,10 +106,30 @@ export function createUserBridge(options: UserBridgeOptions): UserBridge {
     return false;
   }
 
+  /**
+   * Drains the outbox, then applies the daily limit increases whose cool-down has ended (the sweep
+   * runs here because the bridge is the one always-running owner of the user's limits: it runs at
+   * least every `bridgePollIntervalMs`, and only on the lock holder).
+   */
   async function drain(): Promise<DrainResult> {
+    const total = await drainOutbox();
+    total.increasesApplied = await applyDueDailyLimitIncreases({
+      sql: financial,
+      redis,
+      prefix: redisPrefix,
+    });
+    if (total.increasesApplied > 0)
+      logger.info(
+        { users: total.increasesApplied },
+        'bridge: daily limit increases applied after their cool-down',
+      );
+    return total;
+  }
+
+  async function drainOutbox(): Promise<DrainResult> {
     const c = conn;
     if (c === null) throw new Error('user bridge: drain() without the lock (call start() first)');
-    const total: DrainResult = { rows: 0, users: 0 };
+    const total: DrainResult = { rows: 0, users: 0, increasesApplied: 0 };
     for (;;) {
       const rows = await c<OutboxRow[]>`
         select id::text, user_id from credana_sync.outbox order by id limit ${limits.bridgeBatchMax}`;
