@@ -62,6 +62,8 @@ export const PUBLIC_SECRETS: ReadonlySet<string> = new Set([
   'whsec_second_secret_for_the_roll', // shared/config.test.ts
   // QStash signing keys of hot-path/outbox/qstash.test.ts and scripts/reconcile/http.test.ts
   'sig_current_signing_key_for_tests_01',
+  'sig_current_signing_key_for_order_1', // hot-path/outbox/qstash-order.test.ts
+  'sig_next_signing_key_for_order_0002',
   'sig_next_signing_key_for_tests_0002',
   'sig_someone_else_entirely_000',
   'sig_current_key_for_tests_000001',
