@@ -31,6 +31,8 @@ export const limits = {
   lagSampleIntervalMs: 500,
   /** Error text kept in a dead-letter entry. */
   deadLetterErrorCharsMax: 1_000,
+  /** Dead letters listed at once (`npm run ops -- dead-letters`). */
+  deadLettersListedMax: 200,
 } as const;
 
 export function assertLimits(batchMax: number, batchWaitMs: number): void {
