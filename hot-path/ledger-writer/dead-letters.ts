@@ -211,13 +211,13 @@ export async function replayDeadLetter(options: ReplayOptions): Promise<ReplayRe
   const { redis, sql, prefix, id } = options;
   const letter = await readDeadLetter(redis, prefix, id);
   if (letter === null) {
-    const [done] = await sql<{ actor: string; created_at: Date }[]>`
-      select actor, created_at from audit_log
+    const [done] = await sql<{ actor: string; at: Date }[]>`
+      select actor, at from audit_log
       where action = ${REPLAY_ACTION} and entity_type = 'dead_letter' and entity_id = ${id}
       order by id limit 1`;
     return done === undefined
       ? { state: 'not_found' }
-      : { state: 'already_replayed', at: done.created_at, actor: done.actor };
+      : { state: 'already_replayed', at: done.at, actor: done.actor };
   }
   const parsed = parseEntry({ stream: letter.source.stream, id: letter.source.id, fields: letter.fields });
   if (!parsed.ok) return { state: 'unreplayable', error: parsed.error };
