@@ -197,7 +197,8 @@ export interface ReplayOptions {
   apply?: ApplyOptions;
 }
 
-function errorText(error: unknown): string {
+/** `<SQLSTATE>: <message>` of an error, bounded; never the statement's parameters or detail. */
+export function errorText(error: unknown): string {
   const e = error as { code?: unknown; message?: unknown } | null;
   const text = `${typeof e?.code === 'string' ? `${e.code}: ` : ''}${typeof e?.message === 'string' ? e.message : String(error)}`;
   return text.slice(0, limits.deadLetterErrorCharsMax);

@@ -42,6 +42,7 @@ import {
   type DeadLetterProblem,
   deadLetterFields,
   deadLetterMember,
+  errorText,
   missesMoney,
   summarize,
 } from './dead-letters.ts';
@@ -99,12 +100,6 @@ export function isRetryable(error: unknown): boolean {
   // connection, 40 conflicts, 42 permissions, 53 resources, 55 lock not available, 57 shutdown or
   // timeout, 58/XX system) is the environment's, and must not dead-letter good entries.
   return !(code.startsWith('22') || code.startsWith('23'));
-}
-
-function errorText(error: unknown): string {
-  const e = error as { code?: unknown; message?: unknown };
-  const text = `${typeof e?.code === 'string' ? `${e.code}: ` : ''}${typeof e?.message === 'string' ? e.message : String(error)}`;
-  return text.slice(0, limits.deadLetterErrorCharsMax);
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
