@@ -4,7 +4,8 @@
  * and records who (`--actor`, default the OS user) and why in the audit log.
  *
  * Exit status: 0 done, 1 failed, 2 bad input (one clear line on stderr).
- * Commands: scripts/ops/controls.ts (program controls, docs/controls.md).
+ * Commands: scripts/ops/controls.ts (program controls, docs/controls.md), scripts/ops/dead-letters.ts
+ * (the ledger writer's dead letters, docs/ledger.md).
  */
 import { configFromProcess } from '../shared/config.ts';
 import type { ControlsDeps } from '../shared/controls/program.ts';
@@ -12,6 +13,7 @@ import { createDatabase, type Database } from '../shared/db/client.ts';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
 import type { OpsCommand, OpsIo } from './ops/command.ts';
 import { controlsCommands } from './ops/controls.ts';
+import { deadLetterCommands } from './ops/dead-letters.ts';
 
 const io: OpsIo = {
   out: (line) => process.stdout.write(`${line}\n`),
@@ -39,7 +41,7 @@ async function openDeps(): Promise<ControlsDeps> {
   return open.deps as ControlsDeps;
 }
 
-const commands: OpsCommand[] = [...controlsCommands({ deps: openDeps })];
+const commands: OpsCommand[] = [...controlsCommands({ deps: openDeps }), ...deadLetterCommands];
 const byName = new Map(commands.map((c) => [c.name, c]));
 
 function help(name: string | undefined): number {

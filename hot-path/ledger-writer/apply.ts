@@ -1,13 +1,22 @@
 /**
- * Applies outbox entries to the financial database, one Postgres transaction per batch.
+ * Applies outbox entries to the financial database, in two transactions per batch: the money, then
+ * the archive.
  *
- * Exactly once: every effect hangs off a natural key inserted with ON CONFLICT DO NOTHING in the same
- * transaction — the ledger transfer's `ref` (`hold:<eventId>` for a decision's hold, the same ref the
- * Postgres fallback books, and `lifecycle:<eventId>` for a lifecycle movement), or for records that move
- * no money the decision's `event_id` / the card event's `(id, created_at)`. A record's deltas reach
- * credit_accounts and authorizations only when its key was new in this transaction. A concurrent writer
- * inserting the same key waits on the unique index until we commit and then finds it taken, so two
- * writers, replays and re-deliveries after a crash never double anything.
+ * The money transaction holds every effect that must be atomic with its natural key: the ledger
+ * transfer keyed by `ref` (`hold:<eventId>` for a decision's hold, the same ref the Postgres fallback
+ * books, and `lifecycle:<eventId>` for a lifecycle movement), a decision's row keyed by `event_id`, the
+ * balances in credit_accounts and authorizations, and the audit rows. The archive transaction holds
+ * the raw Stripe events (card_events, keyed by `(id, created_at)`) and the effects of lifecycle
+ * records that move no money (an authorization's status), whose key is their card_events row. The two
+ * do not share a transaction, so an event Postgres cannot archive (say, a `\u0000` jsonb refuses)
+ * never holds back a money movement, and a money movement Postgres rejects never loses its event.
+ * Both are attempted for every batch; a failure of the archive alone is thrown as an ArchiveError, so
+ * the writer can tell that the money of such an entry is already written.
+ *
+ * Exactly once: every key is inserted with ON CONFLICT DO NOTHING in the transaction of its effects,
+ * and the effects apply only when the key was new in it. A concurrent writer inserting the same key
+ * waits on the unique index until we commit and then finds it taken, so two writers, replays and
+ * re-deliveries after a crash never double anything.
  *
  * Postgres applies exactly the deltas Redis made (the stream's outcome fields), never re-derives them:
  * that is what keeps credit_accounts equal to Redis's account hash.
@@ -412,9 +421,31 @@ const bySortKey =
   };
 
 /**
- * Applies `entries` (in stream order per shard) in one transaction. Idempotent: applying the same
- * entries again, concurrently or later, changes nothing. Throws on any database error, leaving nothing
- * applied; the caller decides between retrying and isolating a poison entry.
+ * The archive of an entry (its card_events row) failed while its money, if any, is written. Carries
+ * the database error's `code`, so retry decisions treat it like the error itself.
+ */
+export class ArchiveError extends Error {
+  readonly code: unknown;
+  constructor(override readonly cause: unknown) {
+    const e = cause as { code?: unknown; message?: unknown } | null;
+    super(`archive: ${typeof e?.message === 'string' ? e.message : String(cause)}`);
+    this.name = 'ArchiveError';
+    this.code = e?.code;
+  }
+}
+
+/** Postgres's data exceptions (22) and integrity violations (23): the record's fault, not the server's. */
+function isDataError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && (code.startsWith('22') || code.startsWith('23'));
+}
+
+/**
+ * Applies `entries` (in stream order per shard): the money in one transaction, the archive in another
+ * (see the header). Idempotent: applying the same entries again, concurrently or later, changes
+ * nothing. Throws the money transaction's error if it failed (nothing of it applied), else an
+ * ArchiveError if only the archive failed; the caller decides between retrying and isolating a poison
+ * entry.
  */
 export async function applyBatch(
   sql: Sql,
@@ -437,38 +468,87 @@ export async function applyBatch(
     const transfer = transferOf(entry);
     if (transfer !== null) transfers.set(keyOf(entry), transfer);
   }
+  // Every decision is keyed in the money transaction (its row), moving money or not.
+  const money = unique.filter((entry) => entry.item.kind === 'decision' || transfers.has(keyOf(entry)));
+  const other = unique.filter((entry) => entry.item.kind !== 'decision' && !transfers.has(keyOf(entry)));
+
+  let applied = 0;
+  let moneyError: unknown = null;
+  if (money.length > 0) {
+    try {
+      applied += await sql.begin((tx) => applyMoney(tx, money, transfers, options));
+    } catch (error) {
+      moneyError = error;
+    }
+  }
+  // The archive is written even when the money failed on its data (that entry will be dead-lettered
+  // with its event in it anyway, but the others' events are kept); not when Postgres itself failed.
+  if (moneyError === null || isDataError(moneyError)) {
+    try {
+      applied += await sql.begin((tx) => applyArchive(tx, unique, other, options));
+    } catch (error) {
+      if (moneyError === null) throw new ArchiveError(error);
+    }
+  }
+  if (moneyError !== null) throw moneyError;
+  return { applied, duplicates: entries.length - applied };
+}
+
+/** The money transaction: returns how many of `money` were applied (new keys). */
+async function applyMoney(
+  tx: Tx,
+  money: ParsedEntry[],
+  transfers: Map<string, TransferInput>,
+  options: ApplyOptions,
+): Promise<number> {
   // Sorted by ref so concurrent writers take the unique-index locks in one order.
-  const sortedTransfers = [...transfers.values()].sort(bySortKey((t) => t.ref));
-
-  return sql.begin(async (tx) => {
-    // The three natural-key inserts do not depend on each other: sent together, they are pipelined
-    // on the transaction's connection (one round trip, still executed in this order).
-    const [newEvents, newDecisions, newRefLists] = await Promise.all([
-      insertCardEvents(tx, unique),
-      insertDecisions(tx, unique),
-      Promise.all(
-        chunksOf(sortedTransfers, limits.transfersPerStatementMax).map((chunk) => insertTransfers(tx, chunk)),
-      ),
-    ]);
-    const newRefs = new Set(newRefLists.flatMap((refs) => [...refs]));
-
-    const applied = unique.filter((entry) => {
+  const sortedTransfers = money
+    .flatMap((entry) => {
       const transfer = transfers.get(keyOf(entry));
-      if (transfer !== undefined) return newRefs.has(transfer.ref);
-      return entry.item.kind === 'decision'
-        ? newDecisions.has(entry.item.record.eventId)
-        : newEvents.has(entry.item.record.eventId);
-    });
+      return transfer === undefined ? [] : [transfer];
+    })
+    .sort(bySortKey((t) => t.ref));
+  // The natural-key inserts do not depend on each other: sent together, they are pipelined on the
+  // transaction's connection (one round trip, still executed in this order).
+  const [newDecisions, newRefLists] = await Promise.all([
+    insertDecisions(tx, money),
+    Promise.all(
+      chunksOf(sortedTransfers, limits.transfersPerStatementMax).map((chunk) => insertTransfers(tx, chunk)),
+    ),
+  ]);
+  const newRefs = new Set(newRefLists.flatMap((refs) => [...refs]));
 
-    await Promise.all([
-      applyCreditAccounts(tx, applied),
-      applyAuthorizations(tx, foldAuthorizations(applied, options)),
-    ]);
-    // Last: the audit insert locks the chain head until COMMIT, so holding it as briefly as possible
-    // serialises concurrent writers only at their very end.
-    await insertAudit(tx, applied.filter((entry) => transfers.has(keyOf(entry))).map(auditOf));
-    return { applied: applied.length, duplicates: entries.length - applied.length };
+  const applied = money.filter((entry) => {
+    const transfer = transfers.get(keyOf(entry));
+    if (transfer !== undefined) return newRefs.has(transfer.ref);
+    return newDecisions.has(entry.item.record.eventId);
   });
+
+  await Promise.all([
+    applyCreditAccounts(tx, applied),
+    applyAuthorizations(tx, foldAuthorizations(applied, options)),
+  ]);
+  // Last: the audit insert locks the chain head until COMMIT, so holding it as briefly as possible
+  // serialises concurrent writers only at their very end.
+  await insertAudit(tx, applied.filter((entry) => transfers.has(keyOf(entry))).map(auditOf));
+  return applied.length;
+}
+
+/**
+ * The archive transaction: every entry's event into card_events, and the effects of the lifecycle
+ * records that move no money (`other`), keyed by their card_events row. Returns how many of `other`
+ * were applied.
+ */
+async function applyArchive(
+  tx: Tx,
+  unique: ParsedEntry[],
+  other: ParsedEntry[],
+  options: ApplyOptions,
+): Promise<number> {
+  const newEvents = await insertCardEvents(tx, unique);
+  const applied = other.filter((entry) => newEvents.has(entry.item.record.eventId));
+  await applyAuthorizations(tx, foldAuthorizations(applied, options));
+  return applied.length;
 }
 
 function chunksOf<T>(rows: readonly T[], size: number): T[][] {

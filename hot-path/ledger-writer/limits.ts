@@ -43,6 +43,8 @@ export const limits = {
    * receiver dead-letters it and moves the shard on; counted in Redis, forgotten after the TTL.
    */
   qstashPoisonAttemptsTtlS: 86_400,
+  /** Dead letters listed at once (`npm run ops -- dead-letters`). */
+  deadLettersListedMax: 200,
 } as const;
 
 export function assertLimits(batchMax: number, batchWaitMs: number): void {

@@ -23,8 +23,13 @@ export function createLedgerWriterMetrics() {
     }),
     deadLettered: new Counter({
       name: 'credana_ledger_dead_lettered_total',
-      help: 'Outbox entries moved to the dead-letter stream (problem: invalid, or failed every retry)',
+      help: 'Outbox entries moved to the dead-letter stream (problem: invalid; failed = money rejected every retry; archive = only the raw event failed, its money is written)',
       labelNames: ['problem'] as const,
+      registers: [registry],
+    }),
+    deadLetters: new Gauge({
+      name: 'credana_ledger_dead_letters',
+      help: 'Entries in the dead-letter stream, not yet replayed (alert when above 0: Postgres lacks what Redis did)',
       registers: [registry],
     }),
     batchFailures: new Counter({

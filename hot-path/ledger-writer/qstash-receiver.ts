@@ -26,11 +26,12 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import type { Sql } from '../../shared/db/client.ts';
 import type { Redis } from '../../shared/redis/client.ts';
-import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
+import { allOutboxKeys } from '../../shared/redis/keys.ts';
 import type { RelayedEntry } from '../outbox/qstash-relay.ts';
 import { advanceWatermark, compareStreamIds, readWatermark } from '../outbox/watermark.ts';
 import { readRawBody, requestHeader } from '../raw-body.ts';
 import { type ApplyOptions, applyBatch, parseEntry, type RawEntry } from './apply.ts';
+import { appendDeadLetter } from './dead-letters.ts';
 import { limits } from './limits.ts';
 import { isRetryable } from './writer.ts';
 
@@ -67,22 +68,9 @@ export function createQStashReceiverApp(deps: QStashReceiverDeps) {
     dropped: z.literal('too_large').optional(),
   }) satisfies z.ZodType<RelayedEntry>;
 
-  /** The same dead-letter entry the stream writer makes (writer.ts deadLetterEntry). */
-  async function deadLetter(raw: RawEntry, error: string, problem: 'invalid' | 'failed'): Promise<void> {
-    const flat = Object.entries(raw.fields).flatMap(([k, v]) => [`f:${k}`, v]);
-    await redis.xadd(
-      deadLetterKey(prefix),
-      '*',
-      'stream',
-      raw.stream,
-      'id',
-      raw.id,
-      'error',
-      error,
-      'problem',
-      problem,
-      ...flat,
-    );
+  /** The same dead-letter entry the stream writer makes, the user marked when money is missing. */
+  function deadLetter(raw: RawEntry, error: string, problem: 'invalid' | 'failed'): Promise<void> {
+    return appendDeadLetter(redis, prefix, raw, error, problem);
   }
 
   /** Counts a failed apply of the entry; true once it has failed limits.poisonAttemptsMax times. */

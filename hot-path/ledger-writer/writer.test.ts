@@ -332,11 +332,20 @@ describe('ledger writer on the real hot path', () => {
     await addEntry(services.redis, services.prefix, user.userId, good[0]!);
     await addEntry(services.redis, services.prefix, user.userId, ['r', '{"kind":"decision"', 'ok', '1']); // not JSON
     await addEntry(services.redis, services.prefix, user.userId, good[1]!);
-    // A record whose Stripe event is not JSON: only Postgres parses it (into card_events' jsonb).
+    // Records whose Stripe event Postgres cannot archive: one not JSON (only Postgres parses it, into
+    // card_events' jsonb), one JSON with a \u0000 that jsonb refuses (22P05). Their holds are written all
+    // the same; only the archive is dead-lettered.
     const badEvent = decisionFields({ userId: user.userId, cardId: user.cardId, grantedCents: 70n });
     const record = JSON.parse(badEvent[1]!) as Record<string, unknown>;
     badEvent[1] = JSON.stringify({ ...record, event: '{"id": "evt_truncated' });
     await addEntry(services.redis, services.prefix, user.userId, badEvent);
+    const nulEvent = decisionFields({
+      userId: user.userId,
+      cardId: user.cardId,
+      grantedCents: 9n,
+      event: JSON.stringify({ id: 'evt_nul', merchant_data: { name: 'CAF\u0000E' } }),
+    });
+    await addEntry(services.redis, services.prefix, user.userId, nulEvent);
     // Valid in form, but for a user Postgres has never heard of: every insert of it fails (23503).
     await addEntry(
       services.redis,
@@ -347,24 +356,29 @@ describe('ledger writer on the real hot path', () => {
     await addEntry(services.redis, services.prefix, user.userId, good[2]!);
     await drained(20_000);
     const dead = await services.redis.xrange(deadLetterKey(services.prefix), '-', '+');
-    expect(dead.length).toBe(3);
-    const errors = dead.map(([, fields]) => fields[fields.indexOf('error') + 1]);
+    expect(dead.length).toBe(4);
+    const field = (fields: string[], name: string) => fields[fields.indexOf(name) + 1];
     // Found in any order: the user-less entry may fall in the other lane (writer.ts laneOf).
-    const kinds = errors.map((e) =>
-      e?.includes('not JSON')
-        ? 'record'
-        : e?.startsWith('22P02')
-          ? 'event json'
-          : e?.startsWith('23503')
-            ? 'fk'
-            : e,
-    );
-    expect(kinds.sort()).toEqual(['event json', 'fk', 'record']); // 22P02: invalid input syntax for type json
+    const kinds = dead.map(([, fields]) => {
+      const e = field(fields, 'error');
+      const problem = field(fields, 'problem');
+      if (e?.includes('not JSON')) return `${problem} record`;
+      if (e?.includes('22P02')) return `${problem} event json`; // invalid input syntax for type json
+      if (e?.includes('22P05')) return `${problem} event nul`; // unsupported Unicode escape sequence
+      if (e?.startsWith('23503')) return `${problem} fk`;
+      return e;
+    });
+    expect(kinds.sort()).toEqual(['archive event json', 'archive event nul', 'failed fk', 'invalid record']);
+    // The three good holds and the two whose archive failed.
     const [row] = await sql`select holds_cents from credit_accounts where user_id = ${user.userId}`;
-    expect(row).toEqual({ holds_cents: '300' });
-    expect(await metrics.registry.getSingleMetricAsString('credana_ledger_dead_lettered_total')).toMatch(
-      /problem="invalid"} 1[\s\S]*problem="failed"} 2|problem="failed"} 2[\s\S]*problem="invalid"} 1/,
-    );
+    expect(row).toEqual({ holds_cents: '379' });
+    const [archived] = await sql<{ n: number }[]>`
+      select count(*)::int as n from card_events where user_id = ${user.userId}`;
+    expect(archived?.n).toBe(3);
+    const counted = await metrics.registry.getSingleMetricAsString('credana_ledger_dead_lettered_total');
+    expect(counted).toContain('problem="invalid"} 1');
+    expect(counted).toContain('problem="failed"} 1');
+    expect(counted).toContain('problem="archive"} 2');
   });
 
   it('writes a trickle of entries in a few batches: a batch that is not full waits batchWaitMs for more', async () => {

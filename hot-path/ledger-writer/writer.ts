@@ -16,7 +16,13 @@
  *   owned by this consumer (their idle time is refreshed so a live writer's entries are not stolen);
  * - data (a check or foreign-key violation, bad data): the batch is retried entry by entry to isolate the
  *   poison; an entry that fails alone limits.poisonAttemptsMax times, or fails validation at once, is
- *   copied with its error to the dead-letter stream and acked, so it never blocks the others.
+ *   copied with its error to the dead-letter stream and acked, so it never blocks the others. Its
+ *   effect stays in Redis (the hot path acted on it); when Postgres lacks its money, the user is first
+ *   added to the user's dead-letter set, which keeps every rebuild of that user's cache from Postgres
+ *   away until an operator replays it (dead-letters.ts). The `credana_ledger_dead_letters` gauge and
+ *   an error log (entry ids, user, amount, error — never the record) raise the alarm. An entry whose
+ *   money committed and whose raw event alone failed (apply.ts ArchiveError) is dead-lettered as
+ *   `archive`, leaving the user alone.
  * It is an invariant that an entry is acked only after its effects are committed or it is dead-lettered.
  */
 import assert from 'node:assert/strict';
@@ -24,7 +30,21 @@ import type { Sql } from '../../shared/db/client.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
 import type { Logger } from '../ops/logger.ts';
-import { type ApplyOptions, applyBatch, type ParsedEntry, parseEntry, type RawEntry } from './apply.ts';
+import {
+  type ApplyOptions,
+  ArchiveError,
+  applyBatch,
+  type ParsedEntry,
+  parseEntry,
+  type RawEntry,
+} from './apply.ts';
+import {
+  appendDeadLetter,
+  type DeadLetterProblem,
+  errorText,
+  missesMoney,
+  summarize,
+} from './dead-letters.ts';
 import { assertLimits, limits } from './limits.ts';
 import type { LedgerWriterMetrics } from './metrics.ts';
 
@@ -79,12 +99,6 @@ export function isRetryable(error: unknown): boolean {
   // connection, 40 conflicts, 42 permissions, 53 resources, 55 lock not available, 57 shutdown or
   // timeout, 58/XX system) is the environment's, and must not dead-letter good entries.
   return !(code.startsWith('22') || code.startsWith('23'));
-}
-
-function errorText(error: unknown): string {
-  const e = error as { code?: unknown; message?: unknown };
-  const text = `${typeof e?.code === 'string' ? `${e.code}: ` : ''}${typeof e?.message === 'string' ? e.message : String(error)}`;
-  return text.slice(0, limits.deadLetterErrorCharsMax);
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -182,7 +196,10 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
       pipeline.xrange(stream, '-', '+', 'COUNT', 1);
       pipeline.xlen(stream);
     }
+    pipeline.xlen(deadLetter);
     const replies = (await pipeline.exec()) ?? [];
+    const deadLetters = replies.pop();
+    if (deadLetters !== undefined && deadLetters[0] === null) metrics.deadLetters.set(Number(deadLetters[1]));
     let oldestMs = Number.POSITIVE_INFINITY;
     let backlog = 0;
     for (let i = 0; i < replies.length; i += 2) {
@@ -224,23 +241,12 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     }
   }
 
-  async function deadLetterEntry(raw: RawEntry, error: string, problem: 'invalid' | 'failed'): Promise<void> {
-    const flat = Object.entries(raw.fields).flatMap(([k, v]) => [`f:${k}`, v]);
+  async function deadLetterEntry(raw: RawEntry, error: string, problem: DeadLetterProblem): Promise<void> {
+    const summary = summarize(raw.fields);
+    const money = missesMoney(problem, summary);
     for (let backoff: number = limits.retryBackoffMsMin; ; ) {
       try {
-        await redis.xadd(
-          deadLetter,
-          '*',
-          'stream',
-          raw.stream,
-          'id',
-          raw.id,
-          'error',
-          error,
-          'problem',
-          problem,
-          ...flat,
-        );
+        await appendDeadLetter(redis, prefix, raw, error, problem);
         break;
       } catch (e) {
         if (stopping) return; // not acked: it comes back and is dead-lettered then
@@ -250,7 +256,24 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
       }
     }
     metrics.deadLettered.inc({ problem });
-    logger?.error({ stream: raw.stream, id: raw.id, error }, 'ledger writer: entry dead-lettered');
+    const outstanding = await redis.xlen(deadLetter).catch(() => null); // else the next lag sample sets it
+    if (outstanding !== null) metrics.deadLetters.set(outstanding);
+    // Ids, user and amount only: the record and its raw event stay out of the logs.
+    logger?.error(
+      {
+        stream: raw.stream,
+        id: raw.id,
+        problem,
+        kind: summary.kind,
+        userId: summary.userId,
+        amountCents: summary.amountCents?.toString() ?? null,
+        missesMoney: money,
+        error,
+      },
+      money
+        ? 'ledger writer: entry dead-lettered; Postgres lacks its money until it is replayed'
+        : 'ledger writer: entry dead-lettered',
+    );
     await ack([raw]);
   }
 
@@ -345,7 +368,11 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
               id: entry.id,
               fields: {},
             };
-            await deadLetterEntry(raw, errorText(error), 'failed');
+            await deadLetterEntry(
+              raw,
+              errorText(error),
+              error instanceof ArchiveError ? 'archive' : 'failed',
+            );
             break;
           }
           await sleep(limits.poisonRetryDelayMs * attempt);

@@ -4,13 +4,14 @@ import { Client, Receiver } from '@upstash/qstash';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Sql } from '../../shared/db/client.ts';
 import { createRedis } from '../../shared/redis/client.ts';
-import { allOutboxKeys, deadLetterKey, userKeys } from '../../shared/redis/keys.ts';
+import { allOutboxKeys, deadLetterKey, userDeadLettersKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { type HotPath, post, startHotPath } from '../../test/support/hot-path.ts';
 import { freePort } from '../../test/support/processes.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
+import { deadLetterMember } from '../ledger-writer/dead-letters.ts';
 import { limits as writerLimits } from '../ledger-writer/limits.ts';
 import { createLedgerWriterMetrics } from '../ledger-writer/metrics.ts';
 import { createQStashReceiverApp } from '../ledger-writer/qstash-receiver.ts';
@@ -518,6 +519,12 @@ describe('QStash transport keeps the stream writer’s order and exactly-once', 
     // The third failure: dead-lettered, and the shard moves on.
     expect(await deliver(ghostBody)).toBe(200);
     expect(await services.redis.xlen(deadLetterKey(services.prefix))).toBe(deadBefore + 1);
+    // Its money is missing from Postgres: the user it names is kept from rebuilds (rebuild-guard.ts).
+    expect(
+      await services.redis.smembers(
+        userDeadLettersKey(services.prefix, '00000000-0000-4000-8000-000000000001'),
+      ),
+    ).toEqual([deadLetterMember(stream, ghostId)]);
     expect(await deliver(nextBody)).toBe(200);
     const [row] = await sql<
       { n: number }[]

@@ -33,7 +33,8 @@
  */
 import type { Client } from '@upstash/qstash';
 import type { Redis } from '../../shared/redis/client.ts';
-import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
+import { allOutboxKeys } from '../../shared/redis/keys.ts';
+import { appendDeadLetter } from '../ledger-writer/dead-letters.ts';
 import { limits as writerLimits } from '../ledger-writer/limits.ts';
 import { limits } from './limits.ts';
 import { ackApplied, compareStreamIds, readWatermark } from './watermark.ts';
@@ -182,21 +183,17 @@ export function createQStashRelay(options: QStashRelayOptions) {
     return count;
   }
 
-  /** Copies an entry too large to send to the dead-letter stream (the stream writer's format). */
-  async function deadLetterTooLarge(entry: ReadEntry): Promise<void> {
-    const flat = Object.entries(entry.fields).flatMap(([k, v]) => [`f:${k}`, v]);
-    await redis.xadd(
-      deadLetterKey(prefix),
-      '*',
-      'stream',
-      entry.stream,
-      'id',
-      entry.id,
-      'error',
+  /**
+   * Copies an entry too large to send to the dead-letter stream (the stream writer's format), its user
+   * marked: Postgres never gets its money, so no rebuild may raise the user's credit from Postgres.
+   */
+  function deadLetterTooLarge(entry: ReadEntry): Promise<void> {
+    return appendDeadLetter(
+      redis,
+      prefix,
+      { stream: entry.stream, id: entry.id, fields: entry.fields },
       `relayed body over ${writerLimits.qstashBodyBytesMax} bytes or refused by QStash as too large`,
-      'problem',
       'too_large',
-      ...flat,
     );
   }
 

@@ -3,14 +3,17 @@
  * absolute values), unsettled cents move once per event key, and every changed price is published
  * to the hot path. When a write fails, the user is remembered as dirty; once Redis answers again the
  * cached account is invalidated and rebuilt from Postgres (the fallback), which also recovers any
- * unsettled move the failed write carried.
+ * unsettled move the failed write carried. The rebuild goes through the shared unwritten-money guard
+ * (shared/redis/rebuild-guard.ts): while the user has outbox entries the ledger writer has not
+ * written, or dead-lettered ones, Postgres lags Redis and a rebuild would hand back spent credit, so
+ * the user stays dirty and only the chain-owned fields are rewritten meanwhile.
  */
 import type { Logger } from 'pino';
 import type { Sql } from '../../shared/db/client.ts';
-import { ensureAccount, publishPrice, writeChainState } from '../../shared/redis/account.ts';
+import { publishPrice, writeChainState } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
-import { userKeys } from '../../shared/redis/keys.ts';
 import { publishAsset } from '../../shared/redis/market.ts';
+import { rebuildIfWritten } from '../../shared/redis/rebuild-guard.ts';
 import { LIMITS } from '../limits.ts';
 import { type AssetRow, chainStateOfUsers, pricesInForce } from '../store/index.ts';
 import type { Touched } from './index.ts';
@@ -129,9 +132,16 @@ export function createCacheWriter(options: CacheWriterOptions): CacheWriter {
     async repair() {
       for (const userId of [...dirty]) {
         try {
-          await redis.del(userKeys(prefix, userId).account);
-          await ensureAccount(redis, sql, prefix, userId);
-          dirty.delete(userId);
+          const result = await rebuildIfWritten(redis, sql, prefix, userId, { expectedFingerprint: null });
+          if (result !== 'pending') {
+            dirty.delete(userId);
+            continue;
+          }
+          // Postgres lags Redis for this user: keep the cached account (and its unwritten holds and
+          // spend), rewrite only what the chain owns, absolute, without the unsettled move (counting
+          // the settled spend twice until the rebuild errs towards less credit), and try again later.
+          const [state] = await chainStateOfUsers(sql, [userId]);
+          if (state !== undefined) await writeChainState(redis, prefix, userId, state);
         } catch {
           break; // Redis still down: try again next time.
         }

@@ -3,17 +3,25 @@
  * and rebuilding it from Postgres without losing a hold the hot path reserves meanwhile.
  *
  * Redis may legitimately be ahead of Postgres: a hold is reserved in Redis and reaches Postgres only
- * when the ledger writer applies the outbox entry. The writer deletes an entry from its stream only
- * after committing it, so a shard's stream holds exactly the entries not yet in Postgres. We compare
- * a user only when that user's entries are drained: no entry of the user's shard stream names them,
- * both before and after the Postgres read, and the cached account is byte-identical across the two
- * reads (so nothing moved in between). Otherwise the user is deferred to a later run.
+ * when the ledger writer applies the outbox entry, and an entry Postgres rejected stays dead-lettered
+ * (its effect kept in Redis) until an operator replays it. We compare a user only when that user's
+ * money is all written: no entry of the user's shard stream names them and the user has no
+ * dead-lettered entry, both before and after the Postgres read, and the cached account is
+ * byte-identical across the two reads (so nothing moved in between). Otherwise the user is deferred
+ * to a later run. The rebuild itself goes through the one guard shared with the indexer
+ * (shared/redis/rebuild-guard.ts), which checks the same inside Redis, atomically with the delete.
  */
 import type { Sql } from '../../shared/db/client.ts';
 import { usdcToCentsCeil } from '../../shared/money.ts';
-import { type AccountSnapshot, accountFromPostgres, ensureAccount } from '../../shared/redis/account.ts';
+import { type AccountSnapshot, accountFromPostgres } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
-import { ACCOUNT, userKeys } from '../../shared/redis/keys.ts';
+import { ACCOUNT, userDeadLettersKey, userKeys } from '../../shared/redis/keys.ts';
+import {
+  accountFingerprint,
+  entriesNaming,
+  type RebuildResult,
+  rebuildIfWritten,
+} from '../../shared/redis/rebuild-guard.ts';
 import { limits } from './limits.ts';
 
 export interface CachedAccount {
@@ -23,19 +31,15 @@ export interface CachedAccount {
   cards: Record<string, string>;
   /** Outbox entries of the user's shard that name the user (not yet written to Postgres). */
   pendingEntries: number;
+  /** The user's dead-lettered entries whose money Postgres lacks (see the ledger writer). */
+  deadLetters: number;
   /** The shard's stream was longer than the scan limit: the user counts as not drained. */
   scanIncomplete: boolean;
   /** A canonical text of account + holds + cards, compared between two reads. */
   fingerprint: string;
 }
 
-/** Sorted `k=v` lines: the same text in TypeScript and in the Lua guard below. */
-export function fingerprintOf(hash: Record<string, string>): string {
-  return Object.keys(hash)
-    .sort()
-    .map((k) => `${k}=${hash[k]}`)
-    .join('\n');
-}
+export { fingerprintOf } from '../../shared/redis/rebuild-guard.ts';
 
 function pairs(flat: unknown): Record<string, string> {
   const out: Record<string, string> = {};
@@ -45,7 +49,10 @@ function pairs(flat: unknown): Record<string, string> {
   return out;
 }
 
-/** Reads the account, its holds and cards, and the user's pending outbox entries in one MULTI. */
+/**
+ * Reads the account, its holds and cards, the user's pending outbox entries and dead letters in one
+ * MULTI (all in the user's shard).
+ */
 export async function readCachedAccount(
   redis: Redis,
   prefix: string,
@@ -59,6 +66,7 @@ export async function readCachedAccount(
     .hgetall(keys.holds)
     .hgetall(keys.cards)
     .xrange(keys.outbox, '-', '+', 'COUNT', scanMax + 1)
+    .scard(userDeadLettersKey(prefix, userId))
     .exec();
   if (replies === null) throw new Error('redis MULTI was aborted');
   for (const [error] of replies) if (error !== null) throw error;
@@ -66,21 +74,21 @@ export async function readCachedAccount(
   const holds = pairs(replies[1]?.[1]);
   const cards = pairs(replies[2]?.[1]);
   const entries = (replies[3]?.[1] ?? []) as [string, string[]][];
-  let pendingEntries = 0;
-  for (const [, fields] of entries) if (fields.some((f) => f.includes(userId))) pendingEntries++;
   return {
     exists: Object.keys(account).length > 0,
     account,
     holds,
     cards,
-    pendingEntries,
+    pendingEntries: entriesNaming(entries, userId),
+    deadLetters: Number(replies[4]?.[1] ?? 0),
     scanIncomplete: entries.length > scanMax,
-    fingerprint: `${fingerprintOf(account)}\n--\n${fingerprintOf(holds)}\n--\n${fingerprintOf(cards)}`,
+    fingerprint: accountFingerprint(account, holds, cards),
   };
 }
 
+/** True when every money movement of the user Redis has is in Postgres (see the header). */
 export function isDrained(cached: CachedAccount): boolean {
-  return cached.pendingEntries === 0 && !cached.scanIncomplete;
+  return cached.pendingEntries === 0 && cached.deadLetters === 0 && !cached.scanIncomplete;
 }
 
 export interface FieldDiff {
@@ -147,37 +155,11 @@ export function redisHoldsAhead(diffs: readonly FieldDiff[]): boolean {
   });
 }
 
-// Deletes the account only if it is exactly as the caller last read it and the user has no entry in
-// the shard's stream: then Postgres holds everything Redis did, and the rebuild loses nothing. While
-// the account is missing, the hot path's scripts answer `missing` and rebuild it from Postgres
-// themselves; installAccount never overwrites an account that exists, so the two rebuilds cannot race.
-const GUARDED_DELETE = `
-local function fp(key)
-  local flat = redis.call('HGETALL', key)
-  local lines = {}
-  for i = 1, #flat, 2 do lines[#lines + 1] = flat[i] .. '=' .. flat[i + 1] end
-  table.sort(lines)
-  return table.concat(lines, '\\n')
-end
-local now = fp(KEYS[1]) .. '\\n--\\n' .. fp(KEYS[2]) .. '\\n--\\n' .. fp(KEYS[3])
-if now ~= ARGV[1] then return 0 end
-local entries = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', tonumber(ARGV[3]) + 1)
-if #entries > tonumber(ARGV[3]) then return -1 end
-for _, e in ipairs(entries) do
-  for _, v in ipairs(e[2]) do
-    if string.find(v, ARGV[2], 1, true) then return -1 end
-  end
-end
-redis.call('DEL', KEYS[1])
-return 1
-`;
-
-export type RebuildResult = 'rebuilt' | 'changed' | 'pending' | 'missing_user';
+export type { RebuildResult };
 
 /**
  * Rebuilds a user's cached account from Postgres, guarded by the fingerprint read before the
- * comparison (see GUARDED_DELETE). Fields Postgres owns (limits, status, collateral, debt, unsettled,
- * holds of open authorizations, cards) come back as Postgres has them.
+ * comparison and by the shared unwritten-money guard (shared/redis/rebuild-guard.ts).
  */
 export async function rebuildFromPostgres(
   redis: Redis,
@@ -187,32 +169,25 @@ export async function rebuildFromPostgres(
   expectedFingerprint: string,
   nowMs: number,
 ): Promise<RebuildResult> {
-  const keys = userKeys(prefix, userId);
-  const deleted = await redis.eval(
-    GUARDED_DELETE,
-    4,
-    keys.account,
-    keys.holds,
-    keys.cards,
-    keys.outbox,
+  return rebuildIfWritten(redis, sql, prefix, userId, {
     expectedFingerprint,
-    userId,
-    limits.outboxScanMax,
-  );
-  if (deleted === 0) return 'changed';
-  if (deleted === -1) return 'pending';
-  return (await ensureAccount(redis, sql, prefix, userId, nowMs)) ? 'rebuilt' : 'missing_user';
+    nowMs,
+    outboxScanMax: limits.outboxScanMax,
+  });
 }
+
+const deferral = (cached: CachedAccount) => (cached.deadLetters > 0 ? 'dead_letters' : 'pending_entries');
 
 export type Comparison =
   | { state: 'not_cached' }
   | { state: 'missing_user' }
-  | { state: 'deferred'; reason: 'pending_entries' | 'changed_during_read' }
+  | { state: 'deferred'; reason: 'pending_entries' | 'dead_letters' | 'changed_during_read' }
   | { state: 'compared'; diffs: FieldDiff[]; fingerprint: string; expected: AccountSnapshot };
 
 /**
  * Compares one user's cached account with Postgres, only when the comparison means something: the
- * account is cached, the user's outbox entries are drained, and nothing moved while Postgres was read.
+ * account is cached, the user's money is all written (no pending entry, no dead letter), and nothing
+ * moved while Postgres was read.
  */
 export async function compareUser(
   redis: Redis,
@@ -223,11 +198,11 @@ export async function compareUser(
 ): Promise<Comparison> {
   const before = await readCachedAccount(redis, prefix, userId);
   if (!before.exists) return { state: 'not_cached' };
-  if (!isDrained(before)) return { state: 'deferred', reason: 'pending_entries' };
+  if (!isDrained(before)) return { state: 'deferred', reason: deferral(before) };
   const expected = await accountFromPostgres(sql, userId, nowMs);
   if (expected === null) return { state: 'missing_user' };
   const after = await readCachedAccount(redis, prefix, userId);
-  if (!isDrained(after)) return { state: 'deferred', reason: 'pending_entries' };
+  if (!isDrained(after)) return { state: 'deferred', reason: deferral(after) };
   if (after.fingerprint !== before.fingerprint) return { state: 'deferred', reason: 'changed_during_read' };
   return { state: 'compared', diffs: diffAccount(after, expected), fingerprint: after.fingerprint, expected };
 }

@@ -3,8 +3,9 @@
  * with the cached account in Redis; repairs drift by rebuilding the cached account from Postgres.
  *
  * Users are walked in id order, `usersPerBatch` at a time, at most `usersPerRunMax` per run; the
- * cursor is the last user id checked. A user whose outbox entries are not drained, or whose cache
- * moved while we read, is deferred (counted, not compared). Drift where Redis holds more than Postgres
+ * cursor is the last user id checked. A user whose money is not all in Postgres (outbox entries not
+ * yet written, or dead-lettered ones not yet replayed), or whose cache moved while we read, is
+ * deferred (counted, not compared): no repair raises credit from a Postgres that may lag. Drift where Redis holds more than Postgres
  * is reported and left alone (see redisHoldsAhead). Above `driftAlertUsersMax` drifted users the run
  * raises an alert. Idempotent: a second run over repaired users finds nothing.
  */

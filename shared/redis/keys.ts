@@ -83,6 +83,14 @@ export function deadLetterKey(prefix: string): string {
   return `${prefix}outbox:dead`;
 }
 
+/**
+ * SET of a user's dead-lettered outbox entries (`<stream> <id>`) whose money Redis has and Postgres
+ * does not. In the user's shard, so a rebuild's guard script can read it with the user's keys.
+ */
+export function userDeadLettersKey(prefix: string, userId: string): string {
+  return `${prefix}${tag(shardOf(userId))}:u:${userId}:dl`;
+}
+
 /** HASH cardId → userId. A card never changes owner, so processes cache it forever. */
 export function cardIndexKey(prefix: string): string {
   return `${prefix}cards`;

@@ -57,10 +57,12 @@ export interface SeedUserOptions {
   cards?: { status?: 'active' | 'inactive' | 'canceled'; frozen?: boolean }[];
   unsettledCents?: bigint;
   debtOnchainUsdc?: bigint;
+  /** The user's id (default: a new random one), e.g. to place two users on one outbox shard. */
+  userId?: string;
 }
 
 export async function seedUser(sql: Sql, options: SeedUserOptions = {}) {
-  const userId = newUserId();
+  const userId = options.userId ?? newUserId();
   await sql`insert into users (id, credit_limit_cents, daily_limit_cents, blocked_mccs)
     values (${userId}, ${(options.creditLimitCents ?? 10_000_000n).toString()}, ${(options.dailyLimitCents ?? 10_000_000n).toString()},
       ${options.blockedMccs ?? []})`;
