@@ -1,4 +1,4 @@
-// Proves the holds job restores a hold Redis lost, releases holds past their expiry or closed by Stripe through the hot path's lifecycle script (so the ledger writer books the release), reports a hold stuck in Postgres, and finds nothing on a second run — real Postgres, Redis and hot path.
+// Proves the holds job restores a hold Redis lost, keeps a closed hold whose capture is not booked yet, releases holds past their expiry or closed by Stripe through the hot path's lifecycle script (so the ledger writer books the release), reports a hold stuck in Postgres, and finds nothing on a second run — real Postgres, Redis and hot path.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { userKeys } from '../../shared/redis/keys.ts';
 import type { TestServices } from '../../test/support/db.ts';
@@ -59,12 +59,15 @@ describe('holds job', () => {
     const expired = await hold(2_000);
     const closed = await hold(3_000);
     const stuck = await hold(4_000);
+    const waiting = await hold(5_000);
     await drainOutbox(redis, sql, prefix);
     await loseInRedis(lost, 1_000);
     await loseInRedis(expired, 2_000);
     await sql`update authorizations set expires_at = now() - interval '1 hour' where id = ${expired.authorizationId}`;
     await loseInRedis(stuck, 4_000);
-    await sql`update authorizations set status = 'closed' where id = ${stuck.authorizationId}`;
+    await sql`update authorizations set status = 'reversed' where id = ${stuck.authorizationId}`;
+    // Closed by Stripe with its capture not booked yet: it stays held until its expiry (lifecycle).
+    await sql`update authorizations set status = 'closed' where id = ${waiting.authorizationId}`;
 
     const job = holdsJob({
       redis,
@@ -98,6 +101,7 @@ describe('holds job', () => {
     expect(await redis.zscore(lost.keys.holdExpiries, lost.authorizationId)).not.toBeNull();
     expect(await redis.hget(expired.keys.account, 'hold')).toBe('0');
     expect(await redis.hget(closed.keys.account, 'hold')).toBe('0');
+    expect(await redis.hget(waiting.keys.holds, waiting.authorizationId)).toBe('5000');
 
     // The releases went through the outbox: once written, Postgres agrees and the books show them.
     await drainOutbox(redis, sql, prefix);

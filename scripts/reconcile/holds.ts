@@ -5,8 +5,10 @@
  *   user drained and stable (cache-state.ts) → reported and restored by rebuilding the cached account
  *   from Postgres (which reinstalls every open hold). An account not cached at all is rebuilt the
  *   same way (ensureAccount), so holds survive a Redis restart before the user's next swipe.
- * - Past its expiry (plus `holdExpiryGraceS`), or closed by Stripe (Postgres status terminal, or listed
- *   closed in a Stripe authorizations export) → released through the hot path's lifecycle script
+ * - An approved authorization Stripe `closed` keeps its captured part held until its capture is booked
+ *   (hot-path/lifecycle): it is treated like a pending one, released only past its expiry.
+ * - Past its expiry (plus `holdExpiryGraceS`), or ended by Stripe (Postgres status reversed or expired,
+ *   or a pending one listed closed in a Stripe authorizations export) → released through the hot path's lifecycle script
  *   (`expireHold`, synthetic event `expire:<authorizationId>`), so the release is in the outbox and the
  *   ledger writer books it like any other. A lost hold is restored first, so the release moves money.
  * - Terminal in Postgres with money still held, but nothing left in Redis to release → reported only:
@@ -77,7 +79,8 @@ export function holdsJob(options: HoldsJobOptions) {
 
     async function reconcileUser(userId: string, userHolds: OpenHold[]): Promise<void> {
       const nowMs = now();
-      const pending = userHolds.filter((h) => h.status === 'pending');
+      // Holds still waiting: pending ones, and closed ones whose capture is not booked yet.
+      const pending = userHolds.filter(isWaiting);
       // 1. Restore holds Redis lost (only when the comparison is meaningful: drained and stable).
       const cached = await readCachedAccount(redis, prefix, userId);
       if (!cached.exists) {
@@ -137,9 +140,8 @@ export function holdsJob(options: HoldsJobOptions) {
       // 2. Release holds past their expiry or closed by Stripe.
       const inCache = await readCachedAccount(redis, prefix, userId);
       for (const h of userHolds) {
-        const expired =
-          h.status === 'pending' && h.expires_at !== null && h.expires_at.getTime() + graceMs <= nowMs;
-        const closed = h.status !== 'pending' || closedByStripe.has(h.id);
+        const expired = isWaiting(h) && h.expires_at !== null && h.expires_at.getTime() + graceMs <= nowMs;
+        const closed = isWaiting(h) ? h.status === 'pending' && closedByStripe.has(h.id) : true;
         if (!expired && !closed) continue;
         const reason = expired
           ? 'expired'
@@ -147,9 +149,9 @@ export function holdsJob(options: HoldsJobOptions) {
             ? `postgres_${h.status}`
             : 'stripe_closed';
         if (inCache.holds[h.id] === undefined) {
-          // Nothing in Redis to release (a terminal authorization is never reinstalled): Postgres alone
+          // Nothing in Redis to release (an ended authorization is never reinstalled): Postgres alone
           // holds the money, which only a ledger adjustment can move.
-          if (h.status !== 'pending') {
+          if (!isWaiting(h)) {
             findings.push({
               kind: 'hold_stuck_in_postgres',
               userId,
@@ -174,4 +176,9 @@ export function holdsJob(options: HoldsJobOptions) {
       }
     }
   };
+}
+
+/** A hold that still waits for Stripe: pending, or closed with its captured part not yet booked. */
+function isWaiting(h: { status: string }): boolean {
+  return h.status === 'pending' || h.status === 'closed';
 }
