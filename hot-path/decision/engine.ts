@@ -27,6 +27,7 @@ import { runScript } from '../../shared/redis/script.ts';
 import { limits } from '../limits.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
 import { type CardOwners, createCardOwners } from './card-owners.ts';
+import { DeadlineError, withDeadline } from './deadline.ts';
 import { decideFromPostgres } from './postgres-fallback.ts';
 import { createRedisLease, type RedisLease } from './redis-lease.ts';
 import { DECIDE, DECIDE_WITHOUT_USER } from './scripts.ts';
@@ -348,8 +349,9 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
     try {
       if (!lease.mayDecide()) {
         // The lease lapsed (first decision, a long pause): renew it and adopt what the fallback
-        // granted meanwhile before deciding from Redis. Bounded by the same budget.
-        const caughtUp = await withDeadline(lease.catchUp(), redisDeadlineMs - now());
+        // granted meanwhile before deciding from Redis. Bounded by the same budget; a catch-up that is
+        // not done in time is no Redis failure (it goes on, and finds out which side is away).
+        const caughtUp = await withDeadline(lease.catchUp(), redisDeadlineMs - now()).catch(() => false);
         if (!caughtUp || !lease.mayDecide()) return undefined;
       }
       const outcome = await withDeadline(
@@ -406,29 +408,4 @@ function classifyRedisFailure(error: unknown): RedisFailureCause {
   if (error instanceof DeadlineError) return 'deadline';
   if (error instanceof Error && error.name === 'ReplyError') return 'reply';
   return 'connection';
-}
-
-export class DeadlineError extends Error {
-  readonly code = 'deadline_exceeded';
-}
-
-/** Rejects when `promise` has not settled within `ms`; the work itself may still finish later. */
-export function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
-  if (ms <= 0) {
-    promise.catch(() => {});
-    return Promise.reject(new DeadlineError('no time left'));
-  }
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new DeadlineError(`not done in ${ms} ms`)), ms);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
 }

@@ -10,7 +10,8 @@ import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/suppor
 import { testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
 import { authorizationRequestEvent } from '../stripe/events.ts';
-import { DeadlineError, newDecisionId } from './engine.ts';
+import { DeadlineError } from './deadline.ts';
+import { newDecisionId } from './engine.ts';
 import { decideFromPostgres, type FallbackDeps } from './postgres-fallback.ts';
 
 let services: TestServices;

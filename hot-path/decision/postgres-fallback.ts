@@ -27,8 +27,9 @@ import { usdcToCentsCeil } from '../../shared/money.ts';
 import type { DecisionReason } from '../../shared/outbox.ts';
 import type { Market } from '../../shared/redis/market.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
+import { DeadlineError } from './deadline.ts';
 import type { DecisionOutcome, DecisionSettings } from './engine.ts';
-import { DeadlineError, holdExpiresAtMs } from './engine.ts';
+import { holdExpiresAtMs } from './engine.ts';
 import { DECIDER_LOCK_KEY, type FallbackGrant } from './redis-lease.ts';
 import { evaluateRules, REASONS_NOT_COUNTED_FOR_VELOCITY } from './rules.ts';
 

@@ -31,6 +31,7 @@ import type { Redis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
 import { runScript } from '../../shared/redis/script.ts';
 import { limits } from '../limits.ts';
+import { withDeadline } from './deadline.ts';
 import { ADOPT_FALLBACK } from './scripts.ts';
 
 /** The advisory lock that orders lease acquisitions (exclusive) against fallback grants (shared). */
@@ -87,6 +88,7 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
   const { sql, redis, prefix, leaseMs } = deps;
   const holder = deps.holder ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`;
   const emit = deps.onEvent ?? (() => {});
+  const renewTimeoutMs = Math.max(50, Math.floor(leaseMs / 4));
   let validUntil = 0; // performance.now() time
   let redisOkAt = Number.NEGATIVE_INFINITY; // performance.now() time of the last Redis answer
   let isSuspect = false;
@@ -210,11 +212,20 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
     let sentAt: number;
     let adopted = adoptedOwn.length;
     try {
-      await releasing;
-      sentAt = await renewInPostgres(acquire);
-      if (adoptedOwn.length > 0)
-        await sql`update fallback_decisions set adopted_at = now() where decision_id = any(${adoptedOwn}::text[])`;
-      if (acquire) adopted += await adoptPendingFromPostgres();
+      // Bounded by a quarter lease: a Postgres that hangs (rather than refuses) is found unreachable
+      // before the lease runs out, so the Redis path keeps deciding through a Postgres outage.
+      const renewed = await withDeadline(
+        (async () => {
+          await releasing;
+          const at = await renewInPostgres(acquire);
+          if (adoptedOwn.length > 0)
+            await sql`update fallback_decisions set adopted_at = now() where decision_id = any(${adoptedOwn}::text[])`;
+          return { at, adopted: acquire ? await adoptPendingFromPostgres() : 0 };
+        })(),
+        renewTimeoutMs,
+      );
+      sentAt = renewed.at;
+      adopted += renewed.adopted;
     } catch (error) {
       if (error instanceof AdoptError) {
         isSuspect = true;
