@@ -151,6 +151,9 @@ describe('rounds that must not raise credit', () => {
 describe('a reorg', () => {
   it('removes an orphaned, applied price round from every hot-path market', async () => {
     const snapshot = await chain.snapshot();
+    // The orphan is stamped after the canonical round in force (Hardhat may give blocks one second).
+    const head = await chain.publicClient.getBlock({ blockTag: 'latest' });
+    await chain.testClient.setNextBlockTimestamp({ timestamp: head.timestamp + 2n });
     await chain.setPrice('WETH', 2_300n * E8);
     await chain.mine(CONFIRMATIONS);
     await indexer.syncToHead();
