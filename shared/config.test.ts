@@ -311,3 +311,29 @@ describe('entry points with a bad environment', () => {
     CHILD_TIMEOUT_MS,
   );
 });
+
+describe('chain confirmations', () => {
+  const production = { NODE_ENV: 'production', STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK };
+  const dev = { NODE_ENV: 'development' };
+
+  it("default to the chain's finality depth (1 on the local chain), with a reorg window to match", () => {
+    expect(loadConfig(dev).CHAIN_CONFIRMATIONS).toBe(1);
+    expect(loadConfig({ ...dev, CHAIN_ID: '1' })).toMatchObject({ CHAIN_CONFIRMATIONS: 65, REORG_DEPTH_MAX: 65 });
+    expect(loadConfig({ ...dev, CHAIN_ID: '42161' })).toMatchObject({
+      CHAIN_CONFIRMATIONS: 240,
+      REORG_DEPTH_MAX: 240,
+    });
+    expect(loadConfig({ ...dev, CHAIN_CONFIRMATIONS: '0' }).CHAIN_CONFIRMATIONS).toBe(0); // dev and tests may choose
+  });
+
+  it('refuses fewer than the finality depth in production, with one line naming the variable', () => {
+    const error = configError({ ...production, CHAIN_ID: '1', CHAIN_CONFIRMATIONS: '2' });
+    expect(error.message).toBe(
+      "config: CHAIN_CONFIRMATIONS is invalid: must be at least 65 (chain 1's finality depth) in production",
+    );
+    expect(loadConfig({ ...production, CHAIN_ID: '1' }).CHAIN_CONFIRMATIONS).toBe(65);
+    expect(configError({ ...dev, CHAIN_CONFIRMATIONS: '100', REORG_DEPTH_MAX: '64' }).variable).toBe(
+      'CHAIN_CONFIRMATIONS',
+    );
+  });
+});

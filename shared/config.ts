@@ -40,6 +40,30 @@ export const SECRET_VARIABLES = new Set([
 ]);
 
 /**
+ * Blocks after which a chain's blocks are taken as final: the default for CHAIN_CONFIRMATIONS and,
+ * when NODE_ENV=production, its floor (docs/chain.md "Oracle sanity"). Ethereum and its testnets
+ * finalise after two epochs (64 slots, Ponder uses 65); Polygon PoS and Arbitrum values are Ponder's
+ * (utils/finality.ts). Local development chains need no depth (1: the including block).
+ */
+export const CHAIN_FINALITY_BLOCKS: Readonly<Record<number, number>> = {
+  1: 65, // Ethereum mainnet
+  11155111: 65, // Sepolia
+  17000: 65, // Holesky
+  137: 200, // Polygon PoS
+  42161: 240, // Arbitrum One
+  10: 30, // OP Mainnet
+  8453: 30, // Base
+  31337: 1, // Hardhat / anvil (local)
+  1337: 1, // Ganache / geth --dev (local)
+};
+/** A chain not in the table: as deep as Ethereum's finality (set CHAIN_CONFIRMATIONS on purpose). */
+export const CHAIN_FINALITY_BLOCKS_UNKNOWN = 65;
+
+export function chainFinalityBlocks(chainId: number): number {
+  return CHAIN_FINALITY_BLOCKS[chainId] ?? CHAIN_FINALITY_BLOCKS_UNKNOWN;
+}
+
+/**
  * The local stack's signing secret: the default of STRIPE_WEBHOOK_SECRETS, so it is public. Accepted
  * only in explicit local development (see `PUBLIC_SECRETS`).
  */
@@ -144,8 +168,10 @@ const schema = z.object({
   CHAIN_RPC_URL: url.default('http://127.0.0.1:8545'),
   CHAIN_ID: integer(1, 2_147_483_647).default(31_337),
   CONTRACTS_FILE: z.string().default('.dev/contracts.json'),
-  CHAIN_CONFIRMATIONS: integer(0, 1_000).default(2),
-  REORG_DEPTH_MAX: integer(1, 10_000).default(64),
+  // Default: the chain's finality depth (CHAIN_FINALITY_BLOCKS); in production never below it.
+  CHAIN_CONFIRMATIONS: integer(0, 1_000).optional(),
+  // Default: 64, or the chain's finality depth when deeper (confirmations must fit in the window).
+  REORG_DEPTH_MAX: integer(1, 10_000).optional(),
   SETTLER_PRIVATE_KEY: z
     .string()
     .regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex key')
@@ -179,9 +205,36 @@ const refined = schema.superRefine((value, ctx) => {
       message: 'QUEUE_DRIVER=qstash needs QSTASH_TOKEN and both signing keys',
     });
   }
+  const finality = chainFinalityBlocks(value.CHAIN_ID);
+  const confirmations = value.CHAIN_CONFIRMATIONS ?? finality;
+  if (value.NODE_ENV === 'production' && confirmations < finality) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['CHAIN_CONFIRMATIONS'],
+      message: `must be at least ${finality} (chain ${value.CHAIN_ID}'s finality depth) in production`,
+    });
+  }
+  const reorgDepthMax = value.REORG_DEPTH_MAX ?? Math.max(64, finality);
+  if (confirmations > reorgDepthMax) {
+    ctx.addIssue({
+      code: 'custom',
+      path: [value.CHAIN_CONFIRMATIONS === undefined ? 'REORG_DEPTH_MAX' : 'CHAIN_CONFIRMATIONS'],
+      message: `CHAIN_CONFIRMATIONS (${confirmations}) must not exceed REORG_DEPTH_MAX (${reorgDepthMax})`,
+    });
+  }
 });
 
-export type Config = z.output<typeof schema>;
+/** Defaults that depend on other settings (the chain's finality depth). */
+const resolved = refined.transform((value) => {
+  const finality = chainFinalityBlocks(value.CHAIN_ID);
+  return {
+    ...value,
+    CHAIN_CONFIRMATIONS: value.CHAIN_CONFIRMATIONS ?? finality,
+    REORG_DEPTH_MAX: value.REORG_DEPTH_MAX ?? Math.max(64, finality),
+  };
+});
+
+export type Config = z.output<typeof resolved>;
 
 /** Every variable the config reads (for checking .env.example). */
 export const CONFIG_VARIABLES: readonly string[] = Object.keys(schema.shape);
@@ -207,7 +260,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     const value = env[key];
     if (value !== undefined && value !== '') cleaned[key] = value;
   }
-  const result = refined.safeParse(cleaned);
+  const result = resolved.safeParse(cleaned);
   if (!result.success) {
     const issue = result.error.issues[0];
     const variable = String(issue?.path[0] ?? 'environment');

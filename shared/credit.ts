@@ -21,7 +21,18 @@ export interface AssetRisk {
   liquidationThresholdBps: bigint;
   /** A price older than this counts the asset as worth zero. */
   priceAgeMaxS: number;
+  /**
+   * Oracle sanity (docs/chain.md "Oracle sanity"): an answer outside [min, max] (the feed's own
+   * minAnswer/maxAnswer), or stamped more than `priceFutureSkewS` in the future, counts the asset as
+   * worth zero. Absent bounds mean only `answer > 0`; an absent skew means 60 s.
+   */
+  priceAnswerMin?: bigint;
+  priceAnswerMax?: bigint;
+  priceFutureSkewS?: number;
 }
+
+/** The future skew allowed when an asset does not say (the value before per-asset skews existed). */
+export const PRICE_FUTURE_SKEW_S_DEFAULT = 60;
 
 export interface PriceQuote {
   answer: bigint;
@@ -58,11 +69,16 @@ export interface CreditSnapshot {
   staleAssetIds: string[];
 }
 
-/** True when a quote exists, is positive, and is no older than the asset's limit (and not from the future beyond 60 s skew). */
+/**
+ * True when a quote exists, is positive and within the asset's answer bounds, is no older than the
+ * asset's limit, and is not stamped further in the future than the asset's skew allows.
+ */
 export function isPriceFresh(quote: PriceQuote | undefined, asset: AssetRisk, nowS: number): boolean {
   if (quote === undefined || quote.answer <= 0n) return false;
+  if (asset.priceAnswerMin !== undefined && quote.answer < asset.priceAnswerMin) return false;
+  if (asset.priceAnswerMax !== undefined && quote.answer > asset.priceAnswerMax) return false;
   const ageS = nowS - quote.updatedAtS;
-  return ageS <= asset.priceAgeMaxS && ageS >= -60;
+  return ageS <= asset.priceAgeMaxS && ageS >= -(asset.priceFutureSkewS ?? PRICE_FUTURE_SKEW_S_DEFAULT);
 }
 
 /**

@@ -19,6 +19,8 @@
  * | AnswerUpdated       | price row                                         | a drop (≤ the price in    |
  * |                     |                                                   | force) at first sight, a  |
  * |                     |                                                   | rise after confirmations  |
+ * |                     | (a round failing `judgeRound` never becomes the   | held back at first sight  |
+ * |                     | price: out of bounds or future → a zero row)      |                           |
  *
  * A finalized withdrawal leaves available credit unchanged (collateral and pending fall together),
  * so it waits: applying it early could take collateral below zero while the deposit that funded it
@@ -147,6 +149,76 @@ export function effectOf(eventName: string, args: Args): Effect | null {
     default:
       return null;
   }
+}
+
+/**
+ * Oracle sanity (docs/chain.md "Oracle sanity"; ARCHITECTURE.md invariant 10): what a new round is.
+ *
+ * - `out_of_bounds`: outside the feed's [minAnswer, maxAnswer] (a Chainlink feed freezes at its bound in
+ *   a crash, so the true price may be anywhere beyond it);
+ * - `future`: stamped more than the asset's skew ahead of our clock (a future stamp would also keep the
+ *   round "fresh" for longer than its heartbeat);
+ * - `spike`: a rise of more than `deviationMaxBps` over the last accepted round, not confirmed by the
+ *   round just before it (a held spike within the deviation of this one confirms it);
+ * - `ok`: everything else, drops of any size included (credit shrinks fast).
+ *
+ * Only `ok` rounds can become the price in force. `out_of_bounds` and `future` rounds make the asset
+ * worth zero until a later ok round applies; a `spike` leaves the last accepted (lower) price in force.
+ */
+export type RoundVerdict = 'ok' | 'out_of_bounds' | 'future' | 'spike';
+
+export interface OracleRound {
+  roundId: bigint;
+  answer: bigint;
+  updatedAtS: bigint;
+}
+
+export interface RoundJudgeState {
+  answerMin: bigint;
+  answerMax: bigint;
+  deviationMaxBps: bigint;
+  futureSkewS: number;
+  /** The last accepted round (applied or waiting for confirmations), or null before the first. */
+  reference: OracleRound | null;
+  /** The feed's round just before this one, whatever its verdict. */
+  previous: OracleRound | null;
+}
+
+const BPS_ONE = 10_000n;
+
+/** `answer` lies more than `bps` above `base`. */
+function risesBeyond(answer: bigint, base: bigint, bps: bigint): boolean {
+  return answer * BPS_ONE > base * (BPS_ONE + bps);
+}
+
+/** `answer` lies within `bps` of `base`, either way. */
+function within(answer: bigint, base: bigint, bps: bigint): boolean {
+  const gap = answer > base ? answer - base : base - answer;
+  return gap * BPS_ONE <= base * bps;
+}
+
+/** The verdict on a new round. Pure: `nowS` is the only input not taken from the chain. */
+export function judgeRound(round: OracleRound, state: RoundJudgeState, nowS: bigint): RoundVerdict {
+  const inBounds = (answer: bigint) => answer >= state.answerMin && answer <= state.answerMax;
+  if (!inBounds(round.answer)) return 'out_of_bounds';
+  if (round.updatedAtS > nowS + BigInt(state.futureSkewS)) return 'future';
+  const reference = state.reference;
+  if (reference === null || !risesBeyond(round.answer, reference.answer, state.deviationMaxBps)) return 'ok';
+  // A legitimate jump is followed by further rounds at about the same level (Chainlink publishes at
+  // least every heartbeat): the second round in a row beyond the bound, close to the first, confirms it.
+  const previous = state.previous;
+  if (
+    previous !== null &&
+    previous.roundId < round.roundId &&
+    previous.updatedAtS <= round.updatedAtS &&
+    previous.updatedAtS <= nowS + BigInt(state.futureSkewS) &&
+    inBounds(previous.answer) &&
+    risesBeyond(previous.answer, reference.answer, state.deviationMaxBps) &&
+    within(round.answer, previous.answer, state.deviationMaxBps)
+  ) {
+    return 'ok';
+  }
+  return 'spike';
 }
 
 /**

@@ -32,7 +32,9 @@ import {
   markApplied,
   type PositionDelta,
   type PriceRow,
+  type PriceSanityState,
   prepareForInsert,
+  priceSanityState,
   pricesInForce,
   pruneBlocks,
   setSettlementStatus,
@@ -44,7 +46,16 @@ import {
   writeCursor,
 } from '../store/index.ts';
 import type { DecodedLog } from '../sync/index.ts';
-import { appliesNow, argsToJson, confirmedTipOf, type Effect, effectOf, logKey } from './effects.ts';
+import {
+  appliesNow,
+  argsToJson,
+  confirmedTipOf,
+  type Effect,
+  effectOf,
+  judgeRound,
+  logKey,
+  type RoundVerdict,
+} from './effects.ts';
 
 export * from './effects.ts';
 
@@ -67,14 +78,44 @@ export interface Touched {
   assets: Set<string>;
   /** Unsettled cents moved once per event key (negative: settled on-chain; positive: undone). */
   unsettledMoves: { userId: string; eventKey: string; amountCents: bigint }[];
+  /** Oracle rounds held back by the sanity rules (alerted after the commit). */
+  heldRounds: HeldRound[];
   stored: number;
   applied: number;
   undone: number;
 }
 
 export function newTouched(): Touched {
-  return { users: new Set(), assets: new Set(), unsettledMoves: [], stored: 0, applied: 0, undone: 0 };
+  return {
+    users: new Set(),
+    assets: new Set(),
+    unsettledMoves: [],
+    heldRounds: [],
+    stored: 0,
+    applied: 0,
+    undone: 0,
+  };
 }
+
+/** An oracle round that failed the sanity rules (effects.ts `judgeRound`). */
+export interface HeldRound {
+  assetId: string;
+  verdict: Exclude<RoundVerdict, 'ok'>;
+  roundId: bigint;
+  answer: bigint;
+  updatedAtS: bigint;
+  blockNumber: bigint;
+  blockHash: Hex;
+}
+
+/**
+ * Held rounds of this process's plans. A held round is marked applied at first sight with the effect
+ * "hold": a spike writes nothing (the last accepted, lower price stays in force); an out-of-bounds or
+ * future round writes a zero row (answer 0 counts the asset as worth zero) stamped no later than the
+ * reference, so it is in force until a later accepted round. Undoing either after a reorg deletes the
+ * row by round and block, like any price.
+ */
+const heldRounds = new WeakMap<EventRecord, { verdict: Exclude<RoundVerdict, 'ok'>; zeroAtS: bigint }>();
 
 /** Ledger ref of the transfer a chain log booked, and of its reversal after a reorg. */
 export function chainLedgerRef(event: EventRecord): string {
@@ -132,8 +173,10 @@ export async function applyEffects(
       const assetId = ctx.assetByAggregator.get(event.address);
       if (assetId === undefined) continue;
       const row = { assetId, ...effect.price, blockNumber: event.blockNumber };
-      if (sign > 0n) priceUpserts.push(row);
-      else priceDeletes.push(row);
+      const held = heldRounds.get(event);
+      if (sign < 0n) priceDeletes.push(row);
+      else if (held === undefined) priceUpserts.push(row);
+      else if (held.verdict !== 'spike') priceUpserts.push({ ...row, answer: 0n, updatedAtS: held.zeroAtS });
       touched.assets.add(assetId);
       continue;
     }
@@ -274,6 +317,9 @@ export async function planApply(
   confirmedTip: bigint,
   inForce: Map<string, { answer: bigint; roundId: bigint }>,
   earlierWaiting: (userId: string, before: EventRecord) => Promise<EventRecord[]>,
+  sanity: Map<string, PriceSanityState> = new Map(),
+  nowS: bigint = BigInt(Math.floor(Date.now() / 1000)),
+  held: HeldRound[] = [],
 ): Promise<{ apply: EventRecord[]; promoted: EventRecord[] }> {
   const apply: EventRecord[] = [];
   const promoted: EventRecord[] = [];
@@ -302,6 +348,31 @@ export async function planApply(
     if (effect.price !== undefined) {
       const assetId = ctx.assetByAggregator.get(event.address);
       if (assetId === undefined) continue;
+      const state = sanity.get(assetId);
+      if (state !== undefined) {
+        const round = effect.price;
+        const verdict = judgeRound(round, state, nowS);
+        state.previous = round;
+        if (verdict !== 'ok') {
+          // Held back at first sight: never the price in force (see heldRounds).
+          const reference = state.reference;
+          const stampS = verdict === 'future' ? 0n : round.updatedAtS;
+          const zeroAtS = reference !== null && reference.updatedAtS > stampS ? reference.updatedAtS : stampS;
+          heldRounds.set(event, { verdict, zeroAtS });
+          held.push({
+            assetId,
+            verdict,
+            ...round,
+            blockNumber: event.blockNumber,
+            blockHash: event.blockHash,
+          });
+          event.applied = true;
+          apply.push(event);
+          if (verdict !== 'spike') inForce.set(assetId, { answer: 0n, roundId: round.roundId });
+          continue;
+        }
+        state.reference = round;
+      }
       if (appliesNow(effect, event.blockNumber, confirmedTip, inForce.get(assetId)?.answer)) {
         event.applied = true;
         apply.push(event);
@@ -394,7 +465,7 @@ export async function commitRange(
   const confirmedTip = confirmedTipOf(input.head, ctx.confirmations);
   const windowLow = input.from - BigInt(ctx.reorgDepthMax) - 1n;
   // Every asset with a feed: whether a waiting round is among them is only known after the query.
-  const [walletMap, waiting, prices] = await Promise.all([
+  const [walletMap, waiting, prices, sanity] = await Promise.all([
     walletUsers(tx, ctx.chainId, [...wallets]),
     waitingEvents(
       tx,
@@ -403,6 +474,9 @@ export async function commitRange(
       confirmedTip < input.from - 1n ? confirmedTip : input.from - 1n,
     ),
     pricesInForce(tx, [...new Set(ctx.assetByAggregator.values())]),
+    fresh.some((r) => r.eventName === 'AnswerUpdated')
+      ? priceSanityState(tx, ctx.chainId, ctx.assetByAggregator, input.from, windowLow < 0n ? 0n : windowLow)
+      : new Map<string, PriceSanityState>(),
   ]);
   // Users are resolved here, under the apply lock, so a wallet linked meanwhile is never missed.
   for (const record of fresh) {
@@ -412,11 +486,20 @@ export async function commitRange(
   const inForce = new Map(
     [...prices.entries()].map(([id, p]) => [id, { answer: p.answer, roundId: p.roundId }]),
   );
-  const { apply, promoted } = await planApply(ctx, fresh, waiting, confirmedTip, inForce, (userId, before) =>
-    waitingEventsOfUserBefore(tx, ctx.chainId, userId, windowLow < 0n ? 0n : windowLow, {
-      blockNumber: input.from,
-      logIndex: 0,
-    }).then((rows) => rows.filter((r) => byChainOrder(r, before) < 0)),
+  const { apply, promoted } = await planApply(
+    ctx,
+    fresh,
+    waiting,
+    confirmedTip,
+    inForce,
+    (userId, before) =>
+      waitingEventsOfUserBefore(tx, ctx.chainId, userId, windowLow < 0n ? 0n : windowLow, {
+        blockNumber: input.from,
+        logIndex: 0,
+      }).then((rows) => rows.filter((r) => byChainOrder(r, before) < 0)),
+    sanity,
+    BigInt(Math.floor(Date.now() / 1000)),
+    touched.heldRounds,
   );
   const stored = await insertEvents(tx, fresh);
   if (stored !== fresh.length) {

@@ -10,9 +10,10 @@
  */
 import type { Logger } from 'pino';
 import type { Sql } from '../../shared/db/client.ts';
-import { publishPrice, writeChainState } from '../../shared/redis/account.ts';
+import { writeChainState } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
-import { publishAsset } from '../../shared/redis/market.ts';
+import { channels, pricesKey } from '../../shared/redis/keys.ts';
+import { publishAsset, publishPriceInForce } from '../../shared/redis/market.ts';
 import { rebuildIfWritten } from '../../shared/redis/rebuild-guard.ts';
 import { LIMITS } from '../limits.ts';
 import { type AssetRow, chainStateOfUsers, pricesInForce } from '../store/index.ts';
@@ -88,9 +89,18 @@ export function createCacheWriter(options: CacheWriterOptions): CacheWriter {
     const inForce = await pricesInForce(sql, [...assets]);
     for (const assetId of assets) {
       const price = inForce.get(assetId);
-      if (price === undefined) continue;
       try {
-        await publishPrice(redis, prefix, {
+        if (price === undefined) {
+          // A reorg removed the asset's only rounds: no price is in force, so none may stay in memory.
+          await redis.hdel(pricesKey(prefix), assetId);
+          await redis.publish(
+            channels(prefix).prices,
+            JSON.stringify({ assetId, answer: '0', updatedAtS: 0, roundId: '0', inForce: true }),
+          );
+          continue;
+        }
+        // The price in force (never a held-back round), also after a reorg undid a newer one.
+        await publishPriceInForce(redis, prefix, {
           assetId,
           answer: price.answer,
           updatedAtS: Number(price.updatedAtS),
@@ -125,6 +135,9 @@ export function createCacheWriter(options: CacheWriterOptions): CacheWriter {
           ltvBps: asset.ltvBps,
           liquidationThresholdBps: asset.liquidationThresholdBps,
           priceAgeMaxS: asset.priceAgeMaxS,
+          priceAnswerMin: asset.priceAnswerMin,
+          priceAnswerMax: asset.priceAnswerMax,
+          priceFutureSkewS: asset.priceFutureSkewS,
         });
       }
       await publishPrices(new Set(assets.map((a) => a.assetId)));

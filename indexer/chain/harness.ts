@@ -75,11 +75,36 @@ export interface AssetRisk {
   ltvBps: number;
   liquidationThresholdBps: number;
   priceAgeMaxS: number;
+  /** Oracle sanity (docs/chain.md "Oracle sanity"): the feed's minAnswer/maxAnswer, the largest rise
+   * one round may make before a following round must confirm it, the allowed future skew. */
+  priceAnswerMin: bigint;
+  priceAnswerMax: bigint;
+  priceDeviationMaxBps: number;
+  priceFutureSkewS: number;
 }
 
+const E8 = 10n ** 8n;
+
+/** The local feeds' parameters (8-decimal USD answers). */
 export const DEFAULT_RISK: Record<string, AssetRisk> = {
-  WETH: { ltvBps: 8_000, liquidationThresholdBps: 8_250, priceAgeMaxS: 3_600 + 300 },
-  WBTC: { ltvBps: 7_300, liquidationThresholdBps: 7_800, priceAgeMaxS: 3_600 + 300 },
+  WETH: {
+    ltvBps: 8_000,
+    liquidationThresholdBps: 8_250,
+    priceAgeMaxS: 3_600 + 300,
+    priceAnswerMin: 1n * E8,
+    priceAnswerMax: 1_000_000n * E8,
+    priceDeviationMaxBps: 3_000,
+    priceFutureSkewS: 15,
+  },
+  WBTC: {
+    ltvBps: 7_300,
+    liquidationThresholdBps: 7_800,
+    priceAgeMaxS: 3_600 + 300,
+    priceAnswerMin: 10n * E8,
+    priceAnswerMax: 10_000_000n * E8,
+    priceDeviationMaxBps: 3_000,
+    priceFutureSkewS: 15,
+  },
 };
 
 /** Inserts (or refreshes) the assets table rows for the deployed contracts. */
@@ -89,17 +114,30 @@ export async function seedAssets(
   risk: Record<string, AssetRisk> = DEFAULT_RISK,
 ): Promise<void> {
   for (const asset of contracts.assets) {
-    const r = risk[asset.assetId] ?? { ltvBps: 5_000, liquidationThresholdBps: 6_000, priceAgeMaxS: 3_900 };
+    const r = risk[asset.assetId] ?? {
+      ltvBps: 5_000,
+      liquidationThresholdBps: 6_000,
+      priceAgeMaxS: 3_900,
+      priceAnswerMin: 1n,
+      priceAnswerMax: 10n ** 18n,
+      priceDeviationMaxBps: 3_000,
+      priceFutureSkewS: 15,
+    };
     await sql`
       insert into assets (id, chain_id, token_address, token_decimals, price_feed_address, price_decimals,
-        ltv_bps, liquidation_threshold_bps, price_age_max_s)
+        ltv_bps, liquidation_threshold_bps, price_age_max_s, price_answer_min, price_answer_max,
+        price_deviation_max_bps, price_future_skew_s)
       values (${asset.assetId}, ${contracts.chainId}, ${asset.token}, ${asset.tokenDecimals}, ${asset.feed},
-        ${asset.priceDecimals}, ${r.ltvBps}, ${r.liquidationThresholdBps}, ${r.priceAgeMaxS})
+        ${asset.priceDecimals}, ${r.ltvBps}, ${r.liquidationThresholdBps}, ${r.priceAgeMaxS},
+        ${r.priceAnswerMin.toString()}::numeric, ${r.priceAnswerMax.toString()}::numeric, ${r.priceDeviationMaxBps},
+        ${r.priceFutureSkewS})
       on conflict (id) do update set chain_id = excluded.chain_id, token_address = excluded.token_address,
         token_decimals = excluded.token_decimals, price_feed_address = excluded.price_feed_address,
         price_decimals = excluded.price_decimals, ltv_bps = excluded.ltv_bps,
         liquidation_threshold_bps = excluded.liquidation_threshold_bps, price_age_max_s = excluded.price_age_max_s,
-        updated_at = now()`;
+        price_answer_min = excluded.price_answer_min, price_answer_max = excluded.price_answer_max,
+        price_deviation_max_bps = excluded.price_deviation_max_bps,
+        price_future_skew_s = excluded.price_future_skew_s, updated_at = now()`;
   }
 }
 

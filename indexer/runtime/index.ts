@@ -210,6 +210,21 @@ export function createIndexer(options: IndexerOptions): Indexer {
     metrics.eventsStored.inc(touched.stored);
     metrics.eventsApplied.inc(touched.applied);
     metrics.eventsUndone.inc(touched.undone);
+    for (const round of touched.heldRounds) {
+      metrics.oracleRoundsHeld.inc({ asset: round.assetId, reason: round.verdict });
+      logger.error(
+        {
+          asset: round.assetId,
+          reason: round.verdict,
+          roundId: round.roundId.toString(),
+          answer: round.answer.toString(),
+          updatedAtS: round.updatedAtS.toString(),
+          block: round.blockNumber.toString(),
+          blockHash: round.blockHash,
+        },
+        `ALERT oracle round held back (${round.verdict}): it does not raise credit`,
+      );
+    }
     metrics.cursorBlock.set(Number(here().number));
     cacheQueue = cacheQueue
       .then(() => cache.write(touched))

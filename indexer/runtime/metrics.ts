@@ -8,6 +8,7 @@ export interface IndexerMetrics {
   eventsUndone: Counter;
   reorgs: Histogram;
   halts: Counter;
+  oracleRoundsHeld: Counter;
   stepFailures: Counter;
   cursorBlock: Gauge;
   headBlock: Gauge;
@@ -41,6 +42,12 @@ export function createIndexerMetrics(registry: Registry = new Registry()): Index
       name: 'indexer_halts_total',
       help: 'Times the indexer stopped on a condition it must not guess about (e.g. a reorg too deep)',
       labelNames: ['code'],
+      registers: [registry],
+    }),
+    oracleRoundsHeld: new Counter({
+      name: 'indexer_oracle_rounds_held_total',
+      help: 'Oracle rounds held back by the sanity rules (out_of_bounds, future, spike); docs/chain.md "Oracle sanity"',
+      labelNames: ['asset', 'reason'],
       registers: [registry],
     }),
     stepFailures: new Counter({

@@ -329,18 +329,34 @@ export interface AssetRow {
   ltvBps: bigint;
   liquidationThresholdBps: bigint;
   priceAgeMaxS: number;
+  /** Oracle sanity (docs/chain.md "Oracle sanity"). */
+  priceAnswerMin: bigint;
+  priceAnswerMax: bigint;
+  priceDeviationMaxBps: bigint;
+  priceFutureSkewS: number;
 }
 
 export async function loadAssets(sql: Sql, chainId: number): Promise<AssetRow[]> {
   const rows = await sql<
-    (AssetRiskRow & { token_address: string; price_feed_address: string })[]
+    (AssetRiskRow & {
+      token_address: string;
+      price_feed_address: string;
+      price_answer_min: string;
+      price_answer_max: string;
+      price_deviation_max_bps: number;
+      price_future_skew_s: number;
+    })[]
   >`select id, token_address, token_decimals, price_feed_address, price_decimals, ltv_bps, liquidation_threshold_bps,
-      price_age_max_s
+      price_age_max_s, price_answer_min::text, price_answer_max::text, price_deviation_max_bps, price_future_skew_s
     from assets where chain_id = ${chainId} and enabled order by id`;
   return rows.map((r) => ({
     ...assetRiskOf(r),
     token: r.token_address.toLowerCase() as Address,
     feed: r.price_feed_address.toLowerCase() as Address,
+    priceAnswerMin: BigInt(r.price_answer_min),
+    priceAnswerMax: BigInt(r.price_answer_max),
+    priceDeviationMaxBps: BigInt(r.price_deviation_max_bps),
+    priceFutureSkewS: r.price_future_skew_s,
   }));
 }
 
@@ -462,6 +478,108 @@ export async function pricesInForce(sql: Sql, assetIds: readonly string[]): Prom
         blockNumber: BigInt(r.b ?? '0'),
       },
     ]),
+  );
+}
+
+/** What judging a new oracle round needs per asset (apply/effects.ts `judgeRound`). */
+export interface PriceSanityState {
+  assetId: string;
+  answerMin: bigint;
+  answerMax: bigint;
+  deviationMaxBps: bigint;
+  futureSkewS: number;
+  /** The last accepted round (applied, or waiting for its confirmations): the deviation reference. */
+  reference: { roundId: bigint; answer: bigint; updatedAtS: bigint } | null;
+  /** The round just before the range (any verdict): a held rise it may confirm. */
+  previous: { roundId: bigint; answer: bigint; updatedAtS: bigint } | null;
+}
+
+/**
+ * Oracle sanity state per asset at the start of a range (`fromBlock`). The reference is the newer of
+ * the newest positive `prices` row (held-back out-of-bounds rounds are stored with answer 0) and the
+ * newest round still waiting for confirmations (waiting rounds sit within `waitingFromBlock`..).
+ * The previous round is the feed's last stored round before the range: a backward scan of
+ * chain_events_block_idx that stops at the first match (feeds publish at least every heartbeat).
+ */
+export async function priceSanityState(
+  sql: Sql,
+  chainId: number,
+  aggregators: ReadonlyMap<Address, string>,
+  fromBlock: bigint,
+  waitingFromBlock: bigint,
+): Promise<Map<string, PriceSanityState>> {
+  if (aggregators.size === 0) return new Map();
+  const addresses = [...aggregators.keys()];
+  const assetIds = addresses.map((a) => aggregators.get(a) as string);
+  const rows = await sql<
+    {
+      asset_id: string;
+      answer_min: string;
+      answer_max: string;
+      deviation_bps: number;
+      skew_s: number;
+      ref_round: string | null;
+      ref_answer: string | null;
+      ref_s: string | null;
+      wait_round: string | null;
+      wait_answer: string | null;
+      wait_s: string | null;
+      prev_round: string | null;
+      prev_answer: string | null;
+      prev_s: string | null;
+    }[]
+  >`
+    select x.asset_id, a.price_answer_min::text as answer_min, a.price_answer_max::text as answer_max,
+      a.price_deviation_max_bps as deviation_bps, a.price_future_skew_s as skew_s,
+      r.round_id::text as ref_round, r.answer::text as ref_answer,
+      extract(epoch from r.updated_at)::bigint::text as ref_s,
+      w.args->>'roundId' as wait_round, w.args->>'current' as wait_answer, w.args->>'updatedAt' as wait_s,
+      p.args->>'roundId' as prev_round, p.args->>'current' as prev_answer, p.args->>'updatedAt' as prev_s
+    from unnest(${addresses as string[]}::text[], ${assetIds}::text[]) as x(address, asset_id)
+    join assets a on a.id = x.asset_id
+    left join lateral (
+      select round_id, answer, updated_at from prices
+      where prices.asset_id = x.asset_id and prices.answer > 0 order by round_id desc limit 1
+    ) r on true
+    left join lateral (
+      select args from chain_events e
+      where e.chain_id = ${chainId} and e.block_number >= ${waitingFromBlock.toString()}::bigint
+        and e.address = x.address and e.event_name = 'AnswerUpdated' and e.applied_at is null
+      order by e.block_number desc, e.log_index desc limit 1
+    ) w on true
+    left join lateral (
+      select args from chain_events e
+      where e.chain_id = ${chainId} and e.block_number < ${fromBlock.toString()}::bigint
+        and e.address = x.address and e.event_name = 'AnswerUpdated'
+      order by e.block_number desc, e.log_index desc limit 1
+    ) p on true`;
+  const round = (id: string | null, answer: string | null, s: string | null) =>
+    id === null || answer === null || s === null
+      ? null
+      : { roundId: BigInt(id), answer: BigInt(answer), updatedAtS: BigInt(s) };
+  return new Map(
+    rows.map((r) => {
+      const applied = round(r.ref_round, r.ref_answer, r.ref_s);
+      const waiting = round(r.wait_round, r.wait_answer, r.wait_s);
+      const reference =
+        applied === null
+          ? waiting
+          : waiting === null || waiting.roundId < applied.roundId
+            ? applied
+            : waiting;
+      return [
+        r.asset_id,
+        {
+          assetId: r.asset_id,
+          answerMin: BigInt(r.answer_min),
+          answerMax: BigInt(r.answer_max),
+          deviationMaxBps: BigInt(r.deviation_bps),
+          futureSkewS: r.skew_s,
+          reference,
+          previous: round(r.prev_round, r.prev_answer, r.prev_s),
+        },
+      ];
+    }),
   );
 }
 

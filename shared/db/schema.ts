@@ -144,6 +144,16 @@ export const assets = pgTable(
     ltvBps: integer('ltv_bps').notNull(),
     liquidationThresholdBps: integer('liquidation_threshold_bps').notNull(),
     priceAgeMaxS: integer('price_age_max_s').notNull(),
+    // Oracle sanity (docs/chain.md "Oracle sanity"): the feed's own minAnswer/maxAnswer (a round
+    // outside them counts the asset as worth zero), the largest rise one round may make over the last
+    // accepted one before it waits for a following round, and how far in the future a round's
+    // timestamp may lie. The defaults only bound what Chainlink's int192 answers can hold; seed real ones.
+    priceAnswerMin: uint256('price_answer_min').notNull().default(sql`1`),
+    priceAnswerMax: uint256('price_answer_max')
+      .notNull()
+      .default(sql`3138550867693340381917894711603833208051177722232017256447`),
+    priceDeviationMaxBps: integer('price_deviation_max_bps').notNull().default(1000),
+    priceFutureSkewS: integer('price_future_skew_s').notNull().default(15),
     enabled: boolean('enabled').notNull().default(true),
     updatedAt: updatedAt(),
   },
@@ -152,6 +162,10 @@ export const assets = pgTable(
     check(
       'assets_bps_range',
       sql`${t.ltvBps} between 0 and ${t.liquidationThresholdBps} and ${t.liquidationThresholdBps} <= 10000`,
+    ),
+    check(
+      'assets_price_sanity',
+      sql`${t.priceAnswerMin} >= 1 and ${t.priceAnswerMin} <= ${t.priceAnswerMax} and ${t.priceDeviationMaxBps} > 0 and ${t.priceFutureSkewS} between 0 and 300`,
     ),
     check(
       'assets_decimals_range',

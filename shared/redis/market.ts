@@ -2,8 +2,14 @@
  * Global market data: asset risk parameters and the latest prices. The hot path keeps them in
  * memory (never inside the per-user script), loaded at start and refreshed by pub/sub; the indexer
  * publishes. Freshness is judged per decision by the price's own timestamp.
+ *
+ * Oracle sanity (docs/chain.md "Oracle sanity"): the indexer publishes only the price in force
+ * (never a held-back round), each message marked `inForce`, and the view takes such a message as
+ * it comes, even when it is older than what it holds: that is how a price round orphaned by a reorg
+ * leaves every process. The view checks the stateless rules again itself: a quote outside the
+ * asset's answer bounds or stamped beyond its future skew is held as worth zero (answer 0).
  */
-import type { AssetRisk, PriceQuote } from '../credit.ts';
+import { type AssetRisk, PRICE_FUTURE_SKEW_S_DEFAULT, type PriceQuote } from '../credit.ts';
 import type { Redis } from './client.ts';
 import { assetsKey, channels, pricesKey } from './keys.ts';
 
@@ -14,6 +20,10 @@ export interface AssetMessage {
   ltvBps: string;
   liquidationThresholdBps: string;
   priceAgeMaxS: number;
+  /** Oracle sanity (decimal strings; absent from publishers that predate them). */
+  priceAnswerMin?: string;
+  priceAnswerMax?: string;
+  priceFutureSkewS?: number;
 }
 
 export function parseAsset(json: string): AssetRisk {
@@ -25,12 +35,55 @@ export function parseAsset(json: string): AssetRisk {
     ltvBps: BigInt(a.ltvBps),
     liquidationThresholdBps: BigInt(a.liquidationThresholdBps),
     priceAgeMaxS: a.priceAgeMaxS,
+    ...(a.priceAnswerMin === undefined ? {} : { priceAnswerMin: BigInt(a.priceAnswerMin) }),
+    ...(a.priceAnswerMax === undefined ? {} : { priceAnswerMax: BigInt(a.priceAnswerMax) }),
+    ...(a.priceFutureSkewS === undefined ? {} : { priceFutureSkewS: a.priceFutureSkewS }),
   };
 }
 
-export function parsePrice(json: string): { assetId: string; quote: PriceQuote } {
-  const p = JSON.parse(json) as { assetId: string; answer: string; updatedAtS: number };
-  return { assetId: p.assetId, quote: { answer: BigInt(p.answer), updatedAtS: p.updatedAtS } };
+export function parsePrice(json: string): { assetId: string; quote: PriceQuote; inForce: boolean } {
+  const p = JSON.parse(json) as { assetId: string; answer: string; updatedAtS: number; inForce?: boolean };
+  return {
+    assetId: p.assetId,
+    quote: { answer: BigInt(p.answer), updatedAtS: p.updatedAtS },
+    inForce: p.inForce === true,
+  };
+}
+
+/**
+ * The quote a decision may use: a quote outside the asset's bounds, or stamped further ahead of
+ * `nowS` than its skew, is held back as worth zero (answer 0), whatever its publisher judged.
+ */
+export function saneQuote(quote: PriceQuote, asset: AssetRisk | undefined, nowS: number): PriceQuote {
+  if (asset === undefined) return quote;
+  const outOfBounds =
+    (asset.priceAnswerMin !== undefined && quote.answer < asset.priceAnswerMin) ||
+    (asset.priceAnswerMax !== undefined && quote.answer > asset.priceAnswerMax);
+  const future = quote.updatedAtS > nowS + (asset.priceFutureSkewS ?? PRICE_FUTURE_SKEW_S_DEFAULT);
+  return outOfBounds || future ? { answer: 0n, updatedAtS: quote.updatedAtS } : quote;
+}
+
+export interface PriceInForce {
+  assetId: string;
+  answer: bigint;
+  updatedAtS: number;
+  roundId: bigint;
+}
+
+/**
+ * Stores the price in force and tells every hot-path process, which replace what they hold with it
+ * (the indexer publishes in commit order; after a reorg this is an older round than the orphan's).
+ */
+export async function publishPriceInForce(redis: Redis, prefix: string, price: PriceInForce): Promise<void> {
+  const payload = JSON.stringify({
+    assetId: price.assetId,
+    answer: price.answer.toString(),
+    updatedAtS: price.updatedAtS,
+    roundId: price.roundId.toString(),
+    inForce: true,
+  });
+  await redis.hset(pricesKey(prefix), price.assetId, payload);
+  await redis.publish(channels(prefix).prices, payload);
 }
 
 /** Stores an asset's parameters and tells every hot-path process. */
@@ -42,6 +95,9 @@ export async function publishAsset(redis: Redis, prefix: string, asset: AssetRis
     ltvBps: asset.ltvBps.toString(),
     liquidationThresholdBps: asset.liquidationThresholdBps.toString(),
     priceAgeMaxS: asset.priceAgeMaxS,
+    ...(asset.priceAnswerMin === undefined ? {} : { priceAnswerMin: asset.priceAnswerMin.toString() }),
+    ...(asset.priceAnswerMax === undefined ? {} : { priceAnswerMax: asset.priceAnswerMax.toString() }),
+    ...(asset.priceFutureSkewS === undefined ? {} : { priceFutureSkewS: asset.priceFutureSkewS }),
   } satisfies AssetMessage);
   await redis.hset(assetsKey(prefix), asset.assetId, payload);
   await redis.publish(channels(prefix).assets, payload);
@@ -60,18 +116,37 @@ export async function createMarket(redis: Redis, subscriber: Redis, prefix: stri
   const assets = new Map<string, AssetRisk>();
   const prices = new Map<string, PriceQuote>();
   const ch = channels(prefix);
-  const reload = async () => {
-    const [assetRows, priceRows] = await Promise.all([
-      redis.hgetall(assetsKey(prefix)),
-      redis.hgetall(pricesKey(prefix)),
-    ]);
-    for (const json of Object.values(assetRows)) {
-      const asset = parseAsset(json);
-      assets.set(asset.assetId, asset);
+  const nowS = () => Math.floor(Date.now() / 1000);
+  const applyPrice = (message: string, fromReload: boolean) => {
+    const { assetId, quote, inForce } = parsePrice(message);
+    const sane = saneQuote(quote, assets.get(assetId), nowS());
+    const current = prices.get(assetId);
+    // The indexer's price in force replaces what we hold (after a reorg it is older than the orphan),
+    // and so does the stored hash on a reload. Other publishers' messages (tests, benchmarks) may
+    // arrive out of order: never replace a newer one of theirs with an older one.
+    if (fromReload || inForce || current === undefined || current.updatedAtS <= sane.updatedAtS) {
+      prices.set(assetId, sane);
     }
-    for (const json of Object.values(priceRows)) {
-      const { assetId, quote } = parsePrice(json);
-      prices.set(assetId, quote);
+  };
+  // Messages that arrive while a reload is in flight are applied again after it, so a hash read that
+  // the server answered before their write cannot bring back what they replaced.
+  let duringReload: string[] | null = null;
+  const reload = async () => {
+    const mine: string[] = [];
+    duringReload = mine;
+    try {
+      const [assetRows, priceRows] = await Promise.all([
+        redis.hgetall(assetsKey(prefix)),
+        redis.hgetall(pricesKey(prefix)),
+      ]);
+      for (const json of Object.values(assetRows)) {
+        const asset = parseAsset(json);
+        assets.set(asset.assetId, asset);
+      }
+      for (const json of Object.values(priceRows)) applyPrice(json, true);
+      for (const message of mine) applyPrice(message, false);
+    } finally {
+      if (duringReload === mine) duringReload = null;
     }
   };
   subscriber.on('message', (channel: string, message: string) => {
@@ -79,11 +154,12 @@ export async function createMarket(redis: Redis, subscriber: Redis, prefix: stri
       if (channel === ch.assets) {
         const asset = parseAsset(message);
         assets.set(asset.assetId, asset);
+        // New bounds or skew apply to the price already held.
+        const held = prices.get(asset.assetId);
+        if (held !== undefined) prices.set(asset.assetId, saneQuote(held, asset, nowS()));
       } else if (channel === ch.prices) {
-        const { assetId, quote } = parsePrice(message);
-        const current = prices.get(assetId);
-        // Messages may arrive out of order; never replace a newer price with an older one.
-        if (current === undefined || current.updatedAtS <= quote.updatedAtS) prices.set(assetId, quote);
+        applyPrice(message, false);
+        duringReload?.push(message);
       }
     } catch {
       // A malformed message is ignored; the next reload corrects the view.

@@ -9,6 +9,10 @@ export interface AssetRiskRow {
   ltv_bps: number;
   liquidation_threshold_bps: number;
   price_age_max_s: number;
+  /** Oracle sanity columns (numeric answers arrive as decimal strings); optional for older selects. */
+  price_answer_min?: string;
+  price_answer_max?: string;
+  price_future_skew_s?: number;
 }
 
 export function assetRiskOf(row: AssetRiskRow): AssetRisk {
@@ -19,6 +23,9 @@ export function assetRiskOf(row: AssetRiskRow): AssetRisk {
     ltvBps: BigInt(row.ltv_bps),
     liquidationThresholdBps: BigInt(row.liquidation_threshold_bps),
     priceAgeMaxS: row.price_age_max_s,
+    ...(row.price_answer_min === undefined ? {} : { priceAnswerMin: BigInt(row.price_answer_min) }),
+    ...(row.price_answer_max === undefined ? {} : { priceAnswerMax: BigInt(row.price_answer_max) }),
+    ...(row.price_future_skew_s === undefined ? {} : { priceFutureSkewS: row.price_future_skew_s }),
   };
 }
 
