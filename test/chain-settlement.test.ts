@@ -22,6 +22,7 @@ import { cachedCredit, createTestIndexer, silentLogger, spawnSettlement } from '
 import { credanaVaultAbi, writeContractsFile } from '../indexer/contracts/index.ts';
 import type { Indexer } from '../indexer/runtime/index.ts';
 import { createSettlementWorker } from '../indexer/settlement/index.ts';
+import { cardMovementEntries, insertTransfers } from '../shared/db/queries/ledger.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
 import { ACCOUNT, userKeys } from '../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from './support/db.ts';
@@ -66,12 +67,14 @@ async function captureSpend(amountCents: number): Promise<string> {
     transactionId,
   });
   expect((await post(hotPath, '/stripe/events', event)).status).toBe(200);
+  // Booked: the money, then (in a transaction of its own) the archived event that names the capture.
   await waitFor(
     async () =>
       (
-        await sql()`select 1 from ledger_transfers where kind = 'capture' and ref = ${`lifecycle:${event.id}`}`
+        await sql()`select 1 from ledger_transfers t join card_events e on e.id = ${event.id}
+          where t.kind = 'capture' and t.ref = ${`lifecycle:${event.id}`}`
       ).length === 1,
-    'the ledger writer to book the capture',
+    'the ledger writer to book the capture and archive its event',
   );
   return transactionId;
 }
@@ -312,5 +315,42 @@ describe('settlement', () => {
     await indexer.syncToHead();
     expect(await recordedOnChain()).toEqual(onChainBefore);
     expect(await books()).toEqual(before);
+  });
+
+  it('claims a capture only once its event is archived, and then by its transaction id', async () => {
+    // The ledger writer commits a capture's money before its raw event (their own transactions): in
+    // between, the capture's transaction id is not known yet. Booked here as the writer books it.
+    const eventId = `evt_archive_${randomBytes(6).toString('hex')}`;
+    const transactionId = `ipi_${randomBytes(8).toString('hex')}`;
+    await sql().begin(async (tx) => {
+      await insertTransfers(tx, [
+        {
+          ref: `lifecycle:${eventId}`,
+          kind: 'capture',
+          userId,
+          authorizationId: null,
+          entries: cardMovementEntries(userId, { holdDeltaCents: 0n, unsettledDeltaCents: 9_137n }),
+        },
+      ]);
+    });
+    const worker = createSettlementWorker({
+      sql: sql(),
+      client: chain.publicClient,
+      account: settler(),
+      vault: chain.contracts.vault,
+      chainId: chain.contracts.chainId,
+      logger: silentLogger,
+    });
+    await worker.runOnce();
+    const claimed = async () =>
+      sql()`select ref from settlements where amount_cents = 9137 order by ref`.then((rows) =>
+        rows.map((r) => r['ref'] as string),
+      );
+    expect(await claimed()).toEqual([]);
+    await sql()`insert into card_events (id, type, user_id, object_id, payload, created_at)
+      values (${eventId}, 'issuing_transaction.created', ${userId}, ${transactionId}, '{}'::jsonb, now())`;
+    await worker.runOnce();
+    await worker.runOnce();
+    expect(await claimed()).toEqual([transactionId]);
   });
 });

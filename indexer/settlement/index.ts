@@ -105,16 +105,15 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
    */
   const claim = async (): Promise<number> => {
     const captures = await sql<
-      { id: string; settled_ok: boolean; user_id: string; cents: string; capture_id: string }[]
+      { id: string; settled_ok: boolean; user_id: string; cents: string; capture_id: string | null }[]
     >`
       select c.id::text, c.created_at < now() - interval '60 seconds' as settled_ok, c.user_id::text,
         c.cents::text,
         case
           when c.ref like 'capture:%' then substr(c.ref, 9)
-          when c.ref like 'lifecycle:%' then coalesce(
+          when c.ref like 'lifecycle:%' then
             (select ce.object_id from card_events ce
-             where ce.id = substr(c.ref, 11) and ce.object_id like 'ipi\_%' limit 1),
-            c.ref)
+             where ce.id = substr(c.ref, 11) and ce.object_id like 'ipi\_%' limit 1)
           else c.ref
         end as capture_id
       from (
@@ -126,7 +125,12 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
         order by t.id
         limit ${LIMITS.settlementCapturesPerScanMax}
       ) c`;
-    const fresh = captures.filter((c) => BigInt(c.cents) > 0n);
+    // A capture booked from a Stripe event is named by its transaction id (`ipi_…`), read from the raw
+    // event the ledger writer archives in a transaction of its own, after the money. Until that row is
+    // there the capture is not claimed (claimed under another name, it would be recorded twice).
+    const fresh = captures.filter(
+      (c): c is typeof c & { capture_id: string } => c.capture_id !== null && BigInt(c.cents) > 0n,
+    );
     let claimed = 0;
     if (fresh.length > 0) {
       const inserted = await sql`
@@ -139,6 +143,12 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
     }
     for (const c of captures) {
       if (!c.settled_ok) break;
+      if (c.capture_id === null) {
+        // Its event is still not archived after a minute (dead-lettered as `archive`): the scan stays
+        // here, so it is claimed once the dead letter is replayed.
+        logger.warn({ transferId: c.id }, 'settlement: a capture waits for its archived event');
+        break;
+      }
       lastTransferId = BigInt(c.id);
     }
     return claimed;
