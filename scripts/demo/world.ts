@@ -231,9 +231,18 @@ export async function openDemoWorld(
           if (update.assetId === wethAsset.assetId && update.quote.answer === answer) seen = true;
         });
         await subscriber.subscribe(channels(prefix).prices);
-        const block = await chain.setPrice(wethAsset.assetId, answer);
-        // A rise adds credit, so the indexer applies it after the confirmations (a drop at first sight).
-        if (answer > current.answer) await chain.mine(config.CHAIN_CONFIRMATIONS);
+        let block = await chain.setPrice(wethAsset.assetId, answer);
+        if (answer > current.answer) {
+          // A rise beyond the feed's deviation bound is held back until a following round confirms it
+          // (docs/chain.md, "Oracle sanity"): the feed reports it again, as a real one keeps reporting.
+          const [risk] = await sql<{ bps: number }[]>`
+            select price_deviation_max_bps as bps from assets where id = ${wethAsset.assetId}`;
+          const deviationMaxBps = BigInt(risk?.bps ?? 10_000);
+          if ((answer - current.answer) * 10_000n > current.answer * deviationMaxBps)
+            block = await chain.setPrice(wethAsset.assetId, answer);
+          // A rise adds credit, so the indexer applies it after the confirmations (a drop at first sight).
+          await chain.mine(config.CHAIN_CONFIRMATIONS);
+        }
         await waitFor('the indexer to publish the new WETH price', DEMO_LIMITS.indexerWaitMs, async () => {
           if (seen) return true;
           // The message may have come before we listened: the stored price tells too.
