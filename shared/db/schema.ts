@@ -434,3 +434,63 @@ export const redisDeciders = pgTable('redis_deciders', {
   expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
   renewedAt: timestamp('renewed_at', { withTimezone: true }).notNull().defaultNow(),
 });
+
+/**
+ * Card refunds sent on-chain by the settlement worker with `recordRefunds(user, amount, ref)`: one row
+ * per refund transfer booked by the ledger writer (its credited `user_unsettled` part), written before
+ * the transaction is sent; the vault refuses a ref twice. The indexer marks it `confirmed` when it
+ * applies the vault's `RefundRecorded` event and moves the cents from on-chain debt back to unsettled.
+ */
+export const chainRefunds = pgTable(
+  'chain_refunds',
+  {
+    /** The on-chain ref, `refund:<refund transaction id>`. */
+    ref: text('ref').primaryKey(),
+    /** The ledger transfer that credited the refund (`lifecycle:<event id>`, …). */
+    transferRef: text('transfer_ref').notNull(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    amountCents: cents('amount_cents').notNull(),
+    amountUsdc: uint256('amount_usdc').notNull(),
+    status: text('status', { enum: ['pending', 'sent', 'confirmed', 'failed'] })
+      .notNull()
+      .default('pending'),
+    transactionHash: text('transaction_hash'),
+    nonce: integer('nonce'),
+    attempts: integer('attempts').notNull().default(0),
+    lastError: text('last_error'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('chain_refunds_transfer_ref_idx').on(t.transferRef),
+    index('chain_refunds_status_idx').on(t.status, t.createdAt),
+    check('chain_refunds_amount_pos', sql`${t.amountCents} > 0`),
+  ],
+);
+
+/**
+ * Withdrawal approvals the program signed (EIP-712, checked by the vault's `finalizeWithdrawal`): what
+ * was approved and the exposure and remaining borrow power it was judged on. An audit trail; the
+ * vault's request id is the approval's nonce.
+ */
+export const withdrawalApprovals = pgTable(
+  'withdrawal_approvals',
+  {
+    id: bigserial('id', { mode: 'bigint' }).primaryKey(),
+    chainId: integer('chain_id').notNull(),
+    requestId: uint256('request_id').notNull(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    account: text('account').notNull(),
+    assetId: text('asset_id').notNull(),
+    amountBase: uint256('amount_base').notNull(),
+    deadline: timestamp('deadline', { withTimezone: true }).notNull(),
+    exposureCents: cents('exposure_cents').notNull(),
+    borrowPowerAfterCents: cents('borrow_power_after_cents').notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index('withdrawal_approvals_request_idx').on(t.chainId, t.requestId)],
+);

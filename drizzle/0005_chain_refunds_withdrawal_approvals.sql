@@ -1,0 +1,52 @@
+CREATE TABLE "chain_refunds" (
+	"ref" text PRIMARY KEY NOT NULL,
+	"transfer_ref" text NOT NULL,
+	"user_id" uuid NOT NULL,
+	"amount_cents" bigint NOT NULL,
+	"amount_usdc" numeric(78, 0) NOT NULL,
+	"status" text DEFAULT 'pending' NOT NULL,
+	"transaction_hash" text,
+	"nonce" integer,
+	"attempts" integer DEFAULT 0 NOT NULL,
+	"last_error" text,
+	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
+	"updated_at" timestamp with time zone DEFAULT now() NOT NULL,
+	CONSTRAINT "chain_refunds_amount_pos" CHECK ("chain_refunds"."amount_cents" > 0)
+);
+--> statement-breakpoint
+CREATE TABLE "withdrawal_approvals" (
+	"id" bigserial PRIMARY KEY NOT NULL,
+	"chain_id" integer NOT NULL,
+	"request_id" numeric(78, 0) NOT NULL,
+	"user_id" uuid NOT NULL,
+	"account" text NOT NULL,
+	"asset_id" text NOT NULL,
+	"amount_base" numeric(78, 0) NOT NULL,
+	"deadline" timestamp with time zone NOT NULL,
+	"exposure_cents" bigint NOT NULL,
+	"borrow_power_after_cents" bigint NOT NULL,
+	"created_at" timestamp with time zone DEFAULT now() NOT NULL
+);
+--> statement-breakpoint
+ALTER TABLE "chain_refunds" ADD CONSTRAINT "chain_refunds_user_id_users_id_fk" FOREIGN KEY ("user_id") REFERENCES "public"."users"("id") ON DELETE no action ON UPDATE no action;--> statement-breakpoint
+ALTER TABLE "withdrawal_approvals" ADD CONSTRAINT "withdrawal_approvals_user_id_users_id_fk" FOREIGN KEY ("user_id") REFERENCES "public"."users"("id") ON DELETE no action ON UPDATE no action;--> statement-breakpoint
+CREATE UNIQUE INDEX "chain_refunds_transfer_ref_idx" ON "chain_refunds" USING btree ("transfer_ref");--> statement-breakpoint
+CREATE INDEX "chain_refunds_status_idx" ON "chain_refunds" USING btree ("status","created_at");--> statement-breakpoint
+CREATE INDEX "withdrawal_approvals_request_idx" ON "withdrawal_approvals" USING btree ("chain_id","request_id");--> statement-breakpoint
+-- The settlement worker claims and sends refunds, and books a capture of a user without a wallet to
+-- the receivable account (a ledger transfer and the unsettled cents it moves). The indexer confirms
+-- refunds. The withdrawal approval service (run with the indexer's role) reads the credit inputs and
+-- records what it signed.
+GRANT SELECT, INSERT, UPDATE ON chain_refunds TO credana_settlement;
+--> statement-breakpoint
+GRANT SELECT, INSERT ON ledger_transfers, ledger_entries TO credana_settlement;
+--> statement-breakpoint
+GRANT SELECT, UPDATE ON credit_accounts TO credana_settlement;
+--> statement-breakpoint
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO credana_settlement;
+--> statement-breakpoint
+GRANT SELECT, UPDATE ON chain_refunds TO credana_indexer;
+--> statement-breakpoint
+GRANT SELECT, INSERT ON withdrawal_approvals TO credana_indexer;
+--> statement-breakpoint
+GRANT SELECT ON chain_refunds, withdrawal_approvals TO credana_reconciliation;
