@@ -36,6 +36,7 @@ export const SECRET_VARIABLES = new Set([
   'SUPABASE_JWT_SECRET',
   'SUPABASE_SERVICE_ROLE_KEY',
   'SETTLER_PRIVATE_KEY',
+  'WITHDRAWAL_SIGNER_PRIVATE_KEY',
   'INTERNAL_API_TOKEN',
 ]);
 
@@ -109,6 +110,13 @@ const schema = z.object({
     .string()
     .regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex key')
     .optional(),
+  /** The key holding the vault's WITHDRAWAL_SIGNER_ROLE (withdrawal approvals). No default. */
+  WITHDRAWAL_SIGNER_PRIVATE_KEY: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex key')
+    .optional(),
+  /** The most the program pays per gas for any transaction it sends; above it, it waits. */
+  CHAIN_MAX_FEE_PER_GAS_GWEI: integer(1, 100_000).default(200),
 
   SUPABASE_URL: url.default('http://127.0.0.1:54321'),
   SUPABASE_DB_URL: url.default('postgres://postgres@127.0.0.1:5432/credana_supabase'),

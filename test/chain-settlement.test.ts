@@ -162,6 +162,7 @@ describe('settlement', () => {
       vault: chain.contracts.vault,
       chainId: chain.contracts.chainId,
       logger: silentLogger,
+      maxFeePerGasWei: 200n * 10n ** 9n,
     });
     const report = await worker.runOnce();
     expect(report).toMatchObject({ claimed: 1, sent: 1, batches: 1 });
@@ -196,6 +197,8 @@ describe('settlement', () => {
       CHAIN_ID: String(chain.contracts.chainId),
       CONTRACTS_FILE: contractsFile,
       SETTLER_PRIVATE_KEY: localAccount(ROLES.settler).privateKey,
+      REDIS_URL: services.redisUrl,
+      REDIS_KEY_PREFIX: services.prefix,
       LOG_LEVEL: 'info',
     };
     const broadcastRefs = [await captureSpend(1_000), await captureSpend(2_000)];
@@ -248,7 +251,7 @@ describe('settlement', () => {
     for (const ref of all) expect(await settlementTransfers(ref)).toBe(1);
   }, 120_000);
 
-  it('settles captures booked as `capture:<ipi>` too, and fails those of users without a wallet', async () => {
+  it('settles captures booked as `capture:<ipi>` too, and books those of users without a wallet to the receivable account', async () => {
     // The shape the brief names for the ledger writer's captures: a balanced transfer in ONE statement.
     const book = async (owner: string, ref: string, cents: bigint) => {
       const [transfer] =
@@ -271,15 +274,27 @@ describe('settlement', () => {
       vault: chain.contracts.vault,
       chainId: chain.contracts.chainId,
       logger: silentLogger,
+      maxFeePerGasWei: 200n * 10n ** 9n,
     });
     expect(await worker.runOnce()).toMatchObject({ claimed: 2, sent: 1 });
     await indexer.syncToHead();
     const rows =
       await sql()`select ref, status, last_error from settlements where ref = any(${[ipi, orphan]}::text[]) order by ref = ${ipi}`;
     expect(rows).toEqual([
-      { ref: orphan, status: 'failed', last_error: 'no linked wallet on this chain' },
+      { ref: orphan, status: 'receivable', last_error: 'no linked wallet on this chain' },
       { ref: ipi, status: 'confirmed', last_error: null },
     ]);
+    // Booked, not dropped: the cents left unsettled for the named receivable account, once.
+    const legs = await sql()`select e.account, e.amount_cents::text from ledger_transfers t
+      join ledger_entries e on e.transfer_id = t.id where t.ref = ${`receivable:${orphan}`} order by e.account`;
+    expect(legs).toEqual([
+      { account: 'user_receivable_unlinked', amount_cents: '500' },
+      { account: 'user_unsettled', amount_cents: '-500' },
+    ]);
+    const [walletlessAccount] =
+      await sql()`select unsettled_cents::text as uns from credit_accounts where user_id = ${walletless}`;
+    expect(walletlessAccount?.['uns']).toBe('0');
+    expect(await worker.runOnce()).toMatchObject({ receivables: 0 });
     const after = await books();
     expect(after.debtUsdc - before.debtUsdc).toBe(7_770_000n);
     expect(before.unsettledCents - after.unsettledCents).toBe(777n);
@@ -300,6 +315,7 @@ describe('settlement', () => {
       vault: chain.contracts.vault,
       chainId: chain.contracts.chainId,
       logger: silentLogger,
+      maxFeePerGasWei: 200n * 10n ** 9n,
     });
     expect(await worker.runOnce()).toMatchObject({ sent: 1 }); // it did send again…
     const [row] = await sql()`select transaction_hash from settlements where ref = ${ref}`;

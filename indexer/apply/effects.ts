@@ -13,7 +13,7 @@
  * | WithdrawalFinalized | collateral −amount, pending −amount (net zero)    | after confirmations       |
  * | SpendRecorded       | debt +(amount − refund credit used); unsettled    | at first sight            |
  * |                     | −capture (if ours)                                |                           |
- * | RefundRecorded      | debt −reduced; unsettled +refund (if ours)        | after confirmations       |
+ * | RefundRecorded      | debt −reduced; unsettled +refund (if ours)        | at first sight            |
  * | Repaid              | debt −amount                                      | after confirmations       |
  * | Liquidated          | collateral −seized, pending −cut, debt −covered   | at first sight, and first |
  * |                     |                                                   | applies the user's earlier|
@@ -117,9 +117,11 @@ export function effectOf(eventName: string, args: Args): Effect | null {
       };
     }
     case 'RefundRecorded': {
+      // Never raises credit: the debt falls by at most what unsettled rises by (the lifecycle already
+      // credited the refund), so it applies at first sight, in order with the spends.
       const debtReducedUsdc = big(args, 'debtReducedUsdc');
       return {
-        timing: 'confirmed',
+        timing: 'now',
         wallet: addr(args, 'user'),
         debtUsdcDelta: -debtReducedUsdc,
         refund: { ref: str(args, 'ref'), amountUsdc: big(args, 'amountUsdc'), debtReducedUsdc },

@@ -370,6 +370,7 @@ export const reconciliationRuns = pgTable(
  * On-chain settlement of captured spend: one row per capture (`ipi_…`), recorded by the settlement
  * worker with `recordSpend(user, amount, ref)`. The vault refuses a ref twice, and this row is written
  * before the transaction is sent, so a crash between sending and saving cannot record a capture twice.
+ * `receivable`: the user had no linked wallet; the capture was booked to `user_receivable_unlinked`.
  */
 export const settlements = pgTable(
   'settlements',
@@ -380,7 +381,7 @@ export const settlements = pgTable(
       .references(() => users.id),
     amountCents: cents('amount_cents').notNull(),
     amountUsdc: uint256('amount_usdc').notNull(),
-    status: text('status', { enum: ['pending', 'sent', 'confirmed', 'failed'] })
+    status: text('status', { enum: ['pending', 'sent', 'confirmed', 'failed', 'receivable'] })
       .notNull()
       .default('pending'),
     transactionHash: text('transaction_hash'),
