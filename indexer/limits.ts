@@ -54,6 +54,9 @@ export const LIMITS = {
   settlementPollIntervalMs: 1_000,
   settlementCapturesPerScanMax: 5_000,
 
+  /** Withdrawal approvals: how long a signed approval stays good (chain time). */
+  withdrawalApprovalTtlSMax: 600,
+
   /** Wallet linking (EIP-4361 messages). */
   siweNonceTtlS: 600,
   siweMessageAgeMaxS: 600,

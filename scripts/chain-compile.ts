@@ -14,7 +14,10 @@ import { join, resolve } from 'node:path';
 const require = createRequire(import.meta.url);
 const solc = require('solc') as {
   version(): string;
-  compile(input: string, callbacks?: { import(path: string): { contents: string } | { error: string } }): string;
+  compile(
+    input: string,
+    callbacks?: { import(path: string): { contents: string } | { error: string } },
+  ): string;
 };
 
 const root = resolve(import.meta.dirname, '..');

@@ -22,10 +22,10 @@ import {
   credanaVaultBytecode,
   mockAggregatorAbi,
   mockAggregatorBytecode,
-  priceFeedProxyAbi,
-  priceFeedProxyBytecode,
   noReturnTokenAbi,
   noReturnTokenBytecode,
+  priceFeedProxyAbi,
+  priceFeedProxyBytecode,
   testTokenAbi,
   testTokenBytecode,
 } from '../contracts/index.ts';

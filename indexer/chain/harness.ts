@@ -258,12 +258,22 @@ export function connectChain(url: string, contracts: ContractsFile): ChainAction
         privateKeyToAccount(localAccount(LOCAL_WITHDRAWAL_SIGNER).privateKey),
         contracts.chainId,
         vault,
-        { user, token: assetOf(assetId).token, amount: pending.amount, requestId: pending.requestId, deadline },
+        {
+          user,
+          token: assetOf(assetId).token,
+          amount: pending.amount,
+          requestId: pending.requestId,
+          deadline,
+        },
       );
       return actions.finalizeWithdrawalWith(user, assetId, deadline, signature);
     },
     finalizeWithdrawalWith: (user, assetId, deadline, signature) =>
-      write(user, vault, credanaVaultAbi, 'finalizeWithdrawal', [assetOf(assetId).token, deadline, signature]),
+      write(user, vault, credanaVaultAbi, 'finalizeWithdrawal', [
+        assetOf(assetId).token,
+        deadline,
+        signature,
+      ]),
     setPrice: (assetId, answer) =>
       write(
         localAccount(ROLES.deployer).address,

@@ -29,7 +29,14 @@ beforeAll(async () => {
     collateral: [
       ...DEFAULT_COLLATERAL,
       // USDT-style: transfer and transferFrom return nothing.
-      { assetId: 'NOBOOL', name: 'No Bool', tokenDecimals: 6, priceDecimals: 8, initialPrice: 100000000n, noReturn: true },
+      {
+        assetId: 'NOBOOL',
+        name: 'No Bool',
+        tokenDecimals: 6,
+        priceDecimals: 8,
+        initialPrice: 100000000n,
+        noReturn: true,
+      },
     ],
   });
   user = chain.account(3);
@@ -201,14 +208,14 @@ describe('withdrawals: approval and on-chain solvency', () => {
     const now = (await chain.publicClient.getBlock()).timestamp;
     // Expired.
     const expired = await approve(who, 'WETH', { deadline: now - 1n });
-    await expect(chain.finalizeWithdrawalWith(who, 'WETH', expired.deadline, expired.signature)).rejects.toThrow(
-      /ApprovalExpired/,
-    );
+    await expect(
+      chain.finalizeWithdrawalWith(who, 'WETH', expired.deadline, expired.signature),
+    ).rejects.toThrow(/ApprovalExpired/);
     // Forged: signed by a key without the role (the user's own key).
     const forged = await approve(who, 'WETH', { key: localAccount(4).privateKey });
-    await expect(chain.finalizeWithdrawalWith(who, 'WETH', forged.deadline, forged.signature)).rejects.toThrow(
-      /InvalidApproval/,
-    );
+    await expect(
+      chain.finalizeWithdrawalWith(who, 'WETH', forged.deadline, forged.signature),
+    ).rejects.toThrow(/InvalidApproval/);
     // Signed for another amount, or another request.
     const otherAmount = await approve(who, 'WETH', { amount: ETH });
     await expect(

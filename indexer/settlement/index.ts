@@ -94,7 +94,7 @@ export interface SettlementWorkerOptions {
   /** Fault injection for crash tests: runs after the batch is saved as sent, before the broadcast. */
   afterSave?: (hash: Hex) => void | Promise<void>;
   /** Fault injection for crash tests: runs right after the node accepted the transaction. */
-  afterBroadcast?: (hash: Hex) => void | Promise<void>;
+  afterBroadcast?: (hash: Hex, kind: 'spend' | 'refund') => void | Promise<void>;
 }
 
 export interface SettlementReport {
@@ -199,7 +199,14 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
   /** Creates a `pending` chain refund for every credited refund transfer that has none (as `claim`). */
   const claimRefunds = async (): Promise<number> => {
     const refunds = await sql<
-      { id: string; settled_ok: boolean; user_id: string; cents: string; transfer_ref: string; chain_ref: string }[]
+      {
+        id: string;
+        settled_ok: boolean;
+        user_id: string;
+        cents: string;
+        transfer_ref: string;
+        chain_ref: string;
+      }[]
     >`
       select r.id::text, r.created_at < now() - interval '60 seconds' as settled_ok, r.user_id::text,
         (-r.cents)::text as cents, r.ref as transfer_ref,
@@ -432,7 +439,7 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
       throw error;
     }
     metrics.batchesSent.inc({ kind: kind.name });
-    await options.afterBroadcast?.(hash);
+    await options.afterBroadcast?.(hash, kind.name);
     logger.info({ hash, nonce, kind: kind.name, refs: refs.length }, 'settlement batch broadcast');
     try {
       const receipt = await client.waitForTransactionReceipt({

@@ -4,7 +4,8 @@
  *
  * Flags: --poll-interval-ms N, --resend-after-ms N, --batch-max N, --metrics-port N (Prometheus text
  * at GET /metrics on 127.0.0.1, when METRICS_ENABLED); and, for crash tests only (refused
- * when NODE_ENV=production), --crash-after save|broadcast, which SIGKILLs the process at that point.
+ * when NODE_ENV=production), --crash-after save|broadcast|refund-broadcast, which SIGKILLs the process
+ * at that point.
  */
 import { writeSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -26,7 +27,7 @@ const flags = z
     'resend-after-ms': z.coerce.number().int().min(10).max(3_600_000).optional(),
     'batch-max': z.coerce.number().int().min(1).max(LIMITS.settlementBatchMax).optional(),
     'metrics-port': z.coerce.number().int().min(0).max(65_535).optional(),
-    'crash-after': z.enum(['save', 'broadcast']).optional(),
+    'crash-after': z.enum(['save', 'broadcast', 'refund-broadcast']).optional(),
   })
   .parse(
     parseArgs({
@@ -93,6 +94,13 @@ const worker = createSettlementWorker({
   ...(flags['batch-max'] === undefined ? {} : { batchMax: flags['batch-max'] }),
   ...(flags['crash-after'] === 'save' ? { afterSave: crash('save') } : {}),
   ...(flags['crash-after'] === 'broadcast' ? { afterBroadcast: crash('broadcast') } : {}),
+  ...(flags['crash-after'] === 'refund-broadcast'
+    ? {
+        afterBroadcast: (_hash: string, kind: 'spend' | 'refund') => {
+          if (kind === 'refund') crash('refund broadcast')();
+        },
+      }
+    : {}),
 });
 process.once('SIGTERM', () => void worker.stop());
 process.once('SIGINT', () => void worker.stop());
