@@ -1,6 +1,7 @@
 // Proves a capture travels hot path → ledger writer → settlement worker → vault → indexer → on-chain
 // debt exactly once on real services: in process, with the worker SIGKILLed right after broadcasting
-// and right after saving (before broadcasting), and when the worker's own records are lost.
+// and right after saving (before broadcasting), and when the worker's own records are lost; a capture
+// of a user without a wallet is booked to the receivable account and counted, never left failed.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,7 +22,7 @@ import {
 import { cachedCredit, createTestIndexer, silentLogger, spawnSettlement } from '../indexer/chain/testing.ts';
 import { credanaVaultAbi, writeContractsFile } from '../indexer/contracts/index.ts';
 import type { Indexer } from '../indexer/runtime/index.ts';
-import { createSettlementWorker } from '../indexer/settlement/index.ts';
+import { createSettlementMetrics, createSettlementWorker } from '../indexer/settlement/index.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
 import { ACCOUNT, userKeys } from '../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from './support/db.ts';
@@ -267,6 +268,7 @@ describe('settlement', () => {
     const orphan = `ipi_${randomBytes(8).toString('hex')}`;
     await book(walletless, `capture:${orphan}`, 500n);
     const before = await books();
+    const metrics = createSettlementMetrics();
     const worker = createSettlementWorker({
       sql: sql(),
       client: chain.publicClient,
@@ -275,6 +277,7 @@ describe('settlement', () => {
       chainId: chain.contracts.chainId,
       logger: silentLogger,
       maxFeePerGasWei: 200n * 10n ** 9n,
+      metrics,
     });
     expect(await worker.runOnce()).toMatchObject({ claimed: 2, sent: 1 });
     await indexer.syncToHead();
@@ -294,7 +297,9 @@ describe('settlement', () => {
     const [walletlessAccount] =
       await sql()`select unsettled_cents::text as uns from credit_accounts where user_id = ${walletless}`;
     expect(walletlessAccount?.['uns']).toBe('0');
+    expect((await metrics.receivables.get()).values[0]?.value).toBe(1); // the alert's metric
     expect(await worker.runOnce()).toMatchObject({ receivables: 0 });
+    expect((await metrics.receivables.get()).values[0]?.value).toBe(1);
     const after = await books();
     expect(after.debtUsdc - before.debtUsdc).toBe(7_770_000n);
     expect(before.unsettledCents - after.unsettledCents).toBe(777n);

@@ -369,10 +369,11 @@ describe('refunds reach the chain', () => {
     await transaction(user, 'capture', spend.authorizationId, 50_000);
     const refund = await transaction(user, 'refund', spend.authorizationId, 20_000);
     expect((await books(user)).unsettledCents).toBe(30_000n);
-    expect(await worker().runOnce()).toMatchObject({ sent: 1, refundsClaimed: 1, refundsSent: 1 });
+    const report = await worker().runOnce();
     await sync();
     const after = await books(user);
     expect(after).toEqual({ debtUsdc: 300n * USDC, unsettledCents: 0n, debtOnChain: 300n * USDC });
+    expect(report).toMatchObject({ sent: 1, refundsClaimed: 1, refundsSent: 1 });
     const [row] = await sql()`select status from chain_refunds where ref = ${`refund:${refund}`}`;
     expect(row?.['status']).toBe('confirmed');
     const credit = await cachedCredit(services.redis, sql(), services.prefix, 31_337, user.userId, nowS());
