@@ -34,19 +34,37 @@ CREATE UNIQUE INDEX "chain_refunds_transfer_ref_idx" ON "chain_refunds" USING bt
 CREATE INDEX "chain_refunds_status_idx" ON "chain_refunds" USING btree ("status","created_at");--> statement-breakpoint
 CREATE INDEX "withdrawal_approvals_request_idx" ON "withdrawal_approvals" USING btree ("chain_id","request_id");--> statement-breakpoint
 -- The settlement worker claims and sends refunds, and books a capture of a user without a wallet to
--- the receivable account (a ledger transfer and the unsettled cents it moves). The indexer confirms
--- refunds. The withdrawal approval service (run with the indexer's role) reads the credit inputs and
--- records what it signed.
+-- the receivable account (a ledger transfer and the unsettled cents it moves, then the cached account
+-- from positions). The indexer confirms refunds. The withdrawal approval service (its own role) reads
+-- the credit inputs, builds a missing cached account, and records what it signed.
 GRANT SELECT, INSERT, UPDATE ON chain_refunds TO credana_settlement;
 --> statement-breakpoint
 GRANT SELECT, INSERT ON ledger_transfers, ledger_entries TO credana_settlement;
 --> statement-breakpoint
 GRANT SELECT, UPDATE ON credit_accounts TO credana_settlement;
 --> statement-breakpoint
+GRANT SELECT ON positions TO credana_settlement;
+--> statement-breakpoint
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO credana_settlement;
 --> statement-breakpoint
 GRANT SELECT, UPDATE ON chain_refunds TO credana_indexer;
 --> statement-breakpoint
-GRANT SELECT, INSERT ON withdrawal_approvals TO credana_indexer;
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'credana_withdrawals') THEN
+		CREATE ROLE credana_withdrawals LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+	END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+	NULL;
+END $$;
+--> statement-breakpoint
+GRANT USAGE ON SCHEMA public TO credana_withdrawals;
+--> statement-breakpoint
+GRANT SELECT ON users, cards, authorizations, wallets, assets, prices, positions, credit_accounts,
+	ledger_entries TO credana_withdrawals;
+--> statement-breakpoint
+GRANT SELECT, INSERT ON withdrawal_approvals TO credana_withdrawals;
+--> statement-breakpoint
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO credana_withdrawals;
 --> statement-breakpoint
 GRANT SELECT ON chain_refunds, withdrawal_approvals TO credana_reconciliation;
