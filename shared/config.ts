@@ -4,6 +4,7 @@
  * Services receive the parsed `Config` (or a slice of it) through their factories.
  */
 import { existsSync } from 'node:fs';
+import { mnemonicToAccount } from 'viem/accounts';
 import { z } from 'zod';
 
 // Plain decimal digits only: `z.coerce.number()` would read " " as 0 and accept 0x10 or 1e2.
@@ -133,7 +134,29 @@ const schema = z.object({
   DEV_STATE_DIR: z.string().min(1).default('.dev'),
 });
 
+/** Hardhat's public test mnemonic: its keys are known to everyone. */
+const PUBLIC_TEST_MNEMONIC = 'test test test test test test test test test test test junk';
+let publicTestKeys: Set<string> | null = null;
+
+/** True for the first 20 keys of the public test mnemonic (derived once, only when asked). */
+export function isPublicTestKey(key: string): boolean {
+  if (publicTestKeys === null) {
+    publicTestKeys = new Set();
+    for (let i = 0; i < 20; i++) {
+      const derived = mnemonicToAccount(PUBLIC_TEST_MNEMONIC, { addressIndex: i }).getHdKey().privateKey;
+      if (derived !== null) publicTestKeys.add(`0x${Buffer.from(derived).toString('hex')}`);
+    }
+  }
+  return publicTestKeys.has(key.toLowerCase());
+}
+
 const refined = schema.superRefine((value, ctx) => {
+  for (const name of ['SETTLER_PRIVATE_KEY', 'WITHDRAWAL_SIGNER_PRIVATE_KEY'] as const) {
+    const key = value[name];
+    if (value.NODE_ENV === 'production' && key !== undefined && isPublicTestKey(key)) {
+      ctx.addIssue({ code: 'custom', path: [name], message: 'a public test key is refused in production' });
+    }
+  }
   if (value.NODE_ENV === 'production' && value.STRIPE_WEBHOOK_SECRETS.includes(DEV_WEBHOOK_SECRET)) {
     ctx.addIssue({
       code: 'custom',

@@ -33,6 +33,7 @@ import {
   approveWithdrawal,
   signWithdrawalApproval,
   type WithdrawalApproval,
+  withdrawalRoutes,
 } from '../indexer/withdrawals/index.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
 import { setUpServices, type TestServices } from './support/db.ts';
@@ -312,6 +313,40 @@ describe('the withdrawal attack: spend to the limit, request everything, wait th
     expect(await approval(fresh)).toMatchObject({ approved: false, reason: 'request_not_indexed' });
     await sync();
     expect(await approval(fresh)).toMatchObject({ approved: true });
+  });
+});
+
+describe('the approval route', () => {
+  it('answers an internal caller with the token only: 401, 400, 409 with the refusal, 200 with the approval', async () => {
+    const app = withdrawalRoutes(deps(), 'internal-token-for-tests');
+    const user = await newUser(11);
+    await chain.deposit(user.wallet, 'WETH', ETH);
+    await sync(true);
+    const call = (body: unknown, token = 'internal-token-for-tests') =>
+      app.request('/withdrawals/approvals', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    expect((await call({ userId: user.userId, assetId: 'WETH' }, 'wrong')).status).toBe(401);
+    expect((await call({ userId: 'not-a-uuid', assetId: 'WETH' })).status).toBe(400);
+    const refused = await call({ userId: user.userId, assetId: 'WETH' });
+    expect(refused.status).toBe(409);
+    expect(await refused.json()).toEqual({ approved: false, reason: 'no_pending_withdrawal' });
+    await chain.requestWithdrawal(user.wallet, 'WETH', ETH / 2n);
+    await sync();
+    const approved = await call({ userId: user.userId, assetId: 'WETH' });
+    expect(approved.status).toBe(200);
+    const body = (await approved.json()) as {
+      amount: string;
+      requestId: string;
+      deadline: string;
+      signature: Hex;
+    };
+    expect(body.amount).toBe((ETH / 2n).toString());
+    await chain.testClient.increaseTime({ seconds: DELAY_S + 1 });
+    await chain.finalizeWithdrawalWith(user.wallet, 'WETH', BigInt(body.deadline), body.signature);
+    expect(await wethOf(user.wallet)).toBe(ETH / 2n);
   });
 });
 

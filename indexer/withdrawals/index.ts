@@ -20,6 +20,7 @@
  * and `withdrawalRoutes` (a Hono sub-app, `POST /withdrawals/approvals`, for an internal caller
  * holding INTERNAL_API_TOKEN).
  */
+import { timingSafeEqual } from 'node:crypto';
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
@@ -200,9 +201,13 @@ const approvalRequest = z.object({
  */
 export function withdrawalRoutes(deps: WithdrawalServiceDeps, internalApiToken: string): Hono {
   const app = new Hono();
+  const expected = Buffer.from(`Bearer ${internalApiToken}`);
+  const authorized = (header: string | undefined) => {
+    const given = Buffer.from(header ?? '');
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  };
   app.post('/withdrawals/approvals', async (c) => {
-    if (c.req.header('authorization') !== `Bearer ${internalApiToken}`)
-      return c.json({ error: 'unauthorized' }, 401);
+    if (!authorized(c.req.header('authorization'))) return c.json({ error: 'unauthorized' }, 401);
     const parsed = approvalRequest.safeParse(await c.req.json().catch(() => null));
     if (!parsed.success) return c.json({ error: 'invalid_request' }, 400);
     const decision = await approveWithdrawal(deps, parsed.data);
