@@ -472,6 +472,47 @@ describe('refunds reach the chain', () => {
   }, 60_000);
 });
 
+describe('refunds across a reorg', () => {
+  it('undoes a refund the reorg orphaned, then re-sends and books it once on the canonical chain', async () => {
+    const user = await newUser(12);
+    await chain.deposit(user.wallet, 'WETH', ETH);
+    await sync(true);
+    const spend = await authorize(user, 10_000);
+    const capture = await transaction(user, 'capture', spend.authorizationId, 10_000);
+    const refund = await transaction(user, 'refund', spend.authorizationId, 3_000);
+    const before = await books(user);
+    expect(before).toEqual({ debtUsdc: 0n, unsettledCents: 7_000n, debtOnChain: 0n });
+
+    const fork = await chain.snapshot();
+    expect(await worker().runOnce()).toMatchObject({ sent: 1, refundsSent: 1 });
+    await sync();
+    expect(await books(user)).toEqual({ debtUsdc: 70n * USDC, unsettledCents: 0n, debtOnChain: 70n * USDC });
+
+    await chain.revert(fork); // fork A's blocks and transactions are gone
+    await chain.mine(4);
+    await sync();
+    expect(await books(user)).toEqual(before);
+    const statuses = await sql()`select (select status from settlements where ref = ${capture}) as spend,
+      (select status from chain_refunds where ref = ${`refund:${refund}`}) as refund`;
+    expect(statuses[0]).toEqual({ spend: 'sent', refund: 'sent' });
+
+    expect(await worker({ resendAfterMs: 10 }).runOnce()).toMatchObject({
+      reopened: 2,
+      sent: 1,
+      refundsSent: 1,
+    });
+    await sync(true);
+    expect(await books(user)).toEqual({ debtUsdc: 70n * USDC, unsettledCents: 0n, debtOnChain: 70n * USDC });
+    const logs = await chain.publicClient.getContractEvents({
+      address: chain.contracts.vault,
+      abi: credanaVaultAbi,
+      eventName: 'RefundRecorded',
+      fromBlock: 0n,
+    });
+    expect(logs.filter((l) => l.args.ref === `refund:${refund}`)).toHaveLength(1);
+  });
+});
+
 describe('fee cap', () => {
   it('sends nothing while the base fee is above CHAIN_MAX_FEE_PER_GAS_GWEI, and says so', async () => {
     const user = await newUser(10);
