@@ -124,7 +124,7 @@ describe('loadConfig', () => {
 
   it('refuses keys of the public test mnemonic as chain keys in production', () => {
     const publicKey = '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80'; // Hardhat #0
-    for (const name of ['SETTLER_PRIVATE_KEY', 'WITHDRAWAL_SIGNER_PRIVATE_KEY']) {
+    for (const name of ['SETTLER_PRIVATE_KEY', 'WITHDRAWAL_SIGNER_PRIVATE_KEY', 'LIQUIDATOR_PRIVATE_KEY']) {
       const error = configError({
         NODE_ENV: 'production',
         STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK,

@@ -38,6 +38,7 @@ export const SECRET_VARIABLES = new Set([
   'SUPABASE_SERVICE_ROLE_KEY',
   'SETTLER_PRIVATE_KEY',
   'WITHDRAWAL_SIGNER_PRIVATE_KEY',
+  'LIQUIDATOR_PRIVATE_KEY',
   'INTERNAL_API_TOKEN',
 ]);
 
@@ -116,6 +117,11 @@ const schema = z.object({
     .string()
     .regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex key')
     .optional(),
+  /** The key holding the vault's LIQUIDATOR_ROLE and the USDC it repays with. No default. */
+  LIQUIDATOR_PRIVATE_KEY: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex key')
+    .optional(),
   /** The most the program pays per gas for any transaction it sends; above it, it waits. */
   CHAIN_MAX_FEE_PER_GAS_GWEI: integer(1, 100_000).default(200),
 
@@ -151,7 +157,7 @@ export function isPublicTestKey(key: string): boolean {
 }
 
 const refined = schema.superRefine((value, ctx) => {
-  for (const name of ['SETTLER_PRIVATE_KEY', 'WITHDRAWAL_SIGNER_PRIVATE_KEY'] as const) {
+  for (const name of ['SETTLER_PRIVATE_KEY', 'WITHDRAWAL_SIGNER_PRIVATE_KEY', 'LIQUIDATOR_PRIVATE_KEY'] as const) {
     const key = value[name];
     if (value.NODE_ENV === 'production' && key !== undefined && isPublicTestKey(key)) {
       ctx.addIssue({ code: 'custom', path: [name], message: 'a public test key is refused in production' });

@@ -49,11 +49,10 @@ import {
   tryExclusive,
   vaultAccountsOf,
 } from '../store/index.ts';
+import { createFeeCap } from './fees.ts';
 import { createSettlementMetrics, type SettlementMetrics } from './metrics.ts';
 
 export { createSettlementMetrics, type SettlementMetrics } from './metrics.ts';
-
-const GWEI = 1_000_000_000n;
 
 /** What is sent on-chain: captured spend or credited refunds. */
 interface Kind {
@@ -337,37 +336,14 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
     return true;
   };
 
-  /**
-   * The fees to sign with, or null when the chain's base fee is above the cap (then nothing is sent
-   * this round, and the gauge says so).
-   */
-  const feesUnderCap = async (): Promise<{ maxFeePerGas: bigint; maxPriorityFeePerGas: bigint } | null> => {
-    const [block, fees] = await Promise.all([
-      client.getBlock({ blockTag: 'latest' }),
-      client.estimateFeesPerGas(),
-    ]);
-    const baseFee = block.baseFeePerGas ?? 0n;
-    if (baseFee > options.maxFeePerGasWei) {
-      if (!feeCapped) {
-        logger.warn(
-          { baseFeeGwei: (baseFee / GWEI).toString(), capGwei: (options.maxFeePerGasWei / GWEI).toString() },
-          'base fee above CHAIN_MAX_FEE_PER_GAS_GWEI; settlement waits',
-        );
-      }
-      feeCapped = true;
-      metrics.feeAboveCap.set(1);
-      metrics.feeCapWaits.inc();
-      return null;
-    }
-    if (feeCapped) logger.info('base fee back under the cap; settlement resumes');
-    feeCapped = false;
-    metrics.feeAboveCap.set(0);
-    const doubled = fees.maxFeePerGas * 2n;
-    const maxFeePerGas = doubled < options.maxFeePerGasWei ? doubled : options.maxFeePerGasWei;
-    const tip = fees.maxPriorityFeePerGas ?? 0n;
-    return { maxFeePerGas, maxPriorityFeePerGas: tip < maxFeePerGas ? tip : maxFeePerGas };
-  };
-  let feeCapped = false;
+  const feeCap = createFeeCap({
+    client,
+    maxFeePerGasWei: options.maxFeePerGasWei,
+    logger,
+    aboveCap: metrics.feeAboveCap,
+    waits: metrics.feeCapWaits,
+    what: 'settlement',
+  });
 
   /**
    * Signs, saves, broadcasts and awaits one batch of pending rows of `kind`. Returns how many were
@@ -398,7 +374,7 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
     }
     const batch = pending.filter((p) => accountOf.has(p.user_id));
     if (batch.length === 0) return 0;
-    const fees = await feesUnderCap();
+    const fees = await feeCap.fees();
     if (fees === null) return -1;
 
     const data = encodeFunctionData({

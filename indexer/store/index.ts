@@ -14,6 +14,7 @@ export type Sql = postgres.Sql | postgres.TransactionSql;
 export const LOCK_INDEXER_SESSION = 7_431_100;
 export const LOCK_CHAIN_APPLY = 7_431_101;
 export const LOCK_SETTLEMENT_SESSION = 7_431_102;
+export const LOCK_LIQUIDATOR_SESSION = 7_431_103;
 
 export interface BlockRef {
   number: bigint;

@@ -495,3 +495,35 @@ export const withdrawalApprovals = pgTable(
   },
   (t) => [index('withdrawal_approvals_request_idx').on(t.chainId, t.requestId)],
 );
+
+/**
+ * Liquidations the liquidator service sent (`npm run start:liquidator`). A row is written, with the
+ * signed transaction's hash and nonce, before the broadcast; at most one is in flight per user, and a
+ * lost transaction is replaced with the same nonce, so two can never both be mined. The indexer books
+ * the vault's `Liquidated` event; this row is the service's own record.
+ */
+export const liquidations = pgTable(
+  'liquidations',
+  {
+    id: bigserial('id', { mode: 'bigint' }).primaryKey(),
+    chainId: integer('chain_id').notNull(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    account: text('account').notNull(),
+    assetId: text('asset_id').notNull(),
+    collateralSeizedBase: uint256('collateral_seized_base').notNull(),
+    debtCoveredUsdc: uint256('debt_covered_usdc').notNull(),
+    healthFactorWad: uint256('health_factor_wad').notNull(),
+    status: text('status', { enum: ['sent', 'confirmed', 'failed'] }).notNull(),
+    transactionHash: text('transaction_hash').notNull(),
+    nonce: integer('nonce').notNull(),
+    lastError: text('last_error'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('liquidations_in_flight_idx').on(t.chainId, t.userId).where(sql`status = 'sent'`),
+    index('liquidations_status_idx').on(t.status, t.createdAt),
+  ],
+);
