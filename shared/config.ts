@@ -157,7 +157,11 @@ export function isPublicTestKey(key: string): boolean {
 }
 
 const refined = schema.superRefine((value, ctx) => {
-  for (const name of ['SETTLER_PRIVATE_KEY', 'WITHDRAWAL_SIGNER_PRIVATE_KEY', 'LIQUIDATOR_PRIVATE_KEY'] as const) {
+  for (const name of [
+    'SETTLER_PRIVATE_KEY',
+    'WITHDRAWAL_SIGNER_PRIVATE_KEY',
+    'LIQUIDATOR_PRIVATE_KEY',
+  ] as const) {
     const key = value[name];
     if (value.NODE_ENV === 'production' && key !== undefined && isPublicTestKey(key)) {
       ctx.addIssue({ code: 'custom', path: [name], message: 'a public test key is refused in production' });
