@@ -54,6 +54,20 @@ export const LIMITS = {
   settlementPollIntervalMs: 1_000,
   settlementCapturesPerScanMax: 5_000,
 
+  /** Withdrawal approvals: how long a signed approval stays good (chain time). */
+  withdrawalApprovalTtlSMax: 600,
+
+  /** Liquidator (Aave v3's rules): bonus on seized collateral, close factor and when it applies. */
+  liquidationBonusBps: 500,
+  liquidationCloseFactorBps: 5_000,
+  /** The close factor applies only to debts at least this large (USDC base units, $2,000)… */
+  liquidationCloseFactorDebtMinUsdc: 2_000_000_000n,
+  /** …and only while the health factor is at least this (1e18 = 1.0). */
+  liquidationCloseFactorHfMinWad: 950_000_000_000_000_000n,
+  liquidationUsersPerScanMax: 1_000,
+  liquidationResendAfterMs: 15_000,
+  liquidationPollIntervalMs: 2_000,
+
   /** Wallet linking (EIP-4361 messages). */
   siweNonceTtlS: 600,
   siweMessageAgeMaxS: 600,

@@ -2,7 +2,8 @@
  * `npm run chain:deploy`: deploys the test tokens (WETH 18 decimals, WBTC 8, USDC 6), Chainlink-style
  * feeds (aggregator + proxy) and the vault to the chain at CHAIN_RPC_URL (a local node: it sends from
  * the node's unlocked account #0), grants the settler role to SETTLER_PRIVATE_KEY's address (default:
- * local account #1) and the liquidator role to local account #2, and writes CONTRACTS_FILE.
+ * local account #1), the liquidator role to local account #2 and the withdrawal-signer role to
+ * WITHDRAWAL_SIGNER_PRIVATE_KEY's address (default: local account #0), and writes CONTRACTS_FILE.
  *
  * Flags: --seed-db (also upsert the assets table in DATABASE_URL), --with-batcher (the benchmark's
  * driver), --withdrawal-delay-s N (default 3600).
@@ -42,10 +43,15 @@ const settler =
   config.SETTLER_PRIVATE_KEY === undefined
     ? localAccount(ROLES.settler).address
     : privateKeyToAccount(config.SETTLER_PRIVATE_KEY as `0x${string}`).address;
+const withdrawalSigner =
+  config.WITHDRAWAL_SIGNER_PRIVATE_KEY === undefined
+    ? localAccount(ROLES.deployer).address
+    : privateKeyToAccount(config.WITHDRAWAL_SIGNER_PRIVATE_KEY as `0x${string}`).address;
 const contracts = await deployLocalContracts({
   rpcUrl: config.CHAIN_RPC_URL,
   deployer: localAccount(ROLES.deployer).address,
   settler,
+  withdrawalSigner,
   liquidator: localAccount(ROLES.liquidator).address,
   withdrawalDelayS: flags['withdrawal-delay-s'],
   withBatcher: flags['with-batcher'],

@@ -250,6 +250,30 @@ describe('loadConfig', () => {
     expect(unlisted, 'secrets written in these files are missing from PUBLIC_SECRETS').toEqual([]);
   });
 
+  it('refuses keys of the public test mnemonic as chain keys in production', () => {
+    const publicKey = '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80'; // Hardhat #0
+    for (const name of ['SETTLER_PRIVATE_KEY', 'WITHDRAWAL_SIGNER_PRIVATE_KEY', 'LIQUIDATOR_PRIVATE_KEY']) {
+      const error = configError({
+        NODE_ENV: 'production',
+        STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK,
+        [name]: publicKey,
+      });
+      expect(error.message).toBe(`config: ${name} is invalid: a public test key is refused in production`);
+      expect(everythingShown(error)).not.toContain(publicKey.slice(2));
+      expect(loadConfig({ NODE_ENV: 'test', [name]: publicKey })[name as 'SETTLER_PRIVATE_KEY']).toBe(
+        publicKey,
+      );
+    }
+    const privateKey = `0x${'1f'.repeat(32)}`;
+    expect(
+      loadConfig({
+        NODE_ENV: 'production',
+        STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK,
+        WITHDRAWAL_SIGNER_PRIVATE_KEY: privateKey,
+      }).WITHDRAWAL_SIGNER_PRIVATE_KEY,
+    ).toBe(privateKey);
+  });
+
   it('requires the QStash token and both signing keys when QStash is the queue', () => {
     const error = configError({ NODE_ENV: 'test', QUEUE_DRIVER: 'qstash', QSTASH_TOKEN: `tok-${CANARY}` });
     expect(error.variable).toBe('QSTASH_TOKEN');

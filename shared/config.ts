@@ -4,6 +4,7 @@
  * Services receive the parsed `Config` (or a slice of it) through their factories.
  */
 import { existsSync } from 'node:fs';
+import { mnemonicToAccount } from 'viem/accounts';
 import { z } from 'zod';
 
 // Plain decimal digits only: `z.coerce.number()` would read " " as 0 and accept 0x10 or 1e2.
@@ -36,6 +37,8 @@ export const SECRET_VARIABLES = new Set([
   'SUPABASE_JWT_SECRET',
   'SUPABASE_SERVICE_ROLE_KEY',
   'SETTLER_PRIVATE_KEY',
+  'WITHDRAWAL_SIGNER_PRIVATE_KEY',
+  'LIQUIDATOR_PRIVATE_KEY',
   'INTERNAL_API_TOKEN',
 ]);
 
@@ -176,6 +179,18 @@ const schema = z.object({
     .string()
     .regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex key')
     .optional(),
+  /** The key holding the vault's WITHDRAWAL_SIGNER_ROLE (withdrawal approvals). No default. */
+  WITHDRAWAL_SIGNER_PRIVATE_KEY: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex key')
+    .optional(),
+  /** The key holding the vault's LIQUIDATOR_ROLE and the USDC it repays with. No default. */
+  LIQUIDATOR_PRIVATE_KEY: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex key')
+    .optional(),
+  /** The most the program pays per gas for any transaction it sends; above it, it waits. */
+  CHAIN_MAX_FEE_PER_GAS_GWEI: integer(1, 100_000).default(200),
 
   SUPABASE_URL: url.default('http://127.0.0.1:54321'),
   SUPABASE_DB_URL: url.default('postgres://postgres@127.0.0.1:5432/credana_supabase'),
@@ -192,7 +207,33 @@ const schema = z.object({
   DEV_STATE_DIR: z.string().min(1).default('.dev'),
 });
 
+/** Hardhat's public test mnemonic: its keys are known to everyone. */
+const PUBLIC_TEST_MNEMONIC = 'test test test test test test test test test test test junk';
+let publicTestKeys: Set<string> | null = null;
+
+/** True for the first 20 keys of the public test mnemonic (derived once, only when asked). */
+export function isPublicTestKey(key: string): boolean {
+  if (publicTestKeys === null) {
+    publicTestKeys = new Set();
+    for (let i = 0; i < 20; i++) {
+      const derived = mnemonicToAccount(PUBLIC_TEST_MNEMONIC, { addressIndex: i }).getHdKey().privateKey;
+      if (derived !== null) publicTestKeys.add(`0x${Buffer.from(derived).toString('hex')}`);
+    }
+  }
+  return publicTestKeys.has(key.toLowerCase());
+}
+
 const refined = schema.superRefine((value, ctx) => {
+  for (const name of [
+    'SETTLER_PRIVATE_KEY',
+    'WITHDRAWAL_SIGNER_PRIVATE_KEY',
+    'LIQUIDATOR_PRIVATE_KEY',
+  ] as const) {
+    const key = value[name];
+    if (value.NODE_ENV === 'production' && key !== undefined && isPublicTestKey(key)) {
+      ctx.addIssue({ code: 'custom', path: [name], message: 'a public test key is refused in production' });
+    }
+  }
   if (
     value.QUEUE_DRIVER === 'qstash' &&
     (value.QSTASH_TOKEN === undefined ||

@@ -1,6 +1,7 @@
 // Proves a capture travels hot path → ledger writer → settlement worker → vault → indexer → on-chain
 // debt exactly once on real services: in process, with the worker SIGKILLed right after broadcasting
-// and right after saving (before broadcasting), and when the worker's own records are lost.
+// and right after saving (before broadcasting), and when the worker's own records are lost; a capture
+// of a user without a wallet is booked to the receivable account and counted, never left failed.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,7 +22,7 @@ import {
 import { cachedCredit, createTestIndexer, silentLogger, spawnSettlement } from '../indexer/chain/testing.ts';
 import { credanaVaultAbi, writeContractsFile } from '../indexer/contracts/index.ts';
 import type { Indexer } from '../indexer/runtime/index.ts';
-import { createSettlementWorker } from '../indexer/settlement/index.ts';
+import { createSettlementMetrics, createSettlementWorker } from '../indexer/settlement/index.ts';
 import { cardMovementEntries, insertTransfers } from '../shared/db/queries/ledger.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
 import { ACCOUNT, userKeys } from '../shared/redis/keys.ts';
@@ -165,6 +166,7 @@ describe('settlement', () => {
       vault: chain.contracts.vault,
       chainId: chain.contracts.chainId,
       logger: silentLogger,
+      maxFeePerGasWei: 200n * 10n ** 9n,
     });
     const report = await worker.runOnce();
     expect(report).toMatchObject({ claimed: 1, sent: 1, batches: 1 });
@@ -199,6 +201,8 @@ describe('settlement', () => {
       CHAIN_ID: String(chain.contracts.chainId),
       CONTRACTS_FILE: contractsFile,
       SETTLER_PRIVATE_KEY: localAccount(ROLES.settler).privateKey,
+      REDIS_URL: services.redisUrl,
+      REDIS_KEY_PREFIX: services.prefix,
       LOG_LEVEL: 'info',
     };
     const broadcastRefs = [await captureSpend(1_000), await captureSpend(2_000)];
@@ -251,7 +255,7 @@ describe('settlement', () => {
     for (const ref of all) expect(await settlementTransfers(ref)).toBe(1);
   }, 120_000);
 
-  it('settles captures booked as `capture:<ipi>` too, and fails those of users without a wallet', async () => {
+  it('settles captures booked as `capture:<ipi>` too, and books those of users without a wallet to the receivable account', async () => {
     // The shape the brief names for the ledger writer's captures: a balanced transfer in ONE statement.
     const book = async (owner: string, ref: string, cents: bigint) => {
       const [transfer] =
@@ -267,6 +271,7 @@ describe('settlement', () => {
     const orphan = `ipi_${randomBytes(8).toString('hex')}`;
     await book(walletless, `capture:${orphan}`, 500n);
     const before = await books();
+    const metrics = createSettlementMetrics();
     const worker = createSettlementWorker({
       sql: sql(),
       client: chain.publicClient,
@@ -274,15 +279,30 @@ describe('settlement', () => {
       vault: chain.contracts.vault,
       chainId: chain.contracts.chainId,
       logger: silentLogger,
+      maxFeePerGasWei: 200n * 10n ** 9n,
+      metrics,
     });
     expect(await worker.runOnce()).toMatchObject({ claimed: 2, sent: 1 });
     await indexer.syncToHead();
     const rows =
       await sql()`select ref, status, last_error from settlements where ref = any(${[ipi, orphan]}::text[]) order by ref = ${ipi}`;
     expect(rows).toEqual([
-      { ref: orphan, status: 'failed', last_error: 'no linked wallet on this chain' },
+      { ref: orphan, status: 'receivable', last_error: 'no linked wallet on this chain' },
       { ref: ipi, status: 'confirmed', last_error: null },
     ]);
+    // Booked, not dropped: the cents left unsettled for the named receivable account, once.
+    const legs = await sql()`select e.account, e.amount_cents::text from ledger_transfers t
+      join ledger_entries e on e.transfer_id = t.id where t.ref = ${`receivable:${orphan}`} order by e.account`;
+    expect(legs).toEqual([
+      { account: 'user_receivable_unlinked', amount_cents: '500' },
+      { account: 'user_unsettled', amount_cents: '-500' },
+    ]);
+    const [walletlessAccount] =
+      await sql()`select unsettled_cents::text as uns from credit_accounts where user_id = ${walletless}`;
+    expect(walletlessAccount?.['uns']).toBe('0');
+    expect((await metrics.receivables.get()).values[0]?.value).toBe(1); // the alert's metric
+    expect(await worker.runOnce()).toMatchObject({ receivables: 0 });
+    expect((await metrics.receivables.get()).values[0]?.value).toBe(1);
     const after = await books();
     expect(after.debtUsdc - before.debtUsdc).toBe(7_770_000n);
     expect(before.unsettledCents - after.unsettledCents).toBe(777n);
@@ -303,6 +323,7 @@ describe('settlement', () => {
       vault: chain.contracts.vault,
       chainId: chain.contracts.chainId,
       logger: silentLogger,
+      maxFeePerGasWei: 200n * 10n ** 9n,
     });
     expect(await worker.runOnce()).toMatchObject({ sent: 1 }); // it did send again…
     const [row] = await sql()`select transaction_hash from settlements where ref = ${ref}`;
@@ -340,6 +361,7 @@ describe('settlement', () => {
       vault: chain.contracts.vault,
       chainId: chain.contracts.chainId,
       logger: silentLogger,
+      maxFeePerGasWei: 200n * 10n ** 9n,
     });
     await worker.runOnce();
     const claimed = async () =>

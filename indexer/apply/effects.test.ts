@@ -29,7 +29,7 @@ describe('effectOf', () => {
     expect(effectOf('SpendRecorded', { user, ref: 'ipi_1', amountUsdc: 7n })).toMatchObject({
       timing: 'now',
       debtUsdcDelta: 7n,
-      spend: { ref: 'ipi_1', amountUsdc: 7n },
+      spend: { ref: 'ipi_1', amountUsdc: 7n, creditUsedUsdc: 0n },
     });
     expect(effectOf('Repaid', { user, amountUsdc: 7n })).toMatchObject({
       timing: 'confirmed',

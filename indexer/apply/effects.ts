@@ -11,7 +11,9 @@
  * | WithdrawalRequested | pending withdrawal +amount                        | at first sight            |
  * | WithdrawalCancelled | pending withdrawal −amount                        | after confirmations       |
  * | WithdrawalFinalized | collateral −amount, pending −amount (net zero)    | after confirmations       |
- * | SpendRecorded       | debt +amount; unsettled −capture (if ours)        | at first sight            |
+ * | SpendRecorded       | debt +(amount − refund credit used); unsettled    | at first sight            |
+ * |                     | −capture (if ours)                                |                           |
+ * | RefundRecorded      | debt −reduced; unsettled +refund (if ours)        | at first sight            |
  * | Repaid              | debt −amount                                      | after confirmations       |
  * | Liquidated          | collateral −seized, pending −cut, debt −covered   | at first sight, and first |
  * |                     |                                                   | applies the user's earlier|
@@ -38,7 +40,9 @@ export interface Effect {
   position?: { token: Address; collateralDelta: bigint; pendingDelta: bigint };
   debtUsdcDelta?: bigint;
   /** A spend recorded on-chain; `ref` is the capture id the settlement worker sent. */
-  spend?: { ref: string; amountUsdc: bigint };
+  spend?: { ref: string; amountUsdc: bigint; creditUsedUsdc: bigint };
+  /** A refund recorded on-chain; `ref` is the refund ref the settlement worker sent. */
+  refund?: { ref: string; amountUsdc: bigint; debtReducedUsdc: bigint };
   /** Debt that left the books other than by a spend (ledgered in cents). */
   debtReduction?: { kind: 'repayment' | 'liquidation'; amountUsdc: bigint };
   price?: { answer: bigint; roundId: bigint; updatedAtS: bigint };
@@ -105,11 +109,24 @@ export function effectOf(eventName: string, args: Args): Effect | null {
     }
     case 'SpendRecorded': {
       const amountUsdc = big(args, 'amountUsdc');
+      // Absent in events of the vault before refunds reached the chain.
+      const creditUsedUsdc = args['creditUsedUsdc'] === undefined ? 0n : big(args, 'creditUsedUsdc');
       return {
         timing: 'now',
         wallet: addr(args, 'user'),
-        debtUsdcDelta: amountUsdc,
-        spend: { ref: str(args, 'ref'), amountUsdc },
+        debtUsdcDelta: amountUsdc - creditUsedUsdc,
+        spend: { ref: str(args, 'ref'), amountUsdc, creditUsedUsdc },
+      };
+    }
+    case 'RefundRecorded': {
+      // Never raises credit: the debt falls by at most what unsettled rises by (the lifecycle already
+      // credited the refund), so it applies at first sight, in order with the spends.
+      const debtReducedUsdc = big(args, 'debtReducedUsdc');
+      return {
+        timing: 'now',
+        wallet: addr(args, 'user'),
+        debtUsdcDelta: -debtReducedUsdc,
+        refund: { ref: str(args, 'ref'), amountUsdc: big(args, 'amountUsdc'), debtReducedUsdc },
       };
     }
     case 'Repaid': {

@@ -37,9 +37,12 @@ import {
   priceSanityState,
   pricesInForce,
   pruneBlocks,
+  refundsByRef,
+  setRefundStatus,
   setSettlementStatus,
   settlementsByRef,
   upsertPrices,
+  vaultAccountsOf,
   waitingEvents,
   waitingEventsOfUserBefore,
   walletUsers,
@@ -142,7 +145,10 @@ const byChainOrder = (a: EventRecord, b: EventRecord): number =>
 
 /**
  * Adds (sign 1) or subtracts (sign −1) the effects of `events`, all of which are (or were) applied.
- * Events of unlinked wallets and unknown tokens or feeds move nothing.
+ * Events of unlinked wallets and unknown tokens or feeds move nothing. Neither do events of a user's
+ * other wallets: only the user's vault account (the first wallet linked on the chain, where the
+ * settlement worker records the debt) counts, so credit counts exactly what is liquidatable together
+ * with the debt. A user's other wallets fund the account with `depositFor(account, …)`.
  */
 export async function applyEffects(
   tx: Tx,
@@ -156,6 +162,7 @@ export async function applyEffects(
   const priceUpserts: PriceRow[] = [];
   const priceDeletes: { assetId: string; roundId: bigint; blockNumber: bigint }[] = [];
   const spends: { event: EventRecord; effect: Effect; userId: string }[] = [];
+  const refunds: { event: EventRecord; effect: Effect; userId: string }[] = [];
   const reductions: { event: EventRecord; effect: Effect; userId: string }[] = [];
   const creditOf = (userId: string): CreditDelta => {
     let delta = credit.get(userId);
@@ -166,6 +173,9 @@ export async function applyEffects(
     return delta;
   };
 
+  const accounts = await vaultAccountsOf(tx, ctx.chainId, [
+    ...new Set(events.flatMap((e) => (e.userId === null ? [] : [e.userId]))),
+  ]);
   for (const event of events) {
     const effect = effectOfRecord(event);
     if (effect === null) continue;
@@ -182,6 +192,7 @@ export async function applyEffects(
     }
     const userId = event.userId;
     if (userId === null) continue;
+    if (effect.wallet !== accounts.get(userId)) continue; // not the user's vault account
     touched.users.add(userId);
     if (effect.position !== undefined) {
       const assetId = ctx.assetByToken.get(effect.position.token);
@@ -195,12 +206,15 @@ export async function applyEffects(
     }
     if (effect.debtUsdcDelta !== undefined) creditOf(userId).debtUsdcDelta += sign * effect.debtUsdcDelta;
     if (effect.spend !== undefined) spends.push({ event, effect, userId });
+    if (effect.refund !== undefined) refunds.push({ event, effect, userId });
     if (effect.debtReduction !== undefined) reductions.push({ event, effect, userId });
   }
 
   const transfers: LedgerTransfer[] = [];
   const confirmedRefs: string[] = [];
   const reopenedRefs: string[] = [];
+  const confirmedRefunds: string[] = [];
+  const reopenedRefunds: string[] = [];
   if (sign > 0n) {
     // A spend moves unsettled cents into on-chain debt only when it is the settlement of one of our
     // captures for the same user and amount; anything else raises debt and leaves unsettled alone.
@@ -221,19 +235,63 @@ export async function applyEffects(
       }
       creditOf(userId).unsettledCentsDelta -= row.amountCents;
       confirmedRefs.push(row.ref);
+      // Refund credit the vault held (a refund recorded when the debt was lower) pays part of it.
+      const creditCents = spend.creditUsedUsdc / USDC_PER_CENT;
       transfers.push({
         ref: chainLedgerRef(event),
         kind: 'settlement',
         userId,
         entries: [
           { account: 'user_unsettled', userId, amountCents: -row.amountCents },
-          { account: 'user_debt_onchain', userId, amountCents: row.amountCents },
+          { account: 'user_debt_onchain', userId, amountCents: row.amountCents - creditCents },
+          ...(creditCents === 0n
+            ? []
+            : [{ account: 'user_refund_credit_onchain', userId, amountCents: creditCents }]),
         ],
       });
       touched.unsettledMoves.push({
         userId,
         eventKey: `settle:${row.ref}:${logKey(event)}`,
         amountCents: -row.amountCents,
+      });
+    }
+    // A refund moves its cents back from on-chain debt to unsettled, where the lifecycle credited it
+    // when Stripe refunded: unsettled never stays below zero, and debt + unsettled is unchanged.
+    const refundRows = await refundsByRef(
+      tx,
+      refunds.map((r) => r.effect.refund?.ref ?? ''),
+    );
+    for (const { event, effect, userId } of refunds) {
+      const refund = effect.refund;
+      const row = refund === undefined ? undefined : refundRows.get(refund.ref);
+      if (
+        refund === undefined ||
+        row === undefined ||
+        row.userId !== userId ||
+        row.amountUsdc !== refund.amountUsdc
+      ) {
+        continue;
+      }
+      creditOf(userId).unsettledCentsDelta += row.amountCents;
+      confirmedRefunds.push(row.ref);
+      // Debt cents rounded down, as for repayments; the rest is credit held by the vault.
+      const debtCents = refund.debtReducedUsdc / USDC_PER_CENT;
+      transfers.push({
+        ref: chainLedgerRef(event),
+        kind: 'refund',
+        userId,
+        entries: [
+          { account: 'user_unsettled', userId, amountCents: row.amountCents },
+          { account: 'user_debt_onchain', userId, amountCents: -debtCents },
+          ...(row.amountCents === debtCents
+            ? []
+            : [{ account: 'user_refund_credit_onchain', userId, amountCents: debtCents - row.amountCents }]),
+        ],
+      });
+      touched.unsettledMoves.push({
+        userId,
+        eventKey: `refund:${row.ref}:${logKey(event)}`,
+        amountCents: row.amountCents,
       });
     }
     for (const { event, effect, userId } of reductions) {
@@ -258,7 +316,7 @@ export async function applyEffects(
     }
   } else {
     // Undo exactly what was booked: the forward transfer, found by its ref, is reversed entry by entry.
-    const undone = [...spends, ...reductions];
+    const undone = [...spends, ...refunds, ...reductions];
     const booked = await ledgerEntriesByRef(
       tx,
       undone.map((u) => chainLedgerRef(u.event)),
@@ -272,6 +330,18 @@ export async function applyEffects(
         userId,
         entries: entries.map((e) => ({ ...e, amountCents: -e.amountCents })),
       });
+      if (effect.refund !== undefined) {
+        const unsettled = entries.find((e) => e.account === 'user_unsettled');
+        if (unsettled !== undefined) {
+          creditOf(userId).unsettledCentsDelta -= unsettled.amountCents;
+          reopenedRefunds.push(effect.refund.ref);
+          touched.unsettledMoves.push({
+            userId,
+            eventKey: `unrefund:${effect.refund.ref}:${logKey(event)}`,
+            amountCents: -unsettled.amountCents,
+          });
+        }
+      }
       if (effect.spend !== undefined) {
         const unsettled = entries.find((e) => e.account === 'user_unsettled');
         if (unsettled !== undefined) {
@@ -301,6 +371,8 @@ export async function applyEffects(
     deletePrices(tx, priceDeletes),
     setSettlementStatus(tx, confirmedRefs, 'confirmed', ['pending', 'sent', 'failed']),
     setSettlementStatus(tx, reopenedRefs, 'sent', ['confirmed']),
+    setRefundStatus(tx, confirmedRefunds, 'confirmed', ['pending', 'sent', 'failed']),
+    setRefundStatus(tx, reopenedRefunds, 'sent', ['confirmed']),
     insertLedgerTransfers(tx, transfers),
   ]);
 }

@@ -22,6 +22,8 @@ import {
   credanaVaultBytecode,
   mockAggregatorAbi,
   mockAggregatorBytecode,
+  noReturnTokenAbi,
+  noReturnTokenBytecode,
   priceFeedProxyAbi,
   priceFeedProxyBytecode,
   testTokenAbi,
@@ -35,6 +37,12 @@ export interface CollateralSpec {
   priceDecimals: number;
   /** Initial oracle answer with `priceDecimals` decimals. */
   initialPrice: bigint;
+  /** The vault's on-chain LTV for the withdrawal check (basis points; default 8000). */
+  ltvBps?: number;
+  /** The vault's price age limit for the withdrawal check (default 3,900 s). */
+  priceAgeMaxS?: number;
+  /** Deploy a USDT-style token (no bool returned by transfer/transferFrom/approve). */
+  noReturn?: boolean;
 }
 
 /** WETH (18 decimals) at $3,000 and WBTC (8 decimals) at $60,000, both with 8-decimal feeds. */
@@ -45,6 +53,8 @@ export const DEFAULT_COLLATERAL: readonly CollateralSpec[] = [
     tokenDecimals: 18,
     priceDecimals: 8,
     initialPrice: 3_000_00000000n,
+    ltvBps: 8_000,
+    priceAgeMaxS: 3_900,
   },
   {
     assetId: 'WBTC',
@@ -52,6 +62,8 @@ export const DEFAULT_COLLATERAL: readonly CollateralSpec[] = [
     tokenDecimals: 8,
     priceDecimals: 8,
     initialPrice: 60_000_00000000n,
+    ltvBps: 7_300,
+    priceAgeMaxS: 3_900,
   },
 ];
 
@@ -61,6 +73,8 @@ export interface DeployOptions {
   deployer: Address;
   settler: Address;
   liquidator: Address;
+  /** Holds WITHDRAWAL_SIGNER_ROLE (the program's withdrawal approvals); default: the deployer. */
+  withdrawalSigner?: Address;
   withdrawalDelayS?: number;
   collateral?: readonly CollateralSpec[];
   /** Also deploy the benchmark's batch driver. */
@@ -116,18 +130,24 @@ export async function deployLocalContracts(options: DeployOptions): Promise<Cont
   const deployReceipt = await publicClient.getBlockNumber();
   const assets: ContractsFile['assets'] = [];
   for (const spec of options.collateral ?? DEFAULT_COLLATERAL) {
-    const token = await deploy(testTokenAbi, testTokenBytecode, [
-      spec.name,
-      spec.assetId,
-      spec.tokenDecimals,
-    ]);
+    const token = await deploy(
+      spec.noReturn === true ? noReturnTokenAbi : testTokenAbi,
+      spec.noReturn === true ? noReturnTokenBytecode : testTokenBytecode,
+      [spec.name, spec.assetId, spec.tokenDecimals],
+    );
     const aggregator = await deploy(mockAggregatorAbi, mockAggregatorBytecode, [
       spec.priceDecimals,
       `${spec.assetId} / USD`,
       spec.initialPrice,
     ]);
     const feed = await deploy(priceFeedProxyAbi, priceFeedProxyBytecode, [aggregator]);
-    await send(vault, credanaVaultAbi, 'setCollateralAllowed', [token, true]);
+    await send(vault, credanaVaultAbi, 'setCollateral', [
+      token,
+      feed,
+      spec.ltvBps ?? 8_000,
+      spec.priceAgeMaxS ?? 3_900,
+      true,
+    ]);
     assets.push({
       assetId: spec.assetId,
       token,
@@ -147,8 +167,14 @@ export async function deployLocalContracts(options: DeployOptions): Promise<Cont
     abi: credanaVaultAbi,
     functionName: 'LIQUIDATOR_ROLE',
   });
-  await send(vault, credanaVaultAbi, 'setRole', [settlerRole, options.settler, true]);
-  await send(vault, credanaVaultAbi, 'setRole', [liquidatorRole, options.liquidator, true]);
+  const signerRole = await publicClient.readContract({
+    address: vault,
+    abi: credanaVaultAbi,
+    functionName: 'WITHDRAWAL_SIGNER_ROLE',
+  });
+  await send(vault, credanaVaultAbi, 'grantRole', [settlerRole, options.settler]);
+  await send(vault, credanaVaultAbi, 'grantRole', [liquidatorRole, options.liquidator]);
+  await send(vault, credanaVaultAbi, 'grantRole', [signerRole, options.withdrawalSigner ?? account]);
   const batcher =
     options.withBatcher === true ? await deploy(benchBatcherAbi, benchBatcherBytecode, []) : undefined;
   return {

@@ -18,7 +18,7 @@ import {
   type TestClient,
   type WalletClient,
 } from 'viem';
-import { mnemonicToAccount } from 'viem/accounts';
+import { mnemonicToAccount, privateKeyToAccount } from 'viem/accounts';
 import {
   benchBatcherAbi,
   type ContractsFile,
@@ -26,6 +26,7 @@ import {
   mockAggregatorAbi,
   testTokenAbi,
 } from '../contracts/index.ts';
+import { signWithdrawalApproval } from '../withdrawals/approval.ts';
 import { type DeployOptions, deployLocalContracts, localClients } from './deploy.ts';
 import { LOCAL_MNEMONIC, type LocalChain, startLocalChain } from './node.ts';
 
@@ -47,6 +48,9 @@ export function localAccount(index: number): { address: Address; privateKey: Hex
 const accounts = new Map<number, { address: Address; privateKey: Hex }>();
 
 export const ROLES = { deployer: 0, settler: 1, liquidator: 2, firstUser: 3 } as const;
+
+/** The local deploy gives the withdrawal-signer role to the deployer (account #0). */
+export const LOCAL_WITHDRAWAL_SIGNER = ROLES.deployer;
 
 const errorsAbi = [...credanaVaultAbi, ...testTokenAbi, ...mockAggregatorAbi].filter(
   (item) => item.type === 'error',
@@ -173,7 +177,15 @@ export interface ChainActions {
   depositOnly(user: Address, assetId: string, amount: bigint): Promise<bigint>;
   requestWithdrawal(user: Address, assetId: string, amount: bigint): Promise<bigint>;
   cancelWithdrawal(user: Address, assetId: string): Promise<bigint>;
+  /** Finalizes with an approval the local withdrawal signer makes on the spot (no exposure check). */
   finalizeWithdrawal(user: Address, assetId: string): Promise<bigint>;
+  /** Finalizes with the given approval (deadline, signature). */
+  finalizeWithdrawalWith(user: Address, assetId: string, deadline: bigint, signature: Hex): Promise<bigint>;
+  /** The pending request of `user` for the asset: amount, readyAt, requestId. */
+  pendingWithdrawal(
+    user: Address,
+    assetId: string,
+  ): Promise<{ amount: bigint; readyAt: bigint; requestId: bigint }>;
   setPrice(assetId: string, answer: bigint): Promise<bigint>;
   repay(payer: Address, user: Address, amountUsdc: bigint): Promise<bigint>;
   recordSpendAsSettler(user: Address, amountUsdc: bigint, ref: string): Promise<bigint>;
@@ -267,8 +279,39 @@ export function connectChain(url: string, contracts: ContractsFile): ChainAction
       write(user, vault, credanaVaultAbi, 'requestWithdrawal', [assetOf(assetId).token, amount]),
     cancelWithdrawal: (user, assetId) =>
       write(user, vault, credanaVaultAbi, 'cancelWithdrawal', [assetOf(assetId).token]),
-    finalizeWithdrawal: (user, assetId) =>
-      write(user, vault, credanaVaultAbi, 'finalizeWithdrawal', [assetOf(assetId).token]),
+    async pendingWithdrawal(user, assetId) {
+      const [amount, readyAt, requestId] = (await publicClient.readContract({
+        address: vault,
+        abi: credanaVaultAbi,
+        functionName: 'pendingWithdrawalOf',
+        args: [user, assetOf(assetId).token],
+      })) as readonly [bigint, bigint, bigint];
+      return { amount, readyAt, requestId };
+    },
+    async finalizeWithdrawal(user, assetId) {
+      const pending = await actions.pendingWithdrawal(user, assetId);
+      const block = await publicClient.getBlock({ blockTag: 'latest' });
+      const deadline = block.timestamp + 3_600n;
+      const signature = await signWithdrawalApproval(
+        privateKeyToAccount(localAccount(LOCAL_WITHDRAWAL_SIGNER).privateKey),
+        contracts.chainId,
+        vault,
+        {
+          user,
+          token: assetOf(assetId).token,
+          amount: pending.amount,
+          requestId: pending.requestId,
+          deadline,
+        },
+      );
+      return actions.finalizeWithdrawalWith(user, assetId, deadline, signature);
+    },
+    finalizeWithdrawalWith: (user, assetId, deadline, signature) =>
+      write(user, vault, credanaVaultAbi, 'finalizeWithdrawal', [
+        assetOf(assetId).token,
+        deadline,
+        signature,
+      ]),
     setPrice: (assetId, answer) =>
       write(
         localAccount(ROLES.deployer).address,

@@ -187,6 +187,8 @@ export const spawnIndexer = (env: Record<string, string>, flags: readonly string
   spawnService('indexer/main.ts', env, flags);
 export const spawnSettlement = (env: Record<string, string>, flags: readonly string[] = []) =>
   spawnService('indexer/settlement/main.ts', env, flags);
+export const spawnLiquidator = (env: Record<string, string>, flags: readonly string[] = []) =>
+  spawnService('indexer/liquidator/main.ts', env, flags);
 
 export interface FlakyProxy {
   url: string;

@@ -1,54 +1,112 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-interface IERC20Minimal {
-    function transfer(address to, uint256 amount) external returns (bool);
-    function transferFrom(address from, address to, uint256 amount) external returns (bool);
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+
+/// @notice The Chainlink read surface the vault uses (a feed proxy).
+interface IPriceFeed {
+    function latestRoundData()
+        external
+        view
+        returns (uint80 roundId, int256 answer, uint256 startedAt, uint256 updatedAt, uint80 answeredInRound);
+    function decimals() external view returns (uint8);
+}
+
+interface IERC20Decimals {
+    function decimals() external view returns (uint8);
 }
 
 /// @title CredanaVault
-/// @notice Holds users' collateral for the Credana card and records the card's captured spend as USDC
-/// debt. Every state change emits an event that carries everything an off-chain indexer needs to fold
-/// the positions without reading storage: who, which token, how much, and the resulting balance.
-/// @dev Withdrawals are two-step (request, then finalize after `withdrawalDelayS`), so a withdrawal is
-/// visible on-chain before the collateral leaves and the card can stop lending against it at once.
-/// A user has at most one pending withdrawal per token; to change it, cancel and request again.
-contract CredanaVault {
-    bytes32 public constant ADMIN_ROLE = keccak256("ADMIN_ROLE");
+/// @notice Holds collateral for the Credana card and records the card's captured spend as USDC debt.
+/// Every state change emits an event that carries everything an off-chain indexer needs to fold the
+/// positions without reading storage: who, which token, how much, and the resulting balance.
+/// @dev A position (collateral and debt together) is keyed by one address, the user's vault account;
+/// other wallets of the same user add to it with `depositFor`. Withdrawals are two-step (request, then
+/// finalize after `withdrawalDelayS`), so a withdrawal is visible on-chain before the collateral leaves
+/// and the card stops lending against it at once. Finalizing needs (1) what stays to cover the on-chain
+/// debt at the feeds' prices and each asset's LTV, and (2) an EIP-712 approval from the program's
+/// withdrawal signer, bound to the request, with a deadline: the program alone knows the card exposure
+/// that is not debt yet (unsettled captures, open holds).
+contract CredanaVault is AccessControl, ReentrancyGuard, EIP712 {
+    using SafeERC20 for IERC20;
+
     bytes32 public constant SETTLER_ROLE = keccak256("SETTLER_ROLE");
     bytes32 public constant LIQUIDATOR_ROLE = keccak256("LIQUIDATOR_ROLE");
+    bytes32 public constant WITHDRAWAL_SIGNER_ROLE = keccak256("WITHDRAWAL_SIGNER_ROLE");
+    bytes32 public constant WITHDRAWAL_APPROVAL_TYPEHASH = keccak256(
+        "WithdrawalApproval(address user,address token,uint256 amount,uint64 requestId,uint64 deadline)"
+    );
+    uint256 public constant MAX_COLLATERAL_TOKENS = 16;
+    uint256 private constant BPS = 10_000;
 
     struct Withdrawal {
         uint256 amount;
         uint64 readyAt;
+        /// @notice Unique across the vault: the approval's nonce. A new request gets a new id.
+        uint64 requestId;
+    }
+
+    struct Collateral {
+        bool allowed;
+        bool listed;
+        uint8 tokenDecimals;
+        uint8 priceDecimals;
+        uint16 ltvBps;
+        uint32 priceAgeMaxS;
+        address feed;
     }
 
     /// @notice The debt currency (6 decimals). Never accepted as collateral.
     address public immutable usdc;
     uint64 public withdrawalDelayS;
+    uint64 public withdrawalRequests;
 
-    mapping(bytes32 role => mapping(address account => bool)) public hasRole;
-    mapping(address token => bool) public collateralAllowed;
+    mapping(address token => Collateral) public collateralConfig;
+    /// @notice Every token ever listed (bounded): the on-chain solvency check walks them.
+    address[] public collateralTokens;
     /// @notice Collateral held per user and token, pending withdrawals included until finalized.
     mapping(address user => mapping(address token => uint256)) public collateralOf;
     mapping(address user => mapping(address token => Withdrawal)) public pendingWithdrawalOf;
-    /// @notice Recorded card spend minus repayments, in USDC base units.
+    /// @notice Recorded card spend minus repayments and refunds, in USDC base units.
     mapping(address user => uint256) public debtOf;
+    /// @notice Refunds that arrived when the debt was lower; the next spends consume it first.
+    mapping(address user => uint256) public refundCreditOf;
     /// @notice keccak256(ref) of every spend recorded; a ref is recorded at most once, ever.
     mapping(bytes32 refHash => bool) public spendRecorded;
+    /// @notice keccak256(ref) of every refund recorded; a ref is recorded at most once, ever.
+    mapping(bytes32 refHash => bool) public refundRecorded;
 
-    uint256 private unlocked = 1;
-
-    event RoleSet(bytes32 indexed role, address indexed account, bool granted);
-    event CollateralAllowedSet(address indexed token, bool allowed);
+    event CollateralSet(address indexed token, address feed, uint16 ltvBps, uint32 priceAgeMaxS, bool allowed);
     event WithdrawalDelaySet(uint64 delayS);
     event Deposited(
         address indexed user, address indexed token, address indexed from, uint256 amount, uint256 collateralAfter
     );
-    event WithdrawalRequested(address indexed user, address indexed token, uint256 amount, uint64 readyAt);
+    event WithdrawalRequested(
+        address indexed user, address indexed token, uint256 amount, uint64 readyAt, uint64 requestId
+    );
     event WithdrawalCancelled(address indexed user, address indexed token, uint256 amount);
     event WithdrawalFinalized(address indexed user, address indexed token, uint256 amount, uint256 collateralAfter);
-    event SpendRecorded(address indexed user, bytes32 indexed refHash, string ref, uint256 amountUsdc, uint256 debtAfter);
+    event SpendRecorded(
+        address indexed user,
+        bytes32 indexed refHash,
+        string ref,
+        uint256 amountUsdc,
+        uint256 debtAfter,
+        uint256 creditUsedUsdc
+    );
+    event RefundRecorded(
+        address indexed user,
+        bytes32 indexed refHash,
+        string ref,
+        uint256 amountUsdc,
+        uint256 debtReducedUsdc,
+        uint256 debtAfter
+    );
     event Repaid(address indexed user, address indexed payer, uint256 amountUsdc, uint256 debtAfter);
     event Liquidated(
         address indexed user,
@@ -59,54 +117,67 @@ contract CredanaVault {
         uint256 pendingWithdrawalReduced
     );
 
-    error Unauthorized(bytes32 role, address account);
     error CollateralNotAllowed(address token);
+    error TooManyCollateralTokens();
+    error InvalidCollateralConfig();
     error ZeroAmount();
     error InsufficientCollateral(uint256 available, uint256 requested);
     error WithdrawalAlreadyPending(uint256 amount);
     error NoPendingWithdrawal();
     error WithdrawalNotReady(uint64 readyAt);
+    error ApprovalExpired(uint64 deadline);
+    error InvalidApproval(address signer);
+    error PriceUnusable(address token);
+    error Undercollateralized(uint256 borrowPowerUsdc, uint256 debtUsdc);
     error SpendAlreadyRecorded(bytes32 refHash);
     error EmptyRef();
     error ExceedsDebt(uint256 debt, uint256 amount);
     error LengthMismatch();
-    error TransferFailed();
-    error Reentrancy();
 
-    modifier onlyRole(bytes32 role) {
-        if (!hasRole[role][msg.sender]) revert Unauthorized(role, msg.sender);
-        _;
-    }
-
-    modifier nonReentrant() {
-        if (unlocked != 1) revert Reentrancy();
-        unlocked = 2;
-        _;
-        unlocked = 1;
-    }
-
-    constructor(address usdc_, uint64 withdrawalDelayS_) {
+    constructor(address usdc_, uint64 withdrawalDelayS_) EIP712("CredanaVault", "1") {
         usdc = usdc_;
         withdrawalDelayS = withdrawalDelayS_;
-        _setRole(ADMIN_ROLE, msg.sender, true);
+        _grantRole(DEFAULT_ADMIN_ROLE, msg.sender);
         emit WithdrawalDelaySet(withdrawalDelayS_);
     }
 
     // ── Administration ────────────────────────────────────────────────────────────────────────────
 
-    function setRole(bytes32 role, address account, bool granted) external onlyRole(ADMIN_ROLE) {
-        _setRole(role, account, granted);
-    }
-
-    function setCollateralAllowed(address token, bool allowed) external onlyRole(ADMIN_ROLE) {
+    /// @notice Lists (or updates) a collateral token with its price feed, LTV and price age limit.
+    /// A token stays listed once listed (the solvency check keeps counting what users hold of it);
+    /// `allowed` only gates new deposits.
+    function setCollateral(address token, address feed, uint16 ltvBps, uint32 priceAgeMaxS, bool allowed)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
         if (token == usdc) revert CollateralNotAllowed(token);
-        collateralAllowed[token] = allowed;
-        emit CollateralAllowedSet(token, allowed);
+        if (feed == address(0) || ltvBps >= BPS || priceAgeMaxS == 0) revert InvalidCollateralConfig();
+        Collateral storage c = collateralConfig[token];
+        if (!c.listed) {
+            if (collateralTokens.length >= MAX_COLLATERAL_TOKENS) revert TooManyCollateralTokens();
+            collateralTokens.push(token);
+            c.listed = true;
+            c.tokenDecimals = IERC20Decimals(token).decimals();
+        }
+        c.allowed = allowed;
+        c.feed = feed;
+        c.priceDecimals = IPriceFeed(feed).decimals();
+        c.ltvBps = ltvBps;
+        c.priceAgeMaxS = priceAgeMaxS;
+        emit CollateralSet(token, feed, ltvBps, priceAgeMaxS, allowed);
     }
 
-    function setWithdrawalDelay(uint64 delayS) external onlyRole(ADMIN_ROLE) {
+    function setWithdrawalDelay(uint64 delayS) external onlyRole(DEFAULT_ADMIN_ROLE) {
         withdrawalDelayS = delayS;
         emit WithdrawalDelaySet(delayS);
+    }
+
+    function collateralAllowed(address token) external view returns (bool) {
+        return collateralConfig[token].allowed;
+    }
+
+    function collateralTokenCount() external view returns (uint256) {
+        return collateralTokens.length;
     }
 
     // ── Collateral ────────────────────────────────────────────────────────────────────────────────
@@ -115,7 +186,8 @@ contract CredanaVault {
         _deposit(msg.sender, token, amount);
     }
 
-    /// @notice Deposits the caller's tokens as collateral of `user`.
+    /// @notice Deposits the caller's tokens as collateral of `user` (e.g. a second wallet of the same
+    /// user funding the user's vault account).
     function depositFor(address user, address token, uint256 amount) external nonReentrant {
         _deposit(user, token, amount);
     }
@@ -128,9 +200,11 @@ contract CredanaVault {
         uint256 held = collateralOf[msg.sender][token];
         if (amount > held) revert InsufficientCollateral(held, amount);
         uint64 readyAt = uint64(block.timestamp) + withdrawalDelayS;
+        uint64 requestId = ++withdrawalRequests;
         pending.amount = amount;
         pending.readyAt = readyAt;
-        emit WithdrawalRequested(msg.sender, token, amount, readyAt);
+        pending.requestId = requestId;
+        emit WithdrawalRequested(msg.sender, token, amount, readyAt, requestId);
     }
 
     function cancelWithdrawal(address token) external {
@@ -141,15 +215,62 @@ contract CredanaVault {
         emit WithdrawalCancelled(msg.sender, token, amount);
     }
 
-    function finalizeWithdrawal(address token) external nonReentrant {
+    /// @notice Pays out a pending withdrawal after its delay. `deadline` and `signature` are the
+    /// program's EIP-712 approval of exactly this request (user, token, amount, requestId); after the
+    /// withdrawal, the collateral left must still cover the on-chain debt at each asset's LTV.
+    function finalizeWithdrawal(address token, uint64 deadline, bytes calldata signature) external nonReentrant {
         Withdrawal memory pending = pendingWithdrawalOf[msg.sender][token];
         if (pending.amount == 0) revert NoPendingWithdrawal();
         if (block.timestamp < pending.readyAt) revert WithdrawalNotReady(pending.readyAt);
+        if (block.timestamp > deadline) revert ApprovalExpired(deadline);
+        bytes32 digest = _hashTypedDataV4(
+            keccak256(
+                abi.encode(
+                    WITHDRAWAL_APPROVAL_TYPEHASH, msg.sender, token, pending.amount, pending.requestId, deadline
+                )
+            )
+        );
+        (address signer, ECDSA.RecoverError failure,) = ECDSA.tryRecover(digest, signature);
+        if (failure != ECDSA.RecoverError.NoError || !hasRole(WITHDRAWAL_SIGNER_ROLE, signer)) {
+            revert InvalidApproval(signer);
+        }
         delete pendingWithdrawalOf[msg.sender][token];
         uint256 after_ = collateralOf[msg.sender][token] - pending.amount;
         collateralOf[msg.sender][token] = after_;
+        _requireCovered(msg.sender);
         emit WithdrawalFinalized(msg.sender, token, pending.amount, after_);
-        _push(token, msg.sender, pending.amount);
+        IERC20(token).safeTransfer(msg.sender, pending.amount);
+    }
+
+    /// @notice The EIP-712 digest the withdrawal signer signs (for off-chain signers and tests).
+    function withdrawalApprovalDigest(address user, address token, uint256 amount, uint64 requestId, uint64 deadline)
+        external
+        view
+        returns (bytes32)
+    {
+        return _hashTypedDataV4(
+            keccak256(abi.encode(WITHDRAWAL_APPROVAL_TYPEHASH, user, token, amount, requestId, deadline))
+        );
+    }
+
+    /// @notice Σ over listed tokens of (collateral − pending withdrawals) × price × LTV, in USDC units
+    /// (floored per asset). Reverts when a held asset's price is unusable (not positive, or older than
+    /// its limit): a withdrawal is never judged on a stale price.
+    function borrowPowerUsdc(address user) public view returns (uint256 total) {
+        uint256 n = collateralTokens.length;
+        for (uint256 i = 0; i < n; i++) {
+            address token = collateralTokens[i];
+            uint256 net = collateralOf[user][token] - pendingWithdrawalOf[user][token].amount;
+            if (net == 0) continue;
+            Collateral memory c = collateralConfig[token];
+            (, int256 answer,, uint256 updatedAt,) = IPriceFeed(c.feed).latestRoundData();
+            if (answer <= 0 || updatedAt > block.timestamp || block.timestamp - updatedAt > c.priceAgeMaxS) {
+                revert PriceUnusable(token);
+            }
+            // net × price × 1e6 × ltv / (10^tokenDecimals × 10^priceDecimals × 1e4), floored.
+            total += (net * uint256(answer) * 1e6 * c.ltvBps)
+                / (10 ** uint256(c.tokenDecimals) * 10 ** uint256(c.priceDecimals) * BPS);
+        }
     }
 
     // ── Debt ──────────────────────────────────────────────────────────────────────────────────────
@@ -172,6 +293,30 @@ contract CredanaVault {
         }
     }
 
+    /// @notice Records a batch of card refunds: each lowers the debt, and what exceeds the debt becomes
+    /// refund credit that later spends consume. A ref already recorded is skipped (no event).
+    function recordRefunds(address[] calldata users, uint256[] calldata amountsUsdc, string[] calldata refs)
+        external
+        onlyRole(SETTLER_ROLE)
+        returns (uint256 recorded)
+    {
+        if (users.length != amountsUsdc.length || users.length != refs.length) revert LengthMismatch();
+        for (uint256 i = 0; i < users.length; i++) {
+            if (amountsUsdc[i] == 0) revert ZeroAmount();
+            if (bytes(refs[i]).length == 0) revert EmptyRef();
+            bytes32 refHash = keccak256(bytes(refs[i]));
+            if (refundRecorded[refHash]) continue;
+            refundRecorded[refHash] = true;
+            address user = users[i];
+            uint256 debt = debtOf[user];
+            uint256 reduced = amountsUsdc[i] < debt ? amountsUsdc[i] : debt;
+            debtOf[user] = debt - reduced;
+            if (amountsUsdc[i] > reduced) refundCreditOf[user] += amountsUsdc[i] - reduced;
+            emit RefundRecorded(user, refHash, refs[i], amountsUsdc[i], reduced, debt - reduced);
+            recorded++;
+        }
+    }
+
     /// @notice Repays `user`'s debt with the caller's USDC.
     function repay(address user, uint256 amountUsdc) external nonReentrant {
         if (amountUsdc == 0) revert ZeroAmount();
@@ -179,7 +324,7 @@ contract CredanaVault {
         if (amountUsdc > debt) revert ExceedsDebt(debt, amountUsdc);
         debtOf[user] = debt - amountUsdc;
         emit Repaid(user, msg.sender, amountUsdc, debt - amountUsdc);
-        _pull(usdc, msg.sender, amountUsdc);
+        IERC20(usdc).safeTransferFrom(msg.sender, address(this), amountUsdc);
     }
 
     /// @notice Seizes collateral of an unhealthy position; the liquidator pays `debtCoveredUsdc`.
@@ -205,24 +350,26 @@ contract CredanaVault {
             if (left == 0) delete pendingWithdrawalOf[user][token];
         }
         emit Liquidated(user, token, msg.sender, collateralSeized, debtCoveredUsdc, reduced);
-        if (debtCoveredUsdc > 0) _pull(usdc, msg.sender, debtCoveredUsdc);
-        if (collateralSeized > 0) _push(token, msg.sender, collateralSeized);
+        if (debtCoveredUsdc > 0) IERC20(usdc).safeTransferFrom(msg.sender, address(this), debtCoveredUsdc);
+        if (collateralSeized > 0) IERC20(token).safeTransfer(msg.sender, collateralSeized);
     }
 
     // ── Internals ─────────────────────────────────────────────────────────────────────────────────
 
-    function _setRole(bytes32 role, address account, bool granted) private {
-        hasRole[role][account] = granted;
-        emit RoleSet(role, account, granted);
-    }
-
     function _deposit(address user, address token, uint256 amount) private {
-        if (!collateralAllowed[token]) revert CollateralNotAllowed(token);
+        if (!collateralConfig[token].allowed) revert CollateralNotAllowed(token);
         if (amount == 0) revert ZeroAmount();
         uint256 after_ = collateralOf[user][token] + amount;
         collateralOf[user][token] = after_;
         emit Deposited(user, token, msg.sender, amount, after_);
-        _pull(token, msg.sender, amount);
+        IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    function _requireCovered(address user) private view {
+        uint256 debt = debtOf[user];
+        if (debt == 0) return;
+        uint256 power = borrowPowerUsdc(user);
+        if (power < debt) revert Undercollateralized(power, debt);
     }
 
     function _recordSpend(address user, uint256 amountUsdc, string calldata ref) private returns (bool) {
@@ -231,17 +378,12 @@ contract CredanaVault {
         bytes32 refHash = keccak256(bytes(ref));
         if (spendRecorded[refHash]) return false;
         spendRecorded[refHash] = true;
-        uint256 after_ = debtOf[user] + amountUsdc;
+        uint256 credit = refundCreditOf[user];
+        uint256 used = credit < amountUsdc ? credit : amountUsdc;
+        if (used > 0) refundCreditOf[user] = credit - used;
+        uint256 after_ = debtOf[user] + amountUsdc - used;
         debtOf[user] = after_;
-        emit SpendRecorded(user, refHash, ref, amountUsdc, after_);
+        emit SpendRecorded(user, refHash, ref, amountUsdc, after_, used);
         return true;
-    }
-
-    function _pull(address token, address from, uint256 amount) private {
-        if (!IERC20Minimal(token).transferFrom(from, address(this), amount)) revert TransferFailed();
-    }
-
-    function _push(address token, address to, uint256 amount) private {
-        if (!IERC20Minimal(token).transfer(to, amount)) revert TransferFailed();
     }
 }

@@ -1,9 +1,13 @@
-// Proves the contracts' rules on a real Hardhat node: allowed collateral only, withdrawals visible
-// before they leave (request → delay → finalize), spends recorded once per ref and only by the
-// settler, liquidation cuts a pending withdrawal, and Chainlink-style feeds (events from the aggregator).
-import { type Address, keccak256, toBytes } from 'viem';
+// Proves the contracts' rules on a real Hardhat node: allowed collateral only (USDT-style tokens too),
+// withdrawals visible before they leave and paid only with the program's fresh approval of that very
+// request and only while the rest covers the debt, spends and refunds recorded once per ref and only by
+// the settler, liquidation cuts a pending withdrawal, and Chainlink-style feeds (events from the aggregator).
+import { type Address, type Hex, keccak256, toBytes } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_COLLATERAL } from '../chain/deploy.ts';
 import { type ChainHarness, localAccount, ROLES, startChainHarness } from '../chain/harness.ts';
+import { signWithdrawalApproval } from '../withdrawals/approval.ts';
 import { credanaVaultAbi, mockAggregatorAbi, priceFeedProxyAbi, testTokenAbi } from './index.ts';
 
 const ETH = 10n ** 18n;
@@ -20,7 +24,21 @@ const read = <T>(functionName: string, args: readonly unknown[] = [], address?: 
   } as never) as Promise<T>;
 
 beforeAll(async () => {
-  chain = await startChainHarness({ withdrawalDelayS: 100 });
+  chain = await startChainHarness({
+    withdrawalDelayS: 100,
+    collateral: [
+      ...DEFAULT_COLLATERAL,
+      // USDT-style: transfer and transferFrom return nothing.
+      {
+        assetId: 'NOBOOL',
+        name: 'No Bool',
+        tokenDecimals: 6,
+        priceDecimals: 8,
+        initialPrice: 100000000n,
+        noReturn: true,
+      },
+    ],
+  });
   user = chain.account(3);
 });
 
@@ -43,14 +61,15 @@ describe('collateral', () => {
         args: [chain.contracts.usdc.address, 1n],
       }),
     ).rejects.toThrow(/CollateralNotAllowed/);
+    const weth = chain.contracts.assets.find((a) => a.assetId === 'WETH');
     await expect(
       chain.walletClient.writeContract({
         account: localAccount(ROLES.deployer).address,
         chain: chain.walletClient.chain,
         address: chain.contracts.vault,
         abi: credanaVaultAbi,
-        functionName: 'setCollateralAllowed',
-        args: [chain.contracts.usdc.address, true],
+        functionName: 'setCollateral',
+        args: [chain.contracts.usdc.address, weth?.feed as Address, 5_000, 3_600, true],
       }),
     ).rejects.toThrow(/CollateralNotAllowed/);
   });
@@ -95,7 +114,7 @@ describe('debt', () => {
         functionName: 'recordSpend',
         args: [user, 1n, 'ipi_forged'],
       }),
-    ).rejects.toThrow(/Unauthorized/);
+    ).rejects.toThrow(/AccessControlUnauthorizedAccount/);
     const hash = await chain.walletClient.writeContract({
       account: localAccount(ROLES.settler).address,
       chain: chain.walletClient.chain,
@@ -131,7 +150,7 @@ describe('debt', () => {
         functionName: 'liquidate',
         args: [user, chain.token('WETH'), 1n, 1n],
       }),
-    ).rejects.toThrow(/Unauthorized/);
+    ).rejects.toThrow(/AccessControlUnauthorizedAccount/);
     const block = await chain.liquidate(user, 'WETH', ETH / 4n, 5n * USDC);
     const [event] = await chain.publicClient.getContractEvents({
       address: chain.contracts.vault,
@@ -151,6 +170,154 @@ describe('debt', () => {
     ]);
     expect(pending).toBe((3n * ETH) / 4n);
     expect(await read<bigint>('debtOf', [user])).toBe(0n);
+  });
+});
+
+const signer = () => privateKeyToAccount(localAccount(ROLES.deployer).privateKey);
+const approve = async (
+  who: Address,
+  assetId: string,
+  overrides: { amount?: bigint; requestId?: bigint; deadline?: bigint; key?: Hex } = {},
+) => {
+  const pending = await chain.pendingWithdrawal(who, assetId);
+  const now = (await chain.publicClient.getBlock()).timestamp;
+  const deadline = overrides.deadline ?? now + 600n;
+  const signature = await signWithdrawalApproval(
+    overrides.key === undefined ? signer() : privateKeyToAccount(overrides.key),
+    chain.contracts.chainId,
+    chain.contracts.vault,
+    {
+      user: who,
+      token: chain.token(assetId),
+      amount: overrides.amount ?? pending.amount,
+      requestId: overrides.requestId ?? pending.requestId,
+      deadline,
+    },
+  );
+  return { deadline, signature };
+};
+
+describe('withdrawals: approval and on-chain solvency', () => {
+  const borrower = () => chain.account(4);
+
+  it('pays out only with the signer role’s approval of this request, before its deadline, once', async () => {
+    const who = borrower();
+    await chain.deposit(who, 'WETH', 2n * ETH);
+    await chain.requestWithdrawal(who, 'WETH', ETH / 2n);
+    await chain.testClient.increaseTime({ seconds: 101 });
+    const now = (await chain.publicClient.getBlock()).timestamp;
+    // Expired.
+    const expired = await approve(who, 'WETH', { deadline: now - 1n });
+    await expect(
+      chain.finalizeWithdrawalWith(who, 'WETH', expired.deadline, expired.signature),
+    ).rejects.toThrow(/ApprovalExpired/);
+    // Forged: signed by a key without the role (the user's own key).
+    const forged = await approve(who, 'WETH', { key: localAccount(4).privateKey });
+    await expect(
+      chain.finalizeWithdrawalWith(who, 'WETH', forged.deadline, forged.signature),
+    ).rejects.toThrow(/InvalidApproval/);
+    // Signed for another amount, or another request.
+    const otherAmount = await approve(who, 'WETH', { amount: ETH });
+    await expect(
+      chain.finalizeWithdrawalWith(who, 'WETH', otherAmount.deadline, otherAmount.signature),
+    ).rejects.toThrow(/InvalidApproval/);
+    const good = await approve(who, 'WETH');
+    await chain.finalizeWithdrawalWith(who, 'WETH', good.deadline, good.signature);
+    expect(await read<bigint>('collateralOf', [who, chain.token('WETH')])).toBe((3n * ETH) / 2n);
+    // Replayed: the request is gone; a new request of the same amount has a new id.
+    await expect(chain.finalizeWithdrawalWith(who, 'WETH', good.deadline, good.signature)).rejects.toThrow(
+      /NoPendingWithdrawal/,
+    );
+    await chain.requestWithdrawal(who, 'WETH', ETH / 2n);
+    await chain.testClient.increaseTime({ seconds: 101 });
+    await expect(chain.finalizeWithdrawalWith(who, 'WETH', good.deadline, good.signature)).rejects.toThrow(
+      /InvalidApproval/,
+    );
+    await chain.cancelWithdrawal(who, 'WETH');
+  });
+
+  it('refuses, even when approved, a withdrawal that leaves the on-chain debt uncovered; pays the true excess', async () => {
+    const who = borrower();
+    // 1.5 WETH at $3,000, LTV 80%: borrow power $3,600. Debt $3,000 needs 1.25 WETH to stay.
+    await chain.recordSpendAsSettler(who, 3_000n * USDC, 'ipi_solvency');
+    await chain.requestWithdrawal(who, 'WETH', (3n * ETH) / 2n); // everything
+    await chain.testClient.increaseTime({ seconds: 101 });
+    const all = await approve(who, 'WETH');
+    await expect(chain.finalizeWithdrawalWith(who, 'WETH', all.deadline, all.signature)).rejects.toThrow(
+      /Undercollateralized/,
+    );
+    await chain.cancelWithdrawal(who, 'WETH');
+    await chain.requestWithdrawal(who, 'WETH', ETH / 4n + 1n); // one wei more than the excess
+    await chain.testClient.increaseTime({ seconds: 101 });
+    const tooMuch = await approve(who, 'WETH');
+    await expect(
+      chain.finalizeWithdrawalWith(who, 'WETH', tooMuch.deadline, tooMuch.signature),
+    ).rejects.toThrow(/Undercollateralized/);
+    await chain.cancelWithdrawal(who, 'WETH');
+    await chain.requestWithdrawal(who, 'WETH', ETH / 4n); // exactly the excess
+    await chain.testClient.increaseTime({ seconds: 101 });
+    const excess = await approve(who, 'WETH');
+    await chain.finalizeWithdrawalWith(who, 'WETH', excess.deadline, excess.signature);
+    expect(await read<bigint>('collateralOf', [who, chain.token('WETH')])).toBe((5n * ETH) / 4n);
+    expect(await read<bigint>('borrowPowerUsdc', [who])).toBe(3_000n * USDC);
+  });
+});
+
+describe('refunds', () => {
+  it('lower the debt once per ref; what exceeds the debt is credit the next spend consumes', async () => {
+    const who = chain.account(5);
+    const settler = localAccount(ROLES.settler).address;
+    const send = async (amounts: bigint[], refs: string[]) => {
+      const hash = await chain.walletClient.writeContract({
+        account: settler,
+        chain: chain.walletClient.chain,
+        address: chain.contracts.vault,
+        abi: credanaVaultAbi,
+        functionName: 'recordRefunds',
+        args: [refs.map(() => who), amounts, refs],
+      });
+      return chain.publicClient.waitForTransactionReceipt({ hash });
+    };
+    await chain.recordSpendAsSettler(who, 10n * USDC, 'ipi_r1');
+    const first = await send([4n * USDC], ['refund:ipi_a']);
+    expect(first.logs).toHaveLength(1);
+    expect(await read<bigint>('debtOf', [who])).toBe(6n * USDC);
+    const again = await send([4n * USDC, 9n * USDC], ['refund:ipi_a', 'refund:ipi_b']);
+    expect(again.logs).toHaveLength(1); // only ipi_b: 6 of debt, 3 of credit
+    expect(await read<bigint>('debtOf', [who])).toBe(0n);
+    expect(await read<bigint>('refundCreditOf', [who])).toBe(3n * USDC);
+    await chain.recordSpendAsSettler(who, 5n * USDC, 'ipi_r2');
+    expect(await read<bigint>('debtOf', [who])).toBe(2n * USDC);
+    expect(await read<bigint>('refundCreditOf', [who])).toBe(0n);
+    await expect(
+      chain.walletClient.writeContract({
+        account: who,
+        chain: chain.walletClient.chain,
+        address: chain.contracts.vault,
+        abi: credanaVaultAbi,
+        functionName: 'recordRefunds',
+        args: [[who], [1n], ['refund:forged']],
+      }),
+    ).rejects.toThrow(/AccessControlUnauthorizedAccount/);
+  });
+});
+
+describe('USDT-style collateral (no bool returned)', () => {
+  it('deposits and withdraws through SafeERC20', async () => {
+    const who = chain.account(6);
+    await chain.deposit(who, 'NOBOOL', 1_000n * USDC);
+    expect(await read<bigint>('collateralOf', [who, chain.token('NOBOOL')])).toBe(1_000n * USDC);
+    await chain.requestWithdrawal(who, 'NOBOOL', 400n * USDC);
+    await chain.testClient.increaseTime({ seconds: 101 });
+    await chain.finalizeWithdrawal(who, 'NOBOOL');
+    expect(await read<bigint>('collateralOf', [who, chain.token('NOBOOL')])).toBe(600n * USDC);
+    const balance = await chain.publicClient.readContract({
+      address: chain.token('NOBOOL'),
+      abi: testTokenAbi,
+      functionName: 'balanceOf',
+      args: [who],
+    });
+    expect(balance).toBe(400n * USDC);
   });
 });
 
@@ -184,5 +351,18 @@ describe('price feeds', () => {
         functionName: 'decimals',
       }),
     ).toBe(8);
+  });
+});
+
+describe('stale prices', () => {
+  it('never judge a withdrawal: a held asset with a price older than its limit stops the payout', async () => {
+    const who = chain.account(4); // still owes $3,000 against 1.25 WETH
+    await chain.requestWithdrawal(who, 'WETH', 1n);
+    await chain.testClient.increaseTime({ seconds: 4_000 });
+    await chain.mine(1);
+    const approval = await approve(who, 'WETH');
+    await expect(
+      chain.finalizeWithdrawalWith(who, 'WETH', approval.deadline, approval.signature),
+    ).rejects.toThrow(/PriceUnusable/);
   });
 });

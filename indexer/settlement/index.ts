@@ -1,6 +1,10 @@
 /**
- * The settlement worker: records captured card spend on-chain with `recordSpends`, in batches, from
- * the settler's own key (its own nonces), and follows each transaction to its receipt.
+ * The settlement worker: records captured card spend on-chain with `recordSpends` and credited card
+ * refunds with `recordRefunds`, in batches, from the settler's own key (its own nonces), and follows
+ * each transaction to its receipt. Nothing is sent while the chain's base fee is above the configured
+ * max fee per gas (the worker waits, and says so in `settlement_fee_above_cap`). A capture of a user
+ * without a linked wallet cannot reach the chain: it is booked to the receivable account
+ * (`user_receivable_unlinked`), counted and logged as an alert, never left `failed`.
  *
  * Exactly once, even across crashes, by three layers:
  * 1. One `settlements` row per capture (primary key = capture id), created before anything is sent.
@@ -15,7 +19,10 @@
  * Input (what the ledger writer produces): `ledger_transfers` of kind 'capture' with a user, whose
  * `user_unsettled` entries sum to the captured cents. The capture id is the ref's suffix for
  * `capture:<ipi>`, or, for `lifecycle:<evt>`, the Stripe event's object id (`card_events.object_id`,
- * an `ipi_…`); anything else settles under the transfer's own ref.
+ * an `ipi_…`); anything else settles under the transfer's own ref. Refunds: `ledger_transfers` of kind
+ * 'refund' whose `user_unsettled` entries credit the user (sum below zero); on-chain ref
+ * `refund:<ipi>` (the refund's Stripe transaction) or `refund:<transfer ref>`, one `chain_refunds` row
+ * each, with the same three layers.
  */
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
@@ -29,11 +36,43 @@ import {
   toBytes,
 } from 'viem';
 import { USDC_PER_CENT } from '../../shared/money.ts';
+import { writeChainState } from '../../shared/redis/account.ts';
+import type { Redis } from '../../shared/redis/client.ts';
 import { credanaVaultAbi } from '../contracts/index.ts';
 import { LIMITS } from '../limits.ts';
 import { classifyRpcError } from '../rpc/index.ts';
 import { createSleeper } from '../sleeper.ts';
-import { LOCK_SETTLEMENT_SESSION, tryExclusive } from '../store/index.ts';
+import {
+  chainStateOfUsers,
+  insertLedgerTransfers,
+  LOCK_SETTLEMENT_SESSION,
+  tryExclusive,
+  vaultAccountsOf,
+} from '../store/index.ts';
+import { createFeeCap } from './fees.ts';
+import { createSettlementMetrics, type SettlementMetrics } from './metrics.ts';
+
+export { createSettlementMetrics, type SettlementMetrics } from './metrics.ts';
+
+/** What is sent on-chain: captured spend or credited refunds. */
+interface Kind {
+  name: 'spend' | 'refund';
+  table: 'settlements' | 'chain_refunds';
+  functionName: 'recordSpends' | 'recordRefunds';
+  recordedMap: 'spendRecorded' | 'refundRecorded';
+}
+const SPENDS: Kind = {
+  name: 'spend',
+  table: 'settlements',
+  functionName: 'recordSpends',
+  recordedMap: 'spendRecorded',
+};
+const REFUNDS: Kind = {
+  name: 'refund',
+  table: 'chain_refunds',
+  functionName: 'recordRefunds',
+  recordedMap: 'refundRecorded',
+};
 
 export interface SettlementWorkerOptions {
   sql: postgres.Sql;
@@ -46,10 +85,15 @@ export interface SettlementWorkerOptions {
   resendAfterMs?: number;
   receiptTimeoutMs?: number;
   pollIntervalMs?: number;
+  /** The most the program pays per gas (CHAIN_MAX_FEE_PER_GAS_GWEI); above it the worker waits. */
+  maxFeePerGasWei: bigint;
+  metrics?: SettlementMetrics;
+  /** When given, a receivable booking moves the cached unsettled cents too (else a rebuild does). */
+  redis?: { client: Redis; prefix: string };
   /** Fault injection for crash tests: runs after the batch is saved as sent, before the broadcast. */
   afterSave?: (hash: Hex) => void | Promise<void>;
   /** Fault injection for crash tests: runs right after the node accepted the transaction. */
-  afterBroadcast?: (hash: Hex) => void | Promise<void>;
+  afterBroadcast?: (hash: Hex, kind: 'spend' | 'refund') => void | Promise<void>;
 }
 
 export interface SettlementReport {
@@ -58,6 +102,11 @@ export interface SettlementReport {
   batches: number;
   reopened: number;
   failed: number;
+  refundsClaimed: number;
+  refundsSent: number;
+  receivables: number;
+  /** True when a send round waited because the base fee was above the cap. */
+  feeCapped: boolean;
 }
 
 export interface SettlementWorker {
@@ -85,7 +134,9 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
   const resendAfterMs = options.resendAfterMs ?? LIMITS.settlementResendAfterMs;
   const receiptTimeoutMs = options.receiptTimeoutMs ?? LIMITS.settlementReceiptTimeoutMs;
   const pollIntervalMs = options.pollIntervalMs ?? LIMITS.settlementPollIntervalMs;
+  const metrics = options.metrics ?? createSettlementMetrics();
   let lastTransferId = 0n;
+  let lastRefundTransferId = 0n;
   let nextNonce: number | null = null;
   let stopping = false;
   const { sleep, wake } = createSleeper();
@@ -154,19 +205,67 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
     return claimed;
   };
 
-  const isRecorded = async (ref: string): Promise<boolean> =>
+  /** Creates a `pending` chain refund for every credited refund transfer that has none (as `claim`). */
+  const claimRefunds = async (): Promise<number> => {
+    const refunds = await sql<
+      {
+        id: string;
+        settled_ok: boolean;
+        user_id: string;
+        cents: string;
+        transfer_ref: string;
+        chain_ref: string;
+      }[]
+    >`
+      select r.id::text, r.created_at < now() - interval '60 seconds' as settled_ok, r.user_id::text,
+        (-r.cents)::text as cents, r.ref as transfer_ref,
+        'refund:' || case
+          when r.ref like 'lifecycle:%' then coalesce(
+            (select ce.object_id from card_events ce
+             where ce.id = substr(r.ref, 11) and ce.object_id like 'ipi\_%' limit 1),
+            r.ref)
+          else r.ref
+        end as chain_ref
+      from (
+        select t.id, t.ref, t.user_id, t.created_at, sum(e.amount_cents) as cents
+        from ledger_transfers t
+        join ledger_entries e on e.transfer_id = t.id and e.account = 'user_unsettled' and e.user_id = t.user_id
+        where t.kind = 'refund' and t.user_id is not null and t.id > ${lastRefundTransferId.toString()}::bigint
+        group by t.id
+        order by t.id
+        limit ${LIMITS.settlementCapturesPerScanMax}
+      ) r`;
+    const fresh = refunds.filter((r) => BigInt(r.cents) > 0n);
+    let claimed = 0;
+    if (fresh.length > 0) {
+      const inserted = await sql`
+        insert into chain_refunds (ref, transfer_ref, user_id, amount_cents, amount_usdc, status)
+        select r, t, u, c, c * ${USDC_PER_CENT.toString()}::bigint, 'pending'
+        from unnest(${fresh.map((r) => r.chain_ref)}::text[], ${fresh.map((r) => r.transfer_ref)}::text[],
+          ${fresh.map((r) => r.user_id)}::uuid[], ${fresh.map((r) => r.cents)}::bigint[]) as x(r, t, u, c)
+        on conflict do nothing`;
+      claimed = inserted.count;
+    }
+    for (const r of refunds) {
+      if (!r.settled_ok) break;
+      lastRefundTransferId = BigInt(r.id);
+    }
+    return claimed;
+  };
+
+  const isRecorded = async (kind: Kind, ref: string): Promise<boolean> =>
     client.readContract({
       address: vault,
       abi: credanaVaultAbi,
-      functionName: 'spendRecorded',
+      functionName: kind.recordedMap,
       args: [refHash(ref)],
     });
 
   /** Follows every `sent` transaction: mined, still pending, or lost (then back to `pending`). */
-  const reconcile = async (): Promise<{ reopened: number; failed: number }> => {
+  const reconcile = async (kind: Kind): Promise<{ reopened: number; failed: number }> => {
     const sent = await sql<{ ref: string; transaction_hash: string; attempts: number; age_ms: string }[]>`
       select ref, transaction_hash, attempts, (extract(epoch from now() - updated_at) * 1000)::bigint::text as age_ms
-      from settlements where status = 'sent' order by updated_at limit ${batchMax * 10}`;
+      from ${sql(kind.table)} where status = 'sent' order by updated_at limit ${batchMax * 10}`;
     const byHash = new Map<string, (typeof sent)[number][]>();
     for (const row of sent)
       byHash.set(row.transaction_hash, [...(byHash.get(row.transaction_hash) ?? []), row]);
@@ -183,55 +282,121 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
       const reason =
         receipt === null ? 'transaction lost (not mined, unknown to the node)' : 'transaction reverted';
       for (const row of rows) {
-        if (await isRecorded(row.ref)) continue; // recorded by another attempt: the indexer will confirm
+        if (await isRecorded(kind, row.ref)) continue; // recorded by another attempt: the indexer will confirm
         const give = row.attempts >= LIMITS.settlementAttemptsMax;
-        await sql`update settlements set status = ${give ? 'failed' : 'pending'}, last_error = ${reason},
+        await sql`update ${sql(kind.table)} set status = ${give ? 'failed' : 'pending'}, last_error = ${reason},
           updated_at = now() where ref = ${row.ref} and status = 'sent'`;
         if (give) failed++;
         else reopened++;
       }
       nextNonce = null; // a lost or reverted transaction may have left a gap: ask the node again
       logger.warn(
-        { hash, refs: rows.map((r) => r.ref), reason },
+        { hash, kind: kind.name, refs: rows.map((r) => r.ref), reason },
         'settlement transaction not recorded; re-sending',
       );
     }
     return { reopened, failed };
   };
 
-  /** Signs, saves, broadcasts and awaits one batch of pending settlements. Returns how many were sent. */
-  const sendBatch = async (): Promise<number> => {
+  /**
+   * A capture of a user with no linked wallet has no vault account to record it on: it leaves
+   * unsettled for the receivable account (`user_unsettled` → `user_receivable_unlinked`, one transfer
+   * `receivable:<capture>`), in one transaction with the row's status, and raises an alert.
+   */
+  const bookReceivable = async (row: PendingRow): Promise<boolean> => {
+    const booked = await sql.begin(async (tx) => {
+      const [claimed] = await tx<{ amount_cents: string }[]>`
+        update settlements set status = 'receivable', last_error = 'no linked wallet on this chain',
+          updated_at = now() where ref = ${row.ref} and status = 'pending' returning amount_cents::text`;
+      if (claimed === undefined) return null;
+      const cents = BigInt(claimed.amount_cents);
+      await insertLedgerTransfers(tx, [
+        {
+          ref: `receivable:${row.ref}`,
+          kind: 'adjustment',
+          userId: row.user_id,
+          entries: [
+            { account: 'user_unsettled', userId: row.user_id, amountCents: -cents },
+            { account: 'user_receivable_unlinked', userId: row.user_id, amountCents: cents },
+          ],
+        },
+      ]);
+      await tx`update credit_accounts set unsettled_cents = unsettled_cents - ${cents.toString()}::bigint,
+        version = version + 1, updated_at = now() where user_id = ${row.user_id}`;
+      return cents;
+    });
+    if (booked === null) return false;
+    metrics.receivables.inc();
+    metrics.receivableCents.inc(Number(booked));
+    logger.error(
+      { alert: 'settlement_receivable', ref: row.ref, userId: row.user_id, cents: booked.toString() },
+      'capture of a user without a linked wallet booked to user_receivable_unlinked',
+    );
+    if (options.redis !== undefined) {
+      const [state] = await chainStateOfUsers(sql, [row.user_id]);
+      if (state !== undefined) {
+        await writeChainState(options.redis.client, options.redis.prefix, row.user_id, {
+          ...state,
+          unsettledCentsDelta: { eventKey: `receivable:${row.ref}`, amountCents: -booked },
+        }).catch((error: unknown) =>
+          logger.warn({ err: error, userId: row.user_id }, 'cached unsettled not moved; a rebuild will'),
+        );
+      }
+    }
+    return true;
+  };
+
+  const feeCap = createFeeCap({
+    client,
+    maxFeePerGasWei: options.maxFeePerGasWei,
+    logger,
+    aboveCap: metrics.feeAboveCap,
+    waits: metrics.feeCapWaits,
+    what: 'settlement',
+  });
+
+  /**
+   * Signs, saves, broadcasts and awaits one batch of pending rows of `kind`. Returns how many were
+   * sent, or -1 when the fee cap held the batch back.
+   */
+  const sendBatch = async (kind: Kind, report: SettlementReport): Promise<number> => {
     const pending = await sql<PendingRow[]>`
-      select ref, user_id::text, amount_usdc::text, attempts from settlements
+      select ref, user_id::text, amount_usdc::text, attempts from ${sql(kind.table)}
       where status = 'pending' order by created_at, ref limit ${batchMax}`;
     if (pending.length === 0) return 0;
-    const wallets = await sql<{ user_id: string; address: string }[]>`
-      select distinct on (user_id) user_id::text, address from wallets
-      where chain_id = ${options.chainId} and user_id = any(${pending.map((p) => p.user_id)}::uuid[])
-      order by user_id, linked_at, address`;
-    const walletOf = new Map(wallets.map((w) => [w.user_id, w.address as Address]));
-    const orphans = pending.filter((p) => !walletOf.has(p.user_id));
-    if (orphans.length > 0) {
-      await sql`update settlements set status = 'failed', last_error = 'no linked wallet on this chain',
-        updated_at = now() where ref = any(${orphans.map((o) => o.ref)}::text[]) and status = 'pending'`;
-      logger.error(
-        { refs: orphans.map((o) => o.ref) },
-        'captures of users without a linked wallet cannot settle',
-      );
+    const accountOf = await vaultAccountsOf(
+      sql,
+      options.chainId,
+      pending.map((p) => p.user_id),
+    );
+    for (const orphan of pending.filter((p) => !accountOf.has(p.user_id))) {
+      if (kind.name === 'spend') {
+        if (await bookReceivable(orphan)) report.receivables++;
+      } else {
+        // Its capture went to the receivable account: a person settles both.
+        await sql`update chain_refunds set status = 'failed', last_error = 'no linked wallet on this chain',
+          updated_at = now() where ref = ${orphan.ref} and status = 'pending'`;
+        logger.error(
+          { alert: 'refund_without_wallet', ref: orphan.ref, userId: orphan.user_id },
+          'refund of a user without a linked wallet cannot reach the chain',
+        );
+      }
     }
-    const batch = pending.filter((p) => walletOf.has(p.user_id));
+    const batch = pending.filter((p) => accountOf.has(p.user_id));
     if (batch.length === 0) return 0;
+    const fees = await feeCap.fees();
+    if (fees === null) return -1;
 
     const data = encodeFunctionData({
       abi: credanaVaultAbi,
-      functionName: 'recordSpends',
+      functionName: kind.functionName,
       args: [
-        batch.map((p) => walletOf.get(p.user_id) as Address),
+        batch.map((p) => accountOf.get(p.user_id) as Address),
         batch.map((p) => BigInt(p.amount_usdc)),
         batch.map((p) => p.ref),
       ],
     });
-    const [nonce, fees] = await Promise.all([takeNonce(), client.estimateFeesPerGas()]);
+    const nonce = await takeNonce();
     const serialized = await account.signTransaction({
       type: 'eip1559',
       chainId: options.chainId,
@@ -240,13 +405,12 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
       data,
       // A recorded spend costs about 60k gas; a generous fixed budget saves an estimate round trip.
       gas: 100_000n + 90_000n * BigInt(batch.length),
-      maxFeePerGas: fees.maxFeePerGas * 2n,
-      maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
+      ...fees,
     });
     const hash = keccak256(serialized);
     const refs = batch.map((p) => p.ref);
     // Saved before the broadcast: from here on, a crash leaves a row that names this transaction.
-    await sql`update settlements set status = 'sent', transaction_hash = ${hash}, nonce = ${nonce},
+    await sql`update ${sql(kind.table)} set status = 'sent', transaction_hash = ${hash}, nonce = ${nonce},
       attempts = attempts + 1, last_error = null, updated_at = now()
       where ref = any(${refs}::text[]) and status = 'pending'`;
     await options.afterSave?.(hash);
@@ -256,12 +420,13 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
       // The node refused it (nonce, funds, fees): nothing is on the wire, so the batch is pending again.
       nextNonce = null;
       const problem = classifyRpcError(error);
-      await sql`update settlements set status = 'pending', last_error = ${problem.code}, updated_at = now()
+      await sql`update ${sql(kind.table)} set status = 'pending', last_error = ${problem.code}, updated_at = now()
         where ref = any(${refs}::text[]) and status = 'sent' and transaction_hash = ${hash}`;
       throw error;
     }
-    await options.afterBroadcast?.(hash);
-    logger.info({ hash, nonce, refs: refs.length }, 'settlement batch broadcast');
+    metrics.batchesSent.inc({ kind: kind.name });
+    await options.afterBroadcast?.(hash, kind.name);
+    logger.info({ hash, nonce, kind: kind.name, refs: refs.length }, 'settlement batch broadcast');
     try {
       const receipt = await client.waitForTransactionReceipt({
         hash,
@@ -277,16 +442,36 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
   };
 
   const runOnce = async (): Promise<SettlementReport> => {
-    const report: SettlementReport = { claimed: 0, sent: 0, batches: 0, reopened: 0, failed: 0 };
+    const report: SettlementReport = {
+      claimed: 0,
+      sent: 0,
+      batches: 0,
+      reopened: 0,
+      failed: 0,
+      refundsClaimed: 0,
+      refundsSent: 0,
+      receivables: 0,
+      feeCapped: false,
+    };
     report.claimed = await claim();
-    const reconciled = await reconcile();
-    report.reopened = reconciled.reopened;
-    report.failed = reconciled.failed;
-    for (;;) {
-      const sent = await sendBatch();
-      if (sent === 0) break;
-      report.sent += sent;
-      report.batches++;
+    report.refundsClaimed = await claimRefunds();
+    for (const kind of [SPENDS, REFUNDS]) {
+      const reconciled = await reconcile(kind);
+      report.reopened += reconciled.reopened;
+      report.failed += reconciled.failed;
+    }
+    // Spends first: a refund sent before its capture settles is held by the vault as refund credit,
+    // which the capture then consumes, so either order ends with the same debt.
+    for (const kind of [SPENDS, REFUNDS]) {
+      for (;;) {
+        const sent = await sendBatch(kind, report);
+        if (sent === -1) report.feeCapped = true;
+        if (sent <= 0) break;
+        if (kind.name === 'spend') report.sent += sent;
+        else report.refundsSent += sent;
+        report.batches++;
+      }
+      if (report.feeCapped) break;
     }
     return report;
   };

@@ -2,27 +2,32 @@
  * The settlement worker process: `npm run start:settlement`. Needs SETTLER_PRIVATE_KEY (the key
  * holding the vault's settler role). Runs until SIGTERM/SIGINT.
  *
- * Flags: --poll-interval-ms N, --resend-after-ms N, --batch-max N; and, for crash tests only (refused
- * when NODE_ENV=production), --crash-after save|broadcast, which SIGKILLs the process at that point.
+ * Flags: --poll-interval-ms N, --resend-after-ms N, --batch-max N, --metrics-port N (Prometheus text
+ * at GET /metrics on 127.0.0.1, when METRICS_ENABLED); and, for crash tests only (refused
+ * when NODE_ENV=production), --crash-after save|broadcast|refund-broadcast, which SIGKILLs the process
+ * at that point.
  */
 import { writeSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { privateKeyToAccount } from 'viem/accounts';
 import { z } from 'zod';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
+import { createRedis } from '../../shared/redis/client.ts';
 import { readContractsFile } from '../contracts/index.ts';
 import { LIMITS } from '../limits.ts';
 import { createRpc } from '../rpc/index.ts';
-import { createSettlementWorker } from './index.ts';
+import { createSettlementMetrics, createSettlementWorker } from './index.ts';
 
 const flags = z
   .object({
     'poll-interval-ms': z.coerce.number().int().min(10).max(60_000).optional(),
     'resend-after-ms': z.coerce.number().int().min(10).max(3_600_000).optional(),
     'batch-max': z.coerce.number().int().min(1).max(LIMITS.settlementBatchMax).optional(),
-    'crash-after': z.enum(['save', 'broadcast']).optional(),
+    'metrics-port': z.coerce.number().int().min(0).max(65_535).optional(),
+    'crash-after': z.enum(['save', 'broadcast', 'refund-broadcast']).optional(),
   })
   .parse(
     parseArgs({
@@ -30,6 +35,7 @@ const flags = z
         'poll-interval-ms': { type: 'string' },
         'resend-after-ms': { type: 'string' },
         'batch-max': { type: 'string' },
+        'metrics-port': { type: 'string' },
         'crash-after': { type: 'string' },
       },
     }).values,
@@ -58,8 +64,26 @@ const crash = (at: string) => () => {
   writeSync(2, `crash fault injected after ${at}: SIGKILL\n`);
   process.kill(process.pid, 'SIGKILL');
 };
+const redis = createRedis({ url: config.REDIS_URL, connectionName: 'credana-settlement' });
+const metrics = createSettlementMetrics();
+const metricsServer =
+  flags['metrics-port'] === undefined || !config.METRICS_ENABLED
+    ? null
+    : createServer((req, res) => {
+        if (req.method !== 'GET' || req.url !== '/metrics') {
+          res.writeHead(404).end();
+          return;
+        }
+        metrics.registry
+          .metrics()
+          .then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text))
+          .catch(() => res.writeHead(500).end());
+      }).listen(flags['metrics-port'], '127.0.0.1');
 const worker = createSettlementWorker({
   sql: database.sql,
+  maxFeePerGasWei: BigInt(config.CHAIN_MAX_FEE_PER_GAS_GWEI) * 1_000_000_000n,
+  metrics,
+  redis: { client: redis, prefix: config.REDIS_KEY_PREFIX },
   client: rpc.client,
   account: privateKeyToAccount(config.SETTLER_PRIVATE_KEY as `0x${string}`),
   vault: contracts.vault,
@@ -70,6 +94,13 @@ const worker = createSettlementWorker({
   ...(flags['batch-max'] === undefined ? {} : { batchMax: flags['batch-max'] }),
   ...(flags['crash-after'] === 'save' ? { afterSave: crash('save') } : {}),
   ...(flags['crash-after'] === 'broadcast' ? { afterBroadcast: crash('broadcast') } : {}),
+  ...(flags['crash-after'] === 'refund-broadcast'
+    ? {
+        afterBroadcast: (_hash: string, kind: 'spend' | 'refund') => {
+          if (kind === 'refund') crash('refund broadcast')();
+        },
+      }
+    : {}),
 });
 process.once('SIGTERM', () => void worker.stop());
 process.once('SIGINT', () => void worker.stop());
@@ -84,6 +115,8 @@ try {
   exitCode = 1;
   logger.fatal({ err: error }, 'settlement worker stopped');
 } finally {
+  metricsServer?.close();
+  redis.disconnect();
   await database.close();
 }
 process.exit(exitCode);

@@ -14,6 +14,7 @@ export type Sql = postgres.Sql | postgres.TransactionSql;
 export const LOCK_INDEXER_SESSION = 7_431_100;
 export const LOCK_CHAIN_APPLY = 7_431_101;
 export const LOCK_SETTLEMENT_SESSION = 7_431_102;
+export const LOCK_LIQUIDATOR_SESSION = 7_431_103;
 
 export interface BlockRef {
   number: bigint;
@@ -308,6 +309,23 @@ export async function deleteEventsAbove(sql: Sql, chainId: number, number: bigin
 }
 
 // ── Wallets and assets ─────────────────────────────────────────────────────────────────────────
+
+/**
+ * Each user's vault account on the chain: the first wallet linked (by link time, then address), where
+ * the settlement worker records debt and refunds. Wallets are never unlinked, so it never changes.
+ */
+export async function vaultAccountsOf(
+  sql: Sql,
+  chainId: number,
+  userIds: readonly string[],
+): Promise<Map<string, Address>> {
+  if (userIds.length === 0) return new Map();
+  const rows = await sql<{ user_id: string; address: string }[]>`
+    select distinct on (user_id) user_id::text, address from wallets
+    where chain_id = ${chainId} and user_id = any(${[...userIds]}::uuid[])
+    order by user_id, linked_at, address`;
+  return new Map(rows.map((r) => [r.user_id, r.address.toLowerCase() as Address]));
+}
 
 export async function walletUsers(
   sql: Sql,
@@ -659,6 +677,44 @@ export async function setSettlementStatus(
     where ref = any(${[...refs]}::text[]) and status = any(${onlyFrom}::text[])`;
 }
 
+export interface RefundRow {
+  ref: string;
+  userId: string;
+  amountCents: bigint;
+  amountUsdc: bigint;
+}
+
+/** Refunds the settlement worker sends on-chain (`chain_refunds`), by on-chain ref. */
+export async function refundsByRef(sql: Sql, refs: readonly string[]): Promise<Map<string, RefundRow>> {
+  if (refs.length === 0) return new Map();
+  const rows = await sql<{ ref: string; user_id: string; amount_cents: string; amount_usdc: string }[]>`
+    select ref, user_id::text, amount_cents::text, amount_usdc::text from chain_refunds
+    where ref = any(${[...refs]}::text[])`;
+  return new Map(
+    rows.map((r) => [
+      r.ref,
+      {
+        ref: r.ref,
+        userId: r.user_id,
+        amountCents: BigInt(r.amount_cents),
+        amountUsdc: BigInt(r.amount_usdc),
+      },
+    ]),
+  );
+}
+
+export async function setRefundStatus(
+  sql: Sql,
+  refs: readonly string[],
+  status: SettlementRow['status'],
+  onlyFrom: SettlementRow['status'][],
+): Promise<void> {
+  if (refs.length === 0) return;
+  await sql`
+    update chain_refunds set status = ${status}, updated_at = now()
+    where ref = any(${[...refs]}::text[]) and status = any(${onlyFrom}::text[])`;
+}
+
 export interface LedgerEntry {
   account: string;
   userId: string | null;
@@ -667,7 +723,7 @@ export interface LedgerEntry {
 
 export interface LedgerTransfer {
   ref: string;
-  kind: 'settlement' | 'repayment' | 'liquidation' | 'adjustment';
+  kind: 'settlement' | 'refund' | 'repayment' | 'liquidation' | 'adjustment';
   userId: string | null;
   entries: LedgerEntry[];
 }

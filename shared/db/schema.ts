@@ -421,6 +421,7 @@ export const reconciliationRuns = pgTable(
  * On-chain settlement of captured spend: one row per capture (`ipi_…`), recorded by the settlement
  * worker with `recordSpend(user, amount, ref)`. The vault refuses a ref twice, and this row is written
  * before the transaction is sent, so a crash between sending and saving cannot record a capture twice.
+ * `receivable`: the user had no linked wallet; the capture was booked to `user_receivable_unlinked`.
  */
 export const settlements = pgTable(
   'settlements',
@@ -431,7 +432,7 @@ export const settlements = pgTable(
       .references(() => users.id),
     amountCents: cents('amount_cents').notNull(),
     amountUsdc: uint256('amount_usdc').notNull(),
-    status: text('status', { enum: ['pending', 'sent', 'confirmed', 'failed'] })
+    status: text('status', { enum: ['pending', 'sent', 'confirmed', 'failed', 'receivable'] })
       .notNull()
       .default('pending'),
     transactionHash: text('transaction_hash'),
@@ -485,3 +486,95 @@ export const redisDeciders = pgTable('redis_deciders', {
   expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
   renewedAt: timestamp('renewed_at', { withTimezone: true }).notNull().defaultNow(),
 });
+
+/**
+ * Card refunds sent on-chain by the settlement worker with `recordRefunds(user, amount, ref)`: one row
+ * per refund transfer booked by the ledger writer (its credited `user_unsettled` part), written before
+ * the transaction is sent; the vault refuses a ref twice. The indexer marks it `confirmed` when it
+ * applies the vault's `RefundRecorded` event and moves the cents from on-chain debt back to unsettled.
+ */
+export const chainRefunds = pgTable(
+  'chain_refunds',
+  {
+    /** The on-chain ref, `refund:<refund transaction id>`. */
+    ref: text('ref').primaryKey(),
+    /** The ledger transfer that credited the refund (`lifecycle:<event id>`, …). */
+    transferRef: text('transfer_ref').notNull(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    amountCents: cents('amount_cents').notNull(),
+    amountUsdc: uint256('amount_usdc').notNull(),
+    status: text('status', { enum: ['pending', 'sent', 'confirmed', 'failed'] })
+      .notNull()
+      .default('pending'),
+    transactionHash: text('transaction_hash'),
+    nonce: integer('nonce'),
+    attempts: integer('attempts').notNull().default(0),
+    lastError: text('last_error'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('chain_refunds_transfer_ref_idx').on(t.transferRef),
+    index('chain_refunds_status_idx').on(t.status, t.createdAt),
+    check('chain_refunds_amount_pos', sql`${t.amountCents} > 0`),
+  ],
+);
+
+/**
+ * Withdrawal approvals the program signed (EIP-712, checked by the vault's `finalizeWithdrawal`): what
+ * was approved and the exposure and remaining borrow power it was judged on. An audit trail; the
+ * vault's request id is the approval's nonce.
+ */
+export const withdrawalApprovals = pgTable(
+  'withdrawal_approvals',
+  {
+    id: bigserial('id', { mode: 'bigint' }).primaryKey(),
+    chainId: integer('chain_id').notNull(),
+    requestId: uint256('request_id').notNull(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    account: text('account').notNull(),
+    assetId: text('asset_id').notNull(),
+    amountBase: uint256('amount_base').notNull(),
+    deadline: timestamp('deadline', { withTimezone: true }).notNull(),
+    exposureCents: cents('exposure_cents').notNull(),
+    borrowPowerAfterCents: cents('borrow_power_after_cents').notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index('withdrawal_approvals_request_idx').on(t.chainId, t.requestId)],
+);
+
+/**
+ * Liquidations the liquidator service sent (`npm run start:liquidator`). A row is written, with the
+ * signed transaction's hash and nonce, before the broadcast; at most one is in flight per user, and a
+ * lost transaction is replaced with the same nonce, so two can never both be mined. The indexer books
+ * the vault's `Liquidated` event; this row is the service's own record.
+ */
+export const liquidations = pgTable(
+  'liquidations',
+  {
+    id: bigserial('id', { mode: 'bigint' }).primaryKey(),
+    chainId: integer('chain_id').notNull(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    account: text('account').notNull(),
+    assetId: text('asset_id').notNull(),
+    collateralSeizedBase: uint256('collateral_seized_base').notNull(),
+    debtCoveredUsdc: uint256('debt_covered_usdc').notNull(),
+    healthFactorWad: uint256('health_factor_wad').notNull(),
+    status: text('status', { enum: ['sent', 'confirmed', 'failed'] }).notNull(),
+    transactionHash: text('transaction_hash').notNull(),
+    nonce: integer('nonce').notNull(),
+    lastError: text('last_error'),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('liquidations_in_flight_idx').on(t.chainId, t.userId).where(sql`status = 'sent'`),
+    index('liquidations_status_idx').on(t.status, t.createdAt),
+  ],
+);
