@@ -148,4 +148,55 @@ describe('failure modes', () => {
     expect(replay.json).toEqual(slow.json);
     expect(await redis.hget(userKeys(prefix, userId).account, 'hold')).toBe('5000');
   });
+
+  it('never decides from Redis for a card whose fallback of this process is still in flight', async () => {
+    // A process of its own, with a lease so long that no PING of its timer runs during the test: only
+    // the Redis attempt's own budget sees the pause. The file's hot path gives its lease up, so it does
+    // not fence this one's fallback.
+    await hotPath.engine.lease.stop();
+    const solo = await startHotPath(
+      { databaseUrl, redisUrl: redisServer.url, prefix, database, redis, close: async () => {} },
+      {
+        DECISION_BUDGET_MS: '1900',
+        REDIS_COMMAND_TIMEOUT_MS: '1000',
+        REDIS_DECISION_BUDGET_MS: '150',
+        REDIS_DECIDER_LEASE_MS: '60000',
+      },
+    );
+    try {
+      const { userId, cardId } = await seedUser(database.sql, {
+        collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(10_000n, PRICE) }],
+      });
+      // The card is new to the process: A's first Redis command (the card lookup) waits in the pause,
+      // so A's Redis attempt runs out of time without having reserved anything, and A falls back —
+      // where it waits for the user's row, which the test holds locked.
+      let unlock = () => {};
+      const locked = new Promise<void>((resolve) => {
+        unlock = resolve;
+      });
+      let rowLocked = () => {};
+      const holding = new Promise<void>((resolve) => {
+        rowLocked = resolve;
+      });
+      const lock = database.sql.begin(async (tx) => {
+        await tx`select 1 from credit_accounts where user_id = ${userId} for update`;
+        rowLocked();
+        await locked;
+      });
+      await holding;
+      await redis.call('CLIENT', 'PAUSE', '300', 'ALL');
+      const a = post(solo, '/stripe/authorizations', authorizationRequest({ cardId, amountCents: 6_000 }));
+      await new Promise((r) => setTimeout(r, 450));
+      // Redis answers again and knows the card now; A's fallback is still waiting. B must not be decided
+      // from Redis (which has no hold for A's grant): it waits for the fallback too.
+      const b = post(solo, '/stripe/authorizations', authorizationRequest({ cardId, amountCents: 6_000 }));
+      await new Promise((r) => setTimeout(r, 100));
+      unlock();
+      await lock;
+      const answers = [await a, await b].map((r) => `${r.json.approved}:${r.json.metadata?.reason}`);
+      expect(answers).toEqual(['true:approved', 'false:insufficient_credit']);
+    } finally {
+      await solo.close();
+    }
+  });
 });

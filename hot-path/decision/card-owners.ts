@@ -18,6 +18,8 @@ export interface CardOwnerLookup {
 
 export interface CardOwners {
   lookUp(cardId: string): Promise<CardOwnerLookup>;
+  /** The owner if this process already knows it (no I/O). */
+  known(cardId: string): string | undefined;
 }
 
 export function createCardOwners(deps: { redis: Redis; sql: Sql; prefix: string }): CardOwners {
@@ -49,6 +51,7 @@ export function createCardOwners(deps: { redis: Redis; sql: Sql; prefix: string 
   }
 
   return {
+    known: (cardId) => owners.get(cardId),
     lookUp(cardId) {
       const cached = owners.get(cardId);
       if (cached !== undefined) return Promise.resolve({ userId: cached, roundTrips: 0 });

@@ -28,7 +28,7 @@ import { limits } from '../limits.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
 import { type CardOwners, createCardOwners } from './card-owners.ts';
 import { DeadlineError, withDeadline } from './deadline.ts';
-import { decideFromPostgres } from './postgres-fallback.ts';
+import { decideFromPostgres, type FallbackResult } from './postgres-fallback.ts';
 import { createRedisLease, type RedisLease } from './redis-lease.ts';
 import { DECIDE, DECIDE_WITHOUT_USER } from './scripts.ts';
 
@@ -127,6 +127,14 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
   const lease =
     deps.lease ?? createRedisLease({ sql, redis, prefix, leaseMs: settings.REDIS_DECIDER_LEASE_MS });
   const onRedisFailure = deps.onRedisFailure ?? (() => {});
+  // Users (and cards) with a fallback of this process in flight, counted; see decideInRedis.
+  const fallbacksInFlight = new Map<string, number>();
+  const enter = (key: string) => fallbacksInFlight.set(key, (fallbacksInFlight.get(key) ?? 0) + 1);
+  const leave = (key: string) => {
+    const n = (fallbacksInFlight.get(key) ?? 1) - 1;
+    if (n <= 0) fallbacksInFlight.delete(key);
+    else fallbacksInFlight.set(key, n);
+  };
 
   // What the borrow power is computed from, per user, as last read from Redis: collateral, pending
   // withdrawals and the credit limit, with the account's version stamp. Every change to those bumps the
@@ -191,9 +199,17 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
     rawBody: string,
     startedAtMs: number,
     decisionId: string,
+    redisDeadlineMs: number,
   ): Promise<DecisionOutcome> {
+    // An attempt the caller gave up on (it answered from the fallback) must not go on to reserve: each
+    // step that writes checks the deadline first. (A command already sent may still run: see
+    // ADOPT_FALLBACK's 'superseded'.)
+    const stillOn = () => {
+      if (now() > redisDeadlineMs) throw new DeadlineError('the Redis attempt was given up');
+    };
     const auth = event.data.object;
     const { userId, roundTrips: lookupTrips } = await cardOwners.lookUp(auth.card.id);
+    stillOn();
     let roundTrips = lookupTrips;
     const nowMs = now();
     if (userId === null) {
@@ -217,6 +233,11 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
         redisRoundTrips: roundTrips,
       };
     }
+    stillOn();
+    // This process's own fallback for this user may still be deciding (its Redis attempt ran out of
+    // time) or its grants may not be in the cache yet: a Redis decision now could grant the same credit.
+    if (fallbacksInFlight.has(userId) || fallbacksInFlight.has(auth.card.id)) throw new OwnFallbackPending();
+    roundTrips += await lease.adoptOwn(userId);
     const keys = userKeys(prefix, userId);
     const mcc = auth.merchant_data.category_code;
     const amount = BigInt(auth.pending_request.amount);
@@ -251,6 +272,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       const limit = snapshot.creditLimitCents;
       const capCents = limit < power.borrowPowerCents ? limit : power.borrowPowerCents;
       const record = baseRecord(event, rawBody, userId, decisionId, decidedAtMs, startedAtMs, 'redis');
+      stillOn();
       const reply = await runScript<DecideReply>(
         redis,
         DECIDE,
@@ -355,14 +377,20 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
         if (!caughtUp || !lease.mayDecide()) return undefined;
       }
       const outcome = await withDeadline(
-        decideInRedis(event, rawBody, startedAtMs, decisionId),
+        decideInRedis(event, rawBody, startedAtMs, decisionId, redisDeadlineMs),
         redisDeadlineMs - now(),
       );
       lease.noteRedisOk();
       return outcome;
     } catch (error) {
-      onRedisFailure(classifyRedisFailure(error), error);
-      lease.markSuspect();
+      if (error instanceof OwnFallbackPending) return undefined;
+      const cause = classifyRedisFailure(error);
+      onRedisFailure(cause, error);
+      // A connection that fails is Redis away: decide from Postgres until caught up. A reply that was
+      // late is not (it is what an overloaded process sees too): only this request falls back, and
+      // this user's next Redis decision waits for it (fallbacksInFlight, then adoptOwn). A Redis that
+      // hangs for everyone is found by the lease's PING, which then makes the process suspect.
+      if (cause !== 'deadline') lease.markSuspect();
       return undefined;
     }
   }
@@ -381,27 +409,49 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       // Redis is down, slow or not yet caught up: decide from Postgres in the time left.
       const remainingMs = deadline - now();
       if (remainingMs < 5) return declined(decisionId, 'system_unavailable', 0);
+      // Until this fallback has committed or given up, and its grant is remembered, no Redis decision
+      // of this process is made for its card or user (the user is known here once the card was seen).
+      const cardId = event.data.object.card.id;
+      const knownUser = cardOwners.known(cardId);
+      const fenceKeys = knownUser === undefined ? [cardId] : [cardId, knownUser];
+      for (const key of fenceKeys) enter(key);
+      let fallback: Promise<FallbackResult> | undefined;
       try {
-        const outcome = await withDeadline(
-          decideFromPostgres(
-            { sql, market, settings, now, holder: lease.holder },
-            event,
-            rawBody,
-            decisionId,
-            startedAtMs,
-            deadline,
-          ),
-          remainingMs,
+        fallback = decideFromPostgres(
+          { sql, market, settings, now, holder: lease.holder },
+          event,
+          rawBody,
+          decisionId,
+          startedAtMs,
+          deadline,
         );
-        if (outcome.grant !== null) lease.remember(outcome.grant);
+        const outcome = await withDeadline(fallback, remainingMs);
         return { ...outcome.decision, fenced: outcome.fenced, redisRoundTrips: 0 };
       } catch {
         // Postgres failed or ran out of time too; a transaction that had not committed by its deadline
         // refuses to commit (postgres-fallback.ts), so nothing of it outlives this answer.
         return declined(decisionId, 'system_unavailable', 0);
+      } finally {
+        // The grant is remembered (to be adopted before this user's next Redis decision) and only then
+        // the fence lifted — also for a fallback still running past the answer (it commits nothing past
+        // its deadline; a COMMIT already sent may still land, and is then remembered too).
+        const settle = (fallback ?? Promise.resolve(null)).then(
+          (outcome) => {
+            if (outcome?.grant != null) lease.remember(outcome.grant);
+          },
+          () => {},
+        );
+        settle.finally(() => {
+          for (const key of fenceKeys) leave(key);
+        });
       }
     },
   };
+}
+
+/** This process's own fallback for the user is in flight: decide this request from Postgres too. */
+class OwnFallbackPending extends Error {
+  readonly code = 'own_fallback_pending';
 }
 
 function classifyRedisFailure(error: unknown): RedisFailureCause {

@@ -78,6 +78,8 @@ export interface RedisLease {
   catchUp(): Promise<boolean>;
   /** Remembers a grant this process made, so it is adopted even while Postgres is unreachable. */
   remember(grant: FallbackGrant): void;
+  /** Adopts this process's own pending grants of one user (before a Redis decision for that user). */
+  adoptOwn(userId: string): Promise<number>;
   /** Starts the renewal timer. */
   start(): void;
   /** Stops renewing and gives the lease up, so the fallback of other processes is not held back. */
@@ -99,8 +101,20 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
   let releasing: Promise<unknown> = Promise.resolve();
   let timer: NodeJS.Timeout | null = null;
   let stopped = false;
-  // Grants this process made, until adopted: what it can adopt without Postgres.
+  // Grants this process made, until adopted: what it can adopt without Postgres. By user too, so a
+  // Redis decision for a user first adopts that user's grants (one lookup when there are none).
   const own = new Map<string, FallbackGrant>();
+  const ownByUser = new Map<string, Set<string>>();
+  // Own grants adopted into Redis and not yet marked adopted in Postgres (the next renewal marks them).
+  let adoptedUnmarked: string[] = [];
+  const forgetOwn = (decisionId: string) => {
+    const grant = own.get(decisionId);
+    if (grant === undefined) return;
+    own.delete(decisionId);
+    const ids = ownByUser.get(grant.userId);
+    ids?.delete(decisionId);
+    if (ids?.size === 0) ownByUser.delete(grant.userId);
+  };
 
   async function adopt(grant: FallbackGrant): Promise<void> {
     const keys = userKeys(prefix, grant.userId);
@@ -184,7 +198,7 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
       if (rows.length > 0) {
         const ids = rows.map((row) => row.decision_id);
         await sql`update fallback_decisions set adopted_at = now() where decision_id = any(${ids}::text[])`;
-        for (const id of ids) own.delete(id);
+        for (const id of ids) forgetOwn(id);
       }
       adopted += rows.length;
       if (rows.length < limits.adoptionBatchMax) return adopted;
@@ -193,7 +207,8 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
 
   async function runCatchUp(): Promise<boolean> {
     // Redis first: a lease says "I can decide from Redis", so it is only renewed while Redis answers.
-    const adoptedOwn: string[] = [];
+    const adoptedOwn: string[] = adoptedUnmarked;
+    adoptedUnmarked = [];
     try {
       if (isSuspect || performance.now() - redisOkAt > leaseMs / 4) await redis.ping();
       redisOkAt = performance.now();
@@ -201,9 +216,10 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
       for (const grant of [...own.values()]) {
         await adopt(grant);
         adoptedOwn.push(grant.decisionId);
-        own.delete(grant.decisionId);
+        forgetOwn(grant.decisionId);
       }
     } catch (error) {
+      adoptedUnmarked.push(...adoptedOwn);
       isSuspect = true;
       emit({ kind: 'catch_up_failed', stage: 'redis', error });
       return false;
@@ -227,6 +243,7 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
       sentAt = renewed.at;
       adopted += renewed.adopted;
     } catch (error) {
+      adoptedUnmarked.push(...adoptedOwn);
       if (error instanceof AdoptError) {
         isSuspect = true;
         emit({ kind: 'catch_up_failed', stage: 'adopt', error: error.cause });
@@ -274,7 +291,25 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
     },
     catchUp,
     remember(grant) {
-      if (own.size < limits.ownGrantsMax) own.set(grant.decisionId, grant);
+      if (own.size >= limits.ownGrantsMax) return;
+      own.set(grant.decisionId, grant);
+      const ids = ownByUser.get(grant.userId) ?? new Set<string>();
+      ids.add(grant.decisionId);
+      ownByUser.set(grant.userId, ids);
+    },
+    async adoptOwn(userId) {
+      const ids = ownByUser.get(userId);
+      if (ids === undefined) return 0;
+      let trips = 0;
+      for (const id of [...ids]) {
+        const grant = own.get(id);
+        if (grant === undefined) continue;
+        await adopt(grant);
+        trips++;
+        forgetOwn(id);
+        adoptedUnmarked.push(id);
+      }
+      return trips;
     },
     start() {
       if (timer !== null) return;
