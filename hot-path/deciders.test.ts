@@ -6,9 +6,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { userKeys } from '../shared/redis/keys.ts';
 import { conservationProblems } from '../test/support/conservation.ts';
-import { setUpServices, type TestServices } from '../test/support/db.ts';
-import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../test/support/fixtures.ts';
-import { testConfig } from '../test/support/hot-path.ts';
+import type { TestServices } from '../test/support/db.ts';
+import { seedUser, wethForBorrowPower } from '../test/support/fixtures.ts';
+import { setUpServicesWithWeth, testConfig } from '../test/support/hot-path.ts';
 import { freePort, type ServiceProcess, spawnService } from '../test/support/processes.ts';
 import { drainOutbox } from '../test/support/reconcile.ts';
 import { authorizationRequest, sign, TEST_WEBHOOK_SECRET } from '../test/support/stripe.ts';
@@ -18,15 +18,7 @@ const PRICE = 300_000_000_000n;
 let services: TestServices;
 
 beforeAll(async () => {
-  services = await setUpServices();
-  await seedAsset(
-    services.database.sql,
-    services.redis,
-    services.prefix,
-    WETH,
-    PRICE,
-    Math.floor(Date.now() / 1000),
-  );
+  services = await setUpServicesWithWeth();
 });
 
 afterAll(async () => {
@@ -109,6 +101,11 @@ async function until(condition: () => Promise<boolean>, what: string, timeoutMs 
 }
 
 const redisPort = () => Number(new URL(services.redisUrl).port || 6379);
+
+/** Waits until a count query (`select count(*)::int as n …`) answers 0. */
+async function untilNone(query: () => Promise<{ n: number }[]>, what: string): Promise<void> {
+  await until(async () => (await query())[0]?.n === 0, what);
+}
 
 describe('deciders', () => {
   it('hands a stalled Redis over to the Postgres fallback inside the budget', async () => {
@@ -195,12 +192,10 @@ describe('deciders', () => {
       // may grant: nobody decides from Redis.
       proxyA.stall();
       proxyB.stall();
-      await until(
-        async () =>
-          (
-            await services.database.sql<{ n: number }[]>`
-              select count(*)::int as n from redis_deciders where expires_at > clock_timestamp()`
-          )[0]?.n === 0,
+      await untilNone(
+        () =>
+          services.database
+            .sql`select count(*)::int as n from redis_deciders where expires_at > clock_timestamp()`,
         'every Redis lease lapsed',
       );
       const fallbackGrant = await swipe(bProcess.port, cardId, 6_000, { authorizationId: 'iauth_dead_b' });
@@ -212,12 +207,9 @@ describe('deciders', () => {
       b = null;
       proxyA.resume();
       proxyB.resume();
-      await until(
-        async () =>
-          (
-            await services.database.sql<{ n: number }[]>`
-              select count(*)::int as n from fallback_decisions where adopted_at is null`
-          )[0]?.n === 0,
+      await untilNone(
+        () =>
+          services.database.sql`select count(*)::int as n from fallback_decisions where adopted_at is null`,
         'the fallback grant adopted',
       );
       // A's Redis decisions now count B's hold: 6,000 more would exceed the 10,000 available.
@@ -256,12 +248,10 @@ describe('deciders', () => {
       ).toEqual(['true:approved:', 'false:fallback_limit:', 'true:partial:2000', 'false:fallback_limit:']);
       // Redis back: the grants are adopted, the cap starts again for the next outage.
       proxy.resume();
-      await until(
-        async () =>
-          (
-            await services.database.sql<{ n: number }[]>`
-              select count(*)::int as n from fallback_decisions where user_id = ${userId} and adopted_at is null`
-          )[0]?.n === 0,
+      await untilNone(
+        () =>
+          services.database
+            .sql`select count(*)::int as n from fallback_decisions where user_id = ${userId} and adopted_at is null`,
         'the fallback decisions adopted',
       );
       expect(await services.redis.hget(userKeys(services.prefix, userId).account, 'hold')).toBe('5000');

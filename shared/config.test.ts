@@ -342,7 +342,10 @@ describe('chain confirmations', () => {
 
   it("default to the chain's finality depth (1 on the local chain), with a reorg window to match", () => {
     expect(loadConfig(dev).CHAIN_CONFIRMATIONS).toBe(1);
-    expect(loadConfig({ ...dev, CHAIN_ID: '1' })).toMatchObject({ CHAIN_CONFIRMATIONS: 65, REORG_DEPTH_MAX: 65 });
+    expect(loadConfig({ ...dev, CHAIN_ID: '1' })).toMatchObject({
+      CHAIN_CONFIRMATIONS: 65,
+      REORG_DEPTH_MAX: 65,
+    });
     expect(loadConfig({ ...dev, CHAIN_ID: '42161' })).toMatchObject({
       CHAIN_CONFIRMATIONS: 240,
       REORG_DEPTH_MAX: 240,

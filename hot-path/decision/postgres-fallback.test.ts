@@ -5,9 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedis } from '../../shared/redis/client.ts';
 import { createMarket, type Market } from '../../shared/redis/market.ts';
-import { setUpServices, type TestServices } from '../../test/support/db.ts';
-import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
-import { testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
+import type { TestServices } from '../../test/support/db.ts';
+import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
+import { setUpServicesWithWeth, testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
 import { authorizationRequestEvent } from '../stripe/events.ts';
 import { DeadlineError } from './deadline.ts';
@@ -19,15 +19,7 @@ let market: Market;
 let subscriber: ReturnType<typeof createRedis>;
 
 beforeAll(async () => {
-  services = await setUpServices();
-  await seedAsset(
-    services.database.sql,
-    services.redis,
-    services.prefix,
-    WETH,
-    WETH_PRICE_E8,
-    Math.floor(Date.now() / 1000),
-  );
+  services = await setUpServicesWithWeth();
   subscriber = createRedis({ url: services.redisUrl });
   market = await createMarket(services.redis, subscriber, services.prefix);
 });

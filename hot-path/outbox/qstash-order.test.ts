@@ -7,8 +7,8 @@ import { createRedis } from '../../shared/redis/client.ts';
 import { allOutboxKeys, deadLetterKey, userDeadLettersKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
-import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
-import { type HotPath, post, startHotPath } from '../../test/support/hot-path.ts';
+import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
+import { type HotPath, post, setUpServicesWithWeth, startHotPath } from '../../test/support/hot-path.ts';
 import { freePort } from '../../test/support/processes.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
 import { deadLetterMember } from '../ledger-writer/dead-letters.ts';
@@ -28,15 +28,7 @@ let services: TestServices;
 let hotPath: HotPath;
 
 beforeAll(async () => {
-  services = await setUpServices();
-  await seedAsset(
-    services.database.sql,
-    services.redis,
-    services.prefix,
-    WETH,
-    PRICE,
-    Math.floor(Date.now() / 1000),
-  );
+  services = await setUpServicesWithWeth();
   hotPath = await startHotPath(services, { VELOCITY_LIMIT_PER_MIN: '10000' });
 });
 afterAll(async () => {

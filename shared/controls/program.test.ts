@@ -5,9 +5,16 @@ import { decideFromPostgres } from '../../hot-path/decision/postgres-fallback.ts
 import type { AuthorizationRequestEvent } from '../../hot-path/stripe/events.ts';
 import { applyUserState, type FinancialUserDefaults } from '../../supabase/sync/financial-user.ts';
 import { readTruth } from '../../supabase/sync/projection-read.ts';
-import { setUpServices, type TestServices } from '../../test/support/db.ts';
-import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
-import { type HotPath, post, startHotPath, testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
+import type { TestServices } from '../../test/support/db.ts';
+import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
+import {
+  type HotPath,
+  post,
+  setUpServicesWithWeth,
+  startHotPath,
+  testConfig,
+  WETH_PRICE_E8,
+} from '../../test/support/hot-path.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
 import { cardControlsForDecision } from '../db/queries/controls.ts';
 import { accountFromPostgres, ensureAccount } from '../redis/account.ts';
@@ -38,15 +45,7 @@ let apps: HotPath[];
 let deps: ControlsDeps;
 
 beforeAll(async () => {
-  services = await setUpServices();
-  await seedAsset(
-    services.database.sql,
-    services.redis,
-    services.prefix,
-    WETH,
-    WETH_PRICE_E8,
-    Math.floor(Date.now() / 1000),
-  );
+  services = await setUpServicesWithWeth();
   // Two hot-path processes' worth of engines (each with its own per-process snapshot cache).
   apps = [await startHotPath(services, HOT_PATH_CONFIG), await startHotPath(services, HOT_PATH_CONFIG)];
   deps = { sql: services.database.sql, redis: services.redis, prefix: services.prefix };

@@ -79,11 +79,8 @@ export interface HotPathWorld {
   close(): Promise<void>;
 }
 
-/**
- * The usual test world: this file's own database and Redis prefix, WETH with a fresh price in the
- * market, and an in-process hot path on them.
- */
-export async function setUpHotPathWorld(extra: Record<string, string> = {}): Promise<HotPathWorld> {
+/** This file's own database and Redis prefix, with WETH and a fresh price of WETH_PRICE_E8 in the market. */
+export async function setUpServicesWithWeth(): Promise<TestServices> {
   const services = await setUpServices();
   await seedAsset(
     services.database.sql,
@@ -93,6 +90,15 @@ export async function setUpHotPathWorld(extra: Record<string, string> = {}): Pro
     WETH_PRICE_E8,
     Math.floor(Date.now() / 1000),
   );
+  return services;
+}
+
+/**
+ * The usual test world: this file's own database and Redis prefix, WETH with a fresh price in the
+ * market, and an in-process hot path on them.
+ */
+export async function setUpHotPathWorld(extra: Record<string, string> = {}): Promise<HotPathWorld> {
+  const services = await setUpServicesWithWeth();
   const hotPath = await startHotPath(services, extra);
   return {
     services,
