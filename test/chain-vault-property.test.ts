@@ -9,8 +9,9 @@
 // arbitrary ones (which cut pending withdrawals). Every transaction's outcome (success or the exact custom
 // error) is predicted by the model. Each block's timestamp is set by the model, so a run is deterministic.
 //
-// Replay a failure: fast-check prints `seed` and `path` (and the shrunk command list); put them in
-// REPLAY below (`{ seed: 123, path: '4:2:1' }`) and run `npx vitest run test/chain-vault-property.test.ts`.
+// Replay a failure: fast-check prints `{ seed, path }` and, after the shrunk command list,
+// `/*replayPath="…"*/`; put the three in REPLAY below (`{ seed: -2018439774, path: '11:3:5', replayPath:
+// 'RDLB2:V' }`) and run `npx vitest run test/chain-vault-property.test.ts -t "keeps the books"`.
 import fc from 'fast-check';
 import {
   type Abi,
@@ -41,8 +42,8 @@ import { signWithdrawalApproval } from '../indexer/withdrawals/approval.ts';
 import { type AssetRisk, borrowPower, type PriceQuote } from '../shared/credit.ts';
 import { usdcToCentsCeil } from '../shared/money.ts';
 
-/** A failing run to replay (seed and path as fast-check prints them), or null for fresh random runs. */
-const REPLAY: { seed: number; path: string } | null = null;
+/** A failing run to replay (seed, path and replayPath as fast-check prints them), or null for fresh runs. */
+const REPLAY = null as { seed: number; path: string; replayPath: string } | null;
 const RUNS = 40;
 const COMMANDS_MAX = 25;
 const DELAY_S = 60n;
@@ -998,7 +999,14 @@ describe('CredanaVault under random command sequences', () => {
   it('keeps the books equal to the model, pays no uncovered withdrawal, and leaves no uncovered position unliquidatable', async () => {
     const before = { ...seen };
     await fc.assert(
-      fc.asyncProperty(fc.commands(commandArbs, { maxCommands: COMMANDS_MAX, size: 'max' }), runFromSnapshot),
+      fc.asyncProperty(
+        fc.commands(commandArbs, {
+          maxCommands: COMMANDS_MAX,
+          size: 'max',
+          ...(REPLAY === null ? {} : { replayPath: REPLAY.replayPath }),
+        }),
+        runFromSnapshot,
+      ),
       {
         numRuns: RUNS,
         ...(REPLAY === null ? {} : { seed: REPLAY.seed, path: REPLAY.path, endOnFailure: true }),
