@@ -659,6 +659,11 @@ class FinalizeWithdrawal extends Step {
     expect(outcome, what).toBe(expected);
     if (this.approval === 'service') {
       // An approval the service signed is honoured unless the request is not ready yet or a feed went stale.
+      // Known corner (reported, not fixed here): the service floors Σ value once in cents, the vault floors
+      // each asset in USDC units, so with two fractional assets and a debt of whole cents the vault can
+      // refuse by one micro-USDC what the service signed (e.g. 1.25000000025 WETH at $3,000 and 0.10017194
+      // WBTC at $60,000.12345679 against 7,387.54 USDC). Safe (the vault is the stricter), and about 1e-4
+      // as likely per boundary withdrawal here as a whole-cent debt is.
       expect(['ok', 'WithdrawalNotReady', 'PriceUnusable'], `${what}: service approved`).toContain(outcome);
     }
     if (outcome === 'Undercollateralized') seen.refusedUndercollateralized++;
