@@ -156,7 +156,11 @@ export async function approveWithdrawal(
     max(BigInt(credit?.holds ?? '0'), BigInt(cached[ACCOUNT.holdsCents] ?? '0')) +
     BigInt(receivable?.cents ?? '0');
   const borrowPowerAfterCents = power.borrowPowerCents;
-  if (exposureCents > 0n && borrowPowerAfterCents < exposureCents) {
+  // The vault's own check at finalize rounds per asset in USDC units (CredanaVault.borrowPowerUsdc),
+  // which can fall a unit short of the cents above: never sign what the vault would refuse.
+  const vaultShort =
+    vaultBorrowPowerUsdc(holdings, risk, prices) < max(debtOnchainUsdc, BigInt(credit?.debt ?? '0'));
+  if ((exposureCents > 0n && borrowPowerAfterCents < exposureCents) || vaultShort) {
     logger.info(
       {
         userId: request.userId,
@@ -224,4 +228,28 @@ export function withdrawalRoutes(deps: WithdrawalServiceDeps, internalApiToken: 
     });
   });
   return app;
+}
+
+/**
+ * Borrow power as the vault computes it when a withdrawal is finalized: per asset,
+ * floor(net × answer × 10⁶ × ltvBps / (10^tokenDecimals × 10^priceDecimals × 10⁴)) in USDC units,
+ * summed (CredanaVault.borrowPowerUsdc). An asset without a price counts as zero here; the vault
+ * reverts on it, which refuses the payout all the same.
+ */
+export function vaultBorrowPowerUsdc(
+  holdings: readonly CollateralHolding[],
+  risk: ReadonlyMap<string, AssetRisk>,
+  prices: ReadonlyMap<string, PriceQuote>,
+): bigint {
+  let total = 0n;
+  for (const h of holdings) {
+    const asset = risk.get(h.assetId);
+    const price = prices.get(h.assetId);
+    const net = h.amountBase - h.pendingWithdrawalBase;
+    if (asset === undefined || price === undefined || price.answer <= 0n || net <= 0n) continue;
+    total +=
+      (net * price.answer * 1_000_000n * asset.ltvBps) /
+      (10n ** BigInt(asset.tokenDecimals) * 10n ** BigInt(asset.priceDecimals) * 10_000n);
+  }
+  return total;
 }
