@@ -26,8 +26,12 @@ export const LIMITS = {
   rpcRequestsPerSMax: 500,
   rpcBurstMax: 100,
 
-  /** Head following. */
-  pollIntervalMs: 1_000,
+  /**
+   * Head following. A quarter second: a price drop (applied at first sight) must take credit away on
+   * every hot-path process within 1 s of its block (issue 14; measured ~0.3 s in
+   * test/chain-liquidator-credit.test.ts at 200 ms), and 1 s polling alone could use all of it.
+   */
+  pollIntervalMs: 250,
   /** Consecutive failed steps before the indexer gives up (each waits pollInterval × attempt). */
   stepFailuresMax: 20,
   /** Ranges fetched ahead of the one being written during backfill. */

@@ -9,8 +9,8 @@
  *  3. the financial database migrated, the Supabase-local database bootstrapped and migrated (one
  *     cluster when the URLs share host and port) — recreated first when they describe an earlier chain
  *     (dev's own chain dies with it), always in dev's own cluster, on `--reset` in any other;
- *  4. every service as a child process: hot path, ledger writer, indexer, settlement worker, Supabase
- *     sync, reconciliation scheduler;
+ *  4. every service as a child process: hot path, ledger writer, indexer, settlement worker,
+ *     liquidator (its key funded with test USDC to repay with), Supabase sync, reconciliation scheduler;
  *  5. demo users signed up through Supabase (the bridge creates their financial users), with cards,
  *     linked wallets and WETH deposited on-chain (credit appears once the indexer has seen the
  *     confirmations);
@@ -32,11 +32,12 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import postgres from 'postgres';
 import type { Address, PublicClient } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
 import { deployLocalContracts, localClients } from '../indexer/chain/deploy.ts';
 import { connectChain, localAccount, ROLES, seedAssets } from '../indexer/chain/harness.ts';
 import { startLocalChain } from '../indexer/chain/node.ts';
 import { cachedCredit } from '../indexer/chain/testing.ts';
-import { credanaVaultAbi } from '../indexer/contracts/abis.ts';
+import { credanaVaultAbi, testTokenAbi } from '../indexer/contracts/abis.ts';
 import { type ContractsFile, readContractsFile, writeContractsFile } from '../indexer/contracts/index.ts';
 import { configFromProcess } from '../shared/config.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
@@ -381,6 +382,9 @@ async function main(): Promise<void> {
     SUPABASE_DB_URL: config.SUPABASE_DB_URL,
     SUPABASE_SYNC_METRICS_PORT: String(config.SUPABASE_SYNC_METRICS_PORT),
     SETTLER_PRIVATE_KEY: config.SETTLER_PRIVATE_KEY ?? localAccount(ROLES.settler).privateKey,
+    LIQUIDATOR_PRIVATE_KEY: config.LIQUIDATOR_PRIVATE_KEY ?? localAccount(ROLES.liquidator).privateKey,
+    HEALTH_FACTOR_WARNING_BPS: String(config.HEALTH_FACTOR_WARNING_BPS),
+    CHAIN_MAX_FEE_PER_GAS_GWEI: String(config.CHAIN_MAX_FEE_PER_GAS_GWEI),
   };
   /** Starts a service and waits for its ready line. Returns its output so far. */
   async function start(name: string, entry: string, ready: string, args: string[] = []): Promise<string> {
@@ -417,6 +421,20 @@ async function main(): Promise<void> {
   await start('ledger writer', 'hot-path/ledger-writer/main.ts', 'ledger-writer ready');
   await start('indexer', 'indexer/main.ts', 'indexer ready');
   await start('settlement worker', 'indexer/settlement/main.ts', 'settlement worker started');
+  // The liquidator repays liquidated debt from its own USDC: on the local chain, test USDC minted to it.
+  const liquidatorKey = childEnv['LIQUIDATOR_PRIVATE_KEY'] as `0x${string}`;
+  const liquidatorAddress = privateKeyToAccount(liquidatorKey).address;
+  if ((await usdcBalance(chain, liquidatorAddress)) < LIQUIDATOR_USDC_MIN) {
+    const funded = await chain.fund(liquidatorAddress, 'USDC', LIQUIDATOR_USDC_FUNDING).then(
+      () => true,
+      () => false,
+    );
+    if (!funded)
+      return fail(
+        `could not mint test USDC to the liquidator ${liquidatorAddress} (LIQUIDATOR_PRIVATE_KEY must be one of the local chain's unlocked accounts).`,
+      );
+  }
+  await start('liquidator', 'indexer/liquidator/main.ts', 'liquidator started');
   await start('Supabase sync', 'scripts/start-supabase-sync.ts', 'supabase-sync ready');
   // A free port: the scheduler only serves its metrics here (no QStash keys in dev).
   const schedulerOut = await start('scheduler', 'scripts/scheduler.ts', 'scheduler: listening', [
@@ -576,6 +594,19 @@ async function deleteRedisPrefix(url: string, prefix: string): Promise<number> {
     redis.disconnect();
   }
   return deleted;
+}
+
+/** The liquidator's test USDC: minted at start when it holds less than the minimum. */
+const LIQUIDATOR_USDC_MIN = 100_000n * 10n ** 6n;
+const LIQUIDATOR_USDC_FUNDING = 1_000_000n * 10n ** 6n;
+
+async function usdcBalance(chain: ReturnType<typeof connectChain>, who: Address): Promise<bigint> {
+  return chain.publicClient.readContract({
+    address: chain.contracts.usdc.address,
+    abi: testTokenAbi,
+    functionName: 'balanceOf',
+    args: [who],
+  }) as Promise<bigint>;
 }
 
 async function collateralOnChain(

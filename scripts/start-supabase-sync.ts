@@ -63,7 +63,14 @@ const bridge = createUserBridge({
   metrics,
   logger,
 });
-const projection = createProjectionSync({ supabase, financial: financial.sql, limits, metrics, logger });
+const projection = createProjectionSync({
+  supabase,
+  financial: financial.sql,
+  limits,
+  metrics,
+  logger,
+  healthWarningBps: config.HEALTH_FACTOR_WARNING_BPS,
+});
 
 const server = createServer((req, res) => {
   if (req.url === '/metrics') {

@@ -191,6 +191,12 @@ const schema = z.object({
     .optional(),
   /** The most the program pays per gas for any transaction it sends; above it, it waits. */
   CHAIN_MAX_FEE_PER_GAS_GWEI: integer(1, 100_000).default(200),
+  /**
+   * The health-factor warning line, in basis points of 1 (11000 = 1.10): below it the liquidator
+   * counts the account (liquidator_health_warning_accounts) and the dashboard shows the user a
+   * notice; below 10000 the credit is gone and the position is liquidated.
+   */
+  HEALTH_FACTOR_WARNING_BPS: integer(10_001, 100_000).default(11_000),
 
   SUPABASE_URL: url.default('http://127.0.0.1:54321'),
   SUPABASE_DB_URL: url.default('postgres://postgres@127.0.0.1:5432/credana_supabase'),

@@ -1,4 +1,4 @@
-// Proves `npm run dev` and `npm run demo` end to end on private resources only: dev runs as a real process with DATABASE_URL on a port where nothing listens (so it starts its own embedded PostgreSQL, data in a temp DEV_STATE_DIR), a Redis port where nothing listens (its own redis-server), and private chain and service ports; the demo's story runs against it (approved, declined insufficient_credit / blocked_mcc / card_frozen, a settlement transaction checked on the chain); then SIGINT (Ctrl-C) stops everything and every port is free again; a second run reuses the cluster's data (and, its chain being new, recreates the databases); when dev is killed its services die with it, and the next run adopts the PostgreSQL and redis-server it left and stops them on SIGINT. The shared PostgreSQL (5432) and Redis (6379) are never used.
+// Proves `npm run dev` and `npm run demo` end to end on private resources only: dev runs as a real process with DATABASE_URL on a port where nothing listens (so it starts its own embedded PostgreSQL, data in a temp DEV_STATE_DIR), a Redis port where nothing listens (its own redis-server), and private chain and service ports; the demo's story runs against it (approved, declined insufficient_credit / blocked_mcc / card_frozen, a settlement transaction checked on the chain, a withdrawal the approval service refuses, a liquidation by the liquidator dev started, checked on the chain); then SIGINT (Ctrl-C) stops everything and every port is free again; a second run reuses the cluster's data (and, its chain being new, recreates the databases); when dev is killed its services die with it, and the next run adopts the PostgreSQL and redis-server it left and stops them on SIGINT. The shared PostgreSQL (5432) and Redis (6379) are never used.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Hex } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localClients } from '../indexer/chain/deploy.ts';
+import { localAccount, ROLES } from '../indexer/chain/harness.ts';
 import { credanaVaultAbi } from '../indexer/contracts/index.ts';
 import type { StackSummary } from '../scripts/dev/stack.ts';
 import { USDC_PER_CENT } from '../shared/money.ts';
@@ -161,7 +162,7 @@ describe('npm run dev + npm run demo', () => {
     expect(stack.users.map((u) => u.availableCents > 0)).toEqual([true, true]);
   });
 
-  it('plays the demo story: approvals, declines with reasons, a freeze, a capture settled on-chain', async () => {
+  it('plays the demo story: approvals, declines with reasons, a freeze, a capture settled on-chain, a refused withdrawal, a liquidation', async () => {
     const startedAt = Date.now();
     const demo = await runScript('scripts/demo.ts', [], env);
     const report = `${demo.stdout}\n${demo.stderr}\n--- dev ---\n${tail()}`;
@@ -175,6 +176,17 @@ describe('npm run dev + npm run demo', () => {
     expect(demo.stdout).toMatch(/3c\. .*: declined \(reason insufficient_credit\)/);
     expect(demo.stdout).toMatch(/4b\. .*: declined \(reason card_frozen\)/);
     expect(demo.stdout).toMatch(/4d\. .*: approved \(reason approved\)/);
+    expect(demo.stdout).toMatch(
+      /6b\. the withdrawal approval service refuses to sign \(reason uncovered\): exposure \$/,
+    );
+    expect(demo.stdout).toMatch(/6d\. cancelled in block \d+/);
+    expect(demo.stdout).toMatch(/7c\. Carol's dashboard .*health_notice = warning/);
+    expect(demo.stdout).toMatch(/7d\. .*health factor 0\.\d{4}, available credit -?\$[\d,.]+/);
+    expect(demo.stdout).toMatch(/7e\. .*: declined \(reason insufficient_credit\)/);
+    expect(demo.stdout).toMatch(
+      /7g\. the indexer booked it at first sight: .*available credit \$[\d,.]+ again/,
+    );
+    expect(demo.stdout).toMatch(/7h\. Carol's dashboard activity: a liquidation of [\d.]+ WETH/);
     expect(demo.stdout).toContain('The story is complete.');
 
     // The settlement it printed is a real, successful vault transaction, and the vault owes what was captured.
@@ -192,6 +204,21 @@ describe('npm run dev + npm run demo', () => {
       args: [bob.wallet as Hex],
     });
     expect(debt).toBe(1_250n * USDC_PER_CENT);
+
+    // The liquidation it printed is a real vault transaction, the only liquidation of Carol's position.
+    const liquidation = /7f\. the liquidator .* in transaction (0x[0-9a-f]{64})/.exec(demo.stdout)?.[1];
+    expect(liquidation, report).toBeDefined();
+    const liquidated = await publicClient.getTransactionReceipt({ hash: liquidation as Hex });
+    expect(liquidated.status).toBe('success');
+    expect(liquidated.to?.toLowerCase()).toBe(stack.chain.vault.toLowerCase());
+    const carol = localAccount(ROLES.firstUser + 2).address.toLowerCase();
+    const events = await publicClient.getContractEvents({
+      address: stack.chain.vault as Hex,
+      abi: credanaVaultAbi,
+      eventName: 'Liquidated',
+      fromBlock: 0n,
+    });
+    expect(events.map((e) => (e.args.user as string).toLowerCase())).toEqual([carol]);
     expect(Date.now() - startedAt).toBeLessThan(45_000);
   }, 60_000);
 

@@ -16,7 +16,13 @@
  *   replacement can never both be mined. Each new liquidation is decided on fresh on-chain state, so a
  *   mined one is never repeated for the same shortfall.
  * - Fee cap: as the settlement worker (CHAIN_MAX_FEE_PER_GAS_GWEI), with its own gauge.
+ * - Warning: accounts below the warning line (HEALTH_FACTOR_WARNING_BPS, default 1.10) but not yet
+ *   below 1 are counted in `liquidator_health_warning_accounts` at each scan and logged; the user's
+ *   notice is the Supabase projection's `health_notice` (supabase/sync/projection-read.ts), computed
+ *   from the same line. The card's credit needs nothing from this service: below a health factor of
+ *   1 the credit model itself leaves nothing available (docs/chain.md, "Liquidator").
  */
+import assert from 'node:assert/strict';
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
 import { Counter, Gauge, Registry } from 'prom-client';
@@ -50,6 +56,7 @@ export interface LiquidatorMetrics {
   registry: Registry;
   liquidations: Counter;
   unhealthy: Gauge;
+  warnings: Gauge;
   staleSkipped: Counter;
   feeAboveCap: Gauge;
   feeCapWaits: Counter;
@@ -66,6 +73,11 @@ export function createLiquidatorMetrics(registry: Registry = new Registry()): Li
     unhealthy: new Gauge({
       name: 'liquidator_unhealthy_accounts',
       help: 'Accounts below a health factor of 1 at the last scan',
+      registers: [registry],
+    }),
+    warnings: new Gauge({
+      name: 'liquidator_health_warning_accounts',
+      help: 'Accounts below the health-factor warning line (HEALTH_FACTOR_WARNING_BPS), not yet below 1, at the last scan',
       registers: [registry],
     }),
     staleSkipped: new Counter({
@@ -93,6 +105,8 @@ export interface LiquidatorOptions {
   contracts: ContractsFile;
   logger: Logger;
   maxFeePerGasWei: bigint;
+  /** The warning line in basis points of 1 (config HEALTH_FACTOR_WARNING_BPS); default 11000. */
+  healthWarningBps?: number;
   metrics?: LiquidatorMetrics;
   resendAfterMs?: number;
   pollIntervalMs?: number;
@@ -103,6 +117,8 @@ export interface LiquidatorOptions {
 
 export interface LiquidatorReport {
   checked: number;
+  /** Below the warning line, not below 1. */
+  warnings: number;
   unhealthy: number;
   sent: number;
   confirmed: number;
@@ -124,6 +140,25 @@ interface AccountState {
 }
 
 /**
+ * The account's health factor (WAD) on its on-chain numbers: null without debt, 'stale' when a held
+ * asset's price cannot be used. Pure.
+ */
+export function accountHealthWad(
+  state: AccountState,
+  assets: readonly AssetRisk[],
+  prices: ReadonlyMap<string, PriceQuote>,
+  nowS: number,
+): bigint | 'stale' | null {
+  if (state.debtUsdc === 0n) return null;
+  const holdings = [...state.collateral.entries()]
+    .filter(([, amount]) => amount > 0n)
+    .map(([assetId, amountBase]) => ({ assetId, amountBase, pendingWithdrawalBase: 0n }));
+  const power = borrowPower({ holdings, assets: new Map(assets.map((a) => [a.assetId, a])), prices, nowS });
+  if (power.staleAssetIds.length > 0) return 'stale';
+  return healthFactorWadFloor(power.thresholdValueCents, usdcToCentsCeil(state.debtUsdc)) ?? MAX_UINT256;
+}
+
+/**
  * What to liquidate, or null when the account is healthy (or cannot be judged: a stale price).
  * Exported for its own tests; pure.
  */
@@ -133,16 +168,13 @@ export function planLiquidation(
   prices: ReadonlyMap<string, PriceQuote>,
   nowS: number,
 ): LiquidationPlan | 'stale' | null {
-  if (state.debtUsdc === 0n) return null;
+  const hf = accountHealthWad(state, assets, prices, nowS);
+  if (hf === null || hf === 'stale') return hf;
+  if (hf >= WAD) return null;
   const risk = new Map(assets.map((a) => [a.assetId, a]));
   const holdings = [...state.collateral.entries()]
     .filter(([, amount]) => amount > 0n)
-    .map(([assetId, amountBase]) => ({ assetId, amountBase, pendingWithdrawalBase: 0n }));
-  const power = borrowPower({ holdings, assets: risk, prices, nowS });
-  if (power.staleAssetIds.length > 0) return 'stale';
-  const debtCents = usdcToCentsCeil(state.debtUsdc);
-  const hf = healthFactorWadFloor(power.thresholdValueCents, debtCents) ?? MAX_UINT256;
-  if (hf >= WAD) return null;
+    .map(([assetId, amountBase]) => ({ assetId, amountBase }));
   // The asset worth the most is seized from.
   let best: { asset: AssetRisk & { token: Address }; amount: bigint; price: bigint; value: bigint } | null =
     null;
@@ -189,6 +221,9 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
   const metrics = options.metrics ?? createLiquidatorMetrics();
   const resendAfterMs = options.resendAfterMs ?? LIMITS.liquidationResendAfterMs;
   const pollIntervalMs = options.pollIntervalMs ?? LIMITS.liquidationPollIntervalMs;
+  const healthWarningBps = options.healthWarningBps ?? 11_000;
+  assert(healthWarningBps > 10_000, 'the health-factor warning line must be above 1');
+  const warningWad = (WAD * BigInt(healthWarningBps)) / BPS;
   const feeCap = createFeeCap({
     client,
     maxFeePerGasWei: options.maxFeePerGasWei,
@@ -309,6 +344,7 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
   const runOnce = async (): Promise<LiquidatorReport> => {
     const report: LiquidatorReport = {
       checked: 0,
+      warnings: 0,
       unhealthy: 0,
       sent: 0,
       confirmed: 0,
@@ -323,6 +359,7 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
       order by c.user_id limit ${LIMITS.liquidationUsersPerScanMax}`;
     if (candidates.length === 0) {
       metrics.unhealthy.set(0);
+      metrics.warnings.set(0);
       return report;
     }
     const [rows, accounts] = await Promise.all([
@@ -357,7 +394,13 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
       const who = accounts.get(userId);
       if (who === undefined) continue;
       report.checked++;
-      const plan = planLiquidation(await readAccount(who, assets), assets, prices, nowS);
+      const state = await readAccount(who, assets);
+      const hf = accountHealthWad(state, assets, prices, nowS);
+      if (typeof hf === 'bigint' && hf >= WAD && hf < warningWad) {
+        report.warnings++;
+        logger.warn({ userId, healthFactorWad: hf.toString() }, 'health factor below the warning line');
+      }
+      const plan = planLiquidation(state, assets, prices, nowS);
       if (plan === null) continue;
       if (plan === 'stale') {
         metrics.staleSkipped.inc();
@@ -426,6 +469,7 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
       }
     }
     metrics.unhealthy.set(report.unhealthy);
+    metrics.warnings.set(report.warnings);
     return report;
   };
 

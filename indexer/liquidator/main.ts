@@ -77,6 +77,7 @@ const liquidator = createLiquidator({
   logger,
   metrics,
   maxFeePerGasWei: BigInt(config.CHAIN_MAX_FEE_PER_GAS_GWEI) * 1_000_000_000n,
+  healthWarningBps: config.HEALTH_FACTOR_WARNING_BPS,
   ...(flags['poll-interval-ms'] === undefined ? {} : { pollIntervalMs: flags['poll-interval-ms'] }),
   ...(flags['resend-after-ms'] === undefined ? {} : { resendAfterMs: flags['resend-after-ms'] }),
   ...(flags['crash-after'] === 'broadcast'
@@ -91,7 +92,10 @@ const liquidator = createLiquidator({
 });
 process.once('SIGTERM', () => void liquidator.stop());
 process.once('SIGINT', () => void liquidator.stop());
-logger.info({ liquidator: account.address }, 'liquidator started');
+logger.info(
+  { liquidator: account.address, healthWarningBps: config.HEALTH_FACTOR_WARNING_BPS },
+  'liquidator started',
+);
 let exitCode = 0;
 try {
   await liquidator.run();

@@ -6,9 +6,16 @@
  */
 import postgres from 'postgres';
 import { type Address, formatUnits } from 'viem';
-import { type ChainActions, connectChain } from '../../indexer/chain/harness.ts';
-import { cachedCredit } from '../../indexer/chain/testing.ts';
+import { privateKeyToAccount } from 'viem/accounts';
+import {
+  type ChainActions,
+  connectChain,
+  LOCAL_WITHDRAWAL_SIGNER,
+  localAccount,
+} from '../../indexer/chain/harness.ts';
+import { cachedCredit, silentLogger } from '../../indexer/chain/testing.ts';
 import { type ContractsFile, credanaVaultAbi, readContractsFile } from '../../indexer/contracts/index.ts';
+import { approveWithdrawal, type WithdrawalDecision } from '../../indexer/withdrawals/index.ts';
 import type { Config } from '../../shared/config.ts';
 import type { CreditSnapshot } from '../../shared/credit.ts';
 import { formatCents } from '../../shared/money.ts';
@@ -17,7 +24,7 @@ import { createRedis } from '../../shared/redis/client.ts';
 import { ACCOUNT, channels, pricesKey, userKeys } from '../../shared/redis/keys.ts';
 import { parsePrice } from '../../shared/redis/market.ts';
 import { authorizationRequest, randomStripeId, signPayload } from '../../shared/stripe/issuing-events.ts';
-import { asCaller, userCaller } from '../../supabase/tests/harness.ts';
+import { asCaller, signUp, userCaller } from '../../supabase/tests/harness.ts';
 import type { StackSummary, StackUser } from '../dev/stack.ts';
 
 /** A step of the story did not go as told; the message says which and why. */
@@ -36,7 +43,31 @@ export const DEMO_LIMITS = {
   settlementWaitMs: 60_000,
   /** After a price message reached us, time for the hot path's own subscriber to apply it. */
   priceGraceMs: 200,
+  /** Supabase sign-up → the bridge's financial user. */
+  signUpWaitMs: 20_000,
+  /** Financial database → projection sync (polls every second) → Supabase. */
+  projectionWaitMs: 20_000,
+  /** Liquidator (polls every 2 s) → vault → receipt, then the indexer. */
+  liquidationWaitMs: 60_000,
+  /** The withdrawal approval service refuses a request the indexer has not applied yet: asked again. */
+  withdrawalIndexWaitMs: 30_000,
 } as const;
+
+/** What the signed-in user reads from the dashboard projection (through RLS, as the app does). */
+export interface DashboardView {
+  availableCents: bigint;
+  healthFactor: string | null;
+  healthNotice: string | null;
+}
+
+export interface LiquidationView {
+  id: bigint;
+  status: string;
+  transactionHash: string | null;
+  collateralSeizedBase: bigint;
+  debtCoveredUsdc: bigint;
+  healthFactorWad: bigint;
+}
 
 export interface SwipeInput {
   amountCents: bigint;
@@ -77,6 +108,23 @@ export interface DemoWorld {
   setFrozen(frozen: boolean): Promise<{ waitedMs: number }>;
   settlement(ref: string): Promise<{ status: string; transactionHash: string | null } | null>;
   debtOnChainUsdc(): Promise<bigint>;
+  collateralOnChain(): Promise<bigint>;
+  /**
+   * Asks the withdrawal approval service (as the API process would, with the local withdrawal
+   * signer's key) to approve the user's pending WETH withdrawal; asks again while the indexer has not
+   * applied the request yet.
+   */
+  approveWithdrawal(): Promise<WithdrawalDecision>;
+  /** The user's WETH pending withdrawal in the hot path's cache. */
+  cachedPendingWithdrawal(): Promise<bigint>;
+  /** The user's dashboard summary as the signed-in user reads it; null before the first projection. */
+  dashboard(): Promise<DashboardView | null>;
+  /** The user's dashboard activity of one kind, newest first. */
+  dashboardActivity(
+    kind: string,
+  ): Promise<{ id: string; amountCents: string | null; amountBase: string | null }[]>;
+  /** The newest row of the liquidator's `liquidations` for the user, if any. */
+  latestLiquidation(): Promise<LiquidationView | null>;
   /** Polls `check` until it returns a value; DemoError with `what` after `timeoutMs`. */
   waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | null | undefined>): Promise<T>;
   close(): Promise<void>;
@@ -291,10 +339,144 @@ export async function openDemoWorld(
         functionName: 'debtOf',
         args: [wallet],
       }),
+    collateralOnChain: () =>
+      chain.publicClient.readContract({
+        address: contracts.vault,
+        abi: credanaVaultAbi,
+        functionName: 'collateralOf',
+        args: [wallet, wethAsset.token],
+      }),
+    async approveWithdrawal() {
+      const deps = {
+        sql,
+        redis,
+        prefix,
+        client: chain.publicClient,
+        contracts,
+        signer: privateKeyToAccount(
+          (config.WITHDRAWAL_SIGNER_PRIVATE_KEY ??
+            localAccount(LOCAL_WITHDRAWAL_SIGNER).privateKey) as `0x${string}`,
+        ),
+        logger: silentLogger,
+      };
+      return waitFor(
+        'the indexer to apply the withdrawal request',
+        DEMO_LIMITS.withdrawalIndexWaitMs,
+        async () => {
+          const decision = await approveWithdrawal(deps, { userId: user.userId, assetId: wethAsset.assetId });
+          return !decision.approved && decision.reason === 'request_not_indexed' ? null : decision;
+        },
+      );
+    },
+    async cachedPendingWithdrawal() {
+      await ensureAccount(redis, sql, prefix, user.userId);
+      return BigInt(
+        (await redis.hget(keys.account, `${ACCOUNT.pendingWithdrawalPrefix}${wethAsset.assetId}`)) ?? '0',
+      );
+    },
+    async dashboard() {
+      const rows = await asCaller(
+        sb,
+        userCaller(user.userId),
+        (tx) => tx<{ available_cents: string; health_factor: string | null; health_notice: string | null }[]>`
+          select available_cents::text, health_factor::text, health_notice
+          from public.account_summaries where user_id = ${user.userId}`,
+      );
+      const row = rows[0];
+      return row === undefined
+        ? null
+        : {
+            availableCents: BigInt(row.available_cents),
+            healthFactor: row.health_factor,
+            healthNotice: row.health_notice,
+          };
+    },
+    async dashboardActivity(kind) {
+      const rows = await asCaller(
+        sb,
+        userCaller(user.userId),
+        (tx) => tx<{ id: string; amount_cents: string | null; amount_base: string | null }[]>`
+          select id, amount_cents::text, amount_base from public.account_activity
+          where user_id = ${user.userId} and kind = ${kind} order by occurred_at desc, id`,
+      );
+      return rows.map((r) => ({ id: r.id, amountCents: r.amount_cents, amountBase: r.amount_base }));
+    },
+    async latestLiquidation() {
+      const [row] = await sql<
+        {
+          id: string;
+          status: string;
+          transaction_hash: string | null;
+          collateral_seized_base: string;
+          debt_covered_usdc: string;
+          health_factor_wad: string;
+        }[]
+      >`select id::text, status, transaction_hash, collateral_seized_base::text, debt_covered_usdc::text,
+          health_factor_wad::text
+        from liquidations where user_id = ${user.userId} order by id desc limit 1`;
+      return row === undefined
+        ? null
+        : {
+            id: BigInt(row.id),
+            status: row.status,
+            transactionHash: row.transaction_hash,
+            collateralSeizedBase: BigInt(row.collateral_seized_base),
+            debtCoveredUsdc: BigInt(row.debt_covered_usdc),
+            healthFactorWad: BigInt(row.health_factor_wad),
+          };
+    },
     waitFor,
     async close() {
       redis.disconnect();
       await Promise.all([sql.end({ timeout: 2 }), sb.end({ timeout: 2 })]);
     },
   };
+}
+
+export interface DemoUserProfile {
+  userId: string;
+  email: string;
+  name: string;
+  cardId: string;
+  /** A Hardhat account index (its key is unlocked on the local chain). */
+  account: number;
+}
+
+/**
+ * Signs a demo user up through Supabase Auth as `npm run dev` does for its own (the bridge creates
+ * the financial user with the same id), then gives them a card and a linked wallet. Idempotent:
+ * fixed ids. Resolves with the user as the story sees it.
+ */
+export async function ensureDemoUser(
+  config: Config,
+  contracts: ContractsFile,
+  profile: DemoUserProfile,
+): Promise<StackUser> {
+  const sql = postgres(config.DATABASE_URL, { max: 1, connect_timeout: 5, onnotice: () => {} });
+  const sb = postgres(config.SUPABASE_DB_URL, { max: 1, connect_timeout: 5, onnotice: () => {} });
+  const wallet = localAccount(profile.account).address.toLowerCase();
+  try {
+    const [known] = await sb`select 1 from auth.users where id = ${profile.userId}`;
+    if (known === undefined)
+      await signUp(sb, {
+        id: profile.userId,
+        email: profile.email,
+        userMetadata: { display_name: profile.name },
+      });
+    const deadline = Date.now() + DEMO_LIMITS.signUpWaitMs;
+    while ((await sql`select 1 from users where id = ${profile.userId}`).length === 0) {
+      if (Date.now() > deadline)
+        throw new DemoError(
+          `the Supabase bridge did not create ${profile.name}'s financial user within ${DEMO_LIMITS.signUpWaitMs / 1000} s`,
+        );
+      await sleep(100);
+    }
+    await sql`insert into credit_accounts (user_id) values (${profile.userId}) on conflict do nothing`;
+    await sql`insert into cards (id, user_id) values (${profile.cardId}, ${profile.userId}) on conflict (id) do nothing`;
+    await sql`insert into wallets (chain_id, address, user_id) values (${contracts.chainId}, ${wallet}, ${profile.userId})
+      on conflict do nothing`;
+    return { userId: profile.userId, cardId: profile.cardId, wallet, availableCents: 0 };
+  } finally {
+    await Promise.all([sql.end({ timeout: 2 }), sb.end({ timeout: 2 })]);
+  }
 }

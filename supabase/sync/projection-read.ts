@@ -7,18 +7,46 @@
  * - authorizations → kind 'authorization' with outcome and a user-facing decline message;
  * - ledger transfers of kind capture / refund → their amount is the user's leg on `user_unsettled`
  *   and `user_debt_onchain` (shared/db/queries/ledger.ts's accounts);
- * - chain events named as deposits or withdrawals → asset and amount from the event's args.
+ * - chain events named as deposits or withdrawals → asset and amount from the event's args;
+ * - the vault's `Liquidated` events → kind 'liquidation': the collateral seized (asset, base units)
+ *   and the debt it covered (cents, floored).
+ *
+ * The health notice (issue 14): 'liquidation' below a health factor of 1 (the credit model leaves no
+ * credit there, and the liquidator takes the position), 'warning' below the warning line
+ * (HEALTH_FACTOR_WARNING_BPS), null otherwise — and null while a held asset's price is stale: the
+ * liquidator never acts on a stale price, and `stale_asset_ids` tells the user why credit is gone.
  */
 
 import { computeCredit, type PriceQuote } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import { type AssetRiskRow, assetRiskMap } from '../../shared/db/queries/assets.ts';
-import { WAD } from '../../shared/money.ts';
+import { USDC_PER_CENT, WAD } from '../../shared/money.ts';
 import { declineMessage } from './decline-messages.ts';
 
 export interface ChainEventNames {
   deposits: readonly string[];
   withdrawals: readonly string[];
+  /** Default: the vault's 'Liquidated'. */
+  liquidations?: readonly string[];
+}
+
+/** The vault's liquidation event (indexer/contracts/CredanaVault.sol). */
+export const DEFAULT_LIQUIDATION_EVENT_NAMES: readonly string[] = ['Liquidated'];
+
+/** The warning line when the caller does not say (config HEALTH_FACTOR_WARNING_BPS's default). */
+export const HEALTH_WARNING_BPS_DEFAULT = 11_000;
+
+export type HealthNotice = 'warning' | 'liquidation' | null;
+
+/** The notice for a health factor (WAD; null without debt); none while a held price is stale. */
+export function healthNotice(
+  healthFactorWad: bigint | null,
+  stale: boolean,
+  warningBps: number = HEALTH_WARNING_BPS_DEFAULT,
+): HealthNotice {
+  if (healthFactorWad === null || stale) return null;
+  if (healthFactorWad < WAD) return 'liquidation';
+  return healthFactorWad * 10_000n < WAD * BigInt(warningBps) ? 'warning' : null;
 }
 
 /** The vault's event names (indexer/): deposits add collateral, withdrawals (requested or done) remove it. */
@@ -41,6 +69,7 @@ export interface SummaryRow {
   holds_cents: string;
   available_cents: string;
   health_factor: string | null;
+  health_notice: HealthNotice;
   stale_asset_ids: string[];
   as_of: string;
 }
@@ -48,7 +77,7 @@ export interface SummaryRow {
 export interface ActivityRow {
   id: string;
   user_id: string;
-  kind: 'authorization' | 'capture' | 'refund' | 'deposit' | 'withdrawal';
+  kind: 'authorization' | 'capture' | 'refund' | 'deposit' | 'withdrawal' | 'liquidation';
   status: string;
   outcome: 'approved' | 'partial' | 'declined' | null;
   amount_cents: string | null;
@@ -74,6 +103,8 @@ export interface Truth {
 export interface ReadTruthOptions {
   activityPerUserMax: number;
   chainEventNames?: ChainEventNames;
+  /** The health-factor warning line in basis points of 1 (config HEALTH_FACTOR_WARNING_BPS). */
+  healthWarningBps?: number;
 }
 
 /** `1.234…` with 18 decimals, exact (the health factor is a WAD). */
@@ -95,6 +126,7 @@ export async function readTruth(
   options: ReadTruthOptions,
 ): Promise<Truth> {
   const names = options.chainEventNames ?? DEFAULT_CHAIN_EVENT_NAMES;
+  const liquidationNames = names.liquidations ?? DEFAULT_LIQUIDATION_EVENT_NAMES;
   const perUser = options.activityPerUserMax;
   return financial.begin('isolation level repeatable read read only', async (tx) => {
     const [clock] = await tx<{ now: Date }[]>`select now() as now`;
@@ -172,16 +204,19 @@ export async function readTruth(
             token: string | null;
             asset_hint: string | null;
             amount: string | null;
+            seized: string | null;
+            covered_usdc: string | null;
             applied_at: Date | null;
             created_at: Date;
           }[]
         >`select c.chain_id, c.block_hash, c.log_index, c.user_id, c.event_name, c.applied_at, c.created_at,
           lower(coalesce(c.args ->> 'token', c.args ->> 'asset')) as token, c.args ->> 'assetId' as asset_hint,
-          c.args ->> 'amount' as amount
+          c.args ->> 'amount' as amount, c.args ->> 'collateralSeized' as seized,
+          c.args ->> 'debtCoveredUsdc' as covered_usdc
         from unnest(${ids}::uuid[]) as u (id)
         cross join lateral (
           select * from chain_events where user_id = u.id
-            and event_name = any(${tx.array([...names.deposits, ...names.withdrawals])}::text[])
+            and event_name = any(${tx.array([...names.deposits, ...names.withdrawals, ...liquidationNames])}::text[])
           order by block_number desc, log_index desc limit ${perUser}
         ) as c`,
       ]);
@@ -227,6 +262,11 @@ export async function readTruth(
         holds_cents: account?.holds_cents ?? '0',
         available_cents: credit.availableCents.toString(),
         health_factor: credit.healthFactorWad === null ? null : wadToDecimal(credit.healthFactorWad),
+        health_notice: healthNotice(
+          credit.healthFactorWad,
+          credit.staleAssetIds.length > 0,
+          options.healthWarningBps,
+        ),
         stale_asset_ids: [...credit.staleAssetIds].sort(),
         as_of: asOf.toISOString(),
       };
@@ -276,15 +316,19 @@ export async function readTruth(
         occurred_at: t.created_at.toISOString(),
       });
     }
+    const digits = (value: string | null) => (value !== null && /^[0-9]{1,78}$/.test(value) ? value : null);
     for (const c of chain) {
-      const amount = c.amount !== null && /^[0-9]{1,78}$/.test(c.amount) ? c.amount : null;
+      const liquidation = liquidationNames.includes(c.event_name);
+      const amount = digits(liquidation ? c.seized : c.amount);
+      const coveredUsdc = liquidation ? digits(c.covered_usdc) : null;
       items.push({
         id: `chain:${c.chain_id}:${c.block_hash}:${c.log_index}`,
         user_id: c.user_id,
-        kind: names.deposits.includes(c.event_name) ? 'deposit' : 'withdrawal',
+        kind: liquidation ? 'liquidation' : names.deposits.includes(c.event_name) ? 'deposit' : 'withdrawal',
         status: c.applied_at === null ? 'pending' : 'confirmed',
         outcome: null,
-        amount_cents: null,
+        // The debt the liquidation covered, in cents (USDC has 6 decimals), floored: shown, not booked.
+        amount_cents: coveredUsdc === null ? null : (BigInt(coveredUsdc) / USDC_PER_CENT).toString(),
         asset_id: (c.token === null ? undefined : assetByToken.get(c.token)) ?? c.asset_hint,
         amount_base: amount,
         merchant_name: null,

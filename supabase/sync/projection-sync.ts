@@ -50,6 +50,8 @@ export interface ProjectionSyncOptions {
   metrics: SyncMetrics;
   logger: SyncLogger;
   chainEventNames?: ChainEventNames;
+  /** The health-factor warning line in basis points of 1 (config HEALTH_FACTOR_WARNING_BPS). */
+  healthWarningBps?: number;
   /** Test hook: runs inside the batch's Supabase transaction, just before it commits. */
   beforeCommit?: () => Promise<void> | void;
 }
@@ -146,6 +148,7 @@ const SUMMARY_COLUMNS = [
   'holds_cents',
   'available_cents',
   'health_factor',
+  'health_notice',
   'stale_asset_ids',
 ] as const;
 
@@ -174,7 +177,7 @@ const SUMMARY_UPSERT = `
   from jsonb_to_recordset($1::jsonb) as x (user_id uuid, account_status text, card_status text,
     collateral_value_cents bigint, borrow_power_cents bigint, credit_limit_cents bigint, debt_onchain_cents bigint,
     unsettled_cents bigint, holds_cents bigint, available_cents bigint, health_factor numeric,
-    stale_asset_ids text[], as_of timestamptz)
+    health_notice text, stale_asset_ids text[], as_of timestamptz)
   where exists (select 1 from auth.users u where u.id = x.user_id)
   on conflict (user_id) do update set
     ${SUMMARY_COLUMNS.map((c) => `${c} = excluded.${c}`).join(', ')}, as_of = excluded.as_of, synced_at = now()
@@ -269,6 +272,7 @@ export function createProjectionSync(options: ProjectionSyncOptions): Projection
     const truth = await readTruth(financial, userIds, {
       activityPerUserMax: limits.activityPerUserMax,
       ...(options.chainEventNames === undefined ? {} : { chainEventNames: options.chainEventNames }),
+      ...(options.healthWarningBps === undefined ? {} : { healthWarningBps: options.healthWarningBps }),
     });
     await commit(userIds, truth, INCREMENTAL_CURSOR, next);
     metrics.syncUsers.inc({ mode: 'incremental' }, userIds.length);
@@ -311,6 +315,7 @@ export function createProjectionSync(options: ProjectionSyncOptions): Projection
     const truth = await readTruth(financial, userIds, {
       activityPerUserMax: limits.activityPerUserMax,
       ...(options.chainEventNames === undefined ? {} : { chainEventNames: options.chainEventNames }),
+      ...(options.healthWarningBps === undefined ? {} : { healthWarningBps: options.healthWarningBps }),
     });
     await commit(userIds, truth, SWEEP_CURSOR, next);
     metrics.syncUsers.inc({ mode: 'sweep' }, userIds.length);
