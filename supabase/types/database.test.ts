@@ -90,9 +90,12 @@ describe('Database types against the migrations', () => {
     expectTypeOf<Tables<'card_controls'>['frozen']>().toEqualTypeOf<boolean>();
     expectTypeOf<Tables<'card_controls'>['daily_limit_cents']>().toEqualTypeOf<number | null>();
     expectTypeOf<Tables<'account_activity'>['kind']>().toEqualTypeOf<
-      'authorization' | 'capture' | 'refund' | 'deposit' | 'withdrawal'
+      'authorization' | 'capture' | 'refund' | 'deposit' | 'withdrawal' | 'liquidation'
     >();
     expectTypeOf<Tables<'account_summaries'>['health_factor']>().toEqualTypeOf<number | null>();
+    expectTypeOf<Tables<'account_summaries'>['health_notice']>().toEqualTypeOf<
+      'warning' | 'liquidation' | null
+    >();
     expectTypeOf<TablesInsert<'profiles'>>().toEqualTypeOf<{
       id: string;
       email?: string | null;

@@ -67,6 +67,7 @@ export const PUBLIC_TABLES = {
     holds_cents: col('bigint', false, false),
     available_cents: col('bigint', false, false),
     health_factor: col('numeric', true, false),
+    health_notice: oneOf(['warning', 'liquidation'], true, false),
     stale_asset_ids: col('text[]', false, true),
     as_of: col('timestamptz', false, false),
     synced_at: col('timestamptz', false, true),
@@ -74,7 +75,7 @@ export const PUBLIC_TABLES = {
   account_activity: {
     id: col('text', false, false),
     user_id: col('uuid', false, false),
-    kind: oneOf(['authorization', 'capture', 'refund', 'deposit', 'withdrawal'], false, false),
+    kind: oneOf(['authorization', 'capture', 'refund', 'deposit', 'withdrawal', 'liquidation'], false, false),
     status: col('text', false, false),
     outcome: oneOf(['approved', 'partial', 'declined'], true, false),
     amount_cents: col('bigint', true, false),
