@@ -60,6 +60,8 @@ export const LIMITS = {
 
   /** Withdrawal approvals: how long a signed approval stays good (chain time). */
   withdrawalApprovalTtlSMax: 600,
+  /** Largest body `POST /withdrawals/approvals` reads ({userId, assetId}). */
+  withdrawalRequestBytesMax: 4_096,
 
   /** Liquidator (Aave v3's rules): bonus on seized collateral, close factor and when it applies. */
   liquidationBonusBps: 500,

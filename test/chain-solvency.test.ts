@@ -317,7 +317,7 @@ describe('the withdrawal attack: spend to the limit, request everything, wait th
 });
 
 describe('the approval route', () => {
-  it('answers an internal caller with the token only: 401, 400, 409 with the refusal, 200 with the approval', async () => {
+  it('answers an internal caller with the token only: 401, 400, 413, 409 with the refusal, 200 with the approval', async () => {
     const app = withdrawalRoutes(deps(), 'internal-token-for-tests');
     const user = await newUser(11);
     await chain.deposit(user.wallet, 'WETH', ETH);
@@ -330,6 +330,9 @@ describe('the approval route', () => {
       });
     expect((await call({ userId: user.userId, assetId: 'WETH' }, 'wrong')).status).toBe(401);
     expect((await call({ userId: 'not-a-uuid', assetId: 'WETH' })).status).toBe(400);
+    // A body far beyond {userId, assetId} is refused unread.
+    const huge = await call({ userId: user.userId, assetId: 'WETH', padding: 'x'.repeat(100_000) });
+    expect([huge.status, await huge.json()]).toEqual([413, { error: 'body_too_large' }]);
     const refused = await call({ userId: user.userId, assetId: 'WETH' });
     expect(refused.status).toBe(409);
     expect(await refused.json()).toEqual({ approved: false, reason: 'no_pending_withdrawal' });

@@ -22,6 +22,7 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
 import type { Address, Hex, LocalAccount, PublicClient } from 'viem';
@@ -210,23 +211,31 @@ export function withdrawalRoutes(deps: WithdrawalServiceDeps, internalApiToken: 
     const given = Buffer.from(header ?? '');
     return given.length === expected.length && timingSafeEqual(given, expected);
   };
-  app.post('/withdrawals/approvals', async (c) => {
-    if (!authorized(c.req.header('authorization'))) return c.json({ error: 'unauthorized' }, 401);
-    const parsed = approvalRequest.safeParse(await c.req.json().catch(() => null));
-    if (!parsed.success) return c.json({ error: 'invalid_request' }, 400);
-    const decision = await approveWithdrawal(deps, parsed.data);
-    if (!decision.approved) return c.json({ approved: false, reason: decision.reason }, 409);
-    const a = decision.approval;
-    return c.json({
-      approved: true,
-      user: a.user,
-      token: a.token,
-      amount: a.amount.toString(),
-      requestId: a.requestId.toString(),
-      deadline: a.deadline.toString(),
-      signature: a.signature,
-    });
-  });
+  app.post(
+    '/withdrawals/approvals',
+    // {userId, assetId} is a few dozen bytes: anything much larger is refused unread.
+    bodyLimit({
+      maxSize: LIMITS.withdrawalRequestBytesMax,
+      onError: (c) => c.json({ error: 'body_too_large' }, 413),
+    }),
+    async (c) => {
+      if (!authorized(c.req.header('authorization'))) return c.json({ error: 'unauthorized' }, 401);
+      const parsed = approvalRequest.safeParse(await c.req.json().catch(() => null));
+      if (!parsed.success) return c.json({ error: 'invalid_request' }, 400);
+      const decision = await approveWithdrawal(deps, parsed.data);
+      if (!decision.approved) return c.json({ approved: false, reason: decision.reason }, 409);
+      const a = decision.approval;
+      return c.json({
+        approved: true,
+        user: a.user,
+        token: a.token,
+        amount: a.amount.toString(),
+        requestId: a.requestId.toString(),
+        deadline: a.deadline.toString(),
+        signature: a.signature,
+      });
+    },
+  );
   return app;
 }
 
