@@ -23,22 +23,32 @@ export type DependencyStatus = Record<Dependency, boolean>;
 /** Pings Redis and Postgres at once; each answers false on an error or after PROBE_TIMEOUT_MS. */
 export type DependencyProbe = () => Promise<DependencyStatus>;
 
-async function withinTimeout(work: Promise<unknown>): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), PROBE_TIMEOUT_MS);
-  });
-  try {
-    return await Promise.race([
-      work.then(
+/**
+ * Checks one dependency with at most one check in flight: a call while the previous check still waits
+ * (a dead host, a connect timeout) shares it instead of queueing another query behind it; each caller
+ * gives up after PROBE_TIMEOUT_MS.
+ */
+function singleFlight(check: () => Promise<unknown>): () => Promise<boolean> {
+  let pending: Promise<boolean> | null = null;
+  return async () => {
+    pending ??= check()
+      .then(
         () => true,
         () => false,
-      ),
-      timeout,
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
+      )
+      .finally(() => {
+        pending = null;
+      });
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), PROBE_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([pending, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
 }
 
 /**
@@ -46,11 +56,10 @@ async function withinTimeout(work: Promise<unknown>): Promise<boolean> {
  * `registry`, both when called (by /readyz) and on every scrape of the registry.
  */
 export function createDependencyProbe(deps: { redis: Redis; sql: Sql; registry: Registry }): DependencyProbe {
+  const pingRedis = singleFlight(() => deps.redis.ping());
+  const pingPostgres = singleFlight(() => deps.sql`select 1`.execute());
   const probe = async (): Promise<DependencyStatus> => {
-    const [redis, postgres] = await Promise.all([
-      withinTimeout(deps.redis.ping()),
-      withinTimeout(deps.sql`select 1`),
-    ]);
+    const [redis, postgres] = await Promise.all([pingRedis(), pingPostgres()]);
     gauge.set({ dependency: 'redis' }, redis ? 1 : 0);
     gauge.set({ dependency: 'postgres' }, postgres ? 1 : 0);
     return { redis, postgres };
