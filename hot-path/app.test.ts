@@ -252,11 +252,11 @@ describe('decision rules', () => {
 });
 
 describe('operations', () => {
-  it('serves healthz, readyz and metrics with decision counts', async () => {
+  it('serves healthz, readyz and (on the internal app) metrics with decision counts', async () => {
     expect((await hotPath.app.request('/healthz')).status).toBe(200);
     const ready = await hotPath.app.request('/readyz');
-    expect(await ready.json()).toEqual({ ready: true, redis: true, postgres: true });
-    const metrics = await (await hotPath.app.request('/metrics')).text();
+    expect(await ready.json()).toEqual({ ready: true, redis: true, postgres: true, suspect: false });
+    const metrics = await (await hotPath.internalApp.request('/metrics')).text();
     expect(metrics).toMatch(
       /credana_decisions_total\{outcome="approved",reason="approved",source="redis"\} \d+/,
     );

@@ -4,16 +4,19 @@
  *   Always answers 200 with `{ approved, amount?, metadata }` and the `Stripe-Version` header, unless
  *   the signature is bad (400) or the body too large (413).
  * - POST /stripe/events — every other Issuing event (created / updated / transaction.created).
- * - GET /healthz, GET /readyz, GET /metrics.
+ * - GET /healthz, GET /readyz (ready while Redis answers and the process is not suspect; Postgres is
+ *   reported, not required: ops/readiness.ts).
+ * - GET /metrics answers 404 here unless `Authorization: Bearer <METRICS_TOKEN>` is presented: this port
+ *   is public; Prometheus scrapes the internal listener (ops/internal-app.ts, HOT_PATH_METRICS_PORT).
  */
 import { Hono } from 'hono';
 import type { Config } from '../shared/config.ts';
-import type { Sql } from '../shared/db/client.ts';
-import type { Redis } from '../shared/redis/client.ts';
 import type { DecisionEngine } from './decision/engine.ts';
 import type { Lifecycle } from './lifecycle/apply.ts';
 import type { Logger } from './ops/logger.ts';
 import type { Metrics } from './ops/metrics.ts';
+import { metricsTokenPresented } from './ops/metrics-access.ts';
+import type { Readiness } from './ops/readiness.ts';
 import { readRawBody, requestHeader } from './raw-body.ts';
 import { anyEvent, authorizationRequestEvent, LIFECYCLE_TYPES, lifecycleEvent } from './stripe/events.ts';
 import { verifyStripeSignature } from './stripe/signature.ts';
@@ -25,16 +28,16 @@ export type HotPathSettings = Pick<
   | 'STRIPE_SIGNATURE_TOLERANCE_S'
   | 'WEBHOOK_BODY_LIMIT_BYTES'
   | 'DECISION_BUDGET_MS'
->;
+> &
+  Partial<Pick<Config, 'METRICS_TOKEN'>>;
 
 export interface AppDeps {
   settings: HotPathSettings;
   engine: DecisionEngine;
   lifecycle: Lifecycle;
-  redis: Redis;
-  sql: Sql;
   metrics: Metrics;
   logger: Logger;
+  readiness: Readiness;
 }
 
 class HttpError extends Error {
@@ -222,22 +225,13 @@ export function createApp(deps: AppDeps) {
 
   app.get('/healthz', (c) => c.json({ ok: true }));
   app.get('/readyz', async (c) => {
-    const [redisOk, postgresOk] = await Promise.all([
-      deps.redis.ping().then(
-        () => true,
-        () => false,
-      ),
-      deps.sql`select 1`.then(
-        () => true,
-        () => false,
-      ),
-    ]);
-    return c.json(
-      { ready: redisOk && postgresOk, redis: redisOk, postgres: postgresOk },
-      redisOk && postgresOk ? 200 : 503,
-    );
+    const status = await deps.readiness();
+    return c.json(status, status.ready ? 200 : 503);
   });
   app.get('/metrics', async (c) => {
+    // Public port: the same 404 as any unknown path, unless the metrics token is presented.
+    if (!metricsTokenPresented(requestHeader(c, 'authorization'), settings.METRICS_TOKEN))
+      return c.json({ error: 'not_found' }, 404);
     c.header('Content-Type', metrics.registry.contentType);
     return c.body(await metrics.registry.metrics());
   });

@@ -63,6 +63,8 @@ function granted(answer: Answer, requested: number): number {
   return answer.amount ?? requested;
 }
 
+const METRICS_TOKEN = `metrics_${'d5'.repeat(16)}`;
+
 /** A hot-path process on this file's database, reaching Redis at `redisUrl` (direct or through a proxy). */
 async function hotPathProcess(redisUrl: string, extra: Record<string, string> = {}) {
   const port = await freePort();
@@ -81,13 +83,17 @@ async function hotPathProcess(redisUrl: string, extra: Record<string, string> = 
     REDIS_DECISION_BUDGET_MS: '150',
     ...extra,
     HOT_PATH_PORT: String(port),
+    // /metrics on the public port needs the token (the internal listener is not used here).
+    METRICS_TOKEN,
   };
   const process = await spawnService('hot-path/main.ts', env, 'hot-path ready');
   return { port, process };
 }
 
 async function metric(port: number, pattern: RegExp): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const text = await (
+    await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })
+  ).text();
   const match = pattern.exec(text);
   return match === null ? 0 : Number(match[1]);
 }

@@ -119,7 +119,7 @@ describe('failure modes', () => {
     // …and 2,000 is approved, from Redis again.
     const again = await timedAuthorize(cardId, 2_000);
     expect(again.json).toMatchObject({ approved: true, metadata: { reason: 'approved' } });
-    const metrics = await (await hotPath.app.request('/metrics')).text();
+    const metrics = await (await hotPath.internalApp.request('/metrics')).text();
     expect(metrics).toMatch(/credana_decision_fallbacks_total\{result="postgres"\} [1-9]/);
   });
 

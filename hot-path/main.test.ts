@@ -153,7 +153,7 @@ describe('hot-path/main.ts', () => {
   it(
     'starts in production on a durable Redis and reports credana_redis_durability_ok 1',
     async () => {
-      const port = await freePort();
+      const metricsPort = await freePort();
       const outcome = await run(
         'hot-path/main.ts',
         {
@@ -161,11 +161,13 @@ describe('hot-path/main.ts', () => {
           STRIPE_WEBHOOK_SECRETS: OWN_SECRET,
           REDIS_URL: durable.url,
           DATABASE_URL: UNREACHABLE_DB,
-          HOT_PATH_PORT: String(port),
+          HOT_PATH_PORT: String(await freePort()),
+          // Metrics are served on the internal listener only (the public port answers 404).
+          HOT_PATH_METRICS_PORT: String(metricsPort),
           LOG_LEVEL: 'warn',
         },
         'hot-path ready',
-        `http://127.0.0.1:${port}/metrics`,
+        `http://127.0.0.1:${metricsPort}/metrics`,
       );
       expect(outcome.result, outcome.stdout + outcome.stderr).toBe('ready');
       expect(outcome.metrics).toContain('credana_redis_durability_ok 1');

@@ -14,6 +14,19 @@ warnOfPublicSecrets(config, logger);
 const redisDurable = await enforceRedisDurability(config, logger, 'hot-path-durability-check');
 const hotPath = await createHotPath(config);
 durabilityGauge(hotPath.metrics.registry, redisDurable);
+// The internal listener first (GET /metrics, /healthz, /readyz; METRICS_HOST:HOT_PATH_METRICS_PORT): the
+// public port below answers 404 for /metrics, so the scrape target must exist before traffic does.
+const internalServer = await new Promise<ReturnType<typeof serve>>((resolve) => {
+  const listener = serve(
+    { fetch: hotPath.internalApp.fetch, port: config.HOT_PATH_METRICS_PORT, hostname: config.METRICS_HOST },
+    (info) => {
+      hotPath.logger.info({ port: info.port }, 'hot path metrics listening');
+      // Tests and the dev stack read the port from this line (HOT_PATH_METRICS_PORT=0 picks a free one).
+      process.stdout.write(`hot-path metrics on http://${config.METRICS_HOST}:${info.port}\n`);
+      resolve(listener);
+    },
+  );
+});
 const server = serve(
   { fetch: hotPath.app.fetch, port: config.HOT_PATH_PORT, hostname: config.HOT_PATH_HOST },
   (info) => {
@@ -24,6 +37,7 @@ const server = serve(
 );
 
 function shutdown(): void {
+  internalServer.close();
   server.close(() => {
     hotPath.close().then(
       () => process.exit(0),

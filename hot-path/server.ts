@@ -14,8 +14,10 @@ import { createDecisionEngine } from './decision/engine.ts';
 import { createRedisLease } from './decision/redis-lease.ts';
 import { createLifecycle } from './lifecycle/apply.ts';
 import { assertLimits } from './limits.ts';
+import { createInternalApp } from './ops/internal-app.ts';
 import { createLogger } from './ops/logger.ts';
 import { createMetrics } from './ops/metrics.ts';
+import { createDependencyProbe, hotPathReadiness } from './ops/readiness.ts';
 import { createQStashRelay } from './outbox/qstash-relay.ts';
 
 export async function createHotPath(config: Config) {
@@ -83,7 +85,15 @@ export async function createHotPath(config: Config) {
     },
   });
   const lifecycle = createLifecycle({ redis, sql: database.sql, settings: config, cardOwners });
-  const app = createApp({ settings: config, engine, lifecycle, redis, sql: database.sql, metrics, logger });
+  // Readiness: Redis answering and the process not suspect; Postgres reported and exported as
+  // credana_dependency_up, never failing readiness (ops/readiness.ts).
+  const readiness = hotPathReadiness(
+    createDependencyProbe({ redis, sql: database.sql, registry: metrics.registry }),
+    engine.lease,
+  );
+  const app = createApp({ settings: config, engine, lifecycle, metrics, logger, readiness });
+  // /metrics, /healthz, /readyz for Prometheus and health checks, served by main.ts on its own port.
+  const internalApp = createInternalApp({ metrics, readiness });
   // The lease: renewed while Redis answers; after an outage, the fallback's decisions are adopted into
   // the cache before this process decides from Redis again (decision/redis-lease.ts).
   await lease.catchUp();
@@ -109,6 +119,7 @@ export async function createHotPath(config: Config) {
   await relay?.start();
   return {
     app,
+    internalApp,
     engine,
     lifecycle,
     market,

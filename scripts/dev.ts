@@ -368,6 +368,8 @@ async function main(): Promise<void> {
     STRIPE_API_VERSION: config.STRIPE_API_VERSION,
     HOT_PATH_HOST: config.HOT_PATH_HOST,
     HOT_PATH_PORT: String(config.HOT_PATH_PORT),
+    HOT_PATH_METRICS_PORT: String(config.HOT_PATH_METRICS_PORT),
+    METRICS_HOST: config.METRICS_HOST,
     DECISION_BUDGET_MS: String(config.DECISION_BUDGET_MS),
     BLOCKED_MCCS: config.BLOCKED_MCCS.join(','),
     VELOCITY_LIMIT_PER_MIN: String(config.VELOCITY_LIMIT_PER_MIN),
@@ -417,7 +419,9 @@ async function main(): Promise<void> {
     say(`${name} is up`);
     return out;
   }
-  await start('hot path', 'hot-path/main.ts', 'hot-path ready');
+  const hotPathOutput = await start('hot path', 'hot-path/main.ts', 'hot-path ready');
+  // The hot path serves /metrics on its internal listener only (HOT_PATH_METRICS_PORT; 0 = a free port).
+  const hotPathMetricsUrl = `${/hot-path metrics on (http:\/\/\S+)/.exec(hotPathOutput)?.[1] ?? ''}/metrics`;
   await start('ledger writer', 'hot-path/ledger-writer/main.ts', 'ledger-writer ready');
   await start('indexer', 'indexer/main.ts', 'indexer ready');
   await start('settlement worker', 'indexer/settlement/main.ts', 'settlement worker started');
@@ -507,7 +511,7 @@ async function main(): Promise<void> {
       baseUrl: base,
       authorizationUrl: `${base}/stripe/authorizations`,
       eventsUrl: `${base}/stripe/events`,
-      metricsUrl: `${base}/metrics`,
+      metricsUrl: hotPathMetricsUrl,
     },
     stripe: { webhookSecret: config.STRIPE_WEBHOOK_SECRETS[0]!, apiVersion: config.STRIPE_API_VERSION },
     chain: {
@@ -527,7 +531,7 @@ async function main(): Promise<void> {
     [
       '',
       'Credana dev stack is up.',
-      `  hot path        ${base}  (POST /stripe/authorizations, POST /stripe/events, GET /metrics)`,
+      `  hot path        ${base}  (POST /stripe/authorizations, POST /stripe/events; GET /metrics at ${hotPathMetricsUrl})`,
       `  webhook secret  ${config.STRIPE_WEBHOOK_SECRETS[0]}  (local development only)`,
       `  chain           ${config.CHAIN_RPC_URL}  vault ${contracts.vault}`,
       `  postgres        ${embeddedDataDir === null ? databaseUrl.host : `${databaseUrl.host}, embedded (data in ${embeddedDataDir})`}`,

@@ -40,6 +40,7 @@ export const SECRET_VARIABLES = new Set([
   'WITHDRAWAL_SIGNER_PRIVATE_KEY',
   'LIQUIDATOR_PRIVATE_KEY',
   'INTERNAL_API_TOKEN',
+  'METRICS_TOKEN',
 ]);
 
 /**
@@ -211,6 +212,17 @@ const schema = z.object({
   WITHDRAWALS_HOST: z.string().default('127.0.0.1'),
   WITHDRAWALS_PORT: integer(0, 65_535).default(8790),
   METRICS_ENABLED: bool.default(true),
+  // The hot path's internal listener (GET /metrics, /healthz, /readyz), apart from the public webhook
+  // port; 0 picks a free port (announced on stdout). Bind it where only Prometheus and the load
+  // balancer's health checks reach it.
+  HOT_PATH_METRICS_PORT: integer(0, 65_535).default(0),
+  // The ledger writer's internal listener when QUEUE_DRIVER=qstash (its LEDGER_WRITER_PORT then faces
+  // QStash); with QUEUE_DRIVER=redis LEDGER_WRITER_PORT is internal and serves everything itself.
+  LEDGER_WRITER_METRICS_PORT: integer(0, 65_535).default(0),
+  METRICS_HOST: z.string().default('127.0.0.1'),
+  // A bearer token that opens GET /metrics on the public ports too (for a scraper that cannot reach the
+  // internal listener). Unset: the public ports answer 404 for /metrics.
+  METRICS_TOKEN: z.string().min(32).optional(),
 
   // `npm run dev` and `npm run demo`: the local stack's state (embedded PostgreSQL and redis-server
   // data, stack.json).

@@ -7,6 +7,7 @@ import { createDatabase } from '../../shared/db/client.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { durabilityGauge, enforceRedisDurability } from '../../shared/redis/durability.ts';
 import { createLogger } from '../ops/logger.ts';
+import { createDependencyProbe, ledgerWriterReadiness } from '../ops/readiness.ts';
 import { createLedgerWriterApp } from './app.ts';
 import { limits } from './limits.ts';
 import { createLedgerWriterMetrics } from './metrics.ts';
@@ -42,8 +43,36 @@ const writer = createLedgerWriter({
 });
 // QUEUE_DRIVER=redis: consume the outbox streams. QUEUE_DRIVER=qstash: the hot path's relay publishes
 // them through QStash, and this process applies what QStash delivers to POST /qstash.
-const app = createLedgerWriterApp({ writer, metrics });
-if (config.QUEUE_DRIVER === 'qstash') {
+const readiness = ledgerWriterReadiness(
+  createDependencyProbe({ redis, sql: database.sql, registry: metrics.registry }),
+);
+// QUEUE_DRIVER=redis: LEDGER_WRITER_PORT serves only /metrics, /healthz and /readyz (internal).
+// QUEUE_DRIVER=qstash: it faces QStash, so /metrics there needs METRICS_TOKEN, and an internal
+// listener on LEDGER_WRITER_METRICS_PORT serves them openly.
+const qstash = config.QUEUE_DRIVER === 'qstash';
+const app = createLedgerWriterApp({
+  writer,
+  metrics,
+  readiness,
+  access: qstash ? { token: config.METRICS_TOKEN } : 'open',
+});
+const internalServer = qstash
+  ? await new Promise<ReturnType<typeof serve>>((resolve) => {
+      const listener = serve(
+        {
+          fetch: createLedgerWriterApp({ writer, metrics, readiness, access: 'open' }).fetch,
+          port: config.LEDGER_WRITER_METRICS_PORT,
+          hostname: config.METRICS_HOST,
+        },
+        (info) => {
+          logger.info({ port: info.port }, 'ledger writer metrics listening');
+          process.stdout.write(`ledger-writer metrics on http://${config.METRICS_HOST}:${info.port}\n`);
+          resolve(listener);
+        },
+      );
+    })
+  : null;
+if (qstash) {
   app.route(
     '/',
     createQStashReceiverApp({
@@ -67,7 +96,8 @@ const server = serve(
     port: config.LEDGER_WRITER_PORT,
     hostname: config.HOT_PATH_HOST,
   },
-  (info) => logger.info({ port: info.port }, 'ledger writer metrics listening'),
+  (info) =>
+    logger.info({ port: info.port }, qstash ? 'ledger writer listening' : 'ledger writer metrics listening'),
 );
 // A line other processes (tests, the dev stack) wait for.
 process.stdout.write('ledger-writer ready\n');
@@ -81,6 +111,7 @@ function shutdown(): void {
     .stop()
     .then(async () => {
       server.close();
+      internalServer?.close();
       redis.disconnect();
       await database.close();
       process.exit(0);

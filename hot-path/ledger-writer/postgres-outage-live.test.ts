@@ -248,6 +248,7 @@ it('answers from Redis through a 30 s Postgres outage and the writer then books 
   ]);
   hotPath = hotPathProcess;
   const hotPathUrl = /hot-path ready on (http:\/\/[\d.]+:\d+)/.exec(hotPath.output())![1]!;
+  const hotPathMetricsUrl = /hot-path metrics on (http:\/\/[\d.]+:\d+)/.exec(hotPath.output())![1]!;
 
   const exchanges: Exchange[] = [];
   const authorizations: Authorization[] = [];
@@ -484,8 +485,9 @@ it('answers from Redis through a 30 s Postgres outage and the writer then books 
   expect(count(outageDecisions, 'insufficient_credit')).toBeGreaterThan(10);
   expect(inOutage.filter((e) => e.kind === 'replay').length).toBeGreaterThan(0);
   expect(inOutage.filter((e) => e.kind === 'capture').length).toBeGreaterThan(0);
-  expect(readyInOutage).toEqual({ ready: false, redis: true, postgres: false });
-  const hotPathMetrics = await (await fetch(`${hotPathUrl}/metrics`)).text();
+  // Ready through the outage: the hot path decides from Redis; Postgres is only reported.
+  expect(readyInOutage).toEqual({ ready: true, redis: true, postgres: false, suspect: false });
+  const hotPathMetrics = await (await fetch(`${hotPathMetricsUrl}/metrics`)).text();
   expect(metric(hotPathMetrics, 'credana_decision_fallbacks_total')).toBe(0);
   expect(metric(hotPathMetrics, 'credana_decision_budget_exceeded_total')).toBe(0);
   expect(metric(hotPathMetrics, 'credana_decisions_total', 'source="redis"')).toBe(decisionExchanges.length);

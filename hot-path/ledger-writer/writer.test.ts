@@ -11,6 +11,7 @@ import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { type HotPath, post, startHotPath } from '../../test/support/hot-path.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
+import { createDependencyProbe, ledgerWriterReadiness } from '../ops/readiness.ts';
 import { createLedgerWriterApp } from './app.ts';
 import { parseEntry } from './apply.ts';
 import { createLedgerWriterMetrics, type LedgerWriterMetrics } from './metrics.ts';
@@ -408,8 +409,15 @@ describe('ledger writer on the real hot path', () => {
     expect(row).toEqual({ holds_cents: '200' });
   });
 
-  it('serves /metrics with lag, throughput, dead letters and batch durations, and /healthz', async () => {
-    const app = createLedgerWriterApp({ writer: writer!, metrics });
+  it('serves /metrics with lag, throughput, dead letters and batch durations (public port: only with the token), /healthz and /readyz', async () => {
+    const readiness = ledgerWriterReadiness(
+      createDependencyProbe({
+        redis: services.redis,
+        sql: services.database.sql,
+        registry: metrics.registry,
+      }),
+    );
+    const app = createLedgerWriterApp({ writer: writer!, metrics, readiness, access: 'open' });
     const text = await (await app.request('/metrics')).text();
     for (const name of [
       'credana_ledger_lag_ms',
@@ -419,6 +427,20 @@ describe('ledger writer on the real hot path', () => {
     ]) {
       expect(text).toContain(name);
     }
+    expect(text).toContain('credana_dependency_up{dependency="postgres"} 1');
+    const ready = await app.request('/readyz');
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ ready: true, redis: true, postgres: true });
+    // The public port (QUEUE_DRIVER=qstash) refuses /metrics without the token.
+    const token = 't'.repeat(32);
+    const publicApp = createLedgerWriterApp({ writer: writer!, metrics, readiness, access: { token } });
+    expect((await publicApp.request('/metrics')).status).toBe(404);
+    expect((await publicApp.request('/metrics', { headers: { authorization: 'Bearer wrong' } })).status).toBe(
+      404,
+    );
+    expect(
+      (await publicApp.request('/metrics', { headers: { authorization: `Bearer ${token}` } })).status,
+    ).toBe(200);
     const health = await app.request('/healthz');
     expect(health.status).toBe(200);
     expect(await health.json()).toMatchObject({ ok: true, state: 'running' });

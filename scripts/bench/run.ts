@@ -9,6 +9,7 @@
  * Servers run as child processes; autocannon runs here. Prints a table and writes bench/results.json.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import autocannon from 'autocannon';
@@ -146,6 +147,8 @@ async function startServer(
       REDIS_KEY_PREFIX: PREFIX,
       STRIPE_WEBHOOK_SECRETS: SECRET,
       HOT_PATH_PORT: String(port),
+      // The hot path's public port serves /metrics only to this bearer (scrape() below).
+      METRICS_TOKEN,
       VELOCITY_LIMIT_PER_MIN: '10000',
       DATABASE_POOL_MAX: '20',
       ...extra,
@@ -176,6 +179,9 @@ async function startServer(
     },
   };
 }
+
+/** Opens /metrics on the hot path's public port for this run (the ledger writer's port is internal). */
+const METRICS_TOKEN = `bench_${randomBytes(16).toString('hex')}`;
 
 let sequence = 0;
 /** A distinct `issuing_authorization.request` in Stripe's wire format (shared builder), signed. */
@@ -246,7 +252,8 @@ async function fixedRate(port: number, seconds: number, ratePerS: number) {
 }
 
 async function scrape(port: number): Promise<Map<string, number>> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const headers = { authorization: `Bearer ${METRICS_TOKEN}` };
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { headers })).text();
   const values = new Map<string, number>();
   for (const line of text.split('\n')) {
     const match = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);

@@ -1,0 +1,91 @@
+// Proves readiness reflects what the hot path needs, on a private Postgres cluster and redis-server that the test really stops: with Postgres stopped /readyz stays 200 (postgres:false in the body, credana_dependency_up{dependency="postgres"} 0), with Redis stopped it is 503; and that the public app refuses /metrics (404) unless METRICS_TOKEN is presented, while the internal app serves it.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDatabase, type Database } from '../shared/db/client.ts';
+import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
+import { createRedis, type Redis } from '../shared/redis/client.ts';
+import { type HotPath, startHotPath } from '../test/support/hot-path.ts';
+import {
+  type PostgresCluster,
+  type RedisServer,
+  startPostgresCluster,
+  startRedisServer,
+} from '../test/support/processes.ts';
+
+const METRICS_TOKEN = `metrics_${'q4'.repeat(16)}`;
+let pg: PostgresCluster;
+let redisServer: RedisServer;
+let redis: Redis;
+let database: Database;
+let hotPath: HotPath;
+
+beforeAll(async () => {
+  [pg, redisServer] = await Promise.all([startPostgresCluster(), startRedisServer()]);
+  const url = new URL(pg.url);
+  url.pathname = '/credana';
+  const databaseUrl = url.toString();
+  await ensureDatabase(databaseUrl);
+  await migrateDatabase(databaseUrl);
+  database = createDatabase({ url: databaseUrl });
+  redis = createRedis({ url: redisServer.url });
+  hotPath = await startHotPath(
+    { databaseUrl, redisUrl: redisServer.url, prefix: 'ready:', database, redis, close: async () => {} },
+    { METRICS_TOKEN },
+  );
+});
+
+afterAll(async () => {
+  await hotPath?.close();
+  redis?.disconnect();
+  await database?.close();
+  await redisServer?.destroy();
+  pg?.destroy();
+});
+
+async function readyz(app: { request(path: string): Response | Promise<Response> }) {
+  const response = await app.request('/readyz');
+  return { status: response.status, body: (await response.json()) as Record<string, boolean> };
+}
+
+describe('readiness and metrics access', () => {
+  it('serves /metrics on the internal app, and on the public app only with the bearer token', async () => {
+    const internal = await hotPath.internalApp.request('/metrics');
+    expect(internal.status).toBe(200);
+    expect(await internal.text()).toContain('credana_decisions_total');
+    expect((await hotPath.app.request('/metrics')).status).toBe(404);
+    const wrong = await hotPath.app.request('/metrics', { headers: { authorization: 'Bearer nope' } });
+    expect(wrong.status).toBe(404);
+    const withToken = await hotPath.app.request('/metrics', {
+      headers: { authorization: `Bearer ${METRICS_TOKEN}` },
+    });
+    expect(withToken.status).toBe(200);
+    expect(await withToken.text()).toContain('credana_dependency_up{dependency="redis"} 1');
+  });
+
+  it('stays ready while Postgres is stopped (reported, and in the gauge), and is not ready while Redis is', async () => {
+    for (const app of [hotPath.app, hotPath.internalApp])
+      expect(await readyz(app)).toEqual({
+        status: 200,
+        body: { ready: true, redis: true, postgres: true, suspect: false },
+      });
+
+    pg.stop();
+    for (const app of [hotPath.app, hotPath.internalApp])
+      expect(await readyz(app)).toEqual({
+        status: 200,
+        body: { ready: true, redis: true, postgres: false, suspect: false },
+      });
+    const metrics = await (await hotPath.internalApp.request('/metrics')).text();
+    expect(metrics).toContain('credana_dependency_up{dependency="postgres"} 0');
+    expect(metrics).toContain('credana_dependency_up{dependency="redis"} 1');
+
+    pg.start();
+    await redisServer.kill('SIGKILL');
+    for (const app of [hotPath.app, hotPath.internalApp]) {
+      const { status, body } = await readyz(app);
+      expect(status).toBe(503);
+      expect(body).toMatchObject({ ready: false, redis: false, postgres: true });
+    }
+    const down = await (await hotPath.internalApp.request('/metrics')).text();
+    expect(down).toContain('credana_dependency_up{dependency="redis"} 0');
+  });
+});
