@@ -80,7 +80,7 @@ async function hotPathProcess(redisUrl: string, extra: Record<string, string> = 
     // The production defaults of the budgets: the stalled-Redis hand-over is what is under test.
     DECISION_BUDGET_MS: '400',
     REDIS_COMMAND_TIMEOUT_MS: '150',
-    REDIS_DECISION_BUDGET_MS: '150',
+    REDIS_DECISION_BUDGET_MS: '250',
     ...extra,
     HOT_PATH_PORT: String(port),
     // /metrics on the public port needs the token (the internal listener is not used here).
@@ -119,7 +119,7 @@ describe('deciders', () => {
     // which would wait for the command timeout on a stalled connection.
     const proxy = await startTcpProxy(redisPort());
     // A command timeout as long as the budget allows (385 ms of 400): only the Redis attempt's own
-    // budget (150 ms) can hand over to the fallback in time.
+    // budget (250 ms) can hand over to the fallback in time.
     const { port, process } = await hotPathProcess(proxy.url('redis'), { REDIS_COMMAND_TIMEOUT_MS: '380' });
     try {
       const { cardId } = await seedUser(services.database.sql, {

@@ -119,7 +119,7 @@ const schema = z.object({
   REDIS_COMMAND_TIMEOUT_MS: integer(1, 60_000).default(150),
   // The whole Redis attempt of one decision (every round trip of it); past it the Postgres fallback
   // decides in what is left of DECISION_BUDGET_MS, so a stalled Redis cannot eat the budget.
-  REDIS_DECISION_BUDGET_MS: integer(1, 1_900).default(150),
+  REDIS_DECISION_BUDGET_MS: integer(1, 1_900).default(250),
   // A hot-path process deciding from Redis renews a lease in Postgres (every quarter of this); the
   // Postgres fallback grants only while no other process holds a live one.
   REDIS_DECIDER_LEASE_MS: integer(200, 60_000).default(1_000),
