@@ -25,11 +25,11 @@ import { cardControlsForDecision } from '../../shared/db/queries/controls.ts';
 import { cardMovementEntries, insertAudit, insertTransfers } from '../../shared/db/queries/ledger.ts';
 import { usdcToCentsCeil } from '../../shared/money.ts';
 import type { DecisionReason } from '../../shared/outbox.ts';
+import { holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
 import type { Market } from '../../shared/redis/market.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
 import { DeadlineError } from './deadline.ts';
 import type { DecisionOutcome, DecisionSettings } from './engine.ts';
-import { holdExpiresAtMs } from './engine.ts';
 import { DECIDER_LOCK_KEY, type FallbackGrant } from './redis-lease.ts';
 import { evaluateRules, REASONS_NOT_COUNTED_FOR_VELOCITY } from './rules.ts';
 
