@@ -83,13 +83,19 @@ async function prepare(): Promise<void> {
     updatedAtS: nowS,
     roundId: 1n,
   });
-  // 10,000 users with 1,000 WETH each and limits high enough that every swipe is a real approval.
+  // 10,000 users with 1,000 WETH each and limits high enough that every swipe is a real approval. Their
+  // ids are RFC 4122 version-4 UUIDs made from md5('bench' || i): the outbox record's schema (zod's
+  // uuid) refuses other version and variant bits, and until 2026-12-07 the plain md5 ids made the ledger
+  // writer dead-letter nearly every bench decision as invalid instead of writing it.
+  const userId = sql.unsafe(
+    "overlay(overlay(md5('bench' || i) placing '4' from 13 for 1) placing '8' from 17 for 1)::uuid",
+  );
   await sql`insert into users (id, credit_limit_cents, daily_limit_cents)
-    select md5('bench' || i)::uuid, 100000000000, 100000000000 from generate_series(1, ${USERS}) i`;
-  await sql`insert into credit_accounts (user_id) select md5('bench' || i)::uuid from generate_series(1, ${USERS}) i`;
-  await sql`insert into cards (id, user_id) select 'ic_bench_' || i, md5('bench' || i)::uuid from generate_series(1, ${USERS}) i`;
+    select ${userId}, 100000000000, 100000000000 from generate_series(1, ${USERS}) i`;
+  await sql`insert into credit_accounts (user_id) select ${userId} from generate_series(1, ${USERS}) i`;
+  await sql`insert into cards (id, user_id) select 'ic_bench_' || i, ${userId} from generate_series(1, ${USERS}) i`;
   await sql`insert into positions (user_id, asset_id, collateral_base)
-    select md5('bench' || i)::uuid, 'WETH', 1000000000000000000000 from generate_series(1, ${USERS}) i`;
+    select ${userId}, 'WETH', 1000000000000000000000 from generate_series(1, ${USERS}) i`;
   await sql.end();
   redis.disconnect();
 }
@@ -359,6 +365,9 @@ const hotRun = await load(port, MEASURE_S);
 const hotCpu = cpuPerRequestUs(cpuSpent(hotCpuBefore, cpuNow(hot, writer)), hotRun.requests.total);
 const after = await scrape(port);
 const ledgerCatchUpMs = await drained();
+// A bench whose writer dead-letters measures dead-lettering, not writing: refuse to report it.
+const deadLettered = sumOf(await scrape(writerPort), 'credana_ledger_dead_lettered_total');
+if (deadLettered > 0) throw new Error(`bench: the ledger writer dead-lettered ${deadLettered} entries`);
 
 // The same with the writer paused (SIGSTOP), as when the writer and Postgres have machines of their
 // own: what the hot path does with these 2 cores to itself, Redis and the load generator. The backlog

@@ -292,6 +292,10 @@ export const decisions = pgTable(
   },
   (t) => [
     index('decisions_decided_at_idx').on(t.decidedAt),
+    // The Postgres fallback counts a user's decisions of the last minute and of the day (velocity, daily
+    // spend); without it each count scanned every decision of the period (49 fallback decisions/s in
+    // npm run bench instead of ~200).
+    index('decisions_user_decided_idx').on(t.userId, t.decidedAt),
     uniqueIndex('decisions_event_id_idx').on(t.eventId),
     index('decisions_authorization_idx').on(t.authorizationId),
   ],

@@ -1,0 +1,1 @@
+CREATE INDEX "decisions_user_decided_idx" ON "decisions" USING btree ("user_id","decided_at");
