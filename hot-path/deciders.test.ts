@@ -77,10 +77,13 @@ async function hotPathProcess(redisUrl: string, extra: Record<string, string> = 
     REDIS_KEY_PREFIX: services.prefix,
     STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
     VELOCITY_LIMIT_PER_MIN: '10000',
-    // The production defaults of the budgets: the stalled-Redis hand-over is what is under test.
+    // A 400 ms decision of which the Redis attempt may take 150 ms: the stalled-Redis hand-over is what is
+    // under test, and a fallback on a busy 2-core CI machine (a first transaction in a new process) can
+    // need more than the 135 ms that the default 250 ms Redis budget leaves (seen once under the full
+    // suite; docs/hot-path.md, "Fallback and failure").
     DECISION_BUDGET_MS: '400',
     REDIS_COMMAND_TIMEOUT_MS: '150',
-    REDIS_DECISION_BUDGET_MS: '250',
+    REDIS_DECISION_BUDGET_MS: '150',
     ...extra,
     HOT_PATH_PORT: String(port),
     // /metrics on the public port needs the token (the internal listener is not used here).
@@ -119,7 +122,7 @@ describe('deciders', () => {
     // which would wait for the command timeout on a stalled connection.
     const proxy = await startTcpProxy(redisPort());
     // A command timeout as long as the budget allows (385 ms of 400): only the Redis attempt's own
-    // budget (250 ms) can hand over to the fallback in time.
+    // budget (150 ms) can hand over to the fallback in time.
     const { port, process } = await hotPathProcess(proxy.url('redis'), { REDIS_COMMAND_TIMEOUT_MS: '380' });
     try {
       const { cardId } = await seedUser(services.database.sql, {
