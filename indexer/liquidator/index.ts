@@ -38,15 +38,10 @@ import { type AssetRisk, borrowPower, type PriceQuote } from '../../shared/credi
 import { BPS, healthFactorWadFloor, usdcToCentsCeil } from '../../shared/money.ts';
 import { type ContractsFile, credanaVaultAbi, testTokenAbi } from '../contracts/index.ts';
 import { LIMITS } from '../limits.ts';
+import { runLockedLoop } from '../locked-loop.ts';
 import { createFeeCap } from '../settlement/fees.ts';
 import { createSleeper } from '../sleeper.ts';
-import {
-  LOCK_LIQUIDATOR_SESSION,
-  loadAssets,
-  pricesInForce,
-  tryExclusive,
-  vaultAccountsOf,
-} from '../store/index.ts';
+import { LOCK_LIQUIDATOR_SESSION, loadAssets, pricesInForce, vaultAccountsOf } from '../store/index.ts';
 
 const WAD = 10n ** 18n;
 const USDC_UNIT = 1_000_000n;
@@ -479,23 +474,18 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
     runOnce,
     run() {
       if (running !== null) return running;
-      running = (async () => {
-        // One liquidator per chain: two would each decide on the same shortfall.
-        const release = await tryExclusive(sql, LOCK_LIQUIDATOR_SESSION, chainId);
-        if (release === null) throw new Error(`another liquidator holds chain ${chainId}`);
-        try {
-          while (!stopping) {
-            try {
-              await runOnce();
-            } catch (error) {
-              logger.warn({ err: error }, 'liquidation round failed; retrying');
-            }
-            await sleep(pollIntervalMs);
-          }
-        } finally {
-          await release();
-        }
-      })();
+      // One liquidator per chain: two would each decide on the same shortfall.
+      running = runLockedLoop({
+        sql,
+        lock: LOCK_LIQUIDATOR_SESSION,
+        chainId: chainId,
+        holder: 'liquidator',
+        round: runOnce,
+        stopping: () => stopping,
+        sleep,
+        pollIntervalMs,
+        logger,
+      });
       return running;
     },
     async stop() {

@@ -40,13 +40,13 @@ import { writeChainState } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { credanaVaultAbi } from '../contracts/index.ts';
 import { LIMITS } from '../limits.ts';
+import { runLockedLoop } from '../locked-loop.ts';
 import { classifyRpcError } from '../rpc/index.ts';
 import { createSleeper } from '../sleeper.ts';
 import {
   chainStateOfUsers,
   insertLedgerTransfers,
   LOCK_SETTLEMENT_SESSION,
-  tryExclusive,
   vaultAccountsOf,
 } from '../store/index.ts';
 import { createFeeCap } from './fees.ts';
@@ -481,22 +481,17 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
     runOnce,
     run() {
       if (running !== null) return running;
-      running = (async () => {
-        const release = await tryExclusive(sql, LOCK_SETTLEMENT_SESSION, options.chainId);
-        if (release === null) throw new Error(`another settlement worker holds chain ${options.chainId}`);
-        try {
-          while (!stopping) {
-            try {
-              await runOnce();
-            } catch (error) {
-              logger.warn({ err: error }, 'settlement run failed; retrying');
-            }
-            await sleep(pollIntervalMs);
-          }
-        } finally {
-          await release();
-        }
-      })();
+      running = runLockedLoop({
+        sql,
+        lock: LOCK_SETTLEMENT_SESSION,
+        chainId: options.chainId,
+        holder: 'settlement worker',
+        round: runOnce,
+        stopping: () => stopping,
+        sleep,
+        pollIntervalMs,
+        logger,
+      });
       return running;
     },
     async stop() {
