@@ -18,7 +18,7 @@ import { globallyBlockedMccs } from '../../shared/controls/cash-policy.ts';
 import { borrowPower, type CollateralHolding } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import type { DecisionReason, DecisionRecord } from '../../shared/outbox.ts';
-import { holdExpiresAtMs as holdExpiryPolicy } from '../../shared/policy/hold-expiry.ts';
+import { holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
 import { ensureAccount, holdingsFromAccount, utcDay } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { ACCOUNT, unknownCardDecisionKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
@@ -93,11 +93,6 @@ export function newDecisionId(nowMs: number): string {
   }
   randomAt += 8;
   return `dec_${nowMs.toString(36)}${randomPool.toString('hex', randomAt - 8, randomAt)}`;
-}
-
-/** The program's hold-expiry policy (shared/policy/hold-expiry.ts), kept here for existing callers. */
-export function holdExpiresAtMs(settings: DecisionSettings, mcc: string, nowMs: number): number {
-  return holdExpiryPolicy(settings, mcc, nowMs);
 }
 
 function parseStored(

@@ -68,11 +68,6 @@ export function createQStashReceiverApp(deps: QStashReceiverDeps) {
     dropped: z.literal('too_large').optional(),
   }) satisfies z.ZodType<RelayedEntry>;
 
-  /** The same dead-letter entry the stream writer makes, the user marked when money is missing. */
-  function deadLetter(raw: RawEntry, error: string, problem: 'invalid' | 'failed'): Promise<void> {
-    return appendDeadLetter(redis, prefix, raw, error, problem);
-  }
-
   /** Counts a failed apply of the entry; true once it has failed limits.poisonAttemptsMax times. */
   async function poisoned(raw: RawEntry): Promise<boolean> {
     const key = `${raw.stream}:failed:${raw.id}`;
@@ -120,7 +115,7 @@ export function createQStashReceiverApp(deps: QStashReceiverDeps) {
       }
       const parsed = parseEntry(raw);
       if (!parsed.ok) {
-        await deadLetter(raw, parsed.error, 'invalid');
+        await appendDeadLetter(redis, prefix, raw, parsed.error, 'invalid');
         await advanceWatermark(redis, stream, id);
         return c.json({ applied: 0, deadLettered: true });
       }
@@ -129,7 +124,7 @@ export function createQStashReceiverApp(deps: QStashReceiverDeps) {
         applied = (await applyBatch(deps.sql, [parsed.entry], deps.apply)).applied;
       } catch (error) {
         if (isRetryable(error) || !(await poisoned(raw))) throw error;
-        await deadLetter(raw, errorText(error), 'failed');
+        await appendDeadLetter(redis, prefix, raw, errorText(error), 'failed');
         await advanceWatermark(redis, stream, id);
         return c.json({ applied: 0, deadLettered: true });
       }
