@@ -3,6 +3,11 @@
  * transaction, and its lag under a steady 5,000 entries/s, on a fresh database cloned from the test
  * template (migrated here if missing) and a private Redis prefix. Writes bench/ledger.json.
  *
+ * `pooled` repeats the single-row and batched phases with the writer's connections going through a
+ * private PgBouncer 1.18 in transaction pooling (scripts/dev/pgbouncer.ts: no named prepared
+ * statements), as production connects it; `pooledToDirect` gives the ratios, from the same run. The
+ * pooled phases run after the direct ones, on a database that has grown by their entries.
+ *
  * `eventsPerS` is the writer alone: the backlog is generated and appended first (`appendEventsPerS`
  * says how fast the benchmark itself can produce entries), then the timer runs from the writer's start
  * until the streams are empty. `-- --batch-max=N` tries another batch size.
@@ -15,14 +20,16 @@ import { applyBatch, parseEntry } from '../hot-path/ledger-writer/apply.ts';
 import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
 import { decisionFields, outboxBacklog } from '../hot-path/ledger-writer/testing.ts';
 import { createLedgerWriter, streamIdMs } from '../hot-path/ledger-writer/writer.ts';
-import { createDatabase } from '../shared/db/client.ts';
+import { createDatabase, type Sql } from '../shared/db/client.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import { allOutboxKeys, outboxKey } from '../shared/redis/keys.ts';
 import { authorizationRequest } from '../shared/stripe/issuing-events.ts';
 import { cloneTemplateDatabase, deletePrefix, dropDatabase } from '../test/support/db.ts';
 import { redisUrl } from '../test/support/env.ts';
 import ensureTemplateDatabase from '../test/support/global-setup.ts';
+import { freePort } from '../test/support/processes.ts';
 import { processesCpuMs } from './bench/proc-cpu.ts';
+import { startPgBouncer } from './dev/pgbouncer.ts';
 
 const BATCHED_ENTRIES = 30_000;
 const SINGLE_ENTRIES = 2_000;
@@ -87,14 +94,18 @@ try {
   const backlog = () => outboxBacklog(redis, prefix);
 
   // 1. Single-row: one entry per transaction, the cost batching avoids.
-  const singles = Array.from({ length: SINGLE_ENTRIES }, (_, i) => {
-    const parsed = parseEntry({ stream: 's', id: `${Date.now()}-${i}`, fields: toObject(fieldsOf()) });
-    if (!parsed.ok) throw new Error(parsed.error);
-    return parsed.entry;
-  });
-  let started = performance.now();
-  for (const entry of singles) await applyBatch(database.sql, [entry]);
-  const singleRowEventsPerS = Math.round(SINGLE_ENTRIES / ((performance.now() - started) / 1000));
+  async function singleRowEventsPerSOn(sql: Sql): Promise<number> {
+    const singles = Array.from({ length: SINGLE_ENTRIES }, (_, i) => {
+      const parsed = parseEntry({ stream: 's', id: `${Date.now()}-${i}`, fields: toObject(fieldsOf()) });
+      if (!parsed.ok) throw new Error(parsed.error);
+      return parsed.entry;
+    });
+    const started = performance.now();
+    for (const entry of singles) await applyBatch(sql, [entry]);
+    return Math.round(SINGLE_ENTRIES / ((performance.now() - started) / 1000));
+  }
+  const singleRowEventsPerS = await singleRowEventsPerSOn(database.sql);
+  let started: number;
 
   // 2. Batched: drain a backlog with the real writer.
   started = performance.now();
@@ -148,11 +159,58 @@ try {
   clearInterval(sampler);
   while ((await backlog()) > 0) await sleep(20);
   await writer.stop();
+
+  // 4. Phases 1 and 2 again through PgBouncer (transaction pooling), the writer's own role's route in production.
+  const upstream = new URL(url);
+  const upstreamUser = decodeURIComponent(upstream.username) || 'postgres';
+  const pgBouncer = await startPgBouncer({
+    upstreamHost: upstream.hostname,
+    upstreamPort: Number(upstream.port || 5432),
+    port: await freePort(),
+    users: [upstreamUser],
+  });
+  const pooledDatabase = createDatabase({
+    url: pgBouncer.url(upstreamUser, upstream.pathname.slice(1)),
+    poolMax: 4,
+    applicationName: 'bench-ledger-pooled',
+  });
+  let pooled: { eventsPerS: number; singleRowEventsPerS: number };
+  try {
+    const pooledSingleRowEventsPerS = await singleRowEventsPerSOn(pooledDatabase.sql);
+    await add(BATCHED_ENTRIES);
+    const pooledWriter = createLedgerWriter({
+      redis: writerRedis,
+      sql: pooledDatabase.sql,
+      prefix,
+      consumer: 'bench-pooled',
+      batchMax: BATCH_MAX,
+      batchWaitMs: 10,
+      metrics: createLedgerWriterMetrics(),
+    });
+    started = performance.now();
+    await pooledWriter.start();
+    while ((await backlog()) > 0) await sleep(20);
+    const pooledDrainMs = performance.now() - started;
+    await pooledWriter.stop();
+    pooled = {
+      eventsPerS: Math.round(BATCHED_ENTRIES / (pooledDrainMs / 1000)),
+      singleRowEventsPerS: pooledSingleRowEventsPerS,
+    };
+  } finally {
+    await pooledDatabase.close();
+    await pgBouncer.stop();
+  }
+
   lags.sort((a, b) => a - b);
   const lagMsAt5kPerS = lags[Math.floor(lags.length * 0.99)] ?? 0;
   const result = {
     eventsPerS,
     singleRowEventsPerS,
+    pooled,
+    pooledToDirect: {
+      batched: Math.round((pooled.eventsPerS / eventsPerS) * 100) / 100,
+      singleRow: Math.round((pooled.singleRowEventsPerS / singleRowEventsPerS) * 100) / 100,
+    },
     appendEventsPerS,
     cpuMsPer10k,
     lagMsAt5kPerS,

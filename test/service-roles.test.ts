@@ -3,65 +3,86 @@
  * (`credana_hot_path`, `credana_ledger_writer`, drizzle/0001), not as the superuser the other tests
  * use: every statement of a decision (the account rebuilt from Postgres), of lifecycle events, of the
  * writer's batch and of the Postgres fallback must be allowed by the grants — a missing grant would show
- * here as a decline or a writer that never drains.
+ * here as a decline or a writer that never drains. The same scenario runs twice: connected directly,
+ * and through a private PgBouncer 1.18 in transaction pooling (scripts/dev/pgbouncer.ts), as production
+ * connects them.
  */
+import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
 import { waitForEmptyOutbox } from '../hot-path/ledger-writer/testing.ts';
 import { createLedgerWriter } from '../hot-path/ledger-writer/writer.ts';
+import { type PgBouncer, startPgBouncer } from '../scripts/dev/pgbouncer.ts';
 import { createDatabase, type Database } from '../shared/db/client.ts';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
 import { conservationProblems } from './support/conservation.ts';
 import { setUpServices, type TestServices } from './support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from './support/fixtures.ts';
 import { type HotPath, post, startHotPath, WETH_PRICE_E8 } from './support/hot-path.ts';
-import { type RedisServer, startRedisServer } from './support/processes.ts';
+import { freePort, type RedisServer, startRedisServer } from './support/processes.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from './support/stripe.ts';
 
-let services: TestServices;
-let redisServer: RedisServer;
-let redis: Redis;
-let hotPath: HotPath;
-let writerDatabase: Database;
+const ROLES = ['postgres', 'credana_hot_path', 'credana_ledger_writer'] as const;
 
-/** The test database's URL, logged in as `role` (trust authentication on this machine's Postgres). */
-function asRole(role: string): string {
-  const url = new URL(services.databaseUrl);
-  url.username = role;
-  url.password = '';
-  return url.toString();
-}
+describe.each(['direct', 'pgbouncer'] as const)('services under their own SQL roles (%s)', (route) => {
+  let services: TestServices;
+  let redisServer: RedisServer;
+  let redis: Redis;
+  let hotPath: HotPath;
+  let writerDatabase: Database;
+  let pgBouncer: PgBouncer | undefined;
 
-beforeAll(async () => {
-  services = await setUpServices();
-  // A private Redis: it is stopped below to send the hot path to its Postgres fallback.
-  redisServer = await startRedisServer();
-  redis = createRedis({ url: redisServer.url });
-  await seedAsset(
-    services.database.sql,
-    redis,
-    services.prefix,
-    WETH,
-    WETH_PRICE_E8,
-    Math.floor(Date.now() / 1000),
-  );
-  hotPath = await startHotPath(services, {
-    DATABASE_URL: asRole('credana_hot_path'),
-    REDIS_URL: redisServer.url,
-    REDIS_COMMAND_TIMEOUT_MS: '200',
+  /** The test database's URL, logged in as `role` (trust authentication on this machine's Postgres). */
+  function asRole(role: string): string {
+    const url = new URL(services.databaseUrl);
+    if (pgBouncer !== undefined) return pgBouncer.url(role, url.pathname.slice(1));
+    url.username = role;
+    url.password = '';
+    return url.toString();
+  }
+
+  beforeAll(async () => {
+    services = await setUpServices();
+    if (route === 'pgbouncer') {
+      const upstream = new URL(services.databaseUrl);
+      pgBouncer = await startPgBouncer({
+        upstreamHost: upstream.hostname,
+        upstreamPort: Number(upstream.port || 5432),
+        port: await freePort(),
+        users: ROLES,
+        // One server connection per role: a statement that leaned on a session (a prepared
+        // statement, a session setting) would meet another client's state at once.
+        poolSize: 1,
+      });
+    }
+    // A private Redis: it is stopped below to send the hot path to its Postgres fallback.
+    redisServer = await startRedisServer();
+    redis = createRedis({ url: redisServer.url });
+    await seedAsset(
+      services.database.sql,
+      redis,
+      services.prefix,
+      WETH,
+      WETH_PRICE_E8,
+      Math.floor(Date.now() / 1000),
+    );
+    hotPath = await startHotPath(services, {
+      DATABASE_URL: asRole('credana_hot_path'),
+      REDIS_URL: redisServer.url,
+      REDIS_COMMAND_TIMEOUT_MS: '200',
+    });
+    writerDatabase = createDatabase({ url: asRole('credana_ledger_writer'), applicationName: 'roles-test' });
   });
-  writerDatabase = createDatabase({ url: asRole('credana_ledger_writer'), applicationName: 'roles-test' });
-});
 
-afterAll(async () => {
-  await hotPath?.close();
-  await writerDatabase?.close();
-  redis?.disconnect();
-  await redisServer?.destroy();
-  await services?.close();
-});
+  afterAll(async () => {
+    await hotPath?.close();
+    await writerDatabase?.close();
+    redis?.disconnect();
+    await redisServer?.destroy();
+    await pgBouncer?.stop();
+    await services?.close();
+  });
 
-describe('services under their own SQL roles', () => {
   it('decides, applies lifecycle events, writes the ledger and falls back to Postgres with only their grants', async () => {
     const { sql } = services.database;
     const [whoHotPath] = await hotPath.database.sql<{ current_user: string }[]>`select current_user`;
@@ -70,6 +91,21 @@ describe('services under their own SQL roles', () => {
       'credana_hot_path',
       'credana_ledger_writer',
     ]);
+    if (pgBouncer !== undefined) {
+      // The connections really go through PgBouncer, and the role's own statement timeout applies
+      // there (drizzle/0009: PgBouncer 1.18 cannot pass the startup parameter on).
+      const admin = postgres(pgBouncer.url('postgres', 'pgbouncer').split('?')[0]!, {
+        max: 1,
+        fetch_types: false,
+        onnotice: () => {},
+      });
+      const clients = await admin.unsafe('show clients').simple();
+      await admin.end();
+      const serviceClients = clients.filter((client) => client['database'] !== 'pgbouncer');
+      expect(new Set(serviceClients.map((client) => client['user']))).toEqual(new Set(ROLES.slice(1)));
+      const [timeout] = await hotPath.database.sql<{ statement_timeout: string }[]>`show statement_timeout`;
+      expect(timeout?.statement_timeout).toBe('5s');
+    }
 
     const user = await seedUser(sql, {
       collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(10_000n, WETH_PRICE_E8) }],

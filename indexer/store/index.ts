@@ -5,6 +5,7 @@
  */
 import type postgres from 'postgres';
 import type { Address, Hex } from 'viem';
+import { isTransactionPooled } from '../../shared/db/client.ts';
 import { type AssetRiskRow, assetRiskOf } from '../../shared/db/queries/assets.ts';
 import { LIMITS } from '../limits.ts';
 
@@ -70,6 +71,14 @@ export async function tryExclusive(
   lock: number,
   chainId: number,
 ): Promise<(() => Promise<void>) | null> {
+  // Behind a transaction pooler the lock would stay on a pooled server connection, and the next
+  // client to borrow it (another worker of the same kind) would take it again: advisory locks are
+  // re-entrant within one session.
+  if (isTransactionPooled(sql)) {
+    throw new Error(
+      'this worker takes a session advisory lock: its DATABASE_URL must be direct or session-pooled, not ?pgbouncer=transaction',
+    );
+  }
   const conn = await sql.reserve();
   const [row] = await conn<
     { ok: boolean }[]

@@ -1,0 +1,152 @@
+/**
+ * A private PgBouncer (Debian's `pgbouncer`, 1.18) in front of a PostgreSQL server, for `npm run dev`,
+ * the tests and the benchmarks: config, auth file, socket, log and pid file in a folder of its own, a
+ * free port, never the machine's packaged instance.
+ *
+ * It runs in transaction pooling: a server connection is lent to a client for one transaction, which is
+ * what lets N hot-path processes share a small server pool. What that rules out, and where each
+ * service therefore connects, is written down in docs/ledger.md ("Connection pooling"):
+ * - no protocol-level prepared statements (1.18 cannot track them; 1.21 can): a pooled URL carries
+ *   `?pgbouncer=transaction`, which `createDatabase` turns into postgres.js's `prepare: false`;
+ * - no startup parameters PgBouncer does not track: `statement_timeout` is ignored here
+ *   (`ignore_startup_parameters`) and set per role instead (drizzle/0009);
+ * - no session state: session advisory locks, LISTEN and `sql.reserve()` need a direct or
+ *   session-pooled URL (the indexer's chain lock, the Supabase bridge).
+ *
+ * PgBouncer refuses to run as root; as root it runs as the `postgres` OS user, like the private
+ * clusters of test/support/processes.ts.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { POOLED_URL_PARAM } from '../../shared/db/client.ts';
+
+export type PgBouncerPoolMode = 'transaction' | 'session';
+
+export interface PgBouncerOptions {
+  /** The PostgreSQL server behind it. */
+  upstreamHost: string;
+  upstreamPort: number;
+  /** The port PgBouncer listens on (127.0.0.1). */
+  port: number;
+  /** Roles that may log in (trust authentication: PgBouncer still needs each name in its auth file). */
+  users: readonly string[];
+  poolMode?: PgBouncerPoolMode;
+  /** Server connections per database and role (PgBouncer's default_pool_size). */
+  poolSize?: number;
+  /** Client connections PgBouncer accepts in all. */
+  clientConnectionsMax?: number;
+  /** The folder for its config, log and socket; a new temporary one when absent. */
+  dir?: string;
+  startTimeoutMs?: number;
+}
+
+export interface PgBouncer {
+  port: number;
+  dir: string;
+  /** A URL through this PgBouncer, as `user`, to `database`, with the client settings pooling needs. */
+  url(user: string, database: string): string;
+  /** PgBouncer's log so far (for a test's failure message). */
+  log(): string;
+  stop(): Promise<void>;
+}
+
+const PGBOUNCER_BIN = '/usr/sbin/pgbouncer';
+
+/** The ini file: one wildcard database entry, so every database of the upstream server is reachable. */
+export function pgBouncerIni(options: PgBouncerOptions & { dir: string }): string {
+  const dir = options.dir;
+  return [
+    '[databases]',
+    `* = host=${options.upstreamHost} port=${options.upstreamPort}`,
+    '',
+    '[pgbouncer]',
+    'listen_addr = 127.0.0.1',
+    `listen_port = ${options.port}`,
+    `unix_socket_dir = ${dir}`,
+    'auth_type = trust',
+    `auth_file = ${path.join(dir, 'userlist.txt')}`,
+    `pool_mode = ${options.poolMode ?? 'transaction'}`,
+    `default_pool_size = ${options.poolSize ?? 20}`,
+    `max_client_conn = ${options.clientConnectionsMax ?? 1_000}`,
+    // postgres.js sends statement_timeout as a startup parameter, which 1.18 cannot pass on; the
+    // per-role setting (drizzle/0009) applies instead.
+    'ignore_startup_parameters = extra_float_digits,statement_timeout',
+    // A client that leaves a transaction open holds a server connection: cut it after 60 s.
+    'idle_transaction_timeout = 60',
+    'server_login_retry = 1',
+    `logfile = ${path.join(dir, 'pgbouncer.log')}`,
+    `pidfile = ${path.join(dir, 'pgbouncer.pid')}`,
+    'admin_users = postgres',
+    'stats_users = postgres',
+    '',
+  ].join('\n');
+}
+
+function answers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port }, () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.on('error', () => resolve(false));
+  });
+}
+
+/** Starts PgBouncer and resolves once it accepts connections. */
+export async function startPgBouncer(options: PgBouncerOptions): Promise<PgBouncer> {
+  if (!existsSync(PGBOUNCER_BIN)) {
+    throw new Error(
+      `${PGBOUNCER_BIN} not found: install Debian's pgbouncer package (apt-get install pgbouncer)`,
+    );
+  }
+  const dir = options.dir ?? mkdtempSync(path.join(tmpdir(), 'credana-pgbouncer-'));
+  const ini = path.join(dir, 'pgbouncer.ini');
+  writeFileSync(ini, pgBouncerIni({ ...options, dir }));
+  writeFileSync(path.join(dir, 'userlist.txt'), options.users.map((user) => `"${user}" ""\n`).join(''));
+  const asPostgres = process.getuid?.() === 0;
+  if (asPostgres) execFileSync('chown', ['-R', 'postgres:postgres', dir]);
+  const [command, args]: [string, string[]] = asPostgres
+    ? ['runuser', ['-u', 'postgres', '--', PGBOUNCER_BIN, ini]]
+    : [PGBOUNCER_BIN, [ini]];
+  const child: ChildProcess = spawn(command, args, { stdio: 'ignore' });
+  let exited = false;
+  const exit = new Promise<void>((resolve) => {
+    child.once('exit', () => {
+      exited = true;
+      resolve();
+    });
+  });
+  const log = () => {
+    try {
+      return readFileSync(path.join(dir, 'pgbouncer.log'), 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  const until = Date.now() + (options.startTimeoutMs ?? 10_000);
+  while (!(await answers(options.port))) {
+    if (exited || Date.now() > until) {
+      child.kill('SIGKILL');
+      throw new Error(`PgBouncer did not start on port ${options.port}: ${log().slice(-2_000)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    port: options.port,
+    dir,
+    url: (user, database) =>
+      `postgres://${encodeURIComponent(user)}@127.0.0.1:${options.port}/${encodeURIComponent(database)}` +
+      ((options.poolMode ?? 'transaction') === 'transaction' ? `?${POOLED_URL_PARAM}=transaction` : ''),
+    log,
+    async stop() {
+      if (!exited) {
+        child.kill('SIGTERM');
+        await exit;
+      }
+      if (options.dir === undefined) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
