@@ -7,8 +7,10 @@
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { pino } from 'pino';
 import { analyticsDatabaseUrl, configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
+import { openReplicaReader } from '../shared/db/replica.ts';
 import { formatTable, toCsv } from './analytics/format.ts';
 import {
   detectBackend,
@@ -59,11 +61,18 @@ try {
       poolMax: 2,
       applicationName: 'credana-report',
     });
+    // Ingestion only reads the financial database, and may lag: the replica when it keeps up.
+    const replica = openReplicaReader(config, financial.sql, {
+      name: 'report',
+      // Logs to stderr: stdout carries the report.
+      logger: pino({ name: 'report', level: config.LOG_LEVEL }, pino.destination(2)),
+    });
     try {
       const backend = await detectBackend(analytics.sql);
       await setUpAnalytics(analytics.sql, backend);
-      await refreshAnalytics({ financial: financial.sql, analytics: analytics.sql, backend });
+      await refreshAnalytics({ financial: await replica.reader.read(), analytics: analytics.sql, backend });
     } finally {
+      await replica.close();
       await financial.close();
     }
   }
