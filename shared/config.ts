@@ -99,6 +99,7 @@ export const PUBLIC_SECRETS: ReadonlySet<string> = new Set([
   'sig_next_key_for_tests_0000000002',
   // The Stripe API key of the reconciliation tests' local Stripe server (scripts/reconcile/stripe-api.test.ts)
   'sk_test_credana_local_stripe_server_only_01',
+  'sk_test_someone_else_key_but_not_ours_9',
   // Supabase CLI's well-known local JWT secret (supabase/auth/verify-token.test.ts)
   'super-secret-jwt-token-with-at-least-32-characters-long',
 ]);
