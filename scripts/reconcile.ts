@@ -1,12 +1,16 @@
 /**
- * `npm run reconcile -- <job> [options]` — runs one reconciliation job by hand, recorded like a
- * scheduled run. Jobs: cache, holds, books, chain, stripe, analytics. Exit status: 0 ok, 1 findings,
+ * `npm run reconcile -- <job> [options]` — runs one scheduled job by hand, recorded like a
+ * scheduled run. Jobs: cache, holds, books, chain, stripe, analytics, and upkeep: partitions, summary,
+ * hold-sweep. Exit status: 0 ok, 1 findings,
  * 2 failed, 3 skipped (another run holds the job's lock), 64 usage.
  *
  *   --dry-run                    report only (cache, holds)
- *   --transactions <file>        Stripe Issuing transactions export, JSON list or CSV (stripe)
- *   --authorizations <file>      Stripe Issuing authorizations export (holds: release what Stripe closed)
- *   --from YYYY-MM-DD --to YYYY-MM-DD   period of the stripe job, UTC, `to` exclusive (default yesterday)
+ *   --transactions <file>        Stripe Issuing transactions export, JSON list or CSV (stripe: reconcile
+ *                                this file instead of reading Stripe's API with STRIPE_SECRET_KEY)
+ *   --authorizations <file>      Stripe Issuing authorizations export (holds: release what Stripe closed;
+ *                                stripe on an export: authorization findings)
+ *   --from YYYY-MM-DD --to YYYY-MM-DD   period of the stripe job, UTC, `to` exclusive (default: yesterday
+ *                                on an export; from the API, every day since the last one reconciled)
  */
 import { parseArgs } from 'node:util';
 import { configFromProcess } from '../shared/config.ts';

@@ -1,7 +1,9 @@
 /**
- * `npm run scheduler` — the local (dev) scheduler: runs each job of SCHEDULES at start and then every
- * `devIntervalS`, one run of a job at a time (the next is scheduled when the last one ends), and serves
- * the HTTP face (metrics, and the QStash receiver when signing keys are configured).
+ * `npm run scheduler` — the local (dev) scheduler: runs each job of SCHEDULES (reconciliation, upkeep,
+ * analytics) at start and then every `devIntervalS`, one run of a job at a time (the next is scheduled
+ * when the last one ends; local-scheduler.ts), and serves the HTTP face (metrics, and the QStash
+ * receiver when signing keys are configured). Without STRIPE_SECRET_KEY it leaves the `stripe` job
+ * out, and refuses to start in production.
  * In production, QStash's schedules call the receiver instead: `npm run scheduler -- --serve-only`.
  *
  *   --port <n>       HTTP port (default 8790; 0 picks a free one)
@@ -13,9 +15,11 @@ import { parseArgs } from 'node:util';
 import { serve } from '@hono/node-server';
 import { configFromProcess } from '../shared/config.ts';
 import { createReceiver, createReconcileApp } from './reconcile/http.ts';
-import { createReconcileServices, runJob } from './reconcile/index.ts';
+import { createReconcileServices, type Runnable, runJob } from './reconcile/index.ts';
+import { createLocalScheduler } from './reconcile/local-scheduler.ts';
 import { loadLastRuns } from './reconcile/metrics.ts';
 import { createSchedules, SCHEDULES } from './reconcile/qstash-schedules.ts';
+import { checkUpkeepLimits } from './upkeep/limits.ts';
 
 const { values } = parseArgs({
   options: {
@@ -25,6 +29,21 @@ const { values } = parseArgs({
   },
 });
 const config = configFromProcess();
+checkUpkeepLimits();
+
+// No schedule calls a job without its inputs: the nightly `stripe` run reads Stripe's API with
+// STRIPE_SECRET_KEY. In production the process that QStash calls must have it; in development the
+// local scheduler leaves the job out (run it by hand on an export).
+const skip = new Map<Runnable, string>();
+if (config.STRIPE_SECRET_KEY === undefined) {
+  if (config.NODE_ENV === 'production' && values['create-qstash-schedules'] === undefined) {
+    process.stderr.write(
+      'scheduler: STRIPE_SECRET_KEY is not set, and the nightly stripe reconciliation reads Stripe Issuing with it; set a key with read access to Issuing\n',
+    );
+    process.exit(78);
+  }
+  skip.set('stripe', 'STRIPE_SECRET_KEY is not set');
+}
 
 if (values['create-qstash-schedules'] !== undefined) {
   if (config.QSTASH_TOKEN === undefined) {
@@ -50,29 +69,22 @@ const server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: Number(val
   services.logger.info({ port: info.port }, 'scheduler: listening'),
 );
 
-const timers = new Set<NodeJS.Timeout>();
-let stopping = false;
+const scheduler = createLocalScheduler({
+  schedules: SCHEDULES,
+  run: (job) => runJob(job, services),
+  now: services.now,
+  skip,
+});
 if (values['serve-only'] !== true) {
-  for (const spec of SCHEDULES) {
-    const intervalS = spec.devIntervalS;
-    if (intervalS === null) continue;
-    const tick = async () => {
-      if (stopping) return;
-      try {
-        await runJob(spec.job, services);
-      } catch (error) {
-        services.logger.error({ job: spec.job, err: (error as Error).message }, 'scheduler: run threw');
-      }
-      if (!stopping) timers.add(setTimeout(tick, intervalS * 1000));
-    };
-    void tick();
-  }
+  for (const [job, why] of skip) services.logger.info({ job, why }, 'scheduler: job not scheduled here');
+  scheduler.start((job, error) =>
+    services.logger.error({ job, err: (error as Error).message }, 'scheduler: run threw'),
+  );
 }
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
-    stopping = true;
-    for (const t of timers) clearTimeout(t);
+    scheduler.stop();
     server.close();
     void services.close().then(() => process.exit(0));
   });

@@ -232,9 +232,9 @@ describe('loadConfig', () => {
       .filter(
         (file) => /\.(ts|js|cjs|md|json|toml|sql|example)$/.test(file) || file.endsWith('.env.example'),
       );
-    // Stripe webhook secrets, QStash signing keys, and the Supabase CLI's local JWT secret.
+    // Stripe webhook secrets and API keys, QStash signing keys, and the Supabase CLI's local JWT secret.
     const literal =
-      /\b(?:whsec_[A-Za-z0-9_]{16,}|sig_[A-Za-z0-9_]{16,}|super-secret-jwt-token-[a-z0-9-]{8,})/g;
+      /\b(?:whsec_[A-Za-z0-9_]{16,}|[sr]k_(?:test|live)_[A-Za-z0-9_]{16,}|sig_[A-Za-z0-9_]{16,}|super-secret-jwt-token-[a-z0-9-]{8,})/g;
     const found = new Map<string, string>();
     for (const file of files) {
       let text: string;
@@ -248,6 +248,32 @@ describe('loadConfig', () => {
     expect(found.size).toBeGreaterThan(3);
     const unlisted = [...found].filter(([secret]) => !PUBLIC_SECRETS.has(secret));
     expect(unlisted, 'secrets written in these files are missing from PUBLIC_SECRETS').toEqual([]);
+  });
+
+  it('refuses a test-mode Stripe API key in production, and a value that is no Stripe key anywhere', () => {
+    const liveLooking = `sk_live_${CANARY}_reconciliation_key`;
+    expect(
+      loadConfig({
+        NODE_ENV: 'production',
+        STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK,
+        STRIPE_SECRET_KEY: liveLooking,
+      }).STRIPE_SECRET_KEY,
+    ).toBe(liveLooking);
+    const testKey = `rk_test_${CANARY}_reconciliation_key`;
+    const error = configError({
+      NODE_ENV: 'production',
+      STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK,
+      STRIPE_SECRET_KEY: testKey,
+    });
+    expect(error.message).toBe(
+      'config: STRIPE_SECRET_KEY is invalid: a test-mode key (sk_test_/rk_test_) is refused in production',
+    );
+    expect(loadConfig({ NODE_ENV: 'test', STRIPE_SECRET_KEY: testKey }).STRIPE_SECRET_KEY).toBe(testKey);
+    const bad = configError({ NODE_ENV: 'test', STRIPE_SECRET_KEY: `pk_live_${CANARY}_publishable_key` });
+    expect(bad.message).toMatch(
+      /^config: STRIPE_SECRET_KEY is invalid: must be a Stripe secret or restricted key/,
+    );
+    expect(bad.message).not.toContain(CANARY);
   });
 
   it('refuses keys of the public test mnemonic as chain keys in production', () => {

@@ -41,6 +41,7 @@ export const SECRET_VARIABLES = new Set([
   'LIQUIDATOR_PRIVATE_KEY',
   'INTERNAL_API_TOKEN',
   'METRICS_TOKEN',
+  'STRIPE_SECRET_KEY',
 ]);
 
 /**
@@ -96,6 +97,9 @@ export const PUBLIC_SECRETS: ReadonlySet<string> = new Set([
   'sig_someone_else_entirely_000',
   'sig_current_key_for_tests_000001',
   'sig_next_key_for_tests_0000000002',
+  // The Stripe API key of the reconciliation tests' local Stripe server (scripts/reconcile/stripe-api.test.ts)
+  'sk_test_credana_local_stripe_server_only_01',
+  'sk_test_someone_else_key_but_not_ours_9',
   // Supabase CLI's well-known local JWT secret (supabase/auth/verify-token.test.ts)
   'super-secret-jwt-token-with-at-least-32-characters-long',
 ]);
@@ -147,6 +151,18 @@ const schema = z.object({
     .default([DEV_WEBHOOK_SECRET]),
   STRIPE_API_VERSION: z.string().min(8).default('2025-03-31.basil'),
   STRIPE_SIGNATURE_TOLERANCE_S: integer(1, 3_600).default(300),
+  // The nightly `stripe` reconciliation reads Issuing transactions and authorizations from Stripe's API
+  // with this key (a restricted key with read access to Issuing is enough). Unset: the job can only run
+  // by hand on an export file, and the scheduler refuses to start in production.
+  STRIPE_SECRET_KEY: z
+    .string()
+    .regex(
+      /^(sk|rk)_(test|live)_[A-Za-z0-9_]{16,}$/,
+      'must be a Stripe secret or restricted key (sk_… or rk_…)',
+    )
+    .optional(),
+  // Stripe's API base; tests point it at a local server that speaks Stripe's list format.
+  STRIPE_API_URL: url.default('https://api.stripe.com'),
   WEBHOOK_BODY_LIMIT_BYTES: integer(1_024, 1_048_576).default(65_536),
   DECISION_BUDGET_MS: integer(20, 1_900).default(400),
   BLOCKED_MCCS: csv
@@ -273,6 +289,15 @@ const refined = schema.superRefine((value, ctx) => {
       message: 'QUEUE_DRIVER=qstash needs QSTASH_TOKEN and both signing keys',
     });
   }
+  if (value.NODE_ENV === 'production' && value.STRIPE_SECRET_KEY?.slice(3, 8) === 'test_') {
+    // A test-mode key reconciles the books against Stripe's test data: every real capture would look
+    // missing at Stripe, and the real missing ones would hide among them.
+    ctx.addIssue({
+      code: 'custom',
+      path: ['STRIPE_SECRET_KEY'],
+      message: 'a test-mode key (sk_test_/rk_test_) is refused in production',
+    });
+  }
   const finality = chainFinalityBlocks(value.CHAIN_ID);
   const confirmations = value.CHAIN_CONFIRMATIONS ?? finality;
   if (value.NODE_ENV === 'production' && confirmations < finality) {
@@ -387,6 +412,7 @@ export function publicSecretsInUse(config: Config): string[] {
     ['SUPABASE_JWT_SECRET', [config.SUPABASE_JWT_SECRET]],
     ['SUPABASE_SERVICE_ROLE_KEY', [config.SUPABASE_SERVICE_ROLE_KEY]],
     ['INTERNAL_API_TOKEN', [config.INTERNAL_API_TOKEN]],
+    ['STRIPE_SECRET_KEY', [config.STRIPE_SECRET_KEY]],
   ];
   return candidates
     .filter(([, values]) => values.some((value) => value !== undefined && PUBLIC_SECRETS.has(value)))

@@ -11,15 +11,19 @@ import { analyticsDatabaseUrl, type Config } from '../../shared/config.ts';
 import { createDatabase, type Database } from '../../shared/db/client.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
 import { detectBackend, refreshAnalytics, setUpAnalytics } from '../analytics/index.ts';
+import { holdSweepJob } from '../upkeep/hold-sweep.ts';
+import { partitionsJob } from '../upkeep/partitions.ts';
+import { summaryJob } from '../upkeep/summary.ts';
 import { booksJob } from './books.ts';
 import { cacheJob } from './cache.ts';
 import { chainJob } from './chain.ts';
 import { holdsJob } from './holds.ts';
 import { createReconcileMetrics, type ReconcileMetrics } from './metrics.ts';
 import { type JobFunction, type RunResult, runRecorded } from './runs.ts';
-import { stripeJob } from './stripe.ts';
+import { stripeApiJob, stripeJob } from './stripe.ts';
+import { createStripeApiClient } from './stripe-api.ts';
 import { closedAuthorizationIds, readAuthorizationsExport, readTransactionsExport } from './stripe-export.ts';
-import { JOB_NAMES, type JobName } from './types.ts';
+import { JOB_NAMES } from './types.ts';
 
 export type { RunResult } from './runs.ts';
 export { JOB_NAMES, type JobName } from './types.ts';
@@ -28,16 +32,29 @@ export { JOB_NAMES, type JobName } from './types.ts';
 export interface JobArgs {
   /** Report only; no repair (cache, holds). */
   dryRun?: boolean;
-  /** Stripe Issuing transactions export (JSON list or CSV) — required by `stripe`. */
+  /**
+   * Stripe Issuing transactions export (JSON list or CSV): `stripe` reconciles this file instead of
+   * reading Stripe's API (a manual run).
+   */
   transactionsFile?: string;
-  /** Stripe Issuing authorizations export — optional for `holds` (releases holds Stripe closed). */
+  /**
+   * Stripe Issuing authorizations export — optional for `holds` (releases holds Stripe closed) and for
+   * `stripe` on an export (authorization findings).
+   */
   authorizationsFile?: string;
-  /** Period of the `stripe` job, Unix seconds [fromS, toS); defaults to yesterday (UTC). */
+  /**
+   * Period of the `stripe` job, Unix seconds [fromS, toS). Without it: on an export, yesterday (UTC);
+   * from the API, every whole day since the last one reconciled (the job's cursor).
+   */
   fromS?: number;
   toS?: number;
 }
 
-export const RUNNABLE = [...JOB_NAMES, 'analytics'] as const;
+/**
+ * Every job the runner knows: the reconciliation jobs, the analytics refresh (scripts/analytics, owned
+ * there), and upkeep (scripts/upkeep): partitions, the summary refresh, the expired-hold sweep.
+ */
+export const RUNNABLE = [...JOB_NAMES, 'analytics', 'partitions', 'summary', 'hold-sweep'] as const;
 export type Runnable = (typeof RUNNABLE)[number];
 
 export function isRunnable(name: string): name is Runnable {
@@ -50,10 +67,16 @@ export interface ReconcileServices {
   redis: Redis;
   logger: Logger;
   metrics: ReconcileMetrics;
+  /** The clock every job and run record is judged by (a simulated one in tests). */
+  now: () => number;
   close(): Promise<void>;
 }
 
-export function createReconcileServices(config: Config, logger?: Logger): ReconcileServices {
+export function createReconcileServices(
+  config: Config,
+  logger?: Logger,
+  options: { now?: () => number } = {},
+): ReconcileServices {
   const database = createDatabase({
     url: config.DATABASE_URL,
     poolMax: Math.min(config.DATABASE_POOL_MAX, 5),
@@ -68,6 +91,7 @@ export function createReconcileServices(config: Config, logger?: Logger): Reconc
     redis,
     logger: logger ?? createLogger(config.LOG_LEVEL, 'reconcile'),
     metrics: createReconcileMetrics(),
+    now: options.now ?? Date.now,
     async close() {
       redis.disconnect();
       await database.close();
@@ -86,11 +110,12 @@ function jobFunction(name: Runnable, services: ReconcileServices, args: JobArgs)
   const sql = services.database.sql;
   const prefix = config.REDIS_KEY_PREFIX;
   let lifecycle: Lifecycle | null = null;
+  const lifecycleOf = () => createLifecycle({ redis, sql, settings: config, now: services.now });
   switch (name) {
     case 'cache':
       return cacheJob({ redis, prefix, repair: args.dryRun !== true });
     case 'holds': {
-      lifecycle ??= createLifecycle({ redis, sql, settings: config });
+      lifecycle ??= lifecycleOf();
       const closed =
         args.authorizationsFile === undefined
           ? new Set<string>()
@@ -121,15 +146,35 @@ function jobFunction(name: Runnable, services: ReconcileServices, args: JobArgs)
       return chainJob({ client, contracts });
     }
     case 'stripe': {
-      if (args.transactionsFile === undefined) {
-        throw new Error('the stripe job needs a Stripe Issuing transactions export (--transactions <file>)');
+      const given =
+        args.fromS !== undefined && args.toS !== undefined ? { fromS: args.fromS, toS: args.toS } : undefined;
+      if (args.transactionsFile !== undefined) {
+        return stripeJob({
+          transactions: readTransactionsExport(args.transactionsFile),
+          ...(args.authorizationsFile === undefined
+            ? {}
+            : { authorizations: readAuthorizationsExport(args.authorizationsFile) }),
+          ...(given ?? yesterdayUtc(services.now())),
+        });
       }
-      const period =
-        args.fromS !== undefined && args.toS !== undefined
-          ? { fromS: args.fromS, toS: args.toS }
-          : yesterdayUtc(Date.now());
-      return stripeJob({ transactions: readTransactionsExport(args.transactionsFile), ...period });
+      if (config.STRIPE_SECRET_KEY === undefined) {
+        throw new Error(
+          'the stripe job reads Stripe Issuing from the API with STRIPE_SECRET_KEY, which is not set (or give an export: --transactions <file>)',
+        );
+      }
+      const stripe = createStripeApiClient({
+        apiKey: config.STRIPE_SECRET_KEY,
+        apiUrl: config.STRIPE_API_URL,
+        apiVersion: config.STRIPE_API_VERSION,
+      });
+      return stripeApiJob({ stripe, ...(given === undefined ? {} : { period: given }) });
     }
+    case 'partitions':
+      return partitionsJob({ metrics: services.metrics });
+    case 'summary':
+      return summaryJob({ metrics: services.metrics });
+    case 'hold-sweep':
+      return holdSweepJob({ redis, prefix, lifecycle: lifecycleOf() });
     case 'analytics':
       return async () => {
         const analytics = createDatabase({
@@ -171,8 +216,8 @@ export async function runJob(
     };
   }
   return runRecorded(
-    { sql: services.database.sql, metrics: services.metrics, logger: services.logger },
-    name === 'analytics' ? 'analytics' : (name satisfies JobName),
+    { sql: services.database.sql, metrics: services.metrics, logger: services.logger, now: services.now },
+    name,
     fn,
   );
 }

@@ -35,6 +35,17 @@ export const limits = {
   stripeExportRowsMax: 500_000,
   /** Card events are fetched this far around the period, then filtered on the object's own `created`. */
   stripeEventSlackS: 86_400,
+  /** Items per page asked of Stripe's list endpoints (Stripe's own maximum is 100). */
+  stripeApiPageSize: 100,
+  /** Pages of one list (transactions or authorizations) for one day; more is an error, not a silent cut. */
+  stripeApiPagesMax: 500,
+  /** Items of one list for one day (pages × page size bounds it too; this names the intent). */
+  stripeApiItemsMax: 50_000,
+  /** One Stripe API request, and the retries the stripe library makes on network errors and 5xx/429. */
+  stripeApiTimeoutMs: 30_000,
+  stripeApiRetries: 2,
+  /** Days the scheduled `stripe` run reconciles at most; a backlog (missed nights) is caught up over runs. */
+  stripeDaysPerRunMax: 7,
   /** Body of a scheduled POST /reconcile/:job (`{ "job": "<name>" }`); larger: 413, refused unread. */
   httpBodyBytesMax: 4_096,
 } as const;

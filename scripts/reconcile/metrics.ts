@@ -54,6 +54,23 @@ export function createReconcileMetrics() {
       labelNames: ['job'] as const,
       registers: [registry],
     }),
+
+    // Upkeep (scripts/upkeep): set by the jobs that watch them; alerts in ops/prometheus/upkeep-rules.yml.
+    cardEventsDefaultRows: new Gauge({
+      name: 'credana_card_events_default_rows',
+      help: 'Rows in card_events_default (anything but 0 means partition upkeep fell behind)',
+      registers: [registry],
+    }),
+    cardEventsCoveredUntilS: new Gauge({
+      name: 'credana_card_events_partitions_covered_until_seconds',
+      help: 'Unix time up to which every month from the current one has its card_events partition',
+      registers: [registry],
+    }),
+    summaryRefreshedS: new Gauge({
+      name: 'credana_user_position_summary_refreshed_seconds',
+      help: 'Unix time of the last successful refresh of user_position_summary',
+      registers: [registry],
+    }),
   };
 }
 

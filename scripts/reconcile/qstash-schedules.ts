@@ -8,10 +8,10 @@
  * (qstash-schedules.test.ts).
  */
 import { Client } from '@upstash/qstash';
-import type { JobName } from './types.ts';
+import type { Runnable } from './index.ts';
 
 export interface ScheduleSpec {
-  job: JobName | 'analytics';
+  job: Runnable;
   /** Cron in UTC (QStash's cron runs in UTC). */
   cron: string;
   /** Seconds QStash waits for the receiver before retrying. */
@@ -20,14 +20,27 @@ export interface ScheduleSpec {
   devIntervalS: number | null;
 }
 
-/** Cheap checks every few minutes; the expensive ones nightly (after the day's Stripe exports exist). */
+/**
+ * Every scheduled job of the program, in one list: QStash's crons in production, the local
+ * scheduler's periods in dev (local-scheduler.ts). Cheap checks and upkeep every few minutes or hours;
+ * the expensive checks nightly. Each job's inputs come from its own config (no schedule passes
+ * arguments): `stripe` reads Stripe's API with STRIPE_SECRET_KEY, and a process without the key does
+ * not run it (the scheduler refuses to start in production without it).
+ */
 export const SCHEDULES: readonly ScheduleSpec[] = [
   { job: 'cache', cron: '*/5 * * * *', timeoutS: 240, devIntervalS: 300 },
   { job: 'holds', cron: '*/15 * * * *', timeoutS: 600, devIntervalS: 900 },
   { job: 'chain', cron: '7 * * * *', timeoutS: 900, devIntervalS: 3_600 },
   { job: 'books', cron: '15 2 * * *', timeoutS: 900, devIntervalS: 86_400 },
-  // Needs the day's Stripe export; run by hand in dev (`npm run reconcile -- stripe --transactions f`).
-  { job: 'stripe', cron: '45 3 * * *', timeoutS: 900, devIntervalS: null },
+  // Yesterday (and any day a failed night left) from Stripe's API; 03:45 leaves Stripe's late events
+  // of the day a few hours to reach the ledger.
+  { job: 'stripe', cron: '45 3 * * *', timeoutS: 900, devIntervalS: 86_400 },
+  // Upkeep (scripts/upkeep, docs/operations.md "Upkeep").
+  { job: 'partitions', cron: '23 * * * *', timeoutS: 300, devIntervalS: 3_600 },
+  { job: 'summary', cron: '*/10 * * * *', timeoutS: 300, devIntervalS: 600 },
+  { job: 'hold-sweep', cron: '*/15 * * * *', timeoutS: 600, devIntervalS: 900 },
+  // Analytics (scripts/analytics, owned there). Its retention and compression jobs go here, next to
+  // the refresh, as their own entries (a RUNNABLE name each, built in index.ts jobFunction).
   { job: 'analytics', cron: '*/10 * * * *', timeoutS: 600, devIntervalS: 600 },
 ];
 

@@ -65,6 +65,41 @@ const authorizationObject = z.object({
 const idOf = (v: string | { id: string } | null | undefined) =>
   v == null ? null : typeof v === 'string' ? v : v.id;
 
+const issueOf = (error: z.ZodError) =>
+  `${error.issues[0]?.path.join('.') ?? ''} ${error.issues[0]?.message ?? 'invalid'}`.trim();
+
+/**
+ * One Issuing Transaction object (an export row or an API list item). Throws `<label>: <field> <why>`;
+ * the message names the field, never the whole object.
+ */
+export function parseTransactionObject(item: unknown, label: string): StripeTransaction {
+  const parsed = transactionObject.safeParse(item);
+  if (!parsed.success) throw new Error(`${label}: ${issueOf(parsed.error)}`);
+  const t = parsed.data;
+  return {
+    id: t.id,
+    type: t.type,
+    amountCents: BigInt(t.amount),
+    createdS: t.created,
+    authorizationId: idOf(t.authorization),
+    cardId: idOf(t.card),
+  };
+}
+
+/** One Issuing Authorization object (an export row or an API list item). */
+export function parseAuthorizationObject(item: unknown, label: string): StripeAuthorization {
+  const parsed = authorizationObject.safeParse(item);
+  if (!parsed.success) throw new Error(`${label}: ${issueOf(parsed.error)}`);
+  const a = parsed.data;
+  return {
+    id: a.id,
+    status: a.status,
+    approved: a.approved,
+    amountCents: BigInt(a.amount),
+    createdS: a.created,
+  };
+}
+
 function listItems(value: unknown): unknown[] {
   if (Array.isArray(value)) return value.flatMap((v) => (isList(v) ? v.data : [v]));
   if (isList(value)) return value.data;
@@ -171,22 +206,7 @@ export function parseTransactionsExport(text: string): StripeTransaction[] {
   if (/^\s*[[{]/.test(text)) {
     const items = listItems(JSON.parse(text));
     checkRows(items.length);
-    return items.map((item, i) => {
-      const parsed = transactionObject.safeParse(item);
-      if (!parsed.success)
-        throw new Error(
-          `transaction ${i}: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}`,
-        );
-      const t = parsed.data;
-      return {
-        id: t.id,
-        type: t.type,
-        amountCents: BigInt(t.amount),
-        createdS: t.created,
-        authorizationId: idOf(t.authorization),
-        cardId: idOf(t.card),
-      };
-    });
+    return items.map((item, i) => parseTransactionObject(item, `transaction ${i}`));
   }
   const records = csvRecords(text);
   checkRows(records.length);
@@ -224,21 +244,7 @@ export function parseAuthorizationsExport(text: string): StripeAuthorization[] {
   if (/^\s*[[{]/.test(text)) {
     const items = listItems(JSON.parse(text));
     checkRows(items.length);
-    return items.map((item, i) => {
-      const parsed = authorizationObject.safeParse(item);
-      if (!parsed.success)
-        throw new Error(
-          `authorization ${i}: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}`,
-        );
-      const a = parsed.data;
-      return {
-        id: a.id,
-        status: a.status,
-        approved: a.approved,
-        amountCents: BigInt(a.amount),
-        createdS: a.created,
-      };
-    });
+    return items.map((item, i) => parseAuthorizationObject(item, `authorization ${i}`));
   }
   const records = csvRecords(text);
   checkRows(records.length);

@@ -385,6 +385,9 @@ describe('service roles', () => {
       auditInsert,
       'select * from audit_log_verify()',
       'select refresh_user_position_summary()',
+      // Partition upkeep runs on the scheduler as this role (drizzle 0010: the function is SECURITY DEFINER).
+      'select card_events_ensure_partitions(current_date, 1)',
+      'select * from card_events_partition_status()',
     ],
     credana_support_ro: [
       'select * from users',
@@ -448,7 +451,6 @@ describe('service roles', () => {
       'delete from reconciliation_runs',
       `update audit_log_head set last_hash = 'forged'`,
       'refresh materialized view concurrently user_position_summary',
-      'select card_events_ensure_partitions(current_date, 1)',
     ],
     credana_support_ro: [
       'select * from credit_accounts',
@@ -465,6 +467,7 @@ describe('service roles', () => {
       auditInsert,
       'select * from audit_log_verify()',
       'select refresh_user_position_summary()',
+      'select * from card_events_partition_status()',
     ],
   };
 

@@ -99,3 +99,33 @@ export async function ensureCardEventPartitions(
   if (result.defaultRows > 0n) throw new DefaultPartitionNotEmptyError(result);
   return result;
 }
+
+export interface PartitionStatus {
+  /** Rows in `card_events_default`. */
+  defaultRows: bigint;
+  /** First day (`YYYY-MM-01`) of every monthly partition that exists, oldest first. */
+  months: string[];
+  /**
+   * The first instant, from the current UTC month on, that no partition covers (`YYYY-MM-01`): every
+   * event created before it has a partition to land in; one created at or after it would fall into
+   * the default partition.
+   */
+  coveredUntil: string;
+}
+
+/**
+ * What the partition watch reports (metrics and alerts): the default partition's rows and how far
+ * ahead the months are covered. Runs as `credana_reconciliation` through a SECURITY DEFINER function.
+ *
+ * @example (await cardEventPartitionStatus(sql, new Date())).coveredUntil // '2027-04-01'
+ */
+export async function cardEventPartitionStatus(sql: Sql, now: Date): Promise<PartitionStatus> {
+  const [row] = await sql<{ default_rows: string; months: string[] }[]>`
+    select default_rows::text, array(select to_char(m, 'YYYY-MM-DD') from unnest(months) m) as months
+    from card_events_partition_status()`;
+  const months = row?.months ?? [];
+  const present = new Set(months);
+  let coveredUntil = monthStartUtc(now);
+  while (present.has(coveredUntil)) coveredUntil = addMonths(coveredUntil, 1);
+  return { defaultRows: BigInt(row?.default_rows ?? '0'), months, coveredUntil };
+}

@@ -7,12 +7,22 @@ import postgres from 'postgres';
 import { applyBatch, type ParsedEntry, parseEntry } from '../../hot-path/ledger-writer/apply.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import type { Redis } from '../../shared/redis/client.ts';
-import { allOutboxKeys } from '../../shared/redis/keys.ts';
+import { allOutboxKeys, outboxKey } from '../../shared/redis/keys.ts';
 
-/** Applies every entry of every shard stream to Postgres, then deletes them (as the writer acks). */
-export async function drainOutbox(redis: Redis, sql: Sql, prefix: string): Promise<number> {
+/**
+ * Applies every entry of every shard stream to Postgres, then deletes them (as the writer acks).
+ * `skipShards`: streams left undrained, as if their writer lagged (their users' money stays Redis-only).
+ */
+export async function drainOutbox(
+  redis: Redis,
+  sql: Sql,
+  prefix: string,
+  options: { skipShards?: readonly number[] } = {},
+): Promise<number> {
   let applied = 0;
+  const skipped = new Set((options.skipShards ?? []).map((shard) => outboxKey(prefix, shard)));
   for (const stream of allOutboxKeys(prefix)) {
+    if (skipped.has(stream)) continue;
     const raw = (await redis.xrange(stream, '-', '+')) as [string, string[]][];
     if (raw.length === 0) continue;
     const parsed: ParsedEntry[] = [];
