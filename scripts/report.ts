@@ -7,7 +7,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { analyticsDatabaseUrl, configFromProcess } from '../shared/config.ts';
+import { analyticsDatabaseUrl, analyticsHistory, configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { formatTable, toCsv } from './analytics/format.ts';
 import {
@@ -61,8 +61,9 @@ try {
     });
     try {
       const backend = await detectBackend(analytics.sql);
-      await setUpAnalytics(analytics.sql, backend);
-      await refreshAnalytics({ financial: financial.sql, analytics: analytics.sql, backend });
+      const history = analyticsHistory(config);
+      await setUpAnalytics(analytics.sql, backend, history);
+      await refreshAnalytics({ financial: financial.sql, analytics: analytics.sql, backend, history });
     } finally {
       await financial.close();
     }

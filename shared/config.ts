@@ -108,6 +108,10 @@ const schema = z.object({
 
   DATABASE_URL: url.default('postgres://postgres@127.0.0.1:5432/credana'),
   ANALYTICS_DATABASE_URL: url.optional(),
+  // The analytics store's history (docs/analytics.md): TimescaleDB compresses series chunks older
+  // than this; both backends drop series data older than the retention.
+  ANALYTICS_COMPRESS_AFTER_DAYS: integer(1, 3_650).default(30),
+  ANALYTICS_RETENTION_DAYS: integer(2, 36_500).default(730),
   DATABASE_POOL_MAX: integer(1, 200).default(10),
   DATABASE_STATEMENT_TIMEOUT_MS: integer(10, 600_000).default(5_000),
 
@@ -266,6 +270,13 @@ const refined = schema.superRefine((value, ctx) => {
       code: 'custom',
       path: ['QSTASH_TOKEN'],
       message: 'QUEUE_DRIVER=qstash needs QSTASH_TOKEN and both signing keys',
+    });
+  }
+  if (value.ANALYTICS_COMPRESS_AFTER_DAYS >= value.ANALYTICS_RETENTION_DAYS) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['ANALYTICS_COMPRESS_AFTER_DAYS'],
+      message: `must be less than ANALYTICS_RETENTION_DAYS (${value.ANALYTICS_RETENTION_DAYS})`,
     });
   }
   const finality = chainFinalityBlocks(value.CHAIN_ID);
@@ -438,6 +449,14 @@ export function configFromProcess(
 /** Analytics reads go to their own connection, defaulting to the primary. */
 export function analyticsDatabaseUrl(config: Config): string {
   return config.ANALYTICS_DATABASE_URL ?? config.DATABASE_URL;
+}
+
+/** How long the analytics store keeps history uncompressed and at all (scripts/analytics/setup.ts). */
+export function analyticsHistory(config: Config): { compressAfterDays: number; retentionDays: number } {
+  return {
+    compressAfterDays: config.ANALYTICS_COMPRESS_AFTER_DAYS,
+    retentionDays: config.ANALYTICS_RETENTION_DAYS,
+  };
 }
 
 /**
