@@ -26,7 +26,14 @@ export interface AnalyticsHistory {
 export const DEFAULT_HISTORY: AnalyticsHistory = { compressAfterDays: 30, retentionDays: 730 };
 
 const AGGREGATES = ['spend_daily', 'decisions_hourly'] as const;
-/** Each series table's primary key besides its time column and `user_id`. */
+/** The column whose value the rows of one compressed batch share (see timescaleSetupSql). */
+const SEGMENT_BY: Record<SeriesTable, string> = {
+  card_spend: 'merchant_category_code',
+  decisions: 'reason',
+  risk_snapshots: 'user_id',
+  hold_snapshots: 'user_id',
+};
+/** Each series table's primary key besides its time column (and the segment column). */
 const ROW_KEY: Record<SeriesTable, readonly string[]> = {
   card_spend: ['transfer_id'],
   decisions: ['decision_id'],
@@ -117,17 +124,20 @@ export function timescaleSetupSql(history: AnalyticsHistory = DEFAULT_HISTORY): 
     'with (timescaledb.continuous, timescaledb.materialized_only = false)',
     'with no data',
   );
-  // Segment by user (reports and lookups filter or group by user), newest first inside a segment, then
-  // the rest of the row's key, so that ingestion's `on conflict do nothing` into a compressed chunk
-  // finds a conflicting row from the batches' metadata. Compression is switched on once: its settings
-  // cannot change while chunks are compressed.
+  // Segments (rows compressed together share the value) hold many rows each: card movements by
+  // merchant category and decisions by reason — the reports group by those, and one user has only a
+  // few movements a week, so segmenting those by user made batches of one row and compressed data
+  // larger than the original (bench:analytics, first run) — while snapshots (one row per user every
+  // snapshot) segment by user. Inside a segment newest first, then the rest of the row's key, so that
+  // ingestion's `on conflict do nothing` into a compressed chunk narrows its check by the batches'
+  // metadata. Compression is switched on once: its settings cannot change while chunks are compressed.
   const compression = Object.entries(SERIES)
     .map(
       ([t, column]) => `do $$ begin
   if not exists (select 1 from timescaledb_information.hypertables
       where hypertable_schema = 'analytics' and hypertable_name = '${t}' and compression_enabled) then
     alter table analytics.${t} set (timescaledb.compress,
-      timescaledb.compress_segmentby = 'user_id', timescaledb.compress_orderby = '${[`${column} desc`, ...ROW_KEY[t as SeriesTable]].join(', ')}');
+      timescaledb.compress_segmentby = '${SEGMENT_BY[t as SeriesTable]}', timescaledb.compress_orderby = '${[`${column} desc`, ...ROW_KEY[t as SeriesTable]].join(', ')}');
   end if;
 end $$;
 ${policySql('policy_compression', `analytics.${t}`, 'compress_after', days(history.compressAfterDays), 'add_compression_policy', 'remove_compression_policy')}`,

@@ -10,12 +10,16 @@ import { type PostgresCluster, startPostgresCluster } from './processes.ts';
 
 export const TIMESCALEDB_VERSION = '2.25.2';
 
-/** postgresql.conf lines: preload the library; no telemetry calls from tests; a small job scheduler. */
+/**
+ * postgresql.conf lines: preload the library; no telemetry calls from tests. No job scheduler: the
+ * tests and the benchmark run a policy's job themselves (`call run_job(id)`, the procedure the
+ * scheduler calls) when they need it; a scheduler starting the same compression job at the same time
+ * made `run_job` fail ("chunk is already compressed") — seen while writing the benchmark.
+ */
 export const TIMESCALEDB_CONFIG_LINES = [
   "shared_preload_libraries = 'timescaledb'",
   'timescaledb.telemetry_level = off',
-  'max_worker_processes = 16',
-  'timescaledb.max_background_workers = 4',
+  'timescaledb.max_background_workers = 0',
 ] as const;
 
 /** Whether the PostgreSQL that `pg_config` names has the TimescaleDB library installed. */
