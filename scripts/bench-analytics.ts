@@ -56,7 +56,7 @@ async function generate(sql: Sql, backend: AnalyticsBackend): Promise<number> {
        case when i % 20 = 0 then 'refund' else 'capture' end,
        case when i % 20 = 0 then -((i * 31) % 5000 + 100) else (i * 31) % 5000 + 100 end,
        (array['5411','5812','4121','5999','5541','5912','7011','4511'])[i % 8 + 1]
-     from generate_series(1, ${ROWS}) i`,
+     from generate_series(1::bigint, ${ROWS}) i`,
     [start.toISOString()],
   );
   await sql.unsafe(
@@ -66,7 +66,7 @@ async function generate(sql: Sql, backend: AnalyticsBackend): Promise<number> {
        case when i % 10 <> 0 then 'approved' when i % 30 = 0 then 'blocked_mcc' else 'insufficient_credit' end,
        (i * 37) % 9000 + 100, case when i % 10 <> 0 then (i * 37) % 9000 + 100 else 0 end,
        case when i % 50 = 0 then 'postgres' else 'redis' end
-     from generate_series(1, ${ROWS}) i`,
+     from generate_series(1::bigint, ${ROWS}) i`,
     [start.toISOString()],
   );
   await refreshAggregates(sql, backend);
