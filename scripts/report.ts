@@ -8,7 +8,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { analyticsDatabaseUrl, configFromProcess } from '../shared/config.ts';
+import { analyticsDatabaseUrl, analyticsHistory, configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { openReplicaReader } from '../shared/db/replica.ts';
 import { formatTable, toCsv } from './analytics/format.ts';
@@ -69,8 +69,14 @@ try {
     });
     try {
       const backend = await detectBackend(analytics.sql);
-      await setUpAnalytics(analytics.sql, backend);
-      await refreshAnalytics({ financial: await replica.reader.read(), analytics: analytics.sql, backend });
+      const history = analyticsHistory(config);
+      await setUpAnalytics(analytics.sql, backend, history);
+      await refreshAnalytics({
+        financial: await replica.reader.read(),
+        analytics: analytics.sql,
+        backend,
+        history,
+      });
     } finally {
       await replica.close();
       await financial.close();

@@ -6,6 +6,7 @@ import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { runScript, type ScriptResult } from '../test/support/processes.ts';
 import {
+  analyticsHistory,
   ConfigError,
   DEV_WEBHOOK_SECRET,
   isLoopbackHost,
@@ -388,5 +389,15 @@ describe('chain confirmations', () => {
     expect(configError({ ...dev, CHAIN_CONFIRMATIONS: '100', REORG_DEPTH_MAX: '64' }).variable).toBe(
       'CHAIN_CONFIRMATIONS',
     );
+  });
+  it('refuses an analytics compression age that is not below the retention, with one line', () => {
+    expect(
+      configError({ ...dev, ANALYTICS_COMPRESS_AFTER_DAYS: '30', ANALYTICS_RETENTION_DAYS: '30' }).message,
+    ).toBe(
+      'config: ANALYTICS_COMPRESS_AFTER_DAYS is invalid: must be less than ANALYTICS_RETENTION_DAYS (30)',
+    );
+    const config = loadConfig({ ...dev, ANALYTICS_COMPRESS_AFTER_DAYS: '7', ANALYTICS_RETENTION_DAYS: '90' });
+    expect(analyticsHistory(config)).toEqual({ compressAfterDays: 7, retentionDays: 90 });
+    expect(analyticsHistory(loadConfig(dev))).toEqual({ compressAfterDays: 30, retentionDays: 730 });
   });
 });

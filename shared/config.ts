@@ -117,6 +117,10 @@ const schema = z.object({
   READ_REPLICA_URL: url.optional(),
   // Past this many WAL bytes behind the primary, the replica is skipped (16 MiB: one WAL segment).
   READ_REPLICA_LAG_BYTES_MAX: integer(0, 1_073_741_824).default(16_777_216),
+  // The analytics store's history (docs/analytics.md): TimescaleDB compresses series chunks older
+  // than this; both backends drop series data older than the retention.
+  ANALYTICS_COMPRESS_AFTER_DAYS: integer(1, 3_650).default(30),
+  ANALYTICS_RETENTION_DAYS: integer(2, 36_500).default(730),
   DATABASE_POOL_MAX: integer(1, 200).default(10),
   DATABASE_STATEMENT_TIMEOUT_MS: integer(10, 600_000).default(5_000),
 
@@ -298,6 +302,13 @@ const refined = schema.superRefine((value, ctx) => {
       message: 'a test-mode key (sk_test_/rk_test_) is refused in production',
     });
   }
+  if (value.ANALYTICS_COMPRESS_AFTER_DAYS >= value.ANALYTICS_RETENTION_DAYS) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['ANALYTICS_COMPRESS_AFTER_DAYS'],
+      message: `must be less than ANALYTICS_RETENTION_DAYS (${value.ANALYTICS_RETENTION_DAYS})`,
+    });
+  }
   const finality = chainFinalityBlocks(value.CHAIN_ID);
   const confirmations = value.CHAIN_CONFIRMATIONS ?? finality;
   if (value.NODE_ENV === 'production' && confirmations < finality) {
@@ -469,6 +480,14 @@ export function configFromProcess(
 /** Analytics reads go to their own connection, defaulting to the primary. */
 export function analyticsDatabaseUrl(config: Config): string {
   return config.ANALYTICS_DATABASE_URL ?? config.DATABASE_URL;
+}
+
+/** How long the analytics store keeps history uncompressed and at all (scripts/analytics/setup.ts). */
+export function analyticsHistory(config: Config): { compressAfterDays: number; retentionDays: number } {
+  return {
+    compressAfterDays: config.ANALYTICS_COMPRESS_AFTER_DAYS,
+    retentionDays: config.ANALYTICS_RETENTION_DAYS,
+  };
 }
 
 /**

@@ -8,6 +8,7 @@
  *   that drew a lower id can commit later. Rows are keyed, so re-reading never double-counts.
  * - decisions ← decisions, by decided_at, re-read `decisionLookbackS` back (the ledger writer writes
  *   a decision after it was made, by its lag).
+ * - Neither copies a row older than `retainFrom` (past the store's retention).
  * - risk_snapshots + hold_snapshots ← one snapshot of every user's credit (computeCredit, exact) and
  *   of every open hold, at one `taken_at`; `analytics.snapshots` lists complete snapshots only.
  */
@@ -31,6 +32,11 @@ export interface IngestDeps {
   backend: AnalyticsBackend;
   rowsPerBatch?: number;
   rowsPerRunMax?: number;
+  /**
+   * Rows older than this are past the retention and not copied (a re-read would bring back what
+   * retention dropped). Default: all.
+   */
+  retainFrom?: Date;
 }
 
 async function watermark(sql: Sql, source: string): Promise<string | null> {
@@ -43,6 +49,10 @@ async function watermark(sql: Sql, source: string): Promise<string | null> {
 async function setWatermark(sql: Sql, source: string, lastId: string): Promise<void> {
   await sql`insert into analytics.watermarks (source, last_id) values (${source}, ${lastId})
     on conflict (source) do update set last_id = excluded.last_id, updated_at = now()`;
+}
+
+function retained<T extends { at: Date }>(rows: readonly T[], retainFrom: Date | undefined): readonly T[] {
+  return retainFrom === undefined ? rows : rows.filter((r) => r.at.getTime() >= retainFrom.getTime());
 }
 
 function span(rows: readonly { at: Date }[]): [number, number] {
@@ -89,20 +99,23 @@ export async function ingestCardSpend(deps: IngestDeps): Promise<number> {
       order by t.id limit ${batch}`;
     if (rows.length === 0) break;
     read += rows.length;
-    const [from, to] = span(rows);
-    await ensurePartitions(analytics, backend, 'card_spend', from, to);
-    await analytics`insert into analytics.card_spend ${analytics(
-      rows.map((r) => ({
-        occurred_at: r.at,
-        transfer_id: r.transfer_id,
-        user_id: r.user_id,
-        authorization_id: r.authorization_id,
-        transaction_id: r.transaction_id,
-        kind: r.kind,
-        amount_cents: r.amount_cents,
-        merchant_category_code: r.mcc,
-      })),
-    )} on conflict do nothing`;
+    const kept = retained(rows, deps.retainFrom);
+    if (kept.length > 0) {
+      const [from, to] = span(kept);
+      await ensurePartitions(analytics, backend, 'card_spend', from, to);
+      await analytics`insert into analytics.card_spend ${analytics(
+        kept.map((r) => ({
+          occurred_at: r.at,
+          transfer_id: r.transfer_id,
+          user_id: r.user_id,
+          authorization_id: r.authorization_id,
+          transaction_id: r.transaction_id,
+          kind: r.kind,
+          amount_cents: r.amount_cents,
+          merchant_category_code: r.mcc,
+        })),
+      )} on conflict do nothing`;
+    }
     after = BigInt(rows[rows.length - 1]!.transfer_id);
     if (after > highest) highest = after;
     await setWatermark(analytics, 'card_spend', highest.toString());
@@ -117,7 +130,8 @@ export async function ingestDecisions(deps: IngestDeps): Promise<number> {
   const batch = deps.rowsPerBatch ?? limits.ingestRowsPerBatch;
   const runMax = deps.rowsPerRunMax ?? limits.ingestRowsPerRunMax;
   const lastMs = Number((await watermark(analytics, 'decisions')) ?? '0');
-  let cursor = { at: new Date(Math.max(0, lastMs - ingestLimits.decisionLookbackS * 1000)), id: '' };
+  const fromMs = Math.max(0, lastMs - ingestLimits.decisionLookbackS * 1000, deps.retainFrom?.getTime() ?? 0);
+  let cursor = { at: new Date(fromMs), id: '' };
   let highestMs = lastMs;
   let read = 0;
   while (read < runMax) {

@@ -16,7 +16,7 @@ export interface Period {
 /** Spend (captures minus refunds) by UTC day and merchant category. */
 export async function spendByDayAndCategory(sql: Sql, period: Period): Promise<ReportRow[]> {
   return sql<ReportRow[]>`
-    select to_char(day, 'YYYY-MM-DD') as day, mcc, spend_cents::text, captures::text, refunds::text
+    select to_char(day at time zone 'UTC', 'YYYY-MM-DD') as day, mcc, spend_cents::text, captures::text, refunds::text
     from analytics.spend_daily where day >= ${period.from} and day < ${period.to}
     order by spend_daily.day, spend_daily.spend_cents desc, spend_daily.mcc limit ${limits.reportRowsMax}`;
 }
@@ -24,7 +24,7 @@ export async function spendByDayAndCategory(sql: Sql, period: Period): Promise<R
 /** Decisions, approvals and the approval rate (4 decimals) by UTC hour. */
 export async function approvalRateByHour(sql: Sql, period: Period): Promise<ReportRow[]> {
   return sql<ReportRow[]>`
-    select to_char(hour, 'YYYY-MM-DD"T"HH24:00"Z"') as hour, sum(decisions)::text as decisions,
+    select to_char(hour at time zone 'UTC', 'YYYY-MM-DD"T"HH24:00"Z"') as hour, sum(decisions)::text as decisions,
       coalesce(sum(decisions) filter (where approved), 0)::text as approved,
       round(coalesce(sum(decisions) filter (where approved), 0)::numeric / sum(decisions), 4)::text as approval_rate
     from analytics.decisions_hourly where hour >= ${period.from} and hour < ${period.to}
@@ -34,7 +34,7 @@ export async function approvalRateByHour(sql: Sql, period: Period): Promise<Repo
 /** Declines by reason and UTC hour. */
 export async function declineReasonsByHour(sql: Sql, period: Period): Promise<ReportRow[]> {
   return sql<ReportRow[]>`
-    select to_char(hour, 'YYYY-MM-DD"T"HH24:00"Z"') as hour, reason, decisions::text as declines
+    select to_char(hour at time zone 'UTC', 'YYYY-MM-DD"T"HH24:00"Z"') as hour, reason, decisions::text as declines
     from analytics.decisions_hourly where not approved and hour >= ${period.from} and hour < ${period.to}
     order by decisions_hourly.hour, decisions_hourly.decisions desc, decisions_hourly.reason limit ${limits.reportRowsMax}`;
 }

@@ -4,7 +4,7 @@
  * as real child processes.
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -120,8 +120,16 @@ function pgBin(name: string): string {
   return name;
 }
 
+export interface PostgresClusterOptions {
+  /**
+   * Lines appended to the cluster's postgresql.conf before its first start, e.g.
+   * `shared_preload_libraries = 'timescaledb'`.
+   */
+  configLines?: readonly string[];
+}
+
 /** A private PostgreSQL cluster (initdb into a temp dir, trust auth), started on a free port. */
-export async function startPostgresCluster(): Promise<PostgresCluster> {
+export async function startPostgresCluster(options: PostgresClusterOptions = {}): Promise<PostgresCluster> {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), 'credana-pg-'));
   const data = path.join(dir, 'data');
@@ -136,6 +144,9 @@ export async function startPostgresCluster(): Promise<PostgresCluster> {
       execFile(...command(bin, args), (error) => (error === null ? resolve() : reject(error)));
     });
   run('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8']);
+  if (options.configLines !== undefined && options.configLines.length > 0) {
+    appendFileSync(path.join(data, 'postgresql.conf'), `\n${options.configLines.join('\n')}\n`);
+  }
   const startArgs = [
     '-D',
     data,
