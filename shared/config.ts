@@ -112,8 +112,8 @@ const schema = z.object({
 
   DATABASE_URL: url.default('postgres://postgres@127.0.0.1:5432/credana'),
   ANALYTICS_DATABASE_URL: url.optional(),
-  // The financial database's streaming read replica, for reads that may lag (analytics ingestion,
-  // reports, reconciliation's read-only checks: shared/db/replica.ts). Unset: they read the primary.
+  // The financial database's streaming read replica, for reads that may lag (analytics ingestion:
+  // shared/db/replica.ts). Unset: they read the primary.
   READ_REPLICA_URL: url.optional(),
   // Past this many WAL bytes behind the primary, the replica is skipped (16 MiB: one WAL segment).
   READ_REPLICA_LAG_BYTES_MAX: integer(0, 1_073_741_824).default(16_777_216),

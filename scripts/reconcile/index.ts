@@ -7,8 +7,9 @@ import { createPublicClient, http } from 'viem';
 import { createLifecycle, type Lifecycle } from '../../hot-path/lifecycle/apply.ts';
 import { createLogger, type Logger } from '../../hot-path/ops/logger.ts';
 import { readContractsFile } from '../../indexer/contracts/index.ts';
-import { analyticsDatabaseUrl, type Config } from '../../shared/config.ts';
+import { analyticsDatabaseUrl, analyticsHistory, type Config } from '../../shared/config.ts';
 import { createDatabase, type Database } from '../../shared/db/client.ts';
+import { openReplicaReader, type ReplicaReader } from '../../shared/db/replica.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
 import { detectBackend, refreshAnalytics, setUpAnalytics } from '../analytics/index.ts';
 import { holdSweepJob } from '../upkeep/hold-sweep.ts';
@@ -67,6 +68,8 @@ export interface ReconcileServices {
   redis: Redis;
   logger: Logger;
   metrics: ReconcileMetrics;
+  /** Reads that may lag (READ_REPLICA_URL while it keeps up, else the primary): analytics ingestion. */
+  replica: ReplicaReader;
   /** The clock every job and run record is judged by (a simulated one in tests). */
   now: () => number;
   close(): Promise<void>;
@@ -85,15 +88,24 @@ export function createReconcileServices(
     applicationName: 'credana-reconcile',
   });
   const redis = createRedis({ url: config.REDIS_URL, connectionName: 'credana-reconcile' });
+  const log = logger ?? createLogger(config.LOG_LEVEL, 'reconcile');
+  const metrics = createReconcileMetrics();
+  const replica = openReplicaReader(config, database.sql, {
+    name: 'reconcile',
+    logger: log,
+    registry: metrics.registry,
+  });
   return {
     config,
     database,
     redis,
-    logger: logger ?? createLogger(config.LOG_LEVEL, 'reconcile'),
-    metrics: createReconcileMetrics(),
+    logger: log,
+    metrics,
+    replica: replica.reader,
     now: options.now ?? Date.now,
     async close() {
       redis.disconnect();
+      await replica.close();
       await database.close();
     },
   };
@@ -185,8 +197,15 @@ function jobFunction(name: Runnable, services: ReconcileServices, args: JobArgs)
         });
         try {
           const backend = await detectBackend(analytics.sql);
-          await setUpAnalytics(analytics.sql, backend);
-          const counts = await refreshAnalytics({ financial: sql, analytics: analytics.sql, backend });
+          const history = analyticsHistory(config);
+          await setUpAnalytics(analytics.sql, backend, history);
+          const counts = await refreshAnalytics({
+            // Ingestion only reads the financial database and may lag: the replica while it keeps up.
+            financial: await services.replica.read(),
+            analytics: analytics.sql,
+            backend,
+            history,
+          });
           return {
             checked: counts.spend + counts.decisions + counts.users,
             findings: [],
