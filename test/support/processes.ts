@@ -4,7 +4,7 @@
  * as real child processes.
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -99,6 +99,12 @@ export interface PostgresCluster {
   port: number;
   /** URL of the `postgres` database of this cluster. */
   url: string;
+  /** The data directory (PGDATA). */
+  dataDir: string;
+  /** The folder of the Unix socket (and of the data directory and the log). */
+  socketDir: string;
+  /** The server's log file (everything the server logs, e.g. pgaudit's AUDIT lines). */
+  logPath: string;
   stop(): void;
   start(): void;
   /**
@@ -120,8 +126,22 @@ function pgBin(name: string): string {
   return name;
 }
 
+export interface PostgresClusterOptions {
+  /**
+   * Lines appended to postgresql.conf before the first start, e.g. `{ shared_preload_libraries:
+   * 'pgaudit' }` (values are quoted for you). In the file rather than on the command line, so a copy of
+   * the data directory (a restored backup) keeps them.
+   */
+  settings?: Readonly<Record<string, string>>;
+}
+
+/** Quotes a postgresql.conf value: single quotes, a quote inside doubled. */
+function confValue(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
 /** A private PostgreSQL cluster (initdb into a temp dir, trust auth), started on a free port. */
-export async function startPostgresCluster(): Promise<PostgresCluster> {
+export async function startPostgresCluster(options: PostgresClusterOptions = {}): Promise<PostgresCluster> {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), 'credana-pg-'));
   const data = path.join(dir, 'data');
@@ -136,6 +156,11 @@ export async function startPostgresCluster(): Promise<PostgresCluster> {
       execFile(...command(bin, args), (error) => (error === null ? resolve() : reject(error)));
     });
   run('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8']);
+  const settings = Object.entries(options.settings ?? {});
+  if (settings.length > 0) {
+    const lines = settings.map(([name, value]) => `${name} = ${confValue(value)}\n`).join('');
+    appendFileSync(path.join(data, 'postgresql.conf'), `\n# startPostgresCluster settings\n${lines}`);
+  }
   const startArgs = [
     '-D',
     data,
@@ -153,6 +178,9 @@ export async function startPostgresCluster(): Promise<PostgresCluster> {
   return {
     port,
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    dataDir: data,
+    socketDir: dir,
+    logPath: path.join(dir, 'log'),
     stop,
     start,
     stopAsync: () => runAsync('pg_ctl', stopArgs),
