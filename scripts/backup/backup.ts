@@ -18,10 +18,10 @@ import {
   type ClusterLocation,
   compressionFigures,
   errorLine,
-  mib,
   pgbackrest,
   runAsOwnerOf,
   serverSettings,
+  sizeText,
   stanzaInfo,
   writeConfig,
 } from './pgbackrest.ts';
@@ -118,19 +118,23 @@ try {
 
   const figures = compressionFigures(settings, info);
   const parts: string[] = [];
-  if (figures.backup !== null) {
+  const b = figures.backup;
+  if (b !== null) {
     parts.push(
-      `this backup ${mib(figures.backup.databaseBytes)} of database → ${mib(figures.backup.repoBytes)} in the repository (${figures.backup.ratio.toFixed(1)}×)`,
+      `this backup ${sizeText(b.databaseBytes)} of database → ${sizeText(b.repoBytes)} in the repository (${b.ratio.toFixed(1)}×)` +
+        (b.type === 'full'
+          ? ''
+          : `, of which this ${b.type} copied ${sizeText(b.changedBytes)} changed → ${sizeText(b.addedBytes)} added`),
     );
   }
   if (figures.wal !== null) {
     parts.push(
-      `archived WAL ${figures.wal.segments} segments, ${mib(figures.wal.walBytes)} → ${mib(figures.wal.repoBytes)} (${figures.wal.ratio.toFixed(1)}×)`,
+      `archived WAL ${figures.wal.segments} segments, ${sizeText(figures.wal.walBytes)} → ${sizeText(figures.wal.repoBytes)} (${figures.wal.ratio.toFixed(1)}×)`,
     );
   }
   if (figures.repo !== null) {
     parts.push(
-      `whole repository ${mib(figures.repo.repoBytes)} for a ${mib(figures.repo.databaseBytes)} database (${figures.repo.ratio.toFixed(2)}×)`,
+      `whole repository ${sizeText(figures.repo.repoBytes)} for a ${sizeText(figures.repo.databaseBytes)} database (${figures.repo.ratio.toFixed(2)}×)`,
     );
   }
   say(`compression (zstd): ${parts.join('; ')}`);

@@ -9,4 +9,6 @@ export const PGAUDIT_SETTINGS: Readonly<Record<string, string>> = {
   'pgaudit.log_relation': 'on',
   'pgaudit.log_parameter': 'off',
   'pgaudit.log_catalog': 'off',
+  // Who and where: pgaudit's lines carry the statement, the log prefix carries the role and database.
+  log_line_prefix: '%m [%p] %q%u@%d ',
 };
