@@ -80,7 +80,7 @@ try {
     const waiting = await configureServer(sql, wanted);
     if (waiting.length > 0) {
       throw new Refusal(
-        `set ${Object.keys(wanted).join(', ')}; ${waiting.join(' and ')} take effect after a PostgreSQL restart: restart it, then run npm run backup again`,
+        `set ${Object.keys(wanted).join(', ')}; ${waiting.join(' and ')} ${waiting.length === 1 ? 'takes' : 'take'} effect after a PostgreSQL restart: restart it, then run npm run backup again`,
       );
     }
     say(`server configured: ${Object.keys(wanted).join(', ')}`);

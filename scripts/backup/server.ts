@@ -77,7 +77,8 @@ export function archivingProblems(facts: ServerFacts, wanted: Record<string, str
     problems.push(`archive_mode is ${value('archive_mode') || 'unknown'} (needs on, and a restart)`);
   }
   if (value('wal_level') === 'minimal') problems.push('wal_level is minimal (needs replica)');
-  if (value('archive_command') !== wanted['archive_command']) {
+  // With archive_mode off, Postgres shows archive_command as "(disabled)": judged after the restart.
+  if (value('archive_command') !== '(disabled)' && value('archive_command') !== wanted['archive_command']) {
     problems.push('archive_command does not push to this repository');
   }
   return problems;
