@@ -166,6 +166,13 @@ export function runAsOwnerOf(folder: string): RunAs {
   return { uid: stat.uid, gid: stat.gid, user: String(stat.uid) };
 }
 
+/** `file args` as `runAs` (through setpriv when we are root), for execFile. */
+export function commandAs(runAs: RunAs, file: string, args: readonly string[]): [string, string[]] {
+  return runAs.user === null
+    ? [file, [...args]]
+    : ['setpriv', [`--reuid=${runAs.uid}`, `--regid=${runAs.gid}`, '--clear-groups', file, ...args]];
+}
+
 /** Makes a folder (and parents) that `runAs` owns; pgBackRest writes there as that user. */
 export function makeOwnedFolder(folder: string, runAs: RunAs): void {
   mkdirSync(folder, { recursive: true, mode: 0o700 });
@@ -202,13 +209,7 @@ export function pgbackrest(
   env: Readonly<Record<string, string>> = {},
 ): Promise<RunResult> {
   const argv = [`--config=${configPathOf(settings)}`, `--stanza=${settings.stanza}`, ...args, command];
-  const [file, fileArgs] =
-    runAs.user === null
-      ? [PGBACKREST_BIN, argv]
-      : [
-          'setpriv',
-          [`--reuid=${runAs.uid}`, `--regid=${runAs.gid}`, '--clear-groups', PGBACKREST_BIN, ...argv],
-        ];
+  const [file, fileArgs] = commandAs(runAs, PGBACKREST_BIN, argv);
   return new Promise((resolve, reject) => {
     execFile(
       file,

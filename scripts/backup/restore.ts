@@ -22,6 +22,7 @@ import { configFromProcess } from '../../shared/config.ts';
 import { assertLimits, limits } from './limits.ts';
 import {
   backupSettingsFrom,
+  commandAs,
   configPathOf,
   errorLine,
   makeOwnedFolder,
@@ -62,10 +63,7 @@ function pgBinDir(major: string): string {
 }
 
 function run(file: string, args: string[], runAs: RunAs): Promise<void> {
-  const [bin, argv] =
-    runAs.user === null
-      ? [file, args]
-      : ['setpriv', [`--reuid=${runAs.uid}`, `--regid=${runAs.gid}`, '--clear-groups', file, ...args]];
+  const [bin, argv] = commandAs(runAs, file, args);
   return new Promise((resolve, reject) => {
     execFile(
       bin,
@@ -76,7 +74,7 @@ function run(file: string, args: string[], runAs: RunAs): Promise<void> {
           ? resolve()
           : reject(
               new Refusal(
-                `${path.basename(file)} failed: ${stderr.trim().split('\n').at(-1) ?? error.message}`,
+                `${path.basename(file)} failed: ${stderr.trim().split('\n').at(-1) || error.message}`,
               ),
             ),
     );
