@@ -42,6 +42,9 @@ export const SECRET_VARIABLES = new Set([
   'INTERNAL_API_TOKEN',
   'METRICS_TOKEN',
   'STRIPE_SECRET_KEY',
+  'BACKUP_S3_KEY',
+  'BACKUP_S3_KEY_SECRET',
+  'BACKUP_CIPHER_PASS',
 ]);
 
 /**
@@ -252,6 +255,35 @@ const schema = z.object({
   // `npm run dev` and `npm run demo`: the local stack's state (embedded PostgreSQL and redis-server
   // data, stack.json).
   DEV_STATE_DIR: z.string().min(1).default('.dev'),
+
+  // `npm run backup` / `npm run restore` (scripts/backup/, docs/operations.md "Backups and
+  // point-in-time recovery"): pgBackRest against the financial Postgres at DATABASE_URL.
+  BACKUP_STANZA: z
+    .string()
+    .regex(/^[a-z0-9_-]{1,64}$/, 'must be 1-64 of a-z 0-9 _ -')
+    .default('credana'),
+  // Where the generated pgbackrest.conf, its lock, log and spool folders (and restored clusters) live.
+  BACKUP_DIR: z.string().min(1).default('.dev/pgbackrest'),
+  BACKUP_REPO_TYPE: z.enum(['posix', 's3']).default('posix'),
+  // posix: the repository folder (default BACKUP_DIR/repo); s3: the path inside the bucket (default /credana).
+  BACKUP_REPO_PATH: z.string().min(1).optional(),
+  BACKUP_RETENTION_FULL_DAYS: integer(1, 3_650).default(30),
+  // Postgres's archive_timeout that `npm run backup -- --configure` sets: it bounds the data a lost
+  // primary loses (RPO) on a quiet database.
+  BACKUP_ARCHIVE_TIMEOUT_S: integer(1, 3_600).default(60),
+  BACKUP_PROCESS_MAX: integer(1, 64).default(2),
+  // Default: asked from the server (data_directory, unix_socket_directories); pgBackRest runs on its host.
+  BACKUP_PG_DATA_DIR: z.string().min(1).optional(),
+  BACKUP_PG_SOCKET_DIR: z.string().min(1).optional(),
+  BACKUP_S3_BUCKET: z.string().min(3).optional(),
+  BACKUP_S3_ENDPOINT: z.string().min(3).optional(),
+  BACKUP_S3_REGION: z.string().min(2).optional(),
+  // auto: the instance's or pod's IAM role (no key anywhere); shared: BACKUP_S3_KEY and BACKUP_S3_KEY_SECRET.
+  BACKUP_S3_KEY_TYPE: z.enum(['auto', 'shared']).default('auto'),
+  BACKUP_S3_KEY: z.string().min(8).optional(),
+  BACKUP_S3_KEY_SECRET: z.string().min(8).optional(),
+  // Encrypts the repository (aes-256-cbc, client side); required for an s3 repository in production.
+  BACKUP_CIPHER_PASS: z.string().min(32).optional(),
 });
 
 /** Hardhat's public test mnemonic: its keys are known to everyone. */
@@ -308,6 +340,30 @@ const refined = schema.superRefine((value, ctx) => {
       path: ['ANALYTICS_COMPRESS_AFTER_DAYS'],
       message: `must be less than ANALYTICS_RETENTION_DAYS (${value.ANALYTICS_RETENTION_DAYS})`,
     });
+  }
+  if (value.BACKUP_REPO_TYPE === 's3') {
+    for (const name of ['BACKUP_S3_BUCKET', 'BACKUP_S3_ENDPOINT', 'BACKUP_S3_REGION'] as const) {
+      if (value[name] === undefined)
+        ctx.addIssue({ code: 'custom', path: [name], message: 'is required with BACKUP_REPO_TYPE=s3' });
+    }
+    if (
+      value.BACKUP_S3_KEY_TYPE === 'shared' &&
+      (value.BACKUP_S3_KEY === undefined || value.BACKUP_S3_KEY_SECRET === undefined)
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['BACKUP_S3_KEY'],
+        message: 'BACKUP_S3_KEY_TYPE=shared needs BACKUP_S3_KEY and BACKUP_S3_KEY_SECRET',
+      });
+    }
+    if (value.NODE_ENV === 'production' && value.BACKUP_CIPHER_PASS === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['BACKUP_CIPHER_PASS'],
+        message:
+          'is required with BACKUP_REPO_TYPE=s3 in production (the repository is encrypted client side)',
+      });
+    }
   }
   const finality = chainFinalityBlocks(value.CHAIN_ID);
   const confirmations = value.CHAIN_CONFIRMATIONS ?? finality;

@@ -26,7 +26,8 @@ const PATH = (process.env['PATH'] ?? '')
 
 /** The npm scripts that run in production, and the entry file each starts with tsx. */
 function serviceEntries(): [string, string][] {
-  const production = /^(start:|db:migrate$|db:partitions$|reconcile$|report$|scheduler$|cache:warm$|ops$)/;
+  const production =
+    /^(start:|db:migrate$|db:partitions$|reconcile$|report$|scheduler$|cache:warm$|ops$|backup$|restore$)/;
   return Object.entries(packageJson.scripts)
     .filter(([name]) => production.test(name))
     .map(([name, command]) => {

@@ -66,7 +66,7 @@ beforeAll(async () => {
   nativeUrl = await cloneTemplateDatabase();
   stores.native = createDatabase({ url: nativeUrl, applicationName: 'credana-analytics-test' });
   // A server whose TimeZone is not UTC: days and hours must still be UTC ones on both backends.
-  cluster = await startTimescaleCluster(["timezone = 'America/New_York'"]);
+  cluster = await startTimescaleCluster({ timezone: 'America/New_York' });
   const admin = createDatabase({ url: cluster.url, poolMax: 1, applicationName: 'credana-analytics-test' });
   await admin.sql`create database analytics`;
   await admin.close();

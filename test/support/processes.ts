@@ -99,6 +99,12 @@ export interface PostgresCluster {
   port: number;
   /** URL of the `postgres` database of this cluster. */
   url: string;
+  /** The data directory (PGDATA). */
+  dataDir: string;
+  /** The folder of the Unix socket (and of the data directory and the log). */
+  socketDir: string;
+  /** The server's log file (everything the server logs, e.g. pgaudit's AUDIT lines). */
+  logPath: string;
   stop(): void;
   start(): void;
   /**
@@ -122,10 +128,16 @@ function pgBin(name: string): string {
 
 export interface PostgresClusterOptions {
   /**
-   * Lines appended to the cluster's postgresql.conf before its first start, e.g.
-   * `shared_preload_libraries = 'timescaledb'`.
+   * Lines appended to postgresql.conf before the first start, e.g. `{ shared_preload_libraries:
+   * 'pgaudit' }` (values are quoted for you). In the file rather than on the command line, so a copy of
+   * the data directory (a restored backup) keeps them.
    */
-  configLines?: readonly string[];
+  settings?: Readonly<Record<string, string>>;
+}
+
+/** Quotes a postgresql.conf value: single quotes, a quote inside doubled. */
+function confValue(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
 }
 
 /** A private PostgreSQL cluster (initdb into a temp dir, trust auth), started on a free port. */
@@ -144,8 +156,10 @@ export async function startPostgresCluster(options: PostgresClusterOptions = {})
       execFile(...command(bin, args), (error) => (error === null ? resolve() : reject(error)));
     });
   run('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8']);
-  if (options.configLines !== undefined && options.configLines.length > 0) {
-    appendFileSync(path.join(data, 'postgresql.conf'), `\n${options.configLines.join('\n')}\n`);
+  const settings = Object.entries(options.settings ?? {});
+  if (settings.length > 0) {
+    const lines = settings.map(([name, value]) => `${name} = ${confValue(value)}\n`).join('');
+    appendFileSync(path.join(data, 'postgresql.conf'), `\n# startPostgresCluster settings\n${lines}`);
   }
   const startArgs = [
     '-D',
@@ -164,6 +178,9 @@ export async function startPostgresCluster(options: PostgresClusterOptions = {})
   return {
     port,
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    dataDir: data,
+    socketDir: dir,
+    logPath: path.join(dir, 'log'),
     stop,
     start,
     stopAsync: () => runAsync('pg_ctl', stopArgs),

@@ -11,16 +11,16 @@ import { type PostgresCluster, startPostgresCluster } from './processes.ts';
 export const TIMESCALEDB_VERSION = '2.25.2';
 
 /**
- * postgresql.conf lines: preload the library; no telemetry calls from tests. No job scheduler: the
+ * postgresql.conf settings: preload the library; no telemetry calls from tests. No job scheduler: the
  * tests and the benchmark run a policy's job themselves (`call run_job(id)`, the procedure the
  * scheduler calls) when they need it; a scheduler starting the same compression job at the same time
  * made `run_job` fail ("chunk is already compressed") — seen while writing the benchmark.
  */
-export const TIMESCALEDB_CONFIG_LINES = [
-  "shared_preload_libraries = 'timescaledb'",
-  'timescaledb.telemetry_level = off',
-  'timescaledb.max_background_workers = 0',
-] as const;
+export const TIMESCALEDB_SETTINGS: Readonly<Record<string, string>> = {
+  shared_preload_libraries: 'timescaledb',
+  'timescaledb.telemetry_level': 'off',
+  'timescaledb.max_background_workers': '0',
+};
 
 /** Whether the PostgreSQL that `pg_config` names has the TimescaleDB library installed. */
 export function timescaleInstalled(): boolean {
@@ -34,15 +34,15 @@ export function timescaleInstalled(): boolean {
 
 /**
  * Starts a private cluster with TimescaleDB preloaded; its `url` is the `postgres` database.
- * `extraConfigLines` are appended after the defaults (e.g. a TimeZone other than UTC).
+ * `extraSettings` are added to the defaults (e.g. a TimeZone other than UTC).
  */
 export async function startTimescaleCluster(
-  extraConfigLines: readonly string[] = [],
+  extraSettings: Readonly<Record<string, string>> = {},
 ): Promise<PostgresCluster> {
   if (!timescaleInstalled()) {
     throw new Error(
       `TimescaleDB ${TIMESCALEDB_VERSION} is not installed for this PostgreSQL: run \`npm run timescaledb:install\` (CI does)`,
     );
   }
-  return startPostgresCluster({ configLines: [...TIMESCALEDB_CONFIG_LINES, ...extraConfigLines] });
+  return startPostgresCluster({ settings: { ...TIMESCALEDB_SETTINGS, ...extraSettings } });
 }
