@@ -31,7 +31,7 @@ import {
   encodeFunctionData,
   type Hex,
   keccak256,
-  type PrivateKeyAccount,
+  type LocalAccount,
   type PublicClient,
 } from 'viem';
 import { type AssetRisk, borrowPower, type PriceQuote } from '../../shared/credit.ts';
@@ -96,7 +96,7 @@ export function createLiquidatorMetrics(registry: Registry = new Registry()): Li
 export interface LiquidatorOptions {
   sql: postgres.Sql;
   client: PublicClient;
-  account: PrivateKeyAccount;
+  account: LocalAccount;
   contracts: ContractsFile;
   logger: Logger;
   maxFeePerGasWei: bigint;

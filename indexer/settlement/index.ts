@@ -31,7 +31,7 @@ import {
   encodeFunctionData,
   type Hex,
   keccak256,
-  type PrivateKeyAccount,
+  type LocalAccount,
   type PublicClient,
   toBytes,
 } from 'viem';
@@ -77,7 +77,7 @@ const REFUNDS: Kind = {
 export interface SettlementWorkerOptions {
   sql: postgres.Sql;
   client: PublicClient;
-  account: PrivateKeyAccount;
+  account: LocalAccount;
   vault: Address;
   chainId: number;
   logger: Logger;
