@@ -1,4 +1,4 @@
-// Proves the chain signers work with their keys inside a real SoftHSM2 token and a real Hardhat chain: a key generated in the token holds the vault's settler and withdrawal-signer roles; the settlement worker — in process and as `npm run start:settlement` configured only with SETTLER_KEY_LABEL, PKCS11_* and a PIN file — records captures on chain in transactions sent from the token's address; the vault accepts a withdrawal approval signed in the token; a wrong PIN, an unknown key and a raw key in production stop the process with exit 78 and one line.
+// Proves the chain signers work with their keys inside a real SoftHSM2 token and a real Hardhat chain: a key generated in the token holds the vault's settler and withdrawal-signer roles; the settlement worker — in process and as `npm run start:settlement` configured only with SETTLER_KEY_LABEL, PKCS11_* and a PIN file — records captures on chain in transactions sent from the token's address; the vault accepts a withdrawal approval signed in the token; the liquidator liquidates from the token's address; a wrong PIN, an unknown key and a raw key in production stop the process with exit 78 and one line.
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -6,8 +6,9 @@ import { join } from 'node:path';
 import type { Address, LocalAccount } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ChainHarness, seedAssets, seedUser, startChainHarness } from '../indexer/chain/harness.ts';
-import { silentLogger, spawnSettlement } from '../indexer/chain/testing.ts';
-import { credanaVaultAbi, writeContractsFile } from '../indexer/contracts/index.ts';
+import { createTestIndexer, silentLogger, spawnSettlement } from '../indexer/chain/testing.ts';
+import { credanaVaultAbi, testTokenAbi, writeContractsFile } from '../indexer/contracts/index.ts';
+import { createLiquidator } from '../indexer/liquidator/index.ts';
 import { createSettlementWorker } from '../indexer/settlement/index.ts';
 import { signWithdrawalApproval } from '../indexer/withdrawals/approval.ts';
 import {
@@ -26,6 +27,7 @@ let softHsm: SoftHsmToken;
 let token: Token;
 let settler: LocalAccount;
 let withdrawalSigner: LocalAccount;
+let liquidator: LocalAccount;
 let services: TestServices;
 let chain: ChainHarness;
 let userId: string;
@@ -74,18 +76,22 @@ beforeAll(async () => {
   token = openToken({ modulePath: softHsm.modulePath, tokenLabel: softHsm.tokenLabel, pin: softHsm.pin });
   generateSecp256k1KeyPair(token, 'settler');
   generateSecp256k1KeyPair(token, 'withdrawal-signer');
+  generateSecp256k1KeyPair(token, 'liquidator');
   settler = await ethereumAccount(pkcs11Signer(token, 'settler'));
   withdrawalSigner = await ethereumAccount(pkcs11Signer(token, 'withdrawal-signer'));
+  liquidator = await ethereumAccount(pkcs11Signer(token, 'liquidator'));
   [services, chain] = await Promise.all([
     setUpServices(),
     startChainHarness({
       settler: settler.address,
       withdrawalSigner: withdrawalSigner.address,
+      liquidator: liquidator.address,
       withdrawalDelayS: 0,
     }),
   ]);
   // The token's address starts empty: fund it on the local chain, as an operator funds a new key.
   await chain.testClient.setBalance({ address: settler.address, value: 10n * ETH });
+  await chain.testClient.setBalance({ address: liquidator.address, value: 10n * ETH });
   await seedAssets(sql(), chain.contracts);
   wallet = chain.account(3);
   userId = await seedUser(sql(), { chainId: chain.contracts.chainId, wallet, creditLimitCents: 10_000_000n });
@@ -177,6 +183,71 @@ describe('chain signers with their keys in the HSM', () => {
     await chain.finalizeWithdrawalWith(user, 'WETH', deadline, signature);
     expect((await chain.pendingWithdrawal(user, 'WETH')).amount).toBe(0n);
   });
+
+  it('liquidates an unhealthy account with the liquidator key in the token (approval and liquidation signed there)', async () => {
+    const weak = chain.account(5);
+    await seedUser(sql(), { chainId: chain.contracts.chainId, wallet: weak });
+    await chain.deposit(weak, 'WETH', ETH);
+    // The debt is recorded by the settler's key in the token, through viem's own wallet client.
+    const recorded = await chain.walletClient.writeContract({
+      address: chain.contracts.vault,
+      abi: credanaVaultAbi,
+      functionName: 'recordSpend',
+      args: [weak, 2_000n * 10n ** 6n, `ipi_hsm_${randomBytes(4).toString('hex')}`],
+      account: settler,
+      chain: chain.walletClient.chain,
+    });
+    expect((await chain.publicClient.getTransactionReceipt({ hash: recorded })).from).toBe(
+      settler.address.toLowerCase(),
+    );
+    // The USDC the liquidator repays with, minted to the token's address.
+    await chain.walletClient.writeContract({
+      address: chain.contracts.usdc.address,
+      abi: testTokenAbi,
+      functionName: 'mint',
+      args: [liquidator.address, 10_000n * 10n ** 6n],
+      account: chain.account(0),
+      chain: chain.walletClient.chain,
+    });
+    const { indexer } = createTestIndexer(services, chain, { confirmations: 2 });
+    try {
+      await chain.mine(2);
+      await indexer.syncToHead();
+      await chain.setPrice('WETH', 2_200n * 10n ** 8n); // health 0.9075
+      await indexer.syncToHead();
+      const run = createLiquidator({
+        sql: sql(),
+        client: chain.publicClient,
+        account: liquidator,
+        contracts: chain.contracts,
+        logger: silentLogger,
+        maxFeePerGasWei: 200n * 10n ** 9n,
+      });
+      expect(await run.runOnce()).toMatchObject({ unhealthy: 1, sent: 1 });
+    } finally {
+      await indexer.stop();
+    }
+    const events = (
+      await chain.publicClient.getContractEvents({
+        address: chain.contracts.vault,
+        abi: credanaVaultAbi,
+        eventName: 'Liquidated',
+        fromBlock: 0n,
+      })
+    ).filter((l) => (l.args.user as string).toLowerCase() === weak.toLowerCase());
+    expect(events).toHaveLength(1);
+    const receipt = await chain.publicClient.getTransactionReceipt({
+      hash: events[0]?.transactionHash as `0x${string}`,
+    });
+    expect(receipt.from).toBe(liquidator.address.toLowerCase());
+    const debt = await chain.publicClient.readContract({
+      address: chain.contracts.vault,
+      abi: credanaVaultAbi,
+      functionName: 'debtOf',
+      args: [weak],
+    });
+    expect(debt).toBe(0n);
+  }, 120_000);
 
   it('stops the worker with exit 78 and one line: wrong PIN, unknown key, raw key in production', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'credana-hsm-pin-'));
