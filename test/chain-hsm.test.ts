@@ -1,4 +1,4 @@
-// Proves the chain signers work with their keys inside a real SoftHSM2 token and a real Hardhat chain: a key generated in the token holds the vault's settler and withdrawal-signer roles; the settlement worker — in process and as `npm run start:settlement` configured only with SETTLER_KEY_LABEL, PKCS11_* and a PIN file — records captures on chain in transactions sent from the token's address; the vault accepts a withdrawal approval signed in the token; the liquidator liquidates from the token's address; a wrong PIN, an unknown key and a raw key in production stop the process with exit 78 and one line.
+// Proves the chain signers work with their keys inside a real SoftHSM2 token and a real Hardhat chain: a key generated in the token holds the vault's settler and withdrawal-signer roles; the settlement worker — in process and as `npm run start:settlement` configured only with SETTLER_KEY_LABEL, PKCS11_* and a PIN file — records captures on chain in transactions sent from the token's address; the vault accepts a withdrawal approval signed in the token; the liquidator liquidates from the token's address; a wrong PIN, an unknown key, a missing PKCS#11 library and a raw key in production stop the process with exit 78 and one line.
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -249,7 +249,7 @@ describe('chain signers with their keys in the HSM', () => {
     expect(debt).toBe(0n);
   }, 120_000);
 
-  it('stops the worker with exit 78 and one line: wrong PIN, unknown key, raw key in production', async () => {
+  it('stops the worker with exit 78 and one line: wrong PIN, unknown key, raw key in production, no PKCS#11 library', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'credana-hsm-pin-'));
     const wrongPin = `wrong-${randomBytes(6).toString('hex')}`;
     const wrongPinFile = join(dir, 'pin');
@@ -264,7 +264,7 @@ describe('chain signers with their keys in the HSM', () => {
       DATABASE_URL: 'postgres://postgres@127.0.0.1:1/never',
       CONTRACTS_FILE: contractsFile,
     };
-    const [badPin, noKey, rawInProduction] = await Promise.all([
+    const [badPin, noKey, rawInProduction, noModule] = await Promise.all([
       runScript('indexer/settlement/main.ts', [], {
         ...base,
         SETTLER_KEY_LABEL: 'settler',
@@ -277,7 +277,16 @@ describe('chain signers with their keys in the HSM', () => {
         STRIPE_WEBHOOK_SECRETS: `whsec_${randomBytes(12).toString('hex')}`,
         SETTLER_PRIVATE_KEY: `0x${'5a'.repeat(32)}`,
       }),
+      runScript('indexer/settlement/main.ts', [], {
+        ...base,
+        SETTLER_KEY_LABEL: 'settler',
+        PKCS11_MODULE: '/nonexistent/libpkcs11.so',
+      }),
     ]);
+    expect(noModule.code).toBe(78);
+    expect(noModule.stderr).toMatch(
+      /^settlement: hsm: cannot load the PKCS#11 module \/nonexistent\/libpkcs11\.so: [^\n]+\n$/,
+    );
     expect([badPin.code, badPin.stderr]).toEqual([
       78,
       `settlement: hsm: login to token "${softHsm.tokenLabel}" refused: CKR_PIN_INCORRECT\n`,

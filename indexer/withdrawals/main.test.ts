@@ -17,5 +17,5 @@ describe('npm run start:withdrawals', () => {
       78,
       'withdrawals: WITHDRAWAL_SIGNER_PRIVATE_KEY or WITHDRAWAL_SIGNER_KEY_LABEL is required\n',
     ]);
-  });
+  }, 90_000); // two children, each starting Node and tsx (slow on a busy two-core machine)
 });

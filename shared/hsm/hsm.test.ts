@@ -1,4 +1,4 @@
-// Proves the PKCS#11 signer on a real SoftHSM2 token (temporary token directory): a secp256k1 key generated in the token signs messages, typed data, raw hashes and transactions that recover to the address derived from its CKA_EC_POINT, always with a low s; the token refuses to give the key out (CKA_VALUE, wrapping, flipping CKA_EXTRACTABLE); a dropped session is reopened; a unknown token or label is one clear error.
+// Proves the PKCS#11 signer on a real SoftHSM2 token (temporary token directory): a secp256k1 key generated in the token signs messages, typed data, raw hashes and transactions that recover to the address derived from its CKA_EC_POINT, always with a low s; the token refuses to give the key out (CKA_VALUE, wrapping, flipping CKA_EXTRACTABLE); a dropped session is reopened; a key planted under a signer's label stops signing; a unknown token or label is one clear error.
 import { randomBytes } from 'node:crypto';
 import {
   type Hex,
@@ -154,8 +154,34 @@ describe('a secp256k1 key in the token', () => {
     });
   });
 
-  it('refuses a second key under a label in use instead of shadowing the first', () => {
+  it('refuses a second key under a label in use, and will not sign when one was planted beside it', async () => {
     expect(() => generateSecp256k1KeyPair(token, 'signer')).toThrow(/already exists/);
+    // Someone with write access to the token adds a key under a signer's label (bypassing the check
+    // above): the service must refuse to choose between them, not sign with whichever comes first.
+    generateSecp256k1KeyPair(token, 'planted-original');
+    const account = await ethereumAccount(pkcs11Signer(token, 'planted-original'));
+    token.run((p, s) =>
+      p.C_GenerateKeyPair(
+        s,
+        { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN },
+        [
+          { type: pkcs11js.CKA_TOKEN, value: true },
+          { type: pkcs11js.CKA_LABEL, value: 'planted-original' },
+          { type: pkcs11js.CKA_EC_PARAMS, value: Buffer.from('06052b8104000a', 'hex') },
+        ],
+        [
+          { type: pkcs11js.CKA_TOKEN, value: true },
+          { type: pkcs11js.CKA_LABEL, value: 'planted-original' },
+          { type: pkcs11js.CKA_SIGN, value: true },
+        ],
+      ),
+    );
+    await expect(account.signMessage({ message: 'after the plant' })).rejects.toThrow(
+      'hsm: more than one private key labelled "planted-original" on token "hsm-unit"',
+    );
+    await expect(ethereumAccount(pkcs11Signer(token, 'planted-original'))).rejects.toThrow(
+      /more than one public key/,
+    );
   });
 
   it('reopens the session when the token dropped it, and signs', async () => {
