@@ -1,4 +1,4 @@
-// Proves the chain signers work with their keys inside a real SoftHSM2 token and a real Hardhat chain: a key generated in the token holds the vault's settler and withdrawal-signer roles; the settlement worker — in process and as `npm run start:settlement` configured only with SETTLER_KEY_LABEL, PKCS11_* and a PIN file — records captures on chain in transactions sent from the token's address; the vault accepts a withdrawal approval signed in the token; the liquidator liquidates from the token's address; a wrong PIN, an unknown key, a missing PKCS#11 library and a raw key in production stop the process with exit 78 and one line.
+// Proves the chain signers work with their keys inside a real SoftHSM2 token and a real Hardhat chain: a key generated in the token holds the vault's settler and withdrawal-signer roles; the settlement worker — in process and as `npm run start:settlement` configured only with SETTLER_KEY_LABEL, PKCS11_* and a PIN file — records captures on chain in transactions sent from the token's address, and loses no nonce when the token refuses to sign mid-run; the vault accepts a withdrawal approval signed in the token; the liquidator liquidates from the token's address; a wrong PIN, an unknown key, a missing PKCS#11 library and a raw key in production stop the process with exit 78 and one line.
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,6 +18,7 @@ import {
   pkcs11Signer,
   type Token,
 } from '../shared/hsm/index.ts';
+import { pkcs11js } from '../shared/hsm/pkcs11.ts';
 import { setUpServices, type TestServices } from './support/db.ts';
 import { runScript } from './support/processes.ts';
 import { createSoftHsmToken, type SoftHsmToken } from './support/softhsm.ts';
@@ -68,6 +69,15 @@ async function recordedBy(ref: string): Promise<{ from: Address; status: string 
   if (log === undefined) return null;
   const receipt = await chain.publicClient.getTransactionReceipt({ hash: log.transactionHash });
   return { from: receipt.from, status: receipt.status };
+}
+
+/** Turns a key's permission to sign off and on in the token: an HSM refusing mid-run, for real. */
+function setCanSign(label: string, allowed: boolean): void {
+  token.run((p, s) =>
+    p.C_SetAttributeValue(s, token.findObject(p, s, pkcs11js.CKO_PRIVATE_KEY, label), [
+      { type: pkcs11js.CKA_SIGN, value: allowed },
+    ]),
+  );
 }
 
 beforeAll(async () => {
@@ -128,6 +138,36 @@ describe('chain signers with their keys in the HSM', () => {
       args: [wallet],
     });
     expect(debt).toBe(43_210_000n);
+  });
+
+  it('keeps its nonce when the token refuses to sign, so the next round settles (no gap)', async () => {
+    const ref = await bookCapture(555n);
+    const nonceBefore = await chain.publicClient.getTransactionCount({
+      address: settler.address,
+      blockTag: 'pending',
+    });
+    const worker = createSettlementWorker({
+      sql: sql(),
+      client: chain.publicClient,
+      account: settler,
+      vault: chain.contracts.vault,
+      chainId: chain.contracts.chainId,
+      logger: silentLogger,
+      maxFeePerGasWei: 200n * 10n ** 9n,
+    });
+    // One round with a nonce taken from the node, so the worker's own counter is in play.
+    setCanSign('settler', false);
+    try {
+      await expect(worker.runOnce()).rejects.toThrow(/CKR_KEY_FUNCTION_NOT_PERMITTED/);
+    } finally {
+      setCanSign('settler', true);
+    }
+    const [unsent] = await sql()`select status, transaction_hash from settlements where ref = ${ref}`;
+    expect(unsent).toEqual({ status: 'pending', transaction_hash: null });
+    expect(await worker.runOnce()).toMatchObject({ sent: 1 });
+    expect(await recordedBy(ref)).toEqual({ from: settler.address.toLowerCase(), status: 'success' });
+    const [row] = await sql()`select nonce from settlements where ref = ${ref}`;
+    expect(Number(row?.['nonce'])).toBe(nonceBefore);
   });
 
   it('settles from `npm run start:settlement` configured with a key label and a PIN file only', async () => {
@@ -223,6 +263,14 @@ describe('chain signers with their keys in the HSM', () => {
         logger: silentLogger,
         maxFeePerGasWei: 200n * 10n ** 9n,
       });
+      // The token refuses once (before even the USDC approval is signed); the next round must not skip
+      // a nonce, or the approval would wait forever behind the gap.
+      setCanSign('liquidator', false);
+      try {
+        await expect(run.runOnce()).rejects.toThrow(/CKR_KEY_FUNCTION_NOT_PERMITTED/);
+      } finally {
+        setCanSign('liquidator', true);
+      }
       expect(await run.runOnce()).toMatchObject({ unhealthy: 1, sent: 1 });
     } finally {
       await indexer.stop();
