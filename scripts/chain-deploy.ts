@@ -1,21 +1,23 @@
 /**
  * `npm run chain:deploy`: deploys the test tokens (WETH 18 decimals, WBTC 8, USDC 6), Chainlink-style
  * feeds (aggregator + proxy) and the vault to the chain at CHAIN_RPC_URL (a local node: it sends from
- * the node's unlocked account #0), grants the settler role to SETTLER_PRIVATE_KEY's address (default:
- * local account #1), the liquidator role to local account #2 and the withdrawal-signer role to
- * WITHDRAWAL_SIGNER_PRIVATE_KEY's address (default: local account #0), and writes CONTRACTS_FILE.
+ * the node's unlocked account #0), grants the settler role to the settler's address (SETTLER_KEY_LABEL's
+ * key in the HSM or SETTLER_PRIVATE_KEY; default: local account #1), the liquidator role to
+ * LIQUIDATOR_KEY_LABEL's or LIQUIDATOR_PRIVATE_KEY's address (default: local account #2) and the
+ * withdrawal-signer role to the withdrawal signer's (default: local account #0), and writes CONTRACTS_FILE.
  *
  * Flags: --seed-db (also upsert the assets table in DATABASE_URL), --with-batcher (the benchmark's
  * driver), --withdrawal-delay-s N (default 3600).
  */
 import { parseArgs } from 'node:util';
-import { privateKeyToAccount } from 'viem/accounts';
+import type { Address } from 'viem';
 import { z } from 'zod';
 import { deployLocalContracts } from '../indexer/chain/deploy.ts';
 import { localAccount, ROLES, seedAssets } from '../indexer/chain/harness.ts';
 import { writeContractsFile } from '../indexer/contracts/index.ts';
-import { configFromProcess } from '../shared/config.ts';
+import { CHAIN_SIGNERS, type ChainSignerRole, configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
+import { signerOrExit } from '../shared/hsm/index.ts';
 
 const flags = z
   .object({
@@ -39,20 +41,23 @@ const flags = z
   );
 
 const config = configFromProcess();
-const settler =
-  config.SETTLER_PRIVATE_KEY === undefined
-    ? localAccount(ROLES.settler).address
-    : privateKeyToAccount(config.SETTLER_PRIVATE_KEY as `0x${string}`).address;
-const withdrawalSigner =
-  config.WITHDRAWAL_SIGNER_PRIVATE_KEY === undefined
-    ? localAccount(ROLES.deployer).address
-    : privateKeyToAccount(config.WITHDRAWAL_SIGNER_PRIVATE_KEY as `0x${string}`).address;
+/** The address of the signer the config names for `role` (a key in the HSM or a raw key), else `fallback`. */
+async function addressOf(role: ChainSignerRole, fallback: Address): Promise<Address> {
+  const { keyLabel, privateKey } = CHAIN_SIGNERS[role];
+  if (config[keyLabel] === undefined && config[privateKey] === undefined) return fallback;
+  const signer = await signerOrExit(config, role, 'chain:deploy');
+  signer.close();
+  return signer.account.address;
+}
+const settler = await addressOf('settler', localAccount(ROLES.settler).address);
+const withdrawalSigner = await addressOf('withdrawalSigner', localAccount(ROLES.deployer).address);
+const liquidator = await addressOf('liquidator', localAccount(ROLES.liquidator).address);
 const contracts = await deployLocalContracts({
   rpcUrl: config.CHAIN_RPC_URL,
   deployer: localAccount(ROLES.deployer).address,
   settler,
   withdrawalSigner,
-  liquidator: localAccount(ROLES.liquidator).address,
+  liquidator,
   withdrawalDelayS: flags['withdrawal-delay-s'],
   withBatcher: flags['with-batcher'],
 });

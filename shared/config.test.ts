@@ -1,12 +1,14 @@
-// Proves config parsing fails closed and quietly: loadConfig on explicit env objects (defaults, one-line errors naming the variable, no secret value in any error, unset NODE_ENV meaning production, every public secret of the repository refused outside explicit development on loopback, found by scanning the repository), and real child processes of the entry points exiting 78 with one stderr line and no secret.
+// Proves config parsing fails closed and quietly: loadConfig on explicit env objects (defaults, one-line errors naming the variable, no secret value in any error, unset NODE_ENV meaning production, raw chain keys refused in production in favour of HSM key labels, secrets read from <NAME>_FILE files (trimmed; refused when world-readable, missing, empty or given twice), every public secret of the repository refused outside explicit development on loopback, found by scanning the repository), and real child processes of the entry points exiting 78 with one stderr line and no secret.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { runScript, type ScriptResult } from '../test/support/processes.ts';
 import {
   analyticsHistory,
+  CHAIN_SIGNERS,
   ConfigError,
   DEV_WEBHOOK_SECRET,
   isLoopbackHost,
@@ -277,28 +279,59 @@ describe('loadConfig', () => {
     expect(bad.message).not.toContain(CANARY);
   });
 
-  it('refuses keys of the public test mnemonic as chain keys in production', () => {
+  it('refuses every raw chain key in production (keys live in the HSM there), and accepts one in development and test', () => {
     const publicKey = '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80'; // Hardhat #0
-    for (const name of ['SETTLER_PRIVATE_KEY', 'WITHDRAWAL_SIGNER_PRIVATE_KEY', 'LIQUIDATOR_PRIVATE_KEY']) {
-      const error = configError({
-        NODE_ENV: 'production',
-        STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK,
-        [name]: publicKey,
-      });
-      expect(error.message).toBe(`config: ${name} is invalid: a public test key is refused in production`);
-      expect(everythingShown(error)).not.toContain(publicKey.slice(2));
-      expect(loadConfig({ NODE_ENV: 'test', [name]: publicKey })[name as 'SETTLER_PRIVATE_KEY']).toBe(
-        publicKey,
-      );
+    const ownKey = `0x${'1f'.repeat(32)}`;
+    for (const { privateKey: name, keyLabel } of Object.values(CHAIN_SIGNERS)) {
+      for (const key of [publicKey, ownKey]) {
+        const error = configError({
+          NODE_ENV: 'production',
+          STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK,
+          [name]: key,
+        });
+        expect(error.message).toBe(
+          `config: ${name} is invalid: a raw private key is refused in production; keep the key in the HSM and name it with ${keyLabel} (docs/operations.md)`,
+        );
+        expect(everythingShown(error)).not.toContain(key.slice(2));
+        expect(loadConfig({ NODE_ENV: 'test', [name]: key })[name]).toBe(key);
+      }
     }
-    const privateKey = `0x${'1f'.repeat(32)}`;
-    expect(
-      loadConfig({
-        NODE_ENV: 'production',
-        STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK,
-        WITHDRAWAL_SIGNER_PRIVATE_KEY: privateKey,
-      }).WITHDRAWAL_SIGNER_PRIVATE_KEY,
-    ).toBe(privateKey);
+  });
+
+  it('takes a chain signer as a key label in the HSM, which needs the module, the token and a PIN', () => {
+    const hsm = {
+      PKCS11_MODULE: '/usr/lib/softhsm/libsofthsm2.so',
+      PKCS11_TOKEN_LABEL: 'credana',
+      PKCS11_PIN: `pin-${CANARY}`,
+    };
+    const production = { NODE_ENV: 'production', STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK };
+    const config = loadConfig({ ...production, ...hsm, SETTLER_KEY_LABEL: 'settler-2026' });
+    expect([config.SETTLER_KEY_LABEL, config.PKCS11_TOKEN_LABEL, config.SETTLER_PRIVATE_KEY]).toEqual([
+      'settler-2026',
+      'credana',
+      undefined,
+    ]);
+    for (const missing of ['PKCS11_MODULE', 'PKCS11_TOKEN_LABEL', 'PKCS11_PIN'] as const) {
+      const { [missing]: _dropped, ...rest } = hsm;
+      const error = configError({ ...production, ...rest, LIQUIDATOR_KEY_LABEL: 'liquidator' });
+      expect(error.message).toBe(
+        `config: ${missing} is invalid: must be set when LIQUIDATOR_KEY_LABEL names a key in the HSM`,
+      );
+      expect(everythingShown(error)).not.toContain(CANARY);
+    }
+    const both = configError({
+      NODE_ENV: 'test',
+      ...hsm,
+      WITHDRAWAL_SIGNER_KEY_LABEL: 'signer',
+      WITHDRAWAL_SIGNER_PRIVATE_KEY: `0x${'2e'.repeat(32)}`,
+    });
+    expect(both.message).toBe(
+      'config: WITHDRAWAL_SIGNER_KEY_LABEL is invalid: set WITHDRAWAL_SIGNER_PRIVATE_KEY or WITHDRAWAL_SIGNER_KEY_LABEL, not both',
+    );
+    expect(configError({ NODE_ENV: 'test', SETTLER_KEY_LABEL: 'has space' }).variable).toBe(
+      'SETTLER_KEY_LABEL',
+    );
+    expect(SECRET_VARIABLES.has('PKCS11_PIN')).toBe(true);
   });
 
   it('requires the QStash token and both signing keys when QStash is the queue', () => {
@@ -317,6 +350,100 @@ function runEntryPoint(script: string, env: Record<string, string>): Promise<Scr
 
 // Each child starts Node and tsx (a few seconds on a busy two-core machine).
 const CHILD_TIMEOUT_MS = 90_000;
+
+describe('secrets from files (<NAME>_FILE)', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'credana-secret-files-'));
+  let files = 0;
+  const secretFile = (content: string, mode = 0o600): string => {
+    const file = path.join(dir, `secret-${files++}`);
+    writeFileSync(file, content);
+    chmodSync(file, mode);
+    return file;
+  };
+
+  it('reads every secret variable from its file, trimmed, as if it were set', () => {
+    const pin = `pin-${CANARY}`;
+    const config = loadConfig({
+      NODE_ENV: 'test',
+      STRIPE_WEBHOOK_SECRETS_FILE: secretFile(`  ${STRIPE_SECRET_OK} , whsec_second_secret_for_the_roll\n`),
+      PKCS11_PIN_FILE: secretFile(`${pin}\n`, 0o640),
+      INTERNAL_API_TOKEN_FILE: secretFile(`token-${CANARY}-long-enough`, 0o400),
+    });
+    expect(config.STRIPE_WEBHOOK_SECRETS).toEqual([STRIPE_SECRET_OK, 'whsec_second_secret_for_the_roll']);
+    expect(config.PKCS11_PIN).toBe(pin);
+    expect(config.INTERNAL_API_TOKEN).toBe(`token-${CANARY}-long-enough`);
+    expect(Object.hasOwn(config, 'PKCS11_PIN_FILE')).toBe(false);
+    for (const variable of SECRET_VARIABLES) {
+      expect(loadConfig({ NODE_ENV: 'test', [`${variable}_FILE`]: '' })).toBeDefined(); // empty = unset
+    }
+  });
+
+  it.each([
+    ['is readable by every user of the machine', () => secretFile(`whsec_${CANARY}_world_readable`, 0o644)],
+    ['is empty', () => secretFile(' \n\t')],
+    ['cannot read', () => path.join(dir, 'missing')],
+    [
+      'is not a regular file',
+      () => {
+        const sub = path.join(dir, `folder-${files++}`);
+        mkdirSync(sub);
+        return sub;
+      },
+    ],
+    ['is larger than 65536 bytes', () => secretFile(`whsec_${CANARY}`.padEnd(70_000, 'x'))],
+  ])('refuses a file that %s, in one line naming the variable and never the content', (reason, file) => {
+    const error = configError({ NODE_ENV: 'test', STRIPE_WEBHOOK_SECRETS_FILE: file() });
+    expect(error.variable).toBe('STRIPE_WEBHOOK_SECRETS_FILE');
+    expect(error.message).toMatch(/^config: STRIPE_WEBHOOK_SECRETS_FILE is invalid: [^\n]+$/);
+    expect(error.message).toContain(reason);
+    expect(everythingShown(error)).not.toContain(CANARY);
+  });
+
+  it('refuses a variable given both ways, an invalid value from a file without showing it, and a public secret from a file in production', () => {
+    const both = configError({
+      NODE_ENV: 'test',
+      QSTASH_TOKEN: 'one',
+      QSTASH_TOKEN_FILE: secretFile('two'),
+    });
+    expect(both.message).toBe(
+      'config: QSTASH_TOKEN_FILE is invalid: set QSTASH_TOKEN or QSTASH_TOKEN_FILE, not both',
+    );
+    const short = configError({ NODE_ENV: 'test', SUPABASE_JWT_SECRET_FILE: secretFile(`j${CANARY}`) });
+    expect(short.variable).toBe('SUPABASE_JWT_SECRET');
+    expect(everythingShown(short)).not.toContain(CANARY);
+    const publicOne = configError({
+      NODE_ENV: 'production',
+      STRIPE_WEBHOOK_SECRETS_FILE: secretFile(DEV_WEBHOOK_SECRET),
+    });
+    expect(publicOne.message).toMatch(/^config: STRIPE_WEBHOOK_SECRETS is invalid: it holds a public secret/);
+    // A raw chain key from a file is still a raw key: refused in production.
+    const key = configError({
+      NODE_ENV: 'production',
+      STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK,
+      SETTLER_PRIVATE_KEY_FILE: secretFile(`0x${'3c'.repeat(32)}`),
+    });
+    expect(key.variable).toBe('SETTLER_PRIVATE_KEY');
+    expect(everythingShown(key)).not.toContain('3c3c3c');
+  });
+
+  it(
+    'stops an entry point with exit 78 and one line when a secret file is world-readable',
+    async () => {
+      const result = await runEntryPoint('scripts/db-migrate.ts', {
+        NODE_ENV: 'test',
+        DATABASE_URL: 'postgres://postgres@127.0.0.1:1/never',
+        INTERNAL_API_TOKEN_FILE: secretFile(`token-${CANARY}-long-enough`, 0o644),
+      });
+      expect(result.code).toBe(78);
+      expect(result.stdout).toBe('');
+      expect(result.stderr).toMatch(
+        /^config: INTERNAL_API_TOKEN_FILE is invalid: \S[^\n]+readable by every user[^\n]+\n$/,
+      );
+      expect(result.stderr).not.toContain(CANARY);
+    },
+    CHILD_TIMEOUT_MS,
+  );
+});
 
 describe('entry points with a bad environment', () => {
   // If parsing wrongly succeeded, the scripts would try this closed port and fail differently (exit 1).

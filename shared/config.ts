@@ -3,8 +3,7 @@
  * invalid value stops the process with one line naming the variable, and never prints a secret value.
  * Services receive the parsed `Config` (or a slice of it) through their factories.
  */
-import { existsSync } from 'node:fs';
-import { mnemonicToAccount } from 'viem/accounts';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
 
 // Plain decimal digits only: `z.coerce.number()` would read " " as 0 and accept 0x10 or 1e2.
@@ -27,6 +26,9 @@ const csv = z.string().transform((value) =>
 );
 const url = z.string().url();
 const bool = z.enum(['true', 'false']).transform((value) => value === 'true');
+const keyLabelString = z
+  .string()
+  .regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 letters, digits, dots, dashes or underscores');
 
 /** Variables whose values are secrets: never echoed, not even in error messages. */
 export const SECRET_VARIABLES = new Set([
@@ -45,7 +47,22 @@ export const SECRET_VARIABLES = new Set([
   'BACKUP_S3_KEY',
   'BACKUP_S3_KEY_SECRET',
   'BACKUP_CIPHER_PASS',
+  'PKCS11_PIN',
 ]);
+
+/**
+ * The chain signers: each takes a raw key (development and test only) or the label of a secp256k1
+ * key in the PKCS#11 token (shared/hsm, docs/operations.md "Keys in an HSM").
+ */
+export const CHAIN_SIGNERS = {
+  settler: { privateKey: 'SETTLER_PRIVATE_KEY', keyLabel: 'SETTLER_KEY_LABEL' },
+  withdrawalSigner: { privateKey: 'WITHDRAWAL_SIGNER_PRIVATE_KEY', keyLabel: 'WITHDRAWAL_SIGNER_KEY_LABEL' },
+  liquidator: { privateKey: 'LIQUIDATOR_PRIVATE_KEY', keyLabel: 'LIQUIDATOR_KEY_LABEL' },
+} as const;
+export type ChainSignerRole = keyof typeof CHAIN_SIGNERS;
+
+/** The largest secret file `<NAME>_FILE` may name (a PEM bundle fits; a misnamed disk image does not). */
+export const SECRET_FILE_BYTES_MAX = 65_536;
 
 /**
  * Blocks after which a chain's blocks are taken as final: the default for CHAIN_CONFIRMATIONS and,
@@ -218,6 +235,17 @@ const schema = z.object({
     .string()
     .regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex key')
     .optional(),
+  // Keys in an HSM (shared/hsm, docs/operations.md): the PKCS#11 library, the token's label and the
+  // user PIN. Needed when any *_KEY_LABEL below (or DATA_KEK_LABEL) names a key in the token.
+  PKCS11_MODULE: z.string().min(1).optional(),
+  PKCS11_TOKEN_LABEL: z.string().min(1).max(32).optional(),
+  PKCS11_PIN: z.string().min(4, 'needs at least 4 characters').max(256).optional(),
+  /** The label of the settler's secp256k1 key in the token (instead of SETTLER_PRIVATE_KEY). */
+  SETTLER_KEY_LABEL: keyLabelString.optional(),
+  /** The label of the withdrawal signer's key in the token (instead of WITHDRAWAL_SIGNER_PRIVATE_KEY). */
+  WITHDRAWAL_SIGNER_KEY_LABEL: keyLabelString.optional(),
+  /** The label of the liquidator's key in the token (instead of LIQUIDATOR_PRIVATE_KEY). */
+  LIQUIDATOR_KEY_LABEL: keyLabelString.optional(),
   /** The most the program pays per gas for any transaction it sends; above it, it waits. */
   CHAIN_MAX_FEE_PER_GAS_GWEI: integer(1, 100_000).default(200),
   /**
@@ -286,31 +314,34 @@ const schema = z.object({
   BACKUP_CIPHER_PASS: z.string().min(32).optional(),
 });
 
-/** Hardhat's public test mnemonic: its keys are known to everyone. */
-const PUBLIC_TEST_MNEMONIC = 'test test test test test test test test test test test junk';
-let publicTestKeys: Set<string> | null = null;
-
-/** True for the first 20 keys of the public test mnemonic (derived once, only when asked). */
-export function isPublicTestKey(key: string): boolean {
-  if (publicTestKeys === null) {
-    publicTestKeys = new Set();
-    for (let i = 0; i < 20; i++) {
-      const derived = mnemonicToAccount(PUBLIC_TEST_MNEMONIC, { addressIndex: i }).getHdKey().privateKey;
-      if (derived !== null) publicTestKeys.add(`0x${Buffer.from(derived).toString('hex')}`);
-    }
-  }
-  return publicTestKeys.has(key.toLowerCase());
-}
-
 const refined = schema.superRefine((value, ctx) => {
-  for (const name of [
-    'SETTLER_PRIVATE_KEY',
-    'WITHDRAWAL_SIGNER_PRIVATE_KEY',
-    'LIQUIDATOR_PRIVATE_KEY',
-  ] as const) {
-    const key = value[name];
-    if (value.NODE_ENV === 'production' && key !== undefined && isPublicTestKey(key)) {
-      ctx.addIssue({ code: 'custom', path: [name], message: 'a public test key is refused in production' });
+  // It is an invariant that in production a chain key never sits in the environment (or a file the
+  // service reads): it lives in the HSM and the service names it by label.
+  for (const { privateKey, keyLabel } of Object.values(CHAIN_SIGNERS)) {
+    if (value[privateKey] !== undefined && value[keyLabel] !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [keyLabel],
+        message: `set ${privateKey} or ${keyLabel}, not both`,
+      });
+    }
+    if (value.NODE_ENV === 'production' && value[privateKey] !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [privateKey],
+        message: `a raw private key is refused in production; keep the key in the HSM and name it with ${keyLabel} (docs/operations.md)`,
+      });
+    }
+    if (value[keyLabel] !== undefined) {
+      for (const needed of ['PKCS11_MODULE', 'PKCS11_TOKEN_LABEL', 'PKCS11_PIN'] as const) {
+        if (value[needed] === undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [needed],
+            message: `must be set when ${keyLabel} names a key in the HSM`,
+          });
+        }
+      }
     }
   }
   if (
@@ -420,6 +451,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     const value = env[key];
     if (value !== undefined && value !== '') cleaned[key] = value;
   }
+  Object.assign(cleaned, secretsFromFiles(env, cleaned));
   const result = resolved.safeParse(cleaned);
   if (!result.success) {
     const issue = result.error.issues[0];
@@ -432,6 +464,51 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   }
   refusePublicSecrets(result.data, cleaned);
   return result.data;
+}
+
+/**
+ * Every secret variable NAME may instead be given as NAME_FILE, the path of a file holding it (a
+ * mounted Kubernetes or Docker secret, a file a secret manager's agent writes). The value is the
+ * file's content, trimmed. Refused, with one line naming NAME_FILE and never the content: both NAME
+ * and NAME_FILE set; a file that cannot be read, is not a regular file, is larger than
+ * SECRET_FILE_BYTES_MAX, is empty, or that every user of the machine may read (mode o+r: chmod 600 or
+ * 640, or a Kubernetes secret volume's defaultMode 0400/0440).
+ */
+function secretsFromFiles(
+  env: Readonly<Record<string, string | undefined>>,
+  given: Readonly<Record<string, string>>,
+): Record<string, string> {
+  const read: Record<string, string> = {};
+  for (const name of SECRET_VARIABLES) {
+    const variable = `${name}_FILE`;
+    const file = env[variable];
+    if (file === undefined || file === '') continue;
+    const refuse = (detail: string) => new ConfigError(variable, `is invalid: ${detail}`);
+    if (given[name] !== undefined) throw refuse(`set ${name} or ${variable}, not both`);
+    let stat: ReturnType<typeof statSync>;
+    try {
+      stat = statSync(file);
+    } catch (error) {
+      throw refuse(`cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+    if (!stat.isFile()) throw refuse(`${file} is not a regular file`);
+    if ((stat.mode & 0o004) !== 0) {
+      throw refuse(
+        `${file} is readable by every user of the machine (mode ${(stat.mode & 0o777).toString(8)}); chmod o-rwx it`,
+      );
+    }
+    if (stat.size > SECRET_FILE_BYTES_MAX)
+      throw refuse(`${file} is larger than ${SECRET_FILE_BYTES_MAX} bytes`);
+    let value: string;
+    try {
+      value = readFileSync(file, 'utf8').trim();
+    } catch (error) {
+      throw refuse(`cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+    if (value === '') throw refuse(`${file} is empty`);
+    read[name] = value;
+  }
+  return read;
 }
 
 /** True for addresses only this machine can reach: 127.0.0.0/8, ::1 and localhost. */

@@ -381,8 +381,14 @@ export function connectChain(url: string, contracts: ContractsFile): ChainAction
   return actions;
 }
 
+/** Roles default to the local accounts (ROLES); `settler`, `liquidator`, `withdrawalSigner` may name others (e.g. a key in the HSM). */
 export async function startChainHarness(
-  options: Partial<Pick<DeployOptions, 'withdrawalDelayS' | 'withBatcher' | 'collateral'>> = {},
+  options: Partial<
+    Pick<
+      DeployOptions,
+      'withdrawalDelayS' | 'withBatcher' | 'collateral' | 'settler' | 'liquidator' | 'withdrawalSigner'
+    >
+  > = {},
 ): Promise<ChainHarness> {
   const chain = await startLocalChain();
   try {

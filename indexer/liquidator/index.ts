@@ -31,7 +31,7 @@ import {
   encodeFunctionData,
   type Hex,
   keccak256,
-  type PrivateKeyAccount,
+  type LocalAccount,
   type PublicClient,
 } from 'viem';
 import { type AssetRisk, borrowPower, type PriceQuote } from '../../shared/credit.ts';
@@ -96,7 +96,7 @@ export function createLiquidatorMetrics(registry: Registry = new Registry()): Li
 export interface LiquidatorOptions {
   sql: postgres.Sql;
   client: PublicClient;
-  account: PrivateKeyAccount;
+  account: LocalAccount;
   contracts: ContractsFile;
   logger: Logger;
   maxFeePerGasWei: bigint;
@@ -245,15 +245,23 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
   const sign = async (to: Address, data: Hex, nonce: number, gas: bigint) => {
     const fees = await feeCap.fees();
     if (fees === null) return null;
-    const serialized = await account.signTransaction({
-      type: 'eip1559',
-      chainId,
-      nonce,
-      to,
-      data,
-      gas,
-      ...fees,
-    });
+    let serialized: Hex;
+    try {
+      serialized = await account.signTransaction({
+        type: 'eip1559',
+        chainId,
+        nonce,
+        to,
+        data,
+        gas,
+        ...fees,
+      });
+    } catch (error) {
+      // The signer failed (an HSM unreachable or refusing): the nonce was not used, so the next send
+      // takes it; skipped, it would leave a gap that stops every later transaction of this key.
+      reusable.unshift(nonce);
+      throw error;
+    }
     return { serialized, hash: keccak256(serialized) };
   };
 

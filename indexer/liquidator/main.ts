@@ -1,6 +1,7 @@
 /**
- * The liquidator process: `npm run start:liquidator`. Needs LIQUIDATOR_PRIVATE_KEY (the key holding
- * the vault's liquidator role and the USDC it repays with). Runs until SIGTERM/SIGINT.
+ * The liquidator process: `npm run start:liquidator`. Needs the key holding the vault's liquidator role
+ * and the USDC it repays with: LIQUIDATOR_KEY_LABEL (a key in the PKCS#11 token, shared/hsm) or, in
+ * development and test only, LIQUIDATOR_PRIVATE_KEY. Runs until SIGTERM/SIGINT.
  *
  * Flags: --poll-interval-ms N, --resend-after-ms N, --metrics-port N (Prometheus text at GET /metrics
  * on 127.0.0.1, when METRICS_ENABLED); for crash tests only (refused when NODE_ENV=production),
@@ -10,10 +11,10 @@ import { writeSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { privateKeyToAccount } from 'viem/accounts';
 import { z } from 'zod';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
+import { signerOrExit } from '../../shared/hsm/index.ts';
 import { readContractsFile } from '../contracts/index.ts';
 import { createRpc } from '../rpc/index.ts';
 import { createLiquidator, createLiquidatorMetrics } from './index.ts';
@@ -38,14 +39,11 @@ const flags = z
 
 const config = configFromProcess();
 const logger = pino({ level: config.LOG_LEVEL, base: { service: 'liquidator' } });
-if (config.LIQUIDATOR_PRIVATE_KEY === undefined) {
-  logger.fatal('LIQUIDATOR_PRIVATE_KEY is required');
-  process.exit(78);
-}
 if (flags['crash-after'] !== undefined && config.NODE_ENV === 'production') {
   logger.fatal('--crash-after is a test fault and is refused in production');
   process.exit(78);
 }
+const signer = await signerOrExit(config, 'liquidator', 'liquidator');
 const contracts = readContractsFile(config.CONTRACTS_FILE);
 const database = createDatabase({
   url: config.DATABASE_URL,
@@ -68,7 +66,7 @@ const metricsServer =
           .then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text))
           .catch(() => res.writeHead(500).end());
       }).listen(flags['metrics-port'], '127.0.0.1');
-const account = privateKeyToAccount(config.LIQUIDATOR_PRIVATE_KEY as `0x${string}`);
+const account = signer.account;
 const liquidator = createLiquidator({
   sql: database.sql,
   client: rpc.client,
@@ -93,7 +91,7 @@ const liquidator = createLiquidator({
 process.once('SIGTERM', () => void liquidator.stop());
 process.once('SIGINT', () => void liquidator.stop());
 logger.info(
-  { liquidator: account.address, healthWarningBps: config.HEALTH_FACTOR_WARNING_BPS },
+  { liquidator: account.address, key: signer.keyId, healthWarningBps: config.HEALTH_FACTOR_WARNING_BPS },
   'liquidator started',
 );
 let exitCode = 0;
@@ -104,6 +102,7 @@ try {
   logger.fatal({ err: error }, 'liquidator stopped');
 } finally {
   metricsServer?.close();
+  signer.close();
   await database.close();
 }
 process.exit(exitCode);

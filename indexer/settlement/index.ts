@@ -31,7 +31,7 @@ import {
   encodeFunctionData,
   type Hex,
   keccak256,
-  type PrivateKeyAccount,
+  type LocalAccount,
   type PublicClient,
   toBytes,
 } from 'viem';
@@ -77,7 +77,7 @@ const REFUNDS: Kind = {
 export interface SettlementWorkerOptions {
   sql: postgres.Sql;
   client: PublicClient;
-  account: PrivateKeyAccount;
+  account: LocalAccount;
   vault: Address;
   chainId: number;
   logger: Logger;
@@ -397,16 +397,24 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
       ],
     });
     const nonce = await takeNonce();
-    const serialized = await account.signTransaction({
-      type: 'eip1559',
-      chainId: options.chainId,
-      nonce,
-      to: vault,
-      data,
-      // A recorded spend costs about 60k gas; a generous fixed budget saves an estimate round trip.
-      gas: 100_000n + 90_000n * BigInt(batch.length),
-      ...fees,
-    });
+    let serialized: Hex;
+    try {
+      serialized = await account.signTransaction({
+        type: 'eip1559',
+        chainId: options.chainId,
+        nonce,
+        to: vault,
+        data,
+        // A recorded spend costs about 60k gas; a generous fixed budget saves an estimate round trip.
+        gas: 100_000n + 90_000n * BigInt(batch.length),
+        ...fees,
+      });
+    } catch (error) {
+      // The signer failed (an HSM unreachable or refusing): nothing was saved or sent with this nonce,
+      // so it is not spent. Kept as taken, the next transaction would leave a gap no later one passes.
+      nextNonce = null;
+      throw error;
+    }
     const hash = keccak256(serialized);
     const refs = batch.map((p) => p.ref);
     // Saved before the broadcast: from here on, a crash leaves a row that names this transaction.

@@ -1,6 +1,7 @@
 /**
- * The settlement worker process: `npm run start:settlement`. Needs SETTLER_PRIVATE_KEY (the key
- * holding the vault's settler role). Runs until SIGTERM/SIGINT.
+ * The settlement worker process: `npm run start:settlement`. Needs the key holding the vault's settler
+ * role: SETTLER_KEY_LABEL (a key in the PKCS#11 token, shared/hsm) or, in development and test only,
+ * SETTLER_PRIVATE_KEY. Runs until SIGTERM/SIGINT.
  *
  * Flags: --poll-interval-ms N, --resend-after-ms N, --batch-max N, --metrics-port N (Prometheus text
  * at GET /metrics on 127.0.0.1, when METRICS_ENABLED); and, for crash tests only (refused
@@ -11,10 +12,10 @@ import { writeSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { privateKeyToAccount } from 'viem/accounts';
 import { z } from 'zod';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
+import { signerOrExit } from '../../shared/hsm/index.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { readContractsFile } from '../contracts/index.ts';
 import { LIMITS } from '../limits.ts';
@@ -43,14 +44,11 @@ const flags = z
 
 const config = configFromProcess();
 const logger = pino({ level: config.LOG_LEVEL, base: { service: 'settlement' } });
-if (config.SETTLER_PRIVATE_KEY === undefined) {
-  logger.fatal('SETTLER_PRIVATE_KEY is required');
-  process.exit(78);
-}
 if (flags['crash-after'] !== undefined && config.NODE_ENV === 'production') {
   logger.fatal('--crash-after is a test fault and is refused in production');
   process.exit(78);
 }
+const signer = await signerOrExit(config, 'settler', 'settlement');
 const contracts = readContractsFile(config.CONTRACTS_FILE);
 const database = createDatabase({
   url: config.DATABASE_URL,
@@ -85,7 +83,7 @@ const worker = createSettlementWorker({
   metrics,
   redis: { client: redis, prefix: config.REDIS_KEY_PREFIX },
   client: rpc.client,
-  account: privateKeyToAccount(config.SETTLER_PRIVATE_KEY as `0x${string}`),
+  account: signer.account,
   vault: contracts.vault,
   chainId: config.CHAIN_ID,
   logger,
@@ -104,10 +102,7 @@ const worker = createSettlementWorker({
 });
 process.once('SIGTERM', () => void worker.stop());
 process.once('SIGINT', () => void worker.stop());
-logger.info(
-  { settler: privateKeyToAccount(config.SETTLER_PRIVATE_KEY as `0x${string}`).address },
-  'settlement worker started',
-);
+logger.info({ settler: signer.account.address, key: signer.keyId }, 'settlement worker started');
 let exitCode = 0;
 try {
   await worker.run();
@@ -117,6 +112,7 @@ try {
 } finally {
   metricsServer?.close();
   redis.disconnect();
+  signer.close();
   await database.close();
 }
 process.exit(exitCode);

@@ -6,7 +6,7 @@ import { runScript } from '../../test/support/processes.ts';
 const base = { PATH: process.env['PATH'] ?? '', NODE_ENV: 'test', LOG_LEVEL: 'silent' };
 
 describe('npm run start:withdrawals', () => {
-  it('exits 78 naming INTERNAL_API_TOKEN, then WITHDRAWAL_SIGNER_PRIVATE_KEY, when missing', async () => {
+  it('exits 78 naming INTERNAL_API_TOKEN, then the signer key (raw or HSM label), when missing', async () => {
     const noToken = await runScript('indexer/withdrawals/main.ts', [], base);
     expect([noToken.code, noToken.stderr]).toEqual([78, 'withdrawals: INTERNAL_API_TOKEN is required\n']);
     const noKey = await runScript('indexer/withdrawals/main.ts', [], {
@@ -15,7 +15,7 @@ describe('npm run start:withdrawals', () => {
     });
     expect([noKey.code, noKey.stderr]).toEqual([
       78,
-      'withdrawals: WITHDRAWAL_SIGNER_PRIVATE_KEY is required\n',
+      'withdrawals: WITHDRAWAL_SIGNER_PRIVATE_KEY or WITHDRAWAL_SIGNER_KEY_LABEL is required\n',
     ]);
-  });
+  }, 90_000); // two children, each starting Node and tsx (slow on a busy two-core machine)
 });

@@ -582,3 +582,26 @@ export const liquidations = pgTable(
     index('liquidations_status_idx').on(t.status, t.createdAt),
   ],
 );
+
+/** bytea ↔ Buffer. */
+export const bytea = customType<{ data: Buffer; driverData: Buffer }>({ dataType: () => 'bytea' });
+
+/**
+ * Data keys of envelope encryption (shared/hsm/envelope.ts, docs/operations.md "Encryption at rest"):
+ * AES-256 keys, each stored only wrapped — AES-GCM inside the HSM under the key-encryption key
+ * labelled `kek_label`, as iv (12) ‖ ciphertext (32) ‖ tag (16), bound to its id. A sealed value names
+ * its data key's id. The newest key seals; every key opens what it sealed. Rotation (`npm run keys --
+ * rotate`) re-wraps every row under a new key-encryption key. No service role is granted this table
+ * until it seals or opens (drizzle/0011_data_keys.sql).
+ */
+export const dataKeys = pgTable(
+  'data_keys',
+  {
+    id: integer('id').primaryKey().generatedByDefaultAsIdentity(),
+    kekLabel: text('kek_label').notNull(),
+    wrappedKey: bytea('wrapped_key').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    rewrappedAt: timestamp('rewrapped_at', { withTimezone: true }),
+  },
+  (t) => [check('data_keys_wrapped_length', sql`octet_length(${t.wrappedKey}) = 60`)],
+);
