@@ -80,10 +80,12 @@ export async function findUserIds(
       rows = await supabase<{ user_id: string }[]>`
         select id::text as user_id from public.profiles where lower(email) = lower(${key})
         order by id limit ${LOOKUP_LIMITS.usersFoundMax}`;
-      // Only users the financial database knows are users of the card program.
+      // Only users the financial database knows are users of the card program. (Ids travel as one
+      // comma-joined text: a fresh connection has not loaded the array types that sql.array needs.)
       if (rows.length > 0) {
         rows = await sql<{ user_id: string }[]>`
-          select id::text as user_id from users where id = any(${sql.array(rows.map((r) => r.user_id as string))}::uuid[])
+          select id::text as user_id from users
+          where id = any(string_to_array(${rows.map((r) => r.user_id as string).join(',')}, ',')::uuid[])
           order by id`;
       }
       break;
@@ -125,7 +127,7 @@ async function profiles(
   try {
     const supabase = await deps.supabase();
     const rows = await supabase<{ id: string; email: string | null; display_name: string | null }[]>`
-      select id::text, email, display_name from public.profiles where id = any(${supabase.array([...userIds])}::uuid[])`;
+      select id::text, email, display_name from public.profiles where id = any(string_to_array(${userIds.join(',')}, ',')::uuid[])`;
     return new Map(rows.map((r) => [r.id, { email: r.email, displayName: r.display_name }]));
   } catch (error) {
     const code = (error as { code?: unknown }).code;
