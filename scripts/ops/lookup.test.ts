@@ -205,5 +205,5 @@ describe('npm run ops (scripts/ops.ts as a child process)', () => {
     expect(help.stdout).toContain(
       'usage: npm run ops -- show-user <email|cardId|wallet|authorizationId|userId>',
     );
-  });
+  }, 120_000); // child processes under tsx: ~15 s each on the shared 2-core machine
 });
