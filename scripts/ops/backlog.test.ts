@@ -49,8 +49,9 @@ describe('outbox', () => {
     }
     const shard = shardOf(user.userId);
     const stream = outboxKey(prefix, shard);
-    const [[firstId]] = (await redis.xrange(stream, '-', '+', 'COUNT', 1)) as [string, string[]][];
-    const oldestMs = streamIdMs(firstId as string);
+    const first = (await redis.xrange(stream, '-', '+', 'COUNT', 1)) as [string, string[]][];
+    const oldestMs = streamIdMs(first[0]?.[0] ?? '');
+    expect(oldestMs).toBeGreaterThan(0);
     const deps: BacklogDeps = {
       sql,
       redis,
