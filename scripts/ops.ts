@@ -9,7 +9,6 @@
  * scripts/ops/backlog.ts (outbox, writer lag, indexer head), scripts/ops/reconcile.ts (run a job).
  */
 import postgres from 'postgres';
-import { createPublicClient, http } from 'viem';
 import { createLogger } from '../hot-path/ops/logger.ts';
 import { type Config, configFromProcess } from '../shared/config.ts';
 import type { ControlsDeps } from '../shared/controls/program.ts';
@@ -21,7 +20,7 @@ import { controlsCommands } from './ops/controls.ts';
 import { deadLetterCommands } from './ops/dead-letters.ts';
 import { type LookupDeps, lookupCommands } from './ops/lookup.ts';
 import { reconcileCommand } from './ops/reconcile.ts';
-import { createReconcileServices, type ReconcileServices } from './reconcile/index.ts';
+import type { ReconcileServices } from './reconcile/index.ts';
 
 const io: OpsIo = {
   out: (line) => process.stdout.write(`${line}\n`),
@@ -81,6 +80,8 @@ async function lookupDeps(): Promise<LookupDeps> {
 
 async function backlogDeps() {
   const deps = await openDeps();
+  // Loaded here, not at the top: `help` and the other commands start faster without viem.
+  const { createPublicClient, http } = await import('viem');
   const client = createPublicClient({
     transport: http(config().CHAIN_RPC_URL, { retryCount: 1, timeout: 5_000 }),
   });
@@ -99,6 +100,7 @@ async function backlogDeps() {
 async function reconcileServices(): Promise<ReconcileServices> {
   // The command prints the run's summary and findings itself; the runner's JSON log lines would mix
   // with them on stdout.
+  const { createReconcileServices } = await import('./reconcile/index.ts');
   open.reconcile ??= createReconcileServices(config(), createLogger('silent', 'ops'));
   return open.reconcile;
 }

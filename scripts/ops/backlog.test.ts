@@ -8,7 +8,7 @@ import { type HotPathWorld, post, setUpHotPathWorld, WETH_PRICE_E8 } from '../..
 import { freePort, runScript } from '../../test/support/processes.ts';
 import { drainOutbox } from '../../test/support/reconcile.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
-import { type BacklogDeps, backlogCommands } from './backlog.ts';
+import { type BacklogDeps, backlogCommands, WRITER_GROUP } from './backlog.ts';
 
 let world: HotPathWorld;
 let chain: LocalChain;
@@ -32,6 +32,10 @@ async function ops(deps: BacklogDeps, name: string, ...args: string[]) {
 }
 
 describe('outbox', () => {
+  it("reads the ledger writer's own consumer group", () => {
+    expect(WRITER_GROUP).toBe(CONSUMER_GROUP);
+  });
+
   it('reports entries, pending and lag per shard, and nothing once the writer has written them', async () => {
     const { services, hotPath } = world;
     const { redis, prefix } = services;

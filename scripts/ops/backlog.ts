@@ -7,7 +7,6 @@
  *                  `credana_ledger_lag_ms` measures) and the dead letters.
  *   indexer-head   each indexer cursor (financial database) against the chain head (CHAIN_RPC_URL).
  */
-import { CONSUMER_GROUP, streamIdMs } from '../../hot-path/ledger-writer/writer.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { deadLetterKey, OUTBOX_SHARDS, outboxKey } from '../../shared/redis/keys.ts';
@@ -28,6 +27,12 @@ export interface BacklogContext {
   deps(): Promise<BacklogDeps>;
 }
 
+/** The ledger writer's consumer group (hot-path/ledger-writer/writer.ts CONSUMER_GROUP; backlog.test.ts checks they agree). */
+export const WRITER_GROUP = 'ledger-writer';
+
+/** Milliseconds since the epoch in a stream id (`<ms>-<seq>`). */
+const streamIdMs = (id: string) => Number(id.slice(0, id.indexOf('-')));
+
 export interface ShardBacklog {
   shard: number;
   entries: number;
@@ -43,7 +48,7 @@ export async function readOutboxBacklog(redis: Redis, prefix: string): Promise<S
     const key = outboxKey(prefix, shard);
     pipeline.xlen(key);
     pipeline.xrange(key, '-', '+', 'COUNT', 1);
-    pipeline.xpending(key, CONSUMER_GROUP);
+    pipeline.xpending(key, WRITER_GROUP);
   }
   const replies = (await pipeline.exec()) ?? [];
   const shards: ShardBacklog[] = [];

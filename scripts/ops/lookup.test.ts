@@ -13,7 +13,7 @@ import { runScript } from '../../test/support/processes.ts';
 import { drainOutbox } from '../../test/support/reconcile.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
 import type { OpsCommand } from './command.ts';
-import { type LookupDeps, lookupCommands } from './lookup.ts';
+import { formatUnits, type LookupDeps, lookupCommands } from './lookup.ts';
 
 let world: HotPathWorld;
 let supabase: SupabaseTestDatabase;
@@ -150,6 +150,14 @@ describe('find-user', () => {
 });
 
 describe('show-user', () => {
+  it('prints token amounts as exact decimals', () => {
+    expect(formatUnits(0n, 18)).toBe('0');
+    expect(formatUnits(1n, 18)).toBe('0.000000000000000001');
+    expect(formatUnits(10n ** 78n + 1n, 18)).toBe(`${10n ** 60n}.000000000000000001`);
+    expect(formatUnits(-1500n, 3)).toBe('-1.5');
+    expect(formatUnits(5n, 0)).toBe('5');
+  });
+
   it('prints the position in exact dollars, holds, decisions, settlement and liquidation state', async () => {
     const result = await ops(deps, 'show-user', email);
     expect({ code: result.code, err: result.err }).toEqual({ code: 0, err: [] });

@@ -13,7 +13,6 @@
  *
  * Money is printed with formatCents from bigint cents, USDC and token amounts as exact decimals.
  */
-import { formatUnits } from 'viem';
 import type { Sql } from '../../shared/db/client.ts';
 import { formatCents, USDC_DECIMALS } from '../../shared/money.ts';
 import type { Redis } from '../../shared/redis/client.ts';
@@ -173,6 +172,15 @@ async function walletsOf(sql: Sql, userId: string): Promise<string[]> {
   const rows = await sql<{ chain_id: number; address: string }[]>`
     select chain_id, address from wallets where user_id = ${userId} order by linked_at, address`;
   return rows.map((w) => `${w.address} (chain ${w.chain_id})`);
+}
+
+/** Exact decimal of token base units, trailing zeros dropped: formatUnits(1500n, 3) = '1.5'. */
+export function formatUnits(amountBase: bigint, decimals: number): string {
+  const negative = amountBase < 0n;
+  const abs = negative ? -amountBase : amountBase;
+  const scale = 10n ** BigInt(decimals);
+  const fraction = decimals === 0 ? '' : (abs % scale).toString().padStart(decimals, '0').replace(/0+$/, '');
+  return `${negative ? '-' : ''}${abs / scale}${fraction === '' ? '' : `.${fraction}`}`;
 }
 
 /** Exact decimal of USDC base units (6 decimals), e.g. `12.500001 USDC`. */

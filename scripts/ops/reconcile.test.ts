@@ -7,8 +7,9 @@ import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
 import { testConfig } from '../../test/support/hot-path.ts';
 import { runScript } from '../../test/support/processes.ts';
+import { RUNNABLE } from '../reconcile/index.ts';
 import { createReconcileMetrics } from '../reconcile/metrics.ts';
-import { reconcileCommand } from './reconcile.ts';
+import { JOBS, reconcileCommand } from './reconcile.ts';
 
 let services: TestServices;
 
@@ -45,6 +46,10 @@ const counts = async () => {
 };
 
 describe('reconcile', () => {
+  it('knows exactly the jobs the reconciliation runner runs', () => {
+    expect(JOBS).toEqual(RUNNABLE);
+  });
+
   it('reports drift in a dry run, repairs it in a real run, records and audits the run', async () => {
     const { redis, prefix } = services;
     const sql = services.database.sql;

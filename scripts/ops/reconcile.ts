@@ -9,7 +9,8 @@
  */
 import { existsSync } from 'node:fs';
 import { insertAudit } from '../../shared/db/queries/ledger.ts';
-import { isRunnable, type JobArgs, type ReconcileServices, RUNNABLE, runJob } from '../reconcile/index.ts';
+import type { JobArgs, ReconcileServices, Runnable } from '../reconcile/index.ts';
+import { JOB_NAMES } from '../reconcile/types.ts';
 import { BadInput, guarded, parseStrict, reasonAndActor } from './args.ts';
 import type { OpsCommand } from './command.ts';
 
@@ -21,6 +22,11 @@ export interface ReconcileContext {
 export const FINDINGS_PRINTED_MAX = 50;
 
 const DRY_RUN_JOBS = new Set(['cache', 'holds']);
+
+// The same list as scripts/reconcile/index.ts RUNNABLE, kept here so `npm run ops -- help` does not load
+// every job (viem, the analytics store…) before it prints; reconcile.test.ts checks the two agree.
+export const JOBS: readonly Runnable[] = [...JOB_NAMES, 'analytics'];
+const isJob = (name: string): name is Runnable => (JOBS as readonly string[]).includes(name);
 
 function day(text: string, flag: string): number {
   if (!/^\d{4}-\d{2}-\d{2}$/.test(text) || Number.isNaN(Date.parse(`${text}T00:00:00Z`)))
@@ -34,7 +40,7 @@ function file(path: string, flag: string): string {
 }
 
 export function reconcileCommand(context: ReconcileContext): OpsCommand {
-  const usage = `npm run ops -- reconcile <${RUNNABLE.join('|')}> --reason "..." [--actor name] [--dry-run] [--transactions file] [--authorizations file] [--from YYYY-MM-DD --to YYYY-MM-DD]`;
+  const usage = `npm run ops -- reconcile <${JOBS.join('|')}> --reason "..." [--actor name] [--dry-run] [--transactions file] [--authorizations file] [--from YYYY-MM-DD --to YYYY-MM-DD]`;
   return {
     name: 'reconcile',
     summary: 'Run one reconciliation job now (recorded and audited; --dry-run reports without repairing)',
@@ -54,8 +60,8 @@ export function reconcileCommand(context: ReconcileContext): OpsCommand {
         if (positionals.length !== 1)
           throw new BadInput(`expects one job, got ${positionals.length} argument(s)`);
         const job = positionals[0] as string;
-        if (!isRunnable(job))
-          throw new BadInput(`no job ${JSON.stringify(job.slice(0, 40))} (jobs: ${RUNNABLE.join(', ')})`);
+        if (!isJob(job))
+          throw new BadInput(`no job ${JSON.stringify(job.slice(0, 40))} (jobs: ${JOBS.join(', ')})`);
         const dryRun = values['dry-run'] === true;
         if (dryRun && !DRY_RUN_JOBS.has(job)) throw new BadInput(`--dry-run applies to cache and holds only`);
         if (values['transactions'] !== undefined && job !== 'stripe')
@@ -104,6 +110,7 @@ export function reconcileCommand(context: ReconcileContext): OpsCommand {
             ]),
           );
         }
+        const { runJob } = await import('../reconcile/index.ts');
         const result = await runJob(job, services, jobArgs);
         io.out(
           `reconcile ${job}${dryRun ? ' (dry run)' : ''}: ${result.status}${result.runId === null ? '' : ` (run ${result.runId})`}; checked ${result.checked}, findings ${result.findings.length}, repairs ${result.repairs}${result.cursor === null ? '' : '; the pass continues next run'}`,
