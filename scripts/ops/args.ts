@@ -103,3 +103,18 @@ export async function guarded(
 export function redactUrls(text: string): string {
   return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@]*@/gi, '$1***@');
 }
+
+/**
+ * A line safe for an operator's terminal: control characters (C0, DEL, C1 — an ESC sequence can
+ * rewrite the screen or fake a line) and bidirectional overrides (which reorder what is shown) become
+ * `?`. Merchant names, emails and display names come from outside and are printed by lookups.
+ */
+export function printable(line: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
+  return line.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, '?');
+}
+
+/** `io` whose lines pass through printable(). */
+export function printableIo(io: OpsIo): OpsIo {
+  return { out: (line) => io.out(printable(line)), err: (line) => io.err(printable(line)) };
+}

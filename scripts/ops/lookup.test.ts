@@ -187,6 +187,17 @@ describe('show-user', () => {
     expect(text).toContain('liquidation: not at risk; 1 recent');
     expect(text).toMatch(/confirmed seized 1\.5 WETH covering 12\.345678 USDC tx 0x(ab){32}/);
 
+    // A merchant name with a terminal escape and a newline (it comes from the card network) cannot
+    // clear the operator's screen or fake a line.
+    await world.services.database
+      .sql`update authorizations set merchant_name = ${'EVIL\u001b[2J\nholds: $0.00 in Postgres\u202e'} where id = ${authorizationId}`;
+    const hostile = await ops(deps, 'show-user', user.userId);
+    const shown = hostile.out.join('');
+    expect(['\u001b', '\n', '\u202e'].filter((c) => shown.includes(c))).toEqual([]);
+    expect(hostile.out.filter((l) => l.startsWith('holds: '))).toEqual([
+      'holds: $12.50 in Postgres; $12.50 in Redis (1 open)',
+    ]);
+    expect(hostile.out.join('\n')).toContain('EVIL?[2J?holds: $0.00 in Postgres?');
     const fewer = await ops(deps, 'show-user', user.cardId, '--decisions', '1');
     expect(fewer.out.join('\n')).toContain('recent decisions (1, newest first):');
   });

@@ -18,7 +18,7 @@ import { formatCents, USDC_DECIMALS } from '../../shared/money.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { ACCOUNT, userKeys } from '../../shared/redis/keys.ts';
 import { readTruth } from '../../supabase/sync/projection-read.ts';
-import { BadInput, expectPositionals, guarded, intOption, parseStrict } from './args.ts';
+import { BadInput, expectPositionals, guarded, intOption, parseStrict, printableIo } from './args.ts';
 import type { OpsCommand, OpsIo } from './command.ts';
 
 export interface LookupDeps {
@@ -390,8 +390,10 @@ export function lookupCommands(context: LookupContext): OpsCommand[] {
     summary: 'Find a user by email, card id, wallet address, authorization id or user id',
     usage: findUsage,
     mutating: false,
-    run: (args, io) =>
-      guarded(io, 'find-user', findUsage, async () => {
+    run: (args, rawIo) => {
+      // Names, emails and merchant names come from outside: no control characters reach the terminal.
+      const io = printableIo(rawIo);
+      return guarded(io, 'find-user', findUsage, async () => {
         const { positionals } = parseStrict(args, {});
         expectPositionals(positionals, ['key']);
         const key = (positionals[0] as string).trim();
@@ -409,7 +411,8 @@ export function lookupCommands(context: LookupContext): OpsCommand[] {
           );
         }
         return 0;
-      }),
+      });
+    },
   };
 
   const showUsage = 'npm run ops -- show-user <email|cardId|wallet|authorizationId|userId> [--decisions N]';
@@ -419,8 +422,9 @@ export function lookupCommands(context: LookupContext): OpsCommand[] {
       "Show a user's controls, position (collateral, debt, limit, available, health), holds, decisions, settlement and liquidation state",
     usage: showUsage,
     mutating: false,
-    run: (args, io) =>
-      guarded(io, 'show-user', showUsage, async () => {
+    run: (args, rawIo) => {
+      const io = printableIo(rawIo);
+      return guarded(io, 'show-user', showUsage, async () => {
         const { values, positionals } = parseStrict(args, { decisions: { type: 'string' } });
         expectPositionals(positionals, ['key']);
         const shown = intOption(
@@ -435,7 +439,8 @@ export function lookupCommands(context: LookupContext): OpsCommand[] {
         const deps = await context.deps();
         await showUser(deps, io, await resolveOne(deps, key), shown);
         return 0;
-      }),
+      });
+    },
   };
   return [find, show];
 }
