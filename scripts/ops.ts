@@ -5,15 +5,22 @@
  *
  * Exit status: 0 done, 1 failed, 2 bad input (one clear line on stderr).
  * Commands: scripts/ops/controls.ts (program controls, docs/controls.md), scripts/ops/dead-letters.ts
- * (the ledger writer's dead letters, docs/ledger.md).
+ * (the ledger writer's dead letters, docs/ledger.md), scripts/ops/lookup.ts (find and show a user),
+ * scripts/ops/backlog.ts (outbox, writer lag, indexer head), scripts/ops/reconcile.ts (run a job).
  */
-import { configFromProcess } from '../shared/config.ts';
+import postgres from 'postgres';
+import { createLogger } from '../hot-path/ops/logger.ts';
+import { type Config, configFromProcess } from '../shared/config.ts';
 import type { ControlsDeps } from '../shared/controls/program.ts';
 import { createDatabase, type Database } from '../shared/db/client.ts';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
+import { backlogCommands } from './ops/backlog.ts';
 import type { OpsCommand, OpsIo } from './ops/command.ts';
 import { controlsCommands } from './ops/controls.ts';
 import { deadLetterCommands } from './ops/dead-letters.ts';
+import { type LookupDeps, lookupCommands } from './ops/lookup.ts';
+import { reconcileCommand } from './ops/reconcile.ts';
+import type { ReconcileServices } from './reconcile/index.ts';
 
 const io: OpsIo = {
   out: (line) => process.stdout.write(`${line}\n`),
@@ -21,10 +28,22 @@ const io: OpsIo = {
 };
 
 // Connections open on first use, so `help` and bad input need neither Postgres nor Redis.
-const open: { database?: Database; redis?: Redis; deps?: ControlsDeps } = {};
+const open: {
+  config?: Config;
+  database?: Database;
+  redis?: Redis;
+  deps?: ControlsDeps;
+  supabase?: postgres.Sql;
+  reconcile?: ReconcileServices;
+} = {};
+function config(): Config {
+  open.config ??= configFromProcess();
+  return open.config;
+}
 async function openDeps(): Promise<ControlsDeps> {
   if (open.deps === undefined) {
     const config = configFromProcess();
+    open.config ??= config;
     const database = createDatabase({
       url: config.DATABASE_URL,
       poolMax: 2,
@@ -41,7 +60,58 @@ async function openDeps(): Promise<ControlsDeps> {
   return open.deps as ControlsDeps;
 }
 
-const commands: OpsCommand[] = [...controlsCommands({ deps: openDeps }), ...deadLetterCommands];
+/** Lookups read the financial database and Redis, and Supabase for emails and names. */
+async function lookupDeps(): Promise<LookupDeps> {
+  const deps = await openDeps();
+  return {
+    ...deps,
+    healthWarningBps: config().HEALTH_FACTOR_WARNING_BPS,
+    async supabase() {
+      open.supabase ??= postgres(config().SUPABASE_DB_URL, {
+        max: 1,
+        connect_timeout: 5,
+        onnotice: () => {},
+        connection: { application_name: 'ops', statement_timeout: 10_000 },
+      });
+      return open.supabase;
+    },
+  };
+}
+
+async function backlogDeps() {
+  const deps = await openDeps();
+  // Loaded here, not at the top: `help` and the other commands start faster without viem.
+  const { createPublicClient, http } = await import('viem');
+  const client = createPublicClient({
+    transport: http(config().CHAIN_RPC_URL, { retryCount: 1, timeout: 5_000 }),
+  });
+  return {
+    ...deps,
+    async chainHead() {
+      const [chainId, blockNumber] = await Promise.all([
+        client.getChainId(),
+        client.getBlockNumber({ cacheTime: 0 }),
+      ]);
+      return { chainId, blockNumber };
+    },
+  };
+}
+
+async function reconcileServices(): Promise<ReconcileServices> {
+  // The command prints the run's summary and findings itself; the runner's JSON log lines would mix
+  // with them on stdout.
+  const { createReconcileServices } = await import('./reconcile/index.ts');
+  open.reconcile ??= createReconcileServices(config(), createLogger('silent', 'ops'));
+  return open.reconcile;
+}
+
+const commands: OpsCommand[] = [
+  ...lookupCommands({ deps: lookupDeps }),
+  ...controlsCommands({ deps: openDeps }),
+  ...deadLetterCommands,
+  ...backlogCommands({ deps: backlogDeps }),
+  reconcileCommand({ services: reconcileServices }),
+];
 const byName = new Map(commands.map((c) => [c.name, c]));
 
 function help(name: string | undefined): number {
@@ -75,4 +145,6 @@ async function main(argv: readonly string[]): Promise<number> {
 const code = await main(process.argv.slice(2));
 open.redis?.disconnect();
 await open.database?.close();
+await open.supabase?.end({ timeout: 5 });
+await open.reconcile?.close();
 process.exit(code);

@@ -196,5 +196,5 @@ describe('npm run ops (scripts/ops.ts as a child process)', () => {
       actor: 'carol-ops',
       data: { reason: 'chargeback fraud' },
     });
-  });
+  }, 120_000); // four child processes under tsx: ~15 s each on the shared, loaded 2-core machine
 });

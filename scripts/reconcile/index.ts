@@ -24,7 +24,7 @@ import { type JobFunction, type RunResult, runRecorded } from './runs.ts';
 import { stripeApiJob, stripeJob } from './stripe.ts';
 import { createStripeApiClient } from './stripe-api.ts';
 import { closedAuthorizationIds, readAuthorizationsExport, readTransactionsExport } from './stripe-export.ts';
-import { JOB_NAMES } from './types.ts';
+import { RUNNABLE, type Runnable } from './types.ts';
 
 export type { RunResult } from './runs.ts';
 export { JOB_NAMES, type JobName } from './types.ts';
@@ -51,12 +51,7 @@ export interface JobArgs {
   toS?: number;
 }
 
-/**
- * Every job the runner knows: the reconciliation jobs, the analytics refresh (scripts/analytics, owned
- * there), and upkeep (scripts/upkeep): partitions, the summary refresh, the expired-hold sweep.
- */
-export const RUNNABLE = [...JOB_NAMES, 'analytics', 'partitions', 'summary', 'hold-sweep'] as const;
-export type Runnable = (typeof RUNNABLE)[number];
+export { RUNNABLE, type Runnable };
 
 export function isRunnable(name: string): name is Runnable {
   return (RUNNABLE as readonly string[]).includes(name);

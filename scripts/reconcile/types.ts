@@ -2,6 +2,14 @@
 import type { Sql } from '../../shared/db/client.ts';
 
 export const JOB_NAMES = ['cache', 'holds', 'books', 'chain', 'stripe'] as const;
+
+/**
+ * Every job the runner knows: the reconciliation jobs, the analytics refresh (scripts/analytics, owned
+ * there), and upkeep (scripts/upkeep): partitions, the summary refresh, the expired-hold sweep. Here,
+ * beside the names, so that a caller listing them (`npm run ops -- help`) loads no job.
+ */
+export const RUNNABLE = [...JOB_NAMES, 'analytics', 'partitions', 'summary', 'hold-sweep'] as const;
+export type Runnable = (typeof RUNNABLE)[number];
 export type JobName = (typeof JOB_NAMES)[number];
 
 /** One thing a job found. `kind` is stable (metrics and alerts switch on it); the rest is detail. */

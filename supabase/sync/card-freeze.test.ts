@@ -1,4 +1,4 @@
-// Proves the card freeze end to end on real Postgres and Redis: a user freezes their card in Supabase (as PostgREST would run it), and within 1 s the in-process hot path declines the next authorization with card_frozen; after unfreezing it approves again.
+// Proves the card freeze end to end on real Postgres and Redis: a user freezes their card in Supabase (as PostgREST would run it), and within 1 s the in-process hot path declines the next authorization with card_frozen; after unfreezing it approves again; support's audited freeze (support_freeze_card) travels the same way.
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
@@ -10,6 +10,7 @@ import {
   createSupabaseTestDatabase,
   type SupabaseTestDatabase,
   signUp,
+  supportCaller,
   userCaller,
   waitFor,
 } from '../tests/harness.ts';
@@ -119,5 +120,36 @@ describe('freeze in Supabase → the hot path', () => {
     );
     expect(performance.now() - unfrozenAt).toBeLessThan(1_000);
     expect(approved.json.metadata?.reason).toBe('approved');
+  });
+
+  it("support's audited freeze reaches the hot path the same way: the next authorization declines card_frozen", async () => {
+    const staff = await signUp(sb.sql, { appMetadata: { provider: 'email', role: 'support' } });
+    const userId = await signUp(sb.sql);
+    const fin = services.database.sql;
+    await waitFor(async () => (await fin`select 1 from users where id = ${userId}`)[0], 5_000);
+    await fin`insert into positions (user_id, asset_id, collateral_base)
+      values (${userId}, 'WETH', ${wethForBorrowPower(100_000n, PRICE).toString()})`;
+    await fin`insert into credit_accounts (user_id) values (${userId})`;
+    const cardId = `ic_${userId.slice(0, 12)}`;
+    await fin`insert into cards (id, user_id, status) values (${cardId}, ${userId}, 'active')`;
+    expect((await authorize(cardId)).json.approved).toBe(true);
+
+    await asCaller(
+      sb.sql,
+      supportCaller(staff),
+      (tx) => tx`select public.support_freeze_card(${userId}, ${'cardholder reported the card stolen'})`,
+      { commit: true },
+    );
+    const declined = await waitFor(
+      async () => {
+        const res = await authorize(cardId);
+        return res.json.approved === false ? res : undefined;
+      },
+      5_000,
+      10,
+    );
+    expect(declined.json.metadata?.reason).toBe('card_frozen');
+    const [card] = await fin`select frozen, ops_frozen from cards where id = ${cardId}`;
+    expect(card).toEqual({ frozen: true, ops_frozen: false });
   });
 });

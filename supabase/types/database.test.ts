@@ -1,7 +1,14 @@
-// Proves the web app's Database types match the migrations: builds a database from supabase/migrations and compares every public table, column type, nullability, default and check-constraint value list with PUBLIC_TABLES (from which the types derive).
+// Proves the web app's Database types match the migrations: builds a database from supabase/migrations and compares every public table and view, column type, nullability, default and check-constraint value list with PUBLIC_TABLES (from which the types derive).
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
 import { createSupabaseTestDatabase, type SupabaseTestDatabase } from '../tests/harness.ts';
-import { type ColumnSpec, PUBLIC_TABLES, type Tables, type TablesInsert } from './database.ts';
+import {
+  type ColumnSpec,
+  type Database,
+  PUBLIC_TABLES,
+  PUBLIC_VIEWS,
+  type Tables,
+  type TablesInsert,
+} from './database.ts';
 
 let db: SupabaseTestDatabase;
 
@@ -39,14 +46,35 @@ function inList(definition: string): [string, string[]] | null {
 describe('Database types against the migrations', () => {
   it('lists exactly the tables of the public schema', async () => {
     const rows = await db.sql<{ table_name: string }[]>`
-      select table_name from information_schema.tables where table_schema = 'public' order by 1`;
+      select table_name from information_schema.tables where table_schema = 'public' and table_type = 'BASE TABLE'
+      order by 1`;
     expect(rows.map((r) => r.table_name)).toEqual(Object.keys(PUBLIC_TABLES).sort());
+  });
+
+  it('lists exactly the views of the public schema, column by column', async () => {
+    const rows = await db.sql<ColumnRow[]>`
+      select c.table_name, c.column_name, c.data_type, c.udt_name, c.is_nullable, c.column_default
+      from information_schema.columns c
+      join information_schema.tables t using (table_schema, table_name)
+      where c.table_schema = 'public' and t.table_type = 'VIEW' order by c.table_name, c.ordinal_position`;
+    const actual: Record<string, Record<string, ColumnSpec>> = {};
+    for (const row of rows) {
+      actual[row.table_name] ??= {};
+      actual[row.table_name]![row.column_name] = {
+        type: pgType(row) as ColumnSpec['type'],
+        nullable: row.is_nullable === 'YES',
+        hasDefault: row.column_default !== null,
+      };
+    }
+    expect(actual).toEqual(PUBLIC_VIEWS);
   });
 
   it('has every column with its type, nullability and default', async () => {
     const rows = await db.sql<ColumnRow[]>`
-      select table_name, column_name, data_type, udt_name, is_nullable, column_default
-      from information_schema.columns where table_schema = 'public' order by table_name, ordinal_position`;
+      select c.table_name, c.column_name, c.data_type, c.udt_name, c.is_nullable, c.column_default
+      from information_schema.columns c
+      join information_schema.tables t using (table_schema, table_name)
+      where c.table_schema = 'public' and t.table_type = 'BASE TABLE' order by c.table_name, c.ordinal_position`;
     const actual: Record<string, Record<string, Omit<ColumnSpec, 'values'>>> = {};
     for (const row of rows) {
       actual[row.table_name] ??= {};
@@ -93,6 +121,9 @@ describe('Database types against the migrations', () => {
       'authorization' | 'capture' | 'refund' | 'deposit' | 'withdrawal' | 'liquidation'
     >();
     expectTypeOf<Tables<'account_summaries'>['health_factor']>().toEqualTypeOf<number | null>();
+    expectTypeOf<Database['public']['Views']['support_accounts']['Row']['available_dollars']>().toEqualTypeOf<
+      number | null
+    >();
     expectTypeOf<Tables<'account_summaries'>['health_notice']>().toEqualTypeOf<
       'warning' | 'liquidation' | null
     >();

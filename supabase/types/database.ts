@@ -91,7 +91,68 @@ export const PUBLIC_TABLES = {
   },
 } as const satisfies Record<string, Record<string, ColumnSpec>>;
 
+/**
+ * The support views of the `public` schema (supabase/migrations/20251209090000_support_views.sql):
+ * read-only, rows for support staff only. Money in dollars (numeric, two decimals). Postgres reports
+ * every view column as nullable, and `supabase gen types` types them so.
+ */
+export const PUBLIC_VIEWS = {
+  support_accounts: {
+    user_id: col('uuid', true, false),
+    email: col('text', true, false),
+    display_name: col('text', true, false),
+    kyc_status: col('text', true, false),
+    signed_up_at: col('timestamptz', true, false),
+    account_status: col('text', true, false),
+    card_status: col('text', true, false),
+    user_frozen: col('boolean', true, false),
+    requested_daily_limit_dollars: col('numeric', true, false),
+    blocked_mccs: col('text[]', true, false),
+    collateral_value_dollars: col('numeric', true, false),
+    borrow_power_dollars: col('numeric', true, false),
+    credit_limit_dollars: col('numeric', true, false),
+    debt_onchain_dollars: col('numeric', true, false),
+    unsettled_dollars: col('numeric', true, false),
+    holds_dollars: col('numeric', true, false),
+    available_dollars: col('numeric', true, false),
+    health_factor: col('numeric', true, false),
+    health_notice: col('text', true, false),
+    stale_asset_ids: col('text[]', true, false),
+    as_of: col('timestamptz', true, false),
+  },
+  support_activity: {
+    id: col('text', true, false),
+    user_id: col('uuid', true, false),
+    email: col('text', true, false),
+    display_name: col('text', true, false),
+    kind: col('text', true, false),
+    status: col('text', true, false),
+    outcome: col('text', true, false),
+    amount_dollars: col('numeric', true, false),
+    asset_id: col('text', true, false),
+    amount_base: col('text', true, false),
+    merchant_name: col('text', true, false),
+    merchant_category_code: col('text', true, false),
+    authorization_id: col('text', true, false),
+    decline_code: col('text', true, false),
+    decline_message: col('text', true, false),
+    occurred_at: col('timestamptz', true, false),
+  },
+  support_actions: {
+    id: col('bigint', true, false),
+    at: col('timestamptz', true, false),
+    actor_id: col('uuid', true, false),
+    actor_email: col('text', true, false),
+    action: col('text', true, false),
+    user_id: col('uuid', true, false),
+    user_email: col('text', true, false),
+    reason: col('text', true, false),
+    changed: col('boolean', true, false),
+  },
+} as const satisfies Record<string, Record<string, ColumnSpec>>;
+
 type Specs = typeof PUBLIC_TABLES;
+type ViewSpecs = typeof PUBLIC_VIEWS;
 
 type TsOf<C> = C extends { values: readonly (infer V)[] }
   ? V
@@ -130,8 +191,11 @@ type TableOf<S> = {
 export type Database = {
   public: {
     Tables: { [T in keyof Specs]: TableOf<Specs[T]> };
-    Views: { [_ in never]: never };
-    Functions: { [_ in never]: never };
+    Views: { [V in keyof ViewSpecs]: { Row: RowOf<ViewSpecs[V]>; Relationships: [] } };
+    Functions: {
+      /** Support staff only: freezes a cardholder's cards with a reason; 'frozen' or 'already_frozen'. */
+      support_freeze_card: { Args: { target_user_id: string; freeze_reason: string }; Returns: string };
+    };
     Enums: { [_ in never]: never };
     CompositeTypes: { [_ in never]: never };
   };
