@@ -3,7 +3,9 @@
  * feeds (aggregator + proxy) and the vault to the chain at CHAIN_RPC_URL (a local node: it sends from
  * the node's unlocked account #0), grants the settler role to SETTLER_PRIVATE_KEY's address (default:
  * local account #1), the liquidator role to local account #2 and the withdrawal-signer role to
- * WITHDRAWAL_SIGNER_PRIVATE_KEY's address (default: local account #0), and writes CONTRACTS_FILE.
+ * WITHDRAWAL_SIGNER_PRIVATE_KEY's address (default: local account #0), deploys the audit anchor
+ * contract with its anchorer role for AUDIT_ANCHOR_PRIVATE_KEY's address (default: local account #19),
+ * and writes CONTRACTS_FILE.
  *
  * Flags: --seed-db (also upsert the assets table in DATABASE_URL), --with-batcher (the benchmark's
  * driver), --withdrawal-delay-s N (default 3600).
@@ -47,6 +49,10 @@ const withdrawalSigner =
   config.WITHDRAWAL_SIGNER_PRIVATE_KEY === undefined
     ? localAccount(ROLES.deployer).address
     : privateKeyToAccount(config.WITHDRAWAL_SIGNER_PRIVATE_KEY as `0x${string}`).address;
+const anchorer =
+  config.AUDIT_ANCHOR_PRIVATE_KEY === undefined
+    ? localAccount(ROLES.anchorer).address
+    : privateKeyToAccount(config.AUDIT_ANCHOR_PRIVATE_KEY as `0x${string}`).address;
 const contracts = await deployLocalContracts({
   rpcUrl: config.CHAIN_RPC_URL,
   deployer: localAccount(ROLES.deployer).address,
@@ -55,6 +61,7 @@ const contracts = await deployLocalContracts({
   liquidator: localAccount(ROLES.liquidator).address,
   withdrawalDelayS: flags['withdrawal-delay-s'],
   withBatcher: flags['with-batcher'],
+  anchorer,
 });
 if (contracts.chainId !== config.CHAIN_ID) {
   process.stderr.write(

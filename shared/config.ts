@@ -39,6 +39,7 @@ export const SECRET_VARIABLES = new Set([
   'SETTLER_PRIVATE_KEY',
   'WITHDRAWAL_SIGNER_PRIVATE_KEY',
   'LIQUIDATOR_PRIVATE_KEY',
+  'AUDIT_ANCHOR_PRIVATE_KEY',
   'INTERNAL_API_TOKEN',
   'METRICS_TOKEN',
 ]);
@@ -190,6 +191,13 @@ const schema = z.object({
     .string()
     .regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex key')
     .optional(),
+  /** The key holding the audit anchor contract's ANCHORER_ROLE (`npm run start:anchorer`). No default. */
+  AUDIT_ANCHOR_PRIVATE_KEY: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex key')
+    .optional(),
+  /** How often the anchorer publishes the audit log's chain head on-chain (when it moved). */
+  AUDIT_ANCHOR_INTERVAL_S: integer(10, 86_400).default(600),
   /** The most the program pays per gas for any transaction it sends; above it, it waits. */
   CHAIN_MAX_FEE_PER_GAS_GWEI: integer(1, 100_000).default(200),
   /**
@@ -250,6 +258,7 @@ const refined = schema.superRefine((value, ctx) => {
     'SETTLER_PRIVATE_KEY',
     'WITHDRAWAL_SIGNER_PRIVATE_KEY',
     'LIQUIDATOR_PRIVATE_KEY',
+    'AUDIT_ANCHOR_PRIVATE_KEY',
   ] as const) {
     const key = value[name];
     if (value.NODE_ENV === 'production' && key !== undefined && isPublicTestKey(key)) {

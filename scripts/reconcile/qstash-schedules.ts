@@ -26,6 +26,8 @@ export const SCHEDULES: readonly ScheduleSpec[] = [
   { job: 'holds', cron: '*/15 * * * *', timeoutS: 600, devIntervalS: 900 },
   { job: 'chain', cron: '7 * * * *', timeoutS: 900, devIntervalS: 3_600 },
   { job: 'books', cron: '15 2 * * *', timeoutS: 900, devIntervalS: 86_400 },
+  // The audit log against its on-chain anchors (the anchorer itself is a process: npm run start:anchorer).
+  { job: 'anchors', cron: '37 * * * *', timeoutS: 900, devIntervalS: 3_600 },
   // Needs the day's Stripe export; run by hand in dev (`npm run reconcile -- stripe --transactions f`).
   { job: 'stripe', cron: '45 3 * * *', timeoutS: 900, devIntervalS: null },
   { job: 'analytics', cron: '*/10 * * * *', timeoutS: 600, devIntervalS: 600 },

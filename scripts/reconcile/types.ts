@@ -1,7 +1,7 @@
 /** The shapes every reconciliation job shares: findings, the job's context, its outcome. */
 import type { Sql } from '../../shared/db/client.ts';
 
-export const JOB_NAMES = ['cache', 'holds', 'books', 'chain', 'stripe'] as const;
+export const JOB_NAMES = ['cache', 'holds', 'books', 'chain', 'stripe', 'anchors'] as const;
 export type JobName = (typeof JOB_NAMES)[number];
 
 /** One thing a job found. `kind` is stable (metrics and alerts switch on it); the rest is detail. */
