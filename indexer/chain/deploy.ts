@@ -197,3 +197,23 @@ export async function deployLocalContracts(options: DeployOptions): Promise<Cont
     ...(auditAnchor === undefined ? {} : { auditAnchor }),
   };
 }
+
+/** Deploys the audit anchor contract alone (admin: `deployer`, an unlocked account of the node). */
+export async function deployAuditAnchor(
+  rpcUrl: string,
+  deployer: Address,
+  anchorer: Address,
+): Promise<Address> {
+  const { publicClient, walletClient } = localClients(rpcUrl);
+  const hash = await walletClient.deployContract({
+    abi: auditAnchorAbi,
+    bytecode: auditAnchorBytecode,
+    args: [deployer, anchorer],
+    account: deployer,
+    chain: walletClient.chain,
+  });
+  const receipt = await publicClient.waitForTransactionReceipt({ hash });
+  if (receipt.status !== 'success' || receipt.contractAddress == null)
+    throw new Error(`deployment failed: ${hash}`);
+  return receipt.contractAddress.toLowerCase() as Address;
+}
