@@ -74,6 +74,14 @@ export const LIMITS = {
   liquidationResendAfterMs: 15_000,
   liquidationPollIntervalMs: 2_000,
 
+  /** Audit anchorer: gas of one `anchor` call (about 75k the first time), its receipt wait. */
+  anchorGas: 150_000n,
+  anchorReceiptTimeoutMs: 30_000,
+  /** Anchors read per `anchorsBetween` call by the verification. */
+  anchorsPerReadMax: 1_000,
+  /** Anchors the verification reads in all (about 19 years of 10-minute anchors). */
+  anchorsReadMax: 1_000_000,
+
   /** Wallet linking (EIP-4361 messages). */
   siweNonceTtlS: 600,
   siweMessageAgeMaxS: 600,

@@ -31,6 +31,7 @@ const EXPORTED = [
   'MockAggregator',
   'PriceFeedProxy',
   'BenchBatcher',
+  'AuditAnchor',
 ];
 
 /**

@@ -4,7 +4,9 @@
  * the node's unlocked account #0), grants the settler role to the settler's address (SETTLER_KEY_LABEL's
  * key in the HSM or SETTLER_PRIVATE_KEY; default: local account #1), the liquidator role to
  * LIQUIDATOR_KEY_LABEL's or LIQUIDATOR_PRIVATE_KEY's address (default: local account #2) and the
- * withdrawal-signer role to the withdrawal signer's (default: local account #0), and writes CONTRACTS_FILE.
+ * withdrawal-signer role to the withdrawal signer's (default: local account #0), deploys the audit anchor
+ * contract with its anchorer role for AUDIT_ANCHOR_KEY_LABEL's or AUDIT_ANCHOR_PRIVATE_KEY's address
+ * (default: local account #19), and writes CONTRACTS_FILE.
  *
  * Flags: --seed-db (also upsert the assets table in DATABASE_URL), --with-batcher (the benchmark's
  * driver), --withdrawal-delay-s N (default 3600).
@@ -52,6 +54,7 @@ async function addressOf(role: ChainSignerRole, fallback: Address): Promise<Addr
 const settler = await addressOf('settler', localAccount(ROLES.settler).address);
 const withdrawalSigner = await addressOf('withdrawalSigner', localAccount(ROLES.deployer).address);
 const liquidator = await addressOf('liquidator', localAccount(ROLES.liquidator).address);
+const anchorer = await addressOf('anchorer', localAccount(ROLES.anchorer).address);
 const contracts = await deployLocalContracts({
   rpcUrl: config.CHAIN_RPC_URL,
   deployer: localAccount(ROLES.deployer).address,
@@ -60,6 +63,7 @@ const contracts = await deployLocalContracts({
   liquidator,
   withdrawalDelayS: flags['withdrawal-delay-s'],
   withBatcher: flags['with-batcher'],
+  anchorer,
 });
 if (contracts.chainId !== config.CHAIN_ID) {
   process.stderr.write(

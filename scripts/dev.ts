@@ -33,7 +33,7 @@ import { parseArgs } from 'node:util';
 import postgres from 'postgres';
 import type { Address, PublicClient } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
-import { deployLocalContracts, localClients } from '../indexer/chain/deploy.ts';
+import { deployAuditAnchor, deployLocalContracts, localClients } from '../indexer/chain/deploy.ts';
 import { connectChain, localAccount, ROLES, seedAssets } from '../indexer/chain/harness.ts';
 import { startLocalChain } from '../indexer/chain/node.ts';
 import { cachedCredit } from '../indexer/chain/testing.ts';
@@ -305,6 +305,10 @@ async function main(): Promise<void> {
     started.push({ name: 'local chain', kind: 'server', stop: () => chain.stop() });
     say(`local Hardhat chain at ${chain.url}`);
   }
+  const anchorerAddress =
+    config.AUDIT_ANCHOR_PRIVATE_KEY === undefined
+      ? localAccount(ROLES.anchorer).address
+      : privateKeyToAccount(config.AUDIT_ANCHOR_PRIVATE_KEY as `0x${string}`).address;
   let contracts: ContractsFile | null = existsSync(config.CONTRACTS_FILE)
     ? readContractsFile(config.CONTRACTS_FILE)
     : null;
@@ -316,10 +320,24 @@ async function main(): Promise<void> {
       settler: localAccount(ROLES.settler).address,
       liquidator: localAccount(ROLES.liquidator).address,
       withdrawalDelayS: 3_600,
+      anchorer: anchorerAddress,
     });
     mkdirSync(path.dirname(config.CONTRACTS_FILE), { recursive: true });
     writeContractsFile(config.CONTRACTS_FILE, contracts);
     say(`contracts deployed (vault ${contracts.vault}), addresses in ${config.CONTRACTS_FILE}`);
+  } else if (contracts.auditAnchor === undefined) {
+    // Contracts deployed before the audit anchor existed: add it alone (the vault and its indexed
+    // history stay as they are).
+    contracts = {
+      ...contracts,
+      auditAnchor: await deployAuditAnchor(
+        config.CHAIN_RPC_URL,
+        localAccount(ROLES.deployer).address,
+        anchorerAddress,
+      ),
+    };
+    writeContractsFile(config.CONTRACTS_FILE, contracts);
+    say(`audit anchor contract deployed (${contracts.auditAnchor}), added to ${config.CONTRACTS_FILE}`);
   }
 
   // 3. Databases. A chain that restarted empty (dev's own chain lives only as long as dev) leaves the
@@ -385,6 +403,8 @@ async function main(): Promise<void> {
     SUPABASE_SYNC_METRICS_PORT: String(config.SUPABASE_SYNC_METRICS_PORT),
     SETTLER_PRIVATE_KEY: config.SETTLER_PRIVATE_KEY ?? localAccount(ROLES.settler).privateKey,
     LIQUIDATOR_PRIVATE_KEY: config.LIQUIDATOR_PRIVATE_KEY ?? localAccount(ROLES.liquidator).privateKey,
+    AUDIT_ANCHOR_PRIVATE_KEY: config.AUDIT_ANCHOR_PRIVATE_KEY ?? localAccount(ROLES.anchorer).privateKey,
+    AUDIT_ANCHOR_INTERVAL_S: String(config.AUDIT_ANCHOR_INTERVAL_S),
     HEALTH_FACTOR_WARNING_BPS: String(config.HEALTH_FACTOR_WARNING_BPS),
     CHAIN_MAX_FEE_PER_GAS_GWEI: String(config.CHAIN_MAX_FEE_PER_GAS_GWEI),
   };
@@ -439,6 +459,7 @@ async function main(): Promise<void> {
       );
   }
   await start('liquidator', 'indexer/liquidator/main.ts', 'liquidator started');
+  await start('audit anchorer', 'indexer/anchor/main.ts', 'audit anchorer started');
   await start('Supabase sync', 'scripts/start-supabase-sync.ts', 'supabase-sync ready');
   // A free port: the scheduler only serves its metrics here (no QStash keys in dev).
   const schedulerOut = await start('scheduler', 'scripts/scheduler.ts', 'scheduler: listening', [

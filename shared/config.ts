@@ -41,6 +41,7 @@ export const SECRET_VARIABLES = new Set([
   'SETTLER_PRIVATE_KEY',
   'WITHDRAWAL_SIGNER_PRIVATE_KEY',
   'LIQUIDATOR_PRIVATE_KEY',
+  'AUDIT_ANCHOR_PRIVATE_KEY',
   'INTERNAL_API_TOKEN',
   'METRICS_TOKEN',
   'STRIPE_SECRET_KEY',
@@ -58,6 +59,7 @@ export const CHAIN_SIGNERS = {
   settler: { privateKey: 'SETTLER_PRIVATE_KEY', keyLabel: 'SETTLER_KEY_LABEL' },
   withdrawalSigner: { privateKey: 'WITHDRAWAL_SIGNER_PRIVATE_KEY', keyLabel: 'WITHDRAWAL_SIGNER_KEY_LABEL' },
   liquidator: { privateKey: 'LIQUIDATOR_PRIVATE_KEY', keyLabel: 'LIQUIDATOR_KEY_LABEL' },
+  anchorer: { privateKey: 'AUDIT_ANCHOR_PRIVATE_KEY', keyLabel: 'AUDIT_ANCHOR_KEY_LABEL' },
 } as const;
 export type ChainSignerRole = keyof typeof CHAIN_SIGNERS;
 
@@ -246,6 +248,15 @@ const schema = z.object({
   WITHDRAWAL_SIGNER_KEY_LABEL: keyLabelString.optional(),
   /** The label of the liquidator's key in the token (instead of LIQUIDATOR_PRIVATE_KEY). */
   LIQUIDATOR_KEY_LABEL: keyLabelString.optional(),
+  /** The key holding the audit anchor contract's ANCHORER_ROLE (`npm run start:anchorer`). No default. */
+  AUDIT_ANCHOR_PRIVATE_KEY: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex key')
+    .optional(),
+  /** How often the anchorer publishes the audit log's chain head on-chain (when it moved). */
+  AUDIT_ANCHOR_INTERVAL_S: integer(10, 86_400).default(600),
+  /** The label of the anchorer's key in the token (instead of AUDIT_ANCHOR_PRIVATE_KEY). */
+  AUDIT_ANCHOR_KEY_LABEL: keyLabelString.optional(),
   /** The most the program pays per gas for any transaction it sends; above it, it waits. */
   CHAIN_MAX_FEE_PER_GAS_GWEI: integer(1, 100_000).default(200),
   /**

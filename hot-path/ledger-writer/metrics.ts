@@ -38,6 +38,11 @@ export function createLedgerWriterMetrics() {
       labelNames: ['kind'] as const,
       registers: [registry],
     }),
+    groupsRecreated: new Counter({
+      name: 'credana_ledger_consumer_groups_recreated_total',
+      help: 'Times the outbox consumer group was found gone (NOGROUP: Redis lost its data) and created again (alert: follow the "Losing Redis" runbook)',
+      registers: [registry],
+    }),
     batchDuration: new Histogram({
       name: 'credana_ledger_batch_duration_seconds',
       help: 'Time to apply one batch in Postgres (one transaction)',

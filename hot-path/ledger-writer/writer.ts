@@ -187,6 +187,21 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     }
   }
 
+  /**
+   * Redis answered NOGROUP: the consumer group is gone, with the streams — Redis restarted without
+   * its data (docs/operations.md, "Losing Redis"), or the keys were deleted. Every entry is new to
+   * Redis then, and the group is created again from '0', so the entries appended since are written.
+   * Without this the writer would retry the failing read (or ack) forever and write nothing again
+   * until restarted.
+   */
+  async function recreateGroupsIfGone(error: unknown): Promise<boolean> {
+    if (!String((error as Error | null)?.message).includes('NOGROUP')) return false;
+    logger?.error({}, 'ledger writer: the consumer group is gone (Redis lost its data?); creating it again');
+    metrics.groupsRecreated.inc();
+    await ensureGroups();
+    return true;
+  }
+
   async function sampleLag(force = false): Promise<void> {
     const now = Date.now();
     if (!force && now - lastLagSampleMs < limits.lagSampleIntervalMs) return;
@@ -232,6 +247,9 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
         await multi.exec();
         return;
       } catch (error) {
+        // The group went with Redis's data: these entries are gone from Redis too (written, so nothing
+        // to ack); the group is recreated for the entries that come after.
+        if (await recreateGroupsIfGone(error).catch(() => false)) return;
         // Unacked entries are re-delivered and re-applied as duplicates: safe, so giving up on stop is fine.
         if (stopping && attempt >= 3) return;
         logger?.warn({ err: errorText(error) }, 'ledger writer: ack failed, retrying');
@@ -515,6 +533,10 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
         backoff = limits.retryBackoffMsMin;
         if (!finished) break;
       } catch (error) {
+        if (await recreateGroupsIfGone(error).catch(() => false)) {
+          ownPendingFirst = true;
+          continue;
+        }
         // Redis unreachable (Postgres failures are retried inside applyPrepared): wait and go on.
         logger?.warn({ err: errorText(error) }, 'ledger writer: read failed, retrying');
         await sleep(backoff);

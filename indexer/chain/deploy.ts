@@ -15,6 +15,8 @@ import {
 } from 'viem';
 import { hardhat } from 'viem/chains';
 import {
+  auditAnchorAbi,
+  auditAnchorBytecode,
   benchBatcherAbi,
   benchBatcherBytecode,
   type ContractsFile,
@@ -79,6 +81,8 @@ export interface DeployOptions {
   collateral?: readonly CollateralSpec[];
   /** Also deploy the benchmark's batch driver. */
   withBatcher?: boolean;
+  /** Deploy the audit anchor contract with ANCHORER_ROLE for this address (docs/chain.md). */
+  anchorer?: Address;
 }
 
 export function localClients(rpcUrl: string): { publicClient: PublicClient; walletClient: WalletClient } {
@@ -177,6 +181,10 @@ export async function deployLocalContracts(options: DeployOptions): Promise<Cont
   await send(vault, credanaVaultAbi, 'grantRole', [signerRole, options.withdrawalSigner ?? account]);
   const batcher =
     options.withBatcher === true ? await deploy(benchBatcherAbi, benchBatcherBytecode, []) : undefined;
+  const auditAnchor =
+    options.anchorer === undefined
+      ? undefined
+      : await deploy(auditAnchorAbi, auditAnchorBytecode, [account, options.anchorer]);
   return {
     chainId: await publicClient.getChainId(),
     // The vault's events start at its deployment; the aggregators' initial rounds come later.
@@ -186,5 +194,26 @@ export async function deployLocalContracts(options: DeployOptions): Promise<Cont
     withdrawalDelayS,
     assets,
     ...(batcher === undefined ? {} : { batcher }),
+    ...(auditAnchor === undefined ? {} : { auditAnchor }),
   };
+}
+
+/** Deploys the audit anchor contract alone (admin: `deployer`, an unlocked account of the node). */
+export async function deployAuditAnchor(
+  rpcUrl: string,
+  deployer: Address,
+  anchorer: Address,
+): Promise<Address> {
+  const { publicClient, walletClient } = localClients(rpcUrl);
+  const hash = await walletClient.deployContract({
+    abi: auditAnchorAbi,
+    bytecode: auditAnchorBytecode,
+    args: [deployer, anchorer],
+    account: deployer,
+    chain: walletClient.chain,
+  });
+  const receipt = await publicClient.waitForTransactionReceipt({ hash });
+  if (receipt.status !== 'success' || receipt.contractAddress == null)
+    throw new Error(`deployment failed: ${hash}`);
+  return receipt.contractAddress.toLowerCase() as Address;
 }

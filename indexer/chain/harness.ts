@@ -47,7 +47,8 @@ export function localAccount(index: number): { address: Address; privateKey: Hex
 }
 const accounts = new Map<number, { address: Address; privateKey: Hex }>();
 
-export const ROLES = { deployer: 0, settler: 1, liquidator: 2, firstUser: 3 } as const;
+/** Users take accounts from `firstUser` upwards; the audit anchorer uses the last of the 20 accounts. */
+export const ROLES = { deployer: 0, settler: 1, liquidator: 2, firstUser: 3, anchorer: 19 } as const;
 
 /** The local deploy gives the withdrawal-signer role to the deployer (account #0). */
 export const LOCAL_WITHDRAWAL_SIGNER = ROLES.deployer;
@@ -386,7 +387,7 @@ export async function startChainHarness(
   options: Partial<
     Pick<
       DeployOptions,
-      'withdrawalDelayS' | 'withBatcher' | 'collateral' | 'settler' | 'liquidator' | 'withdrawalSigner'
+      'withdrawalDelayS' | 'withBatcher' | 'collateral' | 'settler' | 'liquidator' | 'withdrawalSigner' | 'anchorer'
     >
   > = {},
 ): Promise<ChainHarness> {

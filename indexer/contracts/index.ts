@@ -38,6 +38,8 @@ export const contractsFileSchema = z.object({
     .min(1),
   /** Only on local chains: the benchmark's batch driver. */
   batcher: address.optional(),
+  /** The audit anchor contract (indexer/anchor): the audit log's chain head, recorded off-database. */
+  auditAnchor: address.optional(),
 });
 
 export type ContractsFile = z.output<typeof contractsFileSchema>;

@@ -16,6 +16,7 @@ export const LOCK_INDEXER_SESSION = 7_431_100;
 export const LOCK_CHAIN_APPLY = 7_431_101;
 export const LOCK_SETTLEMENT_SESSION = 7_431_102;
 export const LOCK_LIQUIDATOR_SESSION = 7_431_103;
+export const LOCK_ANCHOR_SESSION = 7_431_104;
 
 export interface BlockRef {
   number: bigint;

@@ -110,7 +110,7 @@ describe('reconcile', () => {
       [['books', '--reason', '  '], /--reason "\.\.\." is required/],
       [
         ['everything', '--reason', 'x'],
-        /no job "everything" \(jobs: cache, holds, books, chain, stripe, analytics, partitions, summary, hold-sweep\)/,
+        /no job "everything" \(jobs: cache, holds, books, chain, stripe, anchors, analytics, partitions, summary, hold-sweep\)/,
       ],
       [[], /expects one job, got 0/],
       [['books', '--dry-run'], /--dry-run applies to cache and holds only/],

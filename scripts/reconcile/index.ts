@@ -15,10 +15,12 @@ import { detectBackend, refreshAnalytics, setUpAnalytics } from '../analytics/in
 import { holdSweepJob } from '../upkeep/hold-sweep.ts';
 import { partitionsJob } from '../upkeep/partitions.ts';
 import { summaryJob } from '../upkeep/summary.ts';
+import { anchorsJob } from './anchors.ts';
 import { booksJob } from './books.ts';
 import { cacheJob } from './cache.ts';
 import { chainJob } from './chain.ts';
 import { holdsJob } from './holds.ts';
+import { limits } from './limits.ts';
 import { createReconcileMetrics, type ReconcileMetrics } from './metrics.ts';
 import { type JobFunction, type RunResult, runRecorded } from './runs.ts';
 import { stripeApiJob, stripeJob } from './stripe.ts';
@@ -151,6 +153,22 @@ function jobFunction(name: Runnable, services: ReconcileServices, args: JobArgs)
         transport: http(config.CHAIN_RPC_URL, { retryCount: 2, timeout: 10_000 }),
       });
       return chainJob({ client, contracts });
+    }
+    case 'anchors': {
+      const contracts = readContractsFile(config.CONTRACTS_FILE);
+      if (contracts.auditAnchor === undefined) {
+        throw new Error(
+          `${config.CONTRACTS_FILE} names no auditAnchor contract (npm run chain:deploy deploys one)`,
+        );
+      }
+      return anchorsJob({
+        client: createPublicClient({
+          transport: http(config.CHAIN_RPC_URL, { retryCount: 2, timeout: 10_000 }),
+        }),
+        contract: contracts.auditAnchor,
+        confirmations: config.CHAIN_CONFIRMATIONS,
+        staleAfterS: limits.anchorStaleIntervals * config.AUDIT_ANCHOR_INTERVAL_S + limits.anchorStaleSlackS,
+      });
     }
     case 'stripe': {
       const given =

@@ -27,6 +27,10 @@ export const limits = {
   auditRowsPerBatch: 5_000,
   /** Rows (transfers + users + audit rows) the books job reads in one run. */
   booksRowsPerRunMax: 2_000_000,
+  /** Audit rows may wait this many anchor intervals (AUDIT_ANCHOR_INTERVAL_S) for an anchor… */
+  anchorStaleIntervals: 3,
+  /** …plus this long (confirmations, a slow block) before the anchors job reports them. */
+  anchorStaleSlackS: 1_800,
   /** Contract calls per multicall (viem splits a larger set into several eth_calls). */
   chainCallsPerMulticall: 300,
   /** Size of a Stripe export file we agree to read. */

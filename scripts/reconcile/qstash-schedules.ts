@@ -32,6 +32,8 @@ export const SCHEDULES: readonly ScheduleSpec[] = [
   { job: 'holds', cron: '*/15 * * * *', timeoutS: 600, devIntervalS: 900 },
   { job: 'chain', cron: '7 * * * *', timeoutS: 900, devIntervalS: 3_600 },
   { job: 'books', cron: '15 2 * * *', timeoutS: 900, devIntervalS: 86_400 },
+  // The audit log against its on-chain anchors (the anchorer itself is a process: npm run start:anchorer).
+  { job: 'anchors', cron: '37 * * * *', timeoutS: 900, devIntervalS: 3_600 },
   // Yesterday (and any day a failed night left) from Stripe's API; 03:45 leaves Stripe's late events
   // of the day a few hours to reach the ledger.
   { job: 'stripe', cron: '45 3 * * *', timeoutS: 900, devIntervalS: 86_400 },

@@ -1,7 +1,7 @@
 /** The shapes every reconciliation job shares: findings, the job's context, its outcome. */
 import type { Sql } from '../../shared/db/client.ts';
 
-export const JOB_NAMES = ['cache', 'holds', 'books', 'chain', 'stripe'] as const;
+export const JOB_NAMES = ['cache', 'holds', 'books', 'chain', 'stripe', 'anchors'] as const;
 
 /**
  * Every job the runner knows: the reconciliation jobs, the analytics refresh (scripts/analytics, owned

@@ -203,17 +203,18 @@ export interface ServiceProcess {
 }
 
 /**
- * Spawns `tsx <entry>` with the given environment and waits until its output contains `readyText`.
+ * Spawns `tsx <entry> [args]` with the given environment and waits until its output contains `readyText`.
  * NODE_ENV is `test` unless `env` says otherwise: unset would mean production (shared/config.ts).
  */
 export async function spawnService(
   entry: string,
   env: Record<string, string>,
   readyText: string,
+  options: { args?: readonly string[] } = {},
 ): Promise<ServiceProcess> {
   // `node --import tsx` runs the service in ONE process, so a SIGKILL really kills it (the `tsx` CLI is
   // a wrapper process whose death would leave the service running as an orphan).
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...(options.args ?? [])], {
     env: { PATH: process.env['PATH'] ?? '', NODE_ENV: 'test', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

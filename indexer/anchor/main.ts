@@ -1,0 +1,131 @@
+/**
+ * The audit anchorer process: `npm run start:anchorer` (a round every AUDIT_ANCHOR_INTERVAL_S until
+ * SIGTERM/SIGINT) and `npm run anchor` (`--once`: one round by hand, its report printed as JSON; exit
+ * 0). Needs AUDIT_ANCHOR_KEY_LABEL (the HSM key holding the contract's ANCHORER_ROLE; AUDIT_ANCHOR_PRIVATE_KEY in development and test) and a contracts
+ * file naming `auditAnchor`.
+ *
+ * Its own loop process rather than a scheduled reconciliation job: it holds a signing key (kept in as
+ * few processes as possible, and soon in the HSM like the settlement key), sends from that key alone
+ * (one sender per key, under an advisory lock, so nonces never collide) and follows its transaction to
+ * a receipt; the scheduled jobs' HTTP receiver holds no keys and should not.
+ *
+ * Flags: --once; --metrics-port N (Prometheus text at GET /metrics on 127.0.0.1, when METRICS_ENABLED);
+ * for crash tests only (refused when NODE_ENV=production), --crash-after broadcast, which SIGKILLs the
+ * process right after the node accepted the anchor transaction.
+ */
+import { writeSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { z } from 'zod';
+import { configFromProcess } from '../../shared/config.ts';
+import { signerOrExit } from '../../shared/hsm/index.ts';
+import { createDatabase } from '../../shared/db/client.ts';
+import { readContractsFile } from '../contracts/index.ts';
+import { createRpc } from '../rpc/index.ts';
+import { type AnchorerOptions, anchorOnce, createAnchorer, createAnchorMetrics } from './index.ts';
+
+const flags = z
+  .object({
+    once: z.boolean().default(false),
+    'metrics-port': z.coerce.number().int().min(0).max(65_535).optional(),
+    'crash-after': z.enum(['broadcast']).optional(),
+  })
+  .parse(
+    parseArgs({
+      options: {
+        once: { type: 'boolean' },
+        'metrics-port': { type: 'string' },
+        'crash-after': { type: 'string' },
+      },
+    }).values,
+  );
+
+const config = configFromProcess();
+const logger = pino({ level: config.LOG_LEVEL, base: { service: 'anchorer' } });
+if (flags['crash-after'] !== undefined && config.NODE_ENV === 'production') {
+  logger.fatal('--crash-after is a test fault and is refused in production');
+  process.exit(78);
+}
+const contracts = readContractsFile(config.CONTRACTS_FILE);
+if (contracts.auditAnchor === undefined) {
+  logger.fatal(`${config.CONTRACTS_FILE} names no auditAnchor contract (npm run chain:deploy deploys one)`);
+  process.exit(78);
+}
+const database = createDatabase({
+  url: config.DATABASE_URL,
+  poolMax: 2,
+  statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
+  applicationName: 'credana-anchorer',
+});
+const rpc = createRpc({ url: config.CHAIN_RPC_URL, chainId: config.CHAIN_ID });
+const metrics = createAnchorMetrics();
+// The anchorer's key: a key in the HSM (AUDIT_ANCHOR_KEY_LABEL), or a raw key in development and test.
+const signer = await signerOrExit(config, 'anchorer', 'anchorer');
+const account = signer.account;
+const options: AnchorerOptions = {
+  sql: database.sql,
+  client: rpc.client,
+  account,
+  contract: contracts.auditAnchor,
+  chainId: config.CHAIN_ID,
+  logger,
+  maxFeePerGasWei: BigInt(config.CHAIN_MAX_FEE_PER_GAS_GWEI) * 1_000_000_000n,
+  intervalMs: config.AUDIT_ANCHOR_INTERVAL_S * 1000,
+  metrics,
+  ...(flags['crash-after'] === 'broadcast'
+    ? {
+        afterBroadcast: () => {
+          // Written synchronously: the logger buffers, and nothing survives a SIGKILL.
+          writeSync(2, 'crash fault injected after broadcast: SIGKILL\n');
+          process.kill(process.pid, 'SIGKILL');
+        },
+      }
+    : {}),
+};
+
+let exitCode = 0;
+if (flags.once) {
+  try {
+    const report = await anchorOnce(options);
+    process.stdout.write(
+      `${JSON.stringify({ ...report, headSequence: report.headSequence.toString(), anchoredSequence: report.anchoredSequence.toString() })}\n`,
+    );
+  } catch (error) {
+    exitCode = 1;
+    logger.error({ err: error }, 'audit anchor round failed');
+  } finally {
+    signer.close();
+    await database.close();
+  }
+  process.exit(exitCode);
+}
+
+const metricsServer =
+  flags['metrics-port'] === undefined || !config.METRICS_ENABLED
+    ? null
+    : createServer((req, res) => {
+        if (req.method !== 'GET' || req.url !== '/metrics') {
+          res.writeHead(404).end();
+          return;
+        }
+        metrics.registry
+          .metrics()
+          .then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text))
+          .catch(() => res.writeHead(500).end());
+      }).listen(flags['metrics-port'], '127.0.0.1');
+const anchorer = createAnchorer(options);
+process.once('SIGTERM', () => void anchorer.stop());
+process.once('SIGINT', () => void anchorer.stop());
+logger.info({ anchorer: account.address, contract: contracts.auditAnchor }, 'audit anchorer started');
+try {
+  await anchorer.run();
+} catch (error) {
+  exitCode = 1;
+  logger.fatal({ err: error }, 'audit anchorer stopped');
+} finally {
+  metricsServer?.close();
+  signer.close();
+  await database.close();
+}
+process.exit(exitCode);
