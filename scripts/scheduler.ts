@@ -12,6 +12,7 @@
 import { parseArgs } from 'node:util';
 import { serve } from '@hono/node-server';
 import { configFromProcess } from '../shared/config.ts';
+import { createLogger, createServiceRegistry } from '../shared/observability/index.ts';
 import { createReceiver, createReconcileApp } from './reconcile/http.ts';
 import { createReconcileServices, runJob } from './reconcile/index.ts';
 import { loadLastRuns } from './reconcile/metrics.ts';
@@ -40,7 +41,11 @@ if (values['create-qstash-schedules'] !== undefined) {
   process.exit(0);
 }
 
-const services = createReconcileServices(config);
+const services = createReconcileServices(
+  config,
+  createLogger(config.LOG_LEVEL, 'scheduler'),
+  createServiceRegistry('scheduler'),
+);
 await loadLastRuns(services.database.sql, services.metrics);
 const app = createReconcileApp({
   services,

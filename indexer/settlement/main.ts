@@ -2,21 +2,29 @@
  * The settlement worker process: `npm run start:settlement`. Needs SETTLER_PRIVATE_KEY (the key
  * holding the vault's settler role). Runs until SIGTERM/SIGINT.
  *
- * Flags: --poll-interval-ms N, --resend-after-ms N, --batch-max N, --metrics-port N (Prometheus text
- * at GET /metrics on 127.0.0.1, when METRICS_ENABLED); and, for crash tests only (refused
+ * Internal listener on METRICS_HOST:SETTLEMENT_METRICS_PORT (0 picks a free port, announced on stdout
+ * as `settlement metrics on http://…`): GET /metrics (when METRICS_ENABLED), /healthz, and /readyz —
+ * ready while Postgres and the chain RPC answer and this process holds the chain's settlement lock.
+ *
+ * Flags: --poll-interval-ms N, --resend-after-ms N, --batch-max N; and, for crash tests only (refused
  * when NODE_ENV=production), --crash-after save|broadcast|refund-broadcast, which SIGKILLs the process
  * at that point.
  */
 import { writeSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
 import { privateKeyToAccount } from 'viem/accounts';
 import { z } from 'zod';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
+import {
+  createInternalApp,
+  createLogger,
+  createServiceRegistry,
+  serveInternal,
+} from '../../shared/observability/index.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { readContractsFile } from '../contracts/index.ts';
+import { chainServiceReadiness } from '../health.ts';
 import { LIMITS } from '../limits.ts';
 import { createRpc } from '../rpc/index.ts';
 import { createSettlementMetrics, createSettlementWorker } from './index.ts';
@@ -26,7 +34,6 @@ const flags = z
     'poll-interval-ms': z.coerce.number().int().min(10).max(60_000).optional(),
     'resend-after-ms': z.coerce.number().int().min(10).max(3_600_000).optional(),
     'batch-max': z.coerce.number().int().min(1).max(LIMITS.settlementBatchMax).optional(),
-    'metrics-port': z.coerce.number().int().min(0).max(65_535).optional(),
     'crash-after': z.enum(['save', 'broadcast', 'refund-broadcast']).optional(),
   })
   .parse(
@@ -35,14 +42,13 @@ const flags = z
         'poll-interval-ms': { type: 'string' },
         'resend-after-ms': { type: 'string' },
         'batch-max': { type: 'string' },
-        'metrics-port': { type: 'string' },
         'crash-after': { type: 'string' },
       },
     }).values,
   );
 
 const config = configFromProcess();
-const logger = pino({ level: config.LOG_LEVEL, base: { service: 'settlement' } });
+const logger = createLogger(config.LOG_LEVEL, 'settlement');
 if (config.SETTLER_PRIVATE_KEY === undefined) {
   logger.fatal('SETTLER_PRIVATE_KEY is required');
   process.exit(78);
@@ -65,20 +71,7 @@ const crash = (at: string) => () => {
   process.kill(process.pid, 'SIGKILL');
 };
 const redis = createRedis({ url: config.REDIS_URL, connectionName: 'credana-settlement' });
-const metrics = createSettlementMetrics();
-const metricsServer =
-  flags['metrics-port'] === undefined || !config.METRICS_ENABLED
-    ? null
-    : createServer((req, res) => {
-        if (req.method !== 'GET' || req.url !== '/metrics') {
-          res.writeHead(404).end();
-          return;
-        }
-        metrics.registry
-          .metrics()
-          .then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text))
-          .catch(() => res.writeHead(500).end());
-      }).listen(flags['metrics-port'], '127.0.0.1');
+const metrics = createSettlementMetrics(createServiceRegistry('settlement'));
 const worker = createSettlementWorker({
   sql: database.sql,
   maxFeePerGasWei: BigInt(config.CHAIN_MAX_FEE_PER_GAS_GWEI) * 1_000_000_000n,
@@ -102,6 +95,23 @@ const worker = createSettlementWorker({
       }
     : {}),
 });
+// The internal listener first, so health checks and the scrape target exist before the first round.
+const internal = await serveInternal({
+  app: createInternalApp({
+    registry: metrics.registry,
+    metricsEnabled: config.METRICS_ENABLED,
+    readiness: chainServiceReadiness({
+      registry: metrics.registry,
+      sql: database.sql,
+      client: rpc.client,
+      lockHeld: () => worker.lockHeld(),
+    }),
+  }),
+  service: 'settlement',
+  host: config.METRICS_HOST,
+  port: config.SETTLEMENT_METRICS_PORT,
+  portVariable: 'SETTLEMENT_METRICS_PORT',
+});
 process.once('SIGTERM', () => void worker.stop());
 process.once('SIGINT', () => void worker.stop());
 logger.info(
@@ -115,7 +125,7 @@ try {
   exitCode = 1;
   logger.fatal({ err: error }, 'settlement worker stopped');
 } finally {
-  metricsServer?.close();
+  await internal.close();
   redis.disconnect();
   await database.close();
 }

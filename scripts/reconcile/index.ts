@@ -3,12 +3,14 @@
  * recorded (runs.ts). Used by the CLI (`npm run reconcile -- <job>`), the local scheduler, and the
  * QStash receiver (http.ts).
  */
+
+import type { Registry } from 'prom-client';
 import { createPublicClient, http } from 'viem';
 import { createLifecycle, type Lifecycle } from '../../hot-path/lifecycle/apply.ts';
-import { createLogger, type Logger } from '../../hot-path/ops/logger.ts';
 import { readContractsFile } from '../../indexer/contracts/index.ts';
 import { analyticsDatabaseUrl, type Config } from '../../shared/config.ts';
 import { createDatabase, type Database } from '../../shared/db/client.ts';
+import { createLogger, type Logger } from '../../shared/observability/index.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
 import { detectBackend, refreshAnalytics, setUpAnalytics } from '../analytics/index.ts';
 import { booksJob } from './books.ts';
@@ -53,7 +55,15 @@ export interface ReconcileServices {
   close(): Promise<void>;
 }
 
-export function createReconcileServices(config: Config, logger?: Logger): ReconcileServices {
+/**
+ * Connections, logger and metrics of the reconciliation jobs. The scheduler passes its process
+ * registry (shared/observability/metrics.ts) so its /metrics carries the default process metrics too.
+ */
+export function createReconcileServices(
+  config: Config,
+  logger?: Logger,
+  registry?: Registry,
+): ReconcileServices {
   const database = createDatabase({
     url: config.DATABASE_URL,
     poolMax: Math.min(config.DATABASE_POOL_MAX, 5),
@@ -67,7 +77,7 @@ export function createReconcileServices(config: Config, logger?: Logger): Reconc
     database,
     redis,
     logger: logger ?? createLogger(config.LOG_LEVEL, 'reconcile'),
-    metrics: createReconcileMetrics(),
+    metrics: createReconcileMetrics(registry),
     async close() {
       redis.disconnect();
       await database.close();
