@@ -87,7 +87,11 @@ export async function runLockedLoop(options: LockedLoopOptions): Promise<void> {
     }
   } finally {
     options.status?.attach(null);
-    // A lost connection cannot unlock (nothing to unlock): release what is left of it either way.
-    await session.release().catch(() => {});
+    // A lost connection cannot unlock (nothing to unlock, and its query may never answer): release
+    // what is left of it, waiting no longer than a lock check.
+    await within(
+      session.release().then(() => true),
+      LIMITS.sessionLockCheckTimeoutMs,
+    );
   }
 }
