@@ -11,7 +11,6 @@
  * SIGTERM/SIGINT.
  */
 import { serve } from '@hono/node-server';
-import { Counter } from 'prom-client';
 import { privateKeyToAccount } from 'viem/accounts';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
@@ -27,6 +26,7 @@ import { readContractsFile } from '../contracts/index.ts';
 import { chainServiceReadiness } from '../health.ts';
 import { createRpc } from '../rpc/index.ts';
 import { withdrawalRoutes } from './index.ts';
+import { createWithdrawalMetrics } from './metrics.ts';
 
 const config = configFromProcess();
 const logger = createLogger(config.LOG_LEVEL, 'withdrawals');
@@ -49,13 +49,8 @@ const redis = createRedis({
   commandTimeoutMs: 2_000,
 });
 const rpc = createRpc({ url: config.CHAIN_RPC_URL, chainId: config.CHAIN_ID });
-const registry = createServiceRegistry('withdrawals');
-const answers = new Counter({
-  name: 'credana_withdrawal_approvals_total',
-  help: 'Withdrawal approval requests answered, by result (approved, a refusal reason such as uncovered, unauthorized, invalid_request)',
-  labelNames: ['result'] as const,
-  registers: [registry],
-});
+const metrics = createWithdrawalMetrics(createServiceRegistry('withdrawals'));
+const registry = metrics.registry;
 const readiness = chainServiceReadiness({ registry, sql: database.sql, client: rpc.client, redis });
 const app = withdrawalRoutes(
   {
@@ -66,7 +61,7 @@ const app = withdrawalRoutes(
     contracts,
     signer: privateKeyToAccount(config.WITHDRAWAL_SIGNER_PRIVATE_KEY as `0x${string}`),
     logger,
-    onAnswer: (result) => answers.inc({ result }),
+    onAnswer: (result) => metrics.answers.inc({ result }),
   },
   config.INTERNAL_API_TOKEN as string,
 );
