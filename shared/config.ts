@@ -232,6 +232,8 @@ const schema = z.object({
   // `npm run dev` and `npm run demo`: the local stack's state (embedded PostgreSQL and redis-server
   // data, stack.json).
   DEV_STATE_DIR: z.string().min(1).default('.dev'),
+  // `npm run dev -- --observe`: the port (on 127.0.0.1) of the Prometheus it starts.
+  DEV_PROMETHEUS_PORT: integer(1, 65_535).default(9090),
 });
 
 /** Hardhat's public test mnemonic: its keys are known to everyone. */
