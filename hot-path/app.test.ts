@@ -258,7 +258,7 @@ describe('operations', () => {
     expect(await ready.json()).toEqual({ ready: true, redis: true, postgres: true, suspect: false });
     const metrics = await (await hotPath.internalApp.request('/metrics')).text();
     expect(metrics).toMatch(
-      /credana_decisions_total\{outcome="approved",reason="approved",source="redis"\} \d+/,
+      /credana_decisions_total\{outcome="approved",reason="approved",source="redis",service="hot-path"\} \d+/,
     );
     expect(metrics).toContain('credana_decision_latency_seconds_bucket');
   });

@@ -136,7 +136,7 @@ describe('deciders', () => {
       );
       // Every answer came back inside the 400 ms budget, and from the fallback.
       expect(Math.max(...answers.map((a) => a.elapsedMs))).toBeLessThan(400);
-      expect(await metric(port, /credana_decision_fallbacks_total\{result="postgres"\} (\d+)/)).toBe(10);
+      expect(await metric(port, /credana_decision_fallbacks_total\{result="postgres"[^}]*\} (\d+)/)).toBe(10);
     } finally {
       proxy.resume();
       await process.kill('SIGTERM');
@@ -171,7 +171,9 @@ describe('deciders', () => {
       expect(fromHealthy.filter((a) => a.approved).length).toBe(10);
       const fromCutOff = answers.filter((_, i) => i % 2 === 1);
       expect(fromCutOff.every((a) => !a.approved && a.reason === 'system_unavailable')).toBe(true);
-      expect(await metric(cutOff.port, /credana_decision_fallbacks_total\{result="fenced"\} (\d+)/)).toBe(15);
+      expect(
+        await metric(cutOff.port, /credana_decision_fallbacks_total\{result="fenced"[^}]*\} (\d+)/),
+      ).toBe(15);
 
       proxy.resume();
       await drainOutbox(services.redis, services.database.sql, services.prefix);

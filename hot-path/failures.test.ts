@@ -120,7 +120,7 @@ describe('failure modes', () => {
     const again = await timedAuthorize(cardId, 2_000);
     expect(again.json).toMatchObject({ approved: true, metadata: { reason: 'approved' } });
     const metrics = await (await hotPath.internalApp.request('/metrics')).text();
-    expect(metrics).toMatch(/credana_decision_fallbacks_total\{result="postgres"\} [1-9]/);
+    expect(metrics).toMatch(/credana_decision_fallbacks_total\{result="postgres",service="hot-path"\} [1-9]/);
   });
 
   it('mirrors a fallback decision into the cache when a slow Redis answers again, and replays it identically', async () => {

@@ -170,7 +170,7 @@ describe('hot-path/main.ts', () => {
         `http://127.0.0.1:${metricsPort}/metrics`,
       );
       expect(outcome.result, outcome.stdout + outcome.stderr).toBe('ready');
-      expect(outcome.metrics).toContain('credana_redis_durability_ok 1');
+      expect(outcome.metrics).toContain('credana_redis_durability_ok{service="hot-path"} 1');
       expect(outcome.stdout + outcome.stderr).not.toContain('redis: REDIS_URL');
     },
     CHILD_TIMEOUT_MS,
@@ -251,7 +251,7 @@ describe('hot-path/ledger-writer/main.ts', () => {
       expect(warnings[0]?.problems).toEqual([
         'AOF is off (appendonly no), so a restart loses holds and outbox entries',
       ]);
-      expect(outcome.metrics).toContain('credana_redis_durability_ok 0');
+      expect(outcome.metrics).toContain('credana_redis_durability_ok{service="ledger-writer"} 0');
     },
     CHILD_TIMEOUT_MS,
   );

@@ -1,8 +1,8 @@
 /** `npm run start:hot-path`: the authorization server as its own process. */
 import { serve } from '@hono/node-server';
 import { configFromProcess, warnOfPublicSecrets } from '../shared/config.ts';
+import { createLogger } from '../shared/observability/index.ts';
 import { durabilityGauge, enforceRedisDurability } from '../shared/redis/durability.ts';
-import { createLogger } from './ops/logger.ts';
 import { createHotPath } from './server.ts';
 
 const config = configFromProcess();

@@ -58,7 +58,9 @@ describe('readiness and metrics access', () => {
       headers: { authorization: `Bearer ${METRICS_TOKEN}` },
     });
     expect(withToken.status).toBe(200);
-    expect(await withToken.text()).toContain('credana_dependency_up{dependency="redis"} 1');
+    expect(await withToken.text()).toContain(
+      'credana_dependency_up{dependency="redis",service="hot-path"} 1',
+    );
   });
 
   it('stays ready while Postgres is stopped (reported, and in the gauge), and is not ready while Redis is', async () => {
@@ -75,8 +77,8 @@ describe('readiness and metrics access', () => {
         body: { ready: true, redis: true, postgres: false, suspect: false },
       });
     const metrics = await (await hotPath.internalApp.request('/metrics')).text();
-    expect(metrics).toContain('credana_dependency_up{dependency="postgres"} 0');
-    expect(metrics).toContain('credana_dependency_up{dependency="redis"} 1');
+    expect(metrics).toContain('credana_dependency_up{dependency="postgres",service="hot-path"} 0');
+    expect(metrics).toContain('credana_dependency_up{dependency="redis",service="hot-path"} 1');
 
     pg.start();
     await redisServer.kill('SIGKILL');
@@ -86,6 +88,6 @@ describe('readiness and metrics access', () => {
       expect(body).toMatchObject({ ready: false, redis: false, postgres: true });
     }
     const down = await (await hotPath.internalApp.request('/metrics')).text();
-    expect(down).toContain('credana_dependency_up{dependency="redis"} 0');
+    expect(down).toContain('credana_dependency_up{dependency="redis",service="hot-path"} 0');
   });
 });

@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { Client } from '@upstash/qstash';
 import type { Config } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
+import { createLogger, createServiceRegistry } from '../shared/observability/index.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import { createMarket } from '../shared/redis/market.ts';
 import { createApp } from './app.ts';
@@ -15,7 +16,6 @@ import { createRedisLease } from './decision/redis-lease.ts';
 import { createLifecycle } from './lifecycle/apply.ts';
 import { assertLimits } from './limits.ts';
 import { createInternalApp } from './ops/internal-app.ts';
-import { createLogger } from './ops/logger.ts';
 import { createMetrics } from './ops/metrics.ts';
 import { createDependencyProbe, hotPathReadiness } from './ops/readiness.ts';
 import { createQStashRelay } from './outbox/qstash-relay.ts';
@@ -47,7 +47,7 @@ export async function createHotPath(config: Config) {
     new Promise((resolve) => setTimeout(resolve, 1_000)),
   ]);
   const market = await createMarket(redis, subscriber, config.REDIS_KEY_PREFIX);
-  const metrics = createMetrics();
+  const metrics = createMetrics(createServiceRegistry('hot-path'));
   const cardOwners = createCardOwners({ redis, sql: database.sql, prefix: config.REDIS_KEY_PREFIX });
   const lease = createRedisLease({
     sql: database.sql,

@@ -81,6 +81,11 @@ export const LIMITS = {
   anchorsPerReadMax: 1_000,
   /** Anchors the verification reads in all (about 19 years of 10-minute anchors). */
   anchorsReadMax: 1_000_000,
+  /**
+   * The settlement worker and the liquidator ask Postgres before each round whether they still hold
+   * their chain's session lock (locked-loop.ts); an answer slower than this counts as "lost".
+   */
+  sessionLockCheckTimeoutMs: 5_000,
 
   /** Wallet linking (EIP-4361 messages). */
   siweNonceTtlS: 600,
@@ -110,6 +115,10 @@ export function assertLimits(limits: Limits = LIMITS): void {
     'settlementBatchMax out of range',
   );
   assert.ok(limits.rowsPerStatementMax >= limits.logsPerRangeMax, 'a full range must fit one statement');
+  assert.ok(
+    limits.sessionLockCheckTimeoutMs >= 100 && limits.sessionLockCheckTimeoutMs <= 60_000,
+    'sessionLockCheckTimeoutMs out of range',
+  );
 }
 
 /** Checks the configured confirmations and reorg depth against the ceilings and each other. */

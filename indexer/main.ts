@@ -4,22 +4,29 @@
  * must not guess about (a reorg deeper than REORG_DEPTH_MAX), 1 on other fatal errors.
  *
  * Flags (tuning, not configuration): --block-range-max N, --poll-interval-ms N, --tail-blocks-max N,
- * --metrics-port N (Prometheus text at GET /metrics on 127.0.0.1, when METRICS_ENABLED);
+ * --metrics-port N (its internal listener on METRICS_HOST, announced on stdout as `indexer metrics on
+ * http://…`: GET /metrics when METRICS_ENABLED, /healthz, and /readyz — ready while Postgres, Redis and
+ * the chain RPC answer);
  * and, for crash tests only (refused when NODE_ENV=production), --crash-in-range N, which SIGKILLs the
  * process inside the N-th range's transaction, after its writes and before its commit.
  */
 import { writeSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
 import { z } from 'zod';
 import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
+import {
+  createInternalApp,
+  createLogger,
+  createServiceRegistry,
+  serveInternal,
+} from '../shared/observability/index.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import { readContractsFile } from './contracts/index.ts';
+import { chainServiceReadiness } from './health.ts';
 import { LIMITS } from './limits.ts';
 import { createRpc, NonRetryableError } from './rpc/index.ts';
-import { createIndexer } from './runtime/index.ts';
+import { createIndexer, createIndexerMetrics } from './runtime/index.ts';
 
 const flags = z
   .object({
@@ -42,7 +49,7 @@ const flags = z
   );
 
 const config = configFromProcess();
-const logger = pino({ level: config.LOG_LEVEL, base: { service: 'indexer' } });
+const logger = createLogger(config.LOG_LEVEL, 'indexer');
 if (flags['crash-in-range'] !== undefined && config.NODE_ENV === 'production') {
   logger.fatal('--crash-in-range is a test fault and is refused in production');
   process.exit(78);
@@ -75,6 +82,7 @@ const indexer = createIndexer({
   chainId: config.CHAIN_ID,
   confirmations: config.CHAIN_CONFIRMATIONS,
   reorgDepthMax: config.REORG_DEPTH_MAX,
+  metrics: createIndexerMetrics(createServiceRegistry('indexer')),
   ...(flags['block-range-max'] === undefined
     ? {}
     : { blockRangeMax: flags['block-range-max'], blockRangeInitial: flags['block-range-max'] }),
@@ -96,21 +104,26 @@ function crashInRange(n: number) {
   };
 }
 
-const metricsServer =
-  flags['metrics-port'] === undefined || !config.METRICS_ENABLED
+const metricsPort = flags['metrics-port'];
+const internal =
+  metricsPort === undefined
     ? null
-    : createServer((req, res) => {
-        if (req.method !== 'GET' || req.url !== '/metrics') {
-          res.writeHead(404).end();
-          return;
-        }
-        indexer.metrics.registry
-          .metrics()
-          .then((text) =>
-            res.writeHead(200, { 'content-type': indexer.metrics.registry.contentType }).end(text),
-          )
-          .catch(() => res.writeHead(500).end());
-      }).listen(flags['metrics-port'], '127.0.0.1');
+    : await serveInternal({
+        app: createInternalApp({
+          registry: indexer.metrics.registry,
+          metricsEnabled: config.METRICS_ENABLED,
+          readiness: chainServiceReadiness({
+            registry: indexer.metrics.registry,
+            sql: database.sql,
+            client: rpc.client,
+            redis,
+          }),
+        }),
+        service: 'indexer',
+        host: config.METRICS_HOST,
+        port: metricsPort,
+        portVariable: '--metrics-port',
+      });
 
 let exitCode = 0;
 const shutdown = async () => {
@@ -125,7 +138,7 @@ try {
   exitCode = error instanceof NonRetryableError ? 2 : 1;
   logger.fatal({ err: error }, 'indexer stopped');
 } finally {
-  metricsServer?.close();
+  await internal?.close();
   redis.disconnect();
   await database.close();
 }

@@ -18,15 +18,20 @@
  * `npm run demo` reads. Ctrl-C (SIGINT) or SIGTERM stops everything it started — the services, then
  * the chain, Redis and PostgreSQL — removes stack.json and exits.
  *
+ * Every service's output streams live to dev's stdout, each line prefixed with `[<service>]`, and is
+ * kept in `<DEV_STATE_DIR>/logs/<service>.log` (rewritten at each run).
+ *
  * Flags: --reset (recreate the databases of a PostgreSQL dev does not own when they describe an
- * earlier chain; their data is lost).
+ * earlier chain; their data is lost); --observe (also start Prometheus, `/usr/bin/prometheus` or
+ * `prometheus` on PATH, on DEV_PROMETHEUS_PORT with a config generated into
+ * `<DEV_STATE_DIR>/prometheus/` scraping every service and loading ops/prometheus/rules.yml).
  *
  * A local tool: NODE_ENV is development unless set, and every service gets dev's NODE_ENV explicitly.
  * The public development webhook secret is accepted only so, on a loopback HOT_PATH_HOST
  * (docs/operations.md).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -53,9 +58,12 @@ import {
   postgresAnswers,
   startEmbeddedPostgres,
 } from './dev/embedded-postgres.ts';
+import { lineStream, prometheusConfig, type ScrapeTarget } from './dev/observe.ts';
 import { type StackSummary, stackFile, writeStack } from './dev/stack.ts';
 
-const { values: flags } = parseArgs({ options: { reset: { type: 'boolean' } } });
+const { values: flags } = parseArgs({
+  options: { reset: { type: 'boolean' }, observe: { type: 'boolean' } },
+});
 const config = configFromProcess({}, { localTool: true });
 const stateDir = config.DEV_STATE_DIR;
 const EXIT_WITH_DEV = pathToFileURL(path.join(import.meta.dirname, 'dev', 'exit-with-dev.ts')).href;
@@ -388,6 +396,8 @@ async function main(): Promise<void> {
     HOT_PATH_PORT: String(config.HOT_PATH_PORT),
     HOT_PATH_METRICS_PORT: String(config.HOT_PATH_METRICS_PORT),
     METRICS_HOST: config.METRICS_HOST,
+    SETTLEMENT_METRICS_PORT: String(config.SETTLEMENT_METRICS_PORT),
+    LIQUIDATOR_METRICS_PORT: String(config.LIQUIDATOR_METRICS_PORT),
     DECISION_BUDGET_MS: String(config.DECISION_BUDGET_MS),
     BLOCKED_MCCS: config.BLOCKED_MCCS.join(','),
     VELOCITY_LIMIT_PER_MIN: String(config.VELOCITY_LIMIT_PER_MIN),
@@ -408,43 +418,70 @@ async function main(): Promise<void> {
     HEALTH_FACTOR_WARNING_BPS: String(config.HEALTH_FACTOR_WARNING_BPS),
     CHAIN_MAX_FEE_PER_GAS_GWEI: String(config.CHAIN_MAX_FEE_PER_GAS_GWEI),
   };
-  /** Starts a service and waits for its ready line. Returns its output so far. */
-  async function start(name: string, entry: string, ready: string, args: string[] = []): Promise<string> {
+  const logDir = path.join(stateDir, 'logs');
+  mkdirSync(logDir, { recursive: true });
+  /** Where Prometheus scrapes each service (filled in as they start). */
+  const targets: ScrapeTarget[] = [];
+  /**
+   * Starts a service and waits for its ready line. Its output streams live to dev's stdout, each line
+   * prefixed `[<log>]`, and into `<DEV_STATE_DIR>/logs/<log>.log`; the last 20 KB are also kept here for
+   * the ready line and for a failure's message. Returns that tail, and the internal listener's URL when
+   * the service announced one (`<service> metrics on http://…`).
+   */
+  async function start(
+    name: string,
+    log: string,
+    entry: string,
+    ready: string,
+    args: string[] = [],
+  ): Promise<{ out: string; metricsBase: string | null }> {
     const child = spawn(process.execPath, ['--import', 'tsx', '--import', EXIT_WITH_DEV, entry, ...args], {
       env: childEnv,
       // stdin is dev's lifeline to the service (scripts/dev/exit-with-dev.ts).
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     track(name, 'service', child);
+    const file = createWriteStream(path.join(logDir, `${log}.log`), { flags: 'w' });
+    child.once('close', () => file.end());
     let out = '';
-    const collect = (chunk: Buffer) => {
-      out = (out + chunk.toString()).slice(-20_000);
-    };
-    child.stdout?.on('data', collect);
-    child.stderr?.on('data', collect);
+    for (const stream of [child.stdout, child.stderr]) {
+      stream?.on('data', (chunk: Buffer) => {
+        file.write(chunk);
+        out = (out + chunk.toString()).slice(-20_000);
+      });
+      stream?.pipe(lineStream(`[${log}] `)).pipe(process.stdout, { end: false });
+    }
     const until = Date.now() + 90_000;
     while (!out.includes(ready)) {
       if (child.exitCode !== null || Date.now() > until) {
-        process.stderr.write(`${out.slice(-3_000)}\n`);
         return fail(
-          `${name} did not start (${child.exitCode === null ? 'no ready line in 90 s' : `exited with ${child.exitCode}`}); its output is above.`,
+          `${name} did not start (${child.exitCode === null ? 'no ready line in 90 s' : `exited with ${child.exitCode}`}); its output is above and in ${path.join(logDir, `${log}.log`)}.`,
         );
       }
       await sleep(100);
     }
     child.on('exit', (code) => {
       if (code !== 0 && code !== null && stopping === null)
-        process.stderr.write(`dev: ${name} exited with ${code}\n${out.slice(-2_000)}\n`);
+        process.stderr.write(
+          `dev: ${name} exited with ${code}; its log: ${path.join(logDir, `${log}.log`)}\n`,
+        );
     });
+    const metricsBase = new RegExp(`${log} metrics on (http://\\S+)`).exec(out)?.[1] ?? null;
+    if (metricsBase !== null) targets.push({ job: log, url: `${metricsBase}/metrics` });
     say(`${name} is up`);
-    return out;
+    return { out, metricsBase };
   }
-  const hotPathOutput = await start('hot path', 'hot-path/main.ts', 'hot-path ready');
+  const hotPath = await start('hot path', 'hot-path', 'hot-path/main.ts', 'hot-path ready');
   // The hot path serves /metrics on its internal listener only (HOT_PATH_METRICS_PORT; 0 = a free port).
-  const hotPathMetricsUrl = `${/hot-path metrics on (http:\/\/\S+)/.exec(hotPathOutput)?.[1] ?? ''}/metrics`;
-  await start('ledger writer', 'hot-path/ledger-writer/main.ts', 'ledger-writer ready');
-  await start('indexer', 'indexer/main.ts', 'indexer ready');
-  await start('settlement worker', 'indexer/settlement/main.ts', 'settlement worker started');
+  const hotPathMetricsUrl = `${hotPath.metricsBase ?? ''}/metrics`;
+  await start('ledger writer', 'ledger-writer', 'hot-path/ledger-writer/main.ts', 'ledger-writer ready');
+  // QUEUE_DRIVER=redis: the ledger writer's own port is its internal listener.
+  targets.push({
+    job: 'ledger-writer',
+    url: `http://${config.HOT_PATH_HOST}:${config.LEDGER_WRITER_PORT}/metrics`,
+  });
+  await start('indexer', 'indexer', 'indexer/main.ts', 'indexer ready', ['--metrics-port', '0']);
+  await start('settlement worker', 'settlement', 'indexer/settlement/main.ts', 'settlement worker started');
   // The liquidator repays liquidated debt from its own USDC: on the local chain, test USDC minted to it.
   const liquidatorKey = childEnv['LIQUIDATOR_PRIVATE_KEY'] as `0x${string}`;
   const liquidatorAddress = privateKeyToAccount(liquidatorKey).address;
@@ -458,15 +495,18 @@ async function main(): Promise<void> {
         `could not mint test USDC to the liquidator ${liquidatorAddress} (LIQUIDATOR_PRIVATE_KEY must be one of the local chain's unlocked accounts).`,
       );
   }
-  await start('liquidator', 'indexer/liquidator/main.ts', 'liquidator started');
-  await start('audit anchorer', 'indexer/anchor/main.ts', 'audit anchorer started');
-  await start('Supabase sync', 'scripts/start-supabase-sync.ts', 'supabase-sync ready');
+  await start('liquidator', 'liquidator', 'indexer/liquidator/main.ts', 'liquidator started');
+  await start('audit anchorer', 'anchorer', 'indexer/anchor/main.ts', 'audit anchorer started');
+  await start('Supabase sync', 'supabase-sync', 'scripts/start-supabase-sync.ts', 'supabase-sync ready');
   // A free port: the scheduler only serves its metrics here (no QStash keys in dev).
-  const schedulerOut = await start('scheduler', 'scripts/scheduler.ts', 'scheduler: listening', [
+  const scheduler = await start('scheduler', 'scheduler', 'scripts/scheduler.ts', 'scheduler: listening', [
     '--port',
     '0',
   ]);
-  const schedulerPort = /"port":(\d+)[^\n]*scheduler: listening/.exec(schedulerOut)?.[1];
+  const schedulerPort = /"port":(\d+)[^\n]*scheduler: listening/.exec(scheduler.out)?.[1];
+  if (schedulerPort !== undefined)
+    targets.push({ job: 'scheduler', url: `http://127.0.0.1:${schedulerPort}/metrics` });
+  const prometheusUrl = flags.observe === true ? await startPrometheus(targets, logDir) : null;
 
   // 5. Demo users, signed up as Supabase Auth does (the bridge creates the financial user with the
   // same id), then a card, a linked wallet and WETH deposited on-chain. Idempotent: fixed ids, and a
@@ -545,6 +585,7 @@ async function main(): Promise<void> {
     scheduler: {
       metricsUrl: schedulerPort === undefined ? null : `http://127.0.0.1:${schedulerPort}/metrics`,
     },
+    ...(prometheusUrl === null ? {} : { prometheus: { url: prometheusUrl, targets } }),
     users,
   };
   const file = writeStack(stateDir, summary);
@@ -557,6 +598,12 @@ async function main(): Promise<void> {
       `  chain           ${config.CHAIN_RPC_URL}  vault ${contracts.vault}`,
       `  postgres        ${embeddedDataDir === null ? databaseUrl.host : `${databaseUrl.host}, embedded (data in ${embeddedDataDir})`}`,
       ...(summary.scheduler.metricsUrl === null ? [] : [`  scheduler       ${summary.scheduler.metricsUrl}`]),
+      ...(prometheusUrl === null
+        ? []
+        : [
+            `  prometheus      ${prometheusUrl}  (scraping ${targets.length} services; rules from ops/prometheus)`,
+          ]),
+      `  logs            ${logDir}/<service>.log`,
       ...users.map(
         (u) => `  demo user       ${u.userId}  card ${u.cardId}  available ${u.availableCents} cents`,
       ),
@@ -566,6 +613,71 @@ async function main(): Promise<void> {
       '',
     ].join('\n'),
   );
+}
+
+/**
+ * `--observe`: Prometheus on DEV_PROMETHEUS_PORT (loopback), its config generated into
+ * `<DEV_STATE_DIR>/prometheus/prometheus.yml` (every service's /metrics, ops/prometheus/rules.yml), its
+ * data beside it, its log in `<DEV_STATE_DIR>/logs/prometheus.log`. Returns its URL once /-/ready.
+ */
+async function startPrometheus(targets: readonly ScrapeTarget[], logDir: string): Promise<string> {
+  const binary = existsSync('/usr/bin/prometheus') ? '/usr/bin/prometheus' : 'prometheus';
+  if (binary === 'prometheus' && spawnSync('sh', ['-c', 'command -v prometheus']).status !== 0) {
+    return fail('--observe needs Prometheus: install it (Debian: apt-get install prometheus).');
+  }
+  const dir = path.resolve(stateDir, 'prometheus');
+  mkdirSync(path.join(dir, 'data'), { recursive: true });
+  const configFile = path.join(dir, 'prometheus.yml');
+  // A Prometheus does not follow a killed dev (as the services do): stop the one an earlier dev left.
+  const pidFile = path.join(dir, 'prometheus.pid');
+  const leftover = livePid(pidFile);
+  // Only if that pid is still a Prometheus on this config (pids are reused).
+  if (leftover !== null && commandLineOf(leftover).includes(configFile)) {
+    say(`stopping the prometheus (pid ${leftover}) an earlier dev left running`);
+    await stopPid(leftover);
+  }
+  writeFileSync(
+    configFile,
+    prometheusConfig({
+      targets,
+      rulesFile: path.resolve(import.meta.dirname, '../ops/prometheus/rules.yml'),
+    }),
+  );
+  const address = `127.0.0.1:${config.DEV_PROMETHEUS_PORT}`;
+  const log = createWriteStream(path.join(logDir, 'prometheus.log'), { flags: 'w' });
+  const child = spawn(
+    binary,
+    [
+      `--config.file=${configFile}`,
+      `--storage.tsdb.path=${path.join(dir, 'data')}`,
+      `--web.listen-address=${address}`,
+      '--storage.tsdb.retention.time=2d',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  child.stdout?.pipe(log, { end: false });
+  child.stderr?.pipe(log, { end: false });
+  child.once('close', () => log.end());
+  track('prometheus', 'server', child);
+  if (child.pid !== undefined) writeFileSync(pidFile, `${child.pid}\n`);
+  child.once('exit', () => rmSync(pidFile, { force: true }));
+  const url = `http://${address}`;
+  const up = await waitUntil(async () => (await fetch(`${url}/-/ready`)).ok, 30_000, 250);
+  if (!up)
+    return fail(
+      `prometheus did not become ready on ${address} within 30 s (is DEV_PROMETHEUS_PORT taken?); its log: ${path.join(logDir, 'prometheus.log')}`,
+    );
+  say(`prometheus at ${url} scraping ${targets.map((t) => t.job).join(', ')}`);
+  return url;
+}
+
+/** A live process's command line (Linux /proc), or '' when it cannot be read. */
+function commandLineOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+  } catch {
+    return '';
+  }
 }
 
 /** True when the financial database's indexer cursor names a block this chain does not have. */

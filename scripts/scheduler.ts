@@ -14,6 +14,7 @@
 import { parseArgs } from 'node:util';
 import { serve } from '@hono/node-server';
 import { configFromProcess } from '../shared/config.ts';
+import { createLogger, createServiceRegistry } from '../shared/observability/index.ts';
 import { createReceiver, createReconcileApp } from './reconcile/http.ts';
 import { createReconcileServices, type Runnable, runJob } from './reconcile/index.ts';
 import { createLocalScheduler } from './reconcile/local-scheduler.ts';
@@ -59,7 +60,9 @@ if (values['create-qstash-schedules'] !== undefined) {
   process.exit(0);
 }
 
-const services = createReconcileServices(config);
+const services = createReconcileServices(config, createLogger(config.LOG_LEVEL, 'scheduler'), {
+  registry: createServiceRegistry('scheduler'),
+});
 await loadLastRuns(services.database.sql, services.metrics);
 const app = createReconcileApp({
   services,

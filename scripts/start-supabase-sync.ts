@@ -1,15 +1,22 @@
 /**
  * `npm run start:supabase-sync`: the Supabase workers as one process — the bridge (sign-ups and card
  * controls → financial database → Redis) and the projection sync (financial database → Supabase).
- * Prometheus metrics on SUPABASE_SYNC_METRICS_PORT (default 9466; 0 picks a free port) at /metrics.
+ * Internal listener on METRICS_HOST:SUPABASE_SYNC_METRICS_PORT (default 9466; 0 picks a free port,
+ * announced on stdout as `supabase-sync metrics on http://…`): GET /metrics, /healthz, and /readyz —
+ * ready while the financial database, the Supabase database and Redis answer.
  * Prints "supabase-sync ready" once both run. SIGTERM / SIGINT stop it cleanly; a SIGKILL is safe too
  * (the outbox and the cursor are transactional, so the next start resumes).
  */
-import { createServer } from 'node:http';
-import pino from 'pino';
 import postgres from 'postgres';
 import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
+import {
+  createInternalApp,
+  createLogger,
+  createProbes,
+  createServiceRegistry,
+  serveInternal,
+} from '../shared/observability/index.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import {
   assertSyncLimits,
@@ -31,7 +38,7 @@ if (
 const limits = defaultSyncLimits;
 assertSyncLimits(limits);
 
-const logger = pino({ level: config.LOG_LEVEL, base: { service: 'supabase-sync' } });
+const logger = createLogger(config.LOG_LEVEL, 'supabase-sync');
 const financial = createDatabase({
   url: config.DATABASE_URL,
   poolMax: 4,
@@ -46,7 +53,7 @@ const supabase = postgres(config.SUPABASE_DB_URL, {
   connection: { application_name: 'credana-supabase-sync', TimeZone: 'UTC', statement_timeout: 30_000 },
 });
 const redis = createRedis({ url: config.REDIS_URL, connectionName: 'supabase-sync' });
-const metrics = createSyncMetrics();
+const metrics = createSyncMetrics(createServiceRegistry('supabase-sync'));
 
 const bridge = createUserBridge({
   supabase,
@@ -72,19 +79,25 @@ const projection = createProjectionSync({
   healthWarningBps: config.HEALTH_FACTOR_WARNING_BPS,
 });
 
-const server = createServer((req, res) => {
-  if (req.url === '/metrics') {
-    metrics.registry.metrics().then(
-      (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
-      () => res.writeHead(500).end(),
-    );
-  } else if (req.url === '/healthz') {
-    res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
-  } else {
-    res.writeHead(404).end();
-  }
+const probe = createProbes(metrics.registry, {
+  postgres: () => financial.sql`select 1`.execute(),
+  supabase: () => supabase`select 1`.execute(),
+  redis: () => redis.ping(),
 });
-server.listen(metricsPort, '127.0.0.1');
+const internal = await serveInternal({
+  app: createInternalApp({
+    registry: metrics.registry,
+    metricsEnabled: config.METRICS_ENABLED,
+    readiness: async () => {
+      const status = await probe();
+      return { ready: status.postgres && status.supabase && status.redis, ...status };
+    },
+  }),
+  service: 'supabase-sync',
+  host: config.METRICS_HOST,
+  port: metricsPort,
+  portVariable: 'SUPABASE_SYNC_METRICS_PORT',
+});
 
 await bridge.start();
 projection.start();
@@ -95,7 +108,7 @@ let stopping = false;
 async function shutdown(): Promise<void> {
   if (stopping) return;
   stopping = true;
-  server.close();
+  await internal.close();
   await projection.stop();
   await bridge.stop();
   redis.disconnect();

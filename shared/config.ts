@@ -286,6 +286,11 @@ const schema = z.object({
   // The ledger writer's internal listener when QUEUE_DRIVER=qstash (its LEDGER_WRITER_PORT then faces
   // QStash); with QUEUE_DRIVER=redis LEDGER_WRITER_PORT is internal and serves everything itself.
   LEDGER_WRITER_METRICS_PORT: integer(0, 65_535).default(0),
+  // The internal listeners (GET /metrics, /healthz, /readyz on METRICS_HOST) of the settlement worker,
+  // the liquidator and the withdrawal approval service; 0 picks a free port (announced on stdout).
+  SETTLEMENT_METRICS_PORT: integer(0, 65_535).default(0),
+  LIQUIDATOR_METRICS_PORT: integer(0, 65_535).default(0),
+  WITHDRAWALS_METRICS_PORT: integer(0, 65_535).default(0),
   METRICS_HOST: z.string().default('127.0.0.1'),
   // A bearer token that opens GET /metrics on the public ports too (for a scraper that cannot reach the
   // internal listener). Unset: the public ports answer 404 for /metrics.
@@ -323,6 +328,8 @@ const schema = z.object({
   BACKUP_S3_KEY_SECRET: z.string().min(8).optional(),
   // Encrypts the repository (aes-256-cbc, client side); required for an s3 repository in production.
   BACKUP_CIPHER_PASS: z.string().min(32).optional(),
+  // `npm run dev -- --observe`: the port (on 127.0.0.1) of the Prometheus it starts.
+  DEV_PROMETHEUS_PORT: integer(1, 65_535).default(9090),
 });
 
 const refined = schema.superRefine((value, ctx) => {

@@ -184,7 +184,9 @@ describe('npm ci --omit=dev', () => {
       expect((await fetch(`${publicUrl}/metrics`)).status).toBe(404);
       const metrics = await fetch(`${metricsUrl}/metrics`);
       expect(metrics.status).toBe(200);
-      expect(await metrics.text()).toContain('credana_dependency_up{dependency="redis"} 1');
+      expect(await metrics.text()).toContain(
+        'credana_dependency_up{dependency="redis",service="hot-path"} 1',
+      );
     },
     START_TIMEOUT_MS + 10_000,
   );

@@ -4,9 +4,9 @@ import { serve } from '@hono/node-server';
 import { Receiver } from '@upstash/qstash';
 import { configFromProcess, warnOfPublicSecrets } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
+import { createLogger, createServiceRegistry } from '../../shared/observability/index.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { durabilityGauge, enforceRedisDurability } from '../../shared/redis/durability.ts';
-import { createLogger } from '../ops/logger.ts';
 import { createDependencyProbe, ledgerWriterReadiness } from '../ops/readiness.ts';
 import { createLedgerWriterApp } from './app.ts';
 import { limits } from './limits.ts';
@@ -28,7 +28,7 @@ const database = createDatabase({
   applicationName: 'ledger-writer',
 });
 const redis = createRedis({ url: config.REDIS_URL, connectionName: 'ledger-writer' });
-const metrics = createLedgerWriterMetrics();
+const metrics = createLedgerWriterMetrics(createServiceRegistry('ledger-writer'));
 durabilityGauge(metrics.registry, redisDurable);
 const writer = createLedgerWriter({
   redis,

@@ -1,8 +1,10 @@
-/** Prometheus metrics of the ledger writer, on a registry of its own (no global state). */
+/**
+ * Prometheus metrics of the ledger writer, on a registry of its own (no global state): the process's
+ * (shared/observability/metrics.ts, with default process metrics) or a bare one in tests.
+ */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
-export function createLedgerWriterMetrics() {
-  const registry = new Registry();
+export function createLedgerWriterMetrics(registry: Registry = new Registry()) {
   return {
     registry,
     lagMs: new Gauge({

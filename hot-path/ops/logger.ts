@@ -1,22 +1,2 @@
-/** Structured logs (pino). Secrets and card data are redacted by path as a second line of defence. */
-import { type Logger, pino } from 'pino';
-
-export function createLogger(level: string, name: string): Logger {
-  return pino({
-    name,
-    level,
-    redact: {
-      paths: [
-        '*.secret',
-        '*.secrets',
-        '*.token',
-        '*.authorization',
-        'headers["stripe-signature"]',
-        '*.number',
-        '*.cvc',
-      ],
-      censor: '[redacted]',
-    },
-  });
-}
-export type { Logger };
+/** The hot path's logger is every service's: shared/observability/logger.ts. */
+export { createLogger, type Logger } from '../../shared/observability/logger.ts';

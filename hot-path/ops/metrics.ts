@@ -1,8 +1,10 @@
-/** Prometheus metrics of the hot path, on a registry of its own (no global state). */
+/**
+ * Prometheus metrics of the hot path, on a registry of its own (no global state): the process's
+ * (shared/observability/metrics.ts, with default process metrics) or a bare one in tests.
+ */
 import { Counter, Histogram, Registry } from 'prom-client';
 
-export function createMetrics() {
-  const registry = new Registry();
+export function createMetrics(registry: Registry = new Registry()) {
   return {
     registry,
     decisionLatency: new Histogram({

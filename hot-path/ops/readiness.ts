@@ -10,12 +10,12 @@
  * - The ledger writer copies Redis outbox streams into Postgres: it needs both, so it is ready only
  *   while both answer (its liveness, /healthz, stays up while it retries).
  */
-import { Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { Sql } from '../../shared/db/client.ts';
+import { createProbes } from '../../shared/observability/health.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 
-/** A probe answers within this, whatever the dependency does (a dead host must not stall /readyz). */
-export const PROBE_TIMEOUT_MS = 1_000;
+export { PROBE_TIMEOUT_MS } from '../../shared/observability/health.ts';
 
 export type Dependency = 'redis' | 'postgres';
 export type DependencyStatus = Record<Dependency, boolean>;
@@ -24,56 +24,15 @@ export type DependencyStatus = Record<Dependency, boolean>;
 export type DependencyProbe = () => Promise<DependencyStatus>;
 
 /**
- * Checks one dependency with at most one check in flight: a call while the previous check still waits
- * (a dead host, a connect timeout) shares it instead of queueing another query behind it; each caller
- * gives up after PROBE_TIMEOUT_MS.
- */
-function singleFlight(check: () => Promise<unknown>): () => Promise<boolean> {
-  let pending: Promise<boolean> | null = null;
-  return async () => {
-    pending ??= check()
-      .then(
-        () => true,
-        () => false,
-      )
-      .finally(() => {
-        pending = null;
-      });
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), PROBE_TIMEOUT_MS);
-    });
-    try {
-      return await Promise.race([pending, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  };
-}
-
-/**
  * A probe of both dependencies that also sets `credana_dependency_up{dependency}` (1 up, 0 down) on
- * `registry`, both when called (by /readyz) and on every scrape of the registry.
+ * `registry`, both when called (by /readyz) and on every scrape of the registry
+ * (shared/observability/health.ts).
  */
 export function createDependencyProbe(deps: { redis: Redis; sql: Sql; registry: Registry }): DependencyProbe {
-  const pingRedis = singleFlight(() => deps.redis.ping());
-  const pingPostgres = singleFlight(() => deps.sql`select 1`.execute());
-  const probe = async (): Promise<DependencyStatus> => {
-    const [redis, postgres] = await Promise.all([pingRedis(), pingPostgres()]);
-    gauge.set({ dependency: 'redis' }, redis ? 1 : 0);
-    gauge.set({ dependency: 'postgres' }, postgres ? 1 : 0);
-    return { redis, postgres };
-  };
-  const gauge: Gauge<'dependency'> = new Gauge({
-    name: 'credana_dependency_up',
-    help: 'Whether a dependency answered its probe (1) or not (0), measured at each scrape and /readyz',
-    labelNames: ['dependency'] as const,
-    registers: [deps.registry],
-    async collect() {
-      await probe();
-    },
+  return createProbes(deps.registry, {
+    redis: () => deps.redis.ping(),
+    postgres: () => deps.sql`select 1`.execute(),
   });
-  return probe;
 }
 
 export interface ReadinessStatus extends DependencyStatus {

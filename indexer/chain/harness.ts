@@ -387,7 +387,13 @@ export async function startChainHarness(
   options: Partial<
     Pick<
       DeployOptions,
-      'withdrawalDelayS' | 'withBatcher' | 'collateral' | 'settler' | 'liquidator' | 'withdrawalSigner' | 'anchorer'
+      | 'withdrawalDelayS'
+      | 'withBatcher'
+      | 'collateral'
+      | 'settler'
+      | 'liquidator'
+      | 'withdrawalSigner'
+      | 'anchorer'
     >
   > = {},
 ): Promise<ChainHarness> {

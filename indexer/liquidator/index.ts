@@ -38,7 +38,7 @@ import { type AssetRisk, borrowPower, type PriceQuote } from '../../shared/credi
 import { BPS, healthFactorWadFloor, usdcToCentsCeil } from '../../shared/money.ts';
 import { type ContractsFile, credanaVaultAbi, testTokenAbi } from '../contracts/index.ts';
 import { LIMITS } from '../limits.ts';
-import { runLockedLoop } from '../locked-loop.ts';
+import { createLockStatus, runLockedLoop } from '../locked-loop.ts';
 import { createFeeCap } from '../settlement/fees.ts';
 import { createSleeper } from '../sleeper.ts';
 import { LOCK_LIQUIDATOR_SESSION, loadAssets, pricesInForce, vaultAccountsOf } from '../store/index.ts';
@@ -203,6 +203,8 @@ export function planLiquidation(
 }
 
 export interface Liquidator {
+  /** True while run() holds the chain's session lock (asked of Postgres; for /readyz). */
+  lockHeld(): Promise<boolean>;
   runOnce(): Promise<LiquidatorReport>;
   run(): Promise<void>;
   stop(): Promise<void>;
@@ -477,7 +479,9 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
   };
 
   let running: Promise<void> | null = null;
+  const lock = createLockStatus();
   return {
+    lockHeld: () => lock.held(),
     metrics,
     runOnce,
     run() {
@@ -493,6 +497,7 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
         sleep,
         pollIntervalMs,
         logger,
+        status: lock,
       });
       return running;
     },

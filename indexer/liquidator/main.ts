@@ -3,19 +3,27 @@
  * and the USDC it repays with: LIQUIDATOR_KEY_LABEL (a key in the PKCS#11 token, shared/hsm) or, in
  * development and test only, LIQUIDATOR_PRIVATE_KEY. Runs until SIGTERM/SIGINT.
  *
- * Flags: --poll-interval-ms N, --resend-after-ms N, --metrics-port N (Prometheus text at GET /metrics
- * on 127.0.0.1, when METRICS_ENABLED); for crash tests only (refused when NODE_ENV=production),
+ * Internal listener on METRICS_HOST:LIQUIDATOR_METRICS_PORT (0 picks a free port, announced on stdout
+ * as `liquidator metrics on http://…`): GET /metrics (when METRICS_ENABLED), /healthz, and /readyz —
+ * ready while Postgres and the chain RPC answer and this process holds the chain's liquidator lock.
+ *
+ * Flags: --poll-interval-ms N, --resend-after-ms N; for crash tests only (refused when NODE_ENV=production),
  * --crash-after broadcast, which SIGKILLs the process right after a liquidation is broadcast.
  */
 import { writeSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
 import { z } from 'zod';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
 import { signerOrExit } from '../../shared/hsm/index.ts';
+import {
+  createInternalApp,
+  createLogger,
+  createServiceRegistry,
+  serveInternal,
+} from '../../shared/observability/index.ts';
 import { readContractsFile } from '../contracts/index.ts';
+import { chainServiceReadiness } from '../health.ts';
 import { createRpc } from '../rpc/index.ts';
 import { createLiquidator, createLiquidatorMetrics } from './index.ts';
 
@@ -23,7 +31,6 @@ const flags = z
   .object({
     'poll-interval-ms': z.coerce.number().int().min(10).max(60_000).optional(),
     'resend-after-ms': z.coerce.number().int().min(10).max(3_600_000).optional(),
-    'metrics-port': z.coerce.number().int().min(0).max(65_535).optional(),
     'crash-after': z.enum(['broadcast']).optional(),
   })
   .parse(
@@ -31,14 +38,13 @@ const flags = z
       options: {
         'poll-interval-ms': { type: 'string' },
         'resend-after-ms': { type: 'string' },
-        'metrics-port': { type: 'string' },
         'crash-after': { type: 'string' },
       },
     }).values,
   );
 
 const config = configFromProcess();
-const logger = pino({ level: config.LOG_LEVEL, base: { service: 'liquidator' } });
+const logger = createLogger(config.LOG_LEVEL, 'liquidator');
 if (flags['crash-after'] !== undefined && config.NODE_ENV === 'production') {
   logger.fatal('--crash-after is a test fault and is refused in production');
   process.exit(78);
@@ -52,20 +58,7 @@ const database = createDatabase({
   applicationName: 'credana-liquidator',
 });
 const rpc = createRpc({ url: config.CHAIN_RPC_URL, chainId: config.CHAIN_ID });
-const metrics = createLiquidatorMetrics();
-const metricsServer =
-  flags['metrics-port'] === undefined || !config.METRICS_ENABLED
-    ? null
-    : createServer((req, res) => {
-        if (req.method !== 'GET' || req.url !== '/metrics') {
-          res.writeHead(404).end();
-          return;
-        }
-        metrics.registry
-          .metrics()
-          .then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text))
-          .catch(() => res.writeHead(500).end());
-      }).listen(flags['metrics-port'], '127.0.0.1');
+const metrics = createLiquidatorMetrics(createServiceRegistry('liquidator'));
 const account = signer.account;
 const liquidator = createLiquidator({
   sql: database.sql,
@@ -88,6 +81,23 @@ const liquidator = createLiquidator({
       }
     : {}),
 });
+// The internal listener first, so health checks and the scrape target exist before the first scan.
+const internal = await serveInternal({
+  app: createInternalApp({
+    registry: metrics.registry,
+    metricsEnabled: config.METRICS_ENABLED,
+    readiness: chainServiceReadiness({
+      registry: metrics.registry,
+      sql: database.sql,
+      client: rpc.client,
+      lockHeld: () => liquidator.lockHeld(),
+    }),
+  }),
+  service: 'liquidator',
+  host: config.METRICS_HOST,
+  port: config.LIQUIDATOR_METRICS_PORT,
+  portVariable: 'LIQUIDATOR_METRICS_PORT',
+});
 process.once('SIGTERM', () => void liquidator.stop());
 process.once('SIGINT', () => void liquidator.stop());
 logger.info(
@@ -101,7 +111,7 @@ try {
   exitCode = 1;
   logger.fatal({ err: error }, 'liquidator stopped');
 } finally {
-  metricsServer?.close();
+  await internal.close();
   signer.close();
   await database.close();
 }

@@ -40,7 +40,7 @@ import { writeChainState } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { credanaVaultAbi } from '../contracts/index.ts';
 import { LIMITS } from '../limits.ts';
-import { runLockedLoop } from '../locked-loop.ts';
+import { createLockStatus, runLockedLoop } from '../locked-loop.ts';
 import { classifyRpcError } from '../rpc/index.ts';
 import { createSleeper } from '../sleeper.ts';
 import {
@@ -110,6 +110,8 @@ export interface SettlementReport {
 }
 
 export interface SettlementWorker {
+  /** True while run() holds the chain's session lock (asked of Postgres; for /readyz). */
+  lockHeld(): Promise<boolean>;
   /** Claims new captures, reconciles sent ones, sends pending ones. */
   runOnce(): Promise<SettlementReport>;
   run(): Promise<void>;
@@ -485,7 +487,9 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
   };
 
   let running: Promise<void> | null = null;
+  const lock = createLockStatus();
   return {
+    lockHeld: () => lock.held(),
     runOnce,
     run() {
       if (running !== null) return running;
@@ -499,6 +503,7 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
         sleep,
         pollIntervalMs,
         logger,
+        status: lock,
       });
       return running;
     },

@@ -3,21 +3,29 @@
  * role: SETTLER_KEY_LABEL (a key in the PKCS#11 token, shared/hsm) or, in development and test only,
  * SETTLER_PRIVATE_KEY. Runs until SIGTERM/SIGINT.
  *
- * Flags: --poll-interval-ms N, --resend-after-ms N, --batch-max N, --metrics-port N (Prometheus text
- * at GET /metrics on 127.0.0.1, when METRICS_ENABLED); and, for crash tests only (refused
+ * Internal listener on METRICS_HOST:SETTLEMENT_METRICS_PORT (0 picks a free port, announced on stdout
+ * as `settlement metrics on http://…`): GET /metrics (when METRICS_ENABLED), /healthz, and /readyz —
+ * ready while Postgres and the chain RPC answer and this process holds the chain's settlement lock.
+ *
+ * Flags: --poll-interval-ms N, --resend-after-ms N, --batch-max N; and, for crash tests only (refused
  * when NODE_ENV=production), --crash-after save|broadcast|refund-broadcast, which SIGKILLs the process
  * at that point.
  */
 import { writeSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
 import { z } from 'zod';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
 import { signerOrExit } from '../../shared/hsm/index.ts';
+import {
+  createInternalApp,
+  createLogger,
+  createServiceRegistry,
+  serveInternal,
+} from '../../shared/observability/index.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { readContractsFile } from '../contracts/index.ts';
+import { chainServiceReadiness } from '../health.ts';
 import { LIMITS } from '../limits.ts';
 import { createRpc } from '../rpc/index.ts';
 import { createSettlementMetrics, createSettlementWorker } from './index.ts';
@@ -27,7 +35,6 @@ const flags = z
     'poll-interval-ms': z.coerce.number().int().min(10).max(60_000).optional(),
     'resend-after-ms': z.coerce.number().int().min(10).max(3_600_000).optional(),
     'batch-max': z.coerce.number().int().min(1).max(LIMITS.settlementBatchMax).optional(),
-    'metrics-port': z.coerce.number().int().min(0).max(65_535).optional(),
     'crash-after': z.enum(['save', 'broadcast', 'refund-broadcast']).optional(),
   })
   .parse(
@@ -36,14 +43,13 @@ const flags = z
         'poll-interval-ms': { type: 'string' },
         'resend-after-ms': { type: 'string' },
         'batch-max': { type: 'string' },
-        'metrics-port': { type: 'string' },
         'crash-after': { type: 'string' },
       },
     }).values,
   );
 
 const config = configFromProcess();
-const logger = pino({ level: config.LOG_LEVEL, base: { service: 'settlement' } });
+const logger = createLogger(config.LOG_LEVEL, 'settlement');
 if (flags['crash-after'] !== undefined && config.NODE_ENV === 'production') {
   logger.fatal('--crash-after is a test fault and is refused in production');
   process.exit(78);
@@ -63,20 +69,7 @@ const crash = (at: string) => () => {
   process.kill(process.pid, 'SIGKILL');
 };
 const redis = createRedis({ url: config.REDIS_URL, connectionName: 'credana-settlement' });
-const metrics = createSettlementMetrics();
-const metricsServer =
-  flags['metrics-port'] === undefined || !config.METRICS_ENABLED
-    ? null
-    : createServer((req, res) => {
-        if (req.method !== 'GET' || req.url !== '/metrics') {
-          res.writeHead(404).end();
-          return;
-        }
-        metrics.registry
-          .metrics()
-          .then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text))
-          .catch(() => res.writeHead(500).end());
-      }).listen(flags['metrics-port'], '127.0.0.1');
+const metrics = createSettlementMetrics(createServiceRegistry('settlement'));
 const worker = createSettlementWorker({
   sql: database.sql,
   maxFeePerGasWei: BigInt(config.CHAIN_MAX_FEE_PER_GAS_GWEI) * 1_000_000_000n,
@@ -100,6 +93,23 @@ const worker = createSettlementWorker({
       }
     : {}),
 });
+// The internal listener first, so health checks and the scrape target exist before the first round.
+const internal = await serveInternal({
+  app: createInternalApp({
+    registry: metrics.registry,
+    metricsEnabled: config.METRICS_ENABLED,
+    readiness: chainServiceReadiness({
+      registry: metrics.registry,
+      sql: database.sql,
+      client: rpc.client,
+      lockHeld: () => worker.lockHeld(),
+    }),
+  }),
+  service: 'settlement',
+  host: config.METRICS_HOST,
+  port: config.SETTLEMENT_METRICS_PORT,
+  portVariable: 'SETTLEMENT_METRICS_PORT',
+});
 process.once('SIGTERM', () => void worker.stop());
 process.once('SIGINT', () => void worker.stop());
 logger.info({ settler: signer.account.address, key: signer.keyId }, 'settlement worker started');
@@ -110,7 +120,7 @@ try {
   exitCode = 1;
   logger.fatal({ err: error }, 'settlement worker stopped');
 } finally {
-  metricsServer?.close();
+  await internal.close();
   redis.disconnect();
   signer.close();
   await database.close();

@@ -72,6 +72,25 @@ export async function tryExclusive(
   lock: number,
   chainId: number,
 ): Promise<(() => Promise<void>) | null> {
+  return (await tryExclusiveSession(sql, lock, chainId))?.release ?? null;
+}
+
+export interface ExclusiveSession {
+  release(): Promise<void>;
+  /**
+   * True while the lock is still held: asks Postgres, on the lock's own connection, whether that
+   * backend holds it. False when the connection was lost (a Postgres restart, a terminated backend, a
+   * network cut): the lock died with it and another process may have taken it since.
+   */
+  held(): Promise<boolean>;
+}
+
+/** tryExclusive, plus a way to ask whether the lock is still held (ExclusiveSession.held). */
+export async function tryExclusiveSession(
+  sql: postgres.Sql,
+  lock: number,
+  chainId: number,
+): Promise<ExclusiveSession | null> {
   // Behind a transaction pooler the lock would stay on a pooled server connection, and the next
   // client to borrow it (another worker of the same kind) would take it again: advisory locks are
   // re-entrant within one session.
@@ -88,12 +107,24 @@ export async function tryExclusive(
     conn.release();
     return null;
   }
-  return async () => {
-    try {
-      await conn`select pg_advisory_unlock(${lock}::int, ${chainId}::int)`;
-    } finally {
-      conn.release();
-    }
+  return {
+    async release() {
+      try {
+        await conn`select pg_advisory_unlock(${lock}::int, ${chainId}::int)`;
+      } finally {
+        conn.release();
+      }
+    },
+    async held() {
+      // A reserved connection that was lost reconnects to a new backend, which holds nothing.
+      const [state] = await conn<{ held: boolean }[]>`
+        select exists (
+          select 1 from pg_locks
+          where locktype = 'advisory' and pid = pg_backend_pid() and granted
+            and classid = ${lock}::int::oid and objid = ${chainId}::int::oid and objsubid = 2
+        ) as held`;
+      return state?.held === true;
+    },
   };
 }
 

@@ -51,6 +51,8 @@ export interface WithdrawalServiceDeps {
   /** Approval lifetime (at most LIMITS.withdrawalApprovalTtlSMax). */
   approvalTtlS?: number;
   nowS?: () => number;
+  /** Counts each answered request (`approved`, a refusal reason, `unauthorized`, `invalid_request`). */
+  onAnswer?: (result: string) => void;
 }
 
 export interface WithdrawalApproval {
@@ -219,10 +221,17 @@ export function withdrawalRoutes(deps: WithdrawalServiceDeps, internalApiToken: 
       onError: (c) => c.json({ error: 'body_too_large' }, 413),
     }),
     async (c) => {
-      if (!authorized(c.req.header('authorization'))) return c.json({ error: 'unauthorized' }, 401);
+      if (!authorized(c.req.header('authorization'))) {
+        deps.onAnswer?.('unauthorized');
+        return c.json({ error: 'unauthorized' }, 401);
+      }
       const parsed = approvalRequest.safeParse(await c.req.json().catch(() => null));
-      if (!parsed.success) return c.json({ error: 'invalid_request' }, 400);
+      if (!parsed.success) {
+        deps.onAnswer?.('invalid_request');
+        return c.json({ error: 'invalid_request' }, 400);
+      }
       const decision = await approveWithdrawal(deps, parsed.data);
+      deps.onAnswer?.(decision.approved ? 'approved' : decision.reason);
       if (!decision.approved) return c.json({ approved: false, reason: decision.reason }, 409);
       const a = decision.approval;
       return c.json({

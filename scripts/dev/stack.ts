@@ -21,6 +21,8 @@ export interface StackSummary {
   chain: { rpcUrl: string; chainId: number; vault: string; contractsFile: string };
   postgres: { embedded: boolean; dataDir: string | null };
   scheduler: { metricsUrl: string | null };
+  /** With `--observe`: Prometheus and what it scrapes. */
+  prometheus?: { url: string; targets: { job: string; url: string }[] };
   users: StackUser[];
 }
 

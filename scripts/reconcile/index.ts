@@ -3,13 +3,15 @@
  * recorded (runs.ts). Used by the CLI (`npm run reconcile -- <job>`), the local scheduler, and the
  * QStash receiver (http.ts).
  */
+
+import type { Registry } from 'prom-client';
 import { createPublicClient, http } from 'viem';
 import { createLifecycle, type Lifecycle } from '../../hot-path/lifecycle/apply.ts';
-import { createLogger, type Logger } from '../../hot-path/ops/logger.ts';
 import { readContractsFile } from '../../indexer/contracts/index.ts';
 import { analyticsDatabaseUrl, analyticsHistory, type Config } from '../../shared/config.ts';
 import { createDatabase, type Database } from '../../shared/db/client.ts';
 import { openReplicaReader, type ReplicaReader } from '../../shared/db/replica.ts';
+import { createLogger, type Logger } from '../../shared/observability/index.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
 import { detectBackend, refreshAnalytics, setUpAnalytics } from '../analytics/index.ts';
 import { holdSweepJob } from '../upkeep/hold-sweep.ts';
@@ -72,10 +74,14 @@ export interface ReconcileServices {
   close(): Promise<void>;
 }
 
+/**
+ * Connections, logger and metrics of the reconciliation jobs. The scheduler passes its process
+ * registry (shared/observability/metrics.ts) so its /metrics carries the default process metrics too.
+ */
 export function createReconcileServices(
   config: Config,
   logger?: Logger,
-  options: { now?: () => number } = {},
+  options: { now?: () => number; registry?: Registry } = {},
 ): ReconcileServices {
   const database = createDatabase({
     url: config.DATABASE_URL,
@@ -86,7 +92,7 @@ export function createReconcileServices(
   });
   const redis = createRedis({ url: config.REDIS_URL, connectionName: 'credana-reconcile' });
   const log = logger ?? createLogger(config.LOG_LEVEL, 'reconcile');
-  const metrics = createReconcileMetrics();
+  const metrics = createReconcileMetrics(options.registry);
   const replica = openReplicaReader(config, database.sql, {
     name: 'reconcile',
     logger: log,

@@ -2,8 +2,7 @@
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { Sql } from '../../shared/db/client.ts';
 
-export function createReconcileMetrics() {
-  const registry = new Registry();
+export function createReconcileMetrics(registry: Registry = new Registry()) {
   return {
     registry,
     runs: new Counter({
