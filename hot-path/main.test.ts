@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_WEBHOOK_SECRET } from '../shared/config.ts';
+import { adminUrl } from '../test/support/env.ts';
 import { freePort, type RedisServer, startRedisServer } from '../test/support/processes.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -172,6 +173,30 @@ describe('hot-path/main.ts', () => {
       expect(outcome.result, outcome.stdout + outcome.stderr).toBe('ready');
       expect(outcome.metrics).toContain('credana_redis_durability_ok{service="hot-path"} 1');
       expect(outcome.stdout + outcome.stderr).not.toContain('redis: REDIS_URL');
+    },
+    CHILD_TIMEOUT_MS,
+  );
+  it(
+    'exits 78 with one line in production once Postgres answers as a superuser (it starts meanwhile)',
+    async () => {
+      const outcome = await run(
+        'hot-path/main.ts',
+        {
+          NODE_ENV: 'production',
+          STRIPE_WEBHOOK_SECRETS: OWN_SECRET,
+          REDIS_URL: durable.url,
+          // This machine's Postgres as its superuser: what a deployment without its own roles connects as.
+          DATABASE_URL: adminUrl(),
+          HOT_PATH_PORT: String(await freePort()),
+          LOG_LEVEL: 'silent',
+        },
+        // Never printed: the run ends with the process's exit.
+        'no such line',
+      );
+      expect(outcome.result, outcome.stdout + outcome.stderr).toBe(78);
+      expect(outcome.stderr).toBe(
+        'hot-path: connected to Postgres as postgres, a superuser; a service connects as its own role (docs/ledger.md) (refused: NODE_ENV=production)\n',
+      );
     },
     CHILD_TIMEOUT_MS,
   );

@@ -1,6 +1,7 @@
 /** `npm run start:hot-path`: the authorization server as its own process. */
 import { serve } from '@hono/node-server';
 import { configFromProcess, warnOfPublicSecrets } from '../shared/config.ts';
+import { guardServiceRole } from '../shared/db/service-role.ts';
 import { createLogger } from '../shared/observability/index.ts';
 import { durabilityGauge, enforceRedisDurability } from '../shared/redis/durability.ts';
 import { createHotPath } from './server.ts';
@@ -13,6 +14,8 @@ warnOfPublicSecrets(config, logger);
 // refuse a Redis that would lose or evict them, before anything starts (shared/redis/durability.ts).
 const redisDurable = await enforceRedisDurability(config, logger, 'hot-path-durability-check');
 const hotPath = await createHotPath(config);
+// In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
+guardServiceRole({ sql: hotPath.database.sql, nodeEnv: config.NODE_ENV, service: 'hot-path' });
 durabilityGauge(hotPath.metrics.registry, redisDurable);
 // The internal listener first (GET /metrics, /healthz, /readyz; METRICS_HOST:HOT_PATH_METRICS_PORT): the
 // public port below answers 404 for /metrics, so the scrape target must exist before traffic does.

@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
+import { guardServiceRole } from '../shared/db/service-role.ts';
 import {
   createInternalApp,
   createLogger,
@@ -65,6 +66,8 @@ const database = createDatabase({
   statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
   applicationName: 'credana-indexer',
 });
+// In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
+guardServiceRole({ sql: database.sql, nodeEnv: config.NODE_ENV, service: 'indexer' });
 const redis = createRedis({ url: config.REDIS_URL, connectionName: 'credana-indexer' });
 const rpc = createRpc({
   url: config.CHAIN_RPC_URL,

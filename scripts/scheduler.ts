@@ -14,6 +14,7 @@
 import { parseArgs } from 'node:util';
 import { serve } from '@hono/node-server';
 import { configFromProcess } from '../shared/config.ts';
+import { guardServiceRole } from '../shared/db/service-role.ts';
 import { createLogger, createServiceRegistry } from '../shared/observability/index.ts';
 import { createReceiver, createReconcileApp } from './reconcile/http.ts';
 import { createReconcileServices, type Runnable, runJob } from './reconcile/index.ts';
@@ -63,6 +64,8 @@ if (values['create-qstash-schedules'] !== undefined) {
 const services = createReconcileServices(config, createLogger(config.LOG_LEVEL, 'scheduler'), {
   registry: createServiceRegistry('scheduler'),
 });
+// In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
+guardServiceRole({ sql: services.database.sql, nodeEnv: config.NODE_ENV, service: 'scheduler' });
 await loadLastRuns(services.database.sql, services.metrics);
 const app = createReconcileApp({
   services,

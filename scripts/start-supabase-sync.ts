@@ -10,6 +10,7 @@
 import postgres from 'postgres';
 import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
+import { guardServiceRole } from '../shared/db/service-role.ts';
 import {
   createInternalApp,
   createLogger,
@@ -45,6 +46,8 @@ const financial = createDatabase({
   statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
   applicationName: 'supabase-sync',
 });
+// In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
+guardServiceRole({ sql: financial.sql, nodeEnv: config.NODE_ENV, service: 'supabase-sync' });
 // A direct (or session-pooler) connection: LISTEN needs a session, not a transaction pooler.
 const supabase = postgres(config.SUPABASE_DB_URL, {
   max: 4,

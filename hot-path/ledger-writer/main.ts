@@ -4,6 +4,7 @@ import { serve } from '@hono/node-server';
 import { Receiver } from '@upstash/qstash';
 import { configFromProcess, warnOfPublicSecrets } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
+import { guardServiceRole } from '../../shared/db/service-role.ts';
 import { createLogger, createServiceRegistry } from '../../shared/observability/index.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { durabilityGauge, enforceRedisDurability } from '../../shared/redis/durability.ts';
@@ -27,6 +28,8 @@ const database = createDatabase({
   statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
   applicationName: 'ledger-writer',
 });
+// In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
+guardServiceRole({ sql: database.sql, nodeEnv: config.NODE_ENV, service: 'ledger-writer' });
 const redis = createRedis({ url: config.REDIS_URL, connectionName: 'ledger-writer' });
 const metrics = createLedgerWriterMetrics(createServiceRegistry('ledger-writer'));
 durabilityGauge(metrics.registry, redisDurable);

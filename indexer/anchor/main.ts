@@ -20,6 +20,7 @@ import { pino } from 'pino';
 import { z } from 'zod';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
+import { guardServiceRole } from '../../shared/db/service-role.ts';
 import { signerOrExit } from '../../shared/hsm/index.ts';
 import { readContractsFile } from '../contracts/index.ts';
 import { createRpc } from '../rpc/index.ts';
@@ -58,6 +59,8 @@ const database = createDatabase({
   statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
   applicationName: 'credana-anchorer',
 });
+// In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
+guardServiceRole({ sql: database.sql, nodeEnv: config.NODE_ENV, service: 'anchorer' });
 const rpc = createRpc({ url: config.CHAIN_RPC_URL, chainId: config.CHAIN_ID });
 const metrics = createAnchorMetrics();
 // The anchorer's key: a key in the HSM (AUDIT_ANCHOR_KEY_LABEL), or a raw key in development and test.

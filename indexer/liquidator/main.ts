@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
+import { guardServiceRole } from '../../shared/db/service-role.ts';
 import { signerOrExit } from '../../shared/hsm/index.ts';
 import {
   createInternalApp,
@@ -57,6 +58,8 @@ const database = createDatabase({
   statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
   applicationName: 'credana-liquidator',
 });
+// In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
+guardServiceRole({ sql: database.sql, nodeEnv: config.NODE_ENV, service: 'liquidator' });
 const rpc = createRpc({ url: config.CHAIN_RPC_URL, chainId: config.CHAIN_ID });
 const metrics = createLiquidatorMetrics(createServiceRegistry('liquidator'));
 const account = signer.account;

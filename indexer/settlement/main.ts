@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
+import { guardServiceRole } from '../../shared/db/service-role.ts';
 import { signerOrExit } from '../../shared/hsm/index.ts';
 import {
   createInternalApp,
@@ -62,6 +63,8 @@ const database = createDatabase({
   statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
   applicationName: 'credana-settlement',
 });
+// In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
+guardServiceRole({ sql: database.sql, nodeEnv: config.NODE_ENV, service: 'settlement' });
 const rpc = createRpc({ url: config.CHAIN_RPC_URL, chainId: config.CHAIN_ID });
 const crash = (at: string) => () => {
   // Written synchronously: the logger buffers, and nothing survives a SIGKILL.

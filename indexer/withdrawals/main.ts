@@ -14,6 +14,7 @@
 import { serve } from '@hono/node-server';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
+import { guardServiceRole } from '../../shared/db/service-role.ts';
 import { signerOrExit } from '../../shared/hsm/index.ts';
 import {
   createInternalApp,
@@ -43,6 +44,8 @@ const database = createDatabase({
   statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
   applicationName: 'credana-withdrawals',
 });
+// In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
+guardServiceRole({ sql: database.sql, nodeEnv: config.NODE_ENV, service: 'withdrawals' });
 const redis = createRedis({
   url: config.REDIS_URL,
   connectionName: 'credana-withdrawals',
