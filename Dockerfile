@@ -48,6 +48,8 @@ COPY drizzle ./drizzle
 # The image's `node` user (uid 1000) owns nothing in /app: the code is read-only to the service.
 USER node
 # Public ports (HOT_PATH_PORT, LEDGER_WRITER_PORT, WITHDRAWALS_PORT) and internal listeners
-# (HOT_PATH_METRICS_PORT, SUPABASE_SYNC_METRICS_PORT) at the values deploy/ sets.
-EXPOSE 8787 8788 8790 9464 9466
+# (HOT_PATH_METRICS_PORT, SUPABASE_SYNC_METRICS_PORT, SETTLEMENT_, LIQUIDATOR_ and WITHDRAWALS_METRICS_PORT,
+# the indexer's --metrics-port) at the values deploy/ sets. The HSM vendor's PKCS#11 library is not in
+# the image: deploy/ mounts it read-only at /opt/pkcs11.
+EXPOSE 8787 8788 8790 9464 9466 9467 9468 9469 9470
 CMD ["npm", "run", "start:hot-path"]

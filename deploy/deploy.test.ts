@@ -1,4 +1,4 @@
-// Proves the deploy files (Dockerfile, .dockerignore, deploy/compose.yaml, deploy/k8s/*, PgBouncer, Redis and Prometheus configs) refer only to what exists — npm scripts, config variables, ports, probe paths — by parsing each and checking it against the repository, and, where this machine can run the part, runs it: the hot path's probe paths by real requests, PgBouncer with deploy/pgbouncer/pgbouncer.ini in front of a private PostgreSQL, Redis with deploy/redis/redis.conf through the services' durability check, promtool on the Prometheus config, and SIGTERM through `npm run` with the image's shell setting. Docker and Kubernetes themselves cannot run here.
+// Proves the deploy files (Dockerfile, .dockerignore, deploy/compose.yaml, deploy/k8s/*, PgBouncer, Redis and Prometheus configs) refer only to what exists — npm scripts, config variables, ports, probe paths, pooling routes, HSM key labels and PIN files, schedules — by parsing each and checking it against the repository and `loadConfig` in production, and, where this machine can run the part, runs it: the hot path's probe paths by real requests, PgBouncer with deploy/pgbouncer/pgbouncer.ini in front of a private PostgreSQL (a transaction-pooled hot path and ledger writer deciding, writing and falling back; a session lock on the session pool), Redis with deploy/redis/redis.conf through the services' durability check, promtool on the Prometheus config, and SIGTERM through `npm run` with the image's shell setting. Docker and Kubernetes themselves cannot run here.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import {
   chmodSync,
@@ -12,18 +12,31 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
+import { waitForEmptyOutbox } from '../hot-path/ledger-writer/testing.ts';
+import { createLedgerWriter } from '../hot-path/ledger-writer/writer.ts';
 import { createHotPath } from '../hot-path/server.ts';
 import { tryExclusive } from '../indexer/store/index.ts';
 import { SCHEDULES } from '../scripts/reconcile/qstash-schedules.ts';
-import { CONFIG_VARIABLES, type Config, loadConfig, SECRET_VARIABLES } from '../shared/config.ts';
-import { createDatabase } from '../shared/db/client.ts';
+import {
+  CHAIN_SIGNERS,
+  CONFIG_VARIABLES,
+  type Config,
+  loadConfig,
+  SECRET_VARIABLES,
+} from '../shared/config.ts';
+import { createDatabase, parseDatabaseUrl } from '../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import { checkRedisDurability } from '../shared/redis/durability.ts';
 import { setUpServices, type TestServices } from '../test/support/db.ts';
+import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../test/support/fixtures.ts';
+import { post, testConfig, WETH_PRICE_E8 } from '../test/support/hot-path.ts';
 import { freePort, startPostgresCluster, startRedisServer } from '../test/support/processes.ts';
+import { authorizationRequest } from '../test/support/stripe.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const read = (file: string) => readFileSync(path.join(ROOT, file), 'utf8');
@@ -31,7 +44,12 @@ const packageJson = JSON.parse(read('package.json')) as {
   scripts: Record<string, string>;
   devDependencies: Record<string, string>;
 };
-const configVariables = new Set(CONFIG_VARIABLES);
+/** What a deployment may set: the schema's variables, and `<SECRET>_FILE` for each secret. */
+const configVariables = new Set([
+  ...CONFIG_VARIABLES,
+  ...[...SECRET_VARIABLES].map((name) => `${name}_FILE`),
+]);
+const rawChainKeys = Object.values(CHAIN_SIGNERS).map((signer) => signer.privateKey as string);
 
 // ── Parsing ─────────────────────────────────────────────────────────────────────────────────────
 
@@ -84,8 +102,11 @@ const compose = parseYaml(read('deploy/compose.yaml'), { merge: true }) as {
       expose?: string[];
       healthcheck?: { test: string[] };
       deploy?: { replicas?: number };
+      secrets?: string[];
+      volumes?: string[];
     }
   >;
+  secrets?: Record<string, { file: string }>;
 };
 const credanaImage = 'credana-backend:latest';
 const sharedEnv = envFile('deploy/credana.env.example');
@@ -111,32 +132,119 @@ function podSpecOf(object: K8sObject): K8sObject {
 }
 const workloads = k8sObjects.filter((o) => ['Deployment', 'Job', 'CronJob'].includes(o.kind));
 
-/**
- * The port variable each service's HTTP listener reads, by npm script; the scheduler takes --port.
- * A probe or scrape on another port would hit nothing.
- */
-const listenerPorts: Record<string, (env: Record<string, string>, command: string[]) => number[]> = {
-  'start:hot-path': (env) => [Number(env['HOT_PATH_PORT']), Number(env['HOT_PATH_METRICS_PORT'])],
-  'start:ledger-writer': (env) => [Number(env['LEDGER_WRITER_PORT'])],
-  'start:withdrawals': (env) => [Number(env['WITHDRAWALS_PORT'])],
-  'start:supabase-sync': (env) => [Number(env['SUPABASE_SYNC_METRICS_PORT'])],
-  scheduler: (_env, command) => [Number(command[command.indexOf('--port') + 1])],
-};
+/** The routes of the internal listener every service shares (shared/observability/internal-app.ts). */
+const INTERNAL_APP = 'shared/observability/internal-app.ts';
+
+interface Listener {
+  port: number;
+  /** Files whose `app.get('/…')` / `req.url === '/…'` routes this listener serves. */
+  files: string[];
+}
+
+/** The `--flag N` value of a command, or NaN. */
+const flagOf = (command: readonly string[], flag: string) =>
+  command.includes(flag) ? Number(command[command.indexOf(flag) + 1]) : Number.NaN;
 
 /**
- * GET paths each service answers, read from its entry point's routes. The hot path's are also asked
- * for real below (probe paths answer 200).
+ * Each service's HTTP listeners, by npm script: the port variable (or flag) it reads and the source of
+ * its routes. A probe or scrape on another port, or a path not served there, would hit nothing.
  */
-function routesOf(script: string): string[] {
-  const files: Record<string, string[]> = {
-    'start:hot-path': ['hot-path/app.ts', 'hot-path/ops/internal-app.ts'],
-    'start:ledger-writer': ['hot-path/ledger-writer/app.ts'],
-    'start:withdrawals': ['indexer/withdrawals/main.ts'],
-    'start:supabase-sync': ['scripts/start-supabase-sync.ts'],
-    scheduler: ['scripts/reconcile/http.ts'],
-  };
-  const source = (files[script] ?? []).map(read).join('\n');
+const listenersOf: Record<string, (env: Record<string, string>, command: string[]) => Listener[]> = {
+  'start:hot-path': (env) => [
+    { port: Number(env['HOT_PATH_PORT']), files: ['hot-path/app.ts'] },
+    { port: Number(env['HOT_PATH_METRICS_PORT']), files: ['hot-path/ops/internal-app.ts', INTERNAL_APP] },
+  ],
+  // QUEUE_DRIVER=redis: LEDGER_WRITER_PORT is internal and serves everything itself.
+  'start:ledger-writer': (env) => [
+    { port: Number(env['LEDGER_WRITER_PORT']), files: ['hot-path/ledger-writer/app.ts'] },
+  ],
+  'start:withdrawals': (env) => [
+    { port: Number(env['WITHDRAWALS_PORT']), files: ['indexer/withdrawals/main.ts'] },
+    { port: Number(env['WITHDRAWALS_METRICS_PORT']), files: [INTERNAL_APP] },
+  ],
+  'start:supabase-sync': (env) => [
+    { port: Number(env['SUPABASE_SYNC_METRICS_PORT']), files: [INTERNAL_APP] },
+  ],
+  'start:settlement': (env) => [{ port: Number(env['SETTLEMENT_METRICS_PORT']), files: [INTERNAL_APP] }],
+  'start:liquidator': (env) => [{ port: Number(env['LIQUIDATOR_METRICS_PORT']), files: [INTERNAL_APP] }],
+  'start:indexer': (_env, command) => [{ port: flagOf(command, '--metrics-port'), files: [INTERNAL_APP] }],
+  scheduler: (_env, command) => [{ port: flagOf(command, '--port'), files: ['scripts/reconcile/http.ts'] }],
+};
+
+function routesIn(files: readonly string[]): string[] {
+  const source = files.map(read).join('\n');
   return [...source.matchAll(/(?:app\.get\(|req\.url === )'(\/[a-z/]*)'/g)].map((m) => m[1] as string);
+}
+
+/** Fails unless `script`'s listener on `port` serves `pathname`. */
+function expectServed(
+  script: string,
+  env: Record<string, string>,
+  command: string[],
+  port: number,
+  pathname: string,
+  what: string,
+): void {
+  const listeners = listenersOf[script]?.(env, command) ?? [];
+  const listener = listeners.find((l) => l.port === port);
+  expect(
+    listener,
+    `${what}: ${script} listens on ${listeners.map((l) => l.port).join(', ')}, not ${port}`,
+  ).toBeDefined();
+  expect(routesIn(listener?.files ?? []), `${what}: ${pathname} on ${port}`).toContain(pathname);
+}
+
+/** The [databases] section of deploy/pgbouncer/pgbouncer.ini: alias → its key=value settings. */
+function pgBouncerDatabases(ini: string): Map<string, Record<string, string>> {
+  const section = /\[databases\]([\s\S]*?)\n\[/.exec(ini)?.[1] ?? '';
+  const aliases = new Map<string, Record<string, string>>();
+  for (const line of section.split('\n')) {
+    const match = /^([a-z_]+)\s*=\s*(.+)$/.exec(line.trim());
+    if (match === null) continue;
+    aliases.set(
+      match[1] as string,
+      Object.fromEntries(
+        (match[2] as string).split(/\s+/).map((pair) => pair.split('=') as [string, string]),
+      ),
+    );
+  }
+  return aliases;
+}
+const bouncerAliases = pgBouncerDatabases(read('deploy/pgbouncer/pgbouncer.ini'));
+
+/**
+ * Where each service's DATABASE_URL must lead (docs/ledger.md, "Connection pooling"): a transaction
+ * pool for those that keep nothing between transactions; a session pool for those that hold a session
+ * advisory lock per chain (tryExclusiveSession) and for withdrawals; the primary for jobs.
+ */
+const DATABASE_ROUTES: Record<string, 'transaction' | 'session' | 'primary'> = {
+  'start:hot-path': 'transaction',
+  'start:ledger-writer': 'transaction',
+  'start:supabase-sync': 'transaction',
+  'start:indexer': 'session',
+  'start:settlement': 'session',
+  'start:liquidator': 'session',
+  'start:anchorer': 'session',
+  'start:withdrawals': 'session',
+  scheduler: 'primary',
+  'db:migrate': 'primary',
+  'db:partitions': 'primary',
+};
+
+/** A value an operator would put where a secret goes (none of them one the repository publishes). */
+function operatorValue(variable: string): string {
+  if (variable === 'STRIPE_SECRET_KEY') return `rk_live_${'n0tpublic'.repeat(3)}`;
+  if (variable.endsWith('_URL')) return 'postgres://someone:not-public@db.example.invalid:5432/credana';
+  return 'not-public-deploy-test-value-0001';
+}
+
+/** A secret file as a mounted secret holds it: the service user's only (0600). */
+const secretFileDir = mkdtempSync(path.join(tmpdir(), 'credana-deploy-secrets-'));
+afterAll(() => rmSync(secretFileDir, { recursive: true, force: true }));
+function operatorSecretFile(variable: string): string {
+  const file = path.join(secretFileDir, variable);
+  writeFileSync(file, 'not-public-pin-0001\n', { mode: 0o600 });
+  return file;
 }
 
 function urlOfNodeFetch(command: readonly string[]): URL {
@@ -210,6 +318,25 @@ describe('Dockerfile', () => {
 
 describe('deploy/compose.yaml', () => {
   const ours = Object.entries(compose.services).filter(([, s]) => s.image === credanaImage);
+  /** A service's environment as the container gets it, with the operator's values filled in. */
+  function containerEnv(name: string, service: (typeof ours)[number][1]): Record<string, string> {
+    const env: Record<string, string> = { ...sharedEnv };
+    for (const [variable, value] of Object.entries(service.environment ?? {})) {
+      if (variable.endsWith('_FILE')) {
+        // A Compose secret, mounted at /run/secrets/<name>: declared for the service and at the top.
+        const secret = /^\/run\/secrets\/([a-z0-9-]+)$/.exec(value)?.[1];
+        expect(secret, `${name}: ${variable}`).toBeDefined();
+        expect(service.secrets ?? [], `${name}: ${variable}`).toContain(secret);
+        expect(compose.secrets?.[secret as string]?.file, `${name}: ${variable}`).toMatch(/^\.\/secrets\//);
+        env[variable] = operatorSecretFile(variable);
+      } else
+        env[variable] = /^\$\{[^}]+\}$/.test(value)
+          ? operatorValue(variable)
+          : // A password inside a URL.
+            value.replace(/\$\{[^}]+\}/g, 'not-public-password');
+    }
+    return env;
+  }
 
   it('runs every Credana service, each by an npm script that exists', () => {
     const scripts = ours.map(([, service]) => npmScriptOf(service.command ?? []));
@@ -219,6 +346,7 @@ describe('deploy/compose.yaml', () => {
       'start:indexer',
       'start:settlement',
       'start:liquidator',
+      'start:anchorer',
       'start:withdrawals',
       'start:supabase-sync',
       'scheduler',
@@ -259,16 +387,7 @@ describe('deploy/compose.yaml', () => {
 
   it('gives each Credana service a configuration the service accepts in production', () => {
     for (const [name, service] of ours) {
-      const env: Record<string, string> = { ...sharedEnv };
-      for (const [variable, value] of Object.entries(service.environment ?? {}))
-        env[variable] = value.replace(
-          /\$\{[^}]+\}/g,
-          // An operator's own values (none of them one the repository publishes).
-          variable.endsWith('_PRIVATE_KEY') ? `0x${'7e'.repeat(32)}` : 'not-public-deploy-test-value-0001',
-        );
-      // What the example leaves to deploy/.env, as an operator would fill it in.
-      env['STRIPE_WEBHOOK_SECRETS'] ??= 'not-public-deploy-test-value-0002';
-      env['SUPABASE_DB_URL'] = 'postgres://sync:pw@supabase.example.invalid:5432/postgres';
+      const env = containerEnv(name, service);
       let config: Config | undefined;
       expect(() => {
         config = loadConfig(env);
@@ -277,50 +396,150 @@ describe('deploy/compose.yaml', () => {
     }
   });
 
+  it('signs with HSM keys only: a label, the token PIN as a secret file and the PKCS#11 library per signer', () => {
+    // Production refuses a raw chain key (exit 78): none may be set, interpolated or listed anywhere.
+    const files = ['deploy/compose.yaml', 'deploy/credana.env.example', 'deploy/secrets.env.example'];
+    for (const file of files)
+      for (const key of rawChainKeys)
+        expect(read(file).includes(`${key}=`) || read(file).includes(`${key}:`), `${file}: ${key}`).toBe(
+          false,
+        );
+    const signers: Record<string, string> = {
+      'start:settlement': 'SETTLER_KEY_LABEL',
+      'start:liquidator': 'LIQUIDATOR_KEY_LABEL',
+      'start:withdrawals': 'WITHDRAWAL_SIGNER_KEY_LABEL',
+      'start:anchorer': 'AUDIT_ANCHOR_KEY_LABEL',
+    };
+    const module = sharedEnv['PKCS11_MODULE'] ?? '';
+    expect(sharedEnv['PKCS11_TOKEN_LABEL']).toBeDefined();
+    for (const [name, service] of ours) {
+      const label = signers[npmScriptOf(service.command ?? [])];
+      if (label === undefined) continue;
+      const config = loadConfig(containerEnv(name, service));
+      expect([config[label as keyof Config], config.PKCS11_PIN], name).toEqual([
+        service.environment?.[label],
+        'not-public-pin-0001',
+      ]);
+      // The library is inside a read-only mount of the vendor's folder.
+      const mount = (service.volumes ?? [])
+        .map((v) => v.split(':'))
+        .find(([, target]) => module.startsWith(`${target}/`));
+      expect(mount?.[2], `${name}: PKCS#11 library mount`).toBe('ro');
+      delete signers[npmScriptOf(service.command ?? [])];
+    }
+    expect(signers).toEqual({});
+  });
+
+  it('routes each service to the pool it needs: transaction, session (its lock), or the primary', () => {
+    const routed = new Set<string>();
+    for (const [name, service] of ours) {
+      const script = npmScriptOf(service.command ?? []);
+      const route = DATABASE_ROUTES[script];
+      expect(route, `${name}: no route for ${script}`).toBeDefined();
+      const given = service.environment?.['DATABASE_URL'] ?? '';
+      const { url, transactionPooled } = parseDatabaseUrl(given.replace(/\$\{[^}]+\}/g, 'pw'));
+      const target = new URL(url);
+      if (route === 'primary') {
+        expect([target.hostname, target.pathname], name).toEqual(['postgres-primary', '/credana']);
+      } else {
+        expect(target.hostname, name).toBe('pgbouncer');
+        const alias = bouncerAliases.get(target.pathname.slice(1));
+        // The alias's own pool mode, and the URL telling the client the same (no prepared statements).
+        expect([alias?.['pool_mode'], transactionPooled], name).toEqual([route, route === 'transaction']);
+        expect([alias?.['host'], alias?.['dbname']], name).toEqual(['postgres-primary', 'credana']);
+      }
+      routed.add(script);
+    }
+    expect([...routed].sort()).toEqual(Object.keys(DATABASE_ROUTES).sort());
+    // The scheduler's analytics job reads the streaming replica.
+    const replica = new URL(
+      (compose.services['scheduler']?.environment?.['READ_REPLICA_URL'] ?? '').replace(/\$\{[^}]+\}/g, 'pw'),
+    );
+    expect([replica.hostname, replica.pathname]).toEqual(['postgres-replica', '/credana']);
+  });
+
   it('probes each service on a port it listens on and a path it serves, and exposes only its ports', () => {
     let probed = 0;
     for (const [name, service] of ours) {
       const script = npmScriptOf(service.command ?? []);
-      const ports = listenerPorts[script]?.({ ...sharedEnv, ...service.environment }, service.command ?? []);
+      const env = { ...sharedEnv, ...service.environment };
+      const ports = (listenersOf[script]?.(env, service.command ?? []) ?? []).map((l) => l.port);
       for (const exposed of service.expose ?? [])
         expect(ports, `${name} exposes ${exposed}`).toContain(Number(exposed));
       if (service.healthcheck === undefined) continue;
       const url = urlOfNodeFetch(service.healthcheck.test);
-      expect(ports, `${name} healthcheck ${url}`).toContain(Number(url.port));
-      expect(routesOf(script), `${name} healthcheck ${url}`).toContain(url.pathname);
+      expectServed(script, env, service.command ?? [], Number(url.port), url.pathname, `${name} healthcheck`);
       probed++;
     }
-    expect(probed).toBe(5);
+    // Every long-running service but the anchorer (its only listener is 127.0.0.1, /metrics alone).
+    expect(probed).toBe(8);
     // The hot path's healthcheck is its readiness on the internal listener, not mere liveness.
     const hotPath = urlOfNodeFetch(compose.services['hot-path']?.healthcheck?.test ?? []);
     expect([hotPath.port, hotPath.pathname]).toEqual([sharedEnv['HOT_PATH_METRICS_PORT'], '/readyz']);
   });
 
-  it('runs the indexer, the settlement worker and the liquidator once each (they take a per-chain lock)', () => {
-    for (const name of ['indexer', 'settlement', 'liquidator'])
+  it('runs the indexer, the settlement worker, the liquidator and the anchorer once each (a per-chain lock)', () => {
+    for (const name of ['indexer', 'settlement', 'liquidator', 'anchorer']) {
+      expect(compose.services[name], name).toBeDefined();
       expect(compose.services[name]?.deploy?.replicas ?? 1, name).toBe(1);
+    }
   });
 });
 
 // ── Kubernetes ──────────────────────────────────────────────────────────────────────────────────
 
 describe('deploy/k8s', () => {
+  /** The container's environment as the pod gets it, with the operator's secrets filled in. */
+  function podEnv(workload: K8sObject, container: K8sObject): Record<string, string> {
+    const spec = podSpecOf(workload);
+    const env: Record<string, string> = { ...k8sEnv };
+    for (const entry of container.env ?? []) {
+      if (entry.valueFrom !== undefined) env[entry.name] = operatorValue(entry.name);
+      else if (entry.name.endsWith('_FILE')) {
+        // A file of a Secret volume: mounted, and readable by the service user and no one else.
+        const mount = (container.volumeMounts ?? []).find((m: K8sObject) =>
+          entry.value.startsWith(`${m.mountPath}/`),
+        );
+        const volume = spec.volumes.find((v: K8sObject) => v.name === mount?.name);
+        const item = volume?.secret?.items?.find(
+          (i: K8sObject) => `${mount.mountPath}/${i.path}` === entry.value,
+        );
+        const where = `${workload.metadata.name}: ${entry.name}`;
+        expect(volume?.secret?.secretName, where).toBe('credana-secrets');
+        expect(item, where).toBeDefined();
+        const mode = item.mode ?? volume.secret.defaultMode;
+        expect(typeof mode, `${where}: defaultMode (the default 0644 is refused)`).toBe('number');
+        expect(mode & 0o004, `${where}: world-readable mode ${mode.toString(8)}`).toBe(0);
+        // Owned by root: the service user (not root) reads it through the group, the pod's fsGroup.
+        expect(mode & 0o040, where).toBe(0o040);
+        expect(spec.securityContext?.fsGroup, where).toBe(spec.securityContext?.runAsGroup);
+        env[entry.name] = operatorSecretFile(entry.name);
+      } else env[entry.name] = entry.value;
+    }
+    return env;
+  }
+
   it('parses, and every container runs an npm script with resources and a read-only root', () => {
     expect(workloads.length).toBeGreaterThanOrEqual(8);
-    for (const workload of workloads)
-      for (const container of podSpecOf(workload).containers) {
-        npmScriptOf(container.command);
+    for (const workload of workloads) {
+      for (const container of podSpecOf(workload).containers) npmScriptOf(container.command);
+      for (const container of [
+        ...podSpecOf(workload).containers,
+        ...(podSpecOf(workload).initContainers ?? []),
+      ]) {
         expect(container.resources?.requests?.cpu, workload.metadata.name).toBeDefined();
         expect(container.resources?.limits?.memory, workload.metadata.name).toBeDefined();
         expect(container.securityContext?.readOnlyRootFilesystem, workload.metadata.name).toBe(true);
         expect(podSpecOf(workload).securityContext?.runAsNonRoot, workload.metadata.name).toBe(true);
       }
+    }
   });
 
   it('names only config variables, and takes secrets only from the credana-secrets Secret', () => {
     expect(Object.keys(k8sEnv).filter((variable) => !configVariables.has(variable))).toEqual([]);
     expect(Object.keys(k8sEnv).filter((variable) => SECRET_VARIABLES.has(variable))).toEqual([]);
     expect(k8sObjects.filter((o) => o.kind === 'Secret')).toEqual([]);
+    const keys = new Set<string>();
     for (const workload of workloads)
       for (const container of podSpecOf(workload).containers)
         for (const env of container.env ?? []) {
@@ -330,15 +549,58 @@ describe('deploy/k8s', () => {
             expect(env.value, `${workload.metadata.name}: ${env.name}`).toBeUndefined();
             expect(env.valueFrom?.secretKeyRef?.name).toBe('credana-secrets');
           }
+          if (env.valueFrom?.secretKeyRef !== undefined) keys.add(env.valueFrom.secretKeyRef.key);
         }
+    for (const workload of workloads)
+      for (const volume of podSpecOf(workload).volumes ?? [])
+        for (const item of volume.secret?.items ?? []) keys.add(item.key);
+    // The README lists every key of the Secret an operator must create.
+    const deployment = /## Deployment([\s\S]*?)\n## /.exec(read('README.md'))?.[1] ?? '';
+    expect([...keys].filter((key) => !deployment.includes(`\`${key}\``))).toEqual([]);
+  });
+
+  it('gives each container a configuration it accepts in production, with HSM keys only', () => {
+    const signers: Record<string, string> = {
+      'start:settlement': 'SETTLER_KEY_LABEL',
+      'start:liquidator': 'LIQUIDATOR_KEY_LABEL',
+      'start:withdrawals': 'WITHDRAWAL_SIGNER_KEY_LABEL',
+      'start:anchorer': 'AUDIT_ANCHOR_KEY_LABEL',
+    };
+    for (const workload of workloads)
+      for (const container of podSpecOf(workload).containers) {
+        const env = podEnv(workload, container);
+        for (const key of rawChainKeys) expect(env[key], workload.metadata.name).toBeUndefined();
+        let config: Config | undefined;
+        expect(() => {
+          config = loadConfig(env);
+        }, workload.metadata.name).not.toThrow();
+        expect(config?.NODE_ENV, workload.metadata.name).toBe('production');
+        const script = npmScriptOf(container.command);
+        const label = signers[script];
+        if (label === undefined) continue;
+        expect(config?.[label as keyof Config], workload.metadata.name).toBeDefined();
+        expect(config?.PKCS11_PIN, workload.metadata.name).toBe('not-public-pin-0001');
+        // The library comes from the init container's copy, mounted read-only where PKCS11_MODULE points.
+        const mount = container.volumeMounts.find((m: K8sObject) =>
+          (config?.PKCS11_MODULE ?? '').startsWith(`${m.mountPath}/`),
+        );
+        expect(mount?.readOnly, `${workload.metadata.name}: PKCS#11 library mount`).toBe(true);
+        const copier = (podSpecOf(workload).initContainers ?? []).find((c: K8sObject) =>
+          c.volumeMounts.some((m: K8sObject) => m.name === mount.name && m.mountPath === mount.mountPath),
+        );
+        expect(copier, `${workload.metadata.name}: the library's init container`).toBeDefined();
+        delete signers[script];
+      }
+    expect(signers).toEqual({});
   });
 
   it('wires probes and metrics annotations to ports the service listens on and paths it serves', () => {
     let probes = 0;
+    let scraped = 0;
     for (const workload of workloads.filter((o) => o.kind === 'Deployment')) {
       const container = podSpecOf(workload).containers[0];
       const script = npmScriptOf(container.command);
-      const ports = listenerPorts[script]?.(k8sEnv, container.command) ?? [];
+      const ports = (listenersOf[script]?.(k8sEnv, container.command) ?? []).map((l) => l.port);
       for (const port of container.ports ?? [])
         expect(ports, workload.metadata.name).toContain(port.containerPort);
       for (const kind of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
@@ -347,17 +609,34 @@ describe('deploy/k8s', () => {
         const url = probe.httpGet
           ? new URL(`http://pod:${probe.httpGet.port}${probe.httpGet.path}`)
           : urlOfNodeFetch(probe.exec.command);
-        expect(ports, `${workload.metadata.name} ${kind}`).toContain(Number(url.port));
-        expect(routesOf(script), `${workload.metadata.name} ${kind}`).toContain(url.pathname);
+        expectServed(
+          script,
+          k8sEnv,
+          container.command,
+          Number(url.port),
+          url.pathname,
+          `${workload.metadata.name} ${kind}`,
+        );
         probes++;
       }
       const annotations = workload.spec.template.metadata.annotations ?? {};
       if (annotations['prometheus.io/scrape'] === 'true') {
-        expect(ports).toContain(Number(annotations['prometheus.io/port']));
-        expect(routesOf(script)).toContain(annotations['prometheus.io/path']);
+        const port = Number(annotations['prometheus.io/port']);
+        expectServed(
+          script,
+          k8sEnv,
+          container.command,
+          port,
+          annotations['prometheus.io/path'],
+          workload.metadata.name,
+        );
+        scraped++;
       }
     }
-    expect(probes).toBeGreaterThanOrEqual(8);
+    expect(probes).toBe(19);
+    // Every Deployment but the anchorer (127.0.0.1 only) is scraped, on a listener bound to the pod.
+    expect(scraped).toBe(7);
+    expect(k8sEnv['METRICS_HOST']).toBe('0.0.0.0');
     // The hot path's readiness is /readyz on the internal listener (Postgres down does not fail it).
     const hotPath = workloads.find((o) => o.metadata.name === 'credana-hot-path');
     expect(podSpecOf(hotPath).containers[0].readinessProbe.httpGet).toEqual({
@@ -387,23 +666,27 @@ describe('deploy/k8s', () => {
     ]);
   });
 
-  it('runs one indexer, settlement worker and liquidator, replaced not rolled (their per-chain lock)', () => {
-    for (const name of ['credana-indexer', 'credana-settlement', 'credana-liquidator']) {
+  it('runs one indexer, settlement worker, liquidator and anchorer, replaced not rolled (their per-chain lock)', () => {
+    for (const name of ['credana-indexer', 'credana-settlement', 'credana-liquidator', 'credana-anchorer']) {
       const deployment = workloads.find((o) => o.metadata.name === name);
-      expect([deployment.spec.replicas, deployment.spec.strategy.type], name).toEqual([1, 'Recreate']);
+      expect([deployment?.spec.replicas, deployment?.spec.strategy.type], name).toEqual([1, 'Recreate']);
     }
   });
 
-  it('schedules each reconciliation job on the cron of scripts/reconcile/qstash-schedules.ts', () => {
-    const cronJobs = new Map<string, string>(
-      workloads
-        .filter((o) => o.kind === 'CronJob' && o.metadata.name.startsWith('credana-reconcile-'))
-        .map((o) => [podSpecOf(o).containers[0].command.at(-1), o.spec.schedule]),
+  it('schedules every job of scripts/reconcile/qstash-schedules.ts as a CronJob on its cron', () => {
+    const cronJobs = workloads.filter((o) => o.kind === 'CronJob');
+    const scheduled = new Map<string, string>(
+      cronJobs.map((o) => [podSpecOf(o).containers[0].command.slice(2).join(' '), o.spec.schedule]),
     );
-    const expected = new Map(
-      SCHEDULES.filter((spec) => spec.job !== 'stripe').map((spec) => [spec.job as string, spec.cron]),
-    );
-    expect(cronJobs).toEqual(expected);
+    const expected = new Map(SCHEDULES.map((spec) => [`reconcile -- ${spec.job}`, spec.cron]));
+    expect(scheduled).toEqual(expected);
+    // What a job reads comes from its config: the Stripe API key, the replica.
+    const envOf = (job: string) =>
+      podSpecOf(cronJobs.find((o) => o.metadata.name === `credana-reconcile-${job}`)).containers[0].env.map(
+        (e: K8sObject) => e.name,
+      );
+    expect(envOf('stripe')).toContain('STRIPE_SECRET_KEY');
+    expect(envOf('analytics')).toContain('READ_REPLICA_URL');
   });
 });
 
@@ -432,9 +715,22 @@ describe('deploy/prometheus/prometheus.yml', () => {
     expect(ports).toEqual({
       'hot-path': Number(sharedEnv['HOT_PATH_METRICS_PORT']),
       'ledger-writer': Number(sharedEnv['LEDGER_WRITER_PORT']),
+      indexer: flagOf(compose.services['indexer']?.command ?? [], '--metrics-port'),
+      settlement: Number(sharedEnv['SETTLEMENT_METRICS_PORT']),
+      liquidator: Number(sharedEnv['LIQUIDATOR_METRICS_PORT']),
+      withdrawals: Number(sharedEnv['WITHDRAWALS_METRICS_PORT']),
+      'supabase-sync': Number(sharedEnv['SUPABASE_SYNC_METRICS_PORT']),
     });
-    for (const config of prometheus.scrape_configs)
-      expect(Object.keys(compose.services)).toContain(config.dns_sd_configs[0]?.names[0]);
+    // Each scrape target is a service that serves /metrics on that port, bound where Prometheus reaches.
+    expect(sharedEnv['METRICS_HOST']).toBe('0.0.0.0');
+    for (const config of prometheus.scrape_configs) {
+      const name = config.dns_sd_configs[0]?.names[0] ?? '';
+      const service = compose.services[name];
+      expect(service, name).toBeDefined();
+      const script = npmScriptOf(service?.command ?? []);
+      const env = { ...sharedEnv, ...service?.environment };
+      expectServed(script, env, service?.command ?? [], Number(ports[config.job_name]), '/metrics', name);
+    }
   });
 });
 
@@ -516,24 +812,35 @@ describe('deploy/pgbouncer/pgbouncer.ini in front of PostgreSQL, with the servic
   let cluster: Awaited<ReturnType<typeof startPostgresCluster>> | undefined;
   let bouncer: ChildProcess | undefined;
   let dir: string;
-  let bouncerUrl: (role: string) => string;
+  let port: number;
+  let databaseUrl: string;
   const password = (role: string) => `pw-${role}-deploy-test`;
-  const roles = ['hot_path', 'settlement'];
-
-  beforeAll(async () => {
-    cluster = await startPostgresCluster();
-    const databaseUrl = cluster.url.replace(/\/postgres$/, '/credana');
-    await ensureDatabase(databaseUrl);
-    await migrateDatabase(databaseUrl);
-    // deploy/postgres/service-roles.sql as the operator runs it (every variable it names is given).
-    const variables = [...read('deploy/postgres/service-roles.sql').matchAll(/:'([a-z_]+)'/g)].map(
-      (m) => m[1],
+  const roles = ['hot_path', 'ledger_writer', 'settlement', 'reconciliation'];
+  /** A URL through PgBouncer to one of its databases, as a service role. */
+  const bouncerUrl = (role: string, database: 'credana' | 'credana_session') =>
+    `postgres://credana_${role}:${password(role)}@127.0.0.1:${port}/${database}` +
+    (bouncerAliases.get(database)?.['pool_mode'] === 'transaction' ? '?pgbouncer=transaction' : '');
+  /** PgBouncer's admin console (SHOW …), as the test's own admin user. */
+  async function show(what: string): Promise<Record<string, unknown>[]> {
+    const admin = postgres(`postgres://deploy_test_admin:${password('admin')}@127.0.0.1:${port}/pgbouncer`, {
+      max: 1,
+      fetch_types: false,
+      onnotice: () => {},
+    });
+    try {
+      return [...(await admin.unsafe(`show ${what}`).simple())] as Record<string, unknown>[];
+    } finally {
+      await admin.end();
+    }
+  }
+  /** deploy/postgres/service-roles.sql as the operator runs it, with `extra` psql variables. */
+  function runServiceRoles(extra: string[] = []): void {
+    const variables = [...read('deploy/postgres/service-roles.sql').matchAll(/:'([a-z_]+_password)'/g)].map(
+      (m) => m[1] as string,
     );
     const psqlArgs = [...new Set(variables)].flatMap((name) => [
       '-v',
-      name === 'statement_timeout_ms'
-        ? 'statement_timeout_ms=4321'
-        : `${name}=${password(name?.replace(/_password$/, '') ?? '')}`,
+      `${name}=${password(name.replace(/_password$/, ''))}`,
     ]);
     execFileSync(
       'psql',
@@ -542,27 +849,41 @@ describe('deploy/pgbouncer/pgbouncer.ini in front of PostgreSQL, with the servic
         '-v',
         'ON_ERROR_STOP=1',
         ...psqlArgs,
+        ...extra,
         '-f',
         path.join(ROOT, 'deploy/postgres/service-roles.sql'),
       ],
-      {
-        stdio: 'pipe',
-      },
+      { stdio: 'pipe' },
     );
+  }
+
+  beforeAll(async () => {
+    cluster = await startPostgresCluster();
+    databaseUrl = cluster.url.replace(/\/postgres$/, '/credana');
+    await ensureDatabase(databaseUrl);
+    await migrateDatabase(databaseUrl);
+    // Passwords only: the statement timeouts are migration 0009's.
+    runServiceRoles();
     // The repository's pgbouncer.ini, with only where it listens, where the server is and the user list
-    // rewritten for this machine.
+    // rewritten for this machine, and an admin user for this test's SHOW commands.
     dir = mkdtempSync(path.join(tmpdir(), 'credana-pgbouncer-'));
-    const port = await freePort();
+    port = await freePort();
     const ini = read('deploy/pgbouncer/pgbouncer.ini')
-      .replace(/^credana = host=\S+ port=\d+/m, `credana = host=127.0.0.1 port=${cluster.port}`)
+      .replace(/host=postgres-primary port=5432/g, `host=127.0.0.1 port=${cluster.port}`)
       .replace(/^listen_addr = .*$/m, 'listen_addr = 127.0.0.1')
-      .replace(/^listen_port = .*$/m, `listen_port = ${port}\nunix_socket_dir =`)
+      .replace(
+        /^listen_port = .*$/m,
+        `listen_port = ${port}\nunix_socket_dir =\nadmin_users = deploy_test_admin`,
+      )
       .replace(/^auth_file = .*$/m, `auth_file = ${path.join(dir, 'userlist.txt')}`);
-    expect(ini).toContain(`port=${cluster.port}`);
+    expect(ini.match(new RegExp(`port=${cluster.port}`, 'g'))).toHaveLength(2);
     writeFileSync(path.join(dir, 'pgbouncer.ini'), ini);
     writeFileSync(
       path.join(dir, 'userlist.txt'),
-      roles.map((role) => `"credana_${role}" "${password(role)}"\n`).join(''),
+      [
+        ...roles.map((role) => `"credana_${role}" "${password(role)}"\n`),
+        `"deploy_test_admin" "${password('admin')}"\n`,
+      ].join(''),
     );
     chmodSync(dir, 0o755);
     // PgBouncer refuses to run as root: as the postgres OS user then, as the private cluster does.
@@ -572,10 +893,13 @@ describe('deploy/pgbouncer/pgbouncer.ini in front of PostgreSQL, with the servic
       stdio: 'ignore',
       ...(uid === undefined ? {} : { uid }),
     });
-    bouncerUrl = (role) => `postgres://credana_${role}:${password(role)}@127.0.0.1:${port}/credana`;
     const until = Date.now() + 10_000;
     for (;;) {
-      const probe = createDatabase({ url: bouncerUrl('hot_path'), poolMax: 1, connectTimeoutS: 1 });
+      const probe = createDatabase({
+        url: bouncerUrl('hot_path', 'credana'),
+        poolMax: 1,
+        connectTimeoutS: 1,
+      });
       const up = await probe.sql`select 1`.then(
         () => true,
         () => false,
@@ -598,26 +922,126 @@ describe('deploy/pgbouncer/pgbouncer.ini in front of PostgreSQL, with the servic
       rmSync(dir, { recursive: true, force: true });
   });
 
-  it('accepts the services connections, with the role statement_timeout also on a reused server connection', async () => {
-    // createDatabase sends statement_timeout at connect, which PgBouncer refuses unless the ini says to
-    // ignore it; ignored, the role's setting from service-roles.sql must be what applies.
-    for (let round = 0; round < 2; round++) {
-      const database = createDatabase({ url: bouncerUrl('hot_path'), poolMax: 1, statementTimeoutMs: 9_999 });
-      const [row] = await database.sql<{ statement_timeout: string }[]>`show statement_timeout`;
-      await database.close();
-      expect(row?.statement_timeout, `client ${round + 1}`).toBe('4321ms');
+  it('defines a transaction pool and a session pool on the same primary database', async () => {
+    const databases = new Map((await show('databases')).map((row) => [row['name'], row]));
+    for (const [alias, mode] of [
+      ['credana', 'transaction'],
+      ['credana_session', 'session'],
+    ] as const) {
+      const row = databases.get(alias);
+      expect([row?.['database'], row?.['port'], row?.['pool_mode']], alias).toEqual([
+        'credana',
+        cluster?.port,
+        mode,
+      ]);
     }
   });
 
-  it('keeps the per-chain session lock exclusive across clients, and frees it when its holder goes', async () => {
-    const first = createDatabase({ url: bouncerUrl('settlement'), poolMax: 2 });
-    const second = createDatabase({ url: bouncerUrl('settlement'), poolMax: 2 });
+  it("applies each role's own statement_timeout (drizzle/0009) through both pools, also on a reused server connection", async () => {
+    // createDatabase asks for 9 999 ms at connect: the transaction-pooled client does not send it, the
+    // session-pooled one sends it and PgBouncer drops it (ignore_startup_parameters). The role's 5 s is
+    // what bounds a statement.
+    for (const database of ['credana', 'credana_session'] as const)
+      for (let round = 0; round < 2; round++) {
+        const client = createDatabase({
+          url: bouncerUrl('hot_path', database),
+          poolMax: 1,
+          statementTimeoutMs: 9_999,
+        });
+        const [row] = await client.sql<{ statement_timeout: string }[]>`show statement_timeout`;
+        await client.close();
+        expect(row?.statement_timeout, `${database}, client ${round + 1}`).toBe('5s');
+      }
+  });
+
+  it('serves a transaction-pooled hot path and ledger writer: decisions, the writer, the Postgres fallback', async () => {
+    const owner = createDatabase({ url: databaseUrl, poolMax: 2 });
+    const redisServer = await startRedisServer();
+    const redis = createRedis({ url: redisServer.url });
+    const prefix = 'deploy:';
+    let hotPath: Awaited<ReturnType<typeof createHotPath>> | undefined;
+    const writerDatabase = createDatabase({
+      url: bouncerUrl('ledger_writer', 'credana'),
+      applicationName: 'deploy-test',
+    });
+    try {
+      await seedAsset(owner.sql, redis, prefix, WETH, WETH_PRICE_E8, Math.floor(Date.now() / 1000));
+      const user = await seedUser(owner.sql, {
+        collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(10_000n, WETH_PRICE_E8) }],
+      });
+      hotPath = await createHotPath(
+        testConfig(
+          { databaseUrl: bouncerUrl('hot_path', 'credana'), redisUrl: redisServer.url, prefix },
+          { REDIS_COMMAND_TIMEOUT_MS: '200' },
+        ),
+      );
+      const authorize = async (amountCents: number) =>
+        (
+          await post(
+            hotPath as NonNullable<typeof hotPath>,
+            '/stripe/authorizations',
+            authorizationRequest({ cardId: user.cardId, amountCents }),
+          )
+        ).json;
+      // The account is rebuilt from Postgres through the pool, then decided in Redis.
+      expect((await authorize(1_000)).approved).toBe(true);
+      expect((await authorize(2_000)).approved).toBe(true);
+      expect((await authorize(50_000)).metadata?.reason).toBe('insufficient_credit');
+      // The hot path's connections really are PgBouncer's clients of the transaction pool.
+      const clients = await show('clients');
+      expect(
+        new Set(clients.filter((c) => c['user'] === 'credana_hot_path').map((c) => c['database'])),
+      ).toEqual(new Set(['credana']));
+
+      // The ledger writer drains the outbox through the same pool.
+      const writerRedis = createRedis({ url: redisServer.url });
+      const writer = createLedgerWriter({
+        redis: writerRedis,
+        sql: writerDatabase.sql,
+        prefix,
+        consumer: 'deploy-test',
+        batchMax: 100,
+        batchWaitMs: 10,
+        metrics: createLedgerWriterMetrics(),
+      });
+      await writer.start();
+      await waitForEmptyOutbox(redis, prefix, 20_000);
+      await writer.stop();
+      writerRedis.disconnect();
+      const [counts] = await owner.sql<{ decisions: number; holds: number }[]>`select
+        (select count(*)::int from decisions) as decisions,
+        (select count(*)::int from ledger_transfers) as holds`;
+      expect(counts).toEqual({ decisions: 3, holds: 2 });
+
+      // Redis gone: the Postgres fallback decides and books through the transaction pool (its advisory
+      // locks are transaction-scoped, its statements unprepared).
+      await redisServer.kill();
+      const fallback = await authorize(500);
+      expect(fallback.approved).toBe(true);
+      const [row] = await owner.sql<{ source: string; approved: boolean }[]>`
+        select source, approved from decisions where id = ${fallback.metadata?.decision_id ?? ''}`;
+      expect(row).toEqual({ source: 'postgres', approved: true });
+    } finally {
+      await hotPath?.close();
+      await writerDatabase.close();
+      redis.disconnect();
+      await redisServer.destroy();
+      await owner.close();
+    }
+  }, 90_000);
+
+  it('keeps the per-chain session lock exclusive on the session pool, and frees it when its holder goes', async () => {
+    const first = createDatabase({ url: bouncerUrl('settlement', 'credana_session'), poolMax: 2 });
+    const second = createDatabase({ url: bouncerUrl('settlement', 'credana_session'), poolMax: 2 });
+    const pooled = createDatabase({ url: bouncerUrl('settlement', 'credana'), poolMax: 1 });
     try {
       const release = await tryExclusive(first.sql, 4242, 1);
       expect(release).not.toBeNull();
       // In transaction pooling the lock's server connection would be handed to the second client, which
       // would then "hold" it too: two settlement workers.
       expect(await tryExclusive(second.sql, 4242, 1)).toBeNull();
+      // A worker pointed at the transaction pool by mistake refuses rather than sharing the lock.
+      await expect(tryExclusive(pooled.sql, 4242, 1)).rejects.toThrow(/direct or session-pooled/);
       // The holder dies without unlocking: PgBouncer's DISCARD ALL must free it for the next one.
       await first.sql.end({ timeout: 0 });
       let again: (() => Promise<void>) | null = null;
@@ -630,7 +1054,51 @@ describe('deploy/pgbouncer/pgbouncer.ini in front of PostgreSQL, with the servic
     } finally {
       await first.close().catch(() => {});
       await second.close();
+      await pooled.close();
     }
+  });
+
+  it("lets the anchorer's role read the audit head through the session pool", async () => {
+    const anchorer = createDatabase({ url: bouncerUrl('reconciliation', 'credana_session'), poolMax: 1 });
+    const owner = createDatabase({ url: databaseUrl, poolMax: 1 });
+    try {
+      const headOf = async (sql: typeof owner.sql) =>
+        (
+          await sql<
+            { head: string }[]
+          >`select last_id::text || ':' || last_hash as head from audit_log_head where singleton`
+        )[0]?.head;
+      const [who] = await anchorer.sql<{ current_user: string }[]>`select current_user`;
+      expect(who?.current_user).toBe('credana_reconciliation');
+      expect(await headOf(anchorer.sql)).toBe(await headOf(owner.sql));
+    } finally {
+      await anchorer.close();
+      await owner.close();
+    }
+  });
+
+  it("service-roles.sql overrides the service roles' timeout only when asked, never reconciliation's", async () => {
+    const settings = async () => {
+      const owner = createDatabase({ url: databaseUrl, poolMax: 1 });
+      try {
+        const rows = await owner.sql<{ rolname: string; timeout: string | null }[]>`
+          select rolname, (select s from unnest(rolconfig) s where s like 'statement_timeout=%') as timeout
+          from pg_roles where rolname like 'credana\\_%' and rolname <> 'credana_support_ro' order by rolname`;
+        return Object.fromEntries(rows.map((r) => [r.rolname, r.timeout]));
+      } finally {
+        await owner.close();
+      }
+    };
+    const before = await settings();
+    expect(before['credana_hot_path']).toBe('statement_timeout=5s');
+    expect(before['credana_reconciliation']).toBe('statement_timeout=60s');
+    runServiceRoles(['-v', 'statement_timeout_ms=4321']);
+    const after = await settings();
+    expect(Object.keys(after)).toHaveLength(8);
+    for (const [role, timeout] of Object.entries(after))
+      expect(timeout, role).toBe(
+        role === 'credana_reconciliation' ? 'statement_timeout=60s' : 'statement_timeout=4321',
+      );
   });
 });
 
