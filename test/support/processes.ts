@@ -116,7 +116,7 @@ export interface PostgresCluster {
   destroy(): void;
 }
 
-function pgBin(name: string): string {
+export function pgBin(name: string): string {
   const root = '/usr/lib/postgresql';
   const versions = existsSync(root) ? readdirSync(root).sort() : [];
   for (const v of versions.reverse()) {

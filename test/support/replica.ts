@@ -3,10 +3,10 @@
  * `pg_basebackup -R` from the primary into a folder of its own, started as a hot standby on a free port.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { freePort, type PostgresCluster } from './processes.ts';
+import { freePort, type PostgresCluster, pgBin } from './processes.ts';
 
 export interface PostgresReplica {
   port: number;
@@ -14,15 +14,6 @@ export interface PostgresReplica {
   stopAsync(): Promise<void>;
   startAsync(): Promise<void>;
   destroy(): void;
-}
-
-function pgBin(name: string): string {
-  const root = '/usr/lib/postgresql';
-  for (const version of (existsSync(root) ? readdirSync(root).sort() : []).reverse()) {
-    const candidate = path.join(root, version, 'bin', name);
-    if (existsSync(candidate)) return candidate;
-  }
-  return name;
 }
 
 export async function startPostgresReplica(primary: PostgresCluster): Promise<PostgresReplica> {
