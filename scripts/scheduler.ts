@@ -6,7 +6,9 @@
  * out, and refuses to start in production.
  * In production, QStash's schedules call the receiver instead: `npm run scheduler -- --serve-only`.
  *
- *   --port <n>       HTTP port (default 8790; 0 picks a free one)
+ *   --port <n>       HTTP port (default 8791, beside the withdrawals service's 8790; 0 picks a free one)
+ *   --host <addr>    address to listen on (default 127.0.0.1; behind QStash in production the receiver
+ *                    must be reachable, e.g. 0.0.0.0 in a container — its requests are signature-checked)
  *   --serve-only     no local timers (production, behind QStash)
  *   --create-qstash-schedules <public base url>   create/update the QStash schedules and exit
  */
@@ -25,7 +27,8 @@ import { checkUpkeepLimits } from './upkeep/limits.ts';
 
 const { values } = parseArgs({
   options: {
-    port: { type: 'string', default: '8790' },
+    port: { type: 'string', default: '8791' },
+    host: { type: 'string', default: '127.0.0.1' },
     'serve-only': { type: 'boolean' },
     'create-qstash-schedules': { type: 'string' },
   },
@@ -71,7 +74,7 @@ const app = createReconcileApp({
   services,
   receiver: createReceiver(config.QSTASH_CURRENT_SIGNING_KEY, config.QSTASH_NEXT_SIGNING_KEY),
 });
-const server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: Number(values.port) }, (info) =>
+const server = serve({ fetch: app.fetch, hostname: values.host, port: Number(values.port) }, (info) =>
   services.logger.info({ port: info.port }, 'scheduler: listening'),
 );
 
