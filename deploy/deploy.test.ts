@@ -167,6 +167,7 @@ const listenersOf: Record<string, (env: Record<string, string>, command: string[
   ],
   'start:settlement': (env) => [{ port: Number(env['SETTLEMENT_METRICS_PORT']), files: [INTERNAL_APP] }],
   'start:liquidator': (env) => [{ port: Number(env['LIQUIDATOR_METRICS_PORT']), files: [INTERNAL_APP] }],
+  'start:anchorer': (env) => [{ port: Number(env['AUDIT_ANCHOR_METRICS_PORT']), files: [INTERNAL_APP] }],
   'start:indexer': (_env, command) => [{ port: flagOf(command, '--metrics-port'), files: [INTERNAL_APP] }],
   scheduler: (_env, command) => [{ port: flagOf(command, '--port'), files: ['scripts/reconcile/http.ts'] }],
 };
@@ -471,8 +472,8 @@ describe('deploy/compose.yaml', () => {
       expectServed(script, env, service.command ?? [], Number(url.port), url.pathname, `${name} healthcheck`);
       probed++;
     }
-    // Every long-running service but the anchorer (its only listener is 127.0.0.1, /metrics alone).
-    expect(probed).toBe(8);
+    // Every long-running service has one.
+    expect(probed).toBe(9);
     // The hot path's healthcheck is its readiness on the internal listener, not mere liveness.
     const hotPath = urlOfNodeFetch(compose.services['hot-path']?.healthcheck?.test ?? []);
     expect([hotPath.port, hotPath.pathname]).toEqual([sharedEnv['HOT_PATH_METRICS_PORT'], '/readyz']);
@@ -633,9 +634,9 @@ describe('deploy/k8s', () => {
         scraped++;
       }
     }
-    expect(probes).toBe(19);
-    // Every Deployment but the anchorer (127.0.0.1 only) is scraped, on a listener bound to the pod.
-    expect(scraped).toBe(7);
+    expect(probes).toBe(22);
+    // Every Deployment is scraped, on a listener bound to the pod.
+    expect(scraped).toBe(8);
     expect(k8sEnv['METRICS_HOST']).toBe('0.0.0.0');
     // The hot path's readiness is /readyz on the internal listener (Postgres down does not fail it).
     const hotPath = workloads.find((o) => o.metadata.name === 'credana-hot-path');
@@ -718,6 +719,7 @@ describe('deploy/prometheus/prometheus.yml', () => {
       indexer: flagOf(compose.services['indexer']?.command ?? [], '--metrics-port'),
       settlement: Number(sharedEnv['SETTLEMENT_METRICS_PORT']),
       liquidator: Number(sharedEnv['LIQUIDATOR_METRICS_PORT']),
+      anchorer: Number(sharedEnv['AUDIT_ANCHOR_METRICS_PORT']),
       withdrawals: Number(sharedEnv['WITHDRAWALS_METRICS_PORT']),
       'supabase-sync': Number(sharedEnv['SUPABASE_SYNC_METRICS_PORT']),
     });

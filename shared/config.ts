@@ -287,9 +287,11 @@ const schema = z.object({
   // QStash); with QUEUE_DRIVER=redis LEDGER_WRITER_PORT is internal and serves everything itself.
   LEDGER_WRITER_METRICS_PORT: integer(0, 65_535).default(0),
   // The internal listeners (GET /metrics, /healthz, /readyz on METRICS_HOST) of the settlement worker,
-  // the liquidator and the withdrawal approval service; 0 picks a free port (announced on stdout).
+  // the liquidator, the audit anchorer and the withdrawal approval service; 0 picks a free port
+  // (announced on stdout).
   SETTLEMENT_METRICS_PORT: integer(0, 65_535).default(0),
   LIQUIDATOR_METRICS_PORT: integer(0, 65_535).default(0),
+  AUDIT_ANCHOR_METRICS_PORT: integer(0, 65_535).default(0),
   WITHDRAWALS_METRICS_PORT: integer(0, 65_535).default(0),
   METRICS_HOST: z.string().default('127.0.0.1'),
   // A bearer token that opens GET /metrics on the public ports too (for a scraper that cannot reach the

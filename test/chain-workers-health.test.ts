@@ -1,4 +1,4 @@
-// Proves the chain workers' internal listeners as real processes on a real chain and Postgres: the settlement worker is ready only while it holds its chain's session lock (a second worker exits, lock taken), exports its metrics with the default process metrics and a service label, and exits when its lock's Postgres backend is terminated instead of running rounds without the lock; the liquidator is not ready while its chain RPC does not answer and ready once it does; the withdrawal service answers /metrics on its public port only with METRICS_TOKEN and openly on its internal listener.
+// Proves the chain workers' internal listeners as real processes on a real chain and Postgres: the settlement worker is ready only while it holds its chain's session lock (a second worker exits, lock taken), exports its metrics with the default process metrics and a service label, and exits when its lock's Postgres backend is terminated instead of running rounds without the lock; the liquidator is not ready while its chain RPC does not answer and ready once it does; the audit anchorer is ready while it holds its lock; the withdrawal service answers /metrics on its public port only with METRICS_TOKEN and openly on its internal listener.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,7 +28,11 @@ const running: ChildService[] = [];
 const METRICS_TOKEN = 'a-metrics-token-of-this-test-only-0123456789';
 
 beforeAll(async () => {
-  [services, chain] = await Promise.all([setUpServices(), startChainHarness()]);
+  [services, chain] = await Promise.all([
+    setUpServices(),
+    // With the audit anchor contract, for the anchorer.
+    startChainHarness({ anchorer: localAccount(ROLES.anchorer).address }),
+  ]);
   await seedAssets(services.database.sql, chain.contracts);
   contractsFile = join(mkdtempSync(join(tmpdir(), 'credana-workers-health-')), 'contracts.json');
   writeContractsFile(contractsFile, chain.contracts);
@@ -152,6 +156,31 @@ describe('chain workers: health, readiness and metrics', () => {
     expect(metrics).toContain('liquidator_health_warning_accounts{service="liquidator"} 0');
     expect(metrics).toContain('credana_session_lock_held{service="liquidator"} 1');
     await seeing.kill('SIGTERM');
+  }, 120_000);
+
+  it('anchorer: ready while it holds the anchor lock, its metrics labelled', async () => {
+    const anchorer = start(
+      spawnService(
+        'indexer/anchor/main.ts',
+        baseEnv({
+          AUDIT_ANCHOR_METRICS_PORT: '0',
+          AUDIT_ANCHOR_PRIVATE_KEY: localAccount(ROLES.anchorer).privateKey,
+          AUDIT_ANCHOR_INTERVAL_S: '10',
+        }),
+      ),
+    );
+    const base = await listenerOf(anchorer, 'anchorer').catch((error: Error) => {
+      throw new Error(`${error.message}: ${anchorer.output().slice(-3_000)}`);
+    });
+    const ready = await waitFor('anchorer /readyz 200', async () => {
+      const answer = await readyz(base);
+      return answer.status === 200 ? answer : null;
+    });
+    expect(ready.body).toEqual({ ready: true, postgres: true, chain: true, lock: true });
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toContain('credana_session_lock_held{service="anchorer"} 1');
+    expect(metrics).toContain('nodejs_eventloop_lag_seconds{service="anchorer"}');
+    await anchorer.kill('SIGTERM');
   }, 120_000);
 
   it('withdrawals: /metrics on the public port only with METRICS_TOKEN; the internal listener serves it and /readyz', async () => {

@@ -28,7 +28,7 @@ import {
 } from 'viem';
 import { auditAnchorAbi } from '../contracts/index.ts';
 import { LIMITS } from '../limits.ts';
-import { runLockedLoop } from '../locked-loop.ts';
+import { createLockStatus, runLockedLoop } from '../locked-loop.ts';
 import { createFeeCap } from '../settlement/fees.ts';
 import { createSleeper } from '../sleeper.ts';
 import { LOCK_ANCHOR_SESSION, tryExclusive } from '../store/index.ts';
@@ -65,6 +65,8 @@ export interface AnchorReport {
 }
 
 export interface Anchorer {
+  /** True while run() holds the chain's anchor lock (asked of Postgres; for /readyz). */
+  lockHeld(): Promise<boolean>;
   runOnce(): Promise<AnchorReport>;
   /** Runs rounds every intervalMs under the chain's anchor lock until stop(). */
   run(): Promise<void>;
@@ -158,11 +160,14 @@ export function createAnchorer(options: AnchorerOptions): Anchorer {
   };
 
   let running: Promise<void> | null = null;
+  const lock = createLockStatus();
   return {
+    lockHeld: () => lock.held(),
     runOnce,
     run() {
       if (running !== null) return running;
       running = runLockedLoop({
+        status: lock,
         sql,
         lock: LOCK_ANCHOR_SESSION,
         chainId: options.chainId,

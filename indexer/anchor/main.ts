@@ -1,49 +1,57 @@
 /**
  * The audit anchorer process: `npm run start:anchorer` (a round every AUDIT_ANCHOR_INTERVAL_S until
  * SIGTERM/SIGINT) and `npm run anchor` (`--once`: one round by hand, its report printed as JSON; exit
- * 0). Needs AUDIT_ANCHOR_KEY_LABEL (the HSM key holding the contract's ANCHORER_ROLE; AUDIT_ANCHOR_PRIVATE_KEY in development and test) and a contracts
- * file naming `auditAnchor`.
+ * 0). Needs AUDIT_ANCHOR_KEY_LABEL (the HSM key holding the contract's
+ * ANCHORER_ROLE; AUDIT_ANCHOR_PRIVATE_KEY in development and test) and a contracts file naming
+ * `auditAnchor`.
  *
  * Its own loop process rather than a scheduled reconciliation job: it holds a signing key (kept in as
  * few processes as possible, and soon in the HSM like the settlement key), sends from that key alone
  * (one sender per key, under an advisory lock, so nonces never collide) and follows its transaction to
  * a receipt; the scheduled jobs' HTTP receiver holds no keys and should not.
  *
- * Flags: --once; --metrics-port N (Prometheus text at GET /metrics on 127.0.0.1, when METRICS_ENABLED);
- * for crash tests only (refused when NODE_ENV=production), --crash-after broadcast, which SIGKILLs the
+ * Internal listener (not with --once) on METRICS_HOST:AUDIT_ANCHOR_METRICS_PORT (0 picks a free port,
+ * announced on stdout as `anchorer metrics on http://…`): GET /metrics (when METRICS_ENABLED), /healthz,
+ * and /readyz — ready while Postgres and the chain RPC answer and this process holds the chain's
+ * anchor lock.
+ *
+ * Flags: --once; for crash tests only (refused when NODE_ENV=production), --crash-after broadcast, which SIGKILLs the
  * process right after the node accepted the anchor transaction.
  */
 import { writeSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
 import { z } from 'zod';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
 import { guardServiceRole } from '../../shared/db/service-role.ts';
 import { signerOrExit } from '../../shared/hsm/index.ts';
+import {
+  createInternalApp,
+  createLogger,
+  createServiceRegistry,
+  serveInternal,
+} from '../../shared/observability/index.ts';
 import { readContractsFile } from '../contracts/index.ts';
+import { chainServiceReadiness } from '../health.ts';
 import { createRpc } from '../rpc/index.ts';
 import { type AnchorerOptions, anchorOnce, createAnchorer, createAnchorMetrics } from './index.ts';
 
 const flags = z
   .object({
     once: z.boolean().default(false),
-    'metrics-port': z.coerce.number().int().min(0).max(65_535).optional(),
     'crash-after': z.enum(['broadcast']).optional(),
   })
   .parse(
     parseArgs({
       options: {
         once: { type: 'boolean' },
-        'metrics-port': { type: 'string' },
         'crash-after': { type: 'string' },
       },
     }).values,
   );
 
 const config = configFromProcess();
-const logger = pino({ level: config.LOG_LEVEL, base: { service: 'anchorer' } });
+const logger = createLogger(config.LOG_LEVEL, 'anchorer');
 if (flags['crash-after'] !== undefined && config.NODE_ENV === 'production') {
   logger.fatal('--crash-after is a test fault and is refused in production');
   process.exit(78);
@@ -62,7 +70,7 @@ const database = createDatabase({
 // In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
 guardServiceRole({ sql: database.sql, nodeEnv: config.NODE_ENV, service: 'anchorer' });
 const rpc = createRpc({ url: config.CHAIN_RPC_URL, chainId: config.CHAIN_ID });
-const metrics = createAnchorMetrics();
+const metrics = createAnchorMetrics(createServiceRegistry('anchorer'));
 // The anchorer's key: a key in the HSM (AUDIT_ANCHOR_KEY_LABEL), or a raw key in development and test.
 const signer = await signerOrExit(config, 'anchorer', 'anchorer');
 const account = signer.account;
@@ -104,20 +112,24 @@ if (flags.once) {
   process.exit(exitCode);
 }
 
-const metricsServer =
-  flags['metrics-port'] === undefined || !config.METRICS_ENABLED
-    ? null
-    : createServer((req, res) => {
-        if (req.method !== 'GET' || req.url !== '/metrics') {
-          res.writeHead(404).end();
-          return;
-        }
-        metrics.registry
-          .metrics()
-          .then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text))
-          .catch(() => res.writeHead(500).end());
-      }).listen(flags['metrics-port'], '127.0.0.1');
 const anchorer = createAnchorer(options);
+// The internal listener first, so health checks and the scrape target exist before the first round.
+const internal = await serveInternal({
+  app: createInternalApp({
+    registry: metrics.registry,
+    metricsEnabled: config.METRICS_ENABLED,
+    readiness: chainServiceReadiness({
+      registry: metrics.registry,
+      sql: database.sql,
+      client: rpc.client,
+      lockHeld: () => anchorer.lockHeld(),
+    }),
+  }),
+  service: 'anchorer',
+  host: config.METRICS_HOST,
+  port: config.AUDIT_ANCHOR_METRICS_PORT,
+  portVariable: 'AUDIT_ANCHOR_METRICS_PORT',
+});
 process.once('SIGTERM', () => void anchorer.stop());
 process.once('SIGINT', () => void anchorer.stop());
 logger.info({ anchorer: account.address, contract: contracts.auditAnchor }, 'audit anchorer started');
@@ -127,7 +139,7 @@ try {
   exitCode = 1;
   logger.fatal({ err: error }, 'audit anchorer stopped');
 } finally {
-  metricsServer?.close();
+  await internal.close();
   signer.close();
   await database.close();
 }

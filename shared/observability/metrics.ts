@@ -13,6 +13,7 @@ export type ServiceName =
   | 'indexer'
   | 'settlement'
   | 'liquidator'
+  | 'anchorer'
   | 'withdrawals'
   | 'supabase-sync'
   | 'scheduler';
