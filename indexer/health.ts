@@ -13,6 +13,7 @@ import { Gauge, type Registry } from 'prom-client';
 import type { PublicClient } from 'viem';
 import type { Sql } from '../shared/db/client.ts';
 import { createProbes, type Readiness, singleFlight } from '../shared/observability/health.ts';
+import { createInternalApp, serveInternal } from '../shared/observability/internal-app.ts';
 import type { Redis } from '../shared/redis/client.ts';
 
 export interface ChainServiceHealthOptions {
@@ -51,4 +52,33 @@ export function chainServiceReadiness(options: ChainServiceHealthOptions): Readi
     const ready = Object.values(dependencies).every(Boolean) && lock !== false;
     return { ready, ...dependencies, ...(lock === null ? {} : { lock }) };
   };
+}
+
+/**
+ * The internal listener of a chain worker that holds a per-chain session lock (settlement worker,
+ * liquidator, audit anchorer): GET /metrics, /healthz, and /readyz on Postgres, the chain RPC and the
+ * lock. Started before the worker's first round, so health checks and the scrape target exist first.
+ */
+export function serveLockedWorkerInternal(options: {
+  service: string;
+  registry: Registry;
+  sql: Sql;
+  client: PublicClient;
+  lockHeld: () => Promise<boolean>;
+  metricsEnabled: boolean;
+  host: string;
+  port: number;
+  portVariable: string;
+}): Promise<{ port: number; close(): Promise<void> }> {
+  return serveInternal({
+    app: createInternalApp({
+      registry: options.registry,
+      metricsEnabled: options.metricsEnabled,
+      readiness: chainServiceReadiness(options),
+    }),
+    service: options.service,
+    host: options.host,
+    port: options.port,
+    portVariable: options.portVariable,
+  });
 }

@@ -25,14 +25,9 @@ import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
 import { guardServiceRole } from '../../shared/db/service-role.ts';
 import { signerOrExit } from '../../shared/hsm/index.ts';
-import {
-  createInternalApp,
-  createLogger,
-  createServiceRegistry,
-  serveInternal,
-} from '../../shared/observability/index.ts';
+import { createLogger, createServiceRegistry } from '../../shared/observability/index.ts';
 import { readContractsFile } from '../contracts/index.ts';
-import { chainServiceReadiness } from '../health.ts';
+import { serveLockedWorkerInternal } from '../health.ts';
 import { createRpc } from '../rpc/index.ts';
 import { type AnchorerOptions, anchorOnce, createAnchorer, createAnchorMetrics } from './index.ts';
 
@@ -114,18 +109,13 @@ if (flags.once) {
 
 const anchorer = createAnchorer(options);
 // The internal listener first, so health checks and the scrape target exist before the first round.
-const internal = await serveInternal({
-  app: createInternalApp({
-    registry: metrics.registry,
-    metricsEnabled: config.METRICS_ENABLED,
-    readiness: chainServiceReadiness({
-      registry: metrics.registry,
-      sql: database.sql,
-      client: rpc.client,
-      lockHeld: () => anchorer.lockHeld(),
-    }),
-  }),
+const internal = await serveLockedWorkerInternal({
   service: 'anchorer',
+  registry: metrics.registry,
+  sql: database.sql,
+  client: rpc.client,
+  lockHeld: () => anchorer.lockHeld(),
+  metricsEnabled: config.METRICS_ENABLED,
   host: config.METRICS_HOST,
   port: config.AUDIT_ANCHOR_METRICS_PORT,
   portVariable: 'AUDIT_ANCHOR_METRICS_PORT',

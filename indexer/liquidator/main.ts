@@ -17,14 +17,9 @@ import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
 import { guardServiceRole } from '../../shared/db/service-role.ts';
 import { signerOrExit } from '../../shared/hsm/index.ts';
-import {
-  createInternalApp,
-  createLogger,
-  createServiceRegistry,
-  serveInternal,
-} from '../../shared/observability/index.ts';
+import { createLogger, createServiceRegistry } from '../../shared/observability/index.ts';
 import { readContractsFile } from '../contracts/index.ts';
-import { chainServiceReadiness } from '../health.ts';
+import { serveLockedWorkerInternal } from '../health.ts';
 import { createRpc } from '../rpc/index.ts';
 import { createLiquidator, createLiquidatorMetrics } from './index.ts';
 
@@ -85,18 +80,13 @@ const liquidator = createLiquidator({
     : {}),
 });
 // The internal listener first, so health checks and the scrape target exist before the first scan.
-const internal = await serveInternal({
-  app: createInternalApp({
-    registry: metrics.registry,
-    metricsEnabled: config.METRICS_ENABLED,
-    readiness: chainServiceReadiness({
-      registry: metrics.registry,
-      sql: database.sql,
-      client: rpc.client,
-      lockHeld: () => liquidator.lockHeld(),
-    }),
-  }),
+const internal = await serveLockedWorkerInternal({
   service: 'liquidator',
+  registry: metrics.registry,
+  sql: database.sql,
+  client: rpc.client,
+  lockHeld: () => liquidator.lockHeld(),
+  metricsEnabled: config.METRICS_ENABLED,
   host: config.METRICS_HOST,
   port: config.LIQUIDATOR_METRICS_PORT,
   portVariable: 'LIQUIDATOR_METRICS_PORT',

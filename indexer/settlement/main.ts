@@ -18,15 +18,10 @@ import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
 import { guardServiceRole } from '../../shared/db/service-role.ts';
 import { signerOrExit } from '../../shared/hsm/index.ts';
-import {
-  createInternalApp,
-  createLogger,
-  createServiceRegistry,
-  serveInternal,
-} from '../../shared/observability/index.ts';
+import { createLogger, createServiceRegistry } from '../../shared/observability/index.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { readContractsFile } from '../contracts/index.ts';
-import { chainServiceReadiness } from '../health.ts';
+import { serveLockedWorkerInternal } from '../health.ts';
 import { LIMITS } from '../limits.ts';
 import { createRpc } from '../rpc/index.ts';
 import { createSettlementMetrics, createSettlementWorker } from './index.ts';
@@ -97,18 +92,13 @@ const worker = createSettlementWorker({
     : {}),
 });
 // The internal listener first, so health checks and the scrape target exist before the first round.
-const internal = await serveInternal({
-  app: createInternalApp({
-    registry: metrics.registry,
-    metricsEnabled: config.METRICS_ENABLED,
-    readiness: chainServiceReadiness({
-      registry: metrics.registry,
-      sql: database.sql,
-      client: rpc.client,
-      lockHeld: () => worker.lockHeld(),
-    }),
-  }),
+const internal = await serveLockedWorkerInternal({
   service: 'settlement',
+  registry: metrics.registry,
+  sql: database.sql,
+  client: rpc.client,
+  lockHeld: () => worker.lockHeld(),
+  metricsEnabled: config.METRICS_ENABLED,
   host: config.METRICS_HOST,
   port: config.SETTLEMENT_METRICS_PORT,
   portVariable: 'SETTLEMENT_METRICS_PORT',
