@@ -321,6 +321,7 @@ describe('npm run dev + npm run demo', () => {
       }
       expect(active.map((t) => t.labels.job).sort()).toEqual(
         [
+          'anchorer',
           'hot-path',
           'indexer',
           'ledger-writer',
