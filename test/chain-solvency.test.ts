@@ -138,6 +138,13 @@ async function transaction(
       (await sql()`select 1 from ledger_transfers where ref = ${`lifecycle:${event.id}`}`).length === 1,
     `the ledger writer to book the ${type}`,
   );
+  // The writer archives the raw event in a transaction of its own, after the money; the settlement
+  // worker names a capture by the transaction id in that event and claims it only once the event is
+  // there. Waiting for the money alone raced it (seen under load: the worker claimed nothing).
+  await waitFor(
+    async () => (await sql()`select 1 from card_events where id = ${event.id}`).length === 1,
+    `the ledger writer to archive the ${type} event`,
+  );
   return transactionId;
 }
 
