@@ -26,6 +26,14 @@ export const limits = {
   fallbackReserveMs: 50,
   /** Fallback decisions read from Postgres and adopted into Redis per statement during a catch-up. */
   adoptionBatchMax: 500,
+  /**
+   * Postgres connections a hot path opens before it reports ready (at most DATABASE_POOL_MAX): as many
+   * as one cold decision uses at once (a card's first decision on a cold cache reads its account with 4
+   * queries at once), so the first swipes do not wait for Postgres to start backends. Not the whole pool:
+   * every process of a fleet (and every hot path of the test suite, on one shared server) would hold
+   * that many idle connections for 30 s after it starts.
+   */
+  postgresConnectionsAtStart: 4,
   /** Fallback grants one process remembers for adoption without Postgres (beyond: Postgres only). */
   ownGrantsMax: 100_000,
 } as const;

@@ -1,4 +1,4 @@
-// Proves readiness reflects what the hot path needs, on a private Postgres cluster and redis-server that the test really stops: with Postgres stopped /readyz stays 200 (postgres:false in the body, credana_dependency_up{dependency="postgres"} 0), with Redis stopped it is 503; and that the public app refuses /metrics (404) unless METRICS_TOKEN is presented, while the internal app serves it.
+// Proves readiness means ready and reflects what the hot path needs: once started, the decision scripts are in Redis's script cache and the first Postgres connections are open; on a private Postgres cluster and redis-server that the test really stops: with Postgres stopped /readyz stays 200 (postgres:false in the body, credana_dependency_up{dependency="postgres"} 0), with Redis stopped it is 503; and that the public app refuses /metrics (404) unless METRICS_TOKEN is presented, while the internal app serves it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
@@ -10,6 +10,8 @@ import {
   startPostgresCluster,
   startRedisServer,
 } from '../test/support/processes.ts';
+import { ADOPT_FALLBACK, DECIDE, DECIDE_WITHOUT_USER } from './decision/scripts.ts';
+import { limits } from './limits.ts';
 
 const METRICS_TOKEN = `metrics_${'q4'.repeat(16)}`;
 let pg: PostgresCluster;
@@ -47,6 +49,17 @@ async function readyz(app: { request(path: string): Response | Promise<Response>
 }
 
 describe('readiness and metrics access', () => {
+  it('starts with the decision scripts in Redis and the first Postgres connections open', async () => {
+    // This redis-server is the test's own: nothing else loaded the scripts into it.
+    expect(await redis.script('EXISTS', DECIDE.sha, DECIDE_WITHOUT_USER.sha, ADOPT_FALLBACK.sha)).toEqual([
+      1, 1, 1,
+    ]);
+    // The hot path's pool (10 by default) keeps idle connections for 30 s: these are the ones opened at start.
+    const [row] = await database.sql<{ connections: number }[]>`
+      select count(*)::int as connections from pg_stat_activity where application_name = 'hot-path'`;
+    expect(row!.connections).toBeGreaterThanOrEqual(limits.postgresConnectionsAtStart);
+  });
+
   it('serves /metrics on the internal app, and on the public app only with the bearer token', async () => {
     const internal = await hotPath.internalApp.request('/metrics');
     expect(internal.status).toBe(200);

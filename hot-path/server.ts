@@ -9,12 +9,14 @@ import { createDatabase } from '../shared/db/client.ts';
 import { createLogger, createServiceRegistry } from '../shared/observability/index.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import { createMarket } from '../shared/redis/market.ts';
+import { loadScripts } from '../shared/redis/script.ts';
 import { createApp } from './app.ts';
 import { createCardOwners } from './decision/card-owners.ts';
 import { createDecisionEngine } from './decision/engine.ts';
 import { createRedisLease } from './decision/redis-lease.ts';
+import { ADOPT_FALLBACK, DECIDE, DECIDE_WITHOUT_USER } from './decision/scripts.ts';
 import { createLifecycle } from './lifecycle/apply.ts';
-import { assertLimits } from './limits.ts';
+import { assertLimits, limits } from './limits.ts';
 import { createInternalApp } from './ops/internal-app.ts';
 import { createMetrics } from './ops/metrics.ts';
 import { createDependencyProbe, hotPathReadiness } from './ops/readiness.ts';
@@ -40,11 +42,24 @@ export async function createHotPath(config: Config) {
     connectTimeoutS: 1,
   });
   await waitForRedis(redis);
-  // Open the first Postgres connection now rather than on the first swipe; a Postgres that is down
-  // does not stop the hot path (it decides from Redis).
-  await Promise.race([
-    database.sql`select 1`.catch(() => {}),
-    new Promise((resolve) => setTimeout(resolve, 1_000)),
+  // Ready means ready: what a start can do ahead of the first swipes is done before the process says so.
+  // - The decision scripts go into Redis's script cache: on a fresh Redis every first call would otherwise
+  //   answer NOSCRIPT and be sent again with its text.
+  // - Postgres connections are opened now rather than in the middle of the first burst. A card's first
+  //   decision on a cold cache reads Postgres (the card's owner, then the account: 4 queries at once),
+  //   and the pool opens a connection for each query that finds none idle: a burst of cold swipes made
+  //   Postgres fork a backend per query while the swipes waited, which on a starved CPU took most of their
+  //   budget (hot-path/ledger-writer/postgres-outage-live.test.ts's warm-up missed it once in CI). The
+  //   fallback's first transactions find them open too. A Postgres that is down does not stop the hot
+  //   path (it decides from Redis): this waits 1 s at most.
+  await Promise.all([
+    loadScripts(redis, [DECIDE, DECIDE_WITHOUT_USER, ADOPT_FALLBACK]).catch((error: unknown) => {
+      logger.warn({ err: String(error) }, 'decision scripts not preloaded; their first calls load them');
+    }),
+    Promise.race([
+      openConnections(database.sql, Math.min(config.DATABASE_POOL_MAX, limits.postgresConnectionsAtStart)),
+      new Promise((resolve) => setTimeout(resolve, 1_000)),
+    ]),
   ]);
   const market = await createMarket(redis, subscriber, config.REDIS_KEY_PREFIX);
   const metrics = createMetrics(createServiceRegistry('hot-path'));
@@ -136,6 +151,11 @@ export async function createHotPath(config: Config) {
       await database.close();
     },
   };
+}
+
+/** Opens `count` connections of the pool: as many queries at once, none finding an idle connection. */
+async function openConnections(sql: ReturnType<typeof createDatabase>['sql'], count: number): Promise<void> {
+  await Promise.all(Array.from({ length: count }, () => sql`select 1`.catch(() => {})));
 }
 
 async function waitForRedis(redis: ReturnType<typeof createRedis>): Promise<void> {

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RedisServer, startRedisServer } from '../../test/support/processes.ts';
 import { createRedis, type Redis } from './client.ts';
-import { luaScript, runScript } from './script.ts';
+import { loadScripts, luaScript, runScript } from './script.ts';
 
 const INCR_BY = luaScript("return redis.call('INCRBY', KEYS[1], ARGV[1])");
 
@@ -54,6 +54,13 @@ describe('runScript', () => {
     await redis.script('FLUSH');
     expect(await runScript<number>(redis, INCR_BY, ['k'], [1])).toBe(9);
     expect(await commandsDuring(() => runScript(redis, INCR_BY, ['k'], [1]))).toEqual(['evalsha']);
+  });
+
+  it('runs a preloaded script by its SHA from the first call', async () => {
+    await redis.script('FLUSH');
+    await loadScripts(redis, [INCR_BY]);
+    expect(await commandsDuring(() => runScript(redis, INCR_BY, ['k'], [1]))).toEqual(['evalsha']);
+    expect(await redis.get('k')).toBe('11');
   });
 
   it('passes script errors through', async () => {
