@@ -1,8 +1,10 @@
 // Proves the row and column rules of drizzle/0012 by connecting as each service role (trust authentication, the role as the URL's username; the other tests mostly connect as the superuser, which bypasses RLS): two users' rows in every financial table, then for each role what it reads (rows and columns), what it is refused (permission denied for a hidden column, zero rows for a hidden row — each checked against a row the role must see, so an empty answer cannot pass by accident), that it cannot write, that support sees one user only after an audited request and cannot forge one, that analytics ingestion runs as credana_analytics, and that no service role bypasses RLS or owns a table.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAsAnalytics, refreshAnalytics, setUpAnalytics } from '../scripts/analytics/index.ts';
+import { createReconcileServices, runJob } from '../scripts/reconcile/index.ts';
 import { createDatabase, type Database, type Sql } from '../shared/db/client.ts';
 import { cloneTemplateDatabase, dropDatabase, setUpServices, type TestServices } from './support/db.ts';
+import { testConfig } from './support/hot-path.ts';
 
 const A = '00000000-0000-4000-8000-00000000000a';
 const B = '00000000-0000-4000-8000-00000000000b';
@@ -515,6 +517,35 @@ describe('credana_analytics: every row, pseudonymous columns', () => {
       expect(await count(reconciliation, 'wallets')).toBe(2);
     } finally {
       await store.close();
+      await dropDatabase(storeUrl);
+    }
+  });
+});
+
+describe('the scheduled analytics job', () => {
+  it('logged in as credana_reconciliation, ingests both users’ spend (reading as credana_analytics)', async () => {
+    const storeUrl = await cloneTemplateDatabase();
+    const reconcile = createReconcileServices(
+      testConfig(
+        {
+          databaseUrl: roleUrl('credana_reconciliation'),
+          redisUrl: services.redisUrl,
+          prefix: services.prefix,
+        },
+        { ANALYTICS_DATABASE_URL: storeUrl },
+      ),
+    );
+    const store = createDatabase({ url: storeUrl, poolMax: 1, applicationName: 'row-security-test' });
+    try {
+      const run = await runJob('analytics', reconcile);
+      expect(run.status).toBe('ok');
+      expect(await count(store.sql, 'analytics.card_spend')).toBe(2);
+      // The scheduler's own connection is still itself after the job.
+      const [who] = await reconcile.database.sql<{ user: string }[]>`select current_user as user`;
+      expect(who?.user).toBe('credana_reconciliation');
+    } finally {
+      await store.close();
+      await reconcile.close();
       await dropDatabase(storeUrl);
     }
   });
