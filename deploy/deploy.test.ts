@@ -1085,7 +1085,8 @@ describe('deploy/pgbouncer/pgbouncer.ini in front of PostgreSQL, with the servic
       try {
         const rows = await owner.sql<{ rolname: string; timeout: string | null }[]>`
           select rolname, (select s from unnest(rolconfig) s where s like 'statement_timeout=%') as timeout
-          from pg_roles where rolname like 'credana\\_%' and rolname <> 'credana_support_ro' order by rolname`;
+          from pg_roles where rolname like 'credana\\_%' and rolname not in ('credana_support_ro', 'credana_analytics')
+          order by rolname`;
         return Object.fromEntries(rows.map((r) => [r.rolname, r.timeout]));
       } finally {
         await owner.close();

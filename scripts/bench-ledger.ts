@@ -8,6 +8,9 @@
  * statements), as production connects it; `pooledToDirect` gives the ratios, from the same run. The
  * pooled phases run after the direct ones, on a database that has grown by their entries.
  *
+ * `rowSecurity` runs the writer (single-row and batched) and the Postgres fallback under their own roles
+ * with row-level security on and off on the same database, alternating, and gives `onToOff` ratios.
+ *
  * `eventsPerS` is the writer alone: the backlog is generated and appended first (`appendEventsPerS`
  * says how fast the benchmark itself can produce entries), then the timer runs from the writer's start
  * until the streams are empty. `-- --batch-max=N` tries another batch size.
@@ -16,17 +19,23 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { loadavg } from 'node:os';
+import { newDecisionId } from '../hot-path/decision/engine.ts';
+import { decideFromPostgres } from '../hot-path/decision/postgres-fallback.ts';
 import { applyBatch, parseEntry } from '../hot-path/ledger-writer/apply.ts';
 import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
 import { decisionFields, outboxBacklog } from '../hot-path/ledger-writer/testing.ts';
 import { createLedgerWriter, streamIdMs } from '../hot-path/ledger-writer/writer.ts';
+import { authorizationRequestEvent } from '../hot-path/stripe/events.ts';
 import { createDatabase, type Sql } from '../shared/db/client.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import { allOutboxKeys, outboxKey } from '../shared/redis/keys.ts';
+import { createMarket } from '../shared/redis/market.ts';
 import { authorizationRequest } from '../shared/stripe/issuing-events.ts';
 import { cloneTemplateDatabase, deletePrefix, dropDatabase } from '../test/support/db.ts';
 import { redisUrl } from '../test/support/env.ts';
+import { seedAsset, WETH, wethForBorrowPower } from '../test/support/fixtures.ts';
 import ensureTemplateDatabase from '../test/support/global-setup.ts';
+import { testConfig } from '../test/support/hot-path.ts';
 import { freePort } from '../test/support/processes.ts';
 import { processesCpuMs } from './bench/proc-cpu.ts';
 import { startPgBouncer } from './dev/pgbouncer.ts';
@@ -43,6 +52,31 @@ const BATCH_MAX = Number(
 );
 /** `-- --profile`: a CPU profile of the writer's drain phase only, to bench/ledger-writer.cpuprofile. */
 const PROFILE = process.argv.includes('--profile');
+/** The tables drizzle/0012 turns RLS on for; the benchmark turns it off and on again between rounds. */
+const RLS_TABLES = [
+  'users',
+  'cards',
+  'wallets',
+  'positions',
+  'credit_accounts',
+  'authorizations',
+  'decisions',
+  'fallback_decisions',
+  'card_events',
+  'chain_events',
+  'ledger_transfers',
+  'ledger_entries',
+  'settlements',
+  'chain_refunds',
+  'withdrawal_approvals',
+  'liquidations',
+  'audit_log',
+  'support_access',
+];
+const RLS_ROUNDS = 4;
+const RLS_SINGLE_ENTRIES = 300;
+const RLS_BATCHED_ENTRIES = 3_000;
+const RLS_FALLBACK_DECISIONS = 300;
 const loads = () => loadavg().map((load) => Math.round(load * 100) / 100);
 
 const loadAtStart = loads();
@@ -201,6 +235,11 @@ try {
     await pgBouncer.stop();
   }
 
+  // 5. Row-level security (drizzle/0012): the writer and the Postgres fallback under their own roles,
+  // with RLS on and off on the same database, in alternating rounds (on/off, off/on, …) so the load of
+  // a shared machine falls on both sides alike.
+  const rowSecurity = await benchRowSecurity(url, database.sql, users, fieldsOf);
+
   lags.sort((a, b) => a - b);
   const lagMsAt5kPerS = lags[Math.floor(lags.length * 0.99)] ?? 0;
   const result = {
@@ -211,6 +250,7 @@ try {
       batched: Math.round((pooled.eventsPerS / eventsPerS) * 100) / 100,
       singleRow: Math.round((pooled.singleRowEventsPerS / singleRowEventsPerS) * 100) / 100,
     },
+    rowSecurity,
     appendEventsPerS,
     cpuMsPer10k,
     lagMsAt5kPerS,
@@ -231,6 +271,126 @@ try {
   writerRedis.disconnect();
   await database.close();
   await dropDatabase(url);
+}
+
+async function benchRowSecurity(
+  url: string,
+  owner: Sql,
+  users: readonly { userId: string; cardId: string }[],
+  fieldsOf: () => string[],
+) {
+  const asRole = (role: string) => {
+    const u = new URL(url);
+    u.username = role;
+    u.password = '';
+    return u.toString();
+  };
+  const writer = createDatabase({
+    url: asRole('credana_ledger_writer'),
+    poolMax: 4,
+    applicationName: 'bench-rls',
+  });
+  const hotPath = createDatabase({
+    url: asRole('credana_hot_path'),
+    poolMax: 4,
+    applicationName: 'bench-rls',
+  });
+  const redis = createRedis({ url: redisUrl() });
+  const subscriber = createRedis({ url: redisUrl() });
+  const prefix = `b${randomBytes(5).toString('hex')}:`;
+  const priceE8 = 300_000_000_000n;
+  try {
+    await seedAsset(owner, redis, prefix, WETH, priceE8, Math.floor(Date.now() / 1000));
+    // The fallback's users hold collateral (the writer's users need none): approvals, not declines.
+    const fallbackUsers = users.slice(0, 200);
+    await owner`insert into positions (user_id, asset_id, collateral_base)
+      select unnest(${fallbackUsers.map((u) => u.userId)}::uuid[]), 'WETH', ${wethForBorrowPower(10_000_000n, priceE8).toString()}`;
+    const market = await createMarket(redis, subscriber, prefix);
+    const settings = {
+      ...testConfig({ databaseUrl: asRole('credana_hot_path'), redisUrl: redisUrl(), prefix }),
+      FALLBACK_GRANT_CENTS_MAX: 10n ** 15n,
+    };
+    const entries = (count: number) =>
+      Array.from({ length: count }, (_, i) => {
+        const parsed = parseEntry({ stream: 's', id: `${Date.now()}-${i}`, fields: toObject(fieldsOf()) });
+        if (!parsed.ok) throw new Error(parsed.error);
+        return parsed.entry;
+      });
+    let decided = 0;
+    const totalsMs = {
+      on: { single: 0, batched: 0, fallback: 0 },
+      off: { single: 0, batched: 0, fallback: 0 },
+    };
+    const approvals = { on: 0, off: 0 };
+    for (let round = 0; round < RLS_ROUNDS; round++) {
+      for (const mode of round % 2 === 0 ? (['on', 'off'] as const) : (['off', 'on'] as const)) {
+        const verb = mode === 'on' ? 'enable' : 'disable';
+        await owner.unsafe(RLS_TABLES.map((t) => `alter table ${t} ${verb} row level security`).join('; '));
+        const singles = entries(RLS_SINGLE_ENTRIES);
+        let t0 = performance.now();
+        for (const entry of singles) await applyBatch(writer.sql, [entry]);
+        totalsMs[mode].single += performance.now() - t0;
+        const batched = entries(RLS_BATCHED_ENTRIES);
+        t0 = performance.now();
+        for (let i = 0; i < batched.length; i += BATCH_MAX)
+          await applyBatch(writer.sql, batched.slice(i, i + BATCH_MAX));
+        totalsMs[mode].batched += performance.now() - t0;
+        t0 = performance.now();
+        for (let i = 0; i < RLS_FALLBACK_DECISIONS; i++) {
+          const user = fallbackUsers[decided++ % fallbackUsers.length]!;
+          const raw = JSON.stringify(
+            authorizationRequest({
+              cardId: user.cardId,
+              amountCents: 100,
+              eventId: `evt_rls_${decided}_${randomBytes(4).toString('hex')}`,
+            }),
+          );
+          const event = authorizationRequestEvent.parse(JSON.parse(raw));
+          const startedAtMs = Date.now();
+          const { decision } = await decideFromPostgres(
+            { sql: hotPath.sql, market, settings, now: Date.now, holder: 'bench-rls' },
+            event,
+            raw,
+            newDecisionId(startedAtMs),
+            startedAtMs,
+            startedAtMs + 5_000,
+          );
+          if (decision.approved) approvals[mode]++;
+        }
+        totalsMs[mode].fallback += performance.now() - t0;
+      }
+    }
+    // Leave the database as migrated.
+    await owner.unsafe(RLS_TABLES.map((t) => `alter table ${t} enable row level security`).join('; '));
+    market.close();
+    const perS = (n: number, ms: number) => Math.round((n * RLS_ROUNDS) / (ms / 1000));
+    const rates = (mode: 'on' | 'off') => ({
+      singleRowEventsPerS: perS(RLS_SINGLE_ENTRIES, totalsMs[mode].single),
+      batchedEventsPerS: perS(RLS_BATCHED_ENTRIES, totalsMs[mode].batched),
+      fallbackDecisionsPerS: perS(RLS_FALLBACK_DECISIONS, totalsMs[mode].fallback),
+      fallbackApprovals: approvals[mode],
+    });
+    const on = rates('on');
+    const off = rates('off');
+    const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+    return {
+      on,
+      off,
+      onToOff: {
+        singleRow: ratio(on.singleRowEventsPerS, off.singleRowEventsPerS),
+        batched: ratio(on.batchedEventsPerS, off.batchedEventsPerS),
+        fallback: ratio(on.fallbackDecisionsPerS, off.fallbackDecisionsPerS),
+      },
+      rounds: RLS_ROUNDS,
+      note: 'ledger writer as credana_ledger_writer, fallback as credana_hot_path; RLS on vs off on one database, rounds alternating the order',
+    };
+  } finally {
+    await deletePrefix(redis, prefix);
+    redis.disconnect();
+    subscriber.disconnect();
+    await writer.close();
+    await hotPath.close();
+  }
 }
 
 async function startProfile() {

@@ -2,6 +2,7 @@
 export { type AnalyticsBackend, detectBackend } from './backend.ts';
 export { type IngestDeps, ingestCardSpend, ingestDecisions, snapshotRisk } from './ingest.ts';
 export * from './queries.ts';
+export { ANALYTICS_READ_ROLE, readAsAnalytics } from './read-as.ts';
 export {
   type AnalyticsHistory,
   applyRetention,

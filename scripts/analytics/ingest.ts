@@ -9,6 +9,9 @@
  * - decisions ← decisions, by decided_at, re-read `decisionLookbackS` back (the ledger writer writes
  *   a decision after it was made, by its lag).
  * - Neither copies a row older than `retainFrom` (past the store's retention).
+ * - Everything here is readable as `credana_analytics` (drizzle/0012): the Stripe event is read through
+ *   `card_event_facts` (its time and merchant category, never the payload with the cardholder in it),
+ *   and no query reads wallets, merchant names or card details. `readAsAnalytics` holds a run to that.
  * - risk_snapshots + hold_snapshots ← one snapshot of every user's credit (computeCredit, exact) and
  *   of every open hold, at one `taken_at`; `analytics.snapshots` lists complete snapshots only.
  */
@@ -88,13 +91,13 @@ export async function ingestCardSpend(deps: IngestDeps): Promise<number> {
       }[]
     >`
       select t.id::text as transfer_id,
-        coalesce(to_timestamp((ce.payload->'data'->'object'->>'created')::bigint), t.created_at) as at,
+        coalesce(to_timestamp(ce.object_created_s), t.created_at) as at,
         t.user_id::text, t.authorization_id, ce.object_id as transaction_id, t.kind, e.amount_cents::text,
-        coalesce(a.merchant_category_code, ce.payload->'data'->'object'->'merchant_data'->>'category_code', 'unknown') as mcc
+        coalesce(a.merchant_category_code, ce.merchant_category_code, 'unknown') as mcc
       from ledger_transfers t
       join ledger_entries e on e.transfer_id = t.id and e.account = 'user_unsettled'
       left join authorizations a on a.id = t.authorization_id
-      left join card_events ce on t.ref like 'lifecycle:%' and ce.id = substr(t.ref, 11)
+      left join card_event_facts ce on t.ref like 'lifecycle:%' and ce.id = substr(t.ref, 11)
       where t.kind in ('capture', 'refund') and t.user_id is not null and t.id > ${after.toString()}
       order by t.id limit ${batch}`;
     if (rows.length === 0) break;

@@ -13,7 +13,7 @@ import { createDatabase, type Database } from '../../shared/db/client.ts';
 import { openReplicaReader, type ReplicaReader } from '../../shared/db/replica.ts';
 import { createLogger, type Logger } from '../../shared/observability/index.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
-import { detectBackend, refreshAnalytics, setUpAnalytics } from '../analytics/index.ts';
+import { detectBackend, readAsAnalytics, refreshAnalytics, setUpAnalytics } from '../analytics/index.ts';
 import { holdSweepJob } from '../upkeep/hold-sweep.ts';
 import { partitionsJob } from '../upkeep/partitions.ts';
 import { summaryJob } from '../upkeep/summary.ts';
@@ -218,13 +218,11 @@ function jobFunction(name: Runnable, services: ReconcileServices, args: JobArgs)
           const backend = await detectBackend(analytics.sql);
           const history = analyticsHistory(config);
           await setUpAnalytics(analytics.sql, backend, history);
-          const counts = await refreshAnalytics({
-            // Ingestion only reads the financial database and may lag: the replica while it keeps up.
-            financial: await services.replica.read(),
-            analytics: analytics.sql,
-            backend,
-            history,
-          });
+          // Ingestion only reads the financial database and may lag: the replica while it keeps up. It
+          // reads as credana_analytics (pseudonymous columns only), not as this job's own role.
+          const counts = await readAsAnalytics(await services.replica.read(), (financial) =>
+            refreshAnalytics({ financial, analytics: analytics.sql, backend, history }),
+          );
           return {
             checked: counts.spend + counts.decisions + counts.users,
             findings: [],

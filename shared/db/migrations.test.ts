@@ -248,7 +248,7 @@ describe('applying the migrations', () => {
 });
 
 describe('service roles', () => {
-  it('exist as plain login roles that own nothing, belong to nothing and do not bypass RLS', async () => {
+  it('exist as plain login roles that own nothing, belong to nothing (reconciliation: only credana_analytics, without inheriting) and do not bypass RLS', async () => {
     const roles = await sql<
       {
         rolname: string;
@@ -257,20 +257,25 @@ describe('service roles', () => {
         rolcreaterole: boolean;
         rolcreatedb: boolean;
         rolbypassrls: boolean;
-        memberships: number;
+        rolinherit: boolean;
+        memberships: string[];
       }[]
-    >`select rolname, rolsuper, rolcanlogin, rolcreaterole, rolcreatedb, rolbypassrls,
-        (select count(*)::int from pg_auth_members m where m.member = r.oid) as memberships
+    >`select rolname, rolsuper, rolcanlogin, rolcreaterole, rolcreatedb, rolbypassrls, rolinherit,
+        array(select m.roleid::regrole::text from pg_auth_members m where m.member = r.oid) as memberships
       from pg_roles r where rolname = any(${[...ROLES]}) order by rolname`;
     expect(roles.map((r) => r.rolname)).toEqual([...ROLES].sort());
     for (const role of roles) {
+      // Analytics ingestion runs in the reconciliation scheduler and reads after SET ROLE
+      // credana_analytics (drizzle/0012); reconciliation does not inherit that role's policies.
+      const reconciliation = role.rolname === 'credana_reconciliation';
       expect(role, role.rolname).toMatchObject({
         rolsuper: false,
         rolcanlogin: true,
         rolcreaterole: false,
         rolcreatedb: false,
         rolbypassrls: false,
-        memberships: 0,
+        rolinherit: !reconciliation,
+        memberships: reconciliation ? ['credana_analytics'] : [],
       });
     }
     const [owned] = await sql<{ n: number }[]>`
@@ -389,11 +394,12 @@ describe('service roles', () => {
       'select card_events_ensure_partitions(current_date, 1)',
       'select * from card_events_partition_status()',
     ],
+    // Support sees one user's rows after an audited support_open_user (test/row-security.test.ts).
     credana_support_ro: [
-      'select * from users',
-      'select * from cards',
-      'select * from authorizations',
-      'select * from user_position_summary',
+      'select id, status, credit_limit_cents, daily_limit_cents, blocked_mccs from users',
+      'select id, user_id, status, frozen, ops_frozen, ops_frozen_at, last4 from cards',
+      'select id, user_id, status, held_cents, decision, decline_reason from authorizations',
+      'select * from support_user_position_summary',
     ],
   };
 
@@ -453,6 +459,10 @@ describe('service roles', () => {
       'refresh materialized view concurrently user_position_summary',
     ],
     credana_support_ro: [
+      'select * from user_position_summary',
+      'select ops_frozen_reason from cards',
+      'select merchant_name from authorizations',
+      'select * from support_access',
       'select * from credit_accounts',
       'select * from ledger_entries',
       'select * from ledger_transfers',

@@ -83,7 +83,7 @@ export const users = pgTable(
       sql`(${t.dailyLimitPendingCents} is null) = (${t.dailyLimitPendingAt} is null)`,
     ),
   ],
-);
+).enableRLS();
 
 /**
  * Stripe Issuing cards. A card is frozen when either switch is on: `frozen` is the user's own (from
@@ -111,7 +111,7 @@ export const cards = pgTable(
     updatedAt: updatedAt(),
   },
   (t) => [index('cards_updated_at_idx').on(t.updatedAt), index('cards_user_id_idx').on(t.userId)],
-);
+).enableRLS();
 
 /** Chain addresses proven by a signed message. One address belongs to one user. */
 export const wallets = pgTable(
@@ -129,7 +129,7 @@ export const wallets = pgTable(
     index('wallets_user_id_idx').on(t.userId),
     check('wallets_address_lowercase', sql`${t.address} ~ '^0x[0-9a-f]{40}$'`),
   ],
-);
+).enableRLS();
 
 /** Collateral assets and their risk parameters. */
 export const assets = pgTable(
@@ -211,7 +211,7 @@ export const positions = pgTable(
     primaryKey({ columns: [t.userId, t.assetId] }),
     check('positions_nonneg', sql`${t.collateralBase} >= 0 and ${t.pendingWithdrawalBase} >= 0`),
   ],
-);
+).enableRLS();
 
 /**
  * A user's money state: on-chain debt (USDC base units), captured-but-unsettled spend and open holds
@@ -234,7 +234,7 @@ export const creditAccounts = pgTable(
     index('credit_accounts_updated_at_idx').on(t.updatedAt),
     check('credit_accounts_nonneg', sql`${t.holdsCents} >= 0 and ${t.debtOnchainUsdc} >= 0`),
   ],
-);
+).enableRLS();
 
 export const AUTHORIZATION_STATUSES = ['pending', 'closed', 'reversed', 'expired'] as const;
 
@@ -271,7 +271,7 @@ export const authorizations = pgTable(
       sql`${t.heldCents} >= 0 and ${t.requestedCents} >= 0 and ${t.approvedCents} >= 0`,
     ),
   ],
-);
+).enableRLS();
 
 /** Every decision we made (one per request event; increments add more for one authorization). */
 export const decisions = pgTable(
@@ -299,7 +299,7 @@ export const decisions = pgTable(
     uniqueIndex('decisions_event_id_idx').on(t.eventId),
     index('decisions_authorization_idx').on(t.authorizationId),
   ],
-);
+).enableRLS();
 
 /** Every indexed chain log, unique on (chain, block hash, log index). */
 export const chainEvents = pgTable(
@@ -324,7 +324,7 @@ export const chainEvents = pgTable(
     index('chain_events_block_idx').on(t.chainId, t.blockNumber),
     index('chain_events_user_idx').on(t.userId, t.blockNumber),
   ],
-);
+).enableRLS();
 
 /** Recent canonical blocks, for reorg detection (parent-hash check). */
 export const chainBlocks = pgTable(
@@ -370,7 +370,7 @@ export const ledgerTransfers = pgTable(
     uniqueIndex('ledger_transfers_ref_idx').on(t.ref),
     index('ledger_transfers_user_idx').on(t.userId, t.createdAt),
   ],
-);
+).enableRLS();
 
 export const ledgerEntries = pgTable(
   'ledger_entries',
@@ -389,7 +389,7 @@ export const ledgerEntries = pgTable(
     index('ledger_entries_transfer_idx').on(t.transferId),
     index('ledger_entries_user_account_idx').on(t.userId, t.account),
   ],
-);
+).enableRLS();
 
 /** Append-only, hash-chained. The custom migration computes the hashes and refuses UPDATE/DELETE/TRUNCATE. */
 export const auditLog = pgTable('audit_log', {
@@ -402,7 +402,7 @@ export const auditLog = pgTable('audit_log', {
   data: jsonb('data').notNull(),
   prevHash: text('prev_hash').notNull().default(''),
   hash: text('hash').notNull().default(''),
-});
+}).enableRLS();
 
 /** One row per reconciliation job run, with its findings and repairs. */
 export const reconciliationRuns = pgTable(
@@ -447,7 +447,7 @@ export const settlements = pgTable(
     updatedAt: updatedAt(),
   },
   (t) => [index('settlements_status_idx').on(t.status, t.createdAt)],
-);
+).enableRLS();
 
 /**
  * Decisions the Postgres fallback made, kept until a hot-path process has mirrored them into the Redis
@@ -478,7 +478,7 @@ export const fallbackDecisions = pgTable(
     index('fallback_decisions_pending_idx').on(t.userId).where(sql`adopted_at is null`),
     check('fallback_decisions_granted_nonneg', sql`${t.grantedCents} >= 0`),
   ],
-);
+).enableRLS();
 
 /**
  * Leases of the hot-path processes that decide from Redis. A process renews its lease while Redis
@@ -524,7 +524,7 @@ export const chainRefunds = pgTable(
     index('chain_refunds_status_idx').on(t.status, t.createdAt),
     check('chain_refunds_amount_pos', sql`${t.amountCents} > 0`),
   ],
-);
+).enableRLS();
 
 /**
  * Withdrawal approvals the program signed (EIP-712, checked by the vault's `finalizeWithdrawal`): what
@@ -549,7 +549,7 @@ export const withdrawalApprovals = pgTable(
     createdAt: createdAt(),
   },
   (t) => [index('withdrawal_approvals_request_idx').on(t.chainId, t.requestId)],
-);
+).enableRLS();
 
 /**
  * Liquidations the liquidator service sent (`npm run start:liquidator`). A row is written, with the
@@ -581,7 +581,7 @@ export const liquidations = pgTable(
     uniqueIndex('liquidations_in_flight_idx').on(t.chainId, t.userId).where(sql`status = 'sent'`),
     index('liquidations_status_idx').on(t.status, t.createdAt),
   ],
-);
+).enableRLS();
 
 /** bytea ↔ Buffer. */
 export const bytea = customType<{ data: Buffer; driverData: Buffer }>({ dataType: () => 'bytea' });
