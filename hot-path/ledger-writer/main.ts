@@ -5,7 +5,7 @@ import { Receiver } from '@upstash/qstash';
 import { configFromProcess, warnOfPublicSecrets } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
 import { guardServiceRole } from '../../shared/db/service-role.ts';
-import { isKeyConfigError, merchantNamesFromConfig } from '../../shared/hsm/merchant-names.ts';
+import { startMerchantNameSealing } from '../../shared/hsm/merchant-names.ts';
 import { createLogger, createServiceRegistry } from '../../shared/observability/index.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { durabilityGauge, enforceRedisDurability } from '../../shared/redis/durability.ts';
@@ -33,35 +33,17 @@ const database = createDatabase({
 // In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
 guardServiceRole({ sql: database.sql, nodeEnv: config.NODE_ENV, service: 'ledger-writer' });
 // Merchant names are sealed here (docs/operations.md "Encryption at rest"). The money never waits on
-// the HSM: without a data key right now (token or database not answering), names are queued and sealed
-// when it answers. What cannot heal by waiting refuses to start in production: no token configured (the
-// names would pile up in plaintext), or the token refusing its configuration (PIN, key label, no data key).
-const sealing = merchantNamesFromConfig(config, database.sql, (kind, error) =>
+// the HSM: without a data key right now (token or database not answering), names wait unsealed and are
+// sealed when it answers. In production, what waiting cannot fix refuses to start (exit 78).
+const started = await startMerchantNameSealing(config, database.sql, (kind, error) =>
   logger.warn({ kind, reason: (error as Error).message }, 'merchant names: cannot seal or open now'),
 );
-if (sealing === null) {
-  if (config.NODE_ENV === 'production') {
-    process.stderr.write(
-      'ledger-writer: PKCS11_MODULE and PKCS11_TOKEN_LABEL are required to seal merchant names (docs/operations.md "Encryption at rest")\n',
-    );
-    process.exit(78);
-  }
-  logger.warn('merchant names are queued unsealed: no PKCS11 token configured (development only)');
-} else {
-  try {
-    // Unwraps the newest data key now, so sealing needs no token call until the next data key.
-    await sealing.envelope.seal('', 'ledger-writer:start');
-  } catch (error) {
-    if (isKeyConfigError(error) && config.NODE_ENV === 'production') {
-      process.stderr.write(`ledger-writer: ${(error as Error).message}\n`);
-      process.exit(78);
-    }
-    logger.warn(
-      { reason: (error as Error).message },
-      'merchant names: no data key yet; queued until there is',
-    );
-  }
+if (!started.ok) {
+  process.stderr.write(`ledger-writer: ${started.line}\n`);
+  process.exit(78);
 }
+if (started.warning !== null) logger.warn(started.warning);
+const sealing = started.sealing;
 const merchantNames = sealing?.names ?? null;
 const redis = createRedis({ url: config.REDIS_URL, connectionName: 'ledger-writer' });
 const metrics = createLedgerWriterMetrics(createServiceRegistry('ledger-writer'));
@@ -86,6 +68,7 @@ const sealQueue =
         onError: (error) =>
           logger.warn({ reason: (error as Error).message }, 'merchant names: sealing the queue failed'),
         onSealed: (count) => logger.info({ count }, 'merchant names sealed from the queue'),
+        onWaiting: (count) => metrics.merchantNamesUnsealed.set(count),
       });
 // QUEUE_DRIVER=redis: consume the outbox streams. QUEUE_DRIVER=qstash: the hot path's relay publishes
 // them through QStash, and this process applies what QStash delivers to POST /qstash.

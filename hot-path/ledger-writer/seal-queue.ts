@@ -53,6 +53,13 @@ export async function sealQueuedNames(
   return { sealed: stored.count, more: queued.length > rowsMax || rows.length < batch.length };
 }
 
+/** How many names wait to be sealed, counted up to `countMax` (a gauge, not an audit). */
+export async function unsealedNames(sql: Sql, countMax = 10_000): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`
+    select count(*)::int as n from (select 1 from merchant_names_unsealed limit ${countMax}) as q`;
+  return row?.n ?? 0;
+}
+
 export interface SealQueueLoop {
   stop(): Promise<void>;
 }
@@ -64,6 +71,8 @@ export function startSealQueue(deps: {
   intervalMs?: number;
   onError: (error: unknown) => void;
   onSealed?: (count: number) => void;
+  /** Told after every round how many names still wait (unsealedNames). */
+  onWaiting?: (count: number) => void;
 }): SealQueueLoop {
   const intervalMs = deps.intervalMs ?? limits.sealQueueIntervalMs;
   let stopped = false;
@@ -76,6 +85,7 @@ export function startSealQueue(deps: {
         const result = await sealQueuedNames(deps.sql, deps.names);
         if (result.sealed > 0) deps.onSealed?.(result.sealed);
         again = result.more && result.sealed > 0;
+        if (deps.onWaiting !== undefined) deps.onWaiting(await unsealedNames(deps.sql));
       } catch (error) {
         deps.onError(error);
       }

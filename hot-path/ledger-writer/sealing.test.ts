@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDatabase, type Database } from '../../shared/db/client.ts';
 import {
   createDataKey,
   createEnvelope,
@@ -12,12 +13,14 @@ import {
   createMerchantNames,
   type MerchantNames,
   merchantNameContext,
+  startMerchantNameSealing,
 } from '../../shared/hsm/merchant-names.ts';
 import { openToken, pkcs11js } from '../../shared/hsm/pkcs11.ts';
 import { createTestSealing, type TestSealing } from '../../shared/hsm/testing.ts';
 import { readTruth } from '../../supabase/sync/projection-read.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
+import { testConfig } from '../../test/support/hot-path.ts';
 import { runScript } from '../../test/support/processes.ts';
 import { type ApplyOptions, applyBatch, type ParsedEntry, parseEntry } from './apply.ts';
 import { sealQueuedNames } from './seal-queue.ts';
@@ -25,6 +28,8 @@ import { decisionFields } from './testing.ts';
 
 let services: TestServices;
 let sealing: TestSealing;
+/** The ledger writer's own role: what it seals with and where it writes are granted to it. */
+let writerDatabase: Database;
 const sql = () => services.database.sql;
 const NAME = 'TEST GROCER'; // decisionFields' merchant name
 let seq = 0;
@@ -32,9 +37,17 @@ let seq = 0;
 beforeAll(async () => {
   services = await setUpServices();
   sealing = await createTestSealing(sql(), 'sealing');
+  const url = new URL(services.databaseUrl);
+  url.username = 'credana_ledger_writer';
+  writerDatabase = createDatabase({
+    url: url.toString(),
+    poolMax: 2,
+    applicationName: 'sealing-test-writer',
+  });
 });
 
 afterAll(async () => {
+  await writerDatabase?.close();
   await services?.close();
   sealing?.close();
 });
@@ -193,8 +206,12 @@ describe('authorizations.merchant_name_sealed', () => {
     // A writer without the token seals nothing and loses nothing.
     expect(await sealQueuedNames(sql(), down)).toEqual({ sealed: 0, more: true });
     expect(await queued(authorizationId)).toEqual([NAME]);
-    // The token answers again (this writer's next start, or another writer): every queued name is sealed.
-    const result = await sealQueuedNames(sql(), sealing.names);
+    // The token answers again (this writer's next start, or another writer): every queued name is
+    // sealed — by the writer's own role, reading the data keys itself.
+    const writerNames = createMerchantNames({
+      envelope: createEnvelope({ sql: writerDatabase.sql, wrapper: pkcs11KeyWrapper(sealing.token) }),
+    });
+    const result = await sealQueuedNames(writerDatabase.sql, writerNames);
     expect(result.sealed).toBeGreaterThanOrEqual(3);
     expect(result.more).toBe(false);
     expect(await sql()`select 1 from merchant_names_unsealed`).toHaveLength(0);
@@ -272,4 +289,60 @@ describe('authorizations.merchant_name_sealed', () => {
     >`select max(id)::int as newest from data_keys`;
     expect(fresh.envelope.keyIdOf((await row(authorizationId)).merchant_name_sealed!)).toBe(newest);
   }, 120_000);
+});
+
+describe('the ledger writer at start (startMerchantNameSealing)', () => {
+  const config = (env: Record<string, string>, nodeEnv: 'production' | 'test' = 'production') => ({
+    ...testConfig(services, env),
+    NODE_ENV: nodeEnv,
+  });
+  const token = () => ({
+    PKCS11_MODULE: sealing.softHsm.modulePath,
+    PKCS11_TOKEN_LABEL: sealing.softHsm.tokenLabel,
+    PKCS11_PIN: sealing.softHsm.pin,
+  });
+
+  it('refuses in production without a token configured, and starts (names waiting) when the token is only away', async () => {
+    expect(await startMerchantNameSealing(config({}), sql())).toEqual({
+      ok: false,
+      line: 'PKCS11_MODULE and PKCS11_TOKEN_LABEL are required to seal merchant names (docs/operations.md "Encryption at rest")',
+    });
+    expect(await startMerchantNameSealing(config({}, 'test'), sql())).toMatchObject({
+      ok: true,
+      sealing: null,
+    });
+    // No such token now (a network HSM that is down can look like this): it starts and names wait.
+    const away = await startMerchantNameSealing(config({ ...token(), PKCS11_TOKEN_LABEL: 'absent' }), sql());
+    if (!away.ok || away.sealing === null) throw new Error('expected a start without a key');
+    expect(away.warning).toMatch(/^no data key now \(hsm: no token labelled "absent"\)/);
+    expect(await away.sealing.names.seal('iauth_x', NAME)).toBeNull();
+    away.sealing.close();
+    const good = await startMerchantNameSealing(config(token()), sql());
+    if (!good.ok || good.sealing === null) throw new Error('expected a start with a key');
+    expect(good.warning).toBeNull();
+    const sealed = await good.sealing.names.seal('iauth_x', NAME);
+    expect(await sealing.envelope.open(sealed!, merchantNameContext('iauth_x'))).toBe(NAME);
+    good.sealing.close();
+  });
+
+  it('refuses in production a database with no data key yet, or one wrapped under a KEK the token lacks', async () => {
+    // (A PIN the token refuses is the same hsm_config refusal, shared/hsm/hsm.test.ts; in this process
+    // the token is already logged in, so a wrong PIN cannot be shown here.)
+    const empty = await setUpServices();
+    try {
+      const production = { ...testConfig(empty, token()), NODE_ENV: 'production' as const };
+      expect(await startMerchantNameSealing(production, empty.database.sql)).toEqual({
+        ok: false,
+        line: 'envelope: no data key yet (npm run keys -- new-data-key)',
+      });
+      await empty.database
+        .sql`insert into data_keys (kek_label, wrapped_key) values ('kek-gone', ${Buffer.alloc(60, 1)})`;
+      expect(await startMerchantNameSealing(production, empty.database.sql)).toEqual({
+        ok: false,
+        line: `hsm: no secret key labelled "kek-gone" on token "${sealing.softHsm.tokenLabel}"`,
+      });
+    } finally {
+      await empty.close();
+    }
+  });
 });

@@ -94,11 +94,15 @@ export function createMerchantNames(options: MerchantNamesOptions): MerchantName
   };
 }
 
-/** Whether `error` is the token refusing its configuration (wrong PIN, no such key): a deploy error. */
+/**
+ * Whether `error` is a deploy error that waiting cannot fix: the token refusing the PIN, no such key
+ * label, no PKCS#11 library at the path, no data key yet. A token not found is not one: a network HSM
+ * that is down can look like that.
+ */
 export function isKeyConfigError(error: unknown): boolean {
   return (
-    (error instanceof HsmError && error.code === 'hsm_config') ||
-    (error instanceof EnvelopeError && /no data key/.test(error.message))
+    (error instanceof HsmError && error.code === 'hsm_config' && !/no token labelled/.test(error.message)) ||
+    (error instanceof EnvelopeError && /no data key yet/.test(error.message))
   );
 }
 
@@ -162,4 +166,51 @@ export function merchantNamesFromConfig(
       wrapper.close();
     },
   };
+}
+
+export type SealingStart =
+  | { ok: true; sealing: ConfiguredMerchantNames | null; warning: string | null }
+  | { ok: false; line: string };
+
+/**
+ * What a process that seals (the ledger writer) does at start: unwraps the newest data key now, so
+ * sealing needs no token call until the next data key. In production it refuses (`ok: false`, exit 78)
+ * only what waiting cannot fix — no token configured (the names would wait unsealed for ever) or
+ * `isKeyConfigError`; anything else (the token or the database not answering) starts it with a
+ * warning, and names wait unsealed until the key is reached.
+ */
+export async function startMerchantNameSealing(
+  config: Config,
+  sql: postgres.Sql,
+  onError?: MerchantNamesOptions['onError'],
+): Promise<SealingStart> {
+  const production = config.NODE_ENV === 'production';
+  const sealing = merchantNamesFromConfig(config, sql, onError);
+  if (sealing === null) {
+    return production
+      ? {
+          ok: false,
+          line: 'PKCS11_MODULE and PKCS11_TOKEN_LABEL are required to seal merchant names (docs/operations.md "Encryption at rest")',
+        }
+      : {
+          ok: true,
+          sealing: null,
+          warning: 'no PKCS11 token configured: merchant names wait unsealed (development only)',
+        };
+  }
+  try {
+    await sealing.envelope.seal('', 'start');
+    return { ok: true, sealing, warning: null };
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (production && isKeyConfigError(error)) {
+      sealing.close();
+      return { ok: false, line: message };
+    }
+    return {
+      ok: true,
+      sealing,
+      warning: `no data key now (${message}): merchant names wait unsealed until there is`,
+    };
+  }
 }
