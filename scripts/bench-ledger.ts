@@ -14,6 +14,11 @@
  * `eventsPerS` is the writer alone: the backlog is generated and appended first (`appendEventsPerS`
  * says how fast the benchmark itself can produce entries), then the timer runs from the writer's start
  * until the streams are empty. `-- --batch-max=N` tries another batch size.
+ *
+ * Merchant names are sealed as in production (docs/operations.md "Encryption at rest"): a real SoftHSM2
+ * token, a data key unwrapped once, AES-256-GCM per name. `-- --no-seal` runs the writer with no data
+ * key (every name queued unsealed in merchant_names_unsealed), the mode it falls into while the token
+ * is away.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -21,12 +26,13 @@ import { Session } from 'node:inspector';
 import { loadavg } from 'node:os';
 import { newDecisionId } from '../hot-path/decision/engine.ts';
 import { decideFromPostgres } from '../hot-path/decision/postgres-fallback.ts';
-import { applyBatch, parseEntry } from '../hot-path/ledger-writer/apply.ts';
+import { type ApplyOptions, applyBatch, parseEntry } from '../hot-path/ledger-writer/apply.ts';
 import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
 import { decisionFields, outboxBacklog } from '../hot-path/ledger-writer/testing.ts';
 import { createLedgerWriter, streamIdMs } from '../hot-path/ledger-writer/writer.ts';
 import { authorizationRequestEvent } from '../hot-path/stripe/events.ts';
 import { createDatabase, type Sql } from '../shared/db/client.ts';
+import { createTestSealing, type TestSealing } from '../shared/hsm/testing.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import { allOutboxKeys, outboxKey } from '../shared/redis/keys.ts';
 import { createMarket } from '../shared/redis/market.ts';
@@ -77,6 +83,7 @@ const RLS_ROUNDS = 4;
 const RLS_SINGLE_ENTRIES = 300;
 const RLS_BATCHED_ENTRIES = 3_000;
 const RLS_FALLBACK_DECISIONS = 300;
+const SEAL = !process.argv.includes('--no-seal');
 const loads = () => loadavg().map((load) => Math.round(load * 100) / 100);
 
 const loadAtStart = loads();
@@ -88,8 +95,16 @@ const redis = createRedis({ url: redisUrl() });
 const writerRedis = redis.duplicate();
 const prefix = `b${randomBytes(5).toString('hex')}:`;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+let sealing: TestSealing | null = null;
 
 try {
+  sealing = SEAL ? await createTestSealing(database.sql, 'bench-ledger') : null;
+  // Every writer of this run seals with its own view (unwrapping the data key on first use, as at start).
+  const apply = (): ApplyOptions => ({
+    holdTtlS: 7 * 86_400,
+    holdTtlLodgingS: 31 * 86_400,
+    merchantNames: sealing?.another().names ?? null,
+  });
   // Users spread as in production (each decision opens an authorization and moves its user's credit
   // account): `-- --users=N`, default 10,000, the number the hot-path benchmark uses.
   const users = (
@@ -134,8 +149,9 @@ try {
       if (!parsed.ok) throw new Error(parsed.error);
       return parsed.entry;
     });
+    const options = apply();
     const started = performance.now();
-    for (const entry of singles) await applyBatch(sql, [entry]);
+    for (const entry of singles) await applyBatch(sql, [entry], options);
     return Math.round(SINGLE_ENTRIES / ((performance.now() - started) / 1000));
   }
   const singleRowEventsPerS = await singleRowEventsPerSOn(database.sql);
@@ -154,6 +170,7 @@ try {
     batchMax: BATCH_MAX,
     batchWaitMs: 10,
     metrics,
+    apply: apply(),
   });
   started = performance.now();
   const cpuBefore = { writer: process.cpuUsage(), postgres: processesCpuMs('postgres') };
@@ -220,6 +237,7 @@ try {
       batchMax: BATCH_MAX,
       batchWaitMs: 10,
       metrics: createLedgerWriterMetrics(),
+      apply: apply(),
     });
     started = performance.now();
     await pooledWriter.start();
@@ -242,7 +260,12 @@ try {
 
   lags.sort((a, b) => a - b);
   const lagMsAt5kPerS = lags[Math.floor(lags.length * 0.99)] ?? 0;
+  const [stored] = await database.sql<{ sealed: number; queued: number }[]>`
+    select (select count(*)::int from authorizations where merchant_name_sealed is not null) as sealed,
+      (select count(*)::int from merchant_names_unsealed) as queued`;
   const result = {
+    merchantNames: SEAL ? 'sealed (SoftHSM2 data key, AES-256-GCM)' : 'queued unsealed (no data key)',
+    merchantNamesStored: stored,
     eventsPerS,
     singleRowEventsPerS,
     pooled,
@@ -271,6 +294,7 @@ try {
   writerRedis.disconnect();
   await database.close();
   await dropDatabase(url);
+  sealing?.close();
 }
 
 async function benchRowSecurity(

@@ -13,6 +13,7 @@ import { createLogger } from '../hot-path/ops/logger.ts';
 import { type Config, configFromProcess } from '../shared/config.ts';
 import type { ControlsDeps } from '../shared/controls/program.ts';
 import { createDatabase, type Database } from '../shared/db/client.ts';
+import { type ConfiguredMerchantNames, merchantNamesFromConfig } from '../shared/hsm/merchant-names.ts';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
 import { backlogCommands } from './ops/backlog.ts';
 import type { OpsCommand, OpsIo } from './ops/command.ts';
@@ -35,6 +36,7 @@ const open: {
   deps?: ControlsDeps;
   supabase?: postgres.Sql;
   reconcile?: ReconcileServices;
+  sealing?: ConfiguredMerchantNames | null;
 } = {};
 function config(): Config {
   open.config ??= configFromProcess();
@@ -63,9 +65,12 @@ async function openDeps(): Promise<ControlsDeps> {
 /** Lookups read the financial database and Redis, and Supabase for emails and names. */
 async function lookupDeps(): Promise<LookupDeps> {
   const deps = await openDeps();
+  // Sealed merchant names open through the token the config names, if any (opened on first use).
+  open.sealing ??= merchantNamesFromConfig(config(), deps.sql);
   return {
     ...deps,
     healthWarningBps: config().HEALTH_FACTOR_WARNING_BPS,
+    merchantNames: open.sealing?.names ?? null,
     async supabase() {
       open.supabase ??= postgres(config().SUPABASE_DB_URL, {
         max: 1,
@@ -143,6 +148,7 @@ async function main(argv: readonly string[]): Promise<number> {
 }
 
 const code = await main(process.argv.slice(2));
+open.sealing?.close();
 open.redis?.disconnect();
 await open.database?.close();
 await open.supabase?.end({ timeout: 5 });

@@ -11,6 +11,7 @@ import postgres from 'postgres';
 import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { guardServiceRole } from '../shared/db/service-role.ts';
+import { merchantNamesFromConfig } from '../shared/hsm/merchant-names.ts';
 import {
   createInternalApp,
   createLogger,
@@ -73,6 +74,13 @@ const bridge = createUserBridge({
   metrics,
   logger,
 });
+// Opens the sealed merchant names the projection shows the user (docs/operations.md "Encryption at
+// rest"); the token is opened on first use. Without one, or while it does not answer, the activity
+// shows no merchant name and the periodic sweep writes it once it opens — balances never wait on it.
+const sealing = merchantNamesFromConfig(config, financial.sql, (kind, error) =>
+  logger.warn({ kind, reason: (error as Error).message }, 'merchant names: cannot open now'),
+);
+if (sealing === null) logger.warn('merchant names are not projected: no PKCS11 token configured');
 const projection = createProjectionSync({
   supabase,
   financial: financial.sql,
@@ -80,6 +88,7 @@ const projection = createProjectionSync({
   metrics,
   logger,
   healthWarningBps: config.HEALTH_FACTOR_WARNING_BPS,
+  merchantNames: sealing?.names ?? null,
 });
 
 const probe = createProbes(metrics.registry, {
@@ -114,6 +123,7 @@ async function shutdown(): Promise<void> {
   await internal.close();
   await projection.stop();
   await bridge.stop();
+  sealing?.close();
   redis.disconnect();
   await supabase.end({ timeout: 5 });
   await financial.close();

@@ -1,8 +1,10 @@
 // Proves the Postgres fallback counts as the DECIDE script counts (velocity: only decisions that reached
 // the velocity check; daily spend: what this UTC day's decisions granted, increments of older
 // authorizations included) and that a fallback transaction still open at its deadline rolls back —
-// on a real Postgres, with the rows the ledger writer would have written.
+// on a real Postgres, with the rows the ledger writer would have written; and that it never seals a
+// merchant name (no data key in the hot path) but queues it, as the hot path's own role.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDatabase } from '../../shared/db/client.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { createMarket, type Market } from '../../shared/redis/market.ts';
 import type { TestServices } from '../../test/support/db.ts';
@@ -136,5 +138,34 @@ describe('the fallback and its deadline', () => {
         (select count(*)::int from fallback_decisions where user_id = ${userId}) as fallback,
         (select holds_cents from credit_accounts where user_id = ${userId}) as holds`;
     expect(rows).toEqual({ decisions: 0, fallback: 0, holds: '0' });
+  });
+});
+
+describe('the fallback and merchant names', () => {
+  it('never seals: it queues the name with the row, in its transaction, as the hot path role', async () => {
+    const url = new URL(services.databaseUrl);
+    url.username = 'credana_hot_path';
+    const hotPath = createDatabase({
+      url: url.toString(),
+      poolMax: 2,
+      applicationName: 'fallback-names-test',
+    });
+    try {
+      const { cardId } = await seedUser(services.database.sql, {
+        collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(100_000n, WETH_PRICE_E8) }],
+      });
+      const d = { ...deps(), sql: hotPath.sql };
+      const authorizationId = `iauth_fallbacknames${Date.now()}`;
+      expect((await decide(d, cardId, 1_000, { authorizationId })).decision.approved).toBe(true);
+      // An increment on the same authorization updates the row; the name stays queued once.
+      expect((await decide(d, cardId, 500, { authorizationId })).decision.approved).toBe(true);
+      const [row] = await services.database.sql<{ held: string; sealed: Buffer | null; queued: string[] }[]>`
+        select a.held_cents::text as held, a.merchant_name_sealed as sealed,
+          array(select merchant_name from merchant_names_unsealed where authorization_id = a.id) as queued
+        from authorizations a where a.id = ${authorizationId}`;
+      expect(row).toEqual({ held: '1500', sealed: null, queued: ['TEST GROCER'] });
+    } finally {
+      await hotPath.close();
+    }
   });
 });

@@ -186,18 +186,27 @@ export async function decideFromPostgres(
         approved_cents, reason, source, latency_us, decided_at)
       values (${decisionId}, ${event.id}, ${auth.id}, ${userId}, ${auth.card.id}, ${approved}, ${amount.toString()},
         ${granted.toString()}, ${outcome.reason}, 'postgres', ${latencyUs}, ${new Date(nowMs)})`;
-    await tx`insert into authorizations (id, user_id, card_id, status, approved, requested_cents, approved_cents, held_cents,
-        decision, decline_reason, decision_id, decision_source, decision_latency_us, merchant_category_code, merchant_name, expires_at)
-      values (${auth.id}, ${userId}, ${auth.card.id}, 'pending', ${approved}, ${amount.toString()}, ${granted.toString()},
-        ${granted.toString()}, ${approved ? (outcome.reason === 'partial' ? 'partial' : 'approved') : 'declined'},
-        ${approved ? null : outcome.reason}, ${decisionId}, 'postgres', ${latencyUs}, ${mcc}, ${auth.merchant_data.name ?? null},
-        ${new Date(holdExpiresAtMs(deps.settings, mcc, nowMs))})
-      on conflict (id) do update set
-        requested_cents = authorizations.requested_cents + excluded.requested_cents,
-        approved_cents = authorizations.approved_cents + excluded.approved_cents,
-        held_cents = authorizations.held_cents + excluded.held_cents,
-        approved = authorizations.approved or excluded.approved,
-        updated_at = now()`;
+    // The merchant name is never sealed here: this process holds no data key, so a swipe never waits on
+    // the HSM. It waits in merchant_names_unsealed (in this transaction, one statement with the row) for
+    // the ledger writer to seal it (hot-path/ledger-writer/seal-queue.ts).
+    await tx`with a as (
+        insert into authorizations (id, user_id, card_id, status, approved, requested_cents, approved_cents, held_cents,
+          decision, decline_reason, decision_id, decision_source, decision_latency_us, merchant_category_code, expires_at)
+        values (${auth.id}, ${userId}, ${auth.card.id}, 'pending', ${approved}, ${amount.toString()}, ${granted.toString()},
+          ${granted.toString()}, ${approved ? (outcome.reason === 'partial' ? 'partial' : 'approved') : 'declined'},
+          ${approved ? null : outcome.reason}, ${decisionId}, 'postgres', ${latencyUs}, ${mcc},
+          ${new Date(holdExpiresAtMs(deps.settings, mcc, nowMs))})
+        on conflict (id) do update set
+          requested_cents = authorizations.requested_cents + excluded.requested_cents,
+          approved_cents = authorizations.approved_cents + excluded.approved_cents,
+          held_cents = authorizations.held_cents + excluded.held_cents,
+          approved = authorizations.approved or excluded.approved,
+          updated_at = now()
+        returning id, merchant_name_sealed is null as unsealed
+      )
+      insert into merchant_names_unsealed (authorization_id, merchant_name)
+      select a.id, ${auth.merchant_data.name ?? null}::text from a where a.unsealed and ${auth.merchant_data.name ?? null}::text is not null
+      on conflict do nothing`;
     if (userId !== null && granted === 0n) {
       // The hold's ledger ref, taken with no entries: a late Redis attempt for this request, should it
       // still reserve, is then never booked by the ledger writer (its ref is taken).

@@ -32,6 +32,7 @@ import {
   type TransferKind,
   unnestRows,
 } from '../../shared/db/queries/ledger.ts';
+import type { MerchantNames } from '../../shared/hsm/merchant-names.ts';
 import { type DecisionRecord, type LifecycleRecord, outboxRecordSchema } from '../../shared/outbox.ts';
 import { holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
 import { limits } from './limits.ts';
@@ -183,6 +184,12 @@ export interface ApplyOptions {
   /** Hold lifetimes, for the expiry of authorizations first seen through a Stripe event (stand-in). */
   holdTtlS: number;
   holdTtlLodgingS: number;
+  /**
+   * Seals merchant names (shared/hsm/merchant-names.ts). Absent, or answering null (no data key right
+   * now), the name of a new authorization is queued in `merchant_names_unsealed` in the same
+   * transaction, for seal-queue.ts to seal later: the money never waits on the HSM.
+   */
+  merchantNames?: MerchantNames | null;
 }
 
 export interface ApplyResult {
@@ -462,6 +469,8 @@ export async function applyBatch(
     unique.push(entry);
   }
   if (unique.length === 0) return { applied: 0, duplicates: entries.length };
+  // Sealed before either transaction begins: no lock is held while a key is looked up.
+  const sealed = await sealNames(unique, options.merchantNames ?? null);
 
   const transfers = new Map<string, TransferInput>();
   for (const entry of unique) {
@@ -476,7 +485,7 @@ export async function applyBatch(
   let moneyError: unknown = null;
   if (money.length > 0) {
     try {
-      applied += await sql.begin((tx) => applyMoney(tx, money, transfers, options));
+      applied += await sql.begin((tx) => applyMoney(tx, money, transfers, options, sealed));
     } catch (error) {
       moneyError = error;
     }
@@ -485,7 +494,7 @@ export async function applyBatch(
   // with its event in it anyway, but the others' events are kept); not when Postgres itself failed.
   if (moneyError === null || isDataError(moneyError)) {
     try {
-      applied += await sql.begin((tx) => applyArchive(tx, unique, other, options));
+      applied += await sql.begin((tx) => applyArchive(tx, unique, other, options, sealed));
     } catch (error) {
       if (moneyError === null) throw new ArchiveError(error);
     }
@@ -500,6 +509,7 @@ async function applyMoney(
   money: ParsedEntry[],
   transfers: Map<string, TransferInput>,
   options: ApplyOptions,
+  sealed: SealedNames,
 ): Promise<number> {
   // Sorted by ref so concurrent writers take the unique-index locks in one order.
   const sortedTransfers = money
@@ -526,7 +536,7 @@ async function applyMoney(
 
   await Promise.all([
     applyCreditAccounts(tx, applied),
-    applyAuthorizations(tx, foldAuthorizations(applied, options)),
+    applyAuthorizations(tx, foldAuthorizations(applied, options), sealed),
   ]);
   // Last: the audit insert locks the chain head until COMMIT, so holding it as briefly as possible
   // serialises concurrent writers only at their very end.
@@ -544,11 +554,35 @@ async function applyArchive(
   unique: ParsedEntry[],
   other: ParsedEntry[],
   options: ApplyOptions,
+  sealed: SealedNames,
 ): Promise<number> {
   const newEvents = await insertCardEvents(tx, unique);
   const applied = other.filter((entry) => newEvents.has(entry.item.record.eventId));
-  await applyAuthorizations(tx, foldAuthorizations(applied, options));
+  await applyAuthorizations(tx, foldAuthorizations(applied, options), sealed);
   return applied.length;
+}
+
+/** Sealed merchant names of a batch, by authorization id and plaintext; null where sealing was not possible. */
+type SealedNames = Map<string, Buffer | null>;
+const sealedKey = (authorizationId: string, name: string) => `${authorizationId}\u0000${name}`;
+
+/**
+ * Seals every (authorization, merchant name) of the entries. A name whose authorization row already
+ * exists is sealed for nothing: AES-GCM of a short string costs microseconds, a lookup of the rows
+ * would cost a round trip.
+ */
+async function sealNames(entries: ParsedEntry[], names: MerchantNames | null): Promise<SealedNames> {
+  const out: SealedNames = new Map();
+  for (const entry of entries) {
+    const record = entry.item.record;
+    const name =
+      record.kind === 'decision' ? record.merchantName : (record.authorization?.merchantName ?? null);
+    if (record.authorizationId === null || name === null) continue;
+    const key = sealedKey(record.authorizationId, name);
+    if (out.has(key)) continue;
+    out.set(key, names === null ? null : await names.seal(record.authorizationId, name));
+  }
+  return out;
 }
 
 function chunksOf<T>(rows: readonly T[], size: number): T[][] {
@@ -677,8 +711,10 @@ async function applyCreditAccounts(tx: Tx, applied: ParsedEntry[]): Promise<void
  * some already existed, one UPDATE for those: a new row is written once (no skeleton that the update
  * rewrites, which also re-ran its foreign-key check).
  */
-async function applyAuthorizations(tx: Tx, folds: AuthorizationFold[]): Promise<void> {
+async function applyAuthorizations(tx: Tx, folds: AuthorizationFold[], sealed: SealedNames): Promise<void> {
   if (folds.length === 0) return;
+  const sealedOf = (f: AuthorizationFold): Buffer | null =>
+    f.create.merchantName === null ? null : (sealed.get(sealedKey(f.id, f.create.merchantName)) ?? null);
   // As a new row. A row created from a Stripe event (we never decided it: stand-in) takes Stripe's
   // amount as requested and approved. Booleans travel as text (see insertDecisions).
   const created = new Set<string>();
@@ -692,11 +728,11 @@ async function applyAuthorizations(tx: Tx, folds: AuthorizationFold[]): Promise<
     const rows = await tx<
       { id: string }[]
     >`insert into authorizations (id, user_id, card_id, status, approved, decision,
-        decline_reason, decision_id, decision_source, decision_latency_us, merchant_category_code, merchant_name,
+        decline_reason, decision_id, decision_source, decision_latency_us, merchant_category_code, merchant_name_sealed,
         expires_at, requested_cents, approved_cents, held_cents, captured_cents)
       select v.id, v.user_id, v.card_id, coalesce(v.status, 'pending'),
         coalesce(v.by_stripe::boolean, v.by_decision::boolean), v.decision, v.decline_reason, v.decision_id,
-        v.decision_source, v.latency_us, v.mcc, v.merchant_name, v.expires_at, v.requested, v.approved_cents, v.held,
+        v.decision_source, v.latency_us, v.mcc, decode(v.merchant_name_sealed, 'hex'), v.expires_at, v.requested, v.approved_cents, v.held,
         v.captured
       from ${unnestRows(tx, chunk, {
         id: ['text', (f) => f.id],
@@ -711,7 +747,7 @@ async function applyAuthorizations(tx: Tx, folds: AuthorizationFold[]): Promise<
         decision_source: ['text', (f) => f.create.decisionSource],
         latency_us: ['integer', (f) => (f.create.latencyUs === null ? null : String(f.create.latencyUs))],
         mcc: ['text', (f) => f.create.merchantCategoryCode],
-        merchant_name: ['text', (f) => f.create.merchantName],
+        merchant_name_sealed: ['text', (f) => sealedOf(f)?.toString('hex') ?? null],
         expires_at: ['timestamptz', (f) => f.create.expiresAt?.toISOString() ?? null],
         requested: [
           'bigint',
@@ -731,6 +767,19 @@ async function applyAuthorizations(tx: Tx, folds: AuthorizationFold[]): Promise<
       order by v.n
       on conflict (id) do nothing returning id`;
     for (const row of rows) created.add(row.id);
+  }
+  // The names of new rows that could not be sealed wait, in plaintext, where only the writers reach.
+  const unsealed = folds.filter(
+    (f) => created.has(f.id) && f.create.merchantName !== null && sealedOf(f) === null,
+  );
+  if (unsealed.length > 0) {
+    await tx`insert into merchant_names_unsealed (authorization_id, merchant_name)
+      select v.id, v.name from ${unnestRows(tx, unsealed, {
+        id: ['text', (f) => f.id],
+        name: ['text', (f) => f.create.merchantName],
+      })}
+      order by v.n
+      on conflict do nothing`;
   }
   const existing = folds.filter((f) => !created.has(f.id));
   if (existing.length === 0) return;

@@ -45,6 +45,10 @@ export const limits = {
   qstashPoisonAttemptsTtlS: 86_400,
   /** Dead letters listed at once (`npm run ops -- dead-letters`). */
   deadLettersListedMax: 200,
+  /** Queued merchant names sealed per statement (seal-queue.ts). */
+  sealQueueRowsMax: 500,
+  /** How often the writer looks for merchant names waiting to be sealed (seal-queue.ts). */
+  sealQueueIntervalMs: 5_000,
 } as const;
 
 export function assertLimits(batchMax: number, batchWaitMs: number): void {

@@ -5,6 +5,7 @@ import { Receiver } from '@upstash/qstash';
 import { configFromProcess, warnOfPublicSecrets } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
 import { guardServiceRole } from '../../shared/db/service-role.ts';
+import { startMerchantNameSealing } from '../../shared/hsm/merchant-names.ts';
 import { createLogger, createServiceRegistry } from '../../shared/observability/index.ts';
 import { createRedis } from '../../shared/redis/client.ts';
 import { durabilityGauge, enforceRedisDurability } from '../../shared/redis/durability.ts';
@@ -13,6 +14,7 @@ import { createLedgerWriterApp } from './app.ts';
 import { limits } from './limits.ts';
 import { createLedgerWriterMetrics } from './metrics.ts';
 import { createQStashReceiverApp } from './qstash-receiver.ts';
+import { startSealQueue } from './seal-queue.ts';
 import { createLedgerWriter } from './writer.ts';
 
 const config = configFromProcess();
@@ -30,6 +32,19 @@ const database = createDatabase({
 });
 // In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
 guardServiceRole({ sql: database.sql, nodeEnv: config.NODE_ENV, service: 'ledger-writer' });
+// Merchant names are sealed here (docs/operations.md "Encryption at rest"). The money never waits on
+// the HSM: without a data key right now (token or database not answering), names wait unsealed and are
+// sealed when it answers. In production, what waiting cannot fix refuses to start (exit 78).
+const started = await startMerchantNameSealing(config, database.sql, (kind, error) =>
+  logger.warn({ kind, reason: (error as Error).message }, 'merchant names: cannot seal or open now'),
+);
+if (!started.ok) {
+  process.stderr.write(`ledger-writer: ${started.line}\n`);
+  process.exit(78);
+}
+if (started.warning !== null) logger.warn(started.warning);
+const sealing = started.sealing;
+const merchantNames = sealing?.names ?? null;
 const redis = createRedis({ url: config.REDIS_URL, connectionName: 'ledger-writer' });
 const metrics = createLedgerWriterMetrics(createServiceRegistry('ledger-writer'));
 durabilityGauge(metrics.registry, redisDurable);
@@ -42,8 +57,19 @@ const writer = createLedgerWriter({
   batchWaitMs: config.LEDGER_BATCH_WAIT_MS,
   metrics,
   logger,
-  apply: { holdTtlS: config.HOLD_TTL_S, holdTtlLodgingS: config.HOLD_TTL_LODGING_S },
+  apply: { holdTtlS: config.HOLD_TTL_S, holdTtlLodgingS: config.HOLD_TTL_LODGING_S, merchantNames },
 });
+const sealQueue =
+  merchantNames === null
+    ? null
+    : startSealQueue({
+        sql: database.sql,
+        names: merchantNames,
+        onError: (error) =>
+          logger.warn({ reason: (error as Error).message }, 'merchant names: sealing the queue failed'),
+        onSealed: (count) => logger.info({ count }, 'merchant names sealed from the queue'),
+        onWaiting: (count) => metrics.merchantNamesUnsealed.set(count),
+      });
 // QUEUE_DRIVER=redis: consume the outbox streams. QUEUE_DRIVER=qstash: the hot path's relay publishes
 // them through QStash, and this process applies what QStash delivers to POST /qstash.
 const readiness = ledgerWriterReadiness(
@@ -87,7 +113,7 @@ if (qstash) {
       redis,
       prefix: config.REDIS_KEY_PREFIX,
       publicUrl: config.LEDGER_WRITER_PUBLIC_URL,
-      apply: { holdTtlS: config.HOLD_TTL_S, holdTtlLodgingS: config.HOLD_TTL_LODGING_S },
+      apply: { holdTtlS: config.HOLD_TTL_S, holdTtlLodgingS: config.HOLD_TTL_LODGING_S, merchantNames },
     }),
   );
 } else {
@@ -113,6 +139,8 @@ function shutdown(): void {
   writer
     .stop()
     .then(async () => {
+      await sealQueue?.stop();
+      sealing?.close();
       server.close();
       internalServer?.close();
       redis.disconnect();

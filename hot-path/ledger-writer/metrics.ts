@@ -51,6 +51,11 @@ export function createLedgerWriterMetrics(registry: Registry = new Registry()) {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
+    merchantNamesUnsealed: new Gauge({
+      name: 'credana_ledger_merchant_names_unsealed',
+      help: 'Merchant names waiting in plaintext to be sealed (merchant_names_unsealed, counted up to 10,000; alert when it stays above 0: the writer holds no data key)',
+      registers: [registry],
+    }),
     batchSize: new Histogram({
       name: 'credana_ledger_batch_entries',
       help: 'Entries per applied batch',

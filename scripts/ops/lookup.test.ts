@@ -1,6 +1,9 @@
-// Proves find-user and show-user on real Postgres (financial and a migrated Supabase database) and Redis with the real hot path: a user is found by email (Supabase profile, any case), card, wallet (any case), authorization and user id; show-user prints the exact dollar position, holds in Postgres and Redis, decisions, settlement and liquidation state; Supabase down still finds by card and fails an email lookup with one line; bad input gets one line and exit 2; `npm run ops` wires it.
+// Proves find-user and show-user on real Postgres (financial and a migrated Supabase database) and Redis with the real hot path: a user is found by email (Supabase profile, any case), card, wallet (any case), authorization and user id; show-user prints the exact dollar position, holds in Postgres and Redis (merchant names sealed at rest, opened through a real SoftHSM token, `(sealed)` without one), decisions, settlement and liquidation state; Supabase down still finds by card and fails an email lookup with one line; bad input gets one line and exit 2; `npm run ops` wires it.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sealQueuedNames } from '../../hot-path/ledger-writer/seal-queue.ts';
+import { merchantNameContext } from '../../shared/hsm/merchant-names.ts';
+import { createTestSealing, type TestSealing } from '../../shared/hsm/testing.ts';
 import { HEALTH_WARNING_BPS_DEFAULT } from '../../supabase/sync/projection-read.ts';
 import {
   createSupabaseTestDatabase,
@@ -18,6 +21,7 @@ import { formatUnits, type LookupDeps, lookupCommands } from './lookup.ts';
 let world: HotPathWorld;
 let supabase: SupabaseTestDatabase;
 let deps: LookupDeps;
+let sealing: TestSealing;
 let user: { userId: string; cardId: string };
 const wallet = `0x${randomBytes(20).toString('hex')}`;
 const authorizationId = `iauth_lookup${randomBytes(6).toString('hex')}`;
@@ -28,6 +32,7 @@ beforeAll(async () => {
   supabase = await createSupabaseTestDatabase();
   const { services, hotPath } = world;
   const sql = services.database.sql;
+  sealing = await createTestSealing(sql);
   // Borrow power $1,000.00 (collateral worth $1,250.00 at LTV 80 %), limit $2,500.00, $1.00 on-chain
   // debt (1,000,000 USDC base units), $5.00 unsettled.
   user = await seedUser(sql, {
@@ -52,6 +57,8 @@ beforeAll(async () => {
   );
   expect(declined.json.approved).toBe(false);
   await drainOutbox(services.redis, sql, services.prefix);
+  // Drained without a data key (as a writer whose token was away): the names wait, then are sealed.
+  expect((await sealQueuedNames(sql, sealing.names)).sealed).toBe(2);
 
   await sql`insert into settlements (ref, user_id, amount_cents, amount_usdc, status, attempts, last_error)
     values ('ipi_lookup_failed', ${user.userId}, 800, 8000000, 'failed', 3, 'nonce too low'),
@@ -67,12 +74,14 @@ beforeAll(async () => {
     prefix: services.prefix,
     supabase: async () => supabase.sql,
     healthWarningBps: HEALTH_WARNING_BPS_DEFAULT,
+    merchantNames: sealing.another().names,
   };
 });
 
 afterAll(async () => {
   await supabase?.close();
   await world?.close();
+  sealing?.close();
 });
 
 async function ops(d: LookupDeps, name: string, ...args: string[]) {
@@ -189,8 +198,16 @@ describe('show-user', () => {
 
     // A merchant name with a terminal escape and a newline (it comes from the card network) cannot
     // clear the operator's screen or fake a line.
+    const shownFirst = (await ops(deps, 'show-user', user.userId)).out.join('\n');
+    expect(shownFirst).toMatch(
+      new RegExp(` ${authorizationId} \\$12\\.50 pending since .* TEST GROCER \\(5411\\)`),
+    );
+    const evil = await sealing.envelope.seal(
+      'EVIL\u001b[2J\nholds: $0.00 in Postgres\u202e',
+      merchantNameContext(authorizationId),
+    );
     await world.services.database
-      .sql`update authorizations set merchant_name = ${'EVIL\u001b[2J\nholds: $0.00 in Postgres\u202e'} where id = ${authorizationId}`;
+      .sql`update authorizations set merchant_name_sealed = ${evil} where id = ${authorizationId}`;
     const hostile = await ops(deps, 'show-user', user.userId);
     const shown = hostile.out.join('');
     expect(['\u001b', '\n', '\u202e'].filter((c) => shown.includes(c))).toEqual([]);
@@ -214,10 +231,18 @@ describe('npm run ops (scripts/ops.ts as a child process)', () => {
       REDIS_URL: services.redisUrl,
       REDIS_KEY_PREFIX: services.prefix,
       SUPABASE_DB_URL: supabase.url,
+      ...sealing.softHsm.env,
+      ...sealing.softHsm.configEnv,
     });
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
     expect(run.stdout).toContain(`email ${email}`);
     expect(run.stdout).toContain('  available $981.50');
+    // Through the token the config names (an earlier test sealed a hostile name here: shown escaped).
+    expect(run.stdout).toContain('EVIL?[2J?holds: $0.00 in Postgres? (5411)');
+    // Without a token, the operator sees that a name is there, not what it is.
+    expect((await ops({ ...deps, merchantNames: null }, 'show-user', user.cardId)).out.join('\n')).toMatch(
+      new RegExp(` ${authorizationId} \\$12\\.50 pending .* \\(sealed\\) \\(5411\\)`),
+    );
     const help = await runScript('scripts/ops.ts', ['help', 'show-user'], {
       PATH: process.env['PATH'] ?? '',
     });

@@ -14,6 +14,7 @@
  * Money is printed with formatCents from bigint cents, USDC and token amounts as exact decimals.
  */
 import type { Sql } from '../../shared/db/client.ts';
+import type { MerchantNames } from '../../shared/hsm/merchant-names.ts';
 import { formatCents, USDC_DECIMALS } from '../../shared/money.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { ACCOUNT, userKeys } from '../../shared/redis/keys.ts';
@@ -31,6 +32,11 @@ export interface LookupDeps {
   supabase(): Promise<Sql>;
   /** HEALTH_FACTOR_WARNING_BPS. */
   healthWarningBps: number;
+  /**
+   * Opens the sealed merchant names (the token the config names); null without one: a sealed name is
+   * then shown as `(sealed)`.
+   */
+  merchantNames?: MerchantNames | null;
 }
 
 export interface LookupContext {
@@ -286,11 +292,11 @@ export async function showUser(
       held_cents: string;
       status: string;
       expires_at: Date | null;
-      merchant_name: string | null;
+      merchant_name_sealed: Buffer | null;
       merchant_category_code: string | null;
       created_at: Date;
     }[]
-  >`select id, held_cents::text, status, expires_at, merchant_name, merchant_category_code, created_at
+  >`select id, held_cents::text, status, expires_at, merchant_name_sealed, merchant_category_code, created_at
     from authorizations where user_id = ${userId} and held_cents > 0
     order by created_at, id limit ${LOOKUP_LIMITS.holdsShownMax + 1}`;
   const keys = userKeys(prefix, userId);
@@ -302,8 +308,13 @@ export async function showUser(
     `holds: ${s === undefined ? '?' : formatCents(BigInt(s.holds_cents))} in Postgres; ${redisHolds === null ? 'account not cached in Redis' : `${formatCents(BigInt(redisHolds))} in Redis (${redisCount} open)`}`,
   );
   for (const h of holds.slice(0, LOOKUP_LIMITS.holdsShownMax)) {
+    // Sealed at rest (docs/operations.md "Encryption at rest"): opened through the token, or not shown.
+    const merchant =
+      h.merchant_name_sealed === null
+        ? '-'
+        : ((await deps.merchantNames?.open(h.id, h.merchant_name_sealed)) ?? '(sealed)');
     io.out(
-      `  ${h.id} ${formatCents(BigInt(h.held_cents))} ${h.status} since ${h.created_at.toISOString()} expires ${h.expires_at?.toISOString() ?? '-'} ${h.merchant_name ?? '-'} (${h.merchant_category_code ?? '-'})`,
+      `  ${h.id} ${formatCents(BigInt(h.held_cents))} ${h.status} since ${h.created_at.toISOString()} expires ${h.expires_at?.toISOString() ?? '-'} ${merchant} (${h.merchant_category_code ?? '-'})`,
     );
   }
   if (holds.length > LOOKUP_LIMITS.holdsShownMax) io.out(`  … more than ${LOOKUP_LIMITS.holdsShownMax}`);

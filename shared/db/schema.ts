@@ -32,6 +32,9 @@ export const uint256 = customType<{ data: bigint; driverData: string }>({
   fromDriver: (value) => BigInt(value),
 });
 
+/** bytea ↔ Buffer. */
+export const bytea = customType<{ data: Buffer; driverData: Buffer }>({ dataType: () => 'bytea' });
+
 const cents = (name: string) => bigint(name, { mode: 'bigint' });
 const createdAt = () => timestamp('created_at', { withTimezone: true }).notNull().defaultNow();
 const updatedAt = () => timestamp('updated_at', { withTimezone: true }).notNull().defaultNow();
@@ -257,7 +260,12 @@ export const authorizations = pgTable(
     decisionSource: text('decision_source', { enum: ['redis', 'postgres', 'stripe'] }).notNull(),
     decisionLatencyUs: integer('decision_latency_us'),
     merchantCategoryCode: text('merchant_category_code'),
-    merchantName: text('merchant_name'),
+    /**
+     * The merchant's name as the card network gave it, sealed (shared/hsm/merchant-names.ts): AES-256-GCM
+     * under a data key of `data_keys`, bound to `authorizations.merchant_name:<id>`. Null when there is
+     * none, or while its plaintext waits in `merchant_names_unsealed` for the ledger writer to seal it.
+     */
+    merchantNameSealed: bytea('merchant_name_sealed'),
     expiresAt: timestamp('expires_at', { withTimezone: true }),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
@@ -583,9 +591,6 @@ export const liquidations = pgTable(
   ],
 ).enableRLS();
 
-/** bytea ↔ Buffer. */
-export const bytea = customType<{ data: Buffer; driverData: Buffer }>({ dataType: () => 'bytea' });
-
 /**
  * Data keys of envelope encryption (shared/hsm/envelope.ts, docs/operations.md "Encryption at rest"):
  * AES-256 keys, each stored only wrapped — AES-GCM inside the HSM under the key-encryption key
@@ -604,4 +609,23 @@ export const dataKeys = pgTable(
     rewrappedAt: timestamp('rewrapped_at', { withTimezone: true }),
   },
   (t) => [check('data_keys_wrapped_length', sql`octet_length(${t.wrappedKey}) = 60`)],
+);
+
+/**
+ * Merchant names not sealed yet (docs/operations.md "Encryption at rest"): written, in the transaction
+ * of the authorization row, by the hot path's Postgres fallback (which never holds a data key) and by
+ * the ledger writer while it holds none (the token unreachable); the ledger writer seals them into
+ * `authorizations.merchant_name_sealed` and deletes them as soon as it holds a data key. Only those two
+ * roles may touch it — never support.
+ */
+export const merchantNamesUnsealed = pgTable(
+  'merchant_names_unsealed',
+  {
+    authorizationId: text('authorization_id')
+      .primaryKey()
+      .references(() => authorizations.id),
+    merchantName: text('merchant_name').notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index('merchant_names_unsealed_created_idx').on(t.createdAt)],
 );

@@ -137,6 +137,8 @@ export interface Envelope {
   open(sealed: Buffer, context: string): Promise<string>;
   /** The data key id a sealed value names (for re-sealing with a newer key). */
   keyIdOf(sealed: Buffer): number;
+  /** Whether this process holds (unwrapped) the data key `sealed` names: opening it needs no token. */
+  holdsKeyOf(sealed: Buffer): boolean;
   /** Drops the unwrapped data keys this process holds. */
   forget(): void;
 }
@@ -153,6 +155,8 @@ export function createEnvelope(deps: {
   sql: postgres.Sql;
   wrapper: KeyWrapper;
   nowMs?: () => number;
+  /** Told when looking for a newer data key failed and the one held keeps sealing. */
+  onRefreshError?: (error: unknown) => void;
 }): Envelope {
   const keys = new Map<number, Buffer>();
   const now = deps.nowMs ?? Date.now;
@@ -170,9 +174,20 @@ export function createEnvelope(deps: {
   return {
     async seal(plaintext, context) {
       if (newest === null || now() - newest.atMs > NEWEST_DATA_KEY_TTL_MS) {
-        const row = await newestDataKey(deps.sql);
-        if (row === null) throw new EnvelopeError('envelope: no data key yet (npm run keys -- new-data-key)');
-        newest = { id: row.id, atMs: now() };
+        try {
+          const row = await newestDataKey(deps.sql);
+          if (row === null)
+            throw new EnvelopeError('envelope: no data key yet (npm run keys -- new-data-key)');
+          // Unwrapped before it is adopted: a newer key the token cannot unwrap now never replaces one held.
+          await unwrapped(row.id);
+          newest = { id: row.id, atMs: now() };
+        } catch (error) {
+          if (newest === null) throw error;
+          // The database or the token does not answer: keep sealing with the key this process holds
+          // (a sealed value names its key, so it opens the same), and look again after the TTL.
+          newest = { id: newest.id, atMs: now() };
+          deps.onRefreshError?.(error);
+        }
       }
       const key = await unwrapped(newest.id);
       const header = Buffer.alloc(HEADER_BYTES);
@@ -204,6 +219,9 @@ export function createEnvelope(deps: {
       if (sealed.length < HEADER_BYTES || sealed[0] !== VERSION)
         throw new EnvelopeError('envelope: not a sealed value');
       return sealed.readUInt32BE(1);
+    },
+    holdsKeyOf(sealed) {
+      return sealed.length >= HEADER_BYTES && sealed[0] === VERSION && keys.has(sealed.readUInt32BE(1));
     },
     forget() {
       for (const key of keys.values()) key.fill(0);

@@ -20,6 +20,7 @@
 import { computeCredit, type PriceQuote } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import { type AssetRiskRow, assetRiskMap } from '../../shared/db/queries/assets.ts';
+import type { MerchantNames } from '../../shared/hsm/merchant-names.ts';
 import { USDC_PER_CENT, WAD } from '../../shared/money.ts';
 import { declineMessage } from './decline-messages.ts';
 
@@ -105,6 +106,11 @@ export interface ReadTruthOptions {
   chainEventNames?: ChainEventNames;
   /** The health-factor warning line in basis points of 1 (config HEALTH_FACTOR_WARNING_BPS). */
   healthWarningBps?: number;
+  /**
+   * Opens the sealed merchant names (shared/hsm/merchant-names.ts). Absent, or unable to open one now,
+   * the activity shows no merchant name; the periodic sweep writes it once it opens.
+   */
+  merchantNames?: MerchantNames | null;
 }
 
 /** `1.234…` with 18 decimals, exact (the health factor is a WAD). */
@@ -162,12 +168,12 @@ export async function readTruth(
             approved_cents: string;
             decision: string;
             decline_reason: string | null;
-            merchant_name: string | null;
+            merchant_name_sealed: Buffer | null;
             merchant_category_code: string | null;
             created_at: Date;
           }[]
         >`select a.id, a.user_id, a.status, a.approved, a.requested_cents::text, a.approved_cents::text, a.decision,
-          a.decline_reason, a.merchant_name, a.merchant_category_code, a.created_at
+          a.decline_reason, a.merchant_name_sealed, a.merchant_category_code, a.created_at
         from unnest(${ids}::uuid[]) as u (id)
         cross join lateral (
           select * from authorizations where user_id = u.id order by created_at desc, id desc limit ${perUser}
@@ -179,7 +185,7 @@ export async function readTruth(
             user_id: string;
             authorization_id: string | null;
             amount_cents: string | null;
-            merchant_name: string | null;
+            merchant_name_sealed: Buffer | null;
             merchant_category_code: string | null;
             created_at: Date;
           }[]
@@ -187,7 +193,7 @@ export async function readTruth(
           (select abs(sum(e.amount_cents))::text from ledger_entries e
             where e.transfer_id = t.id and e.user_id = t.user_id
               and e.account in ('user_unsettled', 'user_debt_onchain')) as amount_cents,
-          a.merchant_name, a.merchant_category_code
+          a.merchant_name_sealed, a.merchant_category_code
         from unnest(${ids}::uuid[]) as u (id)
         cross join lateral (
           select * from ledger_transfers lt where lt.user_id = u.id and lt.kind in ('capture', 'refund')
@@ -272,6 +278,14 @@ export async function readTruth(
       };
     });
 
+    // Each sealed name opened once (a capture shows its authorization's name too).
+    const opened = new Map<string, string | null>();
+    const nameOf = async (authorizationId: string | null, sealed: Buffer | null): Promise<string | null> => {
+      if (authorizationId === null || sealed === null || !options.merchantNames) return null;
+      if (!opened.has(authorizationId))
+        opened.set(authorizationId, await options.merchantNames.open(authorizationId, sealed));
+      return opened.get(authorizationId) ?? null;
+    };
     const items: ActivityRow[] = [];
     for (const a of authorizations) {
       const outcome =
@@ -290,7 +304,7 @@ export async function readTruth(
         amount_cents: a.approved ? a.approved_cents : a.requested_cents,
         asset_id: null,
         amount_base: null,
-        merchant_name: a.merchant_name,
+        merchant_name: await nameOf(a.id, a.merchant_name_sealed),
         merchant_category_code: a.merchant_category_code,
         authorization_id: a.id,
         decline_code: declined ? a.decline_reason : null,
@@ -308,7 +322,7 @@ export async function readTruth(
         amount_cents: t.amount_cents ?? '0',
         asset_id: null,
         amount_base: null,
-        merchant_name: t.merchant_name,
+        merchant_name: await nameOf(t.authorization_id, t.merchant_name_sealed),
         merchant_category_code: t.merchant_category_code,
         authorization_id: t.authorization_id,
         decline_code: null,

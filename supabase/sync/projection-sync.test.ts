@@ -1,8 +1,10 @@
-// Proves the projection equals the financial database's truth after a scripted sequence (deposit, authorizations approved and declined, capture, refund, withdrawal request, then a reorg, a price drop and a new decline), with every number worked out by hand; and that a repeated pass writes nothing.
+// Proves the projection equals the financial database's truth after a scripted sequence (deposit, authorizations approved and declined, capture, refund, withdrawal request, then a reorg, a price drop and a new decline), with every number worked out by hand; merchant names, sealed at rest, opened through a real SoftHSM token for the user's activity; and that a repeated pass writes nothing.
 import { randomUUID } from 'node:crypto';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Sql } from '../../shared/db/client.ts';
+import { merchantNameContext } from '../../shared/hsm/merchant-names.ts';
+import { createTestSealing, type TestSealing } from '../../shared/hsm/testing.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { createSupabaseTestDatabase, type SupabaseTestDatabase, signUp } from '../tests/harness.ts';
 import { defaultSyncLimits } from './limits.ts';
@@ -20,6 +22,7 @@ let fin: Sql;
 let alice: string;
 let bob: string;
 let ghost: string;
+let sealing: TestSealing;
 
 /** Seconds before now, as a timestamp (stage 1 backdates its rows to fix their order). */
 const ago = (s: number) => new Date(Date.now() - s * 1000);
@@ -64,10 +67,11 @@ async function authorization(a: {
   declineReason?: string;
   createdAt?: Date;
 }) {
+  const sealed = await sealing.envelope.seal('TEST GROCER', merchantNameContext(a.id));
   await fin`insert into authorizations (id, user_id, card_id, status, approved, requested_cents, approved_cents, held_cents,
-      captured_cents, decision, decline_reason, decision_source, merchant_category_code, merchant_name, created_at, updated_at)
+      captured_cents, decision, decline_reason, decision_source, merchant_category_code, merchant_name_sealed, created_at, updated_at)
     values (${a.id}, ${a.userId}, ${a.cardId}, ${a.status}, ${a.approved}, ${a.requestedCents}, ${a.approvedCents}, ${a.heldCents},
-      ${a.capturedCents ?? 0}, ${a.decision}, ${a.declineReason ?? null}, 'redis', '5411', 'TEST GROCER',
+      ${a.capturedCents ?? 0}, ${a.decision}, ${a.declineReason ?? null}, 'redis', '5411', ${sealed},
       ${a.createdAt ?? new Date()}, ${a.createdAt ?? new Date()})`;
 }
 
@@ -107,6 +111,7 @@ async function rowsWritten(): Promise<number> {
 beforeAll(async () => {
   services = await setUpServices();
   fin = services.database.sql;
+  sealing = await createTestSealing(fin);
   sb = await createSupabaseTestDatabase();
   syncSql = postgres(sb.url, { max: 3, onnotice: () => {}, connection: { TimeZone: 'UTC' } });
   metrics = createSyncMetrics();
@@ -116,6 +121,8 @@ beforeAll(async () => {
     limits: defaultSyncLimits,
     metrics,
     logger: { info() {}, warn() {}, error() {} },
+    // A process of its own view: it unwraps the data key through the token on first use.
+    merchantNames: sealing.another().names,
   });
 
   // WETH at $3,000, LTV 80 %, liquidation threshold 82.5 %.
@@ -235,6 +242,7 @@ afterAll(async () => {
   await syncSql?.end({ timeout: 5 });
   await sb?.close();
   await services?.close();
+  sealing?.close();
 });
 
 const grocer = { merchant_name: 'TEST GROCER' };

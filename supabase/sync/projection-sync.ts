@@ -19,6 +19,7 @@
  */
 import type postgres from 'postgres';
 import type { Sql } from '../../shared/db/client.ts';
+import type { MerchantNames } from '../../shared/hsm/merchant-names.ts';
 import type { SyncLimits } from './limits.ts';
 import type { SyncMetrics } from './metrics.ts';
 import {
@@ -52,6 +53,8 @@ export interface ProjectionSyncOptions {
   chainEventNames?: ChainEventNames;
   /** The health-factor warning line in basis points of 1 (config HEALTH_FACTOR_WARNING_BPS). */
   healthWarningBps?: number;
+  /** Opens sealed merchant names for the activity (none: the activity shows no merchant names). */
+  merchantNames?: MerchantNames | null;
   /** Test hook: runs inside the batch's Supabase transaction, just before it commits. */
   beforeCommit?: () => Promise<void> | void;
 }
@@ -273,6 +276,7 @@ export function createProjectionSync(options: ProjectionSyncOptions): Projection
       activityPerUserMax: limits.activityPerUserMax,
       ...(options.chainEventNames === undefined ? {} : { chainEventNames: options.chainEventNames }),
       ...(options.healthWarningBps === undefined ? {} : { healthWarningBps: options.healthWarningBps }),
+      merchantNames: options.merchantNames ?? null,
     });
     await commit(userIds, truth, INCREMENTAL_CURSOR, next);
     metrics.syncUsers.inc({ mode: 'incremental' }, userIds.length);
@@ -316,6 +320,7 @@ export function createProjectionSync(options: ProjectionSyncOptions): Projection
       activityPerUserMax: limits.activityPerUserMax,
       ...(options.chainEventNames === undefined ? {} : { chainEventNames: options.chainEventNames }),
       ...(options.healthWarningBps === undefined ? {} : { healthWarningBps: options.healthWarningBps }),
+      merchantNames: options.merchantNames ?? null,
     });
     await commit(userIds, truth, SWEEP_CURSOR, next);
     metrics.syncUsers.inc({ mode: 'sweep' }, userIds.length);
