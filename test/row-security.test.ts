@@ -171,9 +171,9 @@ async function seed(sql: Sql): Promise<void> {
     insert into positions (user_id, asset_id, collateral_base) values ('${A}', 'WETH', 1000000000000000000), ('${B}', 'WETH', 2000000000000000000);
     insert into credit_accounts (user_id, unsettled_cents, holds_cents) values ('${A}', 1000, 500), ('${B}', 2000, 0);
     insert into authorizations (id, user_id, card_id, status, approved, requested_cents, approved_cents, held_cents,
-      decision, decision_source, merchant_name, merchant_category_code, expires_at) values
-      ('iauth_a', '${A}', 'ic_a', 'pending', true, 500, 500, 500, 'approved', 'redis', 'Clinic of A', '8011', now() + interval '7 days'),
-      ('iauth_b', '${B}', 'ic_b', 'closed', true, 2000, 2000, 0, 'approved', 'redis', 'Casino of B', '7995', null);
+      decision, decision_source, merchant_name_sealed, merchant_category_code, expires_at) values
+      ('iauth_a', '${A}', 'ic_a', 'pending', true, 500, 500, 500, 'approved', 'redis', '\\x01'::bytea, '8011', now() + interval '7 days'),
+      ('iauth_b', '${B}', 'ic_b', 'closed', true, 2000, 2000, 0, 'approved', 'redis', '\\x01'::bytea, '7995', null);
     insert into decisions (id, event_id, authorization_id, user_id, card_id, approved, requested_cents, approved_cents,
       reason, source, latency_us, decided_at) values
       ('dec_a', 'evt_req_a', 'iauth_a', '${A}', 'ic_a', true, 500, 500, 'approved', 'redis', 900, now()),
@@ -369,7 +369,7 @@ describe('credana_support_ro: one user, on record', () => {
     expect(
       await failure(support, 'select decision, decline_reason, merchant_category_code from authorizations'),
     ).toBeNull();
-    expect(await failure(support, 'select merchant_name from authorizations')).toBe('42501');
+    expect(await failure(support, 'select merchant_name_sealed from authorizations')).toBe('42501');
     expect(await failure(support, 'select decision_source from authorizations')).toBe('42501');
     expect(await failure(support, 'select * from user_position_summary')).toBe('42501');
     for (const table of [
@@ -454,7 +454,7 @@ describe('credana_analytics: every row, pseudonymous columns', () => {
   });
 
   it('is refused wallets, merchant names, card details, payloads and audit rows', async () => {
-    expect(await failure(analytics, 'select merchant_name from authorizations')).toBe('42501');
+    expect(await failure(analytics, 'select merchant_name_sealed from authorizations')).toBe('42501');
     expect(await failure(analytics, 'select card_id from decisions')).toBe('42501');
     expect(await failure(analytics, 'select blocked_mccs from users')).toBe('42501');
     // The view has no payload column at all.
@@ -572,12 +572,16 @@ describe('credana_supabase_sync: every user, not the operators’ notes', () => 
 });
 
 describe('credana_reconciliation: every row and column, read-mostly', () => {
-  it('reads payloads and wallets of both users; cannot delete or rewrite history', async () => {
+  it('reads payloads (without cardholder details) and wallets of both users; cannot delete or rewrite history', async () => {
     const reconciliation = connect('credana_reconciliation');
     expect(await count(reconciliation, 'wallets')).toBe(2);
-    const [payload] = await reconciliation<{ name: string }[]>`
-      select payload->'data'->'object'->'cardholder'->>'name' as name from card_events where id = 'evt_tx_b'`;
-    expect(payload?.name).toBe('Bob Secret');
+    // The payload is readable (its merchant category), the cardholder's name in it was never stored
+    // (drizzle/0014's redaction trigger).
+    const [payload] = await reconciliation<{ mcc: string | null; name: string | null }[]>`
+      select payload->'data'->'object'->'merchant_data'->>'category_code' as mcc,
+        payload->'data'->'object'->'cardholder'->>'name' as name from card_events where id = 'evt_tx_b'`;
+    expect(payload?.mcc).toBe('7995');
+    expect(payload?.name).toBeNull();
     expect(await failure(reconciliation, `delete from authorizations where id = 'iauth_a'`)).toBe('42501');
     expect(await failure(reconciliation, `update positions set collateral_base = 0`)).toBe('42501');
     expect(await failure(reconciliation, 'select count(*) from support_access')).toBe('42501');

@@ -1,4 +1,4 @@
-// Proves merchant names are sealed end to end on the real PostgreSQL and a real SoftHSM2 token: the ledger writer stores only ciphertext (read raw with SQL and as credana_support_ro, which reaches neither the queue nor the data keys); the projection read opens it; a value moved to another authorization does not open; with the token closed the money and the row are still written and the name waits in merchant_names_unsealed until the writer seals it; a writer holding its key keeps sealing with the token gone and a newer data key it cannot unwrap; and `npm run keys -- rotate` (a process) keeps every sealed value readable.
+// Proves merchant names are sealed end to end on the real PostgreSQL and a real SoftHSM2 token: the ledger writer stores only ciphertext (read raw with SQL and as credana_reconciliation; credana_support_ro reaches neither the column, the queue nor the data keys); the projection read opens it; a value moved to another authorization does not open; with the token closed the money and the row are still written and the name waits in merchant_names_unsealed until the writer seals it; a writer holding its key keeps sealing with the token gone and a newer data key it cannot unwrap; and `npm run keys -- rotate` (a process) keeps every sealed value readable.
 import { randomUUID } from 'node:crypto';
 import type postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -125,19 +125,24 @@ describe('authorizations.merchant_name_sealed', () => {
     const [text] = await sql()`select encode(merchant_name_sealed, 'escape') as t from authorizations
       where id = ${authorizationId}`;
     expect(text?.['t']).not.toContain('GROCER');
-    // The support role reads authorizations in bulk: bytes, never the name; the queue and the keys not at all.
-    const seen = await asRole(
-      'credana_support_ro',
-      (tx) => tx`select merchant_name_sealed from authorizations where id = ${authorizationId}`,
-    );
-    const seenBytes = seen[0]?.['merchant_name_sealed'] as Buffer;
-    expect(seenBytes.equals(stored.merchant_name_sealed!)).toBe(true);
-    expect(seenBytes.includes(Buffer.from(NAME))).toBe(false);
+    // Support reads authorizations one user at a time, and not this column at all (column grants,
+    // drizzle/0012): not even the ciphertext; the queue and the keys not either.
     for (const table of ['merchant_names_unsealed', 'data_keys']) {
       await expect(
         asRole('credana_support_ro', (tx) => tx`select 1 from ${tx(table)}`),
       ).rejects.toMatchObject({ code: '42501' });
     }
+    await expect(
+      asRole('credana_support_ro', (tx) => tx`select merchant_name_sealed from authorizations`),
+    ).rejects.toMatchObject({ code: '42501' });
+    // Reconciliation reads whole rows: bytes, never the name.
+    const seen = await asRole(
+      'credana_reconciliation',
+      (tx) => tx`select merchant_name_sealed from authorizations where id = ${authorizationId}`,
+    );
+    const seenBytes = seen[0]?.['merchant_name_sealed'] as Buffer;
+    expect(seenBytes.equals(stored.merchant_name_sealed!)).toBe(true);
+    expect(seenBytes.includes(Buffer.from(NAME))).toBe(false);
     // Exactly the roles that seal or open read the data keys; the hot path only queues plaintext.
     for (const role of ['credana_ledger_writer', 'credana_supabase_sync']) {
       await asRole(role, (tx) => tx`select id from data_keys`);

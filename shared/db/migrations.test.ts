@@ -461,7 +461,7 @@ describe('service roles', () => {
     credana_support_ro: [
       'select * from user_position_summary',
       'select ops_frozen_reason from cards',
-      'select merchant_name from authorizations',
+      'select merchant_name_sealed from authorizations',
       'select * from support_access',
       'select * from credit_accounts',
       'select * from ledger_entries',
