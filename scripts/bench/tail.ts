@@ -7,7 +7,7 @@
  * (tail-probe.ts) and the generator's lateness, and the shares are summed: how much of the slow answers'
  * time each part accounts for, beside the same for the median answers.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { OpenLoopResult } from './open-loop.ts';
 import { percentile } from './open-loop.ts';
@@ -40,6 +40,8 @@ export interface Timeline {
   hotWaitMs: number[];
   writerCpuMs: number[];
   generatorWaitMs: number[];
+  /** CPU time the hypervisor gave to other machines (steal, /proc/stat), summed over both CPUs. */
+  stealMs: number[];
 }
 
 export function startTimeline(pids: TimelinePids, stepMs = 10): { stop(): Timeline } {
@@ -50,19 +52,35 @@ export function startTimeline(pids: TimelinePids, stepMs = 10): { stop(): Timeli
     hotWaitMs: [],
     writerCpuMs: [],
     generatorWaitMs: [],
+    stealMs: [],
   };
   const read = () => {
     const hot = schedstatMs(`/proc/${pids.hotPath}/schedstat`);
     let writerCpu = 0;
     for (const pid of [...(pids.writer === undefined ? [] : [pids.writer]), ...pids.writerBackends])
       writerCpu += schedstatMs(`/proc/${pid}/schedstat`)?.cpuMs ?? 0;
-    const own = schedstatMs('/proc/thread-self/schedstat');
+    // Every thread of this process: the load generator runs in a worker thread (open-loop-worker.ts).
+    let generatorWait = 0;
+    try {
+      for (const task of readdirSync('/proc/self/task'))
+        generatorWait += schedstatMs(`/proc/self/task/${task}/schedstat`)?.waitMs ?? 0;
+    } catch {
+      // Not Linux.
+    }
+    let steal = 0;
+    try {
+      // cpu user nice system idle iowait irq softirq steal, in USER_HZ (10 ms) ticks.
+      steal = Number(readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/)[8]) * 10;
+    } catch {
+      // Not Linux.
+    }
     return {
+      steal,
       atMs: performance.timeOrigin + performance.now(),
       hotCpu: hot?.cpuMs ?? 0,
       hotWait: hot?.waitMs ?? 0,
       writerCpu,
-      generatorWait: own?.waitMs ?? 0,
+      generatorWait,
     };
   };
   let last = read();
@@ -74,7 +92,9 @@ export function startTimeline(pids: TimelinePids, stepMs = 10): { stop(): Timeli
     timeline.hotWaitMs.push(now.hotWait - last.hotWait);
     // A backend that closed meanwhile makes the sum drop: count that step as unknown (0).
     timeline.writerCpuMs.push(Math.max(0, now.writerCpu - last.writerCpu));
-    timeline.generatorWaitMs.push(now.generatorWait - last.generatorWait);
+    // A thread that ended meanwhile makes the sum drop: counted as 0.
+    timeline.generatorWaitMs.push(Math.max(0, now.generatorWait - last.generatorWait));
+    timeline.stealMs.push(now.steal - last.steal);
     last = now;
   }, stepMs);
   return {
@@ -140,6 +160,7 @@ export interface TailAnalysis {
     hotPathCpu: number;
     writerCpu: number;
     generatorRunQueueWait: number;
+    steal: number;
   };
   /**
    * For the answers at or above the p99 (`slow`) and for those around the median (`typical`): mean
@@ -161,6 +182,8 @@ interface Attribution {
   hotPathGcMs: number;
   hotPathStalledMs: number;
   writerCpuMsPerS: number;
+  /** The machine's steal time while those answers were in flight (ms/s over both CPUs). */
+  stealMsPerS: number;
 }
 
 export function analyseTail(
@@ -186,6 +209,7 @@ export function analyseTail(
       hotPathGcMs: 0,
       hotPathStalledMs: 0,
       writerCpuMsPerS: 0,
+      stealMsPerS: 0,
     };
     for (let i = 0; i < n; i++) {
       const latency = latencyMs[i]!;
@@ -207,6 +231,8 @@ export function analyseTail(
       const half = Math.max(stepMs, to - from) / 2;
       sum.writerCpuMsPerS +=
         (seriesWithin(timeline, timeline.writerCpuMs, mid - half, mid + half) * 1000) / (2 * half);
+      sum.stealMsPerS +=
+        (seriesWithin(timeline, timeline.stealMs, mid - half, mid + half) * 1000) / (2 * half);
     }
     const mean = (value: number) => (sum.count === 0 ? 0 : round2(value / sum.count));
     return {
@@ -219,6 +245,7 @@ export function analyseTail(
       hotPathGcMs: probe === null ? 0 : mean(sum.hotPathGcMs),
       hotPathStalledMs: probe === null ? 0 : mean(sum.hotPathStalledMs),
       writerCpuMsPerS: mean(sum.writerCpuMsPerS),
+      stealMsPerS: mean(sum.stealMsPerS),
     };
   };
   let seconds = 0;
@@ -248,6 +275,7 @@ export function analyseTail(
       hotPathCpu: total(timeline.hotCpuMs),
       writerCpu: total(timeline.writerCpuMs),
       generatorRunQueueWait: total(timeline.generatorWaitMs),
+      steal: total(timeline.stealMs),
     },
     slow: attribution((latency) => latency >= p99),
     typical: attribution((latency) => latency >= p45 && latency <= p55),
@@ -319,5 +347,6 @@ export function mergeTimelines(timelines: Timeline[]): Timeline {
     hotWaitMs: timelines.flatMap((t) => t.hotWaitMs),
     writerCpuMs: timelines.flatMap((t) => t.writerCpuMs),
     generatorWaitMs: timelines.flatMap((t) => t.generatorWaitMs),
+    stealMs: timelines.flatMap((t) => t.stealMs),
   };
 }
