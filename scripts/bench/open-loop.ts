@@ -32,9 +32,18 @@ export interface OpenLoopResult {
   maxMs: number;
   /** Completed requests per second over the run. */
   achievedPerS: number;
+  /**
+   * The generator's own lateness: how long after its due time each request was handed to the socket
+   * (p50/p99/p99.9/max, ms). A request sent late is the load generator's fault, not the server's.
+   */
+  sendLagMs: { p50: number; p99: number; p999: number; max: number };
+  /** Per request, in the order sent (epoch ms and ms), for run.ts to line slow answers up with causes. */
+  samples: { dueAtEpochMs: Float64Array; latencyMs: Float64Array; sendLagMs: Float64Array };
+  /** Gaps of ≥ 3 ms between the generator's 1 ms ticks (its event loop was busy or off the CPU). */
+  generatorStalls: [number, number][];
 }
 
-function percentile(sorted: Float64Array, q: number): number {
+export function percentile(sorted: Float64Array, q: number): number {
   if (sorted.length === 0) return 0;
   const at = Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1);
   return Math.round(sorted[Math.max(0, at)]! * 100) / 100;
@@ -45,6 +54,9 @@ export async function openLoop(options: OpenLoopOptions): Promise<OpenLoopResult
   const agent = new Agent({ keepAlive: true, maxSockets: options.connectionsMax });
   const total = Math.round(options.ratePerS * options.seconds);
   const latencies = new Float64Array(total);
+  const latencyBySent = new Float64Array(total);
+  const sendLags = new Float64Array(total);
+  const generatorStalls: [number, number][] = [];
   let sent = 0;
   let completed = 0;
   let errors = 0;
@@ -59,8 +71,9 @@ export async function openLoop(options: OpenLoopOptions): Promise<OpenLoopResult
     if (completed + errors === total) settle();
   };
 
-  function send(dueAt: number): void {
+  function send(index: number, dueAt: number): void {
     const { method, path, body, headers } = options.next();
+    sendLags[index] = performance.now() - dueAt;
     const req = request(
       {
         agent,
@@ -74,7 +87,9 @@ export async function openLoop(options: OpenLoopOptions): Promise<OpenLoopResult
         if ((res.statusCode ?? 0) < 200 || (res.statusCode ?? 0) >= 300) non2xx++;
         res.on('data', () => {});
         res.on('end', () => {
-          latencies[completed++] = performance.now() - dueAt;
+          const latency = performance.now() - dueAt;
+          latencies[completed++] = latency;
+          latencyBySent[index] = latency;
           finish();
         });
       },
@@ -88,10 +103,13 @@ export async function openLoop(options: OpenLoopOptions): Promise<OpenLoopResult
 
   // Every millisecond (or as soon as the event loop allows), send every request that is due.
   await new Promise<void>((resolve) => {
+    let lastTick = performance.now();
     const tick = () => {
       const now = performance.now();
+      if (now - lastTick >= 3) generatorStalls.push([performance.timeOrigin + lastTick, now - lastTick]);
+      lastTick = now;
       while (sent < total && startedAt + sent * intervalMs <= now) {
-        send(startedAt + sent * intervalMs);
+        send(sent, startedAt + sent * intervalMs);
         sent++;
       }
       if (sent < total) setTimeout(tick, 1);
@@ -103,6 +121,9 @@ export async function openLoop(options: OpenLoopOptions): Promise<OpenLoopResult
   const elapsedS = (performance.now() - startedAt) / 1000;
   agent.destroy();
   const sorted = latencies.slice(0, completed).sort();
+  const lags = sendLags.slice(0, sent).sort();
+  const dueAtEpochMs = new Float64Array(sent);
+  for (let i = 0; i < sent; i++) dueAtEpochMs[i] = performance.timeOrigin + startedAt + i * intervalMs;
   return {
     sent,
     completed,
@@ -113,5 +134,13 @@ export async function openLoop(options: OpenLoopOptions): Promise<OpenLoopResult
     p999Ms: percentile(sorted, 0.999),
     maxMs: percentile(sorted, 1),
     achievedPerS: Math.round(completed / elapsedS),
+    sendLagMs: {
+      p50: percentile(lags, 0.5),
+      p99: percentile(lags, 0.99),
+      p999: percentile(lags, 0.999),
+      max: percentile(lags, 1),
+    },
+    samples: { dueAtEpochMs, latencyMs: latencyBySent.slice(0, sent), sendLagMs: sendLags.slice(0, sent) },
+    generatorStalls,
   };
 }
