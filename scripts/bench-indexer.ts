@@ -29,7 +29,7 @@ import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
-import { createRedis } from '../shared/redis/client.ts';
+import { createServiceRedis } from '../shared/redis/client.ts';
 
 const flags = z
   .object({
@@ -161,7 +161,7 @@ const database = createDatabase({
   applicationName: 'bench-indexer',
   statementTimeoutMs: 60_000,
 });
-const redis = createRedis({ url: config.REDIS_URL, connectionName: 'bench-indexer' });
+const redis = createServiceRedis(config, { connectionName: 'bench-indexer' });
 const prefix = `bench${randomBytes(3).toString('hex')}:`;
 let result: { eventsPerS: number; rawGetLogsEventsPerS: number; ratio: number; events: number } | null = null;
 try {

@@ -25,6 +25,7 @@ import type { Indexer } from '../indexer/runtime/index.ts';
 import { createSettlementMetrics, createSettlementWorker } from '../indexer/settlement/index.ts';
 import { cardMovementEntries, insertTransfers } from '../shared/db/queries/ledger.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
+import { duplicateRedis } from '../shared/redis/client.ts';
 import { ACCOUNT, userKeys } from '../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from './support/db.ts';
 import { type HotPath, post, startHotPath } from './support/hot-path.ts';
@@ -127,7 +128,7 @@ beforeAll(async () => {
   await indexer.syncToHead();
   hotPath = await startHotPath(services);
   writer = createLedgerWriter({
-    redis: services.redis.duplicate(),
+    redis: duplicateRedis(services.redis),
     sql: sql(),
     prefix: services.prefix,
     consumer: 'chain-settlement-test',

@@ -36,6 +36,7 @@ import {
   withdrawalRoutes,
 } from '../indexer/withdrawals/index.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
+import { duplicateRedis } from '../shared/redis/client.ts';
 import { setUpServices, type TestServices } from './support/db.ts';
 import { type HotPath, post, startHotPath } from './support/hot-path.ts';
 import { authorizationRequest, transactionEvent } from './support/stripe.ts';
@@ -186,7 +187,7 @@ beforeAll(async () => {
   await sync(true);
   hotPath = await startHotPath(services);
   writer = createLedgerWriter({
-    redis: services.redis.duplicate(),
+    redis: duplicateRedis(services.redis),
     sql: sql(),
     prefix: services.prefix,
     consumer: 'chain-solvency-test',

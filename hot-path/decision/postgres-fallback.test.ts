@@ -3,9 +3,9 @@
 // authorizations included) and that a fallback transaction still open at its deadline rolls back —
 // on a real Postgres, with the rows the ledger writer would have written.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRedis } from '../../shared/redis/client.ts';
+import type { Redis } from '../../shared/redis/client.ts';
 import { createMarket, type Market } from '../../shared/redis/market.ts';
-import type { TestServices } from '../../test/support/db.ts';
+import { connectRedis, type TestServices } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { setUpServicesWithWeth, testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
@@ -16,11 +16,11 @@ import { decideFromPostgres, type FallbackDeps } from './postgres-fallback.ts';
 
 let services: TestServices;
 let market: Market;
-let subscriber: ReturnType<typeof createRedis>;
+let subscriber: Redis;
 
 beforeAll(async () => {
   services = await setUpServicesWithWeth();
-  subscriber = createRedis({ url: services.redisUrl });
+  subscriber = connectRedis(services, { shardedSubscriber: true });
   market = await createMarket(services.redis, subscriber, services.prefix);
 });
 

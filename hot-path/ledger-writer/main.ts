@@ -6,7 +6,7 @@ import { configFromProcess, warnOfPublicSecrets } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
 import { guardServiceRole } from '../../shared/db/service-role.ts';
 import { createLogger, createServiceRegistry } from '../../shared/observability/index.ts';
-import { createRedis } from '../../shared/redis/client.ts';
+import { createServiceRedis } from '../../shared/redis/client.ts';
 import { durabilityGauge, enforceRedisDurability } from '../../shared/redis/durability.ts';
 import { createDependencyProbe, ledgerWriterReadiness } from '../ops/readiness.ts';
 import { createLedgerWriterApp } from './app.ts';
@@ -30,7 +30,7 @@ const database = createDatabase({
 });
 // In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
 guardServiceRole({ sql: database.sql, nodeEnv: config.NODE_ENV, service: 'ledger-writer' });
-const redis = createRedis({ url: config.REDIS_URL, connectionName: 'ledger-writer' });
+const redis = createServiceRedis(config, { connectionName: 'ledger-writer' });
 const metrics = createLedgerWriterMetrics(createServiceRegistry('ledger-writer'));
 durabilityGauge(metrics.registry, redisDurable);
 const writer = createLedgerWriter({

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
-import { createRedis, type Redis } from '../../shared/redis/client.ts';
+import { createRedis, duplicateRedis, type Redis } from '../../shared/redis/client.ts';
 import { outboxKey } from '../../shared/redis/keys.ts';
 import { deletePrefix } from '../../test/support/db.ts';
 import { redisUrl } from '../../test/support/env.ts';
@@ -71,7 +71,7 @@ it('keeps every entry while Postgres is down and writes each exactly once when i
   }
   const metrics = createLedgerWriterMetrics();
   writer = createLedgerWriter({
-    redis: redis.duplicate(),
+    redis: duplicateRedis(redis),
     sql,
     prefix,
     consumer: 'c1',

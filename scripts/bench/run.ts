@@ -18,7 +18,7 @@ import { waitForEmptyOutbox } from '../../hot-path/ledger-writer/testing.ts';
 import { configFromProcess } from '../../shared/config.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
 import { publishPrice } from '../../shared/redis/account.ts';
-import { createRedis } from '../../shared/redis/client.ts';
+import { createServiceRedis } from '../../shared/redis/client.ts';
 import { publishAsset } from '../../shared/redis/market.ts';
 import { authorizationRequest, signPayload } from '../../shared/stripe/issuing-events.ts';
 import { openLoop } from './open-loop.ts';
@@ -57,7 +57,7 @@ async function prepare(): Promise<void> {
   await ensureDatabase(databaseUrl);
   await migrateDatabase(databaseUrl);
   const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
-  const redis = createRedis({ url: config.REDIS_URL });
+  const redis = createServiceRedis(config);
   let cursor = '0';
   do {
     const [next, keys] = await redis.scan(cursor, 'MATCH', `${PREFIX}*`, 'COUNT', 1000);
@@ -101,7 +101,7 @@ async function prepare(): Promise<void> {
 }
 
 const redisPid = await (async () => {
-  const probe = createRedis({ url: config.REDIS_URL });
+  const probe = createServiceRedis(config);
   try {
     const info = await probe.info('server');
     const pid = /process_id:(\d+)/.exec(info)?.[1];
@@ -345,7 +345,7 @@ const lagSampler = setInterval(() => {
  * it has committed) — and returns the ms it took. Read from Redis, not the writer's backlog gauge, which
  * is stale right after the writer was paused.
  */
-const outbox = createRedis({ url: config.REDIS_URL });
+const outbox = createServiceRedis(config);
 const drained = () => waitForEmptyOutbox(outbox, PREFIX, 300_000, 100);
 const hot = await startServer('hot-path/main.ts', port, 'hot-path ready');
 await load(port, 0, { amount: USERS });
