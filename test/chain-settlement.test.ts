@@ -27,7 +27,7 @@ import { cardMovementEntries, insertTransfers } from '../shared/db/queries/ledge
 import { ensureAccount } from '../shared/redis/account.ts';
 import { duplicateRedis } from '../shared/redis/client.ts';
 import { ACCOUNT, userKeys } from '../shared/redis/keys.ts';
-import { setUpServices, type TestServices } from './support/db.ts';
+import { redisEnv, setUpServices, type TestServices } from './support/db.ts';
 import { type HotPath, post, startHotPath } from './support/hot-path.ts';
 import { authorizationRequest, transactionEvent } from './support/stripe.ts';
 
@@ -202,7 +202,7 @@ describe('settlement', () => {
       CHAIN_ID: String(chain.contracts.chainId),
       CONTRACTS_FILE: contractsFile,
       SETTLER_PRIVATE_KEY: localAccount(ROLES.settler).privateKey,
-      REDIS_URL: services.redisUrl,
+      ...redisEnv(services),
       REDIS_KEY_PREFIX: services.prefix,
       LOG_LEVEL: 'info',
     };

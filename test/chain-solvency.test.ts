@@ -37,7 +37,7 @@ import {
 } from '../indexer/withdrawals/index.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
 import { duplicateRedis } from '../shared/redis/client.ts';
-import { setUpServices, type TestServices } from './support/db.ts';
+import { redisEnv, setUpServices, type TestServices } from './support/db.ts';
 import { type HotPath, post, startHotPath } from './support/hot-path.ts';
 import { authorizationRequest, transactionEvent } from './support/stripe.ts';
 
@@ -435,7 +435,7 @@ describe('refunds reach the chain', () => {
     const refund = await transaction(user, 'refund', spend.authorizationId, 4_000);
     const env = {
       DATABASE_URL: services.databaseUrl,
-      REDIS_URL: services.redisUrl,
+      ...redisEnv(services),
       REDIS_KEY_PREFIX: services.prefix,
       CHAIN_RPC_URL: chain.url,
       CHAIN_ID: String(chain.contracts.chainId),

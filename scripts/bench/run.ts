@@ -18,7 +18,7 @@ import { waitForEmptyOutbox } from '../../hot-path/ledger-writer/testing.ts';
 import { configFromProcess } from '../../shared/config.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
 import { publishPrice } from '../../shared/redis/account.ts';
-import { createServiceRedis } from '../../shared/redis/client.ts';
+import { createServiceRedis, deletePrefix, primaries } from '../../shared/redis/client.ts';
 import { publishAsset } from '../../shared/redis/market.ts';
 import { authorizationRequest, signPayload } from '../../shared/stripe/issuing-events.ts';
 import { openLoop } from './open-loop.ts';
@@ -58,12 +58,7 @@ async function prepare(): Promise<void> {
   await migrateDatabase(databaseUrl);
   const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
   const redis = createServiceRedis(config);
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${PREFIX}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.unlink(...keys);
-  } while (cursor !== '0');
+  await deletePrefix(redis, PREFIX);
   const nowS = Math.floor(Date.now() / 1000);
   const weth = {
     assetId: 'WETH',
@@ -103,7 +98,9 @@ async function prepare(): Promise<void> {
 const redisPid = await (async () => {
   const probe = createServiceRedis(config);
   try {
-    const info = await probe.info('server');
+    // One Redis's process (on a cluster: the first primary's; the CPU figures then cover that node).
+    const [node] = await primaries(probe);
+    const info = (await node?.info('server')) ?? '';
     const pid = /process_id:(\d+)/.exec(info)?.[1];
     return pid === undefined ? undefined : Number(pid);
   } finally {
@@ -150,6 +147,7 @@ async function startServer(
       LOG_LEVEL: 'silent',
       DATABASE_URL: databaseUrl,
       REDIS_URL: config.REDIS_URL,
+      REDIS_CLUSTER_NODES: config.REDIS_CLUSTER_NODES.join(','),
       REDIS_KEY_PREFIX: PREFIX,
       STRIPE_WEBHOOK_SECRETS: SECRET,
       HOT_PATH_PORT: String(port),

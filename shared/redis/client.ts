@@ -59,9 +59,9 @@ export function createRedis(options: RedisOptions): Redis {
     const cluster = new Cluster(options.clusterNodes.map(clusterNode), {
       enableOfflineQueue: options.offlineQueue ?? true,
       clusterRetryStrategy: reconnectDelayMs,
-      // A node whose connection dropped (a restarted replica, a primary coming back as a replica) is
-      // reconnected too; a node gone from the topology is dropped at the next slots refresh.
-      clusterNodeRetryStrategy: reconnectDelayMs,
+      // A node's connection is not retried on its own (ioredis's default): a command that finds it
+      // closed makes the client re-read the slots, which is how it follows a failover. Retrying the
+      // dead primary instead queued commands there until they failed.
       enableAutoPipelining: options.autoPipelining ?? false,
       shardedSubscribers: options.shardedSubscriber ?? false,
       lazyConnect: false,

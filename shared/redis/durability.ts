@@ -20,6 +20,7 @@
 import { Gauge, type Registry } from 'prom-client';
 import type { Config } from '../config.ts';
 import {
+  createRedis,
   createServiceRedis,
   describeRedisTarget,
   isCluster,
@@ -73,15 +74,36 @@ export async function readRedisDurability(
 ): Promise<RedisDurability> {
   if (!isCluster(redis)) return readNodeDurability(redis, required);
   if (redis.status !== 'ready') await redis.ping(); // rejects when the cluster does not answer
+  // CLUSTER NODES, not the client's own list: CLUSTER SLOTS (what the client knows) leaves out a
+  // replica that has not replicated anything yet, and that replica can still become a primary.
+  const listed = parseClusterNodes(String(await redis.cluster('NODES')));
+  // No node listed would read as "nothing wrong": that is not an answer.
+  if (listed.length === 0)
+    throw Object.assign(new Error('CLUSTER NODES listed no node'), { code: 'NO_NODES' });
   const reports = await Promise.all(
-    redis.nodes('all').map(async (node) => {
-      const name = `node ${node.options.host}:${node.options.port}`;
-      const report = await readNodeDurability(node, required);
-      return {
-        source: report.source,
-        problems: report.problems.map((p) => `${name}: ${p}`),
-        unverified: report.unverified.map((u) => `${name}: ${u}`),
-      };
+    listed.map(async ({ host, port, failed }) => {
+      const name = `node ${host}:${port}`;
+      if (failed)
+        return { source: 'CONFIG GET' as const, problems: [], unverified: [`${name}: down (flagged fail)`] };
+      const known = redis.nodes('all').find((n) => n.options.host === host && n.options.port === port);
+      const node =
+        known ??
+        createRedis({
+          url: `redis://${host}:${port}`,
+          commandTimeoutMs: redis.options.redisOptions?.commandTimeout ?? DURABILITY_CHECK_TIMEOUT_MS,
+          offlineQueue: true,
+          connectionName: redis.options.redisOptions?.connectionName ?? 'credana-durability',
+        });
+      try {
+        const report = await readNodeDurability(node, required);
+        return {
+          source: report.source,
+          problems: report.problems.map((p) => `${name}: ${p}`),
+          unverified: report.unverified.map((u) => `${name}: ${u}`),
+        };
+      } finally {
+        if (known === undefined) node.disconnect();
+      }
     }),
   );
   return {
@@ -89,6 +111,24 @@ export async function readRedisDurability(
     problems: reports.flatMap((r) => r.problems),
     unverified: reports.flatMap((r) => r.unverified),
   };
+}
+
+/** host, port and whether flagged failed, of each node in a CLUSTER NODES reply. */
+export function parseClusterNodes(text: string): { host: string; port: number; failed: boolean }[] {
+  const nodes: { host: string; port: number; failed: boolean }[] = [];
+  for (const line of text.split('\n')) {
+    const [, address, flags] = line.trim().split(' ');
+    if (address === undefined || flags === undefined) continue;
+    const flagList = flags.split(',');
+    if (flagList.includes('noaddr') || flagList.includes('handshake')) continue;
+    // `host:port@cport` or `host:port@cport,hostname`.
+    const hostPort = address.split('@')[0] ?? '';
+    const colon = hostPort.lastIndexOf(':');
+    const port = Number(hostPort.slice(colon + 1));
+    if (colon <= 0 || !Number.isInteger(port)) continue;
+    nodes.push({ host: hostPort.slice(0, colon), port, failed: flagList.includes('fail') });
+  }
+  return nodes;
 }
 
 async function readNodeDurability(redis: SingleRedis, required: AppendFsyncPolicy): Promise<RedisDurability> {

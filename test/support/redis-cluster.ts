@@ -71,14 +71,25 @@ async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 
   throw new Error(`timed out waiting for ${what}`);
 }
 
-/** Whether every node answers CLUSTER INFO with cluster_state:ok and knows all six nodes. */
+/**
+ * Whether every node answers CLUSTER INFO with cluster_state:ok and knows all six nodes, and every
+ * replica has its primary's data (master_link_status:up). Until its first sync a replica cannot be
+ * promoted (it counts as disconnected for longer than cluster-replica-validity-factor allows), so a
+ * primary killed before then would leave its slots without an owner.
+ */
 export async function clusterIsOk(ports: readonly number[]): Promise<boolean> {
+  let primaries = 0;
   for (const port of ports) {
     const info = await redisCli(['-p', String(port), 'cluster', 'info'], 5_000);
     if (!/cluster_state:ok/.test(info)) return false;
     if (!new RegExp(`cluster_known_nodes:${ports.length}\\b`).test(info)) return false;
+    const replication = await redisCli(['-p', String(port), 'info', 'replication'], 5_000);
+    if (/role:master/.test(replication)) {
+      if (!/connected_slaves:1\b/.test(replication)) return false;
+      primaries++;
+    } else if (!/master_link_status:up/.test(replication)) return false;
   }
-  return true;
+  return primaries === CLUSTER_PRIMARIES;
 }
 
 /** Starts six nodes, creates the cluster and waits until every node says cluster_state:ok. */
@@ -155,6 +166,9 @@ function clusterNode(
         'nodes.conf',
         '--cluster-node-timeout',
         String(nodeTimeoutMs),
+        // A replica's first sync at once (the default waits 5 s for more replicas to share it).
+        '--repl-diskless-sync-delay',
+        '0',
         ...(options.logs === true ? ['--logfile', path.join(dir, 'redis.log')] : []),
       ],
       { stdio: 'ignore', detached: options.detached ?? false },
