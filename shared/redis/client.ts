@@ -110,6 +110,7 @@ export function describeRedisTarget(target: RedisTarget): string {
 
 /** A new connection with the same target and options (a writer's own connection in tests). */
 export function duplicateRedis(redis: Redis): Redis {
+  // Two calls, one per type: their duplicate() signatures differ, so the union cannot call it at once.
   const copy = isCluster(redis) ? redis.duplicate() : redis.duplicate();
   copy.on('error', () => {});
   return copy;
