@@ -32,7 +32,7 @@ import { createDatabase, parseDatabaseUrl } from '../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import { checkRedisDurability } from '../shared/redis/durability.ts';
-import { setUpServices, type TestServices } from '../test/support/db.ts';
+import { redisEnv, setUpServices, type TestServices } from '../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../test/support/fixtures.ts';
 import { post, testConfig, WETH_PRICE_E8 } from '../test/support/hot-path.ts';
 import { freePort, startPostgresCluster, startRedisServer } from '../test/support/processes.ts';
@@ -754,7 +754,7 @@ describe('the hot path answers its probe paths', () => {
       NODE_ENV: 'test',
       LOG_LEVEL: 'silent',
       DATABASE_URL: services.databaseUrl,
-      REDIS_URL: services.redisUrl,
+      ...redisEnv(services),
       REDIS_KEY_PREFIX: services.prefix,
     });
     hotPath = await createHotPath(config);
@@ -1139,7 +1139,7 @@ describe('SIGTERM through `npm run`, as the container gets it', () => {
         NODE_ENV: 'test',
         LOG_LEVEL: 'warn',
         DATABASE_URL: services.databaseUrl,
-        REDIS_URL: services.redisUrl,
+        ...redisEnv(services),
         REDIS_KEY_PREFIX: services.prefix,
         HOT_PATH_PORT: '0',
         HOT_PATH_METRICS_PORT: '0',

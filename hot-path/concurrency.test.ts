@@ -5,7 +5,7 @@
 import { serve } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureAccount, writeChainState } from '../shared/redis/account.ts';
-import { createRedis, type Redis } from '../shared/redis/client.ts';
+import { createRedis, type SingleRedis } from '../shared/redis/client.ts';
 import { userKeys } from '../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from '../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../test/support/fixtures.ts';
@@ -24,14 +24,14 @@ const RELAXED = {
 const AMOUNT = 1_000;
 let shared: TestServices;
 let privateRedis: RedisServer;
-let redis: Redis;
+let redis: SingleRedis;
 let services: TestServices;
 
 beforeAll(async () => {
   shared = await setUpServices();
   privateRedis = await startRedisServer();
   redis = createRedis({ url: privateRedis.url });
-  services = { ...shared, redis, redisUrl: privateRedis.url };
+  services = { ...shared, redis, redisUrl: privateRedis.url, redisClusterNodes: [] };
   await seedAsset(services.database.sql, redis, services.prefix, WETH, PRICE, Math.floor(Date.now() / 1000));
 });
 

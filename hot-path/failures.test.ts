@@ -37,7 +37,15 @@ beforeAll(async () => {
   redis = createRedis({ url: redisServer.url });
   await seedAsset(database.sql, redis, prefix, WETH, PRICE, Math.floor(Date.now() / 1000));
   hotPath = await startHotPath(
-    { databaseUrl, redisUrl: redisServer.url, prefix, database, redis, close: async () => {} },
+    {
+      databaseUrl,
+      redisUrl: redisServer.url,
+      redisClusterNodes: [],
+      prefix,
+      database,
+      redis,
+      close: async () => {},
+    },
     {
       DECISION_BUDGET_MS: String(BUDGET_MS),
       REDIS_COMMAND_TIMEOUT_MS: '100',
@@ -155,7 +163,15 @@ describe('failure modes', () => {
     // not fence this one's fallback.
     await hotPath.engine.lease.stop();
     const solo = await startHotPath(
-      { databaseUrl, redisUrl: redisServer.url, prefix, database, redis, close: async () => {} },
+      {
+        databaseUrl,
+        redisUrl: redisServer.url,
+        redisClusterNodes: [],
+        prefix,
+        database,
+        redis,
+        close: async () => {},
+      },
       {
         DECISION_BUDGET_MS: '1900',
         REDIS_COMMAND_TIMEOUT_MS: '1000',

@@ -30,7 +30,15 @@ beforeAll(async () => {
   database = createDatabase({ url: databaseUrl });
   redis = createRedis({ url: redisServer.url });
   hotPath = await startHotPath(
-    { databaseUrl, redisUrl: redisServer.url, prefix: 'ready:', database, redis, close: async () => {} },
+    {
+      databaseUrl,
+      redisUrl: redisServer.url,
+      redisClusterNodes: [],
+      prefix: 'ready:',
+      database,
+      redis,
+      close: async () => {},
+    },
     { METRICS_TOKEN },
   );
 });

@@ -7,7 +7,7 @@ import { Client } from '@upstash/qstash';
 import type { Config } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { createLogger, createServiceRegistry } from '../shared/observability/index.ts';
-import { createRedis } from '../shared/redis/client.ts';
+import { createServiceRedis, type Redis } from '../shared/redis/client.ts';
 import { createMarket } from '../shared/redis/market.ts';
 import { loadScripts } from '../shared/redis/script.ts';
 import { createApp } from './app.ts';
@@ -26,14 +26,13 @@ export async function createHotPath(config: Config) {
   assertLimits(config.DECISION_BUDGET_MS, config.REDIS_COMMAND_TIMEOUT_MS, config.REDIS_DECISION_BUDGET_MS);
   const logger = createLogger(config.LOG_LEVEL, 'hot-path');
   // Commands fail fast while Redis is away (no offline queue), so the fallback gets the time left.
-  const redis = createRedis({
-    url: config.REDIS_URL,
+  const redis = createServiceRedis(config, {
     commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
     offlineQueue: false,
     connectionName: 'hot-path',
     autoPipelining: true,
   });
-  const subscriber = createRedis({ url: config.REDIS_URL, connectionName: 'hot-path-sub' });
+  const subscriber = createServiceRedis(config, { connectionName: 'hot-path-sub', shardedSubscriber: true });
   const database = createDatabase({
     url: config.DATABASE_URL,
     poolMax: config.DATABASE_POOL_MAX,
@@ -116,7 +115,7 @@ export async function createHotPath(config: Config) {
   // QUEUE_DRIVER=qstash: a relay publishes the outbox through QStash (see outbox/qstash-relay.ts).
   const relayRedis =
     config.QUEUE_DRIVER === 'qstash'
-      ? createRedis({ url: config.REDIS_URL, connectionName: 'hot-path-relay' })
+      ? createServiceRedis(config, { connectionName: 'hot-path-relay' })
       : null;
   const relay =
     relayRedis !== null
@@ -158,7 +157,7 @@ async function openConnections(sql: ReturnType<typeof createDatabase>['sql'], co
   await Promise.all(Array.from({ length: count }, () => sql`select 1`.catch(() => {})));
 }
 
-async function waitForRedis(redis: ReturnType<typeof createRedis>): Promise<void> {
+async function waitForRedis(redis: Redis): Promise<void> {
   for (let attempt = 0; attempt < 50; attempt++) {
     if (redis.status === 'ready') return;
     await new Promise((resolve) => setTimeout(resolve, 100));

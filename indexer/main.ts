@@ -22,7 +22,7 @@ import {
   createServiceRegistry,
   serveInternal,
 } from '../shared/observability/index.ts';
-import { createRedis } from '../shared/redis/client.ts';
+import { createServiceRedis } from '../shared/redis/client.ts';
 import { readContractsFile } from './contracts/index.ts';
 import { chainServiceReadiness } from './health.ts';
 import { LIMITS } from './limits.ts';
@@ -68,7 +68,7 @@ const database = createDatabase({
 });
 // In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
 guardServiceRole({ sql: database.sql, nodeEnv: config.NODE_ENV, service: 'indexer' });
-const redis = createRedis({ url: config.REDIS_URL, connectionName: 'credana-indexer' });
+const redis = createServiceRedis(config, { connectionName: 'credana-indexer' });
 const rpc = createRpc({
   url: config.CHAIN_RPC_URL,
   chainId: config.CHAIN_ID,

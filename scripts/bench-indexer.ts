@@ -29,7 +29,7 @@ import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
-import { createRedis } from '../shared/redis/client.ts';
+import { createServiceRedis, deletePrefix } from '../shared/redis/client.ts';
 
 const flags = z
   .object({
@@ -161,7 +161,7 @@ const database = createDatabase({
   applicationName: 'bench-indexer',
   statementTimeoutMs: 60_000,
 });
-const redis = createRedis({ url: config.REDIS_URL, connectionName: 'bench-indexer' });
+const redis = createServiceRedis(config, { connectionName: 'bench-indexer' });
 const prefix = `bench${randomBytes(3).toString('hex')}:`;
 let result: { eventsPerS: number; rawGetLogsEventsPerS: number; ratio: number; events: number } | null = null;
 try {
@@ -241,12 +241,7 @@ try {
   );
   say('wrote bench/indexer.json');
 } finally {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.unlink(...keys);
-  } while (cursor !== '0');
+  await deletePrefix(redis, prefix);
   redis.disconnect();
   await database.close();
   const adminUrl = new URL(config.DATABASE_URL);

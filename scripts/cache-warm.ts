@@ -15,12 +15,12 @@ import { loadAssets } from '../indexer/store/index.ts';
 import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { warmAccounts } from '../shared/redis/account.ts';
-import { createRedis } from '../shared/redis/client.ts';
+import { createServiceRedis } from '../shared/redis/client.ts';
 
 const config = configFromProcess();
 const logger = pino({ level: config.LOG_LEVEL, base: { service: 'cache-warm' } });
 const database = createDatabase({ url: config.DATABASE_URL, applicationName: 'cache-warm' });
-const redis = createRedis({ url: config.REDIS_URL, connectionName: 'cache-warm' });
+const redis = createServiceRedis(config, { connectionName: 'cache-warm' });
 const started = performance.now();
 const assets = await loadAssets(database.sql, config.CHAIN_ID);
 await createCacheWriter({ sql: database.sql, redis, prefix: config.REDIS_KEY_PREFIX, logger }).publishMarket(

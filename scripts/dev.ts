@@ -24,7 +24,11 @@
  * Flags: --reset (recreate the databases of a PostgreSQL dev does not own when they describe an
  * earlier chain; their data is lost); --observe (also start Prometheus, `/usr/bin/prometheus` or
  * `prometheus` on PATH, on DEV_PROMETHEUS_PORT with a config generated into
- * `<DEV_STATE_DIR>/prometheus/` scraping every service and loading ops/prometheus/rules.yml).
+ * `<DEV_STATE_DIR>/prometheus/` scraping every service and loading ops/prometheus/rules.yml);
+ * --redis-cluster (instead of one Redis, start a private six-node Redis Cluster — three primaries, a
+ * replica each, AOF always — on free loopback ports, point every service at it with
+ * REDIS_CLUSTER_NODES, and stop it with the rest; test/support/redis-cluster.ts). Without the flag, a
+ * REDIS_CLUSTER_NODES in the environment means a cluster already running, which dev uses as it is.
  *
  * A local tool: NODE_ENV is development unless set, and every service gets dev's NODE_ENV explicitly.
  * The public development webhook secret is accepted only so, on a loopback HOT_PATH_HOST
@@ -47,9 +51,10 @@ import { type ContractsFile, readContractsFile, writeContractsFile } from '../in
 import { configFromProcess } from '../shared/config.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
-import { createRedis } from '../shared/redis/client.ts';
+import { createServiceRedis, deletePrefix, type RedisTarget } from '../shared/redis/client.ts';
 import { applySupabaseMigrations } from '../supabase/migrate.ts';
 import { signUp } from '../supabase/tests/harness.ts';
+import { startRedisCluster } from '../test/support/redis-cluster.ts';
 import {
   alive,
   DevPrerequisiteError,
@@ -62,12 +67,17 @@ import { lineStream, prometheusConfig, type ScrapeTarget } from './dev/observe.t
 import { type StackSummary, stackFile, writeStack } from './dev/stack.ts';
 
 const { values: flags } = parseArgs({
-  options: { reset: { type: 'boolean' }, observe: { type: 'boolean' } },
+  options: { reset: { type: 'boolean' }, observe: { type: 'boolean' }, 'redis-cluster': { type: 'boolean' } },
 });
 const config = configFromProcess({}, { localTool: true });
 const stateDir = config.DEV_STATE_DIR;
 const EXIT_WITH_DEV = pathToFileURL(path.join(import.meta.dirname, 'dev', 'exit-with-dev.ts')).href;
 const say = (line: string) => process.stdout.write(`dev: ${line}\n`);
+/** Where every service finds Redis: REDIS_URL, or the cluster (--redis-cluster or REDIS_CLUSTER_NODES). */
+const redisTarget: RedisTarget = {
+  REDIS_URL: config.REDIS_URL,
+  REDIS_CLUSTER_NODES: config.REDIS_CLUSTER_NODES,
+};
 
 /**
  * What dev started, in start order. Stopping: every service at once (they are independent), then the
@@ -153,6 +163,9 @@ async function stopPid(pid: number): Promise<void> {
   }
 }
 
+/** cluster-node-timeout of dev's own cluster: a killed primary is failed over in a few seconds. */
+const DEV_CLUSTER_NODE_TIMEOUT_MS = 3_000;
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function answers(check: () => Promise<unknown>): Promise<boolean> {
@@ -164,8 +177,8 @@ async function answers(check: () => Promise<unknown>): Promise<boolean> {
   }
 }
 
-async function pingRedis(url: string): Promise<void> {
-  const probe = createRedis({ url, offlineQueue: false });
+async function pingRedis(target: RedisTarget): Promise<void> {
+  const probe = createServiceRedis(target, { offlineQueue: false });
   try {
     for (let i = 0; i < 20 && probe.status !== 'ready'; i++) await sleep(50);
     await probe.ping();
@@ -186,6 +199,63 @@ async function waitUntil(
     if (Date.now() > deadline) return false;
     await sleep(intervalMs);
   }
+}
+
+/** One Redis at REDIS_URL: adopted when it answers, else dev's own redis-server when local. */
+async function startOrAdoptRedis(): Promise<boolean> {
+  const failed = (line: string) => {
+    void fail(line);
+    return false;
+  };
+  const redisUrl = new URL(config.REDIS_URL);
+  const redisDir = path.resolve(stateDir, 'redis');
+  const redisPidFile = path.join(redisDir, 'redis-server.pid');
+  // dev's own redis-server may still be running (an earlier dev was killed): adopt it, so Ctrl-C stops it.
+  const ownRedisPid = isLoopbackHost(redisUrl.hostname) ? livePid(redisPidFile) : null;
+  if (ownRedisPid !== null && (await answers(() => pingRedis(redisTarget)))) {
+    started.push({ name: 'redis-server', kind: 'server', stop: () => stopPid(ownRedisPid) });
+    say(`adopted the running redis-server on ${redisUrl.port || 6379} (data in ${redisDir})`);
+  } else if (!(await answers(() => pingRedis(redisTarget)))) {
+    if (!isLoopbackHost(redisUrl.hostname)) {
+      return failed(
+        `Redis at ${redisUrl.host} does not answer. Start it, or point REDIS_URL at a local address and dev runs its own.`,
+      );
+    }
+    if (spawnSync('sh', ['-c', 'command -v redis-server']).status !== 0) {
+      return failed(
+        `Redis at ${redisUrl.host} does not answer and redis-server is not on PATH. Install it (Debian: apt-get install redis-server) or set REDIS_URL.`,
+      );
+    }
+    mkdirSync(redisDir, { recursive: true });
+    say(`starting redis-server on ${redisUrl.port || 6379} (data in ${redisDir}, AOF always)`);
+    const redisServer = spawn(
+      'redis-server',
+      [
+        '--port',
+        redisUrl.port || '6379',
+        '--bind',
+        redisUrl.hostname.replace(/^\[|\]$/g, ''),
+        '--dir',
+        redisDir,
+        '--pidfile',
+        redisPidFile,
+        '--appendonly',
+        'yes',
+        '--appendfsync',
+        'always',
+        // What the hot path and the ledger writer require in production (docs/operations.md).
+        '--maxmemory-policy',
+        'noeviction',
+      ],
+      // Its own process group: a terminal's Ctrl-C reaches dev only, which stops it after the services.
+      { stdio: 'ignore', detached: true },
+    );
+    track('redis-server', 'server', redisServer);
+    if (!(await waitUntil(() => answers(() => pingRedis(redisTarget)), 10_000))) {
+      return failed(`redis-server did not answer on ${redisUrl.host} within 10 s (is the port taken?).`);
+    }
+  }
+  return true;
 }
 
 const DEMO = [
@@ -249,53 +319,33 @@ async function main(): Promise<void> {
     }
   }
 
-  const redisUrl = new URL(config.REDIS_URL);
-  const redisDir = path.resolve(stateDir, 'redis');
-  const redisPidFile = path.join(redisDir, 'redis-server.pid');
-  // dev's own redis-server may still be running (an earlier dev was killed): adopt it, so Ctrl-C stops it.
-  const ownRedisPid = isLoopbackHost(redisUrl.hostname) ? livePid(redisPidFile) : null;
-  if (ownRedisPid !== null && (await answers(() => pingRedis(config.REDIS_URL)))) {
-    started.push({ name: 'redis-server', kind: 'server', stop: () => stopPid(ownRedisPid) });
-    say(`adopted the running redis-server on ${redisUrl.port || 6379} (data in ${redisDir})`);
-  } else if (!(await answers(() => pingRedis(config.REDIS_URL)))) {
-    if (!isLoopbackHost(redisUrl.hostname)) {
-      return fail(
-        `Redis at ${redisUrl.host} does not answer. Start it, or point REDIS_URL at a local address and dev runs its own.`,
-      );
-    }
+  if (flags['redis-cluster'] === true) {
     if (spawnSync('sh', ['-c', 'command -v redis-server']).status !== 0) {
       return fail(
-        `Redis at ${redisUrl.host} does not answer and redis-server is not on PATH. Install it (Debian: apt-get install redis-server) or set REDIS_URL.`,
+        '--redis-cluster needs redis-server and redis-cli on PATH (Debian: apt-get install redis-server).',
       );
     }
-    mkdirSync(redisDir, { recursive: true });
-    say(`starting redis-server on ${redisUrl.port || 6379} (data in ${redisDir}, AOF always)`);
-    const redisServer = spawn(
-      'redis-server',
-      [
-        '--port',
-        redisUrl.port || '6379',
-        '--bind',
-        redisUrl.hostname.replace(/^\[|\]$/g, ''),
-        '--dir',
-        redisDir,
-        '--pidfile',
-        redisPidFile,
-        '--appendonly',
-        'yes',
-        '--appendfsync',
-        'always',
-        // What the hot path and the ledger writer require in production (docs/operations.md).
-        '--maxmemory-policy',
-        'noeviction',
-      ],
-      // Its own process group: a terminal's Ctrl-C reaches dev only, which stops it after the services.
-      { stdio: 'ignore', detached: true },
+    // A fresh cluster each run, in a temporary folder: its nodes know each other by port, and the
+    // ports are chosen free at each start. The demo data is written to it again below.
+    const cluster = await startRedisCluster({
+      nodeTimeoutMs: DEV_CLUSTER_NODE_TIMEOUT_MS,
+      logs: true,
+      detached: true,
+    });
+    started.push({ name: 'Redis Cluster', kind: 'server', stop: () => cluster.destroy() });
+    redisTarget.REDIS_CLUSTER_NODES = cluster.seeds;
+    say(
+      `started a Redis Cluster of six nodes (3 primaries, 3 replicas) on ${cluster.seeds.join(',')} (data and logs in ${cluster.dir})`,
     );
-    track('redis-server', 'server', redisServer);
-    if (!(await waitUntil(() => answers(() => pingRedis(config.REDIS_URL)), 10_000))) {
-      return fail(`redis-server did not answer on ${redisUrl.host} within 10 s (is the port taken?).`);
+  } else if (redisTarget.REDIS_CLUSTER_NODES.length > 0) {
+    if (!(await answers(() => pingRedis(redisTarget)))) {
+      return fail(
+        `the Redis Cluster at REDIS_CLUSTER_NODES (${redisTarget.REDIS_CLUSTER_NODES.join(',')}) does not answer. Start it, or run npm run dev -- --redis-cluster and dev starts its own.`,
+      );
     }
+    say(`using the Redis Cluster at ${redisTarget.REDIS_CLUSTER_NODES.join(',')}`);
+  } else if (!(await startOrAdoptRedis())) {
+    return stopAll(1);
   }
 
   // 2. Chain.
@@ -360,7 +410,7 @@ async function main(): Promise<void> {
     }
     await dropDatabase(config.DATABASE_URL);
     await dropDatabase(config.SUPABASE_DB_URL);
-    const cleared = await deleteRedisPrefix(config.REDIS_URL, config.REDIS_KEY_PREFIX);
+    const cleared = await deleteRedisPrefix(redisTarget, config.REDIS_KEY_PREFIX);
     say(
       `the local chain is new: recreated the financial and Supabase-local databases and cleared ${cleared} Redis keys under ${config.REDIS_KEY_PREFIX}`,
     );
@@ -389,6 +439,7 @@ async function main(): Promise<void> {
     LOG_LEVEL: config.LOG_LEVEL,
     DATABASE_URL: config.DATABASE_URL,
     REDIS_URL: config.REDIS_URL,
+    REDIS_CLUSTER_NODES: redisTarget.REDIS_CLUSTER_NODES.join(','),
     REDIS_KEY_PREFIX: config.REDIS_KEY_PREFIX,
     STRIPE_WEBHOOK_SECRETS: config.STRIPE_WEBHOOK_SECRETS.join(','),
     STRIPE_API_VERSION: config.STRIPE_API_VERSION,
@@ -532,7 +583,7 @@ async function main(): Promise<void> {
   await sb.end();
   // Deposits count after CHAIN_CONFIRMATIONS blocks: mine them, then wait for the indexer.
   await chain.mine(config.CHAIN_CONFIRMATIONS + 1);
-  const redis = createRedis({ url: config.REDIS_URL });
+  const redis = createServiceRedis(redisTarget);
   const users = [];
   for (const demo of DEMO) {
     const wallet = localAccount(demo.account).address;
@@ -582,6 +633,9 @@ async function main(): Promise<void> {
       contractsFile: config.CONTRACTS_FILE,
     },
     postgres: { embedded: embeddedDataDir !== null, dataDir: embeddedDataDir },
+    redis: {
+      clusterNodes: redisTarget.REDIS_CLUSTER_NODES.length === 0 ? null : redisTarget.REDIS_CLUSTER_NODES,
+    },
     scheduler: {
       metricsUrl: schedulerPort === undefined ? null : `http://127.0.0.1:${schedulerPort}/metrics`,
     },
@@ -716,21 +770,14 @@ async function dropDatabase(url: string): Promise<void> {
   }
 }
 
-/** Deletes every key under the prefix (SCAN, never KEYS). Returns how many. */
-async function deleteRedisPrefix(url: string, prefix: string): Promise<number> {
-  const redis = createRedis({ url });
-  let deleted = 0;
+/** Deletes every key under the prefix (SCAN on every primary, never KEYS). Returns how many. */
+async function deleteRedisPrefix(target: RedisTarget, prefix: string): Promise<number> {
+  const redis = createServiceRedis(target);
   try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) deleted += await redis.unlink(...keys);
-    } while (cursor !== '0');
+    return await deletePrefix(redis, prefix);
   } finally {
     redis.disconnect();
   }
-  return deleted;
 }
 
 /** The liquidator's test USDC: minted at start when it holds less than the minimum. */

@@ -14,7 +14,7 @@ import { type Config, configFromProcess } from '../shared/config.ts';
 import type { ControlsDeps } from '../shared/controls/program.ts';
 import { createDatabase, type Database } from '../shared/db/client.ts';
 import { type ConfiguredMerchantNames, merchantNamesFromConfig } from '../shared/hsm/merchant-names.ts';
-import { createRedis, type Redis } from '../shared/redis/client.ts';
+import { createServiceRedis, type Redis } from '../shared/redis/client.ts';
 import { backlogCommands } from './ops/backlog.ts';
 import type { OpsCommand, OpsIo } from './ops/command.ts';
 import { controlsCommands } from './ops/controls.ts';
@@ -52,7 +52,7 @@ async function openDeps(): Promise<ControlsDeps> {
       statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
       applicationName: 'ops',
     });
-    const redis = createRedis({ url: config.REDIS_URL, connectionName: 'ops', commandTimeoutMs: 5_000 });
+    const redis = createServiceRedis(config, { connectionName: 'ops', commandTimeoutMs: 5_000 });
     Object.assign(open, {
       database,
       redis,

@@ -19,7 +19,7 @@ import {
   createServiceRegistry,
   serveInternal,
 } from '../shared/observability/index.ts';
-import { createRedis } from '../shared/redis/client.ts';
+import { createServiceRedis } from '../shared/redis/client.ts';
 import {
   assertSyncLimits,
   createProjectionSync,
@@ -56,7 +56,7 @@ const supabase = postgres(config.SUPABASE_DB_URL, {
   onnotice: () => {},
   connection: { application_name: 'credana-supabase-sync', TimeZone: 'UTC', statement_timeout: 30_000 },
 });
-const redis = createRedis({ url: config.REDIS_URL, connectionName: 'supabase-sync' });
+const redis = createServiceRedis(config, { connectionName: 'supabase-sync' });
 const metrics = createSyncMetrics(createServiceRegistry('supabase-sync'));
 
 const bridge = createUserBridge({

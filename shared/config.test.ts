@@ -112,6 +112,20 @@ describe('loadConfig', () => {
     expect(everythingShown(error)).not.toContain(CANARY);
   });
 
+  it('takes REDIS_CLUSTER_NODES as trimmed host:port seeds (empty: one Redis at REDIS_URL) and refuses anything else', () => {
+    const dev = { NODE_ENV: 'development' };
+    expect(loadConfig(dev).REDIS_CLUSTER_NODES).toEqual([]);
+    expect(
+      loadConfig({ ...dev, REDIS_CLUSTER_NODES: ' 10.0.0.1:7000, redis-2.internal:7001 ,' })
+        .REDIS_CLUSTER_NODES,
+    ).toEqual(['10.0.0.1:7000', 'redis-2.internal:7001']);
+    for (const bad of ['10.0.0.1', 'redis://10.0.0.1:7000', '10.0.0.1:7000 10.0.0.2:7000']) {
+      const error = configError({ ...dev, REDIS_CLUSTER_NODES: bad });
+      expect(error.variable).toBe('REDIS_CLUSTER_NODES');
+      expect(error.message).toMatch(/^config: REDIS_CLUSTER_NODES is invalid: .*host:port/);
+    }
+  });
+
   it('never shows the other secrets of the environment when one variable is bad', () => {
     const error = configError({
       STRIPE_WEBHOOK_SECRETS: STRIPE_SECRET_OK,

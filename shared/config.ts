@@ -147,6 +147,15 @@ const schema = z.object({
   DATABASE_STATEMENT_TIMEOUT_MS: integer(10, 600_000).default(5_000),
 
   REDIS_URL: url.default('redis://127.0.0.1:6379'),
+  // Comma-separated host:port seeds of a Redis Cluster (docs/redis-layout.md, "Redis Cluster"). Set:
+  // every service talks to the cluster through them and REDIS_URL is not used; unset: one Redis.
+  REDIS_CLUSTER_NODES: csv
+    .pipe(
+      z
+        .array(z.string().regex(/^[A-Za-z0-9.-]+:[0-9]{1,5}$/, 'each node must be host:port'))
+        .max(64, 'lists at most 64 seed nodes'),
+    )
+    .default([]),
   REDIS_KEY_PREFIX: z
     .string()
     .regex(/^[a-z0-9:_-]{1,32}$/i)
@@ -648,15 +657,32 @@ export function analyticsHistory(config: Config): { compressAfterDays: number; r
  * TEST_DATABASE_URL / TEST_REDIS_URL say otherwise. Lives here because this module is the only
  * reader of `process.env`.
  */
-export function testServiceUrls(): { databaseUrl: string; redisUrl: string } {
+export function testServiceUrls(): {
+  databaseUrl: string;
+  redisUrl: string;
+  redisMode: 'single' | 'cluster';
+  redisClusterNodes: string[];
+} {
   const env = z
     .object({
       TEST_DATABASE_URL: url.default('postgres://postgres@127.0.0.1:5432/postgres'),
       TEST_REDIS_URL: url.default('redis://127.0.0.1:6379'),
+      // `cluster`: the run starts a private six-node Redis Cluster (test/support/redis-cluster.ts)
+      // and every test's shared Redis is that cluster.
+      TEST_REDIS: z.enum(['single', 'cluster']).default('single'),
+      // Set by the global setup for the run's cluster; not for people to set.
+      TEST_REDIS_CLUSTER_NODES: schema.shape.REDIS_CLUSTER_NODES,
     })
     .parse({
       TEST_DATABASE_URL: process.env['TEST_DATABASE_URL'] || undefined,
       TEST_REDIS_URL: process.env['TEST_REDIS_URL'] || undefined,
+      TEST_REDIS: process.env['TEST_REDIS'] || undefined,
+      TEST_REDIS_CLUSTER_NODES: process.env['TEST_REDIS_CLUSTER_NODES'] || undefined,
     });
-  return { databaseUrl: env.TEST_DATABASE_URL, redisUrl: env.TEST_REDIS_URL };
+  return {
+    databaseUrl: env.TEST_DATABASE_URL,
+    redisUrl: env.TEST_REDIS_URL,
+    redisMode: env.TEST_REDIS,
+    redisClusterNodes: env.TEST_REDIS_CLUSTER_NODES,
+  };
 }

@@ -19,7 +19,7 @@ import {
   type Token,
 } from '../shared/hsm/index.ts';
 import { pkcs11js } from '../shared/hsm/pkcs11.ts';
-import { setUpServices, type TestServices } from './support/db.ts';
+import { redisEnv, setUpServices, type TestServices } from './support/db.ts';
 import { runScript } from './support/processes.ts';
 import { createSoftHsmToken, type SoftHsmToken } from './support/softhsm.ts';
 
@@ -181,7 +181,7 @@ describe('chain signers with their keys in the HSM', () => {
         CHAIN_RPC_URL: chain.url,
         CHAIN_ID: String(chain.contracts.chainId),
         CONTRACTS_FILE: contractsFile,
-        REDIS_URL: services.redisUrl,
+        ...redisEnv(services),
         REDIS_KEY_PREFIX: services.prefix,
       },
       ['--poll-interval-ms', '50'],

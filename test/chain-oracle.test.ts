@@ -11,10 +11,11 @@ import { cachedCredit, createTestIndexer } from '../indexer/chain/testing.ts';
 import type { Indexer } from '../indexer/runtime/index.ts';
 import { computeCredit } from '../shared/credit.ts';
 import { ensureAccount, holdingsFromAccount } from '../shared/redis/account.ts';
-import { createRedis, type Redis } from '../shared/redis/client.ts';
-import { ACCOUNT, userKeys } from '../shared/redis/keys.ts';
+import type { Redis } from '../shared/redis/client.ts';
+import { ACCOUNT, channels, userKeys } from '../shared/redis/keys.ts';
 import { createMarket, type Market } from '../shared/redis/market.ts';
-import { setUpServices, type TestServices } from './support/db.ts';
+import { publishToAll } from '../shared/redis/pubsub.ts';
+import { connectRedis, setUpServices, type TestServices } from './support/db.ts';
 
 const CONFIRMATIONS = 2;
 const REORG_DEPTH_MAX = 8;
@@ -54,8 +55,9 @@ async function marketCredit(market: Market): Promise<bigint> {
 async function borrowPowers(): Promise<bigint[]> {
   // A marker published after the indexer's last message: once every view has it, they have all before it.
   const marker = `marker-${Math.random()}`;
-  await services.redis.publish(
-    `${services.prefix}ch:prices`,
+  await publishToAll(
+    services.redis,
+    channels(services.prefix).prices,
     JSON.stringify({ assetId: marker, answer: '1', updatedAtS: 0 }),
   );
   await waitUntil(() => markets.every((m) => m.prices.has(marker)));
@@ -92,8 +94,11 @@ beforeAll(async () => {
   await indexer.syncToHead();
   // Two hot-path processes' market views, each with its own connections.
   for (let i = 0; i < 2; i++) {
-    const redis = createRedis({ url: services.redisUrl, connectionName: `oracle-test-${i}` });
-    const subscriber = createRedis({ url: services.redisUrl, connectionName: `oracle-test-sub-${i}` });
+    const redis = connectRedis(services, { connectionName: `oracle-test-${i}` });
+    const subscriber = connectRedis(services, {
+      connectionName: `oracle-test-sub-${i}`,
+      shardedSubscriber: true,
+    });
     connections.push(redis, subscriber);
     markets.push(await createMarket(redis, subscriber, services.prefix));
   }

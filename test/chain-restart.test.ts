@@ -17,7 +17,7 @@ import {
 } from '../indexer/chain/testing.ts';
 import { writeContractsFile } from '../indexer/contracts/index.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
-import { setUpServices, type TestServices } from './support/db.ts';
+import { redisEnv, setUpServices, type TestServices } from './support/db.ts';
 
 const ETH = 10n ** 18n;
 const REORG_DEPTH_MAX = 4;
@@ -102,7 +102,7 @@ describe('restart', () => {
       writeContractsFile(contractsFile, chain.contracts);
       const env = {
         DATABASE_URL: services.databaseUrl,
-        REDIS_URL: services.redisUrl,
+        ...redisEnv(services),
         REDIS_KEY_PREFIX: services.prefix,
         CHAIN_RPC_URL: chain.url,
         CHAIN_ID: String(chain.contracts.chainId),

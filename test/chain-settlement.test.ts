@@ -25,8 +25,9 @@ import type { Indexer } from '../indexer/runtime/index.ts';
 import { createSettlementMetrics, createSettlementWorker } from '../indexer/settlement/index.ts';
 import { cardMovementEntries, insertTransfers } from '../shared/db/queries/ledger.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
+import { duplicateRedis } from '../shared/redis/client.ts';
 import { ACCOUNT, userKeys } from '../shared/redis/keys.ts';
-import { setUpServices, type TestServices } from './support/db.ts';
+import { redisEnv, setUpServices, type TestServices } from './support/db.ts';
 import { type HotPath, post, startHotPath } from './support/hot-path.ts';
 import { authorizationRequest, transactionEvent } from './support/stripe.ts';
 
@@ -127,7 +128,7 @@ beforeAll(async () => {
   await indexer.syncToHead();
   hotPath = await startHotPath(services);
   writer = createLedgerWriter({
-    redis: services.redis.duplicate(),
+    redis: duplicateRedis(services.redis),
     sql: sql(),
     prefix: services.prefix,
     consumer: 'chain-settlement-test',
@@ -201,7 +202,7 @@ describe('settlement', () => {
       CHAIN_ID: String(chain.contracts.chainId),
       CONTRACTS_FILE: contractsFile,
       SETTLER_PRIVATE_KEY: localAccount(ROLES.settler).privateKey,
-      REDIS_URL: services.redisUrl,
+      ...redisEnv(services),
       REDIS_KEY_PREFIX: services.prefix,
       LOG_LEVEL: 'info',
     };

@@ -36,7 +36,8 @@ import {
   withdrawalRoutes,
 } from '../indexer/withdrawals/index.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
-import { setUpServices, type TestServices } from './support/db.ts';
+import { duplicateRedis } from '../shared/redis/client.ts';
+import { redisEnv, setUpServices, type TestServices } from './support/db.ts';
 import { type HotPath, post, startHotPath } from './support/hot-path.ts';
 import { authorizationRequest, transactionEvent } from './support/stripe.ts';
 
@@ -186,7 +187,7 @@ beforeAll(async () => {
   await sync(true);
   hotPath = await startHotPath(services);
   writer = createLedgerWriter({
-    redis: services.redis.duplicate(),
+    redis: duplicateRedis(services.redis),
     sql: sql(),
     prefix: services.prefix,
     consumer: 'chain-solvency-test',
@@ -434,7 +435,7 @@ describe('refunds reach the chain', () => {
     const refund = await transaction(user, 'refund', spend.authorizationId, 4_000);
     const env = {
       DATABASE_URL: services.databaseUrl,
-      REDIS_URL: services.redisUrl,
+      ...redisEnv(services),
       REDIS_KEY_PREFIX: services.prefix,
       CHAIN_RPC_URL: chain.url,
       CHAIN_ID: String(chain.contracts.chainId),

@@ -18,7 +18,7 @@ import {
 } from '../indexer/chain/testing.ts';
 import { writeContractsFile } from '../indexer/contracts/index.ts';
 import { LOCK_SETTLEMENT_SESSION } from '../indexer/store/index.ts';
-import { setUpServices, type TestServices } from './support/db.ts';
+import { redisEnv, setUpServices, type TestServices } from './support/db.ts';
 import { freePort } from './support/processes.ts';
 
 let services: TestServices;
@@ -48,7 +48,7 @@ function baseEnv(extra: Record<string, string>): Record<string, string> {
   return {
     PATH: process.env['PATH'] ?? '',
     DATABASE_URL: services.databaseUrl,
-    REDIS_URL: services.redisUrl,
+    ...redisEnv(services),
     REDIS_KEY_PREFIX: services.prefix,
     CHAIN_RPC_URL: chain.url,
     CHAIN_ID: String(chain.contracts.chainId),

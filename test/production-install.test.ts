@@ -5,7 +5,7 @@ import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { setUpServices, type TestServices } from './support/db.ts';
+import { redisEnv, setUpServices, type TestServices } from './support/db.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 // npm ci downloads every production package (no cache is assumed) on a busy two-core machine.
@@ -155,7 +155,7 @@ describe('npm ci --omit=dev', () => {
           NODE_ENV: 'test',
           LOG_LEVEL: 'warn',
           DATABASE_URL: services.databaseUrl,
-          REDIS_URL: services.redisUrl,
+          ...redisEnv(services),
           REDIS_KEY_PREFIX: services.prefix,
           HOT_PATH_PORT: '0',
           HOT_PATH_METRICS_PORT: '0',

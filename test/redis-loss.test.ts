@@ -35,7 +35,7 @@ beforeAll(async () => {
   shared = await setUpServices();
   server = await startRedisServer(['--appendonly', 'yes', '--appendfsync', 'always']);
   redis = createRedis({ url: server.url });
-  services = { ...shared, redis, redisUrl: server.url };
+  services = { ...shared, redis, redisUrl: server.url, redisClusterNodes: [] };
   await seedAsset(services.database.sql, redis, services.prefix, WETH, PRICE, Math.floor(Date.now() / 1000));
 }, 60_000);
 

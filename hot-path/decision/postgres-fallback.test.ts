@@ -5,9 +5,9 @@
 // merchant name (no data key in the hot path) but queues it, as the hot path's own role.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase } from '../../shared/db/client.ts';
-import { createRedis } from '../../shared/redis/client.ts';
+import type { Redis } from '../../shared/redis/client.ts';
 import { createMarket, type Market } from '../../shared/redis/market.ts';
-import type { TestServices } from '../../test/support/db.ts';
+import { connectRedis, type TestServices } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { setUpServicesWithWeth, testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
@@ -18,11 +18,11 @@ import { decideFromPostgres, type FallbackDeps } from './postgres-fallback.ts';
 
 let services: TestServices;
 let market: Market;
-let subscriber: ReturnType<typeof createRedis>;
+let subscriber: Redis;
 
 beforeAll(async () => {
   services = await setUpServicesWithWeth();
-  subscriber = createRedis({ url: services.redisUrl });
+  subscriber = connectRedis(services, { shardedSubscriber: true });
   market = await createMarket(services.redis, subscriber, services.prefix);
 });
 

@@ -9,7 +9,7 @@ import { createRedis, type Redis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
 import { runScript } from '../../shared/redis/script.ts';
 import { deletePrefix } from '../../test/support/db.ts';
-import { redisUrl } from '../../test/support/env.ts';
+import { redisClusterNodes, redisUrl } from '../../test/support/env.ts';
 import { evaluateRules, type RuleInput } from './rules.ts';
 import { DECIDE } from './scripts.ts';
 
@@ -17,7 +17,7 @@ const prefix = `rules${randomUUID().slice(0, 8)}:`;
 let redis: Redis;
 
 beforeAll(() => {
-  redis = createRedis({ url: redisUrl() });
+  redis = createRedis({ url: redisUrl(), clusterNodes: redisClusterNodes() });
 });
 
 afterAll(async () => {

@@ -3,7 +3,7 @@
 // finishes; every record is then in Postgres exactly once and every balance equals the entries' sum.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { outboxKey } from '../../shared/redis/keys.ts';
-import { setUpServices, type TestServices } from '../../test/support/db.ts';
+import { redisEnv, setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
 import { type ServiceProcess, spawnService } from '../../test/support/processes.ts';
 import { decisionFields, outboxBacklog } from './testing.ts';
@@ -23,7 +23,7 @@ const env = () => ({
   NODE_ENV: 'test',
   LOG_LEVEL: 'silent',
   DATABASE_URL: services.databaseUrl,
-  REDIS_URL: services.redisUrl,
+  ...redisEnv(services),
   REDIS_KEY_PREFIX: services.prefix,
   LEDGER_WRITER_PORT: '0',
   LEDGER_BATCH_MAX: '200',

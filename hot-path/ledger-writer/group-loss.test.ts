@@ -3,6 +3,7 @@
 // and all), and the next entry is still written, with the group recreated and counted; before the fix
 // the writer retried NOGROUP forever and wrote nothing more until restarted.
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { deleteKeys, duplicateRedis } from '../../shared/redis/client.ts';
 import { allOutboxKeys } from '../../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
@@ -39,7 +40,7 @@ it('recreates its consumer group when the streams vanish, and writes what comes 
   const { userId, cardId } = await seedUser(services.database.sql);
   const metrics = createLedgerWriterMetrics();
   writer = createLedgerWriter({
-    redis: services.redis.duplicate(),
+    redis: duplicateRedis(services.redis),
     sql: services.database.sql,
     prefix: services.prefix,
     consumer: 'group-loss-writer',
@@ -57,7 +58,7 @@ it('recreates its consumer group when the streams vanish, and writes what comes 
   await waitFor(async () => (await heldCents(userId)) === 1_000n, 'the first entry');
 
   // What an empty restart leaves: no stream, no group.
-  await services.redis.del(...allOutboxKeys(services.prefix));
+  await deleteKeys(services.redis, allOutboxKeys(services.prefix));
   await addEntry(
     services.redis,
     services.prefix,

@@ -7,7 +7,7 @@ import { createDatabase } from '../../shared/db/client.ts';
 import { guardServiceRole } from '../../shared/db/service-role.ts';
 import { startMerchantNameSealing } from '../../shared/hsm/merchant-names.ts';
 import { createLogger, createServiceRegistry } from '../../shared/observability/index.ts';
-import { createRedis } from '../../shared/redis/client.ts';
+import { createServiceRedis } from '../../shared/redis/client.ts';
 import { durabilityGauge, enforceRedisDurability } from '../../shared/redis/durability.ts';
 import { createDependencyProbe, ledgerWriterReadiness } from '../ops/readiness.ts';
 import { createLedgerWriterApp } from './app.ts';
@@ -45,7 +45,7 @@ if (!started.ok) {
 if (started.warning !== null) logger.warn(started.warning);
 const sealing = started.sealing;
 const merchantNames = sealing?.names ?? null;
-const redis = createRedis({ url: config.REDIS_URL, connectionName: 'ledger-writer' });
+const redis = createServiceRedis(config, { connectionName: 'ledger-writer' });
 const metrics = createLedgerWriterMetrics(createServiceRegistry('ledger-writer'));
 durabilityGauge(metrics.registry, redisDurable);
 const writer = createLedgerWriter({

@@ -5,10 +5,10 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
-import { createRedis, type Redis } from '../../shared/redis/client.ts';
+import { createRedis, duplicateRedis, type Redis } from '../../shared/redis/client.ts';
 import { outboxKey } from '../../shared/redis/keys.ts';
 import { deletePrefix } from '../../test/support/db.ts';
-import { redisUrl } from '../../test/support/env.ts';
+import { redisClusterNodes, redisUrl } from '../../test/support/env.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
 import { type PostgresCluster, startPostgresCluster } from '../../test/support/processes.ts';
 import { createLedgerWriterMetrics } from './metrics.ts';
@@ -27,7 +27,7 @@ beforeAll(async () => {
   await ensureDatabase(url);
   await migrateDatabase(url);
   database = createDatabase({ url, poolMax: 4, connectTimeoutS: 1, applicationName: 'ledger-writer-test' });
-  redis = createRedis({ url: redisUrl() });
+  redis = createRedis({ url: redisUrl(), clusterNodes: redisClusterNodes() });
 });
 afterAll(async () => {
   await writer?.stop();
@@ -55,23 +55,26 @@ it('keeps every entry while Postgres is down and writes each exactly once when i
   const sums = new Map(users.map((u) => [u.userId, 0n]));
   let added = 0;
   async function add(n: number): Promise<void> {
-    const pipeline = redis.pipeline();
+    // Sent together, not as one pipeline: on a cluster the shards' streams live on different nodes.
+    const appends: Promise<unknown>[] = [];
     for (let i = 0; i < n; i++) {
       const user = users[(added + i) % users.length]!;
       const granted = BigInt(1 + ((added + i) % 97));
       sums.set(user.userId, sums.get(user.userId)! + granted);
-      pipeline.xadd(
-        outboxKey(prefix, (added + i) % 16),
-        '*',
-        ...decisionFields({ userId: user.userId, cardId: user.cardId, grantedCents: granted }),
+      appends.push(
+        redis.xadd(
+          outboxKey(prefix, (added + i) % 16),
+          '*',
+          ...decisionFields({ userId: user.userId, cardId: user.cardId, grantedCents: granted }),
+        ),
       );
     }
-    await pipeline.exec();
+    await Promise.all(appends);
     added += n;
   }
   const metrics = createLedgerWriterMetrics();
   writer = createLedgerWriter({
-    redis: redis.duplicate(),
+    redis: duplicateRedis(redis),
     sql,
     prefix,
     consumer: 'c1',

@@ -13,8 +13,8 @@ import { warmAccounts } from '../../shared/redis/account.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
 import { ACCOUNT, deadLetterKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
-import { deletePrefix } from '../../test/support/db.ts';
-import { redisUrl } from '../../test/support/env.ts';
+import { deletePrefix, redisEnv } from '../../test/support/db.ts';
+import { redisClusterNodes, redisUrl } from '../../test/support/env.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import type { ResponseBody } from '../../test/support/hot-path.ts';
 import {
@@ -121,7 +121,7 @@ beforeAll(async () => {
     connectTimeoutS: 1,
     applicationName: 'outage-test',
   });
-  redis = createRedis({ url: redisUrl() });
+  redis = createRedis({ url: redisUrl(), clusterNodes: redisClusterNodes() });
   await seedAsset(database.sql, redis, prefix, WETH, PRICE, Math.floor(Date.now() / 1000));
 });
 
@@ -205,7 +205,7 @@ it('answers from Redis through a 30 s Postgres outage and the writer then books 
   const common = {
     NODE_ENV: 'test',
     DATABASE_URL: databaseUrl,
-    REDIS_URL: redisUrl(),
+    ...redisEnv({ redisUrl: redisUrl(), redisClusterNodes: redisClusterNodes() }),
     REDIS_KEY_PREFIX: prefix,
     STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
   };

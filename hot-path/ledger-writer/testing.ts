@@ -109,17 +109,10 @@ export async function addEntry(
   return id ?? '';
 }
 
-/** Entries in all of a prefix's outbox streams (one pipelined XLEN each). */
+/** Entries in all of a prefix's outbox streams (one XLEN each, sent together: on a cluster, to each shard's node). */
 export async function outboxBacklog(redis: Redis, prefix: string): Promise<number> {
-  const pipeline = redis.pipeline();
-  for (const key of allOutboxKeys(prefix)) pipeline.xlen(key);
-  const replies = (await pipeline.exec()) ?? [];
-  let total = 0;
-  for (const [error, n] of replies) {
-    if (error !== null) throw error;
-    total += Number(n);
-  }
-  return total;
+  const lengths = await Promise.all(allOutboxKeys(prefix).map((key) => redis.xlen(key)));
+  return lengths.reduce((sum, n) => sum + n, 0);
 }
 
 /** Waits until every outbox stream of `prefix` is empty; returns the ms it took, throws after `timeoutMs`. */

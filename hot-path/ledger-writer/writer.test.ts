@@ -5,6 +5,7 @@
 // and reads /metrics and /healthz. The writer runs with its default two lanes; laneOf is checked to keep
 // each user's entries in one lane (so one user's movements stay in stream order).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { duplicateRedis } from '../../shared/redis/client.ts';
 import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
@@ -42,7 +43,7 @@ afterAll(async () => {
 async function startWriter(): Promise<LedgerWriter> {
   metrics = createLedgerWriterMetrics();
   const w = createLedgerWriter({
-    redis: services.redis.duplicate(),
+    redis: duplicateRedis(services.redis),
     sql: services.database.sql,
     prefix: services.prefix,
     consumer: 'test-writer',

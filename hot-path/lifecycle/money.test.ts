@@ -5,6 +5,7 @@
 // refunds beyond what was captured, and unlinked ones, are held for review (ledger account, metric),
 // never spendable; unsettled is never negative in Postgres; a non-USD event is recorded, not booked.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { duplicateRedis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import type { TestServices } from '../../test/support/db.ts';
@@ -32,7 +33,7 @@ beforeAll(async () => {
   world = await setUpHotPathWorld({ VELOCITY_LIMIT_PER_MIN: '1000' });
   ({ services, hotPath } = world);
   writer = createLedgerWriter({
-    redis: services.redis.duplicate(),
+    redis: duplicateRedis(services.redis),
     sql: services.database.sql,
     prefix: services.prefix,
     consumer: 'lifecycle-money-test',

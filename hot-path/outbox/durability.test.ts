@@ -22,7 +22,7 @@ beforeAll(async () => {
   shared = await setUpServices();
   aof = await startRedisServer(['--appendonly', 'yes', '--appendfsync', 'always']);
   redis = createRedis({ url: aof.url });
-  services = { ...shared, redis, redisUrl: aof.url };
+  services = { ...shared, redis, redisUrl: aof.url, redisClusterNodes: [] };
   await seedAsset(services.database.sql, redis, services.prefix, WETH, PRICE, Math.floor(Date.now() / 1000));
 });
 

@@ -3,10 +3,9 @@ import { serve } from '@hono/node-server';
 import { Client, Receiver } from '@upstash/qstash';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Sql } from '../../shared/db/client.ts';
-import { createRedis } from '../../shared/redis/client.ts';
 import { allOutboxKeys, deadLetterKey, userDeadLettersKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
-import { setUpServices, type TestServices } from '../../test/support/db.ts';
+import { connectRedis, setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { type HotPath, post, setUpServicesWithWeth, startHotPath } from '../../test/support/hot-path.ts';
 import { freePort } from '../../test/support/processes.ts';
@@ -191,7 +190,7 @@ describe('QStash transport keeps the stream writer’s order and exactly-once', 
 
     // The reference: the real stream writer drains a copy of the same entries into a second database.
     const reference = await setUpServices();
-    const writerRedis = createRedis({ url: reference.redisUrl });
+    const writerRedis = connectRedis(reference);
     try {
       await copyUsers(sql, reference.database.sql, userIds);
       const refKeys = allOutboxKeys(reference.prefix);
@@ -215,7 +214,7 @@ describe('QStash transport keeps the stream writer’s order and exactly-once', 
       // The relay publishes everything; QStash accepted but has not delivered yet.
       const url = 'https://writer.example/qstash';
       const standIn = await qstashStandIn(null);
-      const relayRedis = createRedis({ url: services.redisUrl });
+      const relayRedis = connectRedis(services);
       const relay = createQStashRelay({
         redis: relayRedis,
         client: new Client({ token: 'qstash_test_token_order', baseUrl: standIn.baseUrl }),
@@ -326,7 +325,7 @@ describe('QStash transport keeps the stream writer’s order and exactly-once', 
       blockMs: 10,
       republishIdleMs: 1_000,
     };
-    const firstRedis = createRedis({ url: services.redisUrl });
+    const firstRedis = connectRedis(services);
     const first = createQStashRelay({
       ...relayOptions,
       redis: firstRedis,
@@ -368,7 +367,7 @@ describe('QStash transport keeps the stream writer’s order and exactly-once', 
         });
       }
     });
-    const secondRedis = createRedis({ url: services.redisUrl });
+    const secondRedis = connectRedis(services);
     const second = createQStashRelay({
       ...relayOptions,
       redis: secondRedis,
@@ -432,7 +431,7 @@ describe('QStash transport keeps the stream writer’s order and exactly-once', 
         headers: { 'upstash-signature': await qstashSignature(CURRENT, url, body) },
       });
     }, 1_000_000);
-    const relayRedis = createRedis({ url: services.redisUrl });
+    const relayRedis = connectRedis(services);
     const relay = createQStashRelay({
       redis: relayRedis,
       client: new Client({ token: 'qstash_test_token_large', baseUrl: standIn.baseUrl }),

@@ -34,6 +34,7 @@
 import type { Client } from '@upstash/qstash';
 import type { Redis } from '../../shared/redis/client.ts';
 import { allOutboxKeys } from '../../shared/redis/keys.ts';
+import { readGroupAcross } from '../../shared/redis/streams.ts';
 import { appendDeadLetter } from '../ledger-writer/dead-letters.ts';
 import { limits as writerLimits } from '../ledger-writer/limits.ts';
 import { limits } from './limits.ts';
@@ -250,19 +251,15 @@ export function createQStashRelay(options: QStashRelayOptions) {
   }
 
   async function readNew(): Promise<ReadEntry[]> {
-    const reply = (await redis.call(
-      'XREADGROUP',
-      'GROUP',
-      RELAY_GROUP,
-      options.consumer,
-      'COUNT',
-      String(options.batchMax),
-      'BLOCK',
-      String(options.blockMs),
-      'STREAMS',
-      ...streams,
-      ...streams.map(() => '>'),
-    )) as unknown[] | null;
+    // One XREADGROUP over every shard on one Redis; one per shard on a cluster (shared/redis/streams.ts).
+    const reply = await readGroupAcross(redis, {
+      group: RELAY_GROUP,
+      consumer: options.consumer,
+      streams,
+      id: '>',
+      count: options.batchMax,
+      blockMs: options.blockMs,
+    });
     const out: ReadEntry[] = [];
     for (const [stream, entries] of streamPairs(reply)) {
       let prev: string | undefined;

@@ -14,6 +14,7 @@ import { writeChainState } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { channels, pricesKey } from '../../shared/redis/keys.ts';
 import { publishAsset, publishPriceInForce } from '../../shared/redis/market.ts';
+import { publishToAll } from '../../shared/redis/pubsub.ts';
 import { rebuildIfWritten } from '../../shared/redis/rebuild-guard.ts';
 import { LIMITS } from '../limits.ts';
 import { type AssetRow, chainStateOfUsers, pricesInForce } from '../store/index.ts';
@@ -93,7 +94,8 @@ export function createCacheWriter(options: CacheWriterOptions): CacheWriter {
         if (price === undefined) {
           // A reorg removed the asset's only rounds: no price is in force, so none may stay in memory.
           await redis.hdel(pricesKey(prefix), assetId);
-          await redis.publish(
+          await publishToAll(
+            redis,
             channels(prefix).prices,
             JSON.stringify({ assetId, answer: '0', updatedAtS: 0, roundId: '0', inForce: true }),
           );

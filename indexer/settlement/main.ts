@@ -19,7 +19,7 @@ import { createDatabase } from '../../shared/db/client.ts';
 import { guardServiceRole } from '../../shared/db/service-role.ts';
 import { signerOrExit } from '../../shared/hsm/index.ts';
 import { createLogger, createServiceRegistry } from '../../shared/observability/index.ts';
-import { createRedis } from '../../shared/redis/client.ts';
+import { createServiceRedis } from '../../shared/redis/client.ts';
 import { readContractsFile } from '../contracts/index.ts';
 import { serveLockedWorkerInternal } from '../health.ts';
 import { LIMITS } from '../limits.ts';
@@ -66,7 +66,7 @@ const crash = (at: string) => () => {
   writeSync(2, `crash fault injected after ${at}: SIGKILL\n`);
   process.kill(process.pid, 'SIGKILL');
 };
-const redis = createRedis({ url: config.REDIS_URL, connectionName: 'credana-settlement' });
+const redis = createServiceRedis(config, { connectionName: 'credana-settlement' });
 const metrics = createSettlementMetrics(createServiceRegistry('settlement'));
 const worker = createSettlementWorker({
   sql: database.sql,

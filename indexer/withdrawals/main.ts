@@ -23,7 +23,7 @@ import {
   metricsTokenPresented,
   serveInternal,
 } from '../../shared/observability/index.ts';
-import { createRedis } from '../../shared/redis/client.ts';
+import { createServiceRedis } from '../../shared/redis/client.ts';
 import { readContractsFile } from '../contracts/index.ts';
 import { chainServiceReadiness } from '../health.ts';
 import { createRpc } from '../rpc/index.ts';
@@ -46,8 +46,7 @@ const database = createDatabase({
 });
 // In production, never as a superuser (shared/db/service-role.ts); judged once Postgres answers.
 guardServiceRole({ sql: database.sql, nodeEnv: config.NODE_ENV, service: 'withdrawals' });
-const redis = createRedis({
-  url: config.REDIS_URL,
+const redis = createServiceRedis(config, {
   connectionName: 'credana-withdrawals',
   commandTimeoutMs: 2_000,
 });

@@ -11,7 +11,7 @@ import { authorizationRequestEvent } from '../../hot-path/stripe/events.ts';
 import { verifyStripeSignature } from '../../hot-path/stripe/signature.ts';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
-import { createRedis } from '../../shared/redis/client.ts';
+import { createServiceRedis } from '../../shared/redis/client.ts';
 import { createMarket } from '../../shared/redis/market.ts';
 
 const config = configFromProcess();
@@ -21,8 +21,12 @@ const database = createDatabase({
   applicationName: 'bench-postgres-only',
 });
 // Prices come from memory exactly as in the hot path; only the decision itself runs in Postgres.
-const redis = createRedis({ url: config.REDIS_URL });
-const market = await createMarket(redis, createRedis({ url: config.REDIS_URL }), config.REDIS_KEY_PREFIX);
+const redis = createServiceRedis(config);
+const market = await createMarket(
+  redis,
+  createServiceRedis(config, { shardedSubscriber: true }),
+  config.REDIS_KEY_PREFIX,
+);
 const app = new Hono();
 app.post('/stripe/authorizations', async (c) => {
   const startedAtMs = Date.now();

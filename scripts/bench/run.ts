@@ -27,7 +27,7 @@ import { waitForEmptyOutbox } from '../../hot-path/ledger-writer/testing.ts';
 import { configFromProcess } from '../../shared/config.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
 import { publishPrice } from '../../shared/redis/account.ts';
-import { createRedis } from '../../shared/redis/client.ts';
+import { createRedis, createServiceRedis, deletePrefix, primaries } from '../../shared/redis/client.ts';
 import { publishAsset } from '../../shared/redis/market.ts';
 import { authorizationRequest, signPayload } from '../../shared/stripe/issuing-events.ts';
 import { freePort } from '../../test/support/processes.ts';
@@ -106,6 +106,10 @@ async function startPrivateRedis(): Promise<string> {
   return url;
 }
 const redisUrl = PRIVATE_REDIS ? await startPrivateRedis() : config.REDIS_URL;
+/** The bench's Redis as the servers see it: the private one, or the configured Redis or cluster. */
+const benchTarget = PRIVATE_REDIS ? { REDIS_URL: redisUrl, REDIS_CLUSTER_NODES: [] } : config;
+/** A client of the bench's own for that Redis (a Cluster client when REDIS_CLUSTER_NODES is set). */
+const benchRedis = () => createServiceRedis(benchTarget);
 
 async function prepare(): Promise<void> {
   const admin = postgres(config.DATABASE_URL.replace(/\/[^/]*$/, '/postgres'), {
@@ -117,13 +121,8 @@ async function prepare(): Promise<void> {
   await ensureDatabase(databaseUrl);
   await migrateDatabase(databaseUrl);
   const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
-  const redis = createRedis({ url: redisUrl });
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${PREFIX}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.unlink(...keys);
-  } while (cursor !== '0');
+  const redis = benchRedis();
+  await deletePrefix(redis, PREFIX);
   const nowS = Math.floor(Date.now() / 1000);
   const weth = {
     assetId: 'WETH',
@@ -161,9 +160,11 @@ async function prepare(): Promise<void> {
 }
 
 const redisPid = await (async () => {
-  const probe = createRedis({ url: redisUrl });
+  const probe = benchRedis();
   try {
-    const info = await probe.info('server');
+    // One Redis's process (on a cluster: the first primary's; the CPU figures then cover that node).
+    const [node] = await primaries(probe);
+    const info = (await node?.info('server')) ?? '';
     const pid = /process_id:(\d+)/.exec(info)?.[1];
     return pid === undefined ? undefined : Number(pid);
   } finally {
@@ -206,8 +207,12 @@ interface RedisTarget {
   env: Record<string, string>;
 }
 const singleRedis: RedisTarget = {
-  label: PRIVATE_REDIS ? 'single Redis (private)' : 'single Redis',
-  env: { REDIS_URL: redisUrl },
+  label: PRIVATE_REDIS
+    ? 'single Redis (private)'
+    : benchTarget.REDIS_CLUSTER_NODES.length > 0
+      ? 'Redis Cluster (REDIS_CLUSTER_NODES)'
+      : 'single Redis',
+  env: { REDIS_URL: redisUrl, REDIS_CLUSTER_NODES: benchTarget.REDIS_CLUSTER_NODES.join(',') },
 };
 
 interface ServerOptions {
@@ -462,14 +467,9 @@ function machineMeter() {
 
 const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
 
-/** Deletes every key under `pattern` (SCAN + UNLINK): the floor's holds and streams after its rounds. */
-async function unlinkMatching(redis: ReturnType<typeof createRedis>, pattern: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.unlink(...keys);
-  } while (cursor !== '0');
+/** Deletes every key under a prefix (SCAN + UNLINK on every primary): the floor's holds and streams after its rounds. */
+async function unlinkMatching(redis: ReturnType<typeof benchRedis>, prefix: string): Promise<void> {
+  await deletePrefix(redis, prefix);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -629,7 +629,7 @@ async function floorPhase(hot: Server, floor: Server, rounds: number, seconds: n
     hot: { requests: 0, s: 0, cpu: [] as Record<string, number | null>[] },
     floor: { requests: 0, s: 0, cpu: [] as Record<string, number | null>[] },
   };
-  const cleanup = createRedis({ url: redisUrl });
+  const cleanup = benchRedis();
   const meter = machineMeter();
   for (let r = 0; r < rounds; r++) {
     const order = r % 2 === 0 ? (['hot', 'floor'] as const) : (['floor', 'hot'] as const);
@@ -641,7 +641,7 @@ async function floorPhase(hot: Server, floor: Server, rounds: number, seconds: n
       side[which].s += run.duration;
       side[which].cpu.push(cpuPerRequestUs(cpuSpent(cpuBefore, cpuNow(server)), run.requests.total));
       // The floor's streams are drained by no one: dropped after each of its rounds.
-      if (which === 'floor') await unlinkMatching(cleanup, `${PREFIX}floor:*`);
+      if (which === 'floor') await unlinkMatching(cleanup, `${PREFIX}floor:`);
     }
   }
   cleanup.disconnect();
@@ -737,7 +737,7 @@ const lagSampler = setInterval(() => {
  * it has committed) — and returns the ms it took. Read from Redis, not the writer's backlog gauge, which
  * is stale right after the writer was paused.
  */
-const outbox = createRedis({ url: redisUrl });
+const outbox = benchRedis();
 const drained = () => waitForEmptyOutbox(outbox, PREFIX, 300_000, 100);
 const benchSql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
 const writerSide: WriterSide = {
@@ -848,7 +848,7 @@ const floorServer = await startServer('scripts/bench/floor-server.ts', port + 50
 await load(floorServer.port, 1);
 const floor = await floorPhase(hot, floorServer, 2, Math.max(1, Math.round(MEASURE_S / 2)));
 await floorServer.stop();
-await unlinkMatching(outbox, `${PREFIX}floor:*`);
+await unlinkMatching(outbox, `${PREFIX}floor:`);
 writer.child.kill('SIGCONT');
 const pausedBacklogDrainMs = await drained();
 await hot.stop();

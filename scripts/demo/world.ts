@@ -20,9 +20,10 @@ import type { Config } from '../../shared/config.ts';
 import type { CreditSnapshot } from '../../shared/credit.ts';
 import { formatCents } from '../../shared/money.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
-import { createRedis } from '../../shared/redis/client.ts';
+import { createServiceRedis } from '../../shared/redis/client.ts';
 import { ACCOUNT, channels, pricesKey, userKeys } from '../../shared/redis/keys.ts';
 import { parsePrice } from '../../shared/redis/market.ts';
+import { subscribeToAll } from '../../shared/redis/pubsub.ts';
 import { authorizationRequest, randomStripeId, signPayload } from '../../shared/stripe/issuing-events.ts';
 import { asCaller, signUp, userCaller } from '../../supabase/tests/harness.ts';
 import type { StackSummary, StackUser } from '../dev/stack.ts';
@@ -164,7 +165,12 @@ export async function openDemoWorld(
   if (wethAsset === undefined) throw new DemoError(`no WETH in ${stack.chain.contractsFile}`);
   const sql = postgres(config.DATABASE_URL, { max: 2, connect_timeout: 5, onnotice: () => {} });
   const sb = postgres(config.SUPABASE_DB_URL, { max: 1, connect_timeout: 5, onnotice: () => {} });
-  const redis = createRedis({ url: config.REDIS_URL, commandTimeoutMs: 2_000 });
+  // On dev's own cluster (--redis-cluster), its seeds are in stack.json rather than the environment.
+  const redisTarget = {
+    REDIS_URL: config.REDIS_URL,
+    REDIS_CLUSTER_NODES: stack.redis?.clusterNodes ?? config.REDIS_CLUSTER_NODES,
+  };
+  const redis = createServiceRedis(redisTarget, { commandTimeoutMs: 2_000 });
   const prefix = config.REDIS_KEY_PREFIX;
   const keys = userKeys(prefix, user.userId);
   const wallet = user.wallet as Address;
@@ -269,16 +275,21 @@ export async function openDemoWorld(
     async pushPrice(answer) {
       const current = await price();
       // The hot path learns prices by pub/sub; listen on the same channel to know when it has this one.
-      const subscriber = redis.duplicate();
-      subscriber.on('error', () => {});
+      const subscriber = createServiceRedis(redisTarget, {
+        commandTimeoutMs: 2_000,
+        shardedSubscriber: true,
+      });
       const startedAt = Date.now();
       try {
         let seen = false;
-        subscriber.on('message', (_channel: string, message: string) => {
-          const update = parsePrice(message);
-          if (update.assetId === wethAsset.assetId && update.quote.answer === answer) seen = true;
+        await subscribeToAll(subscriber, [channels(prefix).prices], {
+          onMessage: (_channel, message) => {
+            const update = parsePrice(message);
+            if (update.assetId === wethAsset.assetId && update.quote.answer === answer) seen = true;
+          },
+          // A message missed meanwhile is caught by the stored price below.
+          onResubscribed: () => {},
         });
-        await subscriber.subscribe(channels(prefix).prices);
         let block = await chain.setPrice(wethAsset.assetId, answer);
         if (answer > current.answer) {
           // A rise beyond the feed's deviation bound is held back until a following round confirms it

@@ -20,6 +20,8 @@ export interface StackSummary {
   stripe: { webhookSecret: string; apiVersion: string };
   chain: { rpcUrl: string; chainId: number; vault: string; contractsFile: string };
   postgres: { embedded: boolean; dataDir: string | null };
+  /** The Redis Cluster's seeds when dev runs on one (--redis-cluster); null on one Redis at REDIS_URL. */
+  redis?: { clusterNodes: string[] | null };
   scheduler: { metricsUrl: string | null };
   /** With `--observe`: Prometheus and what it scrapes. */
   prometheus?: { url: string; targets: { job: string; url: string }[] };

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONSUMER_GROUP, streamIdMs } from '../../hot-path/ledger-writer/writer.ts';
 import { type LocalChain, startLocalChain } from '../../indexer/chain/node.ts';
 import { deadLetterKey, outboxKey, shardOf } from '../../shared/redis/keys.ts';
+import { redisEnv } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { type HotPathWorld, post, setUpHotPathWorld, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
 import { freePort, runScript } from '../../test/support/processes.ts';
@@ -125,7 +126,7 @@ describe('indexer-head', () => {
     NODE_ENV: 'test',
     LOG_LEVEL: 'silent',
     DATABASE_URL: world.services.databaseUrl,
-    REDIS_URL: world.services.redisUrl,
+    ...redisEnv(world.services),
     REDIS_KEY_PREFIX: world.services.prefix,
     CHAIN_RPC_URL: rpcUrl,
   });

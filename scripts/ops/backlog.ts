@@ -41,16 +41,25 @@ export interface ShardBacklog {
   oldestMs: number | null;
 }
 
-/** Reads every shard's stream length, pending count and oldest entry in one pipeline. */
+/**
+ * Reads every shard's stream length, pending count and oldest entry: one pipeline per shard (its keys
+ * share the shard's slot, so on a Redis Cluster each goes to its shard's node), sent together.
+ */
 export async function readOutboxBacklog(redis: Redis, prefix: string): Promise<ShardBacklog[]> {
-  const pipeline = redis.pipeline();
-  for (let shard = 0; shard < OUTBOX_SHARDS; shard++) {
-    const key = outboxKey(prefix, shard);
-    pipeline.xlen(key);
-    pipeline.xrange(key, '-', '+', 'COUNT', 1);
-    pipeline.xpending(key, WRITER_GROUP);
-  }
-  const replies = (await pipeline.exec()) ?? [];
+  const perShard = await Promise.all(
+    Array.from({ length: OUTBOX_SHARDS }, async (_, shard) => {
+      const key = outboxKey(prefix, shard);
+      return (
+        (await redis
+          .pipeline()
+          .xlen(key)
+          .xrange(key, '-', '+', 'COUNT', 1)
+          .xpending(key, WRITER_GROUP)
+          .exec()) ?? []
+      );
+    }),
+  );
+  const replies = perShard.flat();
   const shards: ShardBacklog[] = [];
   for (let shard = 0; shard < OUTBOX_SHARDS; shard++) {
     const [lenErr, len] = replies[shard * 3] ?? [new Error('no reply'), null];

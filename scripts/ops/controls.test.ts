@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureAccount } from '../../shared/redis/account.ts';
 import { ACCOUNT, userKeys } from '../../shared/redis/keys.ts';
-import { setUpServices, type TestServices } from '../../test/support/db.ts';
+import { redisEnv, setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
 import { runScript } from '../../test/support/processes.ts';
 import type { OpsCommand } from './command.ts';
@@ -166,7 +166,7 @@ describe('npm run ops (scripts/ops.ts as a child process)', () => {
   const env = () => ({
     PATH: process.env['PATH'] ?? '',
     DATABASE_URL: services.databaseUrl,
-    REDIS_URL: services.redisUrl,
+    ...redisEnv(services),
     REDIS_KEY_PREFIX: services.prefix,
     LOG_LEVEL: 'silent',
     // Unset NODE_ENV means production, which refuses the repository's public secrets.

@@ -5,6 +5,7 @@ import { createLedgerWriterMetrics } from '../../hot-path/ledger-writer/metrics.
 import { waitForEmptyOutbox } from '../../hot-path/ledger-writer/testing.ts';
 import { createLedgerWriter, type LedgerWriter } from '../../hot-path/ledger-writer/writer.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
+import { duplicateRedis } from '../../shared/redis/client.ts';
 import { deadLetterKey, userDeadLettersKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
@@ -27,7 +28,7 @@ beforeAll(async () => {
   world = await setUpHotPathWorld();
   const { services } = world;
   writer = createLedgerWriter({
-    redis: services.redis.duplicate(),
+    redis: duplicateRedis(services.redis),
     sql: services.database.sql,
     prefix: services.prefix,
     consumer: 'dead-letter-test',

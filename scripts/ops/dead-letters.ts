@@ -17,7 +17,7 @@ import {
 import { limits } from '../../hot-path/ledger-writer/limits.ts';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase, type Sql } from '../../shared/db/client.ts';
-import { createRedis, type Redis } from '../../shared/redis/client.ts';
+import { createServiceRedis, type Redis } from '../../shared/redis/client.ts';
 import type { OpsCommand, OpsIo } from './command.ts';
 
 export interface DeadLetterOpsDeps {
@@ -214,7 +214,7 @@ export function createDeadLetterCommands(connect: Connect): OpsCommand[] {
 const connectFromEnv: Connect = async () => {
   const config = configFromProcess();
   const database = createDatabase({ url: config.DATABASE_URL, poolMax: 2, applicationName: 'ops' });
-  const redis = createRedis({ url: config.REDIS_URL, connectionName: 'ops' });
+  const redis = createServiceRedis(config, { connectionName: 'ops' });
   return {
     deps: { redis, sql: database.sql, prefix: config.REDIS_KEY_PREFIX },
     async close() {

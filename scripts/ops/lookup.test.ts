@@ -10,6 +10,7 @@ import {
   type SupabaseTestDatabase,
   signUp,
 } from '../../supabase/tests/harness.ts';
+import { redisEnv } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { type HotPathWorld, post, setUpHotPathWorld, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
 import { runScript } from '../../test/support/processes.ts';
@@ -228,7 +229,7 @@ describe('npm run ops (scripts/ops.ts as a child process)', () => {
       NODE_ENV: 'test',
       LOG_LEVEL: 'silent',
       DATABASE_URL: services.databaseUrl,
-      REDIS_URL: services.redisUrl,
+      ...redisEnv(services),
       REDIS_KEY_PREFIX: services.prefix,
       SUPABASE_DB_URL: supabase.url,
       ...sealing.softHsm.env,

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openReplicaReader } from '../../shared/db/replica.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
 import { ACCOUNT, userKeys } from '../../shared/redis/keys.ts';
-import { setUpServices, type TestServices } from '../../test/support/db.ts';
+import { redisEnv, setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
 import { testConfig } from '../../test/support/hot-path.ts';
 import { runScript } from '../../test/support/processes.ts';
@@ -161,7 +161,7 @@ describe('reconcile', () => {
         NODE_ENV: 'test',
         LOG_LEVEL: 'info',
         DATABASE_URL: services.databaseUrl,
-        REDIS_URL: services.redisUrl,
+        ...redisEnv(services),
         REDIS_KEY_PREFIX: services.prefix,
       },
     );

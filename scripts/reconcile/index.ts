@@ -12,7 +12,7 @@ import { analyticsDatabaseUrl, analyticsHistory, type Config } from '../../share
 import { createDatabase, type Database } from '../../shared/db/client.ts';
 import { openReplicaReader, type ReplicaReader } from '../../shared/db/replica.ts';
 import { createLogger, type Logger } from '../../shared/observability/index.ts';
-import { createRedis, type Redis } from '../../shared/redis/client.ts';
+import { createServiceRedis, type Redis } from '../../shared/redis/client.ts';
 import { detectBackend, readAsAnalytics, refreshAnalytics, setUpAnalytics } from '../analytics/index.ts';
 import { holdSweepJob } from '../upkeep/hold-sweep.ts';
 import { partitionsJob } from '../upkeep/partitions.ts';
@@ -90,7 +90,7 @@ export function createReconcileServices(
     statementTimeoutMs: 60_000,
     applicationName: 'credana-reconcile',
   });
-  const redis = createRedis({ url: config.REDIS_URL, connectionName: 'credana-reconcile' });
+  const redis = createServiceRedis(config, { connectionName: 'credana-reconcile' });
   const log = logger ?? createLogger(config.LOG_LEVEL, 'reconcile');
   const metrics = createReconcileMetrics(options.registry);
   const replica = openReplicaReader(config, database.sql, {

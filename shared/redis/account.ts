@@ -12,6 +12,7 @@ import { type EffectiveCard, type UserControls, userControls } from '../db/queri
 import { DOUBLE_EXACT_MAX, usdcToCentsCeil } from '../money.ts';
 import type { Redis } from './client.ts';
 import { ACCOUNT, cardIndexKey, channels, pricesKey, userKeys } from './keys.ts';
+import { publishToAll } from './pubsub.ts';
 
 /** A card as the hot path sees it: `frozen` is the effective freeze (the user's or the program's). */
 export type CardState = EffectiveCard;
@@ -382,7 +383,7 @@ export async function setCachedCard(
   const keys = userKeys(prefix, userId);
   await redis.hset(cardIndexKey(prefix), card.cardId, userId);
   await redis.eval(SET_CARD, 3, keys.account, keys.cards, keys.changes, card.cardId, encodeCard(card));
-  await redis.publish(channels(prefix).cards, JSON.stringify({ cardId: card.cardId, userId }));
+  await publishToAll(redis, channels(prefix).cards, JSON.stringify({ cardId: card.cardId, userId }));
 }
 
 export interface PriceUpdate {
@@ -401,7 +402,7 @@ export async function publishPrice(redis: Redis, prefix: string, price: PriceUpd
     roundId: price.roundId.toString(),
   });
   await redis.hset(pricesKey(prefix), price.assetId, payload);
-  await redis.publish(channels(prefix).prices, payload);
+  await publishToAll(redis, channels(prefix).prices, payload);
 }
 
 /** Users read per page by `warmAccounts`. */

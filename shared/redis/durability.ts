@@ -10,13 +10,24 @@
  * then INFO persistence / INFO memory give `aof_enabled` and `maxmemory_policy` — but not the fsync
  * policy, which is then reported as unverified. docs/operations.md says what is chosen and why.
  *
+ * On a Redis Cluster every node is checked, replicas too (a replica becomes the primary of its slots
+ * on a failover, so it must keep what it is given just as well); a problem names its node.
+ *
  * One check for every process that writes money state to Redis (the hot path and the ledger writer):
  * in production it refuses to start on a Redis that is not durable; in development and test it logs
  * one warn line and runs, and the gauge `credana_redis_durability_ok` says which it was.
  */
 import { Gauge, type Registry } from 'prom-client';
 import type { Config } from '../config.ts';
-import { createRedis, type Redis } from './client.ts';
+import {
+  createRedis,
+  createServiceRedis,
+  describeRedisTarget,
+  isCluster,
+  type Redis,
+  type RedisTarget,
+  type SingleRedis,
+} from './client.ts';
 
 export type AppendFsyncPolicy = Config['REDIS_REQUIRED_APPENDFSYNC'];
 
@@ -35,14 +46,14 @@ export interface RedisDurability {
   unverified: string[];
 }
 
-async function configValue(redis: Redis, name: string): Promise<string | null> {
+async function configValue(redis: SingleRedis, name: string): Promise<string | null> {
   const reply = (await redis.config('GET', name)) as unknown;
   if (!Array.isArray(reply) || reply.length < 2) return null;
   return String(reply[1]);
 }
 
 /** `field:value` lines of one INFO section. */
-async function infoFields(redis: Redis, section: string): Promise<Map<string, string>> {
+async function infoFields(redis: SingleRedis, section: string): Promise<Map<string, string>> {
   const text = await redis.info(section);
   const fields = new Map<string, string>();
   for (const line of text.split(/\r?\n/)) {
@@ -53,14 +64,74 @@ async function infoFields(redis: Redis, section: string): Promise<Map<string, st
 }
 
 /**
- * Reads the persistence settings of the Redis behind `redis` and compares them with what is required.
- * Rejects only when Redis does not answer at all.
+ * Reads the persistence settings of the Redis behind `redis` (every node of a cluster) and compares
+ * them with what is required. Rejects only when Redis (a node) does not answer at all.
  * @example const { problems } = await readRedisDurability(redis, 'always'); // [] when durable
  */
 export async function readRedisDurability(
   redis: Redis,
   required: AppendFsyncPolicy,
 ): Promise<RedisDurability> {
+  if (!isCluster(redis)) return readNodeDurability(redis, required);
+  if (redis.status !== 'ready') await redis.ping(); // rejects when the cluster does not answer
+  // CLUSTER NODES, not the client's own list: CLUSTER SLOTS (what the client knows) leaves out a
+  // replica that has not replicated anything yet, and that replica can still become a primary.
+  const listed = parseClusterNodes(String(await redis.cluster('NODES')));
+  // No node listed would read as "nothing wrong": that is not an answer.
+  if (listed.length === 0)
+    throw Object.assign(new Error('CLUSTER NODES listed no node'), { code: 'NO_NODES' });
+  const reports = await Promise.all(
+    listed.map(async ({ host, port, failed }) => {
+      const name = `node ${host}:${port}`;
+      if (failed)
+        return { source: 'CONFIG GET' as const, problems: [], unverified: [`${name}: down (flagged fail)`] };
+      const known = redis.nodes('all').find((n) => n.options.host === host && n.options.port === port);
+      const node =
+        known ??
+        createRedis({
+          url: `redis://${host}:${port}`,
+          commandTimeoutMs: redis.options.redisOptions?.commandTimeout ?? DURABILITY_CHECK_TIMEOUT_MS,
+          offlineQueue: true,
+          connectionName: redis.options.redisOptions?.connectionName ?? 'credana-durability',
+        });
+      try {
+        const report = await readNodeDurability(node, required);
+        return {
+          source: report.source,
+          problems: report.problems.map((p) => `${name}: ${p}`),
+          unverified: report.unverified.map((u) => `${name}: ${u}`),
+        };
+      } finally {
+        if (known === undefined) node.disconnect();
+      }
+    }),
+  );
+  return {
+    source: reports.some((r) => r.source === 'INFO') ? 'INFO' : 'CONFIG GET',
+    problems: reports.flatMap((r) => r.problems),
+    unverified: reports.flatMap((r) => r.unverified),
+  };
+}
+
+/** host, port and whether flagged failed, of each node in a CLUSTER NODES reply. */
+export function parseClusterNodes(text: string): { host: string; port: number; failed: boolean }[] {
+  const nodes: { host: string; port: number; failed: boolean }[] = [];
+  for (const line of text.split('\n')) {
+    const [, address, flags] = line.trim().split(' ');
+    if (address === undefined || flags === undefined) continue;
+    const flagList = flags.split(',');
+    if (flagList.includes('noaddr') || flagList.includes('handshake')) continue;
+    // `host:port@cport` or `host:port@cport,hostname`.
+    const hostPort = address.split('@')[0] ?? '';
+    const colon = hostPort.lastIndexOf(':');
+    const port = Number(hostPort.slice(colon + 1));
+    if (colon <= 0 || !Number.isInteger(port)) continue;
+    nodes.push({ host: hostPort.slice(0, colon), port, failed: flagList.includes('fail') });
+  }
+  return nodes;
+}
+
+async function readNodeDurability(redis: SingleRedis, required: AppendFsyncPolicy): Promise<RedisDurability> {
   let source: RedisDurability['source'] = 'CONFIG GET';
   let aofEnabled: boolean | null;
   let appendfsync: string | null = null;
@@ -122,6 +193,8 @@ export interface DurabilityCheckOptions {
   required: AppendFsyncPolicy;
   nodeEnv: Config['NODE_ENV'];
   logger: DurabilityLogger;
+  /** What the lines call the Redis (default REDIS_URL). */
+  where?: string;
 }
 
 /**
@@ -131,12 +204,13 @@ export interface DurabilityCheckOptions {
  */
 export async function checkRedisDurability(options: DurabilityCheckOptions): Promise<DurabilityVerdict> {
   const { redis, required, nodeEnv, logger } = options;
+  const where = options.where ?? 'REDIS_URL';
   const production = nodeEnv === 'production';
   let report: RedisDurability;
   try {
     report = await readRedisDurability(redis, required);
   } catch (error) {
-    const line = `redis: REDIS_URL did not answer the durability check (${(error as { code?: string }).code ?? 'no reply'}), so its persistence cannot be verified`;
+    const line = `redis: ${where} did not answer the durability check (${(error as { code?: string }).code ?? 'no reply'}), so its persistence cannot be verified`;
     if (!production) logger.warn({ nodeEnv, durable: false }, line);
     return { ok: false, refuse: production, line, report: null };
   }
@@ -144,8 +218,8 @@ export async function checkRedisDurability(options: DurabilityCheckOptions): Pro
   const unverified = report.unverified.length === 0 ? '' : `; not verified: ${report.unverified.join(', ')}`;
   if (ok && unverified === '') return { ok, refuse: false, line: null, report };
   const line = ok
-    ? `redis: REDIS_URL persistence could be checked only in part (read with ${report.source})${unverified}`
-    : `redis: REDIS_URL is not durable enough for money state (read with ${report.source}): ${report.problems.join('; ')}${unverified}`;
+    ? `redis: ${where} persistence could be checked only in part (read with ${report.source})${unverified}`
+    : `redis: ${where} is not durable enough for money state (read with ${report.source}): ${report.problems.join('; ')}${unverified}`;
   if (ok || !production) {
     logger.warn(
       {
@@ -162,17 +236,17 @@ export async function checkRedisDurability(options: DurabilityCheckOptions): Pro
 }
 
 /**
- * For process entry points: checks REDIS_URL on a connection of its own, and in production prints one
+ * For process entry points: checks REDIS_URL (or every node of REDIS_CLUSTER_NODES) on a connection of
+ * its own, and in production prints one
  * line to stderr and exits with status 78 (EX_CONFIG, as a bad setting) when Redis is not durable.
  * Returns whether it was found durable (for `durabilityGauge`).
  */
 export async function enforceRedisDurability(
-  config: Pick<Config, 'REDIS_URL' | 'REDIS_REQUIRED_APPENDFSYNC' | 'NODE_ENV'>,
+  config: RedisTarget & Pick<Config, 'REDIS_REQUIRED_APPENDFSYNC' | 'NODE_ENV'>,
   logger: DurabilityLogger,
   connectionName: string,
 ): Promise<boolean> {
-  const redis = createRedis({
-    url: config.REDIS_URL,
+  const redis = createServiceRedis(config, {
     commandTimeoutMs: DURABILITY_CHECK_TIMEOUT_MS,
     connectionName,
   });
@@ -182,6 +256,7 @@ export async function enforceRedisDurability(
       required: config.REDIS_REQUIRED_APPENDFSYNC,
       nodeEnv: config.NODE_ENV,
       logger,
+      where: describeRedisTarget(config),
     });
     if (verdict.refuse) {
       process.stderr.write(`${verdict.line} (refused: NODE_ENV=production)\n`);

@@ -109,12 +109,16 @@ export function unknownCardOutboxKey(prefix: string, eventId: string): string {
   return outboxKey(prefix, shardOf(eventId));
 }
 
-/** Pub/sub channels (global, not per user). */
+/**
+ * Pub/sub channels (global, not per user). One hash tag for all of them: on a Redis Cluster they are
+ * sharded channels of one slot, so a process subscribes to all of them on one connection
+ * (shared/redis/pubsub.ts).
+ */
 export function channels(prefix: string) {
   return {
-    prices: `${prefix}ch:prices`,
-    assets: `${prefix}ch:assets`,
-    cards: `${prefix}ch:cards`,
+    prices: `${prefix}{ch}:prices`,
+    assets: `${prefix}{ch}:assets`,
+    cards: `${prefix}{ch}:cards`,
   } as const;
 }
 

@@ -12,6 +12,7 @@
 import { type AssetRisk, PRICE_FUTURE_SKEW_S_DEFAULT, type PriceQuote } from '../credit.ts';
 import type { Redis } from './client.ts';
 import { assetsKey, channels, pricesKey } from './keys.ts';
+import { publishToAll, subscribeToAll } from './pubsub.ts';
 
 export interface AssetMessage {
   assetId: string;
@@ -83,7 +84,7 @@ export async function publishPriceInForce(redis: Redis, prefix: string, price: P
     inForce: true,
   });
   await redis.hset(pricesKey(prefix), price.assetId, payload);
-  await redis.publish(channels(prefix).prices, payload);
+  await publishToAll(redis, channels(prefix).prices, payload);
 }
 
 /** Stores an asset's parameters and tells every hot-path process. */
@@ -100,10 +101,13 @@ export async function publishAsset(redis: Redis, prefix: string, asset: AssetRis
     ...(asset.priceFutureSkewS === undefined ? {} : { priceFutureSkewS: asset.priceFutureSkewS }),
   } satisfies AssetMessage);
   await redis.hset(assetsKey(prefix), asset.assetId, payload);
-  await redis.publish(channels(prefix).assets, payload);
+  await publishToAll(redis, channels(prefix).assets, payload);
 }
 
-/** In-memory market view with a pub/sub subscription. */
+/**
+ * In-memory market view with a pub/sub subscription. `subscriber` is a connection of its own (on a
+ * cluster created with `shardedSubscriber: true`).
+ */
 export interface Market {
   assets: Map<string, AssetRisk>;
   prices: Map<string, PriceQuote>;
@@ -149,7 +153,7 @@ export async function createMarket(redis: Redis, subscriber: Redis, prefix: stri
       if (duringReload === mine) duringReload = null;
     }
   };
-  subscriber.on('message', (channel: string, message: string) => {
+  const onMessage = (channel: string, message: string) => {
     try {
       if (channel === ch.assets) {
         const asset = parseAsset(message);
@@ -164,12 +168,14 @@ export async function createMarket(redis: Redis, subscriber: Redis, prefix: stri
     } catch {
       // A malformed message is ignored; the next reload corrects the view.
     }
+  };
+  // After a reconnect or a failover, messages published meanwhile were missed: reload.
+  await subscribeToAll(subscriber, [ch.assets, ch.prices], {
+    onMessage,
+    onResubscribed: () => {
+      reload().catch(() => {});
+    },
   });
-  // After a reconnect, messages published meanwhile were missed: reload.
-  subscriber.on('ready', () => {
-    reload().catch(() => {});
-  });
-  await subscriber.subscribe(ch.assets, ch.prices);
   await reload();
   return {
     assets,

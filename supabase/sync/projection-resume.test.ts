@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { setUpServices, type TestServices } from '../../test/support/db.ts';
+import { redisEnv, setUpServices, type TestServices } from '../../test/support/db.ts';
 import { createSupabaseTestDatabase, type SupabaseTestDatabase, signUp, waitFor } from '../tests/harness.ts';
 import { defaultSyncLimits } from './limits.ts';
 import { createSyncMetrics } from './metrics.ts';
@@ -100,7 +100,7 @@ describe('crash and resume', () => {
       DATABASE_URL: services.databaseUrl,
       SUPABASE_DB_URL: sb.url,
       SUPABASE_SYNC_METRICS_PORT: '0',
-      REDIS_URL: services.redisUrl,
+      ...redisEnv(services),
       REDIS_KEY_PREFIX: services.prefix,
     };
     const start = () => startWorker(env);

@@ -5,14 +5,16 @@
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import { createDatabase, type Database } from '../../shared/db/client.ts';
-import { createRedis, type Redis } from '../../shared/redis/client.ts';
-import { adminUrl, redisUrl, TEMPLATE_DB, withDatabase } from './env.ts';
+import { createRedis, deletePrefix, type Redis, type RedisOptions } from '../../shared/redis/client.ts';
+import { adminUrl, redisClusterNodes, redisUrl, TEMPLATE_DB, withDatabase } from './env.ts';
 
 export interface TestServices {
   databaseUrl: string;
   database: Database;
   redis: Redis;
   redisUrl: string;
+  /** The cluster's seeds (host:port) when the run is on a Redis Cluster (TEST_REDIS=cluster); else empty. */
+  redisClusterNodes: readonly string[];
   prefix: string;
   close(): Promise<void>;
 }
@@ -48,26 +50,40 @@ export async function dropDatabase(url: string): Promise<void> {
   }
 }
 
-/** Deletes every key under a prefix (SCAN, never KEYS). */
-export async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.unlink(...keys);
-  } while (cursor !== '0');
+/** Deletes every key under a prefix (SCAN on every primary, never KEYS). */
+export { deletePrefix };
+
+/** What a spawned service needs to reach the test's Redis (REDIS_CLUSTER_NODES on the cluster). */
+export function redisEnv(
+  services: Pick<TestServices, 'redisUrl' | 'redisClusterNodes'>,
+): Record<string, string> {
+  return {
+    REDIS_URL: services.redisUrl,
+    ...(services.redisClusterNodes.length === 0
+      ? {}
+      : { REDIS_CLUSTER_NODES: services.redisClusterNodes.join(',') }),
+  };
+}
+
+/** Another connection to the test's Redis (one Redis or the cluster), with its own options. */
+export function connectRedis(
+  services: Pick<TestServices, 'redisUrl' | 'redisClusterNodes'>,
+  options: Omit<RedisOptions, 'url' | 'clusterNodes'> = {},
+): Redis {
+  return createRedis({ ...options, url: services.redisUrl, clusterNodes: services.redisClusterNodes });
 }
 
 export async function setUpServices(): Promise<TestServices> {
   const databaseUrl = await cloneTemplateDatabase();
   const database = createDatabase({ url: databaseUrl, poolMax: 10, applicationName: 'credana-test' });
-  const redis = createRedis({ url: redisUrl() });
+  const redis = createRedis({ url: redisUrl(), clusterNodes: redisClusterNodes() });
   const prefix = `t${randomBytes(5).toString('hex')}:`;
   return {
     databaseUrl,
     database,
     redis,
     redisUrl: redisUrl(),
+    redisClusterNodes: redisClusterNodes(),
     prefix,
     async close() {
       await deletePrefix(redis, prefix);

@@ -29,8 +29,27 @@ export function baseDatabaseUrl(): string {
   return testServiceUrls().databaseUrl;
 }
 
+/** `cluster` when the run is on its private Redis Cluster (TEST_REDIS=cluster), else `single`. */
+export function redisMode(): 'single' | 'cluster' {
+  return testServiceUrls().redisMode;
+}
+
+/** The run's cluster seeds (host:port); empty on one Redis. */
+export function redisClusterNodes(): string[] {
+  const urls = testServiceUrls();
+  if (urls.redisMode === 'cluster' && urls.redisClusterNodes.length === 0) {
+    throw new Error('TEST_REDIS=cluster, but the global setup has not started the cluster');
+  }
+  return urls.redisMode === 'cluster' ? urls.redisClusterNodes : [];
+}
+
+/**
+ * The shared Redis's URL. On the cluster it is one node's: a plain connection to it is answered
+ * MOVED for most keys, so code that ignores REDIS_CLUSTER_NODES fails loudly instead of half-working.
+ */
 export function redisUrl(): string {
-  return testServiceUrls().redisUrl;
+  const [first] = redisClusterNodes();
+  return first === undefined ? testServiceUrls().redisUrl : `redis://${first}`;
 }
 
 export function withDatabase(name: string): string {

@@ -5,9 +5,16 @@
  */
 import postgres from 'postgres';
 import { migrateDatabase } from '../../shared/db/migrate.ts';
-import { adminUrl, TEMPLATE_DB, withDatabase } from './env.ts';
+import { adminUrl, redisMode, TEMPLATE_DB, withDatabase } from './env.ts';
+import { setUpTestRedis } from './redis-cluster.ts';
 
-export default async function setup(): Promise<void> {
+export default async function setup(): Promise<() => Promise<void>> {
+  await setUpDatabaseTemplate();
+  // Redis: the shared one, or with TEST_REDIS=cluster a private six-node cluster for the whole run.
+  return setUpTestRedis(redisMode());
+}
+
+async function setUpDatabaseTemplate(): Promise<void> {
   const admin = postgres(adminUrl(), { max: 1, onnotice: () => {} });
   try {
     // Serialise template creation across concurrent runs.

@@ -2,19 +2,20 @@
 
 import { createHotPath } from '../../hot-path/server.ts';
 import { type Config, loadConfig } from '../../shared/config.ts';
-import { setUpServices, type TestServices } from './db.ts';
+import { redisEnv, setUpServices, type TestServices } from './db.ts';
 import { seedAsset, WETH } from './fixtures.ts';
 import { sign, TEST_WEBHOOK_SECRET } from './stripe.ts';
 
 export function testConfig(
-  services: Pick<TestServices, 'databaseUrl' | 'redisUrl' | 'prefix'>,
+  services: Pick<TestServices, 'databaseUrl' | 'redisUrl' | 'prefix'> &
+    Partial<Pick<TestServices, 'redisClusterNodes'>>,
   extra: Record<string, string> = {},
 ): Config {
   return loadConfig({
     NODE_ENV: 'test',
     LOG_LEVEL: 'silent',
     DATABASE_URL: services.databaseUrl,
-    REDIS_URL: services.redisUrl,
+    ...redisEnv({ redisUrl: services.redisUrl, redisClusterNodes: services.redisClusterNodes ?? [] }),
     REDIS_KEY_PREFIX: services.prefix,
     STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
     // Correctness, not latency, is under test here, on a machine that may be busy running other files:
