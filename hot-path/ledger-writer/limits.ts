@@ -32,6 +32,8 @@ export const limits = {
    * entry waits before it is read (docs/redis-layout.md has the figures).
    */
   idlePollMsMax: 200,
+  /** Shard counts `npm run bench:ledger` may compare (the writer's `shardCount` option). */
+  benchShardCountMax: 4_096,
   /** Backoff while Postgres (or Redis) is unreachable: doubles from min to max, forever. */
   retryBackoffMsMin: 50,
   retryBackoffMsMax: 5_000,

@@ -52,7 +52,7 @@ export function createLedgerWriterMetrics(registry: Registry = new Registry()) {
     }),
     shardsAcquired: new Counter({
       name: 'credana_ledger_shards_acquired_total',
-      help: 'Outbox shards this writer took (from: new = never owned before; writer = another writer owned it last, a takeover)',
+      help: 'Outbox shards this writer took (from: new = never owned before; writer = another writer owned it last, a takeover; self = this writer again after its lease lapsed)',
       labelNames: ['from'] as const,
       registers: [registry],
     }),

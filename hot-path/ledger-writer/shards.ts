@@ -13,8 +13,9 @@
  *   leases expire after `leaseMs` and the others take its shards within `leaseMs + leaseMs / 4`.
  * - **Fence (Postgres).** A lease alone cannot stop a writer that was paused (SIGSTOP, a long GC, a
  *   VM migration) past its lease and then resumes mid-batch. So taking a shard over raises its epoch in
- *   `ledger_stream_fences` (Postgres), and every transaction the writer commits for the shard first
- *   reads that row `for share` and checks the epoch it took the shard at. The raise (an UPDATE) waits
+ *   `ledger_stream_fences` (Postgres; kept when this writer was its last owner), and every transaction
+ *   the writer commits for the shard first reads that row `for share` and checks the epoch it took the
+ *   shard at. The raise (an UPDATE) waits
  *   for the old owner's open transactions, which hold the row `for share`; a transaction of the old
  *   owner that starts after it sees the new epoch and rolls back (FencedError). So the old owner's
  *   writes all come before the new owner's, whatever the clocks. A paused owner's open transaction is
@@ -119,7 +120,9 @@ export function createShardOwnership(options: ShardOwnershipOptions) {
   /**
    * Takes free shards: their leases (SET NX), then their fences in one Postgres transaction (epoch + 1;
    * a fence row still locked by an old owner's open transaction is skipped, its lease let go, and tried
-   * again next round), then their groups; last a renewal, so a slow takeover does not start on a lease
+   * again next round), then their groups. Taking back a shard no other writer held since (its lease
+   * lapsed, or Redis lost it) keeps the epoch: this writer's batches in hand are still its own to
+   * commit (Redis may have lost their only other copy), and no other writer wrote in between; last a renewal, so a slow takeover does not start on a lease
    * that lapsed meanwhile. Returns how many it took.
    */
   async function acquire(shards: readonly number[]): Promise<number> {
@@ -158,7 +161,9 @@ export function createShardOwnership(options: ShardOwnershipOptions) {
           )
           insert into ledger_stream_fences as f (stream, epoch, owner)
           select unnest(${takeable}::text[]), 1, ${writerId}
-          on conflict (stream) do update set epoch = f.epoch + 1, owner = excluded.owner, taken_at = now()
+          on conflict (stream) do update
+            set epoch = case when f.owner = excluded.owner then f.epoch else f.epoch + 1 end,
+              owner = excluded.owner, taken_at = now()
           returning f.stream, f.epoch::text as epoch,
             (select p.owner from previous p where p.stream = f.stream) as previous`;
       });
@@ -202,7 +207,9 @@ export function createShardOwnership(options: ShardOwnershipOptions) {
           pollMs: 0,
           nextPollAtMs: 0,
         });
-        metrics.shardsAcquired.inc({ from: row.previous === null ? 'new' : 'writer' });
+        metrics.shardsAcquired.inc({
+          from: row.previous === null ? 'new' : row.previous === writerId ? 'self' : 'writer',
+        });
         taken++;
       }),
     );

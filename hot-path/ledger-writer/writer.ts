@@ -76,7 +76,10 @@ export interface LedgerWriterOptions {
    * writer's shards are taken over after at most leaseMs × 1.25.
    */
   leaseMs?: number;
-  /** Shards 0..shardCount-1 (defaults to OUTBOX_SHARDS; fewer only to compare costs in a benchmark). */
+  /**
+   * Shards 0..shardCount-1. Defaults to OUTBOX_SHARDS, the only right value in service; another count
+   * only compares polling costs in `npm run bench:ledger`.
+   */
   shardCount?: number;
   apply?: ApplyOptions;
   group?: string;
@@ -188,7 +191,10 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     `lanes must be 1..${limits.applyLanesMax}`,
   );
   const shardCount = options.shardCount ?? OUTBOX_SHARDS;
-  assert(Number.isInteger(shardCount) && shardCount >= 1 && shardCount <= OUTBOX_SHARDS);
+  assert(
+    Number.isInteger(shardCount) && shardCount >= 1 && shardCount <= limits.benchShardCountMax,
+    `shardCount must be 1..${limits.benchShardCountMax}`,
+  );
   const deadLetter = deadLetterKey(prefix);
   const ownership = createShardOwnership({
     redis,
