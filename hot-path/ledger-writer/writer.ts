@@ -607,10 +607,16 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     return { entries, epochs };
   }
 
-  /** The next entries to write: polls the owned shards until one has something (or stopping). */
+  /**
+   * The next entries to write: polls the owned shards until one has something, or until
+   * limits.idlePollMsMax passed with nothing (an empty read, as a BLOCK that timed out: the read ahead
+   * then ends, and entries appended later wait in Redis, not in this writer's memory, until the batch
+   * in hand is written).
+   */
   async function nextRead(): Promise<Read> {
+    const giveUpMs = Date.now() + limits.idlePollMsMax;
     for (;;) {
-      if (stopping) return { entries: [], epochs: new Map() };
+      if (stopping || Date.now() >= giveUpMs) return { entries: [], epochs: new Map() };
       const read = await pollRound(false);
       if (read.entries.length > 0) {
         // A batch is written once it is full or its first entry has waited batchWaitMs: under light
@@ -628,7 +634,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
         return read;
       }
       // Nothing anywhere: wait for the earliest shard due (or a shard's arrival by the balance timer).
-      let nextMs = Date.now() + limits.idlePollMsMax;
+      let nextMs = giveUpMs;
       for (const shard of ownership.owned.values()) nextMs = Math.min(nextMs, shard.nextPollAtMs);
       await sleep(Math.max(1, nextMs - Date.now()));
     }
