@@ -568,9 +568,15 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
       )) as unknown[] | null;
       return streamReply(reply).flatMap(([stream, list]) => toEntries(stream, list));
     } catch (error) {
-      if (!(await recreateGroupIfGone(shard.stream, error))) throw error;
-      shard.claimCursor = null;
-      return [];
+      if (await recreateGroupIfGone(shard.stream, error)) {
+        shard.claimCursor = null;
+        return [];
+      }
+      // The read may have been delivered with its reply lost (a dropped connection, a timeout): its
+      // entries would be pending for this consumer and never read again with '>'. The shard's pending
+      // entries are claimed again first; any of them still being written are duplicates, no-ops.
+      shard.claimCursor = '0-0';
+      throw error;
     }
   }
 
@@ -580,19 +586,26 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
    * limits.idlePollMsMax). Each shard's count is its share of batchMax, so a round reads at most
    * about batchMax entries.
    */
-  async function pollRound(force: boolean): Promise<Read> {
+  async function pollRound(): Promise<Read> {
     const now = Date.now();
     const due = [...ownership.owned.values()].filter(
-      (shard) => (force || shard.nextPollAtMs <= now) && ownership.readable(shard, now),
+      (shard) => shard.nextPollAtMs <= now && ownership.readable(shard, now),
     );
     const epochs = new Map<string, bigint>();
     if (due.length === 0) return { entries: [], epochs };
     const count = Math.max(1, Math.ceil(batchMax / due.length));
-    const results = await Promise.all(due.map((shard) => readShard(shard, count)));
+    // Settled one by one: what the shards that answered delivered is this consumer's now and must be
+    // written, whatever happened to the others (they are read again next round).
+    const results = await Promise.allSettled(due.map((shard) => readShard(shard, count)));
+    const failed = results.flatMap((result) => (result.status === 'rejected' ? [result.reason] : []));
+    if (failed.length === due.length) throw failed[0];
+    if (failed.length > 0)
+      logger?.warn({ err: errorText(failed[0]), shards: failed.length }, 'ledger writer: shard reads failed');
     const entries: ReadEntry[] = [];
     const after = Date.now();
     for (const [i, shard] of due.entries()) {
-      const got = results[i]!;
+      const result = results[i]!;
+      const got = result.status === 'fulfilled' ? result.value : [];
       metrics.polls.inc({ result: got.length > 0 ? 'entries' : 'empty' });
       if (got.length > 0 || shard.claimCursor !== null) {
         shard.pollMs = 0;
@@ -617,7 +630,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     const giveUpMs = Date.now() + limits.idlePollMsMax;
     for (;;) {
       if (stopping || Date.now() >= giveUpMs) return { entries: [], epochs: new Map() };
-      const read = await pollRound(false);
+      const read = await pollRound();
       if (read.entries.length > 0) {
         // A batch is written once it is full or its first entry has waited batchWaitMs: under light
         // load a read returns a few entries, and writing each handful in its own transaction costs more
@@ -625,7 +638,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
         if (read.entries.length < batchMax && !stopping) {
           await sleep(batchWaitMs);
           // If this second read fails, write what the first one delivered (it is this consumer's now).
-          const more = await pollRound(false).catch(() => null);
+          const more = await pollRound().catch(() => null);
           if (more !== null) {
             for (const entry of more.entries) read.entries.push(entry);
             for (const [stream, epoch] of more.epochs) read.epochs.set(stream, epoch);
