@@ -32,6 +32,12 @@ export const limits = {
    * entry waits before it is read (docs/redis-layout.md has the figures).
    */
   idlePollMsMax: 200,
+  /**
+   * Entries a poll asks of each due shard at least (its share of LEDGER_BATCH_MAX if larger): with 256
+   * busy shards a read is one command per 16 entries, not per 2, and holds at most 256 × 16 = 4,096
+   * entries (~5 MB with full Stripe events); acks go out once per read and stream.
+   */
+  shardReadCountMin: 16,
   /** Shard counts `npm run bench:ledger` may compare (the writer's `shardCount` option). */
   benchShardCountMax: 4_096,
   /** Backoff while Postgres (or Redis) is unreachable: doubles from min to max, forever. */
@@ -42,7 +48,7 @@ export const limits = {
   /** Pause between those tries (an entry may only be waiting for an earlier one held by another writer). */
   poisonRetryDelayMs: 200,
   /** Lag is measured at most this often (an XRANGE and an XLEN per owned shard, sent together). */
-  lagSampleIntervalMs: 500,
+  lagSampleIntervalMs: 1_000,
   /** Error text kept in a dead-letter entry. */
   deadLetterErrorCharsMax: 1_000,
   /**

@@ -341,15 +341,31 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
   }
 
   /**
-   * The ack of the last committed batch, still in flight. Acks run behind the writes: the next batch is
+   * The ack of the last written read, still in flight. Acks run behind the writes: the next read is
    * applied while this one's XACK + XDEL travel. At most one is outstanding (the next waits for it), and
-   * each starts only after its batch's COMMIT resolved, so nothing is acked before it is written.
+   * each starts only after its batches' COMMITs resolved, so nothing is acked before it is written.
    */
   let acking: Promise<void> = Promise.resolve();
 
+  /**
+   * Committed: ack in the background. ack() never rejects (it retries, and gives up only when
+   * stopping, which leaves the entries to be re-delivered and found duplicates).
+   */
+  async function ackBehind(entries: readonly { stream: string; id: string }[]): Promise<void> {
+    const previous = acking;
+    acking = previous.then(() => ack(entries));
+    await previous;
+  }
+
+  /**
+   * Applies one batch. Its entries, once committed, go to `committed`, acked together when the read
+   * they came in is written (one XACK + XDEL per stream and read, not per batch: a read spans many
+   * shards).
+   */
   async function applyTimed(
     batch: readonly ParsedEntry[],
     epochs: ReadonlyMap<string, bigint>,
+    committed: ParsedEntry[],
   ): Promise<void> {
     const fenced = new Map<string, bigint>();
     for (const entry of batch) fenced.set(entry.stream, epochs.get(entry.stream) ?? -1n);
@@ -360,11 +376,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     });
     end();
     metrics.batchSize.observe(batch.length);
-    // Committed: ack in the background. ack() never rejects (it retries, and gives up only when
-    // stopping, which leaves the entries to be re-delivered and found duplicates).
-    const previous = acking;
-    acking = previous.then(() => ack(batch));
-    await previous;
+    for (const entry of batch) committed.push(entry);
     metrics.entriesWritten.inc({ result: 'applied' }, result.applied);
     metrics.entriesWritten.inc({ result: 'duplicate' }, result.duplicates);
   }
@@ -392,12 +404,13 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     batch: ParsedEntry[],
     raws: RawByKey,
     epochs: ReadonlyMap<string, bigint>,
+    committed: ParsedEntry[],
   ): Promise<boolean> {
     let backoff: number = limits.retryBackoffMsMin;
     for (;;) {
       if (batch.length === 0) return true;
       try {
-        await applyTimed(batch, epochs);
+        await applyTimed(batch, epochs, committed);
         if (state === 'retrying') state = 'running';
         return true;
       } catch (error) {
@@ -411,7 +424,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
             { err: errorText(error), size: batch.length },
             'ledger writer: batch failed, isolating',
           );
-          return isolate(batch, raws, epochs);
+          return isolate(batch, raws, epochs, committed);
         }
         metrics.batchFailures.inc({ kind: 'retryable' });
         if (stopping) return false;
@@ -431,6 +444,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     batch: ParsedEntry[],
     raws: RawByKey,
     epochs: ReadonlyMap<string, bigint>,
+    committed: ParsedEntry[],
   ): Promise<boolean> {
     const lost = new Set<string>();
     for (let i = 0; i < batch.length; i++) {
@@ -438,7 +452,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
       if (lost.has(entry.stream)) continue;
       for (let attempt = 1; ; attempt++) {
         try {
-          await applyTimed([entry], epochs);
+          await applyTimed([entry], epochs, committed);
           break;
         } catch (error) {
           if (error instanceof FencedError) {
@@ -456,6 +470,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
               batch.slice(i).filter((e) => !lost.has(e.stream)),
               raws,
               epochs,
+              committed,
             );
           }
           if (attempt >= limits.poisonAttemptsMax) {
@@ -523,14 +538,16 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     const laneCount = valid.length < limits.laneSplitEntriesMin ? 1 : lanes;
     const byLane: ParsedEntry[][] = Array.from({ length: laneCount }, () => []);
     for (const entry of valid) byLane[laneOf(entry, laneCount)]!.push(entry);
+    const committed: ParsedEntry[] = [];
     const finished = await Promise.all(
       byLane.map(async (lane) => {
         for (let i = 0; i < lane.length; i += batchMax) {
-          if (!(await applyWithRetry(lane.slice(i, i + batchMax), raws, epochs))) return false;
+          if (!(await applyWithRetry(lane.slice(i, i + batchMax), raws, epochs, committed))) return false;
         }
         return true;
       }),
     );
+    await ackBehind(committed);
     return finished.every(Boolean);
   }
 
@@ -583,8 +600,8 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
   /**
    * One round over the owned shards that are due: one command each, sent together. A shard that had
    * entries is due again at once, one that had none after its wait doubled (batchWaitMs up to
-   * limits.idlePollMsMax). Each shard's count is its share of batchMax, so a round reads at most
-   * about batchMax entries.
+   * limits.idlePollMsMax). Each shard's count is its share of batchMax, at least
+   * limits.shardReadCountMin.
    */
   async function pollRound(): Promise<Read> {
     const now = Date.now();
@@ -593,7 +610,9 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     );
     const epochs = new Map<string, bigint>();
     if (due.length === 0) return { entries: [], epochs };
-    const count = Math.max(1, Math.ceil(batchMax / due.length));
+    // A busy shard gives at least limits.shardReadCountMin a round, so a read over many busy shards is
+    // not a command per entry or two; a read is then at most max(batchMax, shards × that) entries.
+    const count = Math.max(Math.min(limits.shardReadCountMin, batchMax), Math.ceil(batchMax / due.length));
     // Settled one by one: what the shards that answered delivered is this consumer's now and must be
     // written, whatever happened to the others (they are read again next round).
     const results = await Promise.allSettled(due.map((shard) => readShard(shard, count)));
