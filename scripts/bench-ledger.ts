@@ -10,6 +10,8 @@
  *
  * `rowSecurity` runs the writer (single-row and batched) and the Postgres fallback under their own roles
  * with row-level security on and off on the same database, alternating, and gives `onToOff` ratios.
+ * `idlePolling` is what polling the shards costs with no traffic at 16, 256 (OUTBOX_SHARDS) and 1,024
+ * shards, side by side: empty polls a second, the writer's CPU and a private redis-server's CPU.
  *
  * `eventsPerS` is the writer alone: the backlog is generated and appended first (`appendEventsPerS`
  * says how fast the benchmark itself can produce entries), then the timer runs from the writer's start
@@ -34,7 +36,7 @@ import { authorizationRequestEvent } from '../hot-path/stripe/events.ts';
 import { createDatabase, type Sql } from '../shared/db/client.ts';
 import { createTestSealing, type TestSealing } from '../shared/hsm/testing.ts';
 import { createRedis } from '../shared/redis/client.ts';
-import { allOutboxKeys, outboxKey } from '../shared/redis/keys.ts';
+import { allOutboxKeys, OUTBOX_SHARDS, outboxKey, userKeys } from '../shared/redis/keys.ts';
 import { createMarket } from '../shared/redis/market.ts';
 import { authorizationRequest } from '../shared/stripe/issuing-events.ts';
 import { cloneTemplateDatabase, deletePrefix, dropDatabase } from '../test/support/db.ts';
@@ -42,7 +44,7 @@ import { redisUrl } from '../test/support/env.ts';
 import { seedAsset, WETH, wethForBorrowPower } from '../test/support/fixtures.ts';
 import ensureTemplateDatabase from '../test/support/global-setup.ts';
 import { testConfig } from '../test/support/hot-path.ts';
-import { freePort } from '../test/support/processes.ts';
+import { freePort, startRedisServer } from '../test/support/processes.ts';
 import { processesCpuMs } from './bench/proc-cpu.ts';
 import { startPgBouncer } from './dev/pgbouncer.ts';
 
@@ -50,6 +52,8 @@ const BATCHED_ENTRIES = 30_000;
 const SINGLE_ENTRIES = 2_000;
 const RATE_PER_S = 5_000;
 const RATE_SECONDS = 6;
+/** Seconds each shard count of the idle-polling phase is measured. */
+const IDLE_SECONDS = 5;
 const USERS = Number(
   process.argv.find((arg) => arg.startsWith('--users='))?.slice('--users='.length) ?? 10_000,
 );
@@ -137,7 +141,11 @@ try {
   };
   async function add(count: number): Promise<void> {
     const pipeline = redis.pipeline();
-    for (let i = 0; i < count; i++) pipeline.xadd(outboxKey(prefix, n % 16), '*', ...fieldsOf());
+    // Each entry to its user's shard stream, as the hot path appends it.
+    for (let i = 0; i < count; i++) {
+      const fields = fieldsOf();
+      pipeline.xadd(userKeys(prefix, users[(n - 1) % users.length]!.userId).outbox, '*', ...fields);
+    }
     await pipeline.exec();
   }
   const backlog = () => outboxBacklog(redis, prefix);
@@ -196,9 +204,9 @@ try {
   const until = Date.now() + RATE_SECONDS * 1000;
   const tickMs = 20;
   const sampler = setInterval(async () => {
-    const firsts = await Promise.all(
-      allOutboxKeys(prefix).map((key) => redis.xrange(key, '-', '+', 'COUNT', 1)),
-    );
+    const pipeline = redis.pipeline();
+    for (const key of allOutboxKeys(prefix)) pipeline.xrange(key, '-', '+', 'COUNT', 1);
+    const firsts = ((await pipeline.exec()) ?? []).map(([, reply]) => reply as [string, string[]][]);
     const oldest = Math.min(...firsts.flatMap((f) => (f[0] ? [streamIdMs(f[0][0])] : [])));
     lags.push(Number.isFinite(oldest) ? Date.now() - oldest : 0);
   }, 50);
@@ -258,6 +266,60 @@ try {
   // a shared machine falls on both sides alike.
   const rowSecurity = await benchRowSecurity(url, database.sql, users, fieldsOf);
 
+  // 6. The idle cost of polling the shards (no BLOCK: one command per shard, shards.ts), side by side
+  // at 16, 256 (OUTBOX_SHARDS) and 1,024 shards: one writer owning them all, no traffic, on a private
+  // redis-server so its CPU is the writer's alone. The shard-count figures of docs/redis-layout.md.
+  const idleRedisServer = await startRedisServer();
+  const idlePolling: {
+    shards: number;
+    emptyPollsPerS: number;
+    writerCpuMsPerS: number;
+    redisCpuMsPerS: number;
+  }[] = [];
+  try {
+    const redisCpuMs = async (client: ReturnType<typeof createRedis>) => {
+      const info = await client.info('cpu');
+      const field = (name: string) => Number(new RegExp(`${name}:([0-9.]+)`).exec(info)?.[1] ?? 0);
+      return (field('used_cpu_user') + field('used_cpu_sys')) * 1000;
+    };
+    for (const shards of [16, OUTBOX_SHARDS, 1_024]) {
+      const idleRedis = createRedis({ url: idleRedisServer.url });
+      const idleMetrics = createLedgerWriterMetrics();
+      const idleWriter = createLedgerWriter({
+        redis: idleRedis,
+        sql: database.sql,
+        prefix: `${prefix}idle${shards}:`,
+        consumer: 'bench-idle',
+        batchMax: BATCH_MAX,
+        batchWaitMs: 20,
+        metrics: idleMetrics,
+        shardCount: shards,
+      });
+      await idleWriter.start();
+      while (idleWriter.shards.length < shards) await sleep(100);
+      await sleep(2_000); // every shard's poll wait has grown to its maximum
+      const polls = async () => (await idleMetrics.polls.get()).values.reduce((sum, v) => sum + v.value, 0);
+      const probe = createRedis({ url: idleRedisServer.url });
+      const before = { polls: await polls(), cpu: process.cpuUsage(), redisMs: await redisCpuMs(probe) };
+      const startedMs = performance.now();
+      await sleep(IDLE_SECONDS * 1000);
+      const seconds = (performance.now() - startedMs) / 1000;
+      const cpu = process.cpuUsage(before.cpu);
+      const redisMs = (await redisCpuMs(probe)) - before.redisMs;
+      idlePolling.push({
+        shards,
+        emptyPollsPerS: Math.round(((await polls()) - before.polls) / seconds),
+        writerCpuMsPerS: Math.round(((cpu.user + cpu.system) / 1000 / seconds) * 10) / 10,
+        redisCpuMsPerS: Math.round((redisMs / seconds) * 10) / 10,
+      });
+      probe.disconnect();
+      await idleWriter.stop();
+      idleRedis.disconnect();
+    }
+  } finally {
+    await idleRedisServer.destroy();
+  }
+
   lags.sort((a, b) => a - b);
   const lagMsAt5kPerS = lags[Math.floor(lags.length * 0.99)] ?? 0;
   const [stored] = await database.sql<{ sealed: number; queued: number }[]>`
@@ -278,6 +340,7 @@ try {
     cpuMsPer10k,
     lagMsAt5kPerS,
     lagMsAt5kPerSMedian: lags[Math.floor(lags.length / 2)] ?? 0,
+    idlePolling,
     batchMax: BATCH_MAX,
     users: USERS,
     batchedEntries: BATCHED_ENTRIES,

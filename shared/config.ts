@@ -224,6 +224,9 @@ const schema = z.object({
   LEDGER_WRITER_PORT: integer(0, 65_535).default(8788),
   LEDGER_BATCH_MAX: integer(1, 10_000).default(500),
   LEDGER_BATCH_WAIT_MS: integer(1, 10_000).default(20),
+  // Lease of an outbox shard held by one ledger writer (hot-path/ledger-writer/shards.ts): a killed
+  // writer's shards are taken over within 1.25 × this; LEDGER_BATCH_WAIT_MS must be under a quarter.
+  LEDGER_SHARD_LEASE_MS: integer(1_000, 600_000).default(10_000),
 
   CHAIN_RPC_URL: url.default('http://127.0.0.1:8545'),
   CHAIN_ID: integer(1, 2_147_483_647).default(31_337),

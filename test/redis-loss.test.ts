@@ -146,6 +146,8 @@ describe('losing Redis', () => {
     const written: Approval[] = [];
     for (let i = 0; i < 5; i++) written.push(await approve(cardId, 1_000 + i));
     await waitUntil(async () => (await pgHolds(userId)) === total(written), 'the writer to write');
+    // Written and acknowledged (the ack follows the commit): the outbox holds nothing of them.
+    await waitUntil(async () => (await outboxBacklog(redis, services.prefix)) === 0, 'the writer to ack');
     // The writer dies (lag): the next approvals exist only in Redis, hold and outbox entry.
     await writer.kill('SIGKILL');
     const unwritten: Approval[] = [];

@@ -190,6 +190,25 @@ export interface ApplyOptions {
    * transaction, for seal-queue.ts to seal later: the money never waits on the HSM.
    */
   merchantNames?: MerchantNames | null;
+  /**
+   * Run first in each transaction, pipelined with its first statements: the stream writer checks that
+   * it still owns the entries' shards (shards.ts checkFence) and throws FencedError if not, which rolls
+   * the transaction back.
+   */
+  fence?: ((tx: Tx) => Promise<void>) | undefined;
+}
+
+/**
+ * The writer no longer owns these streams' shards: another writer took them over (raised their epoch in
+ * `ledger_stream_fences`), and this transaction rolled back. Not the data's fault and not to be retried:
+ * the entries belong to the new owner now (hot-path/ledger-writer/shards.ts).
+ */
+export class FencedError extends Error {
+  readonly code = 'LEDGER_FENCED';
+  constructor(readonly streams: readonly string[]) {
+    super(`outbox shards taken over by another writer: ${streams.join(', ')}`);
+    this.name = 'FencedError';
+  }
 }
 
 export interface ApplyResult {
@@ -496,6 +515,7 @@ export async function applyBatch(
     try {
       applied += await sql.begin((tx) => applyArchive(tx, unique, other, options, sealed));
     } catch (error) {
+      if (error instanceof FencedError) throw error;
       if (moneyError === null) throw new ArchiveError(error);
     }
   }
@@ -520,7 +540,8 @@ async function applyMoney(
     .sort(bySortKey((t) => t.ref));
   // The natural-key inserts do not depend on each other: sent together, they are pipelined on the
   // transaction's connection (one round trip, still executed in this order).
-  const [newDecisions, newRefLists] = await Promise.all([
+  const [, newDecisions, newRefLists] = await Promise.all([
+    options.fence?.(tx),
     insertDecisions(tx, money),
     Promise.all(
       chunksOf(sortedTransfers, limits.transfersPerStatementMax).map((chunk) => insertTransfers(tx, chunk)),
@@ -556,7 +577,7 @@ async function applyArchive(
   options: ApplyOptions,
   sealed: SealedNames,
 ): Promise<number> {
-  const newEvents = await insertCardEvents(tx, unique);
+  const [, newEvents] = await Promise.all([options.fence?.(tx), insertCardEvents(tx, unique)]);
   const applied = other.filter((entry) => newEvents.has(entry.item.record.eventId));
   await applyAuthorizations(tx, foldAuthorizations(applied, options), sealed);
   return applied.length;

@@ -55,6 +55,7 @@ const writer = createLedgerWriter({
   consumer: `${hostname()}-${process.pid}`,
   batchMax: config.LEDGER_BATCH_MAX,
   batchWaitMs: config.LEDGER_BATCH_WAIT_MS,
+  leaseMs: config.LEDGER_SHARD_LEASE_MS,
   metrics,
   logger,
   apply: { holdTtlS: config.HOLD_TTL_S, holdTtlLodgingS: config.HOLD_TTL_LODGING_S, merchantNames },

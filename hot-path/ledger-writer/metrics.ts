@@ -45,6 +45,39 @@ export function createLedgerWriterMetrics(registry: Registry = new Registry()) {
       help: 'Times the outbox consumer group was found gone (NOGROUP: Redis lost its data) and created again (alert: follow the "Losing Redis" runbook)',
       registers: [registry],
     }),
+    shardsOwned: new Gauge({
+      name: 'credana_ledger_shards_owned',
+      help: 'Outbox shards this writer owns (holds the lease and the fence of); summed over the writers it is the shard count',
+      registers: [registry],
+    }),
+    shardsAcquired: new Counter({
+      name: 'credana_ledger_shards_acquired_total',
+      help: 'Outbox shards this writer took (from: new = never owned before; writer = another writer owned it last, a takeover; self = this writer again after its lease lapsed)',
+      labelNames: ['from'] as const,
+      registers: [registry],
+    }),
+    shardsLost: new Counter({
+      name: 'credana_ledger_shards_lost_total',
+      help: 'Outbox shards this writer stopped owning (reason: released to balance or on stop; lease_lost or lease_expired = not renewed in time; fenced = taken over under a batch)',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    fencedBatches: new Counter({
+      name: 'credana_ledger_fenced_batches_total',
+      help: 'Transactions rolled back because a shard of theirs had been taken over by another writer (its entries are left to the new owner)',
+      registers: [registry],
+    }),
+    entriesClaimed: new Counter({
+      name: 'credana_ledger_entries_claimed_total',
+      help: 'Pending entries claimed (XAUTOCLAIM) from a shard this writer took over, written before its new ones',
+      registers: [registry],
+    }),
+    polls: new Counter({
+      name: 'credana_ledger_polls_total',
+      help: 'Reads of one shard (result: entries, or empty)',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
     batchDuration: new Histogram({
       name: 'credana_ledger_batch_duration_seconds',
       help: 'Time to apply one batch in Postgres (one transaction)',

@@ -231,8 +231,8 @@ it('answers from Redis through a 30 s Postgres outage and the writer then books 
         output: started.output().slice(-1_500),
       });
       // As a process supervisor would, start another writer, so the rest of the test still shows whether
-      // anything was lost: what the dead one had not acked is still in the outbox, and the new consumer
-      // claims it once it has been idle for the writer's claimIdleMs.
+      // anything was lost: what the dead one had not acked is still in the outbox, and the new writer
+      // takes its shards once their leases lapse and claims it first.
       writerRestart = startWriter().catch((error: unknown) => {
         writerExits.push({ atMs: performance.now(), exit: 'restart failed', output: String(error) });
       });

@@ -8,7 +8,7 @@
  * So the watermark says "everything up to here is in Postgres, in stream order", which is what lets the
  * relay acknowledge and delete exactly those entries — never one that is only published.
  *
- * It lives in Redis next to its stream (same `{s:NN}` hash tag, so one script can read it and trim the
+ * It lives in Redis next to its stream (same `{s:NNN}` hash tag, so one script can read it and trim the
  * stream, also on a Redis Cluster). It is not written in the effects' Postgres transaction: it need not
  * be, because applyBatch is idempotent by natural keys. A watermark that lags Postgres (the receiver
  * died between COMMIT and the advance, or Redis lost the key) only makes an applied entry be delivered

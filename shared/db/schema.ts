@@ -629,3 +629,17 @@ export const merchantNamesUnsealed = pgTable(
   },
   (t) => [index('merchant_names_unsealed_created_idx').on(t.createdAt)],
 );
+
+/**
+ * Fences of the ledger writers' outbox shards (hot-path/ledger-writer/shards.ts, docs/redis-layout.md):
+ * one row per outbox stream, whose `epoch` a writer raises when it takes the shard over. Every
+ * transaction a writer commits for a shard first reads the row `for share` and checks the epoch it took
+ * the shard at, so a writer that lost the shard (paused past its Redis lease, then resumed) cannot
+ * commit after the new owner raised the epoch; the raise waits for its open transactions.
+ */
+export const ledgerStreamFences = pgTable('ledger_stream_fences', {
+  stream: text('stream').primaryKey(),
+  epoch: bigint('epoch', { mode: 'bigint' }).notNull(),
+  owner: text('owner').notNull(),
+  takenAt: timestamp('taken_at', { withTimezone: true }).notNull().defaultNow(),
+});

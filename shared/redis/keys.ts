@@ -1,13 +1,19 @@
 /**
  * The Redis layout (docs/redis-layout.md explains it). Every key of one user carries the hash tag of
- * the user's *shard*, `{s:NN}`, and so does that shard's outbox stream: a single Lua script can then
+ * the user's *shard*, `{s:NNN}`, and so does that shard's outbox stream: a single Lua script can then
  * check a position, reserve the hold and append the decision record atomically, unchanged on a Redis
  * Cluster (one slot per shard). A per-user tag, as first designed, would have needed one outbox
  * stream per user, since a script may only touch keys of one slot.
  *
- * It is an invariant that OUTBOX_SHARDS never changes for a deployment with live data.
+ * 256 shards: a cluster can spread over up to 256 primaries, and over 50 they split 5 or 6 each (the
+ * 256 tags hash to 256 distinct slots); each ledger writer polls only the shards it owns
+ * (hot-path/ledger-writer/shards.ts). docs/redis-layout.md has the figures and how to reshard.
+ *
+ * It is an invariant that OUTBOX_SHARDS never changes for a deployment with live data: a user's keys
+ * and the entries already in a stream would be left in the old shard. Changing it means draining the
+ * outbox and rebuilding the cache (docs/redis-layout.md, "Changing the shard count").
  */
-export const OUTBOX_SHARDS = 16;
+export const OUTBOX_SHARDS = 256;
 
 /** FNV-1a over the id: stable across processes and languages. */
 export function shardOf(id: string): number {
@@ -20,7 +26,7 @@ export function shardOf(id: string): number {
 }
 
 function tag(shard: number): string {
-  return `{s:${shard.toString().padStart(2, '0')}}`;
+  return `{s:${shard.toString().padStart(3, '0')}}`;
 }
 
 export interface UserKeys {
@@ -76,6 +82,19 @@ export function outboxKey(prefix: string, shard: number): string {
 
 export function allOutboxKeys(prefix: string): string[] {
   return Array.from({ length: OUTBOX_SHARDS }, (_, shard) => outboxKey(prefix, shard));
+}
+
+/**
+ * STRING: the lease of a shard's ledger writer (its writer id, with a TTL); in the shard's slot, so a
+ * cluster routes it with the stream (hot-path/ledger-writer/shards.ts).
+ */
+export function shardLeaseKey(prefix: string, shard: number): string {
+  return `${prefix}${tag(shard)}:writer`;
+}
+
+/** ZSET writer id → heartbeat expiry (ms): the live ledger writers, which share the shards. */
+export function writersKey(prefix: string): string {
+  return `${prefix}ledger-writers`;
 }
 
 /** Dead-letter stream for outbox entries that keep failing. */
