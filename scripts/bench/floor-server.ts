@@ -15,7 +15,7 @@ import { readRawBody, requestHeader } from '../../hot-path/raw-body.ts';
 import { authorizationRequestEvent } from '../../hot-path/stripe/events.ts';
 import { verifyStripeSignature } from '../../hot-path/stripe/signature.ts';
 import { configFromProcess } from '../../shared/config.ts';
-import { createRedis } from '../../shared/redis/client.ts';
+import { createServiceRedis } from '../../shared/redis/client.ts';
 import { shardOf } from '../../shared/redis/keys.ts';
 import { luaScript, runScript } from '../../shared/redis/script.ts';
 
@@ -42,8 +42,7 @@ const CAP_CENTS = '1000000000000';
 const config = configFromProcess();
 const prefix = `${config.REDIS_KEY_PREFIX}${FLOOR_NAMESPACE}`;
 // The hot path's connection settings (server.ts): fail fast, auto-pipelined.
-const redis = createRedis({
-  url: config.REDIS_URL,
+const redis = createServiceRedis(config, {
   commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
   offlineQueue: false,
   connectionName: 'bench-floor',
