@@ -24,7 +24,8 @@
  *    and 2): while Redis is unreachable the fallback cannot see holds the ledger writer had not yet
  *    booked, bounded per user by FALLBACK_GRANT_CENTS_MAX per outage. The allowance is the smaller of
  *    the fallback-sourced grants in the sum and that cap times the number of faults begun by T.
- * 2. One answer: a replay of an answered request gets the first answer back.
+ * 2. One answer: a replay of an answered request gets the first answer back (unless one of the two is
+ *    system_unavailable: nothing was stored, or nothing could be read).
  * 3. Exactly once: every answered decision is in Postgres once, as answered; every lifecycle event (each
  *    was delivered until acknowledged) is in card_events once; no ledger transfer twice; every approval
  *    that granted money has its hold transfer.
@@ -203,6 +204,21 @@ export function checkCredit(
   return violations;
 }
 
+/** Stripe's end state of one authorization once every event was applied. */
+function foldAuthorization(auth: AuthView): { holdsCents: number; unsettledCents: number } {
+  const authEvents = auth.events
+    .filter((e) => e.kind !== 'capture' && e.kind !== 'refund')
+    .sort((a, b) => a.generatedMs - b.generatedMs);
+  const captured = auth.events.filter((e) => e.kind === 'capture').reduce((s, e) => s + e.amountCents, 0);
+  const refunded = auth.events.filter((e) => e.kind === 'refund').reduce((s, e) => s + e.amountCents, 0);
+  const unsettledCents = captured - refunded;
+  const last = authEvents.at(-1);
+  // Closed ones are closed after a capture (workload.ts), so closed, reversed and expired all hold 0.
+  if (last === undefined || authEvents.some((e) => RELEASES.has(e.kind)) || !last.approved)
+    return { holdsCents: 0, unsettledCents };
+  return { holdsCents: Math.max(0, last.amountCents - captured), unsettledCents };
+}
+
 /** Stripe's end state of one user: holds and unsettled once every event was applied. */
 export function foldUser(
   history: ChaosHistory,
@@ -211,17 +227,9 @@ export function foldUser(
   let holdsCents = 0;
   let unsettledCents = 0;
   for (const auth of authorizationsOf(history, userId)) {
-    const authEvents = auth.events
-      .filter((e) => e.kind !== 'capture' && e.kind !== 'refund')
-      .sort((a, b) => a.generatedMs - b.generatedMs);
-    const captured = auth.events.filter((e) => e.kind === 'capture').reduce((s, e) => s + e.amountCents, 0);
-    const refunded = auth.events.filter((e) => e.kind === 'refund').reduce((s, e) => s + e.amountCents, 0);
-    unsettledCents += captured - refunded;
-    const last = authEvents.at(-1);
-    if (last === undefined) continue;
-    const terminal = authEvents.find((e) => RELEASES.has(e.kind));
-    if (terminal !== undefined || !last.approved) continue; // closed ones are closed after a capture
-    holdsCents += Math.max(0, last.amountCents - captured);
+    const f = foldAuthorization(auth);
+    holdsCents += f.holdsCents;
+    unsettledCents += f.unsettledCents;
   }
   return { holdsCents, unsettledCents };
 }
@@ -248,6 +256,10 @@ export function checkHistory(
   for (const replay of history.replays) {
     const first = firstAnswer.get(replay.eventId);
     if (first == null || replay.answer === null) continue;
+    // A request neither decider could decide (system_unavailable) stored no answer: its replay decides
+    // afresh; and a replay that finds neither store reachable cannot look the first answer up. Stripe's
+    // `created` event says which answer it took, and the fold checks the hold follows it.
+    if (first.reason === 'system_unavailable' || replay.answer.reason === 'system_unavailable') continue;
     if (JSON.stringify(first) !== JSON.stringify(replay.answer))
       add(
         'replay_answer',
@@ -302,17 +314,29 @@ export function checkHistory(
       seen.pgUnsettled !== fold.unsettledCents ||
       seen.redisUnsettled !== fold.unsettledCents
     ) {
+      const detail: string[] = [];
+      for (const auth of authorizationsOf(history, user.userId)) {
+        const expected = foldAuthorization(auth).holdsCents;
+        const held = facts.authorizationHolds?.[auth.authorizationId] ?? { redis: '0', pg: '0' };
+        if (Number(held.redis) !== expected || Number(held.pg) !== expected)
+          detail.push(`${auth.authorizationId} fold ${expected} Redis ${held.redis} Postgres ${held.pg}`);
+      }
       add(
         'balance_fold',
         null,
-        `fold(events) ${JSON.stringify(fold)} ≠ ${JSON.stringify(seen)}`,
+        `fold(events) ${JSON.stringify(fold)} ≠ ${JSON.stringify(seen)}; holds by authorization: ${detail.join('; ')}`,
         user.userId,
       );
     }
   }
   for (const problem of facts.conservation) add('conservation', null, problem, problem.split(':')[0]);
   if (facts.outboxLeft > 0) add('not_healed', null, `${facts.outboxLeft} outbox entries left`);
-  if (facts.deadLetters > 0) add('not_healed', null, `${facts.deadLetters} dead letters`);
+  if (facts.deadLetters > 0)
+    add(
+      'not_healed',
+      null,
+      `${facts.deadLetters} dead letters: ${(facts.deadLetterSamples ?? []).join('\n')}`,
+    );
   if (facts.unadoptedFallbacks > 0)
     add('not_healed', null, `${facts.unadoptedFallbacks} fallback decisions never adopted`);
   return violations;

@@ -9,8 +9,8 @@ import type { FaultKind, FaultRecord } from './history.ts';
 import type { Random } from './random.ts';
 import type { ChaosSystem, ManagedProcess } from './system.ts';
 
-const PROCESS_FAULTS: FaultKind[] = ['kill_hot_path', 'kill_writer', 'stop_process'];
-const SERVER_FAULTS: FaultKind[] = [
+export const PROCESS_FAULTS: FaultKind[] = ['kill_hot_path', 'kill_writer', 'stop_process'];
+export const SERVER_FAULTS: FaultKind[] = [
   'redis_kill_restart',
   'postgres_stop_restart',
   'redis_stall',
@@ -28,6 +28,8 @@ export interface ScheduleOptions {
   writers: number;
   /** Whether the harness owns the Redis server (else no Redis kill). */
   redisKillable: boolean;
+  /** Only these kinds (default: all). The draws are the same, so a seed's other faults stay where they were. */
+  kinds?: readonly FaultKind[];
 }
 
 /** The faults of one run, in order of planned start, each with its target and duration. */
@@ -63,7 +65,7 @@ export function planFaults(rand: Random, o: ScheduleOptions): FaultRecord[] {
       }
       if (kind === 'redis_one_way') detail = rand.pick(['toUpstream', 'toClient']);
       if (kind === 'redis_latency' || kind === 'postgres_latency') detail = `${rand.int(20, 400)}ms`;
-      const usable = kind !== 'redis_kill_restart' || o.redisKillable;
+      const usable = (kind !== 'redis_kill_restart' || o.redisKillable) && (o.kinds?.includes(kind) ?? true);
       if (usable) {
         faults.push({ kind, target, detail, plannedAtMs: atMs, durationMs, startedMs: null, endedMs: null });
       }

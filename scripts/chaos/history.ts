@@ -134,4 +134,8 @@ export interface FinalFacts {
   unadoptedFallbacks: number;
   outboxLeft: number;
   deadLetters: number;
+  /** The dead letters themselves (first few, fields truncated), to tell why the writer refused them. */
+  deadLetterSamples?: string[];
+  /** Per authorization with a hold anywhere: Redis's hold and Postgres's held_cents. */
+  authorizationHolds?: Record<string, { redis: string; pg: string }>;
 }

@@ -4,10 +4,14 @@
  * table in README.md (between the chaos markers). Other flags: --hot-paths, --writers, --users,
  * --concurrency, --redis-url (a Redis to use instead of a private server, e.g. the cluster), --postgres=direct
  * (the services reach Postgres without PgBouncer), --no-faults (the workload alone: a baseline), --first-seed.
+ * --faults=<kind,kind> plays only those kinds (faults.ts lists them).
+ * `npm run chaos -- --check=<history.json>` runs the checker again over a history a run saved.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { ChaosHistory } from './history.ts';
+import { checkHistory, minimalHistory } from './checker.ts';
+import { PROCESS_FAULTS, SERVER_FAULTS } from './faults.ts';
+import type { ChaosHistory, FaultKind, FinalFacts } from './history.ts';
 import { RUN_DEFAULTS, type RunOptions, runSeed, type SeedResult, violationReport } from './run.ts';
 import { startPostgresSide } from './system.ts';
 
@@ -51,7 +55,8 @@ function parseArgs(argv: string[]): { seeds: number[]; options: RunOptions; writ
     concurrency: int('concurrency', RUN_DEFAULTS.concurrency, 1, 64),
     redisUrl: args.get('redis-url') ?? null,
     faults: !args.has('no-faults'),
-    postgresRoute: args.get('postgres') === 'direct' ? 'direct' : 'pgbouncer',
+    postgresRoute: postgresRoute(args.get('postgres')),
+    faultKinds: faultKinds(args.get('faults')),
     log: (line) => process.stdout.write(`${line}\n`),
   };
   if (args.has('seeds')) {
@@ -60,6 +65,22 @@ function parseArgs(argv: string[]): { seeds: number[]; options: RunOptions; writ
     return { seeds: Array.from({ length: k }, (_, i) => first + i), options, writeReport: true };
   }
   return { seeds: [int('seed', 1, 0, 2 ** 31 - 1)], options, writeReport: false };
+}
+
+function postgresRoute(raw: string | undefined): RunOptions['postgresRoute'] {
+  if (raw === undefined || raw === 'pgbouncer') return 'pgbouncer';
+  if (raw === 'direct') return 'direct';
+  throw new Error('--postgres must be pgbouncer or direct');
+}
+
+/** `--faults=kill_hot_path,redis_stall`: only these kinds. */
+function faultKinds(raw: string | undefined): FaultKind[] | null {
+  if (raw === undefined) return null;
+  const all: readonly string[] = [...PROCESS_FAULTS, ...SERVER_FAULTS];
+  const kinds = raw.split(',').filter((k) => k !== '');
+  for (const k of kinds)
+    if (!all.includes(k)) throw new Error(`--faults: unknown kind ${k} (known: ${all.join(', ')})`);
+  return kinds as FaultKind[];
 }
 
 function summaryTable(results: SeedResult[]): string {
@@ -94,7 +115,26 @@ function writeReadmeTable(table: string): void {
   writeFileSync(readme, `${text.slice(0, i + begin.length)}\n${table}\n${text.slice(j)}`);
 }
 
+/** `--check=<file>`: the checker again over a history a run saved (e.g. after changing the checker). */
+function recheck(file: string): void {
+  const { history, facts } = JSON.parse(readFileSync(file, 'utf8')) as {
+    history: ChaosHistory;
+    facts: FinalFacts;
+  };
+  const violations = checkHistory(history, facts);
+  for (const v of violations) {
+    process.stdout.write(
+      `VIOLATION ${v.kind}${v.userId === null ? '' : ` user ${v.userId}`}: ${v.message}\n`,
+    );
+    for (const line of minimalHistory(history, v).slice(-60)) process.stdout.write(`  ${line}\n`);
+  }
+  process.stdout.write(`seed ${history.seed}: ${violations.length} violations\n`);
+  if (violations.length > 0) process.exitCode = 1;
+}
+
 async function main(): Promise<void> {
+  const check = process.argv.slice(2).find((a) => a.startsWith('--check='));
+  if (check !== undefined) return recheck(check.slice('--check='.length));
   const { seeds, options, writeReport } = parseArgs(process.argv.slice(2));
   const postgres = await startPostgresSide();
   const results: SeedResult[] = [];

@@ -12,7 +12,7 @@ import { ACCOUNT, deadLetterKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import { CHECK_DEFAULTS, checkHistory, minimalHistory, type Violation } from './checker.ts';
 import { planFaults, playFaults } from './faults.ts';
-import type { ChaosHistory, FinalFacts } from './history.ts';
+import type { ChaosHistory, FaultKind, FinalFacts } from './history.ts';
 import { deriveRandom } from './random.ts';
 import { externalRedis, type PostgresSide, privateRedis, startSystem } from './system.ts';
 import { INITIAL_PRICE_E8, Workload } from './workload.ts';
@@ -29,6 +29,8 @@ export interface RunOptions {
   /** How long the system may take to drain and heal after the faults stop. */
   healTimeoutMs: number;
   postgresRoute: 'pgbouncer' | 'direct';
+  /** Fault kinds to play (null: all). */
+  faultKinds: readonly FaultKind[] | null;
   /** false: the workload alone (a baseline that must be clean). */
   faults: boolean;
   log: (line: string) => void;
@@ -45,6 +47,7 @@ export const RUN_DEFAULTS: Omit<RunOptions, 'log'> = {
   healTimeoutMs: 120_000,
   faults: true,
   postgresRoute: 'pgbouncer',
+  faultKinds: null,
 };
 
 export interface SeedResult {
@@ -119,6 +122,7 @@ export async function runSeed(
           hotPaths: options.hotPaths,
           writers: options.writers,
           redisKillable: redisTarget.killAndRestart !== undefined,
+          ...(options.faultKinds === null ? {} : { kinds: options.faultKinds }),
         });
     options.log(`seed ${seed}: ${history.faults.length} faults planned over ${options.durationS} s`);
     const loadStartedMs = performance.now();
@@ -255,6 +259,18 @@ async function gatherFacts(
     };
   }
   const conservation = await conservationProblems(sql, system.redis, prefix, userIds);
+  const authorizationHolds: NonNullable<FinalFacts['authorizationHolds']> = {};
+  for (const userId of userIds) {
+    for (const [id, held] of Object.entries(await system.redis.hgetall(userKeys(prefix, userId).holds)))
+      authorizationHolds[id] = { redis: held, pg: '0' };
+  }
+  for (const row of await sql<{ id: string; held_cents: string }[]>`
+      select id, held_cents::text from authorizations where held_cents <> 0`) {
+    authorizationHolds[row.id] = { redis: authorizationHolds[row.id]?.redis ?? '0', pg: row.held_cents };
+  }
+  const deadLetterSamples = (
+    (await system.redis.xrange(deadLetterKey(prefix), '-', '+', 'COUNT', 5)) as [string, string[]][]
+  ).map(([id, fields]) => `${id} ${fields.map((f) => f.slice(0, 600)).join(' | ')}`);
   const [unadopted] = await sql<
     { n: number }[]
   >`select count(*)::int as n from fallback_decisions where adopted_at is null`;
@@ -267,6 +283,8 @@ async function gatherFacts(
     unadoptedFallbacks: unadopted?.n ?? 0,
     outboxLeft: await outboxBacklog(system.redis, prefix),
     deadLetters: await system.redis.xlen(deadLetterKey(prefix)),
+    deadLetterSamples,
+    authorizationHolds,
   };
 }
 
