@@ -4,27 +4,15 @@
 // of order and twice, refunds, price moves) and its fault schedule (SIGKILL, SIGSTOP, Redis killed and
 // restarted, stalls, one-way partitions, cuts, latency); after healing and draining, the checker finds no
 // violation. The seeds are pinned so a failure replays with `npm run chaos -- --seed=N --duration=10`.
-// Only the fault kinds whose bugs are fixed are played here (CI_FAULTS); each kind left out waits on a
-// bug the harness found (scripts/chaos/README.md, "Bugs found"): postgres_stop_restart behind PgBouncer
-// crashes the services (bug 1); Redis faults send decisions to the Postgres fallback, whose adoption
-// re-creates holds Stripe already closed (bug 2) and whose answer to a replay overrides an answered
-// approval (bug 3). Add each kind back with its fix.
-
+// Until bugs 1–4 of docs/chaos.md are fixed these seeds find them (each was seen on them): this file is
+// red on purpose, and goes green with the fixes; the schedule plays every fault kind.
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChaosHistory, FaultKind } from './history.ts';
+import type { ChaosHistory } from './history.ts';
 import { RUN_DEFAULTS, runSeed, violationReport } from './run.ts';
 import { type PostgresSide, startPostgresSide } from './system.ts';
 
-const PINNED_SEEDS = [7, 14];
-const CI_FAULTS: FaultKind[] = [
-  'kill_hot_path',
-  'kill_writer',
-  'stop_process',
-  'postgres_stall',
-  'postgres_cut',
-  'postgres_latency',
-];
+const PINNED_SEEDS = [5, 7, 14];
 const DURATION_S = 10;
 
 let postgres: PostgresSide;
@@ -46,7 +34,6 @@ describe('chaos', () => {
         ...RUN_DEFAULTS,
         durationS: DURATION_S,
         healTimeoutMs: 90_000,
-        faultKinds: CI_FAULTS,
         log: (line) => log.push(line),
       });
       const { history } = JSON.parse(readFileSync(result.historyPath, 'utf8')) as { history: ChaosHistory };
