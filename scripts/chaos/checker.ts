@@ -315,21 +315,37 @@ export function checkHistory(
       seen.redisUnsettled !== fold.unsettledCents
     ) {
       const detail: string[] = [];
+      const shown: string[] = [];
       for (const auth of authorizationsOf(history, user.userId)) {
         const expected = foldAuthorization(auth).holdsCents;
-        const held = facts.authorizationHolds?.[auth.authorizationId] ?? { redis: '0', pg: '0' };
-        if (Number(held.redis) !== expected || Number(held.pg) !== expected)
+        const held = facts.authorizationHolds?.[auth.authorizationId];
+        if (held === undefined) continue; // an old history without per-authorization facts
+        if (Number(held.redis) !== expected || Number(held.pg) !== expected) {
           detail.push(`${auth.authorizationId} fold ${expected} Redis ${held.redis} Postgres ${held.pg}`);
+          shown.push(...auth.requests.map((r) => r.eventId));
+        }
       }
-      add(
-        'balance_fold',
-        null,
-        `fold(events) ${JSON.stringify(fold)} ≠ ${JSON.stringify(seen)}; holds by authorization: ${detail.join('; ')}`,
-        user.userId,
-      );
+      violations.push({
+        kind: 'balance_fold',
+        userId: user.userId,
+        atMs: null,
+        message: `fold(events) ${JSON.stringify(fold)} ≠ ${JSON.stringify(seen)}; holds by authorization: ${detail.join('; ') || 'all equal (unsettled differs)'}`,
+        // The history shown: the authorizations whose hold is off (the user's whole history when none is).
+        eventIds: shown,
+      });
     }
   }
-  for (const problem of facts.conservation) add('conservation', null, problem, problem.split(':')[0]);
+  for (const problem of facts.conservation) {
+    const authorizationId = /authorization (\S+) held/.exec(problem)?.[1];
+    const shown = history.requests.filter((r) => r.authorizationId === authorizationId).map((r) => r.eventId);
+    violations.push({
+      kind: 'conservation',
+      userId: problem.split(':')[0] ?? null,
+      atMs: null,
+      message: problem,
+      eventIds: shown,
+    });
+  }
   if (facts.outboxLeft > 0) add('not_healed', null, `${facts.outboxLeft} outbox entries left`);
   if (facts.deadLetters > 0)
     add(
