@@ -13,7 +13,7 @@ import { checkHistory, minimalHistory } from './checker.ts';
 import { PROCESS_FAULTS, SERVER_FAULTS } from './faults.ts';
 import type { ChaosHistory, FaultKind, FinalFacts } from './history.ts';
 import { RUN_DEFAULTS, type RunOptions, runSeed, type SeedResult, violationReport } from './run.ts';
-import { startPostgresSide } from './system.ts';
+import { startPostgresSide, stopEverything } from './system.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
 
@@ -178,6 +178,13 @@ async function main(): Promise<void> {
     writeReadmeTable(table);
   }
   if (results.some((r) => r.violations.length > 0)) process.exitCode = 1;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    process.stdout.write(`${signal}: stopping the chaos run's servers and processes\n`);
+    void stopEverything().finally(() => process.exit(130));
+  });
 }
 
 await main();

@@ -23,6 +23,26 @@ import { TEST_WEBHOOK_SECRET } from '../../test/support/stripe.ts';
 import { startTcpProxy, type TcpProxy } from '../../test/support/tcp-proxy.ts';
 import { type PgBouncer, startPgBouncer } from '../dev/pgbouncer.ts';
 
+/**
+ * What is running, so an interrupted run (Ctrl-C) stops its servers and processes instead of leaving
+ * them to the machine: each start registers its stop, each stop unregisters it.
+ */
+const running = new Set<() => Promise<void>>();
+
+function track(stop: () => Promise<void>): () => Promise<void> {
+  const once = async () => {
+    running.delete(once);
+    await stop();
+  };
+  running.add(once);
+  return once;
+}
+
+/** Stops everything still running (newest first). */
+export async function stopEverything(): Promise<void> {
+  for (const stop of [...running].reverse()) await stop().catch(() => undefined);
+}
+
 /** Where Redis is and what the harness may do to it. A private server supports every fault. */
 export interface RedisTarget {
   host: string;
@@ -49,7 +69,7 @@ export async function privateRedis(): Promise<RedisTarget> {
       await new Promise((resolve) => setTimeout(resolve, downMs));
       await server.start();
     },
-    destroy: () => server.destroy(),
+    destroy: track(() => server.destroy()),
   };
 }
 
@@ -101,11 +121,11 @@ export async function startPostgresSide(): Promise<PostgresSide> {
     async dropDatabase(name) {
       await admin.sql.unsafe(`drop database if exists "${name}" with (force)`);
     },
-    async destroy() {
+    destroy: track(async () => {
       await admin.close().catch(() => undefined);
       await pgBouncer.stop().catch(() => undefined);
       cluster.destroy();
-    },
+    }),
   };
 }
 
@@ -302,7 +322,7 @@ export async function startSystem(
         if (dead) await system.restart(p);
       }
     },
-    async close() {
+    close: track(async () => {
       closing = true;
       for (const p of processes) {
         p.redisProxy.resume();
@@ -314,7 +334,7 @@ export async function startSystem(
       redis.disconnect();
       await database.close().catch(() => undefined);
       await postgres.dropDatabase(options.databaseName).catch(() => undefined);
-    },
+    }),
   };
   await Promise.all(processes.map((p) => spawn(p)));
   return system;
