@@ -5,6 +5,7 @@
  * --concurrency, --redis-url (a Redis to use instead of a private server, e.g. the cluster), --postgres=direct
  * (the services reach Postgres without PgBouncer), --no-faults (the workload alone: a baseline), --first-seed.
  * --faults=<kind,kind> plays only those kinds (faults.ts lists them).
+ * `npm run chaos -- --table` writes the README table again from bench/chaos.json.
  * `npm run chaos -- --check=<history.json>` runs the checker again over a history a run saved.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -83,7 +84,19 @@ function faultKinds(raw: string | undefined): FaultKind[] | null {
   return kinds as FaultKind[];
 }
 
-function summaryTable(results: SeedResult[]): string {
+type SeedSummary = Pick<
+  SeedResult,
+  | 'seed'
+  | 'durationS'
+  | 'faultsByKind'
+  | 'requests'
+  | 'approvals'
+  | 'lifecycleEvents'
+  | 'deliveries'
+  | 'priceMoves'
+> & { violations: { kind: string }[] };
+
+function summaryTable(results: SeedSummary[]): string {
   const kinds = new Map<string, number>();
   for (const r of results)
     for (const [k, n] of Object.entries(r.faultsByKind)) kinds.set(k, (kinds.get(k) ?? 0) + n);
@@ -97,6 +110,14 @@ function summaryTable(results: SeedResult[]): string {
   for (const [kind, n] of [...kinds].sort()) {
     const bad = results.filter((r) => (r.faultsByKind[kind] ?? 0) > 0 && r.violations.length > 0).length;
     lines.push(`| ${kind} | ${n} | ${bad} |`);
+  }
+  const byKind = new Map<string, number[]>();
+  for (const r of results)
+    for (const kind of new Set(r.violations.map((v) => v.kind)))
+      byKind.set(kind, [...(byKind.get(kind) ?? []), r.seed]);
+  if (byKind.size > 0) {
+    lines.push('', '| Violation | Seeds |', '| --- | --- |');
+    for (const [kind, seeds] of [...byKind].sort()) lines.push(`| ${kind} | ${seeds.join(', ')} |`);
   }
   return lines.join('\n');
 }
@@ -135,6 +156,15 @@ function recheck(file: string): void {
 async function main(): Promise<void> {
   const check = process.argv.slice(2).find((a) => a.startsWith('--check='));
   if (check !== undefined) return recheck(check.slice('--check='.length));
+  if (process.argv.includes('--table')) {
+    // The README table again from the last --seeds run's bench/chaos.json.
+    const saved = JSON.parse(
+      readFileSync(path.join(REPO_ROOT, 'bench', 'chaos.json'), 'utf8'),
+    ) as SeedSummary[];
+    const table = summaryTable(saved);
+    process.stdout.write(`${table}\n`);
+    return writeReadmeTable(table);
+  }
   const { seeds, options, writeReport } = parseArgs(process.argv.slice(2));
   const postgres = await startPostgresSide();
   const results: SeedResult[] = [];
