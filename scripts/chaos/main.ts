@@ -45,6 +45,7 @@ function parseArgs(argv: string[]): { seeds: number[]; options: RunOptions; writ
     'first-seed',
     'no-faults',
     'postgres',
+    'faults',
   ]);
   for (const name of args.keys()) if (!known.has(name)) throw new Error(`unknown flag --${name}`);
   const options: RunOptions = {
