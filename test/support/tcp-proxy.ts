@@ -2,31 +2,56 @@
  * A TCP proxy on a private port that a test can stall: while stalled it keeps every connection open
  * but moves no bytes in either direction (a partition or a failover in progress, not a dead server),
  * and accepts new connections without connecting them through. `resume()` delivers what was held back;
- * `cut()` drops the connections and what they held back.
+ * `cut()` drops the connections and what they held back. `stall('toUpstream' | 'toClient')` stalls one
+ * direction only (a one-way partition: requests go out and no answer comes back, or the other way
+ * round), and `setLatencyMs` delays every chunk in both directions, in order (a slow network).
  */
 import net from 'node:net';
+
+/** Which bytes a stall holds back: all of them, those from the client, or those from the server. */
+export type StallDirection = 'both' | 'toUpstream' | 'toClient';
 
 export interface TcpProxy {
   port: number;
   url(scheme: string): string;
-  stall(): void;
+  stall(direction?: StallDirection): void;
   resume(): void;
   /** Drops every connection at once, with whatever bytes it held back undelivered (a partition). */
   cut(): void;
+  /** Delays every chunk by `ms` from now on (0: none); chunks keep their order. */
+  setLatencyMs(ms: number): void;
   close(): Promise<void>;
 }
 
 export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<TcpProxy> {
-  let stalled = false;
+  /** Bytes from the client towards the server are held back. */
+  let upStalled = false;
+  /** Bytes from the server towards the client are held back. */
+  let downStalled = false;
+  let latencyMs = 0;
   const pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
   const waiting: (() => void)[] = [];
 
-  function pipe(from: net.Socket, to: net.Socket): void {
+  function pipe(from: net.Socket, to: net.Socket, stalled: () => boolean): void {
+    // With latency, a chunk is written no earlier than its arrival + latency and never before the chunk
+    // ahead of it, so the stream keeps its order when the latency changes.
+    let lastDueMs = 0;
     from.on('data', (chunk) => {
-      if (!to.write(chunk)) from.pause();
+      if (latencyMs <= 0 && lastDueMs <= Date.now()) {
+        if (!to.write(chunk)) from.pause();
+        return;
+      }
+      const dueMs = Math.max(Date.now() + latencyMs, lastDueMs);
+      lastDueMs = dueMs;
+      setTimeout(
+        () => {
+          if (!to.destroyed) to.write(chunk);
+        },
+        Math.max(0, dueMs - Date.now()),
+      );
     });
     to.on('drain', () => {
-      if (!stalled) from.resume();
+      if (!stalled()) from.resume();
     });
   }
 
@@ -37,8 +62,8 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
       upstream.pause();
       const pair = { client, upstream };
       pairs.add(pair);
-      pipe(client, upstream);
-      pipe(upstream, client);
+      pipe(client, upstream, () => upStalled);
+      pipe(upstream, client, () => downStalled);
       const end = () => {
         pairs.delete(pair);
         client.destroy();
@@ -48,12 +73,10 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
       upstream.on('close', end);
       client.on('error', end);
       upstream.on('error', end);
-      if (!stalled) {
-        client.resume();
-        upstream.resume();
-      }
+      if (!upStalled) client.resume();
+      if (!downStalled) upstream.resume();
     };
-    if (stalled) waiting.push(connect);
+    if (upStalled && downStalled) waiting.push(connect);
     else connect();
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -62,15 +85,17 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
   return {
     port: address.port,
     url: (scheme) => `${scheme}://127.0.0.1:${address.port}`,
-    stall() {
-      stalled = true;
+    stall(direction: StallDirection = 'both') {
+      if (direction !== 'toClient') upStalled = true;
+      if (direction !== 'toUpstream') downStalled = true;
       for (const { client, upstream } of pairs) {
-        client.pause();
-        upstream.pause();
+        if (upStalled) client.pause();
+        if (downStalled) upstream.pause();
       }
     },
     resume() {
-      stalled = false;
+      upStalled = false;
+      downStalled = false;
       for (const { client, upstream } of pairs) {
         client.resume();
         upstream.resume();
@@ -83,6 +108,9 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
         upstream.destroy();
       }
       pairs.clear();
+    },
+    setLatencyMs(ms: number) {
+      latencyMs = ms;
     },
     async close() {
       for (const { client, upstream } of pairs) {

@@ -1,0 +1,51 @@
+// Runs the chaos harness (scripts/chaos/) on pinned seeds, short, as CI's share of issue 20: real hot-path
+// and ledger-writer processes on a private Redis and a private Postgres behind PgBouncer, each behind TCP
+// proxies, under the seed's workload (partial and incremental swipes, replays, lifecycle events late, out
+// of order and twice, refunds, price moves) and its fault schedule (SIGKILL, SIGSTOP, Redis killed and
+// restarted, stalls, one-way partitions, cuts, latency); after healing and draining, the checker finds no
+// violation. The seeds are pinned so a failure replays with `npm run chaos -- --seed=N --duration=10`.
+// Until bugs 1–4 of docs/chaos.md are fixed these seeds find them (each was seen on them): this file is
+// red on purpose, and goes green with the fixes; the schedule plays every fault kind.
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ChaosHistory } from './history.ts';
+import { RUN_DEFAULTS, runSeed, violationReport } from './run.ts';
+import { type PostgresSide, startPostgresSide } from './system.ts';
+
+const PINNED_SEEDS = [5, 7, 14];
+const DURATION_S = 10;
+
+let postgres: PostgresSide;
+
+beforeAll(async () => {
+  postgres = await startPostgresSide();
+}, 180_000);
+
+afterAll(async () => {
+  await postgres?.destroy();
+});
+
+describe('chaos', () => {
+  it.each(PINNED_SEEDS)(
+    'seed %i: no violation after the faults heal',
+    async (seed) => {
+      const log: string[] = [];
+      const result = await runSeed(postgres, seed, {
+        ...RUN_DEFAULTS,
+        durationS: DURATION_S,
+        healTimeoutMs: 90_000,
+        log: (line) => log.push(line),
+      });
+      const { history } = JSON.parse(readFileSync(result.historyPath, 'utf8')) as { history: ChaosHistory };
+      const report = result.violations.length === 0 ? '' : violationReport(result, history);
+      expect(
+        result.violations.map((v) => v.kind),
+        report,
+      ).toEqual([]);
+      // The run did something: swipes were answered and faults were played.
+      expect(result.answered).toBeGreaterThan(0);
+      expect(Object.values(result.faultsByKind).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+    },
+    240_000,
+  );
+});

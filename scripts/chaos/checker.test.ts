@@ -1,0 +1,200 @@
+// Proves the chaos checker can fail: planted histories with an over-approval (sequential and concurrent),
+// a double-applied event, a lost decision and a balance that does not match the fold of Stripe's events
+// are each caught, and a history that is tight but legal (a release sent before an approval answered,
+// a price drop the decision may not yet have seen) is not.
+import { describe, expect, it } from 'vitest';
+import { wethForBorrowPower } from '../../test/support/fixtures.ts';
+import { CHECK_DEFAULTS, checkHistory, creditAtPrice, foldUser, minimalHistory } from './checker.ts';
+import type { ChaosHistory, FinalFacts, LifecycleRecord, RequestRecord } from './history.ts';
+
+const PRICE = 300_000_000_000n;
+const USER = '00000000-0000-4000-8000-000000000001';
+/** $100 of credit at PRICE. */
+const COLLATERAL = wethForBorrowPower(10_000n, PRICE);
+
+function history(parts: Partial<ChaosHistory> = {}): ChaosHistory {
+  return {
+    seed: 7,
+    durationS: 10,
+    initialPriceE8: PRICE.toString(),
+    fallbackGrantCentsMax: 5_000,
+    users: [
+      { userId: USER, cardId: 'ic_1', collateralBase: COLLATERAL.toString(), creditLimitCents: '10000000' },
+    ],
+    requests: [],
+    replays: [],
+    lifecycle: [],
+    prices: [],
+    faults: [],
+    ...parts,
+  };
+}
+
+let n = 0;
+function approval(
+  amountCents: number,
+  sentMs: number,
+  answeredMs: number,
+  authorizationId = `iauth_${++n}`,
+): RequestRecord {
+  return {
+    eventId: `evt_r${++n}`,
+    authorizationId,
+    userId: USER,
+    incremental: false,
+    amountCents,
+    controllable: false,
+    sentMs,
+    answeredMs,
+    answer: { approved: true, amountCents, reason: 'approved', decisionId: `dec_${n}` },
+    target: 'hot-path-0',
+    error: null,
+  };
+}
+
+function event(
+  kind: LifecycleRecord['kind'],
+  authorizationId: string,
+  amountCents: number,
+  sentMs: number,
+): LifecycleRecord {
+  return {
+    eventId: `evt_l${++n}`,
+    kind,
+    authorizationId,
+    userId: USER,
+    amountCents,
+    approved: true,
+    requestCount: 1,
+    generatedMs: sentMs,
+    deliveries: [{ sentMs, ackedMs: sentMs + 5, status: 200, body: '{}' }],
+  };
+}
+
+/** Facts that agree with the history: every decision and event once, balances as the fold says. */
+function factsFor(h: ChaosHistory): FinalFacts {
+  const fold = foldUser(h, USER);
+  return {
+    decisions: Object.fromEntries(
+      h.requests.map((r) => [
+        r.eventId,
+        {
+          approved: r.answer?.approved ?? false,
+          approvedCents: String(r.answer?.amountCents ?? 0),
+          source: 'redis',
+          count: 1,
+        },
+      ]),
+    ),
+    cardEventCounts: Object.fromEntries([...h.requests, ...h.lifecycle].map((x) => [x.eventId, 1])),
+    transferCounts: Object.fromEntries(h.requests.map((r) => [`hold:${r.eventId}`, 1])),
+    balances: {
+      [USER]: {
+        pgHolds: String(fold.holdsCents),
+        redisHolds: String(fold.holdsCents),
+        pgUnsettled: String(fold.unsettledCents),
+        redisUnsettled: String(fold.unsettledCents),
+      },
+    },
+    conservation: [],
+    unadoptedFallbacks: 0,
+    outboxLeft: 0,
+    deadLetters: 0,
+  };
+}
+
+describe('the chaos checker', () => {
+  it('computes the credit the model allows', () => {
+    expect(creditAtPrice(COLLATERAL, 10_000_000n, PRICE)).toBe(10_000n);
+    expect(creditAtPrice(COLLATERAL, 4_000n, PRICE)).toBe(4_000n);
+    expect(creditAtPrice(COLLATERAL, 10_000_000n, PRICE / 2n)).toBe(5_000n);
+  });
+
+  it('catches an approval beyond the credit, and prints the seed history that shows it', () => {
+    const h = history({ requests: [approval(6_000, 0, 10), approval(5_000, 20, 30)] });
+    const violations = checkHistory(h, factsFor(h));
+    expect(violations.map((v) => v.kind)).toEqual(['over_credit']);
+    expect(violations[0]!.message).toContain('11000 cents');
+    const lines = minimalHistory(h, violations[0]!);
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toContain('5000¢');
+  });
+
+  it('catches two concurrent approvals that together exceed the credit', () => {
+    const h = history({ requests: [approval(6_000, 0, 50), approval(6_000, 10, 40)] });
+    expect(checkHistory(h, factsFor(h)).map((v) => v.kind)).toEqual(['over_credit']);
+  });
+
+  it('accepts an approval that fits once a release sent before its answer is counted', () => {
+    const first = approval(8_000, 0, 10);
+    const release = event('updated_reversed', first.authorizationId, 8_000, 15);
+    // Sent before the second answer came back: the hot path may have applied it first.
+    const h = history({ requests: [first, approval(8_000, 12, 20)], lifecycle: [release] });
+    expect(checkHistory(h, factsFor(h))).toEqual([]);
+    // The same release sent after the answer does not excuse it.
+    const late = history({
+      requests: [first, approval(8_000, 12, 20)],
+      lifecycle: [{ ...release, deliveries: [{ sentMs: 25, ackedMs: 30, status: 200, body: '{}' }] }],
+    });
+    expect(checkHistory(late, factsFor(late)).map((v) => v.kind)).toEqual(['over_credit']);
+  });
+
+  it('allows the old price until shortly after a drop is acknowledged, not beyond', () => {
+    const prices = [{ answerE8: (PRICE / 2n).toString(), sentMs: 100, ackedMs: 110 }];
+    const soon = history({ prices, requests: [approval(9_000, 120, 130)] });
+    expect(checkHistory(soon, factsFor(soon))).toEqual([]);
+    const later = history({
+      prices,
+      requests: [
+        approval(9_000, 110 + CHECK_DEFAULTS.priceSlackMs + 50, 110 + CHECK_DEFAULTS.priceSlackMs + 60),
+      ],
+    });
+    expect(checkHistory(later, factsFor(later)).map((v) => v.kind)).toEqual(['over_credit']);
+  });
+
+  it('catches an event applied twice, a lost decision, a wrong answer on replay and a balance off the fold', () => {
+    const a = approval(1_000, 0, 10);
+    const capture = event('capture', a.authorizationId, 400, 20);
+    const h = history({
+      requests: [a],
+      lifecycle: [event('created', a.authorizationId, 1_000, 15), capture],
+      replays: [
+        { eventId: a.eventId, sentMs: 11, answeredMs: 12, answer: { ...a.answer!, decisionId: 'dec_other' } },
+      ],
+    });
+    const facts = factsFor(h);
+    expect(foldUser(h, USER)).toEqual({ holdsCents: 600, unsettledCents: 400 });
+    expect(checkHistory(h, factsFor(h)).map((v) => v.kind)).toEqual(['replay_answer']);
+    facts.cardEventCounts[capture.eventId] = 2;
+    facts.transferCounts[`lifecycle:${capture.eventId}`] = 2;
+    delete facts.decisions[a.eventId];
+    facts.balances[USER]!.redisHolds = '1000';
+    expect(
+      checkHistory(h, facts)
+        .map((v) => v.kind)
+        .sort(),
+    ).toEqual(['balance_fold', 'decision_missing', 'event_not_once', 'replay_answer', 'transfer_not_once']);
+  });
+
+  it('tolerates a fallback over-grant only up to the documented cap', () => {
+    const h = history({
+      requests: [approval(9_000, 0, 10), approval(3_000, 20, 30)],
+      faults: [
+        {
+          kind: 'redis_stall',
+          target: 'all',
+          detail: '',
+          plannedAtMs: 0,
+          durationMs: 100,
+          startedMs: 1,
+          endedMs: 100,
+        },
+      ],
+    });
+    const facts = factsFor(h);
+    facts.decisions[h.requests[1]!.eventId]!.source = 'postgres';
+    expect(checkHistory(h, facts)).toEqual([]);
+    const over = { ...h, fallbackGrantCentsMax: 1_000 };
+    expect(checkHistory(over, facts).map((v) => v.kind)).toEqual(['over_credit']);
+  });
+});

@@ -1,0 +1,414 @@
+/**
+ * The chaos run's checker: reads the recorded history (history.ts) and the facts gathered after the
+ * system healed and drained, and returns every violation it finds. Pure: no I/O, so a test can feed it
+ * a planted history and see it fail.
+ *
+ * 1. Credit (Jepsen-bank style). For every approval's answer time T and every user, the credit that
+ *    approvals *certainly* hold at T must fit in the most credit the user *could* have had when the
+ *    last of them was decided:
+ *      Σ over the user's authorizations of exposure(T) ≤ creditUpper([maxSent, T]) + allowance.
+ *    exposure(T) is a lower bound of what the system must still count for the authorization: the
+ *    grants whose answers came back by T (a lost answer counts 0: Stripe declined it), no more than the
+ *    amount of any authorization event of Stripe's *sent* by T, minus every refund sent by T, and 0 once
+ *    a release (reversed, expired, closed, or `created` declined) was sent. Whatever the system applied
+ *    by T is at least this, since everything here that lowers exposure is counted from the moment it was
+ *    first sent and everything that raises it (answers) only once answered; captures move a hold into
+ *    unsettled and never lower exposure; over-captures and stand-in approvals raise it and are ignored.
+ *    Proof sketch: let ℓ be the latest decision instant among the counted grants (ℓ ≤ T, ℓ ≥ the send
+ *    time of each counted grant); at ℓ every counted grant was held and checked against the credit of
+ *    that instant, so the sum is at most credit(ℓ). Credit depends only on the WETH price in v1 (no
+ *    deposits or withdrawals): a price is possibly in force from when the harness started publishing
+ *    it until `priceSlackMs` after the next one was acknowledged (pub/sub reaches every process well
+ *    within that; a process cut off from Redis keeps its last price, which the slack does not cover).
+ *    allowance: the documented windows of the Postgres fallback (docs/hot-path.md, "Known windows" 1
+ *    and 2): while Redis is unreachable the fallback cannot see holds the ledger writer had not yet
+ *    booked, bounded per user by FALLBACK_GRANT_CENTS_MAX per outage. The allowance is the smaller of
+ *    the fallback-sourced grants in the sum and that cap times the number of faults begun by T.
+ * 2. One answer: a replay of an answered request gets the first answer back (unless one of the two is
+ *    system_unavailable: nothing was stored, or nothing could be read).
+ * 3. Exactly once: every answered decision is in Postgres once, as answered; every lifecycle event (each
+ *    was delivered until acknowledged) is in card_events once; no ledger transfer twice; every approval
+ *    that granted money has its hold transfer.
+ * 4. Balances: Redis = Postgres (conservationProblems, which also checks the books balance and the audit
+ *    chain) = the fold of Stripe's events (foldUser) for every user.
+ * 5. Healed: nothing left in the outbox, no dead letters, no fallback decision left unadopted.
+ */
+import { borrowPower } from '../../shared/credit.ts';
+import { WETH } from '../../test/support/fixtures.ts';
+import type { ChaosHistory, FinalFacts, LifecycleRecord, RequestRecord } from './history.ts';
+
+export type ViolationKind =
+  | 'over_credit'
+  | 'replay_answer'
+  | 'decision_missing'
+  | 'decision_mismatch'
+  | 'event_not_once'
+  | 'transfer_not_once'
+  | 'hold_transfer_missing'
+  | 'balance_fold'
+  | 'conservation'
+  | 'not_healed'
+  | 'process_crash';
+
+export interface Violation {
+  kind: ViolationKind;
+  userId: string | null;
+  /** The instant the violation shows (ms since the run started), when it has one. */
+  atMs: number | null;
+  message: string;
+  /** Event ids (requests and lifecycle events) that show it. */
+  eventIds: string[];
+}
+
+export interface CheckOptions {
+  /** How long a superseded price may still be used after its successor was acknowledged. */
+  priceSlackMs: number;
+}
+
+export const CHECK_DEFAULTS: CheckOptions = { priceSlackMs: 2_000 };
+
+const RELEASES = new Set(['updated_closed', 'updated_reversed', 'updated_expired']);
+
+function firstSentMs(event: LifecycleRecord): number | null {
+  return event.deliveries.length === 0 ? null : Math.min(...event.deliveries.map((d) => d.sentMs));
+}
+
+/** Credit at a price: min(credit limit, borrow power of the user's WETH). */
+export function creditAtPrice(collateralBase: bigint, creditLimitCents: bigint, answerE8: bigint): bigint {
+  const power = borrowPower({
+    holdings: [{ assetId: WETH.assetId, amountBase: collateralBase, pendingWithdrawalBase: 0n }],
+    assets: new Map([[WETH.assetId, WETH]]),
+    prices: new Map([[WETH.assetId, { answer: answerE8, updatedAtS: 0 }]]),
+    nowS: 0,
+  }).borrowPowerCents;
+  return power < creditLimitCents ? power : creditLimitCents;
+}
+
+/** The prices possibly in force at some instant of [fromMs, toMs]. */
+export function pricesPossiblyInForce(
+  history: Pick<ChaosHistory, 'initialPriceE8' | 'prices'>,
+  fromMs: number,
+  toMs: number,
+  slackMs: number,
+): bigint[] {
+  const states = [
+    { answerE8: history.initialPriceE8, sentMs: Number.NEGATIVE_INFINITY },
+    ...history.prices.map((p) => ({ answerE8: p.answerE8, sentMs: p.sentMs })),
+  ];
+  const out: bigint[] = [];
+  for (let i = 0; i < states.length; i++) {
+    const next = history.prices[i];
+    const endMs =
+      next === undefined ? Number.POSITIVE_INFINITY : (next.ackedMs ?? Number.POSITIVE_INFINITY) + slackMs;
+    if (states[i]!.sentMs <= toMs && endMs >= fromMs) out.push(BigInt(states[i]!.answerE8));
+  }
+  return out;
+}
+
+interface AuthView {
+  authorizationId: string;
+  requests: RequestRecord[];
+  events: LifecycleRecord[];
+}
+
+function authorizationsOf(history: ChaosHistory, userId: string): AuthView[] {
+  const byId = new Map<string, AuthView>();
+  const view = (id: string) => {
+    let v = byId.get(id);
+    if (v === undefined) {
+      v = { authorizationId: id, requests: [], events: [] };
+      byId.set(id, v);
+    }
+    return v;
+  };
+  for (const r of history.requests) if (r.userId === userId) view(r.authorizationId).requests.push(r);
+  for (const e of history.lifecycle) if (e.userId === userId) view(e.authorizationId).events.push(e);
+  return [...byId.values()];
+}
+
+const granted = (r: RequestRecord) => (r.answer?.approved === true ? r.answer.amountCents : 0);
+
+/** What an authorization certainly holds at T (see the header), and the send time bounding its decision. */
+export function exposureAt(
+  auth: AuthView,
+  atMs: number,
+): { exposureCents: number; boundSentMs: number; grants: RequestRecord[] } {
+  const grants = auth.requests.filter((r) => r.answeredMs !== null && r.answeredMs <= atMs && granted(r) > 0);
+  const total = grants.reduce((sum, r) => sum + granted(r), 0);
+  if (total === 0) return { exposureCents: 0, boundSentMs: Number.NEGATIVE_INFINITY, grants: [] };
+  let cap = total;
+  let refunds = 0;
+  for (const e of auth.events) {
+    const sent = firstSentMs(e);
+    if (sent === null || sent > atMs) continue;
+    if (RELEASES.has(e.kind) || (e.kind === 'created' && !e.approved)) {
+      return { exposureCents: 0, boundSentMs: Number.NEGATIVE_INFINITY, grants: [] };
+    }
+    if (e.kind === 'created' || e.kind === 'updated_pending') cap = Math.min(cap, e.amountCents);
+    if (e.kind === 'refund') refunds += e.amountCents;
+  }
+  const exposureCents = Math.max(0, Math.min(total, cap) - refunds);
+  // When an event or a refund cut the sum, which grants remain in it is unknown: bound by the earliest.
+  const sents = grants.map((r) => r.sentMs);
+  const boundSentMs = cap < total || refunds > 0 ? Math.min(...sents) : Math.max(...sents);
+  return { exposureCents, boundSentMs, grants };
+}
+
+export function checkCredit(
+  history: ChaosHistory,
+  facts: FinalFacts | null,
+  options: CheckOptions,
+): Violation[] {
+  const violations: Violation[] = [];
+  for (const user of history.users) {
+    const auths = authorizationsOf(history, user.userId);
+    const times = history.requests
+      .filter((r) => r.userId === user.userId && r.answeredMs !== null && granted(r) > 0)
+      .map((r) => r.answeredMs as number)
+      .sort((a, b) => a - b);
+    for (const atMs of times) {
+      let sum = 0;
+      let boundSentMs = Number.NEGATIVE_INFINITY;
+      let fallbackCents = 0;
+      const eventIds: string[] = [];
+      for (const auth of auths) {
+        const e = exposureAt(auth, atMs);
+        if (e.exposureCents === 0) continue;
+        sum += e.exposureCents;
+        boundSentMs = Math.max(boundSentMs, e.boundSentMs);
+        for (const r of e.grants) {
+          eventIds.push(r.eventId);
+          if (facts?.decisions[r.eventId]?.source === 'postgres') fallbackCents += granted(r);
+        }
+      }
+      const prices = pricesPossiblyInForce(history, boundSentMs, atMs, options.priceSlackMs);
+      let creditUpper = 0n;
+      for (const p of prices) {
+        const c = creditAtPrice(BigInt(user.collateralBase), BigInt(user.creditLimitCents), p);
+        if (c > creditUpper) creditUpper = c;
+      }
+      const faultsBegun = history.faults.filter((f) => f.startedMs !== null && f.startedMs <= atMs).length;
+      const allowance = Math.min(fallbackCents, history.fallbackGrantCentsMax * faultsBegun);
+      if (BigInt(sum) > creditUpper + BigInt(allowance)) {
+        violations.push({
+          kind: 'over_credit',
+          userId: user.userId,
+          atMs,
+          message: `at ${atMs.toFixed(0)} ms approvals hold ${sum} cents, the credit was at most ${creditUpper} (prices ${prices.join(', ')}) + fallback allowance ${allowance}`,
+          eventIds,
+        });
+        break; // One per user: the first instant is the smallest history.
+      }
+    }
+  }
+  return violations;
+}
+
+/** Stripe's end state of one authorization once every event was applied. */
+function foldAuthorization(auth: AuthView): { holdsCents: number; unsettledCents: number } {
+  const authEvents = auth.events
+    .filter((e) => e.kind !== 'capture' && e.kind !== 'refund')
+    .sort((a, b) => a.generatedMs - b.generatedMs);
+  const captured = auth.events.filter((e) => e.kind === 'capture').reduce((s, e) => s + e.amountCents, 0);
+  const refunded = auth.events.filter((e) => e.kind === 'refund').reduce((s, e) => s + e.amountCents, 0);
+  const unsettledCents = captured - refunded;
+  const last = authEvents.at(-1);
+  // Closed ones are closed after a capture (workload.ts), so closed, reversed and expired all hold 0.
+  if (last === undefined || authEvents.some((e) => RELEASES.has(e.kind)) || !last.approved)
+    return { holdsCents: 0, unsettledCents };
+  return { holdsCents: Math.max(0, last.amountCents - captured), unsettledCents };
+}
+
+/** Stripe's end state of one user: holds and unsettled once every event was applied. */
+export function foldUser(
+  history: ChaosHistory,
+  userId: string,
+): { holdsCents: number; unsettledCents: number } {
+  let holdsCents = 0;
+  let unsettledCents = 0;
+  for (const auth of authorizationsOf(history, userId)) {
+    const f = foldAuthorization(auth);
+    holdsCents += f.holdsCents;
+    unsettledCents += f.unsettledCents;
+  }
+  return { holdsCents, unsettledCents };
+}
+
+export function checkHistory(
+  history: ChaosHistory,
+  facts: FinalFacts,
+  options: CheckOptions = CHECK_DEFAULTS,
+): Violation[] {
+  const violations = checkCredit(history, facts, options);
+  const userOfEvent = new Map<string, string>();
+  for (const r of history.requests) userOfEvent.set(r.eventId, r.userId);
+  for (const e of history.lifecycle) userOfEvent.set(e.eventId, e.userId);
+  const add = (kind: Violation['kind'], eventId: string | null, message: string, userId?: string) =>
+    violations.push({
+      kind,
+      userId: userId ?? (eventId === null ? null : (userOfEvent.get(eventId) ?? null)),
+      atMs: null,
+      message,
+      eventIds: eventId === null ? [] : [eventId],
+    });
+
+  const firstAnswer = new Map(history.requests.map((r) => [r.eventId, r.answer]));
+  for (const replay of history.replays) {
+    const first = firstAnswer.get(replay.eventId);
+    if (first == null || replay.answer === null) continue;
+    // A request neither decider could decide (system_unavailable) stored no answer: its replay decides
+    // afresh; and a replay that finds neither store reachable cannot look the first answer up. Stripe's
+    // `created` event says which answer it took, and the fold checks the hold follows it.
+    if (first.reason === 'system_unavailable' || replay.answer.reason === 'system_unavailable') continue;
+    if (JSON.stringify(first) !== JSON.stringify(replay.answer))
+      add(
+        'replay_answer',
+        replay.eventId,
+        `replay answered ${JSON.stringify(replay.answer)}, first ${JSON.stringify(first)}`,
+      );
+  }
+
+  for (const r of history.requests) {
+    const row = facts.decisions[r.eventId];
+    if (row !== undefined && row.count !== 1) add('event_not_once', r.eventId, `${row.count} decision rows`);
+    const cardEvents = facts.cardEventCounts[r.eventId] ?? 0;
+    if (cardEvents > 1) add('event_not_once', r.eventId, `request in card_events ${cardEvents} times`);
+    const holds = facts.transferCounts[`hold:${r.eventId}`] ?? 0;
+    if (r.answer === null) continue;
+    // Neither decider could decide: nothing was stored, or (docs/hot-path.md, known window 3) a Redis
+    // attempt or a COMMIT landed after the deadline; the hold errs towards less credit and Stripe's
+    // `created` (declined) releases it, which the balance fold checks.
+    if (r.answer.reason === 'system_unavailable' && (row === undefined || !r.answer.approved)) continue;
+    if (row === undefined) {
+      add('decision_missing', r.eventId, `answered ${JSON.stringify(r.answer)} but no decision in Postgres`);
+      continue;
+    }
+    if (row.approved !== r.answer.approved || Number(row.approvedCents) !== granted(r))
+      add(
+        'decision_mismatch',
+        r.eventId,
+        `answered ${JSON.stringify(r.answer)}, Postgres ${JSON.stringify(row)}`,
+      );
+    if (granted(r) > 0 && holds !== 1) add('hold_transfer_missing', r.eventId, `hold transfers: ${holds}`);
+  }
+  for (const e of history.lifecycle) {
+    const n = facts.cardEventCounts[e.eventId] ?? 0;
+    if (n !== 1) add('event_not_once', e.eventId, `${e.kind} in card_events ${n} times`);
+  }
+  for (const [ref, n] of Object.entries(facts.transferCounts))
+    if (n > 1) add('transfer_not_once', ref.replace(/^[a-z]+:/, ''), `ledger transfer ${ref} ${n} times`);
+
+  for (const user of history.users) {
+    const fold = foldUser(history, user.userId);
+    const b = facts.balances[user.userId];
+    if (b === undefined) continue;
+    const seen = {
+      pgHolds: Number(b.pgHolds),
+      redisHolds: Number(b.redisHolds),
+      pgUnsettled: Number(b.pgUnsettled),
+      redisUnsettled: Number(b.redisUnsettled),
+    };
+    if (
+      seen.pgHolds !== fold.holdsCents ||
+      seen.redisHolds !== fold.holdsCents ||
+      seen.pgUnsettled !== fold.unsettledCents ||
+      seen.redisUnsettled !== fold.unsettledCents
+    ) {
+      const detail: string[] = [];
+      const shown: string[] = [];
+      for (const auth of authorizationsOf(history, user.userId)) {
+        const expected = foldAuthorization(auth).holdsCents;
+        const held = facts.authorizationHolds?.[auth.authorizationId];
+        if (held === undefined) continue; // an old history without per-authorization facts
+        if (Number(held.redis) !== expected || Number(held.pg) !== expected) {
+          detail.push(`${auth.authorizationId} fold ${expected} Redis ${held.redis} Postgres ${held.pg}`);
+          shown.push(...auth.requests.map((r) => r.eventId));
+        }
+      }
+      violations.push({
+        kind: 'balance_fold',
+        userId: user.userId,
+        atMs: null,
+        message: `fold(events) ${JSON.stringify(fold)} ≠ ${JSON.stringify(seen)}; holds by authorization: ${detail.join('; ') || 'all equal (unsettled differs)'}`,
+        // The history shown: the authorizations whose hold is off (the user's whole history when none is).
+        eventIds: shown,
+      });
+    }
+  }
+  for (const problem of facts.conservation) {
+    const authorizationId = /authorization (\S+) held/.exec(problem)?.[1];
+    const shown = history.requests.filter((r) => r.authorizationId === authorizationId).map((r) => r.eventId);
+    violations.push({
+      kind: 'conservation',
+      userId: problem.split(':')[0] ?? null,
+      atMs: null,
+      message: problem,
+      eventIds: shown,
+    });
+  }
+  if (facts.outboxLeft > 0) add('not_healed', null, `${facts.outboxLeft} outbox entries left`);
+  if (facts.deadLetters > 0)
+    add(
+      'not_healed',
+      null,
+      `${facts.deadLetters} dead letters: ${(facts.deadLetterSamples ?? []).join('\n')}`,
+    );
+  if (facts.unadoptedFallbacks > 0)
+    add('not_healed', null, `${facts.unadoptedFallbacks} fallback decisions never adopted`);
+  return violations;
+}
+
+/**
+ * The smallest history that shows a violation: the affected user's requests and events up to the
+ * violation's instant (everything of the user when it has none), and the faults that overlap them.
+ */
+export function minimalHistory(history: ChaosHistory, violation: Violation): string[] {
+  const lines: { atMs: number; text: string }[] = [];
+  const untilMs = violation.atMs ?? Number.POSITIVE_INFINITY;
+  const focus = new Set(violation.eventIds);
+  const auths = new Set(
+    [...history.requests, ...history.lifecycle]
+      .filter((x) => focus.has(x.eventId))
+      .map((x) => x.authorizationId),
+  );
+  // A violation about one event shows its authorizations; one about a user's money shows the user.
+  const relevant = (x: { userId: string; authorizationId: string }) =>
+    auths.size > 0 && violation.atMs === null
+      ? auths.has(x.authorizationId)
+      : violation.userId !== null && x.userId === violation.userId;
+  for (const r of history.requests) {
+    if (!relevant(r) || r.sentMs > untilMs) continue;
+    const answer =
+      r.answer === null
+        ? `no answer (${r.error ?? 'lost'})`
+        : `${r.answer.reason} ${granted(r)}¢ ${r.answer.decisionId}`;
+    lines.push({
+      atMs: r.sentMs,
+      text: `${r.incremental ? 'increment' : 'request'} ${r.eventId} ${r.authorizationId} ${r.amountCents}¢${r.controllable ? ' (controllable)' : ''} → ${r.target}; answered at ${r.answeredMs?.toFixed(0) ?? '-'}: ${answer}`,
+    });
+  }
+  for (const e of history.lifecycle) {
+    if (!relevant(e)) continue;
+    for (const d of e.deliveries) {
+      if (d.sentMs > untilMs) continue;
+      lines.push({
+        atMs: d.sentMs,
+        text: `deliver ${e.kind} ${e.eventId} ${e.authorizationId} amount ${e.amountCents}¢ approved=${e.approved} requests=${e.requestCount}; ack at ${d.ackedMs?.toFixed(0) ?? '-'}: ${d.status} ${d.body.slice(0, 120)}`,
+      });
+    }
+  }
+  for (const p of history.prices) {
+    if (p.sentMs <= untilMs)
+      lines.push({ atMs: p.sentMs, text: `price ${p.answerE8} (acked ${p.ackedMs?.toFixed(0) ?? '-'})` });
+  }
+  const firstMs = lines.length === 0 ? 0 : Math.min(...lines.map((l) => l.atMs));
+  for (const f of history.faults) {
+    if (f.startedMs === null || f.startedMs > untilMs) continue;
+    if ((f.endedMs ?? Number.POSITIVE_INFINITY) < firstMs) continue;
+    lines.push({
+      atMs: f.startedMs,
+      text: `FAULT ${f.kind} ${f.target} ${f.detail} until ${f.endedMs?.toFixed(0) ?? '-'}`,
+    });
+  }
+  return lines.sort((a, b) => a.atMs - b.atMs).map((l) => `${l.atMs.toFixed(0).padStart(7)} ms  ${l.text}`);
+}

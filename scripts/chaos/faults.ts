@@ -1,0 +1,168 @@
+/**
+ * The fault schedule: drawn from the seed before the run starts (so a seed replays the same faults), in
+ * two lanes that may overlap — one for processes (SIGKILL, SIGSTOP/SIGCONT), one for the servers and the
+ * network (Redis killed and restarted, Postgres stopped immediately and restarted, stalls, one-way
+ * partitions, cuts and latency through each process's TCP proxies) — and then played against the system.
+ */
+import { performance } from 'node:perf_hooks';
+import type { FaultKind, FaultRecord } from './history.ts';
+import type { Random } from './random.ts';
+import type { ChaosSystem, ManagedProcess } from './system.ts';
+
+export const PROCESS_FAULTS: FaultKind[] = ['kill_hot_path', 'kill_writer', 'stop_process'];
+export const SERVER_FAULTS: FaultKind[] = [
+  'redis_kill_restart',
+  'postgres_stop_restart',
+  'redis_stall',
+  'redis_one_way',
+  'redis_cut',
+  'redis_latency',
+  'postgres_stall',
+  'postgres_cut',
+  'postgres_latency',
+];
+
+export interface ScheduleOptions {
+  durationMs: number;
+  hotPaths: number;
+  writers: number;
+  /** Whether the harness owns the Redis server (else no Redis kill). */
+  redisKillable: boolean;
+  /** Only these kinds (default: all). The draws are the same, so a seed's other faults stay where they were. */
+  kinds?: readonly FaultKind[];
+}
+
+/** The faults of one run, in order of planned start, each with its target and duration. */
+export function planFaults(rand: Random, o: ScheduleOptions): FaultRecord[] {
+  const faults: FaultRecord[] = [];
+  const endMs = o.durationMs - 1_000;
+  const lane = (kinds: FaultKind[]) => {
+    let atMs = rand.int(500, 2_000);
+    while (atMs < endMs) {
+      const kind = rand.pick(kinds);
+      const durationMs = Math.min(rand.int(300, 4_000), Math.max(100, endMs - atMs));
+      let target = 'all';
+      let detail = '';
+      if (kind === 'kill_hot_path') target = `hot-path-${rand.int(0, o.hotPaths - 1)}`;
+      if (kind === 'kill_writer') target = `writer-${rand.int(0, o.writers - 1)}`;
+      if (kind === 'stop_process') {
+        const all = [
+          ...Array.from({ length: o.hotPaths }, (_, i) => `hot-path-${i}`),
+          ...Array.from({ length: o.writers }, (_, i) => `writer-${i}`),
+        ];
+        target = rand.pick(all);
+      }
+      if (kind.startsWith('redis_') || kind.startsWith('postgres_')) {
+        if (kind !== 'redis_kill_restart' && kind !== 'postgres_stop_restart') {
+          // A proxy fault hits every process or one of them (some reach the server, others do not).
+          const names = [
+            'all',
+            ...Array.from({ length: o.hotPaths }, (_, i) => `hot-path-${i}`),
+            ...Array.from({ length: o.writers }, (_, i) => `writer-${i}`),
+          ];
+          target = rand.pick(names);
+        } else target = kind.startsWith('redis') ? 'redis' : 'postgres';
+      }
+      if (kind === 'redis_one_way') detail = rand.pick(['toUpstream', 'toClient']);
+      if (kind === 'redis_latency' || kind === 'postgres_latency') detail = `${rand.int(20, 400)}ms`;
+      const usable = (kind !== 'redis_kill_restart' || o.redisKillable) && (o.kinds?.includes(kind) ?? true);
+      if (usable) {
+        faults.push({ kind, target, detail, plannedAtMs: atMs, durationMs, startedMs: null, endedMs: null });
+      }
+      atMs += durationMs + rand.int(300, 2_500);
+    }
+  };
+  lane(PROCESS_FAULTS);
+  lane(SERVER_FAULTS);
+  return faults.sort((a, b) => a.plannedAtMs - b.plannedAtMs);
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function targets(system: ChaosSystem, target: string): ManagedProcess[] {
+  return target === 'all' ? system.processes : system.processes.filter((p) => p.name === target);
+}
+
+/** Plays one fault: start, hold for its duration, end. Errors are recorded in the fault's detail. */
+async function play(system: ChaosSystem, f: FaultRecord, now: () => number): Promise<void> {
+  f.startedMs = now();
+  const procs = targets(system, f.target);
+  try {
+    switch (f.kind) {
+      case 'kill_hot_path':
+      case 'kill_writer':
+        for (const p of procs) await system.kill(p);
+        await sleep(f.durationMs);
+        for (const p of procs) await system.restart(p);
+        break;
+      case 'stop_process':
+        for (const p of procs) system.sigstop(p);
+        await sleep(f.durationMs);
+        for (const p of procs) system.sigcont(p);
+        break;
+      case 'redis_kill_restart':
+        await system.redisTarget.killAndRestart?.(f.durationMs);
+        break;
+      case 'postgres_stop_restart':
+        await system.postgres.cluster.stopAsync();
+        await sleep(f.durationMs);
+        await system.postgres.cluster.startAsync();
+        break;
+      case 'redis_stall':
+      case 'postgres_stall':
+      case 'redis_one_way': {
+        const proxies = procs.map((p) => (f.kind === 'postgres_stall' ? p.pgProxy : p.redisProxy));
+        for (const proxy of proxies)
+          proxy.stall(f.kind === 'redis_one_way' ? (f.detail as 'toUpstream' | 'toClient') : 'both');
+        await sleep(f.durationMs);
+        for (const proxy of proxies) proxy.resume();
+        break;
+      }
+      case 'redis_cut':
+      case 'postgres_cut': {
+        // A partition that drops the connections: stalled (new ones hang) and cut, then resumed.
+        const proxies = procs.map((p) => (f.kind === 'postgres_cut' ? p.pgProxy : p.redisProxy));
+        for (const proxy of proxies) {
+          proxy.stall();
+          proxy.cut();
+        }
+        await sleep(f.durationMs);
+        for (const proxy of proxies) proxy.resume();
+        break;
+      }
+      case 'redis_latency':
+      case 'postgres_latency': {
+        const proxies = procs.map((p) => (f.kind === 'postgres_latency' ? p.pgProxy : p.redisProxy));
+        for (const proxy of proxies) proxy.setLatencyMs(Number.parseInt(f.detail, 10));
+        await sleep(f.durationMs);
+        for (const proxy of proxies) proxy.setLatencyMs(0);
+        break;
+      }
+    }
+  } catch (error) {
+    f.detail = `${f.detail} error: ${String(error).slice(0, 200)}`.trim();
+  }
+  f.endedMs = now();
+}
+
+/** Plays the schedule (each fault at its planned time; a fault still running delays the next of its lane). */
+export async function playFaults(
+  system: ChaosSystem,
+  faults: FaultRecord[],
+  startedMs: number,
+): Promise<void> {
+  const now = () => performance.now() - startedMs;
+  const lanes = [
+    faults.filter((f) => PROCESS_FAULTS.includes(f.kind)),
+    faults.filter((f) => !PROCESS_FAULTS.includes(f.kind)),
+  ];
+  await Promise.all(
+    lanes.map(async (lane) => {
+      for (const f of lane) {
+        const wait = f.plannedAtMs - now();
+        if (wait > 0) await sleep(wait);
+        await play(system, f, now);
+      }
+    }),
+  );
+}

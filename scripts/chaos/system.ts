@@ -1,0 +1,341 @@
+/**
+ * The system under test, started for real on private ports: a private redis-server (AOF, fsync always)
+ * or a Redis the caller names (e.g. the Redis Cluster, once it exists), a private PostgreSQL cluster
+ * with PgBouncer (transaction pooling) in front, N hot-path processes and M ledger-writer processes.
+ * Each process reaches Redis and PgBouncer through TCP proxies of its own, so a fault can stall, slow,
+ * cut or one-way-partition one process or all of them. The harness itself talks to Redis and Postgres
+ * directly (it plays Stripe and the indexer, and gathers the facts at the end).
+ */
+import { performance } from 'node:perf_hooks';
+import { createDatabase, type Database } from '../../shared/db/client.ts';
+import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
+import { createRedis, type Redis } from '../../shared/redis/client.ts';
+import {
+  freePort,
+  type PostgresCluster,
+  type RedisServer,
+  type ServiceProcess,
+  spawnService,
+  startPostgresCluster,
+  startRedisServer,
+} from '../../test/support/processes.ts';
+import { TEST_WEBHOOK_SECRET } from '../../test/support/stripe.ts';
+import { startTcpProxy, type TcpProxy } from '../../test/support/tcp-proxy.ts';
+import { type PgBouncer, startPgBouncer } from '../dev/pgbouncer.ts';
+
+/**
+ * What is running, so an interrupted run (Ctrl-C) stops its servers and processes instead of leaving
+ * them to the machine: each start registers its stop, each stop unregisters it.
+ */
+const running = new Set<() => Promise<void>>();
+
+function track(stop: () => Promise<void>): () => Promise<void> {
+  const once = async () => {
+    running.delete(once);
+    await stop();
+  };
+  running.add(once);
+  return once;
+}
+
+/** Stops everything still running (newest first). */
+export async function stopEverything(): Promise<void> {
+  for (const stop of [...running].reverse()) await stop().catch(() => undefined);
+}
+
+/** Where Redis is and what the harness may do to it. A private server supports every fault. */
+export interface RedisTarget {
+  host: string;
+  port: number;
+  /** SIGKILL and start again (AOF keeps the data); absent when the harness does not own the server. */
+  killAndRestart?(downMs: number): Promise<void>;
+  destroy(): Promise<void>;
+}
+
+export async function privateRedis(): Promise<RedisTarget> {
+  const server: RedisServer = await startRedisServer([
+    '--appendonly',
+    'yes',
+    '--appendfsync',
+    'always',
+    '--maxmemory-policy',
+    'noeviction',
+  ]);
+  return {
+    host: '127.0.0.1',
+    port: server.port,
+    async killAndRestart(downMs: number) {
+      await server.kill('SIGKILL');
+      await new Promise((resolve) => setTimeout(resolve, downMs));
+      await server.start();
+    },
+    destroy: track(() => server.destroy()),
+  };
+}
+
+/** A Redis someone else runs (no server faults; proxy faults still apply). */
+export function externalRedis(url: string): RedisTarget {
+  const u = new URL(url);
+  return { host: u.hostname, port: Number(u.port || 6379), destroy: async () => {} };
+}
+
+/** The PostgreSQL side, shared by the seeds of one run: a private cluster, a migrated template, PgBouncer. */
+export interface PostgresSide {
+  cluster: PostgresCluster;
+  pgBouncer: PgBouncer;
+  /** A fresh database for one seed (a clone of the migrated template), its direct URL. */
+  newDatabase(name: string): Promise<string>;
+  dropDatabase(name: string): Promise<void>;
+  destroy(): Promise<void>;
+}
+
+const TEMPLATE = 'chaos_template';
+
+export async function startPostgresSide(): Promise<PostgresSide> {
+  const cluster = await startPostgresCluster({ settings: { max_connections: '200' } });
+  const templateUrl = new URL(cluster.url);
+  templateUrl.pathname = `/${TEMPLATE}`;
+  await ensureDatabase(templateUrl.toString());
+  await migrateDatabase(templateUrl.toString());
+  const pgBouncer = await startPgBouncer({
+    upstreamHost: '127.0.0.1',
+    upstreamPort: cluster.port,
+    port: await freePort(),
+    users: ['postgres'],
+    poolSize: 20,
+  });
+  const admin = createDatabase({ url: cluster.url, poolMax: 1, applicationName: 'chaos-admin' });
+  const urlOf = (name: string) => {
+    const u = new URL(cluster.url);
+    u.pathname = `/${name}`;
+    return u.toString();
+  };
+  return {
+    cluster,
+    pgBouncer,
+    async newDatabase(name) {
+      await admin.sql.unsafe(`drop database if exists "${name}" with (force)`);
+      await admin.sql.unsafe(`create database "${name}" template "${TEMPLATE}"`);
+      return urlOf(name);
+    },
+    async dropDatabase(name) {
+      await admin.sql.unsafe(`drop database if exists "${name}" with (force)`);
+    },
+    destroy: track(async () => {
+      await admin.close().catch(() => undefined);
+      await pgBouncer.stop().catch(() => undefined);
+      cluster.destroy();
+    }),
+  };
+}
+
+export type ProcessKind = 'hot-path' | 'writer';
+
+export interface ManagedProcess {
+  name: string;
+  kind: ProcessKind;
+  redisProxy: TcpProxy;
+  pgProxy: TcpProxy;
+  /** The running process, or null while it is dead (between a SIGKILL and its restart). */
+  current: ServiceProcess | null;
+  /** The hot path's base URL while it runs. */
+  url: string | null;
+  stopped: boolean;
+  restarts: number;
+  /** Output of the processes that died (the last bit of each), for a failure report. */
+  deadOutput: string[];
+  /** Exits nobody asked for (a crash): the supervisor restarts the process; each is reported. */
+  crashes: { atMs: number; exit: string; output: string }[];
+  /** A start in progress (the supervisor's after a crash, or the harness's). */
+  starting: Promise<void> | null;
+}
+
+export interface ChaosSystemOptions {
+  prefix: string;
+  databaseName: string;
+  hotPaths: number;
+  writers: number;
+  fallbackGrantCentsMax: number;
+  /** How the services reach Postgres: through PgBouncer (transaction pooling, production's way) or directly. */
+  postgresRoute: 'pgbouncer' | 'direct';
+}
+
+export interface ChaosSystem {
+  redis: Redis;
+  database: Database;
+  databaseUrl: string;
+  processes: ManagedProcess[];
+  redisTarget: RedisTarget;
+  postgres: PostgresSide;
+  /** Hot paths that are running and not SIGSTOPped, as a load balancer would see them. */
+  liveHotPaths(): ManagedProcess[];
+  kill(p: ManagedProcess): Promise<void>;
+  restart(p: ManagedProcess): Promise<void>;
+  sigstop(p: ManagedProcess): void;
+  sigcont(p: ManagedProcess): void;
+  /** Every proxy resumed, no latency, every process continued and running. */
+  heal(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startSystem(
+  redisTarget: RedisTarget,
+  postgres: PostgresSide,
+  options: ChaosSystemOptions,
+): Promise<ChaosSystem> {
+  const databaseUrl = await postgres.newDatabase(options.databaseName);
+  const database = createDatabase({
+    url: databaseUrl,
+    poolMax: 4,
+    connectTimeoutS: 2,
+    applicationName: 'chaos',
+  });
+  const redis = createRedis({ url: `redis://${redisTarget.host}:${redisTarget.port}` });
+
+  const envOf = (p: ManagedProcess): Record<string, string> => {
+    const pooled = new URL(
+      options.postgresRoute === 'pgbouncer'
+        ? postgres.pgBouncer.url('postgres', options.databaseName)
+        : databaseUrl,
+    );
+    pooled.port = String(p.pgProxy.port);
+    const common = {
+      NODE_ENV: 'test',
+      LOG_LEVEL: 'error',
+      DATABASE_URL: pooled.toString(),
+      REDIS_URL: p.redisProxy.url('redis'),
+      REDIS_KEY_PREFIX: options.prefix,
+      STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
+    };
+    if (p.kind === 'writer') return { ...common, LEDGER_WRITER_PORT: '0' };
+    return {
+      ...common,
+      HOT_PATH_PORT: '0',
+      VELOCITY_LIMIT_PER_MIN: '10000',
+      DAILY_LIMIT_CEILING_CENTS_DEFAULT: '1000000000',
+      DAILY_LIMIT_CENTS_DEFAULT: '1000000000',
+      FALLBACK_GRANT_CENTS_MAX: String(options.fallbackGrantCentsMax),
+    };
+  };
+
+  let closing = false;
+  const spawn = async (p: ManagedProcess): Promise<void> => {
+    const entry = p.kind === 'hot-path' ? 'hot-path/main.ts' : 'hot-path/ledger-writer/main.ts';
+    const ready = p.kind === 'hot-path' ? 'hot-path ready' : 'ledger-writer ready';
+    const proc = await spawnService(entry, envOf(p), ready);
+    p.current = proc;
+    p.stopped = false;
+    proc.child.once('exit', (code, signal) => {
+      if (p.current !== proc || closing) return; // killed by the harness
+      p.crashes.push({
+        atMs: performance.now(),
+        exit: String(code ?? signal),
+        output: proc.output().slice(-3_000),
+      });
+      p.current = null;
+      p.url = null;
+      // As a process supervisor would: start it again.
+      p.starting = (async () => {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        if (!closing && p.current === null) await spawn(p).catch(() => undefined);
+      })().finally(() => {
+        p.starting = null;
+      });
+    });
+    if (p.kind === 'hot-path') {
+      p.url = /hot-path ready on (http:\/\/[\d.]+:\d+)/.exec(proc.output())?.[1] ?? null;
+    }
+  };
+
+  const processes: ManagedProcess[] = [];
+  const make = async (kind: ProcessKind, i: number) => {
+    const p: ManagedProcess = {
+      name: `${kind}-${i}`,
+      kind,
+      redisProxy: await startTcpProxy(redisTarget.port, redisTarget.host),
+      pgProxy: await startTcpProxy(
+        options.postgresRoute === 'pgbouncer' ? postgres.pgBouncer.port : postgres.cluster.port,
+      ),
+      current: null,
+      url: null,
+      stopped: false,
+      restarts: 0,
+      deadOutput: [],
+      crashes: [],
+      starting: null,
+    };
+    processes.push(p);
+    return p;
+  };
+  for (let i = 0; i < options.hotPaths; i++) await make('hot-path', i);
+  for (let i = 0; i < options.writers; i++) await make('writer', i);
+
+  const kill = async (p: ManagedProcess) => {
+    await p.starting;
+    const proc = p.current;
+    p.current = null;
+    p.url = null;
+    if (proc === null) return;
+    if (p.stopped) proc.child.kill('SIGCONT');
+    p.stopped = false;
+    await proc.kill('SIGKILL');
+    p.deadOutput.push(proc.output().slice(-2_000));
+  };
+
+  const system: ChaosSystem = {
+    redis,
+    database,
+    databaseUrl,
+    processes,
+    redisTarget,
+    postgres,
+    liveHotPaths: () =>
+      processes.filter((p) => p.kind === 'hot-path' && p.current !== null && p.url !== null && !p.stopped),
+    kill,
+    async restart(p) {
+      await p.starting;
+      await kill(p);
+      p.restarts++;
+      await spawn(p);
+    },
+    sigstop(p) {
+      if (p.current === null || p.stopped) return;
+      p.current.child.kill('SIGSTOP');
+      p.stopped = true;
+    },
+    sigcont(p) {
+      if (p.current === null || !p.stopped) return;
+      p.current.child.kill('SIGCONT');
+      p.stopped = false;
+    },
+    async heal() {
+      for (const p of processes) {
+        p.redisProxy.setLatencyMs(0);
+        p.pgProxy.setLatencyMs(0);
+        p.redisProxy.resume();
+        p.pgProxy.resume();
+        system.sigcont(p);
+      }
+      for (const p of processes) {
+        const dead =
+          p.current === null || p.current.child.exitCode !== null || p.current.child.signalCode !== null;
+        if (dead) await system.restart(p);
+      }
+    },
+    close: track(async () => {
+      closing = true;
+      for (const p of processes) {
+        p.redisProxy.resume();
+        p.pgProxy.resume();
+        system.sigcont(p);
+      }
+      await Promise.allSettled(processes.map((p) => p.current?.kill('SIGKILL')));
+      await Promise.allSettled(processes.flatMap((p) => [p.redisProxy.close(), p.pgProxy.close()]));
+      redis.disconnect();
+      await database.close().catch(() => undefined);
+      await postgres.dropDatabase(options.databaseName).catch(() => undefined);
+    }),
+  };
+  await Promise.all(processes.map((p) => spawn(p)));
+  return system;
+}
