@@ -36,7 +36,7 @@ import { authorizationRequestEvent } from '../hot-path/stripe/events.ts';
 import { createDatabase, type Sql } from '../shared/db/client.ts';
 import { createTestSealing, type TestSealing } from '../shared/hsm/testing.ts';
 import { createRedis } from '../shared/redis/client.ts';
-import { allOutboxKeys, OUTBOX_SHARDS, outboxKey, userKeys } from '../shared/redis/keys.ts';
+import { allOutboxKeys, OUTBOX_SHARDS, userKeys } from '../shared/redis/keys.ts';
 import { createMarket } from '../shared/redis/market.ts';
 import { authorizationRequest } from '../shared/stripe/issuing-events.ts';
 import { cloneTemplateDatabase, deletePrefix, dropDatabase } from '../test/support/db.ts';
