@@ -26,7 +26,7 @@ import { allOutboxKeys, outboxKey } from '../shared/redis/keys.ts';
 import { authorizationRequest } from '../shared/stripe/issuing-events.ts';
 import { cloneTemplateDatabase, deletePrefix, dropDatabase } from '../test/support/db.ts';
 import { redisUrl } from '../test/support/env.ts';
-import ensureTemplateDatabase from '../test/support/global-setup.ts';
+import { ensureTemplateDatabase } from '../test/support/global-setup.ts';
 import { freePort } from '../test/support/processes.ts';
 import { processesCpuMs } from './bench/proc-cpu.ts';
 import { startPgBouncer } from './dev/pgbouncer.ts';

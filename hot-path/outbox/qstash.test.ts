@@ -48,7 +48,7 @@ describe('QStash transport', () => {
     const url = 'https://writer.example/qstash';
     const app = createQStashReceiverApp({
       receiver: new Receiver({ currentSigningKey: CURRENT, nextSigningKey: NEXT }),
-      sql: services.database.sql,
+      sql: services.sqlFor('credana_ledger_writer'),
       redis: services.redis,
       prefix: services.prefix,
       publicUrl: url,
@@ -78,7 +78,7 @@ describe('QStash transport', () => {
     const publicUrl = `http://127.0.0.1:${receiverPort}/qstash`;
     const receiverApp = createQStashReceiverApp({
       receiver: new Receiver({ currentSigningKey: CURRENT, nextSigningKey: NEXT }),
-      sql: services.database.sql,
+      sql: services.sqlFor('credana_ledger_writer'),
       redis: services.redis,
       prefix: services.prefix,
       publicUrl,
@@ -168,7 +168,7 @@ describe('QStash transport', () => {
     const url = `http://127.0.0.1:${port}/qstash`;
     const app = createQStashReceiverApp({
       receiver: new Receiver({ currentSigningKey: CURRENT, nextSigningKey: NEXT }),
-      sql: services.database.sql,
+      sql: services.sqlFor('credana_ledger_writer'),
       redis: services.redis,
       prefix: services.prefix,
       publicUrl: url,

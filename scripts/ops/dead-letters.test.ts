@@ -28,7 +28,7 @@ beforeAll(async () => {
   const { services } = world;
   writer = createLedgerWriter({
     redis: services.redis.duplicate(),
-    sql: services.database.sql,
+    sql: services.sqlFor('credana_ledger_writer'),
     prefix: services.prefix,
     consumer: 'dead-letter-test',
     batchMax: 50,
