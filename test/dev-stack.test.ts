@@ -1,4 +1,4 @@
-// Proves `npm run dev` and `npm run demo` end to end on private resources only: dev runs as a real process with DATABASE_URL on a port where nothing listens (so it starts its own embedded PostgreSQL, data in a temp DEV_STATE_DIR), a Redis port where nothing listens (its own redis-server), and private chain, PgBouncer and service ports; every service connects through dev's PgBouncer as its own role (its admin console's SHOW CLIENTS and SHOW POOLS: one client user per service role, session pooling for the lock-holding workers, no service as the superuser); every service's output streams to dev's terminal prefixed with its name and lands in DEV_STATE_DIR/logs/<service>.log; the demo's story runs against it (approved, declined insufficient_credit / blocked_mcc / card_frozen, a settlement transaction checked on the chain, a withdrawal the approval service refuses, a liquidation by the liquidator dev started, checked on the chain); then SIGINT (Ctrl-C) stops everything and every port is free again; a second run reuses the cluster's data (and, its chain being new, recreates the databases); when dev is killed its services die with it, and the next run (with --observe) adopts the PostgreSQL and redis-server it left, replaces the PgBouncer it left, starts Prometheus with every service of the stack as an up target and the repository's rules loaded, and stops them all on SIGINT. The shared PostgreSQL (5432) and Redis (6379) are never used.
+// Proves `npm run dev` and `npm run demo` end to end on private resources only: dev runs as a real process with DATABASE_URL on a port where nothing listens (so it starts its own embedded PostgreSQL, data in a temp DEV_STATE_DIR), a Redis port where nothing listens (its own redis-server), and private chain, PgBouncer and service ports; every service connects through dev's PgBouncer as its own role (its admin console's SHOW POOLS and SHOW CLIENTS: one pool per service role, session pooling for the lock-holding workers, no service as the superuser); every service's output streams to dev's terminal prefixed with its name and lands in DEV_STATE_DIR/logs/<service>.log; the demo's story runs against it (approved, declined insufficient_credit / blocked_mcc / card_frozen, a settlement transaction checked on the chain, a withdrawal the approval service refuses, a liquidation by the liquidator dev started, checked on the chain); then SIGINT (Ctrl-C) stops everything and every port is free again; a second run reuses the cluster's data (and, its chain being new, recreates the databases); when dev is killed its services die with it, and the next run (with --observe) adopts the PostgreSQL and redis-server it left, replaces the PgBouncer it left, starts Prometheus with every service of the stack as an up target and the repository's rules loaded, and stops them all on SIGINT. The shared PostgreSQL (5432) and Redis (6379) are never used.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -213,12 +213,13 @@ describe('npm run dev + npm run demo', () => {
       onnotice: () => {},
     });
     try {
-      const clients = (await admin.unsafe('show clients').simple()).filter(
-        (client) => client['database'] !== 'pgbouncer',
+      // A pool exists for each (database, user) that ever connected (clients come and go: the ledger
+      // writer connects per batch). Every long-running service dev started has one under its own role
+      // (the anchorer and the scheduler share credana_reconciliation); none connected as the superuser.
+      const pools = (await admin.unsafe('show pools').simple()).filter(
+        (pool) => pool['database'] !== 'pgbouncer',
       );
-      // Every long-running service dev started, each under its own role (the anchorer and the scheduler
-      // share credana_reconciliation); none as the superuser.
-      expect(new Set(clients.map((client) => client['user']))).toEqual(
+      expect(new Set(pools.map((pool) => pool['user']))).toEqual(
         new Set([
           'credana_hot_path',
           'credana_ledger_writer',
@@ -229,11 +230,17 @@ describe('npm run dev + npm run demo', () => {
           'credana_supabase_sync',
         ]),
       );
-      expect(new Set(clients.map((client) => client['database']))).toEqual(new Set(['credana']));
-      // The pool mode each role got is the one production gives it (SERVICE_ROLE_POOL_MODES).
-      const pools = (await admin.unsafe('show pools').simple()).filter(
-        (pool) => pool['database'] === 'credana',
+      expect(new Set(pools.map((pool) => pool['database']))).toEqual(new Set(['credana']));
+      // Connected right now, through it: at least the hot path (its lease renewals) and the workers that
+      // hold a session lock for as long as they run.
+      const clients = new Set(
+        (await admin.unsafe('show clients').simple())
+          .filter((client) => client['database'] === 'credana')
+          .map((client) => client['user']),
       );
+      for (const role of ['credana_hot_path', 'credana_indexer', 'credana_settlement', 'credana_liquidator'])
+        expect(clients.has(role), `${role} connected`).toBe(true);
+      // The pool mode each role got is the one production gives it (SERVICE_ROLE_POOL_MODES).
       for (const pool of pools) {
         const role = pool['user'] as keyof typeof SERVICE_ROLE_POOL_MODES;
         expect(pool['pool_mode'], role).toBe(SERVICE_ROLE_POOL_MODES[role]);
