@@ -205,69 +205,6 @@ describe('npm run dev + npm run demo', () => {
     expect(stack.prometheus).toBeUndefined();
   });
 
-  it('connects every service through its PgBouncer as its own role, session-pooled where it holds a session lock', async () => {
-    // PgBouncer's admin console (dev's DATABASE_URL user is its admin): who is connected, to which pool.
-    const admin = postgres(`postgres://postgres@127.0.0.1:${ports.pgBouncer}/pgbouncer`, {
-      max: 1,
-      fetch_types: false,
-      onnotice: () => {},
-    });
-    try {
-      // A pool exists for each (database, user) that ever connected (clients come and go: the ledger
-      // writer connects per batch). Every long-running service dev started has one under its own role
-      // (the anchorer and the scheduler share credana_reconciliation); none connected as the superuser.
-      const pools = (await admin.unsafe('show pools').simple()).filter(
-        (pool) => pool['database'] !== 'pgbouncer',
-      );
-      expect(new Set(pools.map((pool) => pool['user']))).toEqual(
-        new Set([
-          'credana_hot_path',
-          'credana_ledger_writer',
-          'credana_indexer',
-          'credana_settlement',
-          'credana_liquidator',
-          'credana_reconciliation',
-          'credana_supabase_sync',
-        ]),
-      );
-      expect(new Set(pools.map((pool) => pool['database']))).toEqual(new Set(['credana']));
-      // Connected right now, through it: at least the hot path (its lease renewals) and the workers that
-      // hold a session lock for as long as they run.
-      const clients = new Set(
-        (await admin.unsafe('show clients').simple())
-          .filter((client) => client['database'] === 'credana')
-          .map((client) => client['user']),
-      );
-      for (const role of ['credana_hot_path', 'credana_indexer', 'credana_settlement', 'credana_liquidator'])
-        expect(clients.has(role), `${role} connected`).toBe(true);
-      // The pool mode each role got is the one production gives it (SERVICE_ROLE_POOL_MODES).
-      for (const pool of pools) {
-        const role = pool['user'] as keyof typeof SERVICE_ROLE_POOL_MODES;
-        expect(pool['pool_mode'], role).toBe(SERVICE_ROLE_POOL_MODES[role]);
-      }
-      expect(pools.find((pool) => pool['user'] === 'credana_indexer')?.['pool_mode']).toBe('session');
-      expect(pools.find((pool) => pool['user'] === 'credana_hot_path')?.['pool_mode']).toBe('transaction');
-    } finally {
-      await admin.end();
-    }
-    // Upstream, the service roles' sessions come from PgBouncer: the indexer's session lock is held by a
-    // backend logged in as credana_indexer.
-    const upstream = postgres(`postgres://postgres@127.0.0.1:${ports.postgres}/credana`, {
-      max: 1,
-      onnotice: () => {},
-    });
-    try {
-      const holders = await upstream<{ usename: string }[]>`
-        select distinct a.usename from pg_locks l join pg_stat_activity a using (pid)
-        where l.locktype = 'advisory' and l.granted and l.objsubid = 2 and a.datname = 'credana'`;
-      expect(holders.map((h) => h.usename).sort()).toEqual(
-        ['credana_indexer', 'credana_liquidator', 'credana_reconciliation', 'credana_settlement'].sort(),
-      );
-    } finally {
-      await upstream.end();
-    }
-  });
-
   it('plays the demo story: approvals, declines with reasons, a freeze, a capture settled on-chain, a refused withdrawal, a liquidation', async () => {
     const startedAt = Date.now();
     const demo = await runScript('scripts/demo.ts', [], env);
@@ -327,6 +264,69 @@ describe('npm run dev + npm run demo', () => {
     expect(events.map((e) => (e.args.user as string).toLowerCase())).toEqual([carol]);
     expect(Date.now() - startedAt).toBeLessThan(45_000);
   }, 60_000);
+
+  it('connects every service through its PgBouncer as its own role, session-pooled where it holds a session lock', async () => {
+    // PgBouncer's admin console (dev's DATABASE_URL user is its admin): who is connected, to which pool.
+    const admin = postgres(`postgres://postgres@127.0.0.1:${ports.pgBouncer}/pgbouncer`, {
+      max: 1,
+      fetch_types: false,
+      onnotice: () => {},
+    });
+    try {
+      // A pool exists for each (database, user) that ever connected (clients come and go: the ledger
+      // writer connects once it has a batch, which the demo above gave it). Every long-running service dev started has one under its own role
+      // (the anchorer and the scheduler share credana_reconciliation); none connected as the superuser.
+      const pools = (await admin.unsafe('show pools').simple()).filter(
+        (pool) => pool['database'] !== 'pgbouncer',
+      );
+      expect(new Set(pools.map((pool) => pool['user']))).toEqual(
+        new Set([
+          'credana_hot_path',
+          'credana_ledger_writer',
+          'credana_indexer',
+          'credana_settlement',
+          'credana_liquidator',
+          'credana_reconciliation',
+          'credana_supabase_sync',
+        ]),
+      );
+      expect(new Set(pools.map((pool) => pool['database']))).toEqual(new Set(['credana']));
+      // Connected right now, through it: at least the hot path (its lease renewals) and the workers that
+      // hold a session lock for as long as they run.
+      const clients = new Set(
+        (await admin.unsafe('show clients').simple())
+          .filter((client) => client['database'] === 'credana')
+          .map((client) => client['user']),
+      );
+      for (const role of ['credana_hot_path', 'credana_indexer', 'credana_settlement', 'credana_liquidator'])
+        expect(clients.has(role), `${role} connected`).toBe(true);
+      // The pool mode each role got is the one production gives it (SERVICE_ROLE_POOL_MODES).
+      for (const pool of pools) {
+        const role = pool['user'] as keyof typeof SERVICE_ROLE_POOL_MODES;
+        expect(pool['pool_mode'], role).toBe(SERVICE_ROLE_POOL_MODES[role]);
+      }
+      expect(pools.find((pool) => pool['user'] === 'credana_indexer')?.['pool_mode']).toBe('session');
+      expect(pools.find((pool) => pool['user'] === 'credana_hot_path')?.['pool_mode']).toBe('transaction');
+    } finally {
+      await admin.end();
+    }
+    // Upstream, the service roles' sessions come from PgBouncer: the indexer's session lock is held by a
+    // backend logged in as credana_indexer.
+    const upstream = postgres(`postgres://postgres@127.0.0.1:${ports.postgres}/credana`, {
+      max: 1,
+      onnotice: () => {},
+    });
+    try {
+      const holders = await upstream<{ usename: string }[]>`
+        select distinct a.usename from pg_locks l join pg_stat_activity a using (pid)
+        where l.locktype = 'advisory' and l.granted and l.objsubid = 2 and a.datname = 'credana'`;
+      expect(holders.map((h) => h.usename).sort()).toEqual(
+        ['credana_indexer', 'credana_liquidator', 'credana_reconciliation', 'credana_settlement'].sort(),
+      );
+    } finally {
+      await upstream.end();
+    }
+  });
 
   it('stops everything it started on SIGINT (Ctrl-C) and frees every port', async () => {
     const schedulerPort = Number(new URL(stack.scheduler.metricsUrl ?? 'http://127.0.0.1:0').port);
