@@ -112,10 +112,12 @@ describe('chain workers: health, readiness and metrics', () => {
     expect(second.output()).toContain('another settlement worker holds chain');
 
     // The lock's connection ends (as in a Postgres restart): the worker stops rather than settle without it.
+    // This file's database only: another test run on this server holds the same key in its own database.
     const terminated = await services.database.sql<{ ok: boolean }[]>`
       select pg_terminate_backend(pid) as ok from pg_locks
       where locktype = 'advisory' and classid = ${LOCK_SETTLEMENT_SESSION}::int::oid
-        and objid = ${chain.contracts.chainId}::int::oid`;
+        and objid = ${chain.contracts.chainId}::int::oid
+        and database = (select oid from pg_database where datname = current_database())`;
     expect(terminated.map((row) => row.ok)).toEqual([true]);
     const exit = await Promise.race([
       worker.exited,
