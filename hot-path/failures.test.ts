@@ -6,6 +6,7 @@ import { createDatabase, type Database } from '../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
 import { userKeys } from '../shared/redis/keys.ts';
+import { asRole } from '../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../test/support/fixtures.ts';
 import { type HotPath, post, startHotPath } from '../test/support/hot-path.ts';
 import {
@@ -37,15 +38,7 @@ beforeAll(async () => {
   redis = createRedis({ url: redisServer.url });
   await seedAsset(database.sql, redis, prefix, WETH, PRICE, Math.floor(Date.now() / 1000));
   hotPath = await startHotPath(
-    {
-      databaseUrl,
-      redisUrl: redisServer.url,
-      redisClusterNodes: [],
-      prefix,
-      database,
-      redis,
-      close: async () => {},
-    },
+    { databaseUrl, redisUrl: redisServer.url, prefix, urlFor: (role) => asRole(databaseUrl, role) },
     {
       DECISION_BUDGET_MS: String(BUDGET_MS),
       REDIS_COMMAND_TIMEOUT_MS: '100',
@@ -163,15 +156,7 @@ describe('failure modes', () => {
     // not fence this one's fallback.
     await hotPath.engine.lease.stop();
     const solo = await startHotPath(
-      {
-        databaseUrl,
-        redisUrl: redisServer.url,
-        redisClusterNodes: [],
-        prefix,
-        database,
-        redis,
-        close: async () => {},
-      },
+      { databaseUrl, redisUrl: redisServer.url, prefix, urlFor: (role) => asRole(databaseUrl, role) },
       {
         DECISION_BUDGET_MS: '1900',
         REDIS_COMMAND_TIMEOUT_MS: '1000',

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
+import { asRole } from '../test/support/db.ts';
 import { type HotPath, startHotPath } from '../test/support/hot-path.ts';
 import {
   type PostgresCluster,
@@ -33,11 +34,8 @@ beforeAll(async () => {
     {
       databaseUrl,
       redisUrl: redisServer.url,
-      redisClusterNodes: [],
       prefix: 'ready:',
-      database,
-      redis,
-      close: async () => {},
+      urlFor: (role) => asRole(databaseUrl, role),
     },
     { METRICS_TOKEN },
   );

@@ -42,7 +42,7 @@ import { authorizationRequest } from '../shared/stripe/issuing-events.ts';
 import { cloneTemplateDatabase, deletePrefix, dropDatabase } from '../test/support/db.ts';
 import { redisUrl } from '../test/support/env.ts';
 import { seedAsset, WETH, wethForBorrowPower } from '../test/support/fixtures.ts';
-import ensureTemplateDatabase from '../test/support/global-setup.ts';
+import { ensureTemplateDatabase } from '../test/support/global-setup.ts';
 import { testConfig } from '../test/support/hot-path.ts';
 import { freePort, startRedisServer } from '../test/support/processes.ts';
 import { processesCpuMs } from './bench/proc-cpu.ts';

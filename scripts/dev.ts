@@ -9,8 +9,12 @@
  *  3. the financial database migrated, the Supabase-local database bootstrapped and migrated (one
  *     cluster when the URLs share host and port) — recreated first when they describe an earlier chain
  *     (dev's own chain dies with it), always in dev's own cluster, on `--reset` in any other;
- *  4. every service as a child process: hot path, ledger writer, indexer, settlement worker,
- *     liquidator (its key funded with test USDC to repay with), Supabase sync, reconciliation scheduler;
+ *  4. a private PgBouncer 1.18 on DEV_PGBOUNCER_PORT in front of DATABASE_URL's server (restarted when a
+ *     killed dev left one running), and every service as a child process connecting through it as its
+ *     own role, as production does (docs/ledger.md "Connection pooling"): hot path, ledger writer and
+ *     Supabase sync transaction-pooled; indexer, settlement worker, liquidator, audit anchorer and
+ *     reconciliation scheduler session-pooled (they hold session advisory locks). The liquidator's key
+ *     is funded with test USDC to repay with. DATABASE_URL itself (the owner) only migrates and seeds;
  *  5. demo users signed up through Supabase (the bridge creates their financial users), with cards,
  *     linked wallets and WETH deposited on-chain (credit appears once the indexer has seen the
  *     confirmations);
@@ -64,6 +68,14 @@ import {
   startEmbeddedPostgres,
 } from './dev/embedded-postgres.ts';
 import { lineStream, prometheusConfig, type ScrapeTarget } from './dev/observe.ts';
+import {
+  type PgBouncer,
+  pgBouncerPidFile,
+  SERVICE_ROLE_POOL_MODES,
+  SERVICE_ROLES,
+  type ServiceRole,
+  startPgBouncer,
+} from './dev/pgbouncer.ts';
 import { type StackSummary, stackFile, writeStack } from './dev/stack.ts';
 
 const { values: flags } = parseArgs({
@@ -142,6 +154,42 @@ function track(name: string, kind: 'server' | 'service', child: ChildProcess): v
       clearTimeout(timer);
     },
   });
+}
+
+/**
+ * dev's PgBouncer on DEV_PGBOUNCER_PORT, in front of DATABASE_URL's server, every service role in its
+ * auth file (trust, as dev's PostgreSQL). A PgBouncer a killed dev left running is stopped first: its
+ * config may be another run's. Null when it does not start (the line says why).
+ */
+async function startDevPgBouncer(databaseUrl: URL): Promise<PgBouncer | null> {
+  const dir = path.resolve(stateDir, 'pgbouncer');
+  mkdirSync(dir, { recursive: true });
+  const leftover = livePid(pgBouncerPidFile(dir));
+  if (leftover !== null) {
+    say(`stopping the PgBouncer an earlier dev left running (pid ${leftover})`);
+    await stopPid(leftover);
+  }
+  try {
+    const pgBouncer = await startPgBouncer({
+      upstreamHost: databaseUrl.hostname.replace(/^\[|\]$/g, ''),
+      upstreamPort: Number(databaseUrl.port || 5432),
+      port: config.DEV_PGBOUNCER_PORT,
+      users: [decodeURIComponent(databaseUrl.username || 'postgres'), ...SERVICE_ROLES],
+      poolMode: 'transaction',
+      userPoolModes: SERVICE_ROLE_POOL_MODES,
+      poolSize: 10,
+      dir,
+      detached: true,
+    });
+    started.push({ name: 'PgBouncer', kind: 'server', stop: () => pgBouncer.stop() });
+    say(
+      `started PgBouncer on 127.0.0.1:${pgBouncer.port} (each service connects through it as its own role; log in ${path.join(dir, 'pgbouncer.log')})`,
+    );
+    return pgBouncer;
+  } catch (error) {
+    process.stderr.write(`dev: ${(error as Error).message}\n`);
+    return null;
+  }
 }
 
 /** The pid in `file` when that process is alive; otherwise null. */
@@ -432,7 +480,12 @@ async function main(): Promise<void> {
   const sql = postgres(config.DATABASE_URL, { max: 2, onnotice: () => {} });
   await seedAssets(sql, contracts);
 
-  // 4. Services.
+  // 4. PgBouncer, then the services, each as its own role through it.
+  const pgBouncer = await startDevPgBouncer(databaseUrl);
+  if (pgBouncer === null) return fail(`PgBouncer did not start on 127.0.0.1:${config.DEV_PGBOUNCER_PORT}`);
+  const financialDatabase = decodeURIComponent(databaseUrl.pathname.slice(1));
+  /** DATABASE_URL for a service: its role, through dev's PgBouncer, in the pool mode the role needs. */
+  const asService = (role: ServiceRole) => ({ DATABASE_URL: pgBouncer.url(role, financialDatabase) });
   const childEnv: Record<string, string> = {
     PATH: process.env['PATH'] ?? '',
     NODE_ENV: config.NODE_ENV,
@@ -485,9 +538,10 @@ async function main(): Promise<void> {
     entry: string,
     ready: string,
     args: string[] = [],
+    role: ServiceRole,
   ): Promise<{ out: string; metricsBase: string | null }> {
     const child = spawn(process.execPath, ['--import', 'tsx', '--import', EXIT_WITH_DEV, entry, ...args], {
-      env: childEnv,
+      env: { ...childEnv, ...asService(role) },
       // stdin is dev's lifeline to the service (scripts/dev/exit-with-dev.ts).
       stdio: ['pipe', 'pipe', 'pipe'],
     });
@@ -522,17 +576,45 @@ async function main(): Promise<void> {
     say(`${name} is up`);
     return { out, metricsBase };
   }
-  const hotPath = await start('hot path', 'hot-path', 'hot-path/main.ts', 'hot-path ready');
+  const hotPath = await start(
+    'hot path',
+    'hot-path',
+    'hot-path/main.ts',
+    'hot-path ready',
+    [],
+    'credana_hot_path',
+  );
   // The hot path serves /metrics on its internal listener only (HOT_PATH_METRICS_PORT; 0 = a free port).
   const hotPathMetricsUrl = `${hotPath.metricsBase ?? ''}/metrics`;
-  await start('ledger writer', 'ledger-writer', 'hot-path/ledger-writer/main.ts', 'ledger-writer ready');
+  await start(
+    'ledger writer',
+    'ledger-writer',
+    'hot-path/ledger-writer/main.ts',
+    'ledger-writer ready',
+    [],
+    'credana_ledger_writer',
+  );
   // QUEUE_DRIVER=redis: the ledger writer's own port is its internal listener.
   targets.push({
     job: 'ledger-writer',
     url: `http://${config.HOT_PATH_HOST}:${config.LEDGER_WRITER_PORT}/metrics`,
   });
-  await start('indexer', 'indexer', 'indexer/main.ts', 'indexer ready', ['--metrics-port', '0']);
-  await start('settlement worker', 'settlement', 'indexer/settlement/main.ts', 'settlement worker started');
+  await start(
+    'indexer',
+    'indexer',
+    'indexer/main.ts',
+    'indexer ready',
+    ['--metrics-port', '0'],
+    'credana_indexer',
+  );
+  await start(
+    'settlement worker',
+    'settlement',
+    'indexer/settlement/main.ts',
+    'settlement worker started',
+    [],
+    'credana_settlement',
+  );
   // The liquidator repays liquidated debt from its own USDC: on the local chain, test USDC minted to it.
   const liquidatorKey = childEnv['LIQUIDATOR_PRIVATE_KEY'] as `0x${string}`;
   const liquidatorAddress = privateKeyToAccount(liquidatorKey).address;
@@ -546,14 +628,41 @@ async function main(): Promise<void> {
         `could not mint test USDC to the liquidator ${liquidatorAddress} (LIQUIDATOR_PRIVATE_KEY must be one of the local chain's unlocked accounts).`,
       );
   }
-  await start('liquidator', 'liquidator', 'indexer/liquidator/main.ts', 'liquidator started');
-  await start('audit anchorer', 'anchorer', 'indexer/anchor/main.ts', 'audit anchorer started');
-  await start('Supabase sync', 'supabase-sync', 'scripts/start-supabase-sync.ts', 'supabase-sync ready');
+  await start(
+    'liquidator',
+    'liquidator',
+    'indexer/liquidator/main.ts',
+    'liquidator started',
+    [],
+    'credana_liquidator',
+  );
+  // The anchorer runs as credana_reconciliation: the one service role that may read audit_log_head.
+  await start(
+    'audit anchorer',
+    'anchorer',
+    'indexer/anchor/main.ts',
+    'audit anchorer started',
+    [],
+    'credana_reconciliation',
+  );
+  // Its financial side through PgBouncer; SUPABASE_DB_URL stays direct (LISTEN needs a session).
+  await start(
+    'Supabase sync',
+    'supabase-sync',
+    'scripts/start-supabase-sync.ts',
+    'supabase-sync ready',
+    [],
+    'credana_supabase_sync',
+  );
   // A free port: the scheduler only serves its metrics here (no QStash keys in dev).
-  const scheduler = await start('scheduler', 'scheduler', 'scripts/scheduler.ts', 'scheduler: listening', [
-    '--port',
-    '0',
-  ]);
+  const scheduler = await start(
+    'scheduler',
+    'scheduler',
+    'scripts/scheduler.ts',
+    'scheduler: listening',
+    ['--port', '0'],
+    'credana_reconciliation',
+  );
   const schedulerPort = /"port":(\d+)[^\n]*scheduler: listening/.exec(scheduler.out)?.[1];
   if (schedulerPort !== undefined)
     targets.push({ job: 'scheduler', url: `http://127.0.0.1:${schedulerPort}/metrics` });

@@ -344,6 +344,9 @@ const schema = z.object({
   BACKUP_CIPHER_PASS: z.string().min(32).optional(),
   // `npm run dev -- --observe`: the port (on 127.0.0.1) of the Prometheus it starts.
   DEV_PROMETHEUS_PORT: integer(1, 65_535).default(9090),
+  // `npm run dev`: the port (on 127.0.0.1) of the private PgBouncer it starts in front of DATABASE_URL's
+  // server; every service it starts connects through it as its own role (docs/ledger.md).
+  DEV_PGBOUNCER_PORT: integer(1, 65_535).default(6433),
 });
 
 const refined = schema.superRefine((value, ctx) => {
@@ -657,14 +660,17 @@ export function analyticsHistory(config: Config): { compressAfterDays: number; r
 
 /**
  * The services the test suite talks to: the machine's standard Postgres and Redis unless
- * TEST_DATABASE_URL / TEST_REDIS_URL say otherwise. Lives here because this module is the only
- * reader of `process.env`.
+ * TEST_DATABASE_URL / TEST_REDIS_URL say otherwise. TEST_DATABASE_ROUTE says how the services under
+ * test reach Postgres: `pooled` (the default, and CI's) through a private PgBouncer the global setup
+ * starts, each as its own role; `direct` straight to Postgres, still as their roles, for debugging a
+ * test without the pooler in the way. Lives here because this module is the only reader of `process.env`.
  */
 export function testServiceUrls(): {
   databaseUrl: string;
   redisUrl: string;
   redisMode: 'single' | 'cluster';
   redisClusterNodes: string[];
+  databaseRoute: 'pooled' | 'direct';
 } {
   const env = z
     .object({
@@ -675,17 +681,20 @@ export function testServiceUrls(): {
       TEST_REDIS: z.enum(['single', 'cluster']).default('single'),
       // Set by the global setup for the run's cluster; not for people to set.
       TEST_REDIS_CLUSTER_NODES: schema.shape.REDIS_CLUSTER_NODES,
+      TEST_DATABASE_ROUTE: z.enum(['pooled', 'direct']).default('pooled'),
     })
     .parse({
       TEST_DATABASE_URL: process.env['TEST_DATABASE_URL'] || undefined,
       TEST_REDIS_URL: process.env['TEST_REDIS_URL'] || undefined,
       TEST_REDIS: process.env['TEST_REDIS'] || undefined,
       TEST_REDIS_CLUSTER_NODES: process.env['TEST_REDIS_CLUSTER_NODES'] || undefined,
+      TEST_DATABASE_ROUTE: process.env['TEST_DATABASE_ROUTE'] || undefined,
     });
   return {
     databaseUrl: env.TEST_DATABASE_URL,
     redisUrl: env.TEST_REDIS_URL,
     redisMode: env.TEST_REDIS,
     redisClusterNodes: env.TEST_REDIS_CLUSTER_NODES,
+    databaseRoute: env.TEST_DATABASE_ROUTE,
   };
 }

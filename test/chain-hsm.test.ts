@@ -121,7 +121,7 @@ describe('chain signers with their keys in the HSM', () => {
   it('settles a capture on chain from the token address, in process', async () => {
     const ref = await bookCapture(4_321n);
     const worker = createSettlementWorker({
-      sql: sql(),
+      sql: services.sqlFor('credana_settlement'),
       client: chain.publicClient,
       account: settler,
       vault: chain.contracts.vault,
@@ -147,7 +147,7 @@ describe('chain signers with their keys in the HSM', () => {
       blockTag: 'pending',
     });
     const worker = createSettlementWorker({
-      sql: sql(),
+      sql: services.sqlFor('credana_settlement'),
       client: chain.publicClient,
       account: settler,
       vault: chain.contracts.vault,
@@ -177,7 +177,7 @@ describe('chain signers with their keys in the HSM', () => {
         ...softHsm.env,
         ...softHsm.configEnv,
         SETTLER_KEY_LABEL: 'settler',
-        DATABASE_URL: services.databaseUrl,
+        DATABASE_URL: services.urlFor('credana_settlement'),
         CHAIN_RPC_URL: chain.url,
         CHAIN_ID: String(chain.contracts.chainId),
         CONTRACTS_FILE: contractsFile,
@@ -256,7 +256,7 @@ describe('chain signers with their keys in the HSM', () => {
       await chain.setPrice('WETH', 2_200n * 10n ** 8n); // health 0.9075
       await indexer.syncToHead();
       const run = createLiquidator({
-        sql: sql(),
+        sql: services.sqlFor('credana_liquidator'),
         client: chain.publicClient,
         account: liquidator,
         contracts: chain.contracts,

@@ -121,7 +121,7 @@ beforeAll(async () => {
   hotPaths = [await startHotPath(services), await startHotPath(services)];
   await chain.fund(chain.account(ROLES.liquidator), 'USDC', 10_000n * USDC);
   liquidator = createLiquidator({
-    sql: sql(),
+    sql: services.sqlFor('credana_liquidator'),
     client: chain.publicClient,
     account: privateKeyToAccount(localAccount(ROLES.liquidator).privateKey),
     contracts: chain.contracts,
@@ -170,7 +170,7 @@ describe('a price drop below a health factor of 1', () => {
     expect((await post(a, '/stripe/events', capture)).status).toBe(200);
     await drainOutbox(services.redis, sql(), services.prefix);
     const settlement = createSettlementWorker({
-      sql: sql(),
+      sql: services.sqlFor('credana_settlement'),
       client: chain.publicClient,
       account: privateKeyToAccount(localAccount(ROLES.settler).privateKey),
       vault: chain.contracts.vault,
@@ -223,7 +223,7 @@ describe('a price drop below a health factor of 1', () => {
 
   it('is liquidated exactly once across a kill right after the broadcast; credit returns once healthy', async () => {
     const env = {
-      DATABASE_URL: services.databaseUrl,
+      DATABASE_URL: services.urlFor('credana_liquidator'),
       CHAIN_RPC_URL: chain.url,
       CHAIN_ID: String(chain.contracts.chainId),
       CONTRACTS_FILE: contractsFile,

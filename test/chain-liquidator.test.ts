@@ -84,7 +84,7 @@ describe('liquidator', () => {
     await chain.fund(chain.account(ROLES.liquidator), 'USDC', 10_000n * USDC);
 
     const inProcess = createLiquidator({
-      sql: sql(),
+      sql: services.sqlFor('credana_liquidator'),
       client: chain.publicClient,
       account: privateKeyToAccount(localAccount(ROLES.liquidator).privateKey),
       contracts: chain.contracts,
@@ -97,7 +97,7 @@ describe('liquidator', () => {
     await chain.setPrice('WETH', 2_200n * 10n ** 8n); // $1,815 at the threshold: health 0.9075
     await indexer.syncToHead(); // a price drop applies at first sight
     const env = {
-      DATABASE_URL: services.databaseUrl,
+      DATABASE_URL: services.urlFor('credana_liquidator'),
       CHAIN_RPC_URL: chain.url,
       CHAIN_ID: String(chain.contracts.chainId),
       CONTRACTS_FILE: contractsFile,

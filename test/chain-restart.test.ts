@@ -101,7 +101,7 @@ describe('restart', () => {
       const contractsFile = join(dir, 'contracts.json');
       writeContractsFile(contractsFile, chain.contracts);
       const env = {
-        DATABASE_URL: services.databaseUrl,
+        DATABASE_URL: services.urlFor('credana_indexer'),
         ...redisEnv(services),
         REDIS_KEY_PREFIX: services.prefix,
         CHAIN_RPC_URL: chain.url,

@@ -129,7 +129,7 @@ beforeAll(async () => {
   hotPath = await startHotPath(services);
   writer = createLedgerWriter({
     redis: duplicateRedis(services.redis),
-    sql: sql(),
+    sql: services.sqlFor('credana_ledger_writer'),
     prefix: services.prefix,
     consumer: 'chain-settlement-test',
     batchMax: 50,
@@ -161,7 +161,7 @@ describe('settlement', () => {
     expect(captured.cachedUnsettledCents).toBe(captured.unsettledCents);
 
     const worker = createSettlementWorker({
-      sql: sql(),
+      sql: services.sqlFor('credana_settlement'),
       client: chain.publicClient,
       account: settler(),
       vault: chain.contracts.vault,
@@ -197,7 +197,7 @@ describe('settlement', () => {
   it('records each capture once when the worker is killed after broadcasting, or after saving before it', async () => {
     const before = await books();
     const env = {
-      DATABASE_URL: services.databaseUrl,
+      DATABASE_URL: services.urlFor('credana_settlement'),
       CHAIN_RPC_URL: chain.url,
       CHAIN_ID: String(chain.contracts.chainId),
       CONTRACTS_FILE: contractsFile,
@@ -274,7 +274,7 @@ describe('settlement', () => {
     const before = await books();
     const metrics = createSettlementMetrics();
     const worker = createSettlementWorker({
-      sql: sql(),
+      sql: services.sqlFor('credana_settlement'),
       client: chain.publicClient,
       account: settler(),
       vault: chain.contracts.vault,
@@ -318,7 +318,7 @@ describe('settlement', () => {
     // As if the worker had never saved anything about this capture.
     await sql()`update settlements set status = 'pending', transaction_hash = null where ref = ${ref}`;
     const worker = createSettlementWorker({
-      sql: sql(),
+      sql: services.sqlFor('credana_settlement'),
       client: chain.publicClient,
       account: settler(),
       vault: chain.contracts.vault,
@@ -356,7 +356,7 @@ describe('settlement', () => {
       ]);
     });
     const worker = createSettlementWorker({
-      sql: sql(),
+      sql: services.sqlFor('credana_settlement'),
       client: chain.publicClient,
       account: settler(),
       vault: chain.contracts.vault,

@@ -57,7 +57,7 @@ const nowS = () => Math.floor(Date.now() / 1000);
 const signer = () => privateKeyToAccount(localAccount(ROLES.deployer).privateKey);
 const worker = (overrides: Partial<Parameters<typeof createSettlementWorker>[0]> = {}): SettlementWorker =>
   createSettlementWorker({
-    sql: sql(),
+    sql: services.sqlFor('credana_settlement'),
     client: chain.publicClient,
     account: privateKeyToAccount(localAccount(ROLES.settler).privateKey),
     vault: chain.contracts.vault,
@@ -66,8 +66,9 @@ const worker = (overrides: Partial<Parameters<typeof createSettlementWorker>[0]>
     maxFeePerGasWei: 200n * GWEI,
     ...overrides,
   });
+/** The withdrawal approval service's dependencies, as its role. */
 const deps = () => ({
-  sql: sql(),
+  sql: services.sqlFor('credana_withdrawals'),
   redis: services.redis,
   prefix: services.prefix,
   client: chain.publicClient,
@@ -188,7 +189,7 @@ beforeAll(async () => {
   hotPath = await startHotPath(services);
   writer = createLedgerWriter({
     redis: duplicateRedis(services.redis),
-    sql: sql(),
+    sql: services.sqlFor('credana_ledger_writer'),
     prefix: services.prefix,
     consumer: 'chain-solvency-test',
     batchMax: 50,
@@ -434,7 +435,7 @@ describe('refunds reach the chain', () => {
     await transaction(user, 'capture', spend.authorizationId, 10_000);
     const refund = await transaction(user, 'refund', spend.authorizationId, 4_000);
     const env = {
-      DATABASE_URL: services.databaseUrl,
+      DATABASE_URL: services.urlFor('credana_settlement'),
       ...redisEnv(services),
       REDIS_KEY_PREFIX: services.prefix,
       CHAIN_RPC_URL: chain.url,

@@ -18,7 +18,7 @@ import {
 } from '../indexer/chain/testing.ts';
 import { writeContractsFile } from '../indexer/contracts/index.ts';
 import { LOCK_SETTLEMENT_SESSION } from '../indexer/store/index.ts';
-import { redisEnv, setUpServices, type TestServices } from './support/db.ts';
+import { redisEnv, type ServiceRole, setUpServices, type TestServices } from './support/db.ts';
 import { freePort } from './support/processes.ts';
 
 let services: TestServices;
@@ -44,10 +44,10 @@ afterAll(async () => {
   await services?.close();
 });
 
-function baseEnv(extra: Record<string, string>): Record<string, string> {
+function baseEnv(role: ServiceRole, extra: Record<string, string>): Record<string, string> {
   return {
     PATH: process.env['PATH'] ?? '',
-    DATABASE_URL: services.databaseUrl,
+    DATABASE_URL: services.urlFor(role),
     ...redisEnv(services),
     REDIS_KEY_PREFIX: services.prefix,
     CHAIN_RPC_URL: chain.url,
@@ -87,7 +87,7 @@ async function readyz(base: string): Promise<{ status: number; body: Record<stri
 
 describe('chain workers: health, readiness and metrics', () => {
   it('settlement: ready only while it holds the session lock; a second worker exits; a lost lock stops it', async () => {
-    const env = baseEnv({
+    const env = baseEnv('credana_settlement', {
       SETTLEMENT_METRICS_PORT: '0',
       SETTLER_PRIVATE_KEY: localAccount(ROLES.settler).privateKey,
     });
@@ -112,10 +112,12 @@ describe('chain workers: health, readiness and metrics', () => {
     expect(second.output()).toContain('another settlement worker holds chain');
 
     // The lock's connection ends (as in a Postgres restart): the worker stops rather than settle without it.
+    // This file's database only: another test run on this server holds the same key in its own database.
     const terminated = await services.database.sql<{ ok: boolean }[]>`
       select pg_terminate_backend(pid) as ok from pg_locks
       where locktype = 'advisory' and classid = ${LOCK_SETTLEMENT_SESSION}::int::oid
-        and objid = ${chain.contracts.chainId}::int::oid`;
+        and objid = ${chain.contracts.chainId}::int::oid
+        and database = (select oid from pg_database where datname = current_database())`;
     expect(terminated.map((row) => row.ok)).toEqual([true]);
     const exit = await Promise.race([
       worker.exited,
@@ -128,7 +130,7 @@ describe('chain workers: health, readiness and metrics', () => {
   it('liquidator: not ready while the chain RPC does not answer (lock held), ready once it does', async () => {
     const deadRpc = `http://127.0.0.1:${await freePort()}`;
     const env = (rpc: string) =>
-      baseEnv({
+      baseEnv('credana_liquidator', {
         CHAIN_RPC_URL: rpc,
         LIQUIDATOR_METRICS_PORT: '0',
         LIQUIDATOR_PRIVATE_KEY: localAccount(ROLES.liquidator).privateKey,
@@ -162,7 +164,7 @@ describe('chain workers: health, readiness and metrics', () => {
     const anchorer = start(
       spawnService(
         'indexer/anchor/main.ts',
-        baseEnv({
+        baseEnv('credana_reconciliation', {
           AUDIT_ANCHOR_METRICS_PORT: '0',
           AUDIT_ANCHOR_PRIVATE_KEY: localAccount(ROLES.anchorer).privateKey,
           AUDIT_ANCHOR_INTERVAL_S: '10',
@@ -188,7 +190,7 @@ describe('chain workers: health, readiness and metrics', () => {
     const service = start(
       spawnService(
         'indexer/withdrawals/main.ts',
-        baseEnv({
+        baseEnv('credana_withdrawals', {
           WITHDRAWALS_PORT: String(port),
           WITHDRAWALS_METRICS_PORT: '0',
           INTERNAL_API_TOKEN: 'an-internal-token-of-this-test',

@@ -1,14 +1,16 @@
-// Proves `npm run dev` and `npm run demo` end to end on private resources only: dev runs as a real process with DATABASE_URL on a port where nothing listens (so it starts its own embedded PostgreSQL, data in a temp DEV_STATE_DIR), a Redis port where nothing listens (its own redis-server), and private chain and service ports; every service's output streams to dev's terminal prefixed with its name and lands in DEV_STATE_DIR/logs/<service>.log; the demo's story runs against it (approved, declined insufficient_credit / blocked_mcc / card_frozen, a settlement transaction checked on the chain, a withdrawal the approval service refuses, a liquidation by the liquidator dev started, checked on the chain); then SIGINT (Ctrl-C) stops everything and every port is free again; a second run reuses the cluster's data (and, its chain being new, recreates the databases); when dev is killed its services die with it, and the next run (with --observe) adopts the PostgreSQL and redis-server it left, starts Prometheus with every service of the stack as an up target and the repository's rules loaded, and stops them all on SIGINT. The shared PostgreSQL (5432) and Redis (6379) are never used.
+// Proves `npm run dev` and `npm run demo` end to end on private resources only: dev runs as a real process with DATABASE_URL on a port where nothing listens (so it starts its own embedded PostgreSQL, data in a temp DEV_STATE_DIR), a Redis port where nothing listens (its own redis-server), and private chain, PgBouncer and service ports; every service connects through dev's PgBouncer as its own role (its admin console's SHOW POOLS and SHOW CLIENTS: one pool per service role, session pooling for the lock-holding workers, no service as the superuser); every service's output streams to dev's terminal prefixed with its name and lands in DEV_STATE_DIR/logs/<service>.log; the demo's story runs against it (approved, declined insufficient_credit / blocked_mcc / card_frozen, a settlement transaction checked on the chain, a withdrawal the approval service refuses, a liquidation by the liquidator dev started, checked on the chain); then SIGINT (Ctrl-C) stops everything and every port is free again; a second run reuses the cluster's data (and, its chain being new, recreates the databases); when dev is killed its services die with it, and the next run (with --observe) adopts the PostgreSQL and redis-server it left, replaces the PgBouncer it left, starts Prometheus with every service of the stack as an up target and the repository's rules loaded, and stops them all on SIGINT. The shared PostgreSQL (5432) and Redis (6379) are never used.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import postgres from 'postgres';
 import type { Hex } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localClients } from '../indexer/chain/deploy.ts';
 import { localAccount, ROLES } from '../indexer/chain/harness.ts';
 import { credanaVaultAbi } from '../indexer/contracts/index.ts';
+import { pgBouncerPidFile, SERVICE_ROLE_POOL_MODES } from '../scripts/dev/pgbouncer.ts';
 import type { StackSummary } from '../scripts/dev/stack.ts';
 import { USDC_PER_CENT } from '../shared/money.ts';
 import { freePort, runScript } from './support/processes.ts';
@@ -21,7 +23,7 @@ let dir: string;
 let stateDir: string;
 let env: Record<string, string>;
 let ports: Record<
-  'postgres' | 'redis' | 'hotPath' | 'ledgerWriter' | 'supabaseSync' | 'chain' | 'prometheus',
+  'postgres' | 'redis' | 'hotPath' | 'ledgerWriter' | 'supabaseSync' | 'chain' | 'prometheus' | 'pgBouncer',
   number
 >;
 let dev: DevProcess;
@@ -103,8 +105,8 @@ beforeAll(async () => {
   // As root, the embedded PostgreSQL runs as the postgres OS user, which must reach the data directory.
   chmodSync(dir, 0o755);
   stateDir = path.join(dir, 'state');
-  const [postgresPort, redis, hotPath, ledgerWriter, supabaseSync, chain, prometheus] =
-    await distinctFreePorts(7);
+  const [postgresPort, redis, hotPath, ledgerWriter, supabaseSync, chain, prometheus, pgBouncer] =
+    await distinctFreePorts(8);
   ports = {
     postgres: postgresPort!,
     redis: redis!,
@@ -113,6 +115,7 @@ beforeAll(async () => {
     supabaseSync: supabaseSync!,
     chain: chain!,
     prometheus: prometheus!,
+    pgBouncer: pgBouncer!,
   };
   env = {
     PATH: process.env['PATH'] ?? '',
@@ -131,6 +134,7 @@ beforeAll(async () => {
     CHAIN_RPC_URL: `http://127.0.0.1:${ports.chain}`,
     CONTRACTS_FILE: path.join(stateDir, 'contracts.json'),
     DEV_PROMETHEUS_PORT: String(ports.prometheus),
+    DEV_PGBOUNCER_PORT: String(ports.pgBouncer),
   };
   for (const port of Object.values(ports)) expect(await portClosed(port)).toBe(true);
 
@@ -148,6 +152,14 @@ afterAll(async () => {
     const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
     try {
       process.kill(pid, 'SIGQUIT');
+    } catch {
+      // already gone
+    }
+  }
+  const pgBouncerPid = path.join(stateDir ?? '', 'pgbouncer', 'pgbouncer.pid');
+  if (stateDir !== undefined && existsSync(pgBouncerPid)) {
+    try {
+      process.kill(Number(readFileSync(pgBouncerPid, 'utf8').trim()), 'SIGTERM');
     } catch {
       // already gone
     }
@@ -253,6 +265,69 @@ describe('npm run dev + npm run demo', () => {
     expect(Date.now() - startedAt).toBeLessThan(45_000);
   }, 60_000);
 
+  it('connects every service through its PgBouncer as its own role, session-pooled where it holds a session lock', async () => {
+    // PgBouncer's admin console (dev's DATABASE_URL user is its admin): who is connected, to which pool.
+    const admin = postgres(`postgres://postgres@127.0.0.1:${ports.pgBouncer}/pgbouncer`, {
+      max: 1,
+      fetch_types: false,
+      onnotice: () => {},
+    });
+    try {
+      // A pool exists for each (database, user) that ever connected (clients come and go: the ledger
+      // writer connects once it has a batch, which the demo above gave it). Every long-running service dev started has one under its own role
+      // (the anchorer and the scheduler share credana_reconciliation); none connected as the superuser.
+      const pools = (await admin.unsafe('show pools').simple()).filter(
+        (pool) => pool['database'] !== 'pgbouncer',
+      );
+      expect(new Set(pools.map((pool) => pool['user']))).toEqual(
+        new Set([
+          'credana_hot_path',
+          'credana_ledger_writer',
+          'credana_indexer',
+          'credana_settlement',
+          'credana_liquidator',
+          'credana_reconciliation',
+          'credana_supabase_sync',
+        ]),
+      );
+      expect(new Set(pools.map((pool) => pool['database']))).toEqual(new Set(['credana']));
+      // Connected right now, through it: at least the hot path (its lease renewals) and the workers that
+      // hold a session lock for as long as they run.
+      const clients = new Set(
+        (await admin.unsafe('show clients').simple())
+          .filter((client) => client['database'] === 'credana')
+          .map((client) => client['user']),
+      );
+      for (const role of ['credana_hot_path', 'credana_indexer', 'credana_settlement', 'credana_liquidator'])
+        expect(clients.has(role), `${role} connected`).toBe(true);
+      // The pool mode each role got is the one production gives it (SERVICE_ROLE_POOL_MODES).
+      for (const pool of pools) {
+        const role = pool['user'] as keyof typeof SERVICE_ROLE_POOL_MODES;
+        expect(pool['pool_mode'], role).toBe(SERVICE_ROLE_POOL_MODES[role]);
+      }
+      expect(pools.find((pool) => pool['user'] === 'credana_indexer')?.['pool_mode']).toBe('session');
+      expect(pools.find((pool) => pool['user'] === 'credana_hot_path')?.['pool_mode']).toBe('transaction');
+    } finally {
+      await admin.end();
+    }
+    // Upstream, the service roles' sessions come from PgBouncer: the indexer's session lock is held by a
+    // backend logged in as credana_indexer.
+    const upstream = postgres(`postgres://postgres@127.0.0.1:${ports.postgres}/credana`, {
+      max: 1,
+      onnotice: () => {},
+    });
+    try {
+      const holders = await upstream<{ usename: string }[]>`
+        select distinct a.usename from pg_locks l join pg_stat_activity a using (pid)
+        where l.locktype = 'advisory' and l.granted and l.objsubid = 2 and a.datname = 'credana'`;
+      expect(holders.map((h) => h.usename).sort()).toEqual(
+        ['credana_indexer', 'credana_liquidator', 'credana_reconciliation', 'credana_settlement'].sort(),
+      );
+    } finally {
+      await upstream.end();
+    }
+  });
+
   it('stops everything it started on SIGINT (Ctrl-C) and frees every port', async () => {
     const schedulerPort = Number(new URL(stack.scheduler.metricsUrl ?? 'http://127.0.0.1:0').port);
     expect(await interrupt(dev), tail()).toBe(0);
@@ -293,6 +368,9 @@ describe('npm run dev + npm run demo', () => {
       }
       expect(await portClosed(ports.postgres)).toBe(false);
       expect(await portClosed(ports.redis)).toBe(false);
+      // PgBouncer is a server too: it outlives dev, and the next run replaces it.
+      expect(await portClosed(ports.pgBouncer)).toBe(false);
+      expect(existsSync(pgBouncerPidFile(path.join(stateDir, 'pgbouncer')))).toBe(true);
     },
     DEV_START_MS + 40_000,
   );
@@ -349,6 +427,7 @@ describe('npm run dev + npm run demo', () => {
         `adopted the running embedded PostgreSQL 15 on 127.0.0.1:${ports.postgres}`,
       );
       expect(dev.output()).toContain(`adopted the running redis-server on ${ports.redis}`);
+      expect(dev.output()).toContain('stopping the PgBouncer an earlier dev left running');
       expect(await interrupt(dev), tail()).toBe(0);
       for (const port of Object.values(ports))
         expect(await portClosed(port), `port ${port} still open`).toBe(true);

@@ -154,7 +154,7 @@ describe('npm ci --omit=dev', () => {
           HOME: process.env['HOME'] ?? dir,
           NODE_ENV: 'test',
           LOG_LEVEL: 'warn',
-          DATABASE_URL: services.databaseUrl,
+          DATABASE_URL: services.urlFor('credana_hot_path'),
           ...redisEnv(services),
           REDIS_KEY_PREFIX: services.prefix,
           HOT_PATH_PORT: '0',

@@ -12,7 +12,7 @@ import { outboxBacklog } from '../hot-path/ledger-writer/testing.ts';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
 import { allOutboxKeys, userKeys } from '../shared/redis/keys.ts';
 import { conservationProblems } from './support/conservation.ts';
-import { setUpServices, type TestServices } from './support/db.ts';
+import { type ServiceRole, setUpServices, type TestServices } from './support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from './support/fixtures.ts';
 import { type HotPath, post, startHotPath } from './support/hot-path.ts';
 import {
@@ -46,10 +46,10 @@ afterAll(async () => {
   await shared?.close();
 });
 
-const serviceEnv = () => ({
+const serviceEnv = (role: ServiceRole = 'credana_ledger_writer') => ({
   NODE_ENV: 'test',
   LOG_LEVEL: 'warn',
-  DATABASE_URL: services.databaseUrl,
+  DATABASE_URL: services.urlFor(role),
   REDIS_URL: server.url,
   REDIS_KEY_PREFIX: services.prefix,
   STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
@@ -231,7 +231,8 @@ describe('losing Redis', () => {
       // Recovery step 1: npm run cache:warm (market + accounts from Postgres).
       const warm = await runScript('scripts/cache-warm.ts', [], {
         PATH: process.env['PATH'] ?? '',
-        ...serviceEnv(),
+        // The hot path's role: warming reads what a hot path rebuilds an account from.
+        ...serviceEnv('credana_hot_path'),
       });
       expect(warm.code, warm.stderr).toBe(0);
       expect(warm.stdout).toContain('market of 1 assets published');

@@ -5,14 +5,17 @@
  * writer's batch and of the Postgres fallback must be allowed by the grants — a missing grant would show
  * here as a decline or a writer that never drains. The same scenario runs twice: connected directly,
  * and through a private PgBouncer 1.18 in transaction pooling (scripts/dev/pgbouncer.ts), as production
- * connects them.
+ * connects them. Last, the suite's own route: what every other test file hands the services it starts
+ * (test/support/db.ts), each role through the suite's PgBouncer, session-pooled where a session lock is held.
  */
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
 import { waitForEmptyOutbox } from '../hot-path/ledger-writer/testing.ts';
 import { createLedgerWriter } from '../hot-path/ledger-writer/writer.ts';
-import { type PgBouncer, startPgBouncer } from '../scripts/dev/pgbouncer.ts';
+import { tryExclusiveSession } from '../indexer/store/index.ts';
+import { type PgBouncer, SERVICE_ROLES, startPgBouncer } from '../scripts/dev/pgbouncer.ts';
+import { testServiceUrls } from '../shared/config.ts';
 import { createDatabase, type Database } from '../shared/db/client.ts';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
 import { conservationProblems } from './support/conservation.ts';
@@ -182,5 +185,52 @@ describe.each(['direct', 'pgbouncer'] as const)('services under their own SQL ro
     const [row] = await sql<{ source: string; approved: boolean }[]>`
       select source, approved from decisions where id = ${fallback.metadata?.decision_id ?? ''}`;
     expect(row).toEqual({ source: 'postgres', approved: true });
+  });
+});
+
+describe("the suite's own route (test/support/db.ts)", () => {
+  it('hands each service its role through the suite PgBouncer, session-pooled where it holds a session lock', async () => {
+    const services = await setUpServices();
+    try {
+      const port = inject('testPgBouncerPort');
+      expect(port === null).toBe(testServiceUrls().databaseRoute === 'direct');
+      const hotPath = new URL(services.urlFor('credana_hot_path'));
+      const indexer = new URL(services.urlFor('credana_indexer'));
+      const database = new URL(services.databaseUrl).pathname;
+      expect([hotPath.pathname, indexer.pathname]).toEqual([database, database]);
+      if (port !== null) {
+        expect([hotPath.port, hotPath.searchParams.get('pgbouncer')]).toEqual([String(port), 'transaction']);
+        expect([indexer.port, indexer.searchParams.get('pgbouncer')]).toEqual([String(port), null]);
+      }
+      for (const role of SERVICE_ROLES) {
+        const [row] = await services.sqlFor(role)<{ who: string }[]>`select current_user as who`;
+        expect(row?.who).toBe(role);
+      }
+      // The indexer's chain lock through that route is its own: a second worker does not get it.
+      const first = services.databaseFor('credana_indexer', { poolMax: 1 });
+      const second = services.databaseFor('credana_indexer', { poolMax: 1 });
+      const session = await tryExclusiveSession(first.sql, 7_431_097, 1);
+      expect(session).not.toBeNull();
+      expect(await tryExclusiveSession(second.sql, 7_431_097, 1)).toBeNull();
+      await session?.release();
+      if (port !== null) {
+        // And PgBouncer sees every role as a client of this file's database.
+        const admin = postgres(`postgres://postgres@127.0.0.1:${port}/pgbouncer`, {
+          max: 1,
+          fetch_types: false,
+          onnotice: () => {},
+        });
+        try {
+          const clients = (await admin.unsafe('show clients').simple()).filter(
+            (client) => client['database'] === database.slice(1),
+          );
+          expect(new Set(clients.map((client) => client['user']))).toEqual(new Set(SERVICE_ROLES));
+        } finally {
+          await admin.end();
+        }
+      }
+    } finally {
+      await services.close();
+    }
   });
 });

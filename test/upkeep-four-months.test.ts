@@ -59,10 +59,8 @@ beforeAll(async () => {
   services = await setUpServicesWithWeth();
   hotPath = await startHotPath(services, { LOG_LEVEL: 'error' });
   // Upkeep runs as its own least-privilege role, as it would in production.
-  const asReconciliation = new URL(services.databaseUrl);
-  asReconciliation.username = 'credana_reconciliation';
   upkeep = createReconcileServices(
-    testConfig(services, { DATABASE_URL: asReconciliation.toString(), LOG_LEVEL: 'silent' }),
+    testConfig(services, { LOG_LEVEL: 'silent' }, 'credana_reconciliation'),
     undefined,
     { now: () => simNow },
   );

@@ -34,7 +34,7 @@ afterAll(async () => {
 
 function deps(extra: Record<string, string> = {}, now: () => number = Date.now): FallbackDeps {
   return {
-    sql: services.database.sql,
+    sql: services.sqlFor('credana_hot_path'),
     market,
     settings: testConfig(services, extra),
     now,

@@ -22,7 +22,7 @@ afterAll(async () => {
 const env = () => ({
   NODE_ENV: 'test',
   LOG_LEVEL: 'silent',
-  DATABASE_URL: services.databaseUrl,
+  DATABASE_URL: services.urlFor('credana_ledger_writer'),
   ...redisEnv(services),
   REDIS_KEY_PREFIX: services.prefix,
   LEDGER_WRITER_PORT: '0',

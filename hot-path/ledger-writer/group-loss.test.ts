@@ -41,7 +41,7 @@ it('recreates its consumer group when the streams vanish, and writes what comes 
   const metrics = createLedgerWriterMetrics();
   writer = createLedgerWriter({
     redis: duplicateRedis(services.redis),
-    sql: services.database.sql,
+    sql: services.sqlFor('credana_ledger_writer'),
     prefix: services.prefix,
     consumer: 'group-loss-writer',
     batchMax: 50,

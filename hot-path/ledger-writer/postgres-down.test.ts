@@ -7,7 +7,7 @@ import { createDatabase, type Database } from '../../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
 import { createRedis, duplicateRedis, type Redis } from '../../shared/redis/client.ts';
 import { outboxKey } from '../../shared/redis/keys.ts';
-import { deletePrefix } from '../../test/support/db.ts';
+import { asRole, deletePrefix } from '../../test/support/db.ts';
 import { redisClusterNodes, redisUrl } from '../../test/support/env.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
 import { type PostgresCluster, startPostgresCluster } from '../../test/support/processes.ts';
@@ -17,6 +17,8 @@ import { createLedgerWriter, type LedgerWriter } from './writer.ts';
 
 let cluster: PostgresCluster;
 let database: Database;
+/** The writer's own connection, as its role, straight to the private cluster (which this file stops). */
+let writerDatabase: Database;
 let redis: Redis;
 let writer: LedgerWriter | null = null;
 const prefix = `t${randomBytes(5).toString('hex')}:`;
@@ -27,6 +29,12 @@ beforeAll(async () => {
   await ensureDatabase(url);
   await migrateDatabase(url);
   database = createDatabase({ url, poolMax: 4, connectTimeoutS: 1, applicationName: 'ledger-writer-test' });
+  writerDatabase = createDatabase({
+    url: asRole(url, 'credana_ledger_writer'),
+    poolMax: 4,
+    connectTimeoutS: 1,
+    applicationName: 'ledger-writer',
+  });
   redis = createRedis({ url: redisUrl(), clusterNodes: redisClusterNodes() });
 });
 afterAll(async () => {
@@ -34,6 +42,7 @@ afterAll(async () => {
   await deletePrefix(redis, prefix);
   redis.disconnect();
   await database?.close().catch(() => undefined);
+  await writerDatabase?.close().catch(() => undefined);
   cluster?.destroy();
 });
 
@@ -75,7 +84,7 @@ it('keeps every entry while Postgres is down and writes each exactly once when i
   const metrics = createLedgerWriterMetrics();
   writer = createLedgerWriter({
     redis: duplicateRedis(redis),
-    sql,
+    sql: writerDatabase.sql,
     prefix,
     consumer: 'c1',
     batchMax: 100,

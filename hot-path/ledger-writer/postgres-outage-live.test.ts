@@ -13,7 +13,7 @@ import { warmAccounts } from '../../shared/redis/account.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
 import { ACCOUNT, deadLetterKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
-import { deletePrefix, redisEnv } from '../../test/support/db.ts';
+import { asRole, deletePrefix, redisEnv } from '../../test/support/db.ts';
 import { redisClusterNodes, redisUrl } from '../../test/support/env.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import type { ResponseBody } from '../../test/support/hot-path.ts';
@@ -213,7 +213,13 @@ it('answers from Redis through a 30 s Postgres outage and the writer then books 
   const writerExits: { atMs: number; exit: string; output: string }[] = [];
   let writerUrl = '';
   // At info level the writer logs its metrics port once, and each retry while Postgres is down.
-  const writerEnv = { ...common, LOG_LEVEL: 'info', LEDGER_WRITER_PORT: '0' };
+  // Each process as its own role, straight to the private cluster (it is stopped and started here).
+  const writerEnv = {
+    ...common,
+    DATABASE_URL: asRole(databaseUrl, 'credana_ledger_writer'),
+    LOG_LEVEL: 'info',
+    LEDGER_WRITER_PORT: '0',
+  };
   async function startWriter(): Promise<void> {
     const started = await spawnService(
       'hot-path/ledger-writer/main.ts',
@@ -245,6 +251,7 @@ it('answers from Redis through a 30 s Postgres outage and the writer then books 
       'hot-path/main.ts',
       {
         ...common,
+        DATABASE_URL: asRole(databaseUrl, 'credana_hot_path'),
         LOG_LEVEL: 'silent',
         HOT_PATH_PORT: '0',
         DECISION_BUDGET_MS: String(BUDGET_MS),

@@ -7,7 +7,7 @@
 import { hostname } from 'node:os';
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
 import { OUTBOX_SHARDS, outboxKey, shardLeaseKey, shardOf } from '../../shared/redis/keys.ts';
-import { setUpServices, type TestServices } from '../../test/support/db.ts';
+import { redisEnv, setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser } from '../../test/support/fixtures.ts';
 import { freePort, type ServiceProcess, spawnService } from '../../test/support/processes.ts';
 import { applyBatch, parseEntry } from './apply.ts';
@@ -53,8 +53,8 @@ async function startWriter(): Promise<Writer> {
     {
       NODE_ENV: 'test',
       LOG_LEVEL: 'silent',
-      DATABASE_URL: services.databaseUrl,
-      REDIS_URL: services.redisUrl,
+      DATABASE_URL: services.urlFor('credana_ledger_writer'),
+      ...redisEnv(services),
       REDIS_KEY_PREFIX: prefix,
       LEDGER_WRITER_PORT: String(port),
       LEDGER_BATCH_MAX: '200',

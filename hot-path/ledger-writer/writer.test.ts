@@ -44,7 +44,7 @@ async function startWriter(): Promise<LedgerWriter> {
   metrics = createLedgerWriterMetrics();
   const w = createLedgerWriter({
     redis: duplicateRedis(services.redis),
-    sql: services.database.sql,
+    sql: services.sqlFor('credana_ledger_writer'),
     prefix: services.prefix,
     consumer: 'test-writer',
     batchMax: 50,
@@ -414,7 +414,7 @@ describe('ledger writer on the real hot path', () => {
     const readiness = ledgerWriterReadiness(
       createDependencyProbe({
         redis: services.redis,
-        sql: services.database.sql,
+        sql: services.sqlFor('credana_ledger_writer'),
         registry: metrics.registry,
       }),
     );

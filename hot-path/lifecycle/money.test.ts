@@ -34,7 +34,7 @@ beforeAll(async () => {
   ({ services, hotPath } = world);
   writer = createLedgerWriter({
     redis: duplicateRedis(services.redis),
-    sql: services.database.sql,
+    sql: services.sqlFor('credana_ledger_writer'),
     prefix: services.prefix,
     consumer: 'lifecycle-money-test',
     batchMax: 50,

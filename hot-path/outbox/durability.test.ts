@@ -58,7 +58,7 @@ describe('outbox durability with AOF', () => {
     );
     expect(await outboxBacklog(redis, services.prefix)).toBe(40);
     // A real writer process drains the restored outbox into Postgres.
-    const config = testConfig(services);
+    const config = testConfig(services, {}, 'credana_ledger_writer');
     const writer = await spawnService(
       'hot-path/ledger-writer/main.ts',
       {

@@ -197,7 +197,7 @@ describe('QStash transport keeps the stream writer’s order and exactly-once', 
       for (const [i, id, fields] of entries) await reference.redis.xadd(refKeys[i]!, id, ...fields);
       const writer = createLedgerWriter({
         redis: writerRedis,
-        sql: reference.database.sql,
+        sql: reference.sqlFor('credana_ledger_writer'),
         prefix: reference.prefix,
         consumer: 'reference',
         batchMax: 500,

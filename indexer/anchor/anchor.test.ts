@@ -46,9 +46,10 @@ afterAll(async () => {
   await services?.close();
 });
 
+/** The anchorer runs as credana_reconciliation, the one service role that may read audit_log_head. */
 function anchorerOptions(extra: Partial<AnchorerOptions> = {}): AnchorerOptions {
   return {
-    sql: services.database.sql,
+    sql: services.sqlFor('credana_reconciliation'),
     client,
     account: privateKeyToAccount(localAccount(ROLES.anchorer).privateKey),
     contract,
@@ -82,7 +83,7 @@ async function audit(n: number, tag: string): Promise<void> {
 
 async function anchorsRun(nowMs = Date.now()): Promise<JobOutcome> {
   return anchorsJob({ client, contract, confirmations: CONFIRMATIONS, staleAfterS: 3_600 })({
-    sql: services.database.sql,
+    sql: services.sqlFor('credana_reconciliation'),
     cursor: null,
     now: () => nowMs,
     checkpoint: async () => {},
@@ -203,7 +204,7 @@ describe('anchoring and verification', () => {
     // The database's own checks are fooled: the chain is consistent, just not the one written.
     expect(await services.database.sql`select * from audit_log_verify()`).toEqual([]);
     const books = await booksJob()({
-      sql: services.database.sql,
+      sql: services.sqlFor('credana_reconciliation'),
       cursor: JSON.stringify({ phase: 'audit', after: '0', prevHash: null }),
       now: Date.now,
       checkpoint: async () => {},
@@ -248,7 +249,7 @@ describe('anchors and failures', () => {
     await fresh?.close();
   });
   const onFresh = (extra: Partial<AnchorerOptions> = {}) =>
-    anchorerOptions({ sql: fresh.database.sql, ...extra });
+    anchorerOptions({ sql: fresh.sqlFor('credana_reconciliation'), ...extra });
   const lastSequence = () =>
     client.readContract({
       address: contract,
@@ -306,7 +307,7 @@ describe('anchors and failures', () => {
         {
           NODE_ENV: 'test',
           LOG_LEVEL: 'info',
-          DATABASE_URL: fresh.databaseUrl,
+          DATABASE_URL: fresh.urlFor('credana_reconciliation'),
           CHAIN_RPC_URL: chain.url,
           CONTRACTS_FILE: contractsFile,
           AUDIT_ANCHOR_PRIVATE_KEY: localAccount(ROLES.anchorer).privateKey,

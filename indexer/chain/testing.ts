@@ -26,8 +26,18 @@ export interface TestIndexerOptions
   rpc?: Rpc;
 }
 
+/**
+ * An in-process indexer on a test file's services: as `credana_indexer` through the suite's PgBouncer
+ * (session-pooled: it holds a session advisory lock) when `services` can open a role's pool
+ * (test/support/db.ts `databaseFor`), else on `services.database` as given.
+ */
 export function createTestIndexer(
-  services: { database: { sql: postgres.Sql }; redis: Redis; prefix: string },
+  services: {
+    database: { sql: postgres.Sql };
+    redis: Redis;
+    prefix: string;
+    databaseFor?: (role: 'credana_indexer', options?: { poolMax?: number }) => { sql: postgres.Sql };
+  },
   harness: Pick<ChainHarness, 'url' | 'contracts'>,
   options: TestIndexerOptions = {},
 ): { indexer: Indexer; rpc: Rpc } {
@@ -42,8 +52,9 @@ export function createTestIndexer(
       burstMax: 1_000,
     });
   const { rpcUrl: _url, rpc: _rpc, ...rest } = options;
+  const sql = services.databaseFor?.('credana_indexer', { poolMax: 5 }).sql ?? services.database.sql;
   const indexer = createIndexer({
-    sql: services.database.sql,
+    sql,
     redis: services.redis,
     prefix: services.prefix,
     logger: silentLogger,

@@ -151,7 +151,11 @@ beforeAll(async () => {
     const store = stores[backend].sql;
     expect(await detectBackend(store)).toBe(backend);
     expect(await setUpAnalytics(store, undefined, HISTORY)).toBe(backend);
-    await refreshAnalytics({ financial: sql, analytics: store, backend, history: HISTORY }, now);
+    // Ingestion reads the financial database as credana_reconciliation (production: the read replica).
+    await refreshAnalytics(
+      { financial: services.sqlFor('credana_reconciliation'), analytics: store, backend, history: HISTORY },
+      now,
+    );
   }
   // TimescaleDB compresses the history older than compressAfterDays, as its scheduler would.
   const ts = stores.timescaledb.sql;
@@ -302,7 +306,7 @@ describe.each(['native', 'timescaledb'] as const)('%s backend: the risk reports'
     // 8 card movements in the financial database; the one older than the retention is not copied.
     expect(await count(sql(), 'analytics.card_spend')).toBe(8);
     await refreshAnalytics(
-      { financial: services.database.sql, analytics: sql(), backend, history: HISTORY },
+      { financial: services.sqlFor('credana_reconciliation'), analytics: sql(), backend, history: HISTORY },
       new Date(now.getTime() + 1_000),
     );
     expect(await count(sql(), 'analytics.card_spend')).toBe(8);

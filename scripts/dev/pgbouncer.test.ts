@@ -6,11 +6,12 @@
  */
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tryExclusive } from '../../indexer/store/index.ts';
+import { tryExclusive, tryExclusiveSession } from '../../indexer/store/index.ts';
 import { createDatabase, parseDatabaseUrl } from '../../shared/db/client.ts';
 import { adminUrl } from '../../test/support/env.ts';
 import { freePort } from '../../test/support/processes.ts';
-import { type PgBouncer, startPgBouncer } from './pgbouncer.ts';
+import { runRecorded } from '../reconcile/runs.ts';
+import { type PgBouncer, SERVICE_ROLE_POOL_MODES, startPgBouncer } from './pgbouncer.ts';
 
 let pgBouncer: PgBouncer;
 
@@ -103,5 +104,66 @@ describe('PgBouncer in transaction pooling', () => {
       url: 'postgres://u@h:6432/d?sslmode=disable',
       transactionPooled: true,
     });
+  });
+});
+
+describe('one PgBouncer, a pool mode per role (SERVICE_ROLE_POOL_MODES)', () => {
+  let perRole: PgBouncer;
+
+  beforeAll(async () => {
+    const upstream = new URL(adminUrl());
+    perRole = await startPgBouncer({
+      upstreamHost: upstream.hostname,
+      upstreamPort: Number(upstream.port || 5432),
+      port: await freePort(),
+      users: ['credana_indexer', 'credana_reconciliation', 'credana_hot_path'],
+      poolMode: 'transaction',
+      userPoolModes: SERVICE_ROLE_POOL_MODES,
+      poolSize: 2,
+    });
+  });
+
+  afterAll(async () => {
+    await perRole?.stop();
+  });
+
+  it('session-pools the lock-holding roles: one worker holds the chain lock, a second one through the same PgBouncer does not get it', async () => {
+    expect(perRole.url('credana_indexer', 'postgres')).not.toContain('pgbouncer=');
+    expect(perRole.url('credana_hot_path', 'postgres')).toContain('pgbouncer=transaction');
+    const first = createDatabase({ url: perRole.url('credana_indexer', 'postgres'), poolMax: 1 });
+    const second = createDatabase({ url: perRole.url('credana_indexer', 'postgres'), poolMax: 1 });
+    try {
+      const session = await tryExclusiveSession(first.sql, 7_431_098, 1);
+      expect(session).not.toBeNull();
+      // Under transaction pooling the second client could borrow the lock's server connection and take
+      // the lock again (re-entrant); under session pooling it has a server connection of its own.
+      expect(await tryExclusiveSession(second.sql, 7_431_098, 1)).toBeNull();
+      expect(await session?.held()).toBe(true);
+      await session?.release();
+      const after = await tryExclusiveSession(second.sql, 7_431_098, 1);
+      expect(after).not.toBeNull();
+      await after?.release();
+    } finally {
+      await first.close();
+      await second.close();
+    }
+  });
+
+  it('refuses a reconciliation run on a transaction-pooled client (its one-run-per-job lock is a session lock)', async () => {
+    const pooled = createDatabase({ url: perRole.url('credana_hot_path', 'postgres'), poolMax: 1 });
+    try {
+      await expect(
+        runRecorded({ sql: pooled.sql }, 'books', async () => ({
+          checked: 0,
+          findings: [],
+          repairs: 0,
+          cursor: null,
+        })),
+      ).rejects.toThrow(
+        /reconciliation runs take a session advisory lock: DATABASE_URL must be direct or session-pooled/,
+      );
+    } finally {
+      await pooled.close();
+    }
   });
 });

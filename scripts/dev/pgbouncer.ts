@@ -25,6 +25,30 @@ import { POOLED_URL_PARAM } from '../../shared/db/client.ts';
 
 export type PgBouncerPoolMode = 'transaction' | 'session';
 
+/**
+ * Every service role (drizzle/0001, 0002, 0007) and the pool mode it needs, as production routes it
+ * (deploy/pgbouncer/pgbouncer.ini, docs/ledger.md "Connection pooling"): session pooling for the roles
+ * whose services hold a session advisory lock for as long as they run (the indexer's, settlement
+ * worker's, liquidator's and audit anchorer's per-chain lock, `tryExclusiveSession`; one reconciliation
+ * run per job, scripts/reconcile/runs.ts) and for the withdrawal approval service (production's deploy
+ * files put it in the session pool), transaction pooling for the rest.
+ */
+export const SERVICE_ROLE_POOL_MODES = {
+  credana_hot_path: 'transaction',
+  credana_ledger_writer: 'transaction',
+  credana_supabase_sync: 'transaction',
+  credana_support_ro: 'transaction',
+  credana_withdrawals: 'session',
+  credana_indexer: 'session',
+  credana_settlement: 'session',
+  credana_liquidator: 'session',
+  credana_reconciliation: 'session',
+} as const satisfies Record<string, PgBouncerPoolMode>;
+
+export type ServiceRole = keyof typeof SERVICE_ROLE_POOL_MODES;
+
+export const SERVICE_ROLES = Object.keys(SERVICE_ROLE_POOL_MODES) as ServiceRole[];
+
 export interface PgBouncerOptions {
   /** The PostgreSQL server behind it. */
   upstreamHost: string;
@@ -34,26 +58,53 @@ export interface PgBouncerOptions {
   /** Roles that may log in (trust authentication: PgBouncer still needs each name in its auth file). */
   users: readonly string[];
   poolMode?: PgBouncerPoolMode;
+  /**
+   * Per-role pool modes that differ from `poolMode` (PgBouncer's `[users]` section): one PgBouncer
+   * can then serve the transaction-pooled services and the session-lock workers, as the two database
+   * names of deploy/pgbouncer/pgbouncer.ini do in production.
+   */
+  userPoolModes?: Readonly<Record<string, PgBouncerPoolMode>>;
   /** Server connections per database and role (PgBouncer's default_pool_size). */
   poolSize?: number;
   /** Client connections PgBouncer accepts in all. */
   clientConnectionsMax?: number;
+  /** Server connections per database in all roles (max_db_connections; 0 = no limit). */
+  databaseConnectionsMax?: number;
+  /** Its scheduling priority when started as root (nice; default -10, 0 = the starter's). */
+  nice?: number;
+  /** Seconds an unused server connection stays open (server_idle_timeout; PgBouncer's default 600). */
+  serverIdleTimeoutS?: number;
   /** The folder for its config, log and socket; a new temporary one when absent. */
   dir?: string;
+  /**
+   * Its own process group, so a terminal's Ctrl-C reaches only its starter, which stops it last
+   * (`npm run dev`), instead of PgBouncer shutting down while the services still drain.
+   */
+  detached?: boolean;
   startTimeoutMs?: number;
 }
 
 export interface PgBouncer {
   port: number;
   dir: string;
-  /** A URL through this PgBouncer, as `user`, to `database`, with the client settings pooling needs. */
+  /**
+   * A URL through this PgBouncer, as `user`, to `database`, with the client settings its pool mode
+   * needs (`?pgbouncer=transaction` when that user is transaction-pooled).
+   */
   url(user: string, database: string): string;
+  /** The pool mode `user` gets. */
+  poolModeOf(user: string): PgBouncerPoolMode;
   /** PgBouncer's log so far (for a test's failure message). */
   log(): string;
   stop(): Promise<void>;
 }
 
 const PGBOUNCER_BIN = '/usr/sbin/pgbouncer';
+
+/** Where PgBouncer writes its pid: a starter that was killed leaves PgBouncer running, and finds it here. */
+export function pgBouncerPidFile(dir: string): string {
+  return path.join(dir, 'pgbouncer.pid');
+}
 
 /** The ini file: one wildcard database entry, so every database of the upstream server is reachable. */
 export function pgBouncerIni(options: PgBouncerOptions & { dir: string }): string {
@@ -71,6 +122,10 @@ export function pgBouncerIni(options: PgBouncerOptions & { dir: string }): strin
     `pool_mode = ${options.poolMode ?? 'transaction'}`,
     `default_pool_size = ${options.poolSize ?? 20}`,
     `max_client_conn = ${options.clientConnectionsMax ?? 1_000}`,
+    `max_db_connections = ${options.databaseConnectionsMax ?? 0}`,
+    `server_idle_timeout = ${options.serverIdleTimeoutS ?? 600}`,
+    // A session-pooled client leaves nothing behind for the next one (its advisory locks, settings).
+    'server_reset_query = DISCARD ALL',
     // postgres.js sends statement_timeout as a startup parameter, which 1.18 cannot pass on; the
     // per-role setting (drizzle/0009) applies instead.
     'ignore_startup_parameters = extra_float_digits,statement_timeout',
@@ -78,10 +133,17 @@ export function pgBouncerIni(options: PgBouncerOptions & { dir: string }): strin
     'idle_transaction_timeout = 60',
     'server_login_retry = 1',
     `logfile = ${path.join(dir, 'pgbouncer.log')}`,
-    `pidfile = ${path.join(dir, 'pgbouncer.pid')}`,
+    `pidfile = ${pgBouncerPidFile(dir)}`,
     'admin_users = postgres',
     'stats_users = postgres',
     '',
+    ...(Object.keys(options.userPoolModes ?? {}).length === 0
+      ? []
+      : [
+          '[users]',
+          ...Object.entries(options.userPoolModes ?? {}).map(([user, mode]) => `${user} = pool_mode=${mode}`),
+          '',
+        ]),
   ].join('\n');
 }
 
@@ -108,10 +170,17 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<PgBounc
   writeFileSync(path.join(dir, 'userlist.txt'), options.users.map((user) => `"${user}" ""\n`).join(''));
   const asPostgres = process.getuid?.() === 0;
   if (asPostgres) execFileSync('chown', ['-R', 'postgres:postgres', dir]);
-  const [command, args]: [string, string[]] = asPostgres
+  const bin: [string, string[]] = asPostgres
     ? ['runuser', ['-u', 'postgres', '--', PGBOUNCER_BIN, ini]]
     : [PGBOUNCER_BIN, [ini]];
-  const child: ChildProcess = spawn(command, args, { stdio: 'ignore' });
+  // Every statement through PgBouncer wakes it twice (request, answer). On a machine with far more
+  // runnable processes than cores (the test suite on 2 cores), each wake-up waits its turn behind them,
+  // which added up to seconds per decision that rebuilds an account and turned approvals into
+  // timeouts. Production runs PgBouncer on cores of its own; here, as root, it runs at a higher
+  // priority (nice -10) so that it is scheduled promptly when it has work.
+  const [command, args]: [string, string[]] =
+    asPostgres && options.nice !== 0 ? ['nice', ['-n', String(options.nice ?? -10), ...bin.flat()]] : bin;
+  const child: ChildProcess = spawn(command, args, { stdio: 'ignore', detached: options.detached === true });
   let exited = false;
   const exit = new Promise<void>((resolve) => {
     child.once('exit', () => {
@@ -134,12 +203,15 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<PgBounc
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+  const poolModeOf = (user: string): PgBouncerPoolMode =>
+    options.userPoolModes?.[user] ?? options.poolMode ?? 'transaction';
   return {
     port: options.port,
     dir,
+    poolModeOf,
     url: (user, database) =>
       `postgres://${encodeURIComponent(user)}@127.0.0.1:${options.port}/${encodeURIComponent(database)}` +
-      ((options.poolMode ?? 'transaction') === 'transaction' ? `?${POOLED_URL_PARAM}=transaction` : ''),
+      (poolModeOf(user) === 'transaction' ? `?${POOLED_URL_PARAM}=transaction` : ''),
     log,
     async stop() {
       if (!exited) {

@@ -29,7 +29,7 @@ beforeAll(async () => {
   const { services } = world;
   writer = createLedgerWriter({
     redis: duplicateRedis(services.redis),
-    sql: services.database.sql,
+    sql: services.sqlFor('credana_ledger_writer'),
     prefix: services.prefix,
     consumer: 'dead-letter-test',
     batchMax: 50,

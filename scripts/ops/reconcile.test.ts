@@ -28,7 +28,8 @@ async function ops(...args: string[]) {
   const command = reconcileCommand({
     defaultActor: 'alice-ops',
     services: async () => ({
-      config: testConfig(services),
+      // An operator's command: the owner's connection, not a service role.
+      config: testConfig(services, {}, 'superuser'),
       database: services.database,
       redis: services.redis,
       logger: pino({ level: 'silent' }),

@@ -58,7 +58,7 @@ const summary = (findings: Finding[]) =>
 
 describe('books job', () => {
   it('finds nothing in books the writer kept', async () => {
-    const result = await runRecorded({ sql: services.database.sql }, 'books', booksJob());
+    const result = await runRecorded({ sql: services.sqlFor('credana_reconciliation') }, 'books', booksJob());
     expect(result.findings).toEqual([]);
     expect(result.status).toBe('ok');
     expect(result.checked).toBeGreaterThan(20);

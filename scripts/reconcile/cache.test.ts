@@ -64,7 +64,7 @@ function userIdInShard(shard: number): string {
 
 const run = (options: Partial<Parameters<typeof cacheJob>[0]> = {}, metrics = createReconcileMetrics()) =>
   runRecorded(
-    { sql: services.database.sql, metrics },
+    { sql: services.sqlFor('credana_reconciliation'), metrics },
     'cache',
     cacheJob({ redis: services.redis, prefix: services.prefix, ...options }),
   );

@@ -43,7 +43,7 @@ describe('chain job', () => {
     chainJob({ client: harness.publicClient, contracts: harness.contracts, usersPerBatch: 1 });
 
   it('agrees with a fresh index of the chain', async () => {
-    const result = await runRecorded({ sql: services.database.sql }, 'chain', job());
+    const result = await runRecorded({ sql: services.sqlFor('credana_reconciliation') }, 'chain', job());
     expect(result.findings).toEqual([]);
     expect(result.checked).toBe(2);
   });

@@ -17,7 +17,7 @@ let app: ReturnType<typeof createReconcileApp>;
 
 beforeAll(async () => {
   services = await setUpServices();
-  reconcile = createReconcileServices(testConfig(services));
+  reconcile = createReconcileServices(testConfig(services, {}, 'credana_reconciliation'));
   app = createReconcileApp({
     services: reconcile,
     receiver: createReceiver(CURRENT, NEXT),

@@ -4,12 +4,13 @@
  *
  * One run per job at a time: the runner holds a session advisory lock on a reserved connection for
  * the whole run, so a second scheduler (or a hand-run `npm run reconcile`) skips instead of racing.
+ * It therefore needs a session: a direct or session-pooled URL (a transaction-pooled one is refused).
  * A row left `running` by a crashed process is marked `failed` by the next run that gets the lock,
  * and its checkpointed cursor is where that run resumes.
  */
 
 import type { Logger } from '../../hot-path/ops/logger.ts';
-import type { Sql } from '../../shared/db/client.ts';
+import { isTransactionPooled, type Sql } from '../../shared/db/client.ts';
 import { limits } from './limits.ts';
 import type { ReconcileMetrics } from './metrics.ts';
 import type { Finding, JobContext, JobOutcome } from './types.ts';
@@ -64,6 +65,14 @@ export async function resumeCursor(sql: Sql, job: string): Promise<string | null
 export async function runRecorded(deps: RunnerDeps, job: string, fn: JobFunction): Promise<RunResult> {
   const { sql, metrics, logger } = deps;
   const now = deps.now ?? Date.now;
+  // Behind a transaction pooler the run's lock would stay on a pooled server connection after the run
+  // (and its unlock could run on another one): a second run borrowing that connection would take the
+  // lock again, re-entrantly, and both would run.
+  if (isTransactionPooled(sql)) {
+    throw new Error(
+      'reconciliation runs take a session advisory lock: DATABASE_URL must be direct or session-pooled, not ?pgbouncer=transaction',
+    );
+  }
   const reserved = await sql.reserve();
   try {
     const [lock] = await reserved<{ ok: boolean }[]>`

@@ -38,7 +38,11 @@ const TWO_FINDINGS = [
 
 function reconcileServices(nowMs: number): ReconcileServices {
   return createReconcileServices(
-    testConfig(services, { STRIPE_SECRET_KEY: API_KEY, STRIPE_API_URL: stripeServer.url }),
+    testConfig(
+      services,
+      { STRIPE_SECRET_KEY: API_KEY, STRIPE_API_URL: stripeServer.url },
+      'credana_reconciliation',
+    ),
     undefined,
     { now: () => nowMs },
   );
@@ -181,7 +185,7 @@ describe('stripe job from the API', () => {
   it('reads the period page by page and finds exactly the missing and the extra capture', async () => {
     stripeServer.requests.length = 0;
     const result = await runRecorded(
-      { sql: services.database.sql },
+      { sql: services.sqlFor('credana_reconciliation') },
       'stripe',
       stripeApiJob({ stripe: stripeClient(), period: { fromS: DAY_S, toS: DAY_S + 86_400 }, pageSize: 2 }),
     );
@@ -222,7 +226,7 @@ describe('stripe job from the API', () => {
     ];
     try {
       const result = await runRecorded(
-        { sql: services.database.sql },
+        { sql: services.sqlFor('credana_reconciliation') },
         'stripe',
         stripeApiJob({ stripe: stripeClient(), period: { fromS: DAY_S, toS: DAY_S + 86_400 } }),
       );

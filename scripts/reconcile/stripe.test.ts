@@ -61,7 +61,7 @@ describe('stripe job', () => {
       const transactions = readTransactionsExport(path.join(FIXTURES, file));
       expect(transactions).toHaveLength(5);
       const result = await runRecorded(
-        { sql: services.database.sql },
+        { sql: services.sqlFor('credana_reconciliation') },
         'stripe',
         stripeJob({ transactions, fromS: DAY_S, toS: DAY_S + 86_400 }),
       );
@@ -87,7 +87,7 @@ describe('stripe job', () => {
       t.id === 'ipi_1FixtureCaptureB' ? { ...t, amountCents: -801n } : t,
     );
     const result = await runRecorded(
-      { sql: services.database.sql },
+      { sql: services.sqlFor('credana_reconciliation') },
       'stripe',
       stripeJob({ transactions, fromS: DAY_S, toS: DAY_S + 86_400 }),
     );

@@ -291,7 +291,7 @@ describe('the Postgres fallback and cash withdrawals', () => {
       const event = authorizationRequest({ cardId, amountCents, ...(mcc === undefined ? {} : { mcc }) });
       return decideFromPostgres(
         {
-          sql: services.database.sql,
+          sql: services.sqlFor('credana_hot_path'),
           market: apps[0]!.market,
           settings: testConfig(services),
           now: Date.now,

@@ -31,7 +31,7 @@ beforeAll(async () => {
   bridgeSql = postgres(sb.url, { max: 3, onnotice: () => {} });
   bridge = createUserBridge({
     supabase: bridgeSql,
-    financial: services.database.sql,
+    financial: services.sqlFor('credana_supabase_sync'),
     redis: services.redis,
     redisPrefix: services.prefix,
     defaults: {

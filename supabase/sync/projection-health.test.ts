@@ -23,7 +23,7 @@ let round = 1;
 function projection(healthWarningBps?: number): ProjectionSync {
   return createProjectionSync({
     supabase: syncSql,
-    financial: fin,
+    financial: services.sqlFor('credana_supabase_sync'),
     limits: defaultSyncLimits,
     metrics: createSyncMetrics(),
     logger: { info() {}, warn() {}, error() {} },

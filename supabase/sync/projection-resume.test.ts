@@ -44,7 +44,7 @@ async function cursor() {
 function workerSync(batch: number, beforeCommit?: () => void) {
   return createProjectionSync({
     supabase: syncSql,
-    financial: services.database.sql,
+    financial: services.sqlFor('credana_supabase_sync'),
     limits: { ...defaultSyncLimits, projectionBatchMax: batch },
     metrics: createSyncMetrics(),
     logger: silent,
@@ -97,7 +97,7 @@ describe('crash and resume', () => {
       PATH: process.env['PATH'] ?? '',
       NODE_ENV: 'test',
       LOG_LEVEL: 'silent',
-      DATABASE_URL: services.databaseUrl,
+      DATABASE_URL: services.urlFor('credana_supabase_sync'),
       SUPABASE_DB_URL: sb.url,
       SUPABASE_SYNC_METRICS_PORT: '0',
       ...redisEnv(services),

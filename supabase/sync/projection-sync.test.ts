@@ -117,7 +117,7 @@ beforeAll(async () => {
   metrics = createSyncMetrics();
   sync = createProjectionSync({
     supabase: syncSql,
-    financial: fin,
+    financial: services.sqlFor('credana_supabase_sync'),
     limits: defaultSyncLimits,
     metrics,
     logger: { info() {}, warn() {}, error() {} },
@@ -420,7 +420,7 @@ describe('projection after a scripted sequence', () => {
     // incremental pass then sees nothing when time alone makes the price stale…
     const narrow = createProjectionSync({
       supabase: syncSql,
-      financial: fin,
+      financial: services.sqlFor('credana_supabase_sync'),
       limits: { ...defaultSyncLimits, projectionOverlapS: 1 },
       metrics,
       logger: { info() {}, warn() {}, error() {} },

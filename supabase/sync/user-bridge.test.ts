@@ -32,7 +32,7 @@ const bridges: UserBridge[] = [];
 function newBridge(): UserBridge {
   const bridge = createUserBridge({
     supabase: bridgeSql,
-    financial: services.database.sql,
+    financial: services.sqlFor('credana_supabase_sync'),
     redis: services.redis,
     redisPrefix: services.prefix,
     defaults: DEFAULTS,

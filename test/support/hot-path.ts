@@ -2,19 +2,27 @@
 
 import { createHotPath } from '../../hot-path/server.ts';
 import { type Config, loadConfig } from '../../shared/config.ts';
-import { redisEnv, setUpServices, type TestServices } from './db.ts';
+import { type ServiceRole, redisEnv, setUpServices, type TestServices } from './db.ts';
 import { seedAsset, WETH } from './fixtures.ts';
 import { sign, TEST_WEBHOOK_SECRET } from './stripe.ts';
 
+/**
+ * A test configuration on this file's database and Redis prefix. DATABASE_URL is `role`'s URL through
+ * the suite's PgBouncer (`services.urlFor`), or `services.databaseUrl` as given when `role` is
+ * `'superuser'` (operator tools, which run as the owner) or `services` has no `urlFor`; `extra`
+ * overrides anything.
+ */
 export function testConfig(
   services: Pick<TestServices, 'databaseUrl' | 'redisUrl' | 'prefix'> &
-    Partial<Pick<TestServices, 'redisClusterNodes'>>,
+    Partial<Pick<TestServices, 'redisClusterNodes' | 'urlFor'>>,
   extra: Record<string, string> = {},
+  role: ServiceRole | 'superuser' = 'credana_hot_path',
 ): Config {
   return loadConfig({
     NODE_ENV: 'test',
     LOG_LEVEL: 'silent',
-    DATABASE_URL: services.databaseUrl,
+    DATABASE_URL:
+      role === 'superuser' || services.urlFor === undefined ? services.databaseUrl : services.urlFor(role),
     ...redisEnv({ redisUrl: services.redisUrl, redisClusterNodes: services.redisClusterNodes ?? [] }),
     REDIS_KEY_PREFIX: services.prefix,
     STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
@@ -30,11 +38,12 @@ export function testConfig(
 
 export type HotPath = Awaited<ReturnType<typeof createHotPath>>;
 
+/** An in-process hot path as `credana_hot_path`, through the suite's PgBouncer (transaction pooling). */
 export async function startHotPath(
-  services: TestServices,
+  services: Pick<TestServices, 'databaseUrl' | 'redisUrl' | 'prefix' | 'urlFor'>,
   extra: Record<string, string> = {},
 ): Promise<HotPath> {
-  return createHotPath(testConfig(services, extra));
+  return createHotPath(testConfig(services, extra, 'credana_hot_path'));
 }
 
 export interface PostOptions {
