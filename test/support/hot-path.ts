@@ -2,7 +2,7 @@
 
 import { createHotPath } from '../../hot-path/server.ts';
 import { type Config, loadConfig } from '../../shared/config.ts';
-import { type ServiceRole, redisEnv, setUpServices, type TestServices } from './db.ts';
+import { redisEnv, type ServiceRole, setUpServices, type TestServices } from './db.ts';
 import { seedAsset, WETH } from './fixtures.ts';
 import { sign, TEST_WEBHOOK_SECRET } from './stripe.ts';
 
