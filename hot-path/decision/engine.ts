@@ -23,13 +23,14 @@ import { ensureAccount, holdingsFromAccount, utcDay } from '../../shared/redis/a
 import type { Redis } from '../../shared/redis/client.ts';
 import { ACCOUNT, unknownCardDecisionKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
 import type { Market } from '../../shared/redis/market.ts';
-import { runScript, runScriptAndWait } from '../../shared/redis/script.ts';
+import { runScript } from '../../shared/redis/script.ts';
 import { limits } from '../limits.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
 import { type CardOwners, createCardOwners } from './card-owners.ts';
 import { DeadlineError, withDeadline } from './deadline.ts';
 import { decideFromPostgres, type FallbackResult } from './postgres-fallback.ts';
 import { createRedisLease, type RedisLease } from './redis-lease.ts';
+import { createReplicaWaiter } from './replica-wait.ts';
 import { DECIDE, DECIDE_WITHOUT_USER, RELEASE_UNREPLICATED } from './scripts.ts';
 
 export interface DecisionOutcome {
@@ -133,6 +134,8 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
     deps.lease ?? createRedisLease({ sql, redis, prefix, leaseMs: settings.REDIS_DECIDER_LEASE_MS });
   const onRedisFailure = deps.onRedisFailure ?? (() => {});
   const waitReplicas = settings.REDIS_WAIT_REPLICAS;
+  const waiter =
+    waitReplicas > 0 ? createReplicaWaiter(redis, waitReplicas, settings.REDIS_WAIT_TIMEOUT_MS) : null;
   // Users (and cards) with a fallback of this process in flight, counted; see decideInRedis.
   const fallbacksInFlight = new Map<string, number>();
   const enter = (key: string) => fallbacksInFlight.set(key, (fallbacksInFlight.get(key) ?? 0) + 1);
@@ -310,22 +313,19 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
         (auth.request_history.length + 1) * 1e10 + event.created,
         limits.authorizationStateTtlS,
       ];
-      // With REDIS_WAIT_REPLICAS, the WAIT rides in the same pipeline (one round trip): it cannot know
-      // the answer yet, so declines wait too (bounded by REDIS_WAIT_TIMEOUT_MS), but only approvals
-      // depend on it.
-      const { reply, replicasAcked } =
-        waitReplicas > 0
-          ? await runScriptAndWait<DecideReply>(
-              redis,
-              DECIDE,
-              decideKeys,
-              decideArgs,
-              waitReplicas,
-              settings.REDIS_WAIT_TIMEOUT_MS,
-            )
-          : { reply: await runScript<DecideReply>(redis, DECIDE, decideKeys, decideArgs), replicasAcked: 0 };
+      const reply = await runScript<DecideReply>(redis, DECIDE, decideKeys, decideArgs);
       roundTrips++;
-      const acked = waitReplicas > 0 ? { replicasAcked } : {};
+      // With REDIS_WAIT_REPLICAS, an approval (new or replayed) is answered only once replicated: one
+      // WAIT after the reply, shared with the approvals of the same moment (replica-wait.ts). Declines
+      // do not wait.
+      const approvedReply =
+        (reply[0] === 'ok' && reply[1] === '1') || (reply[0] === 'dup' && reply[1].startsWith('1|'));
+      let replicasAcked = 0;
+      if (waiter !== null && approvedReply) {
+        replicasAcked = await waiter.acknowledged(keys.outbox);
+        roundTrips++;
+      }
+      const acked = waiter !== null && approvedReply ? { replicasAcked } : {};
       switch (reply[0]) {
         case 'ok': {
           const outcome: DecisionOutcome = {

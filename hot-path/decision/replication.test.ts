@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { utcDay } from '../../shared/redis/account.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
-import { runScriptAndWait } from '../../shared/redis/script.ts';
+import { runScript } from '../../shared/redis/script.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
@@ -17,6 +17,7 @@ import { type RedisServer, spawnService, startRedisServer } from '../../test/sup
 import { authorizationEvent, authorizationRequest, TEST_WEBHOOK_SECRET } from '../../test/support/stripe.ts';
 import { startTcpProxy, type TcpProxy } from '../../test/support/tcp-proxy.ts';
 import { waitForEmptyOutbox } from '../ledger-writer/testing.ts';
+import { createReplicaWaiter } from './replica-wait.ts';
 import { DECIDE } from './scripts.ts';
 
 const PRICE = 300_000_000_000n;
@@ -79,7 +80,12 @@ async function startPair(): Promise<Pair> {
   const primary = await startRedisServer();
   cleanups.push(() => primary.destroy());
   const link = await startTcpProxy(primary.port);
-  cleanups.push(() => link.close());
+  // A connection made while stalled waits unconnected and paused, and would keep close() waiting:
+  // resumed first, it connects (or fails) and closes.
+  cleanups.push(() => {
+    link.resume();
+    return link.close();
+  });
   const linkPort = new URL(link.url('redis')).port;
   const replica = await startRedisServer(['--replicaof', '127.0.0.1', linkPort]);
   const replicaPid = pidOf(replica);
@@ -186,7 +192,7 @@ async function swipe(hotPath: HotPath, user: { userId: string; cardId: string },
 }
 
 describe('approvals wait for a replica (REDIS_WAIT_REPLICAS)', () => {
-  it('with a healthy replica: each approval carries a WAIT in its one round trip, and the replica has the hold when it is answered', async () => {
+  it('with a healthy replica: each approval is followed by a WAIT (one more round trip, declines none), and the replica has the hold when it is answered', async () => {
     const pair = await startPair();
     const hotPath = await hotPathOn(pair.services, WAIT_ON);
     const user = await seedRichUser(pair.services);
@@ -204,7 +210,12 @@ describe('approvals wait for a replica (REDIS_WAIT_REPLICAS)', () => {
       expect(await pair.replicaRedis.hget(keys.holds, s.authorizationId)).toBe(String(100 + i));
       expect(await pair.replicaRedis.hget(keys.account, 'hold')).toBe(String(held));
     }
-    expect((await counter(hotPath, 'redisRoundTrips')) - tripsBefore).toBe(20);
+    expect((await counter(hotPath, 'redisRoundTrips')) - tripsBefore).toBe(40);
+    expect((await waitCalls(pair.primaryRedis)) - waitsBefore).toBe(20);
+    // A decline waits for nothing: one round trip, no WAIT.
+    const declined = await swipe(hotPath, user, 2_000_000);
+    expect(declined.swipe).toMatchObject({ approved: false, reason: 'insufficient_credit' });
+    expect((await counter(hotPath, 'redisRoundTrips')) - tripsBefore).toBe(41);
     expect((await waitCalls(pair.primaryRedis)) - waitsBefore).toBe(20);
   });
 
@@ -275,16 +286,15 @@ describe('approvals wait for a replica (REDIS_WAIT_REPLICAS)', () => {
     await other.set(decisionKey, '1|500|approved|dec_first', 'EX', 3600);
     const decideKeys = [keys.account, keys.cards, keys.holds, keys.holdExpiries, decisionKey];
     decideKeys.push(keys.daySpend('20260101'), keys.velocity, keys.outbox, keys.authState('iauth_x'));
-    const { reply, replicasAcked } = await runScriptAndWait<string[]>(
+    const reply = await runScript<string[]>(
       pair.primaryRedis,
       DECIDE,
       decideKeys,
       Array.from({ length: 17 }, () => '0'),
-      1,
-      100,
     );
     expect(reply).toEqual(['dup', '1|500|approved|dec_first']);
-    expect(replicasAcked).toBe(0);
+    const waiter = createReplicaWaiter(pair.primaryRedis, 1, 100);
+    expect(await waiter.acknowledged(keys.outbox)).toBe(0);
     expect(await pair.primaryRedis.ttl(decisionKey)).toBeGreaterThan(3000);
   });
 

@@ -44,35 +44,3 @@ export async function runScript<T>(
 export async function loadScripts(redis: Redis, scripts: readonly LuaScript[]): Promise<void> {
   await Promise.all(scripts.map((script) => redis.script('LOAD', script.lua)));
 }
-
-/**
- * Runs `script` like runScript and, in the same pipeline (one round trip), `WAIT replicas timeoutMs`:
- * how many replicas acknowledged every write this connection made up to and including the script's.
- * On a Redis Cluster the pipeline goes to the node of the script's keys' slot (ioredis routes a
- * pipeline by its keyed commands; WAIT has none), so the WAIT counts that node's replicas. A WAIT that
- * fails (e.g. sent to a replica) counts as 0 acknowledgements. A script error is thrown as runScript's.
- */
-export async function runScriptAndWait<T>(
-  redis: Redis,
-  script: LuaScript,
-  keys: readonly string[],
-  args: readonly (string | number)[],
-  replicas: number,
-  timeoutMs: number,
-): Promise<{ reply: T; replicasAcked: number }> {
-  const send = async (withText: boolean) => {
-    const pipeline = redis.pipeline();
-    if (withText) pipeline.eval(script.lua, keys.length, ...keys, ...args);
-    else pipeline.evalsha(script.sha, keys.length, ...keys, ...args);
-    pipeline.call('WAIT', replicas, timeoutMs);
-    const results = await pipeline.exec();
-    if (results === null || results.length !== 2) throw new Error('the pipeline was discarded');
-    return results as [[Error | null, unknown], [Error | null, unknown]];
-  };
-  let [[scriptError, reply], [waitError, acked]] = await send(false);
-  if (scriptError !== null && String(scriptError.message).startsWith('NOSCRIPT')) {
-    [[scriptError, reply], [waitError, acked]] = await send(true);
-  }
-  if (scriptError !== null) throw scriptError;
-  return { reply: reply as T, replicasAcked: waitError === null ? Number(acked) : 0 };
-}
