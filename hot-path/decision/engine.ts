@@ -11,6 +11,9 @@
  * failed attempt the process decides from Postgres, fenced against the processes still deciding from
  * Redis, until it has caught up (redis-lease.ts). If the fallback fails too the answer is a decline with
  * `system_unavailable`. A hold is never granted without being stored.
+ * With REDIS_WAIT_REPLICAS, an approval is answered only once that many replicas acknowledged it (a WAIT
+ * after the reply, shared by the approvals of the moment: replica-wait.ts); otherwise it is withdrawn
+ * (RELEASE_UNREPLICATED) and the answer is a decline `replication_unconfirmed`.
  */
 import { randomFillSync } from 'node:crypto';
 import type { Config } from '../../shared/config.ts';
