@@ -14,7 +14,7 @@ import { createApp } from './app.ts';
 import { createCardOwners } from './decision/card-owners.ts';
 import { createDecisionEngine } from './decision/engine.ts';
 import { createRedisLease } from './decision/redis-lease.ts';
-import { ADOPT_FALLBACK, DECIDE, DECIDE_WITHOUT_USER } from './decision/scripts.ts';
+import { ADOPT_FALLBACK, DECIDE, DECIDE_WITHOUT_USER, RELEASE_UNREPLICATED } from './decision/scripts.ts';
 import { createLifecycle } from './lifecycle/apply.ts';
 import { assertLimits, limits } from './limits.ts';
 import { createInternalApp } from './ops/internal-app.ts';
@@ -52,9 +52,11 @@ export async function createHotPath(config: Config) {
   //   fallback's first transactions find them open too. A Postgres that is down does not stop the hot
   //   path (it decides from Redis): this waits 1 s at most.
   await Promise.all([
-    loadScripts(redis, [DECIDE, DECIDE_WITHOUT_USER, ADOPT_FALLBACK]).catch((error: unknown) => {
-      logger.warn({ err: String(error) }, 'decision scripts not preloaded; their first calls load them');
-    }),
+    loadScripts(redis, [DECIDE, DECIDE_WITHOUT_USER, ADOPT_FALLBACK, RELEASE_UNREPLICATED]).catch(
+      (error: unknown) => {
+        logger.warn({ err: String(error) }, 'decision scripts not preloaded; their first calls load them');
+      },
+    ),
     Promise.race([
       openConnections(database.sql, Math.min(config.DATABASE_POOL_MAX, limits.postgresConnectionsAtStart)),
       new Promise((resolve) => setTimeout(resolve, 1_000)),

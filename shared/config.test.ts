@@ -541,4 +541,34 @@ describe('chain confirmations', () => {
     expect(analyticsHistory(config)).toEqual({ compressAfterDays: 7, retentionDays: 90 });
     expect(analyticsHistory(loadConfig(dev))).toEqual({ compressAfterDays: 30, retentionDays: 730 });
   });
+  it('keeps the replica WAIT inside the Redis budget and below the command timeout, and off by default', () => {
+    expect(loadConfig(dev)).toMatchObject({ REDIS_WAIT_REPLICAS: 0, REDIS_WAIT_TIMEOUT_MS: 50 });
+    expect(
+      configError({
+        ...dev,
+        REDIS_WAIT_REPLICAS: '1',
+        REDIS_WAIT_TIMEOUT_MS: '126',
+        REDIS_DECISION_BUDGET_MS: '250',
+      }).message,
+    ).toBe(
+      'config: REDIS_WAIT_TIMEOUT_MS is invalid: must be at most half of REDIS_DECISION_BUDGET_MS (250)',
+    );
+    expect(
+      configError({
+        ...dev,
+        REDIS_WAIT_REPLICAS: '1',
+        REDIS_WAIT_TIMEOUT_MS: '100',
+        REDIS_COMMAND_TIMEOUT_MS: '100',
+      }).message,
+    ).toBe('config: REDIS_WAIT_TIMEOUT_MS is invalid: must be below REDIS_COMMAND_TIMEOUT_MS (100)');
+    expect(configError({ ...dev, REDIS_WAIT_REPLICAS: '-1' }).message).toMatch(
+      /^config: REDIS_WAIT_REPLICAS is invalid/,
+    );
+    // Off, the timeout is not used and not held to the budget.
+    expect(loadConfig({ ...dev, REDIS_WAIT_TIMEOUT_MS: '900' }).REDIS_WAIT_TIMEOUT_MS).toBe(900);
+    expect(loadConfig({ ...dev, REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '125' })).toMatchObject({
+      REDIS_WAIT_REPLICAS: 1,
+      REDIS_WAIT_TIMEOUT_MS: 125,
+    });
+  });
 });

@@ -173,6 +173,13 @@ const schema = z.object({
   // The weakest AOF fsync policy the hot path and the ledger writer accept from Redis in production
   // (shared/redis/durability.ts; docs/operations.md says why `always` is the default).
   REDIS_REQUIRED_APPENDFSYNC: z.enum(['always', 'everysec']).default('always'),
+  // An approval is answered only once this many replicas acknowledged it (WAIT, pipelined with the
+  // decision); fewer → declined `replication_unconfirmed` and its hold released. 0 = off (no WAIT).
+  // docs/hot-path.md "Replication".
+  REDIS_WAIT_REPLICAS: integer(0, 16).default(0),
+  // How long that WAIT may block; at most half of REDIS_DECISION_BUDGET_MS and below
+  // REDIS_COMMAND_TIMEOUT_MS, so the release after a shortfall still fits the Redis attempt.
+  REDIS_WAIT_TIMEOUT_MS: integer(1, 950).default(50),
 
   HOT_PATH_HOST: z.string().default('127.0.0.1'),
   HOT_PATH_PORT: integer(0, 65_535).default(8787),
@@ -428,6 +435,22 @@ const refined = schema.superRefine((value, ctx) => {
         path: ['BACKUP_CIPHER_PASS'],
         message:
           'is required with BACKUP_REPO_TYPE=s3 in production (the repository is encrypted client side)',
+      });
+    }
+  }
+  if (value.REDIS_WAIT_REPLICAS > 0) {
+    if (value.REDIS_WAIT_TIMEOUT_MS * 2 > value.REDIS_DECISION_BUDGET_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['REDIS_WAIT_TIMEOUT_MS'],
+        message: `must be at most half of REDIS_DECISION_BUDGET_MS (${value.REDIS_DECISION_BUDGET_MS})`,
+      });
+    }
+    if (value.REDIS_WAIT_TIMEOUT_MS >= value.REDIS_COMMAND_TIMEOUT_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['REDIS_WAIT_TIMEOUT_MS'],
+        message: `must be below REDIS_COMMAND_TIMEOUT_MS (${value.REDIS_COMMAND_TIMEOUT_MS})`,
       });
     }
   }

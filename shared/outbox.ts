@@ -83,6 +83,8 @@ export const DECLINE_REASONS = [
   'fallback_limit',
   'invalid_request',
   'system_unavailable',
+  // An approval no replica confirmed in time (REDIS_WAIT_REPLICAS): withdrawn, its hold released.
+  'replication_unconfirmed',
 ] as const;
 export type DeclineReason = (typeof DECLINE_REASONS)[number];
 export const APPROVE_REASONS = ['approved', 'partial'] as const;

@@ -11,13 +11,16 @@
  * failed attempt the process decides from Postgres, fenced against the processes still deciding from
  * Redis, until it has caught up (redis-lease.ts). If the fallback fails too the answer is a decline with
  * `system_unavailable`. A hold is never granted without being stored.
+ * With REDIS_WAIT_REPLICAS, an approval is answered only once that many replicas acknowledged it (a WAIT
+ * after the reply, shared by the approvals of the moment: replica-wait.ts); otherwise it is withdrawn
+ * (RELEASE_UNREPLICATED) and the answer is a decline `replication_unconfirmed`.
  */
 import { randomFillSync } from 'node:crypto';
 import type { Config } from '../../shared/config.ts';
 import { globallyBlockedMccs } from '../../shared/controls/cash-policy.ts';
 import { borrowPower, type CollateralHolding } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
-import type { DecisionReason, DecisionRecord } from '../../shared/outbox.ts';
+import type { DecisionReason, DecisionRecord, LifecycleRecord } from '../../shared/outbox.ts';
 import { holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
 import { ensureAccount, holdingsFromAccount, utcDay } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
@@ -30,7 +33,8 @@ import { type CardOwners, createCardOwners } from './card-owners.ts';
 import { DeadlineError, withDeadline } from './deadline.ts';
 import { decideFromPostgres, type FallbackResult } from './postgres-fallback.ts';
 import { createRedisLease, type RedisLease } from './redis-lease.ts';
-import { DECIDE, DECIDE_WITHOUT_USER } from './scripts.ts';
+import { createReplicaWaiter } from './replica-wait.ts';
+import { DECIDE, DECIDE_WITHOUT_USER, RELEASE_UNREPLICATED } from './scripts.ts';
 
 export interface DecisionOutcome {
   approved: boolean;
@@ -43,6 +47,8 @@ export interface DecisionOutcome {
   replay: boolean;
   /** True when the fallback declined because another process decides from Redis (redis-lease.ts). */
   fenced?: boolean;
+  /** Replicas that acknowledged the decision (WAIT), when REDIS_WAIT_REPLICAS > 0 and Redis decided. */
+  replicasAcked?: number;
   redisRoundTrips: number;
 }
 
@@ -58,6 +64,8 @@ export type DecisionSettings = Pick<
   | 'REDIS_DECISION_BUDGET_MS'
   | 'REDIS_DECIDER_LEASE_MS'
   | 'FALLBACK_GRANT_CENTS_MAX'
+  | 'REDIS_WAIT_REPLICAS'
+  | 'REDIS_WAIT_TIMEOUT_MS'
 >;
 
 export interface DecisionEngineDeps {
@@ -95,6 +103,12 @@ export function newDecisionId(nowMs: number): string {
   return `dec_${nowMs.toString(36)}${randomPool.toString('hex', randomAt - 8, randomAt)}`;
 }
 
+/** The decision's time, from its id (newDecisionId): the UTC day whose spend it counted in. */
+function decidedAtOf(decisionId: string, fallbackMs: number): number {
+  const ms = Number.parseInt(decisionId.slice(4, -16), 36);
+  return Number.isSafeInteger(ms) && ms > 0 ? ms : fallbackMs;
+}
+
 function parseStored(
   stored: string,
 ): Pick<DecisionOutcome, 'approved' | 'amountCents' | 'reason' | 'decisionId'> {
@@ -122,6 +136,9 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
   const lease =
     deps.lease ?? createRedisLease({ sql, redis, prefix, leaseMs: settings.REDIS_DECIDER_LEASE_MS });
   const onRedisFailure = deps.onRedisFailure ?? (() => {});
+  const waitReplicas = settings.REDIS_WAIT_REPLICAS;
+  const waiter =
+    waitReplicas > 0 ? createReplicaWaiter(redis, waitReplicas, settings.REDIS_WAIT_TIMEOUT_MS) : null;
   // Users (and cards) with a fallback of this process in flight, counted; see decideInRedis.
   const fallbacksInFlight = new Map<string, number>();
   const enter = (key: string) => fallbacksInFlight.set(key, (fallbacksInFlight.get(key) ?? 0) + 1);
@@ -268,45 +285,53 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       const capCents = limit < power.borrowPowerCents ? limit : power.borrowPowerCents;
       const record = baseRecord(event, rawBody, userId, decisionId, decidedAtMs, startedAtMs, 'redis');
       stillOn();
-      const reply = await runScript<DecideReply>(
-        redis,
-        DECIDE,
-        [
-          keys.account,
-          keys.cards,
-          keys.holds,
-          keys.holdExpiries,
-          keys.decision(event.id),
-          keys.daySpend(utcDay(decidedAtMs)),
-          keys.velocity,
-          keys.outbox,
-          keys.authState(auth.id),
-        ],
-        [
-          version,
-          auth.card.id,
-          auth.id,
-          amount.toString(),
-          auth.pending_request.is_amount_controllable ? '1' : '0',
-          mcc,
-          decidedAtMs,
-          capCents.toString(),
-          power.staleAssetIds.length > 0 ? '1' : '0',
-          settings.VELOCITY_LIMIT_PER_MIN,
-          blocked.has(mcc) ? '1' : '0',
-          decisionId,
-          record.holdExpiresAtMs,
-          limits.decisionTtlS,
-          JSON.stringify(record),
-          // The authorization's version after this decision: one more request than it had.
-          (auth.request_history.length + 1) * 1e10 + event.created,
-          limits.authorizationStateTtlS,
-        ],
-      );
+      const decideKeys = [
+        keys.account,
+        keys.cards,
+        keys.holds,
+        keys.holdExpiries,
+        keys.decision(event.id),
+        keys.daySpend(utcDay(decidedAtMs)),
+        keys.velocity,
+        keys.outbox,
+        keys.authState(auth.id),
+      ];
+      const decideArgs = [
+        version,
+        auth.card.id,
+        auth.id,
+        amount.toString(),
+        auth.pending_request.is_amount_controllable ? '1' : '0',
+        mcc,
+        decidedAtMs,
+        capCents.toString(),
+        power.staleAssetIds.length > 0 ? '1' : '0',
+        settings.VELOCITY_LIMIT_PER_MIN,
+        blocked.has(mcc) ? '1' : '0',
+        decisionId,
+        record.holdExpiresAtMs,
+        limits.decisionTtlS,
+        JSON.stringify(record),
+        // The authorization's version after this decision: one more request than it had.
+        (auth.request_history.length + 1) * 1e10 + event.created,
+        limits.authorizationStateTtlS,
+      ];
+      const reply = await runScript<DecideReply>(redis, DECIDE, decideKeys, decideArgs);
       roundTrips++;
+      // With REDIS_WAIT_REPLICAS, an approval (new or replayed) is answered only once replicated: one
+      // WAIT after the reply, shared with the approvals of the same moment (replica-wait.ts). Declines
+      // do not wait.
+      const approvedReply =
+        (reply[0] === 'ok' && reply[1] === '1') || (reply[0] === 'dup' && reply[1].startsWith('1|'));
+      let replicasAcked = 0;
+      if (waiter !== null && approvedReply) {
+        replicasAcked = await waiter.acknowledged(keys.outbox);
+        roundTrips++;
+      }
+      const acked = waiter !== null && approvedReply ? { replicasAcked } : {};
       switch (reply[0]) {
-        case 'ok':
-          return {
+        case 'ok': {
+          const outcome: DecisionOutcome = {
             approved: reply[1] === '1',
             amountCents: BigInt(reply[2]),
             reason: reply[3],
@@ -314,9 +339,26 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
             source: 'redis',
             replay: false,
             redisRoundTrips: roundTrips,
+            ...acked,
           };
-        case 'dup':
-          return { ...parseStored(reply[1]), source: 'redis', replay: true, redisRoundTrips: roundTrips };
+          if (!outcome.approved || replicasAcked >= waitReplicas) return outcome;
+          stillOn();
+          return withdraw(event, userId, `1|${reply[2]}|${reply[3]}|${decisionId}`, outcome, decidedAtMs);
+        }
+        case 'dup': {
+          // A replay answers the stored first answer; an approval among them only once replicated too
+          // (the first attempt may have died between its script and its WAIT).
+          const outcome: DecisionOutcome = {
+            ...parseStored(reply[1]),
+            source: 'redis',
+            replay: true,
+            redisRoundTrips: roundTrips,
+            ...acked,
+          };
+          if (!outcome.approved || replicasAcked >= waitReplicas) return outcome;
+          stillOn();
+          return withdraw(event, userId, reply[1], outcome, decidedAtOf(outcome.decisionId, decidedAtMs));
+        }
         case 'missing':
         case 'changed':
           // The snapshot is out of date (collateral, limit or card controls changed, or the cache was
@@ -334,6 +376,79 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       source: 'none',
       replay: false,
       redisRoundTrips: roundTrips,
+    };
+  }
+
+  /**
+   * An approval that fewer than REDIS_WAIT_REPLICAS replicas acknowledged: a failover now would lose
+   * it, so it is not answered. Its hold is released and the answer stored as a decline
+   * (RELEASE_UNREPLICATED), with a lifecycle record so Postgres books the decision and its release.
+   * If the release fails, the answer is still a decline (the caller falls back, and the fallback's
+   * adoption supersedes the stored approval), so an unreplicated approval is never answered.
+   */
+  async function withdraw(
+    event: AuthorizationRequestEvent,
+    userId: string,
+    stored: string,
+    outcome: DecisionOutcome,
+    decidedAtMs: number,
+  ): Promise<DecisionOutcome> {
+    const auth = event.data.object;
+    const keys = userKeys(prefix, userId);
+    const eventId = `unreplicated:${event.id}`;
+    const mcc = auth.merchant_data.category_code;
+    const incremental = auth.request_history.length > 0;
+    const record: LifecycleRecord = {
+      kind: 'lifecycle',
+      eventId,
+      eventType: 'credana.replication_unconfirmed',
+      eventCreatedS: Math.floor(now() / 1000),
+      userId,
+      cardId: auth.card.id,
+      authorizationId: auth.id,
+      transactionId: null,
+      holdDeltaCents: '0',
+      unsettledDeltaCents: '0',
+      capturedDeltaCents: '0',
+      // What Stripe will say of a first request we declined; an incremental one leaves the
+      // authorization as it was (only this request's grant is withdrawn).
+      authorization: incremental
+        ? null
+        : {
+            status: 'closed',
+            approved: false,
+            amountCents: '0',
+            merchantCategoryCode: mcc,
+            merchantName: auth.merchant_data.name ?? null,
+            createdS: auth.created,
+          },
+      transactionType: null,
+      event: JSON.stringify({
+        id: eventId,
+        type: 'credana.replication_unconfirmed',
+        authorization: auth.id,
+        decision: outcome.decisionId,
+      }),
+    };
+    await runScript(
+      redis,
+      RELEASE_UNREPLICATED,
+      [
+        keys.account,
+        keys.holds,
+        keys.holdExpiries,
+        keys.decision(event.id),
+        keys.daySpend(utcDay(decidedAtMs)),
+        keys.outbox,
+      ],
+      [stored, auth.id, JSON.stringify(record)],
+    );
+    return {
+      ...outcome,
+      approved: false,
+      amountCents: 0n,
+      reason: 'replication_unconfirmed',
+      redisRoundTrips: outcome.redisRoundTrips + 1,
     };
   }
 

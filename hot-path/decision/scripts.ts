@@ -20,7 +20,12 @@ import { luaScript } from '../../shared/redis/script.ts';
  */
 export const DECIDE = luaScript(`
 local prior = redis.call('GET', KEYS[5])
-if prior then return {'dup', prior} end
+if prior then
+  -- A replayed approval is rewritten as it is, so this connection's WAIT (REDIS_WAIT_REPLICAS) covers
+  -- the first decision too: WAIT counts acknowledgements of the connection's own last write.
+  if string.sub(prior, 1, 2) == '1|' then redis.call('SET', KEYS[5], prior, 'KEEPTTL') end
+  return {'dup', prior}
+end
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return {'missing'} end
 if v ~= ARGV[1] then return {'changed', v} end
@@ -148,4 +153,46 @@ if prior then return {'dup', prior} end
 redis.call('XADD', KEYS[2], '*', 'r', ARGV[2], 'ok', '0', 'amt', '0', 'why', ARGV[4])
 redis.call('SET', KEYS[1], '0|0|' .. ARGV[4] .. '|' .. ARGV[1], 'EX', tonumber(ARGV[3]))
 return {'ok', '0', '0', ARGV[4]}
+`);
+
+/**
+ * Withdraws an approval whose replication was not confirmed (REDIS_WAIT_REPLICAS, engine.ts): the
+ * stored answer becomes a decline `replication_unconfirmed` (same decision id, its TTL kept), the hold
+ * it granted is released (at most what the authorization still holds) and a lifecycle record with the
+ * exact release goes to the outbox, so the ledger writer books the decision and then its release and
+ * Postgres ends where Stripe was told. Idempotent: it acts only on the stored answer it is given (an
+ * approval); anything else stored — already withdrawn, superseded by the fallback — is left alone.
+ * Returns {'released', cents} | {'kept', stored} | {'gone'}.
+ * KEYS: 1 account, 2 holds, 3 holdExpiries, 4 decision, 5 daySpend (of the decision's day), 6 outbox
+ * ARGV: 1 stored answer expected (approval), 2 authorizationId, 3 lifecycle record
+ */
+export const RELEASE_UNREPLICATED = luaScript(`
+local prior = redis.call('GET', KEYS[4])
+if not prior then return {'gone'} end
+if prior ~= ARGV[1] then return {'kept', prior} end
+local granted, id = string.match(prior, '^1|(%d+)|[^|]*|(.*)$')
+if not granted then return {'kept', prior} end
+redis.call('SET', KEYS[4], '0|0|replication_unconfirmed|' .. id, 'KEEPTTL')
+local g = tonumber(granted)
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+local d = g
+if held < d then d = held end
+if d < 0 then d = 0 end
+local t = string.format('%.0f', d)
+if d > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'hold', '-' .. t)
+  local left = redis.call('HINCRBY', KEYS[2], ARGV[2], '-' .. t)
+  if left <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[2])
+    redis.call('ZREM', KEYS[3], ARGV[2])
+  end
+else
+  d = 0
+  t = '0'
+end
+if g > 0 and redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('DECRBY', KEYS[5], granted)
+end
+redis.call('XADD', KEYS[6], '*', 'r', ARGV[3], 'hd', d > 0 and ('-' .. t) or '0', 'ud', '0', 'cd', '0')
+return {'released', t}
 `);

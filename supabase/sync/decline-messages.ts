@@ -18,6 +18,7 @@ export const DECLINE_MESSAGES: Record<DeclineReason, string> = {
   fallback_limit: 'We could not approve this payment just now. Try again in a moment.',
   invalid_request: 'This payment could not be processed. Try again or contact support.',
   system_unavailable: 'We could not approve this payment just now. Try again in a moment.',
+  replication_unconfirmed: 'We could not approve this payment just now. Try again in a moment.',
 };
 
 export const DECLINE_MESSAGE_FALLBACK = 'This payment was declined. Contact support if it keeps happening.';
