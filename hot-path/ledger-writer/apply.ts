@@ -591,8 +591,10 @@ async function applyMoney(
  * event the fallback decided under another id, Postgres follows Redis: the hold moves by the difference
  * (ref `hold:<eventId>:redis`, once), and the event's decision row and the authorization take Redis's
  * decision. What the fallback decided stays in its audit row, its `fallback_decisions` row and this
- * writer's audit row (`authorization.decision_superseded`). (A late Redis attempt of the fallback's own request has the same decision id: the adoption
- * replaced it by the fallback's answer in Redis — 'superseded' — and it is never booked.)
+ * writer's audit row (`authorization.decision_superseded`). (A late Redis attempt of the fallback's own
+ * request has the same decision id: the adoption replaced it by the fallback's answer in Redis —
+ * 'superseded' — and it is never booked. A fallback row of another user — the card changed hands in
+ * between — is left alone: its hold is not this user's.)
  * Returns the audit rows of the decisions replaced (empty in the usual case: re-delivered entries).
  */
 async function supersedeFallbackDecisions(
@@ -600,14 +602,21 @@ async function supersedeFallbackDecisions(
   candidates: (ParsedEntry & { item: DecisionItem })[],
 ): Promise<AuditInput[]> {
   if (candidates.length === 0) return [];
-  const fallbackRows = await tx<{ id: string; event_id: string; approved_cents: string }[]>`
-    select id, event_id, approved_cents::text from decisions
+  const fallbackRows = await tx<
+    { id: string; event_id: string; user_id: string | null; approved_cents: string }[]
+  >`
+    select id, event_id, user_id, approved_cents::text from decisions
     where event_id = any(${candidates.map((entry) => entry.item.record.eventId)}::text[]) and source = 'postgres'`;
   const fallbackByEvent = new Map(fallbackRows.map((row) => [row.event_id, row]));
   const replaced = candidates
     .flatMap((entry) => {
       const fallback = fallbackByEvent.get(entry.item.record.eventId);
-      if (fallback === undefined || fallback.id === entry.item.record.decisionId) return [];
+      if (
+        fallback === undefined ||
+        fallback.id === entry.item.record.decisionId ||
+        fallback.user_id !== entry.item.record.userId
+      )
+        return [];
       return [
         {
           item: entry.item,
