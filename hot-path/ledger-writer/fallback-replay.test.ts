@@ -6,6 +6,7 @@
 // captures against the first approval, and the writer drains: Postgres books the capture (no dead
 // letter) and ends equal to Redis. Real hot path, Redis, Postgres and ledger writer.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDatabase } from '../../shared/db/client.ts';
 import { duplicateRedis } from '../../shared/redis/client.ts';
 import { deadLetterKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
@@ -32,13 +33,19 @@ import { createLedgerWriter } from './writer.ts';
 let world: HotPathWorld;
 let services: TestServices;
 let hotPath: HotPath;
+/** The writer's own role: its grants are part of what is under test (migration 0016). */
+let writerDb: ReturnType<typeof createDatabase>;
 
 beforeAll(async () => {
   world = await setUpHotPathWorld({ VELOCITY_LIMIT_PER_MIN: '1000' });
   ({ services, hotPath } = world);
+  const url = new URL(services.databaseUrl);
+  url.username = 'credana_ledger_writer';
+  writerDb = createDatabase({ url: url.toString(), poolMax: 4, applicationName: 'fallback-replay-test' });
 });
 
 afterAll(async () => {
+  await writerDb?.close();
   await world?.close();
 });
 
@@ -141,7 +148,7 @@ async function replayDecidedByFallback(o: {
   });
   const writer = createLedgerWriter({
     redis: duplicateRedis(services.redis),
-    sql,
+    sql: writerDb.sql,
     prefix: services.prefix,
     consumer: 'fallback-replay-test',
     batchMax: 50,
@@ -237,7 +244,7 @@ describe('a replay decided by the fallback after Redis answered', () => {
 
     // Delivered again (a writer restarted before its acknowledgement): nothing moves twice.
     expect(delivered.map((e) => e.item.kind)).toEqual(['decision', 'lifecycle', 'lifecycle']);
-    expect(await applyBatch(sql, delivered)).toEqual({ applied: 0, duplicates: 3 });
+    expect(await applyBatch(writerDb.sql, delivered)).toEqual({ applied: 0, duplicates: 3 });
     expect(await conservationProblems(sql, services.redis, services.prefix, [userId])).toEqual([]);
     const [again] = await sql<{ n: number }[]>`select count(*)::int as n from audit_log
       where action = 'authorization.decision_superseded' and entity_id = ${authorizationId}`;
