@@ -554,6 +554,19 @@ async function applyMoney(
     if (transfer !== undefined) return newRefs.has(transfer.ref);
     return newDecisions.has(entry.item.record.eventId);
   });
+  // Before this batch's amounts: its lifecycle entries were computed in Redis against the decision
+  // that replaces the fallback's here.
+  const superseding = await supersedeFallbackDecisions(
+    tx,
+    money.filter(
+      (entry): entry is ParsedEntry & { item: DecisionItem } =>
+        entry.item.kind === 'decision' &&
+        entry.item.record.source === 'redis' &&
+        entry.item.record.userId !== null &&
+        !newDecisions.has(entry.item.record.eventId) &&
+        !applied.includes(entry),
+    ),
+  );
 
   await Promise.all([
     applyCreditAccounts(tx, applied),
@@ -561,8 +574,158 @@ async function applyMoney(
   ]);
   // Last: the audit insert locks the chain head until COMMIT, so holding it as briefly as possible
   // serialises concurrent writers only at their very end.
-  await insertAudit(tx, applied.filter((entry) => transfers.has(keyOf(entry))).map(auditOf));
-  return applied.length;
+  await insertAudit(tx, [
+    ...applied.filter((entry) => transfers.has(keyOf(entry))).map(auditOf),
+    ...superseding,
+  ]);
+  return applied.length + superseding.length;
+}
+
+/**
+ * One answer per request (docs/chaos.md, bug 3). A replay of a request Redis had answered can reach a
+ * process cut off from Redis before the ledger writer has written Redis's decision to Postgres; its
+ * fallback then finds no decision and decides afresh, under its own decision id, and takes the event's
+ * decision row and hold ref first. Redis keeps its own stored answer (ADOPT_FALLBACK leaves an answer
+ * under another decision id as it is: 'known'), answers every later replay with it, and computes every
+ * lifecycle movement of the authorization against its hold. So when Redis's record arrives here for an
+ * event the fallback decided under another id, Postgres follows Redis: the hold moves by the difference
+ * (ref `hold:<eventId>:redis`, once), and the event's decision row and the authorization take Redis's
+ * decision. What the fallback decided stays in its audit row, its `fallback_decisions` row and this
+ * writer's audit row (`authorization.decision_superseded`). (A late Redis attempt of the fallback's own
+ * request has the same decision id: the adoption replaced it by the fallback's answer in Redis —
+ * 'superseded' — and it is never booked. A fallback row of another user — the card changed hands in
+ * between — is left alone: its hold is not this user's.)
+ * Returns the audit rows of the decisions replaced (empty in the usual case: re-delivered entries).
+ */
+async function supersedeFallbackDecisions(
+  tx: Tx,
+  candidates: (ParsedEntry & { item: DecisionItem })[],
+): Promise<AuditInput[]> {
+  if (candidates.length === 0) return [];
+  const fallbackRows = await tx<
+    { id: string; event_id: string; user_id: string | null; approved_cents: string }[]
+  >`
+    select id, event_id, user_id, approved_cents::text from decisions
+    where event_id = any(${candidates.map((entry) => entry.item.record.eventId)}::text[]) and source = 'postgres'`;
+  const fallbackByEvent = new Map(fallbackRows.map((row) => [row.event_id, row]));
+  const replaced = candidates
+    .flatMap((entry) => {
+      const fallback = fallbackByEvent.get(entry.item.record.eventId);
+      if (
+        fallback === undefined ||
+        fallback.id === entry.item.record.decisionId ||
+        fallback.user_id !== entry.item.record.userId
+      )
+        return [];
+      return [
+        {
+          item: entry.item,
+          entryId: entry.id,
+          fallback,
+          deltaCents: entry.item.approvedCents - BigInt(fallback.approved_cents),
+        },
+      ];
+    })
+    .sort(bySortKey((r) => r.item.record.eventId));
+  if (replaced.length === 0) return [];
+  // The ref first, without entries (a zero difference still replaces the decision): only the writer
+  // that inserts it applies the rest, so a re-delivery or a concurrent writer changes nothing.
+  const refOf = (r: (typeof replaced)[number]) => `hold:${r.item.record.eventId}:redis`;
+  const taken = await tx<{ id: string; ref: string }[]>`
+    insert into ledger_transfers (ref, kind, user_id, authorization_id)
+    select v.ref, v.kind, v.user_id, v.authorization_id from ${unnestRows(tx, replaced, {
+      ref: ['text', refOf],
+      kind: ['text', (r) => (r.deltaCents < 0n ? 'release' : 'hold')],
+      user_id: ['uuid', (r) => r.item.record.userId],
+      authorization_id: ['text', (r) => r.item.record.authorizationId],
+    })}
+    order by v.n
+    on conflict (ref) do nothing returning id::text, ref`;
+  const transferIds = new Map(taken.map((row) => [row.ref, row.id]));
+  const mine = replaced.filter((r) => transferIds.has(refOf(r)));
+  if (mine.length === 0) return [];
+  const entries = mine.flatMap((r) =>
+    cardMovementEntries(r.item.record.userId as string, {
+      holdDeltaCents: r.deltaCents,
+      unsettledDeltaCents: 0n,
+    }).map((entry) => ({ transferId: transferIds.get(refOf(r)) as string, entry })),
+  );
+  const moved = mine.filter((r) => r.deltaCents !== 0n);
+  await Promise.all([
+    entries.length === 0
+      ? null
+      : tx`insert into ledger_entries (transfer_id, account, user_id, amount_cents)
+        select v.transfer_id, v.account, v.user_id, v.amount_cents from ${unnestRows(tx, entries, {
+          transfer_id: ['bigint', (e) => e.transferId],
+          account: ['text', (e) => e.entry.account],
+          user_id: ['uuid', (e) => e.entry.userId],
+          amount_cents: ['bigint', (e) => e.entry.amountCents.toString()],
+        })}
+        order by v.n`,
+    moved.length === 0
+      ? null
+      : tx`update credit_accounts c set holds_cents = c.holds_cents + v.delta, version = c.version + 1, updated_at = now()
+        from (select user_id, sum(delta) as delta from ${unnestRows(tx, moved, {
+          user_id: ['uuid', (r) => r.item.record.userId],
+          delta: ['bigint', (r) => r.deltaCents.toString()],
+        })} group by user_id) v
+        where c.user_id = v.user_id`,
+    // The event's decision row becomes Redis's: a later replay the fallback answers, and the daily spend
+    // it counts, then agree with Redis (migration 0016 grants these columns).
+    tx`update decisions d set id = v.decision_id, approved = v.approved::boolean, approved_cents = v.approved_cents,
+        reason = v.reason, source = 'redis', latency_us = v.latency_us, decided_at = v.decided_at
+      from ${unnestRows(tx, mine, {
+        event_id: ['text', (r) => r.item.record.eventId],
+        fallback_id: ['text', (r) => r.fallback.id],
+        decision_id: ['text', (r) => r.item.record.decisionId],
+        approved: ['text', (r) => String(r.item.approved)],
+        approved_cents: ['bigint', (r) => r.item.approvedCents.toString()],
+        reason: ['text', (r) => r.item.reason],
+        latency_us: ['integer', (r) => String(r.item.record.latencyUs)],
+        decided_at: ['timestamptz', (r) => new Date(r.item.record.decidedAtMs).toISOString()],
+      })}
+      where d.event_id = v.event_id and d.id = v.fallback_id`,
+    // The authorization takes Redis's decision where the fallback's was its decision (the first request
+    // of it); an increment only moves the amounts.
+    tx`update authorizations a set
+        approved_cents = a.approved_cents + v.delta,
+        held_cents = a.held_cents + v.delta,
+        approved = case when a.decision_id = v.fallback_id then v.approved::boolean
+          else a.approved or v.approved::boolean end,
+        decision = case when a.decision_id = v.fallback_id then v.decision else a.decision end,
+        decline_reason = case when a.decision_id = v.fallback_id then v.decline_reason else a.decline_reason end,
+        decision_source = case when a.decision_id = v.fallback_id then 'redis' else a.decision_source end,
+        decision_id = case when a.decision_id = v.fallback_id then v.decision_id else a.decision_id end,
+        updated_at = now()
+      from ${unnestRows(tx, mine, {
+        id: ['text', (r) => r.item.record.authorizationId],
+        delta: ['bigint', (r) => r.deltaCents.toString()],
+        fallback_id: ['text', (r) => r.fallback.id],
+        approved: ['text', (r) => String(r.item.approved)],
+        decision: ['text', (r) => decisionLabel(r.item)],
+        decline_reason: ['text', (r) => (r.item.approved ? null : r.item.reason)],
+        decision_id: ['text', (r) => r.item.record.decisionId],
+      })}
+      where a.id = v.id`,
+  ]);
+  return mine.map((r) => ({
+    actor: 'ledger-writer',
+    action: 'authorization.decision_superseded',
+    entityType: 'authorization',
+    entityId: r.item.record.authorizationId,
+    data: {
+      eventId: r.item.record.eventId,
+      decisionId: r.item.record.decisionId,
+      fallbackDecisionId: r.fallback.id,
+      userId: r.item.record.userId,
+      requestedCents: r.item.requestedCents,
+      grantedCents: r.item.approvedCents,
+      fallbackGrantedCents: BigInt(r.fallback.approved_cents),
+      holdDeltaCents: r.deltaCents,
+      reason: r.item.reason,
+      streamId: r.entryId,
+    },
+  }));
 }
 
 /**

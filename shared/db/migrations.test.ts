@@ -333,6 +333,9 @@ describe('service roles', () => {
       `insert into decisions (id, event_id, authorization_id, card_id, approved, requested_cents, approved_cents,
         reason, source, latency_us, decided_at)
         values ('dec_lw', 'evt_lw', 'iauth_1', 'ic_1', true, 1, 1, 'ok', 'redis', 1, now())`,
+      // A fallback's decision replaced by the Redis answer it could not see (0016).
+      `update decisions set id = 'dec_lw2', approved = true, approved_cents = 1, reason = 'approved',
+        source = 'redis', latency_us = 2, decided_at = now() where event_id = 'evt_lw'`,
       ledgerPair('capture:lw'),
       auditInsert,
     ],
@@ -430,6 +433,10 @@ describe('service roles', () => {
       'select * from wallets',
       `insert into prices (asset_id, round_id, answer, updated_at) values ('WETH', 9, 1, now())`,
       'update users set credit_limit_cents = 1',
+      // Only a decision's outcome may be replaced, never what it was about.
+      `update decisions set event_id = 'evt_forged'`,
+      `update decisions set requested_cents = 0`,
+      'delete from decisions',
     ],
     credana_indexer: [
       `insert into authorizations (id, card_id, status, approved, decision, decision_source)
