@@ -190,12 +190,16 @@ GRANT SELECT (id, user_id, status, frozen, ops_frozen, created_at, updated_at) O
 
 -- ── RLS on every table holding users' rows. Global tables (assets, prices, chain_blocks,
 -- indexer_cursors, reconciliation_runs, redis_deciders, audit_log_head, data_keys) keep grants only.
+-- Except chain_events: the indexer writes it with COPY, which PostgreSQL refuses on a table with row
+-- security ("COPY FROM not supported with row-level security"); every role granted it (indexer,
+-- reconciliation, Supabase sync) would see every row anyway, and neither support nor analytics holds
+-- any privilege on it (test/row-security.test.ts checks both).
 DO $$
 DECLARE
 	t text;
 BEGIN
 	FOREACH t IN ARRAY ARRAY['users', 'cards', 'wallets', 'positions', 'credit_accounts', 'authorizations',
-		'decisions', 'fallback_decisions', 'card_events', 'chain_events', 'ledger_transfers', 'ledger_entries',
+		'decisions', 'fallback_decisions', 'card_events', 'ledger_transfers', 'ledger_entries',
 		'settlements', 'chain_refunds', 'withdrawal_approvals', 'liquidations', 'audit_log', 'support_access']
 	LOOP
 		EXECUTE format('ALTER TABLE public.%I ENABLE ROW LEVEL SECURITY', t);
@@ -212,7 +216,7 @@ DECLARE
 	r text;
 BEGIN
 	FOREACH t IN ARRAY ARRAY['users', 'cards', 'wallets', 'positions', 'credit_accounts', 'authorizations',
-		'decisions', 'fallback_decisions', 'card_events', 'chain_events', 'ledger_transfers', 'ledger_entries',
+		'decisions', 'fallback_decisions', 'card_events', 'ledger_transfers', 'ledger_entries',
 		'settlements', 'chain_refunds', 'withdrawal_approvals', 'liquidations', 'audit_log']
 	LOOP
 		FOREACH r IN ARRAY ARRAY['credana_hot_path', 'credana_ledger_writer', 'credana_indexer',

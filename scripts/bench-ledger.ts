@@ -73,7 +73,6 @@ const RLS_TABLES = [
   'decisions',
   'fallback_decisions',
   'card_events',
-  'chain_events',
   'ledger_transfers',
   'ledger_entries',
   'settlements',

@@ -20,7 +20,6 @@ const RLS_TABLES = [
   'decisions',
   'fallback_decisions',
   'card_events',
-  'chain_events',
   'ledger_transfers',
   'ledger_entries',
   'settlements',
@@ -48,7 +47,6 @@ const POLICIES: Record<string, string[]> = {
   ],
   card_events: ['hot_path', 'ledger_writer', 'reconciliation', 'settlement'],
   cards: ['hot_path', 'ledger_writer', 'reconciliation', 'supabase_sync', 'support_ro', 'withdrawals'],
-  chain_events: ['indexer', 'reconciliation', 'supabase_sync'],
   chain_refunds: ['indexer', 'reconciliation', 'settlement'],
   credit_accounts: [
     'analytics',
@@ -270,6 +268,34 @@ describe('the roles and the policies', () => {
       else expect(p.qual).toBe('true');
     }
     expect(byTable).toEqual(POLICIES);
+  });
+
+  it('leaves chain_events without RLS (the indexer COPYs into it), readable only by roles that see every row', async () => {
+    const [table] = await admin<{ on: boolean }[]>`
+      select relrowsecurity as on from pg_class where oid = 'public.chain_events'::regclass`;
+    expect(table?.on).toBe(false);
+    const holders = await admin<{ role: string }[]>`
+      select rolname as role from pg_roles where rolname like 'credana\\_%'
+        and (has_any_column_privilege(oid, 'public.chain_events'::regclass, 'SELECT, INSERT, UPDATE')
+          or has_table_privilege(oid, 'public.chain_events'::regclass, 'DELETE'))
+      order by rolname`;
+    expect(holders.map((h) => h.role)).toEqual([
+      'credana_indexer',
+      'credana_reconciliation',
+      'credana_supabase_sync',
+    ]);
+    // COPY, the indexer's way in, works as the indexer's role.
+    const indexer = connect('credana_indexer');
+    await indexer.begin(async (tx) => {
+      const writable = await tx`copy chain_events (chain_id, block_hash, log_index, block_number,
+        transaction_hash, address, event_name, args) from stdin`.writable();
+      await new Promise<void>((resolve, reject) => {
+        writable.once('error', reject);
+        writable.once('finish', () => resolve());
+        writable.end('31337\t0xcopy\t0\t9\t0xt9\t0xvault\tDeposited\t{}\n');
+      });
+      await tx`delete from chain_events where block_hash = '0xcopy'`;
+    });
   });
 
   it('every role holding a privilege on an RLS table has a policy there (no grant that silently reads nothing)', async () => {

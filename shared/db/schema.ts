@@ -332,7 +332,7 @@ export const chainEvents = pgTable(
     index('chain_events_block_idx').on(t.chainId, t.blockNumber),
     index('chain_events_user_idx').on(t.userId, t.blockNumber),
   ],
-).enableRLS();
+);
 
 /** Recent canonical blocks, for reorg detection (parent-hash check). */
 export const chainBlocks = pgTable(
