@@ -132,6 +132,11 @@ export function pgBouncerIni(options: PgBouncerOptions & { dir: string }): strin
     // A client that leaves a transaction open holds a server connection: cut it after 60 s.
     'idle_transaction_timeout = 60',
     'server_login_retry = 1',
+    // As production (deploy/pgbouncer/pgbouncer.ini): a query waiting for a server connection fails
+    // after 10 s instead of the default 120 s (with Postgres down, the first query on an open client
+    // connection waits this long: the driver's timeouts do not apply, the query never reaches Postgres).
+    'query_wait_timeout = 10',
+    'server_connect_timeout = 5',
     `logfile = ${path.join(dir, 'pgbouncer.log')}`,
     `pidfile = ${pgBouncerPidFile(dir)}`,
     'admin_users = postgres',
