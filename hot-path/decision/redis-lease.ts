@@ -26,6 +26,7 @@
  */
 import { hostname } from 'node:os';
 import type { Sql } from '../../shared/db/client.ts';
+import type { LifecycleRecord } from '../../shared/outbox.ts';
 import { utcDay } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
@@ -45,6 +46,12 @@ export interface FallbackGrant {
   userId: string;
   grantedCents: bigint;
   holdExpiresAtMs: number;
+  /**
+   * The authorization's version once this request is counted (request count × 1e10, as the lifecycle
+   * script's versions count requests), or null when unknown: Stripe's events at or past it already
+   * cover this grant (ADOPT_FALLBACK 'settled').
+   */
+  authVersion: number | null;
   /** The stored answer, in the decision key's format: approved|amount|reason|decisionId. */
   stored: string;
 }
@@ -116,9 +123,9 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
     if (ids?.size === 0) ownByUser.delete(grant.userId);
   };
 
-  async function adopt(grant: FallbackGrant): Promise<void> {
+  async function adopt(grant: FallbackGrant): Promise<AdoptResult> {
     const keys = userKeys(prefix, grant.userId);
-    await runScript<string>(
+    return runScript<AdoptResult>(
       redis,
       ADOPT_FALLBACK,
       [
@@ -127,6 +134,8 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
         keys.holdExpiries,
         keys.decision(grant.eventId),
         keys.daySpend(utcDay(Date.now())),
+        keys.authState(grant.authorizationId),
+        keys.outbox,
       ],
       [
         grant.stored,
@@ -135,6 +144,8 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
         grant.grantedCents.toString(),
         grant.holdExpiresAtMs,
         grant.decisionId,
+        grant.authVersion === null ? '' : grant.authVersion,
+        JSON.stringify(settledRecord(grant)),
       ],
     );
   }
@@ -180,9 +191,12 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
           granted_cents: string;
           hold_expires_at: Date;
           stored: string;
+          requests: number | null;
         }[]
-      >`select decision_id, event_id, authorization_id, user_id, granted_cents, hold_expires_at, stored
-        from fallback_decisions where adopted_at is null order by created_at
+      >`select f.decision_id, f.event_id, f.authorization_id, f.user_id, f.granted_cents, f.hold_expires_at,
+          f.stored, jsonb_array_length(e.payload -> 'data' -> 'object' -> 'request_history') as requests
+        from fallback_decisions f left join card_events e on e.id = f.event_id
+        where f.adopted_at is null order by f.created_at
         limit ${limits.adoptionBatchMax}`;
       for (const row of rows) {
         await adoptOrThrow({
@@ -192,6 +206,7 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
           userId: row.user_id,
           grantedCents: BigInt(row.granted_cents),
           holdExpiresAtMs: row.hold_expires_at.getTime(),
+          authVersion: row.requests === null ? null : grantAuthVersion(row.requests),
           stored: row.stored,
         });
       }
@@ -329,6 +344,42 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
       validUntil = 0;
       await sql`delete from redis_deciders where holder = ${holder}`.catch(() => {});
     },
+  };
+}
+
+type AdoptResult = 'adopted' | 'known' | 'key-only' | 'superseded' | 'settled';
+
+/** The authorization's version once a request with `priorRequests` earlier ones is counted. */
+export function grantAuthVersion(priorRequests: number): number {
+  return (priorRequests + 1) * 1e10;
+}
+
+/**
+ * The lifecycle record ADOPT_FALLBACK appends when Stripe's events settled the authorization before
+ * the grant was adopted: the script fills in the hold delta (the grant taken back out of Postgres).
+ */
+function settledRecord(grant: FallbackGrant): LifecycleRecord {
+  const eventId = `fallback_settled:${grant.decisionId}`;
+  return {
+    kind: 'lifecycle',
+    eventId,
+    eventType: 'credana.fallback_settled',
+    eventCreatedS: Math.floor(Date.now() / 1000),
+    userId: grant.userId,
+    cardId: null,
+    authorizationId: grant.authorizationId,
+    transactionId: null,
+    holdDeltaCents: '0',
+    unsettledDeltaCents: '0',
+    capturedDeltaCents: '0',
+    authorization: null,
+    transactionType: null,
+    event: JSON.stringify({
+      id: eventId,
+      type: 'credana.fallback_settled',
+      authorization: grant.authorizationId,
+      decision: grant.decisionId,
+    }),
   };
 }
 
