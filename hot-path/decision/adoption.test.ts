@@ -1,8 +1,10 @@
-// Proves that adopting a Postgres fallback grant into Redis respects what Stripe's lifecycle events
-// already did to its authorization (chaos bug 2, docs/chaos.md): events applied before the adoption
-// leave the hold where they put it, in Redis and in Postgres, whichever process adopts and however
-// often — on real Redis and Postgres, with the ledger writer's own apply for the outbox.
+// Proves that a Postgres fallback grant and Stripe's lifecycle events of its authorization end where
+// Stripe says, in Redis and in Postgres, in either order (chaos bug 2, docs/chaos.md): a lifecycle event
+// adopts its authorization's pending grant first; and when it could not (Postgres away), the adoption
+// that follows respects what the events already did — whichever process adopts and however often. On
+// real Redis and Postgres, with the ledger writer's own apply for the outbox.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDatabase, type Database } from '../../shared/db/client.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
@@ -11,6 +13,7 @@ import { conservationProblems } from '../../test/support/conservation.ts';
 import { connectRedis, type TestServices } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { setUpServicesWithWeth, testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
+import { freePort } from '../../test/support/processes.ts';
 import { drainOutbox } from '../../test/support/reconcile.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
 import { createLifecycle, type Lifecycle } from '../lifecycle/apply.ts';
@@ -23,6 +26,9 @@ let services: TestServices;
 let market: Market;
 let subscriber: Redis;
 let lifecycle: Lifecycle;
+/** The lifecycle of a process that reaches Redis but not Postgres (nothing listens on its port). */
+let cutOff: Lifecycle;
+let unreachable: Database;
 
 beforeAll(async () => {
   services = await setUpServicesWithWeth();
@@ -33,9 +39,15 @@ beforeAll(async () => {
     sql: services.database.sql,
     settings: testConfig(services),
   });
+  unreachable = createDatabase({
+    url: `postgres://postgres@127.0.0.1:${await freePort()}/none`,
+    connectTimeoutS: 1,
+  });
+  cutOff = createLifecycle({ redis: services.redis, sql: unreachable.sql, settings: testConfig(services) });
 });
 
 afterAll(async () => {
+  await unreachable?.close();
   market?.close();
   subscriber?.disconnect();
   await services?.close();
@@ -89,9 +101,9 @@ async function fallbackGrant(
   return result.grant!;
 }
 
-async function stripe(event: unknown) {
+async function stripe(by: Lifecycle, event: unknown) {
   const parsed = lifecycleEvent.parse(event);
-  const result = await lifecycle.apply(parsed, JSON.stringify(event));
+  const result = await by.apply(parsed, JSON.stringify(event));
   expect(result.applied).toBe(true);
 }
 
@@ -107,6 +119,13 @@ async function adoptFromPostgres() {
   const other = lease('other');
   expect(await other.catchUp()).toBe(true);
   await other.stop();
+}
+
+/** Whether the grant's row is marked adopted (a lifecycle event that reached Postgres adopted it). */
+async function adoptedYet(grant: FallbackGrant): Promise<boolean> {
+  const [row] = await services.database.sql<{ adopted: boolean }[]>`
+    select adopted_at is not null as adopted from fallback_decisions where decision_id = ${grant.decisionId}`;
+  return row?.adopted ?? false;
 }
 
 async function positions(userId: string, authorizationId: string) {
@@ -137,15 +156,22 @@ const settledTo = (hold: string, unsettled = '0') => ({
   problems: [],
 });
 
-describe('adopting a fallback grant after Stripe settled its authorization', () => {
+// With Postgres, the event adopts the grant before it applies; cut off from it, the event applies alone
+// and the adoption afterwards must not add what the event already settled ('settled').
+describe.each([
+  ['a process that reaches Postgres', () => lifecycle],
+  ['a process cut off from Postgres', () => cutOff],
+])('Stripe settles a fallback grant before its adoption, the events applied by %s', (_, by) => {
   it('adds no hold for an authorization Stripe created and reversed before the adoption', async () => {
     const { userId, cardId, authorizationId: A, t } = await world();
     const grant = await fallbackGrant(cardId, A, 5_000, { createdS: t });
     const auth = { cardId, authorizationId: A, amountCents: 5_000, approved: true, requestHistory: 1 };
     await stripe(
+      by(),
       authorizationEvent({ ...auth, type: 'issuing_authorization.created', status: 'pending', createdS: t }),
     );
     await stripe(
+      by(),
       authorizationEvent({
         ...auth,
         type: 'issuing_authorization.updated',
@@ -154,6 +180,7 @@ describe('adopting a fallback grant after Stripe settled its authorization', () 
       }),
     );
     await drainOutbox(services.redis, services.database.sql, services.prefix);
+    expect(await adoptedYet(grant)).toBe(by() === lifecycle);
     await adoptOwn(grant);
     expect(await positions(userId, A)).toEqual(settledTo('0'));
   });
@@ -163,12 +190,15 @@ describe('adopting a fallback grant after Stripe settled its authorization', () 
     const grant = await fallbackGrant(cardId, A, 5_000, { createdS: t });
     const auth = { cardId, authorizationId: A, amountCents: 5_000, approved: true, requestHistory: 1 };
     await stripe(
+      by(),
       authorizationEvent({ ...auth, type: 'issuing_authorization.created', status: 'pending', createdS: t }),
     );
     await stripe(
+      by(),
       transactionEvent({ cardId, authorizationId: A, type: 'capture', amountCents: 5_000, createdS: t + 1 }),
     );
     await stripe(
+      by(),
       authorizationEvent({
         ...auth,
         type: 'issuing_authorization.updated',
@@ -176,6 +206,7 @@ describe('adopting a fallback grant after Stripe settled its authorization', () 
         createdS: t + 2,
       }),
     );
+    expect(await adoptedYet(grant)).toBe(by() === lifecycle);
     await adoptFromPostgres();
     expect(grant.grantedCents).toBe(5_000n);
     expect(await positions(userId, A)).toEqual(settledTo('0', '5000'));
@@ -185,6 +216,7 @@ describe('adopting a fallback grant after Stripe settled its authorization', () 
     const { userId, cardId, authorizationId: A, t } = await world();
     const grant = await fallbackGrant(cardId, A, 5_000, { createdS: t });
     await stripe(
+      by(),
       authorizationEvent({
         cardId,
         authorizationId: A,
@@ -196,6 +228,7 @@ describe('adopting a fallback grant after Stripe settled its authorization', () 
         createdS: t,
       }),
     );
+    expect(await adoptedYet(grant)).toBe(by() === lifecycle);
     // Another process first, from the row (the request's version is read from the stored event),
     // then the deciding process from memory, then another again.
     await adoptFromPostgres();
@@ -214,9 +247,11 @@ describe('adopting a fallback grant before Stripe settled it', () => {
     expect(await positions(userId, A)).toEqual(settledTo('5000'));
     const auth = { cardId, authorizationId: A, amountCents: 5_000, approved: true, requestHistory: 1 };
     await stripe(
+      lifecycle,
       authorizationEvent({ ...auth, type: 'issuing_authorization.created', status: 'pending', createdS: t }),
     );
     await stripe(
+      lifecycle,
       transactionEvent({ cardId, authorizationId: A, type: 'capture', amountCents: 5_000, createdS: t + 1 }),
     );
     expect(await positions(userId, A)).toEqual(settledTo('0', '5000'));
@@ -232,6 +267,7 @@ describe('adopting a fallback grant before Stripe settled it', () => {
     } as const;
     // Stripe approved the first 3,000 on its own (stand-in); the fallback then grants a 2,000 increment.
     await stripe(
+      lifecycle,
       authorizationEvent({
         ...auth,
         type: 'issuing_authorization.created',
@@ -247,6 +283,7 @@ describe('adopting a fallback grant before Stripe settled it', () => {
     expect(await positions(userId, A)).toEqual(settledTo('5000'));
     // Stripe's word on the increment leaves it as it is.
     await stripe(
+      lifecycle,
       authorizationEvent({
         ...auth,
         amountCents: 5_000,
