@@ -42,6 +42,8 @@ export const limits = {
    * 'settled' then keeps the two in step).
    */
   pendingGrantCheckMs: 500,
+  /** After that check failed, how long lifecycle events skip it (so an outage does not slow each one). */
+  pendingGrantCheckPauseMs: 1_000,
 } as const;
 
 export function assertLimits(budgetMs: number, redisTimeoutMs: number, redisDecisionBudgetMs: number): void {

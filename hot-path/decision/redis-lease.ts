@@ -334,6 +334,9 @@ export async function adoptGrant(redis: Redis, prefix: string, grant: FallbackGr
   );
 }
 
+/** Per Postgres client: until when (performance.now()) lifecycle events skip the pending-grant check. */
+const pendingCheckPausedUntil = new WeakMap<Sql, number>();
+
 interface PendingRow {
   decision_id: string;
   event_id: string;
@@ -373,6 +376,9 @@ export async function adoptPendingOfAuthorization(
   authorizationId: string,
   timeoutMs: number,
 ): Promise<boolean> {
+  // After a failure, Postgres is not asked again for a while: through an outage the events do not each
+  // wait for the timeout.
+  if (performance.now() < (pendingCheckPausedUntil.get(sql) ?? 0)) return false;
   let rows: PendingRow[];
   try {
     rows = await withDeadline(
@@ -385,6 +391,7 @@ export async function adoptPendingOfAuthorization(
       timeoutMs,
     );
   } catch {
+    pendingCheckPausedUntil.set(sql, performance.now() + limits.pendingGrantCheckPauseMs);
     return false;
   }
   for (const row of rows) await adoptGrant(redis, prefix, grantOfRow(row));
