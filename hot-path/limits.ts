@@ -36,6 +36,14 @@ export const limits = {
   postgresConnectionsAtStart: 4,
   /** Fallback grants one process remembers for adoption without Postgres (beyond: Postgres only). */
   ownGrantsMax: 100_000,
+  /**
+   * How long a lifecycle event waits for Postgres to say whether its authorization has a fallback grant
+   * not yet adopted; past it (or with Postgres away) the event is applied without (ADOPT_FALLBACK's
+   * 'settled' then keeps the two in step).
+   */
+  pendingGrantCheckMs: 500,
+  /** After that check failed, how long lifecycle events skip it (so an outage does not slow each one). */
+  pendingGrantCheckPauseMs: 1_000,
 } as const;
 
 export function assertLimits(budgetMs: number, redisTimeoutMs: number, redisDecisionBudgetMs: number): void {

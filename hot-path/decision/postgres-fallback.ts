@@ -30,7 +30,7 @@ import type { Market } from '../../shared/redis/market.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
 import { DeadlineError } from './deadline.ts';
 import type { DecisionOutcome, DecisionSettings } from './engine.ts';
-import { DECIDER_LOCK_KEY, type FallbackGrant } from './redis-lease.ts';
+import { DECIDER_LOCK_KEY, type FallbackGrant, grantAuthVersion } from './redis-lease.ts';
 import { evaluateRules, REASONS_NOT_COUNTED_FOR_VELOCITY } from './rules.ts';
 
 export interface FallbackDeps {
@@ -227,7 +227,7 @@ export async function decideFromPostgres(
       ]);
     }
     await tx`insert into card_events (id, type, user_id, object_id, payload, created_at)
-      values (${event.id}, ${event.type}, ${userId}, ${auth.id}, ${rawBody}::jsonb, ${new Date(event.created * 1000)})
+      values (${event.id}, ${event.type}, ${userId}, ${auth.id}, ${rawBody}::text::jsonb, ${new Date(event.created * 1000)})
       on conflict do nothing`;
     await insertAudit(tx, [
       {
@@ -254,6 +254,7 @@ export async function decideFromPostgres(
         userId,
         grantedCents: granted,
         holdExpiresAtMs: holdExpiresAtMs(deps.settings, mcc, nowMs),
+        authVersion: grantAuthVersion(auth.request_history.length),
         stored: `${approved ? 1 : 0}|${granted}|${outcome.reason}|${decisionId}`,
       };
       await tx`insert into fallback_decisions (decision_id, event_id, authorization_id, user_id, granted_cents,

@@ -22,6 +22,7 @@ import { unknownCardAppliedKey, unknownCardOutboxKey, userKeys } from '../../sha
 import { runScript } from '../../shared/redis/script.ts';
 import { type CardOwners, createCardOwners } from '../decision/card-owners.ts';
 import type { DecisionSettings } from '../decision/engine.ts';
+import { adoptPendingOfAuthorization } from '../decision/redis-lease.ts';
 import { limits } from '../limits.ts';
 import type { AuthorizationObject, LifecycleEvent } from '../stripe/events.ts';
 import { LIFECYCLE, LIFECYCLE_WITHOUT_USER } from './scripts.ts';
@@ -155,6 +156,18 @@ export function createLifecycle(deps: {
     if (userId === null) return nothing(null, await recordOnly(eventId, record));
     const keys = userKeys(prefix, userId);
     const json = JSON.stringify(record);
+    // A fallback grant of this authorization not yet in the cache is adopted first, so the change is
+    // computed against the hold Postgres has (chaos bug 2, docs/hot-path.md).
+    if (args.authorizationId !== '') {
+      await adoptPendingOfAuthorization(
+        sql,
+        redis,
+        prefix,
+        userId,
+        args.authorizationId,
+        limits.pendingGrantCheckMs,
+      );
+    }
     for (let attempt = 0; attempt < limits.reserveAttemptsMax; attempt++) {
       const reply = await runScript<Reply>(
         redis,

@@ -4,7 +4,8 @@
  * Redis Cluster. Exactness as in hot-path/decision/scripts.ts: every number is in cents, bounded far
  * below 2^53, and written back with `%.0f`.
  *
- * Per authorization the script keeps a hash (authState): `ver` (newest event version applied), `t`
+ * Per authorization the script keeps a hash (authState): `ver` (newest event version applied, or
+ * decided by the DECIDE script), `lv` (newest version of an authorization event seen here), `t`
  * (a terminal status was seen), `cap` (cents captured through booked transactions), `ref` (cents of
  * refunds credited against those captures), `rvh` (cents of its refunds held for review) and `w` (set once the authorization closed approved: the
  * captured total Stripe listed, or -1 when it listed none).
@@ -62,6 +63,9 @@ local rearm = false
 if kind == 'auth' then
   local ver = tonumber(redis.call('HGET', KEYS[4], 'ver') or '0')
   local evVer = tonumber(ARGV[6])
+  -- The newest version Stripe described (not the decisions'): a fallback grant for a request this old
+  -- is already in the hold set here (ADOPT_FALLBACK).
+  if evVer > tonumber(redis.call('HGET', KEYS[4], 'lv') or '0') then redis.call('HSET', KEYS[4], 'lv', ARGV[6]) end
   if ARGV[3] ~= 'pending' then
     if ARGV[3] == 'closed' and ARGV[4] == '1' and not terminal then
       local listed = tonumber(ARGV[11])
