@@ -28,6 +28,7 @@ import {
   spendByDayAndCategory,
   timescaleSetupSql,
 } from './index.ts';
+import { readAsAnalytics } from './read-as.ts';
 
 const PRICE = 300_000_000_000n; // $3,000.00 with 8 decimals
 const ONE_WETH = 10n ** 18n; // value 300,000 cents; × 82.5 % = 247,500 cents of threshold value
@@ -151,10 +152,10 @@ beforeAll(async () => {
     const store = stores[backend].sql;
     expect(await detectBackend(store)).toBe(backend);
     expect(await setUpAnalytics(store, undefined, HISTORY)).toBe(backend);
-    // Ingestion reads the financial database as credana_reconciliation (production: the read replica).
-    await refreshAnalytics(
-      { financial: services.sqlFor('credana_reconciliation'), analytics: store, backend, history: HISTORY },
-      now,
+    // Ingestion logs in as credana_reconciliation and reads as credana_analytics, as the scheduled job
+    // does (production: on the read replica).
+    await readAsAnalytics(services.sqlFor('credana_reconciliation'), (financial) =>
+      refreshAnalytics({ financial, analytics: store, backend, history: HISTORY }, now),
     );
   }
   // TimescaleDB compresses the history older than compressAfterDays, as its scheduler would.
@@ -305,9 +306,11 @@ describe.each(['native', 'timescaledb'] as const)('%s backend: the risk reports'
   it('copies nothing past the retention and counts nothing twice when ingestion runs again', async () => {
     // 8 card movements in the financial database; the one older than the retention is not copied.
     expect(await count(sql(), 'analytics.card_spend')).toBe(8);
-    await refreshAnalytics(
-      { financial: services.sqlFor('credana_reconciliation'), analytics: sql(), backend, history: HISTORY },
-      new Date(now.getTime() + 1_000),
+    await readAsAnalytics(services.sqlFor('credana_reconciliation'), (financial) =>
+      refreshAnalytics(
+        { financial, analytics: sql(), backend, history: HISTORY },
+        new Date(now.getTime() + 1_000),
+      ),
     );
     expect(await count(sql(), 'analytics.card_spend')).toBe(8);
     expect(await count(sql(), 'analytics.decisions')).toBe(7);
