@@ -12,7 +12,7 @@ import { runScript } from '../../shared/redis/script.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
-import { type HotPath, post, startHotPath, testConfig } from '../../test/support/hot-path.ts';
+import { type HotPath, post, startHotPath } from '../../test/support/hot-path.ts';
 import { type RedisServer, spawnService, startRedisServer } from '../../test/support/processes.ts';
 import { authorizationEvent, authorizationRequest, TEST_WEBHOOK_SECRET } from '../../test/support/stripe.ts';
 import { startTcpProxy, type TcpProxy } from '../../test/support/tcp-proxy.ts';
@@ -143,13 +143,12 @@ async function waitCalls(redis: Redis): Promise<number> {
 
 /** A real ledger-writer process on `redisUrl`, until the outbox is empty. */
 async function drain(services: TestServices, redisUrl: string, redis: Redis): Promise<void> {
-  const config = testConfig(services);
   const writer = await spawnService(
     'hot-path/ledger-writer/main.ts',
     {
       NODE_ENV: 'test',
       LOG_LEVEL: 'silent',
-      DATABASE_URL: config.DATABASE_URL,
+      DATABASE_URL: services.urlFor('credana_ledger_writer'),
       REDIS_URL: redisUrl,
       REDIS_KEY_PREFIX: services.prefix,
       STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
