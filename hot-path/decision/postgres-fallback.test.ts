@@ -141,6 +141,43 @@ describe('the fallback and its deadline', () => {
   });
 });
 
+describe('the fallback replaying an earlier decision', () => {
+  async function replayOf(eventId: string, d: FallbackDeps) {
+    const base = authorizationRequest({ cardId: 'ic_replay', amountCents: 700 });
+    const event = authorizationRequestEvent.parse({ ...base, id: eventId });
+    const startedAtMs = d.now();
+    return decideFromPostgres(d, event, '{}', newDecisionId(startedAtMs), startedAtMs, startedAtMs + 1_000);
+  }
+
+  it('answers a Redis approval again, but not while REDIS_WAIT_REPLICAS may still withdraw it', async () => {
+    const { userId, cardId } = await seedUser(services.database.sql, {
+      collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(100_000n, WETH_PRICE_E8) }],
+    });
+    await recordedDecision(userId, cardId, 'approved', 700, new Date());
+    const [row] = await services.database.sql<{ id: string; event_id: string }[]>`
+      select id, event_id from decisions where user_id = ${userId}`;
+    // Without the rule, the stored answer is the answer.
+    const plain = await replayOf(row!.event_id, deps());
+    expect(plain.decision).toMatchObject({
+      approved: true,
+      amountCents: 700n,
+      decisionId: row!.id,
+      replay: true,
+    });
+    // With it, a Redis approval copied into Postgres may have been withdrawn since (its WAIT came back
+    // short): declined, same decision id, nothing granted.
+    const waiting = await replayOf(row!.event_id, deps({ REDIS_WAIT_REPLICAS: '1' }));
+    expect(waiting.grant).toBeNull();
+    expect(waiting.decision).toMatchObject({
+      approved: false,
+      amountCents: 0n,
+      reason: 'replication_unconfirmed',
+      decisionId: row!.id,
+      replay: true,
+    });
+  });
+});
+
 describe('the fallback and merchant names', () => {
   it('never seals: it queues the name with the row, in its transaction, as the hot path role', async () => {
     const url = new URL(services.databaseUrl);

@@ -69,11 +69,38 @@ export async function decideFromPostgres(
     await tx.unsafe(`set local statement_timeout = ${timeoutMs}; set local lock_timeout = ${timeoutMs}`);
     await tx`select pg_advisory_xact_lock_shared(${DECIDER_LOCK_KEY})`;
     const prior = await tx<
-      { id: string; approved: boolean; approved_cents: string; reason: string; user_id: string | null }[]
+      {
+        id: string;
+        approved: boolean;
+        approved_cents: string;
+        reason: string;
+        user_id: string | null;
+        source: string;
+      }[]
     >`
-      select id, approved, approved_cents, reason, user_id from decisions where event_id = ${event.id}`;
+      select id, approved, approved_cents, reason, user_id, source from decisions where event_id = ${event.id}`;
     if (prior[0] !== undefined) {
       const p = prior[0];
+      if (p.approved && p.source === 'redis' && deps.settings.REDIS_WAIT_REPLICAS > 0) {
+        // With REDIS_WAIT_REPLICAS a Redis approval in Postgres is not final: the ledger writer can copy
+        // it before its WAIT comes back short, and the hot path then withdraws it (its hold released,
+        // replication_unconfirmed). Replaying it here would tell Stripe "approved" for a hold that may be
+        // gone (seen with a cluster primary killed under traffic). Declined instead, under the same
+        // decision id: less credit at worst, and Stripe's issuing_authorization.created settles the hold.
+        return {
+          userId: p.user_id,
+          grant: null,
+          fenced: false,
+          decision: {
+            approved: false,
+            amountCents: 0n,
+            reason: 'replication_unconfirmed' as const,
+            decisionId: p.id,
+            source: 'postgres' as const,
+            replay: true,
+          },
+        };
+      }
       return {
         userId: p.user_id,
         grant: null,
