@@ -4,8 +4,8 @@
 // of order and twice, refunds, price moves) and its fault schedule (SIGKILL, SIGSTOP, Redis killed and
 // restarted, stalls, one-way partitions, cuts, latency); after healing and draining, the checker finds no
 // violation. The seeds are pinned so a failure replays with `npm run chaos -- --seed=N --duration=10`.
-// Until bugs 1–4 of docs/chaos.md are fixed these seeds find them (each was seen on them): this file is
-// red on purpose, and goes green with the fixes; the schedule plays every fault kind.
+// These seeds found bugs 1–4 of docs/chaos.md (each was seen on them) and are kept as their regression
+// run; the schedule plays every fault kind.
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChaosHistory } from './history.ts';
