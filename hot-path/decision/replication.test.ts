@@ -113,7 +113,8 @@ async function startPair(): Promise<Pair> {
     replicaRedis.disconnect();
   });
   await waitForReplicaOnline(primaryRedis);
-  const services = { ...shared, redis: primaryRedis, redisUrl: primary.url };
+  // A private single Redis, whatever TEST_REDIS says (no cluster nodes handed to the services).
+  const services = { ...shared, redis: primaryRedis, redisUrl: primary.url, redisClusterNodes: [] };
   await seedAsset(
     services.database.sql,
     primaryRedis,
