@@ -15,12 +15,11 @@ import path from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
-import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
-import { waitForEmptyOutbox } from '../hot-path/ledger-writer/testing.ts';
-import { createLedgerWriter } from '../hot-path/ledger-writer/writer.ts';
 import { createHotPath } from '../hot-path/server.ts';
-import { tryExclusive } from '../indexer/store/index.ts';
-import { SCHEDULES } from '../scripts/reconcile/qstash-schedules.ts';
+import { createLedgerWriterMetrics } from '../ledger-writer/metrics.ts';
+import { waitForEmptyOutbox } from '../ledger-writer/testing.ts';
+import { createLedgerWriter } from '../ledger-writer/writer.ts';
+import { SCHEDULES } from '../reconciler/qstash-schedules.ts';
 import {
   CHAIN_SIGNERS,
   CONFIG_VARIABLES,
@@ -29,6 +28,7 @@ import {
   SECRET_VARIABLES,
 } from '../shared/config.ts';
 import { createDatabase, parseDatabaseUrl } from '../shared/db/client.ts';
+import { tryExclusive } from '../shared/db/locks.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import { checkRedisDurability } from '../shared/redis/durability.ts';
@@ -156,10 +156,10 @@ const listenersOf: Record<string, (env: Record<string, string>, command: string[
   ],
   // QUEUE_DRIVER=redis: LEDGER_WRITER_PORT is internal and serves everything itself.
   'start:ledger-writer': (env) => [
-    { port: Number(env['LEDGER_WRITER_PORT']), files: ['hot-path/ledger-writer/app.ts'] },
+    { port: Number(env['LEDGER_WRITER_PORT']), files: ['ledger-writer/app.ts'] },
   ],
   'start:withdrawals': (env) => [
-    { port: Number(env['WITHDRAWALS_PORT']), files: ['indexer/withdrawals/main.ts'] },
+    { port: Number(env['WITHDRAWALS_PORT']), files: ['withdrawals/main.ts'] },
     { port: Number(env['WITHDRAWALS_METRICS_PORT']), files: [INTERNAL_APP] },
   ],
   'start:supabase-sync': (env) => [
@@ -169,7 +169,7 @@ const listenersOf: Record<string, (env: Record<string, string>, command: string[
   'start:liquidator': (env) => [{ port: Number(env['LIQUIDATOR_METRICS_PORT']), files: [INTERNAL_APP] }],
   'start:anchorer': (env) => [{ port: Number(env['AUDIT_ANCHOR_METRICS_PORT']), files: [INTERNAL_APP] }],
   'start:indexer': (_env, command) => [{ port: flagOf(command, '--metrics-port'), files: [INTERNAL_APP] }],
-  scheduler: (_env, command) => [{ port: flagOf(command, '--port'), files: ['scripts/reconcile/http.ts'] }],
+  scheduler: (_env, command) => [{ port: flagOf(command, '--port'), files: ['reconciler/http.ts'] }],
 };
 
 function routesIn(files: readonly string[]): string[] {
@@ -674,7 +674,7 @@ describe('deploy/k8s', () => {
     }
   });
 
-  it('schedules every job of scripts/reconcile/qstash-schedules.ts as a CronJob on its cron', () => {
+  it('schedules every job of reconciler/qstash-schedules.ts as a CronJob on its cron', () => {
     const cronJobs = workloads.filter((o) => o.kind === 'CronJob');
     const scheduled = new Map<string, string>(
       cronJobs.map((o) => [podSpecOf(o).containers[0].command.slice(2).join(' '), o.spec.schedule]),

@@ -11,13 +11,13 @@
  */
 import { Hono } from 'hono';
 import type { Config } from '../shared/config.ts';
+import { readRawBody, requestHeader } from '../shared/http/raw-body.ts';
+import type { Logger } from '../shared/observability/logger.ts';
+import { metricsTokenPresented } from '../shared/observability/metrics-access.ts';
+import type { Readiness } from '../shared/observability/readiness.ts';
 import type { DecisionEngine } from './decision/engine.ts';
-import type { Lifecycle } from './lifecycle/apply.ts';
-import type { Logger } from './ops/logger.ts';
+import type { Lifecycle } from './lifecycle/handler.ts';
 import type { Metrics } from './ops/metrics.ts';
-import { metricsTokenPresented } from './ops/metrics-access.ts';
-import type { Readiness } from './ops/readiness.ts';
-import { readRawBody, requestHeader } from './raw-body.ts';
 import { anyEvent, authorizationRequestEvent, LIFECYCLE_TYPES, lifecycleEvent } from './stripe/events.ts';
 import { verifyStripeSignature } from './stripe/signature.ts';
 

@@ -228,12 +228,12 @@ describe('hot-path/main.ts', () => {
   );
 });
 
-describe('hot-path/ledger-writer/main.ts', () => {
+describe('ledger-writer/main.ts', () => {
   it(
     'exits 78 with one line in production on a Redis without AOF',
     async () => {
       const outcome = await run(
-        'hot-path/ledger-writer/main.ts',
+        'ledger-writer/main.ts',
         {
           NODE_ENV: 'production',
           STRIPE_WEBHOOK_SECRETS: OWN_SECRET,
@@ -255,7 +255,7 @@ describe('hot-path/ledger-writer/main.ts', () => {
     async () => {
       const port = await freePort();
       const outcome = await run(
-        'hot-path/ledger-writer/main.ts',
+        'ledger-writer/main.ts',
         {
           NODE_ENV: 'test',
           REDIS_URL: volatile.url,

@@ -11,7 +11,7 @@ import {
   startPostgresCluster,
   startRedisServer,
 } from '../test/support/processes.ts';
-import { ADOPT_FALLBACK, DECIDE, DECIDE_WITHOUT_USER } from './decision/scripts.ts';
+import { ADOPT_FALLBACK, DECIDE, DECIDE_WITHOUT_USER } from './decision/lua.ts';
 import { limits } from './limits.ts';
 
 const METRICS_TOKEN = `metrics_${'q4'.repeat(16)}`;

@@ -7,19 +7,19 @@ import { Client } from '@upstash/qstash';
 import type { Config } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { createLogger, createServiceRegistry } from '../shared/observability/index.ts';
+import { createDependencyProbe, hotPathReadiness } from '../shared/observability/readiness.ts';
 import { createServiceRedis, type Redis } from '../shared/redis/client.ts';
 import { createMarket } from '../shared/redis/market.ts';
 import { loadScripts } from '../shared/redis/script.ts';
 import { createApp } from './app.ts';
 import { createCardOwners } from './decision/card-owners.ts';
 import { createDecisionEngine } from './decision/engine.ts';
+import { ADOPT_FALLBACK, DECIDE, DECIDE_WITHOUT_USER, RELEASE_UNREPLICATED } from './decision/lua.ts';
 import { createRedisLease } from './decision/redis-lease.ts';
-import { ADOPT_FALLBACK, DECIDE, DECIDE_WITHOUT_USER, RELEASE_UNREPLICATED } from './decision/scripts.ts';
-import { createLifecycle } from './lifecycle/apply.ts';
+import { createLifecycle } from './lifecycle/handler.ts';
 import { assertLimits, limits } from './limits.ts';
 import { createInternalApp } from './ops/internal-app.ts';
 import { createMetrics } from './ops/metrics.ts';
-import { createDependencyProbe, hotPathReadiness } from './ops/readiness.ts';
 import { createQStashRelay } from './outbox/qstash-relay.ts';
 
 export async function createHotPath(config: Config) {
@@ -48,7 +48,7 @@ export async function createHotPath(config: Config) {
   //   decision on a cold cache reads Postgres (the card's owner, then the account: 4 queries at once),
   //   and the pool opens a connection for each query that finds none idle: a burst of cold swipes made
   //   Postgres fork a backend per query while the swipes waited, which on a starved CPU took most of their
-  //   budget (hot-path/ledger-writer/postgres-outage-live.test.ts's warm-up missed it once in CI). The
+  //   budget (ledger-writer/postgres-outage-live.test.ts's warm-up missed it once in CI). The
   //   fallback's first transactions find them open too. A Postgres that is down does not stop the hot
   //   path (it decides from Redis): this waits 1 s at most.
   await Promise.all([

@@ -13,6 +13,10 @@
 import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { readContractsFile } from '../shared/chain/contracts/index.ts';
+import { chainServiceReadiness } from '../shared/chain/health.ts';
+import { LIMITS } from '../shared/chain/limits.ts';
+import { createRpc, NonRetryableError } from '../shared/chain/rpc/index.ts';
 import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { guardServiceRole } from '../shared/db/service-role.ts';
@@ -23,10 +27,6 @@ import {
   serveInternal,
 } from '../shared/observability/index.ts';
 import { createServiceRedis } from '../shared/redis/client.ts';
-import { readContractsFile } from './contracts/index.ts';
-import { chainServiceReadiness } from './health.ts';
-import { LIMITS } from './limits.ts';
-import { createRpc, NonRetryableError } from './rpc/index.ts';
 import { createIndexer, createIndexerMetrics } from './runtime/index.ts';
 
 const flags = z

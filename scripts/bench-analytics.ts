@@ -13,14 +13,14 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { createDatabase, type Database, type Sql } from '../shared/db/client.ts';
-import { startTimescaleCluster } from '../test/support/timescale.ts';
 import {
   type AnalyticsBackend,
   ensurePartitions,
   refreshAggregates,
   setUpAnalytics,
-} from './analytics/index.ts';
+} from '../reconciler/analytics/index.ts';
+import { createDatabase, type Database, type Sql } from '../shared/db/client.ts';
+import { startTimescaleCluster } from '../test/support/timescale.ts';
 
 const arg = (name: string, fallback: number) =>
   Number(process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback);

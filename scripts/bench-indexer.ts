@@ -18,18 +18,18 @@ import { parseArgs } from 'node:util';
 import postgres from 'postgres';
 import type { Address } from 'viem';
 import { z } from 'zod';
-import { localAccount, ROLES, seedAssets, seedUser, startChainHarness } from '../indexer/chain/harness.ts';
-import { silentLogger } from '../indexer/chain/testing.ts';
-import { benchBatcherAbi, credanaVaultAbi } from '../indexer/contracts/index.ts';
-import { LIMITS } from '../indexer/limits.ts';
-import { classifyRpcError, createRpc, RangeTooLargeError } from '../indexer/rpc/index.ts';
 import { createIndexer } from '../indexer/runtime/index.ts';
 import { createSync } from '../indexer/sync/index.ts';
+import { benchBatcherAbi, credanaVaultAbi } from '../shared/chain/contracts/index.ts';
+import { LIMITS } from '../shared/chain/limits.ts';
+import { classifyRpcError, createRpc, RangeTooLargeError } from '../shared/chain/rpc/index.ts';
 import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
 import { createServiceRedis, deletePrefix } from '../shared/redis/client.ts';
+import { localAccount, ROLES, seedAssets, seedUser, startChainHarness } from './chain/harness.ts';
+import { silentLogger } from './chain/testing.ts';
 
 const flags = z
   .object({

@@ -20,8 +20,8 @@ import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
 import { publishPrice } from '../shared/redis/account.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import { publishAsset } from '../shared/redis/market.ts';
-import { authorizationRequest, signPayload } from '../shared/stripe/issuing-events.ts';
 import { freePort } from '../test/support/processes.ts';
+import { authorizationRequest, signPayload } from '../test/support/stripe-issuing-events.ts';
 
 const USERS = 1_000;
 const ROUNDS = 3;

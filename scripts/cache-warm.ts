@@ -11,9 +11,9 @@
  */
 import { pino } from 'pino';
 import { createCacheWriter } from '../indexer/apply/redis.ts';
-import { loadAssets } from '../indexer/store/index.ts';
 import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
+import { loadAssets } from '../shared/db/queries/chain.ts';
 import { warmAccounts } from '../shared/redis/account.ts';
 import { createServiceRedis } from '../shared/redis/client.ts';
 

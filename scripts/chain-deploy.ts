@@ -14,12 +14,12 @@
 import { parseArgs } from 'node:util';
 import type { Address } from 'viem';
 import { z } from 'zod';
-import { deployLocalContracts } from '../indexer/chain/deploy.ts';
-import { localAccount, ROLES, seedAssets } from '../indexer/chain/harness.ts';
-import { writeContractsFile } from '../indexer/contracts/index.ts';
+import { writeContractsFile } from '../shared/chain/contracts/index.ts';
 import { CHAIN_SIGNERS, type ChainSignerRole, configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { signerOrExit } from '../shared/hsm/index.ts';
+import { deployLocalContracts } from './chain/deploy.ts';
+import { localAccount, ROLES, seedAssets } from './chain/harness.ts';
 
 const flags = z
   .object({

@@ -5,8 +5,8 @@
  */
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { LOCAL_CHAIN_ID, startLocalChain } from '../indexer/chain/node.ts';
 import { configFromProcess } from '../shared/config.ts';
+import { LOCAL_CHAIN_ID, startLocalChain } from './chain/node.ts';
 
 // A local tool: NODE_ENV=development unless set (shared/config.ts, ConfigFromProcessOptions).
 const config = configFromProcess({}, { localTool: true });

@@ -24,10 +24,14 @@
  * spends a little of the daily limit).
  */
 import { formatUnits } from 'viem';
-import { ROLES } from '../indexer/chain/harness.ts';
 import { configFromProcess } from '../shared/config.ts';
 import { USDC_PER_CENT, WAD } from '../shared/money.ts';
-import { authorizationEvent, randomStripeId, transactionEvent } from '../shared/stripe/issuing-events.ts';
+import {
+  authorizationEvent,
+  randomStripeId,
+  transactionEvent,
+} from '../test/support/stripe-issuing-events.ts';
+import { ROLES } from './chain/harness.ts';
 import {
   DEMO_LIMITS,
   DemoError,

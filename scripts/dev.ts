@@ -46,12 +46,12 @@ import { parseArgs } from 'node:util';
 import postgres from 'postgres';
 import type { Address, PublicClient } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
-import { deployAuditAnchor, deployLocalContracts, localClients } from '../indexer/chain/deploy.ts';
-import { connectChain, localAccount, ROLES, seedAssets } from '../indexer/chain/harness.ts';
-import { startLocalChain } from '../indexer/chain/node.ts';
-import { cachedCredit } from '../indexer/chain/testing.ts';
-import { credanaVaultAbi, testTokenAbi } from '../indexer/contracts/abis.ts';
-import { type ContractsFile, readContractsFile, writeContractsFile } from '../indexer/contracts/index.ts';
+import { credanaVaultAbi, testTokenAbi } from '../shared/chain/contracts/abis.ts';
+import {
+  type ContractsFile,
+  readContractsFile,
+  writeContractsFile,
+} from '../shared/chain/contracts/index.ts';
 import { configFromProcess } from '../shared/config.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
@@ -59,6 +59,10 @@ import { createServiceRedis, deletePrefix, type RedisTarget } from '../shared/re
 import { applySupabaseMigrations } from '../supabase/migrate.ts';
 import { signUp } from '../supabase/tests/harness.ts';
 import { startRedisCluster } from '../test/support/redis-cluster.ts';
+import { deployAuditAnchor, deployLocalContracts, localClients } from './chain/deploy.ts';
+import { connectChain, localAccount, ROLES, seedAssets } from './chain/harness.ts';
+import { startLocalChain } from './chain/node.ts';
+import { cachedCredit } from './chain/testing.ts';
 import {
   alive,
   DevPrerequisiteError,
@@ -589,7 +593,7 @@ async function main(): Promise<void> {
   await start(
     'ledger writer',
     'ledger-writer',
-    'hot-path/ledger-writer/main.ts',
+    'ledger-writer/main.ts',
     'ledger-writer ready',
     [],
     'credana_ledger_writer',
@@ -610,7 +614,7 @@ async function main(): Promise<void> {
   await start(
     'settlement worker',
     'settlement',
-    'indexer/settlement/main.ts',
+    'settlement/main.ts',
     'settlement worker started',
     [],
     'credana_settlement',
@@ -631,7 +635,7 @@ async function main(): Promise<void> {
   await start(
     'liquidator',
     'liquidator',
-    'indexer/liquidator/main.ts',
+    'liquidator/main.ts',
     'liquidator started',
     [],
     'credana_liquidator',
@@ -640,7 +644,7 @@ async function main(): Promise<void> {
   await start(
     'audit anchorer',
     'anchorer',
-    'indexer/anchor/main.ts',
+    'anchorer/main.ts',
     'audit anchorer started',
     [],
     'credana_reconciliation',
@@ -649,7 +653,7 @@ async function main(): Promise<void> {
   await start(
     'Supabase sync',
     'supabase-sync',
-    'scripts/start-supabase-sync.ts',
+    'supabase/sync/main.ts',
     'supabase-sync ready',
     [],
     'credana_supabase_sync',
@@ -658,7 +662,7 @@ async function main(): Promise<void> {
   const scheduler = await start(
     'scheduler',
     'scheduler',
-    'scripts/scheduler.ts',
+    'reconciler/scheduler.ts',
     'scheduler: listening',
     ['--port', '0'],
     'credana_reconciliation',

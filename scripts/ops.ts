@@ -9,11 +9,12 @@
  * scripts/ops/backlog.ts (outbox, writer lag, indexer head), scripts/ops/reconcile.ts (run a job).
  */
 import postgres from 'postgres';
-import { createLogger } from '../hot-path/ops/logger.ts';
+import type { ReconcileServices } from '../reconciler/index.ts';
 import { type Config, configFromProcess } from '../shared/config.ts';
 import type { ControlsDeps } from '../shared/controls/program.ts';
 import { createDatabase, type Database } from '../shared/db/client.ts';
 import { type ConfiguredMerchantNames, merchantNamesFromConfig } from '../shared/hsm/merchant-names.ts';
+import { createLogger } from '../shared/observability/logger.ts';
 import { createServiceRedis, type Redis } from '../shared/redis/client.ts';
 import { backlogCommands } from './ops/backlog.ts';
 import type { OpsCommand, OpsIo } from './ops/command.ts';
@@ -21,7 +22,6 @@ import { controlsCommands } from './ops/controls.ts';
 import { deadLetterCommands } from './ops/dead-letters.ts';
 import { type LookupDeps, lookupCommands } from './ops/lookup.ts';
 import { reconcileCommand } from './ops/reconcile.ts';
-import type { ReconcileServices } from './reconcile/index.ts';
 
 const io: OpsIo = {
   out: (line) => process.stdout.write(`${line}\n`),
@@ -105,7 +105,7 @@ async function backlogDeps() {
 async function reconcileServices(): Promise<ReconcileServices> {
   // The command prints the run's summary and findings itself; the runner's JSON log lines would mix
   // with them on stdout.
-  const { createReconcileServices } = await import('./reconcile/index.ts');
+  const { createReconcileServices } = await import('../reconciler/index.ts');
   open.reconcile ??= createReconcileServices(config(), createLogger('silent', 'ops'));
   return open.reconcile;
 }

@@ -8,18 +8,18 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { analyticsDatabaseUrl, analyticsHistory, configFromProcess } from '../shared/config.ts';
-import { createDatabase } from '../shared/db/client.ts';
-import { openReplicaReader } from '../shared/db/replica.ts';
-import { formatTable, toCsv } from './analytics/format.ts';
+import { formatTable, toCsv } from '../reconciler/analytics/format.ts';
 import {
   detectBackend,
   REPORTS,
   type ReportName,
   refreshAnalytics,
   setUpAnalytics,
-} from './analytics/index.ts';
-import { limits } from './analytics/limits.ts';
+} from '../reconciler/analytics/index.ts';
+import { limits } from '../reconciler/analytics/limits.ts';
+import { analyticsDatabaseUrl, analyticsHistory, configFromProcess } from '../shared/config.ts';
+import { createDatabase } from '../shared/db/client.ts';
+import { openReplicaReader } from '../shared/db/replica.ts';
 
 function usage(message: string): never {
   process.stderr.write(

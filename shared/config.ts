@@ -111,7 +111,7 @@ export const PUBLIC_SECRETS: ReadonlySet<string> = new Set([
   'whsec_the_new_secret_after_roll_1',
   'whsec_someone_elses_secret_000000',
   'whsec_second_secret_for_the_roll', // shared/config.test.ts
-  // QStash signing keys of hot-path/outbox/qstash.test.ts and scripts/reconcile/http.test.ts
+  // QStash signing keys of hot-path/outbox/qstash.test.ts and reconciler/http.test.ts
   'sig_current_signing_key_for_tests_01',
   'sig_current_signing_key_for_order_1', // hot-path/outbox/qstash-order.test.ts
   'sig_next_signing_key_for_order_0002',
@@ -119,7 +119,7 @@ export const PUBLIC_SECRETS: ReadonlySet<string> = new Set([
   'sig_someone_else_entirely_000',
   'sig_current_key_for_tests_000001',
   'sig_next_key_for_tests_0000000002',
-  // The Stripe API key of the reconciliation tests' local Stripe server (scripts/reconcile/stripe-api.test.ts)
+  // The Stripe API key of the reconciliation tests' local Stripe server (reconciler/stripe-api.test.ts)
   'sk_test_credana_local_stripe_server_only_01',
   'sk_test_someone_else_key_but_not_ours_9',
   // Supabase CLI's well-known local JWT secret (supabase/auth/verify-token.test.ts)
@@ -231,7 +231,7 @@ const schema = z.object({
   LEDGER_WRITER_PORT: integer(0, 65_535).default(8788),
   LEDGER_BATCH_MAX: integer(1, 10_000).default(500),
   LEDGER_BATCH_WAIT_MS: integer(1, 10_000).default(20),
-  // Lease of an outbox shard held by one ledger writer (hot-path/ledger-writer/shards.ts): a killed
+  // Lease of an outbox shard held by one ledger writer (ledger-writer/shards.ts): a killed
   // writer's shards are taken over within 1.25 × this; LEDGER_BATCH_WAIT_MS must be under a quarter.
   LEDGER_SHARD_LEASE_MS: integer(1_000, 600_000).default(10_000),
 
@@ -673,7 +673,7 @@ export function analyticsDatabaseUrl(config: Config): string {
   return config.ANALYTICS_DATABASE_URL ?? config.DATABASE_URL;
 }
 
-/** How long the analytics store keeps history uncompressed and at all (scripts/analytics/setup.ts). */
+/** How long the analytics store keeps history uncompressed and at all (reconciler/analytics/setup.ts). */
 export function analyticsHistory(config: Config): { compressAfterDays: number; retentionDays: number } {
   return {
     compressAfterDays: config.ANALYTICS_COMPRESS_AFTER_DAYS,

@@ -3,9 +3,9 @@
 // real hot-path decision right after declines), a rise waits, and a silent feed goes stale by time.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ChainHarness, seedAssets, seedUser, startChainHarness } from '../indexer/chain/harness.ts';
-import { cachedCredit, createTestIndexer } from '../indexer/chain/testing.ts';
 import type { Indexer } from '../indexer/runtime/index.ts';
+import { type ChainHarness, seedAssets, seedUser, startChainHarness } from '../scripts/chain/harness.ts';
+import { cachedCredit, createTestIndexer } from '../scripts/chain/testing.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
 import { ACCOUNT, userKeys } from '../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from './support/db.ts';

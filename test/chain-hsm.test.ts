@@ -5,12 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Address, LocalAccount } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ChainHarness, seedAssets, seedUser, startChainHarness } from '../indexer/chain/harness.ts';
-import { createTestIndexer, silentLogger, spawnSettlement } from '../indexer/chain/testing.ts';
-import { credanaVaultAbi, testTokenAbi, writeContractsFile } from '../indexer/contracts/index.ts';
-import { createLiquidator } from '../indexer/liquidator/index.ts';
-import { createSettlementWorker } from '../indexer/settlement/index.ts';
-import { signWithdrawalApproval } from '../indexer/withdrawals/approval.ts';
+import { createLiquidator } from '../liquidator/index.ts';
+import { type ChainHarness, seedAssets, seedUser, startChainHarness } from '../scripts/chain/harness.ts';
+import { createTestIndexer, silentLogger, spawnSettlement } from '../scripts/chain/testing.ts';
+import { createSettlementWorker } from '../settlement/index.ts';
+import { credanaVaultAbi, testTokenAbi, writeContractsFile } from '../shared/chain/contracts/index.ts';
 import {
   ethereumAccount,
   generateSecp256k1KeyPair,
@@ -19,6 +18,7 @@ import {
   type Token,
 } from '../shared/hsm/index.ts';
 import { pkcs11js } from '../shared/hsm/pkcs11.ts';
+import { signWithdrawalApproval } from '../withdrawals/approval.ts';
 import { redisEnv, setUpServices, type TestServices } from './support/db.ts';
 import { runScript } from './support/processes.ts';
 import { createSoftHsmToken, type SoftHsmToken } from './support/softhsm.ts';
@@ -313,19 +313,19 @@ describe('chain signers with their keys in the HSM', () => {
       CONTRACTS_FILE: contractsFile,
     };
     const [badPin, noKey, rawInProduction, noModule] = await Promise.all([
-      runScript('indexer/settlement/main.ts', [], {
+      runScript('settlement/main.ts', [], {
         ...base,
         SETTLER_KEY_LABEL: 'settler',
         PKCS11_PIN_FILE: wrongPinFile,
       }),
-      runScript('indexer/settlement/main.ts', [], { ...base, SETTLER_KEY_LABEL: 'nobody' }),
-      runScript('indexer/settlement/main.ts', [], {
+      runScript('settlement/main.ts', [], { ...base, SETTLER_KEY_LABEL: 'nobody' }),
+      runScript('settlement/main.ts', [], {
         PATH: process.env['PATH'] ?? '',
         NODE_ENV: 'production',
         STRIPE_WEBHOOK_SECRETS: `whsec_${randomBytes(12).toString('hex')}`,
         SETTLER_PRIVATE_KEY: `0x${'5a'.repeat(32)}`,
       }),
-      runScript('indexer/settlement/main.ts', [], {
+      runScript('settlement/main.ts', [], {
         ...base,
         SETTLER_KEY_LABEL: 'settler',
         PKCS11_MODULE: '/nonexistent/libpkcs11.so',

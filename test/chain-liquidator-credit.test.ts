@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import type { Address } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Indexer } from '../indexer/runtime/index.ts';
+import { createLiquidator, type Liquidator } from '../liquidator/index.ts';
 import {
   type ChainHarness,
   localAccount,
@@ -13,12 +15,10 @@ import {
   seedAssets,
   seedUser,
   startChainHarness,
-} from '../indexer/chain/harness.ts';
-import { createTestIndexer, silentLogger, spawnLiquidator } from '../indexer/chain/testing.ts';
-import { credanaVaultAbi, writeContractsFile } from '../indexer/contracts/index.ts';
-import { createLiquidator, type Liquidator } from '../indexer/liquidator/index.ts';
-import type { Indexer } from '../indexer/runtime/index.ts';
-import { createSettlementWorker } from '../indexer/settlement/index.ts';
+} from '../scripts/chain/harness.ts';
+import { createTestIndexer, silentLogger, spawnLiquidator } from '../scripts/chain/testing.ts';
+import { createSettlementWorker } from '../settlement/index.ts';
+import { credanaVaultAbi, writeContractsFile } from '../shared/chain/contracts/index.ts';
 import { borrowPower } from '../shared/credit.ts';
 import { usdcToCentsCeil } from '../shared/money.ts';
 import { ensureAccount, holdingsFromAccount } from '../shared/redis/account.ts';

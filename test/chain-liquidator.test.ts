@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import type { Address } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Indexer } from '../indexer/runtime/index.ts';
+import { createLiquidator } from '../liquidator/index.ts';
 import {
   type ChainHarness,
   localAccount,
@@ -14,11 +16,9 @@ import {
   seedAssets,
   seedUser,
   startChainHarness,
-} from '../indexer/chain/harness.ts';
-import { createTestIndexer, silentLogger, spawnLiquidator } from '../indexer/chain/testing.ts';
-import { credanaVaultAbi, writeContractsFile } from '../indexer/contracts/index.ts';
-import { createLiquidator } from '../indexer/liquidator/index.ts';
-import type { Indexer } from '../indexer/runtime/index.ts';
+} from '../scripts/chain/harness.ts';
+import { createTestIndexer, silentLogger, spawnLiquidator } from '../scripts/chain/testing.ts';
+import { credanaVaultAbi, writeContractsFile } from '../shared/chain/contracts/index.ts';
 import { setUpServices, type TestServices } from './support/db.ts';
 
 const ETH = 10n ** 18n;

@@ -1,14 +1,14 @@
 // Proves oracle sanity on a real Hardhat chain, Postgres, Redis and two in-process market views (what every hot-path process decides with): a spiking, an out-of-bounds and a future-stamped round never raise credit, a drop cuts it at once, and a price round orphaned by a real reorg leaves every market.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Indexer } from '../indexer/runtime/index.ts';
 import {
   type ChainHarness,
   DEFAULT_RISK,
   seedAssets,
   seedUser,
   startChainHarness,
-} from '../indexer/chain/harness.ts';
-import { cachedCredit, createTestIndexer } from '../indexer/chain/testing.ts';
-import type { Indexer } from '../indexer/runtime/index.ts';
+} from '../scripts/chain/harness.ts';
+import { cachedCredit, createTestIndexer } from '../scripts/chain/testing.ts';
 import { computeCredit } from '../shared/credit.ts';
 import { ensureAccount, holdingsFromAccount } from '../shared/redis/account.ts';
 import type { Redis } from '../shared/redis/client.ts';

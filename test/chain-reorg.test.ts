@@ -3,10 +3,10 @@
 // chain, before and after confirmations; a reorg deeper than the limit halts with an alert.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ChainHarness, seedAssets, seedUser, startChainHarness } from '../indexer/chain/harness.ts';
-import { cachedChainState, createTestIndexer, indexedState } from '../indexer/chain/testing.ts';
-import { ReorgTooDeepError } from '../indexer/rpc/index.ts';
 import type { Indexer } from '../indexer/runtime/index.ts';
+import { type ChainHarness, seedAssets, seedUser, startChainHarness } from '../scripts/chain/harness.ts';
+import { cachedChainState, createTestIndexer, indexedState } from '../scripts/chain/testing.ts';
+import { ReorgTooDeepError } from '../shared/chain/rpc/index.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
 import { setUpServices, type TestServices } from './support/db.ts';
 

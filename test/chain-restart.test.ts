@@ -7,15 +7,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Address } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ChainHarness, seedAssets, seedUser, startChainHarness } from '../indexer/chain/harness.ts';
+import { type ChainHarness, seedAssets, seedUser, startChainHarness } from '../scripts/chain/harness.ts';
 import {
   cachedChainState,
   createTestIndexer,
   indexedState,
   spawnIndexer,
   startFlakyProxy,
-} from '../indexer/chain/testing.ts';
-import { writeContractsFile } from '../indexer/contracts/index.ts';
+} from '../scripts/chain/testing.ts';
+import { writeContractsFile } from '../shared/chain/contracts/index.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
 import { redisEnv, setUpServices, type TestServices } from './support/db.ts';
 

@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import type { Address } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
-import { createLedgerWriter, type LedgerWriter } from '../hot-path/ledger-writer/writer.ts';
+import type { Indexer } from '../indexer/runtime/index.ts';
+import { createLedgerWriterMetrics } from '../ledger-writer/metrics.ts';
+import { createLedgerWriter, type LedgerWriter } from '../ledger-writer/writer.ts';
 import {
   type ChainHarness,
   localAccount,
@@ -18,11 +19,10 @@ import {
   seedAssets,
   seedUser,
   startChainHarness,
-} from '../indexer/chain/harness.ts';
-import { cachedCredit, createTestIndexer, silentLogger, spawnSettlement } from '../indexer/chain/testing.ts';
-import { credanaVaultAbi, writeContractsFile } from '../indexer/contracts/index.ts';
-import type { Indexer } from '../indexer/runtime/index.ts';
-import { createSettlementMetrics, createSettlementWorker } from '../indexer/settlement/index.ts';
+} from '../scripts/chain/harness.ts';
+import { cachedCredit, createTestIndexer, silentLogger, spawnSettlement } from '../scripts/chain/testing.ts';
+import { createSettlementMetrics, createSettlementWorker } from '../settlement/index.ts';
+import { credanaVaultAbi, writeContractsFile } from '../shared/chain/contracts/index.ts';
 import { cardMovementEntries, insertTransfers } from '../shared/db/queries/ledger.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
 import { duplicateRedis } from '../shared/redis/client.ts';

@@ -11,8 +11,9 @@ import { join } from 'node:path';
 import type { Address, Hex } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
-import { createLedgerWriter, type LedgerWriter } from '../hot-path/ledger-writer/writer.ts';
+import type { Indexer } from '../indexer/runtime/index.ts';
+import { createLedgerWriterMetrics } from '../ledger-writer/metrics.ts';
+import { createLedgerWriter, type LedgerWriter } from '../ledger-writer/writer.ts';
 import {
   type ChainHarness,
   localAccount,
@@ -20,23 +21,22 @@ import {
   seedAssets,
   seedUser,
   startChainHarness,
-} from '../indexer/chain/harness.ts';
-import { cachedCredit, createTestIndexer, silentLogger, spawnSettlement } from '../indexer/chain/testing.ts';
-import { credanaVaultAbi, testTokenAbi, writeContractsFile } from '../indexer/contracts/index.ts';
-import type { Indexer } from '../indexer/runtime/index.ts';
+} from '../scripts/chain/harness.ts';
+import { cachedCredit, createTestIndexer, silentLogger, spawnSettlement } from '../scripts/chain/testing.ts';
 import {
   createSettlementMetrics,
   createSettlementWorker,
   type SettlementWorker,
-} from '../indexer/settlement/index.ts';
+} from '../settlement/index.ts';
+import { credanaVaultAbi, testTokenAbi, writeContractsFile } from '../shared/chain/contracts/index.ts';
+import { ensureAccount } from '../shared/redis/account.ts';
+import { duplicateRedis } from '../shared/redis/client.ts';
 import {
   approveWithdrawal,
   signWithdrawalApproval,
   type WithdrawalApproval,
   withdrawalRoutes,
-} from '../indexer/withdrawals/index.ts';
-import { ensureAccount } from '../shared/redis/account.ts';
-import { duplicateRedis } from '../shared/redis/client.ts';
+} from '../withdrawals/index.ts';
 import { redisEnv, setUpServices, type TestServices } from './support/db.ts';
 import { type HotPath, post, startHotPath } from './support/hot-path.ts';
 import { authorizationRequest, transactionEvent } from './support/stripe.ts';

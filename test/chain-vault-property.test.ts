@@ -25,7 +25,8 @@ import {
 import { privateKeyToAccount } from 'viem/accounts';
 import { hardhat } from 'viem/chains';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_COLLATERAL } from '../indexer/chain/deploy.ts';
+import { planLiquidation } from '../liquidator/index.ts';
+import { DEFAULT_COLLATERAL } from '../scripts/chain/deploy.ts';
 import {
   type ChainHarness,
   DEFAULT_RISK,
@@ -34,13 +35,12 @@ import {
   ROLES,
   revertError,
   startChainHarness,
-} from '../indexer/chain/harness.ts';
-import { credanaVaultAbi, mockAggregatorAbi } from '../indexer/contracts/index.ts';
-import { LIMITS } from '../indexer/limits.ts';
-import { planLiquidation } from '../indexer/liquidator/index.ts';
-import { signWithdrawalApproval } from '../indexer/withdrawals/approval.ts';
+} from '../scripts/chain/harness.ts';
+import { credanaVaultAbi, mockAggregatorAbi } from '../shared/chain/contracts/index.ts';
+import { LIMITS } from '../shared/chain/limits.ts';
 import { type AssetRisk, borrowPower, type PriceQuote } from '../shared/credit.ts';
 import { usdcToCentsCeil } from '../shared/money.ts';
+import { signWithdrawalApproval } from '../withdrawals/approval.ts';
 
 /** A failing run to replay (seed, path and replayPath as fast-check prints them), or null for fresh runs. */
 const REPLAY = null as { seed: number; path: string; replayPath: string } | null;
@@ -205,7 +205,7 @@ const quotes = (model: Model) =>
   );
 
 /**
- * The approval service's decision (indexer/withdrawals `approveWithdrawal`) with the credit model's
+ * The approval service's decision (withdrawals/ `approveWithdrawal`) with the credit model's
  * arithmetic: what stays after every pending withdrawal must cover the exposure. Here the exposure is the
  * on-chain debt alone (no card holds in this test) and the prices in force are the feeds' latest answers.
  */

@@ -9,15 +9,15 @@ import {
   ROLES,
   seedAssets,
   startChainHarness,
-} from '../indexer/chain/harness.ts';
+} from '../scripts/chain/harness.ts';
 import {
   type ChildService,
   spawnLiquidator,
   spawnService,
   spawnSettlement,
-} from '../indexer/chain/testing.ts';
-import { writeContractsFile } from '../indexer/contracts/index.ts';
-import { LOCK_SETTLEMENT_SESSION } from '../indexer/store/index.ts';
+} from '../scripts/chain/testing.ts';
+import { writeContractsFile } from '../shared/chain/contracts/index.ts';
+import { LOCK_SETTLEMENT_SESSION } from '../shared/db/locks.ts';
 import { redisEnv, type ServiceRole, setUpServices, type TestServices } from './support/db.ts';
 import { freePort } from './support/processes.ts';
 
@@ -163,7 +163,7 @@ describe('chain workers: health, readiness and metrics', () => {
   it('anchorer: ready while it holds the anchor lock, its metrics labelled', async () => {
     const anchorer = start(
       spawnService(
-        'indexer/anchor/main.ts',
+        'anchorer/main.ts',
         baseEnv('credana_reconciliation', {
           AUDIT_ANCHOR_METRICS_PORT: '0',
           AUDIT_ANCHOR_PRIVATE_KEY: localAccount(ROLES.anchorer).privateKey,
@@ -189,7 +189,7 @@ describe('chain workers: health, readiness and metrics', () => {
     const port = await freePort();
     const service = start(
       spawnService(
-        'indexer/withdrawals/main.ts',
+        'withdrawals/main.ts',
         baseEnv('credana_withdrawals', {
           WITHDRAWALS_PORT: String(port),
           WITHDRAWALS_METRICS_PORT: '0',

@@ -7,11 +7,11 @@ import path from 'node:path';
 import postgres from 'postgres';
 import type { Hex } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { localClients } from '../indexer/chain/deploy.ts';
-import { localAccount, ROLES } from '../indexer/chain/harness.ts';
-import { credanaVaultAbi } from '../indexer/contracts/index.ts';
+import { localClients } from '../scripts/chain/deploy.ts';
+import { localAccount, ROLES } from '../scripts/chain/harness.ts';
 import { pgBouncerPidFile, SERVICE_ROLE_POOL_MODES } from '../scripts/dev/pgbouncer.ts';
 import type { StackSummary } from '../scripts/dev/stack.ts';
+import { credanaVaultAbi } from '../shared/chain/contracts/index.ts';
 import { USDC_PER_CENT } from '../shared/money.ts';
 import { freePort, runScript } from './support/processes.ts';
 

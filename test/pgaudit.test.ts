@@ -2,8 +2,8 @@
 import { readFileSync } from 'node:fs';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { applyBatch, parseEntry } from '../hot-path/ledger-writer/apply.ts';
-import { decisionFields } from '../hot-path/ledger-writer/testing.ts';
+import { decisionFields } from '../ledger-writer/testing.ts';
+import { applyBatch, parseEntry } from '../ledger-writer/write-batch.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
 import { seedUser } from './support/fixtures.ts';
 import { PGAUDIT_SETTINGS } from './support/pgaudit.ts';

@@ -5,7 +5,7 @@
 // writer has drained, Postgres holds exactly what was approved (the outbox applied once), nothing is
 // dead-lettered, the conservation check is clean, and no user was approved beyond their credit.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { waitForEmptyOutbox } from '../hot-path/ledger-writer/testing.ts';
+import { waitForEmptyOutbox } from '../ledger-writer/testing.ts';
 import { createRedis, isCluster, type Redis } from '../shared/redis/client.ts';
 import { deadLetterKey, userKeys } from '../shared/redis/keys.ts';
 import { conservationProblems } from './support/conservation.ts';
@@ -163,7 +163,7 @@ describe('REDIS_WAIT_REPLICAS on a Redis Cluster', () => {
     const victimIds = new Set(onVictim.map((u) => u.userId));
 
     const writer = await spawnService(
-      'hot-path/ledger-writer/main.ts',
+      'ledger-writer/main.ts',
       { ...baseEnv(), DATABASE_URL: services.urlFor('credana_ledger_writer'), LEDGER_WRITER_PORT: '0' },
       'ledger-writer ready',
     );

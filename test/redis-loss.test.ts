@@ -8,7 +8,7 @@
 import { readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { outboxBacklog } from '../hot-path/ledger-writer/testing.ts';
+import { outboxBacklog } from '../ledger-writer/testing.ts';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
 import { allOutboxKeys, userKeys } from '../shared/redis/keys.ts';
 import { conservationProblems } from './support/conservation.ts';
@@ -56,7 +56,7 @@ const serviceEnv = (role: ServiceRole = 'credana_ledger_writer') => ({
   LEDGER_WRITER_PORT: '0',
 });
 
-const startWriter = () => spawnService('hot-path/ledger-writer/main.ts', serviceEnv(), 'ledger-writer ready');
+const startWriter = () => spawnService('ledger-writer/main.ts', serviceEnv(), 'ledger-writer ready');
 
 async function waitUntil(check: () => Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
   const until = Date.now() + timeoutMs;

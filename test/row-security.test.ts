@@ -1,7 +1,7 @@
 // Proves the row and column rules of drizzle/0012 by connecting as each service role (trust authentication, the role as the URL's username; the other tests mostly connect as the superuser, which bypasses RLS): two users' rows in every financial table, then for each role what it reads (rows and columns), what it is refused (permission denied for a hidden column, zero rows for a hidden row — each checked against a row the role must see, so an empty answer cannot pass by accident), that it cannot write, that support sees one user only after an audited request and cannot forge one, that analytics ingestion runs as credana_analytics, and that no service role bypasses RLS or owns a table.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readAsAnalytics, refreshAnalytics, setUpAnalytics } from '../scripts/analytics/index.ts';
-import { createReconcileServices, runJob } from '../scripts/reconcile/index.ts';
+import { readAsAnalytics, refreshAnalytics, setUpAnalytics } from '../reconciler/analytics/index.ts';
+import { createReconcileServices, runJob } from '../reconciler/index.ts';
 import { createDatabase, type Database, type Sql } from '../shared/db/client.ts';
 import { cloneTemplateDatabase, dropDatabase, setUpServices, type TestServices } from './support/db.ts';
 import { testConfig } from './support/hot-path.ts';

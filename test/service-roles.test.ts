@@ -10,13 +10,13 @@
  */
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createLedgerWriterMetrics } from '../hot-path/ledger-writer/metrics.ts';
-import { waitForEmptyOutbox } from '../hot-path/ledger-writer/testing.ts';
-import { createLedgerWriter } from '../hot-path/ledger-writer/writer.ts';
-import { tryExclusiveSession } from '../indexer/store/index.ts';
+import { createLedgerWriterMetrics } from '../ledger-writer/metrics.ts';
+import { waitForEmptyOutbox } from '../ledger-writer/testing.ts';
+import { createLedgerWriter } from '../ledger-writer/writer.ts';
 import { type PgBouncer, SERVICE_ROLES, startPgBouncer } from '../scripts/dev/pgbouncer.ts';
 import { testServiceUrls } from '../shared/config.ts';
 import { createDatabase, type Database } from '../shared/db/client.ts';
+import { tryExclusiveSession } from '../shared/db/locks.ts';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
 import { conservationProblems } from './support/conservation.ts';
 import { setUpServices, type TestServices } from './support/db.ts';

@@ -1,9 +1,9 @@
 // Proves the scheduled upkeep keeps the database in shape over four months of simulated time: the local scheduler (the production SCHEDULES' upkeep and holds jobs, run as the credana_reconciliation role) is driven on a simulated clock while the real hot path and ledger writer's apply book a card event every simulated day; partitions always exist ahead and the default partition stays empty, user_position_summary always matches the live numbers within its 10-minute schedule, and holds past their expiry are swept — including a hold only Redis knows (its writer lagging), which only the hold-sweep can reach — while a 31-day lodging hold is kept until its time.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createReconcileServices, type ReconcileServices, runJob } from '../scripts/reconcile/index.ts';
-import { createLocalScheduler } from '../scripts/reconcile/local-scheduler.ts';
-import { SCHEDULES } from '../scripts/reconcile/qstash-schedules.ts';
-import { upkeepLimits } from '../scripts/upkeep/limits.ts';
+import { createReconcileServices, type ReconcileServices, runJob } from '../reconciler/index.ts';
+import { createLocalScheduler } from '../reconciler/local-scheduler.ts';
+import { SCHEDULES } from '../reconciler/qstash-schedules.ts';
+import { upkeepLimits } from '../reconciler/upkeep/limits.ts';
 import { addMonths, monthStartUtc } from '../shared/db/partitions.ts';
 import { shardOf, userKeys } from '../shared/redis/keys.ts';
 import type { TestServices } from './support/db.ts';

@@ -16,7 +16,7 @@ import { setUpServicesWithWeth, testConfig, WETH_PRICE_E8 } from '../../test/sup
 import { freePort } from '../../test/support/processes.ts';
 import { drainOutbox } from '../../test/support/reconcile.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
-import { createLifecycle, type Lifecycle } from '../lifecycle/apply.ts';
+import { createLifecycle, type Lifecycle } from '../lifecycle/handler.ts';
 import { authorizationRequestEvent, lifecycleEvent } from '../stripe/events.ts';
 import { newDecisionId } from './engine.ts';
 import { decideFromPostgres } from './postgres-fallback.ts';

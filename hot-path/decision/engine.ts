@@ -20,7 +20,7 @@ import type { Config } from '../../shared/config.ts';
 import { globallyBlockedMccs } from '../../shared/controls/cash-policy.ts';
 import { borrowPower, type CollateralHolding } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
-import type { DecisionReason, DecisionRecord, LifecycleRecord } from '../../shared/outbox.ts';
+import type { DecisionReason, DecisionRecord, LifecycleRecord } from '../../shared/outbox/records.ts';
 import { holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
 import { ensureAccount, holdingsFromAccount, utcDay } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
@@ -31,10 +31,10 @@ import { limits } from '../limits.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
 import { type CardOwners, createCardOwners } from './card-owners.ts';
 import { DeadlineError, withDeadline } from './deadline.ts';
+import { DECIDE, DECIDE_WITHOUT_USER, RELEASE_UNREPLICATED } from './lua.ts';
 import { decideFromPostgres, type FallbackResult } from './postgres-fallback.ts';
 import { createRedisLease, type RedisLease } from './redis-lease.ts';
 import { createReplicaWaiter } from './replica-wait.ts';
-import { DECIDE, DECIDE_WITHOUT_USER, RELEASE_UNREPLICATED } from './scripts.ts';
 
 export interface DecisionOutcome {
   approved: boolean;

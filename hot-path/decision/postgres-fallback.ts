@@ -24,7 +24,7 @@ import type { Sql } from '../../shared/db/client.ts';
 import { cardControlsForDecision } from '../../shared/db/queries/controls.ts';
 import { cardMovementEntries, insertAudit, insertTransfers } from '../../shared/db/queries/ledger.ts';
 import { usdcToCentsCeil } from '../../shared/money.ts';
-import type { DecisionReason } from '../../shared/outbox.ts';
+import type { DecisionReason } from '../../shared/outbox/records.ts';
 import { holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
 import type { Market } from '../../shared/redis/market.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
@@ -215,7 +215,7 @@ export async function decideFromPostgres(
         ${granted.toString()}, ${outcome.reason}, 'postgres', ${latencyUs}, ${new Date(nowMs)})`;
     // The merchant name is never sealed here: this process holds no data key, so a swipe never waits on
     // the HSM. It waits in merchant_names_unsealed (in this transaction, one statement with the row) for
-    // the ledger writer to seal it (hot-path/ledger-writer/seal-queue.ts).
+    // the ledger writer to seal it (ledger-writer/seal-queue.ts).
     await tx`with a as (
         insert into authorizations (id, user_id, card_id, status, approved, requested_cents, approved_cents, held_cents,
           decision, decline_reason, decision_id, decision_source, decision_latency_us, merchant_category_code, expires_at)

@@ -26,14 +26,14 @@
  */
 import { hostname } from 'node:os';
 import type { Sql } from '../../shared/db/client.ts';
-import type { LifecycleRecord } from '../../shared/outbox.ts';
+import type { LifecycleRecord } from '../../shared/outbox/records.ts';
 import { utcDay } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
 import { runScript } from '../../shared/redis/script.ts';
 import { limits } from '../limits.ts';
 import { withDeadline } from './deadline.ts';
-import { ADOPT_FALLBACK } from './scripts.ts';
+import { ADOPT_FALLBACK } from './lua.ts';
 
 /** The advisory lock that orders lease acquisitions (exclusive) against fallback grants (shared). */
 export const DECIDER_LOCK_KEY = 7_431_015;

@@ -5,6 +5,7 @@
 // promotion of the replica, every approval that was answered is there.
 import { execFileSync } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { waitForEmptyOutbox } from '../../ledger-writer/testing.ts';
 import { utcDay } from '../../shared/redis/account.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
@@ -16,9 +17,8 @@ import { type HotPath, post, startHotPath } from '../../test/support/hot-path.ts
 import { type RedisServer, spawnService, startRedisServer } from '../../test/support/processes.ts';
 import { authorizationEvent, authorizationRequest, TEST_WEBHOOK_SECRET } from '../../test/support/stripe.ts';
 import { startTcpProxy, type TcpProxy } from '../../test/support/tcp-proxy.ts';
-import { waitForEmptyOutbox } from '../ledger-writer/testing.ts';
+import { DECIDE } from './lua.ts';
 import { createReplicaWaiter } from './replica-wait.ts';
-import { DECIDE } from './scripts.ts';
 
 const PRICE = 300_000_000_000n;
 // The test config's Redis budget is 1,000 ms: the WAIT may block up to half of it.
@@ -155,7 +155,7 @@ async function waitCalls(redis: Redis): Promise<number> {
 /** A real ledger-writer process on `redisUrl`, until the outbox is empty. */
 async function drain(services: TestServices, redisUrl: string, redis: Redis): Promise<void> {
   const writer = await spawnService(
-    'hot-path/ledger-writer/main.ts',
+    'ledger-writer/main.ts',
     {
       NODE_ENV: 'test',
       LOG_LEVEL: 'silent',

@@ -10,8 +10,8 @@ import { userKeys } from '../../shared/redis/keys.ts';
 import { runScript } from '../../shared/redis/script.ts';
 import { deletePrefix } from '../../test/support/db.ts';
 import { redisClusterNodes, redisUrl } from '../../test/support/env.ts';
+import { DECIDE } from './lua.ts';
 import { evaluateRules, type RuleInput } from './rules.ts';
-import { DECIDE } from './scripts.ts';
 
 const prefix = `rules${randomUUID().slice(0, 8)}:`;
 let redis: Redis;

@@ -3,7 +3,7 @@
  * applies the same rules in the same order inside Redis; the Postgres fallback calls this function.
  * `rules.test.ts` runs both on the same vectors so they cannot drift apart.
  */
-import type { DecisionReason } from '../../shared/outbox.ts';
+import type { DecisionReason } from '../../shared/outbox/records.ts';
 
 /**
  * Decisions declined before the velocity check: they do not count toward the velocity limit. The

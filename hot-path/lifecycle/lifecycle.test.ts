@@ -14,7 +14,7 @@ import {
   WETH_PRICE_E8,
 } from '../../test/support/hot-path.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
-import { sweepExpiredHolds } from './apply.ts';
+import { sweepExpiredHolds } from './handler.ts';
 
 const PRICE = WETH_PRICE_E8;
 let services: TestServices;

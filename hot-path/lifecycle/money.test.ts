@@ -5,6 +5,9 @@
 // refunds beyond what was captured, and unlinked ones, are held for review (ledger account, metric),
 // never spendable; unsettled is never negative in Postgres; a non-USD event is recorded, not booked.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLedgerWriterMetrics } from '../../ledger-writer/metrics.ts';
+import { waitForEmptyOutbox } from '../../ledger-writer/testing.ts';
+import { createLedgerWriter, type LedgerWriter } from '../../ledger-writer/writer.ts';
 import { duplicateRedis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
@@ -18,10 +21,7 @@ import {
   WETH_PRICE_E8,
 } from '../../test/support/hot-path.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
-import { createLedgerWriterMetrics } from '../ledger-writer/metrics.ts';
-import { waitForEmptyOutbox } from '../ledger-writer/testing.ts';
-import { createLedgerWriter, type LedgerWriter } from '../ledger-writer/writer.ts';
-import { transactionMovement } from './apply.ts';
+import { transactionMovement } from './handler.ts';
 
 const DAY_MS = 86_400_000;
 let world: HotPathWorld;

@@ -5,8 +5,8 @@
  * internal listener serves (shared/observability/internal-app.ts).
  */
 import { createInternalApp as createServiceInternalApp } from '../../shared/observability/internal-app.ts';
+import type { Readiness } from '../../shared/observability/readiness.ts';
 import type { Metrics } from './metrics.ts';
-import type { Readiness } from './readiness.ts';
 
 export function createInternalApp(deps: { metrics: Pick<Metrics, 'registry'>; readiness: Readiness }) {
   return createServiceInternalApp({ registry: deps.metrics.registry, readiness: deps.readiness });

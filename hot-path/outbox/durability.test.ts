@@ -2,6 +2,7 @@
 // every decision the hot path acknowledged (answered) survives `kill -9` of Redis — hold and outbox
 // record — and a ledger writer started afterwards brings Postgres to exactly the same holds.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { outboxBacklog } from '../../ledger-writer/testing.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
@@ -10,7 +11,6 @@ import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/suppor
 import { type HotPath, post, startHotPath, testConfig } from '../../test/support/hot-path.ts';
 import { type RedisServer, spawnService, startRedisServer } from '../../test/support/processes.ts';
 import { authorizationRequest, TEST_WEBHOOK_SECRET } from '../../test/support/stripe.ts';
-import { outboxBacklog } from '../ledger-writer/testing.ts';
 
 const PRICE = 300_000_000_000n;
 let shared: TestServices;
@@ -60,7 +60,7 @@ describe('outbox durability with AOF', () => {
     // A real writer process drains the restored outbox into Postgres.
     const config = testConfig(services, {}, 'credana_ledger_writer');
     const writer = await spawnService(
-      'hot-path/ledger-writer/main.ts',
+      'ledger-writer/main.ts',
       {
         NODE_ENV: 'test',
         LOG_LEVEL: 'silent',

@@ -2,22 +2,22 @@
 import { serve } from '@hono/node-server';
 import { Client, Receiver } from '@upstash/qstash';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLedgerWriterMetrics } from '../../ledger-writer/metrics.ts';
+import { createQStashReceiverApp } from '../../ledger-writer/qstash-receiver.ts';
+import { addEntry, decisionFields, outboxBacklog, waitForEmptyOutbox } from '../../ledger-writer/testing.ts';
+import { createLedgerWriter } from '../../ledger-writer/writer.ts';
 import type { Sql } from '../../shared/db/client.ts';
+import { deadLetterMember } from '../../shared/outbox/dead-letters.ts';
+import { outboxLimits } from '../../shared/outbox/limits.ts';
 import { allOutboxKeys, deadLetterKey, userDeadLettersKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import { connectRedis, setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { type HotPath, post, setUpServicesWithWeth, startHotPath } from '../../test/support/hot-path.ts';
 import { freePort } from '../../test/support/processes.ts';
+import { qstashSignature, qstashStandIn } from '../../test/support/qstash.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
-import { deadLetterMember } from '../ledger-writer/dead-letters.ts';
-import { limits as writerLimits } from '../ledger-writer/limits.ts';
-import { createLedgerWriterMetrics } from '../ledger-writer/metrics.ts';
-import { createQStashReceiverApp } from '../ledger-writer/qstash-receiver.ts';
-import { addEntry, decisionFields, outboxBacklog, waitForEmptyOutbox } from '../ledger-writer/testing.ts';
-import { createLedgerWriter } from '../ledger-writer/writer.ts';
 import { createQStashRelay } from './qstash-relay.ts';
-import { qstashSignature, qstashStandIn } from './qstash-testing.ts';
 
 const CURRENT = 'sig_current_signing_key_for_order_1';
 const NEXT = 'sig_next_signing_key_for_order_0002';
@@ -405,7 +405,7 @@ describe('QStash transport keeps the stream writer’s order and exactly-once', 
     // Over the receiver's body limit; under it but over this QStash plan's message size; then a normal one.
     const overLimit = await addEntry(services.redis, services.prefix, userId, [
       'r',
-      'x'.repeat(writerLimits.qstashBodyBytesMax),
+      'x'.repeat(outboxLimits.qstashBodyBytesMax),
     ]);
     const overPlan = await addEntry(services.redis, services.prefix, userId, ['r', 'y'.repeat(2_000_000)]);
     const eventId = `evt_after_large_${Date.now()}`;
@@ -455,7 +455,7 @@ describe('QStash transport keeps the stream writer’s order and exactly-once', 
         return fields;
       });
       expect(fresh.map((f) => [f['stream'], f['id'], f['problem'], f['f:r']?.length])).toEqual([
-        [stream, overLimit, 'too_large', writerLimits.qstashBodyBytesMax],
+        [stream, overLimit, 'too_large', outboxLimits.qstashBodyBytesMax],
         [stream, overPlan, 'too_large', 2_000_000],
       ]);
       for (const p of standIn.published) expect(Buffer.byteLength(p.body)).toBeLessThanOrEqual(1_000_000);

@@ -32,30 +32,16 @@
  * would otherwise lose the record.
  */
 import type { Client } from '@upstash/qstash';
+import { appendDeadLetter } from '../../shared/outbox/dead-letters.ts';
+import { outboxLimits } from '../../shared/outbox/limits.ts';
+import type { RelayedEntry } from '../../shared/outbox/records.ts';
+import { ackApplied, compareStreamIds, readWatermark } from '../../shared/outbox/watermark.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { allOutboxKeys } from '../../shared/redis/keys.ts';
 import { readGroupAcross } from '../../shared/redis/streams.ts';
-import { appendDeadLetter } from '../ledger-writer/dead-letters.ts';
-import { limits as writerLimits } from '../ledger-writer/limits.ts';
 import { limits } from './limits.ts';
-import { ackApplied, compareStreamIds, readWatermark } from './watermark.ts';
 
 export const RELAY_GROUP = 'qstash-relay';
-
-/** The body published for one stream entry; the receiver rebuilds the entry from it. */
-export interface RelayedEntry {
-  stream: string;
-  id: string;
-  /** The id of the entry before this one in its stream when published; null when none was left. */
-  prev: string | null;
-  fields: Record<string, string>;
-  /**
-   * Set when the entry itself could not be sent (its body over the receiver's limit, or refused by
-   * QStash as too large): the relay dead-lettered it, and this stub (no fields) only moves its shard
-   * past it in order, so one such entry never blocks the shard.
-   */
-  dropped?: 'too_large' | undefined;
-}
 
 export interface QStashRelayOptions {
   redis: Redis;
@@ -155,7 +141,7 @@ export function createQStashRelay(options: QStashRelayOptions) {
             deduplicationId: dedup,
             retryDelay: limits.retryDelayExpression,
           });
-        let tooLarge = Buffer.byteLength(JSON.stringify(body)) > writerLimits.qstashBodyBytesMax;
+        let tooLarge = Buffer.byteLength(JSON.stringify(body)) > outboxLimits.qstashBodyBytesMax;
         if (!tooLarge) {
           try {
             await send(body, deduplicationId);
@@ -193,7 +179,7 @@ export function createQStashRelay(options: QStashRelayOptions) {
       redis,
       prefix,
       { stream: entry.stream, id: entry.id, fields: entry.fields },
-      `relayed body over ${writerLimits.qstashBodyBytesMax} bytes or refused by QStash as too large`,
+      `relayed body over ${outboxLimits.qstashBodyBytesMax} bytes or refused by QStash as too large`,
       'too_large',
     );
   }

@@ -9,19 +9,19 @@ import { request as httpRequest } from 'node:http';
 import { serve } from '@hono/node-server';
 import { Client, Receiver } from '@upstash/qstash';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createQStashReceiverApp } from '../../ledger-writer/qstash-receiver.ts';
+import { outboxBacklog } from '../../ledger-writer/testing.ts';
+import { outboxLimits } from '../../shared/outbox/limits.ts';
+import { readWatermark } from '../../shared/outbox/watermark.ts';
 import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { post, startHotPath } from '../../test/support/hot-path.ts';
 import { freePort } from '../../test/support/processes.ts';
+import { qstashSignature, qstashStandIn } from '../../test/support/qstash.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
-import { limits as writerLimits } from '../ledger-writer/limits.ts';
-import { createQStashReceiverApp } from '../ledger-writer/qstash-receiver.ts';
-import { outboxBacklog } from '../ledger-writer/testing.ts';
 import { limits } from './limits.ts';
 import { createQStashRelay } from './qstash-relay.ts';
-import { qstashSignature, qstashStandIn } from './qstash-testing.ts';
-import { readWatermark } from './watermark.ts';
 
 const CURRENT = 'sig_current_signing_key_for_tests_01';
 const NEXT = 'sig_next_signing_key_for_tests_0002';
@@ -183,7 +183,7 @@ describe('QStash transport', () => {
       stream,
       id: '1-0',
       prev: null,
-      fields: { r: 'x'.repeat(writerLimits.qstashBodyBytesMax) },
+      fields: { r: 'x'.repeat(outboxLimits.qstashBodyBytesMax) },
     });
     const res = await app.request('/qstash', {
       method: 'POST',

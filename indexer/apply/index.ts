@@ -9,8 +9,16 @@
  */
 import type postgres from 'postgres';
 import type { Address, Hex } from 'viem';
+import { LIMITS } from '../../shared/chain/limits.ts';
+import { lockChainApply } from '../../shared/db/locks.ts';
+import { type PriceRow, pricesInForce, vaultAccountsOf, walletUsers } from '../../shared/db/queries/chain.ts';
+import {
+  insertAudit,
+  insertLedgerTransfers,
+  type LedgerTransfer,
+  ledgerEntriesByRef,
+} from '../../shared/db/queries/chain-ledger.ts';
 import { USDC_PER_CENT } from '../../shared/money.ts';
-import { LIMITS } from '../limits.ts';
 import {
   addCreditDeltas,
   addPositionDeltas,
@@ -22,30 +30,21 @@ import {
   deletePrices,
   type EventRecord,
   eventsAbove,
-  insertAudit,
   insertBlocks,
   insertEvents,
-  insertLedgerTransfers,
-  type LedgerTransfer,
-  ledgerEntriesByRef,
-  lockChainApply,
   markApplied,
   type PositionDelta,
-  type PriceRow,
   type PriceSanityState,
   prepareForInsert,
   priceSanityState,
-  pricesInForce,
   pruneBlocks,
   refundsByRef,
   setRefundStatus,
   setSettlementStatus,
   settlementsByRef,
   upsertPrices,
-  vaultAccountsOf,
   waitingEvents,
   waitingEventsOfUserBefore,
-  walletUsers,
   writeCursor,
 } from '../store/index.ts';
 import type { DecodedLog } from '../sync/index.ts';

@@ -9,15 +9,15 @@
  * the user stays dirty and only the chain-owned fields are rewritten meanwhile.
  */
 import type { Logger } from 'pino';
+import { LIMITS } from '../../shared/chain/limits.ts';
 import type { Sql } from '../../shared/db/client.ts';
+import { type AssetRow, chainStateOfUsers, pricesInForce } from '../../shared/db/queries/chain.ts';
 import { writeChainState } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { channels, pricesKey } from '../../shared/redis/keys.ts';
 import { publishAsset, publishPriceInForce } from '../../shared/redis/market.ts';
 import { publishToAll } from '../../shared/redis/pubsub.ts';
 import { rebuildIfWritten } from '../../shared/redis/rebuild-guard.ts';
-import { LIMITS } from '../limits.ts';
-import { type AssetRow, chainStateOfUsers, pricesInForce } from '../store/index.ts';
 import type { Touched } from './index.ts';
 
 export interface CacheWriterOptions {

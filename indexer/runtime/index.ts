@@ -11,7 +11,14 @@
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
 import { type Address, type PublicClient, zeroHash } from 'viem';
+import { type ContractsFile, feedProxyAbi } from '../../shared/chain/contracts/index.ts';
+import { assertChainSettings, assertLimits, LIMITS } from '../../shared/chain/limits.ts';
+import { classifyRpcError, NonRetryableError, ReorgTooDeepError } from '../../shared/chain/rpc/index.ts';
+import { LOCK_INDEXER_SESSION, tryExclusive } from '../../shared/db/locks.ts';
+import { type AssetRow, loadAssets } from '../../shared/db/queries/chain.ts';
+import { insertAudit } from '../../shared/db/queries/chain-ledger.ts';
 import type { Redis } from '../../shared/redis/client.ts';
+import { createSleeper } from '../../shared/sleeper.ts';
 import {
   type ApplyContext,
   commitRange,
@@ -22,21 +29,7 @@ import {
   type Touched,
 } from '../apply/index.ts';
 import { type CacheWriter, createCacheWriter } from '../apply/redis.ts';
-import { type ContractsFile, feedProxyAbi } from '../contracts/index.ts';
-import { assertChainSettings, assertLimits, LIMITS } from '../limits.ts';
-import { classifyRpcError, NonRetryableError, ReorgTooDeepError } from '../rpc/index.ts';
-import { createSleeper } from '../sleeper.ts';
-import {
-  type AssetRow,
-  type BlockRef,
-  type EventRecord,
-  insertAudit,
-  LOCK_INDEXER_SESSION,
-  loadAssets,
-  readCursor,
-  recentBlocks,
-  tryExclusive,
-} from '../store/index.ts';
+import { type BlockRef, type EventRecord, readCursor, recentBlocks } from '../store/index.ts';
 import { createSync, type Sync, type SyncBatch } from '../sync/index.ts';
 import { createIndexerMetrics, type IndexerMetrics } from './metrics.ts';
 

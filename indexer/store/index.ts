@@ -5,18 +5,10 @@
  */
 import type postgres from 'postgres';
 import type { Address, Hex } from 'viem';
-import { isTransactionPooled } from '../../shared/db/client.ts';
-import { type AssetRiskRow, assetRiskOf } from '../../shared/db/queries/assets.ts';
-import { LIMITS } from '../limits.ts';
+import { LIMITS } from '../../shared/chain/limits.ts';
+import type { PriceRow } from '../../shared/db/queries/chain.ts';
 
 export type Sql = postgres.Sql | postgres.TransactionSql;
-
-/** Advisory lock keys (two-int form): the first names the lock, the second is the chain id. */
-export const LOCK_INDEXER_SESSION = 7_431_100;
-export const LOCK_CHAIN_APPLY = 7_431_101;
-export const LOCK_SETTLEMENT_SESSION = 7_431_102;
-export const LOCK_LIQUIDATOR_SESSION = 7_431_103;
-export const LOCK_ANCHOR_SESSION = 7_431_104;
 
 export interface BlockRef {
   number: bigint;
@@ -47,86 +39,6 @@ export interface EventRecord extends ChainLog {
 }
 
 // ── Locks ──────────────────────────────────────────────────────────────────────────────────────
-
-/**
- * Serialises everything that applies chain effects for one chain (range commits, wallet links), and
- * optionally sets the transaction's statement timeout in the same round trip.
- */
-export async function lockChainApply(
-  tx: postgres.TransactionSql,
-  chainId: number,
-  statementTimeoutMs?: number,
-): Promise<void> {
-  await tx`select pg_advisory_xact_lock(${LOCK_CHAIN_APPLY}::int, ${chainId}::int),
-    case when ${statementTimeoutMs !== undefined}::bool
-      then set_config('statement_timeout', ${String(statementTimeoutMs ?? 0)}, true) end`;
-}
-
-/**
- * Takes a session-level lock on a reserved connection so only one process of a kind runs per chain.
- * Returns a release function, or null when another process holds the lock. A killed process loses its
- * connection and so its lock.
- */
-export async function tryExclusive(
-  sql: postgres.Sql,
-  lock: number,
-  chainId: number,
-): Promise<(() => Promise<void>) | null> {
-  return (await tryExclusiveSession(sql, lock, chainId))?.release ?? null;
-}
-
-export interface ExclusiveSession {
-  release(): Promise<void>;
-  /**
-   * True while the lock is still held: asks Postgres, on the lock's own connection, whether that
-   * backend holds it. False when the connection was lost (a Postgres restart, a terminated backend, a
-   * network cut): the lock died with it and another process may have taken it since.
-   */
-  held(): Promise<boolean>;
-}
-
-/** tryExclusive, plus a way to ask whether the lock is still held (ExclusiveSession.held). */
-export async function tryExclusiveSession(
-  sql: postgres.Sql,
-  lock: number,
-  chainId: number,
-): Promise<ExclusiveSession | null> {
-  // Behind a transaction pooler the lock would stay on a pooled server connection, and the next
-  // client to borrow it (another worker of the same kind) would take it again: advisory locks are
-  // re-entrant within one session.
-  if (isTransactionPooled(sql)) {
-    throw new Error(
-      'this worker takes a session advisory lock: its DATABASE_URL must be direct or session-pooled, not ?pgbouncer=transaction',
-    );
-  }
-  const conn = await sql.reserve();
-  const [row] = await conn<
-    { ok: boolean }[]
-  >`select pg_try_advisory_lock(${lock}::int, ${chainId}::int) as ok`;
-  if (row?.ok !== true) {
-    conn.release();
-    return null;
-  }
-  return {
-    async release() {
-      try {
-        await conn`select pg_advisory_unlock(${lock}::int, ${chainId}::int)`;
-      } finally {
-        conn.release();
-      }
-    },
-    async held() {
-      // A reserved connection that was lost reconnects to a new backend, which holds nothing.
-      const [state] = await conn<{ held: boolean }[]>`
-        select exists (
-          select 1 from pg_locks
-          where locktype = 'advisory' and pid = pg_backend_pid() and granted
-            and classid = ${lock}::int::oid and objid = ${chainId}::int::oid and objsubid = 2
-        ) as held`;
-      return state?.held === true;
-    },
-  };
-}
 
 // ── Cursor and blocks ──────────────────────────────────────────────────────────────────────────
 
@@ -351,74 +263,6 @@ export async function deleteEventsAbove(sql: Sql, chainId: number, number: bigin
 
 // ── Wallets and assets ─────────────────────────────────────────────────────────────────────────
 
-/**
- * Each user's vault account on the chain: the first wallet linked (by link time, then address), where
- * the settlement worker records debt and refunds. Wallets are never unlinked, so it never changes.
- */
-export async function vaultAccountsOf(
-  sql: Sql,
-  chainId: number,
-  userIds: readonly string[],
-): Promise<Map<string, Address>> {
-  if (userIds.length === 0) return new Map();
-  const rows = await sql<{ user_id: string; address: string }[]>`
-    select distinct on (user_id) user_id::text, address from wallets
-    where chain_id = ${chainId} and user_id = any(${[...userIds]}::uuid[])
-    order by user_id, linked_at, address`;
-  return new Map(rows.map((r) => [r.user_id, r.address.toLowerCase() as Address]));
-}
-
-export async function walletUsers(
-  sql: Sql,
-  chainId: number,
-  addresses: readonly string[],
-): Promise<Map<string, string>> {
-  if (addresses.length === 0) return new Map();
-  const rows = await sql<{ address: string; user_id: string }[]>`
-    select address, user_id::text from wallets where chain_id = ${chainId} and address = any(${addresses as string[]}::text[])`;
-  return new Map(rows.map((r) => [r.address, r.user_id]));
-}
-
-export interface AssetRow {
-  assetId: string;
-  token: Address;
-  tokenDecimals: number;
-  feed: Address;
-  priceDecimals: number;
-  ltvBps: bigint;
-  liquidationThresholdBps: bigint;
-  priceAgeMaxS: number;
-  /** Oracle sanity (docs/chain.md "Oracle sanity"). */
-  priceAnswerMin: bigint;
-  priceAnswerMax: bigint;
-  priceDeviationMaxBps: bigint;
-  priceFutureSkewS: number;
-}
-
-export async function loadAssets(sql: Sql, chainId: number): Promise<AssetRow[]> {
-  const rows = await sql<
-    (AssetRiskRow & {
-      token_address: string;
-      price_feed_address: string;
-      price_answer_min: string;
-      price_answer_max: string;
-      price_deviation_max_bps: number;
-      price_future_skew_s: number;
-    })[]
-  >`select id, token_address, token_decimals, price_feed_address, price_decimals, ltv_bps, liquidation_threshold_bps,
-      price_age_max_s, price_answer_min::text, price_answer_max::text, price_deviation_max_bps, price_future_skew_s
-    from assets where chain_id = ${chainId} and enabled order by id`;
-  return rows.map((r) => ({
-    ...assetRiskOf(r),
-    token: r.token_address.toLowerCase() as Address,
-    feed: r.price_feed_address.toLowerCase() as Address,
-    priceAnswerMin: BigInt(r.price_answer_min),
-    priceAnswerMax: BigInt(r.price_answer_max),
-    priceDeviationMaxBps: BigInt(r.price_deviation_max_bps),
-    priceFutureSkewS: r.price_future_skew_s,
-  }));
-}
-
 // ── Positions and credit accounts ──────────────────────────────────────────────────────────────
 
 export interface PositionDelta {
@@ -468,77 +312,7 @@ export async function addCreditDeltas(sql: Sql, deltas: readonly CreditDelta[]):
     where c.user_id = x.u`;
 }
 
-export interface ChainStateRow {
-  userId: string;
-  debtOnchainUsdc: bigint;
-  collateral: Map<string, { amountBase: bigint; pendingWithdrawalBase: bigint }>;
-}
-
-/** What the Redis write-through needs per user: every position and the on-chain debt. */
-export async function chainStateOfUsers(sql: Sql, userIds: readonly string[]): Promise<ChainStateRow[]> {
-  if (userIds.length === 0) return [];
-  const ids = [...userIds];
-  const [positions, accounts] = await Promise.all([
-    sql<{ user_id: string; asset_id: string; c: string; w: string }[]>`
-      select user_id::text, asset_id, collateral_base::text as c, pending_withdrawal_base::text as w
-      from positions where user_id = any(${ids}::uuid[])`,
-    sql<{ user_id: string; debt: string }[]>`
-      select user_id::text, debt_onchain_usdc::text as debt from credit_accounts where user_id = any(${ids}::uuid[])`,
-  ]);
-  const byUser = new Map<string, ChainStateRow>(
-    ids.map((id) => [id, { userId: id, debtOnchainUsdc: 0n, collateral: new Map() }]),
-  );
-  for (const p of positions) {
-    byUser
-      .get(p.user_id)
-      ?.collateral.set(p.asset_id, { amountBase: BigInt(p.c), pendingWithdrawalBase: BigInt(p.w) });
-  }
-  for (const a of accounts) {
-    const row = byUser.get(a.user_id);
-    if (row !== undefined) row.debtOnchainUsdc = BigInt(a.debt);
-  }
-  return [...byUser.values()];
-}
-
 // ── Prices ─────────────────────────────────────────────────────────────────────────────────────
-
-export interface PriceRow {
-  assetId: string;
-  roundId: bigint;
-  answer: bigint;
-  updatedAtS: bigint;
-  blockNumber: bigint;
-}
-
-/**
- * The price in force per asset: the newest applied round (by time, then round). One index probe per
- * asset (prices_asset_time_idx), however long the price history grows.
- */
-export async function pricesInForce(sql: Sql, assetIds: readonly string[]): Promise<Map<string, PriceRow>> {
-  if (assetIds.length === 0) return new Map();
-  const rows = await sql<
-    { asset_id: string; round_id: string; answer: string; s: string; b: string | null }[]
-  >`
-    select a.asset_id, p.round_id::text, p.answer::text, extract(epoch from p.updated_at)::bigint::text as s,
-      p.block_number::text as b
-    from unnest(${[...assetIds]}::text[]) as a(asset_id)
-    cross join lateral (
-      select round_id, answer, updated_at, block_number from prices
-      where prices.asset_id = a.asset_id order by updated_at desc, round_id desc limit 1
-    ) p`;
-  return new Map(
-    rows.map((r) => [
-      r.asset_id,
-      {
-        assetId: r.asset_id,
-        roundId: BigInt(r.round_id),
-        answer: BigInt(r.answer),
-        updatedAtS: BigInt(r.s),
-        blockNumber: BigInt(r.b ?? '0'),
-      },
-    ]),
-  );
-}
 
 /** What judging a new oracle round needs per asset (apply/effects.ts `judgeRound`). */
 export interface PriceSanityState {
@@ -754,80 +528,4 @@ export async function setRefundStatus(
   await sql`
     update chain_refunds set status = ${status}, updated_at = now()
     where ref = any(${[...refs]}::text[]) and status = any(${onlyFrom}::text[])`;
-}
-
-export interface LedgerEntry {
-  account: string;
-  userId: string | null;
-  amountCents: bigint;
-}
-
-export interface LedgerTransfer {
-  ref: string;
-  kind: 'settlement' | 'refund' | 'repayment' | 'liquidation' | 'adjustment';
-  userId: string | null;
-  entries: LedgerEntry[];
-}
-
-/**
- * Inserts transfers, then all their entries in ONE statement (the balance trigger checks per
- * statement). A transfer whose ref exists is skipped with its entries: refs make this idempotent.
- */
-export async function insertLedgerTransfers(sql: Sql, transfers: readonly LedgerTransfer[]): Promise<number> {
-  if (transfers.length === 0) return 0;
-  const inserted = await sql<{ id: string; ref: string }[]>`
-    insert into ledger_transfers (ref, kind, user_id)
-    select r, k, u from unnest(${transfers.map((t) => t.ref)}::text[], ${transfers.map((t) => t.kind)}::text[],
-      ${transfers.map((t) => t.userId)}::uuid[]) as x(r, k, u)
-    on conflict (ref) do nothing
-    returning id::text, ref`;
-  if (inserted.length === 0) return 0;
-  const idByRef = new Map(inserted.map((r) => [r.ref, r.id]));
-  const ids: string[] = [];
-  const accounts: string[] = [];
-  const users: (string | null)[] = [];
-  const amounts: string[] = [];
-  for (const transfer of transfers) {
-    const id = idByRef.get(transfer.ref);
-    if (id === undefined) continue;
-    for (const entry of transfer.entries) {
-      ids.push(id);
-      accounts.push(entry.account);
-      users.push(entry.userId);
-      amounts.push(entry.amountCents.toString());
-    }
-  }
-  await sql`
-    insert into ledger_entries (transfer_id, account, user_id, amount_cents)
-    select t, a, u, c from unnest(${ids}::bigint[], ${accounts}::text[], ${users}::uuid[], ${amounts}::bigint[])
-      as x(t, a, u, c)`;
-  return inserted.length;
-}
-
-/** Entries of existing transfers, by ref (a reorg reverses exactly what was booked). */
-export async function ledgerEntriesByRef(
-  sql: Sql,
-  refs: readonly string[],
-): Promise<Map<string, LedgerEntry[]>> {
-  if (refs.length === 0) return new Map();
-  const rows = await sql<{ ref: string; account: string; user_id: string | null; amount_cents: string }[]>`
-    select t.ref, e.account, e.user_id::text, e.amount_cents::text
-    from ledger_transfers t join ledger_entries e on e.transfer_id = t.id
-    where t.ref = any(${[...refs]}::text[]) order by e.id`;
-  const byRef = new Map<string, LedgerEntry[]>();
-  for (const r of rows) {
-    const list = byRef.get(r.ref) ?? [];
-    list.push({ account: r.account, userId: r.user_id, amountCents: BigInt(r.amount_cents) });
-    byRef.set(r.ref, list);
-  }
-  return byRef;
-}
-
-export async function insertAudit(
-  sql: Sql,
-  entry: { actor: string; action: string; entityType: string; entityId: string; data: unknown },
-): Promise<void> {
-  await sql`
-    insert into audit_log (actor, action, entity_type, entity_id, data)
-    values (${entry.actor}, ${entry.action}, ${entry.entityType}, ${entry.entityId}, ${JSON.stringify(entry.data)}::text::jsonb)`;
 }

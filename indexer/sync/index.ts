@@ -19,9 +19,14 @@ import {
   type PublicClient,
   toEventSelector,
 } from 'viem';
-import { credanaVaultAbi, mockAggregatorAbi } from '../contracts/index.ts';
-import { LIMITS } from '../limits.ts';
-import { classifyRpcError, RangeTooLargeError, ReorgTooDeepError, RetryableError } from '../rpc/index.ts';
+import { credanaVaultAbi, mockAggregatorAbi } from '../../shared/chain/contracts/index.ts';
+import { LIMITS } from '../../shared/chain/limits.ts';
+import {
+  classifyRpcError,
+  RangeTooLargeError,
+  ReorgTooDeepError,
+  RetryableError,
+} from '../../shared/chain/rpc/index.ts';
 import type { BlockHeader, BlockRef, ChainLog } from '../store/index.ts';
 
 export interface DecodedLog extends ChainLog {

@@ -12,19 +12,14 @@ import type postgres from 'postgres';
 import { type Address, getAddress, type Hex, isAddress, type PublicClient } from 'viem';
 import { createSiweMessage, generateSiweNonce, parseSiweMessage, verifySiweMessage } from 'viem/siwe';
 import { z } from 'zod';
+import { LIMITS } from '../../shared/chain/limits.ts';
+import { lockChainApply } from '../../shared/db/locks.ts';
+import { insertAudit } from '../../shared/db/queries/chain-ledger.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { confirmedTipOf } from '../apply/effects.ts';
 import { type ApplyContext, applyEffects, newTouched, planApply, type Touched } from '../apply/index.ts';
 import type { CacheWriter } from '../apply/redis.ts';
-import { LIMITS } from '../limits.ts';
-import {
-  insertAudit,
-  lockChainApply,
-  markApplied,
-  readCursor,
-  setEventsUser,
-  unattributedEventsOf,
-} from '../store/index.ts';
+import { markApplied, readCursor, setEventsUser, unattributedEventsOf } from '../store/index.ts';
 
 export const LINK_STATEMENT = 'Link this wallet to my Credana card account.';
 

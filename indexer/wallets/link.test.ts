@@ -4,18 +4,18 @@
 import { randomUUID } from 'node:crypto';
 import { privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureAccount } from '../../shared/redis/account.ts';
-import { ACCOUNT, userKeys } from '../../shared/redis/keys.ts';
-import { setUpServices, type TestServices } from '../../test/support/db.ts';
-import { createCacheWriter } from '../apply/redis.ts';
 import {
   type ChainHarness,
   localAccount,
   seedAssets,
   seedUser,
   startChainHarness,
-} from '../chain/harness.ts';
-import { createTestIndexer, silentLogger } from '../chain/testing.ts';
+} from '../../scripts/chain/harness.ts';
+import { createTestIndexer, silentLogger } from '../../scripts/chain/testing.ts';
+import { ensureAccount } from '../../shared/redis/account.ts';
+import { ACCOUNT, userKeys } from '../../shared/redis/keys.ts';
+import { setUpServices, type TestServices } from '../../test/support/db.ts';
+import { createCacheWriter } from '../apply/redis.ts';
 import { type Indexer, loadApplyContext } from '../runtime/index.ts';
 import { createLinkChallenge, type LinkDeps, type LinkSettings, linkWallet } from './index.ts';
 

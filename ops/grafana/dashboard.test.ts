@@ -4,20 +4,20 @@ import path from 'node:path';
 import type { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { createLedgerWriterMetrics } from '../../hot-path/ledger-writer/metrics.ts';
-import { createDependencyProbe } from '../../hot-path/ops/readiness.ts';
-import { chainServiceReadiness } from '../../indexer/health.ts';
-import { createLiquidatorMetrics } from '../../indexer/liquidator/index.ts';
-import { createRpc } from '../../indexer/rpc/index.ts';
 import { createIndexerMetrics } from '../../indexer/runtime/index.ts';
-import { createSettlementMetrics } from '../../indexer/settlement/index.ts';
-import { createWithdrawalMetrics } from '../../indexer/withdrawals/metrics.ts';
-import { createReconcileMetrics } from '../../scripts/reconcile/metrics.ts';
+import { createLedgerWriterMetrics } from '../../ledger-writer/metrics.ts';
+import { createLiquidatorMetrics } from '../../liquidator/index.ts';
+import { createReconcileMetrics } from '../../reconciler/metrics.ts';
+import { createSettlementMetrics } from '../../settlement/index.ts';
+import { chainServiceReadiness } from '../../shared/chain/health.ts';
+import { createRpc } from '../../shared/chain/rpc/index.ts';
 import { createProbes, createServiceRegistry } from '../../shared/observability/index.ts';
+import { createDependencyProbe } from '../../shared/observability/readiness.ts';
 import { durabilityGauge } from '../../shared/redis/durability.ts';
 import { createSyncMetrics } from '../../supabase/sync/metrics.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { type HotPath, startHotPath } from '../../test/support/hot-path.ts';
+import { createWithdrawalMetrics } from '../../withdrawals/metrics.ts';
 
 const HERE = import.meta.dirname;
 const DASHBOARD = path.join(HERE, 'credana.json');
@@ -38,12 +38,12 @@ beforeAll(async () => {
   // As hot-path/main.ts: createHotPath's registry, plus the durability gauge.
   durabilityGauge(hotPath.metrics.registry, true);
   registries.set('hot-path', hotPath.metrics.registry);
-  // As hot-path/ledger-writer/main.ts.
+  // As ledger-writer/main.ts.
   const writer = createLedgerWriterMetrics(createServiceRegistry('ledger-writer'));
   durabilityGauge(writer.registry, true);
   createDependencyProbe({ redis, sql, registry: writer.registry });
   registries.set('ledger-writer', writer.registry);
-  // As indexer/main.ts, indexer/settlement/main.ts, indexer/liquidator/main.ts, indexer/withdrawals/main.ts.
+  // As indexer/main.ts, settlement/main.ts, liquidator/main.ts, withdrawals/main.ts.
   const indexer = createIndexerMetrics(createServiceRegistry('indexer'));
   chainServiceReadiness({ registry: indexer.registry, sql, client, redis });
   registries.set('indexer', indexer.registry);
@@ -56,7 +56,7 @@ beforeAll(async () => {
   const withdrawals = createWithdrawalMetrics(createServiceRegistry('withdrawals'));
   chainServiceReadiness({ registry: withdrawals.registry, sql, client, redis });
   registries.set('withdrawals', withdrawals.registry);
-  // As scripts/start-supabase-sync.ts and scripts/scheduler.ts.
+  // As supabase/sync/main.ts and reconciler/scheduler.ts.
   const sync = createSyncMetrics(createServiceRegistry('supabase-sync'));
   createProbes(sync.registry, {
     postgres: async () => true,

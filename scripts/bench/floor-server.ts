@@ -11,10 +11,10 @@
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { newDecisionId } from '../../hot-path/decision/engine.ts';
-import { readRawBody, requestHeader } from '../../hot-path/raw-body.ts';
 import { authorizationRequestEvent } from '../../hot-path/stripe/events.ts';
 import { verifyStripeSignature } from '../../hot-path/stripe/signature.ts';
 import { configFromProcess } from '../../shared/config.ts';
+import { readRawBody, requestHeader } from '../../shared/http/raw-body.ts';
 import { createServiceRedis } from '../../shared/redis/client.ts';
 import { shardOf } from '../../shared/redis/keys.ts';
 import { luaScript, runScript } from '../../shared/redis/script.ts';

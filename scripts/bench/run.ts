@@ -23,14 +23,14 @@ import { cpus, getPriority, loadavg } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import autocannon from 'autocannon';
 import postgres from 'postgres';
-import { waitForEmptyOutbox } from '../../hot-path/ledger-writer/testing.ts';
+import { waitForEmptyOutbox } from '../../ledger-writer/testing.ts';
 import { configFromProcess } from '../../shared/config.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
 import { publishPrice } from '../../shared/redis/account.ts';
 import { createRedis, createServiceRedis, deletePrefix, primaries } from '../../shared/redis/client.ts';
 import { publishAsset } from '../../shared/redis/market.ts';
-import { authorizationRequest, signPayload } from '../../shared/stripe/issuing-events.ts';
 import { freePort } from '../../test/support/processes.ts';
+import { authorizationRequest, signPayload } from '../../test/support/stripe-issuing-events.ts';
 import type { OpenLoopResult } from './open-loop.ts';
 import type { OpenLoopWorkerData } from './open-loop-worker.ts';
 import { cpuSpent, processCpuMs, processesCpuMs } from './proc-cpu.ts';
@@ -712,7 +712,7 @@ for (const variant of [TAIL_VARIANTS['before']!, ...tailVariants]) {
   const writerPortOf = writerPort + 100 * writers.size;
   writers.set(
     key,
-    await startServer('hot-path/ledger-writer/main.ts', writerPortOf, 'ledger-writer ready', {
+    await startServer('ledger-writer/main.ts', writerPortOf, 'ledger-writer ready', {
       extra: { LEDGER_WRITER_PORT: String(writerPortOf) },
       nice: variant.writerNice ?? 0,
       ownSession: variant.ownSessions,

@@ -220,7 +220,7 @@ export async function startSystem(
 
   let closing = false;
   const spawn = async (p: ManagedProcess): Promise<void> => {
-    const entry = p.kind === 'hot-path' ? 'hot-path/main.ts' : 'hot-path/ledger-writer/main.ts';
+    const entry = p.kind === 'hot-path' ? 'hot-path/main.ts' : 'ledger-writer/main.ts';
     const ready = p.kind === 'hot-path' ? 'hot-path ready' : 'ledger-writer ready';
     const proc = await spawnService(entry, envOf(p), ready);
     p.current = proc;

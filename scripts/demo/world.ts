@@ -8,14 +8,10 @@ import postgres from 'postgres';
 import { type Address, formatUnits } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import {
-  type ChainActions,
-  connectChain,
-  LOCAL_WITHDRAWAL_SIGNER,
-  localAccount,
-} from '../../indexer/chain/harness.ts';
-import { cachedCredit, silentLogger } from '../../indexer/chain/testing.ts';
-import { type ContractsFile, credanaVaultAbi, readContractsFile } from '../../indexer/contracts/index.ts';
-import { approveWithdrawal, type WithdrawalDecision } from '../../indexer/withdrawals/index.ts';
+  type ContractsFile,
+  credanaVaultAbi,
+  readContractsFile,
+} from '../../shared/chain/contracts/index.ts';
 import type { Config } from '../../shared/config.ts';
 import type { CreditSnapshot } from '../../shared/credit.ts';
 import { formatCents } from '../../shared/money.ts';
@@ -24,8 +20,15 @@ import { createServiceRedis } from '../../shared/redis/client.ts';
 import { ACCOUNT, channels, pricesKey, userKeys } from '../../shared/redis/keys.ts';
 import { parsePrice } from '../../shared/redis/market.ts';
 import { subscribeToAll } from '../../shared/redis/pubsub.ts';
-import { authorizationRequest, randomStripeId, signPayload } from '../../shared/stripe/issuing-events.ts';
 import { asCaller, signUp, userCaller } from '../../supabase/tests/harness.ts';
+import {
+  authorizationRequest,
+  randomStripeId,
+  signPayload,
+} from '../../test/support/stripe-issuing-events.ts';
+import { approveWithdrawal, type WithdrawalDecision } from '../../withdrawals/index.ts';
+import { type ChainActions, connectChain, LOCAL_WITHDRAWAL_SIGNER, localAccount } from '../chain/harness.ts';
+import { cachedCredit, silentLogger } from '../chain/testing.ts';
 import type { StackSummary, StackUser } from '../dev/stack.ts';
 
 /** A step of the story did not go as told; the message says which and why. */

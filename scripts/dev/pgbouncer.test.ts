@@ -6,11 +6,11 @@
  */
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tryExclusive, tryExclusiveSession } from '../../indexer/store/index.ts';
+import { runRecorded } from '../../reconciler/runs.ts';
 import { createDatabase, parseDatabaseUrl } from '../../shared/db/client.ts';
+import { tryExclusive, tryExclusiveSession } from '../../shared/db/locks.ts';
 import { adminUrl } from '../../test/support/env.ts';
 import { freePort } from '../../test/support/processes.ts';
-import { runRecorded } from '../reconcile/runs.ts';
 import { type PgBouncer, SERVICE_ROLE_POOL_MODES, startPgBouncer } from './pgbouncer.ts';
 
 let pgBouncer: PgBouncer;

@@ -30,7 +30,7 @@ export type PgBouncerPoolMode = 'transaction' | 'session';
  * (deploy/pgbouncer/pgbouncer.ini, docs/ledger.md "Connection pooling"): session pooling for the roles
  * whose services hold a session advisory lock for as long as they run (the indexer's, settlement
  * worker's, liquidator's and audit anchorer's per-chain lock, `tryExclusiveSession`; one reconciliation
- * run per job, scripts/reconcile/runs.ts) and for the withdrawal approval service (production's deploy
+ * run per job, reconciler/runs.ts) and for the withdrawal approval service (production's deploy
  * files put it in the session pool), transaction pooling for the rest.
  */
 export const SERVICE_ROLE_POOL_MODES = {

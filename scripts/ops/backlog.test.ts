@@ -1,7 +1,6 @@
 // Proves the outbox and indexer-head commands on the real stack: real hot-path decisions fill the outbox streams, and `outbox` reports them per shard with the writer's pending count and the writer lag, then nothing once drained; `indexer-head` (run as `npm run ops` would, against a local Hardhat chain) reports each cursor's distance to the chain head and a cursor of another chain, and an RPC that does not answer is one line with exit 1 that never shows the RPC URL.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CONSUMER_GROUP, streamIdMs } from '../../hot-path/ledger-writer/writer.ts';
-import { type LocalChain, startLocalChain } from '../../indexer/chain/node.ts';
+import { CONSUMER_GROUP, streamIdMs } from '../../ledger-writer/writer.ts';
 import { deadLetterKey, OUTBOX_SHARDS, outboxKey, shardOf } from '../../shared/redis/keys.ts';
 import { redisEnv } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
@@ -9,6 +8,7 @@ import { type HotPathWorld, post, setUpHotPathWorld, WETH_PRICE_E8 } from '../..
 import { freePort, runScript } from '../../test/support/processes.ts';
 import { drainOutbox } from '../../test/support/reconcile.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
+import { type LocalChain, startLocalChain } from '../chain/node.ts';
 import { type BacklogDeps, backlogCommands, WRITER_GROUP } from './backlog.ts';
 
 let world: HotPathWorld;

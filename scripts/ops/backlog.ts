@@ -27,7 +27,7 @@ export interface BacklogContext {
   deps(): Promise<BacklogDeps>;
 }
 
-/** The ledger writer's consumer group (hot-path/ledger-writer/writer.ts CONSUMER_GROUP; backlog.test.ts checks they agree). */
+/** The ledger writer's consumer group (ledger-writer/writer.ts CONSUMER_GROUP; backlog.test.ts checks they agree). */
 export const WRITER_GROUP = 'ledger-writer';
 
 /** Milliseconds since the epoch in a stream id (`<ms>-<seq>`). */

@@ -1,9 +1,13 @@
 // Proves a money record Postgres rejects is not forgotten: on real Postgres and Redis with the real hot path and ledger writer, a force capture for a user Postgres lost (a foreign-key violation) is dead-lettered with its spend kept in Redis, alerted and listed; the cache job then leaves the user's credit alone even after the cause is fixed; the replay command writes it exactly once (conservation holds), a second replay is a no-op, and bad input gets one clear line.
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLedgerWriterMetrics } from '../../hot-path/ledger-writer/metrics.ts';
-import { waitForEmptyOutbox } from '../../hot-path/ledger-writer/testing.ts';
-import { createLedgerWriter, type LedgerWriter } from '../../hot-path/ledger-writer/writer.ts';
+import { createLedgerWriterMetrics } from '../../ledger-writer/metrics.ts';
+import { waitForEmptyOutbox } from '../../ledger-writer/testing.ts';
+import { createLedgerWriter, type LedgerWriter } from '../../ledger-writer/writer.ts';
+import { cacheJob } from '../../reconciler/cache.ts';
+import { compareUser } from '../../reconciler/cache-state.ts';
+import { createReconcileMetrics } from '../../reconciler/metrics.ts';
+import { runRecorded } from '../../reconciler/runs.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
 import { duplicateRedis } from '../../shared/redis/client.ts';
 import { deadLetterKey, userDeadLettersKey, userKeys } from '../../shared/redis/keys.ts';
@@ -11,10 +15,6 @@ import { conservationProblems } from '../../test/support/conservation.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { type HotPathWorld, post, setUpHotPathWorld, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
 import { transactionEvent } from '../../test/support/stripe.ts';
-import { cacheJob } from '../reconcile/cache.ts';
-import { compareUser } from '../reconcile/cache-state.ts';
-import { createReconcileMetrics } from '../reconcile/metrics.ts';
-import { runRecorded } from '../reconcile/runs.ts';
 import type { OpsCommand } from './command.ts';
 import { createDeadLetterCommands } from './dead-letters.ts';
 

@@ -1,22 +1,22 @@
 /**
  * Operator commands for the ledger writer's dead letters (the logic is in
- * hot-path/ledger-writer/dead-letters.ts):
+ * shared/outbox/dead-letters.ts):
  *   dead-letters [--limit N]                                   list them, oldest first
  *   dead-letter <id>                                           show one (its record, never the raw event)
  *   replay-dead-letter <id> --reason "..." [--actor name]      apply it to Postgres once, then remove it
  */
 import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
+import { replayDeadLetter } from '../../ledger-writer/dead-letter-replay.ts';
+import { configFromProcess } from '../../shared/config.ts';
+import { createDatabase, type Sql } from '../../shared/db/client.ts';
 import {
   type DeadLetter,
   isStreamId,
   listDeadLetters,
   readDeadLetter,
-  replayDeadLetter,
-} from '../../hot-path/ledger-writer/dead-letters.ts';
-import { limits } from '../../hot-path/ledger-writer/limits.ts';
-import { configFromProcess } from '../../shared/config.ts';
-import { createDatabase, type Sql } from '../../shared/db/client.ts';
+} from '../../shared/outbox/dead-letters.ts';
+import { outboxLimits } from '../../shared/outbox/limits.ts';
 import { createServiceRedis, type Redis } from '../../shared/redis/client.ts';
 import type { OpsCommand, OpsIo } from './command.ts';
 
@@ -108,9 +108,10 @@ export function createDeadLetterCommands(connect: Connect): OpsCommand[] {
       guarded(io, connect, async ({ redis, prefix }) => {
         const { values, positionals } = parse(args, { limit: { type: 'string' } });
         if (positionals.length > 0) throw new BadInput('dead-letters takes no arguments');
-        const limit = values['limit'] === undefined ? limits.deadLettersListedMax : Number(values['limit']);
-        if (!Number.isInteger(limit) || limit < 1 || limit > limits.deadLettersListedMax)
-          throw new BadInput(`--limit must be an integer in 1..${limits.deadLettersListedMax}`);
+        const limit =
+          values['limit'] === undefined ? outboxLimits.deadLettersListedMax : Number(values['limit']);
+        if (!Number.isInteger(limit) || limit < 1 || limit > outboxLimits.deadLettersListedMax)
+          throw new BadInput(`--limit must be an integer in 1..${outboxLimits.deadLettersListedMax}`);
         const { letters, total } = await listDeadLetters(redis, prefix, { countMax: limit });
         const money = letters.filter((l) => l.missesMoney).length;
         io.out(`${total} dead letter(s)${total > letters.length ? `, ${letters.length} shown` : ''}`);

@@ -1,9 +1,8 @@
 // Proves find-user and show-user on real Postgres (financial and a migrated Supabase database) and Redis with the real hot path: a user is found by email (Supabase profile, any case), card, wallet (any case), authorization and user id; show-user prints the exact dollar position, holds in Postgres and Redis (merchant names sealed at rest, opened through a real SoftHSM token, `(sealed)` without one), decisions, settlement and liquidation state; Supabase down still finds by card and fails an email lookup with one line; bad input gets one line and exit 2; `npm run ops` wires it.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sealQueuedNames } from '../../hot-path/ledger-writer/seal-queue.ts';
+import { sealQueuedNames } from '../../ledger-writer/seal-queue.ts';
 import { merchantNameContext } from '../../shared/hsm/merchant-names.ts';
-import { createTestSealing, type TestSealing } from '../../shared/hsm/testing.ts';
 import { HEALTH_WARNING_BPS_DEFAULT } from '../../supabase/sync/projection-read.ts';
 import {
   createSupabaseTestDatabase,
@@ -13,6 +12,7 @@ import {
 import { redisEnv } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { type HotPathWorld, post, setUpHotPathWorld, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
+import { createTestSealing, type TestSealing } from '../../test/support/hsm.ts';
 import { runScript } from '../../test/support/processes.ts';
 import { drainOutbox } from '../../test/support/reconcile.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';

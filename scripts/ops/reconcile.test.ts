@@ -1,6 +1,8 @@
 // Proves `npm run ops -- reconcile` on real Postgres and Redis: a dry run of the cache job reports drift injected into Redis and leaves it, the real run (with a reason) repairs it, is recorded in reconciliation_runs and audited with who and why; bad input (no reason, unknown job, flags of another job, a missing export file) is one line and exit 2 and neither runs nor audits anything; `npm run ops` wires it.
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RUNNABLE } from '../../reconciler/index.ts';
+import { createReconcileMetrics } from '../../reconciler/metrics.ts';
 import { openReplicaReader } from '../../shared/db/replica.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
 import { ACCOUNT, userKeys } from '../../shared/redis/keys.ts';
@@ -8,8 +10,6 @@ import { redisEnv, setUpServices, type TestServices } from '../../test/support/d
 import { seedUser } from '../../test/support/fixtures.ts';
 import { testConfig } from '../../test/support/hot-path.ts';
 import { runScript } from '../../test/support/processes.ts';
-import { RUNNABLE } from '../reconcile/index.ts';
-import { createReconcileMetrics } from '../reconcile/metrics.ts';
 import { JOBS, reconcileCommand } from './reconcile.ts';
 
 let services: TestServices;

@@ -1,5 +1,5 @@
 /**
- * `npm run ops -- reconcile <job> --reason "..."` — runs one reconciliation job (scripts/reconcile) by
+ * `npm run ops -- reconcile <job> --reason "..."` — runs one reconciliation job (reconciler) by
  * hand, recorded in `reconciliation_runs` like a scheduled run, and audited: a run can repair (the
  * cache and holds jobs do), so who and why go to the audit log (`ops.reconcile_run`) before it starts.
  * `--dry-run` (cache, holds) only reports, and needs no reason.
@@ -8,9 +8,9 @@
  * the job holds its lock (skipped), 2 bad input.
  */
 import { existsSync } from 'node:fs';
+import type { JobArgs, ReconcileServices } from '../../reconciler/index.ts';
+import { RUNNABLE, type Runnable } from '../../reconciler/types.ts';
 import { insertAudit } from '../../shared/db/queries/ledger.ts';
-import type { JobArgs, ReconcileServices } from '../reconcile/index.ts';
-import { RUNNABLE, type Runnable } from '../reconcile/types.ts';
 import { BadInput, guarded, parseStrict, reasonAndActor } from './args.ts';
 import type { OpsCommand } from './command.ts';
 
@@ -110,7 +110,7 @@ export function reconcileCommand(context: ReconcileContext): OpsCommand {
             ]),
           );
         }
-        const { runJob } = await import('../reconcile/index.ts');
+        const { runJob } = await import('../../reconciler/index.ts');
         const result = await runJob(job, services, jobArgs);
         io.out(
           `reconcile ${job}${dryRun ? ' (dry run)' : ''}: ${result.status}${result.runId === null ? '' : ` (run ${result.runId})`}; checked ${result.checked}, findings ${result.findings.length}, repairs ${result.repairs}${result.cursor === null ? '' : '; the pass continues next run'}`,

@@ -72,7 +72,7 @@ export function createDatabase(options: DatabaseOptions): Database {
     idle_timeout: 30,
     // Seconds before a connection that failed is tried again: doubling from 50 ms to at most 1 s, with
     // jitter. postgres.js's own default grows to 20 s, which after an outage kept a ledger writer lane
-    // idle for seconds after Postgres was back (seen in hot-path/ledger-writer/postgres-outage-live.test.ts).
+    // idle for seconds after Postgres was back (seen in ledger-writer/postgres-outage-live.test.ts).
     backoff: (retries: number) => Math.min(0.05 * 2 ** retries, 1) * (0.5 + Math.random() / 2),
     onnotice: () => {},
     // numeric and int8 come back as strings; drizzle's column types turn them into bigint.

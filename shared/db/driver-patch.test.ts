@@ -1,7 +1,7 @@
 /**
  * postgres.js 3.4.9 can throw from a timer when a connection closes with a write still deferred
  * (`nextWrite` on a null socket: porsager/postgres#1154, #1208, fixes unreleased), which kills the
- * process — seen killing the ledger writer when Postgres stopped (hot-path/ledger-writer/
+ * process — seen killing the ledger writer when Postgres stopped (ledger-writer/
  * postgres-outage-live.test.ts). `patches/postgres+3.4.9.patch`, applied by patch-package on every
  * `npm install` / `npm ci`, settles the pending queries instead. This checks the installed driver, both
  * the ESM build the services load and the CommonJS one, carries it: a clean install without it fails here.

@@ -631,7 +631,7 @@ export const merchantNamesUnsealed = pgTable(
 );
 
 /**
- * Fences of the ledger writers' outbox shards (hot-path/ledger-writer/shards.ts, docs/redis-layout.md):
+ * Fences of the ledger writers' outbox shards (ledger-writer/shards.ts, docs/redis-layout.md):
  * one row per outbox stream, whose `epoch` a writer raises when it takes the shard over. Every
  * transaction a writer commits for a shard first reads the row `for share` and checks the epoch it took
  * the shard at, so a writer that lost the shard (paused past its Redis lease, then resumed) cannot

@@ -8,7 +8,7 @@
  * authorization row). The writer unwraps its data key once and keeps it; while it holds none (the token
  * or the database did not answer) `seal` answers null at once and for `retryAfterMs` does not ask
  * again, and the writer queues the plaintext the same way — the money and the row are written either
- * way, and the writer seals the queue when it holds a key again (hot-path/ledger-writer/seal-queue.ts).
+ * way, and the writer seals the queue when it holds a key again (ledger-writer/seal-queue.ts).
  * Readers (the Supabase projection, `npm run ops -- show-user`) get null for a name they cannot open now
  * and show it as missing; the projection's periodic sweep writes it once it opens.
  */

@@ -7,7 +7,7 @@
  *
  * 256 shards: a cluster can spread over up to 256 primaries, and over 50 they split 5 or 6 each (the
  * 256 tags hash to 256 distinct slots); each ledger writer polls only the shards it owns
- * (hot-path/ledger-writer/shards.ts). docs/redis-layout.md has the figures and how to reshard.
+ * (ledger-writer/shards.ts). docs/redis-layout.md has the figures and how to reshard.
  *
  * It is an invariant that OUTBOX_SHARDS never changes for a deployment with live data: a user's keys
  * and the entries already in a stream would be left in the old shard. Changing it means draining the
@@ -86,7 +86,7 @@ export function allOutboxKeys(prefix: string): string[] {
 
 /**
  * STRING: the lease of a shard's ledger writer (its writer id, with a TTL); in the shard's slot, so a
- * cluster routes it with the stream (hot-path/ledger-writer/shards.ts).
+ * cluster routes it with the stream (ledger-writer/shards.ts).
  */
 export function shardLeaseKey(prefix: string, shard: number): string {
   return `${prefix}${tag(shard)}:writer`;

@@ -1,9 +1,9 @@
 /**
  * What the dashboard tells a user about a declined authorization. Keyed by the hot path's stable
- * reason codes (shared/outbox.ts), so a new reason fails the typecheck here until it has a message.
+ * reason codes (shared/outbox/records.ts), so a new reason fails the typecheck here until it has a message.
  * Messages say what the user can do; they never reveal internal detail (risk rules, system state).
  */
-import type { DeclineReason } from '../../shared/outbox.ts';
+import type { DeclineReason } from '../../shared/outbox/records.ts';
 
 export const DECLINE_MESSAGES: Record<DeclineReason, string> = {
   unknown_card: 'This card is not recognised. Contact support if you think this is a mistake.',

@@ -1,6 +1,6 @@
 /**
  * The Supabase workers' public face: the bridge (Supabase → financial database and Redis) and the
- * projection sync (financial database → Supabase). `scripts/start-supabase-sync.ts` runs both.
+ * projection sync (financial database → Supabase). `supabase/sync/main.ts` runs both.
  */
 export { DECLINE_MESSAGES, declineMessage } from './decline-messages.ts';
 export { applyUserState, type FinancialUserDefaults, type UserControlsState } from './financial-user.ts';

@@ -31,7 +31,7 @@ export interface ChainEventNames {
   liquidations?: readonly string[];
 }
 
-/** The vault's liquidation event (indexer/contracts/CredanaVault.sol). */
+/** The vault's liquidation event (shared/chain/contracts/CredanaVault.sol). */
 export const DEFAULT_LIQUIDATION_EVENT_NAMES: readonly string[] = ['Liquidated'];
 
 /** The warning line when the caller does not say (config HEALTH_FACTOR_WARNING_BPS's default). */

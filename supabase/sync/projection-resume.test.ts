@@ -134,7 +134,7 @@ describe('crash and resume', () => {
 });
 
 async function startWorker(env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.resolve('scripts/start-supabase-sync.ts')], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.resolve('supabase/sync/main.ts')], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -4,7 +4,7 @@
  * statement as superuser with the append-only triggers off, to inject the damage reconciliation must find.
  */
 import postgres from 'postgres';
-import { applyBatch, type ParsedEntry, parseEntry } from '../../hot-path/ledger-writer/apply.ts';
+import { applyBatch, type ParsedEntry, parseEntry } from '../../ledger-writer/write-batch.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { allOutboxKeys, outboxKey } from '../../shared/redis/keys.ts';

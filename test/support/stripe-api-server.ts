@@ -3,7 +3,7 @@
  * `GET /v1/issuing/authorizations`, for the reconciliation tests (Stripe's servers are not reachable
  * here): bearer-key check (401 as Stripe answers it), `created[gte]` / `created[lt]` filters, newest
  * first, `limit` (1..100), `starting_after` (an id of the previous page), `has_more`, `url`. Objects
- * are Stripe's published examples (scripts/reconcile/fixtures/stripe-api-examples.json) with fields
+ * are Stripe's published examples (reconciler/fixtures/stripe-api-examples.json) with fields
  * changed per test. `fault` replaces the next answers of a list with a bad one, to test what a bad
  * response does; every request is recorded.
  */
@@ -13,10 +13,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 
 const EXAMPLES = JSON.parse(
-  readFileSync(
-    path.join(import.meta.dirname, '../../scripts/reconcile/fixtures/stripe-api-examples.json'),
-    'utf8',
-  ),
+  readFileSync(path.join(import.meta.dirname, '../../reconciler/fixtures/stripe-api-examples.json'), 'utf8'),
 ) as { transaction: Record<string, unknown>; authorization: Record<string, unknown> };
 
 /** Stripe's example Issuing Transaction with `fields` changed. */

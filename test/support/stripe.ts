@@ -1,9 +1,9 @@
 /**
- * The test suite's face of the Stripe event builders (shared/stripe/issuing-events.ts): the suite's
+ * The test suite's face of the Stripe event builders (test/support/stripe-issuing-events.ts): the suite's
  * signing secret as the default, and fresh ids.
  */
 import { randomUUID } from 'node:crypto';
-import { randomStripeId, signPayload } from '../../shared/stripe/issuing-events.ts';
+import { randomStripeId, signPayload } from './stripe-issuing-events.ts';
 
 export {
   type AuthorizationEventOptions,
@@ -11,7 +11,7 @@ export {
   authorizationRequest,
   type RequestOptions,
   transactionEvent,
-} from '../../shared/stripe/issuing-events.ts';
+} from './stripe-issuing-events.ts';
 
 export const TEST_WEBHOOK_SECRET = 'whsec_test_secret_for_the_suite_0001';
 

@@ -1,0 +1,376 @@
+/**
+ * Applies Stripe's asynchronous Issuing events to the cache, once per event id and in any order of
+ * arrival, and appends each to the outbox with the exact change it made (see scripts.ts LIFECYCLE
+ * for the rules). Also releases holds Stripe never closes, once they pass their expiry.
+ *
+ * Stripe's signs (shared/reference/stripe-issuing.md §2, samples D and E): a transaction's `amount` is
+ * what it does to the Issuing balance. A `capture` is negative (money out: a debit to the user), and a
+ * positive capture is a capture reversal (money back: a credit). A `refund` is positive (a credit), and
+ * a negative refund is a refund reversal (a debit). Credits are bounded by what the authorization
+ * captured (ARCHITECTURE.md §3.10); the rest is held for review, never spendable.
+ *
+ * Only USD moves cents: the card program is in USD, and an event in another currency (a misconfigured
+ * card or account) is recorded as it came (card_events, through the outbox, moving nothing) and
+ * reported as `rejected: 'unsupported_currency'`, so nothing is lost and a person can book it.
+ */
+import type { Sql } from '../../shared/db/client.ts';
+import type { LifecycleRecord } from '../../shared/outbox/records.ts';
+import { capturedHoldExpiresAtMs, holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
+import { ensureAccount } from '../../shared/redis/account.ts';
+import type { Redis } from '../../shared/redis/client.ts';
+import { unknownCardAppliedKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
+import { runScript } from '../../shared/redis/script.ts';
+import { type CardOwners, createCardOwners } from '../decision/card-owners.ts';
+import type { DecisionSettings } from '../decision/engine.ts';
+import { adoptPendingOfAuthorization } from '../decision/redis-lease.ts';
+import { limits } from '../limits.ts';
+import type { AuthorizationObject, LifecycleEvent } from '../stripe/events.ts';
+import { LIFECYCLE, LIFECYCLE_WITHOUT_USER } from './lua.ts';
+
+type Reply = ['ok', string, string, string, string?, string?] | ['dup'] | ['missing'] | ['kept'];
+
+/** Why (part of) a credit was held for review instead of lowering the user's debt. */
+export type ReviewReason = 'unlinked' | 'beyond_captured' | 'settled' | 'captured_later';
+
+export interface LifecycleResult {
+  applied: boolean;
+  userId: string | null;
+  holdDeltaCents: bigint;
+  unsettledDeltaCents: bigint;
+  /**
+   * Cents of a refund (or capture reversal) not credited, booked to the review account; negative when
+   * a capture made an earlier held refund creditable (reason `captured_later`).
+   */
+  reviewCents: bigint;
+  reviewReason: ReviewReason | null;
+  /** Set when the event was recorded but moved nothing because it cannot be booked. */
+  rejected: 'unsupported_currency' | null;
+}
+
+export interface Lifecycle {
+  apply(event: LifecycleEvent, rawBody: string): Promise<LifecycleResult>;
+  /**
+   * Releases one expired hold (synthetic event `expire:<authorizationId>`). A closed authorization's
+   * captured part is kept until its own expiry (applied: false).
+   */
+  expireHold(userId: string, authorizationId: string, nowMs?: number): Promise<LifecycleResult>;
+}
+
+/** The only currency the program books. */
+const BOOKED_CURRENCY = 'usd';
+
+const nothing = (userId: string | null, applied: boolean): LifecycleResult => ({
+  applied,
+  userId,
+  holdDeltaCents: 0n,
+  unsettledDeltaCents: 0n,
+  reviewCents: 0n,
+  reviewReason: null,
+  rejected: null,
+});
+
+/**
+ * The captured total Stripe lists on an authorization (captures are negative, a positive capture is
+ * a reversal), or -1 when it lists none or the list cannot be read.
+ */
+export function stripeCapturedCents(auth: AuthorizationObject): number {
+  const listed = auth.transactions;
+  if (listed === undefined || listed.length === 0) return -1;
+  let captured = 0;
+  for (const item of listed) {
+    if (typeof item !== 'object' || item === null) return -1;
+    const { amount, type } = item as { amount?: unknown; type?: unknown };
+    if (typeof amount !== 'number' || !Number.isSafeInteger(amount)) return -1;
+    if (Math.abs(amount) > limits.amountCentsMax) return -1;
+    if (type === 'capture') captured -= amount;
+    else if (type !== 'refund') return -1;
+  }
+  return captured > 0 ? captured : 0;
+}
+
+/** How a transaction moves money: Stripe's type and sign, mapped onto the script's kinds. */
+export function transactionMovement(txn: { type: 'capture' | 'refund'; amount: number }): {
+  kind: 'debit' | 'credit';
+  /** 'refund_reversal' for a negative refund (it makes captures refundable again). */
+  variant: '' | 'refund_reversal';
+  amountCents: bigint;
+} {
+  const magnitude = BigInt(Math.abs(txn.amount));
+  if (txn.type === 'capture') {
+    // Negative: money out of the Issuing balance (a capture). Positive: a capture reversal.
+    return txn.amount > 0
+      ? { kind: 'credit', variant: '', amountCents: magnitude }
+      : { kind: 'debit', variant: '', amountCents: magnitude };
+  }
+  // Positive: a refund. Negative: a refund reversal (the merchant took the refund back).
+  return txn.amount < 0
+    ? { kind: 'debit', variant: 'refund_reversal', amountCents: magnitude }
+    : { kind: 'credit', variant: '', amountCents: magnitude };
+}
+
+export function createLifecycle(deps: {
+  redis: Redis;
+  sql: Sql;
+  settings: DecisionSettings;
+  /** Shared with the decision engine (one memory cache of card owners); one is made if not given. */
+  cardOwners?: CardOwners;
+  now?: () => number;
+}): Lifecycle {
+  const { redis, sql, settings } = deps;
+  const now = deps.now ?? Date.now;
+  const prefix = settings.REDIS_KEY_PREFIX;
+  const cardOwners = deps.cardOwners ?? createCardOwners({ redis, sql, prefix });
+
+  async function ownerOf(cardId: string): Promise<string | null> {
+    return (await cardOwners.lookUp(cardId)).userId;
+  }
+
+  /** Records an event that moves no cached money (unknown card, unsupported currency). */
+  async function recordOnly(eventId: string, record: LifecycleRecord): Promise<boolean> {
+    const reply = await runScript<Reply>(
+      redis,
+      LIFECYCLE_WITHOUT_USER,
+      [unknownCardAppliedKey(prefix, eventId), unknownCardOutboxKey(prefix, eventId)],
+      [JSON.stringify(record), limits.appliedEventTtlS],
+    );
+    return reply[0] === 'ok';
+  }
+
+  async function run(
+    userId: string | null,
+    eventId: string,
+    args: {
+      kind: 'auth' | 'debit' | 'credit' | 'expire';
+      authorizationId: string;
+      status: string;
+      approved: boolean;
+      amountCents: bigint;
+      version: number;
+      holdExpiresAtMs: number;
+      stripeCapturedCents: number;
+      /** The time an `expire` is judged at. */
+      nowMs?: number;
+    },
+    record: LifecycleRecord,
+  ): Promise<LifecycleResult> {
+    if (userId === null) return nothing(null, await recordOnly(eventId, record));
+    const keys = userKeys(prefix, userId);
+    const json = JSON.stringify(record);
+    // A fallback grant of this authorization not yet in the cache is adopted first, so the change is
+    // computed against the hold Postgres has (chaos bug 2, docs/hot-path.md).
+    if (args.authorizationId !== '') {
+      await adoptPendingOfAuthorization(
+        sql,
+        redis,
+        prefix,
+        userId,
+        args.authorizationId,
+        limits.pendingGrantCheckMs,
+      );
+    }
+    for (let attempt = 0; attempt < limits.reserveAttemptsMax; attempt++) {
+      const reply = await runScript<Reply>(
+        redis,
+        LIFECYCLE,
+        [
+          keys.account,
+          keys.holds,
+          keys.holdExpiries,
+          keys.authState(args.authorizationId || 'none'),
+          keys.applied(eventId),
+          keys.outbox,
+        ],
+        [
+          args.kind,
+          args.authorizationId,
+          args.status,
+          args.approved ? '1' : '0',
+          args.amountCents.toString(),
+          args.version,
+          args.holdExpiresAtMs,
+          json,
+          limits.appliedEventTtlS,
+          limits.authorizationStateTtlS,
+          args.stripeCapturedCents,
+          args.nowMs ?? now(),
+        ],
+      );
+      if (reply[0] === 'ok') {
+        const reviewCents = BigInt(reply[4] ?? '0');
+        return {
+          applied: true,
+          userId,
+          holdDeltaCents: BigInt(reply[1]),
+          unsettledDeltaCents: BigInt(reply[2]),
+          reviewCents,
+          reviewReason: reviewCents !== 0n ? ((reply[5] || 'beyond_captured') as ReviewReason) : null,
+          rejected: null,
+        };
+      }
+      if (reply[0] === 'dup' || reply[0] === 'kept') return nothing(userId, false);
+      // The account is not cached (Redis restarted empty): rebuild it from Postgres, then apply.
+      if (!(await ensureAccount(redis, sql, prefix, userId, now()))) break;
+    }
+    throw new Error(`lifecycle event ${eventId} could not be applied: the user's account is missing`);
+  }
+
+  return {
+    async apply(event, rawBody) {
+      if (event.type === 'issuing_transaction.created') {
+        const txn = event.data.object;
+        const userId = await ownerOf(txn.card);
+        const booked = txn.currency.toLowerCase() === BOOKED_CURRENCY;
+        const record: LifecycleRecord = {
+          kind: 'lifecycle',
+          eventId: event.id,
+          eventType: event.type,
+          eventCreatedS: event.created,
+          userId,
+          cardId: txn.card,
+          // An event we do not book stays off the authorization and the ledger (card_events only).
+          authorizationId: booked ? txn.authorization : null,
+          transactionId: txn.id,
+          holdDeltaCents: '0',
+          unsettledDeltaCents: '0',
+          capturedDeltaCents: '0',
+          authorization: null,
+          transactionType: booked ? txn.type : null,
+          event: rawBody,
+        };
+        if (!booked)
+          return { ...nothing(userId, await recordOnly(event.id, record)), rejected: 'unsupported_currency' };
+        const movement = transactionMovement(txn);
+        return run(
+          userId,
+          event.id,
+          {
+            kind: movement.kind,
+            authorizationId: txn.authorization ?? '',
+            status: movement.variant,
+            approved: false,
+            amountCents: movement.amountCents,
+            version: 0,
+            holdExpiresAtMs: 0,
+            stripeCapturedCents: -1,
+          },
+          record,
+        );
+      }
+      const auth = event.data.object;
+      const userId = await ownerOf(auth.card.id);
+      const mcc = auth.merchant_data.category_code;
+      const booked = auth.currency.toLowerCase() === BOOKED_CURRENCY;
+      const record: LifecycleRecord = {
+        kind: 'lifecycle',
+        eventId: event.id,
+        eventType: event.type,
+        eventCreatedS: event.created,
+        userId,
+        cardId: auth.card.id,
+        authorizationId: booked ? auth.id : null,
+        transactionId: null,
+        holdDeltaCents: '0',
+        unsettledDeltaCents: '0',
+        capturedDeltaCents: '0',
+        authorization: booked
+          ? {
+              status: auth.status,
+              approved: auth.approved,
+              amountCents: String(auth.amount),
+              merchantCategoryCode: mcc,
+              merchantName: auth.merchant_data.name ?? null,
+              createdS: auth.created,
+            }
+          : null,
+        transactionType: null,
+        event: rawBody,
+      };
+      if (!booked)
+        return { ...nothing(userId, await recordOnly(event.id, record)), rejected: 'unsupported_currency' };
+      // A closed authorization's captured part stays held until its transactions are booked, and at
+      // least CAPTURE_BOOKING_WAIT_S after the close (Stripe retries the transaction event for days).
+      const expiresAtMs =
+        auth.status === 'closed'
+          ? Math.max(
+              holdExpiresAtMs(settings, mcc, auth.created * 1000),
+              capturedHoldExpiresAtMs(event.created * 1000),
+            )
+          : holdExpiresAtMs(settings, mcc, auth.created * 1000);
+      return run(
+        userId,
+        event.id,
+        {
+          kind: 'auth',
+          authorizationId: auth.id,
+          status: auth.status,
+          approved: auth.approved,
+          amountCents: BigInt(auth.amount),
+          version: auth.request_history.length * 1e10 + event.created,
+          holdExpiresAtMs: expiresAtMs,
+          stripeCapturedCents: stripeCapturedCents(auth),
+        },
+        record,
+      );
+    },
+
+    async expireHold(userId, authorizationId, nowMs = now()) {
+      const eventId = `expire:${authorizationId}`;
+      const record: LifecycleRecord = {
+        kind: 'lifecycle',
+        eventId,
+        eventType: 'credana.hold_expired',
+        eventCreatedS: Math.floor(now() / 1000),
+        userId,
+        cardId: null,
+        authorizationId,
+        transactionId: null,
+        holdDeltaCents: '0',
+        unsettledDeltaCents: '0',
+        capturedDeltaCents: '0',
+        authorization: null,
+        transactionType: null,
+        event: JSON.stringify({ id: eventId, type: 'credana.hold_expired', authorization: authorizationId }),
+      };
+      return run(
+        userId,
+        eventId,
+        {
+          kind: 'expire',
+          authorizationId,
+          status: 'expired',
+          approved: false,
+          amountCents: 0n,
+          version: 0,
+          holdExpiresAtMs: 0,
+          stripeCapturedCents: -1,
+          nowMs,
+        },
+        record,
+      );
+    },
+  };
+}
+
+/** Finds holds past their expiry in one user's cache and releases them. Returns how many. */
+export async function sweepExpiredHolds(
+  lifecycle: Lifecycle,
+  redis: Redis,
+  prefix: string,
+  userId: string,
+  nowMs: number,
+): Promise<number> {
+  const due = await redis.zrangebyscore(
+    userKeys(prefix, userId).holdExpiries,
+    '-inf',
+    nowMs,
+    'LIMIT',
+    0,
+    1000,
+  );
+  let released = 0;
+  for (const authorizationId of due) {
+    const result = await lifecycle.expireHold(userId, authorizationId, nowMs);
+    if (result.applied) released++;
+  }
+  return released;
+}

@@ -1,0 +1,511 @@
+/**
+ * The liquidator service (`npm run start:liquidator`): finds vault accounts whose on-chain debt is no
+ * longer covered at the liquidation threshold (health factor below 1, ARCHITECTURE.md invariant 8) and
+ * liquidates them through the vault's `liquidate`, from the liquidator's own key, paying USDC.
+ *
+ * - Health is judged on the chain's own numbers for the account (`debtOf`, `collateralOf`, pending
+ *   withdrawals included: they are still seizable) and the indexed prices in force, with the credit
+ *   model's arithmetic. A held asset whose price is stale is never a reason to liquidate: the account is
+ *   skipped (and logged) until the feed answers again.
+ * - How much (Aave v3): the whole debt, or half of it when the debt is at least $2,000 and the health
+ *   factor is at least 0.95; collateral seized = covered × (1 + bonus) at the price, floored, from the
+ *   asset worth the most, cut (with the covered debt) to what the account holds.
+ * - Exactly once: a `liquidations` row with the signed transaction's hash and nonce is written before
+ *   the broadcast, and at most one is in flight per user (a partial unique index). A row is followed to
+ *   its receipt; a transaction that vanished is replaced with the SAME nonce, so the lost one and its
+ *   replacement can never both be mined. Each new liquidation is decided on fresh on-chain state, so a
+ *   mined one is never repeated for the same shortfall.
+ * - Fee cap: as the settlement worker (CHAIN_MAX_FEE_PER_GAS_GWEI), with its own gauge.
+ * - Warning: accounts below the warning line (HEALTH_FACTOR_WARNING_BPS, default 1.10) but not yet
+ *   below 1 are counted in `liquidator_health_warning_accounts` at each scan and logged; the user's
+ *   notice is the Supabase projection's `health_notice` (supabase/sync/projection-read.ts), computed
+ *   from the same line. The card's credit needs nothing from this service: below a health factor of
+ *   1 the credit model itself leaves nothing available (docs/chain.md, "Liquidator").
+ */
+import assert from 'node:assert/strict';
+import type { Logger } from 'pino';
+import type postgres from 'postgres';
+import { Counter, Gauge, Registry } from 'prom-client';
+import {
+  type Address,
+  encodeFunctionData,
+  type Hex,
+  keccak256,
+  type LocalAccount,
+  type PublicClient,
+} from 'viem';
+import { type ContractsFile, credanaVaultAbi, testTokenAbi } from '../shared/chain/contracts/index.ts';
+import { createFeeCap } from '../shared/chain/fees.ts';
+import { LIMITS } from '../shared/chain/limits.ts';
+import { createLockStatus, runLockedLoop } from '../shared/chain/locked-loop.ts';
+import { type AssetRisk, borrowPower, type PriceQuote } from '../shared/credit.ts';
+import { LOCK_LIQUIDATOR_SESSION } from '../shared/db/locks.ts';
+import { loadAssets, pricesInForce, vaultAccountsOf } from '../shared/db/queries/chain.ts';
+import { BPS, healthFactorWadFloor, usdcToCentsCeil } from '../shared/money.ts';
+import { createSleeper } from '../shared/sleeper.ts';
+
+const WAD = 10n ** 18n;
+const USDC_UNIT = 1_000_000n;
+const MAX_UINT256 = 2n ** 256n - 1n;
+
+export interface LiquidatorMetrics {
+  registry: Registry;
+  liquidations: Counter;
+  unhealthy: Gauge;
+  warnings: Gauge;
+  staleSkipped: Counter;
+  feeAboveCap: Gauge;
+  feeCapWaits: Counter;
+}
+
+export function createLiquidatorMetrics(registry: Registry = new Registry()): LiquidatorMetrics {
+  return {
+    registry,
+    liquidations: new Counter({
+      name: 'liquidator_liquidations_sent_total',
+      help: 'Liquidations broadcast',
+      registers: [registry],
+    }),
+    unhealthy: new Gauge({
+      name: 'liquidator_unhealthy_accounts',
+      help: 'Accounts below a health factor of 1 at the last scan',
+      registers: [registry],
+    }),
+    warnings: new Gauge({
+      name: 'liquidator_health_warning_accounts',
+      help: 'Accounts below the health-factor warning line (HEALTH_FACTOR_WARNING_BPS), not yet below 1, at the last scan',
+      registers: [registry],
+    }),
+    staleSkipped: new Counter({
+      name: 'liquidator_stale_price_skips_total',
+      help: 'Accounts not judged because a held asset had a stale price',
+      registers: [registry],
+    }),
+    feeAboveCap: new Gauge({
+      name: 'liquidator_fee_above_cap',
+      help: '1 while the base fee is above the configured max fee per gas and nothing is sent',
+      registers: [registry],
+    }),
+    feeCapWaits: new Counter({
+      name: 'liquidator_fee_cap_waits_total',
+      help: 'Liquidations held back because the base fee was above the cap',
+      registers: [registry],
+    }),
+  };
+}
+
+export interface LiquidatorOptions {
+  sql: postgres.Sql;
+  client: PublicClient;
+  account: LocalAccount;
+  contracts: ContractsFile;
+  logger: Logger;
+  maxFeePerGasWei: bigint;
+  /** The warning line in basis points of 1 (config HEALTH_FACTOR_WARNING_BPS); default 11000. */
+  healthWarningBps?: number;
+  metrics?: LiquidatorMetrics;
+  resendAfterMs?: number;
+  pollIntervalMs?: number;
+  nowS?: () => number;
+  /** Fault injection for crash tests: runs right after the node accepted a liquidation. */
+  afterBroadcast?: (hash: Hex) => void | Promise<void>;
+}
+
+export interface LiquidatorReport {
+  checked: number;
+  /** Below the warning line, not below 1. */
+  warnings: number;
+  unhealthy: number;
+  sent: number;
+  confirmed: number;
+  failed: number;
+  feeCapped: boolean;
+}
+
+export interface LiquidationPlan {
+  assetId: string;
+  token: Address;
+  collateralSeizedBase: bigint;
+  debtCoveredUsdc: bigint;
+  healthFactorWad: bigint;
+}
+
+interface AccountState {
+  debtUsdc: bigint;
+  collateral: Map<string, bigint>;
+}
+
+/**
+ * The account's health factor (WAD) on its on-chain numbers: null without debt, 'stale' when a held
+ * asset's price cannot be used. Pure.
+ */
+export function accountHealthWad(
+  state: AccountState,
+  assets: readonly AssetRisk[],
+  prices: ReadonlyMap<string, PriceQuote>,
+  nowS: number,
+): bigint | 'stale' | null {
+  if (state.debtUsdc === 0n) return null;
+  const holdings = [...state.collateral.entries()]
+    .filter(([, amount]) => amount > 0n)
+    .map(([assetId, amountBase]) => ({ assetId, amountBase, pendingWithdrawalBase: 0n }));
+  const power = borrowPower({ holdings, assets: new Map(assets.map((a) => [a.assetId, a])), prices, nowS });
+  if (power.staleAssetIds.length > 0) return 'stale';
+  return healthFactorWadFloor(power.thresholdValueCents, usdcToCentsCeil(state.debtUsdc)) ?? MAX_UINT256;
+}
+
+/**
+ * What to liquidate, or null when the account is healthy (or cannot be judged: a stale price).
+ * Exported for its own tests; pure.
+ */
+export function planLiquidation(
+  state: AccountState,
+  assets: readonly (AssetRisk & { token: Address })[],
+  prices: ReadonlyMap<string, PriceQuote>,
+  nowS: number,
+): LiquidationPlan | 'stale' | null {
+  const hf = accountHealthWad(state, assets, prices, nowS);
+  if (hf === null || hf === 'stale') return hf;
+  if (hf >= WAD) return null;
+  const risk = new Map(assets.map((a) => [a.assetId, a]));
+  const holdings = [...state.collateral.entries()]
+    .filter(([, amount]) => amount > 0n)
+    .map(([assetId, amountBase]) => ({ assetId, amountBase }));
+  // The asset worth the most is seized from.
+  let best: { asset: AssetRisk & { token: Address }; amount: bigint; price: bigint; value: bigint } | null =
+    null;
+  for (const h of holdings) {
+    const asset = risk.get(h.assetId);
+    const price = prices.get(h.assetId)?.answer;
+    if (asset === undefined || price === undefined) continue;
+    const value = (h.amountBase * price) / 10n ** BigInt(asset.tokenDecimals + asset.priceDecimals);
+    if (best === null || value > best.value) best = { asset, amount: h.amountBase, price, value };
+  }
+  if (best === null) return null;
+  const halve =
+    state.debtUsdc >= LIMITS.liquidationCloseFactorDebtMinUsdc && hf >= LIMITS.liquidationCloseFactorHfMinWad;
+  let covered = halve ? (state.debtUsdc * BigInt(LIMITS.liquidationCloseFactorBps)) / BPS : state.debtUsdc;
+  const bonus = BPS + BigInt(LIMITS.liquidationBonusBps);
+  const scale = 10n ** BigInt(best.asset.tokenDecimals + best.asset.priceDecimals);
+  let seized = (covered * scale * bonus) / (best.price * USDC_UNIT * BPS);
+  if (seized > best.amount) {
+    // Not enough of it: take all of it, and cover only what it pays for at the bonus (floored).
+    seized = best.amount;
+    covered = (seized * best.price * USDC_UNIT * BPS) / (scale * bonus);
+  }
+  if (seized === 0n || covered === 0n) return null;
+  return {
+    assetId: best.asset.assetId,
+    token: best.asset.token,
+    collateralSeizedBase: seized,
+    debtCoveredUsdc: covered,
+    healthFactorWad: hf,
+  };
+}
+
+export interface Liquidator {
+  /** True while run() holds the chain's session lock (asked of Postgres; for /readyz). */
+  lockHeld(): Promise<boolean>;
+  runOnce(): Promise<LiquidatorReport>;
+  run(): Promise<void>;
+  stop(): Promise<void>;
+  readonly metrics: LiquidatorMetrics;
+}
+
+export function createLiquidator(options: LiquidatorOptions): Liquidator {
+  const { sql, client, account, contracts, logger } = options;
+  const vault = contracts.vault;
+  const chainId = contracts.chainId;
+  const metrics = options.metrics ?? createLiquidatorMetrics();
+  const resendAfterMs = options.resendAfterMs ?? LIMITS.liquidationResendAfterMs;
+  const pollIntervalMs = options.pollIntervalMs ?? LIMITS.liquidationPollIntervalMs;
+  const healthWarningBps = options.healthWarningBps ?? 11_000;
+  assert(healthWarningBps > 10_000, 'the health-factor warning line must be above 1');
+  const warningWad = (WAD * BigInt(healthWarningBps)) / BPS;
+  const feeCap = createFeeCap({
+    client,
+    maxFeePerGasWei: options.maxFeePerGasWei,
+    logger,
+    aboveCap: metrics.feeAboveCap,
+    waits: metrics.feeCapWaits,
+    what: 'liquidation',
+  });
+  /** Nonces of lost transactions, reused by the next sends so the lost ones can never land too. */
+  const reusable: number[] = [];
+  let nextNonce: number | null = null;
+  let approved = false;
+  let stopping = false;
+  const { sleep, wake } = createSleeper();
+
+  const takeNonce = async (): Promise<number> => {
+    const lost = reusable.shift();
+    if (lost !== undefined) return lost;
+    if (nextNonce === null)
+      nextNonce = await client.getTransactionCount({ address: account.address, blockTag: 'pending' });
+    return nextNonce++;
+  };
+
+  const sign = async (to: Address, data: Hex, nonce: number, gas: bigint) => {
+    const fees = await feeCap.fees();
+    if (fees === null) return null;
+    let serialized: Hex;
+    try {
+      serialized = await account.signTransaction({
+        type: 'eip1559',
+        chainId,
+        nonce,
+        to,
+        data,
+        gas,
+        ...fees,
+      });
+    } catch (error) {
+      // The signer failed (an HSM unreachable or refusing): the nonce was not used, so the next send
+      // takes it; skipped, it would leave a gap that stops every later transaction of this key.
+      reusable.unshift(nonce);
+      throw error;
+    }
+    return { serialized, hash: keccak256(serialized) };
+  };
+
+  /** The vault may pull the liquidator's USDC (once per process; the allowance is unlimited). */
+  const ensureAllowance = async (): Promise<boolean> => {
+    if (approved) return true;
+    const allowance = (await client.readContract({
+      address: contracts.usdc.address,
+      abi: testTokenAbi,
+      functionName: 'allowance',
+      args: [account.address, vault],
+    })) as bigint;
+    if (allowance >= MAX_UINT256 / 2n) {
+      approved = true;
+      return true;
+    }
+    const nonce = await takeNonce();
+    const signed = await sign(
+      contracts.usdc.address,
+      encodeFunctionData({ abi: testTokenAbi, functionName: 'approve', args: [vault, MAX_UINT256] }),
+      nonce,
+      100_000n,
+    );
+    if (signed === null) {
+      reusable.unshift(nonce);
+      return false;
+    }
+    await client.sendRawTransaction({ serializedTransaction: signed.serialized });
+    await client.waitForTransactionReceipt({ hash: signed.hash, pollingInterval: 100 });
+    approved = true;
+    return true;
+  };
+
+  /** Follows in-flight liquidations: mined (confirmed or failed), still pending, or lost. */
+  const reconcile = async (report: LiquidatorReport): Promise<void> => {
+    const sent = await sql<{ id: string; transaction_hash: string; nonce: number; age_ms: string }[]>`
+      select id::text, transaction_hash, nonce, (extract(epoch from now() - updated_at) * 1000)::bigint::text as age_ms
+      from liquidations where chain_id = ${chainId} and status = 'sent' order by id`;
+    for (const row of sent) {
+      const receipt = await client
+        .getTransactionReceipt({ hash: row.transaction_hash as Hex })
+        .catch(() => null);
+      if (receipt !== null) {
+        const ok = receipt.status === 'success';
+        await sql`update liquidations set status = ${ok ? 'confirmed' : 'failed'},
+          last_error = ${ok ? null : 'reverted'}, updated_at = now() where id = ${row.id}`;
+        if (ok) report.confirmed++;
+        else report.failed++;
+        continue;
+      }
+      if ((await client.getTransaction({ hash: row.transaction_hash as Hex }).catch(() => null)) !== null)
+        continue;
+      if (Number(row.age_ms) < resendAfterMs) continue;
+      const used = await client.getTransactionCount({ address: account.address, blockTag: 'latest' });
+      await sql`update liquidations set status = 'failed', last_error = 'transaction lost', updated_at = now()
+        where id = ${row.id}`;
+      report.failed++;
+      // Its nonce is still free: the next send takes it, so this one can never be mined as well.
+      if (used <= row.nonce) reusable.push(row.nonce);
+      logger.warn({ hash: row.transaction_hash }, 'liquidation transaction lost; its nonce is reused');
+    }
+    reusable.sort((a, b) => a - b);
+  };
+
+  const readAccount = async (who: Address, assets: readonly { assetId: string; token: Address }[]) => {
+    const [debt, ...amounts] = await Promise.all([
+      client.readContract({ address: vault, abi: credanaVaultAbi, functionName: 'debtOf', args: [who] }),
+      ...assets.map((a) =>
+        client.readContract({
+          address: vault,
+          abi: credanaVaultAbi,
+          functionName: 'collateralOf',
+          args: [who, a.token],
+        }),
+      ),
+    ]);
+    return {
+      debtUsdc: debt as bigint,
+      collateral: new Map(assets.map((a, i) => [a.assetId, amounts[i] as bigint])),
+    };
+  };
+
+  const runOnce = async (): Promise<LiquidatorReport> => {
+    const report: LiquidatorReport = {
+      checked: 0,
+      warnings: 0,
+      unhealthy: 0,
+      sent: 0,
+      confirmed: 0,
+      failed: 0,
+      feeCapped: false,
+    };
+    await reconcile(report);
+    const candidates = await sql<{ user_id: string }[]>`
+      select c.user_id::text from credit_accounts c
+      where c.debt_onchain_usdc > 0 and not exists (
+        select 1 from liquidations l where l.chain_id = ${chainId} and l.user_id = c.user_id and l.status = 'sent')
+      order by c.user_id limit ${LIMITS.liquidationUsersPerScanMax}`;
+    if (candidates.length === 0) {
+      metrics.unhealthy.set(0);
+      metrics.warnings.set(0);
+      return report;
+    }
+    const [rows, accounts] = await Promise.all([
+      loadAssets(sql, chainId),
+      vaultAccountsOf(
+        sql,
+        chainId,
+        candidates.map((c) => c.user_id),
+      ),
+    ]);
+    const assets = rows.map((a) => ({
+      assetId: a.assetId,
+      token: a.token,
+      tokenDecimals: a.tokenDecimals,
+      priceDecimals: a.priceDecimals,
+      ltvBps: a.ltvBps,
+      liquidationThresholdBps: a.liquidationThresholdBps,
+      priceAgeMaxS: a.priceAgeMaxS,
+    }));
+    const prices = new Map<string, PriceQuote>(
+      [
+        ...(
+          await pricesInForce(
+            sql,
+            rows.map((a) => a.assetId),
+          )
+        ).entries(),
+      ].map(([id, p]) => [id, { answer: p.answer, updatedAtS: Number(p.updatedAtS) }]),
+    );
+    const nowS = options.nowS?.() ?? Math.floor(Date.now() / 1000);
+    for (const { user_id: userId } of candidates) {
+      const who = accounts.get(userId);
+      if (who === undefined) continue;
+      report.checked++;
+      const state = await readAccount(who, assets);
+      const hf = accountHealthWad(state, assets, prices, nowS);
+      if (typeof hf === 'bigint' && hf >= WAD && hf < warningWad) {
+        report.warnings++;
+        logger.warn({ userId, healthFactorWad: hf.toString() }, 'health factor below the warning line');
+      }
+      const plan = planLiquidation(state, assets, prices, nowS);
+      if (plan === null) continue;
+      if (plan === 'stale') {
+        metrics.staleSkipped.inc();
+        logger.warn({ userId }, 'account not judged: a held asset has a stale price');
+        continue;
+      }
+      report.unhealthy++;
+      if (report.feeCapped || !(await ensureAllowance())) {
+        report.feeCapped = true;
+        continue;
+      }
+      const nonce = await takeNonce();
+      const signed = await sign(
+        vault,
+        encodeFunctionData({
+          abi: credanaVaultAbi,
+          functionName: 'liquidate',
+          args: [who, plan.token, plan.collateralSeizedBase, plan.debtCoveredUsdc],
+        }),
+        nonce,
+        300_000n,
+      );
+      if (signed === null) {
+        reusable.unshift(nonce);
+        report.feeCapped = true;
+        continue;
+      }
+      // Saved before the broadcast: a crash from here on leaves a row naming the transaction.
+      await sql`
+        insert into liquidations (chain_id, user_id, account, asset_id, collateral_seized_base, debt_covered_usdc,
+          health_factor_wad, status, transaction_hash, nonce)
+        values (${chainId}, ${userId}, ${who}, ${plan.assetId}, ${plan.collateralSeizedBase.toString()},
+          ${plan.debtCoveredUsdc.toString()}, ${plan.healthFactorWad.toString()}, 'sent', ${signed.hash}, ${nonce})`;
+      try {
+        await client.sendRawTransaction({ serializedTransaction: signed.serialized });
+      } catch (error) {
+        nextNonce = null;
+        await sql`update liquidations set status = 'failed', last_error = 'refused by the node', updated_at = now()
+          where transaction_hash = ${signed.hash} and status = 'sent'`;
+        logger.error({ err: error, userId }, 'liquidation refused by the node');
+        continue;
+      }
+      metrics.liquidations.inc();
+      report.sent++;
+      await options.afterBroadcast?.(signed.hash);
+      logger.info(
+        {
+          userId,
+          account: who,
+          assetId: plan.assetId,
+          seized: plan.collateralSeizedBase.toString(),
+          coveredUsdc: plan.debtCoveredUsdc.toString(),
+          hash: signed.hash,
+        },
+        'liquidation broadcast',
+      );
+      const receipt = await client
+        .waitForTransactionReceipt({ hash: signed.hash, pollingInterval: 100, timeout: 30_000 })
+        .catch(() => null);
+      if (receipt !== null) {
+        const ok = receipt.status === 'success';
+        await sql`update liquidations set status = ${ok ? 'confirmed' : 'failed'},
+          last_error = ${ok ? null : 'reverted'}, updated_at = now() where transaction_hash = ${signed.hash}`;
+        if (ok) report.confirmed++;
+        else report.failed++;
+      }
+    }
+    metrics.unhealthy.set(report.unhealthy);
+    metrics.warnings.set(report.warnings);
+    return report;
+  };
+
+  let running: Promise<void> | null = null;
+  const lock = createLockStatus();
+  return {
+    lockHeld: () => lock.held(),
+    metrics,
+    runOnce,
+    run() {
+      if (running !== null) return running;
+      // One liquidator per chain: two would each decide on the same shortfall.
+      running = runLockedLoop({
+        sql,
+        lock: LOCK_LIQUIDATOR_SESSION,
+        chainId: chainId,
+        holder: 'liquidator',
+        round: runOnce,
+        stopping: () => stopping,
+        sleep,
+        pollIntervalMs,
+        logger,
+        status: lock,
+      });
+      return running;
+    },
+    async stop() {
+      stopping = true;
+      wake();
+      if (running !== null) await running.catch(() => {});
+    },
+  };
+}
