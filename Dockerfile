@@ -41,7 +41,13 @@ COPY patches ./patches
 # docs, benchmarks and local tooling stay out (.dockerignore).
 COPY shared ./shared
 COPY hot-path ./hot-path
+COPY ledger-writer ./ledger-writer
 COPY indexer ./indexer
+COPY settlement ./settlement
+COPY liquidator ./liquidator
+COPY withdrawals ./withdrawals
+COPY anchorer ./anchorer
+COPY reconciler ./reconciler
 COPY supabase ./supabase
 COPY scripts ./scripts
 COPY drizzle ./drizzle
