@@ -106,6 +106,10 @@ export async function createHotPath(config: Config) {
       metrics.redisFailures.inc({ cause });
       // A script error is a bug, not an outage: say so loudly (the decision still falls back).
       if (cause === 'reply') logger.error({ err: String(error) }, 'decision script failed');
+      // Redis away (or answering too late for its command timeout): the process decides from Postgres
+      // until it has caught up. Said once per outage (a suspect process makes no Redis attempts).
+      else if (cause === 'connection')
+        logger.warn({ err: String(error) }, 'Redis attempt failed; deciding from Postgres');
     },
     onRedisRedirect: (redirect) => metrics.redisRedirects.inc({ redirect }),
   });
