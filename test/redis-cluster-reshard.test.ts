@@ -1,9 +1,9 @@
 // Moving shard slots between primaries under live signed traffic (a private six-node cluster, two hot paths
 // and a ledger writer): two slots held mid-migration by the test (half their keys and their outbox stream
 // moved, so ASK and TRYAGAIN certainly happen) and two moved by `redis-cli --cluster reshard`. Every
-// request is answered 200; the slot moves touch only their own users (no process is made suspect, every
-// other user is decided from Redis throughout); moved users are decided from Redis again afterwards; every
-// approval keeps its hold; the outbox reaches Postgres exactly once, nothing dead-lettered, books balance.
+// request is answered 200; a redirect never makes a process suspect (no reply or connection failure);
+// moved users are decided from Redis again once moved; every approval keeps its hold; the outbox reaches
+// Postgres exactly once, nothing is dead-lettered, the books balance.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedis, type Redis, type SingleRedis } from '../shared/redis/client.ts';
 import { OUTBOX_SHARDS, shardOf } from '../shared/redis/keys.ts';
