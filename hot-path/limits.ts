@@ -20,6 +20,22 @@ export const limits = {
    * each; when full they are all dropped and re-read one HGETALL at a time.
    */
   accountSnapshotsMax: 200_000,
+  /**
+   * Redis Cluster: MOVED/ASK/TRYAGAIN redirects one command follows inside the cluster client before it
+   * fails (ioredis's `maxRedirections`, default 16). A slot moving under a script takes ASK then TRYAGAIN
+   * (and a MOVED when ioredis resends to another node), so 4 is one TRYAGAIN wait or two per send.
+   */
+  clusterRedirectionsMax: 4,
+  /**
+   * Redis Cluster: the wait before a command that got TRYAGAIN (its slot is mid-migration and its keys
+   * are split, or it would create one) is sent again, in the client and in the script runner.
+   */
+  clusterTryAgainDelayMs: 10,
+  /**
+   * Redis Cluster: resends of a decision script that came back redirected, each only while the Redis
+   * attempt's budget (REDIS_DECISION_BUDGET_MS) leaves time for it; then the request falls back.
+   */
+  clusterScriptRetriesMax: 10,
   /** Time kept back from the budget for writing the response. */
   responseMarginMs: 15,
   /** Time the Postgres fallback needs at least; the Redis attempt's budget must leave it. */

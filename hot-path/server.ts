@@ -26,11 +26,19 @@ export async function createHotPath(config: Config) {
   assertLimits(config.DECISION_BUDGET_MS, config.REDIS_COMMAND_TIMEOUT_MS, config.REDIS_DECISION_BUDGET_MS);
   const logger = createLogger(config.LOG_LEVEL, 'hot-path');
   // Commands fail fast while Redis is away (no offline queue), so the fallback gets the time left.
+  // Auto-pipelining on one Redis only: on a cluster, ioredis follows MOVED/ASK per command, but in an
+  // auto-pipelined batch that mixes a redirected command with others it hands the redirect back as an
+  // error (redis/ioredis#2075), which made every slot move look like a Redis failure
+  // (docs/redis-layout.md, "Resharding"; its cost is measured there).
   const redis = createServiceRedis(config, {
     commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
     offlineQueue: false,
     connectionName: 'hot-path',
-    autoPipelining: true,
+    autoPipelining: config.REDIS_CLUSTER_NODES.length === 0,
+    clusterRedirections: {
+      max: limits.clusterRedirectionsMax,
+      tryAgainDelayMs: limits.clusterTryAgainDelayMs,
+    },
   });
   const subscriber = createServiceRedis(config, { connectionName: 'hot-path-sub', shardedSubscriber: true });
   const database = createDatabase({
@@ -98,7 +106,12 @@ export async function createHotPath(config: Config) {
       metrics.redisFailures.inc({ cause });
       // A script error is a bug, not an outage: say so loudly (the decision still falls back).
       if (cause === 'reply') logger.error({ err: String(error) }, 'decision script failed');
+      // Redis away (or answering too late for its command timeout): the process decides from Postgres
+      // until it has caught up. Said once per outage (a suspect process makes no Redis attempts).
+      else if (cause === 'connection')
+        logger.warn({ err: String(error) }, 'Redis attempt failed; deciding from Postgres');
     },
+    onRedisRedirect: (redirect) => metrics.redisRedirects.inc({ redirect }),
   });
   const lifecycle = createLifecycle({ redis, sql: database.sql, settings: config, cardOwners });
   // Readiness: Redis answering and the process not suspect; Postgres reported and exported as

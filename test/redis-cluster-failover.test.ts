@@ -5,16 +5,24 @@
 // writer has drained, Postgres holds exactly what was approved (the outbox applied once), nothing is
 // dead-lettered, the conservation check is clean, and no user was approved beyond their credit.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { waitForEmptyOutbox } from '../ledger-writer/testing.ts';
 import { createRedis, isCluster, type Redis } from '../shared/redis/client.ts';
-import { deadLetterKey, userKeys } from '../shared/redis/keys.ts';
-import { conservationProblems } from './support/conservation.ts';
-import { redisEnv, setUpServices, type TestServices } from './support/db.ts';
+import { userKeys } from '../shared/redis/keys.ts';
+import {
+  expectWithinCredit,
+  holdsMissing,
+  onCluster,
+  ownerOf,
+  type Swipe,
+  settleAndCheckBooks,
+  startHotPathProcess,
+  startLedgerWriterProcess,
+  swipe,
+  until,
+} from './support/cluster-traffic.ts';
+import { setUpServices, type TestServices } from './support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from './support/fixtures.ts';
-import { testConfig } from './support/hot-path.ts';
-import { freePort, type ServiceProcess, spawnService } from './support/processes.ts';
+import type { ServiceProcess } from './support/processes.ts';
 import { type RedisCluster, startRedisCluster } from './support/redis-cluster.ts';
-import { authorizationEvent, authorizationRequest, sign, TEST_WEBHOOK_SECRET } from './support/stripe.ts';
 
 const PRICE = 300_000_000_000n;
 /** Credit of user i: every third covers only three swipes (declines for credit, which must stay declines). */
@@ -38,8 +46,8 @@ const processes: ServiceProcess[] = [];
 beforeAll(async () => {
   shared = await setUpServices();
   cluster = await startRedisCluster();
-  redis = createRedis({ url: 'redis://unused', clusterNodes: cluster.seeds });
-  services = { ...shared, redis, redisUrl: 'redis://unused', redisClusterNodes: cluster.seeds };
+  services = onCluster(shared, cluster);
+  redis = services.redis;
   await seedAsset(services.database.sql, redis, services.prefix, WETH, PRICE, Math.floor(Date.now() / 1000));
 });
 
@@ -49,23 +57,6 @@ afterAll(async () => {
   await cluster?.destroy();
   await shared?.close();
 });
-
-async function until(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > end) throw new Error(`not reached in ${timeoutMs} ms: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-/** The `host:port` of the primary that owns `key`'s slot, from the client's slot map. */
-async function ownerOf(key: string): Promise<string> {
-  if (!isCluster(redis)) throw new Error('expected a cluster client');
-  const slot = Number(await redis.cluster('KEYSLOT', key));
-  const owner = redis.slots[slot]?.[0];
-  if (owner === undefined) throw new Error(`no node owns slot ${slot}`);
-  return owner;
-}
 
 /** The pid of the replica of the primary on `primaryPort`. */
 async function replicaPidOf(primaryPort: number): Promise<number> {
@@ -83,60 +74,7 @@ async function replicaPidOf(primaryPort: number): Promise<number> {
   throw new Error(`no replica of the primary on ${primaryPort}`);
 }
 
-function baseEnv(): Record<string, string> {
-  return {
-    NODE_ENV: 'test',
-    LOG_LEVEL: 'silent',
-    ...redisEnv(services),
-    REDIS_KEY_PREFIX: services.prefix,
-    STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
-  };
-}
-
-async function startHotPathProcess(): Promise<string> {
-  const port = await freePort();
-  const hotPath = await spawnService(
-    'hot-path/main.ts',
-    {
-      ...baseEnv(),
-      ...SETTINGS,
-      DATABASE_URL: testConfig(services).DATABASE_URL,
-      HOT_PATH_PORT: String(port),
-      // Each decision's log line (its source: redis or the Postgres fallback) for the failure message.
-      LOG_LEVEL: 'info',
-    },
-    'hot-path ready',
-  );
-  processes.push(hotPath);
-  return `http://127.0.0.1:${port}`;
-}
-
-async function postSigned(url: string, body: unknown) {
-  const raw = JSON.stringify(body);
-  const res = await fetch(url, {
-    method: 'POST',
-    body: raw,
-    headers: { 'content-type': 'application/json', 'stripe-signature': sign(raw) },
-  });
-  return {
-    status: res.status,
-    json: (await res.json()) as { approved?: boolean; metadata?: { reason?: string } },
-  };
-}
-
-interface Swipe {
-  userId: string;
-  cardId: string;
-  authorizationId: string;
-  amountCents: number;
-  approved: boolean;
-  reason: string | undefined;
-  createdS: number;
-  /** When it was sent: before the trouble, while the victim's replica was stopped, after the failover. */
-  phase: Phase;
-  eventId: string;
-}
-
+/** When a swipe was sent: before the trouble, while the victim's replica was stopped, after the failover. */
 type Phase = 'before' | 'replicaStopped' | 'afterFailover';
 
 describe('REDIS_WAIT_REPLICAS on a Redis Cluster', () => {
@@ -151,7 +89,9 @@ describe('REDIS_WAIT_REPLICAS on a Redis Cluster', () => {
       users.push({ ...user, creditCents: credit });
     }
     // The victim: the primary holding the most of these users' shards.
-    const owners = await Promise.all(users.map((u) => ownerOf(userKeys(services.prefix, u.userId).account)));
+    const owners = await Promise.all(
+      users.map((u) => ownerOf(redis, userKeys(services.prefix, u.userId).account)),
+    );
     const counts = new Map<string, number>();
     for (const o of owners) counts.set(o, (counts.get(o) ?? 0) + 1);
     const [victimAddress] = [...counts.entries()].sort((a, b) => b[1] - a[1])[0] ?? [''];
@@ -162,15 +102,13 @@ describe('REDIS_WAIT_REPLICAS on a Redis Cluster', () => {
     expect(onVictim.length).toBeLessThan(users.length);
     const victimIds = new Set(onVictim.map((u) => u.userId));
 
-    const writer = await spawnService(
-      'ledger-writer/main.ts',
-      { ...baseEnv(), DATABASE_URL: services.urlFor('credana_ledger_writer'), LEDGER_WRITER_PORT: '0' },
-      'ledger-writer ready',
-    );
-    processes.push(writer);
-    const hotPaths = [await startHotPathProcess(), await startHotPathProcess()];
+    await startLedgerWriterProcess(services, processes);
+    const hotPaths = [
+      (await startHotPathProcess(services, SETTINGS, processes)).url,
+      (await startHotPathProcess(services, SETTINGS, processes)).url,
+    ];
 
-    const swipes: Swipe[] = [];
+    const swipes: Swipe<Phase>[] = [];
     let phase: Phase = 'before';
     let round = 0;
     const sendRound = async () => {
@@ -179,20 +117,7 @@ describe('REDIS_WAIT_REPLICAS on a Redis Cluster', () => {
       await Promise.all(
         users.map(async (user, i) => {
           const amountCents = 1_000 + ((n * USERS + i) % 7);
-          const request = authorizationRequest({ cardId: user.cardId, amountCents });
-          const res = await postSigned(`${hotPaths[(n + i) % 2]}/stripe/authorizations`, request);
-          expect(res.status).toBe(200);
-          swipes.push({
-            userId: user.userId,
-            cardId: user.cardId,
-            authorizationId: request.data.object.id,
-            amountCents,
-            approved: res.json.approved === true,
-            reason: res.json.metadata?.reason,
-            createdS: request.created,
-            phase: sentIn,
-            eventId: request.id,
-          });
+          swipes.push(await swipe(hotPaths[(n + i) % 2] ?? '', user, amountCents, sentIn));
         }),
       );
     };
@@ -267,63 +192,14 @@ describe('REDIS_WAIT_REPLICAS on a Redis Cluster', () => {
     });
 
     // Every approval answered has its hold on the (promoted) primaries.
-    const missing: string[] = [];
-    for (const s of approved) {
-      const held = await redis.hget(userKeys(services.prefix, s.userId).holds, s.authorizationId);
-      if (held === String(s.amountCents)) continue;
-      // What each side says of the decision, and the hot path's own line (source redis or postgres).
-      const inRedis = await redis.get(userKeys(services.prefix, s.userId).decision(s.eventId));
-      const [inPostgres] = await sql<{ approved: boolean; reason: string }[]>`
-        select approved, reason from decisions where event_id = ${s.eventId}`;
-      const logged = processes
-        .flatMap((p) => p.output().split('\n'))
-        .find((line) => line.includes(s.eventId) && line.includes('authorization decided'));
-      missing.push(
-        `${s.authorizationId} (${victimIds.has(s.userId) ? 'victim' : 'other'} user, ${s.phase}): hold ${held}; ` +
-          `Redis decision ${inRedis}; Postgres decision ${JSON.stringify(inPostgres ?? null)}; ${logged ?? 'no log line'}`,
-      );
-    }
+    const missing = await holdsMissing(
+      services,
+      processes,
+      swipes,
+      (s) => `${victimIds.has(s.userId) ? 'victim' : 'other'} user, ${s.phase}`,
+    );
     expect({ missing, reasons }).toEqual({ missing: [], reasons });
-
-    // No user approved beyond their credit.
-    for (const user of users) {
-      const total = approved
-        .filter((s) => s.userId === user.userId)
-        .reduce((sum, s) => sum + s.amountCents, 0);
-      expect(BigInt(total)).toBeLessThanOrEqual(user.creditCents);
-    }
-
-    // Stripe's word on each swipe, as we answered it, then the writer drains.
-    for (const [i, s] of swipes.entries()) {
-      const event = authorizationEvent({
-        type: 'issuing_authorization.created',
-        cardId: s.cardId,
-        authorizationId: s.authorizationId,
-        amountCents: s.approved ? s.amountCents : 0,
-        approved: s.approved,
-        status: s.approved ? 'pending' : 'closed',
-        requestHistory: 1,
-        createdS: s.createdS,
-      });
-      const res = await postSigned(`${hotPaths[i % 2]}/stripe/events`, event);
-      expect(res.status).toBe(200);
-    }
-    await waitForEmptyOutbox(redis, services.prefix, 60_000);
-
-    expect(await redis.xrange(deadLetterKey(services.prefix), '-', '+')).toEqual([]);
-    const userIds = users.map((u) => u.userId);
-    expect(await conservationProblems(sql, redis, services.prefix, userIds)).toEqual([]);
-    const [total] = await sql<{ held: string }[]>`
-      select coalesce(sum(holds_cents), 0)::text as held from credit_accounts where user_id in ${sql(userIds)}`;
-    expect(total?.held).toBe(String(approved.reduce((sum, s) => sum + s.amountCents, 0)));
-    const rows = await sql<{ id: string; approved: boolean; held_cents: string }[]>`
-      select id, approved, held_cents::text from authorizations where id in ${sql(swipes.map((s) => s.authorizationId))}`;
-    const byId = new Map(rows.map((r) => [r.id, r]));
-    for (const s of swipes) {
-      expect(byId.get(s.authorizationId)).toMatchObject({
-        approved: s.approved,
-        held_cents: s.approved ? String(s.amountCents) : '0',
-      });
-    }
+    expectWithinCredit(users, swipes);
+    await settleAndCheckBooks(services, hotPaths, users, swipes);
   });
 });

@@ -26,7 +26,12 @@ import { ensureAccount, holdingsFromAccount, utcDay } from '../../shared/redis/a
 import type { Redis } from '../../shared/redis/client.ts';
 import { ACCOUNT, unknownCardDecisionKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
 import type { Market } from '../../shared/redis/market.ts';
-import { runScript } from '../../shared/redis/script.ts';
+import {
+  type ClusterRedirect,
+  clusterRedirectOf,
+  type RedirectPolicy,
+  runScript,
+} from '../../shared/redis/script.ts';
 import { limits } from '../limits.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
 import { type CardOwners, createCardOwners } from './card-owners.ts';
@@ -79,10 +84,17 @@ export interface DecisionEngineDeps {
   lease?: RedisLease;
   /** Told why a Redis attempt failed (timeout, connection, script error), for logs and metrics. */
   onRedisFailure?: (cause: RedisFailureCause, error: unknown) => void;
+  /** Told of each resend of a decision script a Redis Cluster redirected (a slot being moved). */
+  onRedisRedirect?: (redirect: ClusterRedirect) => void;
   now?: () => number;
 }
 
-export type RedisFailureCause = 'deadline' | 'connection' | 'reply';
+/**
+ * Why a Redis attempt failed. `redirect`: a Redis Cluster slot was mid-migration for longer than the
+ * attempt could wait (docs/redis-layout.md, "Resharding") — Redis is there, so like `deadline` only this
+ * request falls back and the process is not made suspect.
+ */
+export type RedisFailureCause = 'deadline' | 'redirect' | 'connection' | 'reply';
 
 type DecideReply =
   | ['ok', '0' | '1', string, DecisionReason]
@@ -136,6 +148,15 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
   const lease =
     deps.lease ?? createRedisLease({ sql, redis, prefix, leaseMs: settings.REDIS_DECIDER_LEASE_MS });
   const onRedisFailure = deps.onRedisFailure ?? (() => {});
+  const onRedisRedirect = deps.onRedisRedirect;
+  /** A decision script's redirects are retried only while the Redis attempt has time for them. */
+  const redirectPolicy = (redisDeadlineMs: number): RedirectPolicy => ({
+    retriesMax: limits.clusterScriptRetriesMax,
+    tryAgainDelayMs: limits.clusterTryAgainDelayMs,
+    deadlineMs: redisDeadlineMs,
+    now,
+    ...(onRedisRedirect === undefined ? {} : { onRetry: onRedisRedirect }),
+  });
   const waitReplicas = settings.REDIS_WAIT_REPLICAS;
   const waiter =
     waitReplicas > 0 ? createReplicaWaiter(redis, waitReplicas, settings.REDIS_WAIT_TIMEOUT_MS) : null;
@@ -231,6 +252,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
         DECIDE_WITHOUT_USER,
         [unknownCardDecisionKey(prefix, event.id), unknownCardOutboxKey(prefix, event.id)],
         [decisionId, JSON.stringify(record), limits.decisionTtlS, 'unknown_card'],
+        redirectPolicy(redisDeadlineMs),
       );
       roundTrips++;
       if (reply[0] === 'dup')
@@ -316,7 +338,13 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
         (auth.request_history.length + 1) * 1e10 + event.created,
         limits.authorizationStateTtlS,
       ];
-      const reply = await runScript<DecideReply>(redis, DECIDE, decideKeys, decideArgs);
+      const reply = await runScript<DecideReply>(
+        redis,
+        DECIDE,
+        decideKeys,
+        decideArgs,
+        redirectPolicy(redisDeadlineMs),
+      );
       roundTrips++;
       // With REDIS_WAIT_REPLICAS, an approval (new or replayed) is answered only once replicated: one
       // WAIT after the reply, shared with the approvals of the same moment (replica-wait.ts). Declines
@@ -343,7 +371,14 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
           };
           if (!outcome.approved || replicasAcked >= waitReplicas) return outcome;
           stillOn();
-          return withdraw(event, userId, `1|${reply[2]}|${reply[3]}|${decisionId}`, outcome, decidedAtMs);
+          return withdraw(
+            event,
+            userId,
+            `1|${reply[2]}|${reply[3]}|${decisionId}`,
+            outcome,
+            decidedAtMs,
+            redisDeadlineMs,
+          );
         }
         case 'dup': {
           // A replay answers the stored first answer; an approval among them only once replicated too
@@ -357,7 +392,14 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
           };
           if (!outcome.approved || replicasAcked >= waitReplicas) return outcome;
           stillOn();
-          return withdraw(event, userId, reply[1], outcome, decidedAtOf(outcome.decisionId, decidedAtMs));
+          return withdraw(
+            event,
+            userId,
+            reply[1],
+            outcome,
+            decidedAtOf(outcome.decisionId, decidedAtMs),
+            redisDeadlineMs,
+          );
         }
         case 'missing':
         case 'changed':
@@ -392,6 +434,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
     stored: string,
     outcome: DecisionOutcome,
     decidedAtMs: number,
+    redisDeadlineMs: number,
   ): Promise<DecisionOutcome> {
     const auth = event.data.object;
     const keys = userKeys(prefix, userId);
@@ -442,6 +485,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
         keys.outbox,
       ],
       [stored, auth.id, JSON.stringify(record)],
+      redirectPolicy(redisDeadlineMs),
     );
     return {
       ...outcome,
@@ -500,7 +544,9 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       // late is not (it is what an overloaded process sees too): only this request falls back, and
       // this user's next Redis decision waits for it (fallbacksInFlight, then adoptOwn). A Redis that
       // hangs for everyone is found by the lease's PING, which then makes the process suspect.
-      if (cause !== 'deadline') lease.markSuspect();
+      // A cluster redirect is not Redis away either: the slot is moving, Redis answers (decisions for
+      // users on other slots go on from Redis).
+      if (cause !== 'deadline' && cause !== 'redirect') lease.markSuspect();
       return undefined;
     }
   }
@@ -566,6 +612,7 @@ class OwnFallbackPending extends Error {
 
 function classifyRedisFailure(error: unknown): RedisFailureCause {
   if (error instanceof DeadlineError) return 'deadline';
+  if (clusterRedirectOf(error) !== null) return 'redirect';
   if (error instanceof Error && error.name === 'ReplyError') return 'reply';
   return 'connection';
 }

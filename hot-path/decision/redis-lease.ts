@@ -30,7 +30,7 @@ import type { LifecycleRecord } from '../../shared/outbox/records.ts';
 import { utcDay } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
-import { runScript } from '../../shared/redis/script.ts';
+import { clusterRedirectOf, type RedirectPolicy, runScript } from '../../shared/redis/script.ts';
 import { limits } from '../limits.ts';
 import { withDeadline } from './deadline.ts';
 import { ADOPT_FALLBACK } from './lua.ts';
@@ -123,7 +123,14 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
     if (ids?.size === 0) ownByUser.delete(grant.userId);
   };
 
-  const adopt = (grant: FallbackGrant) => adoptGrant(redis, prefix, grant);
+  // On a Redis Cluster a grant's slot may be mid-migration: its adoption waits that out for up to a
+  // renewal's time (docs/redis-layout.md, "Moving slots under traffic"); adopting is idempotent.
+  const adopt = (grant: FallbackGrant) =>
+    adoptGrant(redis, prefix, grant, {
+      retriesMax: limits.clusterScriptRetriesMax,
+      tryAgainDelayMs: limits.clusterTryAgainDelayMs,
+      deadlineMs: Date.now() + renewTimeoutMs,
+    });
 
   /** adopt() for the Postgres pass: a Redis failure there is told apart from a Postgres one. */
   async function adoptOrThrow(grant: FallbackGrant): Promise<void> {
@@ -184,9 +191,16 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
     try {
       if (isSuspect || performance.now() - redisOkAt > leaseMs / 4) await redis.ping();
       redisOkAt = performance.now();
-      // Our own grants first: adopting them needs no Postgres.
+      // Our own grants first: adopting them needs no Postgres. One whose slot is being moved stays
+      // remembered (a redirect is not Redis away): it is adopted before its user's next Redis decision
+      // (adoptOwn) or by a later catch-up.
       for (const grant of [...own.values()]) {
-        await adopt(grant);
+        try {
+          await adopt(grant);
+        } catch (error) {
+          if (clusterRedirectOf(error) !== null) continue;
+          throw error;
+        }
         adoptedOwn.push(grant.decisionId);
         forgetOwn(grant.decisionId);
       }
@@ -307,7 +321,12 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
 export type AdoptResult = 'adopted' | 'known' | 'key-only' | 'superseded' | 'settled';
 
 /** Mirrors one fallback decision into the cache (ADOPT_FALLBACK); idempotent. */
-export async function adoptGrant(redis: Redis, prefix: string, grant: FallbackGrant): Promise<AdoptResult> {
+export async function adoptGrant(
+  redis: Redis,
+  prefix: string,
+  grant: FallbackGrant,
+  redirect?: RedirectPolicy,
+): Promise<AdoptResult> {
   const keys = userKeys(prefix, grant.userId);
   return runScript<AdoptResult>(
     redis,
@@ -331,6 +350,7 @@ export async function adoptGrant(redis: Redis, prefix: string, grant: FallbackGr
       grant.authVersion === null ? '' : grant.authVersion,
       JSON.stringify(settledRecord(grant)),
     ],
+    redirect,
   );
 }
 

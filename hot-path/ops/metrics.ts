@@ -28,8 +28,14 @@ export function createMetrics(registry: Registry = new Registry()) {
     }),
     redisFailures: new Counter({
       name: 'credana_decision_redis_failures_total',
-      help: 'Redis attempts of decisions that failed, by cause (deadline, connection, reply = script error)',
+      help: 'Redis attempts of decisions that failed, by cause (deadline, redirect = a Redis Cluster slot mid-migration, connection, reply = script error)',
       labelNames: ['cause'] as const,
+      registers: [registry],
+    }),
+    redisRedirects: new Counter({
+      name: 'credana_decision_redis_redirects_total',
+      help: 'Decision scripts sent again after a Redis Cluster redirect reached the script runner (moved, ask, tryagain: a slot being moved)',
+      labelNames: ['redirect'] as const,
       registers: [registry],
     }),
     leaseEvents: new Counter({

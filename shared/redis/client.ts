@@ -37,6 +37,13 @@ export interface RedisOptions {
    * connection to the primary that owns the channels' slot, moved with the slot on a failover.
    */
   shardedSubscriber?: boolean;
+  /**
+   * Cluster only: how many MOVED/ASK/TRYAGAIN redirects one command follows before it fails (ioredis's
+   * `maxRedirections`, default 16), and how long it waits before resending after TRYAGAIN (ioredis's
+   * `retryDelayOnTryAgain`, default 100 ms). The hot path keeps both small: its decisions have a budget,
+   * and its script runner retries TRYAGAIN itself against that budget (shared/redis/script.ts).
+   */
+  clusterRedirections?: { max: number; tryAgainDelayMs: number };
 }
 
 /** Reconnect forever with a capped backoff; callers decide what a failed command means. */
@@ -64,6 +71,12 @@ export function createRedis(options: RedisOptions): Redis {
       // dead primary instead queued commands there until they failed.
       enableAutoPipelining: options.autoPipelining ?? false,
       shardedSubscribers: options.shardedSubscriber ?? false,
+      ...(options.clusterRedirections === undefined
+        ? {}
+        : {
+            maxRedirections: options.clusterRedirections.max,
+            retryDelayOnTryAgain: options.clusterRedirections.tryAgainDelayMs,
+          }),
       lazyConnect: false,
       redisOptions: { ...commandTimeout, maxRetriesPerRequest, connectionName },
     });

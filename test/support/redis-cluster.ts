@@ -52,7 +52,8 @@ export interface RedisClusterOptions {
   detached?: boolean;
 }
 
-function redisCli(args: readonly string[], timeoutMs = 30_000): Promise<string> {
+/** Runs redis-cli with `args`; its stdout, or an error with what it printed. */
+export function redisCli(args: readonly string[], timeoutMs = 30_000): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile('redis-cli', args, { encoding: 'utf8', timeout: timeoutMs }, (error, stdout, stderr) =>
       error === null
