@@ -9,7 +9,7 @@
  * value). The authorization's `updated_at` moves, so the Supabase projection shows the name.
  */
 import type { Sql } from '../shared/db/client.ts';
-import { unnestRows } from '../shared/db/queries/ledger.ts';
+import { unnestRows } from '../shared/db/unnest.ts';
 import type { MerchantNames } from '../shared/hsm/merchant-names.ts';
 import { limits } from './limits.ts';
 
