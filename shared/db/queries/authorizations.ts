@@ -173,3 +173,31 @@ export async function supersedeAuthorizationDecisions(
     })}
     where a.id = v.id`;
 }
+
+/**
+ * Stores sealed merchant names and takes their plaintext out of `merchant_names_unsealed`, in one
+ * statement: a queued row is removed only if it still holds the plaintext that was sealed, and a name is
+ * stored only where none is (a row sealed meanwhile keeps its value), so a crash or a second writer
+ * doing the same rows changes nothing. The authorization's `updated_at` moves, so the Supabase
+ * projection shows the name. Returns how many names were stored. The ledger writer's alone (it holds
+ * the data keys; ledger-writer/seal-queue.ts).
+ */
+export async function storeSealedNames(
+  tx: Sql | Tx,
+  rows: readonly { id: string; name: string; sealed: Buffer }[],
+): Promise<number> {
+  if (rows.length === 0) return 0;
+  const stored = await tx`with q as (
+      delete from merchant_names_unsealed u
+      using ${unnestRows(tx, rows, {
+        id: ['text', (r) => r.id],
+        name: ['text', (r) => r.name],
+        sealed: ['text', (r) => r.sealed.toString('hex')],
+      })}
+      where u.authorization_id = v.id and u.merchant_name = v.name
+      returning v.id, v.sealed
+    )
+    update authorizations a set merchant_name_sealed = decode(q.sealed, 'hex'), updated_at = now()
+    from q where a.id = q.id and a.merchant_name_sealed is null`;
+  return stored.count;
+}
