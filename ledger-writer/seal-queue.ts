@@ -9,7 +9,7 @@
  * value). The authorization's `updated_at` moves, so the Supabase projection shows the name.
  */
 import type { Sql } from '../shared/db/client.ts';
-import { unnestRows } from '../shared/db/queries/ledger.ts';
+import { storeSealedNames } from '../shared/db/queries/authorizations.ts';
 import type { MerchantNames } from '../shared/hsm/merchant-names.ts';
 import { limits } from './limits.ts';
 
@@ -29,28 +29,15 @@ export async function sealQueuedNames(
     select authorization_id, merchant_name from merchant_names_unsealed
     order by created_at, authorization_id limit ${rowsMax + 1}`;
   const batch = queued.slice(0, rowsMax);
-  const rows: { id: string; name: string; sealed: string }[] = [];
+  const rows: { id: string; name: string; sealed: Buffer }[] = [];
   for (const row of batch) {
     const sealed = await names.seal(row.authorization_id, row.merchant_name);
     if (sealed === null) break;
-    rows.push({ id: row.authorization_id, name: row.merchant_name, sealed: sealed.toString('hex') });
+    rows.push({ id: row.authorization_id, name: row.merchant_name, sealed });
   }
   if (rows.length === 0) return { sealed: 0, more: batch.length > 0 };
-  const stored = await sql.begin(
-    (tx) => tx`with q as (
-        delete from merchant_names_unsealed u
-        using ${unnestRows(tx, rows, {
-          id: ['text', (r) => r.id],
-          name: ['text', (r) => r.name],
-          sealed: ['text', (r) => r.sealed],
-        })}
-        where u.authorization_id = v.id and u.merchant_name = v.name
-        returning v.id, v.sealed
-      )
-      update authorizations a set merchant_name_sealed = decode(q.sealed, 'hex'), updated_at = now()
-      from q where a.id = q.id and a.merchant_name_sealed is null`,
-  );
-  return { sealed: stored.count, more: queued.length > rowsMax || rows.length < batch.length };
+  const stored = await sql.begin((tx) => storeSealedNames(tx, rows));
+  return { sealed: stored, more: queued.length > rowsMax || rows.length < batch.length };
 }
 
 /** How many names wait to be sealed, counted up to `countMax` (a gauge, not an audit). */

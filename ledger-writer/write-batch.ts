@@ -24,13 +24,23 @@
 import { z } from 'zod';
 import type { Sql, Tx } from '../shared/db/client.ts';
 import {
+  type AuthorizationWrite,
+  supersedeAuthorizationDecisions,
+  writeAuthorizations,
+} from '../shared/db/queries/authorizations.ts';
+import { insertCardEvents as insertCardEventRows } from '../shared/db/queries/card-events.ts';
+import { addToCreditAccounts, ensureCreditAccounts } from '../shared/db/queries/credit-accounts.ts';
+import {
+  insertDecisions as insertDecisionRows,
+  replaceFallbackDecisions,
+} from '../shared/db/queries/decisions.ts';
+import {
   type AuditInput,
   cardMovementEntries,
   insertAudit,
   insertTransfers,
   type TransferInput,
   type TransferKind,
-  unnestRows,
 } from '../shared/db/queries/ledger.ts';
 import type { MerchantNames } from '../shared/hsm/merchant-names.ts';
 import {
@@ -625,85 +635,59 @@ async function supersedeFallbackDecisions(
     })
     .sort(bySortKey((r) => r.item.record.eventId));
   if (replaced.length === 0) return [];
-  // The ref first, without entries (a zero difference still replaces the decision): only the writer
-  // that inserts it applies the rest, so a re-delivery or a concurrent writer changes nothing.
+  // The ref and its entries in one statement (a zero difference takes the ref alone and still replaces
+  // the decision): only the writer that inserts the ref applies the rest, so a re-delivery or a
+  // concurrent writer changes nothing.
   const refOf = (r: (typeof replaced)[number]) => `hold:${r.item.record.eventId}:redis`;
-  const taken = await tx<{ id: string; ref: string }[]>`
-    insert into ledger_transfers (ref, kind, user_id, authorization_id)
-    select v.ref, v.kind, v.user_id, v.authorization_id from ${unnestRows(tx, replaced, {
-      ref: ['text', refOf],
-      kind: ['text', (r) => (r.deltaCents < 0n ? 'release' : 'hold')],
-      user_id: ['uuid', (r) => r.item.record.userId],
-      authorization_id: ['text', (r) => r.item.record.authorizationId],
-    })}
-    order by v.n
-    on conflict (ref) do nothing returning id::text, ref`;
-  const transferIds = new Map(taken.map((row) => [row.ref, row.id]));
-  const mine = replaced.filter((r) => transferIds.has(refOf(r)));
-  if (mine.length === 0) return [];
-  const entries = mine.flatMap((r) =>
-    cardMovementEntries(r.item.record.userId as string, {
-      holdDeltaCents: r.deltaCents,
-      unsettledDeltaCents: 0n,
-    }).map((entry) => ({ transferId: transferIds.get(refOf(r)) as string, entry })),
+  const taken = await insertTransfers(
+    tx,
+    replaced.map((r) => ({
+      ref: refOf(r),
+      kind: r.deltaCents < 0n ? 'release' : 'hold',
+      userId: r.item.record.userId,
+      authorizationId: r.item.record.authorizationId,
+      entries: cardMovementEntries(r.item.record.userId as string, {
+        holdDeltaCents: r.deltaCents,
+        unsettledDeltaCents: 0n,
+      }),
+    })),
   );
-  const moved = mine.filter((r) => r.deltaCents !== 0n);
+  const mine = replaced.filter((r) => taken.has(refOf(r)));
+  if (mine.length === 0) return [];
   await Promise.all([
-    entries.length === 0
-      ? null
-      : tx`insert into ledger_entries (transfer_id, account, user_id, amount_cents)
-        select v.transfer_id, v.account, v.user_id, v.amount_cents from ${unnestRows(tx, entries, {
-          transfer_id: ['bigint', (e) => e.transferId],
-          account: ['text', (e) => e.entry.account],
-          user_id: ['uuid', (e) => e.entry.userId],
-          amount_cents: ['bigint', (e) => e.entry.amountCents.toString()],
-        })}
-        order by v.n`,
-    moved.length === 0
-      ? null
-      : tx`update credit_accounts c set holds_cents = c.holds_cents + v.delta, version = c.version + 1, updated_at = now()
-        from (select user_id, sum(delta) as delta from ${unnestRows(tx, moved, {
-          user_id: ['uuid', (r) => r.item.record.userId],
-          delta: ['bigint', (r) => r.deltaCents.toString()],
-        })} group by user_id) v
-        where c.user_id = v.user_id`,
+    addToCreditAccounts(
+      tx,
+      mine
+        .filter((r) => r.deltaCents !== 0n)
+        .map((r) => ({ userId: r.item.record.userId as string, holdsCents: r.deltaCents })),
+    ),
     // The event's decision row becomes Redis's: a later replay the fallback answers, and the daily spend
-    // it counts, then agree with Redis (migration 0016 grants these columns).
-    tx`update decisions d set id = v.decision_id, approved = v.approved::boolean, approved_cents = v.approved_cents,
-        reason = v.reason, source = 'redis', latency_us = v.latency_us, decided_at = v.decided_at
-      from ${unnestRows(tx, mine, {
-        event_id: ['text', (r) => r.item.record.eventId],
-        fallback_id: ['text', (r) => r.fallback.id],
-        decision_id: ['text', (r) => r.item.record.decisionId],
-        approved: ['text', (r) => String(r.item.approved)],
-        approved_cents: ['bigint', (r) => r.item.approvedCents.toString()],
-        reason: ['text', (r) => r.item.reason],
-        latency_us: ['integer', (r) => String(r.item.record.latencyUs)],
-        decided_at: ['timestamptz', (r) => new Date(r.item.record.decidedAtMs).toISOString()],
-      })}
-      where d.event_id = v.event_id and d.id = v.fallback_id`,
-    // The authorization takes Redis's decision where the fallback's was its decision (the first request
-    // of it); an increment only moves the amounts.
-    tx`update authorizations a set
-        approved_cents = a.approved_cents + v.delta,
-        held_cents = a.held_cents + v.delta,
-        approved = case when a.decision_id = v.fallback_id then v.approved::boolean
-          else a.approved or v.approved::boolean end,
-        decision = case when a.decision_id = v.fallback_id then v.decision else a.decision end,
-        decline_reason = case when a.decision_id = v.fallback_id then v.decline_reason else a.decline_reason end,
-        decision_source = case when a.decision_id = v.fallback_id then 'redis' else a.decision_source end,
-        decision_id = case when a.decision_id = v.fallback_id then v.decision_id else a.decision_id end,
-        updated_at = now()
-      from ${unnestRows(tx, mine, {
-        id: ['text', (r) => r.item.record.authorizationId],
-        delta: ['bigint', (r) => r.deltaCents.toString()],
-        fallback_id: ['text', (r) => r.fallback.id],
-        approved: ['text', (r) => String(r.item.approved)],
-        decision: ['text', (r) => decisionLabel(r.item)],
-        decline_reason: ['text', (r) => (r.item.approved ? null : r.item.reason)],
-        decision_id: ['text', (r) => r.item.record.decisionId],
-      })}
-      where a.id = v.id`,
+    // it counts, then agree with Redis.
+    replaceFallbackDecisions(
+      tx,
+      mine.map((r) => ({
+        eventId: r.item.record.eventId,
+        fallbackId: r.fallback.id,
+        id: r.item.record.decisionId,
+        approved: r.item.approved,
+        approvedCents: r.item.approvedCents,
+        reason: r.item.reason,
+        latencyUs: r.item.record.latencyUs,
+        decidedAt: new Date(r.item.record.decidedAtMs),
+      })),
+    ),
+    supersedeAuthorizationDecisions(
+      tx,
+      mine.map((r) => ({
+        id: r.item.record.authorizationId,
+        fallbackId: r.fallback.id,
+        deltaCents: r.deltaCents,
+        approved: r.item.approved,
+        decision: decisionLabel(r.item),
+        declineReason: r.item.approved ? null : r.item.reason,
+        decisionId: r.item.record.decisionId,
+      })),
+    ),
   ]);
   return mine.map((r) => ({
     actor: 'ledger-writer',
@@ -772,7 +756,8 @@ function chunksOf<T>(rows: readonly T[], size: number): T[][] {
   return out;
 }
 
-/* The statements below pass their rows as one array per column (unnestRows in shared/db/queries/ledger.ts). */
+/* The rows of a batch, chunked into statements of at most limits.rowsPerStatementMax rows
+   (shared/db/queries/ has the statements). */
 
 async function insertCardEvents(tx: Tx, entries: ParsedEntry[]): Promise<Set<string>> {
   const rows = entries
@@ -789,199 +774,107 @@ async function insertCardEvents(tx: Tx, entries: ParsedEntry[]): Promise<Set<str
         objectId,
         // The event's JSON text (parseEntry checked it parses), cast to jsonb in SQL: an object, not a string.
         payload: record.event,
-        createdAt: new Date(record.eventCreatedS * 1000).toISOString(),
+        createdAt: new Date(record.eventCreatedS * 1000),
       };
     })
     .sort(bySortKey((row) => row.id));
-  const inserted: { id: string }[] = [];
+  const inserted = new Set<string>();
   for (const chunk of chunksOf(rows, limits.rowsPerStatementMax)) {
-    // The events travel as one JSON array of their own text, joined as is (no escaping into an array
-    // literal, no parse here): Postgres parses each once, straight into jsonb. Typed text in the SQL:
-    // postgres.js would JSON-encode a parameter the server describes as jsonb (a string scalar).
-    const payloads = `[${chunk.map((r) => r.payload).join(',')}]`;
-    inserted.push(
-      ...(await tx<
-        { id: string }[]
-      >`insert into card_events (id, type, user_id, object_id, payload, created_at)
-        select v.id, v.type, v.user_id, v.object_id, p.payload, v.created_at
-        from ${unnestRows(tx, chunk, {
-          id: ['text', (r) => r.id],
-          type: ['text', (r) => r.type],
-          user_id: ['uuid', (r) => r.userId],
-          object_id: ['text', (r) => r.objectId],
-          created_at: ['timestamptz', (r) => r.createdAt],
-        })}
-        join jsonb_array_elements(${payloads}::text::jsonb) with ordinality as p(payload, n) on p.n = v.n
-        order by v.n
-        on conflict do nothing returning id`),
-    );
+    for (const id of await insertCardEventRows(tx, chunk)) inserted.add(id);
   }
-  return new Set(inserted.map((row) => row.id));
+  return inserted;
 }
 
 async function insertDecisions(tx: Tx, entries: ParsedEntry[]): Promise<Set<string>> {
   const rows = entries
     .flatMap((entry) => (entry.item.kind === 'decision' ? [entry.item] : []))
-    .sort(bySortKey((item) => item.record.eventId));
-  if (rows.length === 0) return new Set();
-  const inserted: { event_id: string }[] = [];
-  // No conflict target: a replay conflicts on event_id, and a decision id is unique too. Booleans
-  // travel as text: postgres.js serialises a JS boolean array as a scalar.
+    .sort(bySortKey((item) => item.record.eventId))
+    .map((item) => ({
+      id: item.record.decisionId,
+      eventId: item.record.eventId,
+      authorizationId: item.record.authorizationId,
+      userId: item.record.userId,
+      cardId: item.record.cardId,
+      approved: item.approved,
+      requestedCents: item.requestedCents,
+      approvedCents: item.approvedCents,
+      reason: item.reason,
+      source: item.record.source,
+      latencyUs: item.record.latencyUs,
+      decidedAt: new Date(item.record.decidedAtMs),
+    }));
+  const inserted = new Set<string>();
   for (const chunk of chunksOf(rows, limits.rowsPerStatementMax)) {
-    inserted.push(
-      ...(await tx<
-        { event_id: string }[]
-      >`insert into decisions (id, event_id, authorization_id, user_id, card_id,
-          approved, requested_cents, approved_cents, reason, source, latency_us, decided_at)
-        select v.id, v.event_id, v.authorization_id, v.user_id, v.card_id, v.approved::boolean, v.requested_cents,
-          v.approved_cents, v.reason, v.source, v.latency_us, v.decided_at
-        from ${unnestRows(tx, chunk, {
-          id: ['text', (i) => i.record.decisionId],
-          event_id: ['text', (i) => i.record.eventId],
-          authorization_id: ['text', (i) => i.record.authorizationId],
-          user_id: ['uuid', (i) => i.record.userId],
-          card_id: ['text', (i) => i.record.cardId],
-          approved: ['text', (i) => String(i.approved)],
-          requested_cents: ['bigint', (i) => i.requestedCents.toString()],
-          approved_cents: ['bigint', (i) => i.approvedCents.toString()],
-          reason: ['text', (i) => i.reason],
-          source: ['text', (i) => i.record.source],
-          latency_us: ['integer', (i) => String(i.record.latencyUs)],
-          decided_at: ['timestamptz', (i) => new Date(i.record.decidedAtMs).toISOString()],
-        })}
-        order by v.n
-        on conflict do nothing returning event_id`),
-    );
+    for (const eventId of await insertDecisionRows(tx, chunk)) inserted.add(eventId);
   }
-  return new Set(inserted.map((row) => row.event_id));
+  return inserted;
 }
 
 async function applyCreditAccounts(tx: Tx, applied: ParsedEntry[]): Promise<void> {
-  const byUser = new Map<string, { holds: bigint; unsettled: bigint }>();
-  for (const entry of applied) {
+  const deltas = applied.flatMap((entry) => {
     const item = entry.item;
     const userId = item.record.userId;
-    if (userId === null) continue;
-    const hold = item.kind === 'decision' ? item.approvedCents : item.holdDeltaCents;
-    const unsettled = item.kind === 'decision' ? 0n : item.unsettledDeltaCents;
-    if (hold === 0n && unsettled === 0n) continue;
-    const sum = byUser.get(userId) ?? { holds: 0n, unsettled: 0n };
-    sum.holds += hold;
-    sum.unsettled += unsettled;
-    byUser.set(userId, sum);
-  }
-  if (byUser.size === 0) return;
-  const userIds = [...byUser.keys()].sort();
-  const holds = userIds.map((id) => byUser.get(id)!.holds.toString());
-  const unsettled = userIds.map((id) => byUser.get(id)!.unsettled.toString());
-  // Two statements, not one upsert: the insert's proposed row is checked (holds_cents >= 0) before the
-  // conflict is seen, so a batch that only releases would fail as an upsert. Sent together (pipelined);
-  // the connection runs them in order, so the update sees the rows the insert made.
+    if (userId === null) return [];
+    const holdsCents = item.kind === 'decision' ? item.approvedCents : item.holdDeltaCents;
+    const unsettledCents = item.kind === 'decision' ? 0n : item.unsettledDeltaCents;
+    if (holdsCents === 0n && unsettledCents === 0n) return [];
+    return [{ userId, holdsCents, unsettledCents }];
+  });
+  if (deltas.length === 0) return;
+  // Sent together (pipelined); the connection runs them in order, so the update sees the rows the
+  // insert made.
   await Promise.all([
-    tx`insert into credit_accounts (user_id) select unnest(${userIds}::uuid[]) on conflict do nothing`,
-    tx`update credit_accounts c set holds_cents = c.holds_cents + v.holds, unsettled_cents = c.unsettled_cents + v.unsettled,
-        version = c.version + 1, updated_at = now()
-      from unnest(${userIds}::uuid[], ${holds}::bigint[], ${unsettled}::bigint[]) as v(user_id, holds, unsettled)
-      where c.user_id = v.user_id`,
+    ensureCreditAccounts(
+      tx,
+      deltas.map((d) => d.userId),
+    ),
+    addToCreditAccounts(tx, deltas),
   ]);
 }
 
 /**
  * Creates the authorizations this batch is the first to see, with their final amounts and status, and
- * adds the batch's amounts to the ones that already exist. One INSERT for the new rows and, only when
- * some already existed, one UPDATE for those: a new row is written once (no skeleton that the update
- * rewrites, which also re-ran its foreign-key check).
+ * adds the batch's amounts to the ones that already exist (writeAuthorizations). A row created from a
+ * Stripe event (we never decided it: stand-in) takes Stripe's amount as requested and approved.
  */
 async function applyAuthorizations(tx: Tx, folds: AuthorizationFold[], sealed: SealedNames): Promise<void> {
-  if (folds.length === 0) return;
-  const sealedOf = (f: AuthorizationFold): Buffer | null =>
-    f.create.merchantName === null ? null : (sealed.get(sealedKey(f.id, f.create.merchantName)) ?? null);
-  // As a new row. A row created from a Stripe event (we never decided it: stand-in) takes Stripe's
-  // amount as requested and approved. Booleans travel as text (see insertDecisions).
-  const created = new Set<string>();
-  for (const chunk of chunksOf(folds, limits.rowsPerStatementMax)) {
-    const stripe = (f: AuthorizationFold) => f.create.decision === 'stripe';
-    // Rows that exist are left out before the insert (their proposed amounts could fail the
-    // non-negative check before the conflict is seen); ON CONFLICT covers a row another writer
-    // creates meanwhile, which the update below then finds. `offset 0` keeps the check a probe of the
-    // primary key per row: as a plain anti-join, a cached generic plan made while the table was small
-    // hashes the whole table on every batch (seen: a seq scan of authorizations per batch).
-    const rows = await tx<
-      { id: string }[]
-    >`insert into authorizations (id, user_id, card_id, status, approved, decision,
-        decline_reason, decision_id, decision_source, decision_latency_us, merchant_category_code, merchant_name_sealed,
-        expires_at, requested_cents, approved_cents, held_cents, captured_cents)
-      select v.id, v.user_id, v.card_id, coalesce(v.status, 'pending'),
-        coalesce(v.by_stripe::boolean, v.by_decision::boolean), v.decision, v.decline_reason, v.decision_id,
-        v.decision_source, v.latency_us, v.mcc, decode(v.merchant_name_sealed, 'hex'), v.expires_at, v.requested, v.approved_cents, v.held,
-        v.captured
-      from ${unnestRows(tx, chunk, {
-        id: ['text', (f) => f.id],
-        user_id: ['uuid', (f) => f.userId],
-        card_id: ['text', (f) => f.cardId],
-        status: ['text', (f) => f.status],
-        by_stripe: ['text', (f) => (f.approvedByStripe === null ? null : String(f.approvedByStripe))],
-        by_decision: ['text', (f) => String(f.approvedByDecision)],
-        decision: ['text', (f) => f.create.decision],
-        decline_reason: ['text', (f) => f.create.declineReason],
-        decision_id: ['text', (f) => f.create.decisionId],
-        decision_source: ['text', (f) => f.create.decisionSource],
-        latency_us: ['integer', (f) => (f.create.latencyUs === null ? null : String(f.create.latencyUs))],
-        mcc: ['text', (f) => f.create.merchantCategoryCode],
-        merchant_name_sealed: ['text', (f) => sealedOf(f)?.toString('hex') ?? null],
-        expires_at: ['timestamptz', (f) => f.create.expiresAt?.toISOString() ?? null],
-        requested: [
-          'bigint',
-          (f) => (f.requestedAddCents + (stripe(f) ? f.create.stripeAmountCents : 0n)).toString(),
-        ],
-        approved_cents: [
-          'bigint',
-          (f) =>
-            (
-              f.approvedAddCents + (stripe(f) && f.create.stripeApproved ? f.create.stripeAmountCents : 0n)
-            ).toString(),
-        ],
-        held: ['bigint', (f) => f.heldAddCents.toString()],
-        captured: ['bigint', (f) => f.capturedAddCents.toString()],
-      })}
-      where not exists (select 1 from authorizations a where a.id = v.id offset 0)
-      order by v.n
-      on conflict (id) do nothing returning id`;
-    for (const row of rows) created.add(row.id);
-  }
-  // The names of new rows that could not be sealed wait, in plaintext, where only the writers reach.
-  const unsealed = folds.filter(
-    (f) => created.has(f.id) && f.create.merchantName !== null && sealedOf(f) === null,
-  );
-  if (unsealed.length > 0) {
-    await tx`insert into merchant_names_unsealed (authorization_id, merchant_name)
-      select v.id, v.name from ${unnestRows(tx, unsealed, {
-        id: ['text', (f) => f.id],
-        name: ['text', (f) => f.create.merchantName],
-      })}
-      order by v.n
-      on conflict do nothing`;
-  }
-  const existing = folds.filter((f) => !created.has(f.id));
-  if (existing.length === 0) return;
-  // Add the amounts and move the status, all rows in one statement; a terminal status is never left.
-  await tx`update authorizations a set
-      requested_cents = a.requested_cents + v.requested,
-      approved_cents = a.approved_cents + v.approved_cents,
-      held_cents = a.held_cents + v.held,
-      captured_cents = a.captured_cents + v.captured,
-      approved = coalesce(v.by_stripe::boolean, a.approved or v.by_decision::boolean),
-      status = case when a.status <> 'pending' or v.status is null then a.status else v.status end,
-      updated_at = now()
-    from ${unnestRows(tx, existing, {
-      id: ['text', (f) => f.id],
-      requested: ['bigint', (f) => f.requestedAddCents.toString()],
-      approved_cents: ['bigint', (f) => f.approvedAddCents.toString()],
-      held: ['bigint', (f) => f.heldAddCents.toString()],
-      captured: ['bigint', (f) => f.capturedAddCents.toString()],
-      by_decision: ['text', (f) => String(f.approvedByDecision)],
-      by_stripe: ['text', (f) => (f.approvedByStripe === null ? null : String(f.approvedByStripe))],
-      status: ['text', (f) => f.status],
-    })}
-    where a.id = v.id`;
+  const writes = folds.map((f): AuthorizationWrite => {
+    const stripe = f.create.decision === 'stripe';
+    return {
+      id: f.id,
+      userId: f.userId,
+      cardId: f.cardId,
+      create: {
+        status: f.status ?? 'pending',
+        approved: f.approvedByStripe ?? f.approvedByDecision,
+        decision: f.create.decision,
+        declineReason: f.create.declineReason,
+        decisionId: f.create.decisionId,
+        decisionSource: f.create.decisionSource,
+        latencyUs: f.create.latencyUs,
+        merchantCategoryCode: f.create.merchantCategoryCode,
+        merchantNameSealed:
+          f.create.merchantName === null
+            ? null
+            : (sealed.get(sealedKey(f.id, f.create.merchantName)) ?? null),
+        merchantName: f.create.merchantName,
+        expiresAt: f.create.expiresAt,
+        requestedCents: f.requestedAddCents + (stripe ? f.create.stripeAmountCents : 0n),
+        approvedCents:
+          f.approvedAddCents + (stripe && f.create.stripeApproved ? f.create.stripeAmountCents : 0n),
+        heldCents: f.heldAddCents,
+        capturedCents: f.capturedAddCents,
+      },
+      add: {
+        requestedCents: f.requestedAddCents,
+        approvedCents: f.approvedAddCents,
+        heldCents: f.heldAddCents,
+        capturedCents: f.capturedAddCents,
+        approvedByDecision: f.approvedByDecision,
+        approvedByStripe: f.approvedByStripe,
+        status: f.status,
+      },
+    };
+  });
+  for (const chunk of chunksOf(writes, limits.rowsPerStatementMax)) await writeAuthorizations(tx, chunk);
 }

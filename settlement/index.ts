@@ -42,7 +42,8 @@ import { createLockStatus, runLockedLoop } from '../shared/chain/locked-loop.ts'
 import { classifyRpcError } from '../shared/chain/rpc/index.ts';
 import { LOCK_SETTLEMENT_SESSION } from '../shared/db/locks.ts';
 import { chainStateOfUsers, vaultAccountsOf } from '../shared/db/queries/chain.ts';
-import { insertLedgerTransfers } from '../shared/db/queries/chain-ledger.ts';
+import { addToCreditAccounts } from '../shared/db/queries/credit-accounts.ts';
+import { insertTransfers } from '../shared/db/queries/ledger.ts';
 import { USDC_PER_CENT } from '../shared/money.ts';
 import { writeChainState } from '../shared/redis/account.ts';
 import type { Redis } from '../shared/redis/client.ts';
@@ -309,7 +310,7 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
           updated_at = now() where ref = ${row.ref} and status = 'pending' returning amount_cents::text`;
       if (claimed === undefined) return null;
       const cents = BigInt(claimed.amount_cents);
-      await insertLedgerTransfers(tx, [
+      await insertTransfers(tx, [
         {
           ref: `receivable:${row.ref}`,
           kind: 'adjustment',
@@ -320,8 +321,7 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
           ],
         },
       ]);
-      await tx`update credit_accounts set unsettled_cents = unsettled_cents - ${cents.toString()}::bigint,
-        version = version + 1, updated_at = now() where user_id = ${row.user_id}`;
+      await addToCreditAccounts(tx, [{ userId: row.user_id, unsettledCents: -cents }]);
       return cents;
     });
     if (booked === null) return false;

@@ -2,7 +2,9 @@
 // the velocity check; daily spend: what this UTC day's decisions granted, increments of older
 // authorizations included) and that a fallback transaction still open at its deadline rolls back —
 // on a real Postgres, with the rows the ledger writer would have written; and that it never seals a
-// merchant name (no data key in the hot path) but queues it, as the hot path's own role.
+// merchant name (no data key in the hot path) but queues it, as the hot path's own role; and that it
+// rolls back, holding nothing, when the ledger writer commits the event's decision between its read and
+// its insert (the shared insertDecisions skips a taken event; the fallback must not go on).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase } from '../../shared/db/client.ts';
 import type { Redis } from '../../shared/redis/client.ts';
@@ -204,5 +206,60 @@ describe('the fallback and merchant names', () => {
     } finally {
       await hotPath.close();
     }
+  });
+});
+
+describe('the fallback racing the ledger writer for one event', () => {
+  it('rolls back when the event’s decision is committed between its read and its insert', async () => {
+    const { userId, cardId } = await seedUser(services.database.sql, {
+      collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(100_000n, WETH_PRICE_E8) }],
+    });
+    const event = authorizationRequestEvent.parse(authorizationRequest({ cardId, amountCents: 1_000 }));
+    // The writer's decision for the same event, inserted but not yet committed: the fallback's read
+    // does not see it, and its own insert waits on the unique index until this commits.
+    const writer = await services.database.sql.reserve();
+    try {
+      await writer`begin`;
+      await writer`insert into decisions (id, event_id, authorization_id, user_id, card_id, approved,
+          requested_cents, approved_cents, reason, source, latency_us, decided_at)
+        values (${`dec_writer_${event.id}`}, ${event.id}, ${event.data.object.id}, ${userId}, ${cardId}, true,
+          1000, 1000, 'approved', 'redis', 100, now())`;
+      const startedAtMs = Date.now();
+      // A long deadline: the statement and lock timeouts it sets cannot end the wait first.
+      const fallback = decideFromPostgres(
+        deps(),
+        event,
+        '{}',
+        newDecisionId(startedAtMs),
+        startedAtMs,
+        startedAtMs + 60_000,
+      ).then(
+        () => null,
+        (error: unknown) => error,
+      );
+      for (;;) {
+        const [waiting] = await services.database.sql<{ n: number }[]>`
+          select count(*)::int as n from pg_stat_activity
+          where wait_event_type = 'Lock' and query like '%insert into decisions%' and pid <> pg_backend_pid()`;
+        if ((waiting?.n ?? 0) > 0) break;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await writer`commit`;
+      const error = await fallback;
+      expect(error).toBeInstanceOf(Error);
+      expect((error as Error).message).toMatch(/recorded meanwhile/);
+    } finally {
+      writer.release();
+    }
+    // Nothing of the fallback's decision survived: no hold, no authorization, no ref, no pending grant.
+    const [rows] = await services.database.sql<
+      { decisions: number; authorizations: number; transfers: number; fallback: number; holds: string }[]
+    >`
+      select (select count(*)::int from decisions where event_id = ${event.id}) as decisions,
+        (select count(*)::int from authorizations where id = ${event.data.object.id}) as authorizations,
+        (select count(*)::int from ledger_transfers where ref = ${`hold:${event.id}`}) as transfers,
+        (select count(*)::int from fallback_decisions where event_id = ${event.id}) as fallback,
+        (select holds_cents::text from credit_accounts where user_id = ${userId}) as holds`;
+    expect(rows).toEqual({ decisions: 1, authorizations: 0, transfers: 0, fallback: 0, holds: '0' });
   });
 });

@@ -21,7 +21,11 @@
 import { globallyBlockedMccs } from '../../shared/controls/cash-policy.ts';
 import { borrowPower } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
+import { writeAuthorizations } from '../../shared/db/queries/authorizations.ts';
+import { insertCardEvents } from '../../shared/db/queries/card-events.ts';
 import { cardControlsForDecision } from '../../shared/db/queries/controls.ts';
+import { addToCreditAccounts, ensureCreditAccounts } from '../../shared/db/queries/credit-accounts.ts';
+import { insertDecisions } from '../../shared/db/queries/decisions.ts';
 import { cardMovementEntries, insertAudit, insertTransfers } from '../../shared/db/queries/ledger.ts';
 import { usdcToCentsCeil } from '../../shared/money.ts';
 import type { DecisionReason } from '../../shared/outbox/records.ts';
@@ -143,7 +147,7 @@ export async function decideFromPostgres(
       grantedCents: 0n,
     };
     if (card !== undefined && userId !== null) {
-      await tx`insert into credit_accounts (user_id) values (${userId}) on conflict do nothing`;
+      await ensureCreditAccounts(tx, [userId]);
       const [account] = await tx<
         { debt_onchain_usdc: string; unsettled_cents: string; holds_cents: string }[]
       >`
@@ -209,40 +213,66 @@ export async function decideFromPostgres(
     const approved = outcome.reason === 'approved' || outcome.reason === 'partial';
     const granted = outcome.grantedCents;
     const latencyUs = Math.max(0, Math.round((deps.now() - startedAtMs) * 1000));
-    await tx`insert into decisions (id, event_id, authorization_id, user_id, card_id, approved, requested_cents,
-        approved_cents, reason, source, latency_us, decided_at)
-      values (${decisionId}, ${event.id}, ${auth.id}, ${userId}, ${auth.card.id}, ${approved}, ${amount.toString()},
-        ${granted.toString()}, ${outcome.reason}, 'postgres', ${latencyUs}, ${new Date(nowMs)})`;
+    const fresh = await insertDecisions(tx, [
+      {
+        id: decisionId,
+        eventId: event.id,
+        authorizationId: auth.id,
+        userId,
+        cardId: auth.card.id,
+        approved,
+        requestedCents: amount,
+        approvedCents: granted,
+        reason: outcome.reason,
+        source: 'postgres',
+        latencyUs,
+        decidedAt: new Date(nowMs),
+      },
+    ]);
+    // Another decider recorded this event after the read above (the ledger writer copying Redis's
+    // decision): roll back, as the unique index would have made the insert do.
+    if (!fresh.has(event.id)) throw new Error('a decision for this event was recorded meanwhile');
     // The merchant name is never sealed here: this process holds no data key, so a swipe never waits on
     // the HSM. It waits in merchant_names_unsealed (in this transaction, one statement with the row) for
     // the ledger writer to seal it (ledger-writer/seal-queue.ts).
-    await tx`with a as (
-        insert into authorizations (id, user_id, card_id, status, approved, requested_cents, approved_cents, held_cents,
-          decision, decline_reason, decision_id, decision_source, decision_latency_us, merchant_category_code, expires_at)
-        values (${auth.id}, ${userId}, ${auth.card.id}, 'pending', ${approved}, ${amount.toString()}, ${granted.toString()},
-          ${granted.toString()}, ${approved ? (outcome.reason === 'partial' ? 'partial' : 'approved') : 'declined'},
-          ${approved ? null : outcome.reason}, ${decisionId}, 'postgres', ${latencyUs}, ${mcc},
-          ${new Date(holdExpiresAtMs(deps.settings, mcc, nowMs))})
-        on conflict (id) do update set
-          requested_cents = authorizations.requested_cents + excluded.requested_cents,
-          approved_cents = authorizations.approved_cents + excluded.approved_cents,
-          held_cents = authorizations.held_cents + excluded.held_cents,
-          approved = authorizations.approved or excluded.approved,
-          updated_at = now()
-        returning id, merchant_name_sealed is null as unsealed
-      )
-      insert into merchant_names_unsealed (authorization_id, merchant_name)
-      select a.id, ${auth.merchant_data.name ?? null}::text from a where a.unsealed and ${auth.merchant_data.name ?? null}::text is not null
-      on conflict do nothing`;
-    if (userId !== null && granted === 0n) {
-      // The hold's ledger ref, taken with no entries: a late Redis attempt for this request, should it
-      // still reserve, is then never booked by the ledger writer (its ref is taken).
-      await tx`insert into ledger_transfers (ref, kind, user_id, authorization_id)
-        values (${`hold:${event.id}`}, 'hold', ${userId}, ${auth.id}) on conflict (ref) do nothing`;
-    }
-    if (userId !== null && granted > 0n) {
-      await tx`update credit_accounts set holds_cents = holds_cents + ${granted.toString()}, version = version + 1,
-        updated_at = now() where user_id = ${userId}`;
+    const label = approved ? (outcome.reason === 'partial' ? 'partial' : 'approved') : 'declined';
+    await writeAuthorizations(tx, [
+      {
+        id: auth.id,
+        userId,
+        cardId: auth.card.id,
+        create: {
+          status: 'pending',
+          approved,
+          decision: label,
+          declineReason: approved ? null : outcome.reason,
+          decisionId,
+          decisionSource: 'postgres',
+          latencyUs,
+          merchantCategoryCode: mcc,
+          merchantNameSealed: null,
+          merchantName: auth.merchant_data.name ?? null,
+          expiresAt: new Date(holdExpiresAtMs(deps.settings, mcc, nowMs)),
+          requestedCents: amount,
+          approvedCents: granted,
+          heldCents: granted,
+          capturedCents: 0n,
+        },
+        add: {
+          requestedCents: amount,
+          approvedCents: granted,
+          heldCents: granted,
+          capturedCents: 0n,
+          approvedByDecision: approved,
+          approvedByStripe: null,
+          status: null,
+        },
+      },
+    ]);
+    if (userId !== null) {
+      if (granted > 0n) await addToCreditAccounts(tx, [{ userId, holdsCents: granted }]);
+      // The hold's ledger ref, taken even with nothing granted (no entries): a late Redis attempt for
+      // this request, should it still reserve, is then never booked by the ledger writer (its ref is taken).
       await insertTransfers(tx, [
         {
           ref: `hold:${event.id}`,
@@ -253,9 +283,16 @@ export async function decideFromPostgres(
         },
       ]);
     }
-    await tx`insert into card_events (id, type, user_id, object_id, payload, created_at)
-      values (${event.id}, ${event.type}, ${userId}, ${auth.id}, ${rawBody}::text::jsonb, ${new Date(event.created * 1000)})
-      on conflict do nothing`;
+    await insertCardEvents(tx, [
+      {
+        id: event.id,
+        type: event.type,
+        userId,
+        objectId: auth.id,
+        payload: rawBody,
+        createdAt: new Date(event.created * 1000),
+      },
+    ]);
     await insertAudit(tx, [
       {
         actor: 'hot-path:postgres-fallback',

@@ -12,19 +12,18 @@ import type { Address, Hex } from 'viem';
 import { LIMITS } from '../../shared/chain/limits.ts';
 import { lockChainApply } from '../../shared/db/locks.ts';
 import { type PriceRow, pricesInForce, vaultAccountsOf, walletUsers } from '../../shared/db/queries/chain.ts';
+import { addToCreditAccounts, ensureCreditAccounts } from '../../shared/db/queries/credit-accounts.ts';
 import {
   insertAudit,
-  insertLedgerTransfers,
-  type LedgerTransfer,
+  insertTransfers,
   ledgerEntriesByRef,
-} from '../../shared/db/queries/chain-ledger.ts';
+  type TransferInput,
+} from '../../shared/db/queries/ledger.ts';
 import { USDC_PER_CENT } from '../../shared/money.ts';
 import {
-  addCreditDeltas,
   addPositionDeltas,
   type BlockHeader,
   type BlockRef,
-  type CreditDelta,
   deleteBlocksAbove,
   deleteEventsAbove,
   deletePrices,
@@ -157,13 +156,14 @@ export async function applyEffects(
   touched: Touched,
 ): Promise<void> {
   const positions = new Map<string, PositionDelta>();
-  const credit = new Map<string, CreditDelta>();
+  /** Per user: on-chain debt (USDC base units) and unsettled cents to add. */
+  const credit = new Map<string, { userId: string; debtUsdcDelta: bigint; unsettledCentsDelta: bigint }>();
   const priceUpserts: PriceRow[] = [];
   const priceDeletes: { assetId: string; roundId: bigint; blockNumber: bigint }[] = [];
   const spends: { event: EventRecord; effect: Effect; userId: string }[] = [];
   const refunds: { event: EventRecord; effect: Effect; userId: string }[] = [];
   const reductions: { event: EventRecord; effect: Effect; userId: string }[] = [];
-  const creditOf = (userId: string): CreditDelta => {
+  const creditOf = (userId: string) => {
     let delta = credit.get(userId);
     if (delta === undefined) {
       delta = { userId, debtUsdcDelta: 0n, unsettledCentsDelta: 0n };
@@ -209,7 +209,7 @@ export async function applyEffects(
     if (effect.debtReduction !== undefined) reductions.push({ event, effect, userId });
   }
 
-  const transfers: LedgerTransfer[] = [];
+  const transfers: TransferInput[] = [];
   const confirmedRefs: string[] = [];
   const reopenedRefs: string[] = [];
   const confirmedRefunds: string[] = [];
@@ -356,15 +356,27 @@ export async function applyEffects(
     }
   }
 
+  const creditMoves = [...credit.values()].filter(
+    (d) => d.debtUsdcDelta !== 0n || d.unsettledCentsDelta !== 0n,
+  );
   // Independent writes: postgres.js pipelines them on the transaction's connection.
   await Promise.all([
     addPositionDeltas(
       tx,
       [...positions.values()].filter((d) => d.collateralDelta !== 0n || d.pendingDelta !== 0n),
     ),
-    addCreditDeltas(
+    // An account is created on the user's first on-chain event (sent first, so it runs first).
+    ensureCreditAccounts(
       tx,
-      [...credit.values()].filter((d) => d.debtUsdcDelta !== 0n || d.unsettledCentsDelta !== 0n),
+      creditMoves.map((d) => d.userId),
+    ),
+    addToCreditAccounts(
+      tx,
+      creditMoves.map((d) => ({
+        userId: d.userId,
+        debtOnchainUsdc: d.debtUsdcDelta,
+        unsettledCents: d.unsettledCentsDelta,
+      })),
     ),
     upsertPrices(tx, priceUpserts),
     deletePrices(tx, priceDeletes),
@@ -372,7 +384,7 @@ export async function applyEffects(
     setSettlementStatus(tx, reopenedRefs, 'sent', ['confirmed']),
     setRefundStatus(tx, confirmedRefunds, 'confirmed', ['pending', 'sent', 'failed']),
     setRefundStatus(tx, reopenedRefunds, 'sent', ['confirmed']),
-    insertLedgerTransfers(tx, transfers),
+    insertTransfers(tx, transfers),
   ]);
 }
 
@@ -604,19 +616,21 @@ export async function commitReorg(
   await deleteEventsAbove(tx, ctx.chainId, reorg.ancestor.number);
   await deleteBlocksAbove(tx, ctx.chainId, reorg.ancestor.number);
   await writeCursor(tx, ctx.cursorId, ctx.chainId, reorg.ancestor);
-  await insertAudit(tx, {
-    actor: 'indexer',
-    action: 'chain_reorg',
-    entityType: 'chain',
-    entityId: String(ctx.chainId),
-    data: {
-      ancestor: { number: reorg.ancestor.number.toString(), hash: reorg.ancestor.hash },
-      orphanedTip: { number: reorg.orphanedTip.number.toString(), hash: reorg.orphanedTip.hash },
-      depth: reorg.depth,
-      orphanedEvents: orphaned.length,
-      undoneEvents: applied.length,
+  await insertAudit(tx, [
+    {
+      actor: 'indexer',
+      action: 'chain_reorg',
+      entityType: 'chain',
+      entityId: String(ctx.chainId),
+      data: {
+        ancestor: { number: reorg.ancestor.number.toString(), hash: reorg.ancestor.hash },
+        orphanedTip: { number: reorg.orphanedTip.number.toString(), hash: reorg.orphanedTip.hash },
+        depth: reorg.depth,
+        orphanedEvents: orphaned.length,
+        undoneEvents: applied.length,
+      },
     },
-  });
+  ]);
   touched.undone += applied.length;
   return orphaned.length;
 }

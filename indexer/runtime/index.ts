@@ -16,7 +16,7 @@ import { assertChainSettings, assertLimits, LIMITS } from '../../shared/chain/li
 import { classifyRpcError, NonRetryableError, ReorgTooDeepError } from '../../shared/chain/rpc/index.ts';
 import { LOCK_INDEXER_SESSION, tryExclusive } from '../../shared/db/locks.ts';
 import { type AssetRow, loadAssets } from '../../shared/db/queries/chain.ts';
-import { insertAudit } from '../../shared/db/queries/chain-ledger.ts';
+import { insertAudit } from '../../shared/db/queries/ledger.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { createSleeper } from '../../shared/sleeper.ts';
 import {
@@ -326,17 +326,19 @@ export function createIndexer(options: IndexerOptions): Indexer {
       `ALERT indexer halted: ${error.message}`,
     );
     try {
-      await insertAudit(sql, {
-        actor: 'indexer',
-        action: error.code === 'reorg_too_deep' ? 'chain_reorg_too_deep' : 'indexer_halted',
-        entityType: 'chain',
-        entityId: String(chainId),
-        data: {
-          code: error.code,
-          message: error.message,
-          cursor: cursor === null ? null : { number: cursor.number.toString(), hash: cursor.hash },
+      await insertAudit(sql, [
+        {
+          actor: 'indexer',
+          action: error.code === 'reorg_too_deep' ? 'chain_reorg_too_deep' : 'indexer_halted',
+          entityType: 'chain',
+          entityId: String(chainId),
+          data: {
+            code: error.code,
+            message: error.message,
+            cursor: cursor === null ? null : { number: cursor.number.toString(), hash: cursor.hash },
+          },
         },
-      });
+      ]);
     } catch (auditError) {
       logger.error({ err: auditError }, 'could not write the halt to the audit log');
     }

@@ -263,7 +263,7 @@ export async function deleteEventsAbove(sql: Sql, chainId: number, number: bigin
 
 // ── Wallets and assets ─────────────────────────────────────────────────────────────────────────
 
-// ── Positions and credit accounts ──────────────────────────────────────────────────────────────
+// ── Positions (credit accounts are shared: shared/db/queries/credit-accounts.ts) ──────────────────────
 
 export interface PositionDelta {
   userId: string;
@@ -290,26 +290,6 @@ export async function addPositionDeltas(sql: Sql, deltas: readonly PositionDelta
     from unnest(${users}::uuid[], ${assets}::text[], ${deltas.map((d) => d.collateralDelta.toString())}::text[]::numeric[],
       ${deltas.map((d) => d.pendingDelta.toString())}::text[]::numeric[]) as x(u, a, c, w)
     where p.user_id = x.u and p.asset_id = x.a`;
-}
-
-export interface CreditDelta {
-  userId: string;
-  debtUsdcDelta: bigint;
-  unsettledCentsDelta: bigint;
-}
-
-/** Adds deltas to credit_accounts and bumps each account's version. */
-export async function addCreditDeltas(sql: Sql, deltas: readonly CreditDelta[]): Promise<void> {
-  if (deltas.length === 0) return;
-  const users = deltas.map((d) => d.userId);
-  await sql`
-    insert into credit_accounts (user_id) select u from unnest(${users}::uuid[]) as x(u) on conflict do nothing`;
-  await sql`
-    update credit_accounts c set debt_onchain_usdc = c.debt_onchain_usdc + x.d,
-      unsettled_cents = c.unsettled_cents + x.s, version = c.version + 1, updated_at = now()
-    from unnest(${users}::uuid[], ${deltas.map((d) => d.debtUsdcDelta.toString())}::text[]::numeric[],
-      ${deltas.map((d) => d.unsettledCentsDelta.toString())}::bigint[]) as x(u, d, s)
-    where c.user_id = x.u`;
 }
 
 // ── Prices ─────────────────────────────────────────────────────────────────────────────────────

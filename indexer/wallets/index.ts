@@ -14,7 +14,7 @@ import { createSiweMessage, generateSiweNonce, parseSiweMessage, verifySiweMessa
 import { z } from 'zod';
 import { LIMITS } from '../../shared/chain/limits.ts';
 import { lockChainApply } from '../../shared/db/locks.ts';
-import { insertAudit } from '../../shared/db/queries/chain-ledger.ts';
+import { insertAudit } from '../../shared/db/queries/ledger.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { confirmedTipOf } from '../apply/effects.ts';
 import { type ApplyContext, applyEffects, newTouched, planApply, type Touched } from '../apply/index.ts';
@@ -173,13 +173,15 @@ export async function linkWallet(deps: LinkDeps, input: z.input<typeof linkReque
     const { apply } = await planApply(deps.ctx, events, [], tip, new Map(), async () => []);
     await markApplied(tx, deps.ctx.chainId, apply);
     await applyEffects(tx, deps.ctx, apply, 1n, touched);
-    await insertAudit(tx, {
-      actor: `user:${userId}`,
-      action: 'wallet_linked',
-      entityType: 'wallet',
-      entityId: `${deps.ctx.chainId}:${address}`,
-      data: { adoptedEvents: events.length, appliedEvents: apply.length },
-    });
+    await insertAudit(tx, [
+      {
+        actor: `user:${userId}`,
+        action: 'wallet_linked',
+        entityType: 'wallet',
+        entityId: `${deps.ctx.chainId}:${address}`,
+        data: { adoptedEvents: events.length, appliedEvents: apply.length },
+      },
+    ]);
     return events.length;
   });
   if (outcome === 'wallet_taken') return { ok: false, reason: 'wallet_taken' };

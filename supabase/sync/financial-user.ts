@@ -13,6 +13,7 @@
 import { planDailyLimit } from '../../shared/controls/program.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import { userControls } from '../../shared/db/queries/controls.ts';
+import { insertAudit } from '../../shared/db/queries/ledger.ts';
 import { writeControls } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 
@@ -104,9 +105,13 @@ export async function applyUserState(
       where user_id = ${state.userId} and frozen <> ${state.frozen}`;
     await tx`update users set controls_version = controls_version + 1 where id = ${state.userId}`;
     if (created || limitsChanged || cards.count > 0) {
-      await tx`insert into audit_log (actor, action, entity_type, entity_id, data)
-        values ('supabase-bridge', ${created ? 'user.created' : 'user.controls_changed'}, 'user', ${state.userId},
-          ${tx.json({
+      await insertAudit(tx, [
+        {
+          actor: 'supabase-bridge',
+          action: created ? 'user.created' : 'user.controls_changed',
+          entityType: 'user',
+          entityId: state.userId,
+          data: {
             frozen: state.frozen,
             dailyLimitRequestedCents: requestedCents.toString(),
             dailyLimitInForceCents: plan.inForceCents.toString(),
@@ -115,7 +120,9 @@ export async function applyUserState(
             blockedMccs: state.blockedMccs,
             controlsVersion: state.version.toString(),
             cardsChanged: cards.count,
-          })})`;
+          },
+        },
+      ]);
     }
     const controls = await userControls(tx, state.userId, nowMs);
     if (controls === null) throw new Error(`financial user ${state.userId} missing inside its transaction`);

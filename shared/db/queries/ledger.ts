@@ -9,8 +9,15 @@
  * - `user_debt_onchain` recorded by the vault               ← `user_unsettled` (settlement)
  * - `user_refunds_held` refund cents held for review (beyond what was captured, or unlinked), negative
  *                       = possibly owed to the user; never spendable ↔ `program_card_spend`
+ * - `user_receivable_unlinked` captures of a user with no linked wallet ← `user_unsettled` (settlement)
+ * - `program_repayments`, `program_liquidations` ↔ `user_debt_onchain` (the indexer)
+ *
+ * Every service books through `insertTransfers` and audits through `insertAudit`: the hot path's
+ * fallback, the ledger writer, the indexer (settlements, refunds, repayments, liquidations, reorg
+ * reversals), settlement (receivables) and the operators' scripts.
  */
-import type { Tx } from '../client.ts';
+import type { Sql, Tx } from '../client.ts';
+import { unnestRows } from '../unnest.ts';
 
 export type TransferKind =
   | 'hold'
@@ -32,7 +39,9 @@ export interface TransferInput {
   ref: string;
   kind: TransferKind;
   userId: string | null;
-  authorizationId: string | null;
+  /** The card authorization moved; absent (null) for chain movements. */
+  authorizationId?: string | null;
+  /** Empty: the transfer only takes its ref (no later transfer under that ref is ever booked). */
   entries: Entry[];
 }
 
@@ -54,54 +63,33 @@ export function cardMovementEntries(
 }
 
 /**
- * One column of a batch: its SQL type and how to read its value from a row, as text (bigints and
- * booleans via toString/String; a Date as an ISO string; null for NULL).
+ * Inserts the transfers that are new (by ref) and their entries, in one statement: the entries join
+ * the transfers that statement inserted, so a transfer already booked (its ref taken) gets no entries
+ * again, and every transfer's entries are inserted together (the balanced-ledger trigger checks them at
+ * the end of that statement, drizzle/0001). A transfer with no entries takes its ref and nothing else.
+ * Transfers are inserted in the order given (callers that race sort them by ref, so concurrent
+ * statements take the unique index's locks in one order). Returns the refs that were new.
+ *
+ * Needs INSERT on ledger_transfers and ledger_entries and SELECT on ledger_transfers (RETURNING), which
+ * every booking role has (hot path, ledger writer, indexer, settlement, reconciliation).
  */
-export type Column<T> = readonly [sqlType: string, value: (row: T) => string | null];
-
-const SQL_NAME = /^[a-z_]+$/;
-
-/**
- * `unnest($1::type[], $2::type[], …) with ordinality as <alias>(<names>, n)` over `rows`: one text[]
- * parameter per column, cast in SQL, rows numbered in the order given. The statement text depends only
- * on the columns, never on the batch size, so each connection parses and plans it once, and a 500-row
- * batch binds a dozen parameters instead of thousands. (Text arrays, not postgres.js's own inference,
- * which types an array by its first element and fails for a first null or a Date, and sends a boolean
- * array as a scalar.) Column names and types are code, never data; they are checked all the same.
- */
-export function unnestRows<T>(tx: Tx, rows: readonly T[], columns: Record<string, Column<T>>, alias = 'v') {
-  const names = Object.keys(columns);
-  for (const name of [alias, ...names]) if (!SQL_NAME.test(name)) throw new Error(`not an SQL name: ${name}`);
-  const args = names
-    .map((name) => {
-      const [type, value] = columns[name]!;
-      if (!SQL_NAME.test(type)) throw new Error(`not an SQL type: ${type}`);
-      return tx`${tx.array(rows.map(value), 25)}::${tx.unsafe(type)}[]`;
-    })
-    .reduce((list, arg) => tx`${list}, ${arg}`);
-  return tx`unnest(${args}) with ordinality as ${tx.unsafe(alias)}(${tx.unsafe(names.join(', '))}, n)`;
-}
-
-/**
- * Inserts the transfers that are new (by ref) and their entries, in the caller's transaction, in one
- * statement: the entries join the transfers that statement inserted, so a transfer already booked
- * (its ref taken) gets no entries again, and every transfer's entries are inserted together (the
- * balanced-ledger trigger checks them at the end of that statement). Returns the refs that were new.
- */
-export async function insertTransfers(tx: Tx, transfers: readonly TransferInput[]): Promise<Set<string>> {
-  const withEntries = transfers.filter((t) => t.entries.length > 0);
-  if (withEntries.length === 0) return new Set();
-  const entries = withEntries.flatMap((t) => t.entries.map((e) => ({ ref: t.ref, entry: e })));
+export async function insertTransfers(
+  tx: Sql | Tx,
+  transfers: readonly TransferInput[],
+): Promise<Set<string>> {
+  if (transfers.length === 0) return new Set();
+  const entries = transfers.flatMap((t) => t.entries.map((e) => ({ ref: t.ref, entry: e })));
   const inserted = await tx<{ ref: string }[]>`
     with t as (
       insert into ledger_transfers (ref, kind, user_id, authorization_id)
       select v.ref, v.kind, v.user_id, v.authorization_id
-      from ${unnestRows(tx, withEntries, {
+      from ${unnestRows(tx, transfers, {
         ref: ['text', (t) => t.ref],
         kind: ['text', (t) => t.kind],
         user_id: ['uuid', (t) => t.userId],
-        authorization_id: ['text', (t) => t.authorizationId],
+        authorization_id: ['text', (t) => t.authorizationId ?? null],
       })}
+      order by v.n
       on conflict (ref) do nothing
       returning id, ref
     ), e as (
@@ -125,6 +113,25 @@ export async function insertTransfers(tx: Tx, transfers: readonly TransferInput[
   return new Set(inserted.map((row) => row.ref));
 }
 
+/** Entries of existing transfers, by ref, in booking order (a reorg reverses exactly what was booked). */
+export async function ledgerEntriesByRef(
+  sql: Sql | Tx,
+  refs: readonly string[],
+): Promise<Map<string, Entry[]>> {
+  if (refs.length === 0) return new Map();
+  const rows = await sql<{ ref: string; account: string; user_id: string | null; amount_cents: string }[]>`
+    select t.ref, e.account, e.user_id::text, e.amount_cents::text
+    from ledger_transfers t join ledger_entries e on e.transfer_id = t.id
+    where t.ref = any(${[...refs]}::text[]) order by e.id`;
+  const byRef = new Map<string, Entry[]>();
+  for (const r of rows) {
+    const list = byRef.get(r.ref) ?? [];
+    list.push({ account: r.account, userId: r.user_id, amountCents: BigInt(r.amount_cents) });
+    byRef.set(r.ref, list);
+  }
+  return byRef;
+}
+
 export interface AuditInput {
   actor: string;
   action: string;
@@ -137,11 +144,13 @@ export interface AuditInput {
 const AUDIT_ROWS_PER_STATEMENT_MAX = 5_000;
 
 /**
- * Appends audit rows (the triggers chain the hashes, one statement at a time). `data` is sent as a
- * JSON object (bigints as strings), so the jsonb column holds an object that `data->>'…'` can read.
- * Rows are chained in the order given.
+ * Appends audit rows (the triggers chain the hashes, one statement at a time, drizzle/0001). `data` is
+ * sent as a JSON object (bigints as strings), so the jsonb column holds an object that `data->>'…'` can
+ * read. Rows are chained in the order given. Pass a transaction when more than
+ * AUDIT_ROWS_PER_STATEMENT_MAX rows must land together; on `sql` each statement commits on its own.
+ * The statement locks the chain head until its transaction ends: in a transaction, audit last.
  */
-export async function insertAudit(tx: Tx, rows: readonly AuditInput[]): Promise<void> {
+export async function insertAudit(tx: Sql | Tx, rows: readonly AuditInput[]): Promise<void> {
   for (let at = 0; at < rows.length; at += AUDIT_ROWS_PER_STATEMENT_MAX) {
     const chunk = rows.slice(at, at + AUDIT_ROWS_PER_STATEMENT_MAX);
     await tx`insert into audit_log (actor, action, entity_type, entity_id, data)

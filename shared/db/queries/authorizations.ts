@@ -1,0 +1,203 @@
+/**
+ * `authorizations`: one row per card authorization, created by whichever writer sees it first (the
+ * hot path's Postgres fallback deciding it, the ledger writer applying a decision or a Stripe event)
+ * and then moved only by adding amounts. A new row's merchant name is stored sealed
+ * (`merchant_name_sealed`) or, when it could not be sealed (the hot path holds no data key), queued in
+ * `merchant_names_unsealed` in the same statement for the ledger writer to seal
+ * (ledger-writer/seal-queue.ts). The hot path and the ledger writer may both insert and update every
+ * column; the hot path may only insert into the queue.
+ */
+import type { Sql, Tx } from '../client.ts';
+import { unnestRows } from '../unnest.ts';
+
+export type AuthorizationStatus = 'pending' | 'closed' | 'reversed' | 'expired';
+
+export interface AuthorizationWrite {
+  id: string;
+  /** Null for a card no user holds (the fallback records its decline all the same). */
+  userId: string | null;
+  cardId: string;
+  /** The row's values if this write creates it. */
+  create: {
+    status: AuthorizationStatus;
+    approved: boolean;
+    decision: 'approved' | 'partial' | 'declined' | 'stripe';
+    declineReason: string | null;
+    decisionId: string | null;
+    decisionSource: 'redis' | 'postgres' | 'stripe';
+    latencyUs: number | null;
+    merchantCategoryCode: string | null;
+    merchantNameSealed: Buffer | null;
+    /** The plaintext name, queued for sealing when the row is new and `merchantNameSealed` is null. */
+    merchantName: string | null;
+    expiresAt: Date | null;
+    requestedCents: bigint;
+    approvedCents: bigint;
+    heldCents: bigint;
+    capturedCents: bigint;
+  };
+  /** What this write adds to the row if it exists already. */
+  add: {
+    requestedCents: bigint;
+    approvedCents: bigint;
+    heldCents: bigint;
+    capturedCents: bigint;
+    /** A decision of this write approved (decisions can only turn `approved` on). */
+    approvedByDecision: boolean;
+    /** Stripe's latest word on `approved`, when it spoke. */
+    approvedByStripe: boolean | null;
+    /** The status to move to, from pending only: a terminal status is never left. */
+    status: AuthorizationStatus | null;
+  };
+}
+
+/**
+ * Creates the authorizations that do not exist yet (queuing their unsealed names in the same
+ * statement) and adds to the ones that do: one statement when every row is new (the fallback's usual
+ * case, a first request), two when some existed. A new row is written once, with its final values (no
+ * skeleton that an update rewrites). Rows that exist are left out before the insert, because their
+ * proposed amounts could fail the non-negative checks before the conflict is seen; ON CONFLICT covers a
+ * row another writer creates meanwhile, which the update (a later statement, a later snapshot) then
+ * finds. `offset 0` keeps the existence check a probe of the primary key per row: as a plain
+ * anti-join, a cached generic plan made while the table was small hashes the whole table on every
+ * batch (seen: a seq scan of authorizations per batch). One row per id; callers fold a batch first and
+ * pass it sorted by id. Booleans travel as text (postgres.js serialises a JS boolean array as a scalar).
+ */
+export async function writeAuthorizations(tx: Sql | Tx, rows: readonly AuthorizationWrite[]): Promise<void> {
+  if (rows.length === 0) return;
+  const created = await tx<{ id: string }[]>`
+    with v as (
+      select * from ${unnestRows(tx, rows, {
+        id: ['text', (r) => r.id],
+        user_id: ['uuid', (r) => r.userId],
+        card_id: ['text', (r) => r.cardId],
+        status: ['text', (r) => r.create.status],
+        approved: ['text', (r) => String(r.create.approved)],
+        decision: ['text', (r) => r.create.decision],
+        decline_reason: ['text', (r) => r.create.declineReason],
+        decision_id: ['text', (r) => r.create.decisionId],
+        decision_source: ['text', (r) => r.create.decisionSource],
+        latency_us: ['integer', (r) => (r.create.latencyUs === null ? null : String(r.create.latencyUs))],
+        mcc: ['text', (r) => r.create.merchantCategoryCode],
+        merchant_name_sealed: ['text', (r) => r.create.merchantNameSealed?.toString('hex') ?? null],
+        merchant_name: ['text', (r) => r.create.merchantName],
+        expires_at: ['timestamptz', (r) => r.create.expiresAt?.toISOString() ?? null],
+        requested: ['bigint', (r) => r.create.requestedCents.toString()],
+        approved_cents: ['bigint', (r) => r.create.approvedCents.toString()],
+        held: ['bigint', (r) => r.create.heldCents.toString()],
+        captured: ['bigint', (r) => r.create.capturedCents.toString()],
+      })}
+    ), a as (
+      insert into authorizations (id, user_id, card_id, status, approved, decision, decline_reason, decision_id,
+        decision_source, decision_latency_us, merchant_category_code, merchant_name_sealed, expires_at,
+        requested_cents, approved_cents, held_cents, captured_cents)
+      select v.id, v.user_id, v.card_id, v.status, v.approved::boolean, v.decision, v.decline_reason, v.decision_id,
+        v.decision_source, v.latency_us, v.mcc, decode(v.merchant_name_sealed, 'hex'), v.expires_at,
+        v.requested, v.approved_cents, v.held, v.captured
+      from v
+      where not exists (select 1 from authorizations e where e.id = v.id offset 0)
+      order by v.n
+      on conflict (id) do nothing
+      returning id, merchant_name_sealed is null as unsealed
+    ), q as (
+      insert into merchant_names_unsealed (authorization_id, merchant_name)
+      select a.id, v.merchant_name from a join v on v.id = a.id
+      where a.unsealed and v.merchant_name is not null
+      order by v.n
+      on conflict do nothing
+    )
+    select id from a`;
+  const createdIds = new Set(created.map((row) => row.id));
+  const existing = rows.filter((r) => !createdIds.has(r.id));
+  if (existing.length === 0) return;
+  await tx`update authorizations a set
+      requested_cents = a.requested_cents + v.requested,
+      approved_cents = a.approved_cents + v.approved_cents,
+      held_cents = a.held_cents + v.held,
+      captured_cents = a.captured_cents + v.captured,
+      approved = coalesce(v.by_stripe::boolean, a.approved or v.by_decision::boolean),
+      status = case when a.status <> 'pending' or v.status is null then a.status else v.status end,
+      updated_at = now()
+    from ${unnestRows(tx, existing, {
+      id: ['text', (r) => r.id],
+      requested: ['bigint', (r) => r.add.requestedCents.toString()],
+      approved_cents: ['bigint', (r) => r.add.approvedCents.toString()],
+      held: ['bigint', (r) => r.add.heldCents.toString()],
+      captured: ['bigint', (r) => r.add.capturedCents.toString()],
+      by_decision: ['text', (r) => String(r.add.approvedByDecision)],
+      by_stripe: ['text', (r) => (r.add.approvedByStripe === null ? null : String(r.add.approvedByStripe))],
+      status: ['text', (r) => r.add.status],
+    })}
+    where a.id = v.id`;
+}
+
+/** Redis's decision replacing the fallback's `fallbackId` on an authorization, and the hold's move. */
+export interface AuthorizationSupersede {
+  id: string;
+  fallbackId: string;
+  /** Redis's grant minus the fallback's, added to approved and held cents. */
+  deltaCents: bigint;
+  approved: boolean;
+  decision: 'approved' | 'partial' | 'declined';
+  declineReason: string | null;
+  decisionId: string;
+}
+
+/**
+ * The authorization takes Redis's decision where the fallback's was its decision (the first request of
+ * it); an increment only moves the amounts (docs/chaos.md, bug 3; ledger-writer/write-batch.ts).
+ */
+export async function supersedeAuthorizationDecisions(
+  tx: Sql | Tx,
+  rows: readonly AuthorizationSupersede[],
+): Promise<void> {
+  if (rows.length === 0) return;
+  await tx`update authorizations a set
+      approved_cents = a.approved_cents + v.delta,
+      held_cents = a.held_cents + v.delta,
+      approved = case when a.decision_id = v.fallback_id then v.approved::boolean
+        else a.approved or v.approved::boolean end,
+      decision = case when a.decision_id = v.fallback_id then v.decision else a.decision end,
+      decline_reason = case when a.decision_id = v.fallback_id then v.decline_reason else a.decline_reason end,
+      decision_source = case when a.decision_id = v.fallback_id then 'redis' else a.decision_source end,
+      decision_id = case when a.decision_id = v.fallback_id then v.decision_id else a.decision_id end,
+      updated_at = now()
+    from ${unnestRows(tx, rows, {
+      id: ['text', (r) => r.id],
+      delta: ['bigint', (r) => r.deltaCents.toString()],
+      fallback_id: ['text', (r) => r.fallbackId],
+      approved: ['text', (r) => String(r.approved)],
+      decision: ['text', (r) => r.decision],
+      decline_reason: ['text', (r) => r.declineReason],
+      decision_id: ['text', (r) => r.decisionId],
+    })}
+    where a.id = v.id`;
+}
+
+/**
+ * Stores sealed merchant names and takes their plaintext out of `merchant_names_unsealed`, in one
+ * statement: a queued row is removed only if it still holds the plaintext that was sealed, and a name is
+ * stored only where none is (a row sealed meanwhile keeps its value), so a crash or a second writer
+ * doing the same rows changes nothing. The authorization's `updated_at` moves, so the Supabase
+ * projection shows the name. Returns how many names were stored. The ledger writer's alone (it holds
+ * the data keys; ledger-writer/seal-queue.ts).
+ */
+export async function storeSealedNames(
+  tx: Sql | Tx,
+  rows: readonly { id: string; name: string; sealed: Buffer }[],
+): Promise<number> {
+  if (rows.length === 0) return 0;
+  const stored = await tx`with q as (
+      delete from merchant_names_unsealed u
+      using ${unnestRows(tx, rows, {
+        id: ['text', (r) => r.id],
+        name: ['text', (r) => r.name],
+        sealed: ['text', (r) => r.sealed.toString('hex')],
+      })}
+      where u.authorization_id = v.id and u.merchant_name = v.name
+      returning v.id, v.sealed
+    )
+    update authorizations a set merchant_name_sealed = decode(q.sealed, 'hex'), updated_at = now()
+    from q where a.id = q.id and a.merchant_name_sealed is null`;
+  return stored.count;
+}
