@@ -16,12 +16,16 @@
  * (RELEASE_UNREPLICATED) and the answer is a decline `replication_unconfirmed`.
  */
 import { randomFillSync } from 'node:crypto';
-import type { Config } from '../../shared/config.ts';
 import { globallyBlockedMccs } from '../../shared/controls/cash-policy.ts';
 import { borrowPower, type CollateralHolding } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import type { DecisionReason, DecisionRecord, LifecycleRecord } from '../../shared/outbox/records.ts';
 import { holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
+import {
+  encodeStoredAnswer,
+  isStoredApproval,
+  parseStoredAnswer,
+} from '../../shared/policy/stored-answer.ts';
 import { ensureAccount, holdingsFromAccount, utcDay } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { ACCOUNT, unknownCardDecisionKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
@@ -40,38 +44,7 @@ import { DECIDE, DECIDE_WITHOUT_USER, RELEASE_UNREPLICATED } from './lua.ts';
 import { decideFromPostgres, type FallbackResult } from './postgres-fallback.ts';
 import { createRedisLease, type RedisLease } from './redis-lease.ts';
 import { createReplicaWaiter } from './replica-wait.ts';
-
-export interface DecisionOutcome {
-  approved: boolean;
-  /** Cents granted (0 when declined). */
-  amountCents: bigint;
-  reason: DecisionReason;
-  decisionId: string;
-  source: 'redis' | 'postgres' | 'none';
-  /** True when this answer was stored earlier for the same event (a replay). */
-  replay: boolean;
-  /** True when the fallback declined because another process decides from Redis (redis-lease.ts). */
-  fenced?: boolean;
-  /** Replicas that acknowledged the decision (WAIT), when REDIS_WAIT_REPLICAS > 0 and Redis decided. */
-  replicasAcked?: number;
-  redisRoundTrips: number;
-}
-
-export type DecisionSettings = Pick<
-  Config,
-  | 'REDIS_KEY_PREFIX'
-  | 'BLOCKED_MCCS'
-  | 'CASH_WITHDRAWAL_POLICY'
-  | 'VELOCITY_LIMIT_PER_MIN'
-  | 'HOLD_TTL_S'
-  | 'HOLD_TTL_LODGING_S'
-  | 'DECISION_BUDGET_MS'
-  | 'REDIS_DECISION_BUDGET_MS'
-  | 'REDIS_DECIDER_LEASE_MS'
-  | 'FALLBACK_GRANT_CENTS_MAX'
-  | 'REDIS_WAIT_REPLICAS'
-  | 'REDIS_WAIT_TIMEOUT_MS'
->;
+import type { DecisionOutcome, DecisionSettings } from './types.ts';
 
 export interface DecisionEngineDeps {
   settings: DecisionSettings;
@@ -119,18 +92,6 @@ export function newDecisionId(nowMs: number): string {
 function decidedAtOf(decisionId: string, fallbackMs: number): number {
   const ms = Number.parseInt(decisionId.slice(4, -16), 36);
   return Number.isSafeInteger(ms) && ms > 0 ? ms : fallbackMs;
-}
-
-function parseStored(
-  stored: string,
-): Pick<DecisionOutcome, 'approved' | 'amountCents' | 'reason' | 'decisionId'> {
-  const [approved, amount, reason, decisionId] = stored.split('|');
-  return {
-    approved: approved === '1',
-    amountCents: BigInt(amount ?? '0'),
-    reason: (reason ?? 'system_unavailable') as DecisionReason,
-    decisionId: decisionId ?? '',
-  };
 }
 
 export interface DecisionEngine {
@@ -256,7 +217,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       );
       roundTrips++;
       if (reply[0] === 'dup')
-        return { ...parseStored(reply[1]), source: 'redis', replay: true, redisRoundTrips: roundTrips };
+        return { ...parseStoredAnswer(reply[1]), source: 'redis', replay: true, redisRoundTrips: roundTrips };
       return {
         approved: false,
         amountCents: 0n,
@@ -350,7 +311,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       // WAIT after the reply, shared with the approvals of the same moment (replica-wait.ts). Declines
       // do not wait.
       const approvedReply =
-        (reply[0] === 'ok' && reply[1] === '1') || (reply[0] === 'dup' && reply[1].startsWith('1|'));
+        (reply[0] === 'ok' && reply[1] === '1') || (reply[0] === 'dup' && isStoredApproval(reply[1]));
       let replicasAcked = 0;
       if (waiter !== null && approvedReply) {
         replicasAcked = await waiter.acknowledged(keys.outbox);
@@ -374,7 +335,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
           return withdraw(
             event,
             userId,
-            `1|${reply[2]}|${reply[3]}|${decisionId}`,
+            encodeStoredAnswer(outcome),
             outcome,
             decidedAtMs,
             redisDeadlineMs,
@@ -384,7 +345,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
           // A replay answers the stored first answer; an approval among them only once replicated too
           // (the first attempt may have died between its script and its WAIT).
           const outcome: DecisionOutcome = {
-            ...parseStored(reply[1]),
+            ...parseStoredAnswer(reply[1]),
             source: 'redis',
             replay: true,
             redisRoundTrips: roundTrips,

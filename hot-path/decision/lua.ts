@@ -7,8 +7,17 @@
  * amounts and prices never enter a script — the exact bigint borrow power is computed in TypeScript
  * and passed in as `capCents`, guarded by the account's version stamp. Numbers are written back with
  * `%.0f`, which prints any integer below 2^53 exactly.
+ *
+ * Field names (A: the account hash, T: authState, O: the outbox entry's outcome fields) and the stored
+ * answer's format (S) are spliced in from shared/policy, where the code that reads them takes them too.
  */
+import { LUA_FIELDS } from '../../shared/policy/redis-fields.ts';
+import { STORED_ANSWER_LUA as S } from '../../shared/policy/stored-answer.ts';
 import { luaScript } from '../../shared/redis/script.ts';
+
+const A = LUA_FIELDS.account;
+const T = LUA_FIELDS.authState;
+const O = LUA_FIELDS.outbox;
 
 /**
  * Check-and-reserve. Returns {'ok', approved, amount, reason} | {'dup', stored} | {'missing'} |
@@ -23,10 +32,10 @@ local prior = redis.call('GET', KEYS[5])
 if prior then
   -- A replayed approval is rewritten as it is, so this connection's WAIT (REDIS_WAIT_REPLICAS) covers
   -- the first decision too: WAIT counts acknowledgements of the connection's own last write.
-  if string.sub(prior, 1, 2) == '1|' then redis.call('SET', KEYS[5], prior, 'KEEPTTL') end
+  if string.sub(prior, 1, 2) == ${S.approvalPrefix} then redis.call('SET', KEYS[5], prior, 'KEEPTTL') end
   return {'dup', prior}
 end
-local v = redis.call('HGET', KEYS[1], 'v')
+local v = redis.call('HGET', KEYS[1], ${A.version})
 if not v then return {'missing'} end
 if v ~= ARGV[1] then return {'changed', v} end
 local amount = tonumber(ARGV[4])
@@ -36,16 +45,16 @@ local card = redis.call('HGET', KEYS[2], ARGV[2])
 if not card then
   reason = 'unknown_card'
 else
-  local status, frozen = string.match(card, '^([^|]*)|(%d)$')
+  local status, frozen = string.match(card, ${LUA_FIELDS.cardEntryPattern})
   if status ~= 'active' then
     reason = 'card_inactive'
   elseif frozen == '1' then
     reason = 'card_frozen'
-  elseif redis.call('HGET', KEYS[1], 'st') ~= 'active' then
+  elseif redis.call('HGET', KEYS[1], ${A.status}) ~= 'active' then
     reason = 'account_inactive'
-  elseif ARGV[11] == '1' or string.find(',' .. (redis.call('HGET', KEYS[1], 'mcc') or '') .. ',', ',' .. ARGV[6] .. ',', 1, true) then
+  elseif ARGV[11] == '1' or string.find(',' .. (redis.call('HGET', KEYS[1], ${A.blockedMccs}) or '') .. ',', ',' .. ARGV[6] .. ',', 1, true) then
     reason = 'blocked_mcc'
-  elseif redis.call('HGET', KEYS[9], 't') == '1' then
+  elseif redis.call('HGET', KEYS[9], ${T.terminal}) == '1' then
     reason = 'card_inactive'
   end
 end
@@ -57,7 +66,7 @@ if reason == '' then
 end
 local granted = 0
 if reason == '' then
-  local h = redis.call('HMGET', KEYS[1], 'debtc', 'uns', 'hold', 'dlim')
+  local h = redis.call('HMGET', KEYS[1], ${A.debtOnchainCents}, ${A.unsettledCents}, ${A.holdsCents}, ${A.dailyLimitCents})
   local available = tonumber(ARGV[8]) - tonumber(h[1] or '0') - tonumber(h[2] or '0') - tonumber(h[3] or '0')
   local dayLeft = tonumber(h[4] or '0') - tonumber(redis.call('GET', KEYS[6]) or '0')
   local controllable = ARGV[5] == '1'
@@ -80,22 +89,22 @@ if reason == '' then
     granted = 0
   end
 end
-local approved = (reason == 'approved' or reason == 'partial') and '1' or '0'
+local approved = (reason == 'approved' or reason == 'partial') and ${S.approved} or ${S.declined}
 local grantedText = string.format('%.0f', granted)
 if granted > 0 then
-  redis.call('HINCRBY', KEYS[1], 'hold', grantedText)
+  redis.call('HINCRBY', KEYS[1], ${A.holdsCents}, grantedText)
   redis.call('HINCRBY', KEYS[3], ARGV[3], grantedText)
   redis.call('ZADD', KEYS[4], ARGV[13], ARGV[3])
   redis.call('INCRBY', KEYS[6], grantedText)
   redis.call('EXPIRE', KEYS[6], 172800)
 end
 if card then
-  local ver = tonumber(redis.call('HGET', KEYS[9], 'ver') or '0')
-  if tonumber(ARGV[16]) > ver then redis.call('HSET', KEYS[9], 'ver', ARGV[16]) end
+  local ver = tonumber(redis.call('HGET', KEYS[9], ${T.version}) or '0')
+  if tonumber(ARGV[16]) > ver then redis.call('HSET', KEYS[9], ${T.version}, ARGV[16]) end
   redis.call('EXPIRE', KEYS[9], tonumber(ARGV[17]))
 end
-redis.call('XADD', KEYS[8], '*', 'r', ARGV[15], 'ok', approved, 'amt', grantedText, 'why', reason)
-redis.call('SET', KEYS[5], approved .. '|' .. grantedText .. '|' .. reason .. '|' .. ARGV[12], 'EX', tonumber(ARGV[14]))
+redis.call('XADD', KEYS[8], '*', ${O.record}, ARGV[15], ${O.approved}, approved, ${O.amountCents}, grantedText, ${O.reason}, reason)
+redis.call('SET', KEYS[5], ${S.encode('approved', 'grantedText', 'reason', 'ARGV[12]')}, 'EX', tonumber(ARGV[14]))
 return {'ok', approved, grantedText, reason}
 `);
 
@@ -130,7 +139,7 @@ local delta = tonumber(ARGV[4])
 local result = 'adopted'
 if prior then
   if prior == ARGV[1] then return 'known' end
-  local priorAmount, priorId = string.match(prior, '^[01]|(%d+)|[^|]*|(.*)$')
+  local priorAmount, priorId = string.match(prior, ${S.anyAmountAndId})
   if priorId ~= ARGV[6] then return 'known' end
   delta = delta - tonumber(priorAmount)
   result = 'superseded'
@@ -139,16 +148,16 @@ elseif not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) th
   return 'known'
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'key-only' end
-local settled = redis.call('HGET', KEYS[6], 't') == '1'
+local settled = redis.call('HGET', KEYS[6], ${T.terminal}) == '1'
 if not settled and ARGV[7] ~= '' then
-  settled = tonumber(redis.call('HGET', KEYS[6], 'lv') or '0') >= tonumber(ARGV[7])
+  settled = tonumber(redis.call('HGET', KEYS[6], ${T.stripeVersion}) or '0') >= tonumber(ARGV[7])
 end
 if delta ~= 0 then
   local d = string.format('%.0f', delta)
   if settled then
-    redis.call('XADD', KEYS[7], '*', 'r', ARGV[8], 'hd', string.format('%.0f', -delta), 'ud', '0', 'cd', '0', 'rv', '0', 'rw', '')
+    redis.call('XADD', KEYS[7], '*', ${O.record}, ARGV[8], ${O.holdDeltaCents}, string.format('%.0f', -delta), ${O.unsettledDeltaCents}, '0', ${O.capturedDeltaCents}, '0', ${O.reviewCents}, '0', ${O.reviewReason}, '')
   else
-    redis.call('HINCRBY', KEYS[1], 'hold', d)
+    redis.call('HINCRBY', KEYS[1], ${A.holdsCents}, d)
     local held = redis.call('HINCRBY', KEYS[2], ARGV[3], d)
     if held <= 0 then
       redis.call('HDEL', KEYS[2], ARGV[3])
@@ -171,8 +180,8 @@ return result
 export const DECIDE_WITHOUT_USER = luaScript(`
 local prior = redis.call('GET', KEYS[1])
 if prior then return {'dup', prior} end
-redis.call('XADD', KEYS[2], '*', 'r', ARGV[2], 'ok', '0', 'amt', '0', 'why', ARGV[4])
-redis.call('SET', KEYS[1], '0|0|' .. ARGV[4] .. '|' .. ARGV[1], 'EX', tonumber(ARGV[3]))
+redis.call('XADD', KEYS[2], '*', ${O.record}, ARGV[2], ${O.approved}, '0', ${O.amountCents}, '0', ${O.reason}, ARGV[4])
+redis.call('SET', KEYS[1], ${S.encode(S.declined, "'0'", 'ARGV[4]', 'ARGV[1]')}, 'EX', tonumber(ARGV[3]))
 return {'ok', '0', '0', ARGV[4]}
 `);
 
@@ -191,9 +200,9 @@ export const RELEASE_UNREPLICATED = luaScript(`
 local prior = redis.call('GET', KEYS[4])
 if not prior then return {'gone'} end
 if prior ~= ARGV[1] then return {'kept', prior} end
-local granted, id = string.match(prior, '^1|(%d+)|[^|]*|(.*)$')
+local granted, id = string.match(prior, ${S.approvalAmountAndId})
 if not granted then return {'kept', prior} end
-redis.call('SET', KEYS[4], '0|0|replication_unconfirmed|' .. id, 'KEEPTTL')
+redis.call('SET', KEYS[4], ${S.encode(S.declined, "'0'", "'replication_unconfirmed'", 'id')}, 'KEEPTTL')
 local g = tonumber(granted)
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
 local d = g
@@ -201,7 +210,7 @@ if held < d then d = held end
 if d < 0 then d = 0 end
 local t = string.format('%.0f', d)
 if d > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'hold', '-' .. t)
+  redis.call('HINCRBY', KEYS[1], ${A.holdsCents}, '-' .. t)
   local left = redis.call('HINCRBY', KEYS[2], ARGV[2], '-' .. t)
   if left <= 0 then
     redis.call('HDEL', KEYS[2], ARGV[2])
@@ -214,6 +223,6 @@ end
 if g > 0 and redis.call('EXISTS', KEYS[5]) == 1 then
   redis.call('DECRBY', KEYS[5], granted)
 end
-redis.call('XADD', KEYS[6], '*', 'r', ARGV[3], 'hd', d > 0 and ('-' .. t) or '0', 'ud', '0', 'cd', '0')
+redis.call('XADD', KEYS[6], '*', ${O.record}, ARGV[3], ${O.holdDeltaCents}, d > 0 and ('-' .. t) or '0', ${O.unsettledDeltaCents}, '0', ${O.capturedDeltaCents}, '0')
 return {'released', t}
 `);

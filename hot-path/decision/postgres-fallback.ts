@@ -1,6 +1,6 @@
 /**
- * The fallback decision when Redis is unreachable or slow: the same rules (rules.ts) over the system
- * of record, with the user's credit_accounts row locked (SELECT … FOR UPDATE) so concurrent
+ * The fallback decision when Redis is unreachable or slow: the same rules (shared/policy/rules.ts) over
+ * the system of record, with the user's credit_accounts row locked (SELECT … FOR UPDATE) so concurrent
  * authorizations of one user are serialised, and the hold written in the same transaction as the
  * decision.
  *
@@ -30,12 +30,13 @@ import { cardMovementEntries, insertAudit, insertTransfers } from '../../shared/
 import { usdcToCentsCeil } from '../../shared/money.ts';
 import type { DecisionReason } from '../../shared/outbox/records.ts';
 import { holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
+import { evaluateRules, REASONS_NOT_COUNTED_FOR_VELOCITY } from '../../shared/policy/rules.ts';
+import { encodeStoredAnswer } from '../../shared/policy/stored-answer.ts';
 import type { Market } from '../../shared/redis/market.ts';
 import type { AuthorizationRequestEvent } from '../stripe/events.ts';
 import { DeadlineError } from './deadline.ts';
-import type { DecisionOutcome, DecisionSettings } from './engine.ts';
 import { DECIDER_LOCK_KEY, type FallbackGrant, grantAuthVersion } from './redis-lease.ts';
-import { evaluateRules, REASONS_NOT_COUNTED_FOR_VELOCITY } from './rules.ts';
+import type { DecisionOutcome, DecisionSettings } from './types.ts';
 
 export interface FallbackDeps {
   sql: Sql;
@@ -153,7 +154,7 @@ export async function decideFromPostgres(
       >`
         select debt_onchain_usdc::text, unsettled_cents, holds_cents from credit_accounts where user_id = ${userId} for update`;
       const dayStart = new Date(Math.floor(nowMs / 86_400_000) * 86_400_000);
-      // Velocity and daily spend are counted as the DECIDE script counts them (rules.ts): every decision
+      // Velocity and daily spend are counted as the DECIDE script counts them (shared/policy/rules.ts): every decision
       // that reached the velocity check in the last 60 s, and the amounts granted by decisions of this
       // UTC day (increments of older authorizations included).
       const [positions, spent, recent, existing, pending] = await Promise.all([
@@ -319,7 +320,7 @@ export async function decideFromPostgres(
         grantedCents: granted,
         holdExpiresAtMs: holdExpiresAtMs(deps.settings, mcc, nowMs),
         authVersion: grantAuthVersion(auth.request_history.length),
-        stored: `${approved ? 1 : 0}|${granted}|${outcome.reason}|${decisionId}`,
+        stored: encodeStoredAnswer({ approved, amountCents: granted, reason: outcome.reason, decisionId }),
       };
       await tx`insert into fallback_decisions (decision_id, event_id, authorization_id, user_id, granted_cents,
           hold_expires_at, stored, decided_by)

@@ -4,14 +4,15 @@
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { utcDay } from '../../shared/redis/account.ts';
+import { AUTH_STATE } from '../../shared/policy/redis-fields.ts';
+import { evaluateRules, type RuleInput } from '../../shared/policy/rules.ts';
+import { type CardState, encodeCard, utcDay } from '../../shared/redis/account.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
-import { userKeys } from '../../shared/redis/keys.ts';
+import { ACCOUNT, userKeys } from '../../shared/redis/keys.ts';
 import { runScript } from '../../shared/redis/script.ts';
 import { deletePrefix } from '../../test/support/db.ts';
 import { redisClusterNodes, redisUrl } from '../../test/support/env.ts';
 import { DECIDE } from './lua.ts';
-import { evaluateRules, type RuleInput } from './rules.ts';
 
 const prefix = `rules${randomUUID().slice(0, 8)}:`;
 let redis: Redis;
@@ -60,16 +61,21 @@ async function decideInLua(input: RuleInput): Promise<{ reason: string; grantedC
   const daySpend = keys.daySpend(utcDay(nowMs));
   const setup = redis.multi();
   setup.hset(keys.account, {
-    v: '1',
-    st: input.accountStatus,
-    mcc: input.userBlockedMccs.join(','),
-    debtc: input.debtOnchainCents.toString(),
-    uns: input.unsettledCents.toString(),
-    hold: input.holdsCents.toString(),
-    dlim: input.dailyLimitCents.toString(),
+    [ACCOUNT.version]: '1',
+    [ACCOUNT.status]: input.accountStatus,
+    [ACCOUNT.blockedMccs]: input.userBlockedMccs.join(','),
+    [ACCOUNT.debtOnchainCents]: input.debtOnchainCents.toString(),
+    [ACCOUNT.unsettledCents]: input.unsettledCents.toString(),
+    [ACCOUNT.holdsCents]: input.holdsCents.toString(),
+    [ACCOUNT.dailyLimitCents]: input.dailyLimitCents.toString(),
   });
-  if (input.cardKnown) setup.hset(keys.cards, cardId, `${input.cardStatus}|${input.cardFrozen ? 1 : 0}`);
-  if (input.authorizationTerminal) setup.hset(keys.authState(authorizationId), 't', '1');
+  if (input.cardKnown)
+    setup.hset(
+      keys.cards,
+      cardId,
+      encodeCard({ status: input.cardStatus as CardState['status'], frozen: input.cardFrozen }),
+    );
+  if (input.authorizationTerminal) setup.hset(keys.authState(authorizationId), AUTH_STATE.terminal, '1');
   for (let i = 0; i < input.decisionsLastMinute; i++) setup.zadd(keys.velocity, nowMs - 1_000 - i, `d${i}`);
   setup.set(daySpend, input.spentTodayCents.toString());
   await setup.exec();

@@ -4,13 +4,19 @@
  * Redis Cluster. Exactness as in hot-path/decision/lua.ts: every number is in cents, bounded far
  * below 2^53, and written back with `%.0f`.
  *
- * Per authorization the script keeps a hash (authState): `ver` (newest event version applied, or
+ * Per authorization the script keeps a hash (authState; its names are AUTH_STATE in
+ * shared/policy/redis-fields.ts, spliced in here as T, the account's as A, the outbox's as O): `ver` (newest event version applied, or
  * decided by the DECIDE script), `lv` (newest version of an authorization event seen here), `t`
  * (a terminal status was seen), `cap` (cents captured through booked transactions), `ref` (cents of
  * refunds credited against those captures), `rvh` (cents of its refunds held for review) and `w` (set once the authorization closed approved: the
  * captured total Stripe listed, or -1 when it listed none).
  */
+import { LUA_FIELDS } from '../../shared/policy/redis-fields.ts';
 import { luaScript } from '../../shared/redis/script.ts';
+
+const A = LUA_FIELDS.account;
+const T = LUA_FIELDS.authState;
+const O = LUA_FIELDS.outbox;
 
 /**
  * Applies one lifecycle event to a user's cache, once per event id, and appends its record.
@@ -52,20 +58,20 @@ local unsettled = 0
 local captured = 0
 local review = 0
 local why = ''
-local terminal = auth ~= '' and redis.call('HGET', KEYS[4], 't') == '1'
+local terminal = auth ~= '' and redis.call('HGET', KEYS[4], ${T.terminal}) == '1'
 local cap = 0
 local waiting = false
 if auth ~= '' then
-  cap = tonumber(redis.call('HGET', KEYS[4], 'cap') or '0')
-  waiting = redis.call('HEXISTS', KEYS[4], 'w') == 1
+  cap = tonumber(redis.call('HGET', KEYS[4], ${T.capturedCents}) or '0')
+  waiting = redis.call('HEXISTS', KEYS[4], ${T.closedCapturedCents}) == 1
 end
 local rearm = false
 if kind == 'auth' then
-  local ver = tonumber(redis.call('HGET', KEYS[4], 'ver') or '0')
+  local ver = tonumber(redis.call('HGET', KEYS[4], ${T.version}) or '0')
   local evVer = tonumber(ARGV[6])
   -- The newest version Stripe described (not the decisions'): a fallback grant for a request this old
   -- is already in the hold set here (ADOPT_FALLBACK).
-  if evVer > tonumber(redis.call('HGET', KEYS[4], 'lv') or '0') then redis.call('HSET', KEYS[4], 'lv', ARGV[6]) end
+  if evVer > tonumber(redis.call('HGET', KEYS[4], ${T.stripeVersion}) or '0') then redis.call('HSET', KEYS[4], ${T.stripeVersion}, ARGV[6]) end
   if ARGV[3] ~= 'pending' then
     if ARGV[3] == 'closed' and ARGV[4] == '1' and not terminal then
       local listed = tonumber(ARGV[11])
@@ -74,14 +80,14 @@ if kind == 'auth' then
         if cap > 0 then expect = cap else expect = amount end
         if cap > 0 then listed = cap end
       end
-      redis.call('HSET', KEYS[4], 'w', string.format('%.0f', listed))
+      redis.call('HSET', KEYS[4], ${T.closedCapturedCents}, string.format('%.0f', listed))
       target = expect - cap
       if target < 0 then target = 0 end
       rearm = true
     elseif not waiting then
       target = 0
     end
-    redis.call('HSET', KEYS[4], 't', '1')
+    redis.call('HSET', KEYS[4], ${T.terminal}, '1')
   elseif not terminal and evVer >= ver then
     if ARGV[4] == '1' then
       local left = amount - cap
@@ -90,7 +96,7 @@ if kind == 'auth' then
     else
       target = 0
     end
-    redis.call('HSET', KEYS[4], 'ver', ARGV[6])
+    redis.call('HSET', KEYS[4], ${T.version}, ARGV[6])
   end
 elseif kind == 'expire' then
   if waiting and holdBefore > 0 then
@@ -98,37 +104,37 @@ elseif kind == 'expire' then
     if due and tonumber(due) > tonumber(ARGV[12]) then return {'kept'} end
   end
   target = 0
-  redis.call('HSET', KEYS[4], 't', '1')
+  redis.call('HSET', KEYS[4], ${T.terminal}, '1')
 elseif kind == 'debit' then
   if auth ~= '' then
     if ARGV[3] == 'refund_reversal' then
-      local ref = tonumber(redis.call('HGET', KEYS[4], 'ref') or '0')
+      local ref = tonumber(redis.call('HGET', KEYS[4], ${T.refundedCents}) or '0')
       local back = amount
       if back > ref then back = ref end
-      if back > 0 then redis.call('HINCRBY', KEYS[4], 'ref', string.format('%.0f', -back)) end
+      if back > 0 then redis.call('HINCRBY', KEYS[4], ${T.refundedCents}, string.format('%.0f', -back)) end
     else
       captured = amount
       cap = cap + amount
-      redis.call('HINCRBY', KEYS[4], 'cap', string.format('%.0f', amount))
+      redis.call('HINCRBY', KEYS[4], ${T.capturedCents}, string.format('%.0f', amount))
       -- A refund that arrived before this capture was held for review as beyond what was captured:
       -- what this capture makes refundable is credited now, so the end state does not depend on the
       -- order the events arrived in.
-      local early = tonumber(redis.call('HGET', KEYS[4], 'rvh') or '0')
+      local early = tonumber(redis.call('HGET', KEYS[4], ${T.reviewHeldCents}) or '0')
       if early > 0 then
-        local back = cap - tonumber(redis.call('HGET', KEYS[4], 'ref') or '0')
+        local back = cap - tonumber(redis.call('HGET', KEYS[4], ${T.refundedCents}) or '0')
         if back > early then back = early end
-        local unsNow = tonumber(redis.call('HGET', KEYS[1], 'uns') or '0') + amount
+        local unsNow = tonumber(redis.call('HGET', KEYS[1], ${A.unsettledCents}) or '0') + amount
         if back > unsNow then back = unsNow end
         if back > 0 then
           local backText = string.format('%.0f', back)
-          redis.call('HINCRBY', KEYS[4], 'ref', backText)
-          redis.call('HINCRBY', KEYS[4], 'rvh', '-' .. backText)
+          redis.call('HINCRBY', KEYS[4], ${T.refundedCents}, backText)
+          redis.call('HINCRBY', KEYS[4], ${T.reviewHeldCents}, '-' .. backText)
           review = -back
           why = 'captured_later'
         end
       end
       if waiting then
-        local w = tonumber(redis.call('HGET', KEYS[4], 'w'))
+        local w = tonumber(redis.call('HGET', KEYS[4], ${T.closedCapturedCents}))
         if w < 0 then target = 0 else target = w - cap end
         if target > holdBefore then target = holdBefore end
       else
@@ -144,28 +150,28 @@ elseif kind == 'credit' then
     credit = 0
     why = 'unlinked'
   else
-    local refundable = cap - tonumber(redis.call('HGET', KEYS[4], 'ref') or '0')
+    local refundable = cap - tonumber(redis.call('HGET', KEYS[4], ${T.refundedCents}) or '0')
     if refundable < 0 then refundable = 0 end
     if credit > refundable then
       credit = refundable
       why = 'beyond_captured'
     end
   end
-  local uns = tonumber(redis.call('HGET', KEYS[1], 'uns') or '0')
+  local uns = tonumber(redis.call('HGET', KEYS[1], ${A.unsettledCents}) or '0')
   if uns < 0 then uns = 0 end
   if credit > uns then
     credit = uns
     if why == '' then why = 'settled' end
   end
-  if credit > 0 then redis.call('HINCRBY', KEYS[4], 'ref', string.format('%.0f', credit)) end
+  if credit > 0 then redis.call('HINCRBY', KEYS[4], ${T.refundedCents}, string.format('%.0f', credit)) end
   unsettled = -credit
   review = amount - credit
-  if auth ~= '' and review > 0 then redis.call('HINCRBY', KEYS[4], 'rvh', string.format('%.0f', review)) end
+  if auth ~= '' and review > 0 then redis.call('HINCRBY', KEYS[4], ${T.reviewHeldCents}, string.format('%.0f', review)) end
 end
 local holdDelta = target - holdBefore
 if auth ~= '' then redis.call('EXPIRE', KEYS[4], tonumber(ARGV[10])) end
 if holdDelta ~= 0 then
-  redis.call('HINCRBY', KEYS[1], 'hold', string.format('%.0f', holdDelta))
+  redis.call('HINCRBY', KEYS[1], ${A.holdsCents}, string.format('%.0f', holdDelta))
   if target == 0 then
     redis.call('HDEL', KEYS[2], auth)
     redis.call('ZREM', KEYS[3], auth)
@@ -175,11 +181,11 @@ if holdDelta ~= 0 then
   end
 end
 if rearm and target > 0 then redis.call('ZADD', KEYS[3], 'GT', ARGV[7], auth) end
-if unsettled ~= 0 then redis.call('HINCRBY', KEYS[1], 'uns', string.format('%.0f', unsettled)) end
+if unsettled ~= 0 then redis.call('HINCRBY', KEYS[1], ${A.unsettledCents}, string.format('%.0f', unsettled)) end
 redis.call('SET', KEYS[5], '1', 'EX', tonumber(ARGV[9]))
 local hd, ud, cd = string.format('%.0f', holdDelta), string.format('%.0f', unsettled), string.format('%.0f', captured)
 local rv = string.format('%.0f', review)
-redis.call('XADD', KEYS[6], '*', 'r', ARGV[8], 'hd', hd, 'ud', ud, 'cd', cd, 'rv', rv, 'rw', why)
+redis.call('XADD', KEYS[6], '*', ${O.record}, ARGV[8], ${O.holdDeltaCents}, hd, ${O.unsettledDeltaCents}, ud, ${O.capturedDeltaCents}, cd, ${O.reviewCents}, rv, ${O.reviewReason}, why)
 return {'ok', hd, ud, cd, rv, why}
 `);
 
@@ -191,6 +197,6 @@ return {'ok', hd, ud, cd, rv, why}
 export const LIFECYCLE_WITHOUT_USER = luaScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'dup'} end
 redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[2]))
-redis.call('XADD', KEYS[2], '*', 'r', ARGV[1], 'hd', '0', 'ud', '0', 'cd', '0')
+redis.call('XADD', KEYS[2], '*', ${O.record}, ARGV[1], ${O.holdDeltaCents}, '0', ${O.unsettledDeltaCents}, '0', ${O.capturedDeltaCents}, '0')
 return {'ok', '0', '0', '0'}
 `);

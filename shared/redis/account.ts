@@ -10,6 +10,7 @@ import type { CollateralHolding } from '../credit.ts';
 import type { Sql } from '../db/client.ts';
 import { type EffectiveCard, type UserControls, userControls } from '../db/queries/controls.ts';
 import { DOUBLE_EXACT_MAX, usdcToCentsCeil } from '../money.ts';
+import { CARD_ENTRY_SEPARATOR } from '../policy/redis-fields.ts';
 import type { Redis } from './client.ts';
 import { ACCOUNT, cardIndexKey, channels, pricesKey, userKeys } from './keys.ts';
 import { publishToAll } from './pubsub.ts';
@@ -212,7 +213,7 @@ export async function readChanges(redis: Redis, prefix: string, userId: string):
 }
 
 export function encodeCard(card: Pick<CardState, 'status' | 'frozen'>): string {
-  return `${card.status}|${card.frozen ? 1 : 0}`;
+  return `${card.status}${CARD_ENTRY_SEPARATOR}${card.frozen ? 1 : 0}`;
 }
 
 /**

@@ -1,9 +1,11 @@
 /**
- * The decision rules as one pure function over exact integers. The Redis script (scripts.ts DECIDE)
+ * The decision rules as one pure function over exact integers, in their order: card known, card
+ * active, card not frozen, account active, merchant category not blocked, authorization not ended,
+ * velocity, daily limit, available credit. The Redis script (hot-path/decision/lua.ts DECIDE)
  * applies the same rules in the same order inside Redis; the Postgres fallback calls this function.
- * `rules.test.ts` runs both on the same vectors so they cannot drift apart.
+ * hot-path/decision/rules.test.ts runs both on the same vectors so they cannot drift apart.
  */
-import type { DecisionReason } from '../../shared/outbox/records.ts';
+import type { DecisionReason } from '../outbox/records.ts';
 
 /**
  * Decisions declined before the velocity check: they do not count toward the velocity limit. The
