@@ -18,6 +18,7 @@ import { luaScript } from '../../shared/redis/script.ts';
 const A = LUA_FIELDS.account;
 const T = LUA_FIELDS.authState;
 const O = LUA_FIELDS.outbox;
+const LIST = LUA_FIELDS.blockedMccsSeparator;
 
 /**
  * Check-and-reserve. Returns {'ok', approved, amount, reason} | {'dup', stored} | {'missing'} |
@@ -52,7 +53,10 @@ else
     reason = 'card_frozen'
   elseif redis.call('HGET', KEYS[1], ${A.status}) ~= 'active' then
     reason = 'account_inactive'
-  elseif ARGV[11] == '1' or string.find(',' .. (redis.call('HGET', KEYS[1], ${A.blockedMccs}) or '') .. ',', ',' .. ARGV[6] .. ',', 1, true) then
+  elseif ARGV[11] == '1' or (ARGV[6] ~= '' and not string.find(ARGV[6], ${LIST}, 1, true)
+      and string.find(${LIST} .. (redis.call('HGET', KEYS[1], ${A.blockedMccs}) or '') .. ${LIST}, ${LIST} .. ARGV[6] .. ${LIST}, 1, true)) then
+    -- In the user's list exactly (as shared/policy/rules.ts asks): an empty code, or one with the
+    -- list's separator in it, is in no list of 4-digit codes (it matched the empty list before).
     reason = 'blocked_mcc'
   elseif redis.call('HGET', KEYS[9], ${T.terminal}) == '1' then
     reason = 'card_inactive'

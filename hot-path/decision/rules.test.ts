@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AUTH_STATE } from '../../shared/policy/redis-fields.ts';
+import { AUTH_STATE, BLOCKED_MCCS_SEPARATOR } from '../../shared/policy/redis-fields.ts';
 import { evaluateRules, type RuleInput } from '../../shared/policy/rules.ts';
 import { type CardState, encodeCard, utcDay } from '../../shared/redis/account.ts';
 import { createRedis, type Redis } from '../../shared/redis/client.ts';
@@ -28,13 +28,19 @@ afterAll(async () => {
 
 const cents = (max: number) => fc.bigInt({ min: 0n, max: BigInt(max) });
 const MCCS = ['5411', '5812', '7995', '6011', '4511'] as const;
+/**
+ * What a request may carry besides: Stripe's schema allows any string up to 8 characters, so an empty
+ * code and one with the blocked list's separator in it are decided too (never blocked: no user blocks
+ * them, the controls accept 4-digit codes only).
+ */
+const ODD_MCCS = ['', '5411,5812'] as const;
 
 const ruleInput: fc.Arbitrary<RuleInput> = fc.record({
   cardKnown: fc.boolean(),
   cardStatus: fc.constantFrom('active', 'active', 'active', 'inactive', 'canceled'),
   cardFrozen: fc.boolean(),
   accountStatus: fc.constantFrom('active', 'active', 'active', 'suspended', 'closed'),
-  merchantCategoryCode: fc.constantFrom(...MCCS),
+  merchantCategoryCode: fc.constantFrom(...MCCS, ...ODD_MCCS),
   globallyBlockedMccs: fc.subarray([...MCCS], { maxLength: 2 }).map((list) => new Set(list)),
   userBlockedMccs: fc.subarray([...MCCS], { maxLength: 2 }),
   authorizationTerminal: fc.boolean(),
@@ -63,7 +69,7 @@ async function decideInLua(input: RuleInput): Promise<{ reason: string; grantedC
   setup.hset(keys.account, {
     [ACCOUNT.version]: '1',
     [ACCOUNT.status]: input.accountStatus,
-    [ACCOUNT.blockedMccs]: input.userBlockedMccs.join(','),
+    [ACCOUNT.blockedMccs]: input.userBlockedMccs.join(BLOCKED_MCCS_SEPARATOR),
     [ACCOUNT.debtOnchainCents]: input.debtOnchainCents.toString(),
     [ACCOUNT.unsettledCents]: input.unsettledCents.toString(),
     [ACCOUNT.holdsCents]: input.holdsCents.toString(),
@@ -130,7 +136,7 @@ describe('one set of decision rules', () => {
     await deletePrefix(redis, prefix);
   });
 
-  it('agrees on the edges: exactly the available amount, one cent more, partial at the daily limit', async () => {
+  it('agrees on the edges: exactly the available amount, one cent more, partial at the daily limit, odd merchant codes', async () => {
     const base: RuleInput = {
       cardKnown: true,
       cardStatus: 'active',
@@ -160,6 +166,9 @@ describe('one set of decision rules', () => {
       { ...base, spentTodayCents: 9_000n, amountControllable: true },
       { ...base, spentTodayCents: 10_000n, amountControllable: true },
       { ...base, decisionsLastMinute: 5 },
+      { ...base, merchantCategoryCode: '' },
+      { ...base, merchantCategoryCode: '5411,5812', userBlockedMccs: ['5411', '5812'] },
+      { ...base, merchantCategoryCode: '5812', userBlockedMccs: ['5411', '5812'] },
     ];
     const reasons: string[] = [];
     for (const input of cases) {
@@ -175,6 +184,9 @@ describe('one set of decision rules', () => {
       'partial:1000',
       'daily_limit:0',
       'velocity_limit:0',
+      'approved:2000',
+      'approved:2000',
+      'blocked_mcc:0',
     ]);
   });
 });

@@ -30,6 +30,9 @@ export const AUTH_STATE = {
   closedCapturedCents: 'w',
 } as const;
 
+/** Between the codes of the account's blocked merchant categories (`ACCOUNT.blockedMccs`). */
+export const BLOCKED_MCCS_SEPARATOR = ',';
+
 /** A card's entry in the cards hash: `status|frozen`, frozen `1` or `0`. */
 export const CARD_ENTRY_SEPARATOR = '|';
 
@@ -67,6 +70,7 @@ export const LUA_FIELDS = {
   account: literals(ACCOUNT),
   authState: literals(AUTH_STATE),
   outbox: literals(OUTBOX_FIELDS),
+  blockedMccsSeparator: luaString(BLOCKED_MCCS_SEPARATOR),
   /** A Lua pattern over a card entry, capturing its status and frozen flag. */
   cardEntryPattern: luaString(`^([^${CARD_ENTRY_SEPARATOR}]*)${CARD_ENTRY_SEPARATOR}(%d)$`),
 } as const;

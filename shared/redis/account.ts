@@ -10,7 +10,7 @@ import type { CollateralHolding } from '../credit.ts';
 import type { Sql } from '../db/client.ts';
 import { type EffectiveCard, type UserControls, userControls } from '../db/queries/controls.ts';
 import { DOUBLE_EXACT_MAX, usdcToCentsCeil } from '../money.ts';
-import { CARD_ENTRY_SEPARATOR } from '../policy/redis-fields.ts';
+import { BLOCKED_MCCS_SEPARATOR, CARD_ENTRY_SEPARATOR } from '../policy/redis-fields.ts';
 import type { Redis } from './client.ts';
 import { ACCOUNT, cardIndexKey, channels, pricesKey, userKeys } from './keys.ts';
 import { publishToAll } from './pubsub.ts';
@@ -167,7 +167,7 @@ export async function installAccount(
     ACCOUNT.dailyLimitCents,
     snapshot.dailyLimitCents.toString(),
     ACCOUNT.blockedMccs,
-    snapshot.blockedMccs.join(','),
+    snapshot.blockedMccs.join(BLOCKED_MCCS_SEPARATOR),
     ACCOUNT.debtOnchainUsdc,
     snapshot.debtOnchainUsdc.toString(),
     ACCOUNT.debtOnchainCents,
@@ -355,7 +355,7 @@ export async function writeControls(
     controls.status,
     controls.creditLimitCents.toString(),
     controls.dailyLimitCents.toString(),
-    controls.blockedMccs.join(','),
+    controls.blockedMccs.join(BLOCKED_MCCS_SEPARATOR),
     controls.cards.length,
     ...controls.cards.flatMap((card) => [card.cardId, encodeCard(card)]),
   );
