@@ -12,13 +12,18 @@
 import { Hono } from 'hono';
 import type { Config } from '../shared/config.ts';
 import { readRawBody, requestHeader } from '../shared/http/raw-body.ts';
+import type { Lifecycle } from '../shared/lifecycle/handler.ts';
 import type { Logger } from '../shared/observability/logger.ts';
 import { metricsTokenPresented } from '../shared/observability/metrics-access.ts';
 import type { Readiness } from '../shared/observability/readiness.ts';
+import {
+  anyEvent,
+  authorizationRequestEvent,
+  LIFECYCLE_TYPES,
+  lifecycleEvent,
+} from '../shared/stripe/events.ts';
 import type { DecisionEngine } from './decision/engine.ts';
-import type { Lifecycle } from './lifecycle/handler.ts';
 import type { Metrics } from './ops/metrics.ts';
-import { anyEvent, authorizationRequestEvent, LIFECYCLE_TYPES, lifecycleEvent } from './stripe/events.ts';
 import { verifyStripeSignature } from './stripe/signature.ts';
 
 export type HotPathSettings = Pick<

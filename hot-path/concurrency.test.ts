@@ -7,12 +7,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureAccount, writeChainState } from '../shared/redis/account.ts';
 import { createRedis, type SingleRedis } from '../shared/redis/client.ts';
 import { userKeys } from '../shared/redis/keys.ts';
+import { authorizationRequestEvent as authorizationRequestEventSchema } from '../shared/stripe/events.ts';
 import { setUpServices, type TestServices } from '../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../test/support/fixtures.ts';
 import { startHotPath, testConfig } from '../test/support/hot-path.ts';
 import { freePort, type RedisServer, spawnService, startRedisServer } from '../test/support/processes.ts';
 import { authorizationRequest, sign, TEST_WEBHOOK_SECRET } from '../test/support/stripe.ts';
-import { authorizationRequestEvent as authorizationRequestEventSchema } from './stripe/events.ts';
 
 const PRICE = 300_000_000_000n;
 const RELAXED = {

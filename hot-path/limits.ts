@@ -1,20 +1,16 @@
 /**
  * Every bound of the hot path in one place, checked at boot (STYLE.md: put a limit on everything
- * that can grow).
+ * that can grow). The policy's and the lifecycle handlers' own are spelled in shared/ (the reconciler
+ * runs the handlers too) and included here.
  */
+import { lifecycleLimits } from '../shared/lifecycle/limits.ts';
+import { policyLimits } from '../shared/policy/limits.ts';
+
 export const limits = {
-  /** Largest amount we accept in a request, in cents ($10M); beyond it the request is malformed. */
-  amountCentsMax: 1_000_000_000,
+  ...policyLimits,
+  ...lifecycleLimits,
   /** Retries of the check-and-reserve when the account changed between read and reserve. */
   reserveAttemptsMax: 3,
-  /** How long a decision's first answer is kept for replays (Stripe retries for days). */
-  decisionTtlS: 8 * 86_400,
-  /** How long an applied lifecycle event is remembered (Stripe retries async events for 3 days). */
-  appliedEventTtlS: 30 * 86_400,
-  /** Per-authorization state (captured, terminal, version). */
-  authorizationStateTtlS: 45 * 86_400,
-  /** Cards remembered in memory (card → user never changes, so this is a size bound only). */
-  cardCacheSizeMax: 1_000_000,
   /**
    * Account snapshots (collateral, limit, version) kept in memory per process, a few hundred bytes
    * each; when full they are all dropped and re-read one HGETALL at a time.
@@ -52,14 +48,6 @@ export const limits = {
   postgresConnectionsAtStart: 4,
   /** Fallback grants one process remembers for adoption without Postgres (beyond: Postgres only). */
   ownGrantsMax: 100_000,
-  /**
-   * How long a lifecycle event waits for Postgres to say whether its authorization has a fallback grant
-   * not yet adopted; past it (or with Postgres away) the event is applied without (ADOPT_FALLBACK's
-   * 'settled' then keeps the two in step).
-   */
-  pendingGrantCheckMs: 500,
-  /** After that check failed, how long lifecycle events skip it (so an outage does not slow each one). */
-  pendingGrantCheckPauseMs: 1_000,
 } as const;
 
 export function assertLimits(budgetMs: number, redisTimeoutMs: number, redisDecisionBudgetMs: number): void {

@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../shared/db/migrate.ts';
+import { ADOPT_FALLBACK } from '../shared/lifecycle/lua.ts';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
 import { asRole } from '../test/support/db.ts';
 import { type HotPath, startHotPath } from '../test/support/hot-path.ts';
@@ -11,7 +12,7 @@ import {
   startPostgresCluster,
   startRedisServer,
 } from '../test/support/processes.ts';
-import { ADOPT_FALLBACK, DECIDE, DECIDE_WITHOUT_USER } from './decision/lua.ts';
+import { DECIDE, DECIDE_WITHOUT_USER } from './decision/lua.ts';
 import { limits } from './limits.ts';
 
 const METRICS_TOKEN = `metrics_${'q4'.repeat(16)}`;

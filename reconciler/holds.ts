@@ -16,8 +16,7 @@
  *
  * Idempotent: `expire:<id>` is applied once per authorization; a second run finds nothing new.
  */
-// biome-ignore lint/style/noRestrictedImports: the reconciler heals holds through the hot path's lifecycle handler; moving it into shared/ is the policy-module step of issue 13
-import type { Lifecycle } from '../hot-path/lifecycle/handler.ts';
+import type { Lifecycle } from '../shared/lifecycle/handler.ts';
 import { ensureAccount } from '../shared/redis/account.ts';
 import type { Redis } from '../shared/redis/client.ts';
 import { compareUser, readCachedAccount, rebuildFromPostgres, redisHoldsAhead } from './cache-state.ts';

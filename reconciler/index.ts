@@ -6,12 +6,11 @@
 
 import type { Registry } from 'prom-client';
 import { createPublicClient, http } from 'viem';
-// biome-ignore lint/style/noRestrictedImports: the reconciler heals holds through the hot path's lifecycle handler; moving it into shared/ is the policy-module step of issue 13
-import { createLifecycle, type Lifecycle } from '../hot-path/lifecycle/handler.ts';
 import { readContractsFile } from '../shared/chain/contracts/index.ts';
 import { analyticsDatabaseUrl, analyticsHistory, type Config } from '../shared/config.ts';
 import { createDatabase, type Database } from '../shared/db/client.ts';
 import { openReplicaReader, type ReplicaReader } from '../shared/db/replica.ts';
+import { createLifecycle, type Lifecycle } from '../shared/lifecycle/handler.ts';
 import { createLogger, type Logger } from '../shared/observability/index.ts';
 import { createServiceRedis, type Redis } from '../shared/redis/client.ts';
 import { detectBackend, readAsAnalytics, refreshAnalytics, setUpAnalytics } from './analytics/index.ts';

@@ -5,10 +5,13 @@
 // real Redis and Postgres, with the ledger writer's own apply for the outbox.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../shared/db/client.ts';
+import type { FallbackGrant } from '../../shared/lifecycle/adoption.ts';
+import { createLifecycle, type Lifecycle } from '../../shared/lifecycle/handler.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
 import { createMarket, type Market } from '../../shared/redis/market.ts';
+import { authorizationRequestEvent, lifecycleEvent } from '../../shared/stripe/events.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import { connectRedis, type TestServices } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
@@ -16,11 +19,9 @@ import { setUpServicesWithWeth, testConfig, WETH_PRICE_E8 } from '../../test/sup
 import { freePort } from '../../test/support/processes.ts';
 import { drainOutbox } from '../../test/support/reconcile.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
-import { createLifecycle, type Lifecycle } from '../lifecycle/handler.ts';
-import { authorizationRequestEvent, lifecycleEvent } from '../stripe/events.ts';
 import { newDecisionId } from './engine.ts';
 import { decideFromPostgres } from './postgres-fallback.ts';
-import { createRedisLease, type FallbackGrant } from './redis-lease.ts';
+import { createRedisLease } from './redis-lease.ts';
 
 let services: TestServices;
 let market: Market;

@@ -19,6 +19,8 @@ import { randomFillSync } from 'node:crypto';
 import { globallyBlockedMccs } from '../../shared/controls/cash-policy.ts';
 import { borrowPower, type CollateralHolding } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
+import { DeadlineError, withDeadline } from '../../shared/deadline.ts';
+import { type CardOwners, createCardOwners } from '../../shared/lifecycle/card-owners.ts';
 import type { DecisionReason, DecisionRecord, LifecycleRecord } from '../../shared/outbox/records.ts';
 import { holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
 import {
@@ -36,10 +38,8 @@ import {
   type RedirectPolicy,
   runScript,
 } from '../../shared/redis/script.ts';
+import type { AuthorizationRequestEvent } from '../../shared/stripe/events.ts';
 import { limits } from '../limits.ts';
-import type { AuthorizationRequestEvent } from '../stripe/events.ts';
-import { type CardOwners, createCardOwners } from './card-owners.ts';
-import { DeadlineError, withDeadline } from './deadline.ts';
 import { DECIDE, DECIDE_WITHOUT_USER, RELEASE_UNREPLICATED } from './lua.ts';
 import { decideFromPostgres, type FallbackResult } from './postgres-fallback.ts';
 import { createRedisLease, type RedisLease } from './redis-lease.ts';
@@ -332,14 +332,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
           };
           if (!outcome.approved || replicasAcked >= waitReplicas) return outcome;
           stillOn();
-          return withdraw(
-            event,
-            userId,
-            encodeStoredAnswer(outcome),
-            outcome,
-            decidedAtMs,
-            redisDeadlineMs,
-          );
+          return withdraw(event, userId, encodeStoredAnswer(outcome), outcome, decidedAtMs, redisDeadlineMs);
         }
         case 'dup': {
           // A replay answers the stored first answer; an approval among them only once replicated too

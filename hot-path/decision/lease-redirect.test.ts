@@ -3,12 +3,13 @@
 // succeeds, the grant stays remembered, and it is adopted before its user's next Redis decision once the
 // slot has moved.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FallbackGrant } from '../../shared/lifecycle/adoption.ts';
 import { createRedis, type Redis, type SingleRedis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { type RedisCluster, startRedisCluster } from '../../test/support/redis-cluster.ts';
 import { newUserId } from '../../test/support/stripe.ts';
-import { createRedisLease, type FallbackGrant, type RedisLease } from './redis-lease.ts';
+import { createRedisLease, type RedisLease } from './redis-lease.ts';
 
 let services: TestServices;
 let cluster: RedisCluster;

@@ -7,14 +7,14 @@
 // its insert (the shared insertDecisions skips a taken event; the fallback must not go on).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase } from '../../shared/db/client.ts';
+import { DeadlineError } from '../../shared/deadline.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { createMarket, type Market } from '../../shared/redis/market.ts';
+import { authorizationRequestEvent } from '../../shared/stripe/events.ts';
 import { connectRedis, type TestServices } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { setUpServicesWithWeth, testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
-import { authorizationRequestEvent } from '../stripe/events.ts';
-import { DeadlineError } from './deadline.ts';
 import { newDecisionId } from './engine.ts';
 import { decideFromPostgres, type FallbackDeps } from './postgres-fallback.ts';
 

@@ -27,15 +27,16 @@ import { cardControlsForDecision } from '../../shared/db/queries/controls.ts';
 import { addToCreditAccounts, ensureCreditAccounts } from '../../shared/db/queries/credit-accounts.ts';
 import { insertDecisions } from '../../shared/db/queries/decisions.ts';
 import { cardMovementEntries, insertAudit, insertTransfers } from '../../shared/db/queries/ledger.ts';
+import { DeadlineError } from '../../shared/deadline.ts';
+import { type FallbackGrant, grantAuthVersion } from '../../shared/lifecycle/adoption.ts';
 import { usdcToCentsCeil } from '../../shared/money.ts';
 import type { DecisionReason } from '../../shared/outbox/records.ts';
 import { holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
 import { evaluateRules, REASONS_NOT_COUNTED_FOR_VELOCITY } from '../../shared/policy/rules.ts';
 import { encodeStoredAnswer } from '../../shared/policy/stored-answer.ts';
 import type { Market } from '../../shared/redis/market.ts';
-import type { AuthorizationRequestEvent } from '../stripe/events.ts';
-import { DeadlineError } from './deadline.ts';
-import { DECIDER_LOCK_KEY, type FallbackGrant, grantAuthVersion } from './redis-lease.ts';
+import type { AuthorizationRequestEvent } from '../../shared/stripe/events.ts';
+import { DECIDER_LOCK_KEY } from './redis-lease.ts';
 import type { DecisionOutcome, DecisionSettings } from './types.ts';
 
 export interface FallbackDeps {

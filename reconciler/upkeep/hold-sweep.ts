@@ -13,8 +13,7 @@
  * A release is routine, not a difference: it counts in `repairs` (and the ledger books it as
  * `lifecycle:expire:<id>`), never as a finding, so a normal night does not raise the findings alert.
  */
-// biome-ignore lint/style/noRestrictedImports: the reconciler heals holds through the hot path's lifecycle handler; moving it into shared/ is the policy-module step of issue 13
-import { type Lifecycle, sweepExpiredHolds } from '../../hot-path/lifecycle/handler.ts';
+import { type Lifecycle, sweepExpiredHolds } from '../../shared/lifecycle/handler.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
 import { type Finding, type JobContext, type JobOutcome, NIL_UUID } from '../types.ts';

@@ -11,13 +11,13 @@
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { newDecisionId } from '../../hot-path/decision/engine.ts';
-import { authorizationRequestEvent } from '../../hot-path/stripe/events.ts';
 import { verifyStripeSignature } from '../../hot-path/stripe/signature.ts';
 import { configFromProcess } from '../../shared/config.ts';
 import { readRawBody, requestHeader } from '../../shared/http/raw-body.ts';
 import { createServiceRedis } from '../../shared/redis/client.ts';
 import { shardOf } from '../../shared/redis/keys.ts';
 import { luaScript, runScript } from '../../shared/redis/script.ts';
+import { authorizationRequestEvent } from '../../shared/stripe/events.ts';
 
 /** Every floor key starts so (after REDIS_KEY_PREFIX); run.ts deletes them after the floor's phase. */
 const FLOOR_NAMESPACE = 'floor:';

@@ -7,12 +7,12 @@ import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { newDecisionId } from '../../hot-path/decision/engine.ts';
 import { decideFromPostgres } from '../../hot-path/decision/postgres-fallback.ts';
-import { authorizationRequestEvent } from '../../hot-path/stripe/events.ts';
 import { verifyStripeSignature } from '../../hot-path/stripe/signature.ts';
 import { configFromProcess } from '../../shared/config.ts';
 import { createDatabase } from '../../shared/db/client.ts';
 import { createServiceRedis } from '../../shared/redis/client.ts';
 import { createMarket } from '../../shared/redis/market.ts';
+import { authorizationRequestEvent } from '../../shared/stripe/events.ts';
 
 const config = configFromProcess();
 const database = createDatabase({

@@ -2,7 +2,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newDecisionId } from '../../hot-path/decision/engine.ts';
 import { decideFromPostgres } from '../../hot-path/decision/postgres-fallback.ts';
-import type { AuthorizationRequestEvent } from '../../hot-path/stripe/events.ts';
 import { applyUserState, type FinancialUserDefaults } from '../../supabase/sync/financial-user.ts';
 import { readTruth } from '../../supabase/sync/projection-read.ts';
 import type { TestServices } from '../../test/support/db.ts';
@@ -19,6 +18,7 @@ import { authorizationRequest } from '../../test/support/stripe.ts';
 import { cardControlsForDecision } from '../db/queries/controls.ts';
 import { accountFromPostgres, ensureAccount } from '../redis/account.ts';
 import { ACCOUNT, userKeys } from '../redis/keys.ts';
+import type { AuthorizationRequestEvent } from '../stripe/events.ts';
 import { globallyBlockedMccs } from './cash-policy.ts';
 import {
   applyDueDailyLimitIncreases,

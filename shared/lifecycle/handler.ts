@@ -1,6 +1,6 @@
 /**
  * Applies Stripe's asynchronous Issuing events to the cache, once per event id and in any order of
- * arrival, and appends each to the outbox with the exact change it made (see scripts.ts LIFECYCLE
+ * arrival, and appends each to the outbox with the exact change it made (see lua.ts LIFECYCLE
  * for the rules). Also releases holds Stripe never closes, once they pass their expiry.
  *
  * Stripe's signs (shared/reference/stripe-issuing.md §2, samples D and E): a transaction's `amount` is
@@ -13,19 +13,23 @@
  * card or account) is recorded as it came (card_events, through the outbox, moving nothing) and
  * reported as `rejected: 'unsupported_currency'`, so nothing is lost and a person can book it.
  */
-import type { Sql } from '../../shared/db/client.ts';
-import type { LifecycleRecord } from '../../shared/outbox/records.ts';
-import { capturedHoldExpiresAtMs, holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
-import { ensureAccount } from '../../shared/redis/account.ts';
-import type { Redis } from '../../shared/redis/client.ts';
-import { unknownCardAppliedKey, unknownCardOutboxKey, userKeys } from '../../shared/redis/keys.ts';
-import { runScript } from '../../shared/redis/script.ts';
-import { type CardOwners, createCardOwners } from '../decision/card-owners.ts';
-import { adoptPendingOfAuthorization } from '../decision/redis-lease.ts';
-import type { DecisionSettings } from '../decision/types.ts';
-import { limits } from '../limits.ts';
+import type { Config } from '../config.ts';
+import type { Sql } from '../db/client.ts';
+import type { LifecycleRecord } from '../outbox/records.ts';
+import { capturedHoldExpiresAtMs, type HoldExpirySettings, holdExpiresAtMs } from '../policy/hold-expiry.ts';
+import { policyLimits } from '../policy/limits.ts';
+import { ensureAccount } from '../redis/account.ts';
+import type { Redis } from '../redis/client.ts';
+import { unknownCardAppliedKey, unknownCardOutboxKey, userKeys } from '../redis/keys.ts';
+import { runScript } from '../redis/script.ts';
 import type { AuthorizationObject, LifecycleEvent } from '../stripe/events.ts';
+import { adoptPendingOfAuthorization } from './adoption.ts';
+import { type CardOwners, createCardOwners } from './card-owners.ts';
+import { lifecycleLimits } from './limits.ts';
 import { LIFECYCLE, LIFECYCLE_WITHOUT_USER } from './lua.ts';
+
+/** What the handlers read of the configuration: the cache's key prefix and the hold-expiry policy. */
+export type LifecycleSettings = Pick<Config, 'REDIS_KEY_PREFIX'> & HoldExpirySettings;
 
 type Reply = ['ok', string, string, string, string?, string?] | ['dup'] | ['missing'] | ['kept'];
 
@@ -81,7 +85,7 @@ export function stripeCapturedCents(auth: AuthorizationObject): number {
     if (typeof item !== 'object' || item === null) return -1;
     const { amount, type } = item as { amount?: unknown; type?: unknown };
     if (typeof amount !== 'number' || !Number.isSafeInteger(amount)) return -1;
-    if (Math.abs(amount) > limits.amountCentsMax) return -1;
+    if (Math.abs(amount) > policyLimits.amountCentsMax) return -1;
     if (type === 'capture') captured -= amount;
     else if (type !== 'refund') return -1;
   }
@@ -111,7 +115,7 @@ export function transactionMovement(txn: { type: 'capture' | 'refund'; amount: n
 export function createLifecycle(deps: {
   redis: Redis;
   sql: Sql;
-  settings: DecisionSettings;
+  settings: LifecycleSettings;
   /** Shared with the decision engine (one memory cache of card owners); one is made if not given. */
   cardOwners?: CardOwners;
   now?: () => number;
@@ -131,7 +135,7 @@ export function createLifecycle(deps: {
       redis,
       LIFECYCLE_WITHOUT_USER,
       [unknownCardAppliedKey(prefix, eventId), unknownCardOutboxKey(prefix, eventId)],
-      [JSON.stringify(record), limits.appliedEventTtlS],
+      [JSON.stringify(record), lifecycleLimits.appliedEventTtlS],
     );
     return reply[0] === 'ok';
   }
@@ -165,10 +169,10 @@ export function createLifecycle(deps: {
         prefix,
         userId,
         args.authorizationId,
-        limits.pendingGrantCheckMs,
+        lifecycleLimits.pendingGrantCheckMs,
       );
     }
-    for (let attempt = 0; attempt < limits.reserveAttemptsMax; attempt++) {
+    for (let attempt = 0; attempt < lifecycleLimits.applyAttemptsMax; attempt++) {
       const reply = await runScript<Reply>(
         redis,
         LIFECYCLE,
@@ -189,8 +193,8 @@ export function createLifecycle(deps: {
           args.version,
           args.holdExpiresAtMs,
           json,
-          limits.appliedEventTtlS,
-          limits.authorizationStateTtlS,
+          lifecycleLimits.appliedEventTtlS,
+          policyLimits.authorizationStateTtlS,
           args.stripeCapturedCents,
           args.nowMs ?? now(),
         ],

@@ -1,18 +1,22 @@
 /**
- * The Lua scripts of the lifecycle handlers (Stripe's asynchronous Issuing events). Each runs
- * atomically over keys of one user's shard (see shared/redis/keys.ts), so it works unchanged on a
- * Redis Cluster. Exactness as in hot-path/decision/lua.ts: every number is in cents, bounded far
- * below 2^53, and written back with `%.0f`.
+ * The Lua scripts of the lifecycle handlers (Stripe's asynchronous Issuing events) and of the adoption
+ * of Postgres fallback decisions into the cache (adoption.ts), which the lifecycle handlers run before
+ * an event of an authorization with a pending grant. Each runs atomically over keys of one user's
+ * shard (see shared/redis/keys.ts), so it works unchanged on a Redis Cluster. Exactness as in
+ * hot-path/decision/lua.ts: every number is in cents, bounded far below 2^53, and written back with
+ * `%.0f`.
  *
- * Per authorization the script keeps a hash (authState; its names are AUTH_STATE in
- * shared/policy/redis-fields.ts, spliced in here as T, the account's as A, the outbox's as O): `ver` (newest event version applied, or
+ * Per authorization the script keeps a hash (authState): `ver` (newest event version applied, or
  * decided by the DECIDE script), `lv` (newest version of an authorization event seen here), `t`
  * (a terminal status was seen), `cap` (cents captured through booked transactions), `ref` (cents of
- * refunds credited against those captures), `rvh` (cents of its refunds held for review) and `w` (set once the authorization closed approved: the
- * captured total Stripe listed, or -1 when it listed none).
+ * refunds credited against those captures), `rvh` (cents of its refunds held for review) and `w` (set
+ * once the authorization closed approved: the captured total Stripe listed, or -1 when it listed none).
+ * Those names (AUTH_STATE), the account's (A) and the outbox entry's outcome fields (O) are spliced in
+ * from shared/policy/redis-fields.ts, the stored answer's format (S) from shared/policy/stored-answer.ts.
  */
-import { LUA_FIELDS } from '../../shared/policy/redis-fields.ts';
-import { luaScript } from '../../shared/redis/script.ts';
+import { LUA_FIELDS } from '../policy/redis-fields.ts';
+import { STORED_ANSWER_LUA as S } from '../policy/stored-answer.ts';
+import { luaScript } from '../redis/script.ts';
 
 const A = LUA_FIELDS.account;
 const T = LUA_FIELDS.authState;
@@ -26,7 +30,7 @@ const O = LUA_FIELDS.outbox;
  * ARGV: 1 kind, 2 authorizationId ('' if none), 3 status, 4 approved, 5 amountCents (≥ 0),
  *       6 eventVersion, 7 holdExpiresAtMs, 8 record, 9 markerTtlS, 10 authStateTtlS,
  *       11 stripeCapturedCents (-1 when Stripe listed no captures), 12 nowMs
- * Kinds (see apply.ts for how Stripe's types and signs map onto them):
+ * Kinds (see handler.ts for how Stripe's types and signs map onto them):
  * - `auth`: the hold becomes what Stripe says is left (amount − captured), but only from an event at
  *   least as new as the newest one applied (version = request count × 1e10 + created), and never again
  *   after a terminal status. A `closed` approved authorization keeps its captured part held until the
@@ -199,4 +203,69 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return {'dup'} end
 redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[2]))
 redis.call('XADD', KEYS[2], '*', ${O.record}, ARGV[1], ${O.holdDeltaCents}, '0', ${O.unsettledDeltaCents}, '0', ${O.capturedDeltaCents}, '0')
 return {'ok', '0', '0', '0'}
+`);
+
+/**
+ * Mirrors a decision the Postgres fallback made into the cache: its idempotency key always (so a
+ * replay returns the same answer), and its hold when the account is cached (a missing account is
+ * rebuilt from Postgres, which already has the hold). Nothing goes to the outbox for a hold: Postgres
+ * has it.
+ *
+ * Late Redis work: the same request's Redis attempt (same decision id) may have run after the process
+ * gave up on it and answered from the fallback. Its hold then is not what Stripe was told, and Postgres
+ * never books it (the fallback took the hold's ledger ref first). The stored answer says so (same
+ * decision id, other answer): that attempt's grant is replaced by the fallback's here ('superseded').
+ *
+ * Stripe's events first ('settled'): Stripe's `created`/`updated` for this request (authorization
+ * version ≥ the grant's, `lv` in authState) or a terminal status may have been applied to the cache
+ * before the adoption. They set the hold to what Stripe says is left, so the cache already has its
+ * final word on this grant and the hold is not added; but they were computed against a cache that
+ * lacked the grant, and Postgres booked their deltas on top of the fallback's hold: one lifecycle
+ * record (`credana.fallback_settled`, hd = −grant) takes the grant back out of Postgres. Captures
+ * alone do not settle: the hold is added (Postgres has it too) and Stripe's authorization event, which
+ * always follows, sets both to what is left.
+ * Returns 'adopted' | 'known' | 'key-only' | 'superseded' | 'settled'.
+ * KEYS: 1 account, 2 holds, 3 holdExpiries, 4 decision, 5 daySpend, 6 authState, 7 outbox
+ * ARGV: 1 stored answer, 2 ttlS, 3 authorizationId, 4 grantedCents, 5 holdExpiresAtMs, 6 decisionId,
+ *       7 the authorization's version after the grant's request (request count × 1e10; '' unknown: only
+ *       a terminal status settles), 8 the correction's record (JSON)
+ */
+export const ADOPT_FALLBACK = luaScript(`
+local prior = redis.call('GET', KEYS[4])
+local delta = tonumber(ARGV[4])
+local result = 'adopted'
+if prior then
+  if prior == ARGV[1] then return 'known' end
+  local priorAmount, priorId = string.match(prior, ${S.anyAmountAndId})
+  if priorId ~= ARGV[6] then return 'known' end
+  delta = delta - tonumber(priorAmount)
+  result = 'superseded'
+  redis.call('SET', KEYS[4], ARGV[1], 'EX', tonumber(ARGV[2]))
+elseif not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then
+  return 'known'
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'key-only' end
+local settled = redis.call('HGET', KEYS[6], ${T.terminal}) == '1'
+if not settled and ARGV[7] ~= '' then
+  settled = tonumber(redis.call('HGET', KEYS[6], ${T.stripeVersion}) or '0') >= tonumber(ARGV[7])
+end
+if delta ~= 0 then
+  local d = string.format('%.0f', delta)
+  if settled then
+    redis.call('XADD', KEYS[7], '*', ${O.record}, ARGV[8], ${O.holdDeltaCents}, string.format('%.0f', -delta), ${O.unsettledDeltaCents}, '0', ${O.capturedDeltaCents}, '0', ${O.reviewCents}, '0', ${O.reviewReason}, '')
+  else
+    redis.call('HINCRBY', KEYS[1], ${A.holdsCents}, d)
+    local held = redis.call('HINCRBY', KEYS[2], ARGV[3], d)
+    if held <= 0 then
+      redis.call('HDEL', KEYS[2], ARGV[3])
+      redis.call('ZREM', KEYS[3], ARGV[3])
+    else
+      redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+    end
+  end
+  redis.call('INCRBY', KEYS[5], d)
+  redis.call('EXPIRE', KEYS[5], 172800)
+end
+if settled then return 'settled' end
+return result
 `);

@@ -1,14 +1,14 @@
 /**
  * Card → user, for the decision and for the lifecycle events. A card never changes owner, so the
- * answer is kept in memory forever (bounded by limits.cardCacheSizeMax); a miss asks Redis's card
+ * answer is kept in memory forever (bounded by lifecycleLimits.cardCacheSizeMax); a miss asks Redis's card
  * index, then the system of record. Concurrent misses for one card share a single flight, so a burst
  * of swipes on a cold process does not become a burst of identical Postgres queries.
  */
-import type { Sql } from '../../shared/db/client.ts';
-import { type CardState, setCachedCard } from '../../shared/redis/account.ts';
-import type { Redis } from '../../shared/redis/client.ts';
-import { cardIndexKey } from '../../shared/redis/keys.ts';
-import { limits } from '../limits.ts';
+import type { Sql } from '../db/client.ts';
+import { type CardState, setCachedCard } from '../redis/account.ts';
+import type { Redis } from '../redis/client.ts';
+import { cardIndexKey } from '../redis/keys.ts';
+import { lifecycleLimits } from './limits.ts';
 
 export interface CardOwnerLookup {
   userId: string | null;
@@ -44,7 +44,7 @@ export function createCardOwners(deps: { redis: Redis; sql: Sql; prefix: string 
       }
     }
     if (userId !== null) {
-      if (owners.size >= limits.cardCacheSizeMax) owners.clear();
+      if (owners.size >= lifecycleLimits.cardCacheSizeMax) owners.clear();
       owners.set(cardId, userId);
     }
     return { userId, roundTrips };

@@ -3,10 +3,10 @@
  * Stripe adds fields over time. Only what a decision or the books need is required.
  */
 import { z } from 'zod';
-import { limits } from '../limits.ts';
+import { policyLimits } from '../policy/limits.ts';
 
 const stripeId = (prefix: string) => z.string().startsWith(prefix).max(255);
-const cents = z.number().int().min(-limits.amountCentsMax).max(limits.amountCentsMax);
+const cents = z.number().int().min(-policyLimits.amountCentsMax).max(policyLimits.amountCentsMax);
 const unix = z.number().int().min(0).max(4_102_444_800);
 
 const merchantData = z.looseObject({
