@@ -58,7 +58,7 @@ const writer = createLedgerWriter({
   leaseMs: config.LEDGER_SHARD_LEASE_MS,
   metrics,
   logger,
-  apply: { holdTtlS: config.HOLD_TTL_S, holdTtlLodgingS: config.HOLD_TTL_LODGING_S, merchantNames },
+  apply: { holdExpiry: config, merchantNames },
 });
 const sealQueue =
   merchantNames === null
@@ -114,7 +114,7 @@ if (qstash) {
       redis,
       prefix: config.REDIS_KEY_PREFIX,
       publicUrl: config.LEDGER_WRITER_PUBLIC_URL,
-      apply: { holdTtlS: config.HOLD_TTL_S, holdTtlLodgingS: config.HOLD_TTL_LODGING_S, merchantNames },
+      apply: { holdExpiry: config, merchantNames },
     }),
   );
 } else {

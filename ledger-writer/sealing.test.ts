@@ -16,6 +16,7 @@ import {
   startMerchantNameSealing,
 } from '../shared/hsm/merchant-names.ts';
 import { openToken, pkcs11js } from '../shared/hsm/pkcs11.ts';
+import { HOLD_EXPIRY_DEFAULTS } from '../shared/policy/hold-expiry.ts';
 import { readTruth } from '../supabase/sync/projection-read.ts';
 import { setUpServices, type TestServices } from '../test/support/db.ts';
 import { seedUser } from '../test/support/fixtures.ts';
@@ -61,8 +62,7 @@ function entry(flat: string[]): ParsedEntry {
 }
 
 const options = (merchantNames: MerchantNames | null): ApplyOptions => ({
-  holdTtlS: 7 * 86_400,
-  holdTtlLodgingS: 31 * 86_400,
+  holdExpiry: HOLD_EXPIRY_DEFAULTS,
   merchantNames,
 });
 

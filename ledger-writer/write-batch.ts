@@ -49,7 +49,12 @@ import {
   outboxRecordSchema,
   type RawEntry,
 } from '../shared/outbox/records.ts';
-import { holdExpiresAtMs } from '../shared/policy/hold-expiry.ts';
+import {
+  HOLD_EXPIRY_DEFAULTS,
+  type HoldExpirySettings,
+  holdExpiresAtMs,
+} from '../shared/policy/hold-expiry.ts';
+import { OUTBOX_FIELDS } from '../shared/policy/redis-fields.ts';
 import { limits } from './limits.ts';
 
 export interface DecisionItem {
@@ -81,20 +86,22 @@ export interface ParsedEntry {
 
 export type ParseResult = { ok: true; entry: ParsedEntry } | { ok: false; error: string };
 
+// The outcome fields the scripts add beside the record, by the names they write (shared/policy).
+const F = OUTBOX_FIELDS;
 const amount = z.string().regex(/^-?\d{1,16}$/, 'integer cents');
 const decisionOutcome = z.object({
-  ok: z.enum(['0', '1']),
-  amt: z.string().regex(/^\d{1,16}$/, 'non-negative integer cents'),
-  why: z.string().min(1).max(64),
+  [F.approved]: z.enum(['0', '1']),
+  [F.amountCents]: z.string().regex(/^\d{1,16}$/, 'non-negative integer cents'),
+  [F.reason]: z.string().min(1).max(64),
 });
 const lifecycleOutcome = z.object({
-  hd: amount,
-  ud: amount,
-  cd: amount,
+  [F.holdDeltaCents]: amount,
+  [F.unsettledDeltaCents]: amount,
+  [F.capturedDeltaCents]: amount,
   // Absent on entries written before refunds were bounded: nothing held for review.
   // Negative: a later capture made that much of an earlier held refund creditable.
-  rv: amount.default('0'),
-  rw: z.enum(['', 'unlinked', 'beyond_captured', 'settled', 'captured_later']).default(''),
+  [F.reviewCents]: amount.default('0'),
+  [F.reviewReason]: z.enum(['', 'unlinked', 'beyond_captured', 'settled', 'captured_later']).default(''),
 });
 
 /**
@@ -114,13 +121,13 @@ function describe(error: z.ZodError): string {
  * A failure here is permanent: the entry is poison and goes to the dead-letter stream.
  */
 export function parseEntry(raw: RawEntry): ParseResult {
-  const json = raw.fields['r'];
-  if (json === undefined) return { ok: false, error: 'r: missing record field' };
+  const json = raw.fields[F.record];
+  if (json === undefined) return { ok: false, error: `${F.record}: missing record field` };
   let value: unknown;
   try {
     value = JSON.parse(json);
   } catch {
-    return { ok: false, error: 'r: not JSON' };
+    return { ok: false, error: `${F.record}: not JSON` };
   }
   const parsed = outboxRecordSchema.safeParse(value);
   if (!parsed.success) return { ok: false, error: `record ${describe(parsed.error)}` };
@@ -131,8 +138,8 @@ export function parseEntry(raw: RawEntry): ParseResult {
   if (record.kind === 'decision') {
     const outcome = decisionOutcome.safeParse(raw.fields);
     if (!outcome.success) return { ok: false, error: `outcome ${describe(outcome.error)}` };
-    const approved = outcome.data.ok === '1';
-    const approvedCents = BigInt(outcome.data.amt);
+    const approved = outcome.data[F.approved] === '1';
+    const approvedCents = BigInt(outcome.data[F.amountCents]);
     const requestedCents = BigInt(record.requestedCents);
     if (!approved && approvedCents !== 0n)
       return { ok: false, error: 'outcome: declined with a granted amount' };
@@ -150,17 +157,17 @@ export function parseEntry(raw: RawEntry): ParseResult {
           approved,
           approvedCents,
           requestedCents,
-          reason: outcome.data.why,
+          reason: outcome.data[F.reason],
         },
       },
     };
   }
   const outcome = lifecycleOutcome.safeParse(raw.fields);
   if (!outcome.success) return { ok: false, error: `outcome ${describe(outcome.error)}` };
-  const holdDeltaCents = BigInt(outcome.data.hd);
-  const unsettledDeltaCents = BigInt(outcome.data.ud);
-  const capturedDeltaCents = BigInt(outcome.data.cd);
-  const reviewCents = BigInt(outcome.data.rv);
+  const holdDeltaCents = BigInt(outcome.data[F.holdDeltaCents]);
+  const unsettledDeltaCents = BigInt(outcome.data[F.unsettledDeltaCents]);
+  const capturedDeltaCents = BigInt(outcome.data[F.capturedDeltaCents]);
+  const reviewCents = BigInt(outcome.data[F.reviewCents]);
   if (
     record.userId === null &&
     (holdDeltaCents !== 0n || unsettledDeltaCents !== 0n || capturedDeltaCents !== 0n || reviewCents !== 0n)
@@ -181,7 +188,7 @@ export function parseEntry(raw: RawEntry): ParseResult {
         unsettledDeltaCents,
         capturedDeltaCents,
         reviewCents,
-        reviewReason: outcome.data.rw === '' ? null : outcome.data.rw,
+        reviewReason: outcome.data[F.reviewReason] === '' ? null : outcome.data[F.reviewReason],
       },
     },
   };
@@ -189,8 +196,7 @@ export function parseEntry(raw: RawEntry): ParseResult {
 
 export interface ApplyOptions {
   /** Hold lifetimes, for the expiry of authorizations first seen through a Stripe event (stand-in). */
-  holdTtlS: number;
-  holdTtlLodgingS: number;
+  holdExpiry: HoldExpirySettings;
   /**
    * Seals merchant names (shared/hsm/merchant-names.ts). Absent, or answering null (no data key right
    * now), the name of a new authorization is queued in `merchant_names_unsealed` in the same
@@ -358,15 +364,7 @@ function foldAuthorizations(applied: ParsedEntry[], options: ApplyOptions): Auth
           merchantCategoryCode: mcc,
           merchantName: auth?.merchantName ?? null,
           expiresAt:
-            auth === null
-              ? null
-              : new Date(
-                  holdExpiresAtMs(
-                    { HOLD_TTL_S: options.holdTtlS, HOLD_TTL_LODGING_S: options.holdTtlLodgingS },
-                    mcc,
-                    auth.createdS * 1000,
-                  ),
-                ),
+            auth === null ? null : new Date(holdExpiresAtMs(options.holdExpiry, mcc, auth.createdS * 1000)),
           stripeAmountCents: auth !== null ? BigInt(auth.amountCents) : 0n,
           stripeApproved: auth?.approved ?? false,
         },
@@ -483,7 +481,7 @@ function isDataError(error: unknown): boolean {
 export async function applyBatch(
   sql: Sql,
   entries: readonly ParsedEntry[],
-  options: ApplyOptions = { holdTtlS: 7 * 86_400, holdTtlLodgingS: 31 * 86_400 },
+  options: ApplyOptions = { holdExpiry: HOLD_EXPIRY_DEFAULTS },
 ): Promise<ApplyResult> {
   // The same record twice in one batch (a replay landing next to its original) counts once.
   const seen = new Set<string>();

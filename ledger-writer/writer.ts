@@ -44,6 +44,7 @@ import {
   summarize,
 } from '../shared/outbox/dead-letters.ts';
 import type { RawEntry } from '../shared/outbox/records.ts';
+import { HOLD_EXPIRY_DEFAULTS } from '../shared/policy/hold-expiry.ts';
 import type { Redis } from '../shared/redis/client.ts';
 import { deadLetterKey, OUTBOX_SHARDS } from '../shared/redis/keys.ts';
 import { assertLimits, limits } from './limits.ts';
@@ -371,7 +372,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     for (const entry of batch) fenced.set(entry.stream, epochs.get(entry.stream) ?? -1n);
     const end = metrics.batchDuration.startTimer();
     const result = await applyBatch(sql, batch, {
-      ...(options.apply ?? { holdTtlS: 7 * 86_400, holdTtlLodgingS: 31 * 86_400 }),
+      ...(options.apply ?? { holdExpiry: HOLD_EXPIRY_DEFAULTS }),
       fence: (tx) => checkFence(tx, fenced, leaseMs),
     });
     end();

@@ -33,6 +33,7 @@ import { decisionFields, outboxBacklog } from '../ledger-writer/testing.ts';
 import { type ApplyOptions, applyBatch, parseEntry } from '../ledger-writer/write-batch.ts';
 import { createLedgerWriter, streamIdMs } from '../ledger-writer/writer.ts';
 import { createDatabase, type Sql } from '../shared/db/client.ts';
+import { HOLD_EXPIRY_DEFAULTS } from '../shared/policy/hold-expiry.ts';
 import { createRedis } from '../shared/redis/client.ts';
 import { allOutboxKeys, OUTBOX_SHARDS, userKeys } from '../shared/redis/keys.ts';
 import { createMarket } from '../shared/redis/market.ts';
@@ -104,8 +105,7 @@ try {
   sealing = SEAL ? await createTestSealing(database.sql, 'bench-ledger') : null;
   // Every writer of this run seals with its own view (unwrapping the data key on first use, as at start).
   const apply = (): ApplyOptions => ({
-    holdTtlS: 7 * 86_400,
-    holdTtlLodgingS: 31 * 86_400,
+    holdExpiry: HOLD_EXPIRY_DEFAULTS,
     merchantNames: sealing?.another().names ?? null,
   });
   // Users spread as in production (each decision opens an authorization and moves its user's credit

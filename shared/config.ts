@@ -5,6 +5,7 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
+import { HOLD_EXPIRY_DEFAULTS } from './policy/hold-expiry.ts';
 
 // Plain decimal digits only: `z.coerce.number()` would read " " as 0 and accept 0x10 or 1e2.
 const integer = (min: number, max: number) =>
@@ -219,8 +220,8 @@ const schema = z.object({
   // Cash withdrawals (MCC 6010 manual cash, 6011 ATM): block (default) or allow for every user.
   CASH_WITHDRAWAL_POLICY: z.enum(['block', 'allow']).default('block'),
   CREDIT_LIMIT_CENTS_DEFAULT: bigintString.default(2_500_000n),
-  HOLD_TTL_S: integer(60, 40 * 86_400).default(7 * 86_400),
-  HOLD_TTL_LODGING_S: integer(60, 40 * 86_400).default(31 * 86_400),
+  HOLD_TTL_S: integer(60, 40 * 86_400).default(HOLD_EXPIRY_DEFAULTS.HOLD_TTL_S),
+  HOLD_TTL_LODGING_S: integer(60, 40 * 86_400).default(HOLD_EXPIRY_DEFAULTS.HOLD_TTL_LODGING_S),
 
   QUEUE_DRIVER: z.enum(['redis', 'qstash']).default('redis'),
   QSTASH_URL: url.default('https://qstash.upstash.io'),

@@ -9,6 +9,7 @@ import { createLedgerWriter } from '../../ledger-writer/writer.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import { deadLetterMember } from '../../shared/outbox/dead-letters.ts';
 import { outboxLimits } from '../../shared/outbox/limits.ts';
+import { HOLD_EXPIRY_DEFAULTS } from '../../shared/policy/hold-expiry.ts';
 import { allOutboxKeys, deadLetterKey, userDeadLettersKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
 import { connectRedis, setUpServices, type TestServices } from '../../test/support/db.ts';
@@ -22,7 +23,7 @@ import { createQStashRelay } from './qstash-relay.ts';
 const CURRENT = 'sig_current_signing_key_for_order_1';
 const NEXT = 'sig_next_signing_key_for_order_0002';
 const PRICE = 300_000_000_000n;
-const APPLY = { holdTtlS: 604_800, holdTtlLodgingS: 2_678_400 };
+const APPLY = { holdExpiry: HOLD_EXPIRY_DEFAULTS };
 let services: TestServices;
 let hotPath: HotPath;
 

@@ -13,6 +13,7 @@ import { createQStashReceiverApp } from '../../ledger-writer/qstash-receiver.ts'
 import { outboxBacklog } from '../../ledger-writer/testing.ts';
 import { outboxLimits } from '../../shared/outbox/limits.ts';
 import { readWatermark } from '../../shared/outbox/watermark.ts';
+import { HOLD_EXPIRY_DEFAULTS } from '../../shared/policy/hold-expiry.ts';
 import { allOutboxKeys, deadLetterKey } from '../../shared/redis/keys.ts';
 import { setUpServices, type TestServices } from '../../test/support/db.ts';
 import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/support/fixtures.ts';
@@ -52,7 +53,7 @@ describe('QStash transport', () => {
       redis: services.redis,
       prefix: services.prefix,
       publicUrl: url,
-      apply: { holdTtlS: 604_800, holdTtlLodgingS: 2_678_400 },
+      apply: { holdExpiry: HOLD_EXPIRY_DEFAULTS },
     });
     const body = JSON.stringify({ stream: 'x', id: '1-0', fields: {} });
     const send = async (signature: string | null, payload = body) =>
@@ -82,7 +83,7 @@ describe('QStash transport', () => {
       redis: services.redis,
       prefix: services.prefix,
       publicUrl,
-      apply: { holdTtlS: 604_800, holdTtlLodgingS: 2_678_400 },
+      apply: { holdExpiry: HOLD_EXPIRY_DEFAULTS },
     });
     const receiver = serve({ fetch: receiverApp.fetch, port: receiverPort, hostname: '127.0.0.1' });
     const statuses: number[] = [];
@@ -172,7 +173,7 @@ describe('QStash transport', () => {
       redis: services.redis,
       prefix: services.prefix,
       publicUrl: url,
-      apply: { holdTtlS: 604_800, holdTtlLodgingS: 2_678_400 },
+      apply: { holdExpiry: HOLD_EXPIRY_DEFAULTS },
     });
     const stream = allOutboxKeys(services.prefix)[3]!;
     // The test before may have relayed through this shard (its user's shard is random): compare, not null.

@@ -16,6 +16,8 @@
  * natural keys of apply.ts), record it in the audit log with who and why, then drop it from the user's
  * set and from the dead-letter stream. Replaying again finds the audit row and changes nothing.
  */
+
+import { OUTBOX_FIELDS } from '../policy/redis-fields.ts';
 import type { Redis } from '../redis/client.ts';
 import { deadLetterKey, userDeadLettersKey } from '../redis/keys.ts';
 import { outboxLimits } from './limits.ts';
@@ -44,7 +46,7 @@ const CENTS = /^-?\d{1,16}$/;
 export function summarize(fields: Readonly<Record<string, string>>): EntrySummary {
   let record: Record<string, unknown> = {};
   try {
-    const value: unknown = JSON.parse(fields['r'] ?? '');
+    const value: unknown = JSON.parse(fields[OUTBOX_FIELDS.record] ?? '');
     if (value !== null && typeof value === 'object') record = value as Record<string, unknown>;
   } catch {
     // Not JSON: kind and user unknown.
@@ -58,10 +60,10 @@ export function summarize(fields: Readonly<Record<string, string>>): EntrySummar
     return v !== undefined && CENTS.test(v) ? BigInt(v) : null;
   };
   let amountCents: bigint | null = null;
-  if (kind === 'decision') amountCents = cents('amt');
+  if (kind === 'decision') amountCents = cents(OUTBOX_FIELDS.amountCents);
   else if (kind === 'lifecycle') {
-    const unsettled = cents('ud');
-    amountCents = unsettled !== null && unsettled !== 0n ? unsettled : cents('hd');
+    const unsettled = cents(OUTBOX_FIELDS.unsettledDeltaCents);
+    amountCents = unsettled !== null && unsettled !== 0n ? unsettled : cents(OUTBOX_FIELDS.holdDeltaCents);
   }
   return { kind, userId, eventId, amountCents };
 }

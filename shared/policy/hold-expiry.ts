@@ -14,6 +14,12 @@ import type { Config } from '../config.ts';
 
 export type HoldExpirySettings = Pick<Config, 'HOLD_TTL_S' | 'HOLD_TTL_LODGING_S'>;
 
+/** Stripe's own windows: 7 days, 31 for the long-hold classes (the configuration's defaults). */
+export const HOLD_EXPIRY_DEFAULTS = {
+  HOLD_TTL_S: 7 * 86_400,
+  HOLD_TTL_LODGING_S: 31 * 86_400,
+} as const;
+
 export type LongHoldClass = 'airline' | 'car_rental' | 'lodging' | 'cruise';
 
 /** Network-reserved MCC ranges (inclusive) of named airlines, car-rental chains and hotel chains. */
