@@ -1,7 +1,7 @@
 /**
  * For the ledger writer's tests and benchmarks: synthetic outbox entries (the same record shapes and
  * outcome fields the hot path's scripts write, see hot-path/decision/lua.ts and
- * hot-path/lifecycle/lua.ts, without the hot path), and the outbox's length, which is what is not
+ * shared/lifecycle/lua.ts, without the hot path), and the outbox's length, which is what is not
  * yet written (the writer deletes what it committed).
  */
 import { randomBytes } from 'node:crypto';
