@@ -49,7 +49,7 @@ async function lint(file: string, from: string): Promise<{ code: number; output:
 describe('service boundaries', () => {
   it.each([
     ['ledger-writer/probe-a.ts', '../hot-path/app.ts'],
-    ['reconciler/probe-b.ts', '../hot-path/lifecycle/handler.ts'],
+    ['reconciler/probe-b.ts', '../hot-path/decision/engine.ts'],
     ['settlement/probe-c.ts', '../indexer/store/index.ts'],
     ['hot-path/decision/probe-d.ts', '../../ledger-writer/write-batch.ts'],
     ['supabase/sync/probe-e.ts', '../../reconciler/index.ts'],
@@ -64,7 +64,7 @@ describe('service boundaries', () => {
 
   it.each([
     ['ledger-writer/probe-i.ts', '../shared/outbox/records.ts'],
-    ['hot-path/decision/probe-j.ts', '../lifecycle/handler.ts'],
+    ['hot-path/decision/probe-j.ts', '../../shared/lifecycle/handler.ts'],
     ['ledger-writer/probe-k.test.ts', '../hot-path/app.ts'],
     ['scripts/probe-l.ts', '../ledger-writer/writer.ts'],
     ['test/probe-m.ts', '../settlement/index.ts'],
