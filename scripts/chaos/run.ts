@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { outboxBacklog } from '../../ledger-writer/testing.ts';
 import { ACCOUNT, deadLetterKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
+import { CHAIN_CONFIRMATIONS, chainDrained, gatherChainFacts, startChainSide } from './chain.ts';
 import { CHECK_DEFAULTS, checkHistory, minimalHistory, type Violation } from './checker.ts';
 import { planFaults, playFaults } from './faults.ts';
 import type { ChaosHistory, FaultKind, FinalFacts } from './history.ts';
@@ -33,6 +34,8 @@ export interface RunOptions {
   faultKinds: readonly FaultKind[] | null;
   /** false: the workload alone (a baseline that must be clean). */
   faults: boolean;
+  /** Run the chain too (chain.ts): a Hardhat node, the indexer, the settlement worker, chain faults. */
+  chain: boolean;
   log: (line: string) => void;
 }
 
@@ -46,6 +49,7 @@ export const RUN_DEFAULTS: Omit<RunOptions, 'log'> = {
   fallbackGrantCentsMax: 5_000,
   healTimeoutMs: 120_000,
   faults: true,
+  chain: false,
   postgresRoute: 'pgbouncer',
   faultKinds: null,
 };
@@ -90,7 +94,9 @@ export async function runSeed(
   const runStarted = performance.now();
   const redisTarget = options.redisUrl === null ? await privateRedis() : externalRedis(options.redisUrl);
   const prefix = `chaos${seed}:`;
+  const chain = options.chain ? await startChainSide() : null;
   const system = await startSystem(redisTarget, postgres, {
+    chain,
     prefix,
     databaseName: `chaos_s${seed}`,
     hotPaths: options.hotPaths,
@@ -114,7 +120,7 @@ export async function runSeed(
   try {
     const startedMs = performance.now();
     const workload = new Workload(system, deriveRandom(seed, 'workload'), prefix, startedMs, history);
-    await workload.seed(options);
+    await workload.seed({ ...options, seed });
     history.faults = !options.faults
       ? []
       : planFaults(deriveRandom(seed, 'faults'), {
@@ -122,6 +128,7 @@ export async function runSeed(
           hotPaths: options.hotPaths,
           writers: options.writers,
           redisKillable: redisTarget.killAndRestart !== undefined,
+          chain: chain !== null,
           ...(options.faultKinds === null ? {} : { kinds: options.faultKinds }),
         });
     options.log(`seed ${seed}: ${history.faults.length} faults planned over ${options.durationS} s`);
@@ -137,6 +144,11 @@ export async function runSeed(
     const healDeadline = performance.now() + options.healTimeoutMs;
     const undelivered = await workload.drainDeliveries(options.healTimeoutMs);
     const sql = system.database.sql;
+    if (chain !== null) {
+      // Blocks on top so every deposit, cancel and price rise is confirmed, then the workers catch up.
+      await chain.actions.mine(CHAIN_CONFIRMATIONS + 1);
+      await waitUntil(() => chainDrained(chain, sql), healDeadline);
+    }
     // Drained: the outbox empty and every fallback decision adopted, twice in a row (an adoption may add
     // outbox entries).
     let stable = 0;
@@ -149,12 +161,23 @@ export async function runSeed(
       return stable >= 2;
     }, healDeadline);
 
+    const unacked = await workload.drainChain(Math.max(1_000, healDeadline - performance.now()));
     const facts = await gatherFacts(
       system,
       prefix,
       history.users.map((u) => u.userId),
     );
+    if (chain !== null) facts.chain = await gatherChainFacts(chain, sql, system.redis, prefix, history.users);
     const violations = checkHistory(history, facts, CHECK_DEFAULTS);
+    if (unacked > 0) {
+      violations.push({
+        kind: 'not_healed',
+        userId: null,
+        atMs: null,
+        message: `${unacked} chain values never shown in Redis`,
+        eventIds: [],
+      });
+    }
     if (undelivered > 0) {
       violations.push({
         kind: 'not_healed',
@@ -209,6 +232,7 @@ export async function runSeed(
   } finally {
     await system.close();
     await redisTarget.destroy();
+    await chain?.destroy();
   }
 }
 
