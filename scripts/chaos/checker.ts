@@ -399,7 +399,7 @@ export function checkHistory(
         kind: 'balance_fold',
         userId: user.userId,
         atMs: null,
-        message: `fold(events) ${JSON.stringify(fold)} ≠ ${JSON.stringify(seen)}; holds by authorization: ${detail.join('; ') || 'all equal (unsettled differs)'}`,
+        message: `fold(events) ${JSON.stringify(fold)} ≠ ${JSON.stringify(seen)}; holds by authorization: ${detail.join('; ') || 'all equal (unsettled differs)'}${settlementDetail(facts, user.userId)}`,
         // The history shown: the authorizations whose hold is off (the user's whole history when none is).
         eventIds: shown,
       });
@@ -430,6 +430,13 @@ export function checkHistory(
 }
 
 const REORG_DEPTH_SLACK_BLOCKS = 3;
+
+/** With the chain: the user's settled cents and settlement rows, for a balance_fold report. */
+function settlementDetail(facts: FinalFacts, userId: string): string {
+  if (facts.chain === undefined) return '';
+  const lines = facts.chain.settlementLines?.[userId] ?? [];
+  return `; settled net ${facts.chain.settledNetCents[userId] ?? '0'} (${lines.join('; ')})`;
+}
 
 /** The chain's end state against the indexed one (see the header, 6). */
 export function checkChain(history: ChaosHistory, chain: ChainFacts): Violation[] {
