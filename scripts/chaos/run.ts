@@ -144,21 +144,23 @@ export async function runSeed(
     const healDeadline = performance.now() + options.healTimeoutMs;
     const undelivered = await workload.drainDeliveries(options.healTimeoutMs);
     const sql = system.database.sql;
-    if (chain !== null) {
-      // Blocks on top so every deposit, cancel and price rise is confirmed, then the workers catch up.
-      await chain.actions.mine(CHAIN_CONFIRMATIONS + 1);
-      await waitUntil(() => chainDrained(chain, sql), healDeadline);
-    }
-    // Drained: the outbox empty and every fallback decision adopted, twice in a row (an adoption may add
-    // outbox entries).
+    // Blocks on top so every deposit, cancel and price rise is confirmed.
+    if (chain !== null) await chain.actions.mine(CHAIN_CONFIRMATIONS + 1);
+    // Drained: the outbox empty, every fallback decision adopted and, with the chain, the indexer at the
+    // head and every settlement confirmed, several times in a row: an adoption may add outbox entries, and
+    // a capture the writer books last becomes a settlement only at the settlement worker's next poll (a
+    // settlement confirmed between reading the balances and the settled cents would skew the fold).
     let stable = 0;
     await waitUntil(async () => {
       const [row] = await sql<
         { n: number }[]
       >`select count(*)::int as n from fallback_decisions where adopted_at is null`;
-      const clean = (await outboxBacklog(system.redis, prefix)) === 0 && row?.n === 0;
+      const clean =
+        (await outboxBacklog(system.redis, prefix)) === 0 &&
+        row?.n === 0 &&
+        (chain === null || (await chainDrained(chain, sql)));
       stable = clean ? stable + 1 : 0;
-      return stable >= 2;
+      return stable >= (chain === null ? 2 : 8);
     }, healDeadline);
 
     const unacked = await workload.drainChain(Math.max(1_000, healDeadline - performance.now()));
