@@ -103,6 +103,11 @@ export async function runSeed(
     writers: options.writers,
     fallbackGrantCentsMax: options.fallbackGrantCentsMax,
     postgresRoute: options.postgresRoute,
+  }).catch(async (error: unknown) => {
+    // A start that failed (a service silent for 60 s on a loaded machine) leaves nothing running.
+    await redisTarget.destroy().catch(() => undefined);
+    await chain?.destroy().catch(() => undefined);
+    throw error;
   });
   const history: ChaosHistory = {
     seed,
