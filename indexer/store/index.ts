@@ -68,11 +68,16 @@ export async function insertBlocks(sql: Sql, chainId: number, blocks: readonly B
       timestamp = excluded.timestamp`;
 }
 
-/** Blocks remembered at or above `fromNumber`, newest first (the reorg walk-back reads them). */
+/**
+ * Blocks remembered at or above `fromNumber`, newest first (the reorg walk-back reads them). Ordered by
+ * the column, not by the text the select names `number`: as text, 99 sorts above 105, and the walk-back
+ * took an older block for the common ancestor whenever the window crossed a power of ten (it undid and
+ * re-applied canonical events, whose Redis and ledger moves are once per log: docs/chaos.md, chain bug 1).
+ */
 export async function recentBlocks(sql: Sql, chainId: number, fromNumber: bigint): Promise<BlockRef[]> {
   const rows = await sql<{ number: string; hash: string }[]>`
-    select number::text, hash from chain_blocks
-    where chain_id = ${chainId} and number >= ${fromNumber.toString()}::bigint order by number desc`;
+    select b.number::text as number, b.hash from chain_blocks b
+    where b.chain_id = ${chainId} and b.number >= ${fromNumber.toString()}::bigint order by b.number desc`;
   return rows.map((r) => ({ number: BigInt(r.number), hash: r.hash as Hex }));
 }
 
@@ -165,12 +170,17 @@ function toRecord(row: EventRow): EventRecord {
 
 const EVENT_COLUMNS = `chain_id, block_number::text, block_hash, log_index, transaction_hash, address, event_name,
   args, user_id::text, applied_at is not null as applied`;
+/**
+ * Chain order. Qualified: a bare `block_number` in ORDER BY names the selected text column, and as text
+ * block 100 comes before block 99 (docs/chaos.md, chain bug 1).
+ */
+const EVENT_ORDER = 'chain_events.block_number, chain_events.log_index';
 
 /** Events above `number`, in chain order (what a reorg to `number` orphans). */
 export async function eventsAbove(sql: Sql, chainId: number, number: bigint): Promise<EventRecord[]> {
   const rows = await sql.unsafe<EventRow[]>(
     `select ${EVENT_COLUMNS} from chain_events where chain_id = $1 and block_number > $2::bigint
-     order by block_number, log_index`,
+     order by ${EVENT_ORDER}`,
     [chainId, number.toString()],
   );
   return rows.map(toRecord);
@@ -191,7 +201,7 @@ export async function waitingEvents(
     `select ${EVENT_COLUMNS} from chain_events
      where chain_id = $1 and block_number between $2::bigint and $3::bigint and applied_at is null
        and (user_id is not null or event_name = 'AnswerUpdated')
-     order by block_number, log_index`,
+     order by ${EVENT_ORDER}`,
     [chainId, fromBlock.toString(), toBlock.toString()],
   );
   return rows.map(toRecord);
@@ -209,7 +219,7 @@ export async function waitingEventsOfUserBefore(
     `select ${EVENT_COLUMNS} from chain_events
      where chain_id = $1 and user_id = $2::uuid and applied_at is null and block_number >= $3::bigint
        and (block_number, log_index) < ($4::bigint, $5::int)
-     order by block_number, log_index`,
+     order by ${EVENT_ORDER}`,
     [chainId, userId, fromBlock.toString(), before.blockNumber.toString(), before.logIndex],
   );
   return rows.map(toRecord);
@@ -224,7 +234,7 @@ export async function unattributedEventsOf(
   const rows = await sql.unsafe<EventRow[]>(
     `select ${EVENT_COLUMNS} from chain_events
      where chain_id = $1 and user_id is null and args->>'user' = $2
-     order by block_number, log_index`,
+     order by ${EVENT_ORDER}`,
     [chainId, wallet.toLowerCase()],
   );
   return rows.map(toRecord);

@@ -5,7 +5,8 @@
 // restarted, stalls, one-way partitions, cuts, latency); after healing and draining, the checker finds no
 // violation. The seeds are pinned so a failure replays with `npm run chaos -- --seed=N --duration=10`.
 // These seeds found bugs 1–4 of docs/chaos.md (each was seen on them) and are kept as their regression
-// run; the schedule plays every fault kind.
+// run; the schedule plays every fault kind. One more seed runs with the chain (--chain): a Hardhat node,
+// the indexer and the settlement worker, chain workload and chain faults; every chain log indexed once.
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChaosHistory } from './history.ts';
@@ -14,6 +15,7 @@ import { type PostgresSide, startPostgresSide } from './system.ts';
 
 const PINNED_SEEDS = [5, 7, 14];
 const DURATION_S = 10;
+const CHAIN_SEED = 3;
 
 let postgres: PostgresSide;
 
@@ -48,4 +50,28 @@ describe('chaos', () => {
     },
     240_000,
   );
+
+  // The chain side (--chain): a Hardhat node, the indexer and the settlement worker under deposits,
+  // withdrawal requests, on-chain price moves and reorgs, and the chain faults of the third lane (kill
+  // and SIGSTOP of the workers, the chain RPC stalled, cut, slowed) on top of every other fault kind.
+  // One seed only: a chain seed takes ~2–3 min here. Replay: npm run chaos -- --seed=N --duration=10 --chain
+  it(`seed ${CHAIN_SEED} with the chain: every chain log once, the vault = Postgres = Redis, no violation`, async () => {
+    const log: string[] = [];
+    const result = await runSeed(postgres, CHAIN_SEED, {
+      ...RUN_DEFAULTS,
+      durationS: DURATION_S,
+      chain: true,
+      healTimeoutMs: 120_000,
+      log: (line) => log.push(line),
+    });
+    const { history } = JSON.parse(readFileSync(result.historyPath, 'utf8')) as { history: ChaosHistory };
+    const report = result.violations.length === 0 ? '' : violationReport(result, history);
+    expect(
+      result.violations.map((v) => v.kind),
+      report,
+    ).toEqual([]);
+    // The chain moved: actions beyond the initial values, and chain faults were played.
+    expect(history.chain?.states.filter((s) => s.cause !== 'initial').length).toBeGreaterThan(0);
+    expect(history.faults.some((f) => f.kind === 'kill_indexer' || f.kind.startsWith('rpc_'))).toBe(true);
+  }, 480_000);
 });

@@ -1,11 +1,21 @@
 // Proves the chaos checker can fail: planted histories with an over-approval (sequential and concurrent),
 // a double-applied event, a lost decision and a balance that does not match the fold of Stripe's events
 // are each caught, and a history that is tight but legal (a release sent before an approval answered,
-// a price drop the decision may not yet have seen) is not.
+// a price drop the decision may not yet have seen) is not. With the chain: an approval beyond the credit a
+// withdrawal request left once Redis showed it, a canonical log missing from chain_events, the vault's
+// state off Postgres or Redis, and a rollback deeper than any reorg made are caught; an approval within
+// the credit a deposit allowed from when it was sent is not.
 import { describe, expect, it } from 'vitest';
 import { wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { CHECK_DEFAULTS, checkHistory, creditAtPrice, foldUser, minimalHistory } from './checker.ts';
-import type { ChaosHistory, FinalFacts, LifecycleRecord, RequestRecord } from './history.ts';
+import type {
+  ChainFacts,
+  ChainStateRecord,
+  ChaosHistory,
+  FinalFacts,
+  LifecycleRecord,
+  RequestRecord,
+} from './history.ts';
 
 const PRICE = 300_000_000_000n;
 const USER = '00000000-0000-4000-8000-000000000001';
@@ -196,5 +206,106 @@ describe('the chaos checker', () => {
     expect(checkHistory(h, facts)).toEqual([]);
     const over = { ...h, fallbackGrantCentsMax: 1_000 };
     expect(checkHistory(over, facts).map((v) => v.kind)).toEqual(['over_credit']);
+  });
+
+  describe('with the chain', () => {
+    const state = (
+      quantity: string,
+      value: bigint,
+      cause: ChainStateRecord['cause'],
+      sentMs: number,
+      ackedMs: number | null,
+    ): ChainStateRecord => ({ quantity, value: value.toString(), cause, sentMs, ackedMs, block: null });
+    const initial = [
+      state('price', PRICE, 'initial', 0, 0),
+      state(`collateral:${USER}`, COLLATERAL, 'initial', 0, 0),
+      state(`pending:${USER}`, 0n, 'initial', 0, 0),
+    ];
+    const chainFacts = (): ChainFacts => ({
+      head: '100',
+      logsOnChain: 3,
+      missingLogs: [],
+      extraRows: [],
+      unappliedLogs: [],
+      vault: {
+        [USER]: {
+          chain: { collateral: '1', pending: '0', debtUsdc: '0' },
+          pg: { collateral: '1', pending: '0', debtUsdc: '0' },
+          redis: { collateral: '1', pending: '0', debtUsdc: '0' },
+        },
+      },
+      settledNetCents: {},
+      unconfirmedSettlements: [],
+      priceOnChain: '1',
+      priceInRedis: '1',
+      indexerReorgs: [],
+    });
+
+    it('counts a withdrawal request from when Redis showed it (plus the slack), not before', () => {
+      const chain = {
+        states: [...initial, state(`pending:${USER}`, COLLATERAL / 2n, 'withdrawal_request', 100, 110)],
+        reorgs: [],
+        failedActions: [],
+      };
+      const soon = history({ chain, requests: [approval(9_000, 120, 130)] });
+      expect(checkHistory(soon, factsFor(soon))).toEqual([]);
+      const at = 110 + CHECK_DEFAULTS.priceSlackMs + 50;
+      const later = history({ chain, requests: [approval(9_000, at, at + 10)] });
+      const violations = checkHistory(later, factsFor(later));
+      expect(violations.map((v) => v.kind)).toEqual(['over_credit']);
+      expect(minimalHistory(later, violations[0]!).join('\n')).toContain('chain withdrawal_request');
+      // Never shown in Redis: the old collateral may still count.
+      const unseen = history({
+        chain: { ...chain, states: [...initial, { ...chain.states[3]!, ackedMs: null }] },
+        requests: [approval(9_000, at, at + 10)],
+      });
+      expect(checkHistory(unseen, factsFor(unseen))).toEqual([]);
+    });
+
+    it('allows the credit a deposit adds from when it was sent, and nothing beyond it', () => {
+      const chain = {
+        states: [...initial, state(`collateral:${USER}`, COLLATERAL * 2n, 'deposit', 100, 500)],
+        reorgs: [],
+        failedActions: [],
+      };
+      const h = history({ chain, requests: [approval(19_000, 105, 120)] });
+      expect(checkHistory(h, factsFor(h))).toEqual([]);
+      const over = history({ chain, requests: [approval(21_000, 105, 120)] });
+      expect(checkHistory(over, factsFor(over)).map((v) => v.kind)).toEqual(['over_credit']);
+    });
+
+    it('catches a missing log, the vault off Postgres or Redis, and a rollback deeper than any reorg', () => {
+      const chain = {
+        states: initial,
+        reorgs: [{ snapshotMs: 1, revertedMs: 2, depth: 4 }],
+        failedActions: [],
+      };
+      const h = history({ chain });
+      const facts = { ...factsFor(h), chain: chainFacts() };
+      expect(checkHistory(h, facts)).toEqual([]);
+      facts.chain.missingLogs = ['Deposited block 7 0xab:0'];
+      facts.chain.vault[USER]!.redis.pending = '5';
+      facts.chain.indexerReorgs = [{ depth: 61, ancestor: '9' }];
+      facts.chain.priceInRedis = '2';
+      expect(
+        checkHistory(h, facts)
+          .map((v) => v.kind)
+          .sort(),
+      ).toEqual(['chain_log', 'chain_log', 'chain_state', 'chain_state']);
+    });
+
+    it('adds what settlement moved to on-chain debt back into the unsettled the fold expects', () => {
+      const a = approval(1_000, 0, 10);
+      const h = history({
+        chain: { states: initial, reorgs: [], failedActions: [] },
+        requests: [a],
+        lifecycle: [event('capture', a.authorizationId, 400, 20)],
+      });
+      const facts = { ...factsFor(h), chain: { ...chainFacts(), settledNetCents: { [USER]: '400' } } };
+      facts.balances[USER] = { ...facts.balances[USER]!, pgUnsettled: '0', redisUnsettled: '0' };
+      expect(checkHistory(h, facts).filter((v) => v.kind === 'balance_fold')).toEqual([]);
+      facts.chain.settledNetCents[USER] = '300';
+      expect(checkHistory(h, facts).map((v) => v.kind)).toContain('balance_fold');
+    });
   });
 });

@@ -32,10 +32,30 @@
  * 4. Balances: Redis = Postgres (conservationProblems, which also checks the books balance and the audit
  *    chain) = the fold of Stripe's events (foldUser) for every user.
  * 5. Healed: nothing left in the outbox, no dead letters, no fallback decision left unadopted.
+ * With the chain (`history.chain`, `facts.chain`):
+ * 1'. The credit of (1) comes from the chain: the WETH price and the user's collateral and pending
+ *    withdrawal, each value possibly in force from when the transaction that made it was sent (a value
+ *    a reorg's revert restored: from the revert) until `priceSlackMs` after Redis first showed a later
+ *    value of the same quantity (chain-workload.ts polls Redis). The bound takes the highest price and
+ *    collateral and the lowest pending withdrawal possibly in force in the window.
+ * 4'. The fold's unsettled is Postgres's and Redis's unsettled plus what settlement moved to on-chain
+ *    debt (confirmed settlements less confirmed chain refunds).
+ * 6. Chain: every log of the vault and the feed on the canonical chain is in chain_events once (the
+ *    primary key makes twice impossible; a missing one is the violation), applied once confirmed; no
+ *    row of an orphaned block; per user, the vault's collateral, pending withdrawal and debt = Postgres
+ *    = Redis; the feed's last answer = Redis's price; every settlement and chain refund confirmed.
  */
 import { borrowPower } from '../../shared/credit.ts';
 import { WETH } from '../../test/support/fixtures.ts';
-import type { ChaosHistory, FinalFacts, LifecycleRecord, RequestRecord } from './history.ts';
+import type {
+  ChainFacts,
+  ChainHistory,
+  ChaosHistory,
+  ChaosUser,
+  FinalFacts,
+  LifecycleRecord,
+  RequestRecord,
+} from './history.ts';
 
 export type ViolationKind =
   | 'over_credit'
@@ -48,7 +68,9 @@ export type ViolationKind =
   | 'balance_fold'
   | 'conservation'
   | 'not_healed'
-  | 'process_crash';
+  | 'process_crash'
+  | 'chain_log'
+  | 'chain_state';
 
 export interface Violation {
   kind: ViolationKind;
@@ -103,6 +125,44 @@ export function pricesPossiblyInForce(
     if (states[i]!.sentMs <= toMs && endMs >= fromMs) out.push(BigInt(states[i]!.answerE8));
   }
   return out;
+}
+
+/**
+ * With the chain: the highest credit the user could have had at some instant of [fromMs, toMs], from the
+ * values of the price, collateral and pending withdrawal possibly in force then (see the header, 1').
+ */
+export function chainCreditUpper(
+  chain: ChainHistory,
+  user: Pick<ChaosUser, 'userId' | 'creditLimitCents'>,
+  fromMs: number,
+  toMs: number,
+  slackMs: number,
+): { creditUpper: bigint; detail: string } {
+  const inForce = (quantity: string): bigint[] => {
+    const records = chain.states.filter((s) => s.quantity === quantity);
+    const out: bigint[] = [];
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i]!;
+      const next = records[i + 1];
+      const startMs = r.cause === 'initial' ? Number.NEGATIVE_INFINITY : r.sentMs;
+      const endMs =
+        next === undefined ? Number.POSITIVE_INFINITY : (next.ackedMs ?? Number.POSITIVE_INFINITY) + slackMs;
+      if (startMs <= toMs && endMs >= fromMs) out.push(BigInt(r.value));
+    }
+    return out;
+  };
+  const max = (xs: bigint[]) => xs.reduce((a, b) => (b > a ? b : a), 0n);
+  const prices = inForce('price');
+  const collaterals = inForce(`collateral:${user.userId}`);
+  const pendings = inForce(`pending:${user.userId}`);
+  const price = max(prices);
+  const collateral = max(collaterals);
+  const pending = pendings.length === 0 ? 0n : pendings.reduce((a, b) => (b < a ? b : a));
+  const net = collateral > pending ? collateral - pending : 0n;
+  return {
+    creditUpper: creditAtPrice(net, BigInt(user.creditLimitCents), price),
+    detail: `prices ${prices.join(', ')}; collateral ${collaterals.join(', ')}; pending ${pendings.join(', ')}`,
+  };
 }
 
 interface AuthView {
@@ -181,11 +241,19 @@ export function checkCredit(
           if (facts?.decisions[r.eventId]?.source === 'postgres') fallbackCents += granted(r);
         }
       }
-      const prices = pricesPossiblyInForce(history, boundSentMs, atMs, options.priceSlackMs);
       let creditUpper = 0n;
-      for (const p of prices) {
-        const c = creditAtPrice(BigInt(user.collateralBase), BigInt(user.creditLimitCents), p);
-        if (c > creditUpper) creditUpper = c;
+      let detail: string;
+      if (history.chain !== undefined) {
+        const bound = chainCreditUpper(history.chain, user, boundSentMs, atMs, options.priceSlackMs);
+        creditUpper = bound.creditUpper;
+        detail = bound.detail;
+      } else {
+        const prices = pricesPossiblyInForce(history, boundSentMs, atMs, options.priceSlackMs);
+        for (const p of prices) {
+          const c = creditAtPrice(BigInt(user.collateralBase), BigInt(user.creditLimitCents), p);
+          if (c > creditUpper) creditUpper = c;
+        }
+        detail = `prices ${prices.join(', ')}`;
       }
       const faultsBegun = history.faults.filter((f) => f.startedMs !== null && f.startedMs <= atMs).length;
       const allowance = Math.min(fallbackCents, history.fallbackGrantCentsMax * faultsBegun);
@@ -194,7 +262,7 @@ export function checkCredit(
           kind: 'over_credit',
           userId: user.userId,
           atMs,
-          message: `at ${atMs.toFixed(0)} ms approvals hold ${sum} cents, the credit was at most ${creditUpper} (prices ${prices.join(', ')}) + fallback allowance ${allowance}`,
+          message: `at ${atMs.toFixed(0)} ms approvals hold ${sum} cents, the credit was at most ${creditUpper} (${detail}) + fallback allowance ${allowance}`,
           eventIds,
         });
         break; // One per user: the first instant is the smallest history.
@@ -302,11 +370,13 @@ export function checkHistory(
     const fold = foldUser(history, user.userId);
     const b = facts.balances[user.userId];
     if (b === undefined) continue;
+    // With the chain, settlement moved captured cents out of unsettled into on-chain debt.
+    const settled = Number(facts.chain?.settledNetCents[user.userId] ?? '0');
     const seen = {
       pgHolds: Number(b.pgHolds),
       redisHolds: Number(b.redisHolds),
-      pgUnsettled: Number(b.pgUnsettled),
-      redisUnsettled: Number(b.redisUnsettled),
+      pgUnsettled: Number(b.pgUnsettled) + settled,
+      redisUnsettled: Number(b.redisUnsettled) + settled,
     };
     if (
       seen.pgHolds !== fold.holdsCents ||
@@ -329,7 +399,7 @@ export function checkHistory(
         kind: 'balance_fold',
         userId: user.userId,
         atMs: null,
-        message: `fold(events) ${JSON.stringify(fold)} ≠ ${JSON.stringify(seen)}; holds by authorization: ${detail.join('; ') || 'all equal (unsettled differs)'}`,
+        message: `fold(events) ${JSON.stringify(fold)} ≠ ${JSON.stringify(seen)}; holds by authorization: ${detail.join('; ') || 'all equal (unsettled differs)'}${settlementDetail(facts, user.userId)}`,
         // The history shown: the authorizations whose hold is off (the user's whole history when none is).
         eventIds: shown,
       });
@@ -355,6 +425,74 @@ export function checkHistory(
     );
   if (facts.unadoptedFallbacks > 0)
     add('not_healed', null, `${facts.unadoptedFallbacks} fallback decisions never adopted`);
+  if (facts.chain !== undefined) violations.push(...checkChain(history, facts.chain));
+  return violations;
+}
+
+const REORG_DEPTH_SLACK_BLOCKS = 3;
+
+/** With the chain: the user's settled cents and settlement rows, for a balance_fold report. */
+function settlementDetail(facts: FinalFacts, userId: string): string {
+  if (facts.chain === undefined) return '';
+  const lines = facts.chain.settlementLines?.[userId] ?? [];
+  return `; settled net ${facts.chain.settledNetCents[userId] ?? '0'} (${lines.join('; ')})`;
+}
+
+/** The chain's end state against the indexed one (see the header, 6). */
+export function checkChain(history: ChaosHistory, chain: ChainFacts): Violation[] {
+  const violations: Violation[] = [];
+  const add = (kind: ViolationKind, userId: string | null, message: string) =>
+    violations.push({ kind, userId, atMs: null, message, eventIds: [] });
+  const few = (xs: string[]) => `${xs.slice(0, 5).join('; ')}${xs.length > 5 ? ` … (${xs.length})` : ''}`;
+  if (chain.missingLogs.length > 0)
+    add(
+      'chain_log',
+      null,
+      `${chain.missingLogs.length} canonical logs not in chain_events: ${few(chain.missingLogs)}`,
+    );
+  if (chain.extraRows.length > 0)
+    add(
+      'chain_log',
+      null,
+      `${chain.extraRows.length} chain_events rows of no canonical log: ${few(chain.extraRows)}`,
+    );
+  if (chain.unappliedLogs.length > 0)
+    add(
+      'chain_log',
+      null,
+      `${chain.unappliedLogs.length} confirmed logs never applied: ${few(chain.unappliedLogs)}`,
+    );
+  for (const user of history.users) {
+    const v = chain.vault[user.userId];
+    if (v === undefined) continue;
+    const a = JSON.stringify(v.chain);
+    if (JSON.stringify(v.pg) !== a || JSON.stringify(v.redis) !== a)
+      add(
+        'chain_state',
+        user.userId,
+        `vault ${a}, Postgres ${JSON.stringify(v.pg)}, Redis ${JSON.stringify(v.redis)}`,
+      );
+  }
+  // The indexer may meet a reorg before it indexed the orphaned branch's tip (a smaller depth), never a
+  // deeper one than the harness made: a deeper rollback undoes canonical events. The settlement worker's
+  // transactions mine blocks of their own, so one may land between the harness reading the head and
+  // reverting: a few blocks of slack.
+  const deepest = Math.max(0, ...(history.chain?.reorgs ?? []).map((r) => r.depth));
+  for (const r of chain.indexerReorgs)
+    if (r.depth > deepest + REORG_DEPTH_SLACK_BLOCKS)
+      add(
+        'chain_log',
+        null,
+        `the indexer rolled back ${r.depth} blocks (to block ${r.ancestor}); the deepest reorg made was ${deepest}`,
+      );
+  if (chain.priceOnChain !== chain.priceInRedis)
+    add(
+      'chain_state',
+      null,
+      `the feed's last answer ${chain.priceOnChain}, Redis's price ${chain.priceInRedis}`,
+    );
+  if (chain.unconfirmedSettlements.length > 0)
+    add('not_healed', null, `settlements not confirmed: ${few(chain.unconfirmedSettlements)}`);
   return violations;
 }
 
@@ -400,6 +538,22 @@ export function minimalHistory(history: ChaosHistory, violation: Violation): str
   for (const p of history.prices) {
     if (p.sentMs <= untilMs)
       lines.push({ atMs: p.sentMs, text: `price ${p.answerE8} (acked ${p.ackedMs?.toFixed(0) ?? '-'})` });
+  }
+  for (const c of history.chain?.states ?? []) {
+    const mine =
+      c.quantity === 'price' || (violation.userId !== null && c.quantity.endsWith(`:${violation.userId}`));
+    if (!mine || c.cause === 'initial' || c.sentMs > untilMs) continue;
+    lines.push({
+      atMs: c.sentMs,
+      text: `chain ${c.cause} ${c.quantity} = ${c.value} (block ${c.block ?? '-'}, in Redis at ${c.ackedMs?.toFixed(0) ?? '-'})`,
+    });
+  }
+  for (const r of history.chain?.reorgs ?? []) {
+    if (r.revertedMs <= untilMs)
+      lines.push({
+        atMs: r.revertedMs,
+        text: `REORG ${r.depth} blocks (snapshot at ${r.snapshotMs.toFixed(0)} ms)`,
+      });
   }
   const firstMs = lines.length === 0 ? 0 : Math.min(...lines.map((l) => l.atMs));
   for (const f of history.faults) {

@@ -2,7 +2,10 @@
  * The fault schedule: drawn from the seed before the run starts (so a seed replays the same faults), in
  * two lanes that may overlap — one for processes (SIGKILL, SIGSTOP/SIGCONT), one for the servers and the
  * network (Redis killed and restarted, Postgres stopped immediately and restarted, stalls, one-way
- * partitions, cuts and latency through each process's TCP proxies) — and then played against the system.
+ * partitions, cuts and latency through each process's TCP proxies) — and, with the chain, a third for the
+ * chain workers (the indexer and the settlement worker SIGKILLed or SIGSTOPped, their chain RPC stalled,
+ * cut or slowed); then played against the system. The third lane is drawn after the other two, so a seed
+ * plays the same first two lanes with the chain and without it.
  */
 import { performance } from 'node:perf_hooks';
 import type { FaultKind, FaultRecord } from './history.ts';
@@ -22,12 +25,23 @@ export const SERVER_FAULTS: FaultKind[] = [
   'postgres_latency',
 ];
 
+export const CHAIN_FAULTS: FaultKind[] = [
+  'kill_indexer',
+  'kill_settlement',
+  'stop_chain_worker',
+  'rpc_stall',
+  'rpc_cut',
+  'rpc_latency',
+];
+
 export interface ScheduleOptions {
   durationMs: number;
   hotPaths: number;
   writers: number;
   /** Whether the harness owns the Redis server (else no Redis kill). */
   redisKillable: boolean;
+  /** The run has the chain (and its workers): the chain lane is drawn too. */
+  chain?: boolean;
   /** Only these kinds (default: all). The draws are the same, so a seed's other faults stay where they were. */
   kinds?: readonly FaultKind[];
 }
@@ -36,6 +50,23 @@ export interface ScheduleOptions {
 export function planFaults(rand: Random, o: ScheduleOptions): FaultRecord[] {
   const faults: FaultRecord[] = [];
   const endMs = o.durationMs - 1_000;
+  const chainLane = () => {
+    let atMs = rand.int(500, 2_000);
+    while (atMs < endMs) {
+      const kind = rand.pick(CHAIN_FAULTS);
+      const durationMs = Math.min(rand.int(300, 4_000), Math.max(100, endMs - atMs));
+      let target = 'all';
+      let detail = '';
+      if (kind === 'kill_indexer') target = 'indexer-0';
+      if (kind === 'kill_settlement') target = 'settlement-0';
+      if (kind === 'stop_chain_worker') target = rand.pick(['indexer-0', 'settlement-0']);
+      if (kind.startsWith('rpc_')) target = rand.pick(['all', 'indexer-0', 'settlement-0']);
+      if (kind === 'rpc_latency') detail = `${rand.int(20, 400)}ms`;
+      if (o.kinds?.includes(kind) ?? true)
+        faults.push({ kind, target, detail, plannedAtMs: atMs, durationMs, startedMs: null, endedMs: null });
+      atMs += durationMs + rand.int(300, 2_500);
+    }
+  };
   const lane = (kinds: FaultKind[]) => {
     let atMs = rand.int(500, 2_000);
     while (atMs < endMs) {
@@ -74,28 +105,33 @@ export function planFaults(rand: Random, o: ScheduleOptions): FaultRecord[] {
   };
   lane(PROCESS_FAULTS);
   lane(SERVER_FAULTS);
+  if (o.chain === true) chainLane();
   return faults.sort((a, b) => a.plannedAtMs - b.plannedAtMs);
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-function targets(system: ChaosSystem, target: string): ManagedProcess[] {
-  return target === 'all' ? system.processes : system.processes.filter((p) => p.name === target);
+function targets(system: ChaosSystem, target: string, chainOnly = false): ManagedProcess[] {
+  const pool = chainOnly ? system.processes.filter((p) => p.rpcProxy !== null) : system.processes;
+  return target === 'all' ? pool : pool.filter((p) => p.name === target);
 }
 
 /** Plays one fault: start, hold for its duration, end. Errors are recorded in the fault's detail. */
 async function play(system: ChaosSystem, f: FaultRecord, now: () => number): Promise<void> {
   f.startedMs = now();
-  const procs = targets(system, f.target);
+  const procs = targets(system, f.target, CHAIN_FAULTS.includes(f.kind));
   try {
     switch (f.kind) {
       case 'kill_hot_path':
       case 'kill_writer':
+      case 'kill_indexer':
+      case 'kill_settlement':
         for (const p of procs) await system.kill(p);
         await sleep(f.durationMs);
         for (const p of procs) await system.restart(p);
         break;
       case 'stop_process':
+      case 'stop_chain_worker':
         for (const p of procs) system.sigstop(p);
         await sleep(f.durationMs);
         for (const p of procs) system.sigcont(p);
@@ -130,6 +166,24 @@ async function play(system: ChaosSystem, f: FaultRecord, now: () => number): Pro
         for (const proxy of proxies) proxy.resume();
         break;
       }
+      case 'rpc_stall':
+      case 'rpc_cut': {
+        const proxies = procs.flatMap((p) => (p.rpcProxy === null ? [] : [p.rpcProxy]));
+        for (const proxy of proxies) {
+          proxy.stall();
+          if (f.kind === 'rpc_cut') proxy.cut();
+        }
+        await sleep(f.durationMs);
+        for (const proxy of proxies) proxy.resume();
+        break;
+      }
+      case 'rpc_latency': {
+        const proxies = procs.flatMap((p) => (p.rpcProxy === null ? [] : [p.rpcProxy]));
+        for (const proxy of proxies) proxy.setLatencyMs(Number.parseInt(f.detail, 10));
+        await sleep(f.durationMs);
+        for (const proxy of proxies) proxy.setLatencyMs(0);
+        break;
+      }
       case 'redis_latency':
       case 'postgres_latency': {
         const proxies = procs.map((p) => (f.kind === 'postgres_latency' ? p.pgProxy : p.redisProxy));
@@ -154,7 +208,8 @@ export async function playFaults(
   const now = () => performance.now() - startedMs;
   const lanes = [
     faults.filter((f) => PROCESS_FAULTS.includes(f.kind)),
-    faults.filter((f) => !PROCESS_FAULTS.includes(f.kind)),
+    faults.filter((f) => SERVER_FAULTS.includes(f.kind)),
+    faults.filter((f) => CHAIN_FAULTS.includes(f.kind)),
   ];
   await Promise.all(
     lanes.map(async (lane) => {

@@ -8,9 +8,11 @@
 export interface ChaosUser {
   userId: string;
   cardId: string;
-  /** WETH base units (never changed in v1: no deposits or withdrawals). */
+  /** WETH base units at the start (without the chain, never changed; with it, see `chain.states`). */
   collateralBase: string;
   creditLimitCents: string;
+  /** The user's linked wallet on the chain (runs with the chain only). */
+  wallet?: string;
 }
 
 /** One authorization request (first or incremental) and its answer as the caller saw it. */
@@ -87,11 +89,17 @@ export type FaultKind =
   | 'redis_latency'
   | 'postgres_stall'
   | 'postgres_cut'
-  | 'postgres_latency';
+  | 'postgres_latency'
+  | 'kill_indexer'
+  | 'kill_settlement'
+  | 'stop_chain_worker'
+  | 'rpc_stall'
+  | 'rpc_cut'
+  | 'rpc_latency';
 
 export interface FaultRecord {
   kind: FaultKind;
-  /** Which process or proxy ('hot-path-0', 'writer-0', 'all', 'redis', 'postgres'). */
+  /** Which process or proxy ('hot-path-0', 'writer-0', 'indexer-0', 'all', 'redis', 'postgres'). */
   target: string;
   /** For one-way partitions: which direction was held back. */
   detail: string;
@@ -113,6 +121,71 @@ export interface ChaosHistory {
   lifecycle: LifecycleRecord[];
   prices: PriceRecord[];
   faults: FaultRecord[];
+  /** Runs with the chain: what the chain said, and when Redis showed it. */
+  chain?: ChainHistory;
+}
+
+/**
+ * One value of a chain quantity as the chain said it: the WETH price (`price`), or a user's WETH
+ * collateral (`collateral:<userId>`) or pending withdrawal (`pending:<userId>`) in the vault. The
+ * records of a quantity are in the chain's order (the harness sends one chain action at a time).
+ */
+export interface ChainStateRecord {
+  quantity: string;
+  value: string;
+  cause: 'initial' | 'deposit' | 'withdrawal_request' | 'withdrawal_cancel' | 'price' | 'reorg';
+  /** When the transaction that made it was sent (a revert's restored value: the revert): it may count from then. */
+  sentMs: number;
+  /** When Redis first showed it or a later value of the quantity; the value before it may count until then. */
+  ackedMs: number | null;
+  /** The block it was mined in (null for a value a revert restored). */
+  block: string | null;
+}
+
+/** A reorg the harness made: evm_snapshot, blocks mined on top, evm_revert, a longer other branch. */
+export interface ReorgRecord {
+  snapshotMs: number;
+  revertedMs: number;
+  /** Blocks orphaned. */
+  depth: number;
+}
+
+export interface ChainHistory {
+  states: ChainStateRecord[];
+  reorgs: ReorgRecord[];
+  /** Chain actions that failed (a revert from the vault, an RPC error): not in `states`. */
+  failedActions: string[];
+}
+
+/** What the chain and the indexed state held at the end (runs with the chain). */
+export interface ChainFacts {
+  head: string;
+  /** Logs of the vault and the feeds on the canonical chain. */
+  logsOnChain: number;
+  /** chain_events rows: a canonical log missing, a row of no canonical log, a canonical log not applied. */
+  missingLogs: string[];
+  extraRows: string[];
+  unappliedLogs: string[];
+  /** Per user: the vault's WETH collateral, pending withdrawal and debt, and what Postgres and Redis hold. */
+  vault: Record<
+    string,
+    {
+      chain: { collateral: string; pending: string; debtUsdc: string };
+      pg: { collateral: string; pending: string; debtUsdc: string };
+      redis: { collateral: string; pending: string; debtUsdc: string };
+    }
+  >;
+  /** Per user: confirmed settlements' cents minus confirmed chain refunds' cents (moved out of unsettled). */
+  settledNetCents: Record<string, string>;
+  /** Settlements and chain refunds not confirmed at the end. */
+  unconfirmedSettlements: string[];
+  /** Rows in the prices table with a block on the canonical chain vs the feed's last answer. */
+  priceOnChain: string;
+  priceInRedis: string;
+  /** The reorgs the indexer followed (audit_log `chain_reorg`): depth and common ancestor. */
+  indexerReorgs: { depth: number; ancestor: string }[];
+  /** Per user: settlements, chain refunds and the ledger's user_unsettled entries (for a report). */
+  settlementLines?: Record<string, string[]>;
 }
 
 /** What Postgres and Redis held after the system healed and drained. */
@@ -138,4 +211,6 @@ export interface FinalFacts {
   deadLetterSamples?: string[];
   /** Per authorization with a hold anywhere: Redis's hold and Postgres's held_cents. */
   authorizationHolds?: Record<string, { redis: string; pg: string }>;
+  /** Runs with the chain. */
+  chain?: ChainFacts;
 }

@@ -4,14 +4,16 @@
  * table in README.md (between the chaos markers). Other flags: --hot-paths, --writers, --users,
  * --concurrency, --redis-url (a Redis to use instead of a private server, e.g. the cluster), --postgres=direct
  * (the services reach Postgres without PgBouncer), --no-faults (the workload alone: a baseline), --first-seed.
- * --faults=<kind,kind> plays only those kinds (faults.ts lists them).
+ * --faults=<kind,kind> plays only those kinds (faults.ts lists them). --chain adds the chain (chain.ts): a
+ * Hardhat node, the indexer and the settlement worker, deposits, withdrawal requests, on-chain price
+ * moves and reorgs, and the chain faults (at most 16 users then).
  * `npm run chaos -- --table` writes the README table again from bench/chaos.json.
  * `npm run chaos -- --check=<history.json>` runs the checker again over a history a run saved.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { checkHistory, minimalHistory } from './checker.ts';
-import { PROCESS_FAULTS, SERVER_FAULTS } from './faults.ts';
+import { CHAIN_FAULTS, PROCESS_FAULTS, SERVER_FAULTS } from './faults.ts';
 import type { ChaosHistory, FaultKind, FinalFacts } from './history.ts';
 import { RUN_DEFAULTS, type RunOptions, runSeed, type SeedResult, violationReport } from './run.ts';
 import { startPostgresSide, stopEverything } from './system.ts';
@@ -46,6 +48,7 @@ function parseArgs(argv: string[]): { seeds: number[]; options: RunOptions; writ
     'no-faults',
     'postgres',
     'faults',
+    'chain',
   ]);
   for (const name of args.keys()) if (!known.has(name)) throw new Error(`unknown flag --${name}`);
   const options: RunOptions = {
@@ -57,6 +60,7 @@ function parseArgs(argv: string[]): { seeds: number[]; options: RunOptions; writ
     concurrency: int('concurrency', RUN_DEFAULTS.concurrency, 1, 64),
     redisUrl: args.get('redis-url') ?? null,
     faults: !args.has('no-faults'),
+    chain: args.has('chain'),
     postgresRoute: postgresRoute(args.get('postgres')),
     faultKinds: faultKinds(args.get('faults')),
     log: (line) => process.stdout.write(`${line}\n`),
@@ -78,7 +82,7 @@ function postgresRoute(raw: string | undefined): RunOptions['postgresRoute'] {
 /** `--faults=kill_hot_path,redis_stall`: only these kinds. */
 function faultKinds(raw: string | undefined): FaultKind[] | null {
   if (raw === undefined) return null;
-  const all: readonly string[] = [...PROCESS_FAULTS, ...SERVER_FAULTS];
+  const all: readonly string[] = [...PROCESS_FAULTS, ...SERVER_FAULTS, ...CHAIN_FAULTS];
   const kinds = raw.split(',').filter((k) => k !== '');
   for (const k of kinds)
     if (!all.includes(k)) throw new Error(`--faults: unknown kind ${k} (known: ${all.join(', ')})`);

@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { outboxBacklog } from '../../ledger-writer/testing.ts';
 import { ACCOUNT, deadLetterKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
+import { CHAIN_CONFIRMATIONS, chainDrained, gatherChainFacts, startChainSide } from './chain.ts';
 import { CHECK_DEFAULTS, checkHistory, minimalHistory, type Violation } from './checker.ts';
 import { planFaults, playFaults } from './faults.ts';
 import type { ChaosHistory, FaultKind, FinalFacts } from './history.ts';
@@ -33,6 +34,8 @@ export interface RunOptions {
   faultKinds: readonly FaultKind[] | null;
   /** false: the workload alone (a baseline that must be clean). */
   faults: boolean;
+  /** Run the chain too (chain.ts): a Hardhat node, the indexer, the settlement worker, chain faults. */
+  chain: boolean;
   log: (line: string) => void;
 }
 
@@ -46,6 +49,7 @@ export const RUN_DEFAULTS: Omit<RunOptions, 'log'> = {
   fallbackGrantCentsMax: 5_000,
   healTimeoutMs: 120_000,
   faults: true,
+  chain: false,
   postgresRoute: 'pgbouncer',
   faultKinds: null,
 };
@@ -90,13 +94,20 @@ export async function runSeed(
   const runStarted = performance.now();
   const redisTarget = options.redisUrl === null ? await privateRedis() : externalRedis(options.redisUrl);
   const prefix = `chaos${seed}:`;
+  const chain = options.chain ? await startChainSide() : null;
   const system = await startSystem(redisTarget, postgres, {
+    chain,
     prefix,
     databaseName: `chaos_s${seed}`,
     hotPaths: options.hotPaths,
     writers: options.writers,
     fallbackGrantCentsMax: options.fallbackGrantCentsMax,
     postgresRoute: options.postgresRoute,
+  }).catch(async (error: unknown) => {
+    // A start that failed (a service silent for 60 s on a loaded machine) leaves nothing running.
+    await redisTarget.destroy().catch(() => undefined);
+    await chain?.destroy().catch(() => undefined);
+    throw error;
   });
   const history: ChaosHistory = {
     seed,
@@ -114,7 +125,7 @@ export async function runSeed(
   try {
     const startedMs = performance.now();
     const workload = new Workload(system, deriveRandom(seed, 'workload'), prefix, startedMs, history);
-    await workload.seed(options);
+    await workload.seed({ ...options, seed });
     history.faults = !options.faults
       ? []
       : planFaults(deriveRandom(seed, 'faults'), {
@@ -122,6 +133,7 @@ export async function runSeed(
           hotPaths: options.hotPaths,
           writers: options.writers,
           redisKillable: redisTarget.killAndRestart !== undefined,
+          chain: chain !== null,
           ...(options.faultKinds === null ? {} : { kinds: options.faultKinds }),
         });
     options.log(`seed ${seed}: ${history.faults.length} faults planned over ${options.durationS} s`);
@@ -137,24 +149,42 @@ export async function runSeed(
     const healDeadline = performance.now() + options.healTimeoutMs;
     const undelivered = await workload.drainDeliveries(options.healTimeoutMs);
     const sql = system.database.sql;
-    // Drained: the outbox empty and every fallback decision adopted, twice in a row (an adoption may add
-    // outbox entries).
+    // Blocks on top so every deposit, cancel and price rise is confirmed.
+    if (chain !== null) await chain.actions.mine(CHAIN_CONFIRMATIONS + 1);
+    // Drained: the outbox empty, every fallback decision adopted and, with the chain, the indexer at the
+    // head and every settlement confirmed, several times in a row: an adoption may add outbox entries, and
+    // a capture the writer books last becomes a settlement only at the settlement worker's next poll (a
+    // settlement confirmed between reading the balances and the settled cents would skew the fold).
     let stable = 0;
     await waitUntil(async () => {
       const [row] = await sql<
         { n: number }[]
       >`select count(*)::int as n from fallback_decisions where adopted_at is null`;
-      const clean = (await outboxBacklog(system.redis, prefix)) === 0 && row?.n === 0;
+      const clean =
+        (await outboxBacklog(system.redis, prefix)) === 0 &&
+        row?.n === 0 &&
+        (chain === null || (await chainDrained(chain, sql)));
       stable = clean ? stable + 1 : 0;
-      return stable >= 2;
+      return stable >= (chain === null ? 2 : 8);
     }, healDeadline);
 
+    const unacked = await workload.drainChain(Math.max(1_000, healDeadline - performance.now()));
     const facts = await gatherFacts(
       system,
       prefix,
       history.users.map((u) => u.userId),
     );
+    if (chain !== null) facts.chain = await gatherChainFacts(chain, sql, system.redis, prefix, history.users);
     const violations = checkHistory(history, facts, CHECK_DEFAULTS);
+    if (unacked > 0) {
+      violations.push({
+        kind: 'not_healed',
+        userId: null,
+        atMs: null,
+        message: `${unacked} chain values never shown in Redis`,
+        eventIds: [],
+      });
+    }
     if (undelivered > 0) {
       violations.push({
         kind: 'not_healed',
@@ -166,6 +196,9 @@ export async function runSeed(
     }
     for (const p of system.processes) {
       for (const crash of p.crashes) {
+        // A lock-holding chain worker stops by design when its Postgres session (and so its lock) ends
+        // (shared/chain/locked-loop.ts, docs/operations.md); the supervisor starts it again.
+        if (p.rpcProxy !== null && crash.output.includes('"code":"session_lock_lost"')) continue;
         violations.push({
           kind: 'process_crash',
           userId: null,
@@ -209,6 +242,7 @@ export async function runSeed(
   } finally {
     await system.close();
     await redisTarget.destroy();
+    await chain?.destroy();
   }
 }
 

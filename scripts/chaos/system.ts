@@ -21,7 +21,9 @@ import {
 } from '../../test/support/processes.ts';
 import { TEST_WEBHOOK_SECRET } from '../../test/support/stripe.ts';
 import { startTcpProxy, type TcpProxy } from '../../test/support/tcp-proxy.ts';
+import { localAccount, ROLES } from '../chain/harness.ts';
 import { type PgBouncer, startPgBouncer } from '../dev/pgbouncer.ts';
+import { CHAIN_CONFIRMATIONS, type ChainSide, REORG_DEPTH_MAX } from './chain.ts';
 
 /**
  * What is running, so an interrupted run (Ctrl-C) stops its servers and processes instead of leaving
@@ -129,13 +131,15 @@ export async function startPostgresSide(): Promise<PostgresSide> {
   };
 }
 
-export type ProcessKind = 'hot-path' | 'writer';
+export type ProcessKind = 'hot-path' | 'writer' | 'indexer' | 'settlement';
 
 export interface ManagedProcess {
   name: string;
   kind: ProcessKind;
   redisProxy: TcpProxy;
   pgProxy: TcpProxy;
+  /** The chain workers' proxy to the chain's RPC (null for the hot paths and the writers). */
+  rpcProxy: TcpProxy | null;
   /** The running process, or null while it is dead (between a SIGKILL and its restart). */
   current: ServiceProcess | null;
   /** The hot path's base URL while it runs. */
@@ -158,6 +162,8 @@ export interface ChaosSystemOptions {
   fallbackGrantCentsMax: number;
   /** How the services reach Postgres: through PgBouncer (transaction pooling, production's way) or directly. */
   postgresRoute: 'pgbouncer' | 'direct';
+  /** The chain, when the run has one: the indexer and the settlement worker run against it. */
+  chain: ChainSide | null;
 }
 
 export interface ChaosSystem {
@@ -167,16 +173,31 @@ export interface ChaosSystem {
   processes: ManagedProcess[];
   redisTarget: RedisTarget;
   postgres: PostgresSide;
+  chain: ChainSide | null;
   /** Hot paths that are running and not SIGSTOPped, as a load balancer would see them. */
   liveHotPaths(): ManagedProcess[];
   kill(p: ManagedProcess): Promise<void>;
   restart(p: ManagedProcess): Promise<void>;
   sigstop(p: ManagedProcess): void;
   sigcont(p: ManagedProcess): void;
+  /** Starts the indexer and the settlement worker (once the assets and the users' wallets are in). */
+  startChainWorkers(): Promise<void>;
   /** Every proxy resumed, no latency, every process continued and running. */
   heal(): Promise<void>;
   close(): Promise<void>;
 }
+
+/** Each process kind's entry point, the line it prints once it serves, and its flags. */
+const SERVICES: Record<ProcessKind, { entry: string; ready: string; args: string[] }> = {
+  'hot-path': { entry: 'hot-path/main.ts', ready: 'hot-path ready', args: [] },
+  writer: { entry: 'ledger-writer/main.ts', ready: 'ledger-writer ready', args: [] },
+  indexer: { entry: 'indexer/main.ts', ready: 'indexer ready', args: ['--poll-interval-ms', '100'] },
+  settlement: {
+    entry: 'settlement/main.ts',
+    ready: 'settlement worker started',
+    args: ['--poll-interval-ms', '200', '--resend-after-ms', '3000'],
+  },
+};
 
 export async function startSystem(
   redisTarget: RedisTarget,
@@ -208,6 +229,27 @@ export async function startSystem(
       STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
     };
     if (p.kind === 'writer') return { ...common, LEDGER_WRITER_PORT: '0' };
+    if (p.kind === 'indexer' || p.kind === 'settlement') {
+      const chain = options.chain;
+      if (chain === null || p.rpcProxy === null) throw new Error(`${p.name} needs the chain`);
+      // Session advisory locks: straight to Postgres (through the process's own proxy), not PgBouncer.
+      const direct = new URL(databaseUrl);
+      direct.port = String(p.pgProxy.port);
+      return {
+        ...common,
+        // The ready lines are info-level logs.
+        LOG_LEVEL: 'info',
+        DATABASE_URL: direct.toString(),
+        CHAIN_RPC_URL: `http://127.0.0.1:${p.rpcProxy.port}`,
+        CHAIN_ID: String(chain.contracts.chainId),
+        CONTRACTS_FILE: chain.contractsFile,
+        CHAIN_CONFIRMATIONS: String(CHAIN_CONFIRMATIONS),
+        REORG_DEPTH_MAX: String(REORG_DEPTH_MAX),
+        ...(p.kind === 'settlement'
+          ? { SETTLER_PRIVATE_KEY: localAccount(ROLES.settler).privateKey, SETTLEMENT_METRICS_PORT: '0' }
+          : {}),
+      };
+    }
     return {
       ...common,
       HOT_PATH_PORT: '0',
@@ -220,9 +262,8 @@ export async function startSystem(
 
   let closing = false;
   const spawn = async (p: ManagedProcess): Promise<void> => {
-    const entry = p.kind === 'hot-path' ? 'hot-path/main.ts' : 'ledger-writer/main.ts';
-    const ready = p.kind === 'hot-path' ? 'hot-path ready' : 'ledger-writer ready';
-    const proc = await spawnService(entry, envOf(p), ready);
+    const { entry, ready, args } = SERVICES[p.kind];
+    const proc = await spawnService(entry, envOf(p), ready, { args });
     p.current = proc;
     p.stopped = false;
     proc.child.once('exit', (code, signal) => {
@@ -249,13 +290,17 @@ export async function startSystem(
 
   const processes: ManagedProcess[] = [];
   const make = async (kind: ProcessKind, i: number) => {
+    const chainWorker = kind === 'indexer' || kind === 'settlement';
     const p: ManagedProcess = {
       name: `${kind}-${i}`,
       kind,
       redisProxy: await startTcpProxy(redisTarget.port, redisTarget.host),
       pgProxy: await startTcpProxy(
-        options.postgresRoute === 'pgbouncer' ? postgres.pgBouncer.port : postgres.cluster.port,
+        options.postgresRoute === 'pgbouncer' && !chainWorker
+          ? postgres.pgBouncer.port
+          : postgres.cluster.port,
       ),
+      rpcProxy: chainWorker && options.chain !== null ? await startTcpProxy(options.chain.node.port) : null,
       current: null,
       url: null,
       stopped: false,
@@ -269,6 +314,10 @@ export async function startSystem(
   };
   for (let i = 0; i < options.hotPaths; i++) await make('hot-path', i);
   for (let i = 0; i < options.writers; i++) await make('writer', i);
+  if (options.chain !== null) {
+    await make('indexer', 0);
+    await make('settlement', 0);
+  }
 
   const kill = async (p: ManagedProcess) => {
     await p.starting;
@@ -289,6 +338,7 @@ export async function startSystem(
     processes,
     redisTarget,
     postgres,
+    chain: options.chain,
     liveHotPaths: () =>
       processes.filter((p) => p.kind === 'hot-path' && p.current !== null && p.url !== null && !p.stopped),
     kill,
@@ -297,6 +347,11 @@ export async function startSystem(
       await kill(p);
       p.restarts++;
       await spawn(p);
+    },
+    async startChainWorkers() {
+      await Promise.all(
+        processes.filter((p) => p.kind === 'indexer' || p.kind === 'settlement').map((p) => spawn(p)),
+      );
     },
     sigstop(p) {
       if (p.current === null || p.stopped) return;
@@ -314,6 +369,8 @@ export async function startSystem(
         p.pgProxy.setLatencyMs(0);
         p.redisProxy.resume();
         p.pgProxy.resume();
+        p.rpcProxy?.setLatencyMs(0);
+        p.rpcProxy?.resume();
         system.sigcont(p);
       }
       for (const p of processes) {
@@ -327,15 +384,18 @@ export async function startSystem(
       for (const p of processes) {
         p.redisProxy.resume();
         p.pgProxy.resume();
+        p.rpcProxy?.resume();
         system.sigcont(p);
       }
       await Promise.allSettled(processes.map((p) => p.current?.kill('SIGKILL')));
-      await Promise.allSettled(processes.flatMap((p) => [p.redisProxy.close(), p.pgProxy.close()]));
+      await Promise.allSettled(
+        processes.flatMap((p) => [p.redisProxy.close(), p.pgProxy.close(), p.rpcProxy?.close()]),
+      );
       redis.disconnect();
       await database.close().catch(() => undefined);
       await postgres.dropDatabase(options.databaseName).catch(() => undefined);
     }),
   };
-  await Promise.all(processes.map((p) => spawn(p)));
+  await Promise.all(processes.filter((p) => p.rpcProxy === null).map((p) => spawn(p)));
   return system;
 }

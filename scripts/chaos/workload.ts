@@ -1,8 +1,10 @@
 /**
  * The chaos workload: the harness plays Stripe (authorization requests with the 2 s deadline, partial
  * and incremental ones, replays, and every lifecycle event delivered late, out of order, twice, and
- * retried until acknowledged) and the indexer (WETH price moves into Postgres and Redis pub/sub).
- * Every send and every answer goes into the history. All choices come from the seeded stream.
+ * retried until acknowledged) and, without the chain, the indexer (WETH price moves into Postgres and
+ * Redis pub/sub); with the chain (`--chain`), chain-workload.ts moves the price, deposits and withdraws
+ * on the chain and the real indexer carries it. Every send and every answer goes into the history. All
+ * choices come from the seeded stream.
  */
 import { performance } from 'node:perf_hooks';
 import { publishAsset, publishPriceInForce } from '../../shared/redis/market.ts';
@@ -13,8 +15,9 @@ import {
   sign,
   transactionEvent,
 } from '../../test/support/stripe.ts';
+import { ChainWorkload } from './chain-workload.ts';
 import type { ChaosHistory, LifecycleKind, LifecycleRecord, RequestRecord } from './history.ts';
-import type { Random } from './random.ts';
+import { deriveRandom, type Random } from './random.ts';
 import type { ChaosSystem } from './system.ts';
 
 /** Stripe's deadline for the authorization webhook: an answer later than this is lost (Stripe declines). */
@@ -59,6 +62,8 @@ export class Workload {
   private abandoned = false;
   private round = 1_000n;
   private priceE8 = INITIAL_PRICE_E8;
+  /** The chain side of the workload, when the run has the chain. */
+  private chain: ChainWorkload | null = null;
 
   constructor(
     private readonly system: ChaosSystem,
@@ -75,7 +80,8 @@ export class Workload {
   }
 
   /** WETH at the initial price, and the users: credit $500–$5,000, some capped by their credit limit. */
-  async seed(options: WorkloadOptions): Promise<void> {
+  async seed(options: WorkloadOptions & { seed: number }): Promise<void> {
+    if (this.system.chain !== null) return this.seedOnChain(options);
     const sql = this.system.database.sql;
     const redis = this.system.redis;
     await sql`insert into assets (id, chain_id, token_address, token_decimals, price_feed_address, price_decimals, ltv_bps,
@@ -102,6 +108,42 @@ export class Workload {
     }
   }
 
+  /** The same draws as `seed`, but the collateral is deposited on the chain and the indexer credits it. */
+  private async seedOnChain(options: WorkloadOptions & { seed: number }): Promise<void> {
+    const chain = this.system.chain;
+    if (chain === null) return;
+    this.chain = new ChainWorkload(
+      this.system,
+      chain,
+      deriveRandom(options.seed, 'chain'),
+      this.prefix,
+      this.startedMs,
+    );
+    const specs = Array.from({ length: options.users }, () => {
+      const creditCents = BigInt(this.rand.int(500, 5_000) * 100);
+      const creditLimitCents = this.rand.chance(0.3) ? (creditCents * 6n) / 10n : 10_000_000n;
+      return { creditCents, creditLimitCents };
+    });
+    const users = await this.chain.seed(specs);
+    for (let i = 0; i < users.length; i++) {
+      const u = users[i]!;
+      this.users.push({ userId: u.userId, cardId: u.cardId });
+      this.history.users.push({
+        userId: u.userId,
+        cardId: u.cardId,
+        collateralBase: u.collateralBase.toString(),
+        creditLimitCents: specs[i]!.creditLimitCents.toString(),
+        wallet: u.wallet,
+      });
+    }
+    this.history.chain = this.chain.record;
+  }
+
+  /** With the chain: waits until Redis showed every chain value, or `timeoutMs`; returns how many did not. */
+  async drainChain(timeoutMs: number): Promise<number> {
+    return this.chain === null ? 0 : this.chain.pollUntilAcked(timeoutMs);
+  }
+
   private async writePrice(answerE8: bigint): Promise<void> {
     this.round++;
     const updatedAtS = Math.floor(Date.now() / 1000);
@@ -124,6 +166,7 @@ export class Workload {
       }
     });
     const prices = (async () => {
+      if (this.chain !== null) return this.chain.run(untilMs);
       while (this.now() < untilMs) {
         await sleep(this.rand.int(1_000, 4_000));
         if (this.now() >= untilMs) break;

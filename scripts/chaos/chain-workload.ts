@@ -1,0 +1,311 @@
+/**
+ * The chain side of the chaos workload (`--chain`): the users' WETH deposited on the chain before the
+ * run (their credit comes from the indexer, not from a row the harness writes), then, during the run,
+ * deposits, withdrawal requests and cancels from the users' wallets, oracle price moves (the feed's
+ * owner transmits; the indexer carries them to Postgres and Redis), a block every second, and reorgs
+ * (evm_snapshot, blocks on top, evm_revert, a longer other branch). One chain action at a time, so the
+ * recorded values of each quantity are in the chain's order. A poller notes when Redis first shows each
+ * value: the checker lets a superseded value count until then (checker.ts, "credit").
+ */
+import { performance } from 'node:perf_hooks';
+import type { Address, Hex } from 'viem';
+import { ensureAccount } from '../../shared/redis/account.ts';
+import { ACCOUNT, pricesKey, userKeys } from '../../shared/redis/keys.ts';
+import { wethForBorrowPower } from '../../test/support/fixtures.ts';
+import { newCardId } from '../../test/support/stripe.ts';
+import { localAccount, ROLES, seedAssets, seedUser } from '../chain/harness.ts';
+import { CHAIN_CONFIRMATIONS, type ChainSide, LATEST_ANSWER_ABI } from './chain.ts';
+import type { ChainHistory, ChainStateRecord } from './history.ts';
+import type { Random } from './random.ts';
+import type { ChaosSystem } from './system.ts';
+
+/** The feed's answer at deploy (deploy.ts DEFAULT_COLLATERAL): $3,000. */
+export const CHAIN_INITIAL_PRICE_E8 = 300_000_000_000n;
+const PRICE_E8_MIN = 100_000_000_000n;
+const PRICE_E8_MAX = 600_000_000_000n;
+const BLOCK_INTERVAL_MS = 1_000;
+const ACK_POLL_MS = 100;
+/** Hardhat's 20 accounts: users from ROLES.firstUser up to (not including) the anchorer's. */
+export const CHAIN_USERS_MAX = ROLES.anchorer - ROLES.firstUser;
+
+export interface ChainUser {
+  userId: string;
+  cardId: string;
+  wallet: Address;
+  collateralBase: bigint;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export class ChainWorkload {
+  readonly record: ChainHistory = { states: [], reorgs: [], failedActions: [] };
+  private readonly users: ChainUser[] = [];
+  /** Serialises the harness's chain actions (and keeps a revert from orphaning one mid-flight). */
+  private lock: Promise<unknown> = Promise.resolve();
+  private priceE8 = CHAIN_INITIAL_PRICE_E8;
+  private stopping = false;
+
+  constructor(
+    private readonly system: ChaosSystem,
+    private readonly chain: ChainSide,
+    private readonly rand: Random,
+    private readonly prefix: string,
+    private readonly startedMs: number,
+  ) {}
+
+  private now(): number {
+    return performance.now() - this.startedMs;
+  }
+
+  private exclusive<T>(what: () => Promise<T>): Promise<T> {
+    const next = this.lock.then(what, what);
+    this.lock = next.catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * The assets from the deployed contracts, the users with linked wallets and their WETH deposited on
+   * the chain for the given credit; then the indexer and the settlement worker start, and this waits
+   * until Postgres and Redis show every deposit and the price.
+   */
+  async seed(specs: { creditCents: bigint; creditLimitCents: bigint }[]): Promise<ChainUser[]> {
+    if (specs.length > CHAIN_USERS_MAX) throw new Error(`--chain runs at most ${CHAIN_USERS_MAX} users`);
+    const sql = this.system.database.sql;
+    await seedAssets(sql, this.chain.contracts);
+    for (let i = 0; i < specs.length; i++) {
+      const spec = specs[i]!;
+      const wallet = localAccount(ROLES.firstUser + i).address;
+      const userId = await seedUser(sql, {
+        chainId: this.chain.contracts.chainId,
+        wallet,
+        creditLimitCents: spec.creditLimitCents,
+      });
+      await sql`update users set daily_limit_cents = 1000000000 where id = ${userId}`;
+      const cardId = newCardId();
+      await sql`insert into cards (id, user_id, status, frozen) values (${cardId}, ${userId}, 'active', false)`;
+      const collateralBase = wethForBorrowPower(spec.creditCents, CHAIN_INITIAL_PRICE_E8);
+      await this.chain.actions.deposit(wallet, 'WETH', collateralBase);
+      // Funds for the run's deposits: a deposit is then one transaction.
+      await this.chain.actions.fund(wallet, 'WETH', collateralBase * 100n);
+      this.users.push({ userId, cardId, wallet, collateralBase });
+    }
+    await this.system.startChainWorkers();
+    await this.chain.actions.mine(CHAIN_CONFIRMATIONS + 1);
+    const until = performance.now() + 120_000;
+    for (const u of this.users) {
+      for (;;) {
+        const [row] = await sql<{ c: string }[]>`select collateral_base::text as c from positions
+          where user_id = ${u.userId} and asset_id = 'WETH'`;
+        if (row?.c === u.collateralBase.toString()) break;
+        if (performance.now() > until)
+          throw new Error(`the indexer did not credit user ${u.userId}'s deposit`);
+        await sleep(100);
+      }
+      await ensureAccount(this.system.redis, sql, this.prefix, u.userId);
+    }
+    for (;;) {
+      const price = await this.system.redis.hget(pricesKey(this.prefix), 'WETH');
+      if (price !== null && BigInt((JSON.parse(price) as { answer: string }).answer) === this.priceE8) break;
+      if (performance.now() > until) throw new Error('the indexer did not publish the WETH price');
+      await sleep(100);
+    }
+    const at = this.now();
+    const initial = (quantity: string, value: bigint): ChainStateRecord => ({
+      quantity,
+      value: value.toString(),
+      cause: 'initial',
+      sentMs: 0,
+      ackedMs: at,
+      block: null,
+    });
+    this.record.states.push(initial('price', this.priceE8));
+    for (const u of this.users) {
+      this.record.states.push(initial(`collateral:${u.userId}`, u.collateralBase));
+      this.record.states.push(initial(`pending:${u.userId}`, 0n));
+    }
+    return this.users;
+  }
+
+  /** Chain actions, blocks and reorgs until `untilMs` (run time); Redis's view is polled throughout. */
+  async run(untilMs: number): Promise<void> {
+    const poller = (async () => {
+      while (!this.stopping) {
+        await this.pollRedis().catch(() => undefined);
+        await sleep(ACK_POLL_MS);
+      }
+    })();
+    const blocks = (async () => {
+      while (this.now() < untilMs) {
+        await sleep(BLOCK_INTERVAL_MS);
+        await this.exclusive(() => this.chain.actions.mine(1)).catch(() => undefined);
+      }
+    })();
+    let reorg: { snapshot: Hex; atMs: number; head: bigint; endMs: number } | null = null;
+    while (this.now() < untilMs) {
+      await sleep(this.rand.int(300, 1_200));
+      if (reorg !== null && this.now() >= reorg.endMs) {
+        const r = reorg;
+        reorg = null;
+        await this.exclusive(() => this.revert(r));
+        continue;
+      }
+      const roll = this.rand.next();
+      const user = this.rand.pick(this.users);
+      if (roll < 0.35) await this.exclusive(() => this.movePrice());
+      else if (roll < 0.6) await this.exclusive(() => this.deposit(user));
+      else if (roll < 0.88) await this.exclusive(() => this.withdrawalRequestOrCancel(user));
+      else if (reorg === null && this.now() < untilMs - 5_000) {
+        const endMs = this.now() + this.rand.int(1_500, 4_000);
+        reorg = await this.exclusive(async () => ({
+          snapshot: await this.chain.actions.snapshot(),
+          atMs: this.now(),
+          head: await this.chain.actions.head(),
+          endMs,
+        }));
+      }
+    }
+    if (reorg !== null) {
+      const r = reorg;
+      await this.exclusive(() => this.revert(r));
+    }
+    await blocks;
+    await this.lock;
+    this.stopping = true;
+    await poller;
+  }
+
+  /** Keeps polling Redis after the run (until `stop`), so late values are acknowledged. */
+  async pollUntilAcked(timeoutMs: number): Promise<number> {
+    const until = performance.now() + timeoutMs;
+    for (;;) {
+      await this.pollRedis().catch(() => undefined);
+      const left = this.record.states.filter((s) => s.ackedMs === null).length;
+      if (left === 0 || performance.now() > until) return left;
+      await sleep(ACK_POLL_MS);
+    }
+  }
+
+  private async push(
+    quantity: string,
+    value: bigint,
+    cause: ChainStateRecord['cause'],
+    sentMs: number,
+    block: bigint | null,
+  ): Promise<void> {
+    const last = [...this.record.states].reverse().find((s) => s.quantity === quantity);
+    if (last?.value === value.toString() && cause !== 'price') return;
+    this.record.states.push({
+      quantity,
+      value: value.toString(),
+      cause,
+      sentMs,
+      ackedMs: null,
+      block: block === null ? null : block.toString(),
+    });
+  }
+
+  private async attempt(what: string, action: () => Promise<void>): Promise<void> {
+    try {
+      await action();
+    } catch (error) {
+      this.record.failedActions.push(`${this.now().toFixed(0)} ms ${what}: ${String(error).slice(0, 200)}`);
+    }
+  }
+
+  private movePrice(): Promise<void> {
+    return this.attempt('price', async () => {
+      const factor = BigInt(this.rand.int(80, 120));
+      let next = (this.priceE8 * factor) / 100n;
+      if (next < PRICE_E8_MIN) next = PRICE_E8_MIN;
+      if (next > PRICE_E8_MAX) next = PRICE_E8_MAX;
+      const sentMs = this.now();
+      const block = await this.chain.actions.setPrice('WETH', next);
+      this.priceE8 = next;
+      await this.push('price', next, 'price', sentMs, block);
+    });
+  }
+
+  private deposit(user: ChainUser): Promise<void> {
+    return this.attempt('deposit', async () => {
+      const amount = (user.collateralBase * BigInt(this.rand.int(10, 50))) / 100n;
+      const sentMs = this.now();
+      const block = await this.chain.actions.depositOnly(user.wallet, 'WETH', amount);
+      const state = await this.chain.vaultState(user.wallet);
+      await this.push(`collateral:${user.userId}`, state.collateralBase, 'deposit', sentMs, block);
+    });
+  }
+
+  private withdrawalRequestOrCancel(user: ChainUser): Promise<void> {
+    return this.attempt('withdrawal', async () => {
+      const before = await this.chain.vaultState(user.wallet);
+      const sentMs = this.now();
+      let block: bigint;
+      let cause: ChainStateRecord['cause'];
+      if (before.pendingBase === 0n) {
+        const amount = (before.collateralBase * BigInt(this.rand.int(10, 50))) / 100n;
+        if (amount === 0n) return;
+        block = await this.chain.actions.requestWithdrawal(user.wallet, 'WETH', amount);
+        cause = 'withdrawal_request';
+      } else {
+        block = await this.chain.actions.cancelWithdrawal(user.wallet, 'WETH');
+        cause = 'withdrawal_cancel';
+      }
+      const after = await this.chain.vaultState(user.wallet);
+      await this.push(`pending:${user.userId}`, after.pendingBase, cause, sentMs, block);
+    });
+  }
+
+  /** evm_revert to the snapshot, then a longer branch: what the orphaned blocks did is undone. */
+  private async revert(r: { snapshot: Hex; atMs: number; head: bigint }): Promise<void> {
+    await this.attempt('reorg', async () => {
+      const headBefore = await this.chain.actions.head();
+      const revertedMs = this.now();
+      await this.chain.actions.revert(r.snapshot);
+      const depth = Number(headBefore - r.head);
+      this.record.reorgs.push({ snapshotMs: r.atMs, revertedMs, depth });
+      // The other branch: longer than the orphaned one, so every node takes it.
+      await this.chain.actions.mine(depth + 1);
+      const answer = (await this.chain.actions.publicClient.readContract({
+        address: this.chain.weth.aggregator,
+        abi: LATEST_ANSWER_ABI,
+        functionName: 'latestAnswer',
+      })) as bigint;
+      this.priceE8 = answer;
+      await this.push('price', answer, 'reorg', revertedMs, null);
+      for (const u of this.users) {
+        const state = await this.chain.vaultState(u.wallet);
+        await this.push(`collateral:${u.userId}`, state.collateralBase, 'reorg', revertedMs, null);
+        await this.push(`pending:${u.userId}`, state.pendingBase, 'reorg', revertedMs, null);
+      }
+    });
+  }
+
+  /** Acknowledges each value Redis shows now (and every earlier unacknowledged value of its quantity). */
+  private async pollRedis(): Promise<void> {
+    const redis = this.system.redis;
+    const observed = new Map<string, string>();
+    const price = await redis.hget(pricesKey(this.prefix), 'WETH');
+    if (price !== null) observed.set('price', (JSON.parse(price) as { answer: string }).answer);
+    for (const u of this.users) {
+      const [c, w] = await redis.hmget(
+        userKeys(this.prefix, u.userId).account,
+        `${ACCOUNT.collateralPrefix}WETH`,
+        `${ACCOUNT.pendingWithdrawalPrefix}WETH`,
+      );
+      if (c != null) observed.set(`collateral:${u.userId}`, c);
+      observed.set(`pending:${u.userId}`, w ?? '0');
+    }
+    const at = this.now();
+    for (const [quantity, value] of observed) {
+      const records = this.record.states.filter((s) => s.quantity === quantity);
+      let k = -1;
+      for (let i = records.length - 1; i >= 0; i--) {
+        if (records[i]!.value === value) {
+          k = i;
+          break;
+        }
+      }
+      for (let i = 0; i <= k; i++) if (records[i]!.ackedMs === null) records[i]!.ackedMs = at;
+    }
+  }
+}
