@@ -302,7 +302,7 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
   const reconcile = async (report: LiquidatorReport): Promise<void> => {
     const sent = await sql<{ id: string; transaction_hash: string; nonce: number; age_ms: string }[]>`
       select id::text, transaction_hash, nonce, (extract(epoch from now() - updated_at) * 1000)::bigint::text as age_ms
-      from liquidations where chain_id = ${chainId} and status = 'sent' order by id`;
+      from liquidations where chain_id = ${chainId} and status = 'sent' order by liquidations.id`;
     for (const row of sent) {
       const receipt = await client
         .getTransactionReceipt({ hash: row.transaction_hash as Hex })

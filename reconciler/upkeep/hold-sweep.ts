@@ -45,7 +45,7 @@ export function holdSweepJob(options: HoldSweepJobOptions) {
       if (checked >= perRunMax || ctx.now() - startedMs >= timeMaxMs)
         return { checked, findings, repairs, cursor: after };
       const users = await ctx.sql<{ id: string }[]>`
-        select id::text from users where id > ${after}::uuid order by id
+        select id::text from users where id > ${after}::uuid order by users.id
         limit ${Math.min(batch, perRunMax - checked)}`;
       if (users.length === 0) return { checked, findings, repairs, cursor: null };
       // Judged at one instant per batch, `sweepGraceS` in the past.

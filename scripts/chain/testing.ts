@@ -73,7 +73,7 @@ export function createTestIndexer(
 export async function indexedState(sql: postgres.Sql) {
   const [events, positions, accounts, prices, settlements] = await Promise.all([
     sql`select block_number::text, block_hash, log_index, event_name, args, user_id::text, applied_at is not null as applied
-        from chain_events order by block_number, log_index`,
+        from chain_events order by chain_events.block_number, log_index`,
     sql`select user_id::text, asset_id, collateral_base::text, pending_withdrawal_base::text from positions
         where collateral_base > 0 or pending_withdrawal_base > 0 order by user_id, asset_id`,
     sql`select user_id::text, debt_onchain_usdc::text, unsettled_cents::text from credit_accounts order by user_id`,

@@ -427,7 +427,7 @@ export async function openDemoWorld(
         }[]
       >`select id::text, status, transaction_hash, collateral_seized_base::text, debt_covered_usdc::text,
           health_factor_wad::text
-        from liquidations where user_id = ${user.userId} order by id desc limit 1`;
+        from liquidations where user_id = ${user.userId} order by liquidations.id desc limit 1`;
       return row === undefined
         ? null
         : {

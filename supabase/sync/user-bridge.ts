@@ -132,7 +132,7 @@ export function createUserBridge(options: UserBridgeOptions): UserBridge {
     const total: DrainResult = { rows: 0, users: 0, increasesApplied: 0 };
     for (;;) {
       const rows = await c<OutboxRow[]>`
-        select id::text, user_id from credana_sync.outbox order by id limit ${limits.bridgeBatchMax}`;
+        select id::text, user_id from credana_sync.outbox order by outbox.id limit ${limits.bridgeBatchMax}`;
       if (rows.length === 0) return total;
       const userIds = [...new Set(rows.map((r) => r.user_id))];
       const controls = await c<ControlsRow[]>`
