@@ -591,11 +591,20 @@ async function applyMoney(
  * event the fallback decided under another id, Postgres follows Redis: the hold moves by the difference
  * (ref `hold:<eventId>:redis`, once), and the event's decision row and the authorization take Redis's
  * decision. What the fallback decided stays in its audit row, its `fallback_decisions` row and this
- * writer's audit row (`authorization.decision_superseded`). (A late Redis attempt of the fallback's own
- * request has the same decision id: the adoption replaced it by the fallback's answer in Redis —
- * 'superseded' — and it is never booked. A fallback row of another user — the card changed hands in
- * between — is left alone: its hold is not this user's.)
- * Returns the audit rows of the decisions replaced (empty in the usual case: re-delivered entries).
+ * writer's audit row (`authorization.decision_superseded`). (A fallback row of another user — the card
+ * changed hands in between — is left alone: its hold is not this user's.)
+ *
+ * A late Redis attempt of the fallback's own request (docs/chaos.md bug 5) has the fallback's decision
+ * id: the process gave up on it and answered from the fallback, and the DECIDE still ran in Redis. Until
+ * the adoption replaces it by the fallback's answer (ADOPT_FALLBACK 'superseded'), Redis holds the late
+ * attempt's grant, and every lifecycle movement of the authorization is computed against it. So
+ * Postgres follows that too: the hold moves by the difference (same ref), the decision row and the
+ * authorization's decision stay the fallback's (Stripe was told its answer), and an
+ * `authorization.late_attempt_followed` audit row says so. The adoption then moves both back by the
+ * difference (or, if Stripe's events settled the authorization first, finds both already agreeing).
+ * Booked, it never makes Postgres refuse a release Redis computed against the late grant.
+ * Returns the audit rows of the decisions replaced or followed (empty in the usual case: re-delivered
+ * entries).
  */
 async function supersedeFallbackDecisions(
   tx: Tx,
@@ -611,20 +620,12 @@ async function supersedeFallbackDecisions(
   const replaced = candidates
     .flatMap((entry) => {
       const fallback = fallbackByEvent.get(entry.item.record.eventId);
-      if (
-        fallback === undefined ||
-        fallback.id === entry.item.record.decisionId ||
-        fallback.user_id !== entry.item.record.userId
-      )
-        return [];
-      return [
-        {
-          item: entry.item,
-          entryId: entry.id,
-          fallback,
-          deltaCents: entry.item.approvedCents - BigInt(fallback.approved_cents),
-        },
-      ];
+      if (fallback === undefined || fallback.user_id !== entry.item.record.userId) return [];
+      const late = fallback.id === entry.item.record.decisionId;
+      const deltaCents = entry.item.approvedCents - BigInt(fallback.approved_cents);
+      // A late attempt that granted what the fallback granted holds nothing Postgres lacks.
+      if (late && deltaCents === 0n) return [];
+      return [{ item: entry.item, entryId: entry.id, fallback, deltaCents, late }];
     })
     .sort(bySortKey((r) => r.item.record.eventId));
   if (replaced.length === 0) return [];
@@ -651,6 +652,7 @@ async function supersedeFallbackDecisions(
     }).map((entry) => ({ transferId: transferIds.get(refOf(r)) as string, entry })),
   );
   const moved = mine.filter((r) => r.deltaCents !== 0n);
+  const replacedAnswers = mine.filter((r) => !r.late);
   await Promise.all([
     entries.length === 0
       ? null
@@ -671,10 +673,13 @@ async function supersedeFallbackDecisions(
         })} group by user_id) v
         where c.user_id = v.user_id`,
     // The event's decision row becomes Redis's: a later replay the fallback answers, and the daily spend
-    // it counts, then agree with Redis (migration 0016 grants these columns).
-    tx`update decisions d set id = v.decision_id, approved = v.approved::boolean, approved_cents = v.approved_cents,
+    // it counts, then agree with Redis (migration 0016 grants these columns). A late attempt's does not:
+    // the fallback's answer is the one Stripe was told, and the adoption makes it Redis's too.
+    replacedAnswers.length === 0
+      ? null
+      : tx`update decisions d set id = v.decision_id, approved = v.approved::boolean, approved_cents = v.approved_cents,
         reason = v.reason, source = 'redis', latency_us = v.latency_us, decided_at = v.decided_at
-      from ${unnestRows(tx, mine, {
+      from ${unnestRows(tx, replacedAnswers, {
         event_id: ['text', (r) => r.item.record.eventId],
         fallback_id: ['text', (r) => r.fallback.id],
         decision_id: ['text', (r) => r.item.record.decisionId],
@@ -686,19 +691,23 @@ async function supersedeFallbackDecisions(
       })}
       where d.event_id = v.event_id and d.id = v.fallback_id`,
     // The authorization takes Redis's decision where the fallback's was its decision (the first request
-    // of it); an increment only moves the amounts.
+    // of it); an increment only moves the amounts. A late attempt moves the hold only.
     tx`update authorizations a set
-        approved_cents = a.approved_cents + v.delta,
+        approved_cents = a.approved_cents + case when v.late::boolean then 0 else v.delta end,
         held_cents = a.held_cents + v.delta,
-        approved = case when a.decision_id = v.fallback_id then v.approved::boolean
+        approved = case when v.late::boolean then a.approved
+          when a.decision_id = v.fallback_id then v.approved::boolean
           else a.approved or v.approved::boolean end,
-        decision = case when a.decision_id = v.fallback_id then v.decision else a.decision end,
-        decline_reason = case when a.decision_id = v.fallback_id then v.decline_reason else a.decline_reason end,
-        decision_source = case when a.decision_id = v.fallback_id then 'redis' else a.decision_source end,
+        decision = case when a.decision_id = v.fallback_id and not v.late::boolean then v.decision else a.decision end,
+        decline_reason = case when a.decision_id = v.fallback_id and not v.late::boolean then v.decline_reason
+          else a.decline_reason end,
+        decision_source = case when a.decision_id = v.fallback_id and not v.late::boolean then 'redis'
+          else a.decision_source end,
         decision_id = case when a.decision_id = v.fallback_id then v.decision_id else a.decision_id end,
         updated_at = now()
       from ${unnestRows(tx, mine, {
         id: ['text', (r) => r.item.record.authorizationId],
+        late: ['text', (r) => String(r.late)],
         delta: ['bigint', (r) => r.deltaCents.toString()],
         fallback_id: ['text', (r) => r.fallback.id],
         approved: ['text', (r) => String(r.item.approved)],
@@ -710,7 +719,7 @@ async function supersedeFallbackDecisions(
   ]);
   return mine.map((r) => ({
     actor: 'ledger-writer',
-    action: 'authorization.decision_superseded',
+    action: r.late ? 'authorization.late_attempt_followed' : 'authorization.decision_superseded',
     entityType: 'authorization',
     entityId: r.item.record.authorizationId,
     data: {
