@@ -232,6 +232,33 @@ describe('a Redis attempt that runs after its fallback granted less (bug 5, seed
     expect(await positions(userId, authorizationId)).toEqual(heldEverywhere(String(FALLBACK_CAP)));
   });
 
+  it("keeps Postgres in step when the late attempt runs after Stripe's created, applied cut off from Postgres", async () => {
+    const { userId, cardId } = await warmUser();
+    const request = authorizationRequest({ cardId, amountCents: 5_000, controllable: true });
+    const authorizationId = request.data.object.id;
+    expect(await decideStalled(request)).toMatchObject({ approved: true, amount: FALLBACK_CAP });
+    // The event holds Stripe's 1,000 in Redis (Postgres books it on top of the fallback's 1,000) …
+    await stripe(
+      cutOff,
+      authorizationEvent({
+        type: 'issuing_authorization.created',
+        cardId,
+        authorizationId,
+        amountCents: FALLBACK_CAP,
+        approved: true,
+        status: 'pending',
+        requestHistory: 1,
+        createdS: request.created,
+      }),
+    );
+    // … and the late attempt, too late, reserves nothing: a decline under the fallback's decision id,
+    // which Postgres follows (−1,000), so the books agree before the adoption and after it.
+    expect(await resumeUntilDecided(userId, request.id)).toMatch(/^0\|0\|system_unavailable\|/);
+    expect(await positions(userId, authorizationId)).toEqual(heldEverywhere(String(FALLBACK_CAP)));
+    expect(await hotPath.engine.lease.catchUp()).toBe(true);
+    expect(await positions(userId, authorizationId)).toEqual(heldEverywhere(String(FALLBACK_CAP)));
+  });
+
   it('keeps Postgres in step when the adoption replaces the late grant before any event', async () => {
     const { userId, authorizationId, created } = await lateBesideFallback();
     expect(await hotPath.engine.lease.catchUp()).toBe(true);
