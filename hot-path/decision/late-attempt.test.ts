@@ -14,7 +14,7 @@ import { seedAsset, seedUser, WETH, wethForBorrowPower } from '../../test/suppor
 import { type HotPath, post, startHotPath, testConfig } from '../../test/support/hot-path.ts';
 import { freePort, type RedisServer, startRedisServer } from '../../test/support/processes.ts';
 import { drainOutbox } from '../../test/support/reconcile.ts';
-import { authorizationEvent, authorizationRequest } from '../../test/support/stripe.ts';
+import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
 import { startTcpProxy, type TcpProxy } from '../../test/support/tcp-proxy.ts';
 import { createLifecycle, type Lifecycle } from '../lifecycle/apply.ts';
 import { lifecycleEvent } from '../stripe/events.ts';
@@ -257,6 +257,24 @@ describe('a Redis attempt that runs after its fallback granted less (bug 5, seed
     expect(await positions(userId, authorizationId)).toEqual(heldEverywhere(String(FALLBACK_CAP)));
     expect(await hotPath.engine.lease.catchUp()).toBe(true);
     expect(await positions(userId, authorizationId)).toEqual(heldEverywhere(String(FALLBACK_CAP)));
+  });
+
+  it('stops the hold at zero in both books when a capture beyond the fallback grant came before the adoption', async () => {
+    const { userId, authorizationId, created } = await lateBesideFallback();
+    // Stripe captures 3,000 on its 1,000 authorization (an over-capture); Redis takes it out of the late
+    // 5,000 (2,000 left), and so does Postgres, which followed the late grant.
+    const capture = transactionEvent({
+      cardId: created.data.object.card.id,
+      authorizationId,
+      type: 'capture',
+      amountCents: 3_000,
+      createdS: created.created + 1,
+    });
+    expect((await cutOff.apply(lifecycleEvent.parse(capture), JSON.stringify(capture))).applied).toBe(true);
+    // Captures alone do not settle: the adoption replaces the late 5,000 by the fallback's 1,000, which
+    // would leave −2,000 held; it stops at zero, in both books.
+    expect(await hotPath.engine.lease.catchUp()).toBe(true);
+    expect(await positions(userId, authorizationId)).toEqual(heldEverywhere('0'));
   });
 
   it('keeps Postgres in step when the adoption replaces the late grant before any event', async () => {

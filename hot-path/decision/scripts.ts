@@ -152,12 +152,12 @@ if prior then
 elseif not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then
   return 'known'
 end
-local superseding = function()
-  redis.call('XADD', KEYS[7], '*', 'r', ARGV[9], 'hd', string.format('%.0f', delta), 'ud', '0', 'cd', '0', 'rv', '0', 'rw', '')
+local superseding = function(hold)
+  redis.call('XADD', KEYS[7], '*', 'r', ARGV[9], 'hd', string.format('%.0f', hold), 'ud', '0', 'cd', '0', 'rv', '0', 'rw', '')
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   -- The account is rebuilt from Postgres, which must then hold the fallback's grant, not the late one.
-  if result == 'superseded' and delta ~= 0 then superseding() end
+  if result == 'superseded' and delta ~= 0 then superseding(delta) end
   return 'key-only'
 end
 local settled = redis.call('HGET', KEYS[6], 't') == '1'
@@ -171,9 +171,15 @@ if delta ~= 0 then
       redis.call('XADD', KEYS[7], '*', 'r', ARGV[8], 'hd', string.format('%.0f', -delta), 'ud', '0', 'cd', '0', 'rv', '0', 'rw', '')
     end
   else
-    if result == 'superseded' then superseding() end
-    redis.call('HINCRBY', KEYS[1], 'hold', d)
-    local held = redis.call('HINCRBY', KEYS[2], ARGV[3], d)
+    -- A capture computed against the late grant may have left less held than the replacement takes
+    -- out: the hold stops at zero, in Redis and in Postgres alike.
+    local hold = delta
+    local before = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
+    if before + hold < 0 then hold = -before end
+    if result == 'superseded' and hold ~= 0 then superseding(hold) end
+    local h = string.format('%.0f', hold)
+    redis.call('HINCRBY', KEYS[1], 'hold', h)
+    local held = redis.call('HINCRBY', KEYS[2], ARGV[3], h)
     if held <= 0 then
       redis.call('HDEL', KEYS[2], ARGV[3])
       redis.call('ZREM', KEYS[3], ARGV[3])
