@@ -596,11 +596,20 @@ async function applyMoney(
  * event the fallback decided under another id, Postgres follows Redis: the hold moves by the difference
  * (ref `hold:<eventId>:redis`, once), and the event's decision row and the authorization take Redis's
  * decision. What the fallback decided stays in its audit row, its `fallback_decisions` row and this
- * writer's audit row (`authorization.decision_superseded`). (A late Redis attempt of the fallback's own
- * request has the same decision id: the adoption replaced it by the fallback's answer in Redis —
- * 'superseded' — and it is never booked. A fallback row of another user — the card changed hands in
- * between — is left alone: its hold is not this user's.)
- * Returns the audit rows of the decisions replaced (empty in the usual case: re-delivered entries).
+ * writer's audit row (`authorization.decision_superseded`). (A fallback row of another user — the card
+ * changed hands in between — is left alone: its hold is not this user's.)
+ *
+ * A late Redis attempt of the fallback's own request (docs/chaos.md bug 5) has the fallback's decision
+ * id: the process gave up on it and answered from the fallback, and the DECIDE still ran in Redis. Until
+ * the adoption replaces it by the fallback's answer (ADOPT_FALLBACK 'superseded'), Redis holds the late
+ * attempt's grant, and every lifecycle movement of the authorization is computed against it. So
+ * Postgres follows that too: the hold moves by the difference (same ref), the decision row and the
+ * authorization's decision stay the fallback's (Stripe was told its answer), and an
+ * `authorization.late_attempt_followed` audit row says so. The adoption then moves both back by the
+ * difference (or, if Stripe's events settled the authorization first, finds both already agreeing).
+ * Booked, it never makes Postgres refuse a release Redis computed against the late grant.
+ * Returns the audit rows of the decisions replaced or followed (empty in the usual case: re-delivered
+ * entries).
  */
 async function supersedeFallbackDecisions(
   tx: Tx,
@@ -616,20 +625,12 @@ async function supersedeFallbackDecisions(
   const replaced = candidates
     .flatMap((entry) => {
       const fallback = fallbackByEvent.get(entry.item.record.eventId);
-      if (
-        fallback === undefined ||
-        fallback.id === entry.item.record.decisionId ||
-        fallback.user_id !== entry.item.record.userId
-      )
-        return [];
-      return [
-        {
-          item: entry.item,
-          entryId: entry.id,
-          fallback,
-          deltaCents: entry.item.approvedCents - BigInt(fallback.approved_cents),
-        },
-      ];
+      if (fallback === undefined || fallback.user_id !== entry.item.record.userId) return [];
+      const late = fallback.id === entry.item.record.decisionId;
+      const deltaCents = entry.item.approvedCents - BigInt(fallback.approved_cents);
+      // A late attempt that granted what the fallback granted holds nothing Postgres lacks.
+      if (late && deltaCents === 0n) return [];
+      return [{ item: entry.item, entryId: entry.id, fallback, deltaCents, late }];
     })
     .sort(bySortKey((r) => r.item.record.eventId));
   if (replaced.length === 0) return [];
@@ -652,6 +653,7 @@ async function supersedeFallbackDecisions(
   );
   const mine = replaced.filter((r) => taken.has(refOf(r)));
   if (mine.length === 0) return [];
+  const replacedAnswers = mine.filter((r) => !r.late);
   await Promise.all([
     addToCreditAccounts(
       tx,
@@ -660,10 +662,11 @@ async function supersedeFallbackDecisions(
         .map((r) => ({ userId: r.item.record.userId as string, holdsCents: r.deltaCents })),
     ),
     // The event's decision row becomes Redis's: a later replay the fallback answers, and the daily spend
-    // it counts, then agree with Redis.
+    // it counts, then agree with Redis. A late attempt's does not: the fallback's answer is the one
+    // Stripe was told, and the adoption makes it Redis's too.
     replaceFallbackDecisions(
       tx,
-      mine.map((r) => ({
+      replacedAnswers.map((r) => ({
         eventId: r.item.record.eventId,
         fallbackId: r.fallback.id,
         id: r.item.record.decisionId,
@@ -680,6 +683,7 @@ async function supersedeFallbackDecisions(
         id: r.item.record.authorizationId,
         fallbackId: r.fallback.id,
         deltaCents: r.deltaCents,
+        late: r.late,
         approved: r.item.approved,
         decision: decisionLabel(r.item),
         declineReason: r.item.approved ? null : r.item.reason,
@@ -689,7 +693,7 @@ async function supersedeFallbackDecisions(
   ]);
   return mine.map((r) => ({
     actor: 'ledger-writer',
-    action: 'authorization.decision_superseded',
+    action: r.late ? 'authorization.late_attempt_followed' : 'authorization.decision_superseded',
     entityType: 'authorization',
     entityId: r.item.record.authorizationId,
     data: {

@@ -71,7 +71,9 @@ describe('books job', () => {
       `with t as (insert into ledger_transfers (ref, kind) values ('evil:unbalanced', 'adjustment') returning id)
        insert into ledger_entries (transfer_id, account, user_id, amount_cents) select id, 'program_holds', null, 500 from t`,
     );
-    const [victim] = await sql<{ id: string }[]>`select id::text from audit_log order by audit_log.id offset 3 limit 1`;
+    const [victim] = await sql<
+      { id: string }[]
+    >`select id::text from audit_log order by audit_log.id offset 3 limit 1`;
     await asSuperuserWithoutTriggers(
       services.databaseUrl,
       `update audit_log set data = '{"grantedCents": "999999"}' where id = ${victim!.id}`,

@@ -23,6 +23,10 @@ const LIST = LUA_FIELDS.blockedMccsSeparator;
 /**
  * Check-and-reserve. Returns {'ok', approved, amount, reason} | {'dup', stored} | {'missing'} |
  * {'changed', version}.
+ * Too late: when Stripe's own event for this request (the authorization's request count at or past
+ * the one ARGV[16] says this decision makes, `lv` in authState) was applied first, the request is
+ * declined `system_unavailable` without reserving: the attempt was given up on, Stripe has its answer,
+ * and the event computed the hold without this grant.
  * KEYS: 1 account, 2 cards, 3 holds, 4 holdExpiries, 5 decision, 6 daySpend, 7 velocity, 8 outbox, 9 authState
  * ARGV: 1 expectedVersion, 2 cardId, 3 authorizationId, 4 amount, 5 controllable, 6 mcc, 7 nowMs,
  *       8 capCents, 9 stale, 10 velocityLimit, 11 globallyBlocked, 12 decisionId, 13 holdExpiresAtMs,
@@ -60,6 +64,11 @@ else
     reason = 'blocked_mcc'
   elseif redis.call('HGET', KEYS[9], ${T.terminal}) == '1' then
     reason = 'card_inactive'
+  elseif tonumber(redis.call('HGET', KEYS[9], ${T.stripeVersion}) or '0') >= math.floor(tonumber(ARGV[16]) / 1e10) * 1e10 then
+    -- Stripe already described this request (its created/updated counts it): this attempt runs after
+    -- Stripe had its answer (a command held in a stalled socket past the process's deadline, chaos bug
+    -- 6). What Stripe decided is in the cache already; a grant now would be a hold nobody releases.
+    reason = 'system_unavailable'
   end
 end
 if reason == '' then

@@ -63,7 +63,8 @@ export async function adoptGrant(
       grant.holdExpiresAtMs,
       grant.decisionId,
       grant.authVersion === null ? '' : grant.authVersion,
-      JSON.stringify(settledRecord(grant)),
+      JSON.stringify(correctionRecord(grant, 'settled')),
+      JSON.stringify(correctionRecord(grant, 'superseded')),
     ],
     redirect,
   );
@@ -146,15 +147,17 @@ export function grantAuthVersion(priorRequests: number): number {
 }
 
 /**
- * The lifecycle record ADOPT_FALLBACK appends when Stripe's events settled the authorization before
- * the grant was adopted: the script fills in the hold delta (the grant taken back out of Postgres).
+ * A lifecycle record ADOPT_FALLBACK appends, the script filling in the hold delta: `settled` when
+ * Stripe's events settled the authorization before the grant was adopted (the grant taken back out of
+ * Postgres); `superseded` when the adoption replaced a late Redis attempt's grant that Postgres followed
+ * (Postgres moved by the same difference as Redis).
  */
-function settledRecord(grant: FallbackGrant): LifecycleRecord {
-  const eventId = `fallback_settled:${grant.decisionId}`;
+function correctionRecord(grant: FallbackGrant, kind: 'settled' | 'superseded'): LifecycleRecord {
+  const eventId = `fallback_${kind}:${grant.decisionId}`;
   return {
     kind: 'lifecycle',
     eventId,
-    eventType: 'credana.fallback_settled',
+    eventType: `credana.fallback_${kind}`,
     eventCreatedS: Math.floor(Date.now() / 1000),
     userId: grant.userId,
     cardId: null,
@@ -167,7 +170,7 @@ function settledRecord(grant: FallbackGrant): LifecycleRecord {
     transactionType: null,
     event: JSON.stringify({
       id: eventId,
-      type: 'credana.fallback_settled',
+      type: `credana.fallback_${kind}`,
       authorization: grant.authorizationId,
       decision: grant.decisionId,
     }),

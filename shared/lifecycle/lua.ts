@@ -212,23 +212,28 @@ return {'ok', '0', '0', '0'}
  * has it.
  *
  * Late Redis work: the same request's Redis attempt (same decision id) may have run after the process
- * gave up on it and answered from the fallback. Its hold then is not what Stripe was told, and Postgres
- * never books it (the fallback took the hold's ledger ref first). The stored answer says so (same
- * decision id, other answer): that attempt's grant is replaced by the fallback's here ('superseded').
+ * gave up on it and answered from the fallback. Its hold then is not what Stripe was told. The stored
+ * answer says so (same decision id, other answer): that attempt's grant is replaced by the fallback's
+ * here ('superseded'). Postgres followed the late grant meanwhile (the ledger writer books the
+ * difference when it finds the fallback's decision under the same id, docs/chaos.md bug 5), since every
+ * lifecycle movement until now was computed against it; so the replacement goes to Postgres too, as one
+ * lifecycle record (ARGV[9], hd = fallback's grant − late grant).
  *
  * Stripe's events first ('settled'): Stripe's `created`/`updated` for this request (authorization
  * version ≥ the grant's, `lv` in authState) or a terminal status may have been applied to the cache
  * before the adoption. They set the hold to what Stripe says is left, so the cache already has its
  * final word on this grant and the hold is not added; but they were computed against a cache that
  * lacked the grant, and Postgres booked their deltas on top of the fallback's hold: one lifecycle
- * record (`credana.fallback_settled`, hd = −grant) takes the grant back out of Postgres. Captures
- * alone do not settle: the hold is added (Postgres has it too) and Stripe's authorization event, which
- * always follows, sets both to what is left.
+ * record (`credana.fallback_settled`, hd = −grant) takes the grant back out of Postgres. Superseded
+ * and settled, nothing moves: the events were computed against the late grant, which Postgres
+ * followed. Captures alone do not settle: the hold is added (Postgres has it too) and Stripe's
+ * authorization event, which always follows, sets both to what is left.
  * Returns 'adopted' | 'known' | 'key-only' | 'superseded' | 'settled'.
  * KEYS: 1 account, 2 holds, 3 holdExpiries, 4 decision, 5 daySpend, 6 authState, 7 outbox
  * ARGV: 1 stored answer, 2 ttlS, 3 authorizationId, 4 grantedCents, 5 holdExpiresAtMs, 6 decisionId,
  *       7 the authorization's version after the grant's request (request count × 1e10; '' unknown: only
- *       a terminal status settles), 8 the correction's record (JSON)
+ *       a terminal status settles), 8 the settled correction's record (JSON), 9 the superseding
+ *       correction's record (JSON)
  */
 export const ADOPT_FALLBACK = luaScript(`
 local prior = redis.call('GET', KEYS[4])
@@ -244,7 +249,14 @@ if prior then
 elseif not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then
   return 'known'
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'key-only' end
+local superseding = function(hold)
+  redis.call('XADD', KEYS[7], '*', ${O.record}, ARGV[9], ${O.holdDeltaCents}, string.format('%.0f', hold), ${O.unsettledDeltaCents}, '0', ${O.capturedDeltaCents}, '0', ${O.reviewCents}, '0', ${O.reviewReason}, '')
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  -- The account is rebuilt from Postgres, which must then hold the fallback's grant, not the late one.
+  if result == 'superseded' and delta ~= 0 then superseding(delta) end
+  return 'key-only'
+end
 local settled = redis.call('HGET', KEYS[6], ${T.terminal}) == '1'
 if not settled and ARGV[7] ~= '' then
   settled = tonumber(redis.call('HGET', KEYS[6], ${T.stripeVersion}) or '0') >= tonumber(ARGV[7])
@@ -252,10 +264,19 @@ end
 if delta ~= 0 then
   local d = string.format('%.0f', delta)
   if settled then
-    redis.call('XADD', KEYS[7], '*', ${O.record}, ARGV[8], ${O.holdDeltaCents}, string.format('%.0f', -delta), ${O.unsettledDeltaCents}, '0', ${O.capturedDeltaCents}, '0', ${O.reviewCents}, '0', ${O.reviewReason}, '')
+    if result == 'adopted' then
+      redis.call('XADD', KEYS[7], '*', ${O.record}, ARGV[8], ${O.holdDeltaCents}, string.format('%.0f', -delta), ${O.unsettledDeltaCents}, '0', ${O.capturedDeltaCents}, '0', ${O.reviewCents}, '0', ${O.reviewReason}, '')
+    end
   else
-    redis.call('HINCRBY', KEYS[1], ${A.holdsCents}, d)
-    local held = redis.call('HINCRBY', KEYS[2], ARGV[3], d)
+    -- A capture computed against the late grant may have left less held than the replacement takes
+    -- out: the hold stops at zero, in Redis and in Postgres alike.
+    local hold = delta
+    local before = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
+    if before + hold < 0 then hold = -before end
+    if result == 'superseded' and hold ~= 0 then superseding(hold) end
+    local h = string.format('%.0f', hold)
+    redis.call('HINCRBY', KEYS[1], ${A.holdsCents}, h)
+    local held = redis.call('HINCRBY', KEYS[2], ARGV[3], h)
     if held <= 0 then
       redis.call('HDEL', KEYS[2], ARGV[3])
       redis.call('ZREM', KEYS[3], ARGV[3])

@@ -135,8 +135,13 @@ export async function writeAuthorizations(tx: Sql | Tx, rows: readonly Authoriza
 export interface AuthorizationSupersede {
   id: string;
   fallbackId: string;
-  /** Redis's grant minus the fallback's, added to approved and held cents. */
+  /** Redis's grant minus the fallback's, added to held cents (and to approved cents unless `late`). */
   deltaCents: bigint;
+  /**
+   * A late Redis attempt of the fallback's own request (same decision id; docs/chaos.md bug 5): the hold
+   * follows it, the decision stays the fallback's (Stripe was told its answer).
+   */
+  late: boolean;
   approved: boolean;
   decision: 'approved' | 'partial' | 'declined';
   declineReason: string | null;
@@ -145,7 +150,8 @@ export interface AuthorizationSupersede {
 
 /**
  * The authorization takes Redis's decision where the fallback's was its decision (the first request of
- * it); an increment only moves the amounts (docs/chaos.md, bug 3; ledger-writer/write-batch.ts).
+ * it); an increment only moves the amounts (docs/chaos.md, bug 3); a late attempt moves the hold only
+ * (bug 5; ledger-writer/write-batch.ts).
  */
 export async function supersedeAuthorizationDecisions(
   tx: Sql | Tx,
@@ -153,17 +159,21 @@ export async function supersedeAuthorizationDecisions(
 ): Promise<void> {
   if (rows.length === 0) return;
   await tx`update authorizations a set
-      approved_cents = a.approved_cents + v.delta,
+      approved_cents = a.approved_cents + case when v.late::boolean then 0 else v.delta end,
       held_cents = a.held_cents + v.delta,
-      approved = case when a.decision_id = v.fallback_id then v.approved::boolean
+      approved = case when v.late::boolean then a.approved
+        when a.decision_id = v.fallback_id then v.approved::boolean
         else a.approved or v.approved::boolean end,
-      decision = case when a.decision_id = v.fallback_id then v.decision else a.decision end,
-      decline_reason = case when a.decision_id = v.fallback_id then v.decline_reason else a.decline_reason end,
-      decision_source = case when a.decision_id = v.fallback_id then 'redis' else a.decision_source end,
+      decision = case when a.decision_id = v.fallback_id and not v.late::boolean then v.decision else a.decision end,
+      decline_reason = case when a.decision_id = v.fallback_id and not v.late::boolean then v.decline_reason
+        else a.decline_reason end,
+      decision_source = case when a.decision_id = v.fallback_id and not v.late::boolean then 'redis'
+        else a.decision_source end,
       decision_id = case when a.decision_id = v.fallback_id then v.decision_id else a.decision_id end,
       updated_at = now()
     from ${unnestRows(tx, rows, {
       id: ['text', (r) => r.id],
+      late: ['text', (r) => String(r.late)],
       delta: ['bigint', (r) => r.deltaCents.toString()],
       fallback_id: ['text', (r) => r.fallbackId],
       approved: ['text', (r) => String(r.approved)],
