@@ -143,13 +143,15 @@ describe('Postgres errors, by SQLSTATE and by code', () => {
   it('sorts a backend terminated mid-query and a refused connection as retryable', async () => {
     const victim = postgres(services.databaseUrl, { max: 1, onnotice: () => {} });
     try {
-      const [{ pid }] = await victim<{ pid: number }[]>`select pg_backend_pid() as pid`;
+      const [row] = await victim<{ pid: number }[]>`select pg_backend_pid() as pid`;
+      const pid = row?.pid;
+      assert(pid !== undefined);
       const running = rejection(() => victim`select pg_sleep(10)`);
       // Terminated once its query runs (pg_stat_activity shows it active).
       for (;;) {
         const [row] = await services.database
           .sql`select state from pg_stat_activity where pid = ${pid} and query like '%pg_sleep(10)%'`;
-        if (row?.state === 'active') break;
+        if (row?.['state'] === 'active') break;
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
       await services.database.sql`select pg_terminate_backend(${pid})`;
