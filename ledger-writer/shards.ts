@@ -239,6 +239,8 @@ export function createShardOwnership(options: ShardOwnershipOptions) {
           if (renewed === 1) shard.validUntilMs = sentMs + leaseMs;
           else drop(shard.shard, 'lease_lost');
         } catch {
+          // Whatever failed, the lease is only as good as its last renewal: past it the shard is
+          // dropped (the safe side), and the next round tries again.
           if (Date.now() >= shard.validUntilMs) drop(shard.shard, 'lease_expired');
         }
       }),

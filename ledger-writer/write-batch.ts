@@ -128,6 +128,7 @@ export function parseEntry(raw: RawEntry): ParseResult {
   try {
     value = JSON.parse(json);
   } catch {
+    // JSON.parse of a string throws only SyntaxError: the record is not JSON.
     return { ok: false, error: `${F.record}: not JSON` };
   }
   const parsed = outboxRecordSchema.safeParse(value);
