@@ -1,8 +1,9 @@
 /**
  * The hot path's HTTP surface (Hono). Routes:
  * - POST /stripe/authorizations — the real-time authorization webhook (`issuing_authorization.request`).
- *   Always answers 200 with `{ approved, amount?, metadata }` and the `Stripe-Version` header, unless
- *   the signature is bad (400) or the body too large (413).
+ *   Answers 200 with `{ approved, amount?, metadata }` and the `Stripe-Version` header, unless the
+ *   signature is bad (400), the body too large (413), or a bug threw (a logged bare 500: Stripe applies
+ *   its default; outages never do, they fall back or decline — docs/hot-path.md).
  * - POST /stripe/events — every other Issuing event (created / updated / transaction.created).
  * - GET /healthz, GET /readyz (ready while Redis answers and the process is not suspect; Postgres is
  *   reported, not required: ops/readiness.ts).
