@@ -19,7 +19,7 @@ export interface LedgerWriterAppDeps {
   readiness: Readiness;
   access: 'open' | { token: string | undefined };
   /** Where an unexpected error is logged, with its request id (shared/http/app.ts). */
-  logger: Pick<Logger, 'error'>;
+  logger: Pick<Logger, 'error' | 'warn'>;
 }
 
 export function createLedgerWriterApp(deps: LedgerWriterAppDeps) {

@@ -12,7 +12,7 @@ import type { Metrics } from './metrics.ts';
 export function createInternalApp(deps: {
   metrics: Pick<Metrics, 'registry'>;
   readiness: Readiness;
-  logger: Pick<Logger, 'error'>;
+  logger: Pick<Logger, 'error' | 'warn'>;
 }) {
   return createServiceInternalApp({
     registry: deps.metrics.registry,

@@ -64,7 +64,7 @@ export function serveLockedWorkerInternal(options: {
   service: string;
   registry: Registry;
   /** Where the listener logs an unexpected error (shared/http/app.ts). */
-  logger: Pick<Logger, 'error'>;
+  logger: Pick<Logger, 'error' | 'warn'>;
   sql: Sql;
   client: PublicClient;
   lockHeld: () => Promise<boolean>;

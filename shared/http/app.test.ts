@@ -1,10 +1,13 @@
 // Proves the one HTTP app every surface starts from (createApp): a request id on every answer, known
-// errors answered from the one table, and an unexpected error logged with its request id and answered
-// with a bare 500 that says nothing of it — in-process with app.request() and a real pino logger.
+// errors answered from the one table, an outage (a real Redis that is not there) logged as a warning
+// with its code, and an unexpected error logged with its request id and answered with a bare 500 that
+// says nothing of it — in-process with app.request() and a real pino logger.
 import { Writable } from 'node:stream';
 import { Hono } from 'hono';
 import { describe, expect, it } from 'vitest';
+import { freePort } from '../../test/support/processes.ts';
 import { createLogger } from '../observability/logger.ts';
+import { createRedis } from '../redis/client.ts';
 import { createApp, HTTP_ERRORS, HttpError } from './app.ts';
 
 function capture() {
@@ -77,5 +80,21 @@ describe('createApp', () => {
       expect(JSON.stringify(line)).toContain('detail');
     }
     expect(unhandled.map((e) => e.name)).toEqual(['TypeError', 'RangeError']);
+  });
+
+  it('answers an outage with the same bare 500 but logs it as a warning with its code, not as a bug', async () => {
+    const { app, lines, unhandled } = appWithRoutes();
+    const redis = createRedis({ url: `redis://127.0.0.1:${await freePort()}`, offlineQueue: false });
+    app.get('/redis', async (c) => c.json({ pong: await redis.ping() }));
+    try {
+      const res = await app.request('/redis');
+      expect(res.status).toBe(500);
+      expect(await res.json()).toEqual({ error: 'internal' });
+      const line = lines.find((l) => l['requestId'] === res.headers.get('x-request-id'));
+      expect(line).toMatchObject({ level: 40, msg: 'dependency unavailable', code: 'redis_connection' });
+      expect(unhandled).toEqual([]);
+    } finally {
+      redis.disconnect();
+    }
   });
 });

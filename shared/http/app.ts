@@ -5,12 +5,15 @@
  *
  * Errors: a route that refuses a request on purpose throws `HttpError(key)`, whose status and code
  * come from HTTP_ERRORS, the one table of known errors; the answer is `{ "error": <code> }` with that
- * status (a 413 also closes the connection: the body was refused unread). Anything else is a bug: it
- * is logged with the request id and answered with a bare `{ "error": "internal" }` 500 that says
- * nothing of what failed.
+ * status (a 413 also closes the connection: the body was refused unread). An outage (Postgres or
+ * Redis away, by its class in shared/errors.ts) is logged as a warning with its code and answered
+ * with the same bare 500 as a bug, which the caller retries (Stripe does, for days). Anything else is
+ * a bug: it is logged as an error with the request id and answered with a bare
+ * `{ "error": "internal" }` 500 that says nothing of what failed.
  */
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
+import { classifyRedisCallError, type ErrorCode } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 
 /**
@@ -48,9 +51,11 @@ export interface AppEnv {
 }
 
 export interface CreateAppDeps {
-  logger: Pick<Logger, 'error'>;
-  /** Told of every error answered 500 (after it is logged), e.g. to count it. */
+  logger: Pick<Logger, 'error' | 'warn'>;
+  /** Told of every bug answered 500 (after it is logged), e.g. to count it. */
   onUnhandled?: (error: Error) => void;
+  /** Told of every outage answered 500, with its code. */
+  onUnavailable?: (code: ErrorCode) => void;
 }
 
 /**
@@ -79,13 +84,20 @@ export function createApp(deps: CreateAppDeps): Hono<AppEnv> {
     }
     // Hono's own refusals (its middleware's) carry their answer.
     if (error instanceof HTTPException) return error.getResponse();
+    const request = { requestId: c.get('requestId'), method: c.req.method, path: c.req.path };
+    // Routes reach Postgres and Redis: a bare ioredis connection error counts as Redis away here
+    // (classifyRedisCallError), so an outage does not page as a bug.
+    const cause = classifyRedisCallError(error);
+    if (cause.fault === 'environment' || cause.fault === 'deployment') {
+      logger.warn(
+        { ...request, code: cause.code, err: { name: error.name, message: error.message } },
+        'dependency unavailable',
+      );
+      deps.onUnavailable?.(cause.code);
+      return c.json({ error: 'internal' }, 500);
+    }
     logger.error(
-      {
-        requestId: c.get('requestId'),
-        method: c.req.method,
-        path: c.req.path,
-        err: { name: error.name, message: error.message, stack: error.stack },
-      },
+      { ...request, err: { name: error.name, message: error.message, stack: error.stack } },
       'unhandled error',
     );
     deps.onUnhandled?.(error);

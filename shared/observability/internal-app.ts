@@ -16,7 +16,7 @@ export function createInternalApp(deps: {
   registry: Registry;
   readiness: Readiness;
   /** Where an unexpected error is logged, with its request id (shared/http/app.ts). */
-  logger: Pick<Logger, 'error'>;
+  logger: Pick<Logger, 'error' | 'warn'>;
   metricsEnabled?: boolean;
 }): Hono<AppEnv> {
   const app = createApp({ logger: deps.logger });
