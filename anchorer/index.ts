@@ -152,6 +152,7 @@ export function createAnchorer(options: AnchorerOptions): Anchorer {
         return report('pending', hash);
       }
     } catch {
+      // Not knowing the receipt now loses nothing: the next round reads the anchor from the chain.
       logger.warn({ hash }, 'audit anchor: no receipt yet; the next round looks again');
       return report('pending', hash);
     }

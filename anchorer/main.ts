@@ -111,6 +111,7 @@ const anchorer = createAnchorer(options);
 // The internal listener first, so health checks and the scrape target exist before the first round.
 const internal = await serveLockedWorkerInternal({
   service: 'anchorer',
+  logger,
   registry: metrics.registry,
   sql: database.sql,
   client: rpc.client,

@@ -263,3 +263,32 @@ describe('operations', () => {
     expect(metrics).toContain('credana_decision_latency_seconds_bucket');
   });
 });
+
+describe('failure behaviour', () => {
+  it('answers a bug (a key of the wrong type) with a logged bare 500, neither falling back nor making the process suspect', async () => {
+    const { cardId, userId } = await userWithPower(10_000n);
+    // The account key corrupted into a string: HGETALL answers WRONGTYPE. Not an outage: before, the
+    // decision fell back to Postgres and the whole process turned suspect, deciding every user from
+    // Postgres until a catch-up.
+    const keys = userKeys(services.prefix, userId);
+    await services.redis.del(keys.account);
+    await services.redis.set(keys.account, 'corrupted');
+    const body = authorizationRequest({ cardId, amountCents: 100 });
+    const res = await authorize(body);
+    expect(res.status).toBe(500);
+    expect(res.json).toEqual({ error: 'internal' });
+    expect(res.headers.get('x-request-id')).not.toBeNull();
+    const [fallback] = await services.database
+      .sql`select count(*)::int as n from fallback_decisions where event_id = ${body.id}`;
+    expect(fallback?.['n']).toBe(0);
+    const ready = await hotPath.app.request('/readyz');
+    expect(await ready.json()).toMatchObject({ ready: true, suspect: false });
+    const metrics = await (await hotPath.internalApp.request('/metrics')).text();
+    expect(metrics).toMatch(/^credana_http_unhandled_errors_total\{service="hot-path"\} 1$/m);
+    expect(metrics).not.toMatch(/credana_decision_redis_failures_total\{cause=/);
+    // Other users are still decided from Redis.
+    const other = await userWithPower(10_000n);
+    const fine = await authorize(authorizationRequest({ cardId: other.cardId, amountCents: 100 }));
+    expect(fine.json.approved).toBe(true);
+  });
+});

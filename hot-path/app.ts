@@ -1,16 +1,17 @@
 /**
  * The hot path's HTTP surface (Hono). Routes:
  * - POST /stripe/authorizations — the real-time authorization webhook (`issuing_authorization.request`).
- *   Always answers 200 with `{ approved, amount?, metadata }` and the `Stripe-Version` header, unless
- *   the signature is bad (400) or the body too large (413).
+ *   Answers 200 with `{ approved, amount?, metadata }` and the `Stripe-Version` header, unless the
+ *   signature is bad (400), the body too large (413), or a bug threw (a logged bare 500: Stripe applies
+ *   its default; outages never do, they fall back or decline — docs/hot-path.md).
  * - POST /stripe/events — every other Issuing event (created / updated / transaction.created).
  * - GET /healthz, GET /readyz (ready while Redis answers and the process is not suspect; Postgres is
  *   reported, not required: ops/readiness.ts).
  * - GET /metrics answers 404 here unless `Authorization: Bearer <METRICS_TOKEN>` is presented: this port
  *   is public; Prometheus scrapes the internal listener (ops/internal-app.ts, HOT_PATH_METRICS_PORT).
  */
-import { Hono } from 'hono';
 import type { Config } from '../shared/config.ts';
+import { createApp as createHttpApp, HttpError } from '../shared/http/app.ts';
 import { readRawBody, requestHeader } from '../shared/http/raw-body.ts';
 import type { Lifecycle } from '../shared/lifecycle/handler.ts';
 import type { Logger } from '../shared/observability/logger.ts';
@@ -45,45 +46,16 @@ export interface AppDeps {
   readiness: Readiness;
 }
 
-class HttpError extends Error {
-  constructor(
-    readonly status: 400 | 413 | 500,
-    readonly code: string,
-  ) {
-    super(code);
-  }
-}
-
 export function createApp(deps: AppDeps) {
   const { settings, engine, lifecycle, metrics, logger } = deps;
-  const app = new Hono<{ Variables: { requestId: string } }>();
-  // Request ids for the logs: a process-unique counter (no random UUID per swipe), echoed as X-Request-Id.
-  const requestIdPrefix = `${process.pid.toString(36)}-${Date.now().toString(36)}-`;
-  let requestCount = 0;
-  app.use(async (c, next) => {
-    const id = requestIdPrefix + (++requestCount).toString(36);
-    c.set('requestId', id);
-    c.header('X-Request-Id', id);
-    await next();
-  });
-
-  app.onError((error, c) => {
-    if (error instanceof HttpError) {
-      // A body refused unread: close the connection rather than reading the rest of it.
-      if (error.status === 413) c.header('Connection', 'close');
-      return c.json({ error: error.code }, error.status);
-    }
-    logger.error(
-      { requestId: c.get('requestId'), err: { name: error.name, message: error.message } },
-      'unhandled error',
-    );
-    return c.json({ error: 'internal' }, 500);
-  });
-  app.notFound((c) => c.json({ error: 'not_found' }, 404));
+  // A bug (never an outage: the engine answers those) is logged with the request id and answered a
+  // bare 500; on /stripe/authorizations Stripe then applies its own default to the authorization
+  // (docs/hot-path.md, "Failure behaviour").
+  const app = createHttpApp({ logger, onUnhandled: () => metrics.unhandledErrors.inc() });
 
   /**
    * Reads the raw body once (bounded by WEBHOOK_BODY_LIMIT_BYTES) and verifies it; throws
-   * HttpError(413) above the limit and HttpError(400) on a bad signature.
+   * HttpError('body_too_large') above the limit and a 400 HttpError on a bad signature.
    */
   async function verifiedBody(c: {
     env: unknown;
@@ -92,7 +64,7 @@ export function createApp(deps: AppDeps) {
     const body = await readRawBody(c, settings.WEBHOOK_BODY_LIMIT_BYTES);
     if (!body.ok) {
       metrics.webhookRejected.inc({ problem: 'too_large' });
-      throw new HttpError(413, 'body_too_large');
+      throw new HttpError('body_too_large');
     }
     const raw = body.text;
     const check = verifyStripeSignature(
@@ -103,7 +75,7 @@ export function createApp(deps: AppDeps) {
     );
     if (!check.ok) {
       metrics.webhookRejected.inc({ problem: check.problem });
-      throw new HttpError(400, check.problem);
+      throw new HttpError(`stripe_${check.problem}`);
     }
     return raw;
   }
@@ -117,6 +89,7 @@ export function createApp(deps: AppDeps) {
     try {
       json = JSON.parse(raw);
     } catch {
+      // JSON.parse of a string throws only SyntaxError: the body is not JSON, declined below.
       json = undefined;
     }
     const parsed = authorizationRequestEvent.safeParse(json);
@@ -171,10 +144,11 @@ export function createApp(deps: AppDeps) {
     try {
       json = JSON.parse(raw);
     } catch {
-      throw new HttpError(400, 'malformed_json');
+      // JSON.parse of a string throws only SyntaxError: the body is not JSON.
+      throw new HttpError('malformed_json');
     }
     const head = anyEvent.safeParse(json);
-    if (!head.success) throw new HttpError(400, 'malformed_event');
+    if (!head.success) throw new HttpError('malformed_event');
     if (!LIFECYCLE_TYPES.has(head.data.type)) {
       metrics.lifecycleEvents.inc({ type: 'other', result: 'ignored' });
       logger.info(
@@ -186,7 +160,7 @@ export function createApp(deps: AppDeps) {
     const parsed = lifecycleEvent.safeParse(json);
     if (!parsed.success) {
       metrics.lifecycleEvents.inc({ type: head.data.type, result: 'malformed' });
-      throw new HttpError(400, 'malformed_event');
+      throw new HttpError('malformed_event');
     }
     const result = await lifecycle.apply(parsed.data, raw);
     if (result.rejected !== null) {
@@ -236,7 +210,7 @@ export function createApp(deps: AppDeps) {
   app.get('/metrics', async (c) => {
     // Public port: the same 404 as any unknown path, unless the metrics token is presented.
     if (!metricsTokenPresented(requestHeader(c, 'authorization'), settings.METRICS_TOKEN))
-      return c.json({ error: 'not_found' }, 404);
+      throw new HttpError('not_found');
     c.header('Content-Type', metrics.registry.contentType);
     return c.body(await metrics.registry.metrics());
   });

@@ -122,6 +122,14 @@ describe('failure modes', () => {
     expect(again.json).toMatchObject({ approved: true, metadata: { reason: 'approved' } });
     const metrics = await (await hotPath.internalApp.request('/metrics')).text();
     expect(metrics).toMatch(/credana_decision_fallbacks_total\{result="postgres",service="hot-path"\} [1-9]/);
+    // Each fallback counted under its cause's stable code (shared/errors.ts): Redis killed, then Postgres.
+    expect(metrics).toMatch(
+      /credana_decision_redis_failures_total\{cause="(redis_connection|deadline)",service="hot-path"\} [1-9]/,
+    );
+    expect(metrics).toMatch(
+      /credana_decision_fallback_failures_total\{cause="(pg_[a-z_]+|deadline)",service="hot-path"\} [1-9]/,
+    );
+    expect(metrics).toMatch(/^credana_http_unhandled_errors_total\{service="hot-path"\} 0$/m);
   });
 
   it('mirrors a fallback decision into the cache when a slow Redis answers again, and replays it identically', async () => {

@@ -103,14 +103,21 @@ export async function createHotPath(config: Config) {
     market,
     cardOwners,
     lease,
+    // Outages only (shared/errors.ts codes): a bug is not swallowed here but answered 500 by app.ts.
     onRedisFailure: (cause, error) => {
       metrics.redisFailures.inc({ cause });
-      // A script error is a bug, not an outage: say so loudly (the decision still falls back).
-      if (cause === 'reply') logger.error({ err: String(error) }, 'decision script failed');
       // Redis away (or answering too late for its command timeout): the process decides from Postgres
-      // until it has caught up. Said once per outage (a suspect process makes no Redis attempts).
-      else if (cause === 'connection')
-        logger.warn({ err: String(error) }, 'Redis attempt failed; deciding from Postgres');
+      // until it has caught up, so this is said once per outage (a suspect process makes no Redis
+      // attempts). A late reply or a moving cluster slot falls back only its own request: said at info.
+      const perRequest = cause === 'deadline' || cause === 'redis_redirect';
+      logger[perRequest ? 'info' : 'warn'](
+        { cause, err: String(error) },
+        'Redis attempt failed; deciding from Postgres',
+      );
+    },
+    onFallbackFailure: (cause, error) => {
+      metrics.fallbackFailures.inc({ cause });
+      logger.warn({ cause, err: String(error) }, 'Postgres fallback failed; declining system_unavailable');
     },
     onRedisRedirect: (redirect) => metrics.redisRedirects.inc({ redirect }),
   });
@@ -123,7 +130,7 @@ export async function createHotPath(config: Config) {
   );
   const app = createApp({ settings: config, engine, lifecycle, metrics, logger, readiness });
   // /metrics, /healthz, /readyz for Prometheus and health checks, served by main.ts on its own port.
-  const internalApp = createInternalApp({ metrics, readiness });
+  const internalApp = createInternalApp({ metrics, readiness, logger });
   // The lease: renewed while Redis answers; after an outage, the fallback's decisions are adopted into
   // the cache before this process decides from Redis again (decision/redis-lease.ts).
   await lease.catchUp();

@@ -113,6 +113,7 @@ const internal =
     ? null
     : await serveInternal({
         app: createInternalApp({
+          logger,
           registry: indexer.metrics.registry,
           metricsEnabled: config.METRICS_ENABLED,
           readiness: chainServiceReadiness({

@@ -6,7 +6,8 @@
  * LEDGER_WRITER_METRICS_PORT with QUEUE_DRIVER=qstash). `metrics: { token }` is the public port QStash
  * delivers to: /metrics there answers 404 unless `Authorization: Bearer <METRICS_TOKEN>` is presented.
  */
-import { Hono } from 'hono';
+import { createApp, HttpError } from '../shared/http/app.ts';
+import type { Logger } from '../shared/observability/logger.ts';
 import { metricsTokenPresented } from '../shared/observability/metrics-access.ts';
 import type { Readiness } from '../shared/observability/readiness.ts';
 import type { LedgerWriterMetrics } from './metrics.ts';
@@ -17,15 +18,15 @@ export interface LedgerWriterAppDeps {
   metrics: LedgerWriterMetrics;
   readiness: Readiness;
   access: 'open' | { token: string | undefined };
+  /** Where an unexpected error is logged, with its request id (shared/http/app.ts). */
+  logger: Pick<Logger, 'error' | 'warn'>;
 }
 
 export function createLedgerWriterApp(deps: LedgerWriterAppDeps) {
-  const app = new Hono();
-  app.onError((_error, c) => c.json({ error: 'internal' }, 500));
-  app.notFound((c) => c.json({ error: 'not_found' }, 404));
+  const app = createApp({ logger: deps.logger });
   app.get('/metrics', async (c) => {
     if (deps.access !== 'open' && !metricsTokenPresented(c.req.header('authorization'), deps.access.token))
-      return c.json({ error: 'not_found' }, 404);
+      throw new HttpError('not_found');
     c.header('content-type', deps.metrics.registry.contentType);
     return c.body(await deps.metrics.registry.metrics());
   });

@@ -84,13 +84,14 @@ const app = createLedgerWriterApp({
   writer,
   metrics,
   readiness,
+  logger,
   access: qstash ? { token: config.METRICS_TOKEN } : 'open',
 });
 const internalServer = qstash
   ? await new Promise<ReturnType<typeof serve>>((resolve) => {
       const listener = serve(
         {
-          fetch: createLedgerWriterApp({ writer, metrics, readiness, access: 'open' }).fetch,
+          fetch: createLedgerWriterApp({ writer, metrics, readiness, logger, access: 'open' }).fetch,
           port: config.LEDGER_WRITER_METRICS_PORT,
           hostname: config.METRICS_HOST,
         },

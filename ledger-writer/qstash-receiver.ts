@@ -25,6 +25,7 @@ import type { Receiver } from '@upstash/qstash';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import type { Sql } from '../shared/db/client.ts';
+import { classifyRedisCallError } from '../shared/errors.ts';
 import { readRawBody, requestHeader } from '../shared/http/raw-body.ts';
 import { appendDeadLetter } from '../shared/outbox/dead-letters.ts';
 import { outboxLimits } from '../shared/outbox/limits.ts';
@@ -91,12 +92,15 @@ export function createQStashReceiverApp(deps: QStashReceiverDeps) {
     try {
       await deps.receiver.verify({ signature, body, url: deps.publicUrl });
     } catch {
+      // Receiver.verify throws for every signature it does not accept (malformed, wrong key, expired,
+      // another URL or body): each is a bad signature; it calls nothing that could be down.
       return c.json({ error: 'bad_signature' }, 401);
     }
     let json: unknown;
     try {
       json = JSON.parse(body);
     } catch {
+      // JSON.parse of a string throws only SyntaxError: the body is not JSON.
       return c.json({ error: 'malformed_json' }, 400);
     }
     const relayed = relayedEntry.safeParse(json);
@@ -124,7 +128,10 @@ export function createQStashReceiverApp(deps: QStashReceiverDeps) {
       try {
         applied = (await applyBatch(deps.sql, [parsed.entry], deps.apply)).applied;
       } catch (error) {
-        if (isRetryable(error) || !(await poisoned(raw))) throw error;
+        // Not applied. Postgres unavailable (or the deployment's fault) is retried by QStash as it is;
+        // any other failure is the entry's until it has failed limits.poisonAttemptsMax times, then
+        // dead-lettered like the stream writer's poison entries (writer.ts isolate).
+        if (isRetryable(error) || !(await poisoned(raw))) return c.json({ error: 'not_applied' }, 500);
         await appendDeadLetter(redis, prefix, raw, errorText(error), 'failed');
         await advanceWatermark(redis, stream, id);
         return c.json({ applied: 0, deadLettered: true });
@@ -132,9 +139,11 @@ export function createQStashReceiverApp(deps: QStashReceiverDeps) {
       // Committed: only now may the shard move past it (and the relay delete it).
       await advanceWatermark(redis, stream, id);
       return c.json({ applied, duplicate: applied === 0 });
-    } catch {
-      // Retryable from QStash's side (Postgres or Redis down, or a data error not yet tried enough);
-      // the watermark has not moved, so the retry is applied in order, and the natural keys make it safe.
+    } catch (error) {
+      // Redis (the watermark, the dead letters, the poison count) unavailable: QStash retries; the
+      // watermark has not moved, so the retry is applied in order, and the natural keys make it safe.
+      // Anything else is a bug: the app's onError logs it and answers a bare 500 (QStash retries too).
+      if (!classifyRedisCallError(error).retryable) throw error;
       return c.json({ error: 'not_applied' }, 500);
     }
   });

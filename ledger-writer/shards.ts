@@ -29,6 +29,7 @@
  * user, and that an owner commits nothing after a later owner raised the shard's epoch.
  */
 import type { Sql, Tx } from '../shared/db/client.ts';
+import { replyCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/observability/logger.ts';
 import { errorText } from '../shared/outbox/dead-letters.ts';
 import type { Redis } from '../shared/redis/client.ts';
@@ -184,7 +185,7 @@ export function createShardOwnership(options: ShardOwnershipOptions) {
         try {
           await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
         } catch (error) {
-          if (!String((error as Error).message).includes('BUSYGROUP')) {
+          if (replyCode(error) !== 'BUSYGROUP') {
             await letGo([shard]);
             return;
           }
@@ -238,6 +239,8 @@ export function createShardOwnership(options: ShardOwnershipOptions) {
           if (renewed === 1) shard.validUntilMs = sentMs + leaseMs;
           else drop(shard.shard, 'lease_lost');
         } catch {
+          // Whatever failed, the lease is only as good as its last renewal: past it the shard is
+          // dropped (the safe side), and the next round tries again.
           if (Date.now() >= shard.validUntilMs) drop(shard.shard, 'lease_expired');
         }
       }),

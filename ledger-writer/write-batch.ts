@@ -42,6 +42,7 @@ import {
   type TransferInput,
   type TransferKind,
 } from '../shared/db/queries/ledger.ts';
+import { classifyError } from '../shared/errors.ts';
 import type { MerchantNames } from '../shared/hsm/merchant-names.ts';
 import {
   type DecisionRecord,
@@ -127,6 +128,7 @@ export function parseEntry(raw: RawEntry): ParseResult {
   try {
     value = JSON.parse(json);
   } catch {
+    // JSON.parse of a string throws only SyntaxError: the record is not JSON.
     return { ok: false, error: `${F.record}: not JSON` };
   }
   const parsed = outboxRecordSchema.safeParse(value);
@@ -467,8 +469,7 @@ export class ArchiveError extends Error {
 
 /** Postgres's data exceptions (22) and integrity violations (23): the record's fault, not the server's. */
 function isDataError(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && (code.startsWith('22') || code.startsWith('23'));
+  return classifyError(error).fault === 'data';
 }
 
 /**

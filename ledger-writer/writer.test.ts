@@ -5,6 +5,7 @@
 // and reads /metrics and /healthz. The writer runs with its default two lanes; laneOf is checked to keep
 // each user's entries in one lane (so one user's movements stay in stream order).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../shared/observability/logger.ts';
 import { createDependencyProbe, ledgerWriterReadiness } from '../shared/observability/readiness.ts';
 import { duplicateRedis } from '../shared/redis/client.ts';
 import { allOutboxKeys, deadLetterKey } from '../shared/redis/keys.ts';
@@ -418,7 +419,8 @@ describe('ledger writer on the real hot path', () => {
         registry: metrics.registry,
       }),
     );
-    const app = createLedgerWriterApp({ writer: writer!, metrics, readiness, access: 'open' });
+    const logger = createLogger('silent', 'ledger-writer');
+    const app = createLedgerWriterApp({ writer: writer!, metrics, readiness, logger, access: 'open' });
     const text = await (await app.request('/metrics')).text();
     for (const name of [
       'credana_ledger_lag_ms',
@@ -434,7 +436,13 @@ describe('ledger writer on the real hot path', () => {
     expect(await ready.json()).toMatchObject({ ready: true, redis: true, postgres: true });
     // The public port (QUEUE_DRIVER=qstash) refuses /metrics without the token.
     const token = 't'.repeat(32);
-    const publicApp = createLedgerWriterApp({ writer: writer!, metrics, readiness, access: { token } });
+    const publicApp = createLedgerWriterApp({
+      writer: writer!,
+      metrics,
+      readiness,
+      logger,
+      access: { token },
+    });
     expect((await publicApp.request('/metrics')).status).toBe(404);
     expect((await publicApp.request('/metrics', { headers: { authorization: 'Bearer wrong' } })).status).toBe(
       404,

@@ -35,6 +35,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Sql } from '../shared/db/client.ts';
+import { classifyError, replyCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/observability/logger.ts';
 import {
   appendDeadLetter,
@@ -117,15 +118,18 @@ export interface LedgerWriter {
   readonly shards: readonly number[];
 }
 
-/** Errors that a retry of the same batch may cure; anything else is the data's fault. */
+/**
+ * Whether the whole batch is retried (true) rather than isolated entry by entry to find a poison one
+ * (false), by the error's class (shared/errors.ts): an outage (`environment`: a connection, a
+ * conflict, a timeout, a restart) and the deployment's fault (`deployment`: a missing grant or
+ * migration) are retried with backoff — no entry could be written, and dead-lettering good entries
+ * would leave them all to replay by hand; the writer reports `retrying` meanwhile. The record's
+ * fault (`data`: SQLSTATE classes 22, 23) and anything else (`bug`: a RAISE, a TypeError) are
+ * isolated, so one bad entry is dead-lettered and the others written.
+ */
 export function isRetryable(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string') return false;
-  if (!/^[0-9A-Z]{5}$/.test(code)) return true; // ECONNREFUSED, CONNECTION_CLOSED, CONNECT_TIMEOUT, …
-  // 22 data exception and 23 integrity violation are the record's fault; every other class (08
-  // connection, 40 conflicts, 42 permissions, 53 resources, 55 lock not available, 57 shutdown or
-  // timeout, 58/XX system) is the environment's, and must not dead-letter good entries.
-  return !(code.startsWith('22') || code.startsWith('23'));
+  const { fault } = classifyError(error);
+  return fault === 'environment' || fault === 'deployment';
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -227,7 +231,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
    * until restarted.
    */
   async function recreateGroupIfGone(stream: string, error: unknown): Promise<boolean> {
-    if (!String((error as Error | null)?.message).includes('NOGROUP')) return false;
+    if (replyCode(error) !== 'NOGROUP') return false;
     logger?.error(
       { stream },
       'ledger writer: the consumer group is gone (Redis lost its data?); creating it again',
@@ -236,7 +240,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     try {
       await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
     } catch (e) {
-      if (!String((e as Error).message).includes('BUSYGROUP')) throw e;
+      if (replyCode(e) !== 'BUSYGROUP') throw e;
     }
     return true;
   }
@@ -422,7 +426,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
         if (!isRetryable(error)) {
           metrics.batchFailures.inc({ kind: 'data' });
           logger?.warn(
-            { err: errorText(error), size: batch.length },
+            { err: errorText(error), code: classifyError(error).code, size: batch.length },
             'ledger writer: batch failed, isolating',
           );
           return isolate(batch, raws, epochs, committed);
@@ -431,7 +435,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
         if (stopping) return false;
         state = 'retrying';
         logger?.warn(
-          { err: errorText(error), backoffMs: backoff },
+          { err: errorText(error), code: classifyError(error).code, backoffMs: backoff },
           'ledger writer: Postgres unavailable, retrying',
         );
         await sleep(backoff);

@@ -82,6 +82,7 @@ const liquidator = createLiquidator({
 // The internal listener first, so health checks and the scrape target exist before the first scan.
 const internal = await serveLockedWorkerInternal({
   service: 'liquidator',
+  logger,
   registry: metrics.registry,
   sql: database.sql,
   client: rpc.client,

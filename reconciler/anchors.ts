@@ -44,6 +44,7 @@ function parseCursor(text: string | null): AnchorsCursor | null {
     const parsed = cursorSchema.safeParse(JSON.parse(text));
     return parsed.success ? parsed.data : null;
   } catch {
+    // JSON.parse of a string throws only SyntaxError: no usable cursor, start over.
     return null;
   }
 }

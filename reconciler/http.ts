@@ -11,8 +11,8 @@
  *   GET  /healthz
  */
 import { Receiver } from '@upstash/qstash';
-import { Hono } from 'hono';
 import { z } from 'zod';
+import { createApp } from '../shared/http/app.ts';
 import { readRawBody, requestHeader } from '../shared/http/raw-body.ts';
 import { isRunnable, type ReconcileServices, runJob } from './index.ts';
 import { limits } from './limits.ts';
@@ -34,7 +34,7 @@ export function createReceiver(currentSigningKey?: string, nextSigningKey?: stri
 
 export function createReconcileApp(options: ReconcileAppOptions) {
   const { services } = options;
-  const app = new Hono();
+  const app = createApp({ logger: services.logger });
   app.get('/healthz', (c) => c.text('ok'));
   app.get('/metrics', async (c) =>
     c.body(await services.metrics.registry.metrics(), 200, {
@@ -69,11 +69,6 @@ export function createReconcileApp(options: ReconcileAppOptions) {
       },
       status,
     );
-  });
-  app.notFound((c) => c.json({ error: 'not_found' }, 404));
-  app.onError((error, c) => {
-    services.logger.error({ err: error.message }, 'reconcile http: unhandled error');
-    return c.json({ error: 'internal' }, 500);
   });
   return app;
 }

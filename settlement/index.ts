@@ -443,6 +443,7 @@ export function createSettlementWorker(options: SettlementWorkerOptions): Settle
       if (receipt.status !== 'success')
         logger.error({ hash }, 'settlement batch reverted; reconcile will re-send');
     } catch {
+      // Not knowing the receipt now loses nothing: the reconcile reads the transaction from the chain.
       logger.warn({ hash }, 'no receipt yet; reconcile will follow the transaction');
     }
     return batch.length;

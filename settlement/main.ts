@@ -94,6 +94,7 @@ const worker = createSettlementWorker({
 // The internal listener first, so health checks and the scrape target exist before the first round.
 const internal = await serveLockedWorkerInternal({
   service: 'settlement',
+  logger,
   registry: metrics.registry,
   sql: database.sql,
   client: rpc.client,

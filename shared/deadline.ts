@@ -1,6 +1,11 @@
+import { RetryableError } from './errors.ts';
+
 /** A deadline on a promise: the answer goes out on time whatever the work is still doing. */
-export class DeadlineError extends Error {
-  readonly code = 'deadline_exceeded';
+export class DeadlineError extends RetryableError {
+  override name = 'DeadlineError';
+  constructor(message: string) {
+    super('deadline', message);
+  }
 }
 
 /** Rejects when `promise` has not settled within `ms`; the work itself may still finish later. */

@@ -297,19 +297,20 @@ describe('Redis Cluster resharding under live traffic', () => {
       expect(redirects.ASK).toBeGreaterThan(0);
       expect(redirects.TRYAGAIN).toBeGreaterThan(0);
 
-      // A redirect is no Redis failure: neither process was made suspect by a reply or connection error.
+      // A redirect is no Redis failure: neither process was made suspect by a connection error, nor
+      // answered a bug (a reply error that is not an outage: a 500, shared/http/app.ts).
       const failures = await Promise.all(
         hotPaths.map(async (h) => ({
-          reply: await metricValue(h.metricsUrl, 'credana_decision_redis_failures_total', 'cause="reply"'),
+          reply: await metricValue(h.metricsUrl, 'credana_http_unhandled_errors_total'),
           connection: await metricValue(
             h.metricsUrl,
             'credana_decision_redis_failures_total',
-            'cause="connection"',
+            'cause="redis_connection"',
           ),
           redirect: await metricValue(
             h.metricsUrl,
             'credana_decision_redis_failures_total',
-            'cause="redirect"',
+            'cause="redis_redirect"',
           ),
           deadline: await metricValue(
             h.metricsUrl,

@@ -19,6 +19,7 @@ import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { guardServiceRole } from '../shared/db/service-role.ts';
 import { signerOrExit } from '../shared/hsm/index.ts';
+import { createApp } from '../shared/http/app.ts';
 import {
   createInternalApp,
   createLogger,
@@ -54,7 +55,8 @@ const rpc = createRpc({ url: config.CHAIN_RPC_URL, chainId: config.CHAIN_ID });
 const metrics = createWithdrawalMetrics(createServiceRegistry('withdrawals'));
 const registry = metrics.registry;
 const readiness = chainServiceReadiness({ registry, sql: database.sql, client: rpc.client, redis });
-const app = withdrawalRoutes(
+const app = createApp({ logger });
+const routes = withdrawalRoutes(
   {
     sql: database.sql,
     redis,
@@ -67,6 +69,7 @@ const app = withdrawalRoutes(
   },
   config.INTERNAL_API_TOKEN as string,
 );
+app.route('/', routes);
 app.get('/healthz', (c) => c.json({ ok: true }));
 app.get('/readyz', async (c) => {
   const status = await readiness();
@@ -80,7 +83,7 @@ app.get('/metrics', async (c) => {
   return c.body(await registry.metrics());
 });
 const internal = await serveInternal({
-  app: createInternalApp({ registry, readiness, metricsEnabled: config.METRICS_ENABLED }),
+  app: createInternalApp({ registry, readiness, logger, metricsEnabled: config.METRICS_ENABLED }),
   service: 'withdrawals',
   host: config.METRICS_HOST,
   port: config.WITHDRAWALS_METRICS_PORT,

@@ -20,6 +20,12 @@ import { globallyBlockedMccs } from '../../shared/controls/cash-policy.ts';
 import { borrowPower, type CollateralHolding } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import { DeadlineError, withDeadline } from '../../shared/deadline.ts';
+import {
+  type Classified,
+  classifyError,
+  classifyRedisCallError,
+  type ErrorCode,
+} from '../../shared/errors.ts';
 import { type CardOwners, createCardOwners } from '../../shared/lifecycle/card-owners.ts';
 import type { DecisionReason, DecisionRecord, LifecycleRecord } from '../../shared/outbox/records.ts';
 import { holdExpiresAtMs } from '../../shared/policy/hold-expiry.ts';
@@ -55,19 +61,14 @@ export interface DecisionEngineDeps {
   cardOwners?: CardOwners;
   /** The fence between this process's Redis decisions and every process's fallback; made if not given. */
   lease?: RedisLease;
-  /** Told why a Redis attempt failed (timeout, connection, script error), for logs and metrics. */
-  onRedisFailure?: (cause: RedisFailureCause, error: unknown) => void;
+  /** Told why a Redis attempt failed and the decision fell back (an outage's code), for logs and metrics. */
+  onRedisFailure?: (cause: ErrorCode, error: unknown) => void;
+  /** Told why the Postgres fallback failed and the answer became `system_unavailable`. */
+  onFallbackFailure?: (cause: ErrorCode, error: unknown) => void;
   /** Told of each resend of a decision script a Redis Cluster redirected (a slot being moved). */
   onRedisRedirect?: (redirect: ClusterRedirect) => void;
   now?: () => number;
 }
-
-/**
- * Why a Redis attempt failed. `redirect`: a Redis Cluster slot was mid-migration for longer than the
- * attempt could wait (docs/redis-layout.md, "Resharding") — Redis is there, so like `deadline` only this
- * request falls back and the process is not made suspect.
- */
-export type RedisFailureCause = 'deadline' | 'redirect' | 'connection' | 'reply';
 
 type DecideReply =
   | ['ok', '0' | '1', string, DecisionReason]
@@ -118,6 +119,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
     now,
     ...(onRedisRedirect === undefined ? {} : { onRetry: onRedisRedirect }),
   });
+  const onFallbackFailure = deps.onFallbackFailure ?? (() => {});
   const waitReplicas = settings.REDIS_WAIT_REPLICAS;
   const waiter =
     waitReplicas > 0 ? createReplicaWaiter(redis, waitReplicas, settings.REDIS_WAIT_TIMEOUT_MS) : null;
@@ -492,15 +494,21 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       return outcome;
     } catch (error) {
       if (error instanceof OwnFallbackPending) return undefined;
-      const cause = classifyRedisFailure(error);
-      onRedisFailure(cause, error);
+      // Only an outage falls back. A bug — a TypeError, a script error, a key of the wrong type — is
+      // not hidden behind Postgres decisions (nor made every user's problem by a suspect process): it
+      // goes up to the route, which logs it and answers 500 (docs/hot-path.md, "Failure behaviour").
+      const cause = classifyRedisCallError(error);
+      if (!isOutage(cause)) throw error;
+      // ioredis's "Too many Cluster redirections" is a bare Error: clusterRedirectOf reads it.
+      const code: ErrorCode = clusterRedirectOf(error) !== null ? 'redis_redirect' : cause.code;
+      onRedisFailure(code, error);
       // A connection that fails is Redis away: decide from Postgres until caught up. A reply that was
       // late is not (it is what an overloaded process sees too): only this request falls back, and
       // this user's next Redis decision waits for it (fallbacksInFlight, then adoptOwn). A Redis that
       // hangs for everyone is found by the lease's PING, which then makes the process suspect.
       // A cluster redirect is not Redis away either: the slot is moving, Redis answers (decisions for
       // users on other slots go on from Redis).
-      if (cause !== 'deadline' && cause !== 'redirect') lease.markSuspect();
+      if (code !== 'deadline' && code !== 'redis_redirect') lease.markSuspect();
       return undefined;
     }
   }
@@ -537,9 +545,13 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
         );
         const outcome = await withDeadline(fallback, remainingMs);
         return { ...outcome.decision, fenced: outcome.fenced, redisRoundTrips: 0 };
-      } catch {
+      } catch (error) {
         // Postgres failed or ran out of time too; a transaction that had not committed by its deadline
-        // refuses to commit (postgres-fallback.ts), so nothing of it outlives this answer.
+        // refuses to commit (postgres-fallback.ts), so nothing of it outlives this answer. A bug is
+        // not an outage: it goes up to the route (a logged 500), as in attemptRedis.
+        const cause = classifyError(error);
+        if (!isOutage(cause)) throw error;
+        onFallbackFailure(cause.code, error);
         return declined(decisionId, 'system_unavailable', 0);
       } finally {
         // The grant is remembered (to be adopted before this user's next Redis decision) and only then
@@ -564,9 +576,7 @@ class OwnFallbackPending extends Error {
   readonly code = 'own_fallback_pending';
 }
 
-function classifyRedisFailure(error: unknown): RedisFailureCause {
-  if (error instanceof DeadlineError) return 'deadline';
-  if (clusterRedirectOf(error) !== null) return 'redirect';
-  if (error instanceof Error && error.name === 'ReplyError') return 'reply';
-  return 'connection';
+/** A dependency away or refusing us (shared/errors.ts faults `environment` and `deployment`), not a bug. */
+function isOutage(cause: Classified): boolean {
+  return cause.fault === 'environment' || cause.fault === 'deployment';
 }

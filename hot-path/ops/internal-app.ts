@@ -5,9 +5,18 @@
  * internal listener serves (shared/observability/internal-app.ts).
  */
 import { createInternalApp as createServiceInternalApp } from '../../shared/observability/internal-app.ts';
+import type { Logger } from '../../shared/observability/logger.ts';
 import type { Readiness } from '../../shared/observability/readiness.ts';
 import type { Metrics } from './metrics.ts';
 
-export function createInternalApp(deps: { metrics: Pick<Metrics, 'registry'>; readiness: Readiness }) {
-  return createServiceInternalApp({ registry: deps.metrics.registry, readiness: deps.readiness });
+export function createInternalApp(deps: {
+  metrics: Pick<Metrics, 'registry'>;
+  readiness: Readiness;
+  logger: Pick<Logger, 'error' | 'warn'>;
+}) {
+  return createServiceInternalApp({
+    registry: deps.metrics.registry,
+    readiness: deps.readiness,
+    logger: deps.logger,
+  });
 }

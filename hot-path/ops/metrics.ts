@@ -28,7 +28,7 @@ export function createMetrics(registry: Registry = new Registry()) {
     }),
     redisFailures: new Counter({
       name: 'credana_decision_redis_failures_total',
-      help: 'Redis attempts of decisions that failed, by cause (deadline, redirect = a Redis Cluster slot mid-migration, connection, reply = script error)',
+      help: 'Redis attempts of decisions that failed and fell back to Postgres, by cause (an error code of shared/errors.ts: deadline, redis_redirect = a Redis Cluster slot mid-migration, redis_connection, redis_busy, …)',
       labelNames: ['cause'] as const,
       registers: [registry],
     }),
@@ -36,6 +36,17 @@ export function createMetrics(registry: Registry = new Registry()) {
       name: 'credana_decision_redis_redirects_total',
       help: 'Decision scripts sent again after a Redis Cluster redirect reached the script runner (moved, ask, tryagain: a slot being moved)',
       labelNames: ['redirect'] as const,
+      registers: [registry],
+    }),
+    fallbackFailures: new Counter({
+      name: 'credana_decision_fallback_failures_total',
+      help: 'Postgres fallbacks of decisions that failed and declined system_unavailable, by cause (an error code of shared/errors.ts: deadline, pg_connection, …)',
+      labelNames: ['cause'] as const,
+      registers: [registry],
+    }),
+    unhandledErrors: new Counter({
+      name: 'credana_http_unhandled_errors_total',
+      help: 'Requests answered 500 because of an error nobody expected (a bug): each is logged with its request id',
       registers: [registry],
     }),
     leaseEvents: new Counter({

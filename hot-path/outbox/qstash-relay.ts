@@ -32,6 +32,7 @@
  * would otherwise lose the record.
  */
 import type { Client } from '@upstash/qstash';
+import { replyCode } from '../../shared/errors.ts';
 import { appendDeadLetter } from '../../shared/outbox/dead-letters.ts';
 import { outboxLimits } from '../../shared/outbox/limits.ts';
 import type { RelayedEntry } from '../../shared/outbox/records.ts';
@@ -108,7 +109,7 @@ export function createQStashRelay(options: QStashRelayOptions) {
       try {
         await redis.xgroup('CREATE', stream, RELAY_GROUP, '0', 'MKSTREAM');
       } catch (error) {
-        if (!String(error).includes('BUSYGROUP')) throw error;
+        if (replyCode(error) !== 'BUSYGROUP') throw error;
       }
     }
   }
@@ -293,7 +294,7 @@ export function createQStashRelay(options: QStashRelayOptions) {
             options.onError?.(error);
             await sleep(limits.errorBackoffMs);
             // Redis restarted empty: the streams and their group are gone; make them again.
-            if (String(error).includes('NOGROUP')) await ensureGroups().catch(() => undefined);
+            if (replyCode(error) === 'NOGROUP') await ensureGroups().catch(() => undefined);
           }
         }
       })();

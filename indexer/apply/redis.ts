@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { LIMITS } from '../../shared/chain/limits.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import { type AssetRow, chainStateOfUsers, pricesInForce } from '../../shared/db/queries/chain.ts';
+import { classifyRedisCallError } from '../../shared/errors.ts';
 import { writeChainState } from '../../shared/redis/account.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { channels, pricesKey } from '../../shared/redis/keys.ts';
@@ -157,8 +158,10 @@ export function createCacheWriter(options: CacheWriterOptions): CacheWriter {
           // the settled spend twice until the rebuild errs towards less credit), and try again later.
           const [state] = await chainStateOfUsers(sql, [userId]);
           if (state !== undefined) await writeChainState(redis, prefix, userId, state);
-        } catch {
-          break; // Redis still down: try again next time.
+        } catch (error) {
+          // Redis or Postgres still away: try again next time. A bug goes up to the runtime's step.
+          if (!classifyRedisCallError(error).retryable) throw error;
+          break;
         }
       }
       return dirty.size;

@@ -8,6 +8,7 @@
  *   indexer-head   each indexer cursor (financial database) against the chain head (CHAIN_RPC_URL).
  */
 import type { Sql } from '../../shared/db/client.ts';
+import { replyCode } from '../../shared/errors.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { deadLetterKey, OUTBOX_SHARDS, outboxKey } from '../../shared/redis/keys.ts';
 import { expectPositionals, guarded, parseStrict } from './args.ts';
@@ -68,7 +69,7 @@ export async function readOutboxBacklog(redis: Redis, prefix: string): Promise<S
     if (rangeErr !== null) throw rangeErr;
     const [pendingErr, pendingReply] = replies[shard * 3 + 2] ?? [new Error('no reply'), null];
     // NOGROUP: the stream or the writer's group does not exist yet (no writer ever ran on this shard).
-    if (pendingErr !== null && !String(pendingErr.message).includes('NOGROUP')) throw pendingErr;
+    if (pendingErr !== null && replyCode(pendingErr) !== 'NOGROUP') throw pendingErr;
     const oldestId = (range as [string, string[]][] | null)?.[0]?.[0];
     shards.push({
       shard,

@@ -14,6 +14,7 @@ import type { PublicClient } from 'viem';
 import type { Sql } from '../db/client.ts';
 import { createProbes, type Readiness, singleFlight } from '../observability/health.ts';
 import { createInternalApp, serveInternal } from '../observability/internal-app.ts';
+import type { Logger } from '../observability/logger.ts';
 import type { Redis } from '../redis/client.ts';
 
 export interface ChainServiceHealthOptions {
@@ -62,6 +63,8 @@ export function chainServiceReadiness(options: ChainServiceHealthOptions): Readi
 export function serveLockedWorkerInternal(options: {
   service: string;
   registry: Registry;
+  /** Where the listener logs an unexpected error (shared/http/app.ts). */
+  logger: Pick<Logger, 'error' | 'warn'>;
   sql: Sql;
   client: PublicClient;
   lockHeld: () => Promise<boolean>;
@@ -73,6 +76,7 @@ export function serveLockedWorkerInternal(options: {
   return serveInternal({
     app: createInternalApp({
       registry: options.registry,
+      logger: options.logger,
       metricsEnabled: options.metricsEnabled,
       readiness: chainServiceReadiness(options),
     }),

@@ -98,6 +98,7 @@ export function createReplicaReader(options: ReplicaReaderOptions): ReplicaReade
       if (row === undefined) throw new Error('no row');
       replayed = row;
     } catch {
+      // Whatever failed, the replica is not known to be current: read the primary (the safe side).
       return { route: 'primary', reason: 'unreachable', lagBytes: null, checkedAtMs };
     }
     // A promoted replica is a primary of its own, diverging from ours: never read it as our replica.
@@ -112,6 +113,7 @@ export function createReplicaReader(options: ReplicaReaderOptions): ReplicaReade
         options.checkTimeoutMs,
       );
     } catch {
+      // The primary did not say how far behind the replica is; the replica answered and is a standby.
       return { route: 'replica', reason: 'primary_unreachable', lagBytes: null, checkedAtMs };
     }
     const lagBytes = Number(lag?.bytes ?? Number.NaN);

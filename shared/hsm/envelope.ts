@@ -126,8 +126,21 @@ export async function rewrapDataKeys(
   })) as { rewrapped: number; already: number };
 }
 
+/**
+ * Why a value does not open or seal, for callers that must tell them apart without reading the message:
+ * `no_data_key` (the value names a key the database does not hold), `no_data_key_yet` (nothing to seal
+ * with: npm run keys -- new-data-key), `not_sealed`, `altered` (sealed for another context or changed).
+ */
+export type EnvelopeProblem = 'no_data_key' | 'no_data_key_yet' | 'not_sealed' | 'altered';
+
 export class EnvelopeError extends Error {
   readonly code = 'envelope_unreadable';
+  constructor(
+    readonly problem: EnvelopeProblem,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export interface Envelope {
@@ -165,7 +178,7 @@ export function createEnvelope(deps: {
     const cached = keys.get(id);
     if (cached !== undefined) return cached;
     const row = await dataKeyById(deps.sql, id);
-    if (row === null) throw new EnvelopeError(`envelope: no data key ${id}`);
+    if (row === null) throw new EnvelopeError('no_data_key', `envelope: no data key ${id}`);
     const key = deps.wrapper.unwrap(row.kekLabel, row.wrappedKey, dataKeyAad(id));
     keys.set(id, key);
     return key;
@@ -177,7 +190,10 @@ export function createEnvelope(deps: {
         try {
           const row = await newestDataKey(deps.sql);
           if (row === null)
-            throw new EnvelopeError('envelope: no data key yet (npm run keys -- new-data-key)');
+            throw new EnvelopeError(
+              'no_data_key_yet',
+              'envelope: no data key yet (npm run keys -- new-data-key)',
+            );
           // Unwrapped before it is adopted: a newer key the token cannot unwrap now never replaces one held.
           await unwrapped(row.id);
           newest = { id: row.id, atMs: now() };
@@ -201,7 +217,7 @@ export function createEnvelope(deps: {
     },
     async open(sealed, context) {
       if (sealed.length < HEADER_BYTES + GCM_TAG_BYTES || sealed[0] !== VERSION) {
-        throw new EnvelopeError('envelope: not a sealed value');
+        throw new EnvelopeError('not_sealed', 'envelope: not a sealed value');
       }
       const key = await unwrapped(sealed.readUInt32BE(1));
       const header = sealed.subarray(0, HEADER_BYTES);
@@ -212,12 +228,12 @@ export function createEnvelope(deps: {
         const body = sealed.subarray(HEADER_BYTES, sealed.length - GCM_TAG_BYTES);
         return Buffer.concat([decipher.update(body), decipher.final()]).toString('utf8');
       } catch {
-        throw new EnvelopeError('envelope: the value was sealed for another place or altered');
+        throw new EnvelopeError('altered', 'envelope: the value was sealed for another place or altered');
       }
     },
     keyIdOf(sealed) {
       if (sealed.length < HEADER_BYTES || sealed[0] !== VERSION)
-        throw new EnvelopeError('envelope: not a sealed value');
+        throw new EnvelopeError('not_sealed', 'envelope: not a sealed value');
       return sealed.readUInt32BE(1);
     },
     holdsKeyOf(sealed) {

@@ -51,7 +51,9 @@ export interface MerchantNamesOptions {
 
 /** A value this process will never open (sealed elsewhere or altered), as opposed to a key it lacks now. */
 function isUnreadableValue(error: unknown): boolean {
-  return error instanceof EnvelopeError && !/no data key/.test(error.message);
+  return (
+    error instanceof EnvelopeError && error.problem !== 'no_data_key' && error.problem !== 'no_data_key_yet'
+  );
 }
 
 /**
@@ -101,8 +103,8 @@ export function createMerchantNames(options: MerchantNamesOptions): MerchantName
  */
 export function isKeyConfigError(error: unknown): boolean {
   return (
-    (error instanceof HsmError && error.code === 'hsm_config' && !/no token labelled/.test(error.message)) ||
-    (error instanceof EnvelopeError && /no data key yet/.test(error.message))
+    (error instanceof HsmError && error.code === 'hsm_config' && error.problem !== 'token_not_found') ||
+    (error instanceof EnvelopeError && error.problem === 'no_data_key_yet')
   );
 }
 

@@ -20,6 +20,8 @@ export class HsmError extends Error {
   constructor(
     readonly code: HsmErrorCode,
     message: string,
+    /** `token_not_found`: no token has the label — a typo, or a network HSM that is down. */
+    readonly problem: 'token_not_found' | null = null,
   ) {
     super(message);
   }
@@ -119,6 +121,7 @@ function findSlot(pkcs11: Pkcs11, tokenLabel: string): Handle {
     throw new HsmError(
       'hsm_config',
       `hsm: ${matches.length === 0 ? 'no' : 'more than one'} token labelled "${tokenLabel}"`,
+      matches.length === 0 ? 'token_not_found' : null,
     );
   }
   return slot;

@@ -6,6 +6,7 @@
  */
 import type { Sql } from '../db/client.ts';
 import { withDeadline } from '../deadline.ts';
+import { classifyError } from '../errors.ts';
 import type { LifecycleRecord } from '../outbox/records.ts';
 import { policyLimits } from '../policy/limits.ts';
 import { utcDay } from '../redis/account.ts';
@@ -126,7 +127,10 @@ export async function adoptPendingOfAuthorization(
         order by f.created_at`,
       timeoutMs,
     );
-  } catch {
+  } catch (error) {
+    // Postgres away or slow: the check pauses. A bug goes up (a logged 500; Stripe sends the event again).
+    const { fault } = classifyError(error);
+    if (fault !== 'environment' && fault !== 'deployment') throw error;
     pendingCheckPausedUntil.set(sql, performance.now() + lifecycleLimits.pendingGrantCheckPauseMs);
     return false;
   }

@@ -5,21 +5,23 @@
  * where a public port must serve /metrics too, it asks for METRICS_TOKEN (metrics-access.ts).
  */
 import { serve } from '@hono/node-server';
-import { Hono } from 'hono';
+import type { Hono } from 'hono';
 import type { Registry } from 'prom-client';
+import { type AppEnv, createApp, HttpError } from '../http/app.ts';
 import type { Readiness } from './health.ts';
+import type { Logger } from './logger.ts';
 
 /** `metricsEnabled: false` (METRICS_ENABLED=false) answers 404 for /metrics; health stays served. */
 export function createInternalApp(deps: {
   registry: Registry;
   readiness: Readiness;
+  /** Where an unexpected error is logged, with its request id (shared/http/app.ts). */
+  logger: Pick<Logger, 'error' | 'warn'>;
   metricsEnabled?: boolean;
-}): Hono {
-  const app = new Hono();
-  app.onError((_error, c) => c.json({ error: 'internal' }, 500));
-  app.notFound((c) => c.json({ error: 'not_found' }, 404));
+}): Hono<AppEnv> {
+  const app = createApp({ logger: deps.logger });
   app.get('/metrics', async (c) => {
-    if (deps.metricsEnabled === false) return c.json({ error: 'not_found' }, 404);
+    if (deps.metricsEnabled === false) throw new HttpError('not_found');
     c.header('Content-Type', deps.registry.contentType);
     return c.body(await deps.registry.metrics());
   });

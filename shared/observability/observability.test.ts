@@ -80,7 +80,7 @@ describe('createInternalApp and createProbes', () => {
       const status = await probe();
       return { ready: Object.values(status).every(Boolean), ...status };
     };
-    const app = createInternalApp({ registry, readiness });
+    const app = createInternalApp({ registry, readiness, logger: createLogger('silent', 'withdrawals') });
     expect((await app.request('/healthz')).status).toBe(200);
     const startedAt = Date.now();
     const ready = await app.request('/readyz');
@@ -90,7 +90,12 @@ describe('createInternalApp and createProbes', () => {
     const metrics = await (await app.request('/metrics')).text();
     expect(metrics).toContain('credana_dependency_up{dependency="postgres",service="withdrawals"} 1');
     expect(metrics).toContain('credana_dependency_up{dependency="chain",service="withdrawals"} 0');
-    const closed = createInternalApp({ registry, readiness, metricsEnabled: false });
+    const closed = createInternalApp({
+      registry,
+      readiness,
+      logger: createLogger('silent', 'withdrawals'),
+      metricsEnabled: false,
+    });
     expect((await closed.request('/metrics')).status).toBe(404);
     expect((await closed.request('/healthz')).status).toBe(200);
   });

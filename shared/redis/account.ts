@@ -9,6 +9,7 @@
 import type { CollateralHolding } from '../credit.ts';
 import type { Sql } from '../db/client.ts';
 import { type EffectiveCard, type UserControls, userControls } from '../db/queries/controls.ts';
+import { RetryableError } from '../errors.ts';
 import { DOUBLE_EXACT_MAX, usdcToCentsCeil } from '../money.ts';
 import { BLOCKED_MCCS_SEPARATOR, CARD_ENTRY_SEPARATOR } from '../policy/redis-fields.ts';
 import type { Redis } from './client.ts';
@@ -234,7 +235,10 @@ export async function ensureAccount(
     if (snapshot === null) return false;
     if ((await installAccount(redis, prefix, snapshot, nowMs, changesBefore)) !== 'changed') return true;
   }
-  throw new Error(`account of ${userId} kept changing while being rebuilt`);
+  throw new RetryableError(
+    'redis_account_contended',
+    `account of ${userId} kept changing while being rebuilt`,
+  );
 }
 
 // Replaces the chain-owned fields (collateral, pending withdrawals, on-chain debt) of a cached account

@@ -21,6 +21,7 @@
  * tells the caller it was one, not a Redis failure).
  */
 import { createHash } from 'node:crypto';
+import { replyCode } from '../errors.ts';
 import { isCluster, type Redis } from './client.ts';
 
 export interface LuaScript {
@@ -38,18 +39,21 @@ export type ClusterRedirect = 'moved' | 'ask' | 'tryagain';
 const TOO_MANY_REDIRECTIONS = 'Too many Cluster redirections. Last error: ';
 
 /**
- * The cluster redirect an error is, or null: a `MOVED`/`ASK`/`TRYAGAIN` reply, also as the last error of
- * ioredis's "Too many Cluster redirections" (it followed `maxRedirections` of them and gave up).
+ * The cluster redirect an error is, or null: a `MOVED`/`ASK`/`TRYAGAIN` reply (by its reply code), also
+ * as the last error of ioredis's "Too many Cluster redirections" (it followed `maxRedirections` of them
+ * and gave up). That one error is read from its text: ioredis 6 builds it as a bare Error whose message
+ * is its fixed prefix and the last reply, with no class, code or cause to read instead.
  */
 export function clusterRedirectOf(error: unknown): ClusterRedirect | null {
   if (!(error instanceof Error)) return null;
-  let message = error.message;
-  if (message.startsWith(TOO_MANY_REDIRECTIONS)) {
-    message = message.slice(TOO_MANY_REDIRECTIONS.length).replace(/^ReplyError: /, '');
+  let code = replyCode(error);
+  if (code === null && error.message.startsWith(TOO_MANY_REDIRECTIONS)) {
+    const last = error.message.slice(TOO_MANY_REDIRECTIONS.length).replace(/^ReplyError: /, '');
+    code = /^[A-Z]+/.exec(last)?.[0] ?? null;
   }
-  if (message.startsWith('MOVED ')) return 'moved';
-  if (message.startsWith('ASK ')) return 'ask';
-  if (message.startsWith('TRYAGAIN')) return 'tryagain';
+  if (code === 'MOVED') return 'moved';
+  if (code === 'ASK') return 'ask';
+  if (code === 'TRYAGAIN') return 'tryagain';
   return null;
 }
 
@@ -104,7 +108,7 @@ async function runScriptOnce<T>(
   try {
     return (await redis.evalsha(script.sha, keys.length, ...keys, ...args)) as T;
   } catch (error) {
-    if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error;
+    if (replyCode(error) !== 'NOSCRIPT') throw error;
     return (await redis.eval(script.lua, keys.length, ...keys, ...args)) as T;
   }
 }

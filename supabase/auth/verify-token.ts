@@ -117,6 +117,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     try {
       alg = decodeProtectedHeader(token).alg;
     } catch {
+      // decodeProtectedHeader throws only for a token it cannot decode.
       return { ok: false, code: 'token_malformed' };
     }
     let payload: JWTPayload;

@@ -98,6 +98,7 @@ const probe = createProbes(metrics.registry, {
 });
 const internal = await serveInternal({
   app: createInternalApp({
+    logger,
     registry: metrics.registry,
     metricsEnabled: config.METRICS_ENABLED,
     readiness: async () => {

@@ -217,6 +217,7 @@ export function createUserBridge(options: UserBridgeOptions): UserBridge {
       await c`select 1`;
       return true;
     } catch {
+      // Any failure of `select 1` means the locked connection cannot be trusted: give up the role.
       conn = null;
       metrics.bridgeLeader.set(0);
       c.release();
