@@ -2,8 +2,8 @@
 // decisions, incremental, partial, declined, stand-in, capture, refund, release and expiry, drains the
 // outbox and checks conservation (Postgres = Redis = ledger, balanced transfers, intact audit chain);
 // then replays every entry (nothing doubles), feeds poison entries (dead-lettered, the rest written),
-// and reads /metrics and /healthz. The writer runs with its default two lanes; laneOf is checked to keep
-// each user's entries in one lane (so one user's movements stay in stream order).
+// and reads /metrics and /healthz. The writer runs with its default two lanes (lanes.test.ts checks that
+// each user's entries stay in one lane, so one user's movements stay in stream order).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../shared/observability/logger.ts';
 import { createDependencyProbe, ledgerWriterReadiness } from '../shared/observability/readiness.ts';
@@ -17,8 +17,7 @@ import { authorizationEvent, authorizationRequest, transactionEvent } from '../t
 import { createLedgerWriterApp } from './app.ts';
 import { createLedgerWriterMetrics, type LedgerWriterMetrics } from './metrics.ts';
 import { addEntry, decisionFields, waitForEmptyOutbox } from './testing.ts';
-import { parseEntry } from './write-batch.ts';
-import { createLedgerWriter, type LedgerWriter, laneOf } from './writer.ts';
+import { createLedgerWriter, type LedgerWriter } from './writer.ts';
 
 const PRICE = 300_000_000_000n;
 const nowS = () => Math.floor(Date.now() / 1000);
@@ -361,7 +360,7 @@ describe('ledger writer on the real hot path', () => {
     const dead = await services.redis.xrange(deadLetterKey(services.prefix), '-', '+');
     expect(dead.length).toBe(4);
     const field = (fields: string[], name: string) => fields[fields.indexOf(name) + 1];
-    // Found in any order: the user-less entry may fall in the other lane (writer.ts laneOf).
+    // Found in any order: the user-less entry may fall in the other lane (lanes.ts laneOf).
     const kinds = dead.map(([, fields]) => {
       const e = field(fields, 'error');
       const problem = field(fields, 'problem');
@@ -458,40 +457,3 @@ describe('ledger writer on the real hot path', () => {
     writer = null;
   });
 });
-
-describe('laneOf', () => {
-  it('puts every entry of one user in one lane, spreads users over the lanes, and one lane takes all', () => {
-    const entryOf = (userId: string | null, i: number) => {
-      const parsed = parseEntry({
-        stream: 's',
-        id: `1-${i}`,
-        fields: toObject(
-          decisionFields({ userId, cardId: 'ic_test', grantedCents: userId === null ? 0n : 5n }),
-        ),
-      });
-      if (!parsed.ok) throw new Error(parsed.error);
-      return parsed.entry;
-    };
-    const userIds = Array.from(
-      { length: 40 },
-      (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
-    );
-    const lanesOfUser = new Map<string, Set<number>>();
-    for (let i = 0; i < 400; i++) {
-      const userId = userIds[i % userIds.length]!;
-      const lanes = lanesOfUser.get(userId) ?? new Set<number>();
-      lanes.add(laneOf(entryOf(userId, i), 2));
-      lanesOfUser.set(userId, lanes);
-    }
-    expect([...lanesOfUser.values()].every((lanes) => lanes.size === 1)).toBe(true);
-    expect(new Set([...lanesOfUser.values()].map((lanes) => [...lanes][0]))).toEqual(new Set([0, 1]));
-    expect(laneOf(entryOf(userIds[0]!, 0), 1)).toBe(0);
-    expect(laneOf(entryOf(null, 0), 2)).toBeLessThan(2);
-  });
-});
-
-function toObject(flat: string[]): Record<string, string> {
-  const fields: Record<string, string> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i]!] = flat[i + 1]!;
-  return fields;
-}

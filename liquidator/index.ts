@@ -26,15 +26,8 @@ import assert from 'node:assert/strict';
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
 import { Counter, Gauge, Registry } from 'prom-client';
-import {
-  type Address,
-  encodeFunctionData,
-  type Hex,
-  keccak256,
-  type LocalAccount,
-  type PublicClient,
-} from 'viem';
-import { type ContractsFile, credanaVaultAbi, testTokenAbi } from '../shared/chain/contracts/index.ts';
+import { type Address, encodeFunctionData, type Hex, type LocalAccount, type PublicClient } from 'viem';
+import { type ContractsFile, credanaVaultAbi } from '../shared/chain/contracts/index.ts';
 import { createFeeCap } from '../shared/chain/fees.ts';
 import { LIMITS } from '../shared/chain/limits.ts';
 import { createLockStatus, runLockedLoop } from '../shared/chain/locked-loop.ts';
@@ -43,6 +36,8 @@ import { LOCK_LIQUIDATOR_SESSION } from '../shared/db/locks.ts';
 import { loadAssets, pricesInForce, vaultAccountsOf } from '../shared/db/queries/chain.ts';
 import { BPS, healthFactorWadFloor, usdcToCentsCeil } from '../shared/money.ts';
 import { createSleeper } from '../shared/sleeper.ts';
+import { createLiquidatorReconcile } from './reconcile.ts';
+import { createLiquidatorSigner, type LiquidatorSigner } from './transactions.ts';
 
 const WAD = 10n ** 18n;
 const USDC_UNIT = 1_000_000n;
@@ -230,121 +225,32 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
     waits: metrics.feeCapWaits,
     what: 'liquidation',
   });
-  /** Nonces of lost transactions, reused by the next sends so the lost ones can never land too. */
-  const reusable: number[] = [];
-  let nextNonce: number | null = null;
-  let approved = false;
   let stopping = false;
   const { sleep, wake } = createSleeper();
+  const signer = createLiquidatorSigner({ client, account, contracts, feeCap });
+  const reconcile = createLiquidatorReconcile({
+    sql,
+    client,
+    account,
+    chainId,
+    resendAfterMs,
+    logger,
+    reusable: signer.reusable,
+  });
 
-  const takeNonce = async (): Promise<number> => {
-    const lost = reusable.shift();
-    if (lost !== undefined) return lost;
-    if (nextNonce === null)
-      nextNonce = await client.getTransactionCount({ address: account.address, blockTag: 'pending' });
-    return nextNonce++;
-  };
-
-  const sign = async (to: Address, data: Hex, nonce: number, gas: bigint) => {
-    const fees = await feeCap.fees();
-    if (fees === null) return null;
-    let serialized: Hex;
-    try {
-      serialized = await account.signTransaction({
-        type: 'eip1559',
-        chainId,
-        nonce,
-        to,
-        data,
-        gas,
-        ...fees,
-      });
-    } catch (error) {
-      // The signer failed (an HSM unreachable or refusing): the nonce was not used, so the next send
-      // takes it; skipped, it would leave a gap that stops every later transaction of this key.
-      reusable.unshift(nonce);
-      throw error;
-    }
-    return { serialized, hash: keccak256(serialized) };
-  };
-
-  /** The vault may pull the liquidator's USDC (once per process; the allowance is unlimited). */
-  const ensureAllowance = async (): Promise<boolean> => {
-    if (approved) return true;
-    const allowance = (await client.readContract({
-      address: contracts.usdc.address,
-      abi: testTokenAbi,
-      functionName: 'allowance',
-      args: [account.address, vault],
-    })) as bigint;
-    if (allowance >= MAX_UINT256 / 2n) {
-      approved = true;
-      return true;
-    }
-    const nonce = await takeNonce();
-    const signed = await sign(
-      contracts.usdc.address,
-      encodeFunctionData({ abi: testTokenAbi, functionName: 'approve', args: [vault, MAX_UINT256] }),
-      nonce,
-      100_000n,
-    );
-    if (signed === null) {
-      reusable.unshift(nonce);
-      return false;
-    }
-    await client.sendRawTransaction({ serializedTransaction: signed.serialized });
-    await client.waitForTransactionReceipt({ hash: signed.hash, pollingInterval: 100 });
-    approved = true;
-    return true;
-  };
-
-  /** Follows in-flight liquidations: mined (confirmed or failed), still pending, or lost. */
-  const reconcile = async (report: LiquidatorReport): Promise<void> => {
-    const sent = await sql<{ id: string; transaction_hash: string; nonce: number; age_ms: string }[]>`
-      select id::text, transaction_hash, nonce, (extract(epoch from now() - updated_at) * 1000)::bigint::text as age_ms
-      from liquidations where chain_id = ${chainId} and status = 'sent' order by liquidations.id`;
-    for (const row of sent) {
-      const receipt = await client
-        .getTransactionReceipt({ hash: row.transaction_hash as Hex })
-        .catch(() => null);
-      if (receipt !== null) {
-        const ok = receipt.status === 'success';
-        await sql`update liquidations set status = ${ok ? 'confirmed' : 'failed'},
-          last_error = ${ok ? null : 'reverted'}, updated_at = now() where id = ${row.id}`;
-        if (ok) report.confirmed++;
-        else report.failed++;
-        continue;
-      }
-      if ((await client.getTransaction({ hash: row.transaction_hash as Hex }).catch(() => null)) !== null)
-        continue;
-      if (Number(row.age_ms) < resendAfterMs) continue;
-      const used = await client.getTransactionCount({ address: account.address, blockTag: 'latest' });
-      await sql`update liquidations set status = 'failed', last_error = 'transaction lost', updated_at = now()
-        where id = ${row.id}`;
-      report.failed++;
-      // Its nonce is still free: the next send takes it, so this one can never be mined as well.
-      if (used <= row.nonce) reusable.push(row.nonce);
-      logger.warn({ hash: row.transaction_hash }, 'liquidation transaction lost; its nonce is reused');
-    }
-    reusable.sort((a, b) => a - b);
-  };
-
-  const readAccount = async (who: Address, assets: readonly { assetId: string; token: Address }[]) => {
-    const [debt, ...amounts] = await Promise.all([
-      client.readContract({ address: vault, abi: credanaVaultAbi, functionName: 'debtOf', args: [who] }),
-      ...assets.map((a) =>
-        client.readContract({
-          address: vault,
-          abi: credanaVaultAbi,
-          functionName: 'collateralOf',
-          args: [who, a.token],
-        }),
-      ),
-    ]);
-    return {
-      debtUsdc: debt as bigint,
-      collateral: new Map(assets.map((a, i) => [a.assetId, amounts[i] as bigint])),
-    };
+  const readAccount = (who: Address, assets: readonly { assetId: string; token: Address }[]) =>
+    readVaultAccount(client, vault, who, assets);
+  const deps: AccountLiquidationDeps = {
+    sql,
+    client,
+    vault,
+    chainId,
+    warningWad,
+    metrics,
+    logger,
+    signer,
+    readAccount,
+    afterBroadcast: options.afterBroadcast,
   };
 
   const runOnce = async (): Promise<LiquidatorReport> => {
@@ -376,103 +282,10 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
         candidates.map((c) => c.user_id),
       ),
     ]);
-    const assets = rows.map((a) => ({
-      assetId: a.assetId,
-      token: a.token,
-      tokenDecimals: a.tokenDecimals,
-      priceDecimals: a.priceDecimals,
-      ltvBps: a.ltvBps,
-      liquidationThresholdBps: a.liquidationThresholdBps,
-      priceAgeMaxS: a.priceAgeMaxS,
-    }));
-    const prices = new Map<string, PriceQuote>(
-      [
-        ...(
-          await pricesInForce(
-            sql,
-            rows.map((a) => a.assetId),
-          )
-        ).entries(),
-      ].map(([id, p]) => [id, { answer: p.answer, updatedAtS: Number(p.updatedAtS) }]),
-    );
+    const market = await marketOf(sql, rows);
     const nowS = options.nowS?.() ?? Math.floor(Date.now() / 1000);
     for (const { user_id: userId } of candidates) {
-      const who = accounts.get(userId);
-      if (who === undefined) continue;
-      report.checked++;
-      const state = await readAccount(who, assets);
-      const hf = accountHealthWad(state, assets, prices, nowS);
-      if (typeof hf === 'bigint' && hf >= WAD && hf < warningWad) {
-        report.warnings++;
-        logger.warn({ userId, healthFactorWad: hf.toString() }, 'health factor below the warning line');
-      }
-      const plan = planLiquidation(state, assets, prices, nowS);
-      if (plan === null) continue;
-      if (plan === 'stale') {
-        metrics.staleSkipped.inc();
-        logger.warn({ userId }, 'account not judged: a held asset has a stale price');
-        continue;
-      }
-      report.unhealthy++;
-      if (report.feeCapped || !(await ensureAllowance())) {
-        report.feeCapped = true;
-        continue;
-      }
-      const nonce = await takeNonce();
-      const signed = await sign(
-        vault,
-        encodeFunctionData({
-          abi: credanaVaultAbi,
-          functionName: 'liquidate',
-          args: [who, plan.token, plan.collateralSeizedBase, plan.debtCoveredUsdc],
-        }),
-        nonce,
-        300_000n,
-      );
-      if (signed === null) {
-        reusable.unshift(nonce);
-        report.feeCapped = true;
-        continue;
-      }
-      // Saved before the broadcast: a crash from here on leaves a row naming the transaction.
-      await sql`
-        insert into liquidations (chain_id, user_id, account, asset_id, collateral_seized_base, debt_covered_usdc,
-          health_factor_wad, status, transaction_hash, nonce)
-        values (${chainId}, ${userId}, ${who}, ${plan.assetId}, ${plan.collateralSeizedBase.toString()},
-          ${plan.debtCoveredUsdc.toString()}, ${plan.healthFactorWad.toString()}, 'sent', ${signed.hash}, ${nonce})`;
-      try {
-        await client.sendRawTransaction({ serializedTransaction: signed.serialized });
-      } catch (error) {
-        nextNonce = null;
-        await sql`update liquidations set status = 'failed', last_error = 'refused by the node', updated_at = now()
-          where transaction_hash = ${signed.hash} and status = 'sent'`;
-        logger.error({ err: error, userId }, 'liquidation refused by the node');
-        continue;
-      }
-      metrics.liquidations.inc();
-      report.sent++;
-      await options.afterBroadcast?.(signed.hash);
-      logger.info(
-        {
-          userId,
-          account: who,
-          assetId: plan.assetId,
-          seized: plan.collateralSeizedBase.toString(),
-          coveredUsdc: plan.debtCoveredUsdc.toString(),
-          hash: signed.hash,
-        },
-        'liquidation broadcast',
-      );
-      const receipt = await client
-        .waitForTransactionReceipt({ hash: signed.hash, pollingInterval: 100, timeout: 30_000 })
-        .catch(() => null);
-      if (receipt !== null) {
-        const ok = receipt.status === 'success';
-        await sql`update liquidations set status = ${ok ? 'confirmed' : 'failed'},
-          last_error = ${ok ? null : 'reverted'}, updated_at = now() where transaction_hash = ${signed.hash}`;
-        if (ok) report.confirmed++;
-        else report.failed++;
-      }
+      await liquidateAccount(deps, { userId, who: accounts.get(userId) }, market, nowS, report);
     }
     metrics.unhealthy.set(report.unhealthy);
     metrics.warnings.set(report.warnings);
@@ -507,5 +320,160 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
       wake();
       if (running !== null) await running.catch(() => {});
     },
+  };
+}
+
+/** What one scan judges accounts against: the chain's assets (risk parameters) and the prices in force. */
+async function marketOf(sql: postgres.Sql, rows: Awaited<ReturnType<typeof loadAssets>>) {
+  const assets = rows.map((a) => ({
+    assetId: a.assetId,
+    token: a.token,
+    tokenDecimals: a.tokenDecimals,
+    priceDecimals: a.priceDecimals,
+    ltvBps: a.ltvBps,
+    liquidationThresholdBps: a.liquidationThresholdBps,
+    priceAgeMaxS: a.priceAgeMaxS,
+  }));
+  const prices = new Map<string, PriceQuote>(
+    [
+      ...(
+        await pricesInForce(
+          sql,
+          rows.map((a) => a.assetId),
+        )
+      ).entries(),
+    ].map(([id, p]) => [id, { answer: p.answer, updatedAtS: Number(p.updatedAtS) }]),
+  );
+  return { assets, prices };
+}
+
+interface AccountLiquidationDeps {
+  sql: postgres.Sql;
+  client: PublicClient;
+  vault: Address;
+  chainId: number;
+  warningWad: bigint;
+  metrics: LiquidatorMetrics;
+  logger: Logger;
+  signer: LiquidatorSigner;
+  readAccount: (
+    who: Address,
+    assets: readonly { assetId: string; token: Address }[],
+  ) => Promise<AccountState>;
+  afterBroadcast?: ((hash: Hex) => void | Promise<void>) | undefined;
+}
+
+/**
+ * Judges one account on fresh on-chain state and, when it is below a health factor of 1 and its prices
+ * are fresh, liquidates it: signed, SAVED as `sent`, broadcast, then followed to its receipt.
+ */
+async function liquidateAccount(
+  deps: AccountLiquidationDeps,
+  { userId, who }: { userId: string; who: Address | undefined },
+  market: Awaited<ReturnType<typeof marketOf>>,
+  nowS: number,
+  report: LiquidatorReport,
+): Promise<void> {
+  const { sql, client, vault, chainId, warningWad, metrics, logger, signer, readAccount } = deps;
+  const { assets, prices } = market;
+  const options = { afterBroadcast: deps.afterBroadcast };
+  if (who === undefined) return;
+  report.checked++;
+  const state = await readAccount(who, assets);
+  const hf = accountHealthWad(state, assets, prices, nowS);
+  if (typeof hf === 'bigint' && hf >= WAD && hf < warningWad) {
+    report.warnings++;
+    logger.warn({ userId, healthFactorWad: hf.toString() }, 'health factor below the warning line');
+  }
+  const plan = planLiquidation(state, assets, prices, nowS);
+  if (plan === null) return;
+  if (plan === 'stale') {
+    metrics.staleSkipped.inc();
+    logger.warn({ userId }, 'account not judged: a held asset has a stale price');
+    return;
+  }
+  report.unhealthy++;
+  if (report.feeCapped || !(await signer.ensureAllowance())) {
+    report.feeCapped = true;
+    return;
+  }
+  const nonce = await signer.takeNonce();
+  const signed = await signer.sign(
+    vault,
+    encodeFunctionData({
+      abi: credanaVaultAbi,
+      functionName: 'liquidate',
+      args: [who, plan.token, plan.collateralSeizedBase, plan.debtCoveredUsdc],
+    }),
+    nonce,
+    300_000n,
+  );
+  if (signed === null) {
+    signer.reusable.unshift(nonce);
+    report.feeCapped = true;
+    return;
+  }
+  // Saved before the broadcast: a crash from here on leaves a row naming the transaction.
+  await sql`
+    insert into liquidations (chain_id, user_id, account, asset_id, collateral_seized_base, debt_covered_usdc,
+      health_factor_wad, status, transaction_hash, nonce)
+    values (${chainId}, ${userId}, ${who}, ${plan.assetId}, ${plan.collateralSeizedBase.toString()},
+      ${plan.debtCoveredUsdc.toString()}, ${plan.healthFactorWad.toString()}, 'sent', ${signed.hash}, ${nonce})`;
+  try {
+    await client.sendRawTransaction({ serializedTransaction: signed.serialized });
+  } catch (error) {
+    signer.resetNonce();
+    await sql`update liquidations set status = 'failed', last_error = 'refused by the node', updated_at = now()
+      where transaction_hash = ${signed.hash} and status = 'sent'`;
+    logger.error({ err: error, userId }, 'liquidation refused by the node');
+    return;
+  }
+  metrics.liquidations.inc();
+  report.sent++;
+  await options.afterBroadcast?.(signed.hash);
+  logger.info(
+    {
+      userId,
+      account: who,
+      assetId: plan.assetId,
+      seized: plan.collateralSeizedBase.toString(),
+      coveredUsdc: plan.debtCoveredUsdc.toString(),
+      hash: signed.hash,
+    },
+    'liquidation broadcast',
+  );
+  const receipt = await client
+    .waitForTransactionReceipt({ hash: signed.hash, pollingInterval: 100, timeout: 30_000 })
+    .catch(() => null);
+  if (receipt !== null) {
+    const ok = receipt.status === 'success';
+    await sql`update liquidations set status = ${ok ? 'confirmed' : 'failed'},
+      last_error = ${ok ? null : 'reverted'}, updated_at = now() where transaction_hash = ${signed.hash}`;
+    if (ok) report.confirmed++;
+    else report.failed++;
+  }
+}
+
+/** The chain's own numbers for a vault account: its debt and its collateral in each asset. */
+async function readVaultAccount(
+  client: PublicClient,
+  vault: Address,
+  who: Address,
+  assets: readonly { assetId: string; token: Address }[],
+): Promise<AccountState> {
+  const [debt, ...amounts] = await Promise.all([
+    client.readContract({ address: vault, abi: credanaVaultAbi, functionName: 'debtOf', args: [who] }),
+    ...assets.map((a) =>
+      client.readContract({
+        address: vault,
+        abi: credanaVaultAbi,
+        functionName: 'collateralOf',
+        args: [who, a.token],
+      }),
+    ),
+  ]);
+  return {
+    debtUsdc: debt as bigint,
+    collateral: new Map(assets.map((a, i) => [a.assetId, amounts[i] as bigint])),
   };
 }

@@ -56,16 +56,17 @@ export function holdsJob(options: HoldsJobOptions) {
     const startedMs = now();
     const findings: Finding[] = [];
     let checked = 0;
-    let repairs = 0;
+    const tally = { findings, repairs: 0 };
+    const deps: HoldDeps = { redis, prefix, sql, lifecycle, graceMs, closedByStripe };
     let after = ctx.cursor ?? '';
     for (;;) {
       if (checked >= perRunMax || now() - startedMs >= timeMaxMs)
-        return { checked, findings, repairs, cursor: after };
+        return { checked, findings, repairs: tally.repairs, cursor: after };
       const holds = await sql<OpenHold[]>`
         select id, user_id::text, status, held_cents::text, expires_at from authorizations
         where held_cents > 0 and user_id is not null and id > ${after}
         order by id limit ${Math.min(batch, perRunMax - checked)}`;
-      if (holds.length === 0) return { checked, findings, repairs, cursor: null };
+      if (holds.length === 0) return { checked, findings, repairs: tally.repairs, cursor: null };
       // One user's holds are handled together: a restore rebuilds all of them at once.
       const byUser = new Map<string, OpenHold[]>();
       for (const hold of holds) byUser.set(hold.user_id, [...(byUser.get(hold.user_id) ?? []), hold]);
@@ -81,99 +82,8 @@ export function holdsJob(options: HoldsJobOptions) {
       const nowMs = now();
       // Holds still waiting: pending ones, and closed ones whose capture is not booked yet.
       const pending = userHolds.filter(isWaiting);
-      // 1. Restore holds Redis lost (only when the comparison is meaningful: drained and stable).
-      const cached = await readCachedAccount(redis, prefix, userId);
-      if (!cached.exists) {
-        if (pending.length > 0 && (await ensureAccount(redis, sql, prefix, userId, nowMs))) {
-          repairs++;
-          for (const h of pending) {
-            findings.push({
-              kind: 'hold_lost_in_cache',
-              userId,
-              authorizationId: h.id,
-              heldCents: h.held_cents,
-              cause: 'account_not_cached',
-              repaired: true,
-            });
-          }
-        }
-      } else {
-        const lost = pending.filter((h) => cached.holds[h.id] === undefined);
-        if (lost.length > 0) {
-          const comparison = await compareUser(redis, sql, prefix, userId, nowMs);
-          if (comparison.state === 'compared' && !redisHoldsAhead(comparison.diffs)) {
-            const outcome = await rebuildFromPostgres(
-              redis,
-              sql,
-              prefix,
-              userId,
-              comparison.fingerprint,
-              nowMs,
-            );
-            const repaired = outcome === 'rebuilt';
-            if (repaired) repairs++;
-            for (const h of lost) {
-              findings.push({
-                kind: 'hold_lost_in_cache',
-                userId,
-                authorizationId: h.id,
-                heldCents: h.held_cents,
-                cause: 'missing_from_cache',
-                repaired,
-              });
-            }
-          } else if (comparison.state === 'compared') {
-            for (const h of lost) {
-              findings.push({
-                kind: 'hold_lost_in_cache',
-                userId,
-                authorizationId: h.id,
-                heldCents: h.held_cents,
-                cause: 'cache_holds_ahead',
-                repaired: false,
-              });
-            }
-          }
-          // Deferred (entries pending, or the cache moved): the next run looks again.
-        }
-      }
-      // 2. Release holds past their expiry or closed by Stripe.
-      const inCache = await readCachedAccount(redis, prefix, userId);
-      for (const h of userHolds) {
-        const expired = isWaiting(h) && h.expires_at !== null && h.expires_at.getTime() + graceMs <= nowMs;
-        const closed = isWaiting(h) ? h.status === 'pending' && closedByStripe.has(h.id) : true;
-        if (!expired && !closed) continue;
-        const reason = expired
-          ? 'expired'
-          : h.status !== 'pending'
-            ? `postgres_${h.status}`
-            : 'stripe_closed';
-        if (inCache.holds[h.id] === undefined) {
-          // Nothing in Redis to release (an ended authorization is never reinstalled): Postgres alone
-          // holds the money, which only a ledger adjustment can move.
-          if (!isWaiting(h)) {
-            findings.push({
-              kind: 'hold_stuck_in_postgres',
-              userId,
-              authorizationId: h.id,
-              heldCents: h.held_cents,
-              status: h.status,
-              repaired: false,
-            });
-          }
-          continue;
-        }
-        const result = await lifecycle.expireHold(userId, h.id);
-        if (result.applied && result.holdDeltaCents < 0n) repairs++;
-        findings.push({
-          kind: 'hold_released',
-          userId,
-          authorizationId: h.id,
-          heldCents: h.held_cents,
-          reason,
-          repaired: result.applied && result.holdDeltaCents < 0n,
-        });
-      }
+      await restoreLostHolds(deps, userId, pending, nowMs, tally);
+      await releaseEndedHolds(deps, userId, userHolds, nowMs, tally);
     }
   };
 }
@@ -181,4 +91,121 @@ export function holdsJob(options: HoldsJobOptions) {
 /** A hold that still waits for Stripe: pending, or closed with its captured part not yet booked. */
 function isWaiting(h: { status: string }): boolean {
   return h.status === 'pending' || h.status === 'closed';
+}
+
+interface HoldDeps {
+  redis: Redis;
+  prefix: string;
+  sql: JobContext['sql'];
+  lifecycle: Pick<Lifecycle, 'expireHold'>;
+  graceMs: number;
+  closedByStripe: ReadonlySet<string>;
+}
+
+/** What a run found and how many repairs it made (one per rebuilt account or released hold). */
+interface Tally {
+  findings: Finding[];
+  repairs: number;
+}
+
+/** Restores the user's holds Redis lost (only when the comparison is meaningful: drained and stable). */
+async function restoreLostHolds(
+  { redis, prefix, sql }: HoldDeps,
+  userId: string,
+  pending: OpenHold[],
+  nowMs: number,
+  tally: Tally,
+): Promise<void> {
+  // 1. Restore holds Redis lost (only when the comparison is meaningful: drained and stable).
+  const cached = await readCachedAccount(redis, prefix, userId);
+  if (!cached.exists) {
+    if (pending.length > 0 && (await ensureAccount(redis, sql, prefix, userId, nowMs))) {
+      tally.repairs++;
+      for (const h of pending) {
+        tally.findings.push({
+          kind: 'hold_lost_in_cache',
+          userId,
+          authorizationId: h.id,
+          heldCents: h.held_cents,
+          cause: 'account_not_cached',
+          repaired: true,
+        });
+      }
+    }
+  } else {
+    const lost = pending.filter((h) => cached.holds[h.id] === undefined);
+    if (lost.length > 0) {
+      const comparison = await compareUser(redis, sql, prefix, userId, nowMs);
+      if (comparison.state === 'compared' && !redisHoldsAhead(comparison.diffs)) {
+        const outcome = await rebuildFromPostgres(redis, sql, prefix, userId, comparison.fingerprint, nowMs);
+        const repaired = outcome === 'rebuilt';
+        if (repaired) tally.repairs++;
+        for (const h of lost) {
+          tally.findings.push({
+            kind: 'hold_lost_in_cache',
+            userId,
+            authorizationId: h.id,
+            heldCents: h.held_cents,
+            cause: 'missing_from_cache',
+            repaired,
+          });
+        }
+      } else if (comparison.state === 'compared') {
+        for (const h of lost) {
+          tally.findings.push({
+            kind: 'hold_lost_in_cache',
+            userId,
+            authorizationId: h.id,
+            heldCents: h.held_cents,
+            cause: 'cache_holds_ahead',
+            repaired: false,
+          });
+        }
+      }
+      // Deferred (entries pending, or the cache moved): the next run looks again.
+    }
+  }
+}
+
+/** Releases the user's holds past their expiry or closed by Stripe, through the hot path's lifecycle. */
+async function releaseEndedHolds(
+  { redis, prefix, lifecycle, graceMs, closedByStripe }: HoldDeps,
+  userId: string,
+  userHolds: OpenHold[],
+  nowMs: number,
+  tally: Tally,
+): Promise<void> {
+  // 2. Release holds past their expiry or closed by Stripe.
+  const inCache = await readCachedAccount(redis, prefix, userId);
+  for (const h of userHolds) {
+    const expired = isWaiting(h) && h.expires_at !== null && h.expires_at.getTime() + graceMs <= nowMs;
+    const closed = isWaiting(h) ? h.status === 'pending' && closedByStripe.has(h.id) : true;
+    if (!expired && !closed) continue;
+    const reason = expired ? 'expired' : h.status !== 'pending' ? `postgres_${h.status}` : 'stripe_closed';
+    if (inCache.holds[h.id] === undefined) {
+      // Nothing in Redis to release (an ended authorization is never reinstalled): Postgres alone
+      // holds the money, which only a ledger adjustment can move.
+      if (!isWaiting(h)) {
+        tally.findings.push({
+          kind: 'hold_stuck_in_postgres',
+          userId,
+          authorizationId: h.id,
+          heldCents: h.held_cents,
+          status: h.status,
+          repaired: false,
+        });
+      }
+      continue;
+    }
+    const result = await lifecycle.expireHold(userId, h.id);
+    if (result.applied && result.holdDeltaCents < 0n) tally.repairs++;
+    tally.findings.push({
+      kind: 'hold_released',
+      userId,
+      authorizationId: h.id,
+      heldCents: h.held_cents,
+      reason,
+      repaired: result.applied && result.holdDeltaCents < 0n,
+    });
+  }
 }

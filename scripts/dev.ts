@@ -333,6 +333,38 @@ async function main(): Promise<void> {
   rmSync(stackFile(stateDir), { force: true });
 
   // 1. Postgres and Redis.
+  const { databaseUrl, embeddedDataDir } = await startPostgres();
+  await startRedis();
+  // 2. Chain.
+  const { contracts, publicClient } = await startChain();
+  // 3. Databases.
+  const { sb, sql, chain } = await prepareDatabases(embeddedDataDir, publicClient, contracts);
+  // 4. PgBouncer, then the services, each as its own role through it.
+  const { childEnv, asService } = await serviceEnvironment(databaseUrl);
+  const logDir = path.join(stateDir, 'logs');
+  const { hotPathMetricsUrl, schedulerPort, prometheusUrl, targets } = await startServices(
+    childEnv,
+    asService,
+    logDir,
+    chain,
+  );
+  // 5. Demo users.
+  const users = await seedDemoUsers(sb, sql, chain, contracts);
+  printSummary({
+    hotPathMetricsUrl,
+    contracts,
+    databaseUrl,
+    embeddedDataDir,
+    schedulerPort,
+    prometheusUrl,
+    targets,
+    logDir,
+    users,
+  });
+}
+
+/** Starts (or adopts) dev's embedded PostgreSQL when DATABASE_URL's does not answer; checks SUPABASE_DB_URL's. */
+async function startPostgres(): Promise<{ databaseUrl: URL; embeddedDataDir: string | null }> {
   const databaseUrl = new URL(config.DATABASE_URL);
   const adminUrl = new URL(config.DATABASE_URL);
   adminUrl.pathname = '/postgres';
@@ -370,7 +402,11 @@ async function main(): Promise<void> {
       );
     }
   }
+  return { databaseUrl, embeddedDataDir };
+}
 
+/** A Redis Cluster of dev's own (--redis-cluster), the one at REDIS_CLUSTER_NODES, or one Redis. */
+async function startRedis(): Promise<void> {
   if (flags['redis-cluster'] === true) {
     if (spawnSync('sh', ['-c', 'command -v redis-server']).status !== 0) {
       return fail(
@@ -399,8 +435,10 @@ async function main(): Promise<void> {
   } else if (!(await startOrAdoptRedis())) {
     return stopAll(1);
   }
+}
 
-  // 2. Chain.
+/** The local chain (started when none answers) and the contracts (deployed when missing). */
+async function startChain(): Promise<{ contracts: ContractsFile; publicClient: PublicClient }> {
   const rpc = new URL(config.CHAIN_RPC_URL);
   const chainUp = await answers(async () => {
     const res = await fetch(config.CHAIN_RPC_URL, {
@@ -449,11 +487,18 @@ async function main(): Promise<void> {
     writeContractsFile(config.CONTRACTS_FILE, contracts);
     say(`audit anchor contract deployed (${contracts.auditAnchor}), added to ${config.CONTRACTS_FILE}`);
   }
+  return { contracts, publicClient };
+}
 
-  // 3. Databases. A chain that restarted empty (dev's own chain lives only as long as dev) leaves the
-  // databases describing blocks that no longer exist: the indexer would halt on that "reorg", and the
-  // ledger refuses deletes, so they are recreated — always for dev's embedded cluster, on --reset for
-  // a PostgreSQL dev does not own.
+// Databases. A chain that restarted empty (dev's own chain lives only as long as dev) leaves the
+// databases describing blocks that no longer exist: the indexer would halt on that "reorg", and the
+// ledger refuses deletes, so they are recreated — always for dev's embedded cluster, on --reset for
+// a PostgreSQL dev does not own.
+async function prepareDatabases(
+  embeddedDataDir: string | null,
+  publicClient: PublicClient,
+  contracts: ContractsFile,
+) {
   if (await indexedAnotherChain(config.DATABASE_URL, publicClient)) {
     if (embeddedDataDir === null && flags.reset !== true) {
       return fail(
@@ -483,8 +528,11 @@ async function main(): Promise<void> {
   const chain = connectChain(config.CHAIN_RPC_URL, contracts);
   const sql = postgres(config.DATABASE_URL, { max: 2, onnotice: () => {} });
   await seedAssets(sql, contracts);
+  return { sb, sql, chain };
+}
 
-  // 4. PgBouncer, then the services, each as its own role through it.
+/** The environment every service starts with, and its DATABASE_URL through dev's PgBouncer by role. */
+async function serviceEnvironment(databaseUrl: URL) {
   const pgBouncer = await startDevPgBouncer(databaseUrl);
   if (pgBouncer === null) return fail(`PgBouncer did not start on 127.0.0.1:${config.DEV_PGBOUNCER_PORT}`);
   const financialDatabase = decodeURIComponent(databaseUrl.pathname.slice(1));
@@ -526,60 +574,80 @@ async function main(): Promise<void> {
     HEALTH_FACTOR_WARNING_BPS: String(config.HEALTH_FACTOR_WARNING_BPS),
     CHAIN_MAX_FEE_PER_GAS_GWEI: String(config.CHAIN_MAX_FEE_PER_GAS_GWEI),
   };
-  const logDir = path.join(stateDir, 'logs');
+  return { childEnv, asService };
+}
+
+interface ServiceStart {
+  childEnv: Record<string, string>;
+  asService: (role: ServiceRole) => { DATABASE_URL: string };
+  logDir: string;
+  /** Where Prometheus scrapes each service (filled in as they start). */
+  targets: ScrapeTarget[];
+}
+
+/**
+ * Starts a service and waits for its ready line. Its output streams live to dev's stdout, each line
+ * prefixed `[<log>]`, and into `<DEV_STATE_DIR>/logs/<log>.log`; the last 20 KB are also kept here for
+ * the ready line and for a failure's message. Returns that tail, and the internal listener's URL when
+ * the service announced one (`<service> metrics on http://…`).
+ */
+async function startService(
+  { childEnv, asService, logDir, targets }: ServiceStart,
+  name: string,
+  log: string,
+  entry: string,
+  ready: string,
+  args: string[] = [],
+  role: ServiceRole,
+): Promise<{ out: string; metricsBase: string | null }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--import', EXIT_WITH_DEV, entry, ...args], {
+    env: { ...childEnv, ...asService(role) },
+    // stdin is dev's lifeline to the service (scripts/dev/exit-with-dev.ts).
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  track(name, 'service', child);
+  const file = createWriteStream(path.join(logDir, `${log}.log`), { flags: 'w' });
+  child.once('close', () => file.end());
+  let out = '';
+  for (const stream of [child.stdout, child.stderr]) {
+    stream?.on('data', (chunk: Buffer) => {
+      file.write(chunk);
+      out = (out + chunk.toString()).slice(-20_000);
+    });
+    stream?.pipe(lineStream(`[${log}] `)).pipe(process.stdout, { end: false });
+  }
+  const until = Date.now() + 90_000;
+  while (!out.includes(ready)) {
+    if (child.exitCode !== null || Date.now() > until) {
+      return fail(
+        `${name} did not start (${child.exitCode === null ? 'no ready line in 90 s' : `exited with ${child.exitCode}`}); its output is above and in ${path.join(logDir, `${log}.log`)}.`,
+      );
+    }
+    await sleep(100);
+  }
+  child.on('exit', (code) => {
+    if (code !== 0 && code !== null && stopping === null)
+      process.stderr.write(`dev: ${name} exited with ${code}; its log: ${path.join(logDir, `${log}.log`)}\n`);
+  });
+  const metricsBase = new RegExp(`${log} metrics on (http://\\S+)`).exec(out)?.[1] ?? null;
+  if (metricsBase !== null) targets.push({ job: log, url: `${metricsBase}/metrics` });
+  say(`${name} is up`);
+  return { out, metricsBase };
+}
+
+/** Every service, in dependency order; Prometheus too with --observe. */
+async function startServices(
+  childEnv: Record<string, string>,
+  asService: ServiceStart['asService'],
+  logDir: string,
+  chain: ReturnType<typeof connectChain>,
+) {
   mkdirSync(logDir, { recursive: true });
   /** Where Prometheus scrapes each service (filled in as they start). */
   const targets: ScrapeTarget[] = [];
-  /**
-   * Starts a service and waits for its ready line. Its output streams live to dev's stdout, each line
-   * prefixed `[<log>]`, and into `<DEV_STATE_DIR>/logs/<log>.log`; the last 20 KB are also kept here for
-   * the ready line and for a failure's message. Returns that tail, and the internal listener's URL when
-   * the service announced one (`<service> metrics on http://…`).
-   */
-  async function start(
-    name: string,
-    log: string,
-    entry: string,
-    ready: string,
-    args: string[] = [],
-    role: ServiceRole,
-  ): Promise<{ out: string; metricsBase: string | null }> {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--import', EXIT_WITH_DEV, entry, ...args], {
-      env: { ...childEnv, ...asService(role) },
-      // stdin is dev's lifeline to the service (scripts/dev/exit-with-dev.ts).
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    track(name, 'service', child);
-    const file = createWriteStream(path.join(logDir, `${log}.log`), { flags: 'w' });
-    child.once('close', () => file.end());
-    let out = '';
-    for (const stream of [child.stdout, child.stderr]) {
-      stream?.on('data', (chunk: Buffer) => {
-        file.write(chunk);
-        out = (out + chunk.toString()).slice(-20_000);
-      });
-      stream?.pipe(lineStream(`[${log}] `)).pipe(process.stdout, { end: false });
-    }
-    const until = Date.now() + 90_000;
-    while (!out.includes(ready)) {
-      if (child.exitCode !== null || Date.now() > until) {
-        return fail(
-          `${name} did not start (${child.exitCode === null ? 'no ready line in 90 s' : `exited with ${child.exitCode}`}); its output is above and in ${path.join(logDir, `${log}.log`)}.`,
-        );
-      }
-      await sleep(100);
-    }
-    child.on('exit', (code) => {
-      if (code !== 0 && code !== null && stopping === null)
-        process.stderr.write(
-          `dev: ${name} exited with ${code}; its log: ${path.join(logDir, `${log}.log`)}\n`,
-        );
-    });
-    const metricsBase = new RegExp(`${log} metrics on (http://\\S+)`).exec(out)?.[1] ?? null;
-    if (metricsBase !== null) targets.push({ job: log, url: `${metricsBase}/metrics` });
-    say(`${name} is up`);
-    return { out, metricsBase };
-  }
+  const start = (
+    ...args: Parameters<typeof startService> extends [ServiceStart, ...infer Rest] ? Rest : never
+  ) => startService({ childEnv, asService, logDir, targets }, ...args);
   const hotPath = await start(
     'hot path',
     'hot-path',
@@ -671,10 +739,18 @@ async function main(): Promise<void> {
   if (schedulerPort !== undefined)
     targets.push({ job: 'scheduler', url: `http://127.0.0.1:${schedulerPort}/metrics` });
   const prometheusUrl = flags.observe === true ? await startPrometheus(targets, logDir) : null;
+  return { hotPathMetricsUrl, schedulerPort, prometheusUrl, targets };
+}
 
-  // 5. Demo users, signed up as Supabase Auth does (the bridge creates the financial user with the
-  // same id), then a card, a linked wallet and WETH deposited on-chain. Idempotent: fixed ids, and a
-  // deposit only when the vault holds none of the user's WETH (a fresh chain).
+// 5. Demo users, signed up as Supabase Auth does (the bridge creates the financial user with the
+// same id), then a card, a linked wallet and WETH deposited on-chain. Idempotent: fixed ids, and a
+// deposit only when the vault holds none of the user's WETH (a fresh chain).
+async function seedDemoUsers(
+  sb: postgres.Sql,
+  sql: postgres.Sql,
+  chain: ReturnType<typeof connectChain>,
+  contracts: ContractsFile,
+): Promise<StackSummary['users']> {
   const weth = contracts.assets.find((a) => a.assetId === 'WETH') ?? contracts.assets[0]!;
   for (const demo of DEMO) {
     const wallet = localAccount(demo.account).address;
@@ -729,7 +805,32 @@ async function main(): Promise<void> {
   }
   redis.disconnect();
   await sql.end();
+  return users;
+}
 
+/** Writes the stack summary for other tools and prints where everything is. */
+function printSummary(o: {
+  hotPathMetricsUrl: string;
+  contracts: ContractsFile;
+  databaseUrl: URL;
+  embeddedDataDir: string | null;
+  schedulerPort: string | undefined;
+  prometheusUrl: string | null;
+  targets: ScrapeTarget[];
+  logDir: string;
+  users: StackSummary['users'];
+}): void {
+  const {
+    hotPathMetricsUrl,
+    contracts,
+    databaseUrl,
+    embeddedDataDir,
+    schedulerPort,
+    prometheusUrl,
+    targets,
+    logDir,
+    users,
+  } = o;
   const base = `http://${config.HOT_PATH_HOST}:${config.HOT_PATH_PORT}`;
   const summary: StackSummary = {
     hotPath: {

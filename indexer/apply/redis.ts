@@ -86,37 +86,7 @@ export function createCacheWriter(options: CacheWriterOptions): CacheWriter {
     }
   };
 
-  const publishPrices = async (assets: ReadonlySet<string>) => {
-    if (assets.size === 0) return;
-    const inForce = await pricesInForce(sql, [...assets]);
-    for (const assetId of assets) {
-      const price = inForce.get(assetId);
-      try {
-        if (price === undefined) {
-          // A reorg removed the asset's only rounds: no price is in force, so none may stay in memory.
-          await redis.hdel(pricesKey(prefix), assetId);
-          await publishToAll(
-            redis,
-            channels(prefix).prices,
-            JSON.stringify({ assetId, answer: '0', updatedAtS: 0, roundId: '0', inForce: true }),
-          );
-          continue;
-        }
-        // The price in force (never a held-back round), also after a reorg undid a newer one.
-        await publishPriceInForce(redis, prefix, {
-          assetId,
-          answer: price.answer,
-          updatedAtS: Number(price.updatedAtS),
-          roundId: price.roundId,
-        });
-      } catch (error) {
-        logger.warn(
-          { assetId, err: error },
-          'price publish failed; the hot path keeps its last price until the next',
-        );
-      }
-    }
-  };
+  const publishPrices = (assets: ReadonlySet<string>) => publishPricesInForce(options, assets);
 
   return {
     get dirty() {
@@ -167,4 +137,43 @@ export function createCacheWriter(options: CacheWriterOptions): CacheWriter {
       return dirty.size;
     },
   };
+}
+
+/**
+ * Publishes each asset's price in force to Redis and the hot paths (none in force: removed), after a
+ * range or reorg touched its rounds. A failure is logged: the hot path keeps its last price until the next.
+ */
+async function publishPricesInForce(
+  { sql, redis, prefix, logger }: Pick<CacheWriterOptions, 'sql' | 'redis' | 'prefix' | 'logger'>,
+  assets: ReadonlySet<string>,
+): Promise<void> {
+  if (assets.size === 0) return;
+  const inForce = await pricesInForce(sql, [...assets]);
+  for (const assetId of assets) {
+    const price = inForce.get(assetId);
+    try {
+      if (price === undefined) {
+        // A reorg removed the asset's only rounds: no price is in force, so none may stay in memory.
+        await redis.hdel(pricesKey(prefix), assetId);
+        await publishToAll(
+          redis,
+          channels(prefix).prices,
+          JSON.stringify({ assetId, answer: '0', updatedAtS: 0, roundId: '0', inForce: true }),
+        );
+        continue;
+      }
+      // The price in force (never a held-back round), also after a reorg undid a newer one.
+      await publishPriceInForce(redis, prefix, {
+        assetId,
+        answer: price.answer,
+        updatedAtS: Number(price.updatedAtS),
+        roundId: price.roundId,
+      });
+    } catch (error) {
+      logger.warn(
+        { assetId, err: error },
+        'price publish failed; the hot path keeps its last price until the next',
+      );
+    }
+  }
 }

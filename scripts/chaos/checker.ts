@@ -302,6 +302,54 @@ export function foldUser(
   return { holdsCents, unsettledCents };
 }
 
+/**
+ * Each user's balances (Postgres and Redis, holds and unsettled) against the fold of their events; a
+ * difference names the authorizations whose hold is off.
+ */
+function checkBalanceFolds(history: ChaosHistory, facts: FinalFacts): Violation[] {
+  const violations: Violation[] = [];
+  for (const user of history.users) {
+    const fold = foldUser(history, user.userId);
+    const b = facts.balances[user.userId];
+    if (b === undefined) continue;
+    // With the chain, settlement moved captured cents out of unsettled into on-chain debt.
+    const settled = Number(facts.chain?.settledNetCents[user.userId] ?? '0');
+    const seen = {
+      pgHolds: Number(b.pgHolds),
+      redisHolds: Number(b.redisHolds),
+      pgUnsettled: Number(b.pgUnsettled) + settled,
+      redisUnsettled: Number(b.redisUnsettled) + settled,
+    };
+    if (
+      seen.pgHolds !== fold.holdsCents ||
+      seen.redisHolds !== fold.holdsCents ||
+      seen.pgUnsettled !== fold.unsettledCents ||
+      seen.redisUnsettled !== fold.unsettledCents
+    ) {
+      const detail: string[] = [];
+      const shown: string[] = [];
+      for (const auth of authorizationsOf(history, user.userId)) {
+        const expected = foldAuthorization(auth).holdsCents;
+        const held = facts.authorizationHolds?.[auth.authorizationId];
+        if (held === undefined) continue; // an old history without per-authorization facts
+        if (Number(held.redis) !== expected || Number(held.pg) !== expected) {
+          detail.push(`${auth.authorizationId} fold ${expected} Redis ${held.redis} Postgres ${held.pg}`);
+          shown.push(...auth.requests.map((r) => r.eventId));
+        }
+      }
+      violations.push({
+        kind: 'balance_fold',
+        userId: user.userId,
+        atMs: null,
+        message: `fold(events) ${JSON.stringify(fold)} ≠ ${JSON.stringify(seen)}; holds by authorization: ${detail.join('; ') || 'all equal (unsettled differs)'}${settlementDetail(facts, user.userId)}`,
+        // The history shown: the authorizations whose hold is off (the user's whole history when none is).
+        eventIds: shown,
+      });
+    }
+  }
+  return violations;
+}
+
 export function checkHistory(
   history: ChaosHistory,
   facts: FinalFacts,
@@ -366,45 +414,7 @@ export function checkHistory(
   for (const [ref, n] of Object.entries(facts.transferCounts))
     if (n > 1) add('transfer_not_once', ref.replace(/^[a-z]+:/, ''), `ledger transfer ${ref} ${n} times`);
 
-  for (const user of history.users) {
-    const fold = foldUser(history, user.userId);
-    const b = facts.balances[user.userId];
-    if (b === undefined) continue;
-    // With the chain, settlement moved captured cents out of unsettled into on-chain debt.
-    const settled = Number(facts.chain?.settledNetCents[user.userId] ?? '0');
-    const seen = {
-      pgHolds: Number(b.pgHolds),
-      redisHolds: Number(b.redisHolds),
-      pgUnsettled: Number(b.pgUnsettled) + settled,
-      redisUnsettled: Number(b.redisUnsettled) + settled,
-    };
-    if (
-      seen.pgHolds !== fold.holdsCents ||
-      seen.redisHolds !== fold.holdsCents ||
-      seen.pgUnsettled !== fold.unsettledCents ||
-      seen.redisUnsettled !== fold.unsettledCents
-    ) {
-      const detail: string[] = [];
-      const shown: string[] = [];
-      for (const auth of authorizationsOf(history, user.userId)) {
-        const expected = foldAuthorization(auth).holdsCents;
-        const held = facts.authorizationHolds?.[auth.authorizationId];
-        if (held === undefined) continue; // an old history without per-authorization facts
-        if (Number(held.redis) !== expected || Number(held.pg) !== expected) {
-          detail.push(`${auth.authorizationId} fold ${expected} Redis ${held.redis} Postgres ${held.pg}`);
-          shown.push(...auth.requests.map((r) => r.eventId));
-        }
-      }
-      violations.push({
-        kind: 'balance_fold',
-        userId: user.userId,
-        atMs: null,
-        message: `fold(events) ${JSON.stringify(fold)} ≠ ${JSON.stringify(seen)}; holds by authorization: ${detail.join('; ') || 'all equal (unsettled differs)'}${settlementDetail(facts, user.userId)}`,
-        // The history shown: the authorizations whose hold is off (the user's whole history when none is).
-        eventIds: shown,
-      });
-    }
-  }
+  violations.push(...checkBalanceFolds(history, facts));
   for (const problem of facts.conservation) {
     const authorizationId = /authorization (\S+) held/.exec(problem)?.[1];
     const shown = history.requests.filter((r) => r.authorizationId === authorizationId).map((r) => r.eventId);

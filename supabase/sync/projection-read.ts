@@ -19,10 +19,11 @@
 
 import { computeCredit, type PriceQuote } from '../../shared/credit.ts';
 import type { Sql } from '../../shared/db/client.ts';
-import { type AssetRiskRow, assetRiskMap } from '../../shared/db/queries/assets.ts';
+import { assetRiskMap } from '../../shared/db/queries/assets.ts';
 import type { MerchantNames } from '../../shared/hsm/merchant-names.ts';
 import { USDC_PER_CENT, WAD } from '../../shared/money.ts';
 import { declineMessage } from './decline-messages.ts';
+import { readAccountRows, readActivityRows } from './projection-queries.ts';
 
 export interface ChainEventNames {
   deposits: readonly string[];
@@ -126,6 +127,10 @@ function cardStatus(cards: readonly { status: string; frozen: boolean }[]): Card
   return card.status === 'inactive' ? 'inactive' : 'canceled';
 }
 
+/**
+ * The dashboard's truth for `userIds`, from one repeatable-read snapshot of the financial database (see
+ * the header): the rows (projection-queries.ts), then the summaries and the activity computed from them.
+ */
 export async function readTruth(
   financial: Sql,
   userIds: readonly string[],
@@ -138,235 +143,200 @@ export async function readTruth(
     const [clock] = await tx<{ now: Date }[]>`select now() as now`;
     const asOf = clock!.now;
     const ids = tx.array([...userIds]);
-    const [users, accounts, positions, cards, assets, prices, authorizations, transfers, chain] =
+    const [[users, accounts, positions, cards, assets, prices], [authorizations, transfers, chain]] =
       await Promise.all([
-        tx<{ id: string; status: string; credit_limit_cents: string }[]>`
-        select id, status, credit_limit_cents::text from users where id = any(${ids}::uuid[])`,
-        tx<{ user_id: string; debt_onchain_usdc: string; unsettled_cents: string; holds_cents: string }[]>`
-        select user_id, debt_onchain_usdc::text, unsettled_cents::text, holds_cents::text
-        from credit_accounts where user_id = any(${ids}::uuid[])`,
-        tx<{ user_id: string; asset_id: string; collateral_base: string; pending_withdrawal_base: string }[]>`
-        select user_id, asset_id, collateral_base::text, pending_withdrawal_base::text
-        from positions where user_id = any(${ids}::uuid[])`,
-        tx<{ user_id: string; status: string; frozen: boolean }[]>`
-        select user_id, status, (frozen or ops_frozen) as frozen from cards where user_id = any(${ids}::uuid[])
-        order by created_at desc, id desc`,
-        tx<
-          (AssetRiskRow & { token_address: string })[]
-        >`select id, token_address, token_decimals, price_decimals, ltv_bps, liquidation_threshold_bps, price_age_max_s
-        from assets`,
-        tx<{ asset_id: string; answer: string; updated_at: Date }[]>`
-        select distinct on (asset_id) asset_id, answer::text, updated_at from prices
-        order by asset_id, updated_at desc, round_id desc`,
-        tx<
-          {
-            id: string;
-            user_id: string;
-            status: string;
-            approved: boolean;
-            requested_cents: string;
-            approved_cents: string;
-            decision: string;
-            decline_reason: string | null;
-            merchant_name_sealed: Buffer | null;
-            merchant_category_code: string | null;
-            created_at: Date;
-          }[]
-        >`select a.id, a.user_id, a.status, a.approved, a.requested_cents::text, a.approved_cents::text, a.decision,
-          a.decline_reason, a.merchant_name_sealed, a.merchant_category_code, a.created_at
-        from unnest(${ids}::uuid[]) as u (id)
-        cross join lateral (
-          select * from authorizations where user_id = u.id order by created_at desc, id desc limit ${perUser}
-        ) as a`,
-        tx<
-          {
-            ref: string;
-            kind: 'capture' | 'refund';
-            user_id: string;
-            authorization_id: string | null;
-            amount_cents: string | null;
-            merchant_name_sealed: Buffer | null;
-            merchant_category_code: string | null;
-            created_at: Date;
-          }[]
-        >`select t.ref, t.kind, t.user_id, t.authorization_id, t.created_at,
-          (select abs(sum(e.amount_cents))::text from ledger_entries e
-            where e.transfer_id = t.id and e.user_id = t.user_id
-              and e.account in ('user_unsettled', 'user_debt_onchain')) as amount_cents,
-          a.merchant_name_sealed, a.merchant_category_code
-        from unnest(${ids}::uuid[]) as u (id)
-        cross join lateral (
-          select * from ledger_transfers lt where lt.user_id = u.id and lt.kind in ('capture', 'refund')
-          order by lt.created_at desc, lt.id desc limit ${perUser}
-        ) as t
-        left join authorizations a on a.id = t.authorization_id`,
-        tx<
-          {
-            chain_id: number;
-            block_hash: string;
-            log_index: number;
-            user_id: string;
-            event_name: string;
-            token: string | null;
-            asset_hint: string | null;
-            amount: string | null;
-            seized: string | null;
-            covered_usdc: string | null;
-            applied_at: Date | null;
-            created_at: Date;
-          }[]
-        >`select c.chain_id, c.block_hash, c.log_index, c.user_id, c.event_name, c.applied_at, c.created_at,
-          lower(coalesce(c.args ->> 'token', c.args ->> 'asset')) as token, c.args ->> 'assetId' as asset_hint,
-          c.args ->> 'amount' as amount, c.args ->> 'collateralSeized' as seized,
-          c.args ->> 'debtCoveredUsdc' as covered_usdc
-        from unnest(${ids}::uuid[]) as u (id)
-        cross join lateral (
-          select * from chain_events where user_id = u.id
-            and event_name = any(${tx.array([...names.deposits, ...names.withdrawals, ...liquidationNames])}::text[])
-          order by block_number desc, log_index desc limit ${perUser}
-        ) as c`,
+        readAccountRows(tx, ids),
+        readActivityRows(tx, ids, perUser, names, liquidationNames),
       ]);
-
-    const nowS = Math.floor(asOf.getTime() / 1000);
-    const assetRisk = assetRiskMap(assets);
-    const assetByToken = new Map(assets.map((a) => [a.token_address.toLowerCase(), a.id]));
-    const quotes = new Map<string, PriceQuote>(
-      prices.map((p) => [
-        p.asset_id,
-        { answer: BigInt(p.answer), updatedAtS: Math.floor(p.updated_at.getTime() / 1000) },
-      ]),
+    const summaries = summaryRows({ users, accounts, positions, cards, assets, prices }, asOf, options);
+    const activity = await activityRows(
+      { authorizations, transfers, chain },
+      { ...options, names, liquidationNames, assets },
     );
-    const accountByUser = new Map(accounts.map((a) => [a.user_id, a]));
-
-    const summaries: SummaryRow[] = users.map((user) => {
-      const account = accountByUser.get(user.id);
-      const credit = computeCredit({
-        holdings: positions
-          .filter((p) => p.user_id === user.id)
-          .map((p) => ({
-            assetId: p.asset_id,
-            amountBase: BigInt(p.collateral_base),
-            pendingWithdrawalBase: BigInt(p.pending_withdrawal_base),
-          })),
-        assets: assetRisk,
-        prices: quotes,
-        nowS,
-        debtOnchainUsdc: BigInt(account?.debt_onchain_usdc ?? '0'),
-        unsettledCents: BigInt(account?.unsettled_cents ?? '0'),
-        holdsCents: BigInt(account?.holds_cents ?? '0'),
-        creditLimitCents: BigInt(user.credit_limit_cents),
-      });
-      return {
-        user_id: user.id,
-        account_status: user.status,
-        card_status: cardStatus(cards.filter((c) => c.user_id === user.id)),
-        collateral_value_cents: credit.collateralValueCents.toString(),
-        borrow_power_cents: credit.borrowPowerCents.toString(),
-        credit_limit_cents: user.credit_limit_cents,
-        debt_onchain_cents: credit.debtOnchainCents.toString(),
-        unsettled_cents: account?.unsettled_cents ?? '0',
-        holds_cents: account?.holds_cents ?? '0',
-        available_cents: credit.availableCents.toString(),
-        health_factor: credit.healthFactorWad === null ? null : wadToDecimal(credit.healthFactorWad),
-        health_notice: healthNotice(
-          credit.healthFactorWad,
-          credit.staleAssetIds.length > 0,
-          options.healthWarningBps,
-        ),
-        stale_asset_ids: [...credit.staleAssetIds].sort(),
-        as_of: asOf.toISOString(),
-      };
-    });
-
-    // Each sealed name opened once (a capture shows its authorization's name too).
-    const opened = new Map<string, string | null>();
-    const nameOf = async (authorizationId: string | null, sealed: Buffer | null): Promise<string | null> => {
-      if (authorizationId === null || sealed === null || !options.merchantNames) return null;
-      if (!opened.has(authorizationId))
-        opened.set(authorizationId, await options.merchantNames.open(authorizationId, sealed));
-      return opened.get(authorizationId) ?? null;
-    };
-    const items: ActivityRow[] = [];
-    for (const a of authorizations) {
-      const outcome =
-        a.decision === 'stripe'
-          ? a.approved
-            ? 'approved'
-            : 'declined'
-          : (a.decision as ActivityRow['outcome']);
-      const declined = outcome === 'declined';
-      items.push({
-        id: `authorization:${a.id}`,
-        user_id: a.user_id,
-        kind: 'authorization',
-        status: a.status,
-        outcome,
-        amount_cents: a.approved ? a.approved_cents : a.requested_cents,
-        asset_id: null,
-        amount_base: null,
-        merchant_name: await nameOf(a.id, a.merchant_name_sealed),
-        merchant_category_code: a.merchant_category_code,
-        authorization_id: a.id,
-        decline_code: declined ? a.decline_reason : null,
-        decline_message: declined ? declineMessage(a.decline_reason) : null,
-        occurred_at: a.created_at.toISOString(),
-      });
-    }
-    for (const t of transfers) {
-      items.push({
-        id: t.ref,
-        user_id: t.user_id,
-        kind: t.kind,
-        status: 'posted',
-        outcome: null,
-        amount_cents: t.amount_cents ?? '0',
-        asset_id: null,
-        amount_base: null,
-        merchant_name: await nameOf(t.authorization_id, t.merchant_name_sealed),
-        merchant_category_code: t.merchant_category_code,
-        authorization_id: t.authorization_id,
-        decline_code: null,
-        decline_message: null,
-        occurred_at: t.created_at.toISOString(),
-      });
-    }
-    const digits = (value: string | null) => (value !== null && /^[0-9]{1,78}$/.test(value) ? value : null);
-    for (const c of chain) {
-      const liquidation = liquidationNames.includes(c.event_name);
-      const amount = digits(liquidation ? c.seized : c.amount);
-      const coveredUsdc = liquidation ? digits(c.covered_usdc) : null;
-      items.push({
-        id: `chain:${c.chain_id}:${c.block_hash}:${c.log_index}`,
-        user_id: c.user_id,
-        kind: liquidation ? 'liquidation' : names.deposits.includes(c.event_name) ? 'deposit' : 'withdrawal',
-        status: c.applied_at === null ? 'pending' : 'confirmed',
-        outcome: null,
-        // The debt the liquidation covered, in cents (USDC has 6 decimals), floored: shown, not booked.
-        amount_cents: coveredUsdc === null ? null : (BigInt(coveredUsdc) / USDC_PER_CENT).toString(),
-        asset_id: (c.token === null ? undefined : assetByToken.get(c.token)) ?? c.asset_hint,
-        amount_base: amount,
-        merchant_name: null,
-        merchant_category_code: null,
-        authorization_id: null,
-        decline_code: null,
-        decline_message: null,
-        occurred_at: c.created_at.toISOString(),
-      });
-    }
-    // Newest first per user, ties by id, then keep the most recent `perUser` of each.
-    items.sort((x, y) =>
-      x.user_id !== y.user_id
-        ? x.user_id.localeCompare(y.user_id)
-        : x.occurred_at !== y.occurred_at
-          ? y.occurred_at.localeCompare(x.occurred_at)
-          : x.id.localeCompare(y.id),
-    );
-    const kept = new Map<string, number>();
-    const activity = items.filter((item) => {
-      const n = kept.get(item.user_id) ?? 0;
-      kept.set(item.user_id, n + 1);
-      return n < perUser;
-    });
     return { asOf, summaries, activity };
   });
+}
+
+type AccountRows = Awaited<ReturnType<typeof readAccountRows>>;
+type ActivityRows = Awaited<ReturnType<typeof readActivityRows>>;
+/** The rows of one query as a plain array (what a test can build). */
+type Rows<T extends readonly unknown[]> = readonly T[number][];
+
+/** Each user's summary: the credit numbers from `shared/credit.ts` over the snapshot's rows, as of `asOf`. */
+export function summaryRows(
+  rows: {
+    users: Rows<AccountRows[0]>;
+    accounts: Rows<AccountRows[1]>;
+    positions: Rows<AccountRows[2]>;
+    cards: Rows<AccountRows[3]>;
+    assets: Rows<AccountRows[4]>;
+    prices: Rows<AccountRows[5]>;
+  },
+  asOf: Date,
+  options: Pick<ReadTruthOptions, 'healthWarningBps'>,
+): SummaryRow[] {
+  const { users, accounts, positions, cards, assets, prices } = rows;
+  const nowS = Math.floor(asOf.getTime() / 1000);
+  const assetRisk = assetRiskMap(assets);
+  const quotes = new Map<string, PriceQuote>(
+    prices.map((p) => [
+      p.asset_id,
+      { answer: BigInt(p.answer), updatedAtS: Math.floor(p.updated_at.getTime() / 1000) },
+    ]),
+  );
+  const accountByUser = new Map(accounts.map((a) => [a.user_id, a]));
+
+  return users.map((user) => {
+    const account = accountByUser.get(user.id);
+    const credit = computeCredit({
+      holdings: positions
+        .filter((p) => p.user_id === user.id)
+        .map((p) => ({
+          assetId: p.asset_id,
+          amountBase: BigInt(p.collateral_base),
+          pendingWithdrawalBase: BigInt(p.pending_withdrawal_base),
+        })),
+      assets: assetRisk,
+      prices: quotes,
+      nowS,
+      debtOnchainUsdc: BigInt(account?.debt_onchain_usdc ?? '0'),
+      unsettledCents: BigInt(account?.unsettled_cents ?? '0'),
+      holdsCents: BigInt(account?.holds_cents ?? '0'),
+      creditLimitCents: BigInt(user.credit_limit_cents),
+    });
+    return {
+      user_id: user.id,
+      account_status: user.status,
+      card_status: cardStatus(cards.filter((c) => c.user_id === user.id)),
+      collateral_value_cents: credit.collateralValueCents.toString(),
+      borrow_power_cents: credit.borrowPowerCents.toString(),
+      credit_limit_cents: user.credit_limit_cents,
+      debt_onchain_cents: credit.debtOnchainCents.toString(),
+      unsettled_cents: account?.unsettled_cents ?? '0',
+      holds_cents: account?.holds_cents ?? '0',
+      available_cents: credit.availableCents.toString(),
+      health_factor: credit.healthFactorWad === null ? null : wadToDecimal(credit.healthFactorWad),
+      health_notice: healthNotice(
+        credit.healthFactorWad,
+        credit.staleAssetIds.length > 0,
+        options.healthWarningBps,
+      ),
+      stale_asset_ids: [...credit.staleAssetIds].sort(),
+      as_of: asOf.toISOString(),
+    };
+  });
+}
+
+/**
+ * The users' activity from the snapshot's rows: authorizations, captures and refunds (with the merchant
+ * name opened once per authorization), deposits, withdrawals and liquidations; newest first per user,
+ * at most `activityPerUserMax` each.
+ */
+export async function activityRows(
+  rows: {
+    authorizations: Rows<ActivityRows[0]>;
+    transfers: Rows<ActivityRows[1]>;
+    chain: Rows<ActivityRows[2]>;
+  },
+  options: Pick<ReadTruthOptions, 'activityPerUserMax' | 'merchantNames'> & {
+    names: ChainEventNames;
+    liquidationNames: readonly string[];
+    /** The market's assets, to name a chain event's asset by its token. */
+    assets: readonly { id: string; token_address: string }[];
+  },
+): Promise<ActivityRow[]> {
+  const { authorizations, transfers, chain } = rows;
+  const { names, liquidationNames, assets } = options;
+  const assetByToken = new Map(assets.map((a) => [a.token_address.toLowerCase(), a.id]));
+  const perUser = options.activityPerUserMax;
+  // Each sealed name opened once (a capture shows its authorization's name too).
+  const opened = new Map<string, string | null>();
+  const nameOf = async (authorizationId: string | null, sealed: Buffer | null): Promise<string | null> => {
+    if (authorizationId === null || sealed === null || !options.merchantNames) return null;
+    if (!opened.has(authorizationId))
+      opened.set(authorizationId, await options.merchantNames.open(authorizationId, sealed));
+    return opened.get(authorizationId) ?? null;
+  };
+  const items: ActivityRow[] = [];
+  for (const a of authorizations) {
+    const outcome =
+      a.decision === 'stripe'
+        ? a.approved
+          ? 'approved'
+          : 'declined'
+        : (a.decision as ActivityRow['outcome']);
+    const declined = outcome === 'declined';
+    items.push({
+      id: `authorization:${a.id}`,
+      user_id: a.user_id,
+      kind: 'authorization',
+      status: a.status,
+      outcome,
+      amount_cents: a.approved ? a.approved_cents : a.requested_cents,
+      asset_id: null,
+      amount_base: null,
+      merchant_name: await nameOf(a.id, a.merchant_name_sealed),
+      merchant_category_code: a.merchant_category_code,
+      authorization_id: a.id,
+      decline_code: declined ? a.decline_reason : null,
+      decline_message: declined ? declineMessage(a.decline_reason) : null,
+      occurred_at: a.created_at.toISOString(),
+    });
+  }
+  for (const t of transfers) {
+    items.push({
+      id: t.ref,
+      user_id: t.user_id,
+      kind: t.kind,
+      status: 'posted',
+      outcome: null,
+      amount_cents: t.amount_cents ?? '0',
+      asset_id: null,
+      amount_base: null,
+      merchant_name: await nameOf(t.authorization_id, t.merchant_name_sealed),
+      merchant_category_code: t.merchant_category_code,
+      authorization_id: t.authorization_id,
+      decline_code: null,
+      decline_message: null,
+      occurred_at: t.created_at.toISOString(),
+    });
+  }
+  const digits = (value: string | null) => (value !== null && /^[0-9]{1,78}$/.test(value) ? value : null);
+  for (const c of chain) {
+    const liquidation = liquidationNames.includes(c.event_name);
+    const amount = digits(liquidation ? c.seized : c.amount);
+    const coveredUsdc = liquidation ? digits(c.covered_usdc) : null;
+    items.push({
+      id: `chain:${c.chain_id}:${c.block_hash}:${c.log_index}`,
+      user_id: c.user_id,
+      kind: liquidation ? 'liquidation' : names.deposits.includes(c.event_name) ? 'deposit' : 'withdrawal',
+      status: c.applied_at === null ? 'pending' : 'confirmed',
+      outcome: null,
+      // The debt the liquidation covered, in cents (USDC has 6 decimals), floored: shown, not booked.
+      amount_cents: coveredUsdc === null ? null : (BigInt(coveredUsdc) / USDC_PER_CENT).toString(),
+      asset_id: (c.token === null ? undefined : assetByToken.get(c.token)) ?? c.asset_hint,
+      amount_base: amount,
+      merchant_name: null,
+      merchant_category_code: null,
+      authorization_id: null,
+      decline_code: null,
+      decline_message: null,
+      occurred_at: c.created_at.toISOString(),
+    });
+  }
+  // Newest first per user, ties by id, then keep the most recent `perUser` of each.
+  items.sort((x, y) =>
+    x.user_id !== y.user_id
+      ? x.user_id.localeCompare(y.user_id)
+      : x.occurred_at !== y.occurred_at
+        ? y.occurred_at.localeCompare(x.occurred_at)
+        : x.id.localeCompare(y.id),
+  );
+  const kept = new Map<string, number>();
+  const activity = items.filter((item) => {
+    const n = kept.get(item.user_id) ?? 0;
+    kept.set(item.user_id, n + 1);
+    return n < perUser;
+  });
+  return activity;
 }
