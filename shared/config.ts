@@ -298,8 +298,9 @@ const schema = z.object({
   SUPABASE_SYNC_METRICS_PORT: integer(0, 65_535).default(9466),
 
   INTERNAL_API_TOKEN: z.string().min(16).optional(),
-  // `npm run start:withdrawals`: the withdrawal approval service, for internal callers (the user-facing
-  // API) holding INTERNAL_API_TOKEN; it binds 127.0.0.1 unless WITHDRAWALS_HOST says otherwise.
+  // `npm run start:withdrawals`: the withdrawal approval service, for internal callers holding
+  // INTERNAL_API_TOKEN and (with a verifier configured, above) signed-in users; it binds 127.0.0.1 unless
+  // WITHDRAWALS_HOST says otherwise.
   WITHDRAWALS_HOST: z.string().default('127.0.0.1'),
   WITHDRAWALS_PORT: integer(0, 65_535).default(8790),
   METRICS_ENABLED: bool.default(true),

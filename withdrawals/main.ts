@@ -44,11 +44,14 @@ if (config.INTERNAL_API_TOKEN === undefined) {
   process.exit(78);
 }
 // The config accepts a public secret only in development on a loopback HOT_PATH_HOST; this process
-// listens on WITHDRAWALS_HOST, so that one must be loopback too (names only, never values).
-const publicSecrets = publicSecretsInUse(config);
-if (publicSecrets.length > 0 && !isLoopbackHost(config.WITHDRAWALS_HOST)) {
+// listens on WITHDRAWALS_HOST, so a secret it checks callers with must not be public there either
+// (names only, never values).
+const publicSecret = publicSecretsInUse(config).find(
+  (variable) => variable === 'INTERNAL_API_TOKEN' || variable === 'SUPABASE_JWT_SECRET',
+);
+if (publicSecret !== undefined && !isLoopbackHost(config.WITHDRAWALS_HOST)) {
   process.stderr.write(
-    `withdrawals: ${publicSecrets.join(', ')} holds a public secret, refused because WITHDRAWALS_HOST is not a loopback address\n`,
+    `withdrawals: ${publicSecret} holds a public secret, refused because WITHDRAWALS_HOST is not a loopback address\n`,
   );
   process.exit(78);
 }
