@@ -123,7 +123,7 @@ export const PUBLIC_SECRETS: ReadonlySet<string> = new Set([
   // The Stripe API key of the reconciliation tests' local Stripe server (reconciler/stripe-api.test.ts)
   'sk_test_credana_local_stripe_server_only_01',
   'sk_test_someone_else_key_but_not_ours_9',
-  // Supabase CLI's well-known local JWT secret (supabase/auth/verify-token.test.ts)
+  // Supabase CLI's well-known local JWT secret (shared/auth/verify-token.test.ts)
   'super-secret-jwt-token-with-at-least-32-characters-long',
 ]);
 
@@ -288,14 +288,19 @@ const schema = z.object({
 
   SUPABASE_URL: url.default('http://127.0.0.1:54321'),
   SUPABASE_DB_URL: url.default('postgres://postgres@127.0.0.1:5432/credana_supabase'),
+  // Verifying users' access tokens (shared/auth/): the project's JWKS endpoint,
+  // `<SUPABASE_URL>/auth/v1/.well-known/jwks.json`, and/or the legacy HS256 secret. With neither set,
+  // no user-facing route is mounted (the withdrawal service's `POST /me/withdrawals/approvals`).
+  SUPABASE_JWKS_URL: url.optional(),
   SUPABASE_JWT_SECRET: z.string().min(32).optional(),
   SUPABASE_JWT_AUDIENCE: z.string().default('authenticated'),
   SUPABASE_SERVICE_ROLE_KEY: z.string().optional(),
   SUPABASE_SYNC_METRICS_PORT: integer(0, 65_535).default(9466),
 
   INTERNAL_API_TOKEN: z.string().min(16).optional(),
-  // `npm run start:withdrawals`: the withdrawal approval service, for internal callers (the user-facing
-  // API) holding INTERNAL_API_TOKEN; it binds 127.0.0.1 unless WITHDRAWALS_HOST says otherwise.
+  // `npm run start:withdrawals`: the withdrawal approval service, for internal callers holding
+  // INTERNAL_API_TOKEN and (with a verifier configured, above) signed-in users; it binds 127.0.0.1 unless
+  // WITHDRAWALS_HOST says otherwise.
   WITHDRAWALS_HOST: z.string().default('127.0.0.1'),
   WITHDRAWALS_PORT: integer(0, 65_535).default(8790),
   METRICS_ENABLED: bool.default(true),

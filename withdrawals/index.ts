@@ -16,12 +16,13 @@
  * the check still holds at finalize. A request not yet applied is refused (`request_not_indexed`):
  * the caller retries a few seconds later.
  *
- * Exposed as `approveWithdrawal` (a function the API process calls with the authenticated user id)
- * and `withdrawalRoutes` (a Hono sub-app, `POST /withdrawals/approvals`, for an internal caller
- * holding INTERNAL_API_TOKEN).
+ * Exposed as `approveWithdrawal` (the decision, for a caller that has authenticated the user) and two
+ * Hono sub-apps: `withdrawalRoutes` (`POST /withdrawals/approvals`, for an internal caller holding
+ * INTERNAL_API_TOKEN) and, in user-route.ts, `userWithdrawalRoutes` (`POST /me/withdrawals/approvals`,
+ * for a signed-in cardholder: the user is the verified Supabase token's). app.ts mounts them.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
@@ -51,7 +52,10 @@ export interface WithdrawalServiceDeps {
   /** Approval lifetime (at most LIMITS.withdrawalApprovalTtlSMax). */
   approvalTtlS?: number;
   nowS?: () => number;
-  /** Counts each answered request (`approved`, a refusal reason, `unauthorized`, `invalid_request`). */
+  /**
+   * Counts each answered request (`approved`, a refusal reason, `unauthorized`, `invalid_request`,
+   * and on the user route `user_not_linked`, `rate_limited`).
+   */
   onAnswer?: (result: string) => void;
 }
 
@@ -197,9 +201,12 @@ export async function approveWithdrawal(
   return { approved: true, approval: { ...message, signature }, exposureCents, borrowPowerAfterCents };
 }
 
+/** An asset id as `assets.asset_id` spells them (WETH, WBTC, …). */
+export const assetIdSchema = z.string().regex(/^[A-Z0-9]{1,16}$/);
+
 const approvalRequest = z.object({
   userId: z.string().uuid(),
-  assetId: z.string().regex(/^[A-Z0-9]{1,16}$/),
+  assetId: assetIdSchema,
 });
 
 /**
@@ -230,22 +237,29 @@ export function withdrawalRoutes(deps: WithdrawalServiceDeps, internalApiToken: 
         deps.onAnswer?.('invalid_request');
         return c.json({ error: 'invalid_request' }, 400);
       }
-      const decision = await approveWithdrawal(deps, parsed.data);
-      deps.onAnswer?.(decision.approved ? 'approved' : decision.reason);
-      if (!decision.approved) return c.json({ approved: false, reason: decision.reason }, 409);
-      const a = decision.approval;
-      return c.json({
-        approved: true,
-        user: a.user,
-        token: a.token,
-        amount: a.amount.toString(),
-        requestId: a.requestId.toString(),
-        deadline: a.deadline.toString(),
-        signature: a.signature,
-      });
+      return answerDecision(c, deps, await approveWithdrawal(deps, parsed.data));
     },
   );
   return app;
+}
+
+/**
+ * The answer to a decision, the same on both routes: 409 {approved: false, reason}, or 200 with the
+ * approval (amounts as decimal strings). Counted with `onAnswer`.
+ */
+export function answerDecision(c: Context, deps: WithdrawalServiceDeps, decision: WithdrawalDecision) {
+  deps.onAnswer?.(decision.approved ? 'approved' : decision.reason);
+  if (!decision.approved) return c.json({ approved: false, reason: decision.reason }, 409);
+  const a = decision.approval;
+  return c.json({
+    approved: true,
+    user: a.user,
+    token: a.token,
+    amount: a.amount.toString(),
+    requestId: a.requestId.toString(),
+    deadline: a.deadline.toString(),
+    signature: a.signature,
+  });
 }
 
 /**

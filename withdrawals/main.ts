@@ -1,7 +1,8 @@
 /**
  * The withdrawal approval service as its own process: `npm run start:withdrawals`. Serves
- * `POST /withdrawals/approvals` (withdrawalRoutes) for internal callers holding INTERNAL_API_TOKEN, on
- * WITHDRAWALS_HOST:WITHDRAWALS_PORT, with `GET /healthz` and `GET /readyz` there too (its callers' load
+ * `POST /withdrawals/approvals` (withdrawalRoutes) for internal callers holding INTERNAL_API_TOKEN and,
+ * when SUPABASE_JWKS_URL or SUPABASE_JWT_SECRET is set, `POST /me/withdrawals/approvals`
+ * (userWithdrawalRoutes) for signed-in cardholders, on WITHDRAWALS_HOST:WITHDRAWALS_PORT, with `GET /healthz` and `GET /readyz` there too (its callers' load
  * balancer checks them) and `GET /metrics` only with `Authorization: Bearer $METRICS_TOKEN`. The
  * internal listener on METRICS_HOST:WITHDRAWALS_METRICS_PORT (0 picks a free port, announced on stdout
  * as `withdrawals metrics on http://…`) serves /metrics, /healthz and /readyz openly. Ready while
@@ -12,10 +13,16 @@
  * SIGTERM/SIGINT.
  */
 import { serve } from '@hono/node-server';
+import { tokenVerifierFromConfig } from '../shared/auth/from-config.ts';
 import { readContractsFile } from '../shared/chain/contracts/index.ts';
 import { chainServiceReadiness } from '../shared/chain/health.ts';
 import { createRpc } from '../shared/chain/rpc/index.ts';
-import { configFromProcess } from '../shared/config.ts';
+import {
+  configFromProcess,
+  isLoopbackHost,
+  publicSecretsInUse,
+  warnOfPublicSecrets,
+} from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
 import { guardServiceRole } from '../shared/db/service-role.ts';
 import { signerOrExit } from '../shared/hsm/index.ts';
@@ -28,7 +35,7 @@ import {
   serveInternal,
 } from '../shared/observability/index.ts';
 import { createServiceRedis } from '../shared/redis/client.ts';
-import { withdrawalRoutes } from './index.ts';
+import { withdrawalApp } from './app.ts';
 import { createWithdrawalMetrics } from './metrics.ts';
 
 const config = configFromProcess();
@@ -37,6 +44,20 @@ if (config.INTERNAL_API_TOKEN === undefined) {
   process.stderr.write('withdrawals: INTERNAL_API_TOKEN is required\n');
   process.exit(78);
 }
+// The config accepts a public secret only in development on a loopback HOT_PATH_HOST; this process
+// listens on WITHDRAWALS_HOST, so a secret it checks callers with must not be public there either
+// (names only, never values).
+const publicSecret = publicSecretsInUse(config).find(
+  (variable) => variable === 'INTERNAL_API_TOKEN' || variable === 'SUPABASE_JWT_SECRET',
+);
+if (publicSecret !== undefined && !isLoopbackHost(config.WITHDRAWALS_HOST)) {
+  process.stderr.write(
+    `withdrawals: ${publicSecret} holds a public secret, refused because WITHDRAWALS_HOST is not a loopback address\n`,
+  );
+  process.exit(78);
+}
+warnOfPublicSecrets(config, logger);
+const verifier = tokenVerifierFromConfig(config);
 const signer = await signerOrExit(config, 'withdrawalSigner', 'withdrawals');
 const contracts = readContractsFile(config.CONTRACTS_FILE);
 const database = createDatabase({
@@ -56,7 +77,8 @@ const metrics = createWithdrawalMetrics(createServiceRegistry('withdrawals'));
 const registry = metrics.registry;
 const readiness = chainServiceReadiness({ registry, sql: database.sql, client: rpc.client, redis });
 const app = createApp({ logger });
-const routes = withdrawalRoutes(
+// The internal route, and the cardholder's own when a token verifier is configured (withdrawals/app.ts).
+const routes = withdrawalApp(
   {
     sql: database.sql,
     redis,
@@ -67,7 +89,7 @@ const routes = withdrawalRoutes(
     logger,
     onAnswer: (result) => metrics.answers.inc({ result }),
   },
-  config.INTERNAL_API_TOKEN as string,
+  { internalApiToken: config.INTERNAL_API_TOKEN as string, verifier },
 );
 app.route('/', routes);
 app.get('/healthz', (c) => c.json({ ok: true }));
@@ -93,7 +115,12 @@ const server = serve(
   { fetch: app.fetch, port: config.WITHDRAWALS_PORT, hostname: config.WITHDRAWALS_HOST },
   (info) => {
     logger.info(
-      { port: info.port, signer: signer.account.address, key: signer.keyId },
+      {
+        port: info.port,
+        signer: signer.account.address,
+        key: signer.keyId,
+        userRoute: verifier === null ? 'off (no SUPABASE_JWKS_URL or SUPABASE_JWT_SECRET)' : 'on',
+      },
       'withdrawal approval service listening',
     );
     process.stdout.write(`withdrawals ready on http://${config.WITHDRAWALS_HOST}:${info.port}\n`);

@@ -60,8 +60,15 @@ export const LIMITS = {
 
   /** Withdrawal approvals: how long a signed approval stays good (chain time). */
   withdrawalApprovalTtlSMax: 600,
-  /** Largest body `POST /withdrawals/approvals` reads ({userId, assetId}). */
+  /** Largest body `POST /withdrawals/approvals` ({userId, assetId}) or `/me/withdrawals/approvals` reads. */
   withdrawalRequestBytesMax: 4_096,
+  /**
+   * A signed-in user's approval requests (`POST /me/withdrawals/approvals`) per window: each may cost an
+   * HSM signature, three RPC reads and a row, and a payout needs one approval (the dashboard asks again
+   * only when one expired or was refused as not yet indexed).
+   */
+  withdrawalUserRequestsMax: 10,
+  withdrawalUserWindowS: 60,
 
   /** Liquidator (Aave v3's rules): bonus on seized collateral, close factor and when it applies. */
   liquidationBonusBps: 500,

@@ -54,6 +54,8 @@ export interface UserKeys {
   changes: string;
   /** HASH: one authorization's cache state (ver, cap = captured cents, t = terminal). */
   authState(authorizationId: string): string;
+  /** STRING counter: the user's withdrawal approval requests in the current window (with its TTL). */
+  withdrawalRequests: string;
   /** The shard's outbox stream, drained by the ledger writer. */
   outbox: string;
 }
@@ -72,6 +74,7 @@ export function userKeys(prefix: string, userId: string): UserKeys {
     velocity: `${base}:vel`,
     changes: `${base}:chg`,
     authState: (authorizationId) => `${base}:a:${authorizationId}`,
+    withdrawalRequests: `${base}:wdr`,
     outbox: outboxKey(prefix, shardOf(userId)),
   };
 }
