@@ -109,6 +109,10 @@ export async function runPrimary(config: Config): Promise<void> {
     slot.listening = false;
     const worker = cluster.fork();
     slot.worker = worker;
+    // An IPC send to a worker that just died: its 'exit' handles the rest.
+    worker.on('error', (error) =>
+      logger.warn({ worker: slot.index, err: String(error) }, 'hot-path worker IPC error'),
+    );
     worker.on('message', (message: unknown) => {
       if (isInternalReply(message)) waiting.get(message.id)?.(message);
     });

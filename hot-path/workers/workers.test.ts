@@ -1,4 +1,4 @@
-// Proves HOT_PATH_WORKERS: `hot-path/main.ts` started as `npm run start:hot-path` does, with 3 worker processes on one port against the run's Redis (the Cluster under TEST_REDIS=cluster) through the suite's PgBouncer as credana_hot_path, approves exactly the credit of 200 parallel signed swipes on one user (holds = approvals), serving them from more than one worker (the primary's merged /metrics, label worker); a worker killed with SIGKILL mid-traffic is replaced in its slot and every approval stands (hold = approvals after the dropped requests are sent again); SIGTERM drains every worker and the primary exits 0; a pool budget over the role's PgBouncer pool, and workers that cannot start, exit non-zero with one line.
+// Proves HOT_PATH_WORKERS: `hot-path/main.ts` started as `npm run start:hot-path` does, with 3 worker processes on one port against the run's Redis (the Cluster under TEST_REDIS=cluster) through the suite's PgBouncer as credana_hot_path, approves exactly the credit of 200 parallel signed swipes on one user (holds = approvals; a swipe a starved machine declines system_unavailable is safe, and more are sent until the credit runs out), serving them from more than one worker (the primary's merged /metrics, label worker); a worker killed with SIGKILL mid-traffic is replaced in its slot and every approval stands (hold = approvals after the dropped requests are sent again); SIGTERM drains every worker and the primary exits 0; a pool budget over the role's PgBouncer pool, and workers that cannot start, exit non-zero with one line.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -129,6 +129,50 @@ async function warmUp(url: string, internal: string, cardId: string): Promise<vo
   throw new Error('not every worker decided a warm-up verification in 50 batches');
 }
 
+/** For a failure message: every non-zero fallback, Redis failure and budget overrun, per worker. */
+async function whyNot(internal: string): Promise<string> {
+  const text = await (await fetch(`${internal}/metrics`)).text();
+  return text
+    .split('\n')
+    .filter((line) =>
+      /^credana_(decision_fallbacks|decision_redis_failures|decision_budget_exceeded|redis_lease_events)_total\{/.test(
+        line,
+      ),
+    )
+    .filter((line) => !line.endsWith(' 0'))
+    .join('\n');
+}
+
+/**
+ * Every answer approved, or declined for want of credit — or `system_unavailable`: on a starved machine
+ * a swipe may run out of its budget, and that decline is safe (nothing held). Anything else is a bug.
+ */
+function expectOnlyDeclinesOfLoad(answers: Answer[]): void {
+  const reasons = Object.keys(tally(answers));
+  expect(
+    reasons.filter((r) => !['approved', 'insufficient_credit', 'system_unavailable'].includes(r)),
+  ).toEqual([]);
+}
+
+/**
+ * Atomicity is proven once the credit has run out: some swipe was declined `insufficient_credit`. A
+ * burst that a starved machine answered partly `system_unavailable` may not have got there; more
+ * parallel swipes are then sent (added to `answers`) until one is.
+ */
+async function untilCreditReached(url: string, cardId: string, answers: Answer[]): Promise<void> {
+  for (let burst = 0; burst < 20 && tally(answers)['insufficient_credit'] === undefined; burst++) {
+    answers.push(
+      ...(await Promise.all(
+        Array.from({ length: 20 }, () =>
+          post(url, JSON.stringify(authorizationRequest({ cardId, amountCents: AMOUNT }))),
+        ),
+      )),
+    );
+  }
+  expectOnlyDeclinesOfLoad(answers);
+  expect(tally(answers)['insufficient_credit']).toBeGreaterThan(0);
+}
+
 const tally = (answers: Answer[]) => {
   const reasons: Record<string, number> = {};
   for (const a of answers) reasons[a.metadata.reason] = (reasons[a.metadata.reason] ?? 0) + 1;
@@ -158,12 +202,14 @@ describe('HOT_PATH_WORKERS=3: one port, three worker processes, one Redis', () =
         post(url, JSON.stringify(authorizationRequest({ cardId, amountCents: AMOUNT }))),
       ),
     );
-    expect(tally(answers)).toEqual({ approved: 50, insufficient_credit: 150 });
+    const reasons = tally(answers);
+    await untilCreditReached(url, cardId, answers);
+    expect(tally(answers)['approved'], `${JSON.stringify(reasons)}\n${await whyNot(internal)}`).toBe(50);
     expect(await holdOf(userId)).toBe(50 * AMOUNT);
     // Which worker decided what: the primary's merged exposition, one series per worker.
     const after = await decisionsPerWorker(internal);
     const decided = [...after].map(([worker, n]) => [worker, n - (before.get(worker) ?? 0)] as const);
-    expect(decided.reduce((a, [, n]) => a + n, 0)).toBe(200);
+    expect(decided.reduce((a, [, n]) => a + n, 0)).toBe(answers.length);
     const serving = decided.filter(([worker, n]) => worker !== 'primary' && n > 0);
     expect(serving.length, JSON.stringify(decided)).toBeGreaterThan(1);
     const ready = await fetch(`${internal}/readyz`);
@@ -202,7 +248,9 @@ describe('HOT_PATH_WORKERS=3: one port, three worker processes, one Redis', () =
         }),
       );
       expect(killed).toBe(true);
-      expect(tally(answers)).toEqual({ approved: 50, insufficient_credit: 250 });
+      const reasons = tally(answers);
+      await untilCreditReached(url, cardId, answers);
+      expect(tally(answers)['approved'], `${JSON.stringify(reasons)}\n${await whyNot(internal)}`).toBe(50);
       expect(await holdOf(userId)).toBe(50 * AMOUNT);
       // Its slot has a worker again: a new pid, listening on the same port, deciding.
       const until = Date.now() + 120_000;
@@ -220,7 +268,8 @@ describe('HOT_PATH_WORKERS=3: one port, three worker processes, one Redis', () =
           post(url, JSON.stringify(authorizationRequest({ cardId, amountCents: AMOUNT }))),
         ),
       );
-      expect(tally(again)).toEqual({ insufficient_credit: 60 });
+      expect(tally(again)['approved']).toBeUndefined();
+      expectOnlyDeclinesOfLoad(again);
       const metrics = await (await fetch(`${internal}/metrics`)).text();
       expect(perWorker(metrics, 'credana_decisions_total').get('1') ?? 0).toBeGreaterThan(0);
       expect(perWorker(metrics, 'credana_hot_path_worker_restarts_total').get('primary')).toBe(1);
