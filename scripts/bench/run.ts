@@ -694,6 +694,8 @@ const CLUSTER_USERS = Math.min(
   USERS,
   Number(args.find((a) => a.startsWith('--cluster-users='))?.slice(16) ?? 1_000),
 );
+/** `--cluster-rounds=N`: rounds of every variant in the cluster phase (default 2). */
+const CLUSTER_ROUNDS = Number(args.find((a) => a.startsWith('--cluster-rounds='))?.slice(17) ?? 2);
 /** `--cluster-only`: only the cluster phase, written into bench/results.json's `cluster` alone. */
 const CLUSTER_ONLY = args.includes('--cluster-only');
 
@@ -883,7 +885,7 @@ if (HOT_ONLY) {
 }
 
 if (CLUSTER_ONLY) {
-  const cluster = await clusterPhase(2, Math.max(1, Math.round(MEASURE_S / 2)));
+  const cluster = await clusterPhase(CLUSTER_ROUNDS, Math.max(1, Math.round(MEASURE_S / 2)));
   printCluster(cluster);
   // Into bench/results.json's `cluster`, the other phases' figures left as the last full run wrote them;
   // `measuredAt` and `command` say which run these came from.
@@ -1104,7 +1106,7 @@ await pgServer.stop();
 log('bench: 6/6 Redis Cluster beside single Redis (alternating rounds, writer paused)');
 // A failure of this last phase (a cluster that would not form on a starved machine) is recorded, and the
 // figures of the others still written.
-const clusterFigures = await clusterPhase(2, Math.max(1, Math.round(MEASURE_S / 2))).catch(
+const clusterFigures = await clusterPhase(CLUSTER_ROUNDS, Math.max(1, Math.round(MEASURE_S / 2))).catch(
   (error: unknown) => ({
     error: String(error).slice(0, 2_000),
   }),
