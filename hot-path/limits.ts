@@ -48,7 +48,45 @@ export const limits = {
   postgresConnectionsAtStart: 4,
   /** Fallback grants one process remembers for adoption without Postgres (beyond: Postgres only). */
   ownGrantsMax: 100_000,
+  /**
+   * HOT_PATH_WORKERS > 1 (hot-path/workers): the first wait before a crashed worker is started again;
+   * each further crash of the same worker inside `workerCrashWindowMs` doubles it, up to the max.
+   */
+  workerRestartDelayMsMin: 200,
+  workerRestartDelayMsMax: 5_000,
+  /**
+   * Crashes of all workers inside `workerCrashWindowMs` after which the primary gives up: it stops the
+   * others and exits 1, so the orchestrator (Kubernetes, systemd) sees a failing process rather than
+   * one that restarts workers forever.
+   */
+  workerCrashesMax: 10,
+  workerCrashWindowMs: 60_000,
+  /**
+   * Times in a row one worker may die before it ever listened (Redis unreachable at start, the port
+   * refused) before the primary gives up and exits 1: the next start would fail alike, and the
+   * orchestrator's own backoff (a pod's CrashLoopBackOff) is the better judge of when to try again.
+   */
+  workerStartFailuresMax: 3,
+  /** How long the primary waits for a worker to answer a /metrics, /healthz or /readyz request over IPC. */
+  workerReplyTimeoutMs: 2_000,
 } as const;
+
+/**
+ * The hot path's Postgres pool budget: every worker has a pool of its own (DATABASE_POOL_MAX), and each
+ * pooled connection may hold one of the server connections PgBouncer gives the hot path's role
+ * (`PGBOUNCER_ROLE_POOL_SIZE`: default_pool_size in deploy/pgbouncer/pgbouncer.ini) for the length of a
+ * fallback transaction. Beyond it one process's workers would queue behind each other inside PgBouncer
+ * (`query_wait_timeout` 10 s, far past a 2 s swipe). Returns the problem, or null when it fits.
+ */
+export function poolBudgetProblem(config: {
+  HOT_PATH_WORKERS: number;
+  DATABASE_POOL_MAX: number;
+  PGBOUNCER_ROLE_POOL_SIZE: number;
+}): string | null {
+  const connections = config.HOT_PATH_WORKERS * config.DATABASE_POOL_MAX;
+  if (connections <= config.PGBOUNCER_ROLE_POOL_SIZE) return null;
+  return `HOT_PATH_WORKERS (${config.HOT_PATH_WORKERS}) × DATABASE_POOL_MAX (${config.DATABASE_POOL_MAX}) = ${connections} Postgres connections, more than PGBOUNCER_ROLE_POOL_SIZE (${config.PGBOUNCER_ROLE_POOL_SIZE}) server connections for the role; lower DATABASE_POOL_MAX or the workers, or raise default_pool_size in PgBouncer and PGBOUNCER_ROLE_POOL_SIZE with it`;
+}
 
 export function assertLimits(budgetMs: number, redisTimeoutMs: number, redisDecisionBudgetMs: number): void {
   const forFallback = budgetMs - limits.responseMarginMs - limits.fallbackReserveMs;

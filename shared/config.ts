@@ -184,6 +184,13 @@ const schema = z.object({
 
   HOT_PATH_HOST: z.string().default('127.0.0.1'),
   HOT_PATH_PORT: integer(0, 65_535).default(8787),
+  // `npm run start:hot-path`: worker processes sharing HOT_PATH_PORT (node:cluster), each with its own
+  // Redis connections and Postgres pool; 1 = one process, no primary (docs/hot-path.md "Many processes").
+  HOT_PATH_WORKERS: integer(1, 64).default(1),
+  // The server connections PgBouncer gives the hot path's role (default_pool_size in
+  // deploy/pgbouncer/pgbouncer.ini). The hot path refuses to start when HOT_PATH_WORKERS ×
+  // DATABASE_POOL_MAX exceeds it (hot-path/limits.ts, poolBudgetProblem).
+  PGBOUNCER_ROLE_POOL_SIZE: integer(1, 10_000).default(40),
   // Comma-separated: during a secret roll both the old and the new secret are listed.
   STRIPE_WEBHOOK_SECRETS: csv
     .pipe(

@@ -10,11 +10,14 @@
  *  4. the architecture floor (floor-server.ts: same signature check and parse, one EVALSHA that reserves
  *     and appends), in alternating rounds with the hot path, writer paused: the hot path's ratio to it;
  *  5. the obvious alternative: the same decisions from Postgres alone (row-locked check-and-hold);
- *  6. Redis round trips per decision (the hot path's own counter) and the ledger writer's lag.
+ *  6. Redis round trips per decision (the hot path's own counter) and the ledger writer's lag;
+ *  7. the hot path on a private 3-primary Redis Cluster beside a private single Redis with the same
+ *     persistence, in alternating rounds: decisions/s, latency at a fixed rate, the WAIT cost on the
+ *     cluster, and with `--workers=N` N hot-path workers on one port (clusterPhase below).
  * Servers run as child processes; autocannon runs here. Prints a table and writes bench/results.json.
  *
  * The Redis phases are functions of a `RedisTarget` (the servers' Redis environment), so the same
- * phases can be run against a Redis Cluster beside the single Redis.
+ * phases run against a Redis Cluster beside the single Redis.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -29,7 +32,8 @@ import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
 import { publishPrice } from '../../shared/redis/account.ts';
 import { createRedis, createServiceRedis, deletePrefix, primaries } from '../../shared/redis/client.ts';
 import { publishAsset } from '../../shared/redis/market.ts';
-import { freePort } from '../../test/support/processes.ts';
+import { freePort, startRedisServer } from '../../test/support/processes.ts';
+import { startRedisCluster } from '../../test/support/redis-cluster.ts';
 import { authorizationRequest, signPayload } from '../../test/support/stripe-issuing-events.ts';
 import type { OpenLoopResult } from './open-loop.ts';
 import type { OpenLoopWorkerData } from './open-loop-worker.ts';
@@ -122,26 +126,10 @@ async function prepare(): Promise<void> {
   await migrateDatabase(databaseUrl);
   const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
   const redis = benchRedis();
-  await deletePrefix(redis, PREFIX);
-  const nowS = Math.floor(Date.now() / 1000);
-  const weth = {
-    assetId: 'WETH',
-    tokenDecimals: 18,
-    priceDecimals: 8,
-    ltvBps: 8000n,
-    liquidationThresholdBps: 8250n,
-    priceAgeMaxS: 86_400,
-  };
   await sql`insert into assets (id, chain_id, token_address, token_decimals, price_feed_address, price_decimals, ltv_bps,
     liquidation_threshold_bps, price_age_max_s) values ('WETH', 31337, '0x0000000000000000000000000000000000000001', 18,
     '0x0000000000000000000000000000000000000002', 8, 8000, 8250, 86400)`;
-  await publishAsset(redis, PREFIX, weth);
-  await publishPrice(redis, PREFIX, {
-    assetId: 'WETH',
-    answer: 300_000_000_000n,
-    updatedAtS: nowS,
-    roundId: 1n,
-  });
+  await seedMarket(redis);
   // 10,000 users with 1,000 WETH each and limits high enough that every swipe is a real approval. Their
   // ids are RFC 4122 version-4 UUIDs made from md5('bench' || i): the outbox record's schema (zod's
   // uuid) refuses other version and variant bits, and until 2026-12-07 the plain md5 ids made the ledger
@@ -157,6 +145,25 @@ async function prepare(): Promise<void> {
     select ${userId}, 'WETH', 1000000000000000000000 from generate_series(1, ${USERS}) i`;
   await sql.end();
   redis.disconnect();
+}
+
+/** Empties the bench's prefix in `redis` and publishes WETH and its price there (accounts are built from Postgres). */
+async function seedMarket(redis: ReturnType<typeof createServiceRedis>): Promise<void> {
+  await deletePrefix(redis, PREFIX);
+  await publishAsset(redis, PREFIX, {
+    assetId: 'WETH',
+    tokenDecimals: 18,
+    priceDecimals: 8,
+    ltvBps: 8000n,
+    liquidationThresholdBps: 8250n,
+    priceAgeMaxS: 86_400,
+  });
+  await publishPrice(redis, PREFIX, {
+    assetId: 'WETH',
+    answer: 300_000_000_000n,
+    updatedAtS: Math.floor(Date.now() / 1000),
+    roundId: 1n,
+  });
 }
 
 const redisPid = await (async () => {
@@ -343,11 +350,11 @@ const METRICS_TOKEN = `bench_${randomBytes(16).toString('hex')}`;
 
 let sequence = 0;
 /** A distinct `issuing_authorization.request` in Stripe's wire format (shared builder), signed. */
-function signedRequest(): { body: string; headers: Record<string, string> } {
+function signedRequest(users = USERS): { body: string; headers: Record<string, string> } {
   sequence++;
   const body = JSON.stringify(
     authorizationRequest({
-      cardId: `ic_bench_${(sequence % USERS) + 1}`,
+      cardId: `ic_bench_${(sequence % users) + 1}`,
       amountCents: 1_250,
       eventId: `evt_bench_${process.pid}_${sequence}`,
       authorizationId: `iauth_bench_${process.pid}_${sequence}`,
@@ -363,12 +370,19 @@ function signedRequest(): { body: string; headers: Record<string, string> } {
  * Signed bodies are made before a run (each distinct: a replay would be answered from the idempotency
  * key and flatter the figures), so the load generator spends its CPU on sending, not on HMACs.
  */
-function pregenerate(count: number): { body: string; headers: Record<string, string> }[] {
-  return Array.from({ length: count }, () => signedRequest());
+function pregenerate(count: number, users = USERS): { body: string; headers: Record<string, string> }[] {
+  return Array.from({ length: count }, () => signedRequest(users));
 }
 
-async function load(port: number, seconds: number, options: { amount?: number; expectedRps?: number } = {}) {
-  const pool = pregenerate(options.amount ?? Math.ceil(seconds * (options.expectedRps ?? 20_000) * 1.2));
+async function load(
+  port: number,
+  seconds: number,
+  options: { amount?: number; expectedRps?: number; allowErrors?: boolean; users?: number } = {},
+) {
+  const pool = pregenerate(
+    options.amount ?? Math.ceil(seconds * (options.expectedRps ?? 20_000) * 1.2),
+    options.users,
+  );
   let next = 0;
   const result = await autocannon({
     url: `http://127.0.0.1:${port}`,
@@ -385,7 +399,7 @@ async function load(port: number, seconds: number, options: { amount?: number; e
       },
     ],
   });
-  if (result.non2xx > 0 || result.errors > 0)
+  if (options.allowErrors !== true && (result.non2xx > 0 || result.errors > 0))
     throw new Error(`load run had ${result.non2xx} non-2xx and ${result.errors} errors`);
   return result;
 }
@@ -394,14 +408,19 @@ async function load(port: number, seconds: number, options: { amount?: number; e
  * The fixed-rate phase: an open loop (open-loop.ts) in a worker thread of its own (open-loop-worker.ts),
  * every body distinct and signed beforehand.
  */
-async function fixedRate(port: number, seconds: number, ratePerS: number): Promise<OpenLoopResult> {
+async function fixedRate(
+  port: number,
+  seconds: number,
+  ratePerS: number,
+  options: { allowErrors?: boolean; users?: number } = {},
+): Promise<OpenLoopResult> {
   const workerData: OpenLoopWorkerData = {
     url: `http://127.0.0.1:${port}`,
     ratePerS,
     seconds,
     connectionsMax: 64,
     path: '/stripe/authorizations',
-    requests: pregenerate(Math.ceil(seconds * ratePerS)),
+    requests: pregenerate(Math.ceil(seconds * ratePerS), options.users),
   };
   const worker = new Worker(new URL('./open-loop-worker.ts', import.meta.url), { workerData });
   const result = await new Promise<OpenLoopResult>((resolve, reject) => {
@@ -410,7 +429,7 @@ async function fixedRate(port: number, seconds: number, ratePerS: number): Promi
     worker.once('exit', (code) => reject(new Error(`open-loop worker exited with ${code}`)));
   });
   await worker.terminate();
-  if (result.non2xx > 0 || result.errors > 0)
+  if (options.allowErrors !== true && (result.non2xx > 0 || result.errors > 0))
     throw new Error(`fixed-rate run had ${result.non2xx} non-2xx and ${result.errors} errors`);
   return result;
 }
@@ -656,6 +675,189 @@ async function floorPhase(hot: Server, floor: Server, rounds: number, seconds: n
   };
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Redis Cluster beside single Redis (and, with --workers=N, N hot-path workers on one port).
+
+/**
+ * `--cluster-rate=N`: the fixed rate of the cluster phase's latency rounds (default 250/s: a rate this
+ * shared 2-core machine sustains on every variant, so the percentiles are answers, not queues).
+ */
+const CLUSTER_RATE = Number(args.find((a) => a.startsWith('--cluster-rate='))?.slice(15) ?? 250);
+/** `--workers=N` (N > 1): a variant with HOT_PATH_WORKERS=N on the single Redis in the cluster phase. */
+const WORKERS = Number(args.find((a) => a.startsWith('--workers='))?.slice(10) ?? 1);
+/**
+ * `--cluster-users=N`: the users the cluster phase spreads its swipes over (default 1,000 of the 10,000):
+ * each variant's server builds every one of their accounts before it is measured, which on a starved
+ * machine takes minutes per 10,000.
+ */
+const CLUSTER_USERS = Math.min(
+  USERS,
+  Number(args.find((a) => a.startsWith('--cluster-users='))?.slice(16) ?? 1_000),
+);
+/** `--cluster-rounds=N`: rounds of every variant in the cluster phase (default 2). */
+const CLUSTER_ROUNDS = Number(args.find((a) => a.startsWith('--cluster-rounds='))?.slice(17) ?? 2);
+/** `--cluster-only`: only the cluster phase, written into bench/results.json's `cluster` alone. */
+const CLUSTER_ONLY = args.includes('--cluster-only');
+
+interface ClusterVariant {
+  name: string;
+  target: RedisTarget;
+  extra: Record<string, string>;
+}
+
+/**
+ * The hot path on a private 3-primary Redis Cluster (six nodes, test/support/redis-cluster.ts) beside a
+ * private single redis-server with the same persistence (AOF, appendfsync always, noeviction), the
+ * writer paused (nothing drains either outbox, as in the floor phase): full-speed rounds (decisions/s)
+ * and fixed-rate rounds at CLUSTER_RATE (p50/p99/p99.9, open loop), every variant in rotating order so
+ * a noisy neighbour hits each alike. Variants: single, cluster, cluster with REDIS_WAIT_REPLICAS=1 (the
+ * WAIT cost: only the cluster has replicas), and with --workers=N the single Redis with N workers.
+ */
+async function clusterPhase(rounds: number, seconds: number) {
+  const durable = ['--appendonly', 'yes', '--appendfsync', 'always', '--maxmemory-policy', 'noeviction'];
+  const single = await startRedisServer(durable);
+  const cluster = await startRedisCluster({ nodeTimeoutMs: 5_000 });
+  const killAll = () => {
+    for (const node of cluster.nodes) void node.kill();
+    void single.kill();
+  };
+  process.on('exit', killAll);
+  const singleTarget: RedisTarget = {
+    label: 'single Redis (private, AOF always)',
+    env: { REDIS_URL: single.url, REDIS_CLUSTER_NODES: '' },
+  };
+  const clusterTarget: RedisTarget = {
+    label: 'Redis Cluster (private, 3 primaries + 3 replicas, AOF always)',
+    env: { REDIS_URL: `redis://${cluster.seeds[0]}`, REDIS_CLUSTER_NODES: cluster.seeds.join(',') },
+  };
+  for (const target of [singleTarget, clusterTarget]) {
+    const redis = createServiceRedis({
+      REDIS_URL: target.env['REDIS_URL'] ?? '',
+      REDIS_CLUSTER_NODES: (target.env['REDIS_CLUSTER_NODES'] ?? '').split(',').filter((n) => n !== ''),
+    });
+    await seedMarket(redis);
+    redis.disconnect();
+  }
+  const variants: ClusterVariant[] = [
+    { name: 'single', target: singleTarget, extra: {} },
+    { name: 'cluster', target: clusterTarget, extra: {} },
+    // WAIT's timeout within a decision budget this machine's load needs (REDIS_WAIT_TIMEOUT_MS ≤ half).
+    {
+      name: 'clusterWait1',
+      target: clusterTarget,
+      extra: { REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '50' },
+    },
+  ];
+  if (WORKERS > 1) {
+    variants.push({
+      name: `singleWorkers${WORKERS}`,
+      target: singleTarget,
+      // The bench connects straight to Postgres (no PgBouncer): the budget check gets the pools' sum.
+      extra: { HOT_PATH_WORKERS: String(WORKERS), PGBOUNCER_ROLE_POOL_SIZE: String(WORKERS * 20) },
+    });
+  }
+  const servers = new Map<string, Server>();
+  try {
+    for (const [k, variant] of variants.entries()) {
+      const serverPort = port + 200 + 10 * k;
+      const server = await startServer('hot-path/main.ts', serverPort, 'hot-path ready', {
+        target: variant.target,
+        extra: variant.extra,
+      });
+      servers.set(variant.name, server);
+      // Every account built from Postgres into this Redis once (one decision per user). Not measured:
+      // a request autocannon gave up on (10 s, a starved machine) is a cold account the rounds rebuild.
+      await load(serverPort, 0, { amount: CLUSTER_USERS, allowErrors: true, users: CLUSTER_USERS });
+    }
+    const side = new Map<string, { requests: number; errors: number; s: number; fixed: OpenLoopResult[] }>(
+      variants.map((v) => [v.name, { requests: 0, errors: 0, s: 0, fixed: [] }]),
+    );
+    const meter = machineMeter();
+    for (let r = 0; r < rounds; r++) {
+      for (let k = 0; k < variants.length; k++) {
+        const variant = variants[(r + k) % variants.length]!;
+        const server = servers.get(variant.name)!;
+        log(
+          `bench: cluster phase round ${r + 1}/${rounds}: ${variant.name}, full speed then ${CLUSTER_RATE}/s`,
+        );
+        // Answers past autocannon's 10 s timeout on a starved machine are counted, not fatal.
+        const run = await load(server.port, seconds, { allowErrors: true, users: CLUSTER_USERS });
+        const out = side.get(variant.name)!;
+        out.requests += run['2xx'];
+        out.errors += run.errors + run.non2xx;
+        out.s += run.duration;
+        out.fixed.push(
+          await fixedRate(server.port, seconds, CLUSTER_RATE, { allowErrors: true, users: CLUSTER_USERS }),
+        );
+      }
+    }
+    const machine = meter();
+    const figures: Record<
+      string,
+      {
+        decisionsPerS: number;
+        fullSpeedErrors: number;
+        p50Ms: number;
+        p99Ms: number;
+        p999Ms: number;
+        maxMs: number;
+        fixedRateAchievedPerS: number;
+        fixedRateErrors: number;
+      }
+    > = {};
+    for (const variant of variants) {
+      const out = side.get(variant.name)!;
+      const fixed = mergeRuns(out.fixed);
+      figures[variant.name] = {
+        decisionsPerS: round(out.requests / out.s, 0),
+        fullSpeedErrors: out.errors,
+        p50Ms: fixed.p50Ms,
+        p99Ms: fixed.p99Ms,
+        p999Ms: fixed.p999Ms,
+        maxMs: fixed.maxMs,
+        fixedRateAchievedPerS: fixed.achievedPerS,
+        fixedRateErrors: fixed.errors + fixed.non2xx,
+      };
+    }
+    const ratio = (a: string, b: string) =>
+      figures[a] === undefined || figures[b] === undefined
+        ? null
+        : round(figures[a].decisionsPerS / figures[b].decisionsPerS);
+    return {
+      rounds,
+      secondsPerRound: seconds,
+      users: CLUSTER_USERS,
+      fixedRatePerS: CLUSTER_RATE,
+      machine,
+      targets: { single: singleTarget.label, cluster: clusterTarget.label },
+      variants: figures,
+      clusterToSingle: ratio('cluster', 'single'),
+      waitToNoWaitOnCluster: ratio('clusterWait1', 'cluster'),
+      ...(WORKERS > 1 ? { workers: WORKERS, workersToOne: ratio(`singleWorkers${WORKERS}`, 'single') } : {}),
+    };
+  } finally {
+    for (const server of servers.values()) await server.stop();
+    await cluster.destroy();
+    await single.destroy();
+    process.off('exit', killAll);
+  }
+}
+
+function printCluster(c: Awaited<ReturnType<typeof clusterPhase>>): void {
+  log('');
+  log(
+    `| hot path, writer paused, ${c.users} users, ${c.rounds} × ${c.secondsPerRound} s alternating rounds (load average ${c.machine.loadAverage1m.join(' → ')}, CPU pressure ${c.machine.cpuPressureSomeShare}) | decisions/s (full speed) | p50 / p99 / p99.9 / max ms at ${c.fixedRatePerS}/s |`,
+  );
+  log('| --- | --- | --- |');
+  for (const [name, f] of Object.entries(c.variants))
+    log(
+      `| ${name} | ${f.decisionsPerS} (${f.fullSpeedErrors} timed out) | ${f.p50Ms} / ${f.p99Ms} / ${f.p999Ms} / ${f.maxMs} (achieved ${f.fixedRateAchievedPerS}/s, ${f.fixedRateErrors} errors) |`,
+    );
+  log(
+    `| ratios | cluster / single ${c.clusterToSingle} (goal ≥ 0.8); WAIT 1 / no WAIT on the cluster ${c.waitToNoWaitOnCluster}${c.workers === undefined ? '' : `; ${c.workers} workers / 1 ${c.workersToOne}`} | |`,
+  );
+}
+
 log(`bench: preparing ${USERS} users in credana_bench (prefix ${PREFIX})`);
 await prepare();
 const port = 18_787;
@@ -682,13 +884,34 @@ if (HOT_ONLY) {
   process.exit(0);
 }
 
+if (CLUSTER_ONLY) {
+  const cluster = await clusterPhase(CLUSTER_ROUNDS, Math.max(1, Math.round(MEASURE_S / 2)));
+  printCluster(cluster);
+  // Into bench/results.json's `cluster`, the other phases' figures left as the last full run wrote them;
+  // `measuredAt` and `command` say which run these came from.
+  const file = 'bench/results.json';
+  let results: Record<string, unknown> = {};
+  try {
+    results = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch {}
+  results['cluster'] = {
+    measuredAt: new Date().toISOString(),
+    command: `npm run bench -- ${args.join(' ')}`,
+    ...cluster,
+  };
+  mkdirSync('bench', { recursive: true });
+  writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
+  log(`bench: wrote the cluster phase into ${file}`);
+  process.exit(0);
+}
+
 /** `--tail-only`: only the tail phase (and no results file) — for looking into the tail. */
 const TAIL_ONLY = args.includes('--tail-only');
 
 let ceiling: Awaited<ReturnType<typeof load>> | undefined;
 let ceilingCpu: Record<string, number | null> = {};
 if (!TAIL_ONLY) {
-  log('bench: 1/5 ceiling (bare Hono, same body)');
+  log('bench: 1/6 ceiling (bare Hono, same body)');
   const ceilingServer = await startServer('scripts/bench/ceiling-server.ts', port, 'ceiling ready');
   await load(port, 2);
   const ceilingCpuBefore = cpuNow(ceilingServer);
@@ -697,7 +920,7 @@ if (!TAIL_ONLY) {
   await ceilingServer.stop();
 }
 
-log('bench: 2/5 hot path: warm-up (one decision per user), the ledger writer draining alongside');
+log('bench: 2/6 hot path: warm-up (one decision per user), the ledger writer draining alongside');
 const writerPort = port + 1;
 const tailVariants = tailVariantNames.map((name) => TAIL_VARIANTS[name]!);
 // The whole write side runs as in production: the ledger writer drains the outbox while the hot path
@@ -773,7 +996,7 @@ await drained();
 ledgerLagMsMax = 0;
 
 log(
-  `bench: 3/5 the tail: ${FIXED_RATE} requests/s (open loop), the writer alongside, ${tailVariantNames.join(' / ')} in alternating rounds`,
+  `bench: 3/6 the tail: ${FIXED_RATE} requests/s (open loop), the writer alongside, ${tailVariantNames.join(' / ')} in alternating rounds`,
 );
 const tail = await tailPhase(singleRedis, tailVariants, hotPaths, writerSide, TAIL_ROUNDS, TAIL_ROUND_S);
 for (const [key, other] of writers) if (key !== mainWriterKey) await other.stop();
@@ -824,7 +1047,7 @@ if (TAIL_ONLY) {
 }
 await drained();
 
-log('bench: 4/5 hot path at full speed, the writer draining alongside');
+log('bench: 4/6 hot path at full speed, the writer draining alongside');
 const before = await scrape(port);
 const hotCpuBefore = cpuNow(hot, writer);
 const hotRun = await load(port, MEASURE_S);
@@ -840,7 +1063,7 @@ if (deadLettered > 0) throw new Error(`bench: the ledger writer dead-lettered ${
 // alternating rounds with the architecture floor, which gets the same 2 cores. The backlog the hot
 // path leaves is then written, and how long that takes is reported.
 log(
-  'bench: 4/5 hot path at full speed, the writer paused, against the architecture floor (alternating rounds)',
+  'bench: 4/6 hot path at full speed, the writer paused, against the architecture floor (alternating rounds)',
 );
 sampleLag = false;
 writer.child.kill('SIGSTOP');
@@ -872,13 +1095,22 @@ const redisDecisions = (values: Map<string, number>) => {
 };
 const decisionsInRedis = redisDecisions(after) - redisDecisions(before);
 
-log('bench: 5/5 Postgres only (row-locked check-and-hold)');
+log('bench: 5/6 Postgres only (row-locked check-and-hold)');
 const pgServer = await startServer('scripts/bench/postgres-only-server.ts', port, 'postgres-only ready');
 await load(port, 2);
 const pgCpuBefore = cpuNow(pgServer);
 const pgRun = await load(port, MEASURE_S);
 const pgCpu = cpuPerRequestUs(cpuSpent(pgCpuBefore, cpuNow(pgServer)), pgRun.requests.total);
 await pgServer.stop();
+
+log('bench: 6/6 Redis Cluster beside single Redis (alternating rounds, writer paused)');
+// A failure of this last phase (a cluster that would not form on a starved machine) is recorded, and the
+// figures of the others still written.
+const clusterFigures = await clusterPhase(CLUSTER_ROUNDS, Math.max(1, Math.round(MEASURE_S / 2))).catch(
+  (error: unknown) => ({
+    error: String(error).slice(0, 2_000),
+  }),
+);
 
 const ceilingRps = ceiling?.requests.average ?? 0;
 // The shipped configuration's latency: the tail's `after` variant when it ran, else `before`.
@@ -920,6 +1152,8 @@ const results = {
   },
   floorPhase: floor,
   tail,
+  // The hot path on a private 3-primary Redis Cluster beside a private single Redis, same persistence.
+  cluster: clusterFigures,
 };
 mkdirSync('bench', { recursive: true });
 writeFileSync('bench/results.json', `${JSON.stringify(results, null, 2)}\n`);
@@ -950,5 +1184,7 @@ log(
 );
 log(`| CPU µs per request | ${JSON.stringify(results.cpuUsPerRequest)} |`);
 printTail();
+if ('error' in clusterFigures) log(`bench: the cluster phase failed: ${clusterFigures.error}`);
+else printCluster(clusterFigures);
 log('bench: wrote bench/results.json');
 process.exit(0);

@@ -210,7 +210,10 @@ export async function spawnService(
   entry: string,
   env: Record<string, string>,
   readyText: string,
-  options: { args?: readonly string[] } = {},
+  options: {
+    args?: readonly string[] /** How long it may take to say `readyText` (default 60 s). */;
+    startTimeoutMs?: number;
+  } = {},
 ): Promise<ServiceProcess> {
   // `node --import tsx` runs the service in ONE process, so a SIGKILL really kills it (the `tsx` CLI is
   // a wrapper process whose death would leave the service running as an orphan).
@@ -226,12 +229,15 @@ export async function spawnService(
   child.stderr?.on('data', (chunk: Buffer) => {
     out += chunk.toString();
   });
-  const until = Date.now() + 60_000;
+  const startTimeoutMs = options.startTimeoutMs ?? 60_000;
+  const until = Date.now() + startTimeoutMs;
   while (!out.includes(readyText)) {
     if (child.exitCode !== null)
       throw new Error(`${entry} exited early (${child.exitCode}): ${out.slice(-2_000)}`);
     if (Date.now() > until)
-      throw new Error(`${entry} did not say "${readyText}" in 60 s: ${out.slice(-2_000)}`);
+      throw new Error(
+        `${entry} did not say "${readyText}" in ${startTimeoutMs / 1000} s: ${out.slice(-2_000)}`,
+      );
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return {
