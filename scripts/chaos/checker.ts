@@ -564,7 +564,7 @@ export function minimalHistory(history: ChaosHistory, violation: Violation): str
       if (d.sentMs > untilMs) continue;
       lines.push({
         atMs: d.sentMs,
-        text: `deliver ${e.kind} ${e.eventId} ${e.authorizationId} amount ${e.amountCents}¢ approved=${e.approved} requests=${e.requestCount}; ack at ${d.ackedMs?.toFixed(0) ?? '-'}: ${d.status} ${d.body.slice(0, 120)}`,
+        text: `deliver ${e.kind} ${e.eventId} ${e.authorizationId} amount ${e.amountCents}¢ approved=${e.approved} requests=${e.requestCount}${d.target === undefined ? '' : ` → ${d.target}`}; ack at ${d.ackedMs?.toFixed(0) ?? '-'}: ${d.status} ${d.body.slice(0, 120)}`,
       });
     }
   }

@@ -50,6 +50,8 @@ export type LifecycleKind =
   | 'refund';
 
 export interface DeliveryRecord {
+  /** The hot path it was sent to (absent in histories from before it was recorded). */
+  target?: string;
   sentMs: number;
   ackedMs: number | null;
   status: number;
