@@ -1,10 +1,10 @@
 // Proves the chaos checker can fail: planted histories with an over-approval (sequential and concurrent),
-// a double-applied event, a lost decision and a balance that does not match the fold of Stripe's events
-// are each caught, and a history that is tight but legal (a release sent before an approval answered,
-// a price drop the decision may not yet have seen) is not. With the chain: an approval beyond the credit a
-// withdrawal request left once Redis showed it, a canonical log missing from chain_events, the vault's
-// state off Postgres or Redis, and a rollback deeper than any reorg made are caught; an approval within
-// the credit a deposit allowed from when it was sent is not.
+// a double-applied event, a lost decision, a balance that does not match the fold of Stripe's events and
+// an authorization booked under another user are each caught, and a history that is tight but legal (a
+// release sent before an approval answered, a price drop the decision may not yet have seen) is not. With
+// the chain: an approval beyond the credit a withdrawal request left once Redis showed it, a canonical log
+// missing from chain_events, the vault's state off Postgres or Redis, and a rollback deeper than any reorg
+// made are caught; an approval within the credit a deposit allowed from when it was sent is not.
 import { describe, expect, it } from 'vitest';
 import { wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { CHECK_DEFAULTS, checkHistory, creditAtPrice, foldUser, minimalHistory } from './checker.ts';
@@ -184,6 +184,20 @@ describe('the chaos checker', () => {
         .map((v) => v.kind)
         .sort(),
     ).toEqual(['balance_fold', 'decision_missing', 'event_not_once', 'replay_answer', 'transfer_not_once']);
+  });
+
+  it("catches an authorization in another user's Redis hold set or Postgres row (chaos bug 8)", () => {
+    const a = approval(1_000, 0, 10);
+    const h = history({ requests: [a] });
+    const other = '00000000-0000-4000-8000-000000000002';
+    const facts = factsFor(h);
+    facts.authorizationOwners = { [a.authorizationId]: { redis: [USER], pg: USER } };
+    expect(checkHistory(h, facts)).toEqual([]);
+    facts.authorizationOwners = { [a.authorizationId]: { redis: [USER, other], pg: other } };
+    const violations = checkHistory(h, facts);
+    expect(violations.map((v) => v.kind)).toEqual(['cross_user']);
+    expect(violations[0]!.message).toContain(`Redis hold set of ${other} and the Postgres row of ${other}`);
+    expect(violations[0]!.eventIds).toEqual([a.eventId]);
   });
 
   it('tolerates a fallback over-grant only up to the documented cap', () => {

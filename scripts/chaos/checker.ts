@@ -31,6 +31,7 @@
  *    that granted money has its hold transfer.
  * 4. Balances: Redis = Postgres (conservationProblems, which also checks the books balance and the audit
  *    chain) = the fold of Stripe's events (foldUser) for every user.
+ *    And every authorization is only in its own user's Redis hold set and Postgres row (cross_user).
  * 5. Healed: nothing left in the outbox, no dead letters, no fallback decision left unadopted.
  * With the chain (`history.chain`, `facts.chain`):
  * 1'. The credit of (1) comes from the chain: the WETH price and the user's collateral and pending
@@ -67,6 +68,7 @@ export type ViolationKind =
   | 'hold_transfer_missing'
   | 'balance_fold'
   | 'conservation'
+  | 'cross_user'
   | 'not_healed'
   | 'process_crash'
   | 'chain_log'
@@ -426,6 +428,7 @@ export function checkHistory(
       eventIds: shown,
     });
   }
+  violations.push(...crossUser(history, facts));
   if (facts.outboxLeft > 0) add('not_healed', null, `${facts.outboxLeft} outbox entries left`);
   if (facts.deadLetters > 0)
     add(
@@ -436,6 +439,36 @@ export function checkHistory(
   if (facts.unadoptedFallbacks > 0)
     add('not_healed', null, `${facts.unadoptedFallbacks} fallback decisions never adopted`);
   if (facts.chain !== undefined) violations.push(...checkChain(history, facts.chain));
+  return violations;
+}
+
+/**
+ * An authorization in another user's Redis hold set or Postgres row than the user whose card the
+ * history used for it (see the header, 4): money of one user's card booked on another's account.
+ */
+function crossUser(history: ChaosHistory, facts: FinalFacts): Violation[] {
+  const owners = facts.authorizationOwners;
+  if (owners === undefined) return []; // an old history without the fact
+  const ownerOf = new Map<string, string>();
+  for (const r of history.requests) ownerOf.set(r.authorizationId, r.userId);
+  for (const e of history.lifecycle) ownerOf.set(e.authorizationId, e.userId);
+  const violations: Violation[] = [];
+  for (const [authorizationId, found] of Object.entries(owners)) {
+    const owner = ownerOf.get(authorizationId);
+    if (owner === undefined) continue;
+    const others = [
+      ...found.redis.filter((u) => u !== owner).map((u) => `Redis hold set of ${u}`),
+      ...(found.pg !== null && found.pg !== owner ? [`Postgres row of ${found.pg}`] : []),
+    ];
+    if (others.length === 0) continue;
+    violations.push({
+      kind: 'cross_user',
+      userId: owner,
+      atMs: null,
+      message: `authorization ${authorizationId} of user ${owner}'s card is in the ${others.join(' and the ')}`,
+      eventIds: history.requests.filter((r) => r.authorizationId === authorizationId).map((r) => r.eventId),
+    });
+  }
   return violations;
 }
 
@@ -541,7 +574,7 @@ export function minimalHistory(history: ChaosHistory, violation: Violation): str
       if (d.sentMs > untilMs) continue;
       lines.push({
         atMs: d.sentMs,
-        text: `deliver ${e.kind} ${e.eventId} ${e.authorizationId} amount ${e.amountCents}¢ approved=${e.approved} requests=${e.requestCount}; ack at ${d.ackedMs?.toFixed(0) ?? '-'}: ${d.status} ${d.body.slice(0, 120)}`,
+        text: `deliver ${e.kind} ${e.eventId} ${e.authorizationId} amount ${e.amountCents}¢ approved=${e.approved} requests=${e.requestCount}${d.target === undefined ? '' : ` → ${d.target}`}; ack at ${d.ackedMs?.toFixed(0) ?? '-'}: ${d.status} ${d.body.slice(0, 120)}`,
       });
     }
   }

@@ -50,6 +50,8 @@ export type LifecycleKind =
   | 'refund';
 
 export interface DeliveryRecord {
+  /** The hot path it was sent to (absent in histories from before it was recorded). */
+  target?: string;
   sentMs: number;
   ackedMs: number | null;
   status: number;
@@ -211,6 +213,11 @@ export interface FinalFacts {
   deadLetterSamples?: string[];
   /** Per authorization with a hold anywhere: Redis's hold and Postgres's held_cents. */
   authorizationHolds?: Record<string, { redis: string; pg: string }>;
+  /**
+   * Per authorization: the users whose Redis hold set lists it, and the user of its Postgres row (null:
+   * no row). Every one must be the user whose card the history used (chaos bug 8).
+   */
+  authorizationOwners?: Record<string, { redis: string[]; pg: string | null }>;
   /** Runs with the chain. */
   chain?: ChainFacts;
 }

@@ -302,6 +302,18 @@ async function gatherFacts(
       select id, held_cents::text from authorizations where held_cents <> 0`) {
     authorizationHolds[row.id] = { redis: authorizationHolds[row.id]?.redis ?? '0', pg: row.held_cents };
   }
+  const authorizationOwners: NonNullable<FinalFacts['authorizationOwners']> = {};
+  const ownersOf = (id: string) => {
+    const owners = authorizationOwners[id] ?? { redis: [], pg: null };
+    authorizationOwners[id] = owners;
+    return owners;
+  };
+  for (const userId of userIds) {
+    for (const id of await system.redis.hkeys(userKeys(prefix, userId).holds))
+      ownersOf(id).redis.push(userId);
+  }
+  for (const row of await sql<{ id: string; user_id: string }[]>`select id, user_id from authorizations`)
+    ownersOf(row.id).pg = row.user_id;
   const deadLetterSamples = (
     (await system.redis.xrange(deadLetterKey(prefix), '-', '+', 'COUNT', 5)) as [string, string[]][]
   ).map(([id, fields]) => `${id} ${fields.map((f) => f.slice(0, 600)).join(' | ')}`);
@@ -319,6 +331,7 @@ async function gatherFacts(
     deadLetters: await system.redis.xlen(deadLetterKey(prefix)),
     deadLetterSamples,
     authorizationHolds,
+    authorizationOwners,
   };
 }
 

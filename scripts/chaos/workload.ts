@@ -368,6 +368,7 @@ export class Workload {
         const sentMs = this.now();
         const res = await this.post(target.url, '/stripe/events', raw, DELIVERY_TIMEOUT_MS);
         record.deliveries.push({
+          target: target.name,
           sentMs,
           ackedMs: res.status === 200 ? this.now() : null,
           status: res.status,

@@ -201,9 +201,25 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<PgBounc
     }
   };
   const until = Date.now() + (options.startTimeoutMs ?? 10_000);
-  while (!(await answers(options.port))) {
-    if (exited || Date.now() > until) {
+  // Ready once it says it listens on the port (its own log) and the port answers: the port came from
+  // the caller (often freePort()), and a PgBouncer that failed to bind must not be taken for whatever
+  // else answers there (another test run's server or proxy).
+  const listening = `listening on 127.0.0.1:${options.port}`;
+  // PgBouncer 1.18 does not exit when the port is taken: it warns and serves its Unix socket only.
+  const refused = `cannot listen on 127.0.0.1:${options.port}`;
+  while (!(log().includes(listening) && !exited && (await answers(options.port)))) {
+    if (exited || log().includes(refused) || Date.now() > until) {
+      // The wrapper (runuser, nice) and PgBouncer itself, which a SIGKILL of the wrapper leaves running.
       child.kill('SIGKILL');
+      const pidFile = pgBouncerPidFile(dir);
+      const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : 0;
+      if (Number.isInteger(pid) && pid > 0) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }
       throw new Error(`PgBouncer did not start on port ${options.port}: ${log().slice(-2_000)}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 50));

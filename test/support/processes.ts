@@ -24,6 +24,9 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Thrown by a `waitFor` check that knows waiting longer cannot help. */
+class GaveUp extends Error {}
+
 async function waitFor(
   check: () => boolean | Promise<boolean>,
   what: string,
@@ -33,7 +36,8 @@ async function waitFor(
   while (Date.now() < until) {
     try {
       if (await check()) return;
-    } catch {
+    } catch (error) {
+      if (error instanceof GaveUp) throw error;
       // not yet
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -51,9 +55,15 @@ export interface RedisServer {
   destroy(): Promise<void>;
 }
 
-/** A private redis-server. `extraArgs` e.g. ['--appendonly', 'yes', '--appendfsync', 'always']. */
-export async function startRedisServer(extraArgs: string[] = []): Promise<RedisServer> {
-  const port = await freePort();
+/**
+ * A private redis-server. `extraArgs` e.g. ['--appendonly', 'yes', '--appendfsync', 'always'];
+ * `options.port` a port to use instead of a free one (a test of the port being taken).
+ */
+export async function startRedisServer(
+  extraArgs: string[] = [],
+  options: { port?: number } = {},
+): Promise<RedisServer> {
+  const port = options.port ?? (await freePort());
   const dir = mkdtempSync(path.join(tmpdir(), 'credana-redis-'));
   let child: ChildProcess | null = null;
   const start = async () => {
@@ -64,11 +74,16 @@ export async function startRedisServer(extraArgs: string[] = []): Promise<RedisS
         stdio: 'ignore',
       },
     );
+    const started = child;
     await waitFor(() => {
+      // The port came from freePort(), so another process (another test run's server or proxy) may
+      // have taken it meanwhile, and our server then failed to bind: only our own process answers
+      // ready, or a run could share another run's Redis without knowing.
+      if (started.exitCode !== null || started.signalCode !== null)
+        throw new GaveUp(`redis-server on ${port} exited (the port taken?)`);
       try {
-        return (
-          execFileSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).trim() === 'PONG'
-        );
+        const info = execFileSync('redis-cli', ['-p', String(port), 'info', 'server'], { encoding: 'utf8' });
+        return new RegExp(`^process_id:${started.pid}\\r?$`, 'm').test(info);
       } catch {
         return false;
       }

@@ -33,22 +33,32 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
   const waiting: (() => void)[] = [];
 
   function pipe(from: net.Socket, to: net.Socket, stalled: () => boolean): void {
-    // With latency, a chunk is written no earlier than its arrival + latency and never before the chunk
-    // ahead of it, so the stream keeps its order when the latency changes.
-    let lastDueMs = 0;
-    from.on('data', (chunk) => {
-      if (latencyMs <= 0 && lastDueMs <= Date.now()) {
+    // With latency, a chunk waits in this direction's queue until its arrival + latency, and is written
+    // only after every chunk ahead of it: one queue drained by one timer, so the stream keeps its order
+    // whatever the latency does. (One timer per chunk did not: a timer's expiry counts from the event
+    // loop's cached clock, and a chunk arriving after the latency was lifted was written at once, ahead
+    // of a delayed chunk whose timer had not fired yet — on a busy loop the bytes of a Redis connection
+    // came out of order and replies went to the wrong commands: chaos bug 8, docs/chaos.md.)
+    const queue: { chunk: Buffer; dueMs: number }[] = [];
+    let timer: NodeJS.Timeout | null = null;
+    const writeDue = () => {
+      timer = null;
+      while (queue.length > 0 && queue[0]!.dueMs <= Date.now()) {
+        const { chunk } = queue.shift()!;
+        if (!to.destroyed) to.write(chunk);
+      }
+      if (queue.length > 0) timer = setTimeout(writeDue, Math.max(1, queue[0]!.dueMs - Date.now()));
+    };
+    from.on('data', (chunk: Buffer) => {
+      if (latencyMs <= 0 && queue.length === 0) {
         if (!to.write(chunk)) from.pause();
         return;
       }
-      const dueMs = Math.max(Date.now() + latencyMs, lastDueMs);
-      lastDueMs = dueMs;
-      setTimeout(
-        () => {
-          if (!to.destroyed) to.write(chunk);
-        },
-        Math.max(0, dueMs - Date.now()),
-      );
+      queue.push({ chunk, dueMs: Date.now() + latencyMs });
+      if (timer === null) writeDue();
+    });
+    from.on('close', () => {
+      if (timer !== null) clearTimeout(timer);
     });
     to.on('drain', () => {
       if (!stalled()) from.resume();
