@@ -43,7 +43,7 @@ import {
   type SwipeResult,
   weth,
 } from './demo/world.ts';
-import { readStack, type StackSummary, stackFile } from './dev/stack.ts';
+import { readStack, type StackSummary, type StackUser, stackFile } from './dev/stack.ts';
 
 // A local tool: NODE_ENV=development unless set (shared/config.ts, ConfigFromProcessOptions).
 const config = configFromProcess({}, { localTool: true });
@@ -340,6 +340,54 @@ async function refusedWithdrawal(world: DemoWorld): Promise<void> {
   }
 }
 
+/** Steps 7a–7c: Carol deposits, spends most of her credit (settled on-chain), and her dashboard warns. */
+async function collateralAndDebt(
+  world: DemoWorld,
+  user: StackUser,
+  wallet: `0x${string}`,
+): Promise<Awaited<ReturnType<typeof captureAndSettle>>> {
+  // 7a. Collateral.
+  const collateralBefore = await world.cachedCollateral();
+  const block = await world.chain.deposit(wallet, world.weth.assetId, CAROL_DEPOSIT_BASE);
+  await world.chain.mine(Math.max(config.CHAIN_CONFIRMATIONS - 1, 0));
+  await world.waitFor('the indexer to credit Carol’s deposit', DEMO_LIMITS.indexerWaitMs, async () =>
+    (await world.cachedCollateral()) >= collateralBefore + CAROL_DEPOSIT_BASE ? true : null,
+  );
+  const credit = await world.credit();
+  out(
+    `   7a. Carol (user ${user.userId}, wallet ${wallet}) deposits ${weth(CAROL_DEPOSIT_BASE)} in block ${block}: collateral ${weth(await world.collateralOnChain())}, available credit ${dollars(credit.availableCents)}`,
+  );
+
+  // 7b. Debt, on-chain (the liquidator judges the vault's own numbers).
+  const amount = (credit.availableCents * CAROL_DRAW_PERCENT) / 100n;
+  if (amount <= 0n)
+    throw new DemoError(`step 7b: Carol has no credit to spend (${dollars(credit.availableCents)})`);
+  const spend = await world.swipe({ amountCents: amount, mcc: GROCERY_MCC });
+  expect(spend.approved, '7b', spend, 'an approval');
+  const settled = await captureAndSettle(world, spend, amount, '7b');
+  const drawn = await world.credit();
+  out(
+    `   7b. ${dollars(amount)} at a grocery (${CAROL_DRAW_PERCENT}% of her credit): ${verdict(spend)}; captured and settled in transaction ${settled.transactionHash}: the vault's debt ${formatUnits(settled.debtAfter, 6)} USDC, health factor ${drawn.healthFactorWad === null ? 'n/a' : wadText(drawn.healthFactorWad)}`,
+  );
+
+  // 7c. The warning, as Carol sees it.
+  const warningLine = BigInt(config.HEALTH_FACTOR_WARNING_BPS);
+  const warns = drawn.healthFactorWad !== null && drawn.healthFactorWad * 10_000n < WAD * warningLine;
+  const notice = warns ? 'warning' : null;
+  const view = await world.waitFor(
+    `Carol's dashboard to show health_notice = ${notice}`,
+    DEMO_LIMITS.projectionWaitMs,
+    async () => {
+      const d = await world.dashboard();
+      return d !== null && d.healthNotice === notice && d.availableCents === drawn.availableCents ? d : null;
+    },
+  );
+  out(
+    `   7c. Carol's dashboard (account_summaries, read as Carol through RLS): health factor ${Number(view.healthFactor).toFixed(4)}, health_notice = ${view.healthNotice ?? 'none'} (warning line ${Number(warningLine) / 10_000})`,
+  );
+  return settled;
+}
+
 async function liquidation(stack: StackSummary, contractsFile: DemoWorld['contracts']): Promise<void> {
   out('7. A position below a health factor of 1: no credit at once, then a liquidation');
   const user = await ensureDemoUser(config, contractsFile, CAROL);
@@ -348,47 +396,7 @@ async function liquidation(stack: StackSummary, contractsFile: DemoWorld['contra
   const market = await world.price();
   let dropped = false;
   try {
-    // 7a. Collateral.
-    const collateralBefore = await world.cachedCollateral();
-    const block = await world.chain.deposit(wallet, world.weth.assetId, CAROL_DEPOSIT_BASE);
-    await world.chain.mine(Math.max(config.CHAIN_CONFIRMATIONS - 1, 0));
-    await world.waitFor('the indexer to credit Carol’s deposit', DEMO_LIMITS.indexerWaitMs, async () =>
-      (await world.cachedCollateral()) >= collateralBefore + CAROL_DEPOSIT_BASE ? true : null,
-    );
-    const credit = await world.credit();
-    out(
-      `   7a. Carol (user ${user.userId}, wallet ${wallet}) deposits ${weth(CAROL_DEPOSIT_BASE)} in block ${block}: collateral ${weth(await world.collateralOnChain())}, available credit ${dollars(credit.availableCents)}`,
-    );
-
-    // 7b. Debt, on-chain (the liquidator judges the vault's own numbers).
-    const amount = (credit.availableCents * CAROL_DRAW_PERCENT) / 100n;
-    if (amount <= 0n)
-      throw new DemoError(`step 7b: Carol has no credit to spend (${dollars(credit.availableCents)})`);
-    const spend = await world.swipe({ amountCents: amount, mcc: GROCERY_MCC });
-    expect(spend.approved, '7b', spend, 'an approval');
-    const settled = await captureAndSettle(world, spend, amount, '7b');
-    const drawn = await world.credit();
-    out(
-      `   7b. ${dollars(amount)} at a grocery (${CAROL_DRAW_PERCENT}% of her credit): ${verdict(spend)}; captured and settled in transaction ${settled.transactionHash}: the vault's debt ${formatUnits(settled.debtAfter, 6)} USDC, health factor ${drawn.healthFactorWad === null ? 'n/a' : wadText(drawn.healthFactorWad)}`,
-    );
-
-    // 7c. The warning, as Carol sees it.
-    const warningLine = BigInt(config.HEALTH_FACTOR_WARNING_BPS);
-    const warns = drawn.healthFactorWad !== null && drawn.healthFactorWad * 10_000n < WAD * warningLine;
-    const notice = warns ? 'warning' : null;
-    const view = await world.waitFor(
-      `Carol's dashboard to show health_notice = ${notice}`,
-      DEMO_LIMITS.projectionWaitMs,
-      async () => {
-        const d = await world.dashboard();
-        return d !== null && d.healthNotice === notice && d.availableCents === drawn.availableCents
-          ? d
-          : null;
-      },
-    );
-    out(
-      `   7c. Carol's dashboard (account_summaries, read as Carol through RLS): health factor ${Number(view.healthFactor).toFixed(4)}, health_notice = ${view.healthNotice ?? 'none'} (warning line ${Number(warningLine) / 10_000})`,
-    );
+    const settled = await collateralAndDebt(world, user, wallet);
 
     // 7d. The drop: no credit at once.
     const previous = await world.latestLiquidation();

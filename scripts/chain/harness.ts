@@ -210,6 +210,124 @@ export interface ChainHarness extends ChainActions {
   stop(): Promise<void>;
 }
 
+/** What the groups of chain actions share: the contracts, the client and the transaction sender. */
+interface ChainWriting {
+  contracts: ContractsFile;
+  publicClient: PublicClient;
+  vault: Address;
+  assetOf: (assetId: string) => ContractsFile['assets'][number];
+  write: (
+    from: Address,
+    address: Address,
+    abi: typeof credanaVaultAbi | typeof testTokenAbi | typeof mockAggregatorAbi | typeof benchBatcherAbi,
+    functionName: string,
+    args: readonly unknown[],
+  ) => Promise<bigint>;
+}
+
+type WithdrawalActions = Pick<
+  ChainActions,
+  | 'requestWithdrawal'
+  | 'cancelWithdrawal'
+  | 'pendingWithdrawal'
+  | 'finalizeWithdrawal'
+  | 'finalizeWithdrawalWith'
+>;
+
+/** A user's withdrawal: request, cancel, read the pending request, finalize with an approval. */
+function withdrawalActions({
+  contracts,
+  publicClient,
+  vault,
+  assetOf,
+  write,
+}: ChainWriting): WithdrawalActions {
+  const actions: WithdrawalActions = {
+    requestWithdrawal: (user, assetId, amount) =>
+      write(user, vault, credanaVaultAbi, 'requestWithdrawal', [assetOf(assetId).token, amount]),
+    cancelWithdrawal: (user, assetId) =>
+      write(user, vault, credanaVaultAbi, 'cancelWithdrawal', [assetOf(assetId).token]),
+    async pendingWithdrawal(user, assetId) {
+      const [amount, readyAt, requestId] = (await publicClient.readContract({
+        address: vault,
+        abi: credanaVaultAbi,
+        functionName: 'pendingWithdrawalOf',
+        args: [user, assetOf(assetId).token],
+      })) as readonly [bigint, bigint, bigint];
+      return { amount, readyAt, requestId };
+    },
+    async finalizeWithdrawal(user, assetId) {
+      const pending = await actions.pendingWithdrawal(user, assetId);
+      const block = await publicClient.getBlock({ blockTag: 'latest' });
+      const deadline = block.timestamp + 3_600n;
+      const signature = await signWithdrawalApproval(
+        privateKeyToAccount(localAccount(LOCAL_WITHDRAWAL_SIGNER).privateKey),
+        contracts.chainId,
+        vault,
+        {
+          user,
+          token: assetOf(assetId).token,
+          amount: pending.amount,
+          requestId: pending.requestId,
+          deadline,
+        },
+      );
+      return actions.finalizeWithdrawalWith(user, assetId, deadline, signature);
+    },
+    finalizeWithdrawalWith: (user, assetId, deadline, signature) =>
+      write(user, vault, credanaVaultAbi, 'finalizeWithdrawal', [
+        assetOf(assetId).token,
+        deadline,
+        signature,
+      ]),
+  };
+  return actions;
+}
+
+/** What the deployer (prices, batched deposits), the settler and the liquidator send. */
+function roleActions({
+  contracts,
+  vault,
+  assetOf,
+  write,
+}: ChainWriting): Pick<ChainActions, 'setPrice' | 'recordSpendAsSettler' | 'liquidate' | 'depositMany'> {
+  return {
+    setPrice: (assetId, answer) =>
+      write(
+        localAccount(ROLES.deployer).address,
+        assetOf(assetId).aggregator,
+        mockAggregatorAbi,
+        'transmit',
+        [answer],
+      ),
+    recordSpendAsSettler: (user, amountUsdc, ref) =>
+      write(localAccount(ROLES.settler).address, vault, credanaVaultAbi, 'recordSpend', [
+        user,
+        amountUsdc,
+        ref,
+      ]),
+    /** The liquidator must hold and have approved the USDC (see fund). */
+    async liquidate(user, assetId, seized, coveredUsdc) {
+      const liquidator = localAccount(ROLES.liquidator).address;
+      return write(liquidator, vault, credanaVaultAbi, 'liquidate', [
+        user,
+        assetOf(assetId).token,
+        seized,
+        coveredUsdc,
+      ]);
+    },
+    depositMany(assetId, users, amounts) {
+      if (contracts.batcher === undefined) throw new Error('deploy with withBatcher: true');
+      return write(localAccount(ROLES.deployer).address, contracts.batcher, benchBatcherAbi, 'depositMany', [
+        vault,
+        assetOf(assetId).token,
+        users,
+        amounts,
+      ]);
+    },
+  };
+}
+
 /**
  * The actions on a running local chain whose contracts are `contracts` (Hardhat's unlocked accounts
  * send every transaction).
@@ -257,6 +375,7 @@ export function connectChain(url: string, contracts: ContractsFile): ChainAction
     return receipt.blockNumber;
   };
   const vault = contracts.vault;
+  const writing: ChainWriting = { contracts, publicClient, vault, assetOf, write };
   const actions: ChainActions = {
     url,
     contracts,
@@ -276,79 +395,11 @@ export function connectChain(url: string, contracts: ContractsFile): ChainAction
       await actions.fund(user, assetId, amount);
       return actions.depositOnly(user, assetId, amount);
     },
-    requestWithdrawal: (user, assetId, amount) =>
-      write(user, vault, credanaVaultAbi, 'requestWithdrawal', [assetOf(assetId).token, amount]),
-    cancelWithdrawal: (user, assetId) =>
-      write(user, vault, credanaVaultAbi, 'cancelWithdrawal', [assetOf(assetId).token]),
-    async pendingWithdrawal(user, assetId) {
-      const [amount, readyAt, requestId] = (await publicClient.readContract({
-        address: vault,
-        abi: credanaVaultAbi,
-        functionName: 'pendingWithdrawalOf',
-        args: [user, assetOf(assetId).token],
-      })) as readonly [bigint, bigint, bigint];
-      return { amount, readyAt, requestId };
-    },
-    async finalizeWithdrawal(user, assetId) {
-      const pending = await actions.pendingWithdrawal(user, assetId);
-      const block = await publicClient.getBlock({ blockTag: 'latest' });
-      const deadline = block.timestamp + 3_600n;
-      const signature = await signWithdrawalApproval(
-        privateKeyToAccount(localAccount(LOCAL_WITHDRAWAL_SIGNER).privateKey),
-        contracts.chainId,
-        vault,
-        {
-          user,
-          token: assetOf(assetId).token,
-          amount: pending.amount,
-          requestId: pending.requestId,
-          deadline,
-        },
-      );
-      return actions.finalizeWithdrawalWith(user, assetId, deadline, signature);
-    },
-    finalizeWithdrawalWith: (user, assetId, deadline, signature) =>
-      write(user, vault, credanaVaultAbi, 'finalizeWithdrawal', [
-        assetOf(assetId).token,
-        deadline,
-        signature,
-      ]),
-    setPrice: (assetId, answer) =>
-      write(
-        localAccount(ROLES.deployer).address,
-        assetOf(assetId).aggregator,
-        mockAggregatorAbi,
-        'transmit',
-        [answer],
-      ),
+    ...withdrawalActions(writing),
+    ...roleActions(writing),
     async repay(payer, user, amountUsdc) {
       await actions.fund(payer, 'USDC', amountUsdc);
       return write(payer, vault, credanaVaultAbi, 'repay', [user, amountUsdc]);
-    },
-    recordSpendAsSettler: (user, amountUsdc, ref) =>
-      write(localAccount(ROLES.settler).address, vault, credanaVaultAbi, 'recordSpend', [
-        user,
-        amountUsdc,
-        ref,
-      ]),
-    /** The liquidator must hold and have approved the USDC (see fund). */
-    async liquidate(user, assetId, seized, coveredUsdc) {
-      const liquidator = localAccount(ROLES.liquidator).address;
-      return write(liquidator, vault, credanaVaultAbi, 'liquidate', [
-        user,
-        assetOf(assetId).token,
-        seized,
-        coveredUsdc,
-      ]);
-    },
-    depositMany(assetId, users, amounts) {
-      if (contracts.batcher === undefined) throw new Error('deploy with withBatcher: true');
-      return write(localAccount(ROLES.deployer).address, contracts.batcher, benchBatcherAbi, 'depositMany', [
-        vault,
-        assetOf(assetId).token,
-        users,
-        amounts,
-      ]);
     },
     async mine(blocks = 1) {
       // One evm_mine per block: hardhat_mine with a count makes "reserved" blocks whose parent hash

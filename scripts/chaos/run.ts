@@ -10,12 +10,18 @@ import { performance } from 'node:perf_hooks';
 import { outboxBacklog } from '../../ledger-writer/testing.ts';
 import { ACCOUNT, deadLetterKey, userKeys } from '../../shared/redis/keys.ts';
 import { conservationProblems } from '../../test/support/conservation.ts';
-import { CHAIN_CONFIRMATIONS, chainDrained, gatherChainFacts, startChainSide } from './chain.ts';
+import {
+  CHAIN_CONFIRMATIONS,
+  type ChainSide,
+  chainDrained,
+  gatherChainFacts,
+  startChainSide,
+} from './chain.ts';
 import { CHECK_DEFAULTS, checkHistory, minimalHistory, type Violation } from './checker.ts';
 import { planFaults, playFaults } from './faults.ts';
 import type { ChaosHistory, FaultKind, FinalFacts } from './history.ts';
 import { deriveRandom } from './random.ts';
-import { externalRedis, type PostgresSide, privateRedis, startSystem } from './system.ts';
+import { type ChaosSystem, externalRedis, type PostgresSide, privateRedis, startSystem } from './system.ts';
 import { INITIAL_PRICE_E8, Workload } from './workload.ts';
 
 export interface RunOptions {
@@ -86,6 +92,116 @@ async function waitUntil(check: () => Promise<boolean>, untilMs: number): Promis
   return false;
 }
 
+/**
+ * Waits (until `healDeadline`) for the system to drain: the outbox, the fallback decisions and, with
+ * the chain, the indexer and the settlements.
+ */
+async function waitForDrain(
+  system: ChaosSystem,
+  chain: ChainSide | null,
+  prefix: string,
+  healDeadline: number,
+): Promise<void> {
+  const sql = system.database.sql;
+  // Drained: the outbox empty, every fallback decision adopted and, with the chain, the indexer at the
+  // head and every settlement confirmed, several times in a row: an adoption may add outbox entries, and
+  // a capture the writer books last becomes a settlement only at the settlement worker's next poll (a
+  // settlement confirmed between reading the balances and the settled cents would skew the fold).
+  let stable = 0;
+  await waitUntil(async () => {
+    const [row] = await sql<
+      { n: number }[]
+    >`select count(*)::int as n from fallback_decisions where adopted_at is null`;
+    const clean =
+      (await outboxBacklog(system.redis, prefix)) === 0 &&
+      row?.n === 0 &&
+      (chain === null || (await chainDrained(chain, sql)));
+    stable = clean ? stable + 1 : 0;
+    return stable >= (chain === null ? 2 : 8);
+  }, healDeadline);
+}
+
+/** The checker's violations plus what never healed and every process that exited on its own. */
+function runViolations(
+  history: ChaosHistory,
+  facts: FinalFacts,
+  system: ChaosSystem,
+  unacked: number,
+  undelivered: number,
+  startedMs: number,
+): Violation[] {
+  const violations = checkHistory(history, facts, CHECK_DEFAULTS);
+  if (unacked > 0) {
+    violations.push({
+      kind: 'not_healed',
+      userId: null,
+      atMs: null,
+      message: `${unacked} chain values never shown in Redis`,
+      eventIds: [],
+    });
+  }
+  if (undelivered > 0) {
+    violations.push({
+      kind: 'not_healed',
+      userId: null,
+      atMs: null,
+      message: `${undelivered} lifecycle events never acknowledged`,
+      eventIds: [],
+    });
+  }
+  for (const p of system.processes) {
+    for (const crash of p.crashes) {
+      // A lock-holding chain worker stops by design when its Postgres session (and so its lock) ends
+      // (shared/chain/locked-loop.ts, docs/operations.md); the supervisor starts it again.
+      if (p.rpcProxy !== null && crash.output.includes('"code":"session_lock_lost"')) continue;
+      violations.push({
+        kind: 'process_crash',
+        userId: null,
+        atMs: null,
+        message: `${p.name} exited on its own (${crash.exit}) at ${Math.round(crash.atMs - startedMs)} ms: ${crash.output.slice(-1_200)}`,
+        eventIds: [],
+      });
+    }
+  }
+  return violations;
+}
+
+/** The seed's counts for the report. */
+function summarize(
+  seed: number,
+  options: RunOptions,
+  history: ChaosHistory,
+  system: ChaosSystem,
+  violations: Violation[],
+  historyPath: string,
+  runStarted: number,
+): SeedResult {
+  const faultsByKind: Record<string, number> = {};
+  for (const f of history.faults)
+    if (f.startedMs !== null) faultsByKind[f.kind] = (faultsByKind[f.kind] ?? 0) + 1;
+  const reasons: Record<string, number> = {};
+  for (const r of history.requests) {
+    const key = r.answer?.reason ?? 'no_answer';
+    reasons[key] = (reasons[key] ?? 0) + 1;
+  }
+  return {
+    seed,
+    durationS: options.durationS,
+    faultsByKind,
+    requests: history.requests.length,
+    answered: history.requests.filter((r) => r.answer !== null).length,
+    approvals: history.requests.filter((r) => r.answer?.approved === true).length,
+    reasons,
+    lifecycleEvents: history.lifecycle.length,
+    deliveries: history.lifecycle.reduce((n, e) => n + e.deliveries.length, 0),
+    priceMoves: history.prices.length,
+    processRestarts: system.processes.reduce((n, p) => n + p.restarts, 0),
+    violations,
+    historyPath,
+    elapsedMs: performance.now() - runStarted,
+  };
+}
+
 export async function runSeed(
   postgres: PostgresSide,
   seed: number,
@@ -151,22 +267,7 @@ export async function runSeed(
     const sql = system.database.sql;
     // Blocks on top so every deposit, cancel and price rise is confirmed.
     if (chain !== null) await chain.actions.mine(CHAIN_CONFIRMATIONS + 1);
-    // Drained: the outbox empty, every fallback decision adopted and, with the chain, the indexer at the
-    // head and every settlement confirmed, several times in a row: an adoption may add outbox entries, and
-    // a capture the writer books last becomes a settlement only at the settlement worker's next poll (a
-    // settlement confirmed between reading the balances and the settled cents would skew the fold).
-    let stable = 0;
-    await waitUntil(async () => {
-      const [row] = await sql<
-        { n: number }[]
-      >`select count(*)::int as n from fallback_decisions where adopted_at is null`;
-      const clean =
-        (await outboxBacklog(system.redis, prefix)) === 0 &&
-        row?.n === 0 &&
-        (chain === null || (await chainDrained(chain, sql)));
-      stable = clean ? stable + 1 : 0;
-      return stable >= (chain === null ? 2 : 8);
-    }, healDeadline);
+    await waitForDrain(system, chain, prefix, healDeadline);
 
     const unacked = await workload.drainChain(Math.max(1_000, healDeadline - performance.now()));
     const facts = await gatherFacts(
@@ -175,39 +276,7 @@ export async function runSeed(
       history.users.map((u) => u.userId),
     );
     if (chain !== null) facts.chain = await gatherChainFacts(chain, sql, system.redis, prefix, history.users);
-    const violations = checkHistory(history, facts, CHECK_DEFAULTS);
-    if (unacked > 0) {
-      violations.push({
-        kind: 'not_healed',
-        userId: null,
-        atMs: null,
-        message: `${unacked} chain values never shown in Redis`,
-        eventIds: [],
-      });
-    }
-    if (undelivered > 0) {
-      violations.push({
-        kind: 'not_healed',
-        userId: null,
-        atMs: null,
-        message: `${undelivered} lifecycle events never acknowledged`,
-        eventIds: [],
-      });
-    }
-    for (const p of system.processes) {
-      for (const crash of p.crashes) {
-        // A lock-holding chain worker stops by design when its Postgres session (and so its lock) ends
-        // (shared/chain/locked-loop.ts, docs/operations.md); the supervisor starts it again.
-        if (p.rpcProxy !== null && crash.output.includes('"code":"session_lock_lost"')) continue;
-        violations.push({
-          kind: 'process_crash',
-          userId: null,
-          atMs: null,
-          message: `${p.name} exited on its own (${crash.exit}) at ${Math.round(crash.atMs - startedMs)} ms: ${crash.output.slice(-1_200)}`,
-          eventIds: [],
-        });
-      }
-    }
+    const violations = runViolations(history, facts, system, unacked, undelivered, startedMs);
     const historyPath = path.join(tmpdir(), `credana-chaos-seed-${seed}.json`);
     writeFileSync(historyPath, JSON.stringify({ history, facts }, null, 1));
     if (violations.length > 0) {
@@ -215,30 +284,7 @@ export async function runSeed(
         options.log(`--- ${p.name} output (last) ---\n${(p.current?.output() ?? '').slice(-1_500)}`);
       }
     }
-    const faultsByKind: Record<string, number> = {};
-    for (const f of history.faults)
-      if (f.startedMs !== null) faultsByKind[f.kind] = (faultsByKind[f.kind] ?? 0) + 1;
-    const reasons: Record<string, number> = {};
-    for (const r of history.requests) {
-      const key = r.answer?.reason ?? 'no_answer';
-      reasons[key] = (reasons[key] ?? 0) + 1;
-    }
-    return {
-      seed,
-      durationS: options.durationS,
-      faultsByKind,
-      requests: history.requests.length,
-      answered: history.requests.filter((r) => r.answer !== null).length,
-      approvals: history.requests.filter((r) => r.answer?.approved === true).length,
-      reasons,
-      lifecycleEvents: history.lifecycle.length,
-      deliveries: history.lifecycle.reduce((n, e) => n + e.deliveries.length, 0),
-      priceMoves: history.prices.length,
-      processRestarts: system.processes.reduce((n, p) => n + p.restarts, 0),
-      violations,
-      historyPath,
-      elapsedMs: performance.now() - runStarted,
-    };
+    return summarize(seed, options, history, system, violations, historyPath, runStarted);
   } finally {
     await system.close();
     await redisTarget.destroy();

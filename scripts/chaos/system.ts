@@ -199,21 +199,13 @@ const SERVICES: Record<ProcessKind, { entry: string; ready: string; args: string
   },
 };
 
-export async function startSystem(
-  redisTarget: RedisTarget,
+/** Each process's environment: its own proxies to Redis and Postgres (or PgBouncer), and the chain for the chain workers. */
+function processEnv(
   postgres: PostgresSide,
   options: ChaosSystemOptions,
-): Promise<ChaosSystem> {
-  const databaseUrl = await postgres.newDatabase(options.databaseName);
-  const database = createDatabase({
-    url: databaseUrl,
-    poolMax: 4,
-    connectTimeoutS: 2,
-    applicationName: 'chaos',
-  });
-  const redis = createRedis({ url: `redis://${redisTarget.host}:${redisTarget.port}` });
-
-  const envOf = (p: ManagedProcess): Record<string, string> => {
+  databaseUrl: string,
+): (p: ManagedProcess) => Record<string, string> {
+  return (p: ManagedProcess): Record<string, string> => {
     const pooled = new URL(
       options.postgresRoute === 'pgbouncer'
         ? postgres.pgBouncer.url('postgres', options.databaseName)
@@ -259,35 +251,14 @@ export async function startSystem(
       FALLBACK_GRANT_CENTS_MAX: String(options.fallbackGrantCentsMax),
     };
   };
+}
 
-  let closing = false;
-  const spawn = async (p: ManagedProcess): Promise<void> => {
-    const { entry, ready, args } = SERVICES[p.kind];
-    const proc = await spawnService(entry, envOf(p), ready, { args });
-    p.current = proc;
-    p.stopped = false;
-    proc.child.once('exit', (code, signal) => {
-      if (p.current !== proc || closing) return; // killed by the harness
-      p.crashes.push({
-        atMs: performance.now(),
-        exit: String(code ?? signal),
-        output: proc.output().slice(-3_000),
-      });
-      p.current = null;
-      p.url = null;
-      // As a process supervisor would: start it again.
-      p.starting = (async () => {
-        await new Promise((resolve) => setTimeout(resolve, 500));
-        if (!closing && p.current === null) await spawn(p).catch(() => undefined);
-      })().finally(() => {
-        p.starting = null;
-      });
-    });
-    if (p.kind === 'hot-path') {
-      p.url = /hot-path ready on (http:\/\/[\d.]+:\d+)/.exec(proc.output())?.[1] ?? null;
-    }
-  };
-
+/** Every process of the system, each with its proxies started, none spawned yet. */
+async function makeProcesses(
+  redisTarget: RedisTarget,
+  postgres: PostgresSide,
+  options: ChaosSystemOptions,
+): Promise<ManagedProcess[]> {
   const processes: ManagedProcess[] = [];
   const make = async (kind: ProcessKind, i: number) => {
     const chainWorker = kind === 'indexer' || kind === 'settlement';
@@ -319,17 +290,69 @@ export async function startSystem(
     await make('settlement', 0);
   }
 
-  const kill = async (p: ManagedProcess) => {
-    await p.starting;
-    const proc = p.current;
-    p.current = null;
-    p.url = null;
-    if (proc === null) return;
-    if (p.stopped) proc.child.kill('SIGCONT');
+  return processes;
+}
+
+/** SIGKILLs a process (continued first if stopped) and keeps the end of its output. */
+async function killProcess(p: ManagedProcess): Promise<void> {
+  await p.starting;
+  const proc = p.current;
+  p.current = null;
+  p.url = null;
+  if (proc === null) return;
+  if (p.stopped) proc.child.kill('SIGCONT');
+  p.stopped = false;
+  await proc.kill('SIGKILL');
+  p.deadOutput.push(proc.output().slice(-2_000));
+}
+
+export async function startSystem(
+  redisTarget: RedisTarget,
+  postgres: PostgresSide,
+  options: ChaosSystemOptions,
+): Promise<ChaosSystem> {
+  const databaseUrl = await postgres.newDatabase(options.databaseName);
+  const database = createDatabase({
+    url: databaseUrl,
+    poolMax: 4,
+    connectTimeoutS: 2,
+    applicationName: 'chaos',
+  });
+  const redis = createRedis({ url: `redis://${redisTarget.host}:${redisTarget.port}` });
+
+  const envOf = processEnv(postgres, options, databaseUrl);
+
+  let closing = false;
+  const spawn = async (p: ManagedProcess): Promise<void> => {
+    const { entry, ready, args } = SERVICES[p.kind];
+    const proc = await spawnService(entry, envOf(p), ready, { args });
+    p.current = proc;
     p.stopped = false;
-    await proc.kill('SIGKILL');
-    p.deadOutput.push(proc.output().slice(-2_000));
+    proc.child.once('exit', (code, signal) => {
+      if (p.current !== proc || closing) return; // killed by the harness
+      p.crashes.push({
+        atMs: performance.now(),
+        exit: String(code ?? signal),
+        output: proc.output().slice(-3_000),
+      });
+      p.current = null;
+      p.url = null;
+      // As a process supervisor would: start it again.
+      p.starting = (async () => {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        if (!closing && p.current === null) await spawn(p).catch(() => undefined);
+      })().finally(() => {
+        p.starting = null;
+      });
+    });
+    if (p.kind === 'hot-path') {
+      p.url = /hot-path ready on (http:\/\/[\d.]+:\d+)/.exec(proc.output())?.[1] ?? null;
+    }
   };
+
+  const processes = await makeProcesses(redisTarget, postgres, options);
+
+  const kill = killProcess;
 
   const system: ChaosSystem = {
     redis,

@@ -14,9 +14,10 @@ import {
 } from '../../shared/chain/contracts/index.ts';
 import type { Config } from '../../shared/config.ts';
 import type { CreditSnapshot } from '../../shared/credit.ts';
+import type { Sql } from '../../shared/db/client.ts';
 import { formatCents } from '../../shared/money.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
-import { createServiceRedis } from '../../shared/redis/client.ts';
+import { createServiceRedis, type Redis, type RedisTarget } from '../../shared/redis/client.ts';
 import { ACCOUNT, channels, pricesKey, userKeys } from '../../shared/redis/keys.ts';
 import { parsePrice } from '../../shared/redis/market.ts';
 import { subscribeToAll } from '../../shared/redis/pubsub.ts';
@@ -154,11 +155,28 @@ async function request(url: string, init: RequestInit, what: string): Promise<Re
   }
 }
 
-export async function openDemoWorld(
-  config: Config,
-  stack: StackSummary,
-  user: StackUser,
-): Promise<DemoWorld> {
+/** What the pieces of a demo world share: the stack's connections, the user's keys and the waits. */
+interface WorldParts {
+  config: Config;
+  stack: StackSummary;
+  user: StackUser;
+  contracts: ContractsFile;
+  chain: ChainActions;
+  wethAsset: ContractsFile['assets'][number];
+  sql: Sql;
+  sb: Sql;
+  redis: Redis;
+  redisTarget: RedisTarget;
+  prefix: string;
+  keys: ReturnType<typeof userKeys>;
+  wallet: Address;
+  post: (url: string, body: unknown, what: string) => Promise<Record<string, unknown>>;
+  waitFor: DemoWorld['waitFor'];
+  price: () => Promise<PriceView>;
+}
+
+/** Checks the hot path answers, then connects to the chain, the databases and Redis. */
+async function connectWorld(config: Config, stack: StackSummary, user: StackUser): Promise<WorldParts> {
   const health = await request(`${stack.hotPath.baseUrl}/healthz`, {}, 'hot path health check');
   if (!health.ok)
     throw new DemoError(`the hot path at ${stack.hotPath.baseUrl} answered ${health.status} to /healthz`);
@@ -231,11 +249,33 @@ export async function openDemoWorld(
   };
 
   return {
+    config,
     stack,
     user,
     contracts,
     chain,
-    weth: wethAsset,
+    wethAsset,
+    sql,
+    sb,
+    redis,
+    redisTarget,
+    prefix,
+    keys,
+    wallet,
+    post,
+    waitFor,
+    price,
+  };
+}
+
+/** The hot path's side: the user's credit and collateral in its cache, swipes, events and prices. */
+function hotPathActions(
+  parts: WorldParts,
+): Pick<DemoWorld, 'credit' | 'cachedCollateral' | 'swipe' | 'sendEvent' | 'price' | 'pushPrice'> {
+  const { config, stack, user, contracts, chain, wethAsset, sql, redis, redisTarget, prefix, keys, post } =
+    parts;
+  const { waitFor, price } = parts;
+  return {
     async credit() {
       if (!(await ensureAccount(redis, sql, prefix, user.userId)))
         throw new DemoError(`user ${user.userId} is not in the financial database`);
@@ -318,29 +358,23 @@ export async function openDemoWorld(
         subscriber.disconnect();
       }
     },
-    async setFrozen(frozen) {
-      // As PostgREST runs a signed-in user's PATCH: their role and JWT claims, RLS applied.
-      const updated = await asCaller(
-        sb,
-        userCaller(user.userId),
-        (tx) => tx`update public.card_controls set frozen = ${frozen} where user_id = ${user.userId}`,
-        { commit: true },
-      );
-      if (updated.count !== 1)
-        throw new DemoError(
-          `no card_controls row for user ${user.userId} in the Supabase-local database (restart npm run dev: it signs the demo users up)`,
-        );
-      const startedAt = Date.now();
-      await waitFor(
-        `the bridge to bring frozen=${frozen} to the hot path's cache`,
-        DEMO_LIMITS.bridgeWaitMs,
-        async () => {
-          const card = await redis.hget(keys.cards, user.cardId);
-          return card?.endsWith(frozen ? '|1' : '|0') === true ? true : null;
-        },
-      );
-      return { waitedMs: Date.now() - startedAt };
-    },
+  };
+}
+
+/** The ledger's and the chain's side: settlements, the vault's numbers, withdrawals and liquidations. */
+function ledgerActions(
+  parts: WorldParts,
+): Pick<
+  DemoWorld,
+  | 'settlement'
+  | 'debtOnChainUsdc'
+  | 'collateralOnChain'
+  | 'approveWithdrawal'
+  | 'cachedPendingWithdrawal'
+  | 'latestLiquidation'
+> {
+  const { config, user, contracts, chain, wethAsset, sql, redis, prefix, keys, wallet, waitFor } = parts;
+  return {
     async settlement(ref) {
       const [row] = await sql<{ status: string; transaction_hash: string | null }[]>`
         select status, transaction_hash from settlements where ref = ${ref}`;
@@ -388,6 +422,60 @@ export async function openDemoWorld(
         (await redis.hget(keys.account, `${ACCOUNT.pendingWithdrawalPrefix}${wethAsset.assetId}`)) ?? '0',
       );
     },
+    async latestLiquidation() {
+      const [row] = await sql<
+        {
+          id: string;
+          status: string;
+          transaction_hash: string | null;
+          collateral_seized_base: string;
+          debt_covered_usdc: string;
+          health_factor_wad: string;
+        }[]
+      >`select id::text, status, transaction_hash, collateral_seized_base::text, debt_covered_usdc::text,
+          health_factor_wad::text
+        from liquidations where user_id = ${user.userId} order by liquidations.id desc limit 1`;
+      return row === undefined
+        ? null
+        : {
+            id: BigInt(row.id),
+            status: row.status,
+            transactionHash: row.transaction_hash,
+            collateralSeizedBase: BigInt(row.collateral_seized_base),
+            debtCoveredUsdc: BigInt(row.debt_covered_usdc),
+            healthFactorWad: BigInt(row.health_factor_wad),
+          };
+    },
+  };
+}
+
+/** The user's side, through Supabase as the signed-in user: the card freeze and the dashboard. */
+function userActions(parts: WorldParts): Pick<DemoWorld, 'setFrozen' | 'dashboard' | 'dashboardActivity'> {
+  const { user, sb, redis, keys, waitFor } = parts;
+  return {
+    async setFrozen(frozen) {
+      // As PostgREST runs a signed-in user's PATCH: their role and JWT claims, RLS applied.
+      const updated = await asCaller(
+        sb,
+        userCaller(user.userId),
+        (tx) => tx`update public.card_controls set frozen = ${frozen} where user_id = ${user.userId}`,
+        { commit: true },
+      );
+      if (updated.count !== 1)
+        throw new DemoError(
+          `no card_controls row for user ${user.userId} in the Supabase-local database (restart npm run dev: it signs the demo users up)`,
+        );
+      const startedAt = Date.now();
+      await waitFor(
+        `the bridge to bring frozen=${frozen} to the hot path's cache`,
+        DEMO_LIMITS.bridgeWaitMs,
+        async () => {
+          const card = await redis.hget(keys.cards, user.cardId);
+          return card?.endsWith(frozen ? '|1' : '|0') === true ? true : null;
+        },
+      );
+      return { waitedMs: Date.now() - startedAt };
+    },
     async dashboard() {
       const rows = await asCaller(
         sb,
@@ -415,30 +503,25 @@ export async function openDemoWorld(
       );
       return rows.map((r) => ({ id: r.id, amountCents: r.amount_cents, amountBase: r.amount_base }));
     },
-    async latestLiquidation() {
-      const [row] = await sql<
-        {
-          id: string;
-          status: string;
-          transaction_hash: string | null;
-          collateral_seized_base: string;
-          debt_covered_usdc: string;
-          health_factor_wad: string;
-        }[]
-      >`select id::text, status, transaction_hash, collateral_seized_base::text, debt_covered_usdc::text,
-          health_factor_wad::text
-        from liquidations where user_id = ${user.userId} order by liquidations.id desc limit 1`;
-      return row === undefined
-        ? null
-        : {
-            id: BigInt(row.id),
-            status: row.status,
-            transactionHash: row.transaction_hash,
-            collateralSeizedBase: BigInt(row.collateral_seized_base),
-            debtCoveredUsdc: BigInt(row.debt_covered_usdc),
-            healthFactorWad: BigInt(row.health_factor_wad),
-          };
-    },
+  };
+}
+
+export async function openDemoWorld(
+  config: Config,
+  stack: StackSummary,
+  user: StackUser,
+): Promise<DemoWorld> {
+  const parts = await connectWorld(config, stack, user);
+  const { contracts, chain, wethAsset, sql, sb, redis, waitFor } = parts;
+  return {
+    stack,
+    user,
+    contracts,
+    chain,
+    weth: wethAsset,
+    ...hotPathActions(parts),
+    ...userActions(parts),
+    ...ledgerActions(parts),
     waitFor,
     async close() {
       redis.disconnect();

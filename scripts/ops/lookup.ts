@@ -211,13 +211,12 @@ async function resolveOne(deps: LookupDeps, key: string): Promise<string> {
   return userIds[0] as string;
 }
 
-export async function showUser(
-  deps: LookupDeps,
-  io: OpsIo,
-  userId: string,
-  decisionsShown: number,
-): Promise<void> {
-  const { sql, redis, prefix } = deps;
+/** The position as the dashboard projection computes it, from {@link readTruth}; undefined without an account. */
+type PositionSummary = Awaited<ReturnType<typeof readTruth>>['summaries'][number] | undefined;
+
+/** The user's status, identity, controls, cards and wallets; BadInput when there is no such user. */
+async function showControls(deps: LookupDeps, io: OpsIo, userId: string): Promise<void> {
+  const { sql } = deps;
   const [user] = await sql<
     {
       status: string;
@@ -250,7 +249,11 @@ export async function showUser(
   io.out(`cards: ${cards.length === 0 ? 'none' : cards.map(cardLine).join('; ')}`);
   const wallets = await walletsOf(sql, userId);
   io.out(`wallets: ${wallets.length === 0 ? 'none linked' : wallets.join('; ')}`);
+}
 
+/** Collateral per asset and the computed position (value, borrow power, debt, available, health). */
+async function showPosition(deps: LookupDeps, io: OpsIo, userId: string): Promise<PositionSummary> {
+  const { sql } = deps;
   // The position, computed exactly as the dashboard projection and the hot path compute it.
   const truth = await readTruth(sql, [userId], {
     activityPerUserMax: 0,
@@ -285,6 +288,12 @@ export async function showUser(
     );
   }
 
+  return s;
+}
+
+/** Open holds in Postgres and in the hot path's Redis. */
+async function showHolds(deps: LookupDeps, io: OpsIo, userId: string, s: PositionSummary): Promise<void> {
+  const { sql, redis, prefix } = deps;
   // Holds: Postgres (what the ledger writer has written) and the hot path's Redis (what decides now).
   const holds = await sql<
     {
@@ -318,7 +327,16 @@ export async function showUser(
     );
   }
   if (holds.length > LOOKUP_LIMITS.holdsShownMax) io.out(`  … more than ${LOOKUP_LIMITS.holdsShownMax}`);
+}
 
+/** The newest `decisionsShown` authorization decisions. */
+async function showDecisions(
+  deps: LookupDeps,
+  io: OpsIo,
+  userId: string,
+  decisionsShown: number,
+): Promise<void> {
+  const { sql } = deps;
   const decisions = await sql<
     {
       decided_at: Date;
@@ -341,7 +359,11 @@ export async function showUser(
       `  ${d.decided_at.toISOString()} ${d.authorization_id} ${outcome} ${formatCents(approved)} of ${formatCents(requested)} ${d.reason} (${d.source}, card ${d.card_id})`,
     );
   }
+}
 
+/** Settlement and chain-refund states, and the settlements not yet confirmed. */
+async function showSettlement(deps: LookupDeps, io: OpsIo, userId: string): Promise<void> {
+  const { sql } = deps;
   const settlementStates = await sql<{ kind: string; status: string; n: number; cents: string }[]>`
     select 'spend' as kind, status, count(*)::int as n, sum(amount_cents)::text as cents
       from settlements where user_id = ${userId} group by status
@@ -368,7 +390,16 @@ export async function showUser(
       `  ${o.ref} ${o.status} ${formatCents(BigInt(o.amount_cents))} attempts ${o.attempts}${o.transaction_hash === null ? '' : ` tx ${o.transaction_hash}`}${o.last_error === null ? '' : ` last error: ${o.last_error.replace(/\s+/g, ' ').slice(0, 160)}`}`,
     );
   }
+}
 
+/** Whether the position is at risk, and the recent liquidations. */
+async function showLiquidations(
+  deps: LookupDeps,
+  io: OpsIo,
+  userId: string,
+  s: PositionSummary,
+): Promise<void> {
+  const { sql } = deps;
   const liquidations = await sql<
     {
       status: string;
@@ -392,6 +423,20 @@ export async function showUser(
       `  ${l.created_at.toISOString()} ${l.status} seized ${l.token_decimals === null ? l.collateral_seized_base : formatUnits(BigInt(l.collateral_seized_base), l.token_decimals)} ${l.asset_id} covering ${formatUsdc(BigInt(l.debt_covered_usdc))} tx ${l.transaction_hash}`,
     );
   }
+}
+
+export async function showUser(
+  deps: LookupDeps,
+  io: OpsIo,
+  userId: string,
+  decisionsShown: number,
+): Promise<void> {
+  await showControls(deps, io, userId);
+  const s = await showPosition(deps, io, userId);
+  await showHolds(deps, io, userId, s);
+  await showDecisions(deps, io, userId, decisionsShown);
+  await showSettlement(deps, io, userId);
+  await showLiquidations(deps, io, userId, s);
 }
 
 export function lookupCommands(context: LookupContext): OpsCommand[] {
