@@ -25,10 +25,10 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import { serve } from '@hono/node-server';
-import { Hono } from 'hono';
 import { Counter, Gauge } from 'prom-client';
 import type { Config } from '../../shared/config.ts';
-import { createLogger, createServiceRegistry } from '../../shared/observability/index.ts';
+import { createApp } from '../../shared/http/app.ts';
+import { createLogger, createServiceRegistry, type Logger } from '../../shared/observability/index.ts';
 import { limits } from '../limits.ts';
 import { mergeExpositions } from './merge-metrics.ts';
 import { type InternalPath, type InternalReply, isInternalReply } from './protocol.ts';
@@ -52,9 +52,10 @@ export function restartDelayMs(crashes: number): number {
   );
 }
 
-export async function runPrimary(config: Config): Promise<void> {
-  const logger = createLogger(config.LOG_LEVEL, 'hot-path');
-  const registry = createServiceRegistry('hot-path');
+type Ask = (worker: Worker, path: InternalPath) => Promise<InternalReply>;
+
+/** The primary's own gauges: workers configured and listening, and restarts. */
+function createPrimaryMetrics(registry: ReturnType<typeof createServiceRegistry>) {
   const workersGauge = new Gauge({
     name: 'credana_hot_path_workers',
     help: 'Hot-path workers by state: configured (HOT_PATH_WORKERS) and listening',
@@ -66,25 +67,17 @@ export async function runPrimary(config: Config): Promise<void> {
     help: 'Hot-path workers started again after they died',
     registers: [registry],
   });
-  workersGauge.set({ state: 'configured' }, config.HOT_PATH_WORKERS);
-  const slots: Slot[] = Array.from({ length: config.HOT_PATH_WORKERS }, (_, index) => ({
-    index,
-    worker: null,
-    listening: false,
-    crashesAtMs: [],
-    startFailures: 0,
-    restartTimer: null,
-  }));
-  const crashesAtMs: number[] = [];
-  let stopping = false;
-  let announced = false;
-  let exitCode = 0;
-  const updateGauge = () => workersGauge.set({ state: 'listening' }, slots.filter((s) => s.listening).length);
+  return { workersGauge, restarts };
+}
 
-  // IPC replies by request id.
+/**
+ * Asks a worker over IPC for one internal path (its /metrics or /readyz), answering 504 when it does
+ * not reply within limits.workerReplyTimeoutMs and 503 when it is gone; `onMessage` takes the replies.
+ */
+function createWorkerAsk(): { ask: Ask; onMessage: (message: unknown) => void } {
   let nextId = 0;
   const waiting = new Map<number, (reply: InternalReply) => void>();
-  const ask = (worker: Worker, path: InternalPath): Promise<InternalReply> =>
+  const ask: Ask = (worker, path) =>
     new Promise((resolve) => {
       const id = ++nextId;
       const timer = setTimeout(() => {
@@ -102,8 +95,94 @@ export async function runPrimary(config: Config): Promise<void> {
         waiting.get(id)?.({ credana: 'internal-reply', id, status: 503, body: '{"error":"worker gone"}' });
       }
     });
-  const listeningSlots = () => slots.filter((s) => s.listening && s.worker !== null);
+  const onMessage = (message: unknown) => {
+    if (isInternalReply(message)) waiting.get(message.id)?.(message);
+  };
+  return { ask, onMessage };
+}
 
+/**
+ * The primary's internal listener: /metrics merges every listening worker's metrics with the primary's
+ * own (a `worker` label on each series), /readyz is ready while every listening worker is.
+ */
+function primaryInternalApp(deps: {
+  config: Config;
+  logger: Logger;
+  registry: ReturnType<typeof createServiceRegistry>;
+  slots: readonly Slot[];
+  ask: Ask;
+}) {
+  const { config, registry, slots, ask } = deps;
+  const listeningSlots = () => slots.filter((s) => s.listening && s.worker !== null);
+  const app = createApp({ logger: deps.logger });
+  app.get('/metrics', async (c) => {
+    if (!config.METRICS_ENABLED) return c.json({ error: 'not_found' }, 404);
+    const live = listeningSlots();
+    const replies = await Promise.all(live.map((s) => ask(s.worker as Worker, '/metrics')));
+    const sources = live.flatMap((s, i) =>
+      replies[i]?.status === 200 ? [{ worker: String(s.index), text: replies[i]?.body ?? '' }] : [],
+    );
+    sources.push({ worker: 'primary', text: await registry.metrics() });
+    c.header('Content-Type', registry.contentType);
+    return c.body(mergeExpositions(sources));
+  });
+  app.get('/healthz', (c) => c.json({ ok: true, workers: listeningSlots().length }));
+  app.get('/readyz', async (c) => {
+    const live = listeningSlots();
+    const replies = await Promise.all(live.map((s) => ask(s.worker as Worker, '/readyz')));
+    const workers = live.map((s, i) => {
+      let status: unknown = null;
+      try {
+        status = JSON.parse(replies[i]?.body ?? 'null');
+      } catch {
+        // A worker's readiness that is not JSON is shown as null; its status code still counts.
+      }
+      return { worker: s.index, pid: s.worker?.process.pid, ready: replies[i]?.status === 200, status };
+    });
+    const ready = workers.length > 0 && workers.every((w) => w.ready);
+    return c.json({ ready, configured: slots.length, workers }, ready ? 200 : 503);
+  });
+  return app;
+}
+
+/** Listens on HOT_PATH_METRICS_PORT; a port it cannot take is a configuration error (exit 78). */
+function listenInternal(config: Config, app: ReturnType<typeof primaryInternalApp>) {
+  return new Promise<ReturnType<typeof serve>>((resolve) => {
+    const listener = serve(
+      { fetch: app.fetch, port: config.HOT_PATH_METRICS_PORT, hostname: config.METRICS_HOST },
+      (info) => {
+        process.stdout.write(`hot-path metrics on http://${config.METRICS_HOST}:${info.port}\n`);
+        resolve(listener);
+      },
+    );
+    listener.once('error', (error: NodeJS.ErrnoException) => {
+      process.stderr.write(
+        `hot-path: cannot listen on ${config.METRICS_HOST}:${config.HOT_PATH_METRICS_PORT} (HOT_PATH_METRICS_PORT): ${error.code ?? error.message}\n`,
+      );
+      process.exit(78);
+    });
+  });
+}
+
+export async function runPrimary(config: Config): Promise<void> {
+  const logger = createLogger(config.LOG_LEVEL, 'hot-path');
+  const registry = createServiceRegistry('hot-path');
+  const { workersGauge, restarts } = createPrimaryMetrics(registry);
+  workersGauge.set({ state: 'configured' }, config.HOT_PATH_WORKERS);
+  const slots: Slot[] = Array.from({ length: config.HOT_PATH_WORKERS }, (_, index) => ({
+    index,
+    worker: null,
+    listening: false,
+    crashesAtMs: [],
+    startFailures: 0,
+    restartTimer: null,
+  }));
+  const crashesAtMs: number[] = [];
+  let stopping = false;
+  let announced = false;
+  let exitCode = 0;
+  const updateGauge = () => workersGauge.set({ state: 'listening' }, slots.filter((s) => s.listening).length);
+  const { ask, onMessage } = createWorkerAsk();
   const fork = (slot: Slot) => {
     slot.restartTimer = null;
     slot.listening = false;
@@ -113,9 +192,7 @@ export async function runPrimary(config: Config): Promise<void> {
     worker.on('error', (error) =>
       logger.warn({ worker: slot.index, err: String(error) }, 'hot-path worker IPC error'),
     );
-    worker.on('message', (message: unknown) => {
-      if (isInternalReply(message)) waiting.get(message.id)?.(message);
-    });
+    worker.on('message', onMessage);
     worker.on('listening', (address) => {
       slot.listening = true;
       slot.startFailures = 0;
@@ -181,49 +258,7 @@ export async function runPrimary(config: Config): Promise<void> {
     });
   };
 
-  const app = new Hono();
-  app.onError((_error, c) => c.json({ error: 'internal' }, 500));
-  app.notFound((c) => c.json({ error: 'not_found' }, 404));
-  app.get('/metrics', async (c) => {
-    if (!config.METRICS_ENABLED) return c.json({ error: 'not_found' }, 404);
-    const live = listeningSlots();
-    const replies = await Promise.all(live.map((s) => ask(s.worker as Worker, '/metrics')));
-    const sources = live.flatMap((s, i) =>
-      replies[i]?.status === 200 ? [{ worker: String(s.index), text: replies[i]?.body ?? '' }] : [],
-    );
-    sources.push({ worker: 'primary', text: await registry.metrics() });
-    c.header('Content-Type', registry.contentType);
-    return c.body(mergeExpositions(sources));
-  });
-  app.get('/healthz', (c) => c.json({ ok: true, workers: listeningSlots().length }));
-  app.get('/readyz', async (c) => {
-    const live = listeningSlots();
-    const replies = await Promise.all(live.map((s) => ask(s.worker as Worker, '/readyz')));
-    const workers = live.map((s, i) => {
-      let status: unknown = null;
-      try {
-        status = JSON.parse(replies[i]?.body ?? 'null');
-      } catch {}
-      return { worker: s.index, pid: s.worker?.process.pid, ready: replies[i]?.status === 200, status };
-    });
-    const ready = workers.length > 0 && workers.every((w) => w.ready);
-    return c.json({ ready, configured: slots.length, workers }, ready ? 200 : 503);
-  });
-  const internal = await new Promise<ReturnType<typeof serve>>((resolve) => {
-    const listener = serve(
-      { fetch: app.fetch, port: config.HOT_PATH_METRICS_PORT, hostname: config.METRICS_HOST },
-      (info) => {
-        process.stdout.write(`hot-path metrics on http://${config.METRICS_HOST}:${info.port}\n`);
-        resolve(listener);
-      },
-    );
-    listener.once('error', (error: NodeJS.ErrnoException) => {
-      process.stderr.write(
-        `hot-path: cannot listen on ${config.METRICS_HOST}:${config.HOT_PATH_METRICS_PORT} (HOT_PATH_METRICS_PORT): ${error.code ?? error.message}\n`,
-      );
-      process.exit(78);
-    });
-  });
+  const internal = await listenInternal(config, primaryInternalApp({ config, logger, registry, slots, ask }));
 
   const finish = () => {
     internal.close();

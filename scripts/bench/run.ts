@@ -705,6 +705,45 @@ interface ClusterVariant {
   extra: Record<string, string>;
 }
 
+interface ClusterSide {
+  requests: number;
+  errors: number;
+  s: number;
+  fixed: OpenLoopResult[];
+}
+
+/** Per variant: decisions/s at full speed and the fixed-rate latencies, merged over the rounds. */
+function variantFigures(variants: readonly ClusterVariant[], side: ReadonlyMap<string, ClusterSide>) {
+  const figures: Record<
+    string,
+    {
+      decisionsPerS: number;
+      fullSpeedErrors: number;
+      p50Ms: number;
+      p99Ms: number;
+      p999Ms: number;
+      maxMs: number;
+      fixedRateAchievedPerS: number;
+      fixedRateErrors: number;
+    }
+  > = {};
+  for (const variant of variants) {
+    const out = side.get(variant.name)!;
+    const fixed = mergeRuns(out.fixed);
+    figures[variant.name] = {
+      decisionsPerS: round(out.requests / out.s, 0),
+      fullSpeedErrors: out.errors,
+      p50Ms: fixed.p50Ms,
+      p99Ms: fixed.p99Ms,
+      p999Ms: fixed.p999Ms,
+      maxMs: fixed.maxMs,
+      fixedRateAchievedPerS: fixed.achievedPerS,
+      fixedRateErrors: fixed.errors + fixed.non2xx,
+    };
+  }
+  return figures;
+}
+
 /**
  * The hot path on a private 3-primary Redis Cluster (six nodes, test/support/redis-cluster.ts) beside a
  * private single redis-server with the same persistence (AOF, appendfsync always, noeviction), the
@@ -769,7 +808,7 @@ async function clusterPhase(rounds: number, seconds: number) {
       // a request autocannon gave up on (10 s, a starved machine) is a cold account the rounds rebuild.
       await load(serverPort, 0, { amount: CLUSTER_USERS, allowErrors: true, users: CLUSTER_USERS });
     }
-    const side = new Map<string, { requests: number; errors: number; s: number; fixed: OpenLoopResult[] }>(
+    const side = new Map<string, ClusterSide>(
       variants.map((v) => [v.name, { requests: 0, errors: 0, s: 0, fixed: [] }]),
     );
     const meter = machineMeter();
@@ -792,33 +831,7 @@ async function clusterPhase(rounds: number, seconds: number) {
       }
     }
     const machine = meter();
-    const figures: Record<
-      string,
-      {
-        decisionsPerS: number;
-        fullSpeedErrors: number;
-        p50Ms: number;
-        p99Ms: number;
-        p999Ms: number;
-        maxMs: number;
-        fixedRateAchievedPerS: number;
-        fixedRateErrors: number;
-      }
-    > = {};
-    for (const variant of variants) {
-      const out = side.get(variant.name)!;
-      const fixed = mergeRuns(out.fixed);
-      figures[variant.name] = {
-        decisionsPerS: round(out.requests / out.s, 0),
-        fullSpeedErrors: out.errors,
-        p50Ms: fixed.p50Ms,
-        p99Ms: fixed.p99Ms,
-        p999Ms: fixed.p999Ms,
-        maxMs: fixed.maxMs,
-        fixedRateAchievedPerS: fixed.achievedPerS,
-        fixedRateErrors: fixed.errors + fixed.non2xx,
-      };
-    }
+    const figures = variantFigures(variants, side);
     const ratio = (a: string, b: string) =>
       figures[a] === undefined || figures[b] === undefined
         ? null
