@@ -13,17 +13,20 @@
 import type { Config } from '../shared/config.ts';
 import { createApp as createHttpApp, HttpError } from '../shared/http/app.ts';
 import { readRawBody, requestHeader } from '../shared/http/raw-body.ts';
-import type { Lifecycle } from '../shared/lifecycle/handler.ts';
+import type { Lifecycle, LifecycleResult, ReviewReason } from '../shared/lifecycle/handler.ts';
 import type { Logger } from '../shared/observability/logger.ts';
 import { metricsTokenPresented } from '../shared/observability/metrics-access.ts';
 import type { Readiness } from '../shared/observability/readiness.ts';
 import {
+  type AuthorizationRequestEvent,
   anyEvent,
   authorizationRequestEvent,
   LIFECYCLE_TYPES,
+  type LifecycleEvent,
   lifecycleEvent,
 } from '../shared/stripe/events.ts';
 import type { DecisionEngine } from './decision/engine.ts';
+import type { DecisionOutcome } from './decision/types.ts';
 import type { Metrics } from './ops/metrics.ts';
 import { verifyStripeSignature } from './stripe/signature.ts';
 
@@ -53,37 +56,10 @@ export function createApp(deps: AppDeps) {
   // (docs/hot-path.md, "Failure behaviour").
   const app = createHttpApp({ logger, onUnhandled: () => metrics.unhandledErrors.inc() });
 
-  /**
-   * Reads the raw body once (bounded by WEBHOOK_BODY_LIMIT_BYTES) and verifies it; throws
-   * HttpError('body_too_large') above the limit and a 400 HttpError on a bad signature.
-   */
-  async function verifiedBody(c: {
-    env: unknown;
-    req: { raw: Request; header(name: string): string | undefined };
-  }) {
-    const body = await readRawBody(c, settings.WEBHOOK_BODY_LIMIT_BYTES);
-    if (!body.ok) {
-      metrics.webhookRejected.inc({ problem: 'too_large' });
-      throw new HttpError('body_too_large');
-    }
-    const raw = body.text;
-    const check = verifyStripeSignature(
-      raw,
-      requestHeader(c, 'stripe-signature'),
-      settings.STRIPE_WEBHOOK_SECRETS,
-      settings.STRIPE_SIGNATURE_TOLERANCE_S,
-    );
-    if (!check.ok) {
-      metrics.webhookRejected.inc({ problem: check.problem });
-      throw new HttpError(`stripe_${check.problem}`);
-    }
-    return raw;
-  }
-
   app.post('/stripe/authorizations', async (c) => {
     const startedAtMs = Date.now();
     const startedAt = process.hrtime.bigint();
-    const raw = await verifiedBody(c);
+    const raw = await verifiedBody(deps, c);
     c.header('Stripe-Version', settings.STRIPE_API_VERSION);
     let json: unknown;
     try {
@@ -101,32 +77,7 @@ export function createApp(deps: AppDeps) {
     const event = parsed.data;
     const outcome = await engine.decide(event, raw, startedAtMs);
     const elapsedS = Number(process.hrtime.bigint() - startedAt) / 1e9;
-    metrics.decisionLatency.observe({ source: outcome.source }, elapsedS);
-    metrics.redisRoundTrips.inc(outcome.redisRoundTrips);
-    metrics.decisions.inc({
-      outcome: outcome.approved ? 'approved' : 'declined',
-      reason: outcome.reason,
-      source: outcome.source,
-    });
-    if (outcome.source !== 'redis')
-      metrics.fallbacks.inc({
-        result: outcome.source === 'none' ? 'declined' : outcome.fenced ? 'fenced' : 'postgres',
-      });
-    if (elapsedS * 1000 > settings.DECISION_BUDGET_MS) metrics.budgetExceeded.inc();
-    logger.info(
-      {
-        requestId: c.get('requestId'),
-        decisionId: outcome.decisionId,
-        eventId: event.id,
-        authorizationId: event.data.object.id,
-        approved: outcome.approved,
-        reason: outcome.reason,
-        source: outcome.source,
-        replay: outcome.replay,
-        latencyMs: Math.round(elapsedS * 1e5) / 100,
-      },
-      'authorization decided',
-    );
+    reportDecision(deps, c.get('requestId'), event, outcome, elapsedS);
     const partial =
       outcome.approved &&
       outcome.reason === 'partial' &&
@@ -139,7 +90,7 @@ export function createApp(deps: AppDeps) {
   });
 
   app.post('/stripe/events', async (c) => {
-    const raw = await verifiedBody(c);
+    const raw = await verifiedBody(deps, c);
     let json: unknown;
     try {
       json = JSON.parse(raw);
@@ -166,16 +117,7 @@ export function createApp(deps: AppDeps) {
     if (result.rejected !== null) {
       // Recorded (card_events, through the outbox) but not booked: answering 2xx stops Stripe's retries,
       // which would bring the same event back with the same currency for days and lose nothing more.
-      metrics.lifecycleEvents.inc({ type: parsed.data.type, result: result.rejected });
-      logger.error(
-        {
-          requestId: c.get('requestId'),
-          eventId: parsed.data.id,
-          type: parsed.data.type,
-          alert: result.rejected,
-        },
-        'lifecycle event recorded but not booked: unsupported currency',
-      );
+      reportNotBooked(deps, c.get('requestId'), parsed.data, result.rejected);
       return c.json({
         received: true,
         processed: false,
@@ -183,21 +125,8 @@ export function createApp(deps: AppDeps) {
         reason: result.rejected,
       });
     }
-    if (result.reviewCents > 0n && result.reviewReason !== null) {
-      metrics.refundsHeldForReview.inc({ reason: result.reviewReason });
-      metrics.refundCentsHeldForReview.inc({ reason: result.reviewReason }, Number(result.reviewCents));
-      logger.error(
-        {
-          requestId: c.get('requestId'),
-          eventId: parsed.data.id,
-          userId: result.userId,
-          reviewCents: result.reviewCents.toString(),
-          reason: result.reviewReason,
-          alert: 'refund_held_for_review',
-        },
-        'refund not credited: held for review',
-      );
-    }
+    if (result.reviewCents > 0n && result.reviewReason !== null)
+      reportHeldForReview(deps, c.get('requestId'), parsed.data, result, result.reviewReason);
     metrics.lifecycleEvents.inc({ type: parsed.data.type, result: result.applied ? 'applied' : 'duplicate' });
     return c.json({ received: true, processed: true, duplicate: !result.applied });
   });
@@ -215,4 +144,115 @@ export function createApp(deps: AppDeps) {
     return c.body(await metrics.registry.metrics());
   });
   return app;
+}
+
+/**
+ * Reads the raw body once (bounded by WEBHOOK_BODY_LIMIT_BYTES) and verifies it; throws
+ * HttpError('body_too_large') above the limit and a 400 HttpError on a bad signature.
+ */
+async function verifiedBody(
+  deps: Pick<AppDeps, 'settings' | 'metrics'>,
+  c: {
+    env: unknown;
+    req: { raw: Request; header(name: string): string | undefined };
+  },
+) {
+  const { settings, metrics } = deps;
+  const body = await readRawBody(c, settings.WEBHOOK_BODY_LIMIT_BYTES);
+  if (!body.ok) {
+    metrics.webhookRejected.inc({ problem: 'too_large' });
+    throw new HttpError('body_too_large');
+  }
+  const raw = body.text;
+  const check = verifyStripeSignature(
+    raw,
+    requestHeader(c, 'stripe-signature'),
+    settings.STRIPE_WEBHOOK_SECRETS,
+    settings.STRIPE_SIGNATURE_TOLERANCE_S,
+  );
+  if (!check.ok) {
+    metrics.webhookRejected.inc({ problem: check.problem });
+    throw new HttpError(`stripe_${check.problem}`);
+  }
+  return raw;
+}
+
+/** Counts, times and logs one authorization decision. */
+function reportDecision(
+  deps: Pick<AppDeps, 'settings' | 'metrics' | 'logger'>,
+  requestId: string,
+  event: AuthorizationRequestEvent,
+  outcome: DecisionOutcome,
+  elapsedS: number,
+): void {
+  const { settings, metrics, logger } = deps;
+  metrics.decisionLatency.observe({ source: outcome.source }, elapsedS);
+  metrics.redisRoundTrips.inc(outcome.redisRoundTrips);
+  metrics.decisions.inc({
+    outcome: outcome.approved ? 'approved' : 'declined',
+    reason: outcome.reason,
+    source: outcome.source,
+  });
+  if (outcome.source !== 'redis')
+    metrics.fallbacks.inc({
+      result: outcome.source === 'none' ? 'declined' : outcome.fenced ? 'fenced' : 'postgres',
+    });
+  if (elapsedS * 1000 > settings.DECISION_BUDGET_MS) metrics.budgetExceeded.inc();
+  logger.info(
+    {
+      requestId,
+      decisionId: outcome.decisionId,
+      eventId: event.id,
+      authorizationId: event.data.object.id,
+      approved: outcome.approved,
+      reason: outcome.reason,
+      source: outcome.source,
+      replay: outcome.replay,
+      latencyMs: Math.round(elapsedS * 1e5) / 100,
+    },
+    'authorization decided',
+  );
+}
+
+/** Counts and alerts on a lifecycle event recorded but not booked (its currency is not the program's). */
+function reportNotBooked(
+  deps: Pick<AppDeps, 'metrics' | 'logger'>,
+  requestId: string,
+  event: LifecycleEvent,
+  rejected: NonNullable<LifecycleResult['rejected']>,
+): void {
+  deps.metrics.lifecycleEvents.inc({ type: event.type, result: rejected });
+  deps.logger.error(
+    {
+      requestId,
+      eventId: event.id,
+      type: event.type,
+      alert: rejected,
+    },
+    'lifecycle event recorded but not booked: unsupported currency',
+  );
+}
+
+/** Counts and alerts on a refund (or capture reversal) held for review instead of credited. */
+function reportHeldForReview(
+  deps: Pick<AppDeps, 'metrics' | 'logger'>,
+  requestId: string,
+  event: LifecycleEvent,
+  result: LifecycleResult,
+  reason: ReviewReason,
+): void {
+  const { metrics, logger } = deps;
+  metrics.refundsHeldForReview.inc({ reason });
+  metrics.refundCentsHeldForReview.inc({ reason }, Number(result.reviewCents));
+  logger.error(
+    {
+      requestId,
+      eventId: event.id,
+      userId: result.userId,
+      reviewCents: result.reviewCents.toString(),
+      reason,
+      alert: 'refund_held_for_review',
+    },
+    'refund not credited: held for review',
+  );
 }

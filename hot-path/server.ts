@@ -5,42 +5,29 @@
 import { hostname } from 'node:os';
 import { Client } from '@upstash/qstash';
 import type { Config } from '../shared/config.ts';
-import { createDatabase } from '../shared/db/client.ts';
+import { createDatabase, type Sql } from '../shared/db/client.ts';
 import { createCardOwners } from '../shared/lifecycle/card-owners.ts';
 import { createLifecycle } from '../shared/lifecycle/handler.ts';
 import { ADOPT_FALLBACK } from '../shared/lifecycle/lua.ts';
 import { createLogger, createServiceRegistry } from '../shared/observability/index.ts';
+import type { Logger } from '../shared/observability/logger.ts';
 import { createDependencyProbe, hotPathReadiness } from '../shared/observability/readiness.ts';
 import { createServiceRedis, type Redis } from '../shared/redis/client.ts';
 import { createMarket } from '../shared/redis/market.ts';
 import { loadScripts } from '../shared/redis/script.ts';
 import { createApp } from './app.ts';
-import { createDecisionEngine } from './decision/engine.ts';
+import { createDecisionEngine, type DecisionEngineDeps } from './decision/engine.ts';
 import { DECIDE, DECIDE_WITHOUT_USER, RELEASE_UNREPLICATED } from './decision/lua.ts';
-import { createRedisLease } from './decision/redis-lease.ts';
+import { createRedisLease, type LeaseEvent } from './decision/redis-lease.ts';
 import { assertLimits, limits } from './limits.ts';
 import { createInternalApp } from './ops/internal-app.ts';
-import { createMetrics } from './ops/metrics.ts';
+import { createMetrics, type Metrics } from './ops/metrics.ts';
 import { createQStashRelay } from './outbox/qstash-relay.ts';
 
 export async function createHotPath(config: Config) {
   assertLimits(config.DECISION_BUDGET_MS, config.REDIS_COMMAND_TIMEOUT_MS, config.REDIS_DECISION_BUDGET_MS);
   const logger = createLogger(config.LOG_LEVEL, 'hot-path');
-  // Commands fail fast while Redis is away (no offline queue), so the fallback gets the time left.
-  // Auto-pipelining on one Redis only: on a cluster, ioredis follows MOVED/ASK per command, but in an
-  // auto-pipelined batch that mixes a redirected command with others it hands the redirect back as an
-  // error (redis/ioredis#2075), which made every slot move look like a Redis failure
-  // (docs/redis-layout.md, "Resharding"; its cost is measured there).
-  const redis = createServiceRedis(config, {
-    commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
-    offlineQueue: false,
-    connectionName: 'hot-path',
-    autoPipelining: config.REDIS_CLUSTER_NODES.length === 0,
-    clusterRedirections: {
-      max: limits.clusterRedirectionsMax,
-      tryAgainDelayMs: limits.clusterTryAgainDelayMs,
-    },
-  });
+  const redis = createDecisionRedis(config);
   const subscriber = createServiceRedis(config, { connectionName: 'hot-path-sub', shardedSubscriber: true });
   const database = createDatabase({
     url: config.DATABASE_URL,
@@ -50,6 +37,85 @@ export async function createHotPath(config: Config) {
     connectTimeoutS: 1,
   });
   await waitForRedis(redis);
+  await warmUp(config, redis, database.sql, logger);
+  const market = await createMarket(redis, subscriber, config.REDIS_KEY_PREFIX);
+  const metrics = createMetrics(createServiceRegistry('hot-path'));
+  const cardOwners = createCardOwners({ redis, sql: database.sql, prefix: config.REDIS_KEY_PREFIX });
+  const lease = createRedisLease({
+    sql: database.sql,
+    redis,
+    prefix: config.REDIS_KEY_PREFIX,
+    leaseMs: config.REDIS_DECIDER_LEASE_MS,
+    onEvent: reportLeaseEvent(metrics, logger),
+  });
+  const engine = createDecisionEngine({
+    settings: config,
+    redis,
+    sql: database.sql,
+    market,
+    cardOwners,
+    lease,
+    ...reportEngineFailures(metrics, logger),
+  });
+  const lifecycle = createLifecycle({ redis, sql: database.sql, settings: config, cardOwners });
+  // Readiness: Redis answering and the process not suspect; Postgres reported and exported as
+  // credana_dependency_up, never failing readiness (ops/readiness.ts).
+  const readiness = hotPathReadiness(
+    createDependencyProbe({ redis, sql: database.sql, registry: metrics.registry }),
+    engine.lease,
+  );
+  const app = createApp({ settings: config, engine, lifecycle, metrics, logger, readiness });
+  // /metrics, /healthz, /readyz for Prometheus and health checks, served by main.ts on its own port.
+  const internalApp = createInternalApp({ metrics, readiness, logger });
+  // The lease: renewed while Redis answers; after an outage, the fallback's decisions are adopted into
+  // the cache before this process decides from Redis again (decision/redis-lease.ts).
+  await lease.catchUp();
+  lease.start();
+  // QUEUE_DRIVER=qstash: a relay publishes the outbox through QStash (see outbox/qstash-relay.ts).
+  const qstash = config.QUEUE_DRIVER === 'qstash' ? createRelay(config, logger) : null;
+  await qstash?.relay.start();
+  return {
+    app,
+    internalApp,
+    engine,
+    lifecycle,
+    market,
+    metrics,
+    logger,
+    redis,
+    database,
+    async close() {
+      await lease.stop();
+      await qstash?.relay.stop();
+      qstash?.redis.disconnect();
+      market.close();
+      redis.disconnect();
+      await database.close();
+    },
+  };
+}
+
+/** The Redis connection decisions run on. */
+function createDecisionRedis(config: Config): Redis {
+  // Commands fail fast while Redis is away (no offline queue), so the fallback gets the time left.
+  // Auto-pipelining on one Redis only: on a cluster, ioredis follows MOVED/ASK per command, but in an
+  // auto-pipelined batch that mixes a redirected command with others it hands the redirect back as an
+  // error (redis/ioredis#2075), which made every slot move look like a Redis failure
+  // (docs/redis-layout.md, "Resharding"; its cost is measured there).
+  return createServiceRedis(config, {
+    commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
+    offlineQueue: false,
+    connectionName: 'hot-path',
+    autoPipelining: config.REDIS_CLUSTER_NODES.length === 0,
+    clusterRedirections: {
+      max: limits.clusterRedirectionsMax,
+      tryAgainDelayMs: limits.clusterTryAgainDelayMs,
+    },
+  });
+}
+
+/** Preloads the decision scripts and opens Postgres connections before the process says it is ready. */
+async function warmUp(config: Config, redis: Redis, sql: Sql, logger: Logger): Promise<void> {
   // Ready means ready: what a start can do ahead of the first swipes is done before the process says so.
   // - The decision scripts go into Redis's script cache: on a fresh Redis every first call would otherwise
   //   answer NOSCRIPT and be sent again with its text.
@@ -67,42 +133,38 @@ export async function createHotPath(config: Config) {
       },
     ),
     Promise.race([
-      openConnections(database.sql, Math.min(config.DATABASE_POOL_MAX, limits.postgresConnectionsAtStart)),
+      openConnections(sql, Math.min(config.DATABASE_POOL_MAX, limits.postgresConnectionsAtStart)),
       new Promise((resolve) => setTimeout(resolve, 1_000)),
     ]),
   ]);
-  const market = await createMarket(redis, subscriber, config.REDIS_KEY_PREFIX);
-  const metrics = createMetrics(createServiceRegistry('hot-path'));
-  const cardOwners = createCardOwners({ redis, sql: database.sql, prefix: config.REDIS_KEY_PREFIX });
-  const lease = createRedisLease({
-    sql: database.sql,
-    redis,
-    prefix: config.REDIS_KEY_PREFIX,
-    leaseMs: config.REDIS_DECIDER_LEASE_MS,
-    onEvent: (event) => {
-      switch (event.kind) {
-        case 'caught_up':
-          metrics.leaseEvents.inc({ event: 'caught_up' });
-          metrics.fallbackAdoptions.inc(event.adopted);
-          if (event.adopted > 0)
-            logger.info({ adopted: event.adopted }, 'fallback decisions adopted into Redis');
-          break;
-        case 'catch_up_failed':
-          metrics.leaseEvents.inc({ event: `catch_up_failed_${event.stage}` });
-          break;
-        case 'postgres_unreachable':
-          metrics.leaseEvents.inc({ event: 'postgres_unreachable' });
-          break;
-      }
-    },
-  });
-  const engine = createDecisionEngine({
-    settings: config,
-    redis,
-    sql: database.sql,
-    market,
-    cardOwners,
-    lease,
+}
+
+/** The lease's events, counted (and adoptions logged). */
+function reportLeaseEvent(metrics: Metrics, logger: Logger): (event: LeaseEvent) => void {
+  return (event) => {
+    switch (event.kind) {
+      case 'caught_up':
+        metrics.leaseEvents.inc({ event: 'caught_up' });
+        metrics.fallbackAdoptions.inc(event.adopted);
+        if (event.adopted > 0)
+          logger.info({ adopted: event.adopted }, 'fallback decisions adopted into Redis');
+        break;
+      case 'catch_up_failed':
+        metrics.leaseEvents.inc({ event: `catch_up_failed_${event.stage}` });
+        break;
+      case 'postgres_unreachable':
+        metrics.leaseEvents.inc({ event: 'postgres_unreachable' });
+        break;
+    }
+  };
+}
+
+/** The engine's outage hooks: counted and logged. */
+function reportEngineFailures(
+  metrics: Metrics,
+  logger: Logger,
+): Pick<DecisionEngineDeps, 'onRedisFailure' | 'onFallbackFailure' | 'onRedisRedirect'> {
+  return {
     // Outages only (shared/errors.ts codes): a bug is not swallowed here but answered 500 by app.ts.
     onRedisFailure: (cause, error) => {
       metrics.redisFailures.inc({ cause });
@@ -120,63 +182,27 @@ export async function createHotPath(config: Config) {
       logger.warn({ cause, err: String(error) }, 'Postgres fallback failed; declining system_unavailable');
     },
     onRedisRedirect: (redirect) => metrics.redisRedirects.inc({ redirect }),
-  });
-  const lifecycle = createLifecycle({ redis, sql: database.sql, settings: config, cardOwners });
-  // Readiness: Redis answering and the process not suspect; Postgres reported and exported as
-  // credana_dependency_up, never failing readiness (ops/readiness.ts).
-  const readiness = hotPathReadiness(
-    createDependencyProbe({ redis, sql: database.sql, registry: metrics.registry }),
-    engine.lease,
-  );
-  const app = createApp({ settings: config, engine, lifecycle, metrics, logger, readiness });
-  // /metrics, /healthz, /readyz for Prometheus and health checks, served by main.ts on its own port.
-  const internalApp = createInternalApp({ metrics, readiness, logger });
-  // The lease: renewed while Redis answers; after an outage, the fallback's decisions are adopted into
-  // the cache before this process decides from Redis again (decision/redis-lease.ts).
-  await lease.catchUp();
-  lease.start();
-  // QUEUE_DRIVER=qstash: a relay publishes the outbox through QStash (see outbox/qstash-relay.ts).
-  const relayRedis =
-    config.QUEUE_DRIVER === 'qstash'
-      ? createServiceRedis(config, { connectionName: 'hot-path-relay' })
-      : null;
-  const relay =
-    relayRedis !== null
-      ? createQStashRelay({
-          redis: relayRedis,
-          client: new Client({ token: config.QSTASH_TOKEN ?? '', baseUrl: config.QSTASH_URL }),
-          prefix: config.REDIS_KEY_PREFIX,
-          destinationUrl: config.LEDGER_WRITER_PUBLIC_URL,
-          consumer: `${hostname()}-${process.pid}`,
-          batchMax: config.LEDGER_BATCH_MAX,
-          blockMs: 1_000,
-          onError: (error) => logger.warn({ err: String(error) }, 'qstash relay: publish failed, retrying'),
-        })
-      : null;
-  await relay?.start();
-  return {
-    app,
-    internalApp,
-    engine,
-    lifecycle,
-    market,
-    metrics,
-    logger,
-    redis,
-    database,
-    async close() {
-      await lease.stop();
-      await relay?.stop();
-      relayRedis?.disconnect();
-      market.close();
-      redis.disconnect();
-      await database.close();
-    },
   };
 }
 
+/** QUEUE_DRIVER=qstash: the outbox relay and its own Redis connection (not started). */
+function createRelay(config: Config, logger: Logger) {
+  const redis = createServiceRedis(config, { connectionName: 'hot-path-relay' });
+  const relay = createQStashRelay({
+    redis,
+    client: new Client({ token: config.QSTASH_TOKEN ?? '', baseUrl: config.QSTASH_URL }),
+    prefix: config.REDIS_KEY_PREFIX,
+    destinationUrl: config.LEDGER_WRITER_PUBLIC_URL,
+    consumer: `${hostname()}-${process.pid}`,
+    batchMax: config.LEDGER_BATCH_MAX,
+    blockMs: 1_000,
+    onError: (error) => logger.warn({ err: String(error) }, 'qstash relay: publish failed, retrying'),
+  });
+  return { redis, relay };
+}
+
 /** Opens `count` connections of the pool: as many queries at once, none finding an idle connection. */
-async function openConnections(sql: ReturnType<typeof createDatabase>['sql'], count: number): Promise<void> {
+async function openConnections(sql: Sql, count: number): Promise<void> {
   await Promise.all(Array.from({ length: count }, () => sql`select 1`.catch(() => {})));
 }
 

@@ -82,30 +82,18 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
   const holder = deps.holder ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`;
   const emit = deps.onEvent ?? (() => {});
   const renewTimeoutMs = Math.max(50, Math.floor(leaseMs / 4));
-  let validUntil = 0; // performance.now() time
-  let redisOkAt = Number.NEGATIVE_INFINITY; // performance.now() time of the last Redis answer
-  let isSuspect = false;
-  let postgresUnreachable = false;
+  const state: LeaseState = {
+    validUntil: 0,
+    redisOkAt: Number.NEGATIVE_INFINITY,
+    isSuspect: false,
+    postgresUnreachable: false,
+    releasing: Promise.resolve(),
+    adoptedUnmarked: [],
+  };
   let flight: Promise<boolean> | null = null;
-  // The removal of our lease row after a Redis failure; a renewal waits for it, so a late delete can
-  // never remove a lease renewed after it.
-  let releasing: Promise<unknown> = Promise.resolve();
   let timer: NodeJS.Timeout | null = null;
   let stopped = false;
-  // Grants this process made, until adopted: what it can adopt without Postgres. By user too, so a
-  // Redis decision for a user first adopts that user's grants (one lookup when there are none).
-  const own = new Map<string, FallbackGrant>();
-  const ownByUser = new Map<string, Set<string>>();
-  // Own grants adopted into Redis and not yet marked adopted in Postgres (the next renewal marks them).
-  let adoptedUnmarked: string[] = [];
-  const forgetOwn = (decisionId: string) => {
-    const grant = own.get(decisionId);
-    if (grant === undefined) return;
-    own.delete(decisionId);
-    const ids = ownByUser.get(grant.userId);
-    ids?.delete(decisionId);
-    if (ids?.size === 0) ownByUser.delete(grant.userId);
-  };
+  const own = createOwnGrants();
 
   // On a Redis Cluster a grant's slot may be mid-migration: its adoption waits that out for up to a
   // renewal's time (docs/redis-layout.md, "Moving slots under traffic"); adopting is idempotent.
@@ -115,127 +103,21 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
       tryAgainDelayMs: limits.clusterTryAgainDelayMs,
       deadlineMs: Date.now() + renewTimeoutMs,
     });
-
-  /** adopt() for the Postgres pass: a Redis failure there is told apart from a Postgres one. */
-  async function adoptOrThrow(grant: FallbackGrant): Promise<void> {
-    try {
-      await adopt(grant);
-    } catch (error) {
-      throw new AdoptError(error);
-    }
-  }
-
-  async function renewInPostgres(acquire: boolean): Promise<number> {
-    const sentAt = performance.now();
-    if (!acquire) {
-      await sql`insert into redis_deciders (holder, expires_at, renewed_at)
-        values (${holder}, clock_timestamp() + ${`${leaseMs} milliseconds`}::interval, now())
-        on conflict (holder) do update set expires_at = excluded.expires_at, renewed_at = excluded.renewed_at`;
-      return sentAt;
-    }
-    // Acquisition waits for every fallback transaction in flight (they hold the lock shared) and is
-    // seen by every one that starts after it: a grant is either committed before (and adopted below)
-    // or refused because of this lease.
-    await sql.begin(async (tx) => {
-      await tx`select pg_advisory_xact_lock(${DECIDER_LOCK_KEY})`;
-      await tx`insert into redis_deciders (holder, expires_at, renewed_at)
-        values (${holder}, clock_timestamp() + ${`${leaseMs} milliseconds`}::interval, now())
-        on conflict (holder) do update set expires_at = excluded.expires_at, renewed_at = excluded.renewed_at`;
-    });
-    return sentAt;
-  }
-
-  async function adoptPendingFromPostgres(): Promise<number> {
-    let adopted = 0;
-    for (;;) {
-      const rows = await sql<
-        PendingRow[]
-      >`select f.decision_id, f.event_id, f.authorization_id, f.user_id, f.granted_cents, f.hold_expires_at,
-          f.stored, jsonb_array_length(e.payload -> 'data' -> 'object' -> 'request_history') as requests
-        from fallback_decisions f left join card_events e on e.id = f.event_id
-        where f.adopted_at is null order by f.created_at
-        limit ${limits.adoptionBatchMax}`;
-      for (const row of rows) {
-        await adoptOrThrow(grantOfRow(row));
-      }
-      if (rows.length > 0) {
-        const ids = rows.map((row) => row.decision_id);
-        await sql`update fallback_decisions set adopted_at = now() where decision_id = any(${ids}::text[])`;
-        for (const id of ids) forgetOwn(id);
-      }
-      adopted += rows.length;
-      if (rows.length < limits.adoptionBatchMax) return adopted;
-    }
-  }
-
-  async function runCatchUp(): Promise<boolean> {
-    // Redis first: a lease says "I can decide from Redis", so it is only renewed while Redis answers.
-    const adoptedOwn: string[] = adoptedUnmarked;
-    adoptedUnmarked = [];
-    try {
-      if (isSuspect || performance.now() - redisOkAt > leaseMs / 4) await redis.ping();
-      redisOkAt = performance.now();
-      // Our own grants first: adopting them needs no Postgres. One whose slot is being moved stays
-      // remembered (a redirect is not Redis away): it is adopted before its user's next Redis decision
-      // (adoptOwn) or by a later catch-up.
-      for (const grant of [...own.values()]) {
-        try {
-          await adopt(grant);
-        } catch (error) {
-          if (clusterRedirectOf(error) !== null) continue;
-          throw error;
-        }
-        adoptedOwn.push(grant.decisionId);
-        forgetOwn(grant.decisionId);
-      }
-    } catch (error) {
-      adoptedUnmarked.push(...adoptedOwn);
-      isSuspect = true;
-      emit({ kind: 'catch_up_failed', stage: 'redis', error });
-      return false;
-    }
-    const acquire = performance.now() >= validUntil;
-    let sentAt: number;
-    let adopted = adoptedOwn.length;
-    try {
-      // Bounded by a quarter lease: a Postgres that hangs (rather than refuses) is found unreachable
-      // before the lease runs out, so the Redis path keeps deciding through a Postgres outage.
-      const renewed = await withDeadline(
-        (async () => {
-          await releasing;
-          const at = await renewInPostgres(acquire);
-          if (adoptedOwn.length > 0)
-            await sql`update fallback_decisions set adopted_at = now() where decision_id = any(${adoptedOwn}::text[])`;
-          return { at, adopted: acquire ? await adoptPendingFromPostgres() : 0 };
-        })(),
-        renewTimeoutMs,
-      );
-      sentAt = renewed.at;
-      adopted += renewed.adopted;
-    } catch (error) {
-      adoptedUnmarked.push(...adoptedOwn);
-      if (error instanceof AdoptError) {
-        isSuspect = true;
-        emit({ kind: 'catch_up_failed', stage: 'adopt', error: error.cause });
-        return false;
-      }
-      // Postgres is unreachable: no fallback can grant through it either, except across a double
-      // partition (see the module comment). Keep deciding from Redis rather than stopping the hot path.
-      postgresUnreachable = true;
-      isSuspect = false;
-      emit({ kind: 'postgres_unreachable', error });
-      return true;
-    }
-    validUntil = sentAt + leaseMs;
-    postgresUnreachable = false;
-    isSuspect = false;
-    if (acquire || adopted > 0) emit({ kind: 'caught_up', adopted, postgres: true });
-    return true;
-  }
+  const catchUpContext: CatchUpContext = {
+    sql,
+    redis,
+    holder,
+    leaseMs,
+    renewTimeoutMs,
+    emit,
+    state,
+    own,
+    adopt,
+  };
 
   function catchUp(): Promise<boolean> {
     if (flight === null) {
-      flight = runCatchUp().finally(() => {
+      flight = runCatchUp(catchUpContext).finally(() => {
         flight = null;
       });
     }
@@ -244,31 +126,25 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
 
   return {
     holder,
-    mayDecide: () => !isSuspect && (postgresUnreachable || performance.now() < validUntil),
-    suspect: () => isSuspect,
+    mayDecide: () => !state.isSuspect && (state.postgresUnreachable || performance.now() < state.validUntil),
+    suspect: () => state.isSuspect,
     noteRedisOk() {
-      redisOkAt = performance.now();
+      state.redisOkAt = performance.now();
     },
     markSuspect() {
-      if (!isSuspect) {
+      if (!state.isSuspect) {
         // Give the lease up at once: while this process cannot reach Redis it decides nothing there,
         // and its lease would hold back the fallback of every other process until it expired.
-        validUntil = 0;
-        releasing = sql`delete from redis_deciders where holder = ${holder}`.catch(() => {});
+        state.validUntil = 0;
+        state.releasing = sql`delete from redis_deciders where holder = ${holder}`.catch(() => {});
       }
-      isSuspect = true;
+      state.isSuspect = true;
       catchUp().catch(() => {});
     },
     catchUp,
-    remember(grant) {
-      if (own.size >= limits.ownGrantsMax) return;
-      own.set(grant.decisionId, grant);
-      const ids = ownByUser.get(grant.userId) ?? new Set<string>();
-      ids.add(grant.decisionId);
-      ownByUser.set(grant.userId, ids);
-    },
+    remember: own.remember,
     async adoptOwn(userId) {
-      const ids = ownByUser.get(userId);
+      const ids = own.idsOf(userId);
       if (ids === undefined) return 0;
       let trips = 0;
       for (const id of [...ids]) {
@@ -276,8 +152,8 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
         if (grant === undefined) continue;
         await adopt(grant);
         trips++;
-        forgetOwn(id);
-        adoptedUnmarked.push(id);
+        own.forget(id);
+        state.adoptedUnmarked.push(id);
       }
       return trips;
     },
@@ -296,10 +172,193 @@ export function createRedisLease(deps: RedisLeaseDeps): RedisLease {
       if (timer !== null) clearInterval(timer);
       timer = null;
       await flight?.catch(() => false);
-      validUntil = 0;
+      state.validUntil = 0;
       await sql`delete from redis_deciders where holder = ${holder}`.catch(() => {});
     },
   };
+}
+
+/** What a lease knows between catch-ups; the catch-up and the engine's calls both change it. */
+interface LeaseState {
+  /** performance.now() time until which the lease is valid by this process's clock. */
+  validUntil: number;
+  /** performance.now() time of the last Redis answer. */
+  redisOkAt: number;
+  isSuspect: boolean;
+  postgresUnreachable: boolean;
+  /**
+   * The removal of our lease row after a Redis failure; a renewal waits for it, so a late delete can
+   * never remove a lease renewed after it.
+   */
+  releasing: Promise<unknown>;
+  /** Own grants adopted into Redis and not yet marked adopted in Postgres (the next renewal marks them). */
+  adoptedUnmarked: string[];
+}
+
+/**
+ * Grants this process made, until adopted: what it can adopt without Postgres. By user too, so a
+ * Redis decision for a user first adopts that user's grants (one lookup when there are none).
+ */
+function createOwnGrants() {
+  const own = new Map<string, FallbackGrant>();
+  const ownByUser = new Map<string, Set<string>>();
+  return {
+    get: (decisionId: string) => own.get(decisionId),
+    all: () => [...own.values()],
+    idsOf: (userId: string) => ownByUser.get(userId),
+    remember(grant: FallbackGrant) {
+      if (own.size >= limits.ownGrantsMax) return;
+      own.set(grant.decisionId, grant);
+      const ids = ownByUser.get(grant.userId) ?? new Set<string>();
+      ids.add(grant.decisionId);
+      ownByUser.set(grant.userId, ids);
+    },
+    forget(decisionId: string) {
+      const grant = own.get(decisionId);
+      if (grant === undefined) return;
+      own.delete(decisionId);
+      const ids = ownByUser.get(grant.userId);
+      ids?.delete(decisionId);
+      if (ids?.size === 0) ownByUser.delete(grant.userId);
+    },
+  };
+}
+
+type OwnGrants = ReturnType<typeof createOwnGrants>;
+
+/** Everything one catch-up reads and changes. */
+interface CatchUpContext {
+  sql: Sql;
+  redis: Redis;
+  holder: string;
+  leaseMs: number;
+  renewTimeoutMs: number;
+  emit: (event: LeaseEvent) => void;
+  state: LeaseState;
+  own: OwnGrants;
+  adopt: (grant: FallbackGrant) => Promise<unknown>;
+}
+
+/** One catch-up: Redis answers and our own grants are adopted, then the lease is renewed in Postgres. */
+async function runCatchUp(ctx: CatchUpContext): Promise<boolean> {
+  const { sql, redis, leaseMs, renewTimeoutMs, emit, state, own, adopt } = ctx;
+  // Redis first: a lease says "I can decide from Redis", so it is only renewed while Redis answers.
+  const adoptedOwn: string[] = state.adoptedUnmarked;
+  state.adoptedUnmarked = [];
+  try {
+    if (state.isSuspect || performance.now() - state.redisOkAt > leaseMs / 4) await redis.ping();
+    state.redisOkAt = performance.now();
+    // Our own grants first: adopting them needs no Postgres. One whose slot is being moved stays
+    // remembered (a redirect is not Redis away): it is adopted before its user's next Redis decision
+    // (adoptOwn) or by a later catch-up.
+    for (const grant of own.all()) {
+      try {
+        await adopt(grant);
+      } catch (error) {
+        if (clusterRedirectOf(error) !== null) continue;
+        throw error;
+      }
+      adoptedOwn.push(grant.decisionId);
+      own.forget(grant.decisionId);
+    }
+  } catch (error) {
+    state.adoptedUnmarked.push(...adoptedOwn);
+    state.isSuspect = true;
+    emit({ kind: 'catch_up_failed', stage: 'redis', error });
+    return false;
+  }
+  const acquire = performance.now() >= state.validUntil;
+  let sentAt: number;
+  let adopted = adoptedOwn.length;
+  try {
+    // Bounded by a quarter lease: a Postgres that hangs (rather than refuses) is found unreachable
+    // before the lease runs out, so the Redis path keeps deciding through a Postgres outage.
+    const renewed = await withDeadline(
+      (async () => {
+        await state.releasing;
+        const at = await renewInPostgres(sql, ctx.holder, leaseMs, acquire);
+        if (adoptedOwn.length > 0)
+          await sql`update fallback_decisions set adopted_at = now() where decision_id = any(${adoptedOwn}::text[])`;
+        return { at, adopted: acquire ? await adoptPendingFromPostgres(ctx) : 0 };
+      })(),
+      renewTimeoutMs,
+    );
+    sentAt = renewed.at;
+    adopted += renewed.adopted;
+  } catch (error) {
+    state.adoptedUnmarked.push(...adoptedOwn);
+    if (error instanceof AdoptError) {
+      state.isSuspect = true;
+      emit({ kind: 'catch_up_failed', stage: 'adopt', error: error.cause });
+      return false;
+    }
+    // Postgres is unreachable: no fallback can grant through it either, except across a double
+    // partition (see the module comment). Keep deciding from Redis rather than stopping the hot path.
+    state.postgresUnreachable = true;
+    state.isSuspect = false;
+    emit({ kind: 'postgres_unreachable', error });
+    return true;
+  }
+  state.validUntil = sentAt + leaseMs;
+  state.postgresUnreachable = false;
+  state.isSuspect = false;
+  if (acquire || adopted > 0) emit({ kind: 'caught_up', adopted, postgres: true });
+  return true;
+}
+
+/** Renews (or, under the exclusive lock, acquires) the lease row; returns when the renewal was sent. */
+async function renewInPostgres(sql: Sql, holder: string, leaseMs: number, acquire: boolean): Promise<number> {
+  const sentAt = performance.now();
+  if (!acquire) {
+    await sql`insert into redis_deciders (holder, expires_at, renewed_at)
+      values (${holder}, clock_timestamp() + ${`${leaseMs} milliseconds`}::interval, now())
+      on conflict (holder) do update set expires_at = excluded.expires_at, renewed_at = excluded.renewed_at`;
+    return sentAt;
+  }
+  // Acquisition waits for every fallback transaction in flight (they hold the lock shared) and is
+  // seen by every one that starts after it: a grant is either committed before (and adopted below)
+  // or refused because of this lease.
+  await sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(${DECIDER_LOCK_KEY})`;
+    await tx`insert into redis_deciders (holder, expires_at, renewed_at)
+      values (${holder}, clock_timestamp() + ${`${leaseMs} milliseconds`}::interval, now())
+      on conflict (holder) do update set expires_at = excluded.expires_at, renewed_at = excluded.renewed_at`;
+  });
+  return sentAt;
+}
+
+/** Adopts every fallback decision Postgres holds as not yet adopted, in batches; returns how many. */
+async function adoptPendingFromPostgres(ctx: CatchUpContext): Promise<number> {
+  const { sql, own } = ctx;
+  let adopted = 0;
+  for (;;) {
+    const rows = await sql<
+      PendingRow[]
+    >`select f.decision_id, f.event_id, f.authorization_id, f.user_id, f.granted_cents, f.hold_expires_at,
+        f.stored, jsonb_array_length(e.payload -> 'data' -> 'object' -> 'request_history') as requests
+      from fallback_decisions f left join card_events e on e.id = f.event_id
+      where f.adopted_at is null order by f.created_at
+      limit ${limits.adoptionBatchMax}`;
+    for (const row of rows) {
+      await adoptOrThrow(ctx, grantOfRow(row));
+    }
+    if (rows.length > 0) {
+      const ids = rows.map((row) => row.decision_id);
+      await sql`update fallback_decisions set adopted_at = now() where decision_id = any(${ids}::text[])`;
+      for (const id of ids) own.forget(id);
+    }
+    adopted += rows.length;
+    if (rows.length < limits.adoptionBatchMax) return adopted;
+  }
+}
+
+/** adopt() for the Postgres pass: a Redis failure there is told apart from a Postgres one. */
+async function adoptOrThrow(ctx: CatchUpContext, grant: FallbackGrant): Promise<void> {
+  try {
+    await ctx.adopt(grant);
+  } catch (error) {
+    throw new AdoptError(error);
+  }
 }
 
 /** A Redis failure while adopting the decisions read from Postgres. */

@@ -92,7 +92,7 @@ function pairs(flat: string[]): Record<string, string> {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export function createQStashRelay(options: QStashRelayOptions) {
-  const { redis, client, prefix } = options;
+  const { redis, prefix } = options;
   const streams = allOutboxKeys(prefix);
   const republishIdleMs = options.republishIdleMs ?? limits.republishIdleMs;
   const scanIntervalMs = Math.min(limits.republishScanIntervalMs, republishIdleMs / 2);
@@ -104,22 +104,6 @@ export function createQStashRelay(options: QStashRelayOptions) {
   /** Read (pending for this consumer) but not yet accepted by QStash, in stream order. */
   let unpublished: ReadEntry[] = [];
 
-  async function ensureGroups(): Promise<void> {
-    for (const stream of streams) {
-      try {
-        await redis.xgroup('CREATE', stream, RELAY_GROUP, '0', 'MKSTREAM');
-      } catch (error) {
-        if (replyCode(error) !== 'BUSYGROUP') throw error;
-      }
-    }
-  }
-
-  /** The entry before `id` still in `stream`, or null (all earlier entries are applied and deleted). */
-  async function predecessor(stream: string, id: string): Promise<string | null> {
-    const [before] = (await redis.xrevrange(stream, `(${id}`, '-', 'COUNT', 1)) as [string, string[]][];
-    return before?.[0] ?? null;
-  }
-
   /**
    * Publishes entries in order, each with its predecessor (known from the read, or looked up: the
    * greatest id still in the stream below it — an entry between them that is gone was applied). On a
@@ -129,36 +113,7 @@ export function createQStashRelay(options: QStashRelayOptions) {
     let count = 0;
     try {
       for (const entry of entries) {
-        const prev = entry.prev ?? (await predecessor(entry.stream, entry.id));
-        const body: RelayedEntry = { stream: entry.stream, id: entry.id, prev, fields: entry.fields };
-        const deduplicationId =
-          entry.deliveries <= 1
-            ? `${entry.stream}-${entry.id}`
-            : `${entry.stream}-${entry.id}-r${entry.deliveries}`;
-        const send = (payload: RelayedEntry, dedup: string) =>
-          client.publishJSON({
-            url: options.destinationUrl,
-            body: payload,
-            deduplicationId: dedup,
-            retryDelay: limits.retryDelayExpression,
-          });
-        let tooLarge = Buffer.byteLength(JSON.stringify(body)) > outboxLimits.qstashBodyBytesMax;
-        if (!tooLarge) {
-          try {
-            await send(body, deduplicationId);
-          } catch (error) {
-            // QStash's own message size limit depends on the plan.
-            if ((error as { status?: unknown }).status !== 413) throw error;
-            tooLarge = true;
-          }
-        }
-        if (tooLarge) {
-          await deadLetterTooLarge(entry);
-          await send(
-            { stream: entry.stream, id: entry.id, prev, fields: {}, dropped: 'too_large' },
-            `${deduplicationId}-dropped`,
-          );
-        }
+        await publishEntry(options, entry);
         // Not acknowledged here: only the receiver's watermark, after COMMIT, lets ackOnce delete it.
         published++;
         count++;
@@ -171,92 +126,7 @@ export function createQStashRelay(options: QStashRelayOptions) {
     return count;
   }
 
-  /**
-   * Copies an entry too large to send to the dead-letter stream (the stream writer's format), its user
-   * marked: Postgres never gets its money, so no rebuild may raise the user's credit from Postgres.
-   */
-  function deadLetterTooLarge(entry: ReadEntry): Promise<void> {
-    return appendDeadLetter(
-      redis,
-      prefix,
-      { stream: entry.stream, id: entry.id, fields: entry.fields },
-      `relayed body over ${outboxLimits.qstashBodyBytesMax} bytes or refused by QStash as too large`,
-      'too_large',
-    );
-  }
-
-  /** Acknowledges and deletes, per stream, the entries at or below its applied watermark. */
-  async function ackOnce(): Promise<number> {
-    let count = 0;
-    for (const stream of streams) {
-      for (;;) {
-        const n = await ackApplied(redis, stream, RELAY_GROUP, limits.ackBatchMax);
-        count += n;
-        if (n < limits.ackBatchMax) break;
-      }
-    }
-    return count;
-  }
-
-  /** Entries pending longer than republishIdleMs (and not yet applied): claimed by this relay. */
-  async function claimOverdue(): Promise<ReadEntry[]> {
-    const out: ReadEntry[] = [];
-    for (const stream of streams) {
-      const pending = (await redis.call(
-        'XPENDING',
-        stream,
-        RELAY_GROUP,
-        'IDLE',
-        String(republishIdleMs),
-        '-',
-        '+',
-        String(limits.republishScanMax),
-      )) as [string, string, number, number][];
-      // Entries the watermark has passed are applied: ackOnce deletes them, nothing to publish.
-      const mark = await readWatermark(redis, stream);
-      const overdue = pending.filter(([id]) => mark === null || compareStreamIds(id, mark) > 0);
-      if (overdue.length === 0) continue;
-      const deliveries = new Map(overdue.map(([id, , , n]) => [id, Number(n)]));
-      // XCLAIM re-checks the idle time, so two relays never both take one entry; deleted ones come back null.
-      const claimed = (await redis.call(
-        'XCLAIM',
-        stream,
-        RELAY_GROUP,
-        options.consumer,
-        String(republishIdleMs),
-        ...overdue.map(([id]) => id),
-      )) as ([string, string[] | null] | null)[];
-      // Not consecutive (entries still in flight elsewhere are skipped): each predecessor is looked up.
-      for (const item of claimed) {
-        if (item === null) continue;
-        const [id, flat] = item;
-        if (flat === null) continue;
-        out.push({ stream, id, fields: pairs(flat), deliveries: (deliveries.get(id) ?? 1) + 1 });
-      }
-    }
-    return out;
-  }
-
-  async function readNew(): Promise<ReadEntry[]> {
-    // One XREADGROUP over every shard on one Redis; one per shard on a cluster (shared/redis/streams.ts).
-    const reply = await readGroupAcross(redis, {
-      group: RELAY_GROUP,
-      consumer: options.consumer,
-      streams,
-      id: '>',
-      count: options.batchMax,
-      blockMs: options.blockMs,
-    });
-    const out: ReadEntry[] = [];
-    for (const [stream, entries] of streamPairs(reply)) {
-      let prev: string | undefined;
-      for (const [id, flat] of entries) {
-        if (flat !== null) out.push({ stream, id, fields: pairs(flat), deliveries: 1, prev });
-        prev = id;
-      }
-    }
-    return out;
-  }
+  const ackOnce = () => ackAppliedEntries(redis, streams);
 
   /**
    * One round: acknowledge what was applied, publish what a failed round left, re-publish what is
@@ -271,9 +141,9 @@ export function createQStashRelay(options: QStashRelayOptions) {
     let count = await publish(unpublished);
     if (now - lastScanMs >= scanIntervalMs) {
       lastScanMs = now;
-      count += await publish(await claimOverdue());
+      count += await publish(await claimOverdue(redis, streams, options.consumer, republishIdleMs));
     }
-    count += await publish(await readNew());
+    count += await publish(await readNew(redis, streams, options));
     return count;
   }
 
@@ -284,7 +154,7 @@ export function createQStashRelay(options: QStashRelayOptions) {
       return published;
     },
     async start() {
-      await ensureGroups();
+      await ensureGroups(redis, streams);
       running = true;
       loop = (async () => {
         while (running) {
@@ -294,7 +164,7 @@ export function createQStashRelay(options: QStashRelayOptions) {
             options.onError?.(error);
             await sleep(limits.errorBackoffMs);
             // Redis restarted empty: the streams and their group are gone; make them again.
-            if (replyCode(error) === 'NOGROUP') await ensureGroups().catch(() => undefined);
+            if (replyCode(error) === 'NOGROUP') await ensureGroups(redis, streams).catch(() => undefined);
           }
         }
       })();
@@ -304,4 +174,156 @@ export function createQStashRelay(options: QStashRelayOptions) {
       await loop;
     },
   };
+}
+
+/** Creates the relay's consumer group on every outbox stream (and the stream), if not there yet. */
+async function ensureGroups(redis: Redis, streams: readonly string[]): Promise<void> {
+  for (const stream of streams) {
+    try {
+      await redis.xgroup('CREATE', stream, RELAY_GROUP, '0', 'MKSTREAM');
+    } catch (error) {
+      if (replyCode(error) !== 'BUSYGROUP') throw error;
+    }
+  }
+}
+
+/** The entry before `id` still in `stream`, or null (all earlier entries are applied and deleted). */
+async function predecessor(redis: Redis, stream: string, id: string): Promise<string | null> {
+  const [before] = (await redis.xrevrange(stream, `(${id}`, '-', 'COUNT', 1)) as [string, string[]][];
+  return before?.[0] ?? null;
+}
+
+/**
+ * Publishes one entry with its predecessor; one too large to send is dead-lettered and replaced by a
+ * stub that moves its shard past it.
+ */
+async function publishEntry(options: QStashRelayOptions, entry: ReadEntry): Promise<void> {
+  const { redis, client, prefix } = options;
+  const prev = entry.prev ?? (await predecessor(redis, entry.stream, entry.id));
+  const body: RelayedEntry = { stream: entry.stream, id: entry.id, prev, fields: entry.fields };
+  const deduplicationId =
+    entry.deliveries <= 1
+      ? `${entry.stream}-${entry.id}`
+      : `${entry.stream}-${entry.id}-r${entry.deliveries}`;
+  const send = (payload: RelayedEntry, dedup: string) =>
+    client.publishJSON({
+      url: options.destinationUrl,
+      body: payload,
+      deduplicationId: dedup,
+      retryDelay: limits.retryDelayExpression,
+    });
+  let tooLarge = Buffer.byteLength(JSON.stringify(body)) > outboxLimits.qstashBodyBytesMax;
+  if (!tooLarge) {
+    try {
+      await send(body, deduplicationId);
+    } catch (error) {
+      // QStash's own message size limit depends on the plan.
+      if ((error as { status?: unknown }).status !== 413) throw error;
+      tooLarge = true;
+    }
+  }
+  if (tooLarge) {
+    await deadLetterTooLarge(redis, prefix, entry);
+    await send(
+      { stream: entry.stream, id: entry.id, prev, fields: {}, dropped: 'too_large' },
+      `${deduplicationId}-dropped`,
+    );
+  }
+}
+
+/**
+ * Copies an entry too large to send to the dead-letter stream (the stream writer's format), its user
+ * marked: Postgres never gets its money, so no rebuild may raise the user's credit from Postgres.
+ */
+function deadLetterTooLarge(redis: Redis, prefix: string, entry: ReadEntry): Promise<void> {
+  return appendDeadLetter(
+    redis,
+    prefix,
+    { stream: entry.stream, id: entry.id, fields: entry.fields },
+    `relayed body over ${outboxLimits.qstashBodyBytesMax} bytes or refused by QStash as too large`,
+    'too_large',
+  );
+}
+
+/** Acknowledges and deletes, per stream, the entries at or below its applied watermark. */
+async function ackAppliedEntries(redis: Redis, streams: readonly string[]): Promise<number> {
+  let count = 0;
+  for (const stream of streams) {
+    for (;;) {
+      const n = await ackApplied(redis, stream, RELAY_GROUP, limits.ackBatchMax);
+      count += n;
+      if (n < limits.ackBatchMax) break;
+    }
+  }
+  return count;
+}
+
+/** Entries pending longer than republishIdleMs (and not yet applied): claimed by this relay. */
+async function claimOverdue(
+  redis: Redis,
+  streams: readonly string[],
+  consumer: string,
+  republishIdleMs: number,
+): Promise<ReadEntry[]> {
+  const out: ReadEntry[] = [];
+  for (const stream of streams) {
+    const pending = (await redis.call(
+      'XPENDING',
+      stream,
+      RELAY_GROUP,
+      'IDLE',
+      String(republishIdleMs),
+      '-',
+      '+',
+      String(limits.republishScanMax),
+    )) as [string, string, number, number][];
+    // Entries the watermark has passed are applied: ackOnce deletes them, nothing to publish.
+    const mark = await readWatermark(redis, stream);
+    const overdue = pending.filter(([id]) => mark === null || compareStreamIds(id, mark) > 0);
+    if (overdue.length === 0) continue;
+    const deliveries = new Map(overdue.map(([id, , , n]) => [id, Number(n)]));
+    // XCLAIM re-checks the idle time, so two relays never both take one entry; deleted ones come back null.
+    const claimed = (await redis.call(
+      'XCLAIM',
+      stream,
+      RELAY_GROUP,
+      consumer,
+      String(republishIdleMs),
+      ...overdue.map(([id]) => id),
+    )) as ([string, string[] | null] | null)[];
+    // Not consecutive (entries still in flight elsewhere are skipped): each predecessor is looked up.
+    for (const item of claimed) {
+      if (item === null) continue;
+      const [id, flat] = item;
+      if (flat === null) continue;
+      out.push({ stream, id, fields: pairs(flat), deliveries: (deliveries.get(id) ?? 1) + 1 });
+    }
+  }
+  return out;
+}
+
+/** Entries never delivered to this group yet, each with its predecessor when the read shows it. */
+async function readNew(
+  redis: Redis,
+  streams: readonly string[],
+  options: QStashRelayOptions,
+): Promise<ReadEntry[]> {
+  // One XREADGROUP over every shard on one Redis; one per shard on a cluster (shared/redis/streams.ts).
+  const reply = await readGroupAcross(redis, {
+    group: RELAY_GROUP,
+    consumer: options.consumer,
+    streams,
+    id: '>',
+    count: options.batchMax,
+    blockMs: options.blockMs,
+  });
+  const out: ReadEntry[] = [];
+  for (const [stream, entries] of streamPairs(reply)) {
+    let prev: string | undefined;
+    for (const [id, flat] of entries) {
+      if (flat !== null) out.push({ stream, id, fields: pairs(flat), deliveries: 1, prev });
+      prev = id;
+    }
+  }
+  return out;
 }

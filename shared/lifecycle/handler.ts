@@ -129,192 +129,12 @@ export function createLifecycle(deps: {
     return (await cardOwners.lookUp(cardId)).userId;
   }
 
-  /** Records an event that moves no cached money (unknown card, unsupported currency). */
-  async function recordOnly(eventId: string, record: LifecycleRecord): Promise<boolean> {
-    const reply = await runScript<Reply>(
-      redis,
-      LIFECYCLE_WITHOUT_USER,
-      [unknownCardAppliedKey(prefix, eventId), unknownCardOutboxKey(prefix, eventId)],
-      [JSON.stringify(record), lifecycleLimits.appliedEventTtlS],
-    );
-    return reply[0] === 'ok';
-  }
-
-  async function run(
-    userId: string | null,
-    eventId: string,
-    args: {
-      kind: 'auth' | 'debit' | 'credit' | 'expire';
-      authorizationId: string;
-      status: string;
-      approved: boolean;
-      amountCents: bigint;
-      version: number;
-      holdExpiresAtMs: number;
-      stripeCapturedCents: number;
-      /** The time an `expire` is judged at. */
-      nowMs?: number;
-    },
-    record: LifecycleRecord,
-  ): Promise<LifecycleResult> {
-    if (userId === null) return nothing(null, await recordOnly(eventId, record));
-    const keys = userKeys(prefix, userId);
-    const json = JSON.stringify(record);
-    // A fallback grant of this authorization not yet in the cache is adopted first, so the change is
-    // computed against the hold Postgres has (chaos bug 2, docs/hot-path.md).
-    if (args.authorizationId !== '') {
-      await adoptPendingOfAuthorization(
-        sql,
-        redis,
-        prefix,
-        userId,
-        args.authorizationId,
-        lifecycleLimits.pendingGrantCheckMs,
-      );
-    }
-    for (let attempt = 0; attempt < lifecycleLimits.applyAttemptsMax; attempt++) {
-      const reply = await runScript<Reply>(
-        redis,
-        LIFECYCLE,
-        [
-          keys.account,
-          keys.holds,
-          keys.holdExpiries,
-          keys.authState(args.authorizationId || 'none'),
-          keys.applied(eventId),
-          keys.outbox,
-        ],
-        [
-          args.kind,
-          args.authorizationId,
-          args.status,
-          args.approved ? '1' : '0',
-          args.amountCents.toString(),
-          args.version,
-          args.holdExpiresAtMs,
-          json,
-          lifecycleLimits.appliedEventTtlS,
-          policyLimits.authorizationStateTtlS,
-          args.stripeCapturedCents,
-          args.nowMs ?? now(),
-        ],
-      );
-      if (reply[0] === 'ok') {
-        const reviewCents = BigInt(reply[4] ?? '0');
-        return {
-          applied: true,
-          userId,
-          holdDeltaCents: BigInt(reply[1]),
-          unsettledDeltaCents: BigInt(reply[2]),
-          reviewCents,
-          reviewReason: reviewCents !== 0n ? ((reply[5] || 'beyond_captured') as ReviewReason) : null,
-          rejected: null,
-        };
-      }
-      if (reply[0] === 'dup' || reply[0] === 'kept') return nothing(userId, false);
-      // The account is not cached (Redis restarted empty): rebuild it from Postgres, then apply.
-      if (!(await ensureAccount(redis, sql, prefix, userId, now()))) break;
-    }
-    throw new Error(`lifecycle event ${eventId} could not be applied: the user's account is missing`);
-  }
+  const ctx: LifecycleContext = { redis, sql, settings, prefix, now, ownerOf };
 
   return {
     async apply(event, rawBody) {
-      if (event.type === 'issuing_transaction.created') {
-        const txn = event.data.object;
-        const userId = await ownerOf(txn.card);
-        const booked = txn.currency.toLowerCase() === BOOKED_CURRENCY;
-        const record: LifecycleRecord = {
-          kind: 'lifecycle',
-          eventId: event.id,
-          eventType: event.type,
-          eventCreatedS: event.created,
-          userId,
-          cardId: txn.card,
-          // An event we do not book stays off the authorization and the ledger (card_events only).
-          authorizationId: booked ? txn.authorization : null,
-          transactionId: txn.id,
-          holdDeltaCents: '0',
-          unsettledDeltaCents: '0',
-          capturedDeltaCents: '0',
-          authorization: null,
-          transactionType: booked ? txn.type : null,
-          event: rawBody,
-        };
-        if (!booked)
-          return { ...nothing(userId, await recordOnly(event.id, record)), rejected: 'unsupported_currency' };
-        const movement = transactionMovement(txn);
-        return run(
-          userId,
-          event.id,
-          {
-            kind: movement.kind,
-            authorizationId: txn.authorization ?? '',
-            status: movement.variant,
-            approved: false,
-            amountCents: movement.amountCents,
-            version: 0,
-            holdExpiresAtMs: 0,
-            stripeCapturedCents: -1,
-          },
-          record,
-        );
-      }
-      const auth = event.data.object;
-      const userId = await ownerOf(auth.card.id);
-      const mcc = auth.merchant_data.category_code;
-      const booked = auth.currency.toLowerCase() === BOOKED_CURRENCY;
-      const record: LifecycleRecord = {
-        kind: 'lifecycle',
-        eventId: event.id,
-        eventType: event.type,
-        eventCreatedS: event.created,
-        userId,
-        cardId: auth.card.id,
-        authorizationId: booked ? auth.id : null,
-        transactionId: null,
-        holdDeltaCents: '0',
-        unsettledDeltaCents: '0',
-        capturedDeltaCents: '0',
-        authorization: booked
-          ? {
-              status: auth.status,
-              approved: auth.approved,
-              amountCents: String(auth.amount),
-              merchantCategoryCode: mcc,
-              merchantName: auth.merchant_data.name ?? null,
-              createdS: auth.created,
-            }
-          : null,
-        transactionType: null,
-        event: rawBody,
-      };
-      if (!booked)
-        return { ...nothing(userId, await recordOnly(event.id, record)), rejected: 'unsupported_currency' };
-      // A closed authorization's captured part stays held until its transactions are booked, and at
-      // least CAPTURE_BOOKING_WAIT_S after the close (Stripe retries the transaction event for days).
-      const expiresAtMs =
-        auth.status === 'closed'
-          ? Math.max(
-              holdExpiresAtMs(settings, mcc, auth.created * 1000),
-              capturedHoldExpiresAtMs(event.created * 1000),
-            )
-          : holdExpiresAtMs(settings, mcc, auth.created * 1000);
-      return run(
-        userId,
-        event.id,
-        {
-          kind: 'auth',
-          authorizationId: auth.id,
-          status: auth.status,
-          approved: auth.approved,
-          amountCents: BigInt(auth.amount),
-          version: auth.request_history.length * 1e10 + event.created,
-          holdExpiresAtMs: expiresAtMs,
-          stripeCapturedCents: stripeCapturedCents(auth),
-        },
-        record,
-      );
+      if (event.type === 'issuing_transaction.created') return applyTransaction(ctx, event, rawBody);
+      return applyAuthorization(ctx, event, rawBody);
     },
 
     async expireHold(userId, authorizationId, nowMs = now()) {
@@ -335,7 +155,8 @@ export function createLifecycle(deps: {
         transactionType: null,
         event: JSON.stringify({ id: eventId, type: 'credana.hold_expired', authorization: authorizationId }),
       };
-      return run(
+      return runLifecycleScript(
+        ctx,
         userId,
         eventId,
         {
@@ -353,6 +174,227 @@ export function createLifecycle(deps: {
       );
     },
   };
+}
+
+/** What the pieces of one lifecycle share: its connections, settings, clock and card-owner lookup. */
+interface LifecycleContext {
+  redis: Redis;
+  sql: Sql;
+  settings: LifecycleSettings;
+  prefix: string;
+  now: () => number;
+  ownerOf: (cardId: string) => Promise<string | null>;
+}
+
+type TransactionEvent = Extract<LifecycleEvent, { type: 'issuing_transaction.created' }>;
+type AuthorizationEvent = Exclude<LifecycleEvent, TransactionEvent>;
+
+/** The arguments of one LIFECYCLE script run (see lua.ts). */
+interface ScriptArgs {
+  kind: 'auth' | 'debit' | 'credit' | 'expire';
+  authorizationId: string;
+  status: string;
+  approved: boolean;
+  amountCents: bigint;
+  version: number;
+  holdExpiresAtMs: number;
+  stripeCapturedCents: number;
+  /** The time an `expire` is judged at. */
+  nowMs?: number;
+}
+
+/** Applies an `issuing_transaction.created` event: a capture, refund or one of their reversals. */
+async function applyTransaction(
+  ctx: LifecycleContext,
+  event: TransactionEvent,
+  rawBody: string,
+): Promise<LifecycleResult> {
+  const txn = event.data.object;
+  const userId = await ctx.ownerOf(txn.card);
+  const booked = txn.currency.toLowerCase() === BOOKED_CURRENCY;
+  const record: LifecycleRecord = {
+    kind: 'lifecycle',
+    eventId: event.id,
+    eventType: event.type,
+    eventCreatedS: event.created,
+    userId,
+    cardId: txn.card,
+    // An event we do not book stays off the authorization and the ledger (card_events only).
+    authorizationId: booked ? txn.authorization : null,
+    transactionId: txn.id,
+    holdDeltaCents: '0',
+    unsettledDeltaCents: '0',
+    capturedDeltaCents: '0',
+    authorization: null,
+    transactionType: booked ? txn.type : null,
+    event: rawBody,
+  };
+  if (!booked)
+    return { ...nothing(userId, await recordOnly(ctx, event.id, record)), rejected: 'unsupported_currency' };
+  const movement = transactionMovement(txn);
+  return runLifecycleScript(
+    ctx,
+    userId,
+    event.id,
+    {
+      kind: movement.kind,
+      authorizationId: txn.authorization ?? '',
+      status: movement.variant,
+      approved: false,
+      amountCents: movement.amountCents,
+      version: 0,
+      holdExpiresAtMs: 0,
+      stripeCapturedCents: -1,
+    },
+    record,
+  );
+}
+
+/** Applies an `issuing_authorization.created` or `.updated` event: the hold follows the authorization. */
+async function applyAuthorization(
+  ctx: LifecycleContext,
+  event: AuthorizationEvent,
+  rawBody: string,
+): Promise<LifecycleResult> {
+  const { settings } = ctx;
+  const auth = event.data.object;
+  const userId = await ctx.ownerOf(auth.card.id);
+  const mcc = auth.merchant_data.category_code;
+  const booked = auth.currency.toLowerCase() === BOOKED_CURRENCY;
+  const record: LifecycleRecord = {
+    kind: 'lifecycle',
+    eventId: event.id,
+    eventType: event.type,
+    eventCreatedS: event.created,
+    userId,
+    cardId: auth.card.id,
+    authorizationId: booked ? auth.id : null,
+    transactionId: null,
+    holdDeltaCents: '0',
+    unsettledDeltaCents: '0',
+    capturedDeltaCents: '0',
+    authorization: booked
+      ? {
+          status: auth.status,
+          approved: auth.approved,
+          amountCents: String(auth.amount),
+          merchantCategoryCode: mcc,
+          merchantName: auth.merchant_data.name ?? null,
+          createdS: auth.created,
+        }
+      : null,
+    transactionType: null,
+    event: rawBody,
+  };
+  if (!booked)
+    return { ...nothing(userId, await recordOnly(ctx, event.id, record)), rejected: 'unsupported_currency' };
+  // A closed authorization's captured part stays held until its transactions are booked, and at
+  // least CAPTURE_BOOKING_WAIT_S after the close (Stripe retries the transaction event for days).
+  const expiresAtMs =
+    auth.status === 'closed'
+      ? Math.max(
+          holdExpiresAtMs(settings, mcc, auth.created * 1000),
+          capturedHoldExpiresAtMs(event.created * 1000),
+        )
+      : holdExpiresAtMs(settings, mcc, auth.created * 1000);
+  return runLifecycleScript(
+    ctx,
+    userId,
+    event.id,
+    {
+      kind: 'auth',
+      authorizationId: auth.id,
+      status: auth.status,
+      approved: auth.approved,
+      amountCents: BigInt(auth.amount),
+      version: auth.request_history.length * 1e10 + event.created,
+      holdExpiresAtMs: expiresAtMs,
+      stripeCapturedCents: stripeCapturedCents(auth),
+    },
+    record,
+  );
+}
+
+/** Records an event that moves no cached money (unknown card, unsupported currency). */
+async function recordOnly(ctx: LifecycleContext, eventId: string, record: LifecycleRecord): Promise<boolean> {
+  const { redis, prefix } = ctx;
+  const reply = await runScript<Reply>(
+    redis,
+    LIFECYCLE_WITHOUT_USER,
+    [unknownCardAppliedKey(prefix, eventId), unknownCardOutboxKey(prefix, eventId)],
+    [JSON.stringify(record), lifecycleLimits.appliedEventTtlS],
+  );
+  return reply[0] === 'ok';
+}
+
+/** Runs the LIFECYCLE script for one event of one user (or records it when the card has no user). */
+async function runLifecycleScript(
+  ctx: LifecycleContext,
+  userId: string | null,
+  eventId: string,
+  args: ScriptArgs,
+  record: LifecycleRecord,
+): Promise<LifecycleResult> {
+  const { redis, sql, prefix, now } = ctx;
+  if (userId === null) return nothing(null, await recordOnly(ctx, eventId, record));
+  const keys = userKeys(prefix, userId);
+  const json = JSON.stringify(record);
+  // A fallback grant of this authorization not yet in the cache is adopted first, so the change is
+  // computed against the hold Postgres has (chaos bug 2, docs/hot-path.md).
+  if (args.authorizationId !== '') {
+    await adoptPendingOfAuthorization(
+      sql,
+      redis,
+      prefix,
+      userId,
+      args.authorizationId,
+      lifecycleLimits.pendingGrantCheckMs,
+    );
+  }
+  for (let attempt = 0; attempt < lifecycleLimits.applyAttemptsMax; attempt++) {
+    const reply = await runScript<Reply>(
+      redis,
+      LIFECYCLE,
+      [
+        keys.account,
+        keys.holds,
+        keys.holdExpiries,
+        keys.authState(args.authorizationId || 'none'),
+        keys.applied(eventId),
+        keys.outbox,
+      ],
+      [
+        args.kind,
+        args.authorizationId,
+        args.status,
+        args.approved ? '1' : '0',
+        args.amountCents.toString(),
+        args.version,
+        args.holdExpiresAtMs,
+        json,
+        lifecycleLimits.appliedEventTtlS,
+        policyLimits.authorizationStateTtlS,
+        args.stripeCapturedCents,
+        args.nowMs ?? now(),
+      ],
+    );
+    if (reply[0] === 'ok') {
+      const reviewCents = BigInt(reply[4] ?? '0');
+      return {
+        applied: true,
+        userId,
+        holdDeltaCents: BigInt(reply[1]),
+        unsettledDeltaCents: BigInt(reply[2]),
+        reviewCents,
+        reviewReason: reviewCents !== 0n ? ((reply[5] || 'beyond_captured') as ReviewReason) : null,
+        rejected: null,
+      };
+    }
+    if (reply[0] === 'dup' || reply[0] === 'kept') return nothing(userId, false);
+    // The account is not cached (Redis restarted empty): rebuild it from Postgres, then apply.
+    if (!(await ensureAccount(redis, sql, prefix, userId, now()))) break;
+  }
+  throw new Error(`lifecycle event ${eventId} could not be applied: the user's account is missing`);
 }
 
 /** Finds holds past their expiry in one user's cache and releases them. Returns how many. */
