@@ -121,9 +121,13 @@ describe('deciders', () => {
     // The process has never seen the card: a cold decision needs several Redis round trips, each of
     // which would wait for the command timeout on a stalled connection.
     const proxy = await startTcpProxy(redisPort());
-    // A command timeout as long as the budget allows (385 ms of 400): only the Redis attempt's own
-    // budget (150 ms) can hand over to the fallback in time.
-    const { port, process } = await hotPathProcess(proxy.url('redis'), { REDIS_COMMAND_TIMEOUT_MS: '380' });
+    // A command timeout as long as the decision budget allows (1,880 ms of 1,900): waiting for it would
+    // leave the fallback 20 ms, so only the Redis attempt's own budget (150 ms) hands over in time. The
+    // long decision budget keeps a loaded machine's slow fallback inside it: no answer here is timed.
+    const { port, process } = await hotPathProcess(proxy.url('redis'), {
+      DECISION_BUDGET_MS: '1900',
+      REDIS_COMMAND_TIMEOUT_MS: '1880',
+    });
     try {
       const { cardId } = await seedUser(services.database.sql, {
         collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(100_000n, PRICE) }],
@@ -134,8 +138,8 @@ describe('deciders', () => {
       expect(answers.map((a) => `${a.approved}:${a.reason}`)).toEqual(
         Array.from({ length: 10 }, () => 'true:approved'),
       );
-      // Every answer came back inside the 400 ms budget, and from the fallback.
-      expect(Math.max(...answers.map((a) => a.elapsedMs))).toBeLessThan(400);
+      // Every answer came from the fallback (past its deadline the engine would have declined
+      // system_unavailable instead).
       expect(await metric(port, /credana_decision_fallbacks_total\{result="postgres"[^}]*\} (\d+)/)).toBe(10);
     } finally {
       proxy.resume();
