@@ -98,8 +98,20 @@ export async function checkFence(
   throw new FencedError(streams.filter((stream) => !current.has(stream)));
 }
 
+type DropReason = 'lease_lost' | 'lease_expired' | 'fenced' | 'released';
+
+/** What the pieces of one writer's ownership share: its options, its shards, and how it lets one go. */
+interface Ownership {
+  options: ShardOwnershipOptions;
+  owned: Map<number, OwnedShard>;
+  order: readonly number[];
+  setGauge(): void;
+  drop(shard: number, reason: DropReason): void;
+  release(shard: number): Promise<void>;
+}
+
 export function createShardOwnership(options: ShardOwnershipOptions) {
-  const { redis, sql, prefix, writerId, group, leaseMs, shardCount, metrics, logger } = options;
+  const { redis, prefix, writerId, shardCount, metrics, logger } = options;
   const owned = new Map<number, OwnedShard>();
   /** Each writer tries free shards in its own order (rendezvous), so writers rarely race for one. */
   const order = Array.from({ length: shardCount }, (_, shard) => shard).sort(
@@ -110,7 +122,7 @@ export function createShardOwnership(options: ShardOwnershipOptions) {
     metrics.shardsOwned.set(owned.size);
   }
 
-  function drop(shard: number, reason: 'lease_lost' | 'lease_expired' | 'fenced' | 'released'): void {
+  function drop(shard: number, reason: DropReason): void {
     if (!owned.delete(shard)) return;
     metrics.shardsLost.inc({ reason });
     setGauge();
@@ -118,170 +130,20 @@ export function createShardOwnership(options: ShardOwnershipOptions) {
       logger?.warn({ shard, reason }, 'ledger writer: lost an outbox shard; its new owner writes it');
   }
 
-  /**
-   * Takes free shards: their leases (SET NX), then their fences in one Postgres transaction (epoch + 1;
-   * a fence row still locked by an old owner's open transaction is skipped, its lease let go, and tried
-   * again next round), then their groups. Taking back a shard no other writer held since (its lease
-   * lapsed, or Redis lost it) keeps the epoch: this writer's batches in hand are still its own to
-   * commit (Redis may have lost their only other copy), and no other writer wrote in between; last a renewal, so a slow takeover does not start on a lease
-   * that lapsed meanwhile. Returns how many it took.
-   */
-  async function acquire(shards: readonly number[]): Promise<number> {
-    const leased = (
-      await Promise.all(
-        shards.map(async (shard) =>
-          (await redis.set(shardLeaseKey(prefix, shard), writerId, 'PX', leaseMs, 'NX')) === 'OK'
-            ? shard
-            : null,
-        ),
-      )
-    ).filter((shard): shard is number => shard !== null);
-    if (leased.length === 0) return 0;
-    const letGo = (list: readonly number[]) =>
-      Promise.all(
-        list.map((shard) =>
-          runScript(redis, RELEASE, [shardLeaseKey(prefix, shard)], [writerId]).catch(() => undefined),
-        ),
-      );
-    const streams = leased.map((shard) => outboxKey(prefix, shard));
-    type Raised = { stream: string; epoch: string; previous: string | null };
-    let raised: Raised[];
-    try {
-      raised = await sql.begin(async (tx): Promise<Raised[]> => {
-        const free = await tx<{ stream: string }[]>`
-          select stream from ledger_stream_fences where stream = any(${streams}::text[]) for update skip locked`;
-        const existing = await tx<{ stream: string }[]>`
-          select stream from ledger_stream_fences where stream = any(${streams}::text[])`;
-        const freeSet = new Set(free.map((row) => row.stream));
-        const busy = new Set(existing.map((row) => row.stream).filter((stream) => !freeSet.has(stream)));
-        const takeable = streams.filter((stream) => !busy.has(stream));
-        if (takeable.length === 0) return [];
-        return tx<Raised[]>`
-          with previous as (
-            select stream, owner from ledger_stream_fences where stream = any(${takeable}::text[])
-          )
-          insert into ledger_stream_fences as f (stream, epoch, owner)
-          select unnest(${takeable}::text[]), 1, ${writerId}
-          on conflict (stream) do update
-            set epoch = case when f.owner = excluded.owner then f.epoch else f.epoch + 1 end,
-              owner = excluded.owner, taken_at = now()
-          returning f.stream, f.epoch::text as epoch,
-            (select p.owner from previous p where p.stream = f.stream) as previous`;
-      });
-    } catch (error) {
-      // Postgres unreachable: a shard is never consumed without its fence raised. Let them go.
-      logger?.warn({ err: errorText(error) }, 'ledger writer: could not take shards over');
-      await letGo(leased);
-      return 0;
-    }
-    const byStream = new Map(raised.map((row) => [row.stream, row]));
-    await letGo(leased.filter((shard) => !byStream.has(outboxKey(prefix, shard))));
-    let taken = 0;
-    await Promise.all(
-      leased.map(async (shard) => {
-        const stream = outboxKey(prefix, shard);
-        const row = byStream.get(stream);
-        if (row === undefined) return;
-        try {
-          await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
-        } catch (error) {
-          if (replyCode(error) !== 'BUSYGROUP') {
-            await letGo([shard]);
-            return;
-          }
-        }
-        const renewedMs = Date.now();
-        const renewed = await runScript<number>(
-          redis,
-          RENEW,
-          [shardLeaseKey(prefix, shard)],
-          [writerId, leaseMs],
-        ).catch(() => 0);
-        // Lapsed and taken by another writer meanwhile: that writer raised the fence after this one.
-        if (renewed !== 1) return;
-        owned.set(shard, {
-          shard,
-          stream,
-          epoch: BigInt(row.epoch),
-          claimCursor: '0-0',
-          validUntilMs: renewedMs + leaseMs,
-          pollMs: 0,
-          nextPollAtMs: 0,
-        });
-        metrics.shardsAcquired.inc({
-          from: row.previous === null ? 'new' : row.previous === writerId ? 'self' : 'writer',
-        });
-        taken++;
-      }),
-    );
-    setGauge();
-    return taken;
-  }
-
   async function release(shard: number): Promise<void> {
     drop(shard, 'released');
     await runScript(redis, RELEASE, [shardLeaseKey(prefix, shard)], [writerId]).catch(() => undefined);
   }
 
-  /** Renews every lease; drops a shard whose lease is gone or could not be renewed in time. */
-  async function renew(): Promise<void> {
-    const sentMs = Date.now();
-    await Promise.all(
-      [...owned.values()].map(async (shard) => {
-        try {
-          const renewed = await runScript<number>(
-            redis,
-            RENEW,
-            [shardLeaseKey(prefix, shard.shard)],
-            [writerId, leaseMs],
-          );
-          if (owned.get(shard.shard) !== shard) return;
-          if (renewed === 1) shard.validUntilMs = sentMs + leaseMs;
-          else drop(shard.shard, 'lease_lost');
-        } catch {
-          // Whatever failed, the lease is only as good as its last renewal: past it the shard is
-          // dropped (the safe side), and the next round tries again.
-          if (Date.now() >= shard.validUntilMs) drop(shard.shard, 'lease_expired');
-        }
-      }),
-    );
-  }
-
-  /** Heartbeat, then take free shards up to this writer's share or release those above it. */
-  async function balance(): Promise<void> {
-    const now = Date.now();
-    const key = writersKey(prefix);
-    const [, , [, live] = []] =
-      (await redis
-        .multi()
-        .zadd(key, now + leaseMs, writerId)
-        .zremrangebyscore(key, '-inf', now)
-        .zcard(key)
-        .exec()) ?? [];
-    const share = Math.ceil(shardCount / Math.max(1, Number(live ?? 1)));
-    if (owned.size > share) {
-      const excess = [...owned.keys()].sort((a, b) => rank(writerId, b) - rank(writerId, a));
-      for (const shard of excess.slice(0, owned.size - share)) await release(shard);
-      return;
-    }
-    for (let i = 0; i < order.length && owned.size < share; i += limits.shardAcquireConcurrency) {
-      const candidates = order
-        .slice(i, i + limits.shardAcquireConcurrency)
-        .filter((shard) => !owned.has(shard));
-      // Which are free (one EXISTS each: a shard's own slot), then take as many as this writer lacks.
-      const held = await Promise.all(candidates.map((shard) => redis.exists(shardLeaseKey(prefix, shard))));
-      const free = candidates.filter((_, j) => held[j] === 0);
-      if (free.length > 0) await acquire(free.slice(0, share - owned.size));
-    }
-  }
+  const ownership: Ownership = { options, owned, order, setGauge, drop, release };
 
   let maintaining: Promise<void> | null = null;
   /** One renewal and balance round; never two at once. */
   function maintain(): Promise<void> {
     maintaining ??= (async () => {
       try {
-        await renew();
-        await balance();
+        await renew(ownership);
+        await balance(ownership);
       } catch (error) {
         logger?.warn({ err: errorText(error) }, 'ledger writer: shard balance failed, retrying');
       } finally {
@@ -321,6 +183,173 @@ export function createShardOwnership(options: ShardOwnershipOptions) {
       await redis.zrem(writersKey(prefix), writerId).catch(() => undefined);
     },
   };
+}
+
+/**
+ * Takes free shards: their leases (SET NX), then their fences in one Postgres transaction (epoch + 1;
+ * a fence row still locked by an old owner's open transaction is skipped, its lease let go, and tried
+ * again next round), then their groups. Taking back a shard no other writer held since (its lease
+ * lapsed, or Redis lost it) keeps the epoch: this writer's batches in hand are still its own to
+ * commit (Redis may have lost their only other copy), and no other writer wrote in between; last a renewal, so a slow takeover does not start on a lease
+ * that lapsed meanwhile. Returns how many it took.
+ */
+async function acquire(ownership: Ownership, shards: readonly number[]): Promise<number> {
+  const { options, owned, setGauge } = ownership;
+  const { redis, sql, prefix, writerId, group, leaseMs, metrics, logger } = options;
+  const leased = (
+    await Promise.all(
+      shards.map(async (shard) =>
+        (await redis.set(shardLeaseKey(prefix, shard), writerId, 'PX', leaseMs, 'NX')) === 'OK'
+          ? shard
+          : null,
+      ),
+    )
+  ).filter((shard): shard is number => shard !== null);
+  if (leased.length === 0) return 0;
+  const letGo = (list: readonly number[]) =>
+    Promise.all(
+      list.map((shard) =>
+        runScript(redis, RELEASE, [shardLeaseKey(prefix, shard)], [writerId]).catch(() => undefined),
+      ),
+    );
+  const streams = leased.map((shard) => outboxKey(prefix, shard));
+  let raised: Raised[];
+  try {
+    raised = await raiseFences(sql, writerId, streams);
+  } catch (error) {
+    // Postgres unreachable: a shard is never consumed without its fence raised. Let them go.
+    logger?.warn({ err: errorText(error) }, 'ledger writer: could not take shards over');
+    await letGo(leased);
+    return 0;
+  }
+  const byStream = new Map(raised.map((row) => [row.stream, row]));
+  await letGo(leased.filter((shard) => !byStream.has(outboxKey(prefix, shard))));
+  let taken = 0;
+  await Promise.all(
+    leased.map(async (shard) => {
+      const stream = outboxKey(prefix, shard);
+      const row = byStream.get(stream);
+      if (row === undefined) return;
+      try {
+        await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
+      } catch (error) {
+        if (replyCode(error) !== 'BUSYGROUP') {
+          await letGo([shard]);
+          return;
+        }
+      }
+      const renewedMs = Date.now();
+      const renewed = await runScript<number>(
+        redis,
+        RENEW,
+        [shardLeaseKey(prefix, shard)],
+        [writerId, leaseMs],
+      ).catch(() => 0);
+      // Lapsed and taken by another writer meanwhile: that writer raised the fence after this one.
+      if (renewed !== 1) return;
+      owned.set(shard, {
+        shard,
+        stream,
+        epoch: BigInt(row.epoch),
+        claimCursor: '0-0',
+        validUntilMs: renewedMs + leaseMs,
+        pollMs: 0,
+        nextPollAtMs: 0,
+      });
+      metrics.shardsAcquired.inc({
+        from: row.previous === null ? 'new' : row.previous === writerId ? 'self' : 'writer',
+      });
+      taken++;
+    }),
+  );
+  setGauge();
+  return taken;
+}
+
+type Raised = { stream: string; epoch: string; previous: string | null };
+
+/**
+ * In one transaction, raises the fences of `streams` this writer may take: epoch + 1, or kept when this
+ * writer was the last owner. A fence row still locked by an old owner's open transaction is skipped.
+ */
+async function raiseFences(sql: Sql, writerId: string, streams: readonly string[]): Promise<Raised[]> {
+  return sql.begin(async (tx): Promise<Raised[]> => {
+    const free = await tx<{ stream: string }[]>`
+      select stream from ledger_stream_fences where stream = any(${streams}::text[]) for update skip locked`;
+    const existing = await tx<{ stream: string }[]>`
+      select stream from ledger_stream_fences where stream = any(${streams}::text[])`;
+    const freeSet = new Set(free.map((row) => row.stream));
+    const busy = new Set(existing.map((row) => row.stream).filter((stream) => !freeSet.has(stream)));
+    const takeable = streams.filter((stream) => !busy.has(stream));
+    if (takeable.length === 0) return [];
+    return tx<Raised[]>`
+      with previous as (
+        select stream, owner from ledger_stream_fences where stream = any(${takeable}::text[])
+      )
+      insert into ledger_stream_fences as f (stream, epoch, owner)
+      select unnest(${takeable}::text[]), 1, ${writerId}
+      on conflict (stream) do update
+        set epoch = case when f.owner = excluded.owner then f.epoch else f.epoch + 1 end,
+          owner = excluded.owner, taken_at = now()
+      returning f.stream, f.epoch::text as epoch,
+        (select p.owner from previous p where p.stream = f.stream) as previous`;
+  });
+}
+
+/** Renews every lease; drops a shard whose lease is gone or could not be renewed in time. */
+async function renew(ownership: Ownership): Promise<void> {
+  const { options, owned, drop } = ownership;
+  const { redis, prefix, writerId, leaseMs } = options;
+  const sentMs = Date.now();
+  await Promise.all(
+    [...owned.values()].map(async (shard) => {
+      try {
+        const renewed = await runScript<number>(
+          redis,
+          RENEW,
+          [shardLeaseKey(prefix, shard.shard)],
+          [writerId, leaseMs],
+        );
+        if (owned.get(shard.shard) !== shard) return;
+        if (renewed === 1) shard.validUntilMs = sentMs + leaseMs;
+        else drop(shard.shard, 'lease_lost');
+      } catch {
+        // Whatever failed, the lease is only as good as its last renewal: past it the shard is
+        // dropped (the safe side), and the next round tries again.
+        if (Date.now() >= shard.validUntilMs) drop(shard.shard, 'lease_expired');
+      }
+    }),
+  );
+}
+
+/** Heartbeat, then take free shards up to this writer's share or release those above it. */
+async function balance(ownership: Ownership): Promise<void> {
+  const { options, owned, order, release } = ownership;
+  const { redis, prefix, writerId, leaseMs, shardCount } = options;
+  const now = Date.now();
+  const key = writersKey(prefix);
+  const [, , [, live] = []] =
+    (await redis
+      .multi()
+      .zadd(key, now + leaseMs, writerId)
+      .zremrangebyscore(key, '-inf', now)
+      .zcard(key)
+      .exec()) ?? [];
+  const share = Math.ceil(shardCount / Math.max(1, Number(live ?? 1)));
+  if (owned.size > share) {
+    const excess = [...owned.keys()].sort((a, b) => rank(writerId, b) - rank(writerId, a));
+    for (const shard of excess.slice(0, owned.size - share)) await release(shard);
+    return;
+  }
+  for (let i = 0; i < order.length && owned.size < share; i += limits.shardAcquireConcurrency) {
+    const candidates = order
+      .slice(i, i + limits.shardAcquireConcurrency)
+      .filter((shard) => !owned.has(shard));
+    // Which are free (one EXISTS each: a shard's own slot), then take as many as this writer lacks.
+    const held = await Promise.all(candidates.map((shard) => redis.exists(shardLeaseKey(prefix, shard))));
+    const free = candidates.filter((_, j) => held[j] === 0);
+    if (free.length > 0) await acquire(ownership, free.slice(0, share - owned.size));
+  }
 }
 
 /** Rendezvous weight of (writer, shard): FNV-1a of both, so each writer has its own shard order. */

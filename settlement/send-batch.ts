@@ -37,19 +37,7 @@ export interface SendBatchOptions {
 
 /** The sends of one worker: `sendBatch(kind, report)`. */
 export function createSendBatch(deps: SendBatchOptions) {
-  const {
-    options,
-    sql,
-    client,
-    account,
-    vault,
-    logger,
-    metrics,
-    batchMax,
-    receiptTimeoutMs,
-    nonces,
-    bookReceivable,
-  } = deps;
+  const { options, sql, client, account, vault, logger, metrics, batchMax, nonces } = deps;
 
   const feeCap = createFeeCap({
     client,
@@ -74,19 +62,7 @@ export function createSendBatch(deps: SendBatchOptions) {
       options.chainId,
       pending.map((p) => p.user_id),
     );
-    for (const orphan of pending.filter((p) => !accountOf.has(p.user_id))) {
-      if (kind.name === 'spend') {
-        if (await bookReceivable(orphan)) report.receivables++;
-      } else {
-        // Its capture went to the receivable account: a person settles both.
-        await sql`update chain_refunds set status = 'failed', last_error = 'no linked wallet on this chain',
-          updated_at = now() where ref = ${orphan.ref} and status = 'pending'`;
-        logger.error(
-          { alert: 'refund_without_wallet', ref: orphan.ref, userId: orphan.user_id },
-          'refund of a user without a linked wallet cannot reach the chain',
-        );
-      }
-    }
+    await setAsideWalletless(deps, kind, pending, accountOf, report);
     const batch = pending.filter((p) => accountOf.has(p.user_id));
     if (batch.length === 0) return 0;
     const fees = await feeCap.fees();
@@ -140,20 +116,53 @@ export function createSendBatch(deps: SendBatchOptions) {
     metrics.batchesSent.inc({ kind: kind.name });
     await options.afterBroadcast?.(hash, kind.name);
     logger.info({ hash, nonce, kind: kind.name, refs: refs.length }, 'settlement batch broadcast');
-    try {
-      const receipt = await client.waitForTransactionReceipt({
-        hash,
-        timeout: receiptTimeoutMs,
-        pollingInterval: 100,
-      });
-      if (receipt.status !== 'success')
-        logger.error({ hash }, 'settlement batch reverted; reconcile will re-send');
-    } catch {
-      // Not knowing the receipt now loses nothing: the reconcile reads the transaction from the chain.
-      logger.warn({ hash }, 'no receipt yet; reconcile will follow the transaction');
-    }
+    await followReceipt(deps, hash);
     return batch.length;
   };
 
   return sendBatch;
+}
+
+/**
+ * Sets aside the rows of users without a linked wallet on this chain: a spend is booked as a receivable,
+ * a refund is marked failed (its capture went to the receivable account: a person settles both).
+ */
+async function setAsideWalletless(
+  deps: SendBatchOptions,
+  kind: Kind,
+  pending: PendingRow[],
+  accountOf: Map<string, Address>,
+  report: SettlementReport,
+): Promise<void> {
+  const { sql, logger, bookReceivable } = deps;
+  for (const orphan of pending.filter((p) => !accountOf.has(p.user_id))) {
+    if (kind.name === 'spend') {
+      if (await bookReceivable(orphan)) report.receivables++;
+    } else {
+      // Its capture went to the receivable account: a person settles both.
+      await sql`update chain_refunds set status = 'failed', last_error = 'no linked wallet on this chain',
+        updated_at = now() where ref = ${orphan.ref} and status = 'pending'`;
+      logger.error(
+        { alert: 'refund_without_wallet', ref: orphan.ref, userId: orphan.user_id },
+        'refund of a user without a linked wallet cannot reach the chain',
+      );
+    }
+  }
+}
+
+/** Waits for a broadcast batch's receipt, logging a revert or a timeout; the reconcile follows up either way. */
+async function followReceipt(deps: SendBatchOptions, hash: Hex): Promise<void> {
+  const { client, logger, receiptTimeoutMs } = deps;
+  try {
+    const receipt = await client.waitForTransactionReceipt({
+      hash,
+      timeout: receiptTimeoutMs,
+      pollingInterval: 100,
+    });
+    if (receipt.status !== 'success')
+      logger.error({ hash }, 'settlement batch reverted; reconcile will re-send');
+  } catch {
+    // Not knowing the receipt now loses nothing: the reconcile reads the transaction from the chain.
+    logger.warn({ hash }, 'no receipt yet; reconcile will follow the transaction');
+  }
 }

@@ -141,6 +141,56 @@ export function effectOfRecord(event: EventRecord): Effect | null {
 const byChainOrder = (a: EventRecord, b: EventRecord): number =>
   a.blockNumber === b.blockNumber ? a.logIndex - b.logIndex : a.blockNumber < b.blockNumber ? -1 : 1;
 
+/** An event that moves a user's credit, with its effect. */
+type UserEffect = { event: EventRecord; effect: Effect; userId: string };
+
+/** Per user: on-chain debt (USDC base units) and unsettled cents to add. */
+type CreditDelta = { userId: string; debtUsdcDelta: bigint; unsettledCentsDelta: bigint };
+
+/** What one `applyEffects` call writes, gathered before the writes. */
+interface EffectWrites {
+  positions: Map<string, PositionDelta>;
+  credit: Map<string, CreditDelta>;
+  creditOf(userId: string): CreditDelta;
+  priceUpserts: PriceRow[];
+  priceDeletes: { assetId: string; roundId: bigint; blockNumber: bigint }[];
+  spends: UserEffect[];
+  refunds: UserEffect[];
+  reductions: UserEffect[];
+  transfers: TransferInput[];
+  confirmedRefs: string[];
+  reopenedRefs: string[];
+  confirmedRefunds: string[];
+  reopenedRefunds: string[];
+}
+
+function newEffectWrites(): EffectWrites {
+  const credit = new Map<string, CreditDelta>();
+  const creditOf = (userId: string): CreditDelta => {
+    let delta = credit.get(userId);
+    if (delta === undefined) {
+      delta = { userId, debtUsdcDelta: 0n, unsettledCentsDelta: 0n };
+      credit.set(userId, delta);
+    }
+    return delta;
+  };
+  return {
+    positions: new Map(),
+    credit,
+    creditOf,
+    priceUpserts: [],
+    priceDeletes: [],
+    spends: [],
+    refunds: [],
+    reductions: [],
+    transfers: [],
+    confirmedRefs: [],
+    reopenedRefs: [],
+    confirmedRefunds: [],
+    reopenedRefunds: [],
+  };
+}
+
 /**
  * Adds (sign 1) or subtracts (sign −1) the effects of `events`, all of which are (or were) applied.
  * Events of unlinked wallets and unknown tokens or feeds move nothing. Neither do events of a user's
@@ -155,26 +205,34 @@ export async function applyEffects(
   sign: 1n | -1n,
   touched: Touched,
 ): Promise<void> {
-  const positions = new Map<string, PositionDelta>();
-  /** Per user: on-chain debt (USDC base units) and unsettled cents to add. */
-  const credit = new Map<string, { userId: string; debtUsdcDelta: bigint; unsettledCentsDelta: bigint }>();
-  const priceUpserts: PriceRow[] = [];
-  const priceDeletes: { assetId: string; roundId: bigint; blockNumber: bigint }[] = [];
-  const spends: { event: EventRecord; effect: Effect; userId: string }[] = [];
-  const refunds: { event: EventRecord; effect: Effect; userId: string }[] = [];
-  const reductions: { event: EventRecord; effect: Effect; userId: string }[] = [];
-  const creditOf = (userId: string) => {
-    let delta = credit.get(userId);
-    if (delta === undefined) {
-      delta = { userId, debtUsdcDelta: 0n, unsettledCentsDelta: 0n };
-      credit.set(userId, delta);
-    }
-    return delta;
-  };
-
+  const writes = newEffectWrites();
   const accounts = await vaultAccountsOf(tx, ctx.chainId, [
     ...new Set(events.flatMap((e) => (e.userId === null ? [] : [e.userId]))),
   ]);
+  collectEffects(ctx, events, sign, accounts, writes, touched);
+  if (sign > 0n) {
+    await bookSettlements(tx, writes, touched);
+    await bookRefunds(tx, writes, touched);
+    bookReductions(writes);
+  } else {
+    await bookUndo(tx, writes, touched);
+  }
+  await writeEffects(tx, writes);
+}
+
+/**
+ * Sorts the effects of `events` into `writes`: price rows, position deltas and debt deltas now; spends,
+ * refunds and debt reductions for the booking that follows.
+ */
+function collectEffects(
+  ctx: ApplyContext,
+  events: readonly EventRecord[],
+  sign: 1n | -1n,
+  accounts: ReadonlyMap<string, Address>,
+  writes: EffectWrites,
+  touched: Touched,
+): void {
+  const { positions, creditOf, priceUpserts, priceDeletes, spends, refunds, reductions } = writes;
   for (const event of events) {
     const effect = effectOfRecord(event);
     if (effect === null) continue;
@@ -208,154 +266,179 @@ export async function applyEffects(
     if (effect.refund !== undefined) refunds.push({ event, effect, userId });
     if (effect.debtReduction !== undefined) reductions.push({ event, effect, userId });
   }
+}
 
-  const transfers: TransferInput[] = [];
-  const confirmedRefs: string[] = [];
-  const reopenedRefs: string[] = [];
-  const confirmedRefunds: string[] = [];
-  const reopenedRefunds: string[] = [];
-  if (sign > 0n) {
-    // A spend moves unsettled cents into on-chain debt only when it is the settlement of one of our
-    // captures for the same user and amount; anything else raises debt and leaves unsettled alone.
-    const settlements = await settlementsByRef(
-      tx,
-      spends.map((s) => s.effect.spend?.ref ?? ''),
-    );
-    for (const { event, effect, userId } of spends) {
-      const spend = effect.spend;
-      const row = spend === undefined ? undefined : settlements.get(spend.ref);
-      if (
-        spend === undefined ||
-        row === undefined ||
-        row.userId !== userId ||
-        row.amountUsdc !== spend.amountUsdc
-      ) {
-        continue;
-      }
-      creditOf(userId).unsettledCentsDelta -= row.amountCents;
-      confirmedRefs.push(row.ref);
-      // Refund credit the vault held (a refund recorded when the debt was lower) pays part of it.
-      const creditCents = spend.creditUsedUsdc / USDC_PER_CENT;
-      transfers.push({
-        ref: chainLedgerRef(event),
-        kind: 'settlement',
-        userId,
-        entries: [
-          { account: 'user_unsettled', userId, amountCents: -row.amountCents },
-          { account: 'user_debt_onchain', userId, amountCents: row.amountCents - creditCents },
-          ...(creditCents === 0n
-            ? []
-            : [{ account: 'user_refund_credit_onchain', userId, amountCents: creditCents }]),
-        ],
-      });
-      touched.unsettledMoves.push({
-        userId,
-        eventKey: `settle:${row.ref}:${logKey(event)}`,
-        amountCents: -row.amountCents,
-      });
+/** Books the settlements the chain confirmed: each spend that settles one of our captures. */
+async function bookSettlements(tx: Tx, writes: EffectWrites, touched: Touched): Promise<void> {
+  const { spends, creditOf, confirmedRefs, transfers } = writes;
+  // A spend moves unsettled cents into on-chain debt only when it is the settlement of one of our
+  // captures for the same user and amount; anything else raises debt and leaves unsettled alone.
+  const settlements = await settlementsByRef(
+    tx,
+    spends.map((s) => s.effect.spend?.ref ?? ''),
+  );
+  for (const { event, effect, userId } of spends) {
+    const spend = effect.spend;
+    const row = spend === undefined ? undefined : settlements.get(spend.ref);
+    if (
+      spend === undefined ||
+      row === undefined ||
+      row.userId !== userId ||
+      row.amountUsdc !== spend.amountUsdc
+    ) {
+      continue;
     }
-    // A refund moves its cents back from on-chain debt to unsettled, where the lifecycle credited it
-    // when Stripe refunded: unsettled never stays below zero, and debt + unsettled is unchanged.
-    const refundRows = await refundsByRef(
-      tx,
-      refunds.map((r) => r.effect.refund?.ref ?? ''),
-    );
-    for (const { event, effect, userId } of refunds) {
-      const refund = effect.refund;
-      const row = refund === undefined ? undefined : refundRows.get(refund.ref);
-      if (
-        refund === undefined ||
-        row === undefined ||
-        row.userId !== userId ||
-        row.amountUsdc !== refund.amountUsdc
-      ) {
-        continue;
-      }
-      creditOf(userId).unsettledCentsDelta += row.amountCents;
-      confirmedRefunds.push(row.ref);
-      // Debt cents rounded down, as for repayments; the rest is credit held by the vault.
-      const debtCents = refund.debtReducedUsdc / USDC_PER_CENT;
-      transfers.push({
-        ref: chainLedgerRef(event),
-        kind: 'refund',
-        userId,
-        entries: [
-          { account: 'user_unsettled', userId, amountCents: row.amountCents },
-          { account: 'user_debt_onchain', userId, amountCents: -debtCents },
-          ...(row.amountCents === debtCents
-            ? []
-            : [{ account: 'user_refund_credit_onchain', userId, amountCents: debtCents - row.amountCents }]),
-        ],
-      });
-      touched.unsettledMoves.push({
-        userId,
-        eventKey: `refund:${row.ref}:${logKey(event)}`,
-        amountCents: row.amountCents,
-      });
+    creditOf(userId).unsettledCentsDelta -= row.amountCents;
+    confirmedRefs.push(row.ref);
+    // Refund credit the vault held (a refund recorded when the debt was lower) pays part of it.
+    const creditCents = spend.creditUsedUsdc / USDC_PER_CENT;
+    transfers.push({
+      ref: chainLedgerRef(event),
+      kind: 'settlement',
+      userId,
+      entries: [
+        { account: 'user_unsettled', userId, amountCents: -row.amountCents },
+        { account: 'user_debt_onchain', userId, amountCents: row.amountCents - creditCents },
+        ...(creditCents === 0n
+          ? []
+          : [{ account: 'user_refund_credit_onchain', userId, amountCents: creditCents }]),
+      ],
+    });
+    touched.unsettledMoves.push({
+      userId,
+      eventKey: `settle:${row.ref}:${logKey(event)}`,
+      amountCents: -row.amountCents,
+    });
+  }
+}
+
+/** Books the refunds the chain recorded: each that matches one of ours. */
+async function bookRefunds(tx: Tx, writes: EffectWrites, touched: Touched): Promise<void> {
+  const { refunds, creditOf, confirmedRefunds, transfers } = writes;
+  // A refund moves its cents back from on-chain debt to unsettled, where the lifecycle credited it
+  // when Stripe refunded: unsettled never stays below zero, and debt + unsettled is unchanged.
+  const refundRows = await refundsByRef(
+    tx,
+    refunds.map((r) => r.effect.refund?.ref ?? ''),
+  );
+  for (const { event, effect, userId } of refunds) {
+    const refund = effect.refund;
+    const row = refund === undefined ? undefined : refundRows.get(refund.ref);
+    if (
+      refund === undefined ||
+      row === undefined ||
+      row.userId !== userId ||
+      row.amountUsdc !== refund.amountUsdc
+    ) {
+      continue;
     }
-    for (const { event, effect, userId } of reductions) {
-      const reduction = effect.debtReduction;
-      if (reduction === undefined) continue;
-      // Cents rounded down: the ledger never shows less debt than the chain holds.
-      const cents = reduction.amountUsdc / USDC_PER_CENT;
-      if (cents === 0n) continue;
-      transfers.push({
-        ref: chainLedgerRef(event),
-        kind: reduction.kind,
-        userId,
-        entries: [
-          { account: 'user_debt_onchain', userId, amountCents: -cents },
-          {
-            account: reduction.kind === 'repayment' ? 'program_repayments' : 'program_liquidations',
-            userId: null,
-            amountCents: cents,
-          },
-        ],
-      });
-    }
-  } else {
-    // Undo exactly what was booked: the forward transfer, found by its ref, is reversed entry by entry.
-    const undone = [...spends, ...refunds, ...reductions];
-    const booked = await ledgerEntriesByRef(
-      tx,
-      undone.map((u) => chainLedgerRef(u.event)),
-    );
-    for (const { event, effect, userId } of undone) {
-      const entries = booked.get(chainLedgerRef(event));
-      if (entries === undefined) continue;
-      transfers.push({
-        ref: reorgLedgerRef(event),
-        kind: 'adjustment',
-        userId,
-        entries: entries.map((e) => ({ ...e, amountCents: -e.amountCents })),
-      });
-      if (effect.refund !== undefined) {
-        const unsettled = entries.find((e) => e.account === 'user_unsettled');
-        if (unsettled !== undefined) {
-          creditOf(userId).unsettledCentsDelta -= unsettled.amountCents;
-          reopenedRefunds.push(effect.refund.ref);
-          touched.unsettledMoves.push({
-            userId,
-            eventKey: `unrefund:${effect.refund.ref}:${logKey(event)}`,
-            amountCents: -unsettled.amountCents,
-          });
-        }
+    creditOf(userId).unsettledCentsDelta += row.amountCents;
+    confirmedRefunds.push(row.ref);
+    // Debt cents rounded down, as for repayments; the rest is credit held by the vault.
+    const debtCents = refund.debtReducedUsdc / USDC_PER_CENT;
+    transfers.push({
+      ref: chainLedgerRef(event),
+      kind: 'refund',
+      userId,
+      entries: [
+        { account: 'user_unsettled', userId, amountCents: row.amountCents },
+        { account: 'user_debt_onchain', userId, amountCents: -debtCents },
+        ...(row.amountCents === debtCents
+          ? []
+          : [{ account: 'user_refund_credit_onchain', userId, amountCents: debtCents - row.amountCents }]),
+      ],
+    });
+    touched.unsettledMoves.push({
+      userId,
+      eventKey: `refund:${row.ref}:${logKey(event)}`,
+      amountCents: row.amountCents,
+    });
+  }
+}
+
+/** Books repayments and liquidations: on-chain debt down by whole cents. */
+function bookReductions(writes: EffectWrites): void {
+  const { reductions, transfers } = writes;
+  for (const { event, effect, userId } of reductions) {
+    const reduction = effect.debtReduction;
+    if (reduction === undefined) continue;
+    // Cents rounded down: the ledger never shows less debt than the chain holds.
+    const cents = reduction.amountUsdc / USDC_PER_CENT;
+    if (cents === 0n) continue;
+    transfers.push({
+      ref: chainLedgerRef(event),
+      kind: reduction.kind,
+      userId,
+      entries: [
+        { account: 'user_debt_onchain', userId, amountCents: -cents },
+        {
+          account: reduction.kind === 'repayment' ? 'program_repayments' : 'program_liquidations',
+          userId: null,
+          amountCents: cents,
+        },
+      ],
+    });
+  }
+}
+
+/** Reverses, after a reorg, what the forward booking of these spends, refunds and reductions booked. */
+async function bookUndo(tx: Tx, writes: EffectWrites, touched: Touched): Promise<void> {
+  const { spends, refunds, reductions, creditOf, transfers, reopenedRefs, reopenedRefunds } = writes;
+  // Undo exactly what was booked: the forward transfer, found by its ref, is reversed entry by entry.
+  const undone = [...spends, ...refunds, ...reductions];
+  const booked = await ledgerEntriesByRef(
+    tx,
+    undone.map((u) => chainLedgerRef(u.event)),
+  );
+  for (const { event, effect, userId } of undone) {
+    const entries = booked.get(chainLedgerRef(event));
+    if (entries === undefined) continue;
+    transfers.push({
+      ref: reorgLedgerRef(event),
+      kind: 'adjustment',
+      userId,
+      entries: entries.map((e) => ({ ...e, amountCents: -e.amountCents })),
+    });
+    if (effect.refund !== undefined) {
+      const unsettled = entries.find((e) => e.account === 'user_unsettled');
+      if (unsettled !== undefined) {
+        creditOf(userId).unsettledCentsDelta -= unsettled.amountCents;
+        reopenedRefunds.push(effect.refund.ref);
+        touched.unsettledMoves.push({
+          userId,
+          eventKey: `unrefund:${effect.refund.ref}:${logKey(event)}`,
+          amountCents: -unsettled.amountCents,
+        });
       }
-      if (effect.spend !== undefined) {
-        const unsettled = entries.find((e) => e.account === 'user_unsettled');
-        if (unsettled !== undefined) {
-          creditOf(userId).unsettledCentsDelta -= unsettled.amountCents;
-          reopenedRefs.push(effect.spend.ref);
-          touched.unsettledMoves.push({
-            userId,
-            eventKey: `unsettle:${effect.spend.ref}:${logKey(event)}`,
-            amountCents: -unsettled.amountCents,
-          });
-        }
+    }
+    if (effect.spend !== undefined) {
+      const unsettled = entries.find((e) => e.account === 'user_unsettled');
+      if (unsettled !== undefined) {
+        creditOf(userId).unsettledCentsDelta -= unsettled.amountCents;
+        reopenedRefs.push(effect.spend.ref);
+        touched.unsettledMoves.push({
+          userId,
+          eventKey: `unsettle:${effect.spend.ref}:${logKey(event)}`,
+          amountCents: -unsettled.amountCents,
+        });
       }
     }
   }
+}
 
+/** Writes everything gathered, in one pipelined round on the transaction's connection. */
+async function writeEffects(tx: Tx, writes: EffectWrites): Promise<void> {
+  const {
+    positions,
+    credit,
+    priceUpserts,
+    priceDeletes,
+    confirmedRefs,
+    reopenedRefs,
+    confirmedRefunds,
+    reopenedRefunds,
+    transfers,
+  } = writes;
   const creditMoves = [...credit.values()].filter(
     (d) => d.debtUsdcDelta !== 0n || d.unsettledCentsDelta !== 0n,
   );

@@ -119,40 +119,12 @@ export function createSync(options: SyncOptions): Sync {
   const concurrency = options.headerFetchConcurrency ?? LIMITS.headerFetchConcurrency;
   let blockRange = Math.min(options.blockRangeInitial ?? LIMITS.blockRangeInitial, rangeMax);
 
-  const decode = (log: Log): DecodedLog | null => {
-    const topic0 = log.topics[0];
-    if (topic0 === undefined) return null;
-    const decoder = decoders.get(topic0);
-    if (decoder === undefined) return null;
-    const address = log.address.toLowerCase() as Address;
-    // An event counts only from the contract that may emit it (no spoofing by a look-alike topic).
-    if (decoder.from === 'vault' ? address !== vault : !aggregators.has(address)) return null;
-    const decoded = decodeEventLog({ abi: [decoder.item], data: log.data, topics: log.topics, strict: true });
-    if (
-      log.blockNumber === null ||
-      log.blockHash === null ||
-      log.logIndex === null ||
-      log.transactionHash === null
-    ) {
-      return null;
-    }
-    return {
-      blockNumber: log.blockNumber,
-      blockHash: log.blockHash,
-      logIndex: log.logIndex,
-      transactionHash: log.transactionHash,
-      address,
-      eventName: decoded.eventName ?? decoder.item.name,
-      args: (decoded.args ?? {}) as Record<string, unknown>,
-    };
-  };
-
   const getDecodedLogs = async (from: bigint, to: bigint): Promise<DecodedLog[]> => {
     const logs = await client.getLogs({ address: addresses, fromBlock: from, toBlock: to });
     const out: DecodedLog[] = [];
     for (const log of logs) {
       if (log.removed) continue;
-      const decoded = decode(log);
+      const decoded = decodeLog(decoders, vault, aggregators, log);
       if (decoded !== null) out.push(decoded);
     }
     return out;
@@ -177,20 +149,7 @@ export function createSync(options: SyncOptions): Sync {
     else if (logCount < logsMax / 4) blockRange = Math.min(rangeMax, blockRange * 2);
   };
 
-  const header = async (number: bigint): Promise<BlockHeader | null> => {
-    const block = await client.getBlock({ blockNumber: number }).catch((error: unknown) => {
-      // A block above the head (after a reorg to a shorter chain) is "not found", not a failure.
-      if (error instanceof Error && error.name === 'BlockNotFoundError') return null;
-      throw error;
-    });
-    if (block === null || block.hash === null || block.number === null) return null;
-    return {
-      number: block.number,
-      hash: block.hash,
-      parentHash: block.parentHash,
-      timestamp: block.timestamp,
-    };
-  };
+  const header = (number: bigint): Promise<BlockHeader | null> => readHeader(client, number);
 
   return {
     get blockRange() {
@@ -243,27 +202,87 @@ export function createSync(options: SyncOptions): Sync {
       return { kind: 'blocks', mode: 'tail', from, to: tip, headers, logs, head };
     },
 
-    async findAncestor(tip, remembered, head) {
-      const floor = tip.number - BigInt(options.reorgDepthMax);
-      for (const block of remembered) {
-        if (block.number < floor) break;
-        if (block.number > head) continue;
-        const canonical = await header(block.number);
-        if (canonical !== null && canonical.hash === block.hash) {
-          return {
-            kind: 'reorg',
-            ancestor: block,
-            orphanedTip: tip,
-            depth: Number(tip.number - block.number),
-            head,
-          };
-        }
-      }
-      throw new ReorgTooDeepError(
-        { cursorBlock: tip.number, reorgDepthMax: options.reorgDepthMax, checkedDownTo: floor },
-        `reorg deeper than ${options.reorgDepthMax} blocks below block ${tip.number} (no remembered block ` +
-          `at or above ${floor} is canonical); the indexer stops instead of guessing`,
-      );
-    },
+    findAncestor: (tip, remembered, head) =>
+      findAncestor(header, options.reorgDepthMax, tip, remembered, head),
   };
+}
+
+/** A log decoded, or null when no known event of the contract that emitted it (or not yet mined). */
+function decodeLog(
+  decoders: ReadonlyMap<Hex, Decoder>,
+  vault: Address,
+  aggregators: ReadonlySet<Address>,
+  log: Log,
+): DecodedLog | null {
+  const topic0 = log.topics[0];
+  if (topic0 === undefined) return null;
+  const decoder = decoders.get(topic0);
+  if (decoder === undefined) return null;
+  const address = log.address.toLowerCase() as Address;
+  // An event counts only from the contract that may emit it (no spoofing by a look-alike topic).
+  if (decoder.from === 'vault' ? address !== vault : !aggregators.has(address)) return null;
+  const decoded = decodeEventLog({ abi: [decoder.item], data: log.data, topics: log.topics, strict: true });
+  if (
+    log.blockNumber === null ||
+    log.blockHash === null ||
+    log.logIndex === null ||
+    log.transactionHash === null
+  ) {
+    return null;
+  }
+  return {
+    blockNumber: log.blockNumber,
+    blockHash: log.blockHash,
+    logIndex: log.logIndex,
+    transactionHash: log.transactionHash,
+    address,
+    eventName: decoded.eventName ?? decoder.item.name,
+    args: (decoded.args ?? {}) as Record<string, unknown>,
+  };
+}
+
+/** The header of block `number`, or null when the node has no such block. */
+async function readHeader(client: PublicClient, number: bigint): Promise<BlockHeader | null> {
+  const block = await client.getBlock({ blockNumber: number }).catch((error: unknown) => {
+    // A block above the head (after a reorg to a shorter chain) is "not found", not a failure.
+    if (error instanceof Error && error.name === 'BlockNotFoundError') return null;
+    throw error;
+  });
+  if (block === null || block.hash === null || block.number === null) return null;
+  return {
+    number: block.number,
+    hash: block.hash,
+    parentHash: block.parentHash,
+    timestamp: block.timestamp,
+  };
+}
+
+/** `Sync.findAncestor`: the newest remembered block still canonical, within `reorgDepthMax` of `tip`. */
+async function findAncestor(
+  header: (number: bigint) => Promise<BlockHeader | null>,
+  reorgDepthMax: number,
+  tip: BlockRef,
+  remembered: readonly BlockRef[],
+  head: bigint,
+): Promise<Extract<SyncBatch, { kind: 'reorg' }>> {
+  const floor = tip.number - BigInt(reorgDepthMax);
+  for (const block of remembered) {
+    if (block.number < floor) break;
+    if (block.number > head) continue;
+    const canonical = await header(block.number);
+    if (canonical !== null && canonical.hash === block.hash) {
+      return {
+        kind: 'reorg',
+        ancestor: block,
+        orphanedTip: tip,
+        depth: Number(tip.number - block.number),
+        head,
+      };
+    }
+  }
+  throw new ReorgTooDeepError(
+    { cursorBlock: tip.number, reorgDepthMax, checkedDownTo: floor },
+    `reorg deeper than ${reorgDepthMax} blocks below block ${tip.number} (no remembered block ` +
+      `at or above ${floor} is canonical); the indexer stops instead of guessing`,
+  );
 }

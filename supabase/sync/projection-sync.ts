@@ -198,92 +198,13 @@ const ACTIVITY_UPSERT = `
   where ${distinct('account_activity', ACTIVITY_COLUMNS)}`;
 
 export function createProjectionSync(options: ProjectionSyncOptions): ProjectionSync {
-  const { supabase, financial, limits, metrics, logger } = options;
+  const { limits, metrics, logger } = options;
   let stopped = true;
   let loop: Promise<void> | null = null;
   let wake: (() => void) | null = null;
 
-  async function loadCursor(name: string): Promise<CursorRow> {
-    const [row] = await supabase<CursorRow[]>`
-      select position::text, pass_upper::text, pass_after_ts::text, pass_after_user
-      from credana_sync.cursors where name = ${name}`;
-    return row ?? { position: null, pass_upper: null, pass_after_ts: null, pass_after_user: null };
-  }
-
-  async function financialNow(): Promise<string> {
-    const [row] = await financial<{ now: string }[]>`select now()::text as now`;
-    return row!.now;
-  }
-
-  /** Seconds between the financial database's clock and a cursor position. */
-  async function lagS(position: string | null): Promise<number> {
-    if (position === null) return Number.POSITIVE_INFINITY;
-    const [row] = await financial<{ lag_s: number }[]>`
-      select extract(epoch from now() - ${position}::text::timestamptz)::float8 as lag_s`;
-    return row!.lag_s;
-  }
-
-  /** Writes the users' projection and the cursor in one Supabase transaction. */
-  async function commit(userIds: string[], truth: Truth, name: string, cursor: CursorRow): Promise<void> {
-    const summaries: SummaryRow[] = truth.summaries;
-    const activity: ActivityRow[] = truth.activity;
-    await supabase.begin(async (tx) => {
-      const s = await tx.unsafe(SUMMARY_UPSERT, [tx.json(summaries as unknown as postgres.JSONValue)]);
-      const a = await tx.unsafe(ACTIVITY_UPSERT, [tx.json(activity as unknown as postgres.JSONValue)]);
-      // Activity that fell out of a user's recent window, or whose source is gone (a reorg).
-      const d = await tx`
-        delete from public.account_activity
-        where user_id = any(${tx.array(userIds)}::uuid[]) and not (id = any(${tx.array(activity.map((r) => r.id))}::text[]))`;
-      await tx`
-        insert into credana_sync.cursors (name, position, pass_upper, pass_after_ts, pass_after_user, updated_at)
-        values (${name}, ${cursor.position}::text::timestamptz, ${cursor.pass_upper}::text::timestamptz,
-          ${cursor.pass_after_ts}::text::timestamptz, ${cursor.pass_after_user}::uuid, now())
-        on conflict (name) do update set position = excluded.position, pass_upper = excluded.pass_upper,
-          pass_after_ts = excluded.pass_after_ts, pass_after_user = excluded.pass_after_user, updated_at = now()`;
-      if (options.beforeCommit !== undefined) await options.beforeCommit();
-      metrics.syncRowsWritten.inc({ table: 'account_summaries' }, s.count);
-      metrics.syncRowsWritten.inc({ table: 'account_activity' }, a.count + d.count);
-    });
-  }
-
-  async function runBatch(): Promise<BatchResult> {
-    const startedAt = performance.now();
-    const cursor = await loadCursor(INCREMENTAL_CURSOR);
-    const upper = cursor.pass_upper ?? (await financialNow());
-    const rows = await dirtyUsers(
-      financial,
-      cursor.position,
-      limits.projectionOverlapS,
-      upper,
-      {
-        ts: cursor.pass_upper === null ? null : cursor.pass_after_ts,
-        user: cursor.pass_upper === null ? null : cursor.pass_after_user,
-      },
-      limits.projectionBatchMax,
-    );
-    const passDone = rows.length < limits.projectionBatchMax;
-    const last = rows.at(-1);
-    const next: CursorRow = passDone
-      ? { position: upper, pass_upper: null, pass_after_ts: null, pass_after_user: null }
-      : {
-          position: cursor.position,
-          pass_upper: upper,
-          pass_after_ts: last!.ts,
-          pass_after_user: last!.user_id,
-        };
-    const userIds = rows.map((r) => r.user_id);
-    const truth = await readTruth(financial, userIds, {
-      activityPerUserMax: limits.activityPerUserMax,
-      ...(options.chainEventNames === undefined ? {} : { chainEventNames: options.chainEventNames }),
-      ...(options.healthWarningBps === undefined ? {} : { healthWarningBps: options.healthWarningBps }),
-      merchantNames: options.merchantNames ?? null,
-    });
-    await commit(userIds, truth, INCREMENTAL_CURSOR, next);
-    metrics.syncUsers.inc({ mode: 'incremental' }, userIds.length);
-    metrics.syncBatchSeconds.observe((performance.now() - startedAt) / 1000);
-    metrics.syncLag.set(await lagS(next.position));
-    return { mode: 'incremental', users: userIds.length, passDone };
-  }
+  /** One incremental batch (`runIncrementalBatch` below). */
+  const runBatch = (): Promise<BatchResult> => runIncrementalBatch(options);
 
   async function runPass(): Promise<number> {
     let users = 0;
@@ -294,45 +215,16 @@ export function createProjectionSync(options: ProjectionSyncOptions): Projection
     }
   }
 
-  async function runSweepBatch(opts: { force?: boolean } = {}): Promise<BatchResult | null> {
-    const cursor = await loadCursor(SWEEP_CURSOR);
-    const now = await financialNow();
-    const due =
-      cursor.pass_upper !== null ||
-      opts.force === true ||
-      (await lagS(cursor.position)) >= limits.projectionSweepIntervalS;
-    if (!due) return null;
-    const upper = cursor.pass_upper ?? now;
-    const afterUser = cursor.pass_upper === null ? NIL_UUID : (cursor.pass_after_user ?? NIL_UUID);
-    const rows = await financial<{ id: string }[]>`
-      select id from users where id > ${afterUser}::uuid order by id limit ${limits.projectionBatchMax}`;
-    const passDone = rows.length < limits.projectionBatchMax;
-    const next: CursorRow = passDone
-      ? { position: upper, pass_upper: null, pass_after_ts: null, pass_after_user: null }
-      : {
-          position: cursor.position,
-          pass_upper: upper,
-          pass_after_ts: null,
-          pass_after_user: rows.at(-1)!.id,
-        };
-    const userIds = rows.map((r) => r.id);
-    const truth = await readTruth(financial, userIds, {
-      activityPerUserMax: limits.activityPerUserMax,
-      ...(options.chainEventNames === undefined ? {} : { chainEventNames: options.chainEventNames }),
-      ...(options.healthWarningBps === undefined ? {} : { healthWarningBps: options.healthWarningBps }),
-      merchantNames: options.merchantNames ?? null,
-    });
-    await commit(userIds, truth, SWEEP_CURSOR, next);
-    metrics.syncUsers.inc({ mode: 'sweep' }, userIds.length);
-    return { mode: 'sweep', users: userIds.length, passDone };
-  }
+  /** One sweep batch (`runSweepBatch` below). */
+  const runSweep = (opts: { force?: boolean } = {}): Promise<BatchResult | null> =>
+    runSweepBatch(options, opts);
 
   async function run(): Promise<void> {
     let failures = 0;
     while (!stopped) {
       try {
         await runPass();
-        await runSweepBatch();
+        await runSweep();
         failures = 0;
         await pause(limits.projectionPollIntervalMs);
       } catch (error) {
@@ -359,7 +251,7 @@ export function createProjectionSync(options: ProjectionSyncOptions): Projection
   return {
     runBatch,
     runPass,
-    runSweepBatch,
+    runSweepBatch: runSweep,
     start() {
       if (!stopped) return;
       stopped = false;
@@ -372,4 +264,133 @@ export function createProjectionSync(options: ProjectionSyncOptions): Projection
       loop = null;
     },
   };
+}
+
+async function loadCursor(supabase: postgres.Sql, name: string): Promise<CursorRow> {
+  const [row] = await supabase<CursorRow[]>`
+    select position::text, pass_upper::text, pass_after_ts::text, pass_after_user
+    from credana_sync.cursors where name = ${name}`;
+  return row ?? { position: null, pass_upper: null, pass_after_ts: null, pass_after_user: null };
+}
+
+async function financialNow(financial: Sql): Promise<string> {
+  const [row] = await financial<{ now: string }[]>`select now()::text as now`;
+  return row!.now;
+}
+
+/** Seconds between the financial database's clock and a cursor position. */
+async function lagS(financial: Sql, position: string | null): Promise<number> {
+  if (position === null) return Number.POSITIVE_INFINITY;
+  const [row] = await financial<{ lag_s: number }[]>`
+    select extract(epoch from now() - ${position}::text::timestamptz)::float8 as lag_s`;
+  return row!.lag_s;
+}
+
+/** Writes the users' projection and the cursor in one Supabase transaction. */
+async function commit(
+  options: ProjectionSyncOptions,
+  userIds: string[],
+  truth: Truth,
+  name: string,
+  cursor: CursorRow,
+): Promise<void> {
+  const { supabase, metrics } = options;
+  const summaries: SummaryRow[] = truth.summaries;
+  const activity: ActivityRow[] = truth.activity;
+  await supabase.begin(async (tx) => {
+    const s = await tx.unsafe(SUMMARY_UPSERT, [tx.json(summaries as unknown as postgres.JSONValue)]);
+    const a = await tx.unsafe(ACTIVITY_UPSERT, [tx.json(activity as unknown as postgres.JSONValue)]);
+    // Activity that fell out of a user's recent window, or whose source is gone (a reorg).
+    const d = await tx`
+      delete from public.account_activity
+      where user_id = any(${tx.array(userIds)}::uuid[]) and not (id = any(${tx.array(activity.map((r) => r.id))}::text[]))`;
+    await tx`
+      insert into credana_sync.cursors (name, position, pass_upper, pass_after_ts, pass_after_user, updated_at)
+      values (${name}, ${cursor.position}::text::timestamptz, ${cursor.pass_upper}::text::timestamptz,
+        ${cursor.pass_after_ts}::text::timestamptz, ${cursor.pass_after_user}::uuid, now())
+      on conflict (name) do update set position = excluded.position, pass_upper = excluded.pass_upper,
+        pass_after_ts = excluded.pass_after_ts, pass_after_user = excluded.pass_after_user, updated_at = now()`;
+    if (options.beforeCommit !== undefined) await options.beforeCommit();
+    metrics.syncRowsWritten.inc({ table: 'account_summaries' }, s.count);
+    metrics.syncRowsWritten.inc({ table: 'account_activity' }, a.count + d.count);
+  });
+}
+
+/** `ProjectionSync.runBatch`: the next batch of the incremental pass (starting a pass if none is in progress). */
+async function runIncrementalBatch(options: ProjectionSyncOptions): Promise<BatchResult> {
+  const { supabase, financial, limits, metrics } = options;
+  const startedAt = performance.now();
+  const cursor = await loadCursor(supabase, INCREMENTAL_CURSOR);
+  const upper = cursor.pass_upper ?? (await financialNow(financial));
+  const rows = await dirtyUsers(
+    financial,
+    cursor.position,
+    limits.projectionOverlapS,
+    upper,
+    {
+      ts: cursor.pass_upper === null ? null : cursor.pass_after_ts,
+      user: cursor.pass_upper === null ? null : cursor.pass_after_user,
+    },
+    limits.projectionBatchMax,
+  );
+  const passDone = rows.length < limits.projectionBatchMax;
+  const last = rows.at(-1);
+  const next: CursorRow = passDone
+    ? { position: upper, pass_upper: null, pass_after_ts: null, pass_after_user: null }
+    : {
+        position: cursor.position,
+        pass_upper: upper,
+        pass_after_ts: last!.ts,
+        pass_after_user: last!.user_id,
+      };
+  const userIds = rows.map((r) => r.user_id);
+  const truth = await readTruth(financial, userIds, {
+    activityPerUserMax: limits.activityPerUserMax,
+    ...(options.chainEventNames === undefined ? {} : { chainEventNames: options.chainEventNames }),
+    ...(options.healthWarningBps === undefined ? {} : { healthWarningBps: options.healthWarningBps }),
+    merchantNames: options.merchantNames ?? null,
+  });
+  await commit(options, userIds, truth, INCREMENTAL_CURSOR, next);
+  metrics.syncUsers.inc({ mode: 'incremental' }, userIds.length);
+  metrics.syncBatchSeconds.observe((performance.now() - startedAt) / 1000);
+  metrics.syncLag.set(await lagS(financial, next.position));
+  return { mode: 'incremental', users: userIds.length, passDone };
+}
+
+/** `ProjectionSync.runSweepBatch`: one batch of the sweep over every user, if a sweep is due or in progress. */
+async function runSweepBatch(
+  options: ProjectionSyncOptions,
+  opts: { force?: boolean } = {},
+): Promise<BatchResult | null> {
+  const { supabase, financial, limits, metrics } = options;
+  const cursor = await loadCursor(supabase, SWEEP_CURSOR);
+  const now = await financialNow(financial);
+  const due =
+    cursor.pass_upper !== null ||
+    opts.force === true ||
+    (await lagS(financial, cursor.position)) >= limits.projectionSweepIntervalS;
+  if (!due) return null;
+  const upper = cursor.pass_upper ?? now;
+  const afterUser = cursor.pass_upper === null ? NIL_UUID : (cursor.pass_after_user ?? NIL_UUID);
+  const rows = await financial<{ id: string }[]>`
+    select id from users where id > ${afterUser}::uuid order by id limit ${limits.projectionBatchMax}`;
+  const passDone = rows.length < limits.projectionBatchMax;
+  const next: CursorRow = passDone
+    ? { position: upper, pass_upper: null, pass_after_ts: null, pass_after_user: null }
+    : {
+        position: cursor.position,
+        pass_upper: upper,
+        pass_after_ts: null,
+        pass_after_user: rows.at(-1)!.id,
+      };
+  const userIds = rows.map((r) => r.id);
+  const truth = await readTruth(financial, userIds, {
+    activityPerUserMax: limits.activityPerUserMax,
+    ...(options.chainEventNames === undefined ? {} : { chainEventNames: options.chainEventNames }),
+    ...(options.healthWarningBps === undefined ? {} : { healthWarningBps: options.healthWarningBps }),
+    merchantNames: options.merchantNames ?? null,
+  });
+  await commit(options, userIds, truth, SWEEP_CURSOR, next);
+  metrics.syncUsers.inc({ mode: 'sweep' }, userIds.length);
+  return { mode: 'sweep', users: userIds.length, passDone };
 }

@@ -80,7 +80,7 @@ interface ControlsRow {
 }
 
 export function createUserBridge(options: UserBridgeOptions): UserBridge {
-  const { supabase, financial, redis, redisPrefix, defaults, limits, metrics, logger } = options;
+  const { supabase, limits, metrics, logger } = options;
   let conn: postgres.ReservedSql | null = null;
   let listener: { unlisten(): Promise<void> } | null = null;
   let stopped = false;
@@ -90,97 +90,15 @@ export function createUserBridge(options: UserBridgeOptions): UserBridge {
   let timer: NodeJS.Timeout | null = null;
 
   async function acquire(): Promise<boolean> {
-    const reserved = await supabase.reserve();
-    try {
-      const [row] = await reserved<{ ok: boolean }[]>`select pg_try_advisory_lock(${BRIDGE_LOCK_KEY}) as ok`;
-      if (row?.ok === true) {
-        conn = reserved;
-        metrics.bridgeLeader.set(1);
-        return true;
-      }
-    } catch (error) {
-      reserved.release();
-      throw error;
-    }
-    reserved.release();
-    return false;
+    const reserved = await tryBridgeLock(supabase);
+    if (reserved === null) return false;
+    conn = reserved;
+    metrics.bridgeLeader.set(1);
+    return true;
   }
 
-  /**
-   * Drains the outbox, then applies the daily limit increases whose cool-down has ended (the sweep
-   * runs here because the bridge is the one always-running owner of the user's limits: it runs at
-   * least every `bridgePollIntervalMs`, and only on the lock holder).
-   */
-  async function drain(): Promise<DrainResult> {
-    const total = await drainOutbox();
-    total.increasesApplied = await applyDueDailyLimitIncreases({
-      sql: financial,
-      redis,
-      prefix: redisPrefix,
-    });
-    if (total.increasesApplied > 0)
-      logger.info(
-        { users: total.increasesApplied },
-        'bridge: daily limit increases applied after their cool-down',
-      );
-    return total;
-  }
-
-  async function drainOutbox(): Promise<DrainResult> {
-    const c = conn;
-    if (c === null) throw new Error('user bridge: drain() without the lock (call start() first)');
-    const total: DrainResult = { rows: 0, users: 0, increasesApplied: 0 };
-    for (;;) {
-      const rows = await c<OutboxRow[]>`
-        select id::text, user_id from credana_sync.outbox order by outbox.id limit ${limits.bridgeBatchMax}`;
-      if (rows.length === 0) return total;
-      const userIds = [...new Set(rows.map((r) => r.user_id))];
-      const controls = await c<ControlsRow[]>`
-        select user_id, frozen, daily_limit_cents::text, blocked_mccs, version::text
-        from public.card_controls where user_id = any(${c.array(userIds)}::uuid[])`;
-      const byUser = new Map(controls.map((row) => [row.user_id, row]));
-      for (const userId of userIds) {
-        const row = byUser.get(userId);
-        if (row === undefined) {
-          // Deleted from Supabase before we got here; the financial user (if any) keeps its history.
-          metrics.bridgeApplied.inc({ result: 'user_gone' });
-          logger.warn({ userId }, 'bridge: no card_controls row for an outbox entry; skipped');
-          continue;
-        }
-        const result = await applyUserState(
-          financial,
-          redis,
-          redisPrefix,
-          {
-            userId,
-            frozen: row.frozen,
-            dailyLimitCents: row.daily_limit_cents === null ? null : BigInt(row.daily_limit_cents),
-            blockedMccs: row.blocked_mccs,
-            version: BigInt(row.version),
-          },
-          defaults,
-        );
-        metrics.bridgeApplied.inc({ result: result.created ? 'created' : 'updated' });
-        logger.info(
-          {
-            userId,
-            version: row.version,
-            frozen: row.frozen,
-            created: result.created,
-            cached: result.cached,
-          },
-          'bridge: user state applied',
-        );
-      }
-      const done = await c<{ lag_s: number }[]>`
-        delete from credana_sync.outbox where id = any(${c.array(rows.map((r) => r.id))}::bigint[])
-        returning extract(epoch from clock_timestamp() - created_at)::float8 as lag_s`;
-      for (const row of done) metrics.bridgeLatency.observe(row.lag_s);
-      total.rows += rows.length;
-      total.users += userIds.length;
-      if (rows.length < limits.bridgeBatchMax) return total;
-    }
-  }
+  /** Drains the outbox and sweeps due increases (`drainBridge`) on the locked connection. */
+  const drain = (): Promise<DrainResult> => drainBridge(options, conn);
 
   /** Runs drains one at a time; a wake-up during a drain causes one more drain after it. */
   function schedule(): void {
@@ -277,6 +195,101 @@ export function createUserBridge(options: UserBridgeOptions): UserBridge {
       }
     },
   };
+}
+
+/**
+ * Takes the bridge's session advisory lock on a reserved connection of `supabase`: the connection that
+ * holds it, or null (released) when another process holds the lock.
+ */
+async function tryBridgeLock(supabase: postgres.Sql): Promise<postgres.ReservedSql | null> {
+  const reserved = await supabase.reserve();
+  try {
+    const [row] = await reserved<{ ok: boolean }[]>`select pg_try_advisory_lock(${BRIDGE_LOCK_KEY}) as ok`;
+    if (row?.ok === true) return reserved;
+  } catch (error) {
+    reserved.release();
+    throw error;
+  }
+  reserved.release();
+  return null;
+}
+
+/**
+ * Drains the outbox, then applies the daily limit increases whose cool-down has ended (the sweep
+ * runs here because the bridge is the one always-running owner of the user's limits: it runs at
+ * least every `bridgePollIntervalMs`, and only on the lock holder).
+ */
+async function drainBridge(options: UserBridgeOptions, c: postgres.ReservedSql | null): Promise<DrainResult> {
+  const { financial, redis, redisPrefix, logger } = options;
+  const total = await drainOutbox(options, c);
+  total.increasesApplied = await applyDueDailyLimitIncreases({
+    sql: financial,
+    redis,
+    prefix: redisPrefix,
+  });
+  if (total.increasesApplied > 0)
+    logger.info(
+      { users: total.increasesApplied },
+      'bridge: daily limit increases applied after their cool-down',
+    );
+  return total;
+}
+
+/** Drains `credana_sync.outbox` in batches on the locked connection `c`, applying each user's current controls. */
+async function drainOutbox(options: UserBridgeOptions, c: postgres.ReservedSql | null): Promise<DrainResult> {
+  const { financial, redis, redisPrefix, defaults, limits, metrics, logger } = options;
+  if (c === null) throw new Error('user bridge: drain() without the lock (call start() first)');
+  const total: DrainResult = { rows: 0, users: 0, increasesApplied: 0 };
+  for (;;) {
+    const rows = await c<OutboxRow[]>`
+      select id::text, user_id from credana_sync.outbox order by outbox.id limit ${limits.bridgeBatchMax}`;
+    if (rows.length === 0) return total;
+    const userIds = [...new Set(rows.map((r) => r.user_id))];
+    const controls = await c<ControlsRow[]>`
+      select user_id, frozen, daily_limit_cents::text, blocked_mccs, version::text
+      from public.card_controls where user_id = any(${c.array(userIds)}::uuid[])`;
+    const byUser = new Map(controls.map((row) => [row.user_id, row]));
+    for (const userId of userIds) {
+      const row = byUser.get(userId);
+      if (row === undefined) {
+        // Deleted from Supabase before we got here; the financial user (if any) keeps its history.
+        metrics.bridgeApplied.inc({ result: 'user_gone' });
+        logger.warn({ userId }, 'bridge: no card_controls row for an outbox entry; skipped');
+        continue;
+      }
+      const result = await applyUserState(
+        financial,
+        redis,
+        redisPrefix,
+        {
+          userId,
+          frozen: row.frozen,
+          dailyLimitCents: row.daily_limit_cents === null ? null : BigInt(row.daily_limit_cents),
+          blockedMccs: row.blocked_mccs,
+          version: BigInt(row.version),
+        },
+        defaults,
+      );
+      metrics.bridgeApplied.inc({ result: result.created ? 'created' : 'updated' });
+      logger.info(
+        {
+          userId,
+          version: row.version,
+          frozen: row.frozen,
+          created: result.created,
+          cached: result.cached,
+        },
+        'bridge: user state applied',
+      );
+    }
+    const done = await c<{ lag_s: number }[]>`
+      delete from credana_sync.outbox where id = any(${c.array(rows.map((r) => r.id))}::bigint[])
+      returning extract(epoch from clock_timestamp() - created_at)::float8 as lag_s`;
+    for (const row of done) metrics.bridgeLatency.observe(row.lag_s);
+    total.rows += rows.length;
+    total.users += userIds.length;
+    if (rows.length < limits.bridgeBatchMax) return total;
+  }
 }
 
 export function errorFields(error: unknown): { name: string; message: string; code?: string } {
