@@ -28,10 +28,10 @@ import {
 } from 'viem';
 import { auditAnchorAbi } from '../shared/chain/contracts/index.ts';
 import { createFeeCap } from '../shared/chain/fees.ts';
-import { LIMITS } from '../shared/chain/limits.ts';
 import { createLockStatus, runLockedLoop } from '../shared/chain/locked-loop.ts';
 import { LOCK_ANCHOR_SESSION, tryExclusive } from '../shared/db/locks.ts';
 import { createSleeper } from '../shared/sleeper.ts';
+import { ANCHORER_LIMITS } from './limits.ts';
 import { type AnchorMetrics, createAnchorMetrics } from './metrics.ts';
 
 export { type AnchorMetrics, createAnchorMetrics } from './metrics.ts';
@@ -87,7 +87,7 @@ export function createAnchorer(options: AnchorerOptions): Anchorer {
   const { sql, client, account, logger } = options;
   const contract = options.contract.toLowerCase() as Address;
   const metrics = options.metrics ?? createAnchorMetrics();
-  const receiptTimeoutMs = options.receiptTimeoutMs ?? LIMITS.anchorReceiptTimeoutMs;
+  const receiptTimeoutMs = options.receiptTimeoutMs ?? ANCHORER_LIMITS.anchorReceiptTimeoutMs;
   const feeCap = createFeeCap({
     client,
     maxFeePerGasWei: options.maxFeePerGasWei,
@@ -134,7 +134,7 @@ export function createAnchorer(options: AnchorerOptions): Anchorer {
         functionName: 'anchor',
         args: [head.sequence, `0x${head.hash}`],
       }),
-      gas: LIMITS.anchorGas,
+      gas: ANCHORER_LIMITS.anchorGas,
       ...fees,
     });
     const hash = keccak256(serialized);

@@ -25,69 +25,23 @@
 import assert from 'node:assert/strict';
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
-import { Counter, Gauge, Registry } from 'prom-client';
 import { type Address, encodeFunctionData, type Hex, type LocalAccount, type PublicClient } from 'viem';
 import { type ContractsFile, credanaVaultAbi } from '../shared/chain/contracts/index.ts';
 import { createFeeCap } from '../shared/chain/fees.ts';
-import { LIMITS } from '../shared/chain/limits.ts';
 import { createLockStatus, runLockedLoop } from '../shared/chain/locked-loop.ts';
 import { type AssetRisk, borrowPower, type PriceQuote } from '../shared/credit.ts';
 import { LOCK_LIQUIDATOR_SESSION } from '../shared/db/locks.ts';
 import { loadAssets, pricesInForce, vaultAccountsOf } from '../shared/db/queries/chain.ts';
 import { BPS, healthFactorWadFloor, usdcToCentsCeil } from '../shared/money.ts';
 import { createSleeper } from '../shared/sleeper.ts';
+import { LIQUIDATOR_LIMITS } from './limits.ts';
+import { createLiquidatorMetrics, type LiquidatorMetrics } from './metrics.ts';
 import { createLiquidatorReconcile } from './reconcile.ts';
 import { createLiquidatorSigner, type LiquidatorSigner } from './transactions.ts';
 
 const WAD = 10n ** 18n;
 const USDC_UNIT = 1_000_000n;
 const MAX_UINT256 = 2n ** 256n - 1n;
-
-export interface LiquidatorMetrics {
-  registry: Registry;
-  liquidations: Counter;
-  unhealthy: Gauge;
-  warnings: Gauge;
-  staleSkipped: Counter;
-  feeAboveCap: Gauge;
-  feeCapWaits: Counter;
-}
-
-export function createLiquidatorMetrics(registry: Registry = new Registry()): LiquidatorMetrics {
-  return {
-    registry,
-    liquidations: new Counter({
-      name: 'liquidator_liquidations_sent_total',
-      help: 'Liquidations broadcast',
-      registers: [registry],
-    }),
-    unhealthy: new Gauge({
-      name: 'liquidator_unhealthy_accounts',
-      help: 'Accounts below a health factor of 1 at the last scan',
-      registers: [registry],
-    }),
-    warnings: new Gauge({
-      name: 'liquidator_health_warning_accounts',
-      help: 'Accounts below the health-factor warning line (HEALTH_FACTOR_WARNING_BPS), not yet below 1, at the last scan',
-      registers: [registry],
-    }),
-    staleSkipped: new Counter({
-      name: 'liquidator_stale_price_skips_total',
-      help: 'Accounts not judged because a held asset had a stale price',
-      registers: [registry],
-    }),
-    feeAboveCap: new Gauge({
-      name: 'liquidator_fee_above_cap',
-      help: '1 while the base fee is above the configured max fee per gas and nothing is sent',
-      registers: [registry],
-    }),
-    feeCapWaits: new Counter({
-      name: 'liquidator_fee_cap_waits_total',
-      help: 'Liquidations held back because the base fee was above the cap',
-      registers: [registry],
-    }),
-  };
-}
 
 export interface LiquidatorOptions {
   sql: postgres.Sql;
@@ -178,9 +132,12 @@ export function planLiquidation(
   }
   if (best === null) return null;
   const halve =
-    state.debtUsdc >= LIMITS.liquidationCloseFactorDebtMinUsdc && hf >= LIMITS.liquidationCloseFactorHfMinWad;
-  let covered = halve ? (state.debtUsdc * BigInt(LIMITS.liquidationCloseFactorBps)) / BPS : state.debtUsdc;
-  const bonus = BPS + BigInt(LIMITS.liquidationBonusBps);
+    state.debtUsdc >= LIQUIDATOR_LIMITS.liquidationCloseFactorDebtMinUsdc &&
+    hf >= LIQUIDATOR_LIMITS.liquidationCloseFactorHfMinWad;
+  let covered = halve
+    ? (state.debtUsdc * BigInt(LIQUIDATOR_LIMITS.liquidationCloseFactorBps)) / BPS
+    : state.debtUsdc;
+  const bonus = BPS + BigInt(LIQUIDATOR_LIMITS.liquidationBonusBps);
   const scale = 10n ** BigInt(best.asset.tokenDecimals + best.asset.priceDecimals);
   let seized = (covered * scale * bonus) / (best.price * USDC_UNIT * BPS);
   if (seized > best.amount) {
@@ -212,8 +169,8 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
   const vault = contracts.vault;
   const chainId = contracts.chainId;
   const metrics = options.metrics ?? createLiquidatorMetrics();
-  const resendAfterMs = options.resendAfterMs ?? LIMITS.liquidationResendAfterMs;
-  const pollIntervalMs = options.pollIntervalMs ?? LIMITS.liquidationPollIntervalMs;
+  const resendAfterMs = options.resendAfterMs ?? LIQUIDATOR_LIMITS.liquidationResendAfterMs;
+  const pollIntervalMs = options.pollIntervalMs ?? LIQUIDATOR_LIMITS.liquidationPollIntervalMs;
   const healthWarningBps = options.healthWarningBps ?? 11_000;
   assert(healthWarningBps > 10_000, 'the health-factor warning line must be above 1');
   const warningWad = (WAD * BigInt(healthWarningBps)) / BPS;
@@ -268,7 +225,7 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
       select c.user_id::text from credit_accounts c
       where c.debt_onchain_usdc > 0 and not exists (
         select 1 from liquidations l where l.chain_id = ${chainId} and l.user_id = c.user_id and l.status = 'sent')
-      order by c.user_id limit ${LIMITS.liquidationUsersPerScanMax}`;
+      order by c.user_id limit ${LIQUIDATOR_LIMITS.liquidationUsersPerScanMax}`;
     if (candidates.length === 0) {
       metrics.unhealthy.set(0);
       metrics.warnings.set(0);

@@ -21,7 +21,8 @@ import { createDatabase } from '../shared/db/client.ts';
 import { guardServiceRole } from '../shared/db/service-role.ts';
 import { signerOrExit } from '../shared/hsm/index.ts';
 import { createLogger, createServiceRegistry } from '../shared/observability/index.ts';
-import { createLiquidator, createLiquidatorMetrics } from './index.ts';
+import { createLiquidator } from './index.ts';
+import { createLiquidatorMetrics } from './metrics.ts';
 
 const flags = z
   .object({

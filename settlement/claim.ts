@@ -5,8 +5,8 @@
  */
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
-import { LIMITS } from '../shared/chain/limits.ts';
 import { USDC_PER_CENT } from '../shared/money.ts';
+import { SETTLEMENT_LIMITS } from './limits.ts';
 
 /** The claim scans of one worker, each with its own resume point. */
 export function createClaims({ sql, logger }: { sql: postgres.Sql; logger: Logger }) {
@@ -38,7 +38,7 @@ export function createClaims({ sql, logger }: { sql: postgres.Sql; logger: Logge
         where t.kind = 'capture' and t.user_id is not null and t.id > ${lastTransferId.toString()}::bigint
         group by t.id
         order by t.id
-        limit ${LIMITS.settlementCapturesPerScanMax}
+        limit ${SETTLEMENT_LIMITS.settlementCapturesPerScanMax}
       ) c`;
     // A capture booked from a Stripe event is named by its transaction id (`ipi_…`), read from the raw
     // event the ledger writer archives in a transaction of its own, after the money. Until that row is
@@ -97,7 +97,7 @@ export function createClaims({ sql, logger }: { sql: postgres.Sql; logger: Logge
         where t.kind = 'refund' and t.user_id is not null and t.id > ${lastRefundTransferId.toString()}::bigint
         group by t.id
         order by t.id
-        limit ${LIMITS.settlementCapturesPerScanMax}
+        limit ${SETTLEMENT_LIMITS.settlementCapturesPerScanMax}
       ) r`;
     const fresh = refunds.filter((r) => BigInt(r.cents) > 0n);
     let claimed = 0;

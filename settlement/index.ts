@@ -27,13 +27,13 @@
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
 import type { Address, Hex, LocalAccount, PublicClient } from 'viem';
-import { LIMITS } from '../shared/chain/limits.ts';
 import { createLockStatus, runLockedLoop } from '../shared/chain/locked-loop.ts';
 import { LOCK_SETTLEMENT_SESSION } from '../shared/db/locks.ts';
 import type { Redis } from '../shared/redis/client.ts';
 import { createSleeper } from '../shared/sleeper.ts';
 import { createClaims } from './claim.ts';
 import { createNonces, REFUNDS, SPENDS } from './kinds.ts';
+import { assertSettlementLimits, SETTLEMENT_LIMITS } from './limits.ts';
 import { createSettlementMetrics, type SettlementMetrics } from './metrics.ts';
 import { createBookReceivable } from './receivable.ts';
 import { createReconcile } from './reconcile.ts';
@@ -89,12 +89,16 @@ export interface SettlementWorker {
 }
 
 export function createSettlementWorker(options: SettlementWorkerOptions): SettlementWorker {
+  assertSettlementLimits();
   const { sql, client, account, logger } = options;
   const vault = options.vault.toLowerCase() as Address;
-  const batchMax = Math.min(options.batchMax ?? LIMITS.settlementBatchMax, LIMITS.settlementBatchMax);
-  const resendAfterMs = options.resendAfterMs ?? LIMITS.settlementResendAfterMs;
-  const receiptTimeoutMs = options.receiptTimeoutMs ?? LIMITS.settlementReceiptTimeoutMs;
-  const pollIntervalMs = options.pollIntervalMs ?? LIMITS.settlementPollIntervalMs;
+  const batchMax = Math.min(
+    options.batchMax ?? SETTLEMENT_LIMITS.settlementBatchMax,
+    SETTLEMENT_LIMITS.settlementBatchMax,
+  );
+  const resendAfterMs = options.resendAfterMs ?? SETTLEMENT_LIMITS.settlementResendAfterMs;
+  const receiptTimeoutMs = options.receiptTimeoutMs ?? SETTLEMENT_LIMITS.settlementReceiptTimeoutMs;
+  const pollIntervalMs = options.pollIntervalMs ?? SETTLEMENT_LIMITS.settlementPollIntervalMs;
   const metrics = options.metrics ?? createSettlementMetrics();
   let stopping = false;
   const { sleep, wake } = createSleeper();

@@ -16,7 +16,6 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { readContractsFile } from '../shared/chain/contracts/index.ts';
 import { serveLockedWorkerInternal } from '../shared/chain/health.ts';
-import { LIMITS } from '../shared/chain/limits.ts';
 import { createRpc } from '../shared/chain/rpc/index.ts';
 import { configFromProcess } from '../shared/config.ts';
 import { createDatabase } from '../shared/db/client.ts';
@@ -25,12 +24,13 @@ import { signerOrExit } from '../shared/hsm/index.ts';
 import { createLogger, createServiceRegistry } from '../shared/observability/index.ts';
 import { createServiceRedis } from '../shared/redis/client.ts';
 import { createSettlementMetrics, createSettlementWorker } from './index.ts';
+import { SETTLEMENT_LIMITS } from './limits.ts';
 
 const flags = z
   .object({
     'poll-interval-ms': z.coerce.number().int().min(10).max(60_000).optional(),
     'resend-after-ms': z.coerce.number().int().min(10).max(3_600_000).optional(),
-    'batch-max': z.coerce.number().int().min(1).max(LIMITS.settlementBatchMax).optional(),
+    'batch-max': z.coerce.number().int().min(1).max(SETTLEMENT_LIMITS.settlementBatchMax).optional(),
     'crash-after': z.enum(['save', 'broadcast', 'refund-broadcast']).optional(),
   })
   .parse(

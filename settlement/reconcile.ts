@@ -1,14 +1,14 @@
 /**
  * The settlement worker's reconciliation: follows every `sent` transaction to its receipt — mined (the
  * indexer confirms it), still on its way, or lost or reverted and not recorded on-chain (back to
- * `pending`, or `failed` after LIMITS.settlementAttemptsMax attempts).
+ * `pending`, or `failed` after SETTLEMENT_LIMITS.settlementAttemptsMax attempts).
  */
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
 import type { Address, Hex, PublicClient } from 'viem';
 import { credanaVaultAbi } from '../shared/chain/contracts/index.ts';
-import { LIMITS } from '../shared/chain/limits.ts';
 import { type Kind, type Nonces, refHash } from './kinds.ts';
+import { SETTLEMENT_LIMITS } from './limits.ts';
 
 export interface ReconcileOptions {
   sql: postgres.Sql;
@@ -60,7 +60,7 @@ export function createReconcile({
         receipt === null ? 'transaction lost (not mined, unknown to the node)' : 'transaction reverted';
       for (const row of rows) {
         if (await isRecorded(kind, row.ref)) continue; // recorded by another attempt: the indexer will confirm
-        const give = row.attempts >= LIMITS.settlementAttemptsMax;
+        const give = row.attempts >= SETTLEMENT_LIMITS.settlementAttemptsMax;
         await sql`update ${sql(kind.table)} set status = ${give ? 'failed' : 'pending'}, last_error = ${reason},
           updated_at = now() where ref = ${row.ref} and status = 'sent'`;
         if (give) failed++;

@@ -37,10 +37,10 @@ import {
   startChainHarness,
 } from '../scripts/chain/harness.ts';
 import { credanaVaultAbi, mockAggregatorAbi } from '../shared/chain/contracts/index.ts';
-import { LIMITS } from '../shared/chain/limits.ts';
 import { type AssetRisk, borrowPower, type PriceQuote } from '../shared/credit.ts';
 import { usdcToCentsCeil } from '../shared/money.ts';
 import { signWithdrawalApproval } from '../withdrawals/approval.ts';
+import { WITHDRAWAL_LIMITS } from '../withdrawals/limits.ts';
 
 /** A failing run to replay (seed, path and replayPath as fast-check prints them), or null for fresh runs. */
 const REPLAY = null as { seed: number; path: string; replayPath: string } | null;
@@ -622,7 +622,7 @@ class FinalizeWithdrawal extends Step {
       if (pending !== null) seen.refusedByService++;
       return;
     }
-    const ttlS = BigInt(LIMITS.withdrawalApprovalTtlSMax);
+    const ttlS = BigInt(WITHDRAWAL_LIMITS.withdrawalApprovalTtlSMax);
     const deadline = this.approval === 'expired' ? model.nowS - 1n : model.nowS + ttlS;
     const signerIndex = this.approval === 'forged' ? ROLES.firstUser + t.user : LOCAL_WITHDRAWAL_SIGNER;
     const requestId = (pending?.requestId ?? 0n) + (this.approval === 'other-request' ? 1n : 0n);

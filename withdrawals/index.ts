@@ -29,7 +29,6 @@ import type postgres from 'postgres';
 import type { Address, Hex, LocalAccount, PublicClient } from 'viem';
 import { z } from 'zod';
 import { type ContractsFile, credanaVaultAbi } from '../shared/chain/contracts/index.ts';
-import { LIMITS } from '../shared/chain/limits.ts';
 import { type AssetRisk, borrowPower, type CollateralHolding, type PriceQuote } from '../shared/credit.ts';
 import { loadAssets, pricesInForce, vaultAccountsOf } from '../shared/db/queries/chain.ts';
 import { usdcToCentsCeil } from '../shared/money.ts';
@@ -37,6 +36,7 @@ import { ensureAccount } from '../shared/redis/account.ts';
 import type { Redis } from '../shared/redis/client.ts';
 import { ACCOUNT, userKeys } from '../shared/redis/keys.ts';
 import { signWithdrawalApproval } from './approval.ts';
+import { WITHDRAWAL_LIMITS } from './limits.ts';
 
 export * from './approval.ts';
 
@@ -49,7 +49,7 @@ export interface WithdrawalServiceDeps {
   /** Holds the vault's WITHDRAWAL_SIGNER_ROLE. */
   signer: LocalAccount;
   logger: Logger;
-  /** Approval lifetime (at most LIMITS.withdrawalApprovalTtlSMax). */
+  /** Approval lifetime (at most WITHDRAWAL_LIMITS.withdrawalApprovalTtlSMax). */
   approvalTtlS?: number;
   nowS?: () => number;
   /**
@@ -182,8 +182,8 @@ export async function approveWithdrawal(
   }
 
   const ttlS = Math.min(
-    deps.approvalTtlS ?? LIMITS.withdrawalApprovalTtlSMax,
-    LIMITS.withdrawalApprovalTtlSMax,
+    deps.approvalTtlS ?? WITHDRAWAL_LIMITS.withdrawalApprovalTtlSMax,
+    WITHDRAWAL_LIMITS.withdrawalApprovalTtlSMax,
   );
   const deadline = block.timestamp + BigInt(ttlS);
   const message = { user: account, token: asset.token, amount, requestId, deadline };
@@ -224,7 +224,7 @@ export function withdrawalRoutes(deps: WithdrawalServiceDeps, internalApiToken: 
     '/withdrawals/approvals',
     // {userId, assetId} is a few dozen bytes: anything much larger is refused unread.
     bodyLimit({
-      maxSize: LIMITS.withdrawalRequestBytesMax,
+      maxSize: WITHDRAWAL_LIMITS.withdrawalRequestBytesMax,
       onError: (c) => c.json({ error: 'body_too_large' }, 413),
     }),
     async (c) => {

@@ -13,7 +13,7 @@
  * most `withdrawalApprovalTtlSMax`; the request id is the nonce, so any number of approvals pays out
  * once). What a loop would cost is the HSM signature, three RPC reads and a `withdrawal_approvals` row
  * per call: a per-user counter in Redis (the user's shard, with a TTL) allows
- * `LIMITS.withdrawalUserRequestsMax` requests per `withdrawalUserWindowS`, answered 429 beyond it before
+ * `WITHDRAWAL_LIMITS.withdrawalUserRequestsMax` requests per `withdrawalUserWindowS`, answered 429 beyond it before
  * anything is read or signed.
  *
  * Answers: 200 with the approval, 409 {approved: false, reason} (`user_not_linked` or a refusal of
@@ -25,15 +25,15 @@ import { bodyLimit } from 'hono/body-limit';
 import { z } from 'zod';
 import { requireSupabaseUser, type SupabaseAuthEnv } from '../shared/auth/middleware.ts';
 import type { TokenVerifier } from '../shared/auth/verify-token.ts';
-import { LIMITS } from '../shared/chain/limits.ts';
 import { userKeys } from '../shared/redis/keys.ts';
 import { answerDecision, approveWithdrawal, assetIdSchema, type WithdrawalServiceDeps } from './index.ts';
+import { WITHDRAWAL_LIMITS } from './limits.ts';
 
 export interface UserWithdrawalRouteOptions {
   verifier: TokenVerifier;
-  /** Requests per user per window (default LIMITS.withdrawalUserRequestsMax). */
+  /** Requests per user per window (default WITHDRAWAL_LIMITS.withdrawalUserRequestsMax). */
   requestsMax?: number;
-  /** The window (default LIMITS.withdrawalUserWindowS). */
+  /** The window (default WITHDRAWAL_LIMITS.withdrawalUserWindowS). */
   windowS?: number;
 }
 
@@ -57,13 +57,13 @@ export function userWithdrawalRoutes(
   deps: WithdrawalServiceDeps,
   options: UserWithdrawalRouteOptions,
 ): Hono<SupabaseAuthEnv> {
-  const requestsMax = options.requestsMax ?? LIMITS.withdrawalUserRequestsMax;
-  const windowS = options.windowS ?? LIMITS.withdrawalUserWindowS;
+  const requestsMax = options.requestsMax ?? WITHDRAWAL_LIMITS.withdrawalUserRequestsMax;
+  const windowS = options.windowS ?? WITHDRAWAL_LIMITS.withdrawalUserWindowS;
   const app = new Hono<SupabaseAuthEnv>();
   app.post(
     '/me/withdrawals/approvals',
     bodyLimit({
-      maxSize: LIMITS.withdrawalRequestBytesMax,
+      maxSize: WITHDRAWAL_LIMITS.withdrawalRequestBytesMax,
       onError: (c) => c.json({ error: 'body_too_large' }, 413),
     }),
     requireSupabaseUser(options.verifier),

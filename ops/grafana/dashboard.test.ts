@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { createIndexerMetrics } from '../../indexer/runtime/index.ts';
 import { createLedgerWriterMetrics } from '../../ledger-writer/metrics.ts';
-import { createLiquidatorMetrics } from '../../liquidator/index.ts';
+import { createLiquidatorMetrics } from '../../liquidator/metrics.ts';
 import { createReconcileMetrics } from '../../reconciler/metrics.ts';
 import { createSettlementMetrics } from '../../settlement/index.ts';
 import { chainServiceReadiness } from '../../shared/chain/health.ts';

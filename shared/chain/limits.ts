@@ -49,41 +49,6 @@ export const LIMITS = {
   redisUsersPerBatchMax: 500,
   redisDirtyUsersMax: 100_000,
 
-  /** Settlement worker. */
-  settlementBatchMax: 100,
-  settlementReceiptTimeoutMs: 30_000,
-  /** A sent transaction neither mined nor known to the node after this long is re-sent. */
-  settlementResendAfterMs: 15_000,
-  settlementAttemptsMax: 10,
-  settlementPollIntervalMs: 1_000,
-  settlementCapturesPerScanMax: 5_000,
-
-  /** Withdrawal approvals: how long a signed approval stays good (chain time). */
-  withdrawalApprovalTtlSMax: 600,
-  /** Largest body `POST /withdrawals/approvals` ({userId, assetId}) or `/me/withdrawals/approvals` reads. */
-  withdrawalRequestBytesMax: 4_096,
-  /**
-   * A signed-in user's approval requests (`POST /me/withdrawals/approvals`) per window: each may cost an
-   * HSM signature, three RPC reads and a row, and a payout needs one approval (the dashboard asks again
-   * only when one expired or was refused as not yet indexed).
-   */
-  withdrawalUserRequestsMax: 10,
-  withdrawalUserWindowS: 60,
-
-  /** Liquidator (Aave v3's rules): bonus on seized collateral, close factor and when it applies. */
-  liquidationBonusBps: 500,
-  liquidationCloseFactorBps: 5_000,
-  /** The close factor applies only to debts at least this large (USDC base units, $2,000)… */
-  liquidationCloseFactorDebtMinUsdc: 2_000_000_000n,
-  /** …and only while the health factor is at least this (1e18 = 1.0). */
-  liquidationCloseFactorHfMinWad: 950_000_000_000_000_000n,
-  liquidationUsersPerScanMax: 1_000,
-  liquidationResendAfterMs: 15_000,
-  liquidationPollIntervalMs: 2_000,
-
-  /** Audit anchorer: gas of one `anchor` call (about 75k the first time), its receipt wait. */
-  anchorGas: 150_000n,
-  anchorReceiptTimeoutMs: 30_000,
   /** Anchors read per `anchorsBetween` call by the verification. */
   anchorsPerReadMax: 1_000,
   /** Anchors the verification reads in all (about 19 years of 10-minute anchors). */
@@ -117,10 +82,6 @@ export function assertLimits(limits: Limits = LIMITS): void {
   assert.ok(limits.rpcRetryDelayMsBase <= limits.rpcRetryDelayMsMax, 'retry delays inverted');
   assert.ok(limits.rpcRequestsPerSMax > 0 && limits.rpcBurstMax > 0, 'rate limit must be positive');
   assert.ok(limits.tailBlocksPerStepMax >= 1, 'tailBlocksPerStepMax must be at least 1');
-  assert.ok(
-    limits.settlementBatchMax >= 1 && limits.settlementBatchMax <= 500,
-    'settlementBatchMax out of range',
-  );
   assert.ok(limits.rowsPerStatementMax >= limits.logsPerRangeMax, 'a full range must fit one statement');
   assert.ok(
     limits.sessionLockCheckTimeoutMs >= 100 && limits.sessionLockCheckTimeoutMs <= 60_000,
