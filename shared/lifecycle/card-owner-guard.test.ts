@@ -107,6 +107,29 @@ describe('card → user guard on lifecycle events', () => {
     expect(await services.redis.hget(cardIndexKey(services.prefix), owner.cardId)).toBe(owner.userId);
   });
 
+  it('books to the card’s owner when the stale view names a user that does not exist', async () => {
+    const owner = await user();
+    await services.redis.hset(cardIndexKey(services.prefix), owner.cardId, crypto.randomUUID());
+    const authorizationId = `iauth_${owner.cardId}`;
+    const res = await post(
+      hotPath,
+      '/stripe/events',
+      authorizationEvent({
+        type: 'issuing_authorization.created',
+        cardId: owner.cardId,
+        authorizationId,
+        amountCents: 1_200,
+        approved: true,
+        status: 'pending',
+        requestHistory: 1,
+        createdS: nowS(),
+      }),
+    );
+    expect(res.status).toBe(200);
+    expect(res.json.processed).toBe(true);
+    expect((await cached(owner)).holds).toEqual({ [authorizationId]: '1200' });
+  });
+
   it('applies an event to an account rebuilt from Postgres after the cache lost it, the card among its cards', async () => {
     const owner = await user();
     const authorizationId = `iauth_${owner.cardId}`;

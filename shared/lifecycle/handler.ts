@@ -448,7 +448,11 @@ async function applyToUser(
     if (reply[0] === 'dup' || reply[0] === 'kept') return nothing(userId, false);
     if (reply[0] === 'wrong_user') return 'wrong_user';
     // The account is not cached (Redis restarted empty): rebuild it from Postgres, then apply.
-    if (!(await ensureAccount(redis, sql, prefix, userId, now()))) break;
+    if (!(await ensureAccount(redis, sql, prefix, userId, now()))) {
+      // No such user: it holds no card either (a card → user view naming a user that does not exist).
+      if (args.cardId !== null) return 'wrong_user';
+      break;
+    }
   }
   throw new Error(`lifecycle event ${eventId} could not be applied: the user's account is missing`);
 }
