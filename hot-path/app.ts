@@ -11,6 +11,7 @@
  *   is public; Prometheus scrapes the internal listener (ops/internal-app.ts, HOT_PATH_METRICS_PORT).
  */
 import type { Config } from '../shared/config.ts';
+import { RetryableError } from '../shared/errors.ts';
 import { createApp as createHttpApp, HttpError } from '../shared/http/app.ts';
 import { readRawBody, requestHeader } from '../shared/http/raw-body.ts';
 import type { Lifecycle, LifecycleResult, ReviewReason } from '../shared/lifecycle/handler.ts';
@@ -113,7 +114,7 @@ export function createApp(deps: AppDeps) {
       metrics.lifecycleEvents.inc({ type: head.data.type, result: 'malformed' });
       throw new HttpError('malformed_event');
     }
-    const result = await lifecycle.apply(parsed.data, raw);
+    const result = await applyOrRefuse(lifecycle, deps, c.get('requestId'), parsed.data, raw);
     if (result.rejected !== null) {
       // Recorded (card_events, through the outbox) but not booked: answering 2xx stops Stripe's retries,
       // which would bring the same event back with the same currency for days and lose nothing more.
@@ -212,6 +213,31 @@ function reportDecision(
     },
     'authorization decided',
   );
+}
+
+/**
+ * Applies a lifecycle event. One whose card the cache places with a user who does not hold it, even
+ * after asking Postgres (RetryableError 'card_owner_mismatch', shared/lifecycle/handler.ts), booked
+ * nothing: it is counted, alerted on and answered 503 (HttpError), which Stripe retries.
+ */
+async function applyOrRefuse(
+  lifecycle: Lifecycle,
+  deps: Pick<AppDeps, 'metrics' | 'logger'>,
+  requestId: string,
+  event: LifecycleEvent,
+  raw: string,
+): Promise<LifecycleResult> {
+  try {
+    return await lifecycle.apply(event, raw);
+  } catch (error) {
+    if (!(error instanceof RetryableError && error.code === 'card_owner_mismatch')) throw error;
+    deps.metrics.lifecycleEvents.inc({ type: event.type, result: 'card_owner_mismatch' });
+    deps.logger.error(
+      { requestId, eventId: event.id, type: event.type, alert: 'card_owner_mismatch' },
+      'lifecycle event refused: its card is not among its owner’s cached cards',
+    );
+    throw new HttpError('lifecycle_card_owner_mismatch');
+  }
 }
 
 /** Counts and alerts on a lifecycle event recorded but not booked (its currency is not the program's). */

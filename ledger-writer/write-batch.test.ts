@@ -230,6 +230,45 @@ describe('applyBatch', () => {
     });
   });
 
+  it('refuses a record for another user’s authorization, stored or in the same batch, and moves neither account', async () => {
+    const { sql } = services.database;
+    const owner = await seedUser(sql);
+    const other = await seedUser(sql);
+    const authorizationId = `iauth_${randomUUID()}`;
+    await applyBatch(sql, [
+      parsed(decisionFields({ ...owner, authorizationId, grantedCents: 5_000n })),
+      parsed(decisionFields({ ...other, grantedCents: 9_000n })), // enough held that a wrong release fits
+    ]);
+    const before = { owner: await account(owner.userId), other: await account(other.userId) };
+    // A capture of the owner's authorization booked to the other user (a wrong card → user view).
+    const misBooked = parsed(
+      captureFields({ ...other, authorizationId, amountCents: 5_000n, heldBeforeCents: 5_000n }),
+    );
+    await expect(applyBatch(sql, [misBooked])).rejects.toMatchObject({ code: 'authorization_user_mismatch' });
+    // Both users' records for the one authorization in a single batch: refused as a whole.
+    const ownersRelease = parsed(
+      authEventFields({
+        ...owner,
+        authorizationId,
+        status: 'reversed',
+        amountCents: 5_000,
+        approved: true,
+        hd: -5_000n,
+      }),
+    );
+    await expect(applyBatch(sql, [ownersRelease, misBooked])).rejects.toMatchObject({
+      code: 'authorization_user_mismatch',
+    });
+    expect({ owner: await account(owner.userId), other: await account(other.userId) }).toEqual(before);
+    const [auth] =
+      await sql`select user_id, held_cents, captured_cents from authorizations where id = ${authorizationId}`;
+    expect(auth).toEqual({ user_id: owner.userId, held_cents: '5000', captured_cents: '0' });
+    expect(
+      await sql`select count(*)::int as n from ledger_transfers
+        where user_id = ${other.userId} and authorization_id = ${authorizationId}`,
+    ).toEqual([{ n: 0 }]);
+  });
+
   it('chains a whole batch in one audit statement, and refuses a statement whose running hash was forged mid-way', async () => {
     const { sql } = services.database;
     const { userId, cardId } = await seedUser(sql);

@@ -42,7 +42,7 @@ import {
   type TransferInput,
   type TransferKind,
 } from '../shared/db/queries/ledger.ts';
-import { classifyError } from '../shared/errors.ts';
+import { classifyError, NonRetryableError } from '../shared/errors.ts';
 import type { MerchantNames } from '../shared/hsm/merchant-names.ts';
 import {
   type DecisionRecord,
@@ -314,6 +314,14 @@ function foldAuthorizations(applied: ParsedEntry[], options: ApplyOptions): Auth
     const userId = item.record.userId;
     if (authorizationId === null || userId === null) continue;
     let fold = folds.get(authorizationId);
+    // An authorization never changes user: two users' records for one in a batch is a wrong card → user
+    // view upstream (writeAuthorizations refuses it against the stored row the same way).
+    if (fold !== undefined && fold.userId !== userId) {
+      throw new NonRetryableError(
+        'authorization_user_mismatch',
+        `authorization ${authorizationId} has records of two users in one batch: refused, nothing booked`,
+      );
+    }
     if (item.kind === 'decision') {
       const record = item.record;
       if (fold === undefined) {
@@ -574,10 +582,8 @@ async function applyMoney(
     ),
   );
 
-  await Promise.all([
-    applyCreditAccounts(tx, applied),
-    applyAuthorizations(tx, foldAuthorizations(applied, options), sealed),
-  ]);
+  const folds = foldAuthorizations(applied, options);
+  await Promise.all([applyCreditAccounts(tx, applied), applyAuthorizations(tx, folds, sealed)]);
   // Last: the audit insert locks the chain head until COMMIT, so holding it as briefly as possible
   // serialises concurrent writers only at their very end.
   await insertAudit(tx, [

@@ -16,7 +16,7 @@ import { type HotPath, post, startHotPath } from '../test/support/hot-path.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../test/support/stripe.ts';
 import { createLedgerWriterApp } from './app.ts';
 import { createLedgerWriterMetrics, type LedgerWriterMetrics } from './metrics.ts';
-import { addEntry, decisionFields, waitForEmptyOutbox } from './testing.ts';
+import { addEntry, captureFields, decisionFields, waitForEmptyOutbox } from './testing.ts';
 import { createLedgerWriter, type LedgerWriter } from './writer.ts';
 
 const PRICE = 300_000_000_000n;
@@ -381,6 +381,48 @@ describe('ledger writer on the real hot path', () => {
     expect(counted).toContain('problem="invalid"} 1');
     expect(counted).toContain('problem="failed"} 1');
     expect(counted).toContain('problem="archive"} 2');
+  });
+
+  it('dead-letters a lifecycle record carrying another user than its authorization’s, moving no money', async () => {
+    const { sql } = services.database;
+    const owner = await seedUser(sql);
+    const other = await seedUser(sql);
+    const authorizationId = `iauth_${crypto.randomUUID()}`;
+    await addEntry(
+      services.redis,
+      services.prefix,
+      owner.userId,
+      decisionFields({ ...owner, authorizationId, grantedCents: 4_000n }),
+    );
+    await addEntry(
+      services.redis,
+      services.prefix,
+      other.userId,
+      decisionFields({ ...other, grantedCents: 9_000n }),
+    );
+    await drained();
+    const accounts = () =>
+      sql`select user_id, holds_cents, unsettled_cents from credit_accounts
+        where user_id in (${owner.userId}, ${other.userId}) order by user_id`;
+    const before = await accounts();
+    const deadBefore = await services.redis.xlen(deadLetterKey(services.prefix));
+    // The owner's capture, booked to the other user by a wrong card → user view.
+    await addEntry(
+      services.redis,
+      services.prefix,
+      other.userId,
+      captureFields({ ...other, authorizationId, amountCents: 4_000n, heldBeforeCents: 4_000n }),
+    );
+    await drained(20_000);
+    const dead = await services.redis.xrange(deadLetterKey(services.prefix), '-', '+');
+    expect(dead.length).toBe(deadBefore + 1);
+    const fields = dead[dead.length - 1]![1];
+    expect(fields[fields.indexOf('problem') + 1]).toBe('failed');
+    expect(fields[fields.indexOf('error') + 1]).toMatch(/^authorization_user_mismatch: /);
+    expect(await accounts()).toEqual(before);
+    const [auth] =
+      await sql`select user_id, held_cents, captured_cents from authorizations where id = ${authorizationId}`;
+    expect(auth).toEqual({ user_id: owner.userId, held_cents: '4000', captured_cents: '0' });
   });
 
   it('writes a trickle of entries in a few batches: a batch that is not full waits batchWaitMs for more', async () => {

@@ -24,6 +24,11 @@ export const ERROR_CODES = {
   // Our own.
   deadline: 'environment',
   redis_account_contended: 'environment',
+  // The cache's card → user view disagrees with the user's own cards (a lifecycle event refused
+  // rather than booked to the wrong user): a retry after the view is repaired may succeed.
+  card_owner_mismatch: 'environment',
+  // A record for an authorization Postgres has under another user: refused, never booked.
+  authorization_user_mismatch: 'data',
   // Postgres, by SQLSTATE (and postgres.js's / the network's connection errors: pg_connection).
   pg_connection: 'environment',
   pg_conflict: 'environment',

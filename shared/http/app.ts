@@ -29,7 +29,10 @@ export const HTTP_ERRORS = {
   stripe_missing_header: { status: 400, code: 'missing_header' },
   stripe_bad_signature: { status: 400, code: 'bad_signature' },
   stripe_expired: { status: 400, code: 'expired' },
-} as const satisfies Record<string, { status: 400 | 401 | 404 | 409 | 413; code: string }>;
+  // A lifecycle event whose card the cache places with a user who does not hold it (hot-path/app.ts):
+  // refused, nothing booked; Stripe retries it.
+  lifecycle_card_owner_mismatch: { status: 503, code: 'card_owner_mismatch' },
+} as const satisfies Record<string, { status: 400 | 401 | 404 | 409 | 413 | 503; code: string }>;
 
 export type HttpErrorKey = keyof typeof HTTP_ERRORS;
 

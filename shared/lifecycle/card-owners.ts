@@ -20,6 +20,12 @@ export interface CardOwners {
   lookUp(cardId: string): Promise<CardOwnerLookup>;
   /** The owner if this process already knows it (no I/O). */
   known(cardId: string): string | undefined;
+  /**
+   * Forgets what this process remembers of the card and asks the system of record (not Redis's card
+   * index, which may be what was wrong); puts the answer back into the index, the owner's cached cards
+   * and memory. For a caller that found the remembered owner inconsistent with the cache.
+   */
+  resolveAgain(cardId: string): Promise<string | null>;
 }
 
 export function createCardOwners(deps: { redis: Redis; sql: Sql; prefix: string }): CardOwners {
@@ -27,31 +33,47 @@ export function createCardOwners(deps: { redis: Redis; sql: Sql; prefix: string 
   const owners = new Map<string, string>();
   const flights = new Map<string, Promise<CardOwnerLookup>>();
 
+  function remember(cardId: string, userId: string | null): void {
+    if (userId === null) return;
+    if (owners.size >= lifecycleLimits.cardCacheSizeMax) owners.clear();
+    owners.set(cardId, userId);
+  }
+
+  /**
+   * Asks the system of record, and puts the card into the index and the user's cached account too if
+   * that account is cached already (an account built before the card existed would otherwise answer
+   * unknown_card). Returns the owner (null: no such card) and the Redis round trips it cost.
+   */
+  async function ownerFromPostgres(cardId: string): Promise<CardOwnerLookup> {
+    const rows = await sql<{ user_id: string; status: CardState['status']; frozen: boolean }[]>`
+      select user_id, status, (frozen or ops_frozen) as frozen from cards where id = ${cardId}`;
+    const row = rows[0];
+    if (row === undefined) return { userId: null, roundTrips: 0 };
+    await setCachedCard(redis, prefix, row.user_id, { cardId, status: row.status, frozen: row.frozen });
+    return { userId: row.user_id, roundTrips: 3 };
+  }
+
   async function fetchOwner(cardId: string): Promise<CardOwnerLookup> {
     let userId = await redis.hget(cardIndexKey(prefix), cardId);
     let roundTrips = 1;
     if (userId === null) {
-      // A card the cache has not seen (issued since, or the cache restarted empty): ask the system
-      // of record, and put the card into the user's cached account too if that account is cached
-      // already (an account built before the card existed would otherwise answer unknown_card).
-      const rows = await sql<{ user_id: string; status: CardState['status']; frozen: boolean }[]>`
-        select user_id, status, (frozen or ops_frozen) as frozen from cards where id = ${cardId}`;
-      const row = rows[0];
-      userId = row?.user_id ?? null;
-      if (row !== undefined) {
-        await setCachedCard(redis, prefix, row.user_id, { cardId, status: row.status, frozen: row.frozen });
-        roundTrips += 3;
-      }
+      // A card the cache has not seen (issued since, or the cache restarted empty).
+      const found = await ownerFromPostgres(cardId);
+      userId = found.userId;
+      roundTrips += found.roundTrips;
     }
-    if (userId !== null) {
-      if (owners.size >= lifecycleLimits.cardCacheSizeMax) owners.clear();
-      owners.set(cardId, userId);
-    }
+    remember(cardId, userId);
     return { userId, roundTrips };
   }
 
   return {
     known: (cardId) => owners.get(cardId),
+    async resolveAgain(cardId) {
+      owners.delete(cardId);
+      const { userId } = await ownerFromPostgres(cardId);
+      remember(cardId, userId);
+      return userId;
+    },
     lookUp(cardId) {
       const cached = owners.get(cardId);
       if (cached !== undefined) return Promise.resolve({ userId: cached, roundTrips: 0 });

@@ -15,6 +15,7 @@
  */
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/client.ts';
+import { RetryableError } from '../errors.ts';
 import type { LifecycleRecord } from '../outbox/records.ts';
 import { capturedHoldExpiresAtMs, type HoldExpirySettings, holdExpiresAtMs } from '../policy/hold-expiry.ts';
 import { policyLimits } from '../policy/limits.ts';
@@ -31,7 +32,12 @@ import { LIFECYCLE, LIFECYCLE_WITHOUT_USER } from './lua.ts';
 /** What the handlers read of the configuration: the cache's key prefix and the hold-expiry policy. */
 export type LifecycleSettings = Pick<Config, 'REDIS_KEY_PREFIX'> & HoldExpirySettings;
 
-type Reply = ['ok', string, string, string, string?, string?] | ['dup'] | ['missing'] | ['kept'];
+type Reply =
+  | ['ok', string, string, string, string?, string?]
+  | ['dup']
+  | ['missing']
+  | ['kept']
+  | ['wrong_user'];
 
 /** Why (part of) a credit was held for review instead of lowering the user's debt. */
 export type ReviewReason = 'unlinked' | 'beyond_captured' | 'settled' | 'captured_later';
@@ -129,7 +135,15 @@ export function createLifecycle(deps: {
     return (await cardOwners.lookUp(cardId)).userId;
   }
 
-  const ctx: LifecycleContext = { redis, sql, settings, prefix, now, ownerOf };
+  const ctx: LifecycleContext = {
+    redis,
+    sql,
+    settings,
+    prefix,
+    now,
+    ownerOf,
+    resolveOwnerAgain: (cardId) => cardOwners.resolveAgain(cardId),
+  };
 
   return {
     async apply(event, rawBody) {
@@ -162,6 +176,7 @@ export function createLifecycle(deps: {
         {
           kind: 'expire',
           authorizationId,
+          cardId: null,
           status: 'expired',
           approved: false,
           amountCents: 0n,
@@ -184,6 +199,8 @@ interface LifecycleContext {
   prefix: string;
   now: () => number;
   ownerOf: (cardId: string) => Promise<string | null>;
+  /** Forgets the remembered owner and asks Postgres (CardOwners.resolveAgain). */
+  resolveOwnerAgain: (cardId: string) => Promise<string | null>;
 }
 
 type TransactionEvent = Extract<LifecycleEvent, { type: 'issuing_transaction.created' }>;
@@ -193,6 +210,8 @@ type AuthorizationEvent = Exclude<LifecycleEvent, TransactionEvent>;
 interface ScriptArgs {
   kind: 'auth' | 'debit' | 'credit' | 'expire';
   authorizationId: string;
+  /** The event's card, checked against the user's cached cards; null for an expiry (no card). */
+  cardId: string | null;
   status: string;
   approved: boolean;
   amountCents: bigint;
@@ -239,6 +258,7 @@ async function applyTransaction(
     {
       kind: movement.kind,
       authorizationId: txn.authorization ?? '',
+      cardId: txn.card,
       status: movement.variant,
       approved: false,
       amountCents: movement.amountCents,
@@ -304,6 +324,7 @@ async function applyAuthorization(
     {
       kind: 'auth',
       authorizationId: auth.id,
+      cardId: auth.card.id,
       status: auth.status,
       approved: auth.approved,
       amountCents: BigInt(auth.amount),
@@ -327,7 +348,14 @@ async function recordOnly(ctx: LifecycleContext, eventId: string, record: Lifecy
   return reply[0] === 'ok';
 }
 
-/** Runs the LIFECYCLE script for one event of one user (or records it when the card has no user). */
+/**
+ * Runs the LIFECYCLE script for one event of its card's owner (or records it when the card has no
+ * user). Defence in depth on the money path: if the owner this process resolved does not hold the card
+ * in the cache (a wrong card → user view, as a scrambled Redis reply once produced: docs/hot-path.md),
+ * the event is not booked to it. The owner is resolved once more from Postgres (which repairs the card
+ * index and the owner's cached cards) and the event applied to that owner; still inconsistent, it is
+ * refused with RetryableError('card_owner_mismatch'), nothing booked, and Stripe retries it.
+ */
 async function runLifecycleScript(
   ctx: LifecycleContext,
   userId: string | null,
@@ -335,10 +363,35 @@ async function runLifecycleScript(
   args: ScriptArgs,
   record: LifecycleRecord,
 ): Promise<LifecycleResult> {
-  const { redis, sql, prefix, now } = ctx;
   if (userId === null) return nothing(null, await recordOnly(ctx, eventId, record));
+  const first = await applyToUser(ctx, userId, eventId, args, record);
+  if (first !== 'wrong_user') return first;
+  const cardId = args.cardId ?? '';
+  const owner = await ctx.resolveOwnerAgain(cardId);
+  // No such card in Postgres: recorded like any unknown card's event, moving nothing.
+  if (owner === null) return nothing(null, await recordOnly(ctx, eventId, { ...record, userId: null }));
+  const second = await applyToUser(ctx, owner, eventId, args, record);
+  if (second !== 'wrong_user') return second;
+  throw new RetryableError(
+    'card_owner_mismatch',
+    `lifecycle event ${eventId}: card ${cardId} is not among its owner's cached cards; refused, nothing booked`,
+  );
+}
+
+/**
+ * Applies one event to one user's cache (its record names that user). 'wrong_user': the event's card
+ * is not among the user's cached cards, nothing applied.
+ */
+async function applyToUser(
+  ctx: LifecycleContext,
+  userId: string,
+  eventId: string,
+  args: ScriptArgs,
+  record: LifecycleRecord,
+): Promise<LifecycleResult | 'wrong_user'> {
+  const { redis, sql, prefix, now } = ctx;
   const keys = userKeys(prefix, userId);
-  const json = JSON.stringify(record);
+  const json = JSON.stringify({ ...record, userId });
   // A fallback grant of this authorization not yet in the cache is adopted first, so the change is
   // computed against the hold Postgres has (chaos bug 2, docs/hot-path.md).
   if (args.authorizationId !== '') {
@@ -362,6 +415,7 @@ async function runLifecycleScript(
         keys.authState(args.authorizationId || 'none'),
         keys.applied(eventId),
         keys.outbox,
+        keys.cards,
       ],
       [
         args.kind,
@@ -376,6 +430,7 @@ async function runLifecycleScript(
         policyLimits.authorizationStateTtlS,
         args.stripeCapturedCents,
         args.nowMs ?? now(),
+        args.cardId ?? '',
       ],
     );
     if (reply[0] === 'ok') {
@@ -391,8 +446,13 @@ async function runLifecycleScript(
       };
     }
     if (reply[0] === 'dup' || reply[0] === 'kept') return nothing(userId, false);
+    if (reply[0] === 'wrong_user') return 'wrong_user';
     // The account is not cached (Redis restarted empty): rebuild it from Postgres, then apply.
-    if (!(await ensureAccount(redis, sql, prefix, userId, now()))) break;
+    if (!(await ensureAccount(redis, sql, prefix, userId, now()))) {
+      // No such user: it holds no card either (a card → user view naming a user that does not exist).
+      if (args.cardId !== null) return 'wrong_user';
+      break;
+    }
   }
   throw new Error(`lifecycle event ${eventId} could not be applied: the user's account is missing`);
 }

@@ -25,11 +25,15 @@ const O = LUA_FIELDS.outbox;
 /**
  * Applies one lifecycle event to a user's cache, once per event id, and appends its record.
  * Returns {'ok', holdDelta, unsettledDelta, capturedDelta, reviewCents, reviewReason} | {'dup'} |
- * {'missing'} | {'kept'}.
- * KEYS: 1 account, 2 holds, 3 holdExpiries, 4 authState, 5 appliedMarker, 6 outbox
+ * {'missing'} | {'kept'} | {'wrong_user'}.
+ * Wrong user: the event's card (ARGV[13]) is not in this user's cards (KEYS[7]), as DECIDE's
+ * `unknown_card`: the caller's card → user view is wrong, so nothing is applied or recorded here (the
+ * handler re-resolves the owner from Postgres). Checked after 'missing', so a rebuilt account (which
+ * holds every card Postgres has for the user) is judged on its cards; '' (an expiry) is not checked.
+ * KEYS: 1 account, 2 holds, 3 holdExpiries, 4 authState, 5 appliedMarker, 6 outbox, 7 cards
  * ARGV: 1 kind, 2 authorizationId ('' if none), 3 status, 4 approved, 5 amountCents (≥ 0),
  *       6 eventVersion, 7 holdExpiresAtMs, 8 record, 9 markerTtlS, 10 authStateTtlS,
- *       11 stripeCapturedCents (-1 when Stripe listed no captures), 12 nowMs
+ *       11 stripeCapturedCents (-1 when Stripe listed no captures), 12 nowMs, 13 cardId ('' if none)
  * Kinds (see handler.ts for how Stripe's types and signs map onto them):
  * - `auth`: the hold becomes what Stripe says is left (amount − captured), but only from an event at
  *   least as new as the newest one applied (version = request count × 1e10 + created), and never again
@@ -52,6 +56,7 @@ const O = LUA_FIELDS.outbox;
 export const LIFECYCLE = luaScript(`
 if redis.call('EXISTS', KEYS[5]) == 1 then return {'dup'} end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+if ARGV[13] ~= '' and redis.call('HEXISTS', KEYS[7], ARGV[13]) == 0 then return {'wrong_user'} end
 local kind = ARGV[1]
 local auth = ARGV[2]
 local amount = tonumber(ARGV[5])

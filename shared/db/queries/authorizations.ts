@@ -7,6 +7,7 @@
  * (ledger-writer/seal-queue.ts). The hot path and the ledger writer may both insert and update every
  * column; the hot path may only insert into the queue.
  */
+import { NonRetryableError } from '../../errors.ts';
 import type { Sql, Tx } from '../client.ts';
 import { unnestRows } from '../unnest.ts';
 
@@ -62,6 +63,12 @@ export interface AuthorizationWrite {
  * anti-join, a cached generic plan made while the table was small hashes the whole table on every
  * batch (seen: a seq scan of authorizations per batch). One row per id; callers fold a batch first and
  * pass it sorted by id. Booleans travel as text (postgres.js serialises a JS boolean array as a scalar).
+ *
+ * An authorization never changes user: a write whose user differs from the existing row's (both
+ * known) is refused in the update itself (`where … user_id`), and the rows it left out are thrown as
+ * NonRetryableError('authorization_user_mismatch'), a data error, so the caller's transaction rolls
+ * back and no money moves on either account (the ledger writer dead-letters the record). A row of no
+ * user (a fallback decline of a card then unknown) is still updated.
  */
 export async function writeAuthorizations(tx: Sql | Tx, rows: readonly AuthorizationWrite[]): Promise<void> {
   if (rows.length === 0) return;
@@ -110,7 +117,7 @@ export async function writeAuthorizations(tx: Sql | Tx, rows: readonly Authoriza
   const createdIds = new Set(created.map((row) => row.id));
   const existing = rows.filter((r) => !createdIds.has(r.id));
   if (existing.length === 0) return;
-  await tx`update authorizations a set
+  const updated = await tx<{ id: string }[]>`update authorizations a set
       requested_cents = a.requested_cents + v.requested,
       approved_cents = a.approved_cents + v.approved_cents,
       held_cents = a.held_cents + v.held,
@@ -120,6 +127,7 @@ export async function writeAuthorizations(tx: Sql | Tx, rows: readonly Authoriza
       updated_at = now()
     from ${unnestRows(tx, existing, {
       id: ['text', (r) => r.id],
+      user_id: ['uuid', (r) => r.userId],
       requested: ['bigint', (r) => r.add.requestedCents.toString()],
       approved_cents: ['bigint', (r) => r.add.approvedCents.toString()],
       held: ['bigint', (r) => r.add.heldCents.toString()],
@@ -128,7 +136,15 @@ export async function writeAuthorizations(tx: Sql | Tx, rows: readonly Authoriza
       by_stripe: ['text', (r) => (r.add.approvedByStripe === null ? null : String(r.add.approvedByStripe))],
       status: ['text', (r) => r.add.status],
     })}
-    where a.id = v.id`;
+    where a.id = v.id and coalesce(a.user_id = v.user_id, true)
+    returning a.id`;
+  if (updated.length === existing.length) return;
+  const found = new Set(updated.map((row) => row.id));
+  const refused = existing.filter((r) => !found.has(r.id)).map((r) => r.id);
+  throw new NonRetryableError(
+    'authorization_user_mismatch',
+    `authorization ${refused.join(', ')} belongs to another user than the record's: refused, nothing booked`,
+  );
 }
 
 /** Redis's decision replacing the fallback's `fallbackId` on an authorization, and the hold's move. */
