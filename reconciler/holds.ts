@@ -6,7 +6,7 @@
  *   from Postgres (which reinstalls every open hold). An account not cached at all is rebuilt the
  *   same way (ensureAccount), so holds survive a Redis restart before the user's next swipe.
  * - An approved authorization Stripe `closed` keeps its captured part held until its capture is booked
- *   (hot-path/lifecycle): it is treated like a pending one, released only past its expiry.
+ *   (shared/lifecycle): it is treated like a pending one, released only past its expiry.
  * - Past its expiry (plus `holdExpiryGraceS`), or ended by Stripe (Postgres status reversed or expired,
  *   or a pending one listed closed in a Stripe authorizations export) → released through the hot path's lifecycle script
  *   (`expireHold`, synthetic event `expire:<authorizationId>`), so the release is in the outbox and the

@@ -6,7 +6,7 @@
  * Our side: ledger transfers of kind capture/refund (ref `lifecycle:<eventId>`), joined to the card
  * event that caused them (card_events.id = eventId; object_id = the transaction `ipi_…`), with the
  * user_unsettled entry as the amount (+ for a capture, − for a refund: the negative of Stripe's sign),
- * plus its user_refunds_held entry (the part of a refund held for review, see hot-path/lifecycle).
+ * plus its user_refunds_held entry (the part of a refund held for review, see shared/lifecycle).
  * The period applies to the transaction's own `created` (from the stored event), not the event's.
  *
  * Authorizations, when given (the API path always reads them): every authorization Stripe approved in
@@ -14,7 +14,7 @@
  * approval whose `issuing_authorization.created` never reached us), and one Stripe reversed or expired
  * must hold nothing here (`hold_open_after_stripe_ended`; the `holds` job releases it at expiry, or at
  * once with `--authorizations`). A `closed` authorization may keep its captured part held until the
- * capture is booked (hot-path/lifecycle), so it is not a finding.
+ * capture is booked (shared/lifecycle), so it is not a finding.
  *
  * Reports only; the period is the unit, so a rerun on the same data gives the same findings.
  *
