@@ -1,5 +1,5 @@
 // Proves the writer's retry decision: a failure that a retry of the same batch may cure (connection
-// errors, Postgres's conflict, permission, resource and shutdown classes) is retryable, while a data
+// errors, Postgres's conflict, permission, resource, shutdown, system and internal classes) is retryable, while a data
 // exception (class 22) or integrity violation (class 23) is the record's fault and is isolated and
 // dead-lettered instead; an error without a code is the data's fault. Pure function, no server: the
 // retry and isolation loops themselves run against real Postgres in writer.test.ts and postgres-down.test.ts.
@@ -20,10 +20,14 @@ describe('isRetryable', () => {
       '55P03',
       '57P01',
       '58030',
-      'XX000',
     ]) {
       expect(isRetryable({ code }), code).toBe(true);
     }
+    // A SQLSTATE that starts with a letter counts only on a Postgres error (shared/errors.ts), as the
+    // driver raises it: class XX (internal error, data corrupted) is the server's, retried.
+    expect(isRetryable(Object.assign(new Error('internal'), { name: 'PostgresError', code: 'XX000' }))).toBe(
+      true,
+    );
     for (const code of ['22003', '22P02', '23505', '23514', '23503']) {
       expect(isRetryable({ code }), code).toBe(false);
     }

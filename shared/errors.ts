@@ -36,6 +36,9 @@ export const ERROR_CODES = {
   pg_shutdown: 'environment',
   pg_lock_unavailable: 'environment',
   pg_canceled: 'environment',
+  // Class 58 (system error: I/O, a file missing) and XX (internal error, data corrupted): the server's
+  // or its disk's, not the statement's; isolating entries would dead-letter every good one meanwhile.
+  pg_system: 'environment',
   pg_data: 'data',
   pg_integrity: 'data',
   pg_privilege: 'deployment',
@@ -183,6 +186,9 @@ function sqlStateCode(state: string): ErrorCode {
       return 'pg_schema';
     case '28': // invalid authorization specification
       return 'pg_auth';
+    case '58': // system error (io_error, undefined_file, …)
+    case 'XX': // internal error (internal_error, data_corrupted, index_corrupted)
+      return 'pg_system';
     default:
       return 'pg_other';
   }
