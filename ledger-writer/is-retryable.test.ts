@@ -6,6 +6,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { setUpServices, type TestServices } from '../test/support/db.ts';
 import { freePort } from '../test/support/processes.ts';
+import { rejection } from '../test/support/rejection.ts';
 import { isRetryable } from './writer.ts';
 
 let services: TestServices;
@@ -17,15 +18,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await services?.close();
 });
-
-async function rejection(work: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await work();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
-}
 
 it('isolates the record’s faults and bugs, retries outages and the deployment’s faults', async () => {
   const sql = services.database.sql;

@@ -7,6 +7,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectRedis, setUpServices, type TestServices } from '../test/support/db.ts';
 import { freePort, type RedisServer, startRedisServer } from '../test/support/processes.ts';
+import { rejection } from '../test/support/rejection.ts';
 import {
   classifyError,
   classifyPostgresError,
@@ -27,16 +28,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await services?.close();
 });
-
-/** The error `work` rejects with (fails the test if it resolves). */
-async function rejection(work: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await work();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('Postgres errors, by SQLSTATE and by code', () => {
   it('sorts data and integrity errors as the data’s fault, schema and privilege as the deployment’s', async () => {
