@@ -139,6 +139,8 @@ export async function gatherChainFacts(
 
   const vault: ChainFacts['vault'] = {};
   const settledNetCents: ChainFacts['settledNetCents'] = {};
+  const reviewHeldCents: Record<string, string> = {};
+  const settlementsConfirmedCents: Record<string, string> = {};
   const settlementLines: Record<string, string[]> = {};
   for (const u of users) {
     if (u.wallet === undefined) continue;
@@ -167,6 +169,13 @@ export async function gatherChainFacts(
       select ((select coalesce(sum(amount_cents), 0) from settlements where user_id = ${u.userId} and status = 'confirmed')
         - (select coalesce(sum(amount_cents), 0) from chain_refunds where user_id = ${u.userId} and status = 'confirmed'))::text as n`;
     settledNetCents[u.userId] = net?.n ?? '0';
+    const [held] = await sql<{ held: string; settled: string }[]>`
+      select (select coalesce(-sum(amount_cents), 0) from ledger_entries
+                where user_id = ${u.userId} and account = 'user_refunds_held')::text as held,
+             (select coalesce(sum(amount_cents), 0) from settlements
+                where user_id = ${u.userId} and status = 'confirmed')::text as settled`;
+    reviewHeldCents[u.userId] = held?.held ?? '0';
+    settlementsConfirmedCents[u.userId] = held?.settled ?? '0';
     const rows = await sql<{ line: string }[]>`
       select 'settlement ' || ref || ' ' || amount_cents || ' ' || status as line from settlements where user_id = ${u.userId}
       union all select 'chain refund ' || ref || ' ' || amount_cents || ' ' || status from chain_refunds where user_id = ${u.userId}
@@ -193,6 +202,8 @@ export async function gatherChainFacts(
     unappliedLogs,
     vault,
     settledNetCents,
+    reviewHeldCents,
+    settlementsConfirmedCents,
     unconfirmedSettlements: unconfirmed.map((r) => `${r.kind} ${r.ref} ${r.status}`),
     priceOnChain: priceOnChain.toString(),
     indexerReorgs,

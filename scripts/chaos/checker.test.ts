@@ -321,5 +321,41 @@ describe('the chaos checker', () => {
       facts.chain.settledNetCents[USER] = '300';
       expect(checkHistory(h, facts).map((v) => v.kind)).toContain('balance_fold');
     });
+
+    it('counts a refund held for review after settlement back, up to what settlement took', () => {
+      const a = approval(1_000, 0, 10);
+      const h = history({
+        chain: { states: initial, reorgs: [], failedActions: [] },
+        requests: [a],
+        lifecycle: [
+          event('capture', a.authorizationId, 400, 20),
+          event('refund', a.authorizationId, 100, 30),
+        ],
+      });
+      // Captured 400, all settled; the refund of 100 came after and was held for review: the books show
+      // 0 unsettled and 100 held, the fold 300 unsettled.
+      const facts = {
+        ...factsFor(h),
+        chain: {
+          ...chainFacts(),
+          settledNetCents: { [USER]: '400' },
+          reviewHeldCents: { [USER]: '100' },
+          settlementsConfirmedCents: { [USER]: '400' },
+        },
+      };
+      facts.balances[USER] = { ...facts.balances[USER]!, pgUnsettled: '0', redisUnsettled: '0' };
+      expect(checkHistory(h, facts).filter((v) => v.kind === 'balance_fold')).toEqual([]);
+      // Not held: the books are 100 above the fold.
+      facts.chain.reviewHeldCents[USER] = '0';
+      expect(checkHistory(h, facts).map((v) => v.kind)).toContain('balance_fold');
+      // Held beyond what settlement took out of unsettled: a refund lost, whatever the sums say.
+      facts.chain.reviewHeldCents[USER] = '100';
+      facts.chain.settlementsConfirmedCents[USER] = '50';
+      expect(
+        checkHistory(h, facts)
+          .map((v) => v.message)
+          .join('\n'),
+      ).toContain('exceed the confirmed settlements');
+    });
   });
 });

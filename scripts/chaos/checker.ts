@@ -316,11 +316,25 @@ function checkBalanceFolds(history: ChaosHistory, facts: FinalFacts): Violation[
     if (b === undefined) continue;
     // With the chain, settlement moved captured cents out of unsettled into on-chain debt.
     const settled = Number(facts.chain?.settledNetCents[user.userId] ?? '0');
+    // And a refund of a capture settlement already took out of unsettled is held for review, not
+    // credited (docs/chain.md "Known limits"): the fold credits it, the books hold it apart. Counted
+    // back only up to what settlement took: a held refund beyond that is one the product lost.
+    const held = Number(facts.chain?.reviewHeldCents?.[user.userId] ?? '0');
+    const settledGross = Number(facts.chain?.settlementsConfirmedCents?.[user.userId] ?? '0');
+    if (held > settledGross) {
+      violations.push({
+        kind: 'balance_fold',
+        userId: user.userId,
+        atMs: null,
+        message: `refunds held for review ${held} exceed the confirmed settlements ${settledGross}${settlementDetail(facts, user.userId)}`,
+        eventIds: [],
+      });
+    }
     const seen = {
       pgHolds: Number(b.pgHolds),
       redisHolds: Number(b.redisHolds),
-      pgUnsettled: Number(b.pgUnsettled) + settled,
-      redisUnsettled: Number(b.redisUnsettled) + settled,
+      pgUnsettled: Number(b.pgUnsettled) + settled - held,
+      redisUnsettled: Number(b.redisUnsettled) + settled - held,
     };
     if (
       seen.pgHolds !== fold.holdsCents ||

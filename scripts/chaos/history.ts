@@ -179,6 +179,13 @@ export interface ChainFacts {
   >;
   /** Per user: confirmed settlements' cents minus confirmed chain refunds' cents (moved out of unsettled). */
   settledNetCents: Record<string, string>;
+  /**
+   * Per user: refund cents held for review (−Σ `user_refunds_held`), and the confirmed settlements'
+   * cents alone. A refund of a capture already settled on-chain is held, not credited (docs/chain.md
+   * "Known limits"): it stays out of unsettled until a person resolves it. Absent in older histories.
+   */
+  reviewHeldCents?: Record<string, string>;
+  settlementsConfirmedCents?: Record<string, string>;
   /** Settlements and chain refunds not confirmed at the end. */
   unconfirmedSettlements: string[];
   /** Rows in the prices table with a block on the canonical chain vs the feed's last answer. */
