@@ -1035,11 +1035,16 @@ function printTail(): void {
   row('GC: count, total ms, max ms, major', (a) =>
     a.gc === null ? '-' : `${a.gc.count}, ${a.gc.totalMs}, ${a.gc.maxMs}, ${a.gc.major}`,
   );
-  row('ms/s: hot path waiting for CPU, hot path CPU, writer CPU, generator waiting, steal', (a) =>
-    Object.values(a.perSecondMs).join(', '),
+  row(
+    'ms/s: hot path waiting for CPU, hot path CPU, writer CPU, generator waiting, steal, machine busy',
+    (a) => Object.values(a.perSecondMs).join(', '),
   );
   const attribution = (x: (typeof tail.variants)[string]['slow']) =>
-    `${x.latencyMs} ms: gen lag ${x.generatorSendLagMs}, gen stalled ${x.generatorStalledMs}, gen wait ${x.generatorRunQueueWaitMs}, hot wait ${x.hotPathRunQueueWaitMs}, hot GC ${x.hotPathGcMs}, hot stalled ${x.hotPathStalledMs}; writer ${x.writerCpuMsPerS} ms/s, steal ${x.stealMsPerS} ms/s`;
+    `${x.latencyMs} ms: gen lag ${x.generatorSendLagMs}, gen stalled ${x.generatorStalledMs}, gen wait ${x.generatorRunQueueWaitMs}, hot wait ${x.hotPathRunQueueWaitMs}, hot GC ${x.hotPathGcMs}, hot stalled ${x.hotPathStalledMs}; writer ${x.writerCpuMsPerS} ms/s, steal ${x.stealMsPerS} ms/s, machine busy ${x.machineBusyMsPerS} ms/s; CPU by process (ms/s) ${Object.entries(
+      x.topProcessesMsPerS,
+    )
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`;
   row('answers ≥ p99, mean', (a) => attribution(a.slow));
   row('answers p45–p55, mean', (a) => attribution(a.typical));
   log(`| machine (load average 1 min start/end, CPU pressure) | ${JSON.stringify(tail.machine)} |`);

@@ -42,6 +42,44 @@ export interface Timeline {
   generatorWaitMs: number[];
   /** CPU time the hypervisor gave to other machines (steal, /proc/stat), summed over both CPUs. */
   stealMs: number[];
+  /** CPU time the whole machine was busy (user, nice, system, irq, softirq; /proc/stat), over both CPUs. */
+  busyMs: number[];
+  /**
+   * Every process's CPU per coarser step (PROCESS_STEP_MS), by label: the parts the bench knows by pid
+   * (`hotPath`, `writer`, `writerBackends`, `bench`) and everything else by its command name. Says who
+   * had the CPUs while the hot path waited for one.
+   */
+  processes: { fromMs: number; atMs: number; cpuMsByLabel: Record<string, number> }[];
+}
+
+/** How often every process's CPU is read (a /proc scan of every pid: too costly every 10 ms). */
+const PROCESS_STEP_MS = 100;
+
+/** utime + stime (ms) and command name of every process, from /proc/<pid>/stat (10 ms ticks). */
+function everyProcessCpu(): Map<number, { comm: string; cpuMs: number }> {
+  const out = new Map<number, { comm: string; cpuMs: number }>();
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc');
+  } catch {
+    return out; // Not Linux.
+  }
+  for (const pid of pids) {
+    if (!/^\d+$/.test(pid)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    const close = stat.lastIndexOf(')');
+    const fields = stat.slice(close + 2).split(' ');
+    out.set(Number(pid), {
+      comm: stat.slice(stat.indexOf('(') + 1, close),
+      cpuMs: (Number(fields[11]) + Number(fields[12])) * 10,
+    });
+  }
+  return out;
 }
 
 export function startTimeline(pids: TimelinePids, stepMs = 10): { stop(): Timeline } {
@@ -53,7 +91,19 @@ export function startTimeline(pids: TimelinePids, stepMs = 10): { stop(): Timeli
     writerCpuMs: [],
     generatorWaitMs: [],
     stealMs: [],
+    busyMs: [],
+    processes: [],
   };
+  const label = (pid: number, comm: string) =>
+    pid === pids.hotPath
+      ? 'hotPath'
+      : pid === pids.writer
+        ? 'writer'
+        : pids.writerBackends.includes(pid)
+          ? 'writerBackends'
+          : pid === process.pid
+            ? 'bench'
+            : comm;
   const read = () => {
     const hot = schedstatMs(`/proc/${pids.hotPath}/schedstat`);
     let writerCpu = 0;
@@ -68,14 +118,18 @@ export function startTimeline(pids: TimelinePids, stepMs = 10): { stop(): Timeli
       // Not Linux.
     }
     let steal = 0;
+    let busy = 0;
     try {
       // cpu user nice system idle iowait irq softirq steal, in USER_HZ (10 ms) ticks.
-      steal = Number(readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/)[8]) * 10;
+      const ticks = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).map(Number);
+      steal = ticks[8]! * 10;
+      busy = (ticks[1]! + ticks[2]! + ticks[3]! + ticks[6]! + ticks[7]!) * 10;
     } catch {
       // Not Linux.
     }
     return {
       steal,
+      busy,
       atMs: performance.timeOrigin + performance.now(),
       hotCpu: hot?.cpuMs ?? 0,
       hotWait: hot?.waitMs ?? 0,
@@ -95,11 +149,27 @@ export function startTimeline(pids: TimelinePids, stepMs = 10): { stop(): Timeli
     // A thread that ended meanwhile makes the sum drop: counted as 0.
     timeline.generatorWaitMs.push(Math.max(0, now.generatorWait - last.generatorWait));
     timeline.stealMs.push(now.steal - last.steal);
+    timeline.busyMs.push(now.busy - last.busy);
     last = now;
   }, stepMs);
+  let lastProcesses = { atMs: last.atMs, cpu: everyProcessCpu() };
+  const processTimer = setInterval(() => {
+    const now = { atMs: performance.timeOrigin + performance.now(), cpu: everyProcessCpu() };
+    const cpuMsByLabel: Record<string, number> = {};
+    for (const [pid, { comm, cpuMs }] of now.cpu) {
+      // A process started meanwhile counts from 0.
+      const spent = cpuMs - (lastProcesses.cpu.get(pid)?.cpuMs ?? 0);
+      if (spent <= 0) continue;
+      const key = label(pid, comm);
+      cpuMsByLabel[key] = (cpuMsByLabel[key] ?? 0) + spent;
+    }
+    timeline.processes.push({ fromMs: lastProcesses.atMs, atMs: now.atMs, cpuMsByLabel });
+    lastProcesses = now;
+  }, PROCESS_STEP_MS);
   return {
     stop() {
       clearInterval(timer);
+      clearInterval(processTimer);
       return timeline;
     },
   };
@@ -161,6 +231,7 @@ export interface TailAnalysis {
     writerCpu: number;
     generatorRunQueueWait: number;
     steal: number;
+    machineBusy: number;
   };
   /**
    * For the answers at or above the p99 (`slow`) and for those around the median (`typical`): mean
@@ -184,6 +255,10 @@ interface Attribution {
   writerCpuMsPerS: number;
   /** The machine's steal time while those answers were in flight (ms/s over both CPUs). */
   stealMsPerS: number;
+  /** The whole machine's busy CPU while they were in flight (ms/s over both CPUs; 2,000 = both saturated). */
+  machineBusyMsPerS: number;
+  /** Who used the CPU while they were in flight (ms/s, the six largest; windows of ≥ PROCESS_STEP_MS). */
+  topProcessesMsPerS: Record<string, number>;
 }
 
 export function analyseTail(
@@ -210,7 +285,9 @@ export function analyseTail(
       hotPathStalledMs: 0,
       writerCpuMsPerS: 0,
       stealMsPerS: 0,
+      machineBusyMsPerS: 0,
     };
+    const processes: Record<string, number> = {};
     for (let i = 0; i < n; i++) {
       const latency = latencyMs[i]!;
       if (!pick(latency)) continue;
@@ -233,6 +310,16 @@ export function analyseTail(
         (seriesWithin(timeline, timeline.writerCpuMs, mid - half, mid + half) * 1000) / (2 * half);
       sum.stealMsPerS +=
         (seriesWithin(timeline, timeline.stealMs, mid - half, mid + half) * 1000) / (2 * half);
+      sum.machineBusyMsPerS +=
+        (seriesWithin(timeline, timeline.busyMs, mid - half, mid + half) * 1000) / (2 * half);
+      const wide = Math.max(PROCESS_STEP_MS, to - from) / 2;
+      for (const step of timeline.processes) {
+        if (step.atMs <= mid - wide || step.fromMs >= mid + wide || step.atMs <= step.fromMs) continue;
+        const share =
+          (Math.min(step.atMs, mid + wide) - Math.max(step.fromMs, mid - wide)) / (step.atMs - step.fromMs);
+        for (const [key, ms] of Object.entries(step.cpuMsByLabel))
+          processes[key] = (processes[key] ?? 0) + (ms * share * 1000) / (2 * wide);
+      }
     }
     const mean = (value: number) => (sum.count === 0 ? 0 : round2(value / sum.count));
     return {
@@ -246,6 +333,13 @@ export function analyseTail(
       hotPathStalledMs: probe === null ? 0 : mean(sum.hotPathStalledMs),
       writerCpuMsPerS: mean(sum.writerCpuMsPerS),
       stealMsPerS: mean(sum.stealMsPerS),
+      machineBusyMsPerS: mean(sum.machineBusyMsPerS),
+      topProcessesMsPerS: Object.fromEntries(
+        Object.entries(processes)
+          .sort((a, b) => b[1] - a[1])
+          .slice(0, 6)
+          .map(([key, ms]) => [key, mean(ms)]),
+      ),
     };
   };
   let seconds = 0;
@@ -276,6 +370,7 @@ export function analyseTail(
       writerCpu: total(timeline.writerCpuMs),
       generatorRunQueueWait: total(timeline.generatorWaitMs),
       steal: total(timeline.stealMs),
+      machineBusy: total(timeline.busyMs),
     },
     slow: attribution((latency) => latency >= p99),
     typical: attribution((latency) => latency >= p45 && latency <= p55),
@@ -348,5 +443,7 @@ export function mergeTimelines(timelines: Timeline[]): Timeline {
     writerCpuMs: timelines.flatMap((t) => t.writerCpuMs),
     generatorWaitMs: timelines.flatMap((t) => t.generatorWaitMs),
     stealMs: timelines.flatMap((t) => t.stealMs),
+    busyMs: timelines.flatMap((t) => t.busyMs),
+    processes: timelines.flatMap((t) => t.processes),
   };
 }
