@@ -540,6 +540,15 @@ const TAIL_VARIANTS: Record<string, TailVariant> = {
   },
   ownSessions: { name: 'ownSessions', hotPathFlags: [], hotPathNice: 0, writerNice: 0, ownSessions: true },
   after: { name: 'after', hotPathFlags: [], hotPathNice: 0, writerNice: 19, ownSessions: true },
+  // `after` with V8's garbage collection on the main thread only: a parallel scavenge waits for its helper
+  // threads, which on a saturated 2-vCPU machine may not get a CPU (longer pauses, not fewer).
+  singleThreadedGc: {
+    name: 'singleThreadedGc',
+    hotPathFlags: ['--single-threaded-gc'],
+    hotPathNice: 0,
+    writerNice: 19,
+    ownSessions: true,
+  },
 };
 const hotPathKey = (v: TailVariant) => `${v.hotPathNice}|${v.ownSessions}|${v.hotPathFlags.join(' ')}`;
 const writerKey = (v: TailVariant) => `${v.writerNice ?? 0}|${v.ownSessions}`;

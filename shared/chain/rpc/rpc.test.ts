@@ -92,9 +92,9 @@ describe('createRateLimiter', () => {
     const started = performance.now();
     await Promise.all(Array.from({ length: 25 }, () => limiter.take()));
     const elapsedMs = performance.now() - started;
-    // 5 at once, then 20 at 200/s: about 100 ms (a busy machine's late timers only add to it).
+    // 5 at once, then 20 at 200/s: at least ~100 ms (a busy machine's late timers only add to it, so
+    // there is no upper bound here: the test's own timeout catches a limiter that never lets go).
     expect(elapsedMs).toBeGreaterThanOrEqual(90);
-    expect(elapsedMs).toBeLessThan(1_000);
     expect(limiter.waited).toBeGreaterThan(0);
   });
 
