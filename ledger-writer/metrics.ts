@@ -72,6 +72,11 @@ export function createLedgerWriterMetrics(registry: Registry = new Registry()) {
       help: 'Pending entries claimed (XAUTOCLAIM) from a shard this writer took over, written before its new ones',
       registers: [registry],
     }),
+    readsRedone: new Counter({
+      name: 'credana_ledger_reads_redone_total',
+      help: 'Shard reads whose connection closed while they were out (their delivery may follow a lost one): their entries are claimed again in order instead',
+      registers: [registry],
+    }),
     polls: new Counter({
       name: 'credana_ledger_polls_total',
       help: 'Reads of one shard (result: entries, or empty)',

@@ -6,7 +6,7 @@
 import { replyCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/observability/logger.ts';
 import { errorText } from '../shared/outbox/dead-letters.ts';
-import type { Redis } from '../shared/redis/client.ts';
+import { connectionCloses, type Redis } from '../shared/redis/client.ts';
 import { limits } from './limits.ts';
 import type { LedgerWriterMetrics } from './metrics.ts';
 import type { OwnedShard, ShardOwnership } from './shards.ts';
@@ -77,6 +77,7 @@ export function createShardReader(
   options: Pick<StreamReaderOptions, 'redis' | 'group' | 'consumer' | 'metrics' | 'logger'>,
 ) {
   const { redis, group, consumer, metrics, logger } = options;
+  const closes = connectionCloses(redis);
 
   /**
    * Redis answered NOGROUP for a shard: the consumer group is gone, with the stream — Redis restarted
@@ -121,6 +122,7 @@ export function createShardReader(
         metrics.entriesClaimed.inc(entries.length);
         return entries;
       }
+      const closesBefore = closes();
       const reply = (await redis.call(
         'XREADGROUP',
         'GROUP',
@@ -132,6 +134,15 @@ export function createShardReader(
         shard.stream,
         '>',
       )) as unknown[] | null;
+      if (closes() !== closesBefore) {
+        // The connection closed while this read was out: the client may have sent it again after an
+        // earlier run whose reply was lost (docs/chaos.md bug 10). That run's entries are pending for this
+        // consumer and older than these: written after them, a capture would come before its hold. The
+        // shard's pending entries, these among them, are claimed again first, in the stream's order.
+        shard.claimCursor = '0-0';
+        metrics.readsRedone.inc();
+        return [];
+      }
       return streamReply(reply).flatMap(([stream, list]) => toEntries(stream, list));
     } catch (error) {
       if (await recreateGroupIfGone(shard.stream, error)) {

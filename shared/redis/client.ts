@@ -134,6 +134,28 @@ export function isCluster(redis: Redis): redis is Cluster {
 }
 
 /**
+ * A counter of the closes of `redis`'s connections (on a cluster, of any node's). A command in flight
+ * when its connection closed may have run in Redis with its reply lost, and the client then sends it
+ * again by itself (ioredis's `autoResendUnfulfilledCommands` on one Redis; a cluster client retries it
+ * after re-reading the slots): for a command that is not idempotent (XREADGROUP '>' delivers and
+ * forgets), a reply that arrives after a close may be the second run's. Compare the count before sending
+ * and at the reply.
+ */
+export function connectionCloses(redis: Redis): () => number {
+  let closes = 0;
+  const count = () => {
+    closes++;
+  };
+  if (isCluster(redis)) {
+    for (const node of redis.nodes('all')) node.on('close', count);
+    redis.on('+node', (node: SingleRedis) => node.on('close', count));
+  } else {
+    redis.on('close', count);
+  }
+  return () => closes;
+}
+
+/**
  * The connection of every primary: the one Redis itself, or each primary of a cluster (after the
  * cluster client has its slots). For commands that act on one server's own state or keyspace: SCAN,
  * INFO, CONFIG GET.
