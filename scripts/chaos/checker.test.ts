@@ -4,7 +4,8 @@
 // release sent before an approval answered, a price drop the decision may not yet have seen) is not. With
 // the chain: an approval beyond the credit a withdrawal request left once Redis showed it, a canonical log
 // missing from chain_events, the vault's state off Postgres or Redis, and a rollback deeper than any reorg
-// made are caught; an approval within the credit a deposit allowed from when it was sent is not.
+// made are caught; an approval within the credit a deposit allowed from when it was sent is not. A Redis
+// empty restart spares only the records lost just before it, never their money.
 import { describe, expect, it } from 'vitest';
 import { wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { CHECK_DEFAULTS, checkHistory, creditAtPrice, foldUser, minimalHistory } from './checker.ts';
