@@ -300,7 +300,7 @@ describe('adopting a fallback grant before Stripe settled it', () => {
 // Redis restarted empty while the fallback decided (chaos bug 10, docs/chaos.md): the account is rebuilt
 // from Postgres, which has the grant's hold already; the adoption that follows must not add it again,
 // or Stripe's events, which set the hold to what Stripe says, take the excess out of Postgres too.
-describe('a fallback grant made while Redis lost its data', () => {
+describe('Redis lost its data', () => {
   /** Redis loses everything it had for the user (the outbox is drained first: nothing else is lost). */
   async function loseUserData(userId: string) {
     await drainOutbox(services.redis, services.database.sql, services.prefix);
@@ -341,5 +341,40 @@ describe('a fallback grant made while Redis lost its data', () => {
       }),
     );
     expect(await positions(userId, A)).toEqual(settledTo('0'));
+  });
+
+  // Stripe sends an event again (a retry, a duplicate) after the loss took its applied marker: Postgres
+  // booked it before the loss, and the account rebuilt from Postgres has its effect (chaos item 12).
+  it('does not apply again an event Postgres booked before the loss', async () => {
+    const { userId, cardId, authorizationId: A, t } = await world();
+    const auth = { cardId, authorizationId: A, amountCents: 5_000, approved: true, requestHistory: 1 };
+    await fallbackGrant(cardId, A, 5_000, { createdS: t });
+    await stripe(
+      lifecycle,
+      authorizationEvent({ ...auth, type: 'issuing_authorization.created', status: 'pending', createdS: t }),
+    );
+    const capture = transactionEvent({
+      cardId,
+      authorizationId: A,
+      type: 'capture',
+      amountCents: 3_000,
+      createdS: t + 1,
+    });
+    await stripe(lifecycle, capture);
+    const closed = authorizationEvent({
+      ...auth,
+      type: 'issuing_authorization.updated',
+      status: 'closed',
+      createdS: t + 2,
+    });
+    await stripe(lifecycle, closed);
+    expect(await positions(userId, A)).toEqual(settledTo('0', '3000'));
+    await loseUserData(userId);
+    await ensureAccount(services.redis, services.database.sql, services.prefix, userId, Date.now());
+    const applied: boolean[] = [];
+    for (const again of [capture, closed])
+      applied.push((await lifecycle.apply(lifecycleEvent.parse(again), JSON.stringify(again))).applied);
+    expect(await positions(userId, A)).toEqual(settledTo('0', '3000'));
+    expect(applied).toEqual([false, false]);
   });
 });
