@@ -216,7 +216,7 @@ describe('the chaos checker', () => {
     // The same loss without the fault, or with the fault begun beyond the writer's lag: reported.
     const none = history({ requests: [a], lifecycle: [created] });
     expect(kinds(none, lost(none))).toEqual(['decision_missing', 'event_not_once']);
-    const later = history({ requests: [a], lifecycle: [created], faults: [emptyRestart(1_100)] });
+    const later = history({ requests: [a], lifecycle: [created], faults: [emptyRestart(2_100)] });
     expect(kinds(later, lost(later))).toEqual(['decision_missing', 'event_not_once']);
     // Lost, but the hold Stripe's events say is not what Postgres ended with: the fold still reports it.
     const facts = lost(within);
