@@ -70,18 +70,18 @@ export async function accountFromPostgres(
   const user = await userControls(sql, userId, nowMs);
   if (user === null) return null;
   const dayStart = new Date(Math.floor(nowMs / 86_400_000) * 86_400_000);
-  // Read before the holds (not beside them): every grant listed here was committed, with its hold,
-  // before the holds are read, so the snapshot has the hold of every answer it stores.
-  const pendingFallback = await sql<{ event_id: string; stored: string }[]>`
-    select event_id, stored from fallback_decisions where user_id = ${userId} and adopted_at is null`;
   const [account, positions, holds, spent] = await Promise.all([
     sql<{ debt_onchain_usdc: string; unsettled_cents: string; holds_cents: string }[]>`
       select debt_onchain_usdc::text, unsettled_cents, holds_cents from credit_accounts where user_id = ${userId}`,
     sql<{ asset_id: string; collateral_base: string; pending_withdrawal_base: string }[]>`
       select asset_id, collateral_base::text, pending_withdrawal_base::text from positions where user_id = ${userId}`,
-    sql<{ id: string; held_cents: string; expires_at: Date | null }[]>`
-      select id, held_cents, expires_at from authorizations
-      where user_id = ${userId} and held_cents > 0 and status in ('pending', 'closed')`,
+    // One statement, so one snapshot: the holds, and the fallback's grants not yet adopted (each one's
+    // hold is then among the holds read).
+    sql<{ id: string; held_cents: string; expires_at: Date | null; stored: string | null }[]>`
+      select id, held_cents, expires_at, null as stored from authorizations
+      where user_id = ${userId} and held_cents > 0 and status in ('pending', 'closed')
+      union all
+      select event_id, null, null, stored from fallback_decisions where user_id = ${userId} and adopted_at is null`,
     sql<{ spent: string }[]>`
       select coalesce(sum(approved_cents), 0)::text as spent from authorizations
       where user_id = ${userId} and approved and created_at >= ${dayStart}`,
@@ -103,13 +103,17 @@ export async function accountFromPostgres(
       ]),
     ),
     cards: user.cards,
-    holds: holds.map((h) => ({
-      authorizationId: h.id,
-      heldCents: BigInt(h.held_cents),
-      expiresAtMs: h.expires_at?.getTime() ?? nowMs + 7 * 86_400_000,
-    })),
+    holds: holds
+      .flatMap((h) => (h.stored !== null ? [] : [h]))
+      .map((h) => ({
+        authorizationId: h.id,
+        heldCents: BigInt(h.held_cents),
+        expiresAtMs: h.expires_at?.getTime() ?? nowMs + 7 * 86_400_000,
+      })),
     spentTodayCents: BigInt(spent[0]?.spent ?? '0'),
-    pendingFallbackAnswers: pendingFallback.map((f) => ({ eventId: f.event_id, stored: f.stored })),
+    pendingFallbackAnswers: holds.flatMap((h) =>
+      h.stored === null ? [] : [{ eventId: h.id, stored: h.stored }],
+    ),
   };
 }
 
