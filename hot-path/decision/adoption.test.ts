@@ -296,3 +296,85 @@ describe('adopting a fallback grant before Stripe settled it', () => {
     expect(await positions(userId, A)).toEqual(settledTo('5000'));
   });
 });
+
+// Redis restarted empty while the fallback decided (chaos bug 10, docs/chaos.md): the account is rebuilt
+// from Postgres, which has the grant's hold already; the adoption that follows must not add it again,
+// or Stripe's events, which set the hold to what Stripe says, take the excess out of Postgres too.
+describe('Redis lost its data', () => {
+  /** Redis loses everything it had for the user (the outbox is drained first: nothing else is lost). */
+  async function loseUserData(userId: string) {
+    await drainOutbox(services.redis, services.database.sql, services.prefix);
+    const keys: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, batch] = await services.redis.scan(cursor, 'MATCH', `${services.prefix}*:u:${userId}*`);
+      cursor = next;
+      keys.push(...batch);
+    } while (cursor !== '0');
+    expect(keys.length).toBeGreaterThan(0);
+    await services.redis.del(...keys);
+  }
+
+  it.each([
+    ['adopted by a lifecycle event', 'event'],
+    ['adopted by a lease catch-up', 'catch-up'],
+  ])('holds it once in Redis and in Postgres after the rebuild, %s', async (_, adoptBy) => {
+    const { userId, cardId, authorizationId: A, t } = await world();
+    const grant = await fallbackGrant(cardId, A, 5_000, { createdS: t });
+    await loseUserData(userId);
+    await ensureAccount(services.redis, services.database.sql, services.prefix, userId, Date.now());
+    if (adoptBy === 'catch-up') await adoptFromPostgres();
+    const auth = { cardId, authorizationId: A, amountCents: 5_000, approved: true, requestHistory: 1 };
+    await stripe(
+      lifecycle,
+      authorizationEvent({ ...auth, type: 'issuing_authorization.created', status: 'pending', createdS: t }),
+    );
+    await adoptOwn(grant);
+    expect(await positions(userId, A)).toEqual(settledTo('5000'));
+    await stripe(
+      lifecycle,
+      authorizationEvent({
+        ...auth,
+        type: 'issuing_authorization.updated',
+        status: 'expired',
+        createdS: t + 1,
+      }),
+    );
+    expect(await positions(userId, A)).toEqual(settledTo('0'));
+  });
+
+  // Stripe sends an event again (a retry, a duplicate) after the loss took its applied marker: Postgres
+  // booked it before the loss, and the account rebuilt from Postgres has its effect (chaos item 12).
+  it('does not apply again an event Postgres booked before the loss', async () => {
+    const { userId, cardId, authorizationId: A, t } = await world();
+    const auth = { cardId, authorizationId: A, amountCents: 5_000, approved: true, requestHistory: 1 };
+    await fallbackGrant(cardId, A, 5_000, { createdS: t });
+    await stripe(
+      lifecycle,
+      authorizationEvent({ ...auth, type: 'issuing_authorization.created', status: 'pending', createdS: t }),
+    );
+    const capture = transactionEvent({
+      cardId,
+      authorizationId: A,
+      type: 'capture',
+      amountCents: 3_000,
+      createdS: t + 1,
+    });
+    await stripe(lifecycle, capture);
+    const closed = authorizationEvent({
+      ...auth,
+      type: 'issuing_authorization.updated',
+      status: 'closed',
+      createdS: t + 2,
+    });
+    await stripe(lifecycle, closed);
+    expect(await positions(userId, A)).toEqual(settledTo('0', '3000'));
+    await loseUserData(userId);
+    await ensureAccount(services.redis, services.database.sql, services.prefix, userId, Date.now());
+    const applied: boolean[] = [];
+    for (const again of [capture, closed])
+      applied.push((await lifecycle.apply(lifecycleEvent.parse(again), JSON.stringify(again))).applied);
+    expect(await positions(userId, A)).toEqual(settledTo('0', '3000'));
+    expect(applied).toEqual([false, false]);
+  });
+});

@@ -4,7 +4,8 @@
 // release sent before an approval answered, a price drop the decision may not yet have seen) is not. With
 // the chain: an approval beyond the credit a withdrawal request left once Redis showed it, a canonical log
 // missing from chain_events, the vault's state off Postgres or Redis, and a rollback deeper than any reorg
-// made are caught; an approval within the credit a deposit allowed from when it was sent is not.
+// made are caught; an approval within the credit a deposit allowed from when it was sent is not. A Redis
+// empty restart spares only the records lost just before it, never their money.
 import { describe, expect, it } from 'vitest';
 import { wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { CHECK_DEFAULTS, checkHistory, creditAtPrice, foldUser, minimalHistory } from './checker.ts';
@@ -184,6 +185,47 @@ describe('the chaos checker', () => {
         .map((v) => v.kind)
         .sort(),
     ).toEqual(['balance_fold', 'decision_missing', 'event_not_once', 'replay_answer', 'transfer_not_once']);
+  });
+
+  it('spares only the records a Redis empty restart lost: answered or acknowledged just before it, their money still checked', () => {
+    const emptyRestart = (startedMs: number) => ({
+      kind: 'redis_empty_restart' as const,
+      target: 'redis',
+      detail: '',
+      plannedAtMs: startedMs,
+      durationMs: 1_000,
+      startedMs,
+      endedMs: startedMs + 1_000,
+    });
+    // Answered at 10 and created acknowledged at 20; Redis lost its data at 100: neither reached Postgres.
+    const a = approval(1_000, 0, 10);
+    const created = event('created', a.authorizationId, 1_000, 15);
+    const lost = (h: ChaosHistory) => {
+      const facts = factsFor(h);
+      delete facts.decisions[a.eventId];
+      facts.cardEventCounts[a.eventId] = 0;
+      facts.cardEventCounts[created.eventId] = 0;
+      return facts;
+    };
+    const kinds = (h: ChaosHistory, facts: FinalFacts) =>
+      checkHistory(h, facts)
+        .map((v) => v.kind)
+        .sort();
+    const within = history({ requests: [a], lifecycle: [created], faults: [emptyRestart(100)] });
+    expect(kinds(within, lost(within))).toEqual([]);
+    // The same loss without the fault, or with the fault begun beyond the writer's lag: reported.
+    const none = history({ requests: [a], lifecycle: [created] });
+    expect(kinds(none, lost(none))).toEqual(['decision_missing', 'event_not_once']);
+    const later = history({ requests: [a], lifecycle: [created], faults: [emptyRestart(2_100)] });
+    expect(kinds(later, lost(later))).toEqual(['decision_missing', 'event_not_once']);
+    // Lost, but the hold Stripe's events say is not what Postgres ended with: the fold still reports it.
+    const facts = lost(within);
+    facts.balances[USER] = { ...facts.balances[USER]!, pgHolds: '0' };
+    expect(kinds(within, facts)).toEqual(['balance_fold']);
+    // An event applied twice is reported whatever the fault.
+    const twice = lost(within);
+    twice.cardEventCounts[created.eventId] = 2;
+    expect(kinds(within, twice)).toEqual(['event_not_once']);
   });
 
   it("catches an authorization in another user's Redis hold set or Postgres row (chaos bug 8)", () => {

@@ -25,6 +25,15 @@ export const SERVER_FAULTS: FaultKind[] = [
   'postgres_latency',
 ];
 
+/**
+ * Redis restarted empty (SIGKILL, its AOF and RDB deleted, started again: a node replaced). In the
+ * servers lane, but drawn only when `--faults` names it: adding it to SERVER_FAULTS would change every
+ * seed's draws. When named, the servers lane picks among the named kinds of SERVER_FAULTS and it, so
+ * `--faults=redis_empty_restart` plays it in every slot of that lane; runs that do not name it draw
+ * exactly as before.
+ */
+export const REDIS_EMPTY_RESTART: FaultKind = 'redis_empty_restart';
+
 export const CHAIN_FAULTS: FaultKind[] = [
   'kill_indexer',
   'kill_settlement',
@@ -67,7 +76,9 @@ export function planFaults(rand: Random, o: ScheduleOptions): FaultRecord[] {
       atMs += durationMs + rand.int(300, 2_500);
     }
   };
-  const lane = (kinds: FaultKind[]) => {
+  const lane = (laneKinds: FaultKind[]) => {
+    const empty = laneKinds === SERVER_FAULTS && o.redisKillable && o.kinds?.includes(REDIS_EMPTY_RESTART);
+    const kinds = empty ? [...laneKinds, REDIS_EMPTY_RESTART].filter((k) => o.kinds?.includes(k)) : laneKinds;
     let atMs = rand.int(500, 2_000);
     while (atMs < endMs) {
       const kind = rand.pick(kinds);
@@ -84,7 +95,11 @@ export function planFaults(rand: Random, o: ScheduleOptions): FaultRecord[] {
         target = rand.pick(all);
       }
       if (kind.startsWith('redis_') || kind.startsWith('postgres_')) {
-        if (kind !== 'redis_kill_restart' && kind !== 'postgres_stop_restart') {
+        if (
+          kind !== 'redis_kill_restart' &&
+          kind !== REDIS_EMPTY_RESTART &&
+          kind !== 'postgres_stop_restart'
+        ) {
           // A proxy fault hits every process or one of them (some reach the server, others do not).
           const names = [
             'all',
@@ -138,6 +153,9 @@ async function play(system: ChaosSystem, f: FaultRecord, now: () => number): Pro
         break;
       case 'redis_kill_restart':
         await system.redisTarget.killAndRestart?.(f.durationMs);
+        break;
+      case 'redis_empty_restart':
+        await system.redisTarget.emptyRestart?.(f.durationMs);
         break;
       case 'postgres_stop_restart':
         await system.postgres.cluster.stopAsync();
@@ -208,7 +226,7 @@ export async function playFaults(
   const now = () => performance.now() - startedMs;
   const lanes = [
     faults.filter((f) => PROCESS_FAULTS.includes(f.kind)),
-    faults.filter((f) => SERVER_FAULTS.includes(f.kind)),
+    faults.filter((f) => SERVER_FAULTS.includes(f.kind) || f.kind === REDIS_EMPTY_RESTART),
     faults.filter((f) => CHAIN_FAULTS.includes(f.kind)),
   ];
   await Promise.all(

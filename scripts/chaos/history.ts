@@ -84,6 +84,7 @@ export type FaultKind =
   | 'kill_writer'
   | 'stop_process'
   | 'redis_kill_restart'
+  | 'redis_empty_restart'
   | 'postgres_stop_restart'
   | 'redis_stall'
   | 'redis_one_way'

@@ -6,6 +6,8 @@
  * cut or one-way-partition one process or all of them. The harness itself talks to Redis and Postgres
  * directly (it plays Stripe and the indexer, and gathers the facts at the end).
  */
+import { readdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createDatabase, type Database } from '../../shared/db/client.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
@@ -51,6 +53,8 @@ export interface RedisTarget {
   port: number;
   /** SIGKILL and start again (AOF keeps the data); absent when the harness does not own the server. */
   killAndRestart?(downMs: number): Promise<void>;
+  /** SIGKILL, delete its AOF and RDB, start again on the same port with nothing (a node replaced). */
+  emptyRestart?(downMs: number): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -68,6 +72,13 @@ export async function privateRedis(): Promise<RedisTarget> {
     port: server.port,
     async killAndRestart(downMs: number) {
       await server.kill('SIGKILL');
+      await new Promise((resolve) => setTimeout(resolve, downMs));
+      await server.start();
+    },
+    async emptyRestart(downMs: number) {
+      await server.kill('SIGKILL');
+      for (const entry of readdirSync(server.dir))
+        rmSync(path.join(server.dir, entry), { recursive: true, force: true });
       await new Promise((resolve) => setTimeout(resolve, downMs));
       await server.start();
     },

@@ -15,7 +15,8 @@
  */
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/client.ts';
-import { RetryableError } from '../errors.ts';
+import { withDeadline } from '../deadline.ts';
+import { classifyError, RetryableError } from '../errors.ts';
 import type { LifecycleRecord } from '../outbox/records.ts';
 import { capturedHoldExpiresAtMs, type HoldExpirySettings, holdExpiresAtMs } from '../policy/hold-expiry.ts';
 import { policyLimits } from '../policy/limits.ts';
@@ -392,6 +393,10 @@ async function applyToUser(
   const { redis, sql, prefix, now } = ctx;
   const keys = userKeys(prefix, userId);
   const json = JSON.stringify({ ...record, userId });
+  // An event Postgres has already booked while the cache has no marker for it: the cache lost its data
+  // (Redis restarted empty) and was rebuilt from Postgres, which has the event's effect. Applying it
+  // again would move the cache and not Postgres (the writer books an event id once): chaos item 12.
+  if (await bookedWithoutMarker(ctx, keys.applied(eventId), eventId)) return nothing(userId, false);
   // A fallback grant of this authorization not yet in the cache is adopted first, so the change is
   // computed against the hold Postgres has (chaos bug 2, docs/hot-path.md).
   if (args.authorizationId !== '') {
@@ -455,6 +460,39 @@ async function applyToUser(
     }
   }
   throw new Error(`lifecycle event ${eventId} could not be applied: the user's account is missing`);
+}
+
+/** Per Postgres client: until when (performance.now()) events skip the booked-in-Postgres check. */
+const bookedCheckPausedUntil = new WeakMap<Sql, number>();
+
+/**
+ * Whether the event is in Postgres (`card_events`) while the cache has no applied marker for it; then
+ * the marker is set again. Postgres away or slower than `pendingGrantCheckMs`: false (the event is
+ * applied as before; the check pauses for a while so an outage does not slow every event). A bug throws.
+ */
+async function bookedWithoutMarker(
+  ctx: LifecycleContext,
+  markerKey: string,
+  eventId: string,
+): Promise<boolean> {
+  const { redis, sql } = ctx;
+  if ((await redis.exists(markerKey)) === 1) return false;
+  if (performance.now() < (bookedCheckPausedUntil.get(sql) ?? 0)) return false;
+  let booked: boolean;
+  try {
+    const rows = await withDeadline(
+      sql<{ id: string }[]>`select id from card_events where id = ${eventId} limit 1`,
+      lifecycleLimits.pendingGrantCheckMs,
+    );
+    booked = rows.length > 0;
+  } catch (error) {
+    const { fault } = classifyError(error);
+    if (fault !== 'environment' && fault !== 'deployment') throw error;
+    bookedCheckPausedUntil.set(sql, performance.now() + lifecycleLimits.pendingGrantCheckPauseMs);
+    return false;
+  }
+  if (booked) await redis.set(markerKey, '1', 'EX', lifecycleLimits.appliedEventTtlS, 'NX');
+  return booked;
 }
 
 /** Finds holds past their expiry in one user's cache and releases them. Returns how many. */

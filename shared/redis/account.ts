@@ -11,6 +11,7 @@ import type { Sql } from '../db/client.ts';
 import { type EffectiveCard, type UserControls, userControls } from '../db/queries/controls.ts';
 import { RetryableError } from '../errors.ts';
 import { DOUBLE_EXACT_MAX, usdcToCentsCeil } from '../money.ts';
+import { policyLimits } from '../policy/limits.ts';
 import { BLOCKED_MCCS_SEPARATOR, CARD_ENTRY_SEPARATOR } from '../policy/redis-fields.ts';
 import type { Redis } from './client.ts';
 import { ACCOUNT, cardIndexKey, channels, pricesKey, userKeys } from './keys.ts';
@@ -39,6 +40,12 @@ export interface AccountSnapshot {
   holds: OpenHold[];
   /** Cents approved today (UTC), so the daily limit survives a cache rebuild. */
   spentTodayCents: bigint;
+  /**
+   * The Postgres fallback's decisions not yet adopted into the cache (event id, stored answer): their
+   * holds are in `holds` already, so the rebuild stores their answers as ADOPT_FALLBACK would, and the
+   * adoption that follows finds them 'known' instead of adding each hold a second time (chaos bug 10).
+   */
+  pendingFallbackAnswers: { eventId: string; stored: string }[];
 }
 
 /** Values the Lua side does arithmetic on must stay exact as doubles. */
@@ -68,9 +75,13 @@ export async function accountFromPostgres(
       select debt_onchain_usdc::text, unsettled_cents, holds_cents from credit_accounts where user_id = ${userId}`,
     sql<{ asset_id: string; collateral_base: string; pending_withdrawal_base: string }[]>`
       select asset_id, collateral_base::text, pending_withdrawal_base::text from positions where user_id = ${userId}`,
-    sql<{ id: string; held_cents: string; expires_at: Date | null }[]>`
-      select id, held_cents, expires_at from authorizations
-      where user_id = ${userId} and held_cents > 0 and status in ('pending', 'closed')`,
+    // One statement, so one snapshot: the holds, and the fallback's grants not yet adopted (each one's
+    // hold is then among the holds read).
+    sql<{ id: string; held_cents: string; expires_at: Date | null; stored: string | null }[]>`
+      select id, held_cents, expires_at, null as stored from authorizations
+      where user_id = ${userId} and held_cents > 0 and status in ('pending', 'closed')
+      union all
+      select event_id, null, null, stored from fallback_decisions where user_id = ${userId} and adopted_at is null`,
     sql<{ spent: string }[]>`
       select coalesce(sum(approved_cents), 0)::text as spent from authorizations
       where user_id = ${userId} and approved and created_at >= ${dayStart}`,
@@ -92,18 +103,24 @@ export async function accountFromPostgres(
       ]),
     ),
     cards: user.cards,
-    holds: holds.map((h) => ({
-      authorizationId: h.id,
-      heldCents: BigInt(h.held_cents),
-      expiresAtMs: h.expires_at?.getTime() ?? nowMs + 7 * 86_400_000,
-    })),
+    holds: holds
+      .flatMap((h) => (h.stored !== null ? [] : [h]))
+      .map((h) => ({
+        authorizationId: h.id,
+        heldCents: BigInt(h.held_cents),
+        expiresAtMs: h.expires_at?.getTime() ?? nowMs + 7 * 86_400_000,
+      })),
     spentTodayCents: BigInt(spent[0]?.spent ?? '0'),
+    pendingFallbackAnswers: holds.flatMap((h) =>
+      h.stored === null ? [] : [{ eventId: h.id, stored: h.stored }],
+    ),
   };
 }
 
 // Installs a snapshot only if the account is absent (a rebuild never overwrites live holds) and no
 // writer changed the user since the snapshot was read (KEYS[6] is the change counter, ARGV[last]
-// its value before the snapshot): returns 1 installed, 0 already present, -1 changed meanwhile.
+// its value before the snapshot): returns 1 installed, 0 already present, -1 changed meanwhile. KEYS[7…]
+// are the decision keys of the fallback's answers not yet adopted (stored unless a key is there).
 const INSTALL = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if (redis.call('GET', KEYS[6]) or '0') ~= ARGV[#ARGV] then return -1 end
@@ -121,8 +138,13 @@ for i = 1, holds do
   redis.call('ZADD', KEYS[4], ARGV[at + 2], ARGV[at])
   at = at + 3
 end
-local spent = tonumber(ARGV[at])
+local spent = tonumber(ARGV[at]); at = at + 1
 if spent > 0 then redis.call('SET', KEYS[5], spent, 'EX', 172800) end
+local answers = tonumber(ARGV[at]); at = at + 1
+for i = 1, answers do
+  redis.call('SET', KEYS[6 + i], ARGV[at], 'NX', 'EX', tonumber(ARGV[at + 1]))
+  at = at + 2
+end
 return 1
 `;
 
@@ -190,16 +212,19 @@ export async function installAccount(
   for (const hold of snapshot.holds)
     args.push(hold.authorizationId, hold.heldCents.toString(), hold.expiresAtMs);
   args.push(snapshot.spentTodayCents.toString());
+  args.push(snapshot.pendingFallbackAnswers.length);
+  for (const answer of snapshot.pendingFallbackAnswers) args.push(answer.stored, policyLimits.decisionTtlS);
   args.push(changesBefore);
   const installed = await redis.eval(
     INSTALL,
-    6,
+    6 + snapshot.pendingFallbackAnswers.length,
     keys.account,
     keys.cards,
     keys.holds,
     keys.holdExpiries,
     keys.daySpend(utcDay(nowMs)),
     keys.changes,
+    ...snapshot.pendingFallbackAnswers.map((answer) => keys.decision(answer.eventId)),
     ...args,
   );
   if (snapshot.cards.length > 0) {
