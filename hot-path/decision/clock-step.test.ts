@@ -11,6 +11,7 @@ import { authorizationRequestEvent } from '../../shared/stripe/events.ts';
 import { connectRedis, type TestServices } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { setUpServicesWithWeth, testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
+import { drainOutbox } from '../../test/support/reconcile.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
 import { startTcpProxy, type TcpProxy } from '../../test/support/tcp-proxy.ts';
 import { createDecisionEngine } from './engine.ts';
@@ -98,4 +99,32 @@ it('a fallback past its answer does not commit when the wall clock steps back me
   const holds = await services.database.sql<{ amount: string }[]>`
     select held_cents::text as amount from authorizations where id = ${event.data.object.id}`;
   expect(holds).toEqual([]);
+});
+
+it("a Redis decision's record, timed on the request's clock, is written by the ledger writer", async () => {
+  const { cardId } = await seedUser(services.database.sql, {
+    collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(100_000n, WETH_PRICE_E8) }],
+  });
+  const engine = createDecisionEngine({
+    settings: testConfig(services),
+    redis: services.redis,
+    sql: services.database.sql,
+    market,
+  });
+  const raw = authorizationRequest({ cardId, amountCents: 5_000 });
+  const event = authorizationRequestEvent.parse(raw);
+  // Until a decision comes from Redis (a cold engine's first may go to the fallback while its lease is
+  // acquired); each is for a request of its own.
+  let outcome = await engine.decide(event, JSON.stringify(raw), Date.now());
+  for (let i = 0; outcome.source !== 'redis' && i < 20; i++) {
+    const again = authorizationRequest({ cardId, amountCents: 5_000 });
+    outcome = await engine.decide(authorizationRequestEvent.parse(again), JSON.stringify(again), Date.now());
+  }
+  expect(outcome).toMatchObject({ approved: true, source: 'redis' });
+  // Its hold expiry and decision time are whole milliseconds: the writer takes the record (a fraction
+  // of a millisecond is an invalid record, dead-lettered).
+  await drainOutbox(services.redis, services.database.sql, services.prefix);
+  const [row] = await services.database.sql<{ n: number }[]>`
+    select count(*)::int as n from decisions where id = ${outcome.decisionId}`;
+  expect(row?.n).toBe(1);
 });

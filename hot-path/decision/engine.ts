@@ -145,7 +145,8 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       // that NTP steps while the request runs (back or forward) then neither stretches the budget past
       // the answer — a fallback still running after it would commit a decision Stripe was not told —
       // nor cuts it short, and the request's timestamps stay those of its start (docs/chaos.md bug 10).
-      const requestNow = () => startedAtMs + (monotonicNow() - startedMonotonicMs);
+      // Whole milliseconds, as Date.now gives (records carry them as integers).
+      const requestNow = () => startedAtMs + Math.floor(monotonicNow() - startedMonotonicMs);
       const redisDeps: RedisDecisionDeps = {
         ...redisDecision,
         now: requestNow,
