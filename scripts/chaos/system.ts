@@ -371,7 +371,8 @@ export async function startSystem(
 
   const processes = await makeProcesses(redisTarget, postgres, options);
   if (options.clockOffsets === true)
-    for (const p of processes) writeFileSync(clockFile(options.prefix, p.name), '0');
+    for (const p of processes)
+      if (p.kind === 'hot-path' || p.kind === 'writer') writeFileSync(clockFile(options.prefix, p.name), '0');
 
   const kill = killProcess;
 
@@ -408,7 +409,8 @@ export async function startSystem(
       p.stopped = false;
     },
     setClockOffset(p, offsetMs) {
-      if (options.clockOffsets !== true) return;
+      // Only the processes that run the preload (a SIGUSR2 would end any other).
+      if (options.clockOffsets !== true || (p.kind !== 'hot-path' && p.kind !== 'writer')) return;
       writeFileSync(clockFile(options.prefix, p.name), String(offsetMs));
       // A stopped process reads it when continued; a dead one when restarted.
       p.current?.child.kill('SIGUSR2');
