@@ -10,6 +10,7 @@
  * - GET /metrics answers 404 here unless `Authorization: Bearer <METRICS_TOKEN>` is presented: this port
  *   is public; Prometheus scrapes the internal listener (ops/internal-app.ts, HOT_PATH_METRICS_PORT).
  */
+import { performance } from 'node:perf_hooks';
 import type { Config } from '../shared/config.ts';
 import { RetryableError } from '../shared/errors.ts';
 import { createApp as createHttpApp, HttpError } from '../shared/http/app.ts';
@@ -59,6 +60,8 @@ export function createApp(deps: AppDeps) {
 
   app.post('/stripe/authorizations', async (c) => {
     const startedAtMs = Date.now();
+    // The budget is measured on the monotonic clock, which NTP never steps (engine.ts `decide`).
+    const startedMonotonicMs = performance.now();
     const startedAt = process.hrtime.bigint();
     const raw = await verifiedBody(deps, c);
     c.header('Stripe-Version', settings.STRIPE_API_VERSION);
@@ -76,7 +79,7 @@ export function createApp(deps: AppDeps) {
       return c.json({ approved: false, metadata: { reason: 'invalid_request' } });
     }
     const event = parsed.data;
-    const outcome = await engine.decide(event, raw, startedAtMs);
+    const outcome = await engine.decide(event, raw, startedAtMs, startedMonotonicMs);
     const elapsedS = Number(process.hrtime.bigint() - startedAt) / 1e9;
     reportDecision(deps, c.get('requestId'), event, outcome, elapsedS);
     const partial =

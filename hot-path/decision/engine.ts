@@ -21,6 +21,7 @@
  */
 
 import { randomFillSync } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { globallyBlockedMccs } from '../../shared/controls/cash-policy.ts';
 import type { Sql } from '../../shared/db/client.ts';
 import { withDeadline } from '../../shared/deadline.ts';
@@ -59,7 +60,10 @@ export interface DecisionEngineDeps {
   onFallbackFailure?: (cause: ErrorCode, error: unknown) => void;
   /** Told of each resend of a decision script a Redis Cluster redirected (a slot being moved). */
   onRedisRedirect?: (redirect: ClusterRedirect) => void;
+  /** The wall clock (decision ids, velocity windows, the UTC day, hold expiry); Date.now by default. */
   now?: () => number;
+  /** The monotonic clock a decision's budget is measured on; performance.now by default. */
+  monotonicNow?: () => number;
 }
 
 // Random bytes are drawn 4 KiB at a time: one call per decision cost ~14 µs (a CPU profile of the bench).
@@ -76,7 +80,16 @@ export function newDecisionId(nowMs: number): string {
 }
 
 export interface DecisionEngine {
-  decide(event: AuthorizationRequestEvent, rawBody: string, startedAtMs: number): Promise<DecisionOutcome>;
+  /**
+   * `startedAtMs` is the wall clock when the request arrived, `startedMonotonicMs` the monotonic clock
+   * then (`performance.now()`; taken on entry when not given).
+   */
+  decide(
+    event: AuthorizationRequestEvent,
+    rawBody: string,
+    startedAtMs: number,
+    startedMonotonicMs?: number,
+  ): Promise<DecisionOutcome>;
   /** Who may decide from where (shared with the server, which starts and stops it). */
   readonly lease: RedisLease;
 }
@@ -84,6 +97,7 @@ export interface DecisionEngine {
 export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
   const { settings, redis, sql, market } = deps;
   const now = deps.now ?? Date.now;
+  const monotonicNow = deps.monotonicNow ?? (() => performance.now());
   const prefix = settings.REDIS_KEY_PREFIX;
   const cardOwners = deps.cardOwners ?? createCardOwners({ redis, sql, prefix });
   const blocked = globallyBlockedMccs(settings);
@@ -92,13 +106,16 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
   const onRedisFailure = deps.onRedisFailure ?? (() => {});
   const onRedisRedirect = deps.onRedisRedirect;
   /** A decision script's redirects are retried only while the Redis attempt has time for them. */
-  const redirectPolicy = (redisDeadlineMs: number): RedirectPolicy => ({
-    retriesMax: limits.clusterScriptRetriesMax,
-    tryAgainDelayMs: limits.clusterTryAgainDelayMs,
-    deadlineMs: redisDeadlineMs,
-    now,
-    ...(onRedisRedirect === undefined ? {} : { onRetry: onRedisRedirect }),
-  });
+  const redirectPolicyOn =
+    (clock: () => number) =>
+    (redisDeadlineMs: number): RedirectPolicy => ({
+      retriesMax: limits.clusterScriptRetriesMax,
+      tryAgainDelayMs: limits.clusterTryAgainDelayMs,
+      deadlineMs: redisDeadlineMs,
+      now: clock,
+      ...(onRedisRedirect === undefined ? {} : { onRetry: onRedisRedirect }),
+    });
+  const redirectPolicy = redirectPolicyOn(now);
   const onFallbackFailure = deps.onFallbackFailure ?? (() => {});
   const waitReplicas = settings.REDIS_WAIT_REPLICAS;
   const waiter =
@@ -123,7 +140,18 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
 
   return {
     lease,
-    async decide(event, rawBody, startedAtMs) {
+    async decide(event, rawBody, startedAtMs, startedMonotonicMs = monotonicNow()) {
+      // One clock per request: the wall time at its start plus the monotonic time since. A wall clock
+      // that NTP steps while the request runs (back or forward) then neither stretches the budget past
+      // the answer — a fallback still running after it would commit a decision Stripe was not told —
+      // nor cuts it short, and the request's timestamps stay those of its start (docs/chaos.md bug 13).
+      // Whole milliseconds, as Date.now gives (records carry them as integers).
+      const requestNow = () => startedAtMs + Math.floor(monotonicNow() - startedMonotonicMs);
+      const redisDeps: RedisDecisionDeps = {
+        ...redisDecision,
+        now: requestNow,
+        redirectPolicy: redirectPolicyOn(requestNow),
+      };
       const decisionId = newDecisionId(startedAtMs);
       const deadline = startedAtMs + settings.DECISION_BUDGET_MS - limits.responseMarginMs;
       const amount = event.data.object.pending_request.amount;
@@ -131,7 +159,7 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
         return declined(decisionId, 'invalid_request', 0);
       }
       const fromRedis = await attemptRedis(
-        redisDecision,
+        redisDeps,
         onRedisFailure,
         event,
         rawBody,
@@ -141,9 +169,17 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
       );
       if (fromRedis !== undefined) return fromRedis;
       // Redis is down, slow or not yet caught up: decide from Postgres in the time left.
-      const remainingMs = deadline - now();
+      const remainingMs = deadline - requestNow();
       if (remainingMs < 5) return declined(decisionId, 'system_unavailable', 0);
-      return decideByFallback(handoff, event, rawBody, decisionId, startedAtMs, deadline, remainingMs);
+      return decideByFallback(
+        { ...handoff, now: requestNow },
+        event,
+        rawBody,
+        decisionId,
+        startedAtMs,
+        deadline,
+        remainingMs,
+      );
     },
   };
 }

@@ -264,6 +264,26 @@ describe('the chaos checker', () => {
     expect(checkHistory(over, facts).map((v) => v.kind)).toEqual(['over_credit']);
   });
 
+  it('gives a clock offset no fallback allowance (it cuts nobody off from Redis)', () => {
+    const h = history({
+      requests: [approval(9_000, 0, 10), approval(3_000, 20, 30)],
+      faults: [
+        {
+          kind: 'clock_offset',
+          target: 'hot-path-0',
+          detail: '-42000ms',
+          plannedAtMs: 0,
+          durationMs: 100,
+          startedMs: 1,
+          endedMs: 100,
+        },
+      ],
+    });
+    const facts = factsFor(h);
+    facts.decisions[h.requests[1]!.eventId]!.source = 'postgres';
+    expect(checkHistory(h, facts).map((v) => v.kind)).toEqual(['over_credit']);
+  });
+
   describe('with the chain', () => {
     const state = (
       quantity: string,

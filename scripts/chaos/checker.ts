@@ -288,7 +288,10 @@ export function checkCredit(
         }
         detail = `prices ${prices.join(', ')}`;
       }
-      const faultsBegun = history.faults.filter((f) => f.startedMs !== null && f.startedMs <= atMs).length;
+      // A clock offset cuts nobody off from Redis: it opens no fallback blind spot and earns no allowance.
+      const faultsBegun = history.faults.filter(
+        (f) => f.kind !== 'clock_offset' && f.startedMs !== null && f.startedMs <= atMs,
+      ).length;
       const allowance = Math.min(fallbackCents, history.fallbackGrantCentsMax * faultsBegun);
       if (BigInt(sum) > creditUpper + BigInt(allowance)) {
         violations.push({

@@ -5,7 +5,8 @@
  * partitions, cuts and latency through each process's TCP proxies) — and, with the chain, a third for the
  * chain workers (the indexer and the settlement worker SIGKILLed or SIGSTOPped, their chain RPC stalled,
  * cut or slowed); then played against the system. The third lane is drawn after the other two, so a seed
- * plays the same first two lanes with the chain and without it.
+ * plays the same first two lanes with the chain and without it. Clock offsets (`planClockFaults`) come
+ * from a stream of their own and only when asked for, so they move no other fault of any seed.
  */
 import { performance } from 'node:perf_hooks';
 import type { FaultKind, FaultRecord } from './history.ts';
@@ -42,6 +43,12 @@ export const CHAIN_FAULTS: FaultKind[] = [
   'rpc_cut',
   'rpc_latency',
 ];
+
+/**
+ * A hot path's or the writer's wall clock off by a seeded amount for the fault's duration (its machine's
+ * NTP skew, stepped in at the start and stepped back at the end; scripts/chaos/clock-offset.mjs).
+ */
+export const CLOCK_FAULTS: FaultKind[] = ['clock_offset'];
 
 export interface ScheduleOptions {
   durationMs: number;
@@ -124,6 +131,45 @@ export function planFaults(rand: Random, o: ScheduleOptions): FaultRecord[] {
   return faults.sort((a, b) => a.plannedAtMs - b.plannedAtMs);
 }
 
+/**
+ * The clock faults: one lane per hot path and writer (each machine has a clock of its own, so two may be
+ * off at once, in opposite directions), each offset ±2–10 s or ±10–90 s (within Stripe's 300 s signature
+ * tolerance: a clock hours off only refuses every webhook). Drawn only when `clock_offset` is asked for
+ * (`--faults=…,clock_offset`), from its own stream (run.ts: `deriveRandom(seed, 'clock')`), so adding the
+ * kind changed no existing seed's schedule.
+ */
+export function planClockFaults(
+  rand: Random,
+  o: Pick<ScheduleOptions, 'durationMs' | 'hotPaths' | 'writers'>,
+) {
+  const faults: FaultRecord[] = [];
+  const endMs = o.durationMs - 1_000;
+  const names = [
+    ...Array.from({ length: o.hotPaths }, (_, i) => `hot-path-${i}`),
+    ...Array.from({ length: o.writers }, (_, i) => `writer-${i}`),
+  ];
+  for (const target of names) {
+    let atMs = rand.int(300, 2_000);
+    while (atMs < endMs) {
+      const sign = rand.chance(0.5) ? 1 : -1;
+      const offsetMs = sign * (rand.chance(0.5) ? rand.int(2_000, 10_000) : rand.int(10_000, 90_000));
+      const durationMs = Math.min(rand.int(1_000, 6_000), Math.max(100, endMs - atMs));
+      const detail = `${offsetMs > 0 ? '+' : ''}${offsetMs}ms`;
+      faults.push({
+        kind: 'clock_offset',
+        target,
+        detail,
+        plannedAtMs: atMs,
+        durationMs,
+        startedMs: null,
+        endedMs: null,
+      });
+      atMs += durationMs + rand.int(300, 2_500);
+    }
+  }
+  return faults.sort((a, b) => a.plannedAtMs - b.plannedAtMs);
+}
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 function targets(system: ChaosSystem, target: string, chainOnly = false): ManagedProcess[] {
@@ -202,6 +248,11 @@ async function play(system: ChaosSystem, f: FaultRecord, now: () => number): Pro
         for (const proxy of proxies) proxy.setLatencyMs(0);
         break;
       }
+      case 'clock_offset':
+        for (const p of procs) system.setClockOffset(p, Number.parseInt(f.detail, 10));
+        await sleep(f.durationMs);
+        for (const p of procs) system.setClockOffset(p, 0);
+        break;
       case 'redis_latency':
       case 'postgres_latency': {
         const proxies = procs.map((p) => (f.kind === 'postgres_latency' ? p.pgProxy : p.redisProxy));
@@ -228,6 +279,10 @@ export async function playFaults(
     faults.filter((f) => PROCESS_FAULTS.includes(f.kind)),
     faults.filter((f) => SERVER_FAULTS.includes(f.kind) || f.kind === REDIS_EMPTY_RESTART),
     faults.filter((f) => CHAIN_FAULTS.includes(f.kind)),
+    // One clock lane per process (planClockFaults).
+    ...[...new Set(faults.filter((f) => f.kind === 'clock_offset').map((f) => f.target))].map((target) =>
+      faults.filter((f) => f.kind === 'clock_offset' && f.target === target),
+    ),
   ];
   await Promise.all(
     lanes.map(async (lane) => {

@@ -98,13 +98,14 @@ export type FaultKind =
   | 'stop_chain_worker'
   | 'rpc_stall'
   | 'rpc_cut'
-  | 'rpc_latency';
+  | 'rpc_latency'
+  | 'clock_offset';
 
 export interface FaultRecord {
   kind: FaultKind;
   /** Which process or proxy ('hot-path-0', 'writer-0', 'indexer-0', 'all', 'redis', 'postgres'). */
   target: string;
-  /** For one-way partitions: which direction was held back. */
+  /** For one-way partitions: which direction was held back; for `clock_offset`: the offset (`+12345ms`). */
   detail: string;
   plannedAtMs: number;
   durationMs: number;

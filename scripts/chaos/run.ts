@@ -18,7 +18,7 @@ import {
   startChainSide,
 } from './chain.ts';
 import { CHECK_DEFAULTS, checkHistory, minimalHistory, type Violation } from './checker.ts';
-import { planFaults, playFaults } from './faults.ts';
+import { planClockFaults, planFaults, playFaults } from './faults.ts';
 import type { ChaosHistory, FaultKind, FinalFacts } from './history.ts';
 import { deriveRandom } from './random.ts';
 import { type ChaosSystem, externalRedis, type PostgresSide, privateRedis, startSystem } from './system.ts';
@@ -211,8 +211,11 @@ export async function runSeed(
   const redisTarget = options.redisUrl === null ? await privateRedis() : externalRedis(options.redisUrl);
   const prefix = `chaos${seed}:`;
   const chain = options.chain ? await startChainSide() : null;
+  // Clock offsets only when asked for by name (faults.ts planClockFaults).
+  const clockOffsets = options.faults && (options.faultKinds?.includes('clock_offset') ?? false);
   const system = await startSystem(redisTarget, postgres, {
     chain,
+    clockOffsets,
     prefix,
     databaseName: `chaos_s${seed}`,
     hotPaths: options.hotPaths,
@@ -252,6 +255,14 @@ export async function runSeed(
           chain: chain !== null,
           ...(options.faultKinds === null ? {} : { kinds: options.faultKinds }),
         });
+    if (clockOffsets) {
+      const clock = planClockFaults(deriveRandom(seed, 'clock'), {
+        durationMs,
+        hotPaths: options.hotPaths,
+        writers: options.writers,
+      });
+      history.faults = [...history.faults, ...clock].sort((a, b) => a.plannedAtMs - b.plannedAtMs);
+    }
     options.log(`seed ${seed}: ${history.faults.length} faults planned over ${options.durationS} s`);
     const loadStartedMs = performance.now();
     // Every time in the history counts from `startedMs`; the schedule was drawn from the load's start.

@@ -6,7 +6,8 @@
  * cut or one-way-partition one process or all of them. The harness itself talks to Redis and Postgres
  * directly (it plays Stripe and the indexer, and gathers the facts at the end).
  */
-import { readdirSync, rmSync } from 'node:fs';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createDatabase, type Database } from '../../shared/db/client.ts';
@@ -175,6 +176,8 @@ export interface ChaosSystemOptions {
   postgresRoute: 'pgbouncer' | 'direct';
   /** The chain, when the run has one: the indexer and the settlement worker run against it. */
   chain: ChainSide | null;
+  /** The hot paths and writers run with the clock-offset preload (the run plays `clock_offset`). */
+  clockOffsets?: boolean;
 }
 
 export interface ChaosSystem {
@@ -191,6 +194,8 @@ export interface ChaosSystem {
   restart(p: ManagedProcess): Promise<void>;
   sigstop(p: ManagedProcess): void;
   sigcont(p: ManagedProcess): void;
+  /** Sets a hot path's or writer's wall-clock offset (clock-offset.mjs), now and for its restarts. */
+  setClockOffset(p: ManagedProcess, offsetMs: number): void;
   /** Starts the indexer and the settlement worker (once the assets and the users' wallets are in). */
   startChainWorkers(): Promise<void>;
   /** Every proxy resumed, no latency, every process continued and running. */
@@ -209,6 +214,13 @@ const SERVICES: Record<ProcessKind, { entry: string; ready: string; args: string
     args: ['--poll-interval-ms', '200', '--resend-after-ms', '3000'],
   },
 };
+
+const CLOCK_PRELOAD = path.join(import.meta.dirname, 'clock-offset.mjs');
+
+/** The file clock-offset.mjs reads one process's offset from (milliseconds). */
+function clockFile(prefix: string, name: string): string {
+  return path.join(tmpdir(), `credana-chaos-clock-${prefix.replaceAll(':', '')}-${name}`);
+}
 
 /** Each process's environment: its own proxies to Redis and Postgres (or PgBouncer), and the chain for the chain workers. */
 function processEnv(
@@ -231,7 +243,11 @@ function processEnv(
       REDIS_KEY_PREFIX: options.prefix,
       STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
     };
-    if (p.kind === 'writer') return { ...common, LEDGER_WRITER_PORT: '0' };
+    const clock: Record<string, string> =
+      options.clockOffsets === true && (p.kind === 'hot-path' || p.kind === 'writer')
+        ? { NODE_OPTIONS: `--import=${CLOCK_PRELOAD}`, CHAOS_CLOCK_FILE: clockFile(options.prefix, p.name) }
+        : {};
+    if (p.kind === 'writer') return { ...common, ...clock, LEDGER_WRITER_PORT: '0' };
     if (p.kind === 'indexer' || p.kind === 'settlement') {
       const chain = options.chain;
       if (chain === null || p.rpcProxy === null) throw new Error(`${p.name} needs the chain`);
@@ -255,6 +271,7 @@ function processEnv(
     }
     return {
       ...common,
+      ...clock,
       HOT_PATH_PORT: '0',
       VELOCITY_LIMIT_PER_MIN: '10000',
       DAILY_LIMIT_CEILING_CENTS_DEFAULT: '1000000000',
@@ -362,6 +379,9 @@ export async function startSystem(
   };
 
   const processes = await makeProcesses(redisTarget, postgres, options);
+  if (options.clockOffsets === true)
+    for (const p of processes)
+      if (p.kind === 'hot-path' || p.kind === 'writer') writeFileSync(clockFile(options.prefix, p.name), '0');
 
   const kill = killProcess;
 
@@ -397,6 +417,13 @@ export async function startSystem(
       p.current.child.kill('SIGCONT');
       p.stopped = false;
     },
+    setClockOffset(p, offsetMs) {
+      // Only the processes that run the preload (a SIGUSR2 would end any other).
+      if (options.clockOffsets !== true || (p.kind !== 'hot-path' && p.kind !== 'writer')) return;
+      writeFileSync(clockFile(options.prefix, p.name), String(offsetMs));
+      // A stopped process reads it when continued; a dead one when restarted.
+      p.current?.child.kill('SIGUSR2');
+    },
     async heal() {
       for (const p of processes) {
         p.redisProxy.setLatencyMs(0);
@@ -406,6 +433,7 @@ export async function startSystem(
         p.rpcProxy?.setLatencyMs(0);
         p.rpcProxy?.resume();
         system.sigcont(p);
+        system.setClockOffset(p, 0);
       }
       for (const p of processes) {
         const dead =
