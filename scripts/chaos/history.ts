@@ -97,7 +97,11 @@ export type FaultKind =
   | 'stop_chain_worker'
   | 'rpc_stall'
   | 'rpc_cut'
-  | 'rpc_latency';
+  | 'rpc_latency'
+  // Redis Cluster mode only (--redis-cluster): a primary SIGKILLed (its replica promoted, then it is
+  // started again and rejoins as a replica), or CLUSTER FAILOVER on a primary's replica.
+  | 'redis_failover'
+  | 'redis_failover_manual';
 
 export interface FaultRecord {
   kind: FaultKind;

@@ -31,7 +31,7 @@ import { CHAIN_CONFIRMATIONS, type ChainSide, REORG_DEPTH_MAX } from './chain.ts
  */
 const running = new Set<() => Promise<void>>();
 
-function track(stop: () => Promise<void>): () => Promise<void> {
+export function track(stop: () => Promise<void>): () => Promise<void> {
   const once = async () => {
     running.delete(once);
     await stop();
@@ -51,6 +51,13 @@ export interface RedisTarget {
   port: number;
   /** SIGKILL and start again (AOF keeps the data); absent when the harness does not own the server. */
   killAndRestart?(downMs: number): Promise<void>;
+  /**
+   * A Redis Cluster (redis-cluster.ts): its nodes' `host:port`. The services and the harness connect to
+   * the nodes directly (REDIS_CLUSTER_NODES), not through the proxies, which then carry nothing.
+   */
+  clusterNodes?: readonly string[];
+  /** Cluster only: fails shard `shard`'s primary over (killed or CLUSTER FAILOVER); what happened. */
+  failover?(shard: number, how: 'kill' | 'manual', downMs: number): Promise<string>;
   destroy(): Promise<void>;
 }
 
@@ -201,6 +208,7 @@ const SERVICES: Record<ProcessKind, { entry: string; ready: string; args: string
 
 /** Each process's environment: its own proxies to Redis and Postgres (or PgBouncer), and the chain for the chain workers. */
 function processEnv(
+  redisTarget: RedisTarget,
   postgres: PostgresSide,
   options: ChaosSystemOptions,
   databaseUrl: string,
@@ -212,7 +220,7 @@ function processEnv(
         : databaseUrl,
     );
     pooled.port = String(p.pgProxy.port);
-    const common = {
+    const common: Record<string, string> = {
       NODE_ENV: 'test',
       LOG_LEVEL: 'error',
       DATABASE_URL: pooled.toString(),
@@ -220,6 +228,15 @@ function processEnv(
       REDIS_KEY_PREFIX: options.prefix,
       STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
     };
+    // On a cluster: straight to the nodes, and an approval answered only once its shard's replica has
+    // it (REDIS_WAIT_REPLICAS=1, what a deployment with replicas runs: docs/hot-path.md "Replication
+    // and failover"); Redis decides for the hot path only, so the others need no WAIT.
+    if (redisTarget.clusterNodes !== undefined) {
+      Object.assign(common, {
+        REDIS_CLUSTER_NODES: redisTarget.clusterNodes.join(','),
+        ...(p.kind === 'hot-path' ? { REDIS_WAIT_REPLICAS: '1' } : {}),
+      });
+    }
     if (p.kind === 'writer') return { ...common, LEDGER_WRITER_PORT: '0' };
     if (p.kind === 'indexer' || p.kind === 'settlement') {
       const chain = options.chain;
@@ -318,9 +335,12 @@ export async function startSystem(
     connectTimeoutS: 2,
     applicationName: 'chaos',
   });
-  const redis = createRedis({ url: `redis://${redisTarget.host}:${redisTarget.port}` });
+  const redis = createRedis({
+    url: `redis://${redisTarget.host}:${redisTarget.port}`,
+    ...(redisTarget.clusterNodes === undefined ? {} : { clusterNodes: redisTarget.clusterNodes }),
+  });
 
-  const envOf = processEnv(postgres, options, databaseUrl);
+  const envOf = processEnv(redisTarget, postgres, options, databaseUrl);
 
   let closing = false;
   const spawn = async (p: ManagedProcess): Promise<void> => {
