@@ -104,12 +104,19 @@ export async function clusterRedis(): Promise<RedisTarget> {
       }
       down.add(primary.port);
       await node.kill('SIGKILL');
-      await waitFor(promoted, `a replica promoted in place of ${primary.port}`);
-      const promotedMs = Math.round(performance.now() - started);
-      const newOwner = ownerOf(await view(), slot)?.port;
-      await sleep(Math.max(0, downMs - promotedMs));
-      await node.start();
-      down.delete(primary.port);
+      let promotedMs = -1;
+      let newOwner: number | undefined;
+      try {
+        await waitFor(promoted, `a replica promoted in place of ${primary.port}`);
+        promotedMs = Math.round(performance.now() - started);
+        newOwner = ownerOf(await view(), slot)?.port;
+        await sleep(Math.max(0, downMs - promotedMs));
+      } finally {
+        // Started again even when the promotion did not come: a node left down would be every later
+        // fault's and the checker's problem.
+        await node.start();
+        down.delete(primary.port);
+      }
       await waitFor(() => clusterIsOk(ports), `${primary.port} rejoined as a replica`);
       const rejoinedMs = Math.round(performance.now() - started);
       return `slot ${slot}: killed primary ${primary.port}, ${newOwner} promoted at ${promotedMs} ms, ${primary.port} back as a replica at ${rejoinedMs} ms`;
