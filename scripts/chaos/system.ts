@@ -1,8 +1,8 @@
 /**
  * The system under test, started for real on private ports: a private redis-server (AOF, fsync always)
- * or a Redis the caller names (e.g. the Redis Cluster, once it exists), a private PostgreSQL cluster
+ * or a private Redis Cluster (redis-cluster.ts) or a Redis the caller names, a private PostgreSQL cluster
  * with PgBouncer (transaction pooling) in front, N hot-path processes and M ledger-writer processes.
- * Each process reaches Redis and PgBouncer through TCP proxies of its own, so a fault can stall, slow,
+ * Each process reaches Redis (not a cluster: its nodes directly) and PgBouncer through TCP proxies of its own, so a fault can stall, slow,
  * cut or one-way-partition one process or all of them. The harness itself talks to Redis and Postgres
  * directly (it plays Stripe and the indexer, and gathers the facts at the end).
  */
