@@ -228,6 +228,31 @@ describe('the chaos checker', () => {
     expect(kinds(within, twice)).toEqual(['event_not_once']);
   });
 
+  it('accepts an approval withdrawn as replication_unconfirmed only with its withdrawal in card_events, once', () => {
+    const a = approval(1_000, 0, 10);
+    a.answer = {
+      approved: false,
+      amountCents: 0,
+      reason: 'replication_unconfirmed',
+      decisionId: a.answer!.decisionId,
+    };
+    const h = history({ requests: [a], lifecycle: [event('created', a.authorizationId, 0, 15)] });
+    h.lifecycle[0]!.approved = false;
+    const facts = factsFor(h);
+    // The decisions row keeps the script's approval (append-only); the withdrawal is its own card event.
+    facts.decisions[a.eventId] = { approved: true, approvedCents: '1000', source: 'redis', count: 1 };
+    facts.cardEventCounts[`unreplicated:${a.eventId}`] = 1;
+    expect(checkHistory(h, facts)).toEqual([]);
+    delete facts.cardEventCounts[`unreplicated:${a.eventId}`];
+    expect(checkHistory(h, facts).map((v) => v.kind)).toEqual(['decision_mismatch']);
+    // An approval answered as such must never be withdrawn.
+    const b = approval(1_000, 0, 10);
+    const hb = history({ requests: [b] });
+    const factsB = factsFor(hb);
+    factsB.cardEventCounts[`unreplicated:${b.eventId}`] = 1;
+    expect(checkHistory(hb, factsB).map((v) => v.kind)).toEqual(['decision_mismatch']);
+  });
+
   it("catches an authorization in another user's Redis hold set or Postgres row (chaos bug 8)", () => {
     const a = approval(1_000, 0, 10);
     const h = history({ requests: [a] });

@@ -456,6 +456,26 @@ export function checkHistory(
       add('decision_missing', r.eventId, `answered ${JSON.stringify(r.answer)} but no decision in Postgres`);
       continue;
     }
+    // An approval withdrawn because no replica confirmed it (REDIS_WAIT_REPLICAS, docs/hot-path.md
+    // "Replication and failover"): the append-only `decisions` row keeps the script's approval and the
+    // withdrawal is the card event `unreplicated:<event id>` (with its release transfer). Answered
+    // `replication_unconfirmed` with a Redis approval in Postgres is right only with that withdrawal,
+    // exactly once; the balance fold checks the hold came back. An answered approval must have none.
+    const withdrawals = facts.cardEventCounts[`unreplicated:${r.eventId}`] ?? 0;
+    const withdrawn = r.answer.reason === 'replication_unconfirmed' && row.approved && row.source === 'redis';
+    if (withdrawn && withdrawals !== 1)
+      add(
+        'decision_mismatch',
+        r.eventId,
+        `answered ${JSON.stringify(r.answer)}, Postgres ${JSON.stringify(row)}, withdrawals in card_events: ${withdrawals}`,
+      );
+    if (!withdrawn && withdrawals > 0)
+      add(
+        'decision_mismatch',
+        r.eventId,
+        `answered ${JSON.stringify(r.answer)}, yet withdrawn ${withdrawals} time(s) in card_events`,
+      );
+    if (withdrawn) continue;
     if (row.approved !== r.answer.approved || Number(row.approvedCents) !== granted(r))
       add(
         'decision_mismatch',

@@ -34,6 +34,24 @@ export const SERVER_FAULTS: FaultKind[] = [
  * exactly as before.
  */
 export const REDIS_EMPTY_RESTART: FaultKind = 'redis_empty_restart';
+/**
+ * Redis Cluster mode (--redis-cluster): played in the server lane in place of Redis kinds that need a
+ * single server or a proxy in front of it. The services talk to the nodes directly (a cluster client
+ * follows the nodes' announced addresses, so a per-process proxy cannot sit in front of it), hence
+ * `redis_kill_restart` is drawn as `redis_failover` and `redis_cut` as `redis_failover_manual`, and the
+ * other proxy kinds (`redis_stall`, `redis_one_way`, `redis_latency`) are drawn but not played. The
+ * draws for the single-Redis kinds are unchanged, so a seed without the flag plays what it always did.
+ */
+export const CLUSTER_FAULTS: FaultKind[] = ['redis_failover', 'redis_failover_manual'];
+const CLUSTER_REPLACES: Partial<Record<FaultKind, FaultKind | null>> = {
+  redis_kill_restart: 'redis_failover',
+  redis_cut: 'redis_failover_manual',
+  redis_stall: null,
+  redis_one_way: null,
+  redis_latency: null,
+};
+/** Primaries of the chaos cluster (test/support/redis-cluster.ts CLUSTER_PRIMARIES); `shard-<i>` targets. */
+const CLUSTER_SHARDS = 3;
 
 export const CHAIN_FAULTS: FaultKind[] = [
   'kill_indexer',
@@ -60,6 +78,8 @@ export interface ScheduleOptions {
   chain?: boolean;
   /** Only these kinds (default: all). The draws are the same, so a seed's other faults stay where they were. */
   kinds?: readonly FaultKind[];
+  /** Redis is a cluster: the Redis kinds are replaced or dropped (CLUSTER_FAULTS); dropped ones are pushed to `dropped`. */
+  redisCluster?: { dropped: FaultKind[] };
 }
 
 /** The faults of one run, in order of planned start, each with its target and duration. */
@@ -84,14 +104,28 @@ export function planFaults(rand: Random, o: ScheduleOptions): FaultRecord[] {
     }
   };
   const lane = (laneKinds: FaultKind[]) => {
-    const empty = laneKinds === SERVER_FAULTS && o.redisKillable && o.kinds?.includes(REDIS_EMPTY_RESTART);
+    // Not on a cluster (its nodes are failed over, not emptied).
+    const empty =
+      laneKinds === SERVER_FAULTS &&
+      o.redisKillable &&
+      o.redisCluster === undefined &&
+      o.kinds?.includes(REDIS_EMPTY_RESTART);
     const kinds = empty ? [...laneKinds, REDIS_EMPTY_RESTART].filter((k) => o.kinds?.includes(k)) : laneKinds;
     let atMs = rand.int(500, 2_000);
     while (atMs < endMs) {
-      const kind = rand.pick(kinds);
+      const drawn = rand.pick(kinds);
       const durationMs = Math.min(rand.int(300, 4_000), Math.max(100, endMs - atMs));
+      const replaced = o.redisCluster === undefined ? drawn : CLUSTER_REPLACES[drawn];
+      const kind = replaced === undefined ? drawn : replaced;
+      if (kind === null) {
+        o.redisCluster?.dropped.push(drawn);
+        atMs += durationMs + rand.int(300, 2_500);
+        continue;
+      }
       let target = 'all';
       let detail = '';
+      // Which primary: the one that owns shard i's slots when the fault starts (a draw only in cluster mode).
+      if (CLUSTER_FAULTS.includes(kind)) target = `shard-${rand.int(0, CLUSTER_SHARDS - 1)}`;
       if (kind === 'kill_hot_path') target = `hot-path-${rand.int(0, o.hotPaths - 1)}`;
       if (kind === 'kill_writer') target = `writer-${rand.int(0, o.writers - 1)}`;
       if (kind === 'stop_process') {
@@ -101,7 +135,7 @@ export function planFaults(rand: Random, o: ScheduleOptions): FaultRecord[] {
         ];
         target = rand.pick(all);
       }
-      if (kind.startsWith('redis_') || kind.startsWith('postgres_')) {
+      if ((kind.startsWith('redis_') || kind.startsWith('postgres_')) && !CLUSTER_FAULTS.includes(kind)) {
         if (
           kind !== 'redis_kill_restart' &&
           kind !== REDIS_EMPTY_RESTART &&
@@ -203,6 +237,15 @@ async function play(system: ChaosSystem, f: FaultRecord, now: () => number): Pro
       case 'redis_empty_restart':
         await system.redisTarget.emptyRestart?.(f.durationMs);
         break;
+      case 'redis_failover':
+      case 'redis_failover_manual': {
+        const failover = system.redisTarget.failover;
+        if (failover === undefined) throw new Error('Redis is not a cluster the harness owns');
+        const shard = Number(f.target.slice('shard-'.length));
+        const how = f.kind === 'redis_failover' ? 'kill' : 'manual';
+        f.detail = await failover(shard, how, f.durationMs);
+        break;
+      }
       case 'postgres_stop_restart':
         await system.postgres.cluster.stopAsync();
         await sleep(f.durationMs);
@@ -277,7 +320,10 @@ export async function playFaults(
   const now = () => performance.now() - startedMs;
   const lanes = [
     faults.filter((f) => PROCESS_FAULTS.includes(f.kind)),
-    faults.filter((f) => SERVER_FAULTS.includes(f.kind) || f.kind === REDIS_EMPTY_RESTART),
+    faults.filter(
+      (f) =>
+        SERVER_FAULTS.includes(f.kind) || f.kind === REDIS_EMPTY_RESTART || CLUSTER_FAULTS.includes(f.kind),
+    ),
     faults.filter((f) => CHAIN_FAULTS.includes(f.kind)),
     // One clock lane per process (planClockFaults).
     ...[...new Set(faults.filter((f) => f.kind === 'clock_offset').map((f) => f.target))].map((target) =>

@@ -99,7 +99,11 @@ export type FaultKind =
   | 'rpc_stall'
   | 'rpc_cut'
   | 'rpc_latency'
-  | 'clock_offset';
+  | 'clock_offset'
+  // Redis Cluster mode only (--redis-cluster): a primary SIGKILLed (its replica promoted, then it is
+  // started again and rejoins as a replica), or CLUSTER FAILOVER on a primary's replica.
+  | 'redis_failover'
+  | 'redis_failover_manual';
 
 export interface FaultRecord {
   kind: FaultKind;

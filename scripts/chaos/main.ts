@@ -2,7 +2,8 @@
  * `npm run chaos -- --seed=N --duration=S` runs one seed and prints its violations (exit 1 if any);
  * `npm run chaos -- --seeds=K [--duration=S]` runs seeds 1..K, writes bench/chaos.json and the summary
  * table in README.md (between the chaos markers). Other flags: --hot-paths, --writers, --users,
- * --concurrency, --redis-url (a Redis to use instead of a private server, e.g. the cluster), --postgres=direct
+ * --concurrency, --redis-url (a Redis to use instead of a private server), --redis-cluster (a private
+ * 3-primary/3-replica Redis Cluster, the cluster fault kinds instead of the proxy ones), --postgres=direct
  * (the services reach Postgres without PgBouncer), --no-faults (the workload alone: a baseline), --first-seed.
  * --faults=<kind,kind> plays only those kinds (faults.ts lists them). --chain adds the chain (chain.ts): a
  * Hardhat node, the indexer and the settlement worker, deposits, withdrawal requests, on-chain price
@@ -13,7 +14,14 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { checkHistory, minimalHistory } from './checker.ts';
-import { CHAIN_FAULTS, CLOCK_FAULTS, PROCESS_FAULTS, REDIS_EMPTY_RESTART, SERVER_FAULTS } from './faults.ts';
+import {
+  CHAIN_FAULTS,
+  CLOCK_FAULTS,
+  CLUSTER_FAULTS,
+  PROCESS_FAULTS,
+  REDIS_EMPTY_RESTART,
+  SERVER_FAULTS,
+} from './faults.ts';
 import type { ChaosHistory, FaultKind, FinalFacts } from './history.ts';
 import { RUN_DEFAULTS, type RunOptions, runSeed, type SeedResult, violationReport } from './run.ts';
 import { startPostgresSide, stopEverything } from './system.ts';
@@ -49,6 +57,7 @@ function parseArgs(argv: string[]): { seeds: number[]; options: RunOptions; writ
     'postgres',
     'faults',
     'chain',
+    'redis-cluster',
   ]);
   for (const name of args.keys()) if (!known.has(name)) throw new Error(`unknown flag --${name}`);
   const options: RunOptions = {
@@ -59,6 +68,7 @@ function parseArgs(argv: string[]): { seeds: number[]; options: RunOptions; writ
     users: int('users', RUN_DEFAULTS.users, 1, 200),
     concurrency: int('concurrency', RUN_DEFAULTS.concurrency, 1, 64),
     redisUrl: args.get('redis-url') ?? null,
+    redisCluster: args.has('redis-cluster'),
     faults: !args.has('no-faults'),
     chain: args.has('chain'),
     postgresRoute: postgresRoute(args.get('postgres')),
@@ -86,6 +96,7 @@ function faultKinds(raw: string | undefined): FaultKind[] | null {
     ...PROCESS_FAULTS,
     ...SERVER_FAULTS,
     REDIS_EMPTY_RESTART,
+    ...CLUSTER_FAULTS,
     ...CHAIN_FAULTS,
     ...CLOCK_FAULTS,
   ];

@@ -21,6 +21,7 @@ import { CHECK_DEFAULTS, checkHistory, minimalHistory, type Violation } from './
 import { planClockFaults, planFaults, playFaults } from './faults.ts';
 import type { ChaosHistory, FaultKind, FinalFacts } from './history.ts';
 import { deriveRandom } from './random.ts';
+import { clusterRedis } from './redis-cluster.ts';
 import { type ChaosSystem, externalRedis, type PostgresSide, privateRedis, startSystem } from './system.ts';
 import { INITIAL_PRICE_E8, Workload } from './workload.ts';
 
@@ -30,8 +31,13 @@ export interface RunOptions {
   writers: number;
   users: number;
   concurrency: number;
-  /** A Redis to use instead of a private server (e.g. the cluster); no Redis server faults then. */
+  /** A Redis to use instead of a private server; no Redis server faults then. */
   redisUrl: string | null;
+  /**
+   * A private Redis Cluster (redis-cluster.ts) instead of one server: the services connect to its nodes
+   * directly, the hot paths with REDIS_WAIT_REPLICAS=1; the cluster fault kinds replace the proxy ones.
+   */
+  redisCluster: boolean;
   fallbackGrantCentsMax: number;
   /** How long the system may take to drain and heal after the faults stop. */
   healTimeoutMs: number;
@@ -52,6 +58,7 @@ export const RUN_DEFAULTS: Omit<RunOptions, 'log'> = {
   users: 6,
   concurrency: 4,
   redisUrl: null,
+  redisCluster: false,
   fallbackGrantCentsMax: 5_000,
   healTimeoutMs: 120_000,
   faults: true,
@@ -208,7 +215,11 @@ export async function runSeed(
   options: RunOptions,
 ): Promise<SeedResult> {
   const runStarted = performance.now();
-  const redisTarget = options.redisUrl === null ? await privateRedis() : externalRedis(options.redisUrl);
+  const redisTarget = options.redisCluster
+    ? await clusterRedis()
+    : options.redisUrl === null
+      ? await privateRedis()
+      : externalRedis(options.redisUrl);
   const prefix = `chaos${seed}:`;
   const chain = options.chain ? await startChainSide() : null;
   // Clock offsets only when asked for by name (faults.ts planClockFaults).
@@ -245,6 +256,7 @@ export async function runSeed(
     const startedMs = performance.now();
     const workload = new Workload(system, deriveRandom(seed, 'workload'), prefix, startedMs, history);
     await workload.seed({ ...options, seed });
+    const dropped: FaultKind[] = [];
     history.faults = !options.faults
       ? []
       : planFaults(deriveRandom(seed, 'faults'), {
@@ -253,6 +265,7 @@ export async function runSeed(
           writers: options.writers,
           redisKillable: redisTarget.killAndRestart !== undefined,
           chain: chain !== null,
+          ...(options.redisCluster ? { redisCluster: { dropped } } : {}),
           ...(options.faultKinds === null ? {} : { kinds: options.faultKinds }),
         });
     if (clockOffsets) {
@@ -264,6 +277,10 @@ export async function runSeed(
       history.faults = [...history.faults, ...clock].sort((a, b) => a.plannedAtMs - b.plannedAtMs);
     }
     options.log(`seed ${seed}: ${history.faults.length} faults planned over ${options.durationS} s`);
+    if (options.redisCluster)
+      options.log(
+        `seed ${seed}: Redis Cluster mode — redis_kill_restart played as redis_failover, redis_cut as redis_failover_manual; ${dropped.length} proxy fault(s) drawn and not played (the services reach the nodes directly): ${dropped.join(', ') || 'none'}`,
+      );
     const loadStartedMs = performance.now();
     // Every time in the history counts from `startedMs`; the schedule was drawn from the load's start.
     const offsetMs = loadStartedMs - startedMs;

@@ -1,8 +1,8 @@
 /**
  * The system under test, started for real on private ports: a private redis-server (AOF, fsync always)
- * or a Redis the caller names (e.g. the Redis Cluster, once it exists), a private PostgreSQL cluster
+ * or a private Redis Cluster (redis-cluster.ts) or a Redis the caller names, a private PostgreSQL cluster
  * with PgBouncer (transaction pooling) in front, N hot-path processes and M ledger-writer processes.
- * Each process reaches Redis and PgBouncer through TCP proxies of its own, so a fault can stall, slow,
+ * Each process reaches Redis (not a cluster: its nodes directly) and PgBouncer through TCP proxies of its own, so a fault can stall, slow,
  * cut or one-way-partition one process or all of them. The harness itself talks to Redis and Postgres
  * directly (it plays Stripe and the indexer, and gathers the facts at the end).
  */
@@ -34,7 +34,7 @@ import { CHAIN_CONFIRMATIONS, type ChainSide, REORG_DEPTH_MAX } from './chain.ts
  */
 const running = new Set<() => Promise<void>>();
 
-function track(stop: () => Promise<void>): () => Promise<void> {
+export function track(stop: () => Promise<void>): () => Promise<void> {
   const once = async () => {
     running.delete(once);
     await stop();
@@ -56,6 +56,13 @@ export interface RedisTarget {
   killAndRestart?(downMs: number): Promise<void>;
   /** SIGKILL, delete its AOF and RDB, start again on the same port with nothing (a node replaced). */
   emptyRestart?(downMs: number): Promise<void>;
+  /**
+   * A Redis Cluster (redis-cluster.ts): its nodes' `host:port`. The services and the harness connect to
+   * the nodes directly (REDIS_CLUSTER_NODES), not through the proxies, which then carry nothing.
+   */
+  clusterNodes?: readonly string[];
+  /** Cluster only: fails shard `shard`'s primary over (killed or CLUSTER FAILOVER); what happened. */
+  failover?(shard: number, how: 'kill' | 'manual', downMs: number): Promise<string>;
   destroy(): Promise<void>;
 }
 
@@ -224,6 +231,7 @@ function clockFile(prefix: string, name: string): string {
 
 /** Each process's environment: its own proxies to Redis and Postgres (or PgBouncer), and the chain for the chain workers. */
 function processEnv(
+  redisTarget: RedisTarget,
   postgres: PostgresSide,
   options: ChaosSystemOptions,
   databaseUrl: string,
@@ -235,7 +243,7 @@ function processEnv(
         : databaseUrl,
     );
     pooled.port = String(p.pgProxy.port);
-    const common = {
+    const common: Record<string, string> = {
       NODE_ENV: 'test',
       LOG_LEVEL: 'error',
       DATABASE_URL: pooled.toString(),
@@ -243,6 +251,16 @@ function processEnv(
       REDIS_KEY_PREFIX: options.prefix,
       STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
     };
+    // On a cluster: straight to the nodes, and an approval answered only once its shard's replica has
+    // it (REDIS_WAIT_REPLICAS=1, what a deployment with replicas runs: docs/hot-path.md "Replication
+    // and failover"); Redis decides for the hot path only, so the others need no WAIT.
+    if (redisTarget.clusterNodes !== undefined) {
+      Object.assign(common, {
+        REDIS_CLUSTER_NODES: redisTarget.clusterNodes.join(','),
+        ...(p.kind === 'hot-path' ? { REDIS_WAIT_REPLICAS: '1' } : {}),
+      });
+    }
+
     const clock: Record<string, string> =
       options.clockOffsets === true && (p.kind === 'hot-path' || p.kind === 'writer')
         ? { NODE_OPTIONS: `--import=${CLOCK_PRELOAD}`, CHAOS_CLOCK_FILE: clockFile(options.prefix, p.name) }
@@ -346,9 +364,12 @@ export async function startSystem(
     connectTimeoutS: 2,
     applicationName: 'chaos',
   });
-  const redis = createRedis({ url: `redis://${redisTarget.host}:${redisTarget.port}` });
+  const redis = createRedis({
+    url: `redis://${redisTarget.host}:${redisTarget.port}`,
+    ...(redisTarget.clusterNodes === undefined ? {} : { clusterNodes: redisTarget.clusterNodes }),
+  });
 
-  const envOf = processEnv(postgres, options, databaseUrl);
+  const envOf = processEnv(redisTarget, postgres, options, databaseUrl);
 
   let closing = false;
   const spawn = async (p: ManagedProcess): Promise<void> => {
