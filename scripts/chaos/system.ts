@@ -352,6 +352,42 @@ async function killProcess(p: ManagedProcess): Promise<void> {
   p.deadOutput.push(proc.output().slice(-2_000));
 }
 
+/**
+ * Starts a process of the system and, as a process supervisor would, starts it again 500 ms after it
+ * dies on its own (not when the harness killed it, nor while the system closes).
+ */
+function supervisor(
+  envOf: (p: ManagedProcess) => Record<string, string>,
+  closing: () => boolean,
+): (p: ManagedProcess) => Promise<void> {
+  const spawn = async (p: ManagedProcess): Promise<void> => {
+    const { entry, ready, args } = SERVICES[p.kind];
+    const proc = await spawnService(entry, envOf(p), ready, { args });
+    p.current = proc;
+    p.stopped = false;
+    proc.child.once('exit', (code, signal) => {
+      if (p.current !== proc || closing()) return; // killed by the harness
+      p.crashes.push({
+        atMs: performance.now(),
+        exit: String(code ?? signal),
+        output: proc.output().slice(-3_000),
+      });
+      p.current = null;
+      p.url = null;
+      p.starting = (async () => {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        if (!closing() && p.current === null) await spawn(p).catch(() => undefined);
+      })().finally(() => {
+        p.starting = null;
+      });
+    });
+    if (p.kind === 'hot-path') {
+      p.url = /hot-path ready on (http:\/\/[\d.]+:\d+)/.exec(proc.output())?.[1] ?? null;
+    }
+  };
+  return spawn;
+}
+
 export async function startSystem(
   redisTarget: RedisTarget,
   postgres: PostgresSide,
@@ -372,32 +408,7 @@ export async function startSystem(
   const envOf = processEnv(redisTarget, postgres, options, databaseUrl);
 
   let closing = false;
-  const spawn = async (p: ManagedProcess): Promise<void> => {
-    const { entry, ready, args } = SERVICES[p.kind];
-    const proc = await spawnService(entry, envOf(p), ready, { args });
-    p.current = proc;
-    p.stopped = false;
-    proc.child.once('exit', (code, signal) => {
-      if (p.current !== proc || closing) return; // killed by the harness
-      p.crashes.push({
-        atMs: performance.now(),
-        exit: String(code ?? signal),
-        output: proc.output().slice(-3_000),
-      });
-      p.current = null;
-      p.url = null;
-      // As a process supervisor would: start it again.
-      p.starting = (async () => {
-        await new Promise((resolve) => setTimeout(resolve, 500));
-        if (!closing && p.current === null) await spawn(p).catch(() => undefined);
-      })().finally(() => {
-        p.starting = null;
-      });
-    });
-    if (p.kind === 'hot-path') {
-      p.url = /hot-path ready on (http:\/\/[\d.]+:\d+)/.exec(proc.output())?.[1] ?? null;
-    }
-  };
+  const spawn = supervisor(envOf, () => closing);
 
   const processes = await makeProcesses(redisTarget, postgres, options);
   if (options.clockOffsets === true)
