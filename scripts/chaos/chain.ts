@@ -27,6 +27,8 @@ import type { ChainFacts } from './history.ts';
 export const CHAIN_CONFIRMATIONS = 2;
 /** The indexer's REORG_DEPTH_MAX: well above the deepest reorg the workload makes. */
 export const REORG_DEPTH_MAX = 64;
+/** The liquidator's test USDC (as scripts/dev.ts mints it): $1,000,000. */
+const LIQUIDATOR_USDC_FUNDING = 1_000_000n * 10n ** 6n;
 
 export interface ChainSide {
   node: LocalChain;
@@ -56,6 +58,9 @@ export async function startChainSide(): Promise<ChainSide> {
     const asset = contracts.assets.find((a) => a.assetId === 'WETH');
     if (asset === undefined) throw new Error('no WETH in the deployed contracts');
     const weth = { token: asset.token, aggregator: asset.aggregator };
+    // The liquidator repays liquidated debt from its own USDC: minted to it, as the dev stack does
+    // (scripts/dev.ts), and approved to the vault.
+    await actions.fund(localAccount(ROLES.liquidator).address, 'USDC', LIQUIDATOR_USDC_FUNDING);
     const read = (functionName: string, args: readonly unknown[]) =>
       actions.publicClient.readContract({
         address: contracts.vault,

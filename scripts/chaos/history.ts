@@ -94,6 +94,7 @@ export type FaultKind =
   | 'postgres_latency'
   | 'kill_indexer'
   | 'kill_settlement'
+  | 'kill_liquidator'
   | 'stop_chain_worker'
   | 'rpc_stall'
   | 'rpc_cut'

@@ -13,7 +13,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { checkHistory, minimalHistory } from './checker.ts';
-import { CHAIN_FAULTS, PROCESS_FAULTS, SERVER_FAULTS } from './faults.ts';
+import { CHAIN_FAULTS, LIQUIDATOR_FAULTS, PROCESS_FAULTS, SERVER_FAULTS } from './faults.ts';
 import type { ChaosHistory, FaultKind, FinalFacts } from './history.ts';
 import { RUN_DEFAULTS, type RunOptions, runSeed, type SeedResult, violationReport } from './run.ts';
 import { startPostgresSide, stopEverything } from './system.ts';
@@ -82,7 +82,7 @@ function postgresRoute(raw: string | undefined): RunOptions['postgresRoute'] {
 /** `--faults=kill_hot_path,redis_stall`: only these kinds. */
 function faultKinds(raw: string | undefined): FaultKind[] | null {
   if (raw === undefined) return null;
-  const all: readonly string[] = [...PROCESS_FAULTS, ...SERVER_FAULTS, ...CHAIN_FAULTS];
+  const all: readonly string[] = [...PROCESS_FAULTS, ...SERVER_FAULTS, ...CHAIN_FAULTS, ...LIQUIDATOR_FAULTS];
   const kinds = raw.split(',').filter((k) => k !== '');
   for (const k of kinds)
     if (!all.includes(k)) throw new Error(`--faults: unknown kind ${k} (known: ${all.join(', ')})`);

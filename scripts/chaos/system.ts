@@ -131,7 +131,10 @@ export async function startPostgresSide(): Promise<PostgresSide> {
   };
 }
 
-export type ProcessKind = 'hot-path' | 'writer' | 'indexer' | 'settlement';
+export type ProcessKind = 'hot-path' | 'writer' | 'indexer' | 'settlement' | 'liquidator';
+
+/** The processes that run against the chain (its RPC through a proxy of their own, Postgres directly). */
+const CHAIN_WORKERS: readonly ProcessKind[] = ['indexer', 'settlement', 'liquidator'];
 
 export interface ManagedProcess {
   name: string;
@@ -162,7 +165,7 @@ export interface ChaosSystemOptions {
   fallbackGrantCentsMax: number;
   /** How the services reach Postgres: through PgBouncer (transaction pooling, production's way) or directly. */
   postgresRoute: 'pgbouncer' | 'direct';
-  /** The chain, when the run has one: the indexer and the settlement worker run against it. */
+  /** The chain, when the run has one: the indexer, the settlement worker and the liquidator run against it. */
   chain: ChainSide | null;
 }
 
@@ -180,7 +183,7 @@ export interface ChaosSystem {
   restart(p: ManagedProcess): Promise<void>;
   sigstop(p: ManagedProcess): void;
   sigcont(p: ManagedProcess): void;
-  /** Starts the indexer and the settlement worker (once the assets and the users' wallets are in). */
+  /** Starts the indexer, the settlement worker and the liquidator (once the assets and the users' wallets are in). */
   startChainWorkers(): Promise<void>;
   /** Every proxy resumed, no latency, every process continued and running. */
   heal(): Promise<void>;
@@ -195,6 +198,11 @@ const SERVICES: Record<ProcessKind, { entry: string; ready: string; args: string
   settlement: {
     entry: 'settlement/main.ts',
     ready: 'settlement worker started',
+    args: ['--poll-interval-ms', '200', '--resend-after-ms', '3000'],
+  },
+  liquidator: {
+    entry: 'liquidator/main.ts',
+    ready: 'liquidator started',
     args: ['--poll-interval-ms', '200', '--resend-after-ms', '3000'],
   },
 };
@@ -221,7 +229,7 @@ function processEnv(
       STRIPE_WEBHOOK_SECRETS: TEST_WEBHOOK_SECRET,
     };
     if (p.kind === 'writer') return { ...common, LEDGER_WRITER_PORT: '0' };
-    if (p.kind === 'indexer' || p.kind === 'settlement') {
+    if (CHAIN_WORKERS.includes(p.kind)) {
       const chain = options.chain;
       if (chain === null || p.rpcProxy === null) throw new Error(`${p.name} needs the chain`);
       // Session advisory locks: straight to Postgres (through the process's own proxy), not PgBouncer.
@@ -239,6 +247,9 @@ function processEnv(
         REORG_DEPTH_MAX: String(REORG_DEPTH_MAX),
         ...(p.kind === 'settlement'
           ? { SETTLER_PRIVATE_KEY: localAccount(ROLES.settler).privateKey, SETTLEMENT_METRICS_PORT: '0' }
+          : {}),
+        ...(p.kind === 'liquidator'
+          ? { LIQUIDATOR_PRIVATE_KEY: localAccount(ROLES.liquidator).privateKey, LIQUIDATOR_METRICS_PORT: '0' }
           : {}),
       };
     }
@@ -261,7 +272,7 @@ async function makeProcesses(
 ): Promise<ManagedProcess[]> {
   const processes: ManagedProcess[] = [];
   const make = async (kind: ProcessKind, i: number) => {
-    const chainWorker = kind === 'indexer' || kind === 'settlement';
+    const chainWorker = CHAIN_WORKERS.includes(kind);
     const p: ManagedProcess = {
       name: `${kind}-${i}`,
       kind,
@@ -288,6 +299,7 @@ async function makeProcesses(
   if (options.chain !== null) {
     await make('indexer', 0);
     await make('settlement', 0);
+    await make('liquidator', 0);
   }
 
   return processes;
@@ -373,7 +385,7 @@ export async function startSystem(
     },
     async startChainWorkers() {
       await Promise.all(
-        processes.filter((p) => p.kind === 'indexer' || p.kind === 'settlement').map((p) => spawn(p)),
+        processes.filter((p) => CHAIN_WORKERS.includes(p.kind)).map((p) => spawn(p)),
       );
     },
     sigstop(p) {
