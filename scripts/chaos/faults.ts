@@ -125,7 +125,15 @@ export function planFaults(rand: Random, o: ScheduleOptions): FaultRecord[] {
       const durationMs = Math.min(rand.int(300, 4_000), Math.max(100, endMs - atMs));
       const detail = kind === 'rpc_latency' ? `${rand.int(20, 400)}ms` : '';
       if (o.kinds?.includes(kind) ?? true)
-        faults.push({ kind, target: LIQUIDATOR, detail, plannedAtMs: atMs, durationMs, startedMs: null, endedMs: null });
+        faults.push({
+          kind,
+          target: LIQUIDATOR,
+          detail,
+          plannedAtMs: atMs,
+          durationMs,
+          startedMs: null,
+          endedMs: null,
+        });
       atMs += durationMs + rand.int(1_000, 5_000);
     }
   };

@@ -249,7 +249,10 @@ function processEnv(
           ? { SETTLER_PRIVATE_KEY: localAccount(ROLES.settler).privateKey, SETTLEMENT_METRICS_PORT: '0' }
           : {}),
         ...(p.kind === 'liquidator'
-          ? { LIQUIDATOR_PRIVATE_KEY: localAccount(ROLES.liquidator).privateKey, LIQUIDATOR_METRICS_PORT: '0' }
+          ? {
+              LIQUIDATOR_PRIVATE_KEY: localAccount(ROLES.liquidator).privateKey,
+              LIQUIDATOR_METRICS_PORT: '0',
+            }
           : {}),
       };
     }
@@ -384,9 +387,7 @@ export async function startSystem(
       await spawn(p);
     },
     async startChainWorkers() {
-      await Promise.all(
-        processes.filter((p) => CHAIN_WORKERS.includes(p.kind)).map((p) => spawn(p)),
-      );
+      await Promise.all(processes.filter((p) => CHAIN_WORKERS.includes(p.kind)).map((p) => spawn(p)));
     },
     sigstop(p) {
       if (p.current === null || p.stopped) return;
