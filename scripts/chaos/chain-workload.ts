@@ -204,8 +204,9 @@ export class ChainWorkload {
       select liquidation_threshold_bps as t from assets where id = 'WETH'`.then((r) => BigInt(r[0]?.t ?? 0));
     let spends = 0;
     while (this.now() < untilMs - DROP_QUIET_END_MS) {
-      await sleep(rand.int(1_000, 3_000));
-      const roll = rand.next();
+      await sleep(rand.int(500, 2_000));
+      // The first is always a spend: a 10 s run has room for a few of these only.
+      const roll = spends === 0 ? 0 : rand.next();
       const pick = rand.next();
       const pct = BigInt(rand.int(30, 90));
       const healthPct = BigInt(rand.int(70, 95));
@@ -222,7 +223,7 @@ export class ChainWorkload {
             await this.chain.recordOutsideSpend(user.wallet, amount, ref);
           }),
         );
-      } else if (roll < 0.85) {
+      } else if (roll < 0.9) {
         await this.exclusive(() =>
           this.attempt('deep drop', async () => {
             const indebted: { debt: bigint; collateral: bigint }[] = [];
