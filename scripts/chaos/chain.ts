@@ -281,9 +281,14 @@ async function liquidationFacts(
     const collateral = new Map<string, bigint>();
     const prices = new Map<string, PriceQuote>();
     for (const a of assets) {
-      collateral.set(a.assetId, (await read('collateralOf', [wallet, a.token])) as bigint);
+      const held = (await read('collateralOf', [wallet, a.token])) as bigint;
+      collateral.set(a.assetId, held);
+      // The held assets' aggregators (the indexer's source; `latestAnswer` is the MockAggregator's).
+      if (held === 0n) continue;
+      const aggregator = chain.contracts.assets.find((c) => c.assetId === a.assetId)?.aggregator;
+      if (aggregator === undefined) continue;
       const answer = (await client.readContract({
-        address: a.feed,
+        address: aggregator,
         abi: LATEST_ANSWER_ABI,
         functionName: 'latestAnswer',
         blockNumber,
