@@ -9,6 +9,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Address, Hex } from 'viem';
+import { credanaVaultAbi } from '../../shared/chain/contracts/index.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
 import { ACCOUNT, pricesKey, userKeys } from '../../shared/redis/keys.ts';
 import { wethForBorrowPower } from '../../test/support/fixtures.ts';
@@ -27,6 +28,8 @@ const BLOCK_INTERVAL_MS = 1_000;
 const ACK_POLL_MS = 100;
 /** How often the harness looks for what the liquidator did to the vault. */
 const LIQUIDATION_POLL_MS = 500;
+/** Blocks noteLiquidations looks back behind what it saw (a reorg's revert reuses block numbers). */
+const LIQUIDATION_LOOKBACK_BLOCKS = 16n;
 /** No deep drop in the run's last seconds: the liquidator has time to act before the heal. */
 const DROP_QUIET_END_MS = 3_000;
 /** Hardhat's 20 accounts: users from ROLES.firstUser up to (not including) the anchorer's. */
@@ -48,6 +51,8 @@ export class ChainWorkload {
   private lock: Promise<unknown> = Promise.resolve();
   private priceE8 = CHAIN_INITIAL_PRICE_E8;
   private stopping = false;
+  /** The head noteLiquidations last looked up to. */
+  private liquidationsSeenTo = 0n;
 
   constructor(
     private readonly system: ChaosSystem,
@@ -254,6 +259,22 @@ export class ChainWorkload {
    * made before it was read: its sentMs (the read) is late, which only narrows when it may count.
    */
   async noteLiquidations(): Promise<void> {
+    // One getLogs a poll; the vault is read only after a liquidation. From a few blocks back: a reorg
+    // revert reuses block numbers.
+    const head = await this.chain.actions.head();
+    const from =
+      this.liquidationsSeenTo > LIQUIDATION_LOOKBACK_BLOCKS
+        ? this.liquidationsSeenTo - LIQUIDATION_LOOKBACK_BLOCKS
+        : 0n;
+    const logs = await this.chain.actions.publicClient.getContractEvents({
+      address: this.chain.contracts.vault,
+      abi: credanaVaultAbi,
+      eventName: 'Liquidated',
+      fromBlock: from,
+      toBlock: head,
+    });
+    this.liquidationsSeenTo = head;
+    if (logs.length === 0) return;
     const sentMs = this.now();
     for (const u of this.users) {
       const state = await this.chain.vaultState(u.wallet);
@@ -269,7 +290,8 @@ export class ChainWorkload {
   /** Keeps polling Redis after the run (until `stop`), so late values are acknowledged. */
   async pollUntilAcked(timeoutMs: number): Promise<number> {
     const until = performance.now() + timeoutMs;
-    // A liquidation after the run: its values are the chain's last ones.
+    // A liquidation after the run: its values are the chain's last ones (looked for from the start).
+    this.liquidationsSeenTo = 0n;
     await this.noteLiquidations().catch(() => undefined);
     for (;;) {
       await this.pollRedis().catch(() => undefined);
