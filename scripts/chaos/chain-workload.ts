@@ -45,7 +45,7 @@ export interface ChainUser {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export class ChainWorkload {
-  readonly record: ChainHistory = { states: [], reorgs: [], failedActions: [] };
+  readonly record: ChainHistory = { states: [], reorgs: [], failedActions: [], pressure: [] };
   private readonly users: ChainUser[] = [];
   /** Serialises the harness's chain actions (and keeps a revert from orphaning one mid-flight). */
   private lock: Promise<unknown> = Promise.resolve();
@@ -225,7 +225,10 @@ export class ChainWorkload {
             const power = await this.chain.borrowPowerUsdc(user.wallet);
             const amount = power > state.debtUsdc ? ((power - state.debtUsdc) * pct) / 100n : 0n;
             if (amount < 1_000_000n) return;
-            await this.chain.recordOutsideSpend(user.wallet, amount, ref);
+            const block = await this.chain.recordOutsideSpend(user.wallet, amount, ref);
+            this.record.pressure?.push(
+              `${this.now().toFixed(0)} ms outside spend ${amount} USDC units to ${user.userId} (block ${block})`,
+            );
           }),
         );
       } else if (roll < 0.9) {
@@ -246,6 +249,7 @@ export class ChainWorkload {
             const sentMs = this.now();
             const block = await this.chain.actions.setPrice('WETH', next);
             this.priceE8 = next;
+            this.record.pressure?.push(`${sentMs.toFixed(0)} ms deep drop to ${next} (block ${block})`);
             await this.push('price', next, 'price', sentMs, block);
           }),
         );

@@ -166,6 +166,8 @@ export interface ChainHistory {
   reorgs: ReorgRecord[];
   /** Chain actions that failed (a revert from the vault, an RPC error): not in `states`. */
   failedActions: string[];
+  /** What the liquidator's pressure stream sent (outside spends, deep drops); absent in older histories. */
+  pressure?: string[];
 }
 
 /** What the chain and the indexed state held at the end (runs with the chain). */
