@@ -9,6 +9,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Address, Hex } from 'viem';
+import { credanaVaultAbi } from '../../shared/chain/contracts/index.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
 import { ACCOUNT, pricesKey, userKeys } from '../../shared/redis/keys.ts';
 import { wethForBorrowPower } from '../../test/support/fixtures.ts';
@@ -25,6 +26,12 @@ const PRICE_E8_MIN = 100_000_000_000n;
 const PRICE_E8_MAX = 600_000_000_000n;
 const BLOCK_INTERVAL_MS = 1_000;
 const ACK_POLL_MS = 100;
+/** How often the harness looks for what the liquidator did to the vault. */
+const LIQUIDATION_POLL_MS = 500;
+/** Blocks noteLiquidations looks back behind what it saw (a reorg's revert reuses block numbers). */
+const LIQUIDATION_LOOKBACK_BLOCKS = 16n;
+/** No deep drop in the run's last seconds: the liquidator has time to act before the heal. */
+const DROP_QUIET_END_MS = 3_000;
 /** Hardhat's 20 accounts: users from ROLES.firstUser up to (not including) the anchorer's. */
 export const CHAIN_USERS_MAX = ROLES.anchorer - ROLES.firstUser;
 
@@ -38,12 +45,14 @@ export interface ChainUser {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export class ChainWorkload {
-  readonly record: ChainHistory = { states: [], reorgs: [], failedActions: [] };
+  readonly record: ChainHistory = { states: [], reorgs: [], failedActions: [], pressure: [] };
   private readonly users: ChainUser[] = [];
   /** Serialises the harness's chain actions (and keeps a revert from orphaning one mid-flight). */
   private lock: Promise<unknown> = Promise.resolve();
   private priceE8 = CHAIN_INITIAL_PRICE_E8;
   private stopping = false;
+  /** The head noteLiquidations last looked up to. */
+  private liquidationsSeenTo = 0n;
 
   constructor(
     private readonly system: ChaosSystem,
@@ -51,6 +60,8 @@ export class ChainWorkload {
     private readonly rand: Random,
     private readonly prefix: string,
     private readonly startedMs: number,
+    /** The deep drops' own stream (drawn apart, so `rand`'s draws stay what they were before them). */
+    private readonly dropRand: Random | null = null,
   ) {}
 
   private now(): number {
@@ -140,6 +151,13 @@ export class ChainWorkload {
         await this.exclusive(() => this.chain.actions.mine(1)).catch(() => undefined);
       }
     })();
+    const drops = this.deepDrops(untilMs);
+    const liquidations = (async () => {
+      while (this.now() < untilMs) {
+        await sleep(LIQUIDATION_POLL_MS);
+        await this.exclusive(() => this.noteLiquidations()).catch(() => undefined);
+      }
+    })();
     let reorg: { snapshot: Hex; atMs: number; head: bigint; endMs: number } | null = null;
     while (this.now() < untilMs) {
       await sleep(this.rand.int(300, 1_200));
@@ -169,14 +187,116 @@ export class ChainWorkload {
       await this.exclusive(() => this.revert(r));
     }
     await blocks;
+    await drops;
+    await liquidations;
     await this.lock;
     this.stopping = true;
     await poller;
   }
 
+  /**
+   * Pressure for the liquidator, from `dropRand` alone: now and then a spend from outside the run's
+   * card traffic (30–90 % of what the user may still borrow: on a loaded machine few captures settle,
+   * so few accounts carry debt otherwise), and now and then a deep price drop aimed at a user who
+   * carries on-chain debt: the price that puts that user's health factor at 0.70–0.95 (at the
+   * liquidation threshold). Without indebted users (or when the price is already that low) no drop is
+   * sent. Nothing in the run's last seconds, so the liquidator acts before the heal.
+   */
+  private async deepDrops(untilMs: number): Promise<void> {
+    const rand = this.dropRand;
+    if (rand === null) return;
+    const thresholdBps = await this.system.database.sql<{ t: number }[]>`
+      select liquidation_threshold_bps as t from assets where id = 'WETH'`.then((r) => BigInt(r[0]?.t ?? 0));
+    let spends = 0;
+    while (this.now() < untilMs - DROP_QUIET_END_MS) {
+      await sleep(rand.int(500, 2_000));
+      // The first is always a spend: a 10 s run has room for a few of these only.
+      const roll = spends === 0 ? 0 : rand.next();
+      const pick = rand.next();
+      const pct = BigInt(rand.int(30, 90));
+      const healthPct = BigInt(rand.int(70, 95));
+      if (this.now() >= untilMs - DROP_QUIET_END_MS || thresholdBps === 0n) continue;
+      if (roll < 0.45) {
+        const user = this.users[Math.floor(pick * this.users.length)]!;
+        const ref = `chaos-outside-${++spends}`;
+        await this.exclusive(() =>
+          this.attempt('outside spend', async () => {
+            const state = await this.chain.vaultState(user.wallet);
+            const power = await this.chain.borrowPowerUsdc(user.wallet);
+            const amount = power > state.debtUsdc ? ((power - state.debtUsdc) * pct) / 100n : 0n;
+            if (amount < 1_000_000n) return;
+            const block = await this.chain.recordOutsideSpend(user.wallet, amount, ref);
+            this.record.pressure?.push(
+              `${this.now().toFixed(0)} ms outside spend ${amount} USDC units to ${user.userId} (block ${block})`,
+            );
+          }),
+        );
+      } else if (roll < 0.9) {
+        await this.exclusive(() =>
+          this.attempt('deep drop', async () => {
+            const indebted: { debt: bigint; collateral: bigint }[] = [];
+            for (const u of this.users) {
+              const state = await this.chain.vaultState(u.wallet);
+              if (state.debtUsdc > 0n && state.collateralBase > 0n)
+                indebted.push({ debt: state.debtUsdc, collateral: state.collateralBase });
+            }
+            if (indebted.length === 0) return;
+            const target = indebted[Math.floor(pick * indebted.length)]!;
+            // health = collateral × price × threshold / debt (WETH 18 decimals, price 8, USDC 6).
+            let next = (healthPct * target.debt * 10n ** 22n) / (target.collateral * thresholdBps);
+            if (next < PRICE_E8_MIN) next = PRICE_E8_MIN;
+            if (next >= this.priceE8) return;
+            const sentMs = this.now();
+            const block = await this.chain.actions.setPrice('WETH', next);
+            this.priceE8 = next;
+            this.record.pressure?.push(`${sentMs.toFixed(0)} ms deep drop to ${next} (block ${block})`);
+            await this.push('price', next, 'price', sentMs, block);
+          }),
+        );
+      }
+    }
+  }
+
+  /**
+   * Records the collateral and pending withdrawal a liquidation (the liquidator's, not the harness's)
+   * left: run under the chain lock, so the records stay in the chain's order. A value it records was
+   * made before it was read: its sentMs (the read) is late, which only narrows when it may count.
+   */
+  async noteLiquidations(): Promise<void> {
+    // One getLogs a poll; the vault is read only after a liquidation. From a few blocks back: a reorg
+    // revert reuses block numbers.
+    const head = await this.chain.actions.head();
+    const from =
+      this.liquidationsSeenTo > LIQUIDATION_LOOKBACK_BLOCKS
+        ? this.liquidationsSeenTo - LIQUIDATION_LOOKBACK_BLOCKS
+        : 0n;
+    const logs = await this.chain.actions.publicClient.getContractEvents({
+      address: this.chain.contracts.vault,
+      abi: credanaVaultAbi,
+      eventName: 'Liquidated',
+      fromBlock: from,
+      toBlock: head,
+    });
+    this.liquidationsSeenTo = head;
+    if (logs.length === 0) return;
+    const sentMs = this.now();
+    for (const u of this.users) {
+      const state = await this.chain.vaultState(u.wallet);
+      const last = (quantity: string) =>
+        [...this.record.states].reverse().find((s) => s.quantity === quantity)?.value;
+      if (last(`collateral:${u.userId}`) !== state.collateralBase.toString())
+        await this.push(`collateral:${u.userId}`, state.collateralBase, 'liquidation', sentMs, null);
+      if (last(`pending:${u.userId}`) !== state.pendingBase.toString())
+        await this.push(`pending:${u.userId}`, state.pendingBase, 'liquidation', sentMs, null);
+    }
+  }
+
   /** Keeps polling Redis after the run (until `stop`), so late values are acknowledged. */
   async pollUntilAcked(timeoutMs: number): Promise<number> {
     const until = performance.now() + timeoutMs;
+    // A liquidation after the run: its values are the chain's last ones (looked for from the start).
+    this.liquidationsSeenTo = 0n;
+    await this.noteLiquidations().catch(() => undefined);
     for (;;) {
       await this.pollRedis().catch(() => undefined);
       const left = this.record.states.filter((s) => s.ackedMs === null).length;

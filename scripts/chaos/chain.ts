@@ -9,13 +9,16 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type postgres from 'postgres';
-import type { Address } from 'viem';
-import { createSync } from '../../indexer/sync/index.ts';
+import { type Address, encodeFunctionData, type Hex } from 'viem';
+import { createSync, type DecodedLog } from '../../indexer/sync/index.ts';
+import { accountHealthWad } from '../../liquidator/index.ts';
 import {
   type ContractsFile,
   credanaVaultAbi,
   writeContractsFile,
 } from '../../shared/chain/contracts/index.ts';
+import type { PriceQuote } from '../../shared/credit.ts';
+import { loadAssets } from '../../shared/db/queries/chain.ts';
 import type { Redis } from '../../shared/redis/client.ts';
 import { ACCOUNT, pricesKey, userKeys } from '../../shared/redis/keys.ts';
 import { deployLocalContracts } from '../chain/deploy.ts';
@@ -27,6 +30,8 @@ import type { ChainFacts } from './history.ts';
 export const CHAIN_CONFIRMATIONS = 2;
 /** The indexer's REORG_DEPTH_MAX: well above the deepest reorg the workload makes. */
 export const REORG_DEPTH_MAX = 64;
+/** The liquidator's test USDC (as scripts/dev.ts mints it): $1,000,000. */
+const LIQUIDATOR_USDC_FUNDING = 1_000_000n * 10n ** 6n;
 
 export interface ChainSide {
   node: LocalChain;
@@ -34,6 +39,14 @@ export interface ChainSide {
   contracts: ContractsFile;
   contractsFile: string;
   weth: { token: Address; aggregator: Address };
+  /**
+   * Debt from outside the run's card traffic (as earlier days' settled captures would be): a
+   * `recordSpend` from the deployer, which holds the settler role besides the settlement worker's key
+   * (its own account, so the worker's nonces are untouched). Returns the block.
+   */
+  recordOutsideSpend(wallet: Address, amountUsdc: bigint, ref: string): Promise<bigint>;
+  /** The vault's borrow power of a wallet (USDC, 6 decimals): what a spend may bring its debt up to. */
+  borrowPowerUsdc(wallet: Address): Promise<bigint>;
   /** The vault's state of a wallet for WETH. */
   vaultState(wallet: Address): Promise<{ collateralBase: bigint; pendingBase: bigint; debtUsdc: bigint }>;
   destroy(): Promise<void>;
@@ -56,6 +69,9 @@ export async function startChainSide(): Promise<ChainSide> {
     const asset = contracts.assets.find((a) => a.assetId === 'WETH');
     if (asset === undefined) throw new Error('no WETH in the deployed contracts');
     const weth = { token: asset.token, aggregator: asset.aggregator };
+    // The liquidator repays liquidated debt from its own USDC: minted to it, as the dev stack does
+    // (scripts/dev.ts), and approved to the vault.
+    await actions.fund(localAccount(ROLES.liquidator).address, 'USDC', LIQUIDATOR_USDC_FUNDING);
     const read = (functionName: string, args: readonly unknown[]) =>
       actions.publicClient.readContract({
         address: contracts.vault,
@@ -63,12 +79,33 @@ export async function startChainSide(): Promise<ChainSide> {
         functionName,
         args,
       } as never) as Promise<unknown>;
+    const deployer = localAccount(ROLES.deployer).address;
+    const sendAsDeployer = async (functionName: string, args: readonly unknown[]): Promise<bigint> => {
+      const hash = (await actions.publicClient.request({
+        method: 'eth_sendTransaction',
+        params: [
+          {
+            from: deployer,
+            to: contracts.vault,
+            data: encodeFunctionData({ abi: credanaVaultAbi, functionName, args } as never),
+            gas: '0x7a1200',
+          },
+        ],
+      } as never)) as Hex;
+      const receipt = await actions.publicClient.waitForTransactionReceipt({ hash, pollingInterval: 50 });
+      if (receipt.status !== 'success') throw new Error(`${functionName} reverted`);
+      return receipt.blockNumber;
+    };
+    await sendAsDeployer('grantRole', [await read('SETTLER_ROLE', []), deployer]);
     return {
       node,
       actions,
       contracts,
       contractsFile,
       weth,
+      recordOutsideSpend: (wallet, amountUsdc, ref) =>
+        sendAsDeployer('recordSpend', [wallet, amountUsdc, ref]),
+      borrowPowerUsdc: async (wallet) => (await read('borrowPowerUsdc', [wallet])) as bigint,
       async vaultState(wallet) {
         const collateralBase = (await read('collateralOf', [wallet, weth.token])) as bigint;
         const pending = (await read('pendingWithdrawalOf', [wallet, weth.token])) as readonly [
@@ -133,6 +170,7 @@ export async function gatherChainFacts(
     else if (!row.applied && log.blockNumber <= confirmedUpTo && CREDIT_EVENTS.has(log.eventName))
       unappliedLogs.push(label);
   }
+  const liquidations = await liquidationFacts(chain, sql, logs, users);
   const extraRows = rows
     .filter((r) => !canonical.has(key(r.block_hash, r.log_index)))
     .map((r) => `block ${r.block_number} ${key(r.block_hash, r.log_index)}`);
@@ -209,6 +247,102 @@ export async function gatherChainFacts(
     indexerReorgs,
     settlementLines,
     priceInRedis: priceJson === null ? 'none' : (JSON.parse(priceJson) as { answer: string }).answer,
+    liquidations,
+  };
+}
+
+/**
+ * Every canonical `Liquidated` log with the account as the chain held it just before (the block
+ * before: the harness's node mines each transaction in a block of its own) and just after, judged at
+ * the feed's answer of that block with the liquidator's own arithmetic; and every `liquidations` row.
+ */
+async function liquidationFacts(
+  chain: ChainSide,
+  sql: postgres.Sql,
+  logs: readonly DecodedLog[],
+  users: readonly { userId: string; wallet?: string }[],
+): Promise<NonNullable<ChainFacts['liquidations']>> {
+  const userOf = new Map(
+    users.flatMap((u) => (u.wallet === undefined ? [] : [[u.wallet.toLowerCase(), u.userId]])),
+  );
+  const assets = await loadAssets(sql, chain.contracts.chainId);
+  const client = chain.actions.publicClient;
+  const vault = chain.contracts.vault;
+  const snapshot = async (wallet: Address, blockNumber: bigint) => {
+    const read = (functionName: string, args: readonly unknown[]) =>
+      client.readContract({
+        address: vault,
+        abi: credanaVaultAbi,
+        functionName,
+        args,
+        blockNumber,
+      } as never) as Promise<unknown>;
+    const debtUsdc = (await read('debtOf', [wallet])) as bigint;
+    const collateral = new Map<string, bigint>();
+    const prices = new Map<string, PriceQuote>();
+    for (const a of assets) {
+      const held = (await read('collateralOf', [wallet, a.token])) as bigint;
+      collateral.set(a.assetId, held);
+      // The held assets' aggregators (the indexer's source; `latestAnswer` is the MockAggregator's).
+      if (held === 0n) continue;
+      const aggregator = chain.contracts.assets.find((c) => c.assetId === a.assetId)?.aggregator;
+      if (aggregator === undefined) continue;
+      const answer = (await client.readContract({
+        address: aggregator,
+        abi: LATEST_ANSWER_ABI,
+        functionName: 'latestAnswer',
+        blockNumber,
+      })) as bigint;
+      // Judged at the feed's answer itself: its age is not the question here.
+      prices.set(a.assetId, { answer, updatedAtS: 0 });
+    }
+    const health = accountHealthWad({ debtUsdc, collateral }, assets, prices, 0);
+    return {
+      debtUsdc: debtUsdc.toString(),
+      collateralWeth: (collateral.get('WETH') ?? 0n).toString(),
+      priceWethE8: (prices.get('WETH')?.answer ?? 0n).toString(),
+      healthWad: health === null ? 'no debt' : String(health),
+    };
+  };
+  const events: NonNullable<ChainFacts['liquidations']>['events'] = [];
+  for (const log of logs) {
+    if (log.eventName !== 'Liquidated') continue;
+    const wallet = String(log.args['user']).toLowerCase() as Address;
+    events.push({
+      userId: userOf.get(wallet) ?? null,
+      wallet,
+      block: log.blockNumber.toString(),
+      transactionHash: log.transactionHash.toLowerCase(),
+      seized: String(log.args['collateralSeized']),
+      covered: String(log.args['debtCoveredUsdc']),
+      before: await snapshot(wallet, log.blockNumber - 1n),
+      after: await snapshot(wallet, log.blockNumber),
+    });
+  }
+  const rows = await sql<
+    {
+      id: string;
+      user_id: string;
+      status: string;
+      transaction_hash: string;
+      seized: string;
+      covered: string;
+      last_error: string | null;
+    }[]
+  >`select id::text, user_id::text, status, transaction_hash, collateral_seized_base::text as seized,
+      debt_covered_usdc::text as covered, last_error from liquidations
+    where chain_id = ${chain.contracts.chainId} order by id`;
+  return {
+    events,
+    rows: rows.map((r) => ({
+      id: r.id,
+      userId: r.user_id,
+      status: r.status,
+      transactionHash: r.transaction_hash.toLowerCase(),
+      seized: r.seized,
+      covered: r.covered,
+      lastError: r.last_error,
+    })),
   };
 }
 
@@ -236,7 +370,7 @@ export const LATEST_ANSWER_ABI = [
   },
 ] as const;
 
-/** True when the indexer's cursor is at the chain's head and nothing is left to settle. */
+/** True when the indexer's cursor is at the chain's head and nothing is left to settle or to follow (a liquidation in flight). */
 export async function chainDrained(chain: ChainSide, sql: postgres.Sql): Promise<boolean> {
   const head = await chain.actions.head();
   const [cursor] = await sql<{ b: string }[]>`
@@ -244,6 +378,7 @@ export async function chainDrained(chain: ChainSide, sql: postgres.Sql): Promise
   if (cursor === undefined || BigInt(cursor.b) < head) return false;
   const [open] = await sql<{ n: number }[]>`
     select ((select count(*) from settlements where status <> 'confirmed')
-      + (select count(*) from chain_refunds where status <> 'confirmed'))::int as n`;
+      + (select count(*) from chain_refunds where status <> 'confirmed')
+      + (select count(*) from liquidations where status = 'sent'))::int as n`;
   return open?.n === 0;
 }

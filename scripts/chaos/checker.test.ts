@@ -5,7 +5,9 @@
 // the chain: an approval beyond the credit a withdrawal request left once Redis showed it, a canonical log
 // missing from chain_events, the vault's state off Postgres or Redis, and a rollback deeper than any reorg
 // made are caught; an approval within the credit a deposit allowed from when it was sent is not. A Redis
-// empty restart spares only the records lost just before it, never their money.
+// empty restart spares only the records lost just before it, never their money. And the liquidator's
+// work: a liquidation of a healthy account, a second one for the same shortfall, a row left sent, a
+// confirmed row of no canonical log and a log whose row is not confirmed.
 import { describe, expect, it } from 'vitest';
 import { wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { CHECK_DEFAULTS, checkHistory, creditAtPrice, foldUser, minimalHistory } from './checker.ts';
@@ -443,6 +445,63 @@ describe('the chaos checker', () => {
           .map((v) => v.message)
           .join('\n'),
       ).toContain('exceed the confirmed settlements');
+    });
+    it('catches a liquidation of a healthy account, one twice for the same shortfall, and rows off the chain', () => {
+      const snap = (healthWad: string, debtUsdc: string, collateralWeth: string, priceWethE8: string) => ({
+        healthWad,
+        debtUsdc,
+        collateralWeth,
+        priceWethE8,
+      });
+      const event = (block: string, hash: string, before: string, after: string, debtBefore = '100') => ({
+        userId: USER,
+        wallet: '0xaa',
+        block,
+        transactionHash: hash,
+        seized: '5',
+        covered: '7',
+        before: snap(before, debtBefore, debtBefore === '100' ? '10' : '5', '2000'),
+        after: snap(after, '93', '5', '2000'),
+      });
+      const row = (id: string, hash: string, status: string) => ({
+        id,
+        userId: USER,
+        status,
+        transactionHash: hash,
+        seized: '5',
+        covered: '7',
+        lastError: null,
+      });
+      const h = history({ chain: { states: initial, reorgs: [], failedActions: [] } });
+      const facts = { ...factsFor(h), chain: chainFacts() };
+      // Unhealthy before, healthy after, its row confirmed: clean.
+      facts.chain.liquidations = {
+        events: [event('10', '0x1', '900000000000000000', '1100000000000000000')],
+        rows: [row('1', '0x1', 'confirmed')],
+      };
+      expect(checkHistory(h, facts)).toEqual([]);
+      // Healthy before it: wrongful. Again after the first left it healthy, nothing worse: double too.
+      facts.chain.liquidations = {
+        events: [
+          event('10', '0x1', '900000000000000000', '1100000000000000000'),
+          event('12', '0x2', '1100000000000000000', '1200000000000000000', '93'),
+        ],
+        rows: [row('1', '0x1', 'confirmed'), row('2', '0x2', 'confirmed')],
+      };
+      expect(checkHistory(h, facts).map((v) => v.kind)).toEqual([
+        'wrongful_liquidation',
+        'double_liquidation',
+      ]);
+      // A row left sent, a confirmed row of no canonical log, a log whose row is not confirmed.
+      facts.chain.liquidations = {
+        events: [event('10', '0x1', '900000000000000000', '1100000000000000000')],
+        rows: [row('1', '0x1', 'failed'), row('2', '0x2', 'confirmed'), row('3', '0x3', 'sent')],
+      };
+      expect(
+        checkHistory(h, facts)
+          .map((v) => v.message)
+          .join('\n'),
+      ).toMatch(/its row is failed[\s\S]*confirmed but its transaction 0x2[\s\S]*still sent/);
     });
   });
 });

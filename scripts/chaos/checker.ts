@@ -45,6 +45,10 @@
  *    primary key makes twice impossible; a missing one is the violation), applied once confirmed; no
  *    row of an orphaned block; per user, the vault's collateral, pending withdrawal and debt = Postgres
  *    = Redis; the feed's last answer = Redis's price; every settlement and chain refund confirmed.
+ * 7. Liquidations (checkLiquidations): each canonical `Liquidated` log is one confirmed `liquidations`
+ *    row with its amounts, no confirmed row without its log, none left `sent`; none of an account
+ *    healthy at the feed's answer just before it; no second one of a user when nothing worsened since
+ *    the first left the account healthy.
  */
 import { borrowPower } from '../../shared/credit.ts';
 import { WETH } from '../../test/support/fixtures.ts';
@@ -72,7 +76,10 @@ export type ViolationKind =
   | 'not_healed'
   | 'process_crash'
   | 'chain_log'
-  | 'chain_state';
+  | 'chain_state'
+  | 'liquidation_record'
+  | 'wrongful_liquidation'
+  | 'double_liquidation';
 
 export interface Violation {
   kind: ViolationKind;
@@ -612,6 +619,87 @@ export function checkChain(history: ChaosHistory, chain: ChainFacts): Violation[
     );
   if (chain.unconfirmedSettlements.length > 0)
     add('not_healed', null, `settlements not confirmed: ${few(chain.unconfirmedSettlements)}`);
+  violations.push(...checkLiquidations(chain));
+  return violations;
+}
+
+const WAD = 10n ** 18n;
+
+/** Below a health factor of 1 (WAD), as the liquidator judges it ('no debt' and 'stale' are not). */
+const unhealthy = (healthWad: string) => /^\d+$/.test(healthWad) && BigInt(healthWad) < WAD;
+
+/**
+ * The liquidator's work (see the header, 7): every canonical `Liquidated` log is the transaction of
+ * exactly one `liquidations` row, confirmed, with the same amounts; every confirmed row's transaction
+ * is a canonical `Liquidated` log; no row left `sent`; no account liquidated while it was healthy at the
+ * feed's answer of the block before (a wrongful liquidation); and no second liquidation of a user when
+ * nothing worsened since the first left the account healthy (the same shortfall twice). Indexed once
+ * and applied: rule 6 (chain_events, and the vault = Postgres = Redis balances).
+ */
+export function checkLiquidations(chain: ChainFacts): Violation[] {
+  const violations: Violation[] = [];
+  const facts = chain.liquidations;
+  if (facts === undefined) return violations;
+  const add = (kind: ViolationKind, userId: string | null, message: string) =>
+    violations.push({ kind, userId, atMs: null, message, eventIds: [] });
+  const rowsByHash = new Map<string, typeof facts.rows>();
+  for (const r of facts.rows)
+    rowsByHash.set(r.transactionHash, [...(rowsByHash.get(r.transactionHash) ?? []), r]);
+  const canonical = new Set(facts.events.map((e) => e.transactionHash));
+  for (const e of facts.events) {
+    const rows = rowsByHash.get(e.transactionHash) ?? [];
+    const label = `liquidation of ${e.wallet} in block ${e.block} (${e.transactionHash}, seized ${e.seized}, covered ${e.covered})`;
+    if (rows.length !== 1)
+      add('liquidation_record', e.userId, `${label}: ${rows.length} liquidations rows name it`);
+    else if (
+      rows[0]!.status !== 'confirmed' ||
+      rows[0]!.seized !== e.seized ||
+      rows[0]!.covered !== e.covered
+    )
+      add(
+        'liquidation_record',
+        e.userId,
+        `${label}: its row is ${rows[0]!.status} (seized ${rows[0]!.seized}, covered ${rows[0]!.covered}, ${rows[0]!.lastError ?? 'no error'})`,
+      );
+    if (!unhealthy(e.before.healthWad))
+      add(
+        'wrongful_liquidation',
+        e.userId,
+        `${label}: before it the account was healthy at the feed's answer (health ${e.before.healthWad}, debt ${e.before.debtUsdc} USDC units, collateral ${e.before.collateralWeth} at ${e.before.priceWethE8})`,
+      );
+  }
+  for (const r of facts.rows) {
+    if (r.status === 'sent')
+      add(
+        'liquidation_record',
+        r.userId,
+        `liquidations row ${r.id} (${r.transactionHash}) still sent at the end`,
+      );
+    if (r.status === 'confirmed' && !canonical.has(r.transactionHash))
+      add(
+        'liquidation_record',
+        r.userId,
+        `liquidations row ${r.id} is confirmed but its transaction ${r.transactionHash} liquidated nothing on the canonical chain`,
+      );
+  }
+  const byUser = new Map<string, typeof facts.events>();
+  for (const e of facts.events) byUser.set(e.wallet, [...(byUser.get(e.wallet) ?? []), e]);
+  for (const events of byUser.values()) {
+    for (let i = 1; i < events.length; i++) {
+      const a = events[i - 1]!;
+      const b = events[i]!;
+      const nothingWorse =
+        BigInt(b.before.priceWethE8) >= BigInt(a.after.priceWethE8) &&
+        BigInt(b.before.debtUsdc) <= BigInt(a.after.debtUsdc) &&
+        BigInt(b.before.collateralWeth) >= BigInt(a.after.collateralWeth);
+      if (nothingWorse && !unhealthy(a.after.healthWad))
+        add(
+          'double_liquidation',
+          b.userId,
+          `${b.wallet} liquidated in block ${a.block} (health after ${a.after.healthWad}) and again in block ${b.block} with nothing worse between (${b.transactionHash})`,
+        );
+    }
+  }
   return violations;
 }
 

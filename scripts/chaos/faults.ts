@@ -7,6 +7,7 @@
  * cut or slowed); then played against the system. The third lane is drawn after the other two, so a seed
  * plays the same first two lanes with the chain and without it. Clock offsets (`planClockFaults`) come
  * from a stream of their own and only when asked for, so they move no other fault of any seed.
+ * A fourth lane, drawn last, is the liquidator's (LIQUIDATOR_FAULTS).
  */
 import { performance } from 'node:perf_hooks';
 import type { FaultKind, FaultRecord } from './history.ts';
@@ -67,6 +68,20 @@ export const CHAIN_FAULTS: FaultKind[] = [
  * NTP skew, stepped in at the start and stepped back at the end; scripts/chaos/clock-offset.mjs).
  */
 export const CLOCK_FAULTS: FaultKind[] = ['clock_offset'];
+
+/**
+ * The liquidator's faults: a lane of their own, drawn after every other lane (so a seed's other faults
+ * stay where they were before the liquidator ran), every one aimed at `liquidator-0`. The chain lane's
+ * RPC faults on `all` reach it too.
+ */
+export const LIQUIDATOR_FAULTS: FaultKind[] = [
+  'kill_liquidator',
+  'stop_chain_worker',
+  'rpc_stall',
+  'rpc_cut',
+  'rpc_latency',
+];
+const LIQUIDATOR = 'liquidator-0';
 
 export interface ScheduleOptions {
   durationMs: number;
@@ -159,9 +174,29 @@ export function planFaults(rand: Random, o: ScheduleOptions): FaultRecord[] {
       atMs += durationMs + rand.int(300, 2_500);
     }
   };
+  const liquidatorLane = () => {
+    let atMs = rand.int(1_000, 4_000);
+    while (atMs < endMs) {
+      const kind = rand.pick(LIQUIDATOR_FAULTS);
+      const durationMs = Math.min(rand.int(300, 4_000), Math.max(100, endMs - atMs));
+      const detail = kind === 'rpc_latency' ? `${rand.int(20, 400)}ms` : '';
+      if (o.kinds?.includes(kind) ?? true)
+        faults.push({
+          kind,
+          target: LIQUIDATOR,
+          detail,
+          plannedAtMs: atMs,
+          durationMs,
+          startedMs: null,
+          endedMs: null,
+        });
+      atMs += durationMs + rand.int(1_000, 5_000);
+    }
+  };
   lane(PROCESS_FAULTS);
   lane(SERVER_FAULTS);
   if (o.chain === true) chainLane();
+  if (o.chain === true) liquidatorLane();
   return faults.sort((a, b) => a.plannedAtMs - b.plannedAtMs);
 }
 
@@ -214,13 +249,14 @@ function targets(system: ChaosSystem, target: string, chainOnly = false): Manage
 /** Plays one fault: start, hold for its duration, end. Errors are recorded in the fault's detail. */
 async function play(system: ChaosSystem, f: FaultRecord, now: () => number): Promise<void> {
   f.startedMs = now();
-  const procs = targets(system, f.target, CHAIN_FAULTS.includes(f.kind));
+  const procs = targets(system, f.target, CHAIN_FAULTS.includes(f.kind) || f.kind === 'kill_liquidator');
   try {
     switch (f.kind) {
       case 'kill_hot_path':
       case 'kill_writer':
       case 'kill_indexer':
       case 'kill_settlement':
+      case 'kill_liquidator':
         for (const p of procs) await system.kill(p);
         await sleep(f.durationMs);
         for (const p of procs) await system.restart(p);
@@ -324,7 +360,8 @@ export async function playFaults(
       (f) =>
         SERVER_FAULTS.includes(f.kind) || f.kind === REDIS_EMPTY_RESTART || CLUSTER_FAULTS.includes(f.kind),
     ),
-    faults.filter((f) => CHAIN_FAULTS.includes(f.kind)),
+    faults.filter((f) => CHAIN_FAULTS.includes(f.kind) && f.target !== LIQUIDATOR),
+    faults.filter((f) => f.target === LIQUIDATOR),
     // One clock lane per process (planClockFaults).
     ...[...new Set(faults.filter((f) => f.kind === 'clock_offset').map((f) => f.target))].map((target) =>
       faults.filter((f) => f.kind === 'clock_offset' && f.target === target),

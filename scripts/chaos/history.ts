@@ -95,6 +95,7 @@ export type FaultKind =
   | 'postgres_latency'
   | 'kill_indexer'
   | 'kill_settlement'
+  | 'kill_liquidator'
   | 'stop_chain_worker'
   | 'rpc_stall'
   | 'rpc_cut'
@@ -141,7 +142,15 @@ export interface ChaosHistory {
 export interface ChainStateRecord {
   quantity: string;
   value: string;
-  cause: 'initial' | 'deposit' | 'withdrawal_request' | 'withdrawal_cancel' | 'price' | 'reorg';
+  cause:
+    | 'initial'
+    | 'deposit'
+    | 'withdrawal_request'
+    | 'withdrawal_cancel'
+    | 'price'
+    | 'reorg'
+    /** The liquidator's (read by the harness after it happened; see chain-workload.ts noteLiquidations). */
+    | 'liquidation';
   /** When the transaction that made it was sent (a revert's restored value: the revert): it may count from then. */
   sentMs: number;
   /** When Redis first showed it or a later value of the quantity; the value before it may count until then. */
@@ -163,6 +172,8 @@ export interface ChainHistory {
   reorgs: ReorgRecord[];
   /** Chain actions that failed (a revert from the vault, an RPC error): not in `states`. */
   failedActions: string[];
+  /** What the liquidator's pressure stream sent (outside spends, deep drops); absent in older histories. */
+  pressure?: string[];
 }
 
 /** What the chain and the indexed state held at the end (runs with the chain). */
@@ -201,6 +212,39 @@ export interface ChainFacts {
   indexerReorgs: { depth: number; ancestor: string }[];
   /** Per user: settlements, chain refunds and the ledger's user_unsettled entries (for a report). */
   settlementLines?: Record<string, string[]>;
+  /** The liquidator's work (absent in histories from before it ran in the harness). */
+  liquidations?: {
+    /** Each canonical `Liquidated` log, with the account just before and just after its block. */
+    events: {
+      userId: string | null;
+      wallet: string;
+      block: string;
+      transactionHash: string;
+      seized: string;
+      covered: string;
+      before: LiquidationSnapshot;
+      after: LiquidationSnapshot;
+    }[];
+    /** Every `liquidations` row. */
+    rows: {
+      id: string;
+      userId: string;
+      status: string;
+      transactionHash: string;
+      seized: string;
+      covered: string;
+      lastError: string | null;
+    }[];
+  };
+}
+
+/** A vault account at one block, judged at the feed's answer of that block (liquidator/index.ts accountHealthWad). */
+export interface LiquidationSnapshot {
+  debtUsdc: string;
+  collateralWeth: string;
+  priceWethE8: string;
+  /** The health factor in WAD, 'no debt', or 'stale'. */
+  healthWad: string;
 }
 
 /** What Postgres and Redis held after the system healed and drained. */

@@ -18,6 +18,7 @@ import {
   CHAIN_FAULTS,
   CLOCK_FAULTS,
   CLUSTER_FAULTS,
+  LIQUIDATOR_FAULTS,
   PROCESS_FAULTS,
   REDIS_EMPTY_RESTART,
   SERVER_FAULTS,
@@ -98,6 +99,7 @@ function faultKinds(raw: string | undefined): FaultKind[] | null {
     REDIS_EMPTY_RESTART,
     ...CLUSTER_FAULTS,
     ...CHAIN_FAULTS,
+    ...LIQUIDATOR_FAULTS,
     ...CLOCK_FAULTS,
   ];
   const kinds = raw.split(',').filter((k) => k !== '');

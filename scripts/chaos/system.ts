@@ -150,7 +150,10 @@ export async function startPostgresSide(): Promise<PostgresSide> {
   };
 }
 
-export type ProcessKind = 'hot-path' | 'writer' | 'indexer' | 'settlement';
+export type ProcessKind = 'hot-path' | 'writer' | 'indexer' | 'settlement' | 'liquidator';
+
+/** The processes that run against the chain (its RPC through a proxy of their own, Postgres directly). */
+const CHAIN_WORKERS: readonly ProcessKind[] = ['indexer', 'settlement', 'liquidator'];
 
 export interface ManagedProcess {
   name: string;
@@ -181,7 +184,7 @@ export interface ChaosSystemOptions {
   fallbackGrantCentsMax: number;
   /** How the services reach Postgres: through PgBouncer (transaction pooling, production's way) or directly. */
   postgresRoute: 'pgbouncer' | 'direct';
-  /** The chain, when the run has one: the indexer and the settlement worker run against it. */
+  /** The chain, when the run has one: the indexer, the settlement worker and the liquidator run against it. */
   chain: ChainSide | null;
   /** The hot paths and writers run with the clock-offset preload (the run plays `clock_offset`). */
   clockOffsets?: boolean;
@@ -203,7 +206,7 @@ export interface ChaosSystem {
   sigcont(p: ManagedProcess): void;
   /** Sets a hot path's or writer's wall-clock offset (clock-offset.mjs), now and for its restarts. */
   setClockOffset(p: ManagedProcess, offsetMs: number): void;
-  /** Starts the indexer and the settlement worker (once the assets and the users' wallets are in). */
+  /** Starts the indexer, the settlement worker and the liquidator (once the assets and the users' wallets are in). */
   startChainWorkers(): Promise<void>;
   /** Every proxy resumed, no latency, every process continued and running. */
   heal(): Promise<void>;
@@ -218,6 +221,11 @@ const SERVICES: Record<ProcessKind, { entry: string; ready: string; args: string
   settlement: {
     entry: 'settlement/main.ts',
     ready: 'settlement worker started',
+    args: ['--poll-interval-ms', '200', '--resend-after-ms', '3000'],
+  },
+  liquidator: {
+    entry: 'liquidator/main.ts',
+    ready: 'liquidator started',
     args: ['--poll-interval-ms', '200', '--resend-after-ms', '3000'],
   },
 };
@@ -266,7 +274,7 @@ function processEnv(
         ? { NODE_OPTIONS: `--import=${CLOCK_PRELOAD}`, CHAOS_CLOCK_FILE: clockFile(options.prefix, p.name) }
         : {};
     if (p.kind === 'writer') return { ...common, ...clock, LEDGER_WRITER_PORT: '0' };
-    if (p.kind === 'indexer' || p.kind === 'settlement') {
+    if (CHAIN_WORKERS.includes(p.kind)) {
       const chain = options.chain;
       if (chain === null || p.rpcProxy === null) throw new Error(`${p.name} needs the chain`);
       // Session advisory locks: straight to Postgres (through the process's own proxy), not PgBouncer.
@@ -284,6 +292,12 @@ function processEnv(
         REORG_DEPTH_MAX: String(REORG_DEPTH_MAX),
         ...(p.kind === 'settlement'
           ? { SETTLER_PRIVATE_KEY: localAccount(ROLES.settler).privateKey, SETTLEMENT_METRICS_PORT: '0' }
+          : {}),
+        ...(p.kind === 'liquidator'
+          ? {
+              LIQUIDATOR_PRIVATE_KEY: localAccount(ROLES.liquidator).privateKey,
+              LIQUIDATOR_METRICS_PORT: '0',
+            }
           : {}),
       };
     }
@@ -307,7 +321,7 @@ async function makeProcesses(
 ): Promise<ManagedProcess[]> {
   const processes: ManagedProcess[] = [];
   const make = async (kind: ProcessKind, i: number) => {
-    const chainWorker = kind === 'indexer' || kind === 'settlement';
+    const chainWorker = CHAIN_WORKERS.includes(kind);
     const p: ManagedProcess = {
       name: `${kind}-${i}`,
       kind,
@@ -334,6 +348,7 @@ async function makeProcesses(
   if (options.chain !== null) {
     await make('indexer', 0);
     await make('settlement', 0);
+    await make('liquidator', 0);
   }
 
   return processes;
@@ -435,9 +450,7 @@ export async function startSystem(
       await spawn(p);
     },
     async startChainWorkers() {
-      await Promise.all(
-        processes.filter((p) => p.kind === 'indexer' || p.kind === 'settlement').map((p) => spawn(p)),
-      );
+      await Promise.all(processes.filter((p) => CHAIN_WORKERS.includes(p.kind)).map((p) => spawn(p)));
     },
     sigstop(p) {
       if (p.current === null || p.stopped) return;

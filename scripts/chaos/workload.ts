@@ -118,6 +118,7 @@ export class Workload {
       deriveRandom(options.seed, 'chain'),
       this.prefix,
       this.startedMs,
+      deriveRandom(options.seed, 'chain-drops'),
     );
     const specs = Array.from({ length: options.users }, () => {
       const creditCents = BigInt(this.rand.int(500, 5_000) * 100);

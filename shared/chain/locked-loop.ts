@@ -1,6 +1,7 @@
 /**
  * The loop of a chain worker that must run once per chain (the settlement worker, the liquidator):
- * take the chain's session lock or fail, then run a round every poll interval until told to stop;
+ * take the chain's session lock (waiting out an unreachable Postgres) or fail when another process holds
+ * it, then run a round every poll interval until told to stop;
  * a round that throws is logged and the next one tries again. The lock is released on the way out.
  *
  * It is an invariant that a round runs only while this process holds the lock. The lock lives on one
@@ -13,7 +14,7 @@
 
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
-import { tryExclusiveSession } from '../db/locks.ts';
+import { type ExclusiveSession, tryExclusiveSession } from '../db/locks.ts';
 import { LIMITS } from './limits.ts';
 
 export interface LockedLoopOptions {
@@ -66,8 +67,40 @@ async function within(check: Promise<boolean>, timeoutMs: number): Promise<boole
   }
 }
 
+/**
+ * Takes the chain's session lock. Postgres unreachable (a cut, a restart) is waited out, a poll
+ * interval at a time, until it answers or the worker is told to stop (null): a worker started during an
+ * outage does not exit and leave the chain unattended until a supervisor's restart (chaos seed 5,
+ * docs/chaos.md). A refused configuration (a transaction-pooled URL) still throws at once.
+ */
+async function takeLock(options: LockedLoopOptions): Promise<ExclusiveSession | null> {
+  for (;;) {
+    try {
+      return await tryExclusiveSession(options.sql, options.lock, options.chainId);
+    } catch (error) {
+      if (!isConnectionError(error)) throw error;
+      options.logger.warn(
+        { err: error },
+        `${options.holder}: Postgres did not answer while taking the chain's lock; retrying`,
+      );
+    }
+    await options.sleep(options.pollIntervalMs);
+    if (options.stopping()) return null;
+  }
+}
+
+/** A lost or refused connection (node's socket errors, postgres.js's connection errors). */
+function isConnectionError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return (
+    typeof code === 'string' &&
+    /^(ECONN|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|CONNECT_TIMEOUT|CONNECTION_|57P0)/.test(code)
+  );
+}
+
 export async function runLockedLoop(options: LockedLoopOptions): Promise<void> {
-  const session = await tryExclusiveSession(options.sql, options.lock, options.chainId);
+  const session = await takeLock(options);
+  if (session === null && options.stopping()) return;
   if (session === null) throw new Error(`another ${options.holder} holds chain ${options.chainId}`);
   const held = () => within(session.held(), LIMITS.sessionLockCheckTimeoutMs);
   options.status?.attach(held);
