@@ -60,7 +60,7 @@ const POLICIES: Record<string, string[]> = {
     'withdrawals',
   ],
   decisions: ['analytics', 'hot_path', 'ledger_writer', 'reconciliation', 'supabase_sync'],
-  fallback_decisions: ['hot_path', 'reconciliation'],
+  fallback_decisions: ['hot_path', 'indexer', 'reconciliation', 'withdrawals'],
   ledger_entries: [
     'analytics',
     'hot_path',
