@@ -8,7 +8,7 @@ import { createDatabase, type Database } from '../../shared/db/client.ts';
 import type { FallbackGrant } from '../../shared/lifecycle/adoption.ts';
 import { createLifecycle, type Lifecycle } from '../../shared/lifecycle/handler.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
-import type { Redis } from '../../shared/redis/client.ts';
+import { deleteKeys, type Redis, scanKeys } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
 import { createMarket, type Market } from '../../shared/redis/market.ts';
 import { authorizationRequestEvent, lifecycleEvent } from '../../shared/stripe/events.ts';
@@ -304,15 +304,14 @@ describe('Redis lost its data', () => {
   /** Redis loses everything it had for the user (the outbox is drained first: nothing else is lost). */
   async function loseUserData(userId: string) {
     await drainOutbox(services.redis, services.database.sql, services.prefix);
+    // Every primary's keys (on a cluster the user's keys live on one shard, not on the node a plain SCAN
+    // would ask), deleted one by one.
     const keys: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, batch] = await services.redis.scan(cursor, 'MATCH', `${services.prefix}*:u:${userId}*`);
-      cursor = next;
+    await scanKeys(services.redis, `${services.prefix}*:u:${userId}*`, async (batch) => {
       keys.push(...batch);
-    } while (cursor !== '0');
+    });
     expect(keys.length).toBeGreaterThan(0);
-    await services.redis.del(...keys);
+    await deleteKeys(services.redis, keys);
   }
 
   it.each([
