@@ -294,54 +294,37 @@ async function answer(
     roundTrips++;
   }
   const acked = waiter !== null && approvedReply ? { replicasAcked } : {};
-  switch (reply[0]) {
-    case 'ok': {
-      const outcome: DecisionOutcome = {
-        approved: reply[1] === '1',
-        amountCents: BigInt(reply[2]),
-        reason: reply[3],
-        decisionId,
-        source: 'redis',
-        replay: false,
-        redisRoundTrips: roundTrips,
-        ...acked,
-      };
-      if (!outcome.approved || replicasAcked >= waitReplicas) return outcome;
-      stillOn();
-      return withdrawUnreplicated(
-        { ...deps, prefix: deps.settings.REDIS_KEY_PREFIX },
-        event,
-        userId,
-        encodeStoredAnswer(outcome),
-        outcome,
-        decidedAtMs,
-        redisDeadlineMs,
-      );
-    }
-    case 'dup': {
-      // A replay answers the stored first answer; an approval among them only once replicated too
-      // (the first attempt may have died between its script and its WAIT).
-      const outcome: DecisionOutcome = {
-        ...parseStoredAnswer(reply[1]),
-        source: 'redis',
-        replay: true,
-        redisRoundTrips: roundTrips,
-        ...acked,
-      };
-      if (!outcome.approved || replicasAcked >= waitReplicas) return outcome;
-      stillOn();
-      return withdrawUnreplicated(
-        { ...deps, prefix: deps.settings.REDIS_KEY_PREFIX },
-        event,
-        userId,
-        reply[1],
-        outcome,
-        decidedAtOf(outcome.decisionId, decidedAtMs),
-        redisDeadlineMs,
-      );
-    }
-    case 'missing':
-    case 'changed':
-      return undefined;
-  }
+  if (reply[0] === 'missing' || reply[0] === 'changed') return undefined;
+  // A new decision, or a replay answering the stored first answer; an approval among either only once
+  // replicated (a replay's first attempt may have died between its script and its WAIT).
+  const outcome: DecisionOutcome =
+    reply[0] === 'dup'
+      ? {
+          ...parseStoredAnswer(reply[1]),
+          source: 'redis',
+          replay: true,
+          redisRoundTrips: roundTrips,
+          ...acked,
+        }
+      : {
+          approved: reply[1] === '1',
+          amountCents: BigInt(reply[2]),
+          reason: reply[3],
+          decisionId,
+          source: 'redis',
+          replay: false,
+          redisRoundTrips: roundTrips,
+          ...acked,
+        };
+  if (!outcome.approved || replicasAcked >= waitReplicas) return outcome;
+  stillOn();
+  return withdrawUnreplicated(
+    { ...deps, prefix: deps.settings.REDIS_KEY_PREFIX },
+    event,
+    userId,
+    reply[0] === 'dup' ? reply[1] : encodeStoredAnswer(outcome),
+    outcome,
+    outcome.replay ? decidedAtOf(outcome.decisionId, decidedAtMs) : decidedAtMs,
+    redisDeadlineMs,
+  );
 }
