@@ -21,24 +21,36 @@ export function processCpuMs(pid: number | undefined): number | null {
   }
 }
 
-/** User + system CPU (ms) of every local process named `name` (e.g. every `postgres` backend). */
-export function processesCpuMs(name: string): number | null {
+/** Every local process's command name and user + system CPU (ms) so far; null when /proc is not there. */
+export function everyProcessCpuMs(): Map<number, { comm: string; cpuMs: number }> | null {
+  let pids: string[];
   try {
-    let ticks = 0;
-    for (const pid of readdirSync('/proc')) {
-      if (!/^\d+$/.test(pid)) continue;
-      let stat: string;
-      try {
-        stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      } catch {
-        continue; // exited meanwhile
-      }
-      if (stat.includes(`(${name})`)) ticks += ticksOf(stat);
-    }
-    return (ticks * 1000) / TICKS_PER_S;
+    pids = readdirSync('/proc');
   } catch {
     return null;
   }
+  const out = new Map<number, { comm: string; cpuMs: number }>();
+  for (const pid of pids) {
+    if (!/^\d+$/.test(pid)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    out.set(Number(pid), { comm, cpuMs: (ticksOf(stat) * 1000) / TICKS_PER_S });
+  }
+  return out;
+}
+
+/** User + system CPU (ms) of every local process named `name` (e.g. every `postgres` backend). */
+export function processesCpuMs(name: string): number | null {
+  const all = everyProcessCpuMs();
+  if (all === null) return null;
+  let ms = 0;
+  for (const { comm, cpuMs } of all.values()) if (comm === name) ms += cpuMs;
+  return ms;
 }
 
 /**

@@ -11,6 +11,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { OpenLoopResult } from './open-loop.ts';
 import { percentile } from './open-loop.ts';
+import { everyProcessCpuMs } from './proc-cpu.ts';
 import type { ProbeReport } from './tail-probe.ts';
 
 /** CPU and run-queue wait (ms) of one task so far, from /proc/<pid>/schedstat; null when gone. */
@@ -54,33 +55,6 @@ export interface Timeline {
 
 /** How often every process's CPU is read (a /proc scan of every pid: too costly every 10 ms). */
 const PROCESS_STEP_MS = 100;
-
-/** utime + stime (ms) and command name of every process, from /proc/<pid>/stat (10 ms ticks). */
-function everyProcessCpu(): Map<number, { comm: string; cpuMs: number }> {
-  const out = new Map<number, { comm: string; cpuMs: number }>();
-  let pids: string[];
-  try {
-    pids = readdirSync('/proc');
-  } catch {
-    return out; // Not Linux.
-  }
-  for (const pid of pids) {
-    if (!/^\d+$/.test(pid)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    } catch {
-      continue; // exited meanwhile
-    }
-    const close = stat.lastIndexOf(')');
-    const fields = stat.slice(close + 2).split(' ');
-    out.set(Number(pid), {
-      comm: stat.slice(stat.indexOf('(') + 1, close),
-      cpuMs: (Number(fields[11]) + Number(fields[12])) * 10,
-    });
-  }
-  return out;
-}
 
 export function startTimeline(pids: TimelinePids, stepMs = 10): { stop(): Timeline } {
   const timeline: Timeline = {
@@ -152,9 +126,9 @@ export function startTimeline(pids: TimelinePids, stepMs = 10): { stop(): Timeli
     timeline.busyMs.push(now.busy - last.busy);
     last = now;
   }, stepMs);
-  let lastProcesses = { atMs: last.atMs, cpu: everyProcessCpu() };
+  let lastProcesses = { atMs: last.atMs, cpu: everyProcessCpuMs() ?? new Map() };
   const processTimer = setInterval(() => {
-    const now = { atMs: performance.timeOrigin + performance.now(), cpu: everyProcessCpu() };
+    const now = { atMs: performance.timeOrigin + performance.now(), cpu: everyProcessCpuMs() ?? new Map() };
     const cpuMsByLabel: Record<string, number> = {};
     for (const [pid, { comm, cpuMs }] of now.cpu) {
       // A process started meanwhile counts from 0.
