@@ -22,7 +22,13 @@ afterAll(async () => {
 
 function acker() {
   const metrics = createLedgerWriterMetrics();
-  const base = { redis: services.redis, group: GROUP, consumer: 'ack-test', metrics };
+  const base = {
+    redis: services.redis,
+    group: GROUP,
+    consumer: 'ack-test',
+    writerId: 'ack-test/1',
+    metrics,
+  };
   const { recreateGroupIfGone } = createShardReader(base);
   return {
     metrics,

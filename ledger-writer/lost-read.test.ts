@@ -6,15 +6,16 @@
 // back and then cuts the connection; the reader's own client on the proxy, as the writer's is.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createRedis, type Redis } from '../shared/redis/client.ts';
-import { outboxKey } from '../shared/redis/keys.ts';
+import { outboxKey, shardLeaseKey } from '../shared/redis/keys.ts';
 import { type RedisServer, startRedisServer } from '../test/support/processes.ts';
 import { startTcpProxy, type TcpProxy } from '../test/support/tcp-proxy.ts';
 import { createLedgerWriterMetrics } from './metrics.ts';
 import type { OwnedShard } from './shards.ts';
-import { createShardReader } from './stream-read.ts';
+import { createShardReader, LEASE_LOST, type ReadEntry } from './stream-read.ts';
 
 const GROUP = 'ledger-writer';
 const CONSUMER = 'writer-a';
+const WRITER = 'writer-a/1';
 let server: RedisServer;
 let proxy: TcpProxy;
 /** Straight to the server: the test's own view. */
@@ -46,17 +47,28 @@ async function until(condition: () => Promise<boolean>, what: string): Promise<v
 
 it('claims the entries of a read whose reply was lost before it hands out newer ones', async () => {
   const metrics = createLedgerWriterMetrics();
-  const { readShard } = createShardReader({ redis: viaProxy, group: GROUP, consumer: CONSUMER, metrics });
+  const { readShard } = createShardReader({
+    redis: viaProxy,
+    group: GROUP,
+    consumer: CONSUMER,
+    writerId: WRITER,
+    metrics,
+  });
   const shard: OwnedShard = {
     shard: 0,
     stream: outboxKey('lost:', 0),
+    leaseKey: shardLeaseKey('lost:', 0),
     epoch: 1n,
     claimCursor: null,
     validUntilMs: Number.POSITIVE_INFINITY,
     pollMs: 0,
     nextPollAtMs: 0,
   };
+  await direct.set(shard.leaseKey, WRITER);
   await direct.xgroup('CREATE', shard.stream, GROUP, '0', 'MKSTREAM');
+  // A first read loads the read script into the server (an EVALSHA the server does not know yet is
+  // answered NOSCRIPT and sent again as EVAL: a reply the stalled proxy would hold back).
+  expect(await readShard(shard, 10)).toEqual([]);
   const first = (await direct.xadd(shard.stream, '*', 'n', 'hold'))!;
 
   // The reader's connection is up (a connection still starting would queue the read in the client).
@@ -75,9 +87,11 @@ it('claims the entries of a read whose reply was lost before it hands out newer 
   proxy.resume();
 
   // What the reader hands out, read after read, until it has handed out both entries (or gives up).
-  const handedOut: string[] = (await read).map((e) => e.id);
+  const ids = (r: ReadEntry[] | typeof LEASE_LOST) =>
+    r === LEASE_LOST ? ['lease lost'] : r.map((e) => e.id);
+  const handedOut: string[] = ids(await read);
   for (let i = 0; i < 20 && !(handedOut.includes(first) && handedOut.includes(second)); i++)
-    handedOut.push(...(await readShard(shard, 10)).map((e) => e.id));
+    handedOut.push(...ids(await readShard(shard, 10)));
 
   // In the stream's order: the first entry before the second, each once.
   expect(handedOut).toEqual([first, second]);

@@ -29,7 +29,13 @@ function toObject(flat: string[]): Record<string, string> {
 
 it('acks the deleted, dead-letters the invalid, and puts the valid oldest first', async () => {
   const metrics = createLedgerWriterMetrics();
-  const base = { redis: services.redis, group: GROUP, consumer: 'prepare-test', metrics };
+  const base = {
+    redis: services.redis,
+    group: GROUP,
+    consumer: 'prepare-test',
+    writerId: 'prepare-test/1',
+    metrics,
+  };
   const acker = createAcker({
     ...base,
     prefix: services.prefix,

@@ -49,6 +49,8 @@ const RELEASE = luaScript(
 export interface OwnedShard {
   shard: number;
   stream: string;
+  /** Its lease key (`<prefix>{s:NNN}:writer`): every read checks it names this writer (stream-read.ts). */
+  leaseKey: string;
   /** The fencing epoch this writer took the shard at; checked by every transaction. */
   epoch: bigint;
   /** XAUTOCLAIM cursor while the shard's pending entries are being claimed; null once all are. */
@@ -169,6 +171,10 @@ export function createShardOwnership(options: ShardOwnershipOptions) {
         if (shard !== undefined && shard.epoch === epochs.get(stream)) drop(shard.shard, 'fenced');
       }
     },
+    /** A read found the shard's lease no longer this writer's (stream-read.ts): it reads it no more. */
+    lost(shard: OwnedShard): void {
+      if (owned.get(shard.shard) === shard) drop(shard.shard, 'lease_lost');
+    },
     /** Whether a shard may be read now (owned, lease valid). */
     readable(shard: OwnedShard, nowMs: number): boolean {
       if (owned.get(shard.shard) !== shard) return false;
@@ -250,6 +256,7 @@ async function acquire(ownership: Ownership, shards: readonly number[]): Promise
       owned.set(shard, {
         shard,
         stream,
+        leaseKey: shardLeaseKey(prefix, shard),
         epoch: BigInt(row.epoch),
         claimCursor: '0-0',
         validUntilMs: renewedMs + leaseMs,

@@ -2,11 +2,18 @@
  * The writer's stream consumer: reads the owned shards' outbox streams (one command per shard, no BLOCK,
  * so one slot each on a Redis Cluster), claims a taken-over shard's pending entries first, polls idle
  * shards less often, and recreates a consumer group that Redis lost. See writer.ts for the whole loop.
+ *
+ * Every read checks the shard's lease in the same script (READ_LEASED, CLAIM_LEASED): entries are
+ * delivered to this writer's consumer only while it holds the lease. A check before the command would
+ * not do: a writer paused between its check and its read (SIGSTOP, a long GC, a VM migration) would
+ * read after the new owner took the shard and claimed its pending entries, and what it was handed would
+ * sit pending for a fenced consumer, read by no one, while the new owner wrote the entries after them.
  */
 import { replyCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/observability/logger.ts';
 import { errorText } from '../shared/outbox/dead-letters.ts';
 import { connectionCloses, type Redis } from '../shared/redis/client.ts';
+import { luaScript, runScript } from '../shared/redis/script.ts';
 import { limits } from './limits.ts';
 import type { LedgerWriterMetrics } from './metrics.ts';
 import type { OwnedShard, ShardOwnership } from './shards.ts';
@@ -21,11 +28,13 @@ export interface StreamReaderOptions {
   redis: Redis;
   group: string;
   consumer: string;
+  /** The value of the shard leases this writer holds (shards.ts). */
+  writerId: string;
   batchMax: number;
   batchWaitMs: number;
   metrics: LedgerWriterMetrics;
   logger?: Logger | undefined;
-  ownership: Pick<ShardOwnership, 'owned' | 'readable'>;
+  ownership: Pick<ShardOwnership, 'owned' | 'readable' | 'lost'>;
   /** Whether the writer is stopping: the next read then comes back empty at once. */
   isStopping: () => boolean;
 }
@@ -72,11 +81,31 @@ export function streamReply(reply: unknown[] | null): [string, unknown][] {
   return pairs;
 }
 
-/** Reads one shard at a time (XAUTOCLAIM while claiming, else XREADGROUP), recreating a lost group. */
+/**
+ * XREADGROUP '>' of KEYS[2] if this writer (ARGV[1]) holds the lease KEYS[1]: {1, reply}, else {0}.
+ * ARGV: writer id, group, consumer, count. Both keys carry the shard's hash tag (one slot).
+ */
+const READ_LEASED = luaScript(
+  "if redis.call('get', KEYS[1]) ~= ARGV[1] then return {0} end " +
+    "return {1, redis.call('xreadgroup', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[2], '>')}",
+);
+/** XAUTOCLAIM (min idle 0) of KEYS[2] from cursor ARGV[4] if this writer holds the lease: {1, reply}, else {0}. */
+const CLAIM_LEASED = luaScript(
+  "if redis.call('get', KEYS[1]) ~= ARGV[1] then return {0} end " +
+    "return {1, redis.call('xautoclaim', KEYS[2], ARGV[2], ARGV[3], 0, ARGV[4], 'COUNT', ARGV[5])}",
+);
+
+/** What a read found when the shard's lease is no longer this writer's. */
+export const LEASE_LOST = Symbol('lease lost');
+
+/**
+ * Reads one shard at a time (XAUTOCLAIM while claiming, else XREADGROUP), recreating a lost group.
+ * Returns LEASE_LOST, having delivered nothing, when this writer no longer holds the shard's lease.
+ */
 export function createShardReader(
-  options: Pick<StreamReaderOptions, 'redis' | 'group' | 'consumer' | 'metrics' | 'logger'>,
+  options: Pick<StreamReaderOptions, 'redis' | 'group' | 'consumer' | 'writerId' | 'metrics' | 'logger'>,
 ) {
-  const { redis, group, consumer, metrics, logger } = options;
+  const { redis, group, consumer, writerId, metrics, logger } = options;
   const closes = connectionCloses(redis);
 
   /**
@@ -105,35 +134,29 @@ export function createShardReader(
    * One shard's next entries: while its pending entries are being claimed (just taken over), the next
    * page of XAUTOCLAIM from its cursor; after that, new ones (XREADGROUP '>', no BLOCK).
    */
-  async function readShard(shard: OwnedShard, count: number): Promise<ReadEntry[]> {
+  async function readShard(shard: OwnedShard, count: number): Promise<ReadEntry[] | typeof LEASE_LOST> {
+    const keys = [shard.leaseKey, shard.stream];
     try {
       if (shard.claimCursor !== null) {
-        const reply = (await redis.xautoclaim(
-          shard.stream,
-          group,
-          consumer,
-          0,
-          shard.claimCursor,
-          'COUNT',
-          count,
-        )) as [string, unknown, unknown?];
+        const [held, reply] = await runScript<[number, [string, unknown, unknown?]?]>(
+          redis,
+          CLAIM_LEASED,
+          keys,
+          [writerId, group, consumer, shard.claimCursor, count],
+        );
+        if (held !== 1 || reply === undefined) return LEASE_LOST;
         const entries = toEntries(shard.stream, reply[1]);
         shard.claimCursor = reply[0] === '0-0' ? null : reply[0];
         metrics.entriesClaimed.inc(entries.length);
         return entries;
       }
       const closesBefore = closes();
-      const reply = (await redis.call(
-        'XREADGROUP',
-        'GROUP',
+      const [held, reply] = await runScript<[number, (unknown[] | null)?]>(redis, READ_LEASED, keys, [
+        writerId,
         group,
         consumer,
-        'COUNT',
         count,
-        'STREAMS',
-        shard.stream,
-        '>',
-      )) as unknown[] | null;
+      ]);
       if (closes() !== closesBefore) {
         // The connection closed while this read was out: the client may have sent it again after an
         // earlier run whose reply was lost (docs/chaos.md bug 10). That run's entries are pending for this
@@ -143,7 +166,8 @@ export function createShardReader(
         metrics.readsRedone.inc();
         return [];
       }
-      return streamReply(reply).flatMap(([stream, list]) => toEntries(stream, list));
+      if (held !== 1) return LEASE_LOST;
+      return streamReply(reply ?? null).flatMap(([stream, list]) => toEntries(stream, list));
     } catch (error) {
       if (await recreateGroupIfGone(shard.stream, error)) {
         shard.claimCursor = null;
@@ -192,7 +216,11 @@ export function createStreamReader(options: StreamReaderOptions) {
     const after = Date.now();
     for (const [i, shard] of due.entries()) {
       const result = results[i]!;
-      const got = result.status === 'fulfilled' ? result.value : [];
+      if (result.status === 'fulfilled' && result.value === LEASE_LOST) {
+        ownership.lost(shard);
+        continue;
+      }
+      const got = result.status === 'fulfilled' ? (result.value as ReadEntry[]) : [];
       metrics.polls.inc({ result: got.length > 0 ? 'entries' : 'empty' });
       if (got.length > 0 || shard.claimCursor !== null) {
         shard.pollMs = 0;

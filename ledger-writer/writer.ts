@@ -124,11 +124,12 @@ function resolveOptions(options: LedgerWriterOptions) {
 export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
   const { redis, sql, prefix, consumer, batchMax, batchWaitMs, metrics, logger } = options;
   const { leaseMs, group, lanes, shardCount } = resolveOptions(options);
+  const writerId = `${consumer}/${randomBytes(4).toString('hex')}`;
   const ownership = createShardOwnership({
     redis,
     sql,
     prefix,
-    writerId: `${consumer}/${randomBytes(4).toString('hex')}`,
+    writerId,
     group,
     consumer,
     leaseMs,
@@ -148,6 +149,7 @@ export function createLedgerWriter(options: LedgerWriterOptions): LedgerWriter {
     redis,
     group,
     consumer,
+    writerId,
     batchMax,
     batchWaitMs,
     metrics,
