@@ -4,13 +4,14 @@
  * metrics, the garbage of earlier rounds' signed bodies — cannot make it send late or read answers late.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { openLoop } from './open-loop.ts';
+import { openLoop, type Transport } from './open-loop.ts';
 
 export interface OpenLoopWorkerData {
   url: string;
   ratePerS: number;
   seconds: number;
   connectionsMax: number;
+  transport: Transport;
   path: string;
   requests: { body: string; headers: Record<string, string> }[];
 }
@@ -22,6 +23,7 @@ const result = await openLoop({
   ratePerS: data.ratePerS,
   seconds: data.seconds,
   connectionsMax: data.connectionsMax,
+  transport: data.transport,
   next: () => {
     const request = data.requests[next++]!;
     return { method: 'POST', path: data.path, body: request.body, headers: request.headers };

@@ -31,11 +31,12 @@ import { configFromProcess } from '../../shared/config.ts';
 import { ensureDatabase, migrateDatabase } from '../../shared/db/migrate.ts';
 import { publishPrice } from '../../shared/redis/account.ts';
 import { createRedis, createServiceRedis, deletePrefix, primaries } from '../../shared/redis/client.ts';
+import { OUTBOX_SHARDS } from '../../shared/redis/keys.ts';
 import { publishAsset } from '../../shared/redis/market.ts';
 import { freePort, startRedisServer } from '../../test/support/processes.ts';
 import { startRedisCluster } from '../../test/support/redis-cluster.ts';
 import { authorizationRequest, signPayload } from '../../test/support/stripe-issuing-events.ts';
-import type { OpenLoopResult } from './open-loop.ts';
+import type { OpenLoopResult, Transport } from './open-loop.ts';
 import type { OpenLoopWorkerData } from './open-loop-worker.ts';
 import { cpuSpent, processCpuMs, processesCpuMs } from './proc-cpu.ts';
 import { analyseTail, mergeProbes, mergeRuns, mergeTimelines, startTimeline, type Timeline } from './tail.ts';
@@ -288,7 +289,9 @@ async function startServer(
     }
   }
   let out = '';
+  const { appendFileSync } = await import('node:fs');
   child.stdout?.on('data', (b: Buffer) => {
+    appendFileSync(`/tmp/srv-${port}.log`, b);
     out += b.toString();
   });
   child.stderr?.on('data', (b: Buffer) => {
@@ -412,13 +415,14 @@ async function fixedRate(
   port: number,
   seconds: number,
   ratePerS: number,
-  options: { allowErrors?: boolean; users?: number } = {},
+  options: { allowErrors?: boolean; users?: number; transport?: Transport } = {},
 ): Promise<OpenLoopResult> {
   const workerData: OpenLoopWorkerData = {
     url: `http://127.0.0.1:${port}`,
     ratePerS,
     seconds,
     connectionsMax: 64,
+    transport: options.transport ?? 'http',
     path: '/stripe/authorizations',
     requests: pregenerate(Math.ceil(seconds * ratePerS), options.users),
   };
@@ -432,6 +436,17 @@ async function fixedRate(
   if (options.allowErrors !== true && (result.non2xx > 0 || result.errors > 0))
     throw new Error(`fixed-rate run had ${result.non2xx} non-2xx and ${result.errors} errors`);
   return result;
+}
+
+/** Waits until `writer` owns every outbox shard (up to 60 s). */
+async function ownsEveryShard(writer: Server): Promise<void> {
+  const until = Date.now() + 60_000;
+  for (;;) {
+    const owned = sumOf(await scrape(writer.port), 'credana_ledger_shards_owned');
+    if (owned === OUTBOX_SHARDS) return;
+    if (Date.now() > until) throw new Error(`the writer owns ${owned} of ${OUTBOX_SHARDS} shards after 60 s`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 async function scrape(port: number): Promise<Map<string, number>> {
@@ -511,6 +526,8 @@ interface TailVariant {
    * its own in production, instead of sharing the bench's: see startServer's `ownSession`.
    */
   ownSessions: boolean;
+  /** How the load generator speaks HTTP (open-loop.ts `Transport`); default `http`. */
+  transport?: Transport;
 }
 
 const TAIL_VARIANTS: Record<string, TailVariant> = {
@@ -548,6 +565,23 @@ const TAIL_VARIANTS: Record<string, TailVariant> = {
     hotPathNice: 0,
     writerNice: 19,
     ownSessions: true,
+  },
+  // `after` measured with the lighter load generator: the same requests, pre-serialised, on raw sockets.
+  afterSocket: {
+    name: 'afterSocket',
+    hotPathFlags: [],
+    hotPathNice: 0,
+    writerNice: 19,
+    ownSessions: true,
+    transport: 'socket',
+  },
+  writerPausedSocket: {
+    name: 'writerPausedSocket',
+    hotPathFlags: [],
+    hotPathNice: 0,
+    writerNice: null,
+    ownSessions: false,
+    transport: 'socket',
   },
 };
 const hotPathKey = (v: TailVariant) => `${v.hotPathNice}|${v.ownSessions}|${v.hotPathFlags.join(' ')}`;
@@ -602,6 +636,10 @@ async function tailPhase(
         else writer.child.kill('SIGSTOP');
       }
       active?.child.kill('SIGCONT');
+      // The writers share the outbox shards by lease (ledger-writer/shards.ts): the one resumed takes over
+      // the shards of the one stopped before the round is measured, or "the writer alongside" would be
+      // a writer that owns a few shards or none.
+      if (active !== undefined) await ownsEveryShard(active);
       // A stopped writer's last XREADGROUP BLOCK (LEDGER_BATCH_WAIT_MS) must time out before any entry
       // arrives, or Redis would hand that entry to the stopped consumer.
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -612,7 +650,7 @@ async function tailPhase(
         writer: active?.child.pid,
         writerBackends: backends,
       });
-      const open = await fixedRate(hot.port, seconds, FIXED_RATE);
+      const open = await fixedRate(hot.port, seconds, FIXED_RATE, { transport: variant.transport ?? 'http' });
       const run = runs.get(variant.name)!;
       run.timelines.push(timeline.stop());
       run.probes.push(await probeReport(hot));
@@ -958,7 +996,9 @@ for (const variant of [TAIL_VARIANTS['before']!, ...tailVariants]) {
   writers.set(
     key,
     await startServer('ledger-writer/main.ts', writerPortOf, 'ledger-writer ready', {
-      extra: { LEDGER_WRITER_PORT: String(writerPortOf) },
+      // A short lease: the writer resumed for a round takes the shards of the one stopped before it
+      // within 1.25 s (ownsEveryShard), not 12.5 s — longer than a round.
+      extra: { LEDGER_WRITER_PORT: String(writerPortOf), LEDGER_SHARD_LEASE_MS: '1000', LOG_LEVEL: 'debug' },
       nice: variant.writerNice ?? 0,
       ownSession: variant.ownSessions,
     }),
