@@ -289,9 +289,7 @@ async function startServer(
     }
   }
   let out = '';
-  const { appendFileSync } = await import('node:fs');
   child.stdout?.on('data', (b: Buffer) => {
-    appendFileSync(`/tmp/srv-${port}.log`, b);
     out += b.toString();
   });
   child.stderr?.on('data', (b: Buffer) => {
@@ -998,7 +996,7 @@ for (const variant of [TAIL_VARIANTS['before']!, ...tailVariants]) {
     await startServer('ledger-writer/main.ts', writerPortOf, 'ledger-writer ready', {
       // A short lease: the writer resumed for a round takes the shards of the one stopped before it
       // within 1.25 s (ownsEveryShard), not 12.5 s — longer than a round.
-      extra: { LEDGER_WRITER_PORT: String(writerPortOf), LEDGER_SHARD_LEASE_MS: '1000', LOG_LEVEL: 'debug' },
+      extra: { LEDGER_WRITER_PORT: String(writerPortOf), LEDGER_SHARD_LEASE_MS: '1000' },
       nice: variant.writerNice ?? 0,
       ownSession: variant.ownSessions,
     }),
