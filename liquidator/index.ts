@@ -11,10 +11,14 @@
  *   factor is at least 0.95; collateral seized = covered × (1 + bonus) at the price, floored, from the
  *   asset worth the most, cut (with the covered debt) to what the account holds.
  * - Exactly once: a `liquidations` row with the signed transaction's hash and nonce is written before
- *   the broadcast, and at most one is in flight per user (a partial unique index). A row is followed to
- *   its receipt; a transaction that vanished is replaced with the SAME nonce, so the lost one and its
- *   replacement can never both be mined. Each new liquidation is decided on fresh on-chain state, so a
- *   mined one is never repeated for the same shortfall.
+ *   the broadcast, and at most one is in flight (`sent`, or `mined` and not yet deep) per user (a
+ *   partial unique index), whose user the scan skips. A row is followed each round (reconcile.ts) until
+ *   its receipt is CHAIN_CONFIRMATIONS deep: only then is it `confirmed`; and re-read while its block is
+ *   within REORG_DEPTH_MAX. A receipt a reorg dropped sends the row back to `sent`, in flight again (it
+ *   may be re-mined); a transaction that vanished is failed and its nonce reused by the next send, so
+ *   the lost one and its replacement can never both be mined.
+ *   Each new liquidation is decided on fresh on-chain state, so a mined one is never repeated for the
+ *   same shortfall.
  * - Fee cap: as the settlement worker (CHAIN_MAX_FEE_PER_GAS_GWEI), with its own gauge.
  * - Warning: accounts below the warning line (HEALTH_FACTOR_WARNING_BPS, default 1.10) but not yet
  *   below 1 are counted in `liquidator_health_warning_accounts` at each scan and logged; the user's
@@ -28,7 +32,9 @@ import type postgres from 'postgres';
 import { type Address, encodeFunctionData, type Hex, type LocalAccount, type PublicClient } from 'viem';
 import { type ContractsFile, credanaVaultAbi } from '../shared/chain/contracts/index.ts';
 import { createFeeCap } from '../shared/chain/fees.ts';
+import { assertChainSettings } from '../shared/chain/limits.ts';
 import { createLockStatus, runLockedLoop } from '../shared/chain/locked-loop.ts';
+import { chainFinalityBlocks } from '../shared/config.ts';
 import { type AssetRisk, borrowPower, type PriceQuote } from '../shared/credit.ts';
 import { LOCK_LIQUIDATOR_SESSION } from '../shared/db/locks.ts';
 import { loadAssets, pricesInForce, vaultAccountsOf } from '../shared/db/queries/chain.ts';
@@ -50,6 +56,16 @@ export interface LiquidatorOptions {
   contracts: ContractsFile;
   logger: Logger;
   maxFeePerGasWei: bigint;
+  /**
+   * CHAIN_CONFIRMATIONS: a liquidation is `confirmed` once its receipt is this deep, and followed (its
+   * user not judged again) until then. Default: the chain's finality depth, as the config's default.
+   */
+  confirmations?: number;
+  /**
+   * REORG_DEPTH_MAX: a confirmed liquidation is re-read while its block is this close to the head (a
+   * reorg deeper than the confirmations; the indexer undoes reorgs this deep). Default as the config's.
+   */
+  reorgDepthMax?: number;
   /** The warning line in basis points of 1 (config HEALTH_FACTOR_WARNING_BPS); default 11000. */
   healthWarningBps?: number;
   metrics?: LiquidatorMetrics;
@@ -66,9 +82,25 @@ export interface LiquidatorReport {
   warnings: number;
   unhealthy: number;
   sent: number;
+  /** Rows confirmed this round: their receipt reached CHAIN_CONFIRMATIONS deep. */
   confirmed: number;
   failed: number;
+  /** Mined (or confirmed) rows whose block a reorg dropped: back to `sent`. */
+  orphaned: number;
   feeCapped: boolean;
+}
+
+function newReport(): LiquidatorReport {
+  return {
+    checked: 0,
+    warnings: 0,
+    unhealthy: 0,
+    sent: 0,
+    confirmed: 0,
+    failed: 0,
+    orphaned: 0,
+    feeCapped: false,
+  };
 }
 
 export interface LiquidationPlan {
@@ -185,14 +217,21 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
   let stopping = false;
   const { sleep, wake } = createSleeper();
   const signer = createLiquidatorSigner({ client, account, contracts, feeCap });
-  const reconcile = createLiquidatorReconcile({
+  const confirmations = options.confirmations ?? chainFinalityBlocks(chainId);
+  const reorgDepthMax = options.reorgDepthMax ?? Math.max(64, chainFinalityBlocks(chainId));
+  assertChainSettings({ confirmations, reorgDepthMax });
+  const { reconcile, settle } = createLiquidatorReconcile({
     sql,
     client,
     account,
     chainId,
     resendAfterMs,
+    confirmations,
+    reorgDepthMax,
+    metrics,
     logger,
     reusable: signer.reusable,
+    resetNonce: signer.resetNonce,
   });
 
   const readAccount = (who: Address, assets: readonly { assetId: string; token: Address }[]) =>
@@ -207,24 +246,19 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
     logger,
     signer,
     readAccount,
+    settle,
     afterBroadcast: options.afterBroadcast,
   };
 
   const runOnce = async (): Promise<LiquidatorReport> => {
-    const report: LiquidatorReport = {
-      checked: 0,
-      warnings: 0,
-      unhealthy: 0,
-      sent: 0,
-      confirmed: 0,
-      failed: 0,
-      feeCapped: false,
-    };
+    const report = newReport();
+    // Reconcile first: a liquidation a reorg dropped is back in flight before any account is judged.
     await reconcile(report);
     const candidates = await sql<{ user_id: string }[]>`
       select c.user_id::text from credit_accounts c
       where c.debt_onchain_usdc > 0 and not exists (
-        select 1 from liquidations l where l.chain_id = ${chainId} and l.user_id = c.user_id and l.status = 'sent')
+        select 1 from liquidations l where l.chain_id = ${chainId} and l.user_id = c.user_id
+          and l.status in ('sent', 'mined'))
       order by c.user_id limit ${LIQUIDATOR_LIMITS.liquidationUsersPerScanMax}`;
     if (candidates.length === 0) {
       metrics.unhealthy.set(0);
@@ -317,12 +351,15 @@ interface AccountLiquidationDeps {
     who: Address,
     assets: readonly { assetId: string; token: Address }[],
   ) => Promise<AccountState>;
+  /** Records a fresh receipt (reconcile.ts): mined, or confirmed/failed once deep. */
+  settle: ReturnType<typeof createLiquidatorReconcile>['settle'];
   afterBroadcast?: ((hash: Hex) => void | Promise<void>) | undefined;
 }
 
 /**
  * Judges one account on fresh on-chain state and, when it is below a health factor of 1 and its prices
- * are fresh, liquidates it: signed, SAVED as `sent`, broadcast, then followed to its receipt.
+ * are fresh, liquidates it: signed, SAVED as `sent`, broadcast, then followed to its receipt (`mined`,
+ * or `confirmed`/`failed` when already CHAIN_CONFIRMATIONS deep; reconcile follows it from there).
  */
 async function liquidateAccount(
   deps: AccountLiquidationDeps,
@@ -402,13 +439,12 @@ async function liquidateAccount(
   const receipt = await client
     .waitForTransactionReceipt({ hash: signed.hash, pollingInterval: 100, timeout: 30_000 })
     .catch(() => null);
-  if (receipt !== null) {
-    const ok = receipt.status === 'success';
-    await sql`update liquidations set status = ${ok ? 'confirmed' : 'failed'},
-      last_error = ${ok ? null : 'reverted'}, updated_at = now() where transaction_hash = ${signed.hash}`;
-    if (ok) report.confirmed++;
-    else report.failed++;
-  }
+  if (receipt === null) return;
+  const [row] = await sql<{ id: string; status: 'sent' | 'mined' }[]>`
+    select id::text, status from liquidations where transaction_hash = ${signed.hash} and status in ('sent', 'mined')`;
+  if (row === undefined) return;
+  const head = await client.getBlockNumber({ cacheTime: 0 });
+  await deps.settle({ ...row, transaction_hash: signed.hash }, receipt, head, report);
 }
 
 /** The chain's own numbers for a vault account: its debt and its collateral in each asset. */

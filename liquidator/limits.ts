@@ -11,6 +11,8 @@ export const LIQUIDATOR_LIMITS = {
   /** …and only while the health factor is at least this (1e18 = 1.0). */
   liquidationCloseFactorHfMinWad: 950_000_000_000_000_000n,
   liquidationUsersPerScanMax: 1_000,
+  /** Rows reconcile re-reads per round: in flight, or confirmed within REORG_DEPTH_MAX of the head. */
+  liquidationFollowedRowsMax: 1_000,
   liquidationResendAfterMs: 15_000,
   liquidationPollIntervalMs: 2_000,
 } as const;

@@ -67,6 +67,8 @@ const liquidator = createLiquidator({
   logger,
   metrics,
   maxFeePerGasWei: BigInt(config.CHAIN_MAX_FEE_PER_GAS_GWEI) * 1_000_000_000n,
+  confirmations: config.CHAIN_CONFIRMATIONS,
+  reorgDepthMax: config.REORG_DEPTH_MAX,
   healthWarningBps: config.HEALTH_FACTOR_WARNING_BPS,
   ...(flags['poll-interval-ms'] === undefined ? {} : { pollIntervalMs: flags['poll-interval-ms'] }),
   ...(flags['resend-after-ms'] === undefined ? {} : { resendAfterMs: flags['resend-after-ms'] }),
@@ -96,7 +98,12 @@ const internal = await serveLockedWorkerInternal({
 process.once('SIGTERM', () => void liquidator.stop());
 process.once('SIGINT', () => void liquidator.stop());
 logger.info(
-  { liquidator: account.address, key: signer.keyId, healthWarningBps: config.HEALTH_FACTOR_WARNING_BPS },
+  {
+    liquidator: account.address,
+    key: signer.keyId,
+    healthWarningBps: config.HEALTH_FACTOR_WARNING_BPS,
+    confirmations: config.CHAIN_CONFIRMATIONS,
+  },
   'liquidator started',
 );
 let exitCode = 0;

@@ -4,6 +4,8 @@ import { Counter, Gauge, Registry } from 'prom-client';
 export interface LiquidatorMetrics {
   registry: Registry;
   liquidations: Counter;
+  confirmed: Counter;
+  orphaned: Counter;
   unhealthy: Gauge;
   warnings: Gauge;
   staleSkipped: Counter;
@@ -17,6 +19,16 @@ export function createLiquidatorMetrics(registry: Registry = new Registry()): Li
     liquidations: new Counter({
       name: 'liquidator_liquidations_sent_total',
       help: 'Liquidations broadcast',
+      registers: [registry],
+    }),
+    confirmed: new Counter({
+      name: 'liquidator_liquidations_confirmed_total',
+      help: 'Liquidations whose successful receipt is CHAIN_CONFIRMATIONS deep (once per liquidations row)',
+      registers: [registry],
+    }),
+    orphaned: new Counter({
+      name: 'liquidator_liquidations_orphaned_total',
+      help: 'Mined liquidations whose block a reorg dropped (followed again, or failed when gone)',
       registers: [registry],
     }),
     unhealthy: new Gauge({

@@ -428,6 +428,8 @@ async function liquidation(stack: StackSummary, contractsFile: DemoWorld['contra
         if (row === null || (previous !== null && row.id <= previous.id)) return null;
         if (row.status === 'failed')
           throw new DemoError(`step 7f: liquidation ${row.transactionHash} failed`);
+        // Confirmed once its receipt is CHAIN_CONFIRMATIONS deep; the local node mines only when asked.
+        if (row.status === 'mined') await world.chain.mine(1);
         return row.status === 'confirmed' ? row : null;
       },
     );

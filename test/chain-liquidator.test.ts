@@ -1,6 +1,9 @@
 // Proves the liquidator liquidates an account below a health factor of 1 exactly once on real services
 // (Hardhat node, Postgres, indexer, the liquidator as a real process): killed right after broadcasting,
-// restarted, the liquidation is followed, never repeated; healthy accounts are left alone.
+// restarted, the liquidation is followed, never repeated; healthy accounts are left alone. And across a
+// real reorg (evm_snapshot, liquidate, evm_revert), before and after its confirmations: the orphaned
+// liquidation does not stay confirmed, the account is not liquidated again while it may be re-mined,
+// the shortfall is liquidated once with the orphaned one's nonce, and the counters say so.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +12,7 @@ import { privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Indexer } from '../indexer/runtime/index.ts';
 import { createLiquidator } from '../liquidator/index.ts';
+import { createLiquidatorMetrics } from '../liquidator/metrics.ts';
 import {
   type ChainHarness,
   localAccount,
@@ -136,4 +140,89 @@ describe('liquidator', () => {
     expect(account?.['debt']).toBe('0');
     expect(await inProcess.runOnce()).toMatchObject({ unhealthy: 0, sent: 0 });
   }, 60_000);
+
+  it.each([
+    ['mined, not yet CHAIN_CONFIRMATIONS deep', 5, false],
+    ['already confirmed (a reorg deeper than CHAIN_CONFIRMATIONS)', 6, true],
+  ])(
+    'follows a liquidation a reorg orphaned when %s, and liquidates the shortfall once',
+    async (_, index, deep) => {
+      const weak = chain.account(index);
+      const weakUser = await seedUser(sql(), { chainId: chain.contracts.chainId, wallet: weak });
+      await chain.deposit(weak, 'WETH', ETH);
+      await chain.recordSpendAsSettler(weak, 2_000n * USDC, `ipi_liq_reorg_${index}`);
+      await chain.setPrice('WETH', 2_200n * 10n ** 8n); // $1,815 at the threshold: health 0.9075
+      await chain.mine(2);
+      await indexer.syncToHead();
+      // Minted and approved before the fork point: only the liquidation is on the orphaned branch.
+      await chain.fund(chain.account(ROLES.liquidator), 'USDC', 10_000n * USDC);
+      const metrics = createLiquidatorMetrics();
+      const liquidator = createLiquidator({
+        sql: services.sqlFor('credana_liquidator'),
+        client: chain.publicClient,
+        account: privateKeyToAccount(localAccount(ROLES.liquidator).privateKey),
+        contracts: chain.contracts,
+        logger: silentLogger,
+        maxFeePerGasWei: 200n * 10n ** 9n,
+        confirmations: 2,
+        reorgDepthMax: 16,
+        resendAfterMs: 0,
+        metrics,
+      });
+      const rows = () => sql()`
+      select status, last_error, nonce, transaction_hash from liquidations where user_id = ${weakUser} order by id`;
+      const counter = async (c: typeof metrics.confirmed) => (await c.get()).values[0]?.value ?? 0;
+
+      const fork = await chain.snapshot();
+      // Mined in the head block: one confirmation of two, so in flight, not confirmed.
+      expect(await liquidator.runOnce()).toMatchObject({ unhealthy: 1, sent: 1, confirmed: 0 });
+      expect(await rows()).toMatchObject([{ status: 'mined', last_error: null }]);
+      const [orphaned] = await rows();
+      expect(await liquidatedEvents(weak)).toHaveLength(1);
+      if (deep) {
+        await chain.mine(1); // its second confirmation
+        expect(await liquidator.runOnce()).toMatchObject({ confirmed: 1, sent: 0 });
+        expect(await rows()).toMatchObject([{ status: 'confirmed' }]);
+      }
+      await indexer.syncToHead(); // the Liquidated log applies at first sight
+
+      // The reorg: the liquidation's block leaves the canonical chain (and the node forgets the
+      // transaction); a longer branch without it follows, and the indexer undoes the log.
+      await chain.revert(fork);
+      await chain.mine(4);
+      await indexer.syncToHead();
+      expect(await liquidatedEvents(weak)).toHaveLength(0);
+      expect(await debtOf(weak)).toBe(2_000n * USDC);
+
+      // Its receipt vanished: followed again (it could be re-mined); the account is not judged meanwhile.
+      expect(await liquidator.runOnce()).toMatchObject({ orphaned: 1, sent: 0, confirmed: 0, failed: 0 });
+      expect(await rows()).toMatchObject([{ status: 'sent', last_error: 'orphaned by a reorg' }]);
+      // Gone from the node and its nonce free: failed, and the shortfall liquidated again with that nonce
+      // (not refused by the node, as a send with a cached nonce ahead of the chain's would be).
+      expect(await liquidator.runOnce()).toMatchObject({ failed: 1, unhealthy: 1, sent: 1, confirmed: 0 });
+      await chain.mine(1); // its second confirmation
+      expect(await liquidator.runOnce()).toMatchObject({ confirmed: 1, sent: 0, failed: 0 });
+      const [first, second, ...more] = await rows();
+      expect(more).toEqual([]);
+      expect(first).toMatchObject({ status: 'failed', last_error: 'orphaned by a reorg' });
+      expect(second).toMatchObject({ status: 'confirmed', last_error: null, nonce: orphaned?.['nonce'] });
+
+      // One liquidation of the one shortfall: on the chain, in the table, in the indexed books.
+      const [log, ...others] = await liquidatedEvents(weak);
+      expect(others).toEqual([]);
+      expect(log?.transactionHash).toBe(second?.['transaction_hash']);
+      expect(await debtOf(weak)).toBe(0n);
+      await indexer.syncToHead();
+      const [account] =
+        await sql()`select debt_onchain_usdc::text as debt from credit_accounts where user_id = ${weakUser}`;
+      expect(account?.['debt']).toBe('0');
+      // Broadcasts: the orphaned one and the one that stayed. Confirmed: each row once, when deep (the
+      // orphaned row too when the reorg was deeper than the confirmations, then counted orphaned).
+      expect(await counter(metrics.liquidations)).toBe(2);
+      expect(await counter(metrics.confirmed)).toBe(deep ? 2 : 1);
+      expect(await counter(metrics.orphaned)).toBe(1);
+      expect(await liquidator.runOnce()).toMatchObject({ unhealthy: 0, sent: 0, confirmed: 0 });
+    },
+    60_000,
+  );
 });

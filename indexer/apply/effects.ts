@@ -260,13 +260,8 @@ export function appliesNow(
   }
 }
 
-/**
- * The highest block with `confirmations` confirmations when the head is `head`. The block that
- * includes a transaction counts as its first confirmation, so 0 and 1 both mean "the head".
- */
-export function confirmedTipOf(head: bigint, confirmations: number): bigint {
-  return head - BigInt(Math.max(confirmations, 1)) + 1n;
-}
+// The depth rule is shared with the liquidator (one definition): shared/chain/confirmations.ts.
+export { confirmedTipOf } from '../../shared/chain/confirmations.ts';
 
 /** JSON form of decoded arguments for chain_events.args: integers as decimal strings, addresses lowercase. */
 export function argsToJson(args: Args): Record<string, string | number | boolean> {

@@ -370,8 +370,16 @@ export const LATEST_ANSWER_ABI = [
   },
 ] as const;
 
-/** True when the indexer's cursor is at the chain's head and nothing is left to settle or to follow (a liquidation in flight). */
+/**
+ * True when the indexer's cursor is at the chain's head and nothing is left to settle or to follow (a
+ * liquidation in flight: `sent`, or `mined` and not yet CHAIN_CONFIRMATIONS deep). A live chain keeps
+ * making blocks; the harness's node mines only when asked, so while a liquidation waits for its depth
+ * this mines one block (the drain checks every 200 ms).
+ */
 export async function chainDrained(chain: ChainSide, sql: postgres.Sql): Promise<boolean> {
+  const [waiting] = await sql<{ n: number }[]>`
+    select count(*)::int as n from liquidations where status = 'mined'`;
+  if ((waiting?.n ?? 0) > 0) await chain.actions.mine(1);
   const head = await chain.actions.head();
   const [cursor] = await sql<{ b: string }[]>`
     select block_number::text as b from indexer_cursors where chain_id = ${chain.contracts.chainId}`;
@@ -379,6 +387,6 @@ export async function chainDrained(chain: ChainSide, sql: postgres.Sql): Promise
   const [open] = await sql<{ n: number }[]>`
     select ((select count(*) from settlements where status <> 'confirmed')
       + (select count(*) from chain_refunds where status <> 'confirmed')
-      + (select count(*) from liquidations where status = 'sent'))::int as n`;
+      + (select count(*) from liquidations where status in ('sent', 'mined')))::int as n`;
   return open?.n === 0;
 }

@@ -492,16 +492,33 @@ describe('the chaos checker', () => {
         'wrongful_liquidation',
         'double_liquidation',
       ]);
-      // A row left sent, a confirmed row of no canonical log, a log whose row is not confirmed.
+      // A row left sent, one left mined (never CHAIN_CONFIRMATIONS deep), a confirmed row of no
+      // canonical log (orphaned by a reorg and never followed), a log whose row is not confirmed.
       facts.chain.liquidations = {
         events: [event('10', '0x1', '900000000000000000', '1100000000000000000')],
-        rows: [row('1', '0x1', 'failed'), row('2', '0x2', 'confirmed'), row('3', '0x3', 'sent')],
+        rows: [
+          row('1', '0x1', 'failed'),
+          row('2', '0x2', 'confirmed'),
+          row('3', '0x3', 'sent'),
+          row('4', '0x4', 'mined'),
+        ],
       };
       expect(
         checkHistory(h, facts)
           .map((v) => v.message)
           .join('\n'),
-      ).toMatch(/its row is failed[\s\S]*confirmed but its transaction 0x2[\s\S]*still sent/);
+      ).toMatch(
+        /its row is failed[\s\S]*confirmed but its transaction 0x2[\s\S]*still sent[\s\S]*0x4\) still mined/,
+      );
+      // A liquidation a reorg orphaned, failed, and decided again on the canonical chain: clean.
+      facts.chain.liquidations = {
+        events: [event('10', '0x2', '900000000000000000', '1100000000000000000')],
+        rows: [
+          { ...row('1', '0x1', 'failed'), lastError: 'orphaned by a reorg' },
+          row('2', '0x2', 'confirmed'),
+        ],
+      };
+      expect(checkHistory(h, facts)).toEqual([]);
     });
   });
 });

@@ -46,7 +46,9 @@
  *    row of an orphaned block; per user, the vault's collateral, pending withdrawal and debt = Postgres
  *    = Redis; the feed's last answer = Redis's price; every settlement and chain refund confirmed.
  * 7. Liquidations (checkLiquidations): each canonical `Liquidated` log is one confirmed `liquidations`
- *    row with its amounts, no confirmed row without its log, none left `sent`; none of an account
+ *    row with its amounts, no confirmed row without its log, none left in flight (`sent` or `mined`:
+ *    the drain deepens the chain until every receipt is CHAIN_CONFIRMATIONS deep); a failed row (lost,
+ *    reverted, or orphaned by a reorg) names no canonical log, by the first rule; none of an account
  *    healthy at the feed's answer just before it; no second one of a user when nothing worsened since
  *    the first left the account healthy.
  */
@@ -631,7 +633,7 @@ const unhealthy = (healthWad: string) => /^\d+$/.test(healthWad) && BigInt(healt
 /**
  * The liquidator's work (see the header, 7): every canonical `Liquidated` log is the transaction of
  * exactly one `liquidations` row, confirmed, with the same amounts; every confirmed row's transaction
- * is a canonical `Liquidated` log; no row left `sent`; no account liquidated while it was healthy at the
+ * is a canonical `Liquidated` log; no row left in flight (`sent`, or `mined` and not yet deep); no account liquidated while it was healthy at the
  * feed's answer of the block before (a wrongful liquidation); and no second liquidation of a user when
  * nothing worsened since the first left the account healthy (the same shortfall twice). Indexed once
  * and applied: rule 6 (chain_events, and the vault = Postgres = Redis balances).
@@ -669,11 +671,11 @@ export function checkLiquidations(chain: ChainFacts): Violation[] {
       );
   }
   for (const r of facts.rows) {
-    if (r.status === 'sent')
+    if (r.status === 'sent' || r.status === 'mined')
       add(
         'liquidation_record',
         r.userId,
-        `liquidations row ${r.id} (${r.transactionHash}) still sent at the end`,
+        `liquidations row ${r.id} (${r.transactionHash}) still ${r.status} at the end`,
       );
     if (r.status === 'confirmed' && !canonical.has(r.transactionHash))
       add(

@@ -564,6 +564,12 @@ export const withdrawalApprovals = pgTable(
  * signed transaction's hash and nonce, before the broadcast; at most one is in flight per user, and a
  * lost transaction is replaced with the same nonce, so two can never both be mined. The indexer books
  * the vault's `Liquidated` event; this row is the service's own record.
+ *
+ * Status: `sent` (broadcast, no receipt) → `mined` (a receipt, not yet CHAIN_CONFIRMATIONS deep) →
+ * `confirmed` (successful and deep) or `failed` (reverted, refused, lost, or orphaned by a reorg and
+ * gone). `sent` and `mined` are in flight; a `mined` row whose block a reorg dropped is `sent` again, and
+ * so is a `confirmed` one while its block is within REORG_DEPTH_MAX of the head (liquidator/reconcile.ts).
+ * `block_number` is the receipt's block; `confirmed_at` is set once, when first confirmed.
  */
 export const liquidations = pgTable(
   'liquidations',
@@ -578,15 +584,17 @@ export const liquidations = pgTable(
     collateralSeizedBase: uint256('collateral_seized_base').notNull(),
     debtCoveredUsdc: uint256('debt_covered_usdc').notNull(),
     healthFactorWad: uint256('health_factor_wad').notNull(),
-    status: text('status', { enum: ['sent', 'confirmed', 'failed'] }).notNull(),
+    status: text('status', { enum: ['sent', 'mined', 'confirmed', 'failed'] }).notNull(),
     transactionHash: text('transaction_hash').notNull(),
     nonce: integer('nonce').notNull(),
     lastError: text('last_error'),
+    blockNumber: bigint('block_number', { mode: 'bigint' }),
+    confirmedAt: timestamp('confirmed_at', { withTimezone: true }),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
   },
   (t) => [
-    uniqueIndex('liquidations_in_flight_idx').on(t.chainId, t.userId).where(sql`status = 'sent'`),
+    uniqueIndex('liquidations_in_flight_idx').on(t.chainId, t.userId).where(sql`status in ('sent', 'mined')`),
     index('liquidations_status_idx').on(t.status, t.createdAt),
   ],
 ).enableRLS();
