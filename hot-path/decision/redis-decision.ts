@@ -267,8 +267,9 @@ async function reserve(
 }
 
 /**
- * The answer to DECIDE's reply: a new decision or a replay, an approval only once replicated (else
- * withdrawn). Undefined when the snapshot was out of date ('missing', 'changed').
+ * The answer to DECIDE's reply: a new decision or a replay, an approval only once replicated (else a
+ * new one is withdrawn, a replay declined with its hold kept). Undefined when the snapshot was out of
+ * date ('missing', 'changed').
  */
 async function answer(
   deps: RedisDecisionDeps,
@@ -296,7 +297,7 @@ async function answer(
   const acked = waiter !== null && approvedReply ? { replicasAcked } : {};
   if (reply[0] === 'missing' || reply[0] === 'changed') return undefined;
   // A new decision, or a replay answering the stored first answer; an approval among either only once
-  // replicated (a replay's first attempt may have died between its script and its WAIT).
+  // replicated.
   const outcome: DecisionOutcome =
     reply[0] === 'dup'
       ? {
@@ -317,6 +318,13 @@ async function answer(
           ...acked,
         };
   if (!outcome.approved || replicasAcked >= waitReplicas) return outcome;
+  // A replay is not answered "approved" unreplicated either (its first attempt may have died between
+  // its script and its WAIT), but its hold is kept: the first attempt may as well have been answered
+  // "approved", and Stripe may hold that answer. Releasing the hold would then leave an approval Stripe
+  // accepted outside the user's credit until Stripe's `created` put it back (docs/chaos.md, cluster
+  // item 5). Kept, it errs towards less credit; `created` sets it to the answer Stripe took.
+  if (outcome.replay)
+    return { ...outcome, approved: false, amountCents: 0n, reason: 'replication_unconfirmed' };
   stillOn();
   return withdrawUnreplicated(
     { ...deps, prefix: deps.settings.REDIS_KEY_PREFIX },

@@ -178,6 +178,10 @@ describe('the chaos checker', () => {
     const facts = factsFor(h);
     expect(foldUser(h, USER)).toEqual({ holdsCents: 600, unsettledCents: 400 });
     expect(checkHistory(h, factsFor(h)).map((v) => v.kind)).toEqual(['replay_answer']);
+    // A replay declined because its replica acknowledgement fell short keeps the hold: not a wrong answer.
+    const unconfirmed = { ...a.answer!, approved: false, reason: 'replication_unconfirmed' };
+    const shortWait = history({ ...h, replays: [{ ...h.replays[0]!, answer: unconfirmed }] });
+    expect(checkHistory(shortWait, factsFor(shortWait)).map((v) => v.kind)).toEqual([]);
     facts.cardEventCounts[capture.eventId] = 2;
     facts.transferCounts[`lifecycle:${capture.eventId}`] = 2;
     delete facts.decisions[a.eventId];

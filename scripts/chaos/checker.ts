@@ -441,6 +441,10 @@ export function checkHistory(
     // afresh; and a replay that finds neither store reachable cannot look the first answer up. Stripe's
     // `created` event says which answer it took, and the fold checks the hold follows it.
     if (first.reason === 'system_unavailable' || replay.answer.reason === 'system_unavailable') continue;
+    // A replay whose replica acknowledgement fell short (REDIS_WAIT_REPLICAS) is declined with the first
+    // attempt's hold kept (docs/hot-path.md "Replication and failover"): Stripe's `created` says which
+    // answer it took, and the fold checks the hold follows it.
+    if (replay.answer.reason === 'replication_unconfirmed' && !replay.answer.approved) continue;
     if (JSON.stringify(first) !== JSON.stringify(replay.answer))
       add(
         'replay_answer',
