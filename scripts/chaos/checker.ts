@@ -347,6 +347,32 @@ export function foldUser(
   return { holdsCents, unsettledCents };
 }
 
+/** Rule 2: a replay of an answered request gets the first answer (the exceptions are in the loop). */
+function replayAnswers(
+  history: ChaosHistory,
+  add: (kind: ViolationKind, eventId: string | null, message: string) => void,
+): void {
+  const firstAnswer = new Map(history.requests.map((r) => [r.eventId, r.answer]));
+  for (const replay of history.replays) {
+    const first = firstAnswer.get(replay.eventId);
+    if (first == null || replay.answer === null) continue;
+    // A request neither decider could decide (system_unavailable) stored no answer: its replay decides
+    // afresh; and a replay that finds neither store reachable cannot look the first answer up. Stripe's
+    // `created` event says which answer it took, and the fold checks the hold follows it.
+    if (first.reason === 'system_unavailable' || replay.answer.reason === 'system_unavailable') continue;
+    // A replay whose replica acknowledgement fell short (REDIS_WAIT_REPLICAS) is declined with the first
+    // attempt's hold kept (docs/hot-path.md "Replication and failover"): Stripe's `created` says which
+    // answer it took, and the fold checks the hold follows it.
+    if (replay.answer.reason === 'replication_unconfirmed' && !replay.answer.approved) continue;
+    if (JSON.stringify(first) !== JSON.stringify(replay.answer))
+      add(
+        'replay_answer',
+        replay.eventId,
+        `replay answered ${JSON.stringify(replay.answer)}, first ${JSON.stringify(first)}`,
+      );
+  }
+}
+
 /**
  * Each user's balances (Postgres and Redis, holds and unsettled) against the fold of their events; a
  * difference names the authorizations whose hold is off.
@@ -433,25 +459,7 @@ export function checkHistory(
   const lost = lostWithRedis(history, options.emptyRestartLagMs ?? 0);
   const lostEvent = (eventId: string) => lost.has(eventId) && (facts.cardEventCounts[eventId] ?? 0) === 0;
 
-  const firstAnswer = new Map(history.requests.map((r) => [r.eventId, r.answer]));
-  for (const replay of history.replays) {
-    const first = firstAnswer.get(replay.eventId);
-    if (first == null || replay.answer === null) continue;
-    // A request neither decider could decide (system_unavailable) stored no answer: its replay decides
-    // afresh; and a replay that finds neither store reachable cannot look the first answer up. Stripe's
-    // `created` event says which answer it took, and the fold checks the hold follows it.
-    if (first.reason === 'system_unavailable' || replay.answer.reason === 'system_unavailable') continue;
-    // A replay whose replica acknowledgement fell short (REDIS_WAIT_REPLICAS) is declined with the first
-    // attempt's hold kept (docs/hot-path.md "Replication and failover"): Stripe's `created` says which
-    // answer it took, and the fold checks the hold follows it.
-    if (replay.answer.reason === 'replication_unconfirmed' && !replay.answer.approved) continue;
-    if (JSON.stringify(first) !== JSON.stringify(replay.answer))
-      add(
-        'replay_answer',
-        replay.eventId,
-        `replay answered ${JSON.stringify(replay.answer)}, first ${JSON.stringify(first)}`,
-      );
-  }
+  replayAnswers(history, add);
 
   for (const r of history.requests) {
     const row = facts.decisions[r.eventId];
