@@ -6,10 +6,11 @@
  * Oracle sanity (docs/chain.md "Oracle sanity"): the indexer publishes only the price in force
  * (never a held-back round), each message marked `inForce`, and the view takes such a message as
  * it comes, even when it is older than what it holds: that is how a price round orphaned by a reorg
- * leaves every process. The view checks the stateless rules again itself: a quote outside the
- * asset's answer bounds or stamped beyond its future skew is held as worth zero (answer 0).
+ * leaves every process. The view keeps each quote as received; the stateless rules are checked again
+ * by every decision on its own clock (isPriceFresh, shared/credit.ts): a quote outside the asset's
+ * answer bounds, too old, or stamped beyond its future skew is worth zero for that decision.
  */
-import { type AssetRisk, PRICE_FUTURE_SKEW_S_DEFAULT, type PriceQuote } from '../credit.ts';
+import type { AssetRisk, PriceQuote } from '../credit.ts';
 import type { Redis } from './client.ts';
 import { assetsKey, channels, pricesKey } from './keys.ts';
 import { publishToAll, subscribeToAll } from './pubsub.ts';
@@ -49,19 +50,6 @@ export function parsePrice(json: string): { assetId: string; quote: PriceQuote; 
     quote: { answer: BigInt(p.answer), updatedAtS: p.updatedAtS },
     inForce: p.inForce === true,
   };
-}
-
-/**
- * The quote a decision may use: a quote outside the asset's bounds, or stamped further ahead of
- * `nowS` than its skew, is held back as worth zero (answer 0), whatever its publisher judged.
- */
-export function saneQuote(quote: PriceQuote, asset: AssetRisk | undefined, nowS: number): PriceQuote {
-  if (asset === undefined) return quote;
-  const outOfBounds =
-    (asset.priceAnswerMin !== undefined && quote.answer < asset.priceAnswerMin) ||
-    (asset.priceAnswerMax !== undefined && quote.answer > asset.priceAnswerMax);
-  const future = quote.updatedAtS > nowS + (asset.priceFutureSkewS ?? PRICE_FUTURE_SKEW_S_DEFAULT);
-  return outOfBounds || future ? { answer: 0n, updatedAtS: quote.updatedAtS } : quote;
 }
 
 export interface PriceInForce {
@@ -120,16 +108,18 @@ export async function createMarket(redis: Redis, subscriber: Redis, prefix: stri
   const assets = new Map<string, AssetRisk>();
   const prices = new Map<string, PriceQuote>();
   const ch = channels(prefix);
-  const nowS = () => Math.floor(Date.now() / 1000);
   const applyPrice = (message: string, fromReload: boolean) => {
+    // Kept as received: each decision judges it on its own clock (isPriceFresh, shared/credit.ts: out of
+    // the asset's bounds, too old, or stamped beyond the future skew = worth zero). Judged once here, a
+    // price stamped ahead of a clock that was behind stayed worth zero after the clock was right, until
+    // the next price (docs/chaos.md item 14).
     const { assetId, quote, inForce } = parsePrice(message);
-    const sane = saneQuote(quote, assets.get(assetId), nowS());
     const current = prices.get(assetId);
     // The indexer's price in force replaces what we hold (after a reorg it is older than the orphan),
     // and so does the stored hash on a reload. Other publishers' messages (tests, benchmarks) may
     // arrive out of order: never replace a newer one of theirs with an older one.
-    if (fromReload || inForce || current === undefined || current.updatedAtS <= sane.updatedAtS) {
-      prices.set(assetId, sane);
+    if (fromReload || inForce || current === undefined || current.updatedAtS <= quote.updatedAtS) {
+      prices.set(assetId, quote);
     }
   };
   // Messages that arrive while a reload is in flight are applied again after it, so a hash read that
@@ -157,10 +147,8 @@ export async function createMarket(redis: Redis, subscriber: Redis, prefix: stri
     try {
       if (channel === ch.assets) {
         const asset = parseAsset(message);
+        // New bounds or skew apply to the price already held at the next decision.
         assets.set(asset.assetId, asset);
-        // New bounds or skew apply to the price already held.
-        const held = prices.get(asset.assetId);
-        if (held !== undefined) prices.set(asset.assetId, saneQuote(held, asset, nowS()));
       } else if (channel === ch.prices) {
         applyPrice(message, false);
         duringReload?.push(message);
