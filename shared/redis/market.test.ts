@@ -4,9 +4,9 @@
 // is right — it does not stay worth zero until the next price (an hour on a quiet feed's heartbeat).
 // Real Redis, the market's own subscription.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { setUpServicesWithWeth, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
 import { connectRedis, type TestServices } from '../../test/support/db.ts';
 import { setPrice, WETH } from '../../test/support/fixtures.ts';
+import { setUpServicesWithWeth, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
 import { borrowPower } from '../credit.ts';
 import type { Redis } from './client.ts';
 import { createMarket, type Market } from './market.ts';
