@@ -45,7 +45,7 @@ const POLICIES: Record<string, string[]> = {
     'support_ro',
     'withdrawals',
   ],
-  card_events: ['hot_path', 'ledger_writer', 'reconciliation', 'settlement'],
+  card_events: ['hot_path', 'ledger_writer', 'reconciliation', 'settlement', 'withdrawals'],
   cards: ['hot_path', 'ledger_writer', 'reconciliation', 'supabase_sync', 'support_ro', 'withdrawals'],
   chain_refunds: ['indexer', 'reconciliation', 'settlement'],
   credit_accounts: [

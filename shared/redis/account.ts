@@ -12,6 +12,7 @@ import { type AuthorizationStateRow, authorizationStates } from '../db/queries/a
 import { type EffectiveCard, type UserControls, userControls } from '../db/queries/controls.ts';
 import { RetryableError } from '../errors.ts';
 import { DOUBLE_EXACT_MAX, usdcToCentsCeil } from '../money.ts';
+import { capturedCentsListed } from '../policy/captured-listed.ts';
 import { policyLimits } from '../policy/limits.ts';
 import { AUTH_STATE, BLOCKED_MCCS_SEPARATOR, CARD_ENTRY_SEPARATOR } from '../policy/redis-fields.ts';
 import type { Redis } from './client.ts';
@@ -70,10 +71,12 @@ export interface RestoredAuthorizationState {
  *   refund is credited less, never again);
  * - `rvh` is the refunds held for review net of what captures credited back (exact);
  * - `t` is set for a terminal status (`closed`, `reversed`, `expired`: exact);
- * - `w`, for a closed approved authorization, is what is held plus what was captured: the captured total
- *   Stripe listed, exactly, whenever it listed one or a capture was booked before the close; when
- *   neither (the script stored -1: the first capture releases the whole hold), the hold left is kept
- *   until the captures reach it (held longer, never released early);
+ * - `w`, for a closed approved authorization, is read from its stored `closed` event as the script
+ *   read it: the captured total Stripe listed, or -1 when it listed none (exact: the script's own value
+ *   then was the captured total only when that left nothing held, and with nothing held `w` moves
+ *   nothing). With no `closed` event stored, it is what is held plus what was captured: exact when
+ *   Stripe listed a total, else the hold is kept until captures reach it (held longer, never released
+ *   early);
  * - `ver` is the requests we decided × 1e10, at or below the script's (which adds the event's time and
  *   counts Stripe's own requests): an older `updated` of an earlier request is refused as before the
  *   loss; one of the same request still applies (docs/chaos.md item 11 says which way that moves).
@@ -94,7 +97,11 @@ export function restoredAuthorizationState(row: AuthorizationStateRow): Restored
   if (row.reviewHeldCents !== 0n) fields.push([AUTH_STATE.reviewHeldCents, row.reviewHeldCents.toString()]);
   if (row.status !== 'pending') fields.push([AUTH_STATE.terminal, '1']);
   if (row.status === 'closed' && row.approved) {
-    fields.push([AUTH_STATE.closedCapturedCents, (row.heldCents + row.capturedCents).toString()]);
+    const listed =
+      row.closedTransactions === undefined
+        ? (row.heldCents + row.capturedCents).toString()
+        : String(capturedCentsListed(row.closedTransactions));
+    fields.push([AUTH_STATE.closedCapturedCents, listed]);
   }
   if (row.requestsDecided > 0) fields.push([AUTH_STATE.version, String(row.requestsDecided * 1e10)]);
   return fields.length === 0 ? null : { authorizationId: row.id, fields };

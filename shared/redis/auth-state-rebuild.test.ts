@@ -183,6 +183,60 @@ describe('an authorization whose cache state Redis lost', () => {
     expect(await money(userId, A)).toEqual(expected('0', '3628'));
   });
 
+  // Chaos seed 2 (second run): approved 13,539, `closed` with no captures listed before any was booked,
+  // the loss, then a capture of 8,800. The script had kept the whole hold "until a capture arrives"
+  // (Stripe listed no total): that capture releases all of it.
+  it('releases the whole hold at the first capture after the loss when the close listed none', async () => {
+    const { userId, cardId, id, t } = await world();
+    const A = id();
+    const auth = { cardId, authorizationId: A, amountCents: 13_539, approved: true, requestHistory: 1 };
+    await stripe(
+      authorizationEvent({ ...auth, type: 'issuing_authorization.created', status: 'pending', createdS: t }),
+    );
+    await stripe(
+      authorizationEvent({
+        ...auth,
+        type: 'issuing_authorization.updated',
+        status: 'closed',
+        createdS: t + 1,
+      }),
+    );
+    expect(await money(userId, A)).toEqual(expected('13539', '0'));
+    await loseUserData(userId);
+    await stripe(
+      transactionEvent({ cardId, authorizationId: A, type: 'capture', amountCents: 8_800, createdS: t + 2 }),
+    );
+    expect(await money(userId, A)).toEqual(expected('0', '8800'));
+  });
+
+  // When the close listed Stripe's captured total, the part not yet booked stays held after the loss.
+  it('keeps held what the close listed as captured and the loss left unbooked', async () => {
+    const { userId, cardId, id, t } = await world();
+    const A = id();
+    const auth = { cardId, authorizationId: A, amountCents: 10_000, approved: true, requestHistory: 1 };
+    await stripe(
+      authorizationEvent({ ...auth, type: 'issuing_authorization.created', status: 'pending', createdS: t }),
+    );
+    const closed = authorizationEvent({
+      ...auth,
+      type: 'issuing_authorization.updated',
+      status: 'closed',
+      createdS: t + 1,
+    });
+    Object.assign(closed.data.object, { transactions: [{ type: 'capture', amount: -6_000 }] });
+    await stripe(closed);
+    expect(await money(userId, A)).toEqual(expected('6000', '0'));
+    await loseUserData(userId);
+    await stripe(
+      transactionEvent({ cardId, authorizationId: A, type: 'capture', amountCents: 4_000, createdS: t + 2 }),
+    );
+    expect(await money(userId, A)).toEqual(expected('2000', '4000'));
+    await stripe(
+      transactionEvent({ cardId, authorizationId: A, type: 'capture', amountCents: 2_000, createdS: t + 3 }),
+    );
+    expect(await money(userId, A)).toEqual(expected('0', '6000'));
+  });
+
   // An authorization closed before the loss stays closed: an earlier `updated` (pending) that Stripe
   // delivers late, after the loss, must not hold its amount again.
   it('keeps an authorization closed before the loss terminal', async () => {

@@ -252,13 +252,20 @@ export interface AuthorizationStateRow {
   reviewHeldCents: bigint;
   /** Requests we decided for it (`decisions` rows): `ver` is at least this × 1e10. */
   requestsDecided: number;
+  /**
+   * A closed authorization's first stored `closed` event's `transactions` (the captures Stripe listed
+   * then, which the script's `w` was computed from); undefined when the authorization is not closed or
+   * no such event is stored, null when the event listed none.
+   */
+  closedTransactions: unknown[] | null | undefined;
 }
 
 /**
  * The cache state of a user's authorizations updated since `since` (the cache keeps an authorization's
  * state that long after its last event: `policyLimits.authorizationStateTtlS`). One statement, so the
  * captured cents and the ledger's lifecycle movements are one snapshot (the ledger writer books both in
- * one transaction). The refunds come from the ledger's lifecycle transfers of the authorization
+ * one transaction), and a closed authorization's first stored `closed` event (card_events, by
+ * `object_id`). The refunds come from the ledger's lifecycle transfers of the authorization
  * (`lifecycle:<event id>`, kinds `capture` and `refund`): per transfer, `u` is the user's unsettled leg
  * and `r` the review leg (cents held, negative when a capture credited held refunds back). A credit
  * (refund, capture reversal) has `r ≥ 0` and credits `−u`; a capture that credited held refunds has
@@ -280,6 +287,7 @@ export async function authorizationStates(
       requests: string;
       refunded: string;
       review_held: string;
+      closed_event: { transactions: unknown[] | null } | null;
     }[]
   >`
     with a as (
@@ -298,7 +306,13 @@ export async function authorizationStates(
       (select count(*) from decisions d where d.authorization_id = a.id)::text as requests,
       coalesce((select sum(case when m.r < 0 then -m.r when m.u < 0 then -m.u else 0 end)
         from m where m.authorization_id = a.id), 0)::text as refunded,
-      coalesce((select sum(m.r) from m where m.authorization_id = a.id), 0)::text as review_held
+      coalesce((select sum(m.r) from m where m.authorization_id = a.id), 0)::text as review_held,
+      case when a.status = 'closed' then (
+        select jsonb_build_object('transactions', c.payload #> '{data,object,transactions}') from card_events c
+        where c.object_id = a.id and c.type in ('issuing_authorization.created', 'issuing_authorization.updated')
+          and c.payload #>> '{data,object,status}' = 'closed'
+        order by c.created_at, c.id limit 1
+      ) end as closed_event
     from a`;
   return rows.map((row) => ({
     id: row.id,
@@ -309,5 +323,11 @@ export async function authorizationStates(
     refundedCents: BigInt(row.refunded),
     reviewHeldCents: BigInt(row.review_held),
     requestsDecided: Number(row.requests),
+    closedTransactions:
+      row.closed_event === null
+        ? undefined
+        : Array.isArray(row.closed_event.transactions)
+          ? row.closed_event.transactions
+          : null,
   }));
 }
