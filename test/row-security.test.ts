@@ -45,7 +45,7 @@ const POLICIES: Record<string, string[]> = {
     'support_ro',
     'withdrawals',
   ],
-  card_events: ['hot_path', 'ledger_writer', 'reconciliation', 'settlement'],
+  card_events: ['hot_path', 'ledger_writer', 'reconciliation', 'settlement', 'withdrawals'],
   cards: ['hot_path', 'ledger_writer', 'reconciliation', 'supabase_sync', 'support_ro', 'withdrawals'],
   chain_refunds: ['indexer', 'reconciliation', 'settlement'],
   credit_accounts: [
@@ -59,7 +59,7 @@ const POLICIES: Record<string, string[]> = {
     'supabase_sync',
     'withdrawals',
   ],
-  decisions: ['analytics', 'hot_path', 'ledger_writer', 'reconciliation', 'supabase_sync'],
+  decisions: ['analytics', 'hot_path', 'ledger_writer', 'reconciliation', 'supabase_sync', 'withdrawals'],
   fallback_decisions: ['hot_path', 'indexer', 'reconciliation', 'withdrawals'],
   ledger_entries: [
     'analytics',
@@ -79,6 +79,7 @@ const POLICIES: Record<string, string[]> = {
     'reconciliation',
     'settlement',
     'supabase_sync',
+    'withdrawals',
   ],
   liquidations: ['liquidator', 'reconciliation'],
   positions: [

@@ -18,6 +18,7 @@ import type { Sql } from '../db/client.ts';
 import { withDeadline } from '../deadline.ts';
 import { classifyError, RetryableError } from '../errors.ts';
 import type { LifecycleRecord } from '../outbox/records.ts';
+import { capturedCentsListed } from '../policy/captured-listed.ts';
 import { capturedHoldExpiresAtMs, type HoldExpirySettings, holdExpiresAtMs } from '../policy/hold-expiry.ts';
 import { policyLimits } from '../policy/limits.ts';
 import { ensureAccount } from '../redis/account.ts';
@@ -85,18 +86,7 @@ const nothing = (userId: string | null, applied: boolean): LifecycleResult => ({
  * a reversal), or -1 when it lists none or the list cannot be read.
  */
 export function stripeCapturedCents(auth: AuthorizationObject): number {
-  const listed = auth.transactions;
-  if (listed === undefined || listed.length === 0) return -1;
-  let captured = 0;
-  for (const item of listed) {
-    if (typeof item !== 'object' || item === null) return -1;
-    const { amount, type } = item as { amount?: unknown; type?: unknown };
-    if (typeof amount !== 'number' || !Number.isSafeInteger(amount)) return -1;
-    if (Math.abs(amount) > policyLimits.amountCentsMax) return -1;
-    if (type === 'capture') captured -= amount;
-    else if (type !== 'refund') return -1;
-  }
-  return captured > 0 ? captured : 0;
+  return capturedCentsListed(auth.transactions);
 }
 
 /** How a transaction moves money: Stripe's type and sign, mapped onto the script's kinds. */

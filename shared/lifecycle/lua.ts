@@ -11,6 +11,9 @@
  * (a terminal status was seen), `cap` (cents captured through booked transactions), `ref` (cents of
  * refunds credited against those captures), `rvh` (cents of its refunds held for review) and `w` (set
  * once the authorization closed approved: the captured total Stripe listed, or -1 when it listed none).
+ * When Redis loses this hash with the account (an empty restart), the account rebuild restores it from
+ * Postgres with the holds (shared/redis/account.ts `restoredAuthorizationState`: exact or towards less
+ * credit; `lv` is not restored), so the events after the loss see what was captured and refunded.
  * Those names (AUTH_STATE), the account's (A) and the outbox entry's outcome fields (O) are spliced in
  * from shared/policy/redis-fields.ts, the stored answer's format (S) from shared/policy/stored-answer.ts.
  */

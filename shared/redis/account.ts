@@ -8,11 +8,13 @@
  */
 import type { CollateralHolding } from '../credit.ts';
 import type { Sql } from '../db/client.ts';
+import { type AuthorizationStateRow, authorizationStates } from '../db/queries/authorizations.ts';
 import { type EffectiveCard, type UserControls, userControls } from '../db/queries/controls.ts';
 import { RetryableError } from '../errors.ts';
 import { DOUBLE_EXACT_MAX, usdcToCentsCeil } from '../money.ts';
+import { capturedCentsListed } from '../policy/captured-listed.ts';
 import { policyLimits } from '../policy/limits.ts';
-import { BLOCKED_MCCS_SEPARATOR, CARD_ENTRY_SEPARATOR } from '../policy/redis-fields.ts';
+import { AUTH_STATE, BLOCKED_MCCS_SEPARATOR, CARD_ENTRY_SEPARATOR } from '../policy/redis-fields.ts';
 import type { Redis } from './client.ts';
 import { ACCOUNT, cardIndexKey, channels, pricesKey, userKeys } from './keys.ts';
 import { publishToAll } from './pubsub.ts';
@@ -46,6 +48,63 @@ export interface AccountSnapshot {
    * adoption that follows finds them 'known' instead of adding each hold a second time (chaos bug 10).
    */
   pendingFallbackAnswers: { eventId: string; stored: string }[];
+  /**
+   * The lifecycle script's per-authorization state (`authState`, shared/lifecycle/lua.ts) as Postgres
+   * tells it, for the user's authorizations of the last `authorizationStateTtlS`: stored with the
+   * account unless the authorization's state is still cached (docs/chaos.md item 11).
+   */
+  authorizationStates: RestoredAuthorizationState[];
+}
+
+/** One authorization's `authState` fields (name, value), as the rebuild stores them. */
+export interface RestoredAuthorizationState {
+  authorizationId: string;
+  fields: [string, string][];
+}
+
+/**
+ * The `authState` fields Postgres's records give back for one authorization (none: nothing to store,
+ * as for an authorization the script never saw). Every field is the script's value or errs towards
+ * less credit:
+ * - `cap` is the captured total the writer booked (exact);
+ * - `ref` is the refunds credited, not less any refund reversal (at or above the script's: a later
+ *   refund is credited less, never again);
+ * - `rvh` is the refunds held for review net of what captures credited back (exact);
+ * - `t` is set for a terminal status (`closed`, `reversed`, `expired`: exact);
+ * - `w`, for a closed approved authorization, is read from its stored `closed` event as the script
+ *   read it: the captured total Stripe listed, or -1 when it listed none (exact: the script's own value
+ *   then was the captured total only when that left nothing held, and with nothing held `w` moves
+ *   nothing). With no `closed` event stored, it is what is held plus what was captured: exact when
+ *   Stripe listed a total, else the hold is kept until captures reach it (held longer, never released
+ *   early);
+ * - `ver` is the requests we decided × 1e10, at or below the script's (which adds the event's time and
+ *   counts Stripe's own requests): an older `updated` of an earlier request is refused as before the
+ *   loss; one of the same request still applies (docs/chaos.md item 11 says which way that moves).
+ * `lv` (the newest version Stripe described) and the applied-event markers are not rebuilt here.
+ */
+export function restoredAuthorizationState(row: AuthorizationStateRow): RestoredAuthorizationState | null {
+  const fields: [string, string][] = [];
+  for (const [name, value] of [
+    ['capturedCents', row.capturedCents],
+    ['refundedCents', row.refundedCents],
+    ['reviewHeldCents', row.reviewHeldCents],
+    ['heldCents', row.heldCents],
+  ] as const) {
+    assertDoubleExact(name, value);
+  }
+  if (row.capturedCents !== 0n) fields.push([AUTH_STATE.capturedCents, row.capturedCents.toString()]);
+  if (row.refundedCents !== 0n) fields.push([AUTH_STATE.refundedCents, row.refundedCents.toString()]);
+  if (row.reviewHeldCents !== 0n) fields.push([AUTH_STATE.reviewHeldCents, row.reviewHeldCents.toString()]);
+  if (row.status !== 'pending') fields.push([AUTH_STATE.terminal, '1']);
+  if (row.status === 'closed' && row.approved) {
+    const listed =
+      row.closedTransactions === undefined
+        ? (row.heldCents + row.capturedCents).toString()
+        : String(capturedCentsListed(row.closedTransactions));
+    fields.push([AUTH_STATE.closedCapturedCents, listed]);
+  }
+  if (row.requestsDecided > 0) fields.push([AUTH_STATE.version, String(row.requestsDecided * 1e10)]);
+  return fields.length === 0 ? null : { authorizationId: row.id, fields };
 }
 
 /** Values the Lua side does arithmetic on must stay exact as doubles. */
@@ -70,7 +129,7 @@ export async function accountFromPostgres(
   const user = await userControls(sql, userId, nowMs);
   if (user === null) return null;
   const dayStart = new Date(Math.floor(nowMs / 86_400_000) * 86_400_000);
-  const [account, positions, holds, spent] = await Promise.all([
+  const [account, positions, holds, spent, states] = await Promise.all([
     sql<{ debt_onchain_usdc: string; unsettled_cents: string; holds_cents: string }[]>`
       select debt_onchain_usdc::text, unsettled_cents, holds_cents from credit_accounts where user_id = ${userId}`,
     sql<{ asset_id: string; collateral_base: string; pending_withdrawal_base: string }[]>`
@@ -85,6 +144,9 @@ export async function accountFromPostgres(
     sql<{ spent: string }[]>`
       select coalesce(sum(approved_cents), 0)::text as spent from authorizations
       where user_id = ${userId} and approved and created_at >= ${dayStart}`,
+    // The cache keeps an authorization's state this long after its last event (every script that
+    // touches it renews the TTL), so an older one has none to restore.
+    authorizationStates(sql, userId, new Date(nowMs - policyLimits.authorizationStateTtlS * 1000)),
   ]);
   const acct = account[0];
   return {
@@ -114,13 +176,16 @@ export async function accountFromPostgres(
     pendingFallbackAnswers: holds.flatMap((h) =>
       h.stored === null ? [] : [{ eventId: h.id, stored: h.stored }],
     ),
+    authorizationStates: states.flatMap((row) => restoredAuthorizationState(row) ?? []),
   };
 }
 
 // Installs a snapshot only if the account is absent (a rebuild never overwrites live holds) and no
 // writer changed the user since the snapshot was read (KEYS[6] is the change counter, ARGV[last]
 // its value before the snapshot): returns 1 installed, 0 already present, -1 changed meanwhile. KEYS[7…]
-// are the decision keys of the fallback's answers not yet adopted (stored unless a key is there).
+// are the decision keys of the fallback's answers not yet adopted (stored unless a key is there), then
+// the authState keys of the authorizations whose state is restored (each only if it is not there: a
+// state that outlived the account, say an account invalidated and rebuilt, is the live one).
 const INSTALL = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if (redis.call('GET', KEYS[6]) or '0') ~= ARGV[#ARGV] then return -1 end
@@ -144,6 +209,17 @@ local answers = tonumber(ARGV[at]); at = at + 1
 for i = 1, answers do
   redis.call('SET', KEYS[6 + i], ARGV[at], 'NX', 'EX', tonumber(ARGV[at + 1]))
   at = at + 2
+end
+local states = tonumber(ARGV[at]); at = at + 1
+local stateTtl = tonumber(ARGV[at]); at = at + 1
+for i = 1, states do
+  local key = KEYS[6 + answers + i]
+  local n = tonumber(ARGV[at]); at = at + 1
+  if redis.call('EXISTS', key) == 0 then
+    for j = 0, n - 1 do redis.call('HSET', key, ARGV[at + j * 2], ARGV[at + j * 2 + 1]) end
+    redis.call('EXPIRE', key, stateTtl)
+  end
+  at = at + n * 2
 end
 return 1
 `;
@@ -214,10 +290,12 @@ export async function installAccount(
   args.push(snapshot.spentTodayCents.toString());
   args.push(snapshot.pendingFallbackAnswers.length);
   for (const answer of snapshot.pendingFallbackAnswers) args.push(answer.stored, policyLimits.decisionTtlS);
+  args.push(snapshot.authorizationStates.length, policyLimits.authorizationStateTtlS);
+  for (const state of snapshot.authorizationStates) args.push(state.fields.length, ...state.fields.flat());
   args.push(changesBefore);
   const installed = await redis.eval(
     INSTALL,
-    6 + snapshot.pendingFallbackAnswers.length,
+    6 + snapshot.pendingFallbackAnswers.length + snapshot.authorizationStates.length,
     keys.account,
     keys.cards,
     keys.holds,
@@ -225,6 +303,7 @@ export async function installAccount(
     keys.daySpend(utcDay(nowMs)),
     keys.changes,
     ...snapshot.pendingFallbackAnswers.map((answer) => keys.decision(answer.eventId)),
+    ...snapshot.authorizationStates.map((state) => keys.authState(state.authorizationId)),
     ...args,
   );
   if (snapshot.cards.length > 0) {

@@ -227,3 +227,107 @@ export async function storeSealedNames(
     from q where a.id = q.id and a.merchant_name_sealed is null`;
   return stored.count;
 }
+
+/**
+ * What the lifecycle script keeps per authorization (its `authState` hash, shared/lifecycle/lua.ts),
+ * as far as Postgres's durable records tell it: read by the account rebuild (shared/redis/account.ts)
+ * so an authorization whose cache state was lost (Redis restarted empty) gets it back with its hold.
+ */
+export interface AuthorizationStateRow {
+  id: string;
+  status: AuthorizationStatus;
+  /** Stripe's latest word (or a decision's) on whether it is approved. */
+  approved: boolean;
+  heldCents: bigint;
+  /** `cap`: cents captured through booked transactions (the writer adds each record's captured cents). */
+  capturedCents: bigint;
+  /**
+   * `ref`, from above: cents of refunds (and capture reversals) credited against the captures, plus
+   * what later captures credited of held refunds (`captured_later`). A refund reversal lowers `ref` by
+   * what it takes back of it, which no booked record carries; it is not subtracted here, so with one
+   * this is above the script's value — a later refund is then credited less, never more.
+   */
+  refundedCents: bigint;
+  /** `rvh`: cents of its refunds held for review, net of what later captures credited (exact). */
+  reviewHeldCents: bigint;
+  /** Requests we decided for it (`decisions` rows): `ver` is at least this × 1e10. */
+  requestsDecided: number;
+  /**
+   * A closed authorization's first stored `closed` event's `transactions` (the captures Stripe listed
+   * then, which the script's `w` was computed from); undefined when the authorization is not closed or
+   * no such event is stored, null when the event listed none.
+   */
+  closedTransactions: unknown[] | null | undefined;
+}
+
+/**
+ * The cache state of a user's authorizations updated since `since` (the cache keeps an authorization's
+ * state that long after its last event: `policyLimits.authorizationStateTtlS`). One statement, so the
+ * captured cents and the ledger's lifecycle movements are one snapshot (the ledger writer books both in
+ * one transaction), and a closed authorization's first stored `closed` event (card_events, by
+ * `object_id`). The refunds come from the ledger's lifecycle transfers of the authorization
+ * (`lifecycle:<event id>`, kinds `capture` and `refund`): per transfer, `u` is the user's unsettled leg
+ * and `r` the review leg (cents held, negative when a capture credited held refunds back). A credit
+ * (refund, capture reversal) has `r ≥ 0` and credits `−u`; a capture that credited held refunds has
+ * `r < 0` and credits `−r` (its `u` is the capture less that, so it is not read); any other (a capture,
+ * a refund reversal) credits nothing.
+ */
+export async function authorizationStates(
+  sql: Sql | Tx,
+  userId: string,
+  since: Date,
+): Promise<AuthorizationStateRow[]> {
+  const rows = await sql<
+    {
+      id: string;
+      status: AuthorizationStatus;
+      approved: boolean;
+      held_cents: string;
+      captured_cents: string;
+      requests: string;
+      refunded: string;
+      review_held: string;
+      closed_event: { transactions: unknown[] | null } | null;
+    }[]
+  >`
+    with a as (
+      select id, status, approved, held_cents, captured_cents from authorizations
+      where user_id = ${userId} and updated_at >= ${since}
+    ), m as (
+      select t.authorization_id,
+        coalesce(sum(e.amount_cents) filter (where e.account = 'user_unsettled'), 0) as u,
+        coalesce(sum(-e.amount_cents) filter (where e.account = 'user_refunds_held'), 0) as r
+      from ledger_transfers t join ledger_entries e on e.transfer_id = t.id
+      where t.user_id = ${userId} and t.kind in ('capture', 'refund') and t.ref like 'lifecycle:%'
+        and t.authorization_id in (select id from a)
+      group by t.id, t.authorization_id
+    )
+    select a.id, a.status, a.approved, a.held_cents::text, a.captured_cents::text,
+      (select count(*) from decisions d where d.authorization_id = a.id)::text as requests,
+      coalesce((select sum(case when m.r < 0 then -m.r when m.u < 0 then -m.u else 0 end)
+        from m where m.authorization_id = a.id), 0)::text as refunded,
+      coalesce((select sum(m.r) from m where m.authorization_id = a.id), 0)::text as review_held,
+      case when a.status = 'closed' then (
+        select jsonb_build_object('transactions', c.payload #> '{data,object,transactions}') from card_events c
+        where c.object_id = a.id and c.type in ('issuing_authorization.created', 'issuing_authorization.updated')
+          and c.payload #>> '{data,object,status}' = 'closed'
+        order by c.created_at, c.id limit 1
+      ) end as closed_event
+    from a`;
+  return rows.map((row) => ({
+    id: row.id,
+    status: row.status,
+    approved: row.approved,
+    heldCents: BigInt(row.held_cents),
+    capturedCents: BigInt(row.captured_cents),
+    refundedCents: BigInt(row.refunded),
+    reviewHeldCents: BigInt(row.review_held),
+    requestsDecided: Number(row.requests),
+    closedTransactions:
+      row.closed_event === null
+        ? undefined
+        : Array.isArray(row.closed_event.transactions)
+          ? row.closed_event.transactions
+          : null,
+  }));
+}
