@@ -347,7 +347,12 @@ describe('an authorization whose cache state Redis lost', () => {
       transactionEvent({ cardId, authorizationId: A, type: 'capture', amountCents: 1_000, createdS: t + 1 }),
     );
     await drainOutbox(services.redis, services.database.sql, services.prefix);
-    for (const role of ['credana_hot_path', 'credana_withdrawals', 'credana_reconciliation'] as const) {
+    for (const role of [
+      'credana_hot_path',
+      'credana_withdrawals',
+      'credana_reconciliation',
+      'credana_indexer',
+    ] as const) {
       const snapshot = await accountFromPostgres(services.sqlFor(role), userId, Date.now());
       expect({ role, states: snapshot?.authorizationStates }).toEqual({
         role,
