@@ -19,7 +19,7 @@
  * The Redis phases are functions of a `RedisTarget` (the servers' Redis environment), so the same
  * phases run against a Redis Cluster beside the single Redis.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, getPriority, loadavg } from 'node:os';
@@ -91,6 +91,7 @@ if (PRIORITY !== 0) {
  * shares.
  */
 const PRIVATE_REDIS = args.includes('--redis=private');
+let privateRedisPid: number | undefined;
 async function startPrivateRedis(): Promise<string> {
   const redisPort = await freePort();
   const child = spawn(
@@ -99,6 +100,7 @@ async function startPrivateRedis(): Promise<string> {
     { stdio: 'ignore', detached: true },
   );
   started.add(child);
+  privateRedisPid = child.pid;
   if (PRIORITY !== 0 && child.pid !== undefined)
     writeFileSync(`/proc/${child.pid}/autogroup`, String(PRIORITY));
   const url = `redis://127.0.0.1:${redisPort}`;
@@ -436,6 +438,28 @@ async function fixedRate(
   return result;
 }
 
+/** Sets the CPUs every thread of `pid` may run on (`taskset -a -p -c`). */
+function setCpus(pid: number | undefined, list: string): void {
+  if (pid !== undefined) execFileSync('taskset', ['-a', '-p', '-c', list, String(pid)], { stdio: 'ignore' });
+}
+
+/**
+ * Pins the hot path to the last CPU and the bench, the active writer and a private Redis to the others
+ * (TailVariant.hotPathCore); returns the undoing, which lets each run anywhere again.
+ */
+function pinHotPath(hot: Server, writer: Server | undefined): () => void {
+  const n = cpus().length;
+  if (n < 2) throw new Error('hotPathCore needs two CPUs or more');
+  const all = `0-${n - 1}`;
+  const others = n === 2 ? '0' : `0-${n - 2}`;
+  const rest = [process.pid, writer?.child.pid, privateRedisPid];
+  setCpus(hot.child.pid, String(n - 1));
+  for (const pid of rest) setCpus(pid, others);
+  return () => {
+    for (const pid of [hot.child.pid, ...rest]) setCpus(pid, all);
+  };
+}
+
 /** Waits until `writer` owns every outbox shard (up to 60 s). */
 async function ownsEveryShard(writer: Server): Promise<void> {
   const until = Date.now() + 60_000;
@@ -526,6 +550,13 @@ interface TailVariant {
   ownSessions: boolean;
   /** How the load generator speaks HTTP (open-loop.ts `Transport`); default `http`. */
   transport?: Transport;
+  /**
+   * The hot path on a CPU of its own, as on the dedicated compute production gives it: during the
+   * variant's rounds the hot path is pinned (taskset) to the last CPU and this process (the load
+   * generator), the writer and a private Redis (`--redis=private`) to the others. Postgres and the
+   * shared Redis are not ours to pin; they, and other tenants, still run anywhere.
+   */
+  hotPathCore?: boolean;
 }
 
 const TAIL_VARIANTS: Record<string, TailVariant> = {
@@ -572,6 +603,15 @@ const TAIL_VARIANTS: Record<string, TailVariant> = {
     writerNice: 19,
     ownSessions: true,
     transport: 'socket',
+  },
+  afterSocketCore: {
+    name: 'afterSocketCore',
+    hotPathFlags: [],
+    hotPathNice: 0,
+    writerNice: 19,
+    ownSessions: true,
+    transport: 'socket',
+    hotPathCore: true,
   },
   writerPausedSocket: {
     name: 'writerPausedSocket',
@@ -642,6 +682,7 @@ async function tailPhase(
       // arrives, or Redis would hand that entry to the stopped consumer.
       await new Promise((resolve) => setTimeout(resolve, 100));
       log(`bench: tail (${target.label}) round ${r + 1}/${rounds}: ${variant.name}`);
+      const pinned = variant.hotPathCore === true ? pinHotPath(hot, active) : () => {};
       probeReset(hot);
       const timeline = startTimeline({
         hotPath: hot.child.pid!,
@@ -649,6 +690,7 @@ async function tailPhase(
         writerBackends: backends,
       });
       const open = await fixedRate(hot.port, seconds, FIXED_RATE, { transport: variant.transport ?? 'http' });
+      pinned();
       const run = runs.get(variant.name)!;
       run.timelines.push(timeline.stop());
       run.probes.push(await probeReport(hot));
