@@ -632,9 +632,14 @@ const TAIL_VARIANTS: Record<string, TailVariant> = {
 const hotPathKey = (v: TailVariant) => `${v.hotPathNice}|${v.ownSessions}|${v.hotPathFlags.join(' ')}`;
 const writerKey = (v: TailVariant) => `${v.writerNice ?? 0}|${v.ownSessions}`;
 
-/** `--tail=before,after` chooses the variants (default: before, after). */
+/**
+ * `--tail=before,after` chooses the variants (default: before, after, afterSocket, afterSocketCore: the
+ * shipped configuration measured with Node's HTTP client as the generator, with the raw-socket generator,
+ * and with the hot path on a CPU of its own).
+ */
 const tailVariantNames = (
-  args.find((a) => a.startsWith('--tail='))?.slice('--tail='.length) ?? 'before,after'
+  args.find((a) => a.startsWith('--tail='))?.slice('--tail='.length) ??
+  'before,after,afterSocket,afterSocketCore'
 ).split(',');
 for (const name of tailVariantNames)
   if (TAIL_VARIANTS[name] === undefined)
