@@ -39,7 +39,11 @@ import assert from 'node:assert/strict';
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
 import { type Address, encodeFunctionData, type Hex, type LocalAccount, type PublicClient } from 'viem';
-import { type ContractsFile, credanaVaultAbi, priceFeedProxyAbi as priceFeedAbi } from '../shared/chain/contracts/index.ts';
+import {
+  type ContractsFile,
+  credanaVaultAbi,
+  priceFeedProxyAbi as priceFeedAbi,
+} from '../shared/chain/contracts/index.ts';
 import { createFeeCap } from '../shared/chain/fees.ts';
 import { assertChainSettings } from '../shared/chain/limits.ts';
 import { createLockStatus, runLockedLoop } from '../shared/chain/locked-loop.ts';
@@ -303,18 +307,7 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
 
   const readAccount = (who: Address, assets: readonly { assetId: string; token: Address }[]) =>
     readVaultAccount(client, vault, who, assets);
-  // The vault's bonus is a constant of its code: read once.
-  let bonusBps: Promise<bigint> | null = null;
-  const readView = (who: Address, assets: readonly { assetId: string; token: Address }[]) => {
-    bonusBps ??= client
-      .readContract({ address: vault, abi: credanaVaultAbi, functionName: 'LIQUIDATION_BONUS_BPS' })
-      .then((b) => b as bigint)
-      .catch((error: unknown) => {
-        bonusBps = null;
-        throw error;
-      });
-    return readVaultView(client, vault, who, assets, bonusBps);
-  };
+  const readView = createVaultViewReader(client, vault);
   const deps: AccountLiquidationDeps = {
     sql,
     client,
@@ -547,6 +540,21 @@ async function liquidateAccount(
   await deps.settle({ ...row, transaction_hash: signed.hash }, receipt, head, report);
 }
 
+/** readVaultView for one vault; the vault's bonus is a constant of its code, read once (again after a failure). */
+function createVaultViewReader(client: PublicClient, vault: Address) {
+  let bonusBps: Promise<bigint> | null = null;
+  return (who: Address, assets: readonly { assetId: string; token: Address }[]): Promise<VaultView> => {
+    bonusBps ??= client
+      .readContract({ address: vault, abi: credanaVaultAbi, functionName: 'LIQUIDATION_BONUS_BPS' })
+      .then((b) => b as bigint)
+      .catch((error: unknown) => {
+        bonusBps = null;
+        throw error;
+      });
+    return readVaultView(client, vault, who, assets, bonusBps);
+  };
+}
+
 /**
  * The chain at one block as `liquidate` judges it: the account's debt and collateral, the vault's terms
  * for each asset it holds (`collateralConfig`) and the answer of each such asset's feed, and the block's
@@ -559,6 +567,8 @@ async function readVaultView(
   assets: readonly { assetId: string; token: Address }[],
   bonusBps: Promise<bigint>,
 ): Promise<VaultView> {
+  // Awaited first: a rejection is then always handled here, never left unobserved.
+  const bonus = await bonusBps;
   const block = await client.getBlock({ blockTag: 'latest' });
   const blockNumber = block.number;
   const read = (functionName: 'debtOf' | 'collateralOf' | 'collateralConfig', args: readonly unknown[]) =>
@@ -605,7 +615,7 @@ async function readVaultView(
     assets: terms.map((t) => t.asset),
     prices: new Map(terms.map((t) => [t.asset.assetId, t.quote])),
     nowS: Number(block.timestamp),
-    bonusBps: await bonusBps,
+    bonusBps: bonus,
   };
 }
 

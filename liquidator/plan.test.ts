@@ -24,7 +24,9 @@ const state = (debtUsdc: bigint, eth: bigint) => ({ debtUsdc, collateral: new Ma
 describe('planLiquidation', () => {
   it('leaves healthy accounts and accounts priced by a stale feed alone', () => {
     expect(planLiquidation(state(2_000n * USDC, ETH), [weth], at(3_000n), NOW, BONUS)).toBeNull();
-    expect(planLiquidation(state(2_000n * USDC, ETH), [weth], at(1_000n, NOW - 4_000), NOW, BONUS)).toBe('stale');
+    expect(planLiquidation(state(2_000n * USDC, ETH), [weth], at(1_000n, NOW - 4_000), NOW, BONUS)).toBe(
+      'stale',
+    );
     expect(planLiquidation(state(0n, ETH), [weth], at(1n), NOW, BONUS)).toBeNull();
   });
 
@@ -47,7 +49,10 @@ describe('planLiquidation', () => {
     // $2,000 against 0.5 ETH at $2,000: all of it, covering $1,000 / 1.05.
     const plan = planLiquidation(state(2_000n * USDC, ETH / 2n), [weth], at(2_000n), NOW, BONUS);
     // $952.380952 × 1.05 at $2,000, floored: what the vault lets that cover seize (0.2 gwei stays).
-    expect(plan).toMatchObject({ collateralSeizedBase: 499_999_999_800_000_000n, debtCoveredUsdc: 952_380_952n });
+    expect(plan).toMatchObject({
+      collateralSeizedBase: 499_999_999_800_000_000n,
+      debtCoveredUsdc: 952_380_952n,
+    });
   });
 
   it('judges as the vault does: in USDC units, floored per asset, not in cents', () => {

@@ -323,7 +323,9 @@ describe('liquidator', () => {
     }
     expect(report).toMatchObject({ unhealthy: 1, healthyOnChain: 0, sent: 1 });
     const [row] = await sql()`select status, transaction_hash from liquidations where user_id = ${userId}`;
-    const receipt = await chain.publicClient.getTransactionReceipt({ hash: row?.['transaction_hash'] as Hex });
+    const receipt = await chain.publicClient.getTransactionReceipt({
+      hash: row?.['transaction_hash'] as Hex,
+    });
     const priceReceipt = await chain.publicClient.getTransactionReceipt({ hash: recovery as unknown as Hex });
     // One block: the recovery first, then the liquidation, which the vault reverted.
     expect(priceReceipt.blockNumber).toBe(receipt.blockNumber);

@@ -450,7 +450,12 @@ async function checkInvariants(model: Model): Promise<void> {
       } else expect(plan, `${where} plan`).toBe(expected === 'PriceUnusable' ? 'stale' : null);
       if (plan !== null && plan !== 'stale') {
         expect(
-          await simulateLiquidation(user, plan.assetId as AssetId, plan.collateralSeizedBase, plan.debtCoveredUsdc),
+          await simulateLiquidation(
+            user,
+            plan.assetId as AssetId,
+            plan.collateralSeizedBase,
+            plan.debtCoveredUsdc,
+          ),
           `${where} planned liquidation`,
         ).toBe('ok');
       }
