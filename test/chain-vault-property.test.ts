@@ -1133,7 +1133,8 @@ describe('CredanaVault under random command sequences', () => {
     expect(seen.liquidated - before.liquidated).toBeGreaterThan(0);
     expect(seen.undercollateralizedChecked - before.undercollateralizedChecked).toBeGreaterThan(0);
     expect(seen.refusedHealthy - before.refusedHealthy).toBeGreaterThan(0);
-    expect(seen.refusedSeizeTooLarge - before.refusedSeizeTooLarge).toBeGreaterThan(0);
+    // SeizeTooLarge is rarer here (0–1 in 40 runs: an arbitrary share on an unhealthy account); the pinned
+    // sequence below makes one for certain.
   }, 120_000);
 
   it('passes a pinned sequence through every rule: uncovered payout refused, pending withdrawal cut, bad debt', async () => {
