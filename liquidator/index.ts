@@ -3,13 +3,22 @@
  * longer covered at the liquidation threshold (health factor below 1, ARCHITECTURE.md invariant 8) and
  * liquidates them through the vault's `liquidate`, from the liquidator's own key, paying USDC.
  *
- * - Health is judged on the chain's own numbers for the account (`debtOf`, `collateralOf`, pending
- *   withdrawals included: they are still seizable) and the indexed prices in force, with the credit
- *   model's arithmetic. A held asset whose price is stale is never a reason to liquidate: the account is
- *   skipped (and logged) until the feed answers again.
+ * - Health is judged twice. First on the chain's own numbers for the account (`debtOf`, `collateralOf`,
+ *   pending withdrawals included: they are still seizable) and the indexed prices in force, with the
+ *   credit model's arithmetic. An account unhealthy there is then judged by the vault's own rule, the
+ *   one `liquidate` enforces (it reverts `AccountHealthy` otherwise): its numbers and the feeds' answers
+ *   read from the chain at one block right before signing, Σ held × answer × the vault's liquidation
+ *   threshold in USDC units, floored per asset, below the debt (`planLiquidation`). Only an account
+ *   both find unhealthy is liquidated, so a price of a branch a reorg removed, or a drop the indexer has
+ *   not yet undone, is not acted on (docs/chaos.md L3). A held asset whose price is stale is never a
+ *   reason to liquidate: the account is skipped (and logged) until the feed answers again.
  * - How much (Aave v3): the whole debt, or half of it when the debt is at least $2,000 and the health
- *   factor is at least 0.95; collateral seized = covered × (1 + bonus) at the price, floored, from the
- *   asset worth the most, cut (with the covered debt) to what the account holds.
+ *   factor is at least 0.95; collateral seized = covered × (1 + the vault's bonus) at the feed's answer,
+ *   floored, from the asset worth the most, cut (with the covered debt) to what the account holds: the
+ *   most the vault lets a covered amount seize (`SeizeTooLarge` beyond it).
+ * - The vault is the authority: if the chain moved between the read and the block (a price recovered, a
+ *   repayment), the transaction reverts and its row is `failed` (`reverted`); the account is judged
+ *   afresh next round.
  * - Exactly once: a `liquidations` row with the signed transaction's hash and nonce is written before
  *   the broadcast, and at most one is in flight (`sent`, or `mined` and not yet deep) per user (a
  *   partial unique index), whose user the scan skips. A row is followed each round (reconcile.ts) until
@@ -30,7 +39,11 @@ import assert from 'node:assert/strict';
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
 import { type Address, encodeFunctionData, type Hex, type LocalAccount, type PublicClient } from 'viem';
-import { type ContractsFile, credanaVaultAbi } from '../shared/chain/contracts/index.ts';
+import {
+  type ContractsFile,
+  credanaVaultAbi,
+  priceFeedProxyAbi as priceFeedAbi,
+} from '../shared/chain/contracts/index.ts';
 import { createFeeCap } from '../shared/chain/fees.ts';
 import { assertChainSettings } from '../shared/chain/limits.ts';
 import { createLockStatus, runLockedLoop } from '../shared/chain/locked-loop.ts';
@@ -80,7 +93,10 @@ export interface LiquidatorReport {
   checked: number;
   /** Below the warning line, not below 1. */
   warnings: number;
+  /** Below 1 at the indexed prices in force. */
   unhealthy: number;
+  /** Of those, healthy by the vault's rule at the chain's state and feed answers: not liquidated. */
+  healthyOnChain: number;
   sent: number;
   /** Rows confirmed this round: their receipt reached CHAIN_CONFIRMATIONS deep. */
   confirmed: number;
@@ -95,6 +111,7 @@ function newReport(): LiquidatorReport {
     checked: 0,
     warnings: 0,
     unhealthy: 0,
+    healthyOnChain: 0,
     sent: 0,
     confirmed: 0,
     failed: 0,
@@ -114,6 +131,26 @@ export interface LiquidationPlan {
 interface AccountState {
   debtUsdc: bigint;
   collateral: Map<string, bigint>;
+}
+
+/** What the vault itself knows of an asset (`collateralConfig`): the terms `liquidate` judges by. */
+export interface VaultAsset {
+  assetId: string;
+  token: Address;
+  tokenDecimals: number;
+  priceDecimals: number;
+  liquidationThresholdBps: bigint;
+  priceAgeMaxS: number;
+}
+
+/** The chain at one block: the account, the vault's terms, the feeds' answers, the block's time. */
+export interface VaultView {
+  blockNumber: bigint;
+  state: AccountState;
+  assets: VaultAsset[];
+  prices: Map<string, PriceQuote>;
+  nowS: number;
+  bonusBps: bigint;
 }
 
 /**
@@ -136,31 +173,62 @@ export function accountHealthWad(
 }
 
 /**
- * What to liquidate, or null when the account is healthy (or cannot be judged: a stale price).
- * Exported for its own tests; pure.
+ * The vault's `liquidationValueUsdc`, exactly (CredanaVault.sol): Σ held × answer × 1e6 × threshold /
+ * (10^tokenDecimals × 10^priceDecimals × 10^4), floored per asset; 'stale' when a held asset's answer is
+ * not positive, stamped after `nowS`, or older than its `priceAgeMaxS` (the vault's `PriceUnusable`). Pure.
+ */
+export function vaultLiquidationValueUsdc(
+  state: AccountState,
+  assets: readonly VaultAsset[],
+  prices: ReadonlyMap<string, PriceQuote>,
+  nowS: number,
+): bigint | 'stale' {
+  let total = 0n;
+  for (const asset of assets) {
+    const held = state.collateral.get(asset.assetId) ?? 0n;
+    if (held === 0n) continue;
+    const quote = prices.get(asset.assetId);
+    if (
+      quote === undefined ||
+      quote.answer <= 0n ||
+      quote.updatedAtS > nowS ||
+      nowS - quote.updatedAtS > asset.priceAgeMaxS
+    ) {
+      return 'stale';
+    }
+    total +=
+      (held * quote.answer * USDC_UNIT * asset.liquidationThresholdBps) /
+      (10n ** BigInt(asset.tokenDecimals + asset.priceDecimals) * BPS);
+  }
+  return total;
+}
+
+/**
+ * What to liquidate by the vault's own rule, or null when the vault would find the account healthy
+ * (`vaultLiquidationValueUsdc` ≥ debt), or 'stale' when it could not judge it (a held asset's price is
+ * unusable). The health factor is value / debt in WAD, floored. Seized collateral is never more than
+ * the vault's `SeizeTooLarge` bound for the covered debt. Exported for its own tests; pure.
  */
 export function planLiquidation(
   state: AccountState,
-  assets: readonly (AssetRisk & { token: Address })[],
+  assets: readonly VaultAsset[],
   prices: ReadonlyMap<string, PriceQuote>,
   nowS: number,
+  bonusBps: bigint,
 ): LiquidationPlan | 'stale' | null {
-  const hf = accountHealthWad(state, assets, prices, nowS);
-  if (hf === null || hf === 'stale') return hf;
-  if (hf >= WAD) return null;
-  const risk = new Map(assets.map((a) => [a.assetId, a]));
-  const holdings = [...state.collateral.entries()]
-    .filter(([, amount]) => amount > 0n)
-    .map(([assetId, amountBase]) => ({ assetId, amountBase }));
+  if (state.debtUsdc === 0n) return null;
+  const value = vaultLiquidationValueUsdc(state, assets, prices, nowS);
+  if (value === 'stale') return value;
+  if (value >= state.debtUsdc) return null;
+  const hf = (value * WAD) / state.debtUsdc;
   // The asset worth the most is seized from.
-  let best: { asset: AssetRisk & { token: Address }; amount: bigint; price: bigint; value: bigint } | null =
-    null;
-  for (const h of holdings) {
-    const asset = risk.get(h.assetId);
-    const price = prices.get(h.assetId)?.answer;
-    if (asset === undefined || price === undefined) continue;
-    const value = (h.amountBase * price) / 10n ** BigInt(asset.tokenDecimals + asset.priceDecimals);
-    if (best === null || value > best.value) best = { asset, amount: h.amountBase, price, value };
+  let best: { asset: VaultAsset; amount: bigint; price: bigint; value: bigint } | null = null;
+  for (const asset of assets) {
+    const amount = state.collateral.get(asset.assetId) ?? 0n;
+    const price = prices.get(asset.assetId)?.answer;
+    if (amount === 0n || price === undefined) continue;
+    const worth = (amount * price) / 10n ** BigInt(asset.tokenDecimals + asset.priceDecimals);
+    if (best === null || worth > best.value) best = { asset, amount, price, value: worth };
   }
   if (best === null) return null;
   const halve =
@@ -169,13 +237,16 @@ export function planLiquidation(
   let covered = halve
     ? (state.debtUsdc * BigInt(LIQUIDATOR_LIMITS.liquidationCloseFactorBps)) / BPS
     : state.debtUsdc;
-  const bonus = BPS + BigInt(LIQUIDATOR_LIMITS.liquidationBonusBps);
+  const bonus = BPS + bonusBps;
   const scale = 10n ** BigInt(best.asset.tokenDecimals + best.asset.priceDecimals);
-  let seized = (covered * scale * bonus) / (best.price * USDC_UNIT * BPS);
+  // The vault's bound: covered × (1 + bonus) / price, floored.
+  const seizeMax = (c: bigint) => (c * bonus * scale) / (best.price * USDC_UNIT * BPS);
+  let seized = seizeMax(covered);
   if (seized > best.amount) {
-    // Not enough of it: take all of it, and cover only what it pays for at the bonus (floored).
-    seized = best.amount;
-    covered = (seized * best.price * USDC_UNIT * BPS) / (scale * bonus);
+    // Not enough of it: cover only what all of it pays for at the bonus (floored), and seize what that
+    // covered amount allows (at most all of it; a few base units may stay behind).
+    covered = (best.amount * best.price * USDC_UNIT * BPS) / (scale * bonus);
+    seized = seizeMax(covered);
   }
   if (seized === 0n || covered === 0n) return null;
   return {
@@ -236,6 +307,7 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
 
   const readAccount = (who: Address, assets: readonly { assetId: string; token: Address }[]) =>
     readVaultAccount(client, vault, who, assets);
+  const readView = createVaultViewReader(client, vault);
   const deps: AccountLiquidationDeps = {
     sql,
     client,
@@ -246,6 +318,7 @@ export function createLiquidator(options: LiquidatorOptions): Liquidator {
     logger,
     signer,
     readAccount,
+    readView,
     settle,
     afterBroadcast: options.afterBroadcast,
   };
@@ -351,15 +424,19 @@ interface AccountLiquidationDeps {
     who: Address,
     assets: readonly { assetId: string; token: Address }[],
   ) => Promise<AccountState>;
+  /** The chain at one block as `liquidate` will judge it (readVaultView). */
+  readView: (who: Address, assets: readonly { assetId: string; token: Address }[]) => Promise<VaultView>;
   /** Records a fresh receipt (reconcile.ts): mined, or confirmed/failed once deep. */
   settle: ReturnType<typeof createLiquidatorReconcile>['settle'];
   afterBroadcast?: ((hash: Hex) => void | Promise<void>) | undefined;
 }
 
 /**
- * Judges one account on fresh on-chain state and, when it is below a health factor of 1 and its prices
- * are fresh, liquidates it: signed, SAVED as `sent`, broadcast, then followed to its receipt (`mined`,
- * or `confirmed`/`failed` when already CHAIN_CONFIRMATIONS deep; reconcile follows it from there).
+ * Judges one account on fresh on-chain state and, when it is below a health factor of 1 at the indexed
+ * prices in force AND by the vault's own rule at the chain's state and feed answers read right before
+ * signing, with fresh prices, liquidates it: signed, SAVED as `sent`, broadcast, then followed to its
+ * receipt (`mined`, or `confirmed`/`failed` when already CHAIN_CONFIRMATIONS deep; reconcile follows it
+ * from there). A liquidation the vault refuses at execution (the chain moved since) is `failed`.
  */
 async function liquidateAccount(
   deps: AccountLiquidationDeps,
@@ -379,9 +456,8 @@ async function liquidateAccount(
     report.warnings++;
     logger.warn({ userId, healthFactorWad: hf.toString() }, 'health factor below the warning line');
   }
-  const plan = planLiquidation(state, assets, prices, nowS);
-  if (plan === null) return;
-  if (plan === 'stale') {
+  if (hf === null || (typeof hf === 'bigint' && hf >= WAD)) return;
+  if (hf === 'stale') {
     metrics.staleSkipped.inc();
     logger.warn({ userId }, 'account not judged: a held asset has a stale price');
     return;
@@ -389,6 +465,23 @@ async function liquidateAccount(
   report.unhealthy++;
   if (report.feeCapped || !(await signer.ensureAllowance())) {
     report.feeCapped = true;
+    return;
+  }
+  // The round's prices may be older than the chain (read before a reorg removed them, or before a
+  // recovery): plan on the chain as the vault will judge it, read now, at one block.
+  const view = await deps.readView(who, assets);
+  const plan = planLiquidation(view.state, view.assets, view.prices, view.nowS, view.bonusBps);
+  if (plan === 'stale') {
+    metrics.staleSkipped.inc();
+    logger.warn({ userId }, 'account not judged: a held asset has a stale price on the chain');
+    return;
+  }
+  if (plan === null) {
+    report.healthyOnChain++;
+    logger.warn(
+      { userId, healthFactorWad: hf.toString(), block: view.blockNumber.toString() },
+      'below 1 at the indexed prices but not by the vault at the feeds’ answers: not liquidated',
+    );
     return;
   }
   const nonce = await signer.takeNonce();
@@ -445,6 +538,85 @@ async function liquidateAccount(
   if (row === undefined) return;
   const head = await client.getBlockNumber({ cacheTime: 0 });
   await deps.settle({ ...row, transaction_hash: signed.hash }, receipt, head, report);
+}
+
+/** readVaultView for one vault; the vault's bonus is a constant of its code, read once (again after a failure). */
+function createVaultViewReader(client: PublicClient, vault: Address) {
+  let bonusBps: Promise<bigint> | null = null;
+  return (who: Address, assets: readonly { assetId: string; token: Address }[]): Promise<VaultView> => {
+    bonusBps ??= client
+      .readContract({ address: vault, abi: credanaVaultAbi, functionName: 'LIQUIDATION_BONUS_BPS' })
+      .then((b) => b as bigint)
+      .catch((error: unknown) => {
+        bonusBps = null;
+        throw error;
+      });
+    return readVaultView(client, vault, who, assets, bonusBps);
+  };
+}
+
+/**
+ * The chain at one block as `liquidate` judges it: the account's debt and collateral, the vault's terms
+ * for each asset it holds (`collateralConfig`) and the answer of each such asset's feed, and the block's
+ * timestamp (what `block.timestamp` would be is at least this; a later block only ages the prices).
+ */
+async function readVaultView(
+  client: PublicClient,
+  vault: Address,
+  who: Address,
+  assets: readonly { assetId: string; token: Address }[],
+  bonusBps: Promise<bigint>,
+): Promise<VaultView> {
+  // Awaited first: a rejection is then always handled here, never left unobserved.
+  const bonus = await bonusBps;
+  const block = await client.getBlock({ blockTag: 'latest' });
+  const blockNumber = block.number;
+  const read = (functionName: 'debtOf' | 'collateralOf' | 'collateralConfig', args: readonly unknown[]) =>
+    client.readContract({ address: vault, abi: credanaVaultAbi, functionName, args, blockNumber } as never);
+  const [debt, ...amounts] = (await Promise.all([
+    read('debtOf', [who]),
+    ...assets.map((a) => read('collateralOf', [who, a.token])),
+  ])) as bigint[];
+  const collateral = new Map(assets.map((a, i) => [a.assetId, amounts[i] ?? 0n]));
+  const held = assets.filter((a) => (collateral.get(a.assetId) ?? 0n) > 0n);
+  const terms = await Promise.all(
+    held.map(async (a) => {
+      // (allowed, listed, tokenDecimals, priceDecimals, ltvBps, liquidationThresholdBps, priceAgeMaxS, feed)
+      const c = (await read('collateralConfig', [a.token])) as readonly [
+        boolean,
+        boolean,
+        number,
+        number,
+        number,
+        number,
+        number,
+        Address,
+      ];
+      const [, answer, , updatedAt] = (await client.readContract({
+        address: c[7],
+        abi: priceFeedAbi,
+        functionName: 'latestRoundData',
+        blockNumber,
+      })) as readonly [bigint, bigint, bigint, bigint, bigint];
+      const asset: VaultAsset = {
+        assetId: a.assetId,
+        token: a.token,
+        tokenDecimals: c[2],
+        priceDecimals: c[3],
+        liquidationThresholdBps: BigInt(c[5]),
+        priceAgeMaxS: c[6],
+      };
+      return { asset, quote: { answer, updatedAtS: Number(updatedAt) } };
+    }),
+  );
+  return {
+    blockNumber,
+    state: { debtUsdc: debt ?? 0n, collateral },
+    assets: terms.map((t) => t.asset),
+    prices: new Map(terms.map((t) => [t.asset.assetId, t.quote])),
+    nowS: Number(block.timestamp),
+    bonusBps: bonus,
+  };
 }
 
 /** The chain's own numbers for a vault account: its debt and its collateral in each asset. */

@@ -3,8 +3,10 @@
  * ranges, session-lock checks) is in shared/chain/limits.ts.
  */
 export const LIQUIDATOR_LIMITS = {
-  /** Liquidator (Aave v3's rules): bonus on seized collateral, close factor and when it applies. */
-  liquidationBonusBps: 500,
+  /**
+   * Liquidator (Aave v3's rules): the close factor and when it applies. The bonus on seized collateral is
+   * the vault's (`LIQUIDATION_BONUS_BPS`, 5 %), read from the chain: `liquidate` enforces it.
+   */
   liquidationCloseFactorBps: 5_000,
   /** The close factor applies only to debts at least this large (USDC base units, $2,000)… */
   liquidationCloseFactorDebtMinUsdc: 2_000_000_000n,

@@ -140,15 +140,16 @@ describe('liquidation', () => {
     const otherId = await seedUser(sql, { chainId: chain.contracts.chainId, wallet: other });
     await ensureAccount(services.redis, sql, services.prefix, otherId);
     const USDC = 10n ** 6n;
-    await chain.recordSpendAsSettler(other, 50n * USDC, `ipi_${randomBytes(6).toString('hex')}`);
-    await chain.fund(chain.account(2), 'USDC', 50n * USDC);
+    // 1 WETH at $2,500 × 82.5 % = $2,062.50 < $2,100: liquidatable (the vault checks it itself).
+    await chain.recordSpendAsSettler(other, 2_100n * USDC, `ipi_${randomBytes(6).toString('hex')}`);
+    await chain.fund(chain.account(2), 'USDC', 2_100n * USDC);
     await chain.fund(other, 'WETH', ETH);
     await chain.depositOnly(other, 'WETH', ETH);
     await indexer.syncToHead();
     const [waiting] =
       await sql`select applied_at from chain_events where event_name = 'Deposited' and args->>'user' = ${other}`;
     expect(waiting?.['applied_at']).toBeNull(); // the deposit waits for its confirmations…
-    await chain.liquidate(other, 'WETH', ETH / 2n, 50n * USDC);
+    await chain.liquidate(other, 'WETH', ETH / 2n, 2_100n * USDC);
     await indexer.syncToHead(); // …but the liquidation, one block later, cannot wait, and takes it along
     const [position] = await sql`
       select collateral_base::text as c from positions where user_id = ${otherId} and asset_id = 'WETH'`;

@@ -3,11 +3,15 @@
 // restarted, the liquidation is followed, never repeated; healthy accounts are left alone. And across a
 // real reorg (evm_snapshot, liquidate, evm_revert), before and after its confirmations: the orphaned
 // liquidation does not stay confirmed, the account is not liquidated again while it may be re-mined,
-// the shortfall is liquidated once with the orphaned one's nonce, and the counters say so.
+// the shortfall is liquidated once with the orphaned one's nonce, and the counters say so. And the L3
+// race (docs/chaos.md): a price that only a reorged-away branch had, still in force in the indexer, does
+// not get a healthy account liquidated (the liquidator re-reads the chain before signing); and when the
+// price recovers on the chain after the liquidator signed, before its transaction is mined, the vault
+// reverts it (AccountHealthy), the row is `failed`, the user keeps the collateral.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Address } from 'viem';
+import type { Address, Hex } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Indexer } from '../indexer/runtime/index.ts';
@@ -22,7 +26,7 @@ import {
   startChainHarness,
 } from '../scripts/chain/harness.ts';
 import { createTestIndexer, silentLogger, spawnLiquidator } from '../scripts/chain/testing.ts';
-import { credanaVaultAbi, writeContractsFile } from '../shared/chain/contracts/index.ts';
+import { credanaVaultAbi, mockAggregatorAbi, writeContractsFile } from '../shared/chain/contracts/index.ts';
 import { setUpServices, type TestServices } from './support/db.ts';
 
 const ETH = 10n ** 18n;
@@ -47,6 +51,14 @@ const debtOf = async (who: Address) =>
     abi: credanaVaultAbi,
     functionName: 'debtOf',
     args: [who],
+  })) as bigint;
+
+const collateralOf = async (who: Address) =>
+  (await chain.publicClient.readContract({
+    address: chain.contracts.vault,
+    abi: credanaVaultAbi,
+    functionName: 'collateralOf',
+    args: [who, chain.token('WETH')],
   })) as bigint;
 
 const liquidatedEvents = async (who: Address) =>
@@ -225,4 +237,124 @@ describe('liquidator', () => {
     },
     60_000,
   );
+  it('does not liquidate at a price only a reorged-away branch had, still in force in the indexer (L3)', async () => {
+    const user = chain.account(7);
+    const userId = await seedUser(sql(), { chainId: chain.contracts.chainId, wallet: user });
+    await chain.setPrice('WETH', 2_200n * 10n ** 8n); // as in force (a rise would wait to be confirmed)
+    await chain.deposit(user, 'WETH', 2n * ETH);
+    await chain.recordSpendAsSettler(user, 2_000n * USDC, 'ipi_liq_l3_branch');
+    await chain.mine(2);
+    await indexer.syncToHead();
+    await chain.fund(chain.account(ROLES.liquidator), 'USDC', 10_000n * USDC);
+    const liquidator = createLiquidator({
+      sql: services.sqlFor('credana_liquidator'),
+      client: chain.publicClient,
+      account: privateKeyToAccount(localAccount(ROLES.liquidator).privateKey),
+      contracts: chain.contracts,
+      logger: silentLogger,
+      maxFeePerGasWei: 200n * 10n ** 9n,
+      confirmations: 2,
+      reorgDepthMax: 16,
+    });
+    // A branch where WETH drops to $1,000: the indexer applies the drop at first sight.
+    const fork = await chain.snapshot();
+    await chain.setPrice('WETH', 1_000n * 10n ** 8n);
+    await indexer.syncToHead();
+    // The reorg removes it; the canonical chain never had that price (health 1.82 at $2,200), and the
+    // indexer has not caught up yet: its price in force is still the orphaned $1,000 (health 0.825).
+    await chain.revert(fork);
+    await chain.mine(3);
+    const [inForce] = await sql()`
+      select answer::text from prices where asset_id = 'WETH' order by updated_at desc, round_id desc limit 1`;
+    expect(inForce?.['answer']).toBe((1_000n * 10n ** 8n).toString());
+    // Below 1 at $1,000, both this account and the first test's $1,000-debt account (health 0.825): the
+    // chain finds both healthy, so neither is liquidated.
+    expect(await liquidator.runOnce()).toMatchObject({ unhealthy: 2, healthyOnChain: 2, sent: 0 });
+    expect(await sql()`select status from liquidations where user_id = ${userId}`).toEqual([]);
+    expect(await collateralOf(user)).toBe(2n * ETH);
+    expect(await debtOf(user)).toBe(2_000n * USDC);
+    await indexer.syncToHead(); // the indexer undoes the orphaned round: nothing to judge any more
+    expect(await liquidator.runOnce()).toMatchObject({ unhealthy: 0, sent: 0 });
+  }, 60_000);
+
+  it('is refused by the vault when the price recovers after it signed, before it is mined (L3): failed, not seized', async () => {
+    const user = chain.account(8);
+    const userId = await seedUser(sql(), { chainId: chain.contracts.chainId, wallet: user });
+    await chain.deposit(user, 'WETH', ETH);
+    await chain.recordSpendAsSettler(user, 2_000n * USDC, 'ipi_liq_l3_race');
+    await chain.setPrice('WETH', 2_200n * 10n ** 8n); // $1,815 at the threshold: health 0.9075
+    await chain.mine(2);
+    await indexer.syncToHead();
+    await chain.fund(chain.account(ROLES.liquidator), 'USDC', 10_000n * USDC);
+    const weth = chain.contracts.assets.find((a) => a.assetId === 'WETH');
+    if (weth === undefined) throw new Error('no WETH');
+    let recovery: Hex | null = null;
+    const liquidator = createLiquidator({
+      sql: services.sqlFor('credana_liquidator'),
+      client: chain.publicClient,
+      account: privateKeyToAccount(localAccount(ROLES.liquidator).privateKey),
+      contracts: chain.contracts,
+      logger: silentLogger,
+      maxFeePerGasWei: 200n * 10n ** 9n,
+      confirmations: 2,
+      reorgDepthMax: 16,
+      // Signed and broadcast on an unhealthy account; the feed's recovery to $3,000 lands first, in the
+      // same block (a far higher tip orders it ahead).
+      afterBroadcast: async () => {
+        recovery = await chain.walletClient.writeContract({
+          account: localAccount(ROLES.deployer).address,
+          chain: chain.walletClient.chain,
+          address: weth.aggregator,
+          abi: mockAggregatorAbi,
+          functionName: 'transmit',
+          args: [3_000n * 10n ** 8n],
+          maxFeePerGas: 1_000n * 10n ** 9n,
+          maxPriorityFeePerGas: 900n * 10n ** 9n,
+        });
+        await chain.testClient.request({ method: 'evm_mine', params: [] } as never);
+      },
+    });
+    await chain.testClient.setAutomine(false);
+    let report: Awaited<ReturnType<typeof liquidator.runOnce>>;
+    try {
+      report = await liquidator.runOnce();
+    } finally {
+      await chain.testClient.setAutomine(true);
+    }
+    expect(report).toMatchObject({ unhealthy: 1, healthyOnChain: 0, sent: 1 });
+    const [row] = await sql()`select status, transaction_hash from liquidations where user_id = ${userId}`;
+    const receipt = await chain.publicClient.getTransactionReceipt({
+      hash: row?.['transaction_hash'] as Hex,
+    });
+    const priceReceipt = await chain.publicClient.getTransactionReceipt({ hash: recovery as unknown as Hex });
+    // One block: the recovery first, then the liquidation, which the vault reverted.
+    expect(priceReceipt.blockNumber).toBe(receipt.blockNumber);
+    expect(priceReceipt.transactionIndex).toBeLessThan(receipt.transactionIndex);
+    expect(receipt.status).toBe('reverted');
+    await expect(
+      chain.publicClient.simulateContract({
+        account: chain.account(ROLES.liquidator),
+        address: chain.contracts.vault,
+        abi: credanaVaultAbi,
+        functionName: 'liquidate',
+        args: [user, chain.token('WETH'), 1n, 1n],
+      }),
+    ).rejects.toThrow(/AccountHealthy/);
+    await chain.mine(1); // its second confirmation
+    expect(await liquidator.runOnce()).toMatchObject({ failed: 1, sent: 0 });
+    expect(await sql()`select status, last_error from liquidations where user_id = ${userId}`).toEqual([
+      { status: 'failed', last_error: 'reverted' },
+    ]);
+    expect(await collateralOf(user)).toBe(ETH);
+    expect(await debtOf(user)).toBe(2_000n * USDC);
+    expect(await liquidatedEvents(user)).toHaveLength(0);
+    // Judged afresh: the indexer holds the rise to $3,000 back (36 %, beyond the 30 % a round may rise
+    // unconfirmed), so the account is below 1 at the price in force, but healthy on the chain: nothing sent.
+    await indexer.syncToHead();
+    const [inForce] = await sql()`
+      select answer::text from prices where asset_id = 'WETH' order by updated_at desc, round_id desc limit 1`;
+    expect(inForce?.['answer']).toBe((2_200n * 10n ** 8n).toString());
+    expect(await liquidator.runOnce()).toMatchObject({ unhealthy: 1, healthyOnChain: 1, sent: 0 });
+    expect(await liquidatedEvents(user)).toHaveLength(0);
+  }, 60_000);
 });

@@ -144,20 +144,23 @@ describe('reorgs within the limit', () => {
       await chain.depositOnly(wallets.a, 'WETH', 1n * ETH);
       await spend('ipi_a3');
     });
-    await chain.setPrice('WETH', 2_500n * 10n ** 8n); // a drop: applied at first sight, then orphaned
+    // A crash to $2 (applied at first sight, then orphaned): 11 WETH × $2 × 82.5 % < $30 of debt, so the
+    // vault lets the liquidator act.
+    await chain.setPrice('WETH', 2n * 10n ** 8n);
     await chain.finalizeWithdrawal(wallets.c, 'WETH');
     await chain.requestWithdrawal(wallets.b, 'WETH', 2n * ETH);
     await chain.liquidate(wallets.a, 'WETH', ETH / 2n, 5n * USDC);
     expect(await chain.head()).toBe(ancestor + 5n);
     await indexer.syncToHead();
     const [price] = await services.database
-      .sql`select count(*)::int as n from prices where answer = ${(2_500n * 10n ** 8n).toString()}`;
+      .sql`select count(*)::int as n from prices where answer = ${(2n * 10n ** 8n).toString()}`;
     expect(price?.['n']).toBe(1);
 
     await chain.revert(snapshot);
     await chain.cancelWithdrawal(wallets.c, 'WETH');
     await chain.depositOnly(wallets.b, 'WBTC', 1n * BTC);
     await spend('ipi_a4');
+    await chain.setPrice('WETH', 1n * 10n ** 8n); // $1 on this branch: liquidatable here too
     await chain.liquidate(wallets.a, 'WETH', 1n * ETH, 5n * USDC);
     await chain.depositOnly(wallets.x, 'WETH', 1n * ETH);
     await chain.mine(2);
@@ -166,7 +169,7 @@ describe('reorgs within the limit', () => {
     const audits = await reorgAudits();
     expect(audits.at(-1)?.['data']).toMatchObject({ depth: 5 });
     const [gone] = await services.database
-      .sql`select count(*)::int as n from prices where answer = ${(2_500n * 10n ** 8n).toString()}`;
+      .sql`select count(*)::int as n from prices where answer = ${(2n * 10n ** 8n).toString()}`;
     expect(gone?.['n']).toBe(0);
     await expectEqualToFreshIndex();
     await chain.mine(CONFIRMATIONS);

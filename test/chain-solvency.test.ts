@@ -396,11 +396,13 @@ describe('one position per user', () => {
     expect(await worker().runOnce()).toMatchObject({ sent: 1 });
     await sync();
     expect((await books(user)).debtOnChain).toBe(1_000n * USDC);
-    // The debt sits with the collateral: the liquidator can act on it.
-    await chain.fund(chain.account(ROLES.liquidator), 'USDC', 100n * USDC);
-    await chain.liquidate(user.wallet, 'WETH', ETH / 10n, 100n * USDC);
+    // The debt sits with the collateral: the liquidator can act on it once it is unhealthy (1 WETH at
+    // $3,000 × 82.5 % = $2,475 < $2,500: the vault judges that itself).
+    await chain.recordSpendAsSettler(user.wallet, 1_500n * USDC, 'ipi_solvency_unhealthy');
+    await chain.fund(chain.account(ROLES.liquidator), 'USDC', 300n * USDC);
+    await chain.liquidate(user.wallet, 'WETH', ETH / 10n, 300n * USDC);
     await sync();
-    expect((await books(user)).debtUsdc).toBe(900n * USDC);
+    expect((await books(user)).debtUsdc).toBe(2_200n * USDC);
   });
 });
 

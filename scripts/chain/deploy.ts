@@ -41,6 +41,12 @@ export interface CollateralSpec {
   initialPrice: bigint;
   /** The vault's on-chain LTV for the withdrawal check (basis points; default 8000). */
   ltvBps?: number;
+  /**
+   * The vault's on-chain liquidation threshold, the weight of the liquidation health check that `liquidate`
+   * enforces (basis points; default 8250, at least the LTV). Keep it equal to the `assets` row's
+   * `liquidation_threshold_bps` (the harness's DEFAULT_RISK).
+   */
+  liquidationThresholdBps?: number;
   /** The vault's price age limit for the withdrawal check (default 3,900 s). */
   priceAgeMaxS?: number;
   /** Deploy a USDT-style token (no bool returned by transfer/transferFrom/approve). */
@@ -56,6 +62,7 @@ export const DEFAULT_COLLATERAL: readonly CollateralSpec[] = [
     priceDecimals: 8,
     initialPrice: 3_000_00000000n,
     ltvBps: 8_000,
+    liquidationThresholdBps: 8_250,
     priceAgeMaxS: 3_900,
   },
   {
@@ -65,6 +72,7 @@ export const DEFAULT_COLLATERAL: readonly CollateralSpec[] = [
     priceDecimals: 8,
     initialPrice: 60_000_00000000n,
     ltvBps: 7_300,
+    liquidationThresholdBps: 7_800,
     priceAgeMaxS: 3_900,
   },
 ];
@@ -149,6 +157,7 @@ export async function deployLocalContracts(options: DeployOptions): Promise<Cont
       token,
       feed,
       spec.ltvBps ?? 8_000,
+      spec.liquidationThresholdBps ?? Math.max(spec.ltvBps ?? 8_000, 8_250),
       spec.priceAgeMaxS ?? 3_900,
       true,
     ]);

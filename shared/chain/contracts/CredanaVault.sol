@@ -42,6 +42,8 @@ contract CredanaVault is AccessControl, ReentrancyGuard, EIP712 {
         "WithdrawalApproval(address user,address token,uint256 amount,uint64 requestId,uint64 deadline)"
     );
     uint256 public constant MAX_COLLATERAL_TOKENS = 16;
+    /// @notice What a liquidator may seize beyond the debt it covers, at the feed's price (Aave's WETH bonus).
+    uint256 public constant LIQUIDATION_BONUS_BPS = 500;
     uint256 private constant BPS = 10_000;
 
     struct Withdrawal {
@@ -57,6 +59,8 @@ contract CredanaVault is AccessControl, ReentrancyGuard, EIP712 {
         uint8 tokenDecimals;
         uint8 priceDecimals;
         uint16 ltvBps;
+        /// @notice Weight of the asset's value in the liquidation health check (≥ ltvBps, < 100 %).
+        uint16 liquidationThresholdBps;
         uint32 priceAgeMaxS;
         address feed;
     }
@@ -81,7 +85,14 @@ contract CredanaVault is AccessControl, ReentrancyGuard, EIP712 {
     /// @notice keccak256(ref) of every refund recorded; a ref is recorded at most once, ever.
     mapping(bytes32 refHash => bool) public refundRecorded;
 
-    event CollateralSet(address indexed token, address feed, uint16 ltvBps, uint32 priceAgeMaxS, bool allowed);
+    event CollateralSet(
+        address indexed token,
+        address feed,
+        uint16 ltvBps,
+        uint16 liquidationThresholdBps,
+        uint32 priceAgeMaxS,
+        bool allowed
+    );
     event WithdrawalDelaySet(uint64 delayS);
     event Deposited(
         address indexed user, address indexed token, address indexed from, uint256 amount, uint256 collateralAfter
@@ -133,6 +144,10 @@ contract CredanaVault is AccessControl, ReentrancyGuard, EIP712 {
     error EmptyRef();
     error ExceedsDebt(uint256 debt, uint256 amount);
     error LengthMismatch();
+    /// @notice `liquidate` of an account whose collateral at the liquidation threshold still covers its debt.
+    error AccountHealthy(uint256 liquidationValueUsdc, uint256 debtUsdc);
+    /// @notice `liquidate` seizing more than the covered debt plus the bonus is worth at the feed's price.
+    error SeizeTooLarge(uint256 seizeMax, uint256 collateralSeized);
 
     constructor(address usdc_, uint64 withdrawalDelayS_) EIP712("CredanaVault", "1") {
         usdc = usdc_;
@@ -143,15 +158,24 @@ contract CredanaVault is AccessControl, ReentrancyGuard, EIP712 {
 
     // ── Administration ────────────────────────────────────────────────────────────────────────────
 
-    /// @notice Lists (or updates) a collateral token with its price feed, LTV and price age limit.
-    /// A token stays listed once listed (the solvency check keeps counting what users hold of it);
-    /// `allowed` only gates new deposits.
-    function setCollateral(address token, address feed, uint16 ltvBps, uint32 priceAgeMaxS, bool allowed)
-        external
-        onlyRole(DEFAULT_ADMIN_ROLE)
-    {
+    /// @notice Lists (or updates) a collateral token with its price feed, LTV, liquidation threshold and
+    /// price age limit. A token stays listed once listed (the solvency check keeps counting what users
+    /// hold of it); `allowed` only gates new deposits.
+    function setCollateral(
+        address token,
+        address feed,
+        uint16 ltvBps,
+        uint16 liquidationThresholdBps,
+        uint32 priceAgeMaxS,
+        bool allowed
+    ) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (token == usdc) revert CollateralNotAllowed(token);
-        if (feed == address(0) || ltvBps >= BPS || priceAgeMaxS == 0) revert InvalidCollateralConfig();
+        // A threshold below the LTV would make a position liquidatable the moment it borrows its maximum;
+        // at 100 % or more the bonus could never be paid from the collateral.
+        if (
+            feed == address(0) || ltvBps > liquidationThresholdBps || liquidationThresholdBps >= BPS
+                || priceAgeMaxS == 0
+        ) revert InvalidCollateralConfig();
         Collateral storage c = collateralConfig[token];
         if (!c.listed) {
             if (collateralTokens.length >= MAX_COLLATERAL_TOKENS) revert TooManyCollateralTokens();
@@ -163,8 +187,9 @@ contract CredanaVault is AccessControl, ReentrancyGuard, EIP712 {
         c.feed = feed;
         c.priceDecimals = IPriceFeed(feed).decimals();
         c.ltvBps = ltvBps;
+        c.liquidationThresholdBps = liquidationThresholdBps;
         c.priceAgeMaxS = priceAgeMaxS;
-        emit CollateralSet(token, feed, ltvBps, priceAgeMaxS, allowed);
+        emit CollateralSet(token, feed, ltvBps, liquidationThresholdBps, priceAgeMaxS, allowed);
     }
 
     function setWithdrawalDelay(uint64 delayS) external onlyRole(DEFAULT_ADMIN_ROLE) {
@@ -263,13 +288,21 @@ contract CredanaVault is AccessControl, ReentrancyGuard, EIP712 {
             uint256 net = collateralOf[user][token] - pendingWithdrawalOf[user][token].amount;
             if (net == 0) continue;
             Collateral memory c = collateralConfig[token];
-            (, int256 answer,, uint256 updatedAt,) = IPriceFeed(c.feed).latestRoundData();
-            if (answer <= 0 || updatedAt > block.timestamp || block.timestamp - updatedAt > c.priceAgeMaxS) {
-                revert PriceUnusable(token);
-            }
-            // net × price × 1e6 × ltv / (10^tokenDecimals × 10^priceDecimals × 1e4), floored.
-            total += (net * uint256(answer) * 1e6 * c.ltvBps)
-                / (10 ** uint256(c.tokenDecimals) * 10 ** uint256(c.priceDecimals) * BPS);
+            total += _weightedUsdc(net, _price(token, c), c, c.ltvBps);
+        }
+    }
+
+    /// @notice Σ over listed tokens of collateral × price × liquidation threshold, in USDC units (floored
+    /// per asset). Pending withdrawals count: they are still seizable. Below `debtOf(user)` the account
+    /// is liquidatable. Reverts `PriceUnusable` as `borrowPowerUsdc` does: a stale price never liquidates.
+    function liquidationValueUsdc(address user) public view returns (uint256 total) {
+        uint256 n = collateralTokens.length;
+        for (uint256 i = 0; i < n; i++) {
+            address token = collateralTokens[i];
+            uint256 held = collateralOf[user][token];
+            if (held == 0) continue;
+            Collateral memory c = collateralConfig[token];
+            total += _weightedUsdc(held, _price(token, c), c, c.liquidationThresholdBps);
         }
     }
 
@@ -328,8 +361,13 @@ contract CredanaVault is AccessControl, ReentrancyGuard, EIP712 {
     }
 
     /// @notice Seizes collateral of an unhealthy position; the liquidator pays `debtCoveredUsdc`.
-    /// The health check is off-chain (the liquidator role is the program's own service). A pending
-    /// withdrawal larger than what is left is cut down to it, and the cut is part of the event.
+    /// The vault judges it itself, at the feeds' answers in this block, so neither a liquidator bug, a
+    /// price the liquidator saw on a branch a reorg removed, nor a stolen liquidator key can seize from a
+    /// healthy account: it reverts `AccountHealthy` unless `liquidationValueUsdc(user) < debtOf(user)`
+    /// (`PriceUnusable` when a held asset's price is stale), and `SeizeTooLarge` when `collateralSeized`
+    /// is worth more than `debtCoveredUsdc` × (1 + LIQUIDATION_BONUS_BPS) at `token`'s price (floored).
+    /// The close factor is the liquidator's rule, not checked here. A pending withdrawal larger than what
+    /// is left is cut down to it, and the cut is part of the event.
     function liquidate(address user, address token, uint256 collateralSeized, uint256 debtCoveredUsdc)
         external
         onlyRole(LIQUIDATOR_ROLE)
@@ -339,6 +377,15 @@ contract CredanaVault is AccessControl, ReentrancyGuard, EIP712 {
         if (collateralSeized > held) revert InsufficientCollateral(held, collateralSeized);
         uint256 debt = debtOf[user];
         if (debtCoveredUsdc > debt) revert ExceedsDebt(debt, debtCoveredUsdc);
+        uint256 value = liquidationValueUsdc(user);
+        if (value >= debt) revert AccountHealthy(value, debt);
+        if (collateralSeized > 0) {
+            Collateral memory c = collateralConfig[token];
+            // covered × (1 + bonus) / price, in the token's base units, floored (the user's side).
+            uint256 seizeMax = (debtCoveredUsdc * (BPS + LIQUIDATION_BONUS_BPS) * 10 ** uint256(c.tokenDecimals)
+                    * 10 ** uint256(c.priceDecimals)) / (_price(token, c) * 1e6 * BPS);
+            if (collateralSeized > seizeMax) revert SeizeTooLarge(seizeMax, collateralSeized);
+        }
         uint256 left = held - collateralSeized;
         collateralOf[user][token] = left;
         debtOf[user] = debt - debtCoveredUsdc;
@@ -363,6 +410,26 @@ contract CredanaVault is AccessControl, ReentrancyGuard, EIP712 {
         collateralOf[user][token] = after_;
         emit Deposited(user, token, msg.sender, amount, after_);
         IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    /// @dev The feed's answer for a listed token, or `PriceUnusable` when it is not positive, stamped in
+    /// the future, or older than the token's `priceAgeMaxS`.
+    function _price(address token, Collateral memory c) private view returns (uint256) {
+        (, int256 answer,, uint256 updatedAt,) = IPriceFeed(c.feed).latestRoundData();
+        if (answer <= 0 || updatedAt > block.timestamp || block.timestamp - updatedAt > c.priceAgeMaxS) {
+            revert PriceUnusable(token);
+        }
+        return uint256(answer);
+    }
+
+    /// @dev amount × price × 1e6 × weight / (10^tokenDecimals × 10^priceDecimals × 1e4): USDC units, floored.
+    function _weightedUsdc(uint256 amount, uint256 price, Collateral memory c, uint16 weightBps)
+        private
+        pure
+        returns (uint256)
+    {
+        return (amount * price * 1e6 * weightBps)
+            / (10 ** uint256(c.tokenDecimals) * 10 ** uint256(c.priceDecimals) * BPS);
     }
 
     function _requireCovered(address user) private view {

@@ -1,7 +1,9 @@
 // Proves the contracts' rules on a real Hardhat node: allowed collateral only (USDT-style tokens too),
 // withdrawals visible before they leave and paid only with the program's fresh approval of that very
 // request and only while the rest covers the debt, spends and refunds recorded once per ref and only by
-// the settler, liquidation cuts a pending withdrawal, and Chainlink-style feeds (events from the aggregator).
+// the settler, liquidation only of an unhealthy account (the vault's own health check at the feed's
+// answer, seizing at most the covered debt plus the bonus) and cutting a pending withdrawal, and
+// Chainlink-style feeds (events from the aggregator).
 import { type Address, type Hex, keccak256, toBytes } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -69,7 +71,7 @@ describe('collateral', () => {
         address: chain.contracts.vault,
         abi: credanaVaultAbi,
         functionName: 'setCollateral',
-        args: [chain.contracts.usdc.address, weth?.feed as Address, 5_000, 3_600, true],
+        args: [chain.contracts.usdc.address, weth?.feed as Address, 5_000, 6_000, 3_600, true],
       }),
     ).rejects.toThrow(/CollateralNotAllowed/);
   });
@@ -151,6 +153,21 @@ describe('debt', () => {
         args: [user, chain.token('WETH'), 1n, 1n],
       }),
     ).rejects.toThrow(/AccessControlUnauthorizedAccount/);
+    // 1 WETH at $3,000 against $5 of debt: healthy, so the liquidator role itself is refused.
+    await expect(chain.liquidate(user, 'WETH', ETH / 4n, 5n * USDC)).rejects.toThrow(/AccountHealthy/);
+    // At $5: 1 × 5 × 82.5 % = $4.125 < $5, liquidatable.
+    await chain.setPrice('WETH', 5n * 10n ** 8n);
+    expect(await read<bigint>('liquidationValueUsdc', [user])).toBe(4_125_000n);
+    // $5 × 1.05 at $5 pays for 1.05 WETH at most; $1 covered for 0.21 WETH + 1 wei is one wei too many.
+    await expect(chain.liquidate(user, 'WETH', (21n * ETH) / 100n + 1n, 1n * USDC)).rejects.toThrow(
+      /SeizeTooLarge/,
+    );
+    // A price older than priceAgeMaxS never liquidates.
+    const snapshot = await chain.snapshot();
+    await chain.testClient.increaseTime({ seconds: 4_000 });
+    await chain.mine();
+    await expect(chain.liquidate(user, 'WETH', ETH / 4n, 5n * USDC)).rejects.toThrow(/PriceUnusable/);
+    await chain.revert(snapshot);
     const block = await chain.liquidate(user, 'WETH', ETH / 4n, 5n * USDC);
     const [event] = await chain.publicClient.getContractEvents({
       address: chain.contracts.vault,
@@ -170,6 +187,7 @@ describe('debt', () => {
     ]);
     expect(pending).toBe((3n * ETH) / 4n);
     expect(await read<bigint>('debtOf', [user])).toBe(0n);
+    await chain.setPrice('WETH', 3_000n * 10n ** 8n);
   });
 });
 
@@ -332,7 +350,7 @@ describe('price feeds', () => {
       functionName: 'latestRoundData',
     })) as readonly [bigint, bigint, bigint, bigint, bigint];
     expect(answer).toBe(2_900n * 10n ** 8n);
-    expect(roundId).toBe((1n << 64n) | 2n); // phase 1, aggregator round 2
+    expect(roundId).toBe((1n << 64n) | 4n); // phase 1, aggregator round 4 (the liquidation test set two)
     const logs = await chain.publicClient.getLogs({ fromBlock: block, toBlock: block });
     const emitters = new Set(logs.map((l) => l.address.toLowerCase()));
     expect(emitters).toEqual(new Set([weth.aggregator]));
@@ -343,7 +361,7 @@ describe('price feeds', () => {
       fromBlock: block,
       toBlock: block,
     });
-    expect(updated?.args).toMatchObject({ current: 2_900n * 10n ** 8n, roundId: 2n, updatedAt });
+    expect(updated?.args).toMatchObject({ current: 2_900n * 10n ** 8n, roundId: 4n, updatedAt });
     expect(
       await chain.publicClient.readContract({
         address: weth.feed,
