@@ -384,10 +384,10 @@ export class ChainWorkload {
    * Users taking out withdrawals, from `withdrawRand` alone: every 0.4–1.5 s, among the users whose
    * pending request's delay has run (the vault's `readyAt` reached by the head's timestamp) and who are
    * not finalizing already, one is picked and finalizes in the background (asking the approver must not
-   * hold the chain lock); with none matured, half the time a user with nothing pending requests 10–40 %
-   * of the collateral (so requests reach maturity within a short run: the main stream's cancel most of
-   * theirs). The main stream's requests and cancels go on meanwhile, so a cancel (or a reorg) may race
-   * a finalization, as a user's second tab would.
+   * hold the chain lock); with none matured, a user with nothing pending requests 10–40 % of the
+   * collateral (so requests reach maturity within a short run). The main stream cancels a matured
+   * request only while its finalization is under way (a race, as a user's second tab would make); its
+   * requests, its cancels of younger ones and the reorgs go on meanwhile.
    */
   private async finalizations(untilMs: number): Promise<void> {
     const rand = this.withdrawRand;
@@ -396,22 +396,26 @@ export class ChainWorkload {
       await sleep(rand.int(400, 1_500));
       const pick = rand.next();
       if (this.now() >= untilMs) break;
-      const matured = await this.exclusive(async () => {
+      // Each user not finalizing: a matured request, or null when nothing is pending.
+      const users = await this.exclusive(async () => {
         const head = await this.chain.actions.publicClient.getBlock({ blockTag: 'latest' });
-        const out: { user: ChainUser; pending: { amount: bigint; requestId: bigint } }[] = [];
+        const out: { user: ChainUser; pending: { amount: bigint; requestId: bigint } | null }[] = [];
         for (const user of this.users) {
           if (this.finalizing.has(user.userId)) continue;
           const pending = await this.chain.actions.pendingWithdrawal(user.wallet, 'WETH');
-          if (pending.amount > 0n && pending.readyAt <= head.timestamp) out.push({ user, pending });
+          if (pending.amount === 0n) out.push({ user, pending: null });
+          else if (pending.readyAt <= head.timestamp) out.push({ user, pending });
         }
         return out;
       }).catch(() => []);
-      const chosen = matured[Math.floor(pick * matured.length)];
-      if (chosen === undefined) {
-        const request = rand.chance(0.5);
-        const user = this.users[Math.floor(pick * this.users.length)];
+      const ripe = users.filter((m) => m.pending !== null);
+      const chosen = ripe[Math.floor(pick * ripe.length)];
+      if (chosen?.pending == null) {
+        // Nothing to take out: a user with nothing pending asks to withdraw, to finalize later.
+        const idle = users.filter((m) => m.pending === null);
+        const user = idle[Math.floor(pick * idle.length)]?.user;
         const pct = BigInt(rand.int(10, 40));
-        if (!request || user === undefined || this.finalizing.has(user.userId)) continue;
+        if (user === undefined) continue;
         await this.exclusive(() =>
           this.attempt('withdrawal', async () => {
             const before = await this.chain.vaultState(user.wallet);
@@ -540,6 +544,13 @@ export class ChainWorkload {
         block = await this.chain.actions.requestWithdrawal(user.wallet, 'WETH', amount);
         cause = 'withdrawal_request';
       } else {
+        // A matured request is its user's to take out (`finalizations`): left alone unless that is
+        // already under way, when the cancel races it.
+        if (this.withdrawRand !== null && !this.finalizing.has(user.userId)) {
+          const pending = await this.chain.actions.pendingWithdrawal(user.wallet, 'WETH');
+          const head = await this.chain.actions.publicClient.getBlock({ blockTag: 'latest' });
+          if (pending.readyAt <= head.timestamp) return;
+        }
         block = await this.chain.actions.cancelWithdrawal(user.wallet, 'WETH');
         cause = 'withdrawal_cancel';
       }

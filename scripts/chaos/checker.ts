@@ -51,6 +51,8 @@
  *    reverted, or orphaned by a reorg) names no canonical log, by the first rule; none of an account
  *    healthy at the feed's answer just before it; no second one of a user when nothing worsened since
  *    the first left the account healthy.
+ * 8. Withdrawals (checkWithdrawalApprovals): no approval the withdrawal approver signed left less than
+ *    what the user certainly owed when it decided, at the most favourable chain values possibly in force.
  */
 import { borrowPower } from '../../shared/credit.ts';
 import { WETH } from '../../test/support/fixtures.ts';
