@@ -1,7 +1,8 @@
 /**
  * The chain side of the chaos workload (`--chain`): the users' WETH deposited on the chain before the
  * run (their credit comes from the indexer, not from a row the harness writes), then, during the run,
- * deposits, withdrawal requests and cancels from the users' wallets, oracle price moves (the feed's
+ * deposits, withdrawal requests and cancels from the users' wallets, matured withdrawals finalized with
+ * the withdrawal approver's signature, oracle price moves (the feed's
  * owner transmits; the indexer carries them to Postgres and Redis), a block every second, and reorgs
  * (evm_snapshot, blocks on top, evm_revert, a longer other branch). One chain action at a time, so the
  * recorded values of each quantity are in the chain's order. A poller notes when Redis first shows each
@@ -16,9 +17,9 @@ import { wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { newCardId } from '../../test/support/stripe.ts';
 import { localAccount, ROLES, seedAssets, seedUser } from '../chain/harness.ts';
 import { CHAIN_CONFIRMATIONS, type ChainSide, LATEST_ANSWER_ABI } from './chain.ts';
-import type { ChainHistory, ChainStateRecord } from './history.ts';
+import type { ChainHistory, ChainStateRecord, WithdrawalRecord } from './history.ts';
 import type { Random } from './random.ts';
-import type { ChaosSystem } from './system.ts';
+import { CHAOS_INTERNAL_API_TOKEN, type ChaosSystem } from './system.ts';
 
 /** The feed's answer at deploy (deploy.ts DEFAULT_COLLATERAL): $3,000. */
 export const CHAIN_INITIAL_PRICE_E8 = 300_000_000_000n;
@@ -32,6 +33,8 @@ const LIQUIDATION_POLL_MS = 500;
 const LIQUIDATION_LOOKBACK_BLOCKS = 16n;
 /** No deep drop in the run's last seconds: the liquidator has time to act before the heal. */
 const DROP_QUIET_END_MS = 3_000;
+/** How long the user waits for the withdrawal approver's answer (a dashboard's request timeout). */
+const APPROVAL_TIMEOUT_MS = 3_000;
 /** Hardhat's 20 accounts: users from ROLES.firstUser up to (not including) the anchorer's. */
 export const CHAIN_USERS_MAX = ROLES.anchorer - ROLES.firstUser;
 
@@ -45,7 +48,16 @@ export interface ChainUser {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export class ChainWorkload {
-  readonly record: ChainHistory = { states: [], reorgs: [], failedActions: [], pressure: [] };
+  readonly record: ChainHistory = {
+    states: [],
+    reorgs: [],
+    failedActions: [],
+    pressure: [],
+    outsideSpends: [],
+    withdrawals: [],
+  };
+  /** Finalizations in flight (asking the approver, then sending), one per user at most. */
+  private readonly finalizing = new Map<string, Promise<void>>();
   private readonly users: ChainUser[] = [];
   /** Serialises the harness's chain actions (and keeps a revert from orphaning one mid-flight). */
   private lock: Promise<unknown> = Promise.resolve();
@@ -62,6 +74,8 @@ export class ChainWorkload {
     private readonly startedMs: number,
     /** The deep drops' own stream (drawn apart, so `rand`'s draws stay what they were before them). */
     private readonly dropRand: Random | null = null,
+    /** The finalizations' own stream (likewise: `rand` and `dropRand` draw what they did before it). */
+    private readonly withdrawRand: Random | null = null,
   ) {}
 
   private now(): number {
@@ -152,6 +166,7 @@ export class ChainWorkload {
       }
     })();
     const drops = this.deepDrops(untilMs);
+    const finalizations = this.finalizations(untilMs);
     const liquidations = (async () => {
       while (this.now() < untilMs) {
         await sleep(LIQUIDATION_POLL_MS);
@@ -189,6 +204,8 @@ export class ChainWorkload {
     await blocks;
     await drops;
     await liquidations;
+    await finalizations;
+    await Promise.all(this.finalizing.values());
     await this.lock;
     this.stopping = true;
     await poller;
@@ -225,7 +242,15 @@ export class ChainWorkload {
             const power = await this.chain.borrowPowerUsdc(user.wallet);
             const amount = power > state.debtUsdc ? ((power - state.debtUsdc) * pct) / 100n : 0n;
             if (amount < 1_000_000n) return;
+            const sentMs = this.now();
             const block = await this.chain.recordOutsideSpend(user.wallet, amount, ref);
+            this.record.outsideSpends?.push({
+              userId: user.userId,
+              amountUsdc: amount.toString(),
+              sentMs,
+              minedMs: this.now(),
+              block: block.toString(),
+            });
             this.record.pressure?.push(
               `${this.now().toFixed(0)} ms outside spend ${amount} USDC units to ${user.userId} (block ${block})`,
             );
@@ -355,6 +380,158 @@ export class ChainWorkload {
     });
   }
 
+  /**
+   * Users taking out withdrawals, from `withdrawRand` alone: every 0.4–1.5 s, among the users whose
+   * pending request's delay has run (the vault's `readyAt` reached by the head's timestamp) and who are
+   * not finalizing already, one is picked and finalizes in the background (asking the approver must not
+   * hold the chain lock); with none matured, a user with nothing pending requests 10–40 % of the
+   * collateral (so requests reach maturity within a short run). The main stream cancels a matured
+   * request only while its finalization is under way (a race, as a user's second tab would make); its
+   * requests, its cancels of younger ones and the reorgs go on meanwhile.
+   */
+  private async finalizations(untilMs: number): Promise<void> {
+    const rand = this.withdrawRand;
+    if (rand === null) return;
+    while (this.now() < untilMs) {
+      await sleep(rand.int(400, 1_500));
+      const pick = rand.next();
+      if (this.now() >= untilMs) break;
+      // Each user not finalizing: a matured request, or null when nothing is pending.
+      const users = await this.exclusive(async () => {
+        const head = await this.chain.actions.publicClient.getBlock({ blockTag: 'latest' });
+        const out: { user: ChainUser; pending: { amount: bigint; requestId: bigint } | null }[] = [];
+        for (const user of this.users) {
+          if (this.finalizing.has(user.userId)) continue;
+          const pending = await this.chain.actions.pendingWithdrawal(user.wallet, 'WETH');
+          if (pending.amount === 0n) out.push({ user, pending: null });
+          else if (pending.readyAt <= head.timestamp) out.push({ user, pending });
+        }
+        return out;
+      }).catch(() => []);
+      const ripe = users.filter((m) => m.pending !== null);
+      const chosen = ripe[Math.floor(pick * ripe.length)];
+      if (chosen?.pending == null) {
+        // Nothing to take out: a user with nothing pending asks to withdraw, to finalize later.
+        const idle = users.filter((m) => m.pending === null);
+        const user = idle[Math.floor(pick * idle.length)]?.user;
+        const pct = BigInt(rand.int(10, 40));
+        if (user === undefined) continue;
+        await this.exclusive(() =>
+          this.attempt('withdrawal', async () => {
+            const before = await this.chain.vaultState(user.wallet);
+            if (before.pendingBase !== 0n) return;
+            const amount = (before.collateralBase * pct) / 100n;
+            if (amount === 0n) return;
+            const sentMs = this.now();
+            const block = await this.chain.actions.requestWithdrawal(user.wallet, 'WETH', amount);
+            const after = await this.chain.vaultState(user.wallet);
+            await this.push(`pending:${user.userId}`, after.pendingBase, 'withdrawal_request', sentMs, block);
+          }),
+        );
+        continue;
+      }
+      const flight = this.finalize(chosen.user, chosen.pending)
+        .catch((error: unknown) => {
+          this.record.failedActions.push(
+            `${this.now().toFixed(0)} ms finalize: ${String(error).slice(0, 200)}`,
+          );
+        })
+        .finally(() => this.finalizing.delete(chosen.user.userId));
+      this.finalizing.set(chosen.user.userId, flight);
+    }
+  }
+
+  /**
+   * What a user does to take out a matured withdrawal: asks the withdrawal approver for its approval
+   * (`POST /withdrawals/approvals`, the internal route, as the API process does for the dashboard),
+   * then, approved, sends `finalizeWithdrawal` with it from the wallet (under the chain lock, so the
+   * collateral and pending values it leaves are recorded in the chain's order). Everything is recorded
+   * in `withdrawals`; a refusal or a revert is an outcome, not a failure.
+   */
+  private async finalize(user: ChainUser, pending: { amount: bigint; requestId: bigint }): Promise<void> {
+    const rec: WithdrawalRecord = {
+      userId: user.userId,
+      requestId: pending.requestId.toString(),
+      amountBase: pending.amount.toString(),
+      askSentMs: this.now(),
+      askAnsweredMs: null,
+      answer: 'error',
+      reason: '',
+    };
+    this.record.withdrawals?.push(rec);
+    const approver = this.system.processes.find((p) => p.kind === 'withdrawals');
+    let approval: { deadline: bigint; signature: Hex } | null = null;
+    try {
+      const url = approver?.url ?? null;
+      if (url === null) throw new Error('the withdrawal approver is down');
+      const response = await fetch(`${url}/withdrawals/approvals`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${CHAOS_INTERNAL_API_TOKEN}`,
+          'content-type': 'application/json',
+        },
+        body: JSON.stringify({ userId: user.userId, assetId: 'WETH' }),
+        signal: AbortSignal.timeout(APPROVAL_TIMEOUT_MS),
+      });
+      const text = await response.text();
+      rec.askAnsweredMs = this.now();
+      const body = JSON.parse(text) as {
+        approved?: boolean;
+        reason?: string;
+        amount?: string;
+        requestId?: string;
+        deadline?: string;
+        signature?: Hex;
+      };
+      if (response.status === 200 && body.approved === true && body.signature !== undefined) {
+        rec.answer = 'approved';
+        rec.reason = 'approved';
+        rec.approvedAmountBase = body.amount ?? '';
+        rec.approvedRequestId = body.requestId ?? '';
+        rec.deadline = body.deadline ?? '';
+        approval = { deadline: BigInt(body.deadline ?? '0'), signature: body.signature };
+      } else if (response.status === 409) {
+        rec.answer = 'refused';
+        rec.reason = body.reason ?? 'unknown';
+      } else rec.reason = `status ${response.status}: ${text.slice(0, 120)}`;
+    } catch (error) {
+      const cause = error instanceof Error && error.cause !== undefined ? ` (${String(error.cause)})` : '';
+      rec.reason = `${String(error)}${cause}`.slice(0, 200);
+    }
+    if (approval === null) return;
+    const signed = approval;
+    await this.exclusive(async () => {
+      rec.finalizeSentMs = this.now();
+      let block: bigint | null = null;
+      try {
+        block = await this.chain.actions.finalizeWithdrawalWith(
+          user.wallet,
+          'WETH',
+          signed.deadline,
+          signed.signature,
+        );
+        rec.finalize = 'mined';
+        rec.finalizeBlock = block.toString();
+      } catch (error) {
+        rec.finalize = 'reverted';
+        rec.finalizeError = String(error).slice(0, 200);
+      }
+      rec.finalizeDoneMs = this.now();
+      const sentMs = rec.finalizeSentMs;
+      await this.attempt('withdrawal finalize', async () => {
+        const state = await this.chain.vaultState(user.wallet);
+        await this.push(
+          `collateral:${user.userId}`,
+          state.collateralBase,
+          'withdrawal_finalize',
+          sentMs,
+          block,
+        );
+        await this.push(`pending:${user.userId}`, state.pendingBase, 'withdrawal_finalize', sentMs, block);
+      });
+    });
+  }
+
   private withdrawalRequestOrCancel(user: ChainUser): Promise<void> {
     return this.attempt('withdrawal', async () => {
       const before = await this.chain.vaultState(user.wallet);
@@ -367,6 +544,13 @@ export class ChainWorkload {
         block = await this.chain.actions.requestWithdrawal(user.wallet, 'WETH', amount);
         cause = 'withdrawal_request';
       } else {
+        // A matured request is its user's to take out (`finalizations`): left alone unless that is
+        // already under way, when the cancel races it.
+        if (this.withdrawRand !== null && !this.finalizing.has(user.userId)) {
+          const pending = await this.chain.actions.pendingWithdrawal(user.wallet, 'WETH');
+          const head = await this.chain.actions.publicClient.getBlock({ blockTag: 'latest' });
+          if (pending.readyAt <= head.timestamp) return;
+        }
         block = await this.chain.actions.cancelWithdrawal(user.wallet, 'WETH');
         cause = 'withdrawal_cancel';
       }

@@ -30,6 +30,12 @@ import type { ChainFacts } from './history.ts';
 export const CHAIN_CONFIRMATIONS = 2;
 /** The indexer's REORG_DEPTH_MAX: well above the deepest reorg the workload makes. */
 export const REORG_DEPTH_MAX = 64;
+/**
+ * The vault's withdrawal delay in chaos runs: short, so a request matures within a run and the workload
+ * can finalize it (production: an hour, scripts/dev.ts). The contract takes any delay (no minimum); the
+ * indexer, the approver and the hot path never read it (the vault alone checks `readyAt`).
+ */
+export const CHAIN_WITHDRAWAL_DELAY_S = 2;
 /** The liquidator's test USDC (as scripts/dev.ts mints it): $1,000,000. */
 const LIQUIDATOR_USDC_FUNDING = 1_000_000n * 10n ** 6n;
 
@@ -60,7 +66,7 @@ export async function startChainSide(): Promise<ChainSide> {
       deployer: localAccount(ROLES.deployer).address,
       settler: localAccount(ROLES.settler).address,
       liquidator: localAccount(ROLES.liquidator).address,
-      withdrawalDelayS: 3_600,
+      withdrawalDelayS: CHAIN_WITHDRAWAL_DELAY_S,
     });
     const dir = mkdtempSync(path.join(tmpdir(), 'credana-chaos-chain-'));
     const contractsFile = path.join(dir, 'contracts.json');

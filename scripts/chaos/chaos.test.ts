@@ -6,7 +6,9 @@
 // violation. The seeds are pinned so a failure replays with `npm run chaos -- --seed=N --duration=10`.
 // These seeds found bugs 1–4 of docs/chaos.md (each was seen on them) and are kept as their regression
 // run; the schedule plays every fault kind. One more seed runs with the chain (--chain): a Hardhat node,
-// the indexer and the settlement worker, chain workload and chain faults; every chain log indexed once.
+// the indexer, the settlement worker, the liquidator and the withdrawal approver, chain workload (matured
+// withdrawals finalized with the approver's signature among it) and chain faults; every chain log indexed
+// once, no withdrawal approved beyond what stays.
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChaosHistory } from './history.ts';

@@ -7,17 +7,22 @@
 // made are caught; an approval within the credit a deposit allowed from when it was sent is not. A Redis
 // empty restart spares only the records lost just before it, never their money. And the liquidator's
 // work: a liquidation of a healthy account, a second one for the same shortfall, a row left sent, a
-// confirmed row of no canonical log and a log whose row is not confirmed.
+// confirmed row of no canonical log and a log whose row is not confirmed. And the withdrawal approver's
+// signatures (withdrawal_over_credit): an approval that leaves less than the card exposure or the outside
+// debt is caught; one a release, a price still possibly in force, a revert or a liquidation explains is
+// not; a finalization leaves the card credit of over_credit where the request put it.
 import { describe, expect, it } from 'vitest';
 import { wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { CHECK_DEFAULTS, checkHistory, creditAtPrice, foldUser, minimalHistory } from './checker.ts';
 import type {
   ChainFacts,
+  ChainHistory,
   ChainStateRecord,
   ChaosHistory,
   FinalFacts,
   LifecycleRecord,
   RequestRecord,
+  WithdrawalRecord,
 } from './history.ts';
 
 const PRICE = 300_000_000_000n;
@@ -449,6 +454,165 @@ describe('the chaos checker', () => {
           .map((v) => v.message)
           .join('\n'),
       ).toContain('exceed the confirmed settlements');
+    });
+    describe('withdrawals', () => {
+      const withdrawal = (
+        amountBase: bigint,
+        askSentMs: number,
+        askAnsweredMs: number,
+        answer: WithdrawalRecord['answer'] = 'approved',
+      ): WithdrawalRecord => ({
+        userId: USER,
+        requestId: '1',
+        amountBase: amountBase.toString(),
+        askSentMs,
+        askAnsweredMs,
+        answer,
+        reason: answer === 'approved' ? 'approved' : 'uncovered',
+        ...(answer === 'approved' ? { approvedAmountBase: amountBase.toString(), deadline: '9' } : {}),
+      });
+      const pendingHalf = state(`pending:${USER}`, COLLATERAL / 2n, 'withdrawal_request', 50, 60);
+      const chainWith = (parts: Partial<ChainHistory>): ChainHistory => ({
+        states: [...initial, pendingHalf],
+        reorgs: [],
+        failedActions: [],
+        outsideSpends: [],
+        withdrawals: [],
+        ...parts,
+      });
+      const kinds = (h: ChaosHistory, facts: FinalFacts = factsFor(h)) =>
+        checkHistory(h, facts).map((v) => v.kind);
+
+      it('catches an approval that leaves less than the card exposure, and spares one that leaves enough', () => {
+        // A grant of 4,000 answered before the ask: what stays after half ($50) covers it.
+        const grant = approval(4_000, 10, 20);
+        const ok = history({
+          chain: chainWith({ withdrawals: [withdrawal(COLLATERAL / 2n, 200, 210)] }),
+          requests: [grant],
+        });
+        expect(kinds(ok)).toEqual([]);
+        // 6,000 held: $50 left does not cover it.
+        const big = approval(6_000, 10, 20);
+        const over = history({
+          chain: chainWith({ withdrawals: [withdrawal(COLLATERAL / 2n, 200, 210)] }),
+          requests: [big],
+        });
+        const violations = checkHistory(over, factsFor(over));
+        expect(violations.map((v) => v.kind)).toEqual(['withdrawal_over_credit']);
+        expect(violations[0]!.message).toContain('cards 6000');
+        expect(minimalHistory(over, violations[0]!).join('\n')).toContain(
+          'withdrawal approval asked for request 1',
+        );
+        // Refused, or never answered: nothing was signed.
+        for (const answer of ['refused', 'error'] as const) {
+          const refused = history({
+            chain: chainWith({ withdrawals: [withdrawal(COLLATERAL / 2n, 200, 210, answer)] }),
+            requests: [big],
+          });
+          expect(kinds(refused)).toEqual([]);
+        }
+        // A grant answered after the ask was sent may not have been reserved when the approver read.
+        const late = history({
+          chain: chainWith({ withdrawals: [withdrawal(COLLATERAL / 2n, 200, 260)] }),
+          requests: [approval(6_000, 190, 230)],
+        });
+        expect(kinds(late)).toEqual([]);
+      });
+
+      it('lets a release Stripe sent before the answer count, and a price only while possibly in force', () => {
+        const big = approval(6_000, 10, 20, 'iauth_w1');
+        const released = history({
+          chain: chainWith({ withdrawals: [withdrawal(COLLATERAL / 2n, 200, 210)] }),
+          requests: [big],
+          lifecycle: [event('updated_reversed', 'iauth_w1', 6_000, 205)],
+        });
+        expect(kinds(released)).toEqual([]);
+        // The price halves (sent at 100, in Redis at 110): before the slack runs out the old price
+        // may still be in force; after it, a quarter withdrawn leaves $37.50 for a grant of 4,000.
+        const drop = state('price', PRICE / 2n, 'price', 100, 110);
+        const grant = approval(4_000, 10, 20);
+        const soon = history({
+          chain: chainWith({
+            states: [...initial, pendingHalf, drop],
+            withdrawals: [withdrawal(COLLATERAL / 4n, 200, 210)],
+          }),
+          requests: [grant],
+        });
+        expect(kinds(soon)).toEqual([]);
+        const at = 110 + CHECK_DEFAULTS.priceSlackMs + 50;
+        const later = history({
+          chain: chainWith({
+            states: [...initial, pendingHalf, drop],
+            withdrawals: [withdrawal(COLLATERAL / 4n, at, at + 10)],
+          }),
+          requests: [grant],
+        });
+        expect(kinds(later)).toEqual(['withdrawal_over_credit']);
+      });
+
+      it('counts outside spends on the chain, unless a revert may have orphaned them or a liquidation covered them', () => {
+        // $30 of debt from outside the card traffic (30,000,000 USDC units), mined at 100.
+        const spend = { userId: USER, amountUsdc: '30000000', sentMs: 90, minedMs: 100, block: '9' };
+        const half = history({
+          chain: chainWith({ outsideSpends: [spend], withdrawals: [withdrawal(COLLATERAL / 2n, 200, 210)] }),
+        });
+        expect(kinds(half)).toEqual([]);
+        const most = history({
+          chain: chainWith({
+            outsideSpends: [spend],
+            withdrawals: [withdrawal((COLLATERAL * 3n) / 4n, 200, 210)],
+          }),
+        });
+        expect(kinds(most)).toEqual(['withdrawal_over_credit']);
+        // Mined after a snapshot that was reverted before the answer: maybe gone when the approver read.
+        const orphaned = history({
+          chain: chainWith({
+            outsideSpends: [spend],
+            reorgs: [{ snapshotMs: 95, revertedMs: 205, depth: 3 }],
+            withdrawals: [withdrawal((COLLATERAL * 3n) / 4n, 200, 210)],
+          }),
+        });
+        expect(kinds(orphaned)).toEqual([]);
+        // A liquidation covered $10 of it: $20 owed against $25 left.
+        const facts = { ...factsFor(most), chain: chainFacts() };
+        facts.chain.vault = {};
+        facts.chain.liquidations = {
+          events: [],
+          rows: [
+            {
+              id: '1',
+              userId: USER,
+              status: 'failed',
+              transactionHash: '0x9',
+              seized: '1',
+              covered: '10000000',
+              lastError: null,
+            },
+          ],
+        };
+        expect(kinds(most, facts)).toEqual([]);
+      });
+
+      it('keeps the card credit of the over_credit rule when a finalization takes collateral and pending together', () => {
+        // Half requested (in Redis at 60), then finalized at 300: collateral and pending drop together.
+        const finalized = [
+          ...initial,
+          pendingHalf,
+          state(`collateral:${USER}`, COLLATERAL / 2n, 'withdrawal_finalize', 300, 310),
+          state(`pending:${USER}`, 0n, 'withdrawal_finalize', 300, 310),
+        ];
+        const at = 310 + CHECK_DEFAULTS.priceSlackMs + 50;
+        const fits = history({
+          chain: chainWith({ states: finalized }),
+          requests: [approval(4_900, at, at + 10)],
+        });
+        expect(kinds(fits)).toEqual([]);
+        const over = history({
+          chain: chainWith({ states: finalized }),
+          requests: [approval(5_100, at, at + 10)],
+        });
+        expect(kinds(over)).toEqual(['over_credit']);
+      });
     });
     it('catches a liquidation of a healthy account, one twice for the same shortfall, and rows off the chain', () => {
       const snap = (healthWad: string, debtUsdc: string, collateralWeth: string, priceWethE8: string) => ({

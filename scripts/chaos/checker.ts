@@ -51,6 +51,8 @@
  *    reverted, or orphaned by a reorg) names no canonical log, by the first rule; none of an account
  *    healthy at the feed's answer just before it; no second one of a user when nothing worsened since
  *    the first left the account healthy.
+ * 8. Withdrawals (checkWithdrawalApprovals): no approval the withdrawal approver signed left less than
+ *    what the user certainly owed when it decided, at the most favourable chain values possibly in force.
  */
 import { borrowPower } from '../../shared/credit.ts';
 import { WETH } from '../../test/support/fixtures.ts';
@@ -81,7 +83,8 @@ export type ViolationKind =
   | 'chain_state'
   | 'liquidation_record'
   | 'wrongful_liquidation'
-  | 'double_liquidation';
+  | 'double_liquidation'
+  | 'withdrawal_over_credit';
 
 export interface Violation {
   kind: ViolationKind;
@@ -170,6 +173,33 @@ export function pricesPossiblyInForce(
 }
 
 /**
+ * The values of a chain quantity possibly in force at some instant of [fromMs, toMs]: each from when the
+ * transaction that made it was sent (an initial value: always) until `slackMs` after Redis first showed
+ * a later value of the quantity (see the header, 1').
+ */
+export function chainValuesInForce(
+  chain: ChainHistory,
+  quantity: string,
+  fromMs: number,
+  toMs: number,
+  slackMs: number,
+): bigint[] {
+  const records = chain.states.filter((s) => s.quantity === quantity);
+  const out: bigint[] = [];
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!;
+    const next = records[i + 1];
+    const startMs = r.cause === 'initial' ? Number.NEGATIVE_INFINITY : r.sentMs;
+    const endMs =
+      next === undefined ? Number.POSITIVE_INFINITY : (next.ackedMs ?? Number.POSITIVE_INFINITY) + slackMs;
+    if (startMs <= toMs && endMs >= fromMs) out.push(BigInt(r.value));
+  }
+  return out;
+}
+
+const max = (xs: bigint[]) => xs.reduce((a, b) => (b > a ? b : a), 0n);
+
+/**
  * With the chain: the highest credit the user could have had at some instant of [fromMs, toMs], from the
  * values of the price, collateral and pending withdrawal possibly in force then (see the header, 1').
  */
@@ -180,20 +210,7 @@ export function chainCreditUpper(
   toMs: number,
   slackMs: number,
 ): { creditUpper: bigint; detail: string } {
-  const inForce = (quantity: string): bigint[] => {
-    const records = chain.states.filter((s) => s.quantity === quantity);
-    const out: bigint[] = [];
-    for (let i = 0; i < records.length; i++) {
-      const r = records[i]!;
-      const next = records[i + 1];
-      const startMs = r.cause === 'initial' ? Number.NEGATIVE_INFINITY : r.sentMs;
-      const endMs =
-        next === undefined ? Number.POSITIVE_INFINITY : (next.ackedMs ?? Number.POSITIVE_INFINITY) + slackMs;
-      if (startMs <= toMs && endMs >= fromMs) out.push(BigInt(r.value));
-    }
-    return out;
-  };
-  const max = (xs: bigint[]) => xs.reduce((a, b) => (b > a ? b : a), 0n);
+  const inForce = (quantity: string) => chainValuesInForce(chain, quantity, fromMs, toMs, slackMs);
   const prices = inForce('price');
   const collaterals = inForce(`collateral:${user.userId}`);
   const pendings = inForce(`pending:${user.userId}`);
@@ -205,6 +222,102 @@ export function chainCreditUpper(
     creditUpper: creditAtPrice(net, BigInt(user.creditLimitCents), price),
     detail: `prices ${prices.join(', ')}; collateral ${collaterals.join(', ')}; pending ${pendings.join(', ')}`,
   };
+}
+
+/** Borrow power of a WETH holding at a price, in cents (the credit model's, no credit limit: the approver's). */
+function wethBorrowPowerCents(netBase: bigint, answerE8: bigint): bigint {
+  return borrowPower({
+    holdings: [{ assetId: WETH.assetId, amountBase: netBase, pendingWithdrawalBase: 0n }],
+    assets: new Map([[WETH.assetId, WETH]]),
+    prices: new Map([[WETH.assetId, { answer: answerE8, updatedAtS: 0 }]]),
+    nowS: 0,
+  }).borrowPowerCents;
+}
+
+/** USDC units (6 decimals) to cents, rounded down. */
+const usdcToCentsFloor = (usdc: bigint) => usdc / 10_000n;
+/** USDC units (6 decimals) to cents, rounded up. */
+const usdcToCentsUp = (usdc: bigint) => (usdc + 9_999n) / 10_000n;
+
+/**
+ * withdrawal_over_credit (see docs/chaos.md, the checker): every approval the withdrawal approver
+ * signed (asked at S, answered at A) must leave collateral that covers what the user certainly owed
+ * when it decided, at the most favourable chain values possibly in force in [S, A]:
+ *
+ *   cards + outside − liquidated  ≤  borrowPower(max collateral − amount, max price)
+ *
+ * cards: Σ exposureAt(auth, S, A) — grants answered by S, less everything Stripe sent by A that lowers
+ * them (a decision at any instant of [S, A] saw at least that); captured money stays in it whether
+ * settled to on-chain debt or not. outside: the outside spends (on-chain debt, no authorization) whose
+ * receipt came by S and that no revert orphaned before A (a reorg whose snapshot preceded the receipt,
+ * reverted by A), rounded down to cents. liquidated: every debt a liquidation of the user covered, at
+ * any time (canonical logs and `liquidations` rows, rounded up): a liquidation may have covered any of
+ * the above. Collateral and price: the highest values possibly in force in [S, A] (chainValuesInForce,
+ * the over_credit rule's model); the amount is the approval's. The approver's own rule also counts the
+ * pending withdrawal of Redis and Postgres (at least this amount) and no credit limit; neither is
+ * relaxed here. Every term errs towards a larger bound, so a correct approver is never flagged.
+ */
+export function checkWithdrawalApprovals(
+  history: ChaosHistory,
+  facts: FinalFacts | null,
+  options: CheckOptions,
+): Violation[] {
+  const chain = history.chain;
+  if (chain?.withdrawals === undefined) return [];
+  const violations: Violation[] = [];
+  for (const w of chain.withdrawals) {
+    if (w.answer !== 'approved' || w.askAnsweredMs === null) continue;
+    const user = history.users.find((u) => u.userId === w.userId);
+    if (user === undefined) continue;
+    const fromMs = w.askSentMs;
+    const toMs = w.askAnsweredMs;
+    let cards = 0;
+    const eventIds: string[] = [];
+    for (const auth of authorizationsOf(history, user.userId)) {
+      const e = exposureAt(auth, fromMs, toMs);
+      cards += e.exposureCents;
+      if (e.exposureCents > 0) eventIds.push(...e.grants.map((r) => r.eventId));
+    }
+    const outside = (chain.outsideSpends ?? [])
+      .filter(
+        (o) =>
+          o.userId === user.userId &&
+          o.minedMs <= fromMs &&
+          !chain.reorgs.some((r) => r.snapshotMs <= o.minedMs && r.revertedMs <= toMs),
+      )
+      .reduce((sum, o) => sum + usdcToCentsFloor(BigInt(o.amountUsdc)), 0n);
+    const liquidations = facts?.chain?.liquidations;
+    const covers = new Map<string, bigint>();
+    for (const e of liquidations?.events ?? [])
+      if (e.userId === user.userId) covers.set(e.transactionHash, BigInt(e.covered));
+    for (const r of liquidations?.rows ?? [])
+      if (r.userId === user.userId && !covers.has(r.transactionHash))
+        covers.set(r.transactionHash, BigInt(r.covered));
+    const liquidated = [...covers.values()].reduce((sum, c) => sum + usdcToCentsUp(c), 0n);
+    const owed = BigInt(cards) + outside - liquidated;
+    if (owed <= 0n) continue;
+    const prices = chainValuesInForce(chain, 'price', fromMs, toMs, options.priceSlackMs);
+    const collaterals = chainValuesInForce(
+      chain,
+      `collateral:${user.userId}`,
+      fromMs,
+      toMs,
+      options.priceSlackMs,
+    );
+    const amount = BigInt(w.approvedAmountBase ?? w.amountBase);
+    const collateral = max(collaterals);
+    const left = collateral > amount ? collateral - amount : 0n;
+    const powerUpper = wethBorrowPowerCents(left, max(prices));
+    if (owed > powerUpper)
+      violations.push({
+        kind: 'withdrawal_over_credit',
+        userId: user.userId,
+        atMs: toMs,
+        message: `withdrawal request ${w.requestId} of ${amount} approved (asked ${fromMs.toFixed(0)} ms, answered ${toMs.toFixed(0)} ms) while the user owed at least ${owed} cents (cards ${cards}, outside spends ${outside}, liquidated ${liquidated}) and what stays covered at most ${powerUpper} (collateral ${collaterals.join(', ')}; prices ${prices.join(', ')})`,
+        eventIds,
+      });
+  }
+  return violations;
 }
 
 interface AuthView {
@@ -230,10 +343,15 @@ function authorizationsOf(history: ChaosHistory, userId: string): AuthView[] {
 
 const granted = (r: RequestRecord) => (r.answer?.approved === true ? r.answer.amountCents : 0);
 
-/** What an authorization certainly holds at T (see the header), and the send time bounding its decision. */
+/**
+ * What an authorization certainly holds at T (see the header), and the send time bounding its decision.
+ * `releasesByMs` (default T): the events sent by then lower it (a decision taken somewhere in [T,
+ * releasesByMs] may have seen them: the withdrawal rule's window).
+ */
 export function exposureAt(
   auth: AuthView,
   atMs: number,
+  releasesByMs: number = atMs,
 ): { exposureCents: number; boundSentMs: number; grants: RequestRecord[] } {
   const grants = auth.requests.filter((r) => r.answeredMs !== null && r.answeredMs <= atMs && granted(r) > 0);
   const total = grants.reduce((sum, r) => sum + granted(r), 0);
@@ -242,7 +360,7 @@ export function exposureAt(
   let refunds = 0;
   for (const e of auth.events) {
     const sent = firstSentMs(e);
-    if (sent === null || sent > atMs) continue;
+    if (sent === null || sent > releasesByMs) continue;
     if (RELEASES.has(e.kind) || (e.kind === 'created' && !e.approved)) {
       return { exposureCents: 0, boundSentMs: Number.NEGATIVE_INFINITY, grants: [] };
     }
@@ -441,6 +559,7 @@ export function checkHistory(
   options: CheckOptions = CHECK_DEFAULTS,
 ): Violation[] {
   const violations = checkCredit(history, facts, options);
+  violations.push(...checkWithdrawalApprovals(history, facts, options));
   const userOfEvent = new Map<string, string>();
   for (const r of history.requests) userOfEvent.set(r.eventId, r.userId);
   for (const e of history.lifecycle) userOfEvent.set(e.eventId, e.userId);
@@ -768,6 +887,24 @@ export function minimalHistory(history: ChaosHistory, violation: Violation): str
       atMs: c.sentMs,
       text: `chain ${c.cause} ${c.quantity} = ${c.value} (block ${c.block ?? '-'}, in Redis at ${c.ackedMs?.toFixed(0) ?? '-'})`,
     });
+  }
+  for (const w of history.chain?.withdrawals ?? []) {
+    if (w.userId !== violation.userId || w.askSentMs > untilMs) continue;
+    const finalize =
+      w.finalize === undefined
+        ? ''
+        : `; finalize sent ${w.finalizeSentMs?.toFixed(0) ?? '-'}: ${w.finalize} at ${w.finalizeDoneMs?.toFixed(0) ?? '-'} (block ${w.finalizeBlock ?? '-'})`;
+    lines.push({
+      atMs: w.askSentMs,
+      text: `withdrawal approval asked for request ${w.requestId} of ${w.amountBase}; answered at ${w.askAnsweredMs?.toFixed(0) ?? '-'}: ${w.answer} ${w.reason}${finalize}`,
+    });
+  }
+  for (const o of history.chain?.outsideSpends ?? []) {
+    if (o.userId === violation.userId && o.sentMs <= untilMs)
+      lines.push({
+        atMs: o.sentMs,
+        text: `outside spend ${o.amountUsdc} USDC units (block ${o.block}, receipt at ${o.minedMs.toFixed(0)})`,
+      });
   }
   for (const r of history.chain?.reorgs ?? []) {
     if (r.revertedMs <= untilMs)

@@ -3,9 +3,17 @@
 // never against a Redis the harness does not own; the Redis Cluster mode's schedule (planFaults with
 // `redisCluster`) draws the same process lane as the single-Redis schedule, plays only cluster kinds for
 // Redis (each aimed at a shard), reports the proxy kinds it dropped, and a schedule without the option
-// never has a cluster kind. Pure: no servers.
+// never has a cluster kind; the withdrawal approver's lane is drawn only with the chain, aims only at
+// `withdrawals-0` and leaves the process and server lanes where they were. Pure: no servers.
 import { describe, expect, it } from 'vitest';
-import { CLUSTER_FAULTS, PROCESS_FAULTS, planFaults, type ScheduleOptions, SERVER_FAULTS } from './faults.ts';
+import {
+  CLUSTER_FAULTS,
+  PROCESS_FAULTS,
+  planFaults,
+  type ScheduleOptions,
+  SERVER_FAULTS,
+  WITHDRAWALS_FAULTS,
+} from './faults.ts';
 import type { FaultKind } from './history.ts';
 import { deriveRandom } from './random.ts';
 
@@ -76,5 +84,22 @@ describe('the cluster fault schedule', () => {
     // Over 40 seeds of 30 s both happen (so the checks above were exercised).
     expect(failovers).toBeGreaterThan(0);
     expect(dropped).toBeGreaterThan(0);
+  });
+});
+
+describe("the withdrawal approver's lane", () => {
+  it('is drawn only with the chain, aimed at withdrawals-0, after the other lanes', () => {
+    let drawn = 0;
+    for (let seed = 1; seed <= 40; seed++) {
+      expect(plan(seed).some((f) => f.target === 'withdrawals-0')).toBe(false);
+      const withChain = plan(seed, { chain: true });
+      const lane = withChain.filter((f) => f.target === 'withdrawals-0');
+      for (const f of lane) expect(WITHDRAWALS_FAULTS).toContain(f.kind);
+      drawn += lane.length;
+      const firstTwo = (faults: typeof withChain) =>
+        faults.filter((f) => PROCESS_FAULTS.includes(f.kind) || SERVER_FAULTS.includes(f.kind));
+      expect(firstTwo(withChain)).toEqual(firstTwo(plan(seed)));
+    }
+    expect(drawn).toBeGreaterThan(0);
   });
 });

@@ -7,7 +7,8 @@
  * cut or slowed); then played against the system. The third lane is drawn after the other two, so a seed
  * plays the same first two lanes with the chain and without it. Clock offsets (`planClockFaults`) come
  * from a stream of their own and only when asked for, so they move no other fault of any seed.
- * A fourth lane, drawn last, is the liquidator's (LIQUIDATOR_FAULTS).
+ * A fourth lane is the liquidator's (LIQUIDATOR_FAULTS); a fifth, drawn last, the withdrawal
+ * approver's (WITHDRAWALS_FAULTS).
  */
 import { performance } from 'node:perf_hooks';
 import type { FaultKind, FaultRecord } from './history.ts';
@@ -82,6 +83,22 @@ export const LIQUIDATOR_FAULTS: FaultKind[] = [
   'rpc_latency',
 ];
 const LIQUIDATOR = 'liquidator-0';
+
+/**
+ * The withdrawal approver's faults: a lane of its own, drawn after the liquidator's (so every earlier
+ * lane of every seed is unchanged), every one aimed at `withdrawals-0`: killed and restarted, stopped,
+ * its chain RPC cut. The other lanes' proxy faults on `all` (Redis, Postgres, RPC) reach it too.
+ */
+export const WITHDRAWALS_FAULTS: FaultKind[] = ['kill_withdrawals', 'stop_chain_worker', 'rpc_cut'];
+/** The lane's draw: a kill a fifth of the time (a restart takes 5–15 s on this machine, most of a run). */
+const WITHDRAWALS_DRAW: FaultKind[] = [
+  'kill_withdrawals',
+  'stop_chain_worker',
+  'stop_chain_worker',
+  'rpc_cut',
+  'rpc_cut',
+];
+const WITHDRAWALS = 'withdrawals-0';
 
 export interface ScheduleOptions {
   durationMs: number;
@@ -197,7 +214,35 @@ export function planFaults(rand: Random, o: ScheduleOptions): FaultRecord[] {
   lane(SERVER_FAULTS);
   if (o.chain === true) chainLane();
   if (o.chain === true) liquidatorLane();
+  if (o.chain === true) faults.push(...withdrawalsLane(rand, endMs, o.kinds));
   return faults.sort((a, b) => a.plannedAtMs - b.plannedAtMs);
+}
+
+/** The withdrawal approver's lane (drawn last, from the same stream): see WITHDRAWALS_FAULTS. */
+function withdrawalsLane(
+  rand: Random,
+  endMs: number,
+  kinds: readonly FaultKind[] | undefined,
+): FaultRecord[] {
+  const faults: FaultRecord[] = [];
+  let atMs = rand.int(3_000, 8_000);
+  while (atMs < endMs) {
+    const kind = rand.pick(WITHDRAWALS_DRAW);
+    const durationMs = Math.min(rand.int(300, 2_500), Math.max(100, endMs - atMs));
+    if (kinds?.includes(kind) ?? true)
+      faults.push({
+        kind,
+        target: WITHDRAWALS,
+        detail: '',
+        plannedAtMs: atMs,
+        durationMs,
+        startedMs: null,
+        endedMs: null,
+      });
+    // Sparse: an approver that is always down approves nothing.
+    atMs += durationMs + rand.int(4_000, 10_000);
+  }
+  return faults;
 }
 
 /**
@@ -249,7 +294,11 @@ function targets(system: ChaosSystem, target: string, chainOnly = false): Manage
 /** Plays one fault: start, hold for its duration, end. Errors are recorded in the fault's detail. */
 async function play(system: ChaosSystem, f: FaultRecord, now: () => number): Promise<void> {
   f.startedMs = now();
-  const procs = targets(system, f.target, CHAIN_FAULTS.includes(f.kind) || f.kind === 'kill_liquidator');
+  const procs = targets(
+    system,
+    f.target,
+    CHAIN_FAULTS.includes(f.kind) || f.kind === 'kill_liquidator' || f.kind === 'kill_withdrawals',
+  );
   try {
     switch (f.kind) {
       case 'kill_hot_path':
@@ -257,6 +306,7 @@ async function play(system: ChaosSystem, f: FaultRecord, now: () => number): Pro
       case 'kill_indexer':
       case 'kill_settlement':
       case 'kill_liquidator':
+      case 'kill_withdrawals':
         for (const p of procs) await system.kill(p);
         await sleep(f.durationMs);
         for (const p of procs) await system.restart(p);
@@ -360,8 +410,11 @@ export async function playFaults(
       (f) =>
         SERVER_FAULTS.includes(f.kind) || f.kind === REDIS_EMPTY_RESTART || CLUSTER_FAULTS.includes(f.kind),
     ),
-    faults.filter((f) => CHAIN_FAULTS.includes(f.kind) && f.target !== LIQUIDATOR),
+    faults.filter(
+      (f) => CHAIN_FAULTS.includes(f.kind) && f.target !== LIQUIDATOR && f.target !== WITHDRAWALS,
+    ),
     faults.filter((f) => f.target === LIQUIDATOR),
+    faults.filter((f) => f.target === WITHDRAWALS),
     // One clock lane per process (planClockFaults).
     ...[...new Set(faults.filter((f) => f.kind === 'clock_offset').map((f) => f.target))].map((target) =>
       faults.filter((f) => f.kind === 'clock_offset' && f.target === target),

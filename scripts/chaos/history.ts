@@ -96,6 +96,7 @@ export type FaultKind =
   | 'kill_indexer'
   | 'kill_settlement'
   | 'kill_liquidator'
+  | 'kill_withdrawals'
   | 'stop_chain_worker'
   | 'rpc_stall'
   | 'rpc_cut'
@@ -147,6 +148,8 @@ export interface ChainStateRecord {
     | 'deposit'
     | 'withdrawal_request'
     | 'withdrawal_cancel'
+    /** A user's finalizeWithdrawal with the approver's signature (collateral and pending both drop). */
+    | 'withdrawal_finalize'
     | 'price'
     | 'reorg'
     /** The liquidator's (read by the harness after it happened; see chain-workload.ts noteLiquidations). */
@@ -174,6 +177,49 @@ export interface ChainHistory {
   failedActions: string[];
   /** What the liquidator's pressure stream sent (outside spends, deep drops); absent in older histories. */
   pressure?: string[];
+  /** The outside spends (`recordSpend` of the deployer) as sent and mined; absent in older histories. */
+  outsideSpends?: OutsideSpendRecord[];
+  /** Each finalization of a matured request: the approval asked, the finalize sent. Absent in older histories. */
+  withdrawals?: WithdrawalRecord[];
+}
+
+/** Debt from outside the run's card traffic, recorded on the vault by the deployer (a settler). */
+export interface OutsideSpendRecord {
+  userId: string;
+  amountUsdc: string;
+  sentMs: number;
+  /** When its receipt came back (it was in a block then, unless a later revert orphaned it). */
+  minedMs: number;
+  block: string;
+}
+
+/**
+ * A user finalizing a matured withdrawal as a real one would: ask the withdrawal approver (its internal
+ * route, as the API process does) for the EIP-712 approval, then send `finalizeWithdrawal` with it from
+ * the user's wallet.
+ */
+export interface WithdrawalRecord {
+  userId: string;
+  /** The pending request as the vault held it when the user decided to finalize (read before asking). */
+  requestId: string;
+  amountBase: string;
+  askSentMs: number;
+  /** When the approver answered; null when no answer came (it was down, cut off, or too slow). */
+  askAnsweredMs: number | null;
+  /** approved, refused (HTTP 409, with the reason), or error (no answer, or another status). */
+  answer: 'approved' | 'refused' | 'error';
+  /** The refusal's reason (`uncovered`, `request_not_indexed`, …) or the error. */
+  reason: string;
+  /** The approval (approved only). */
+  approvedAmountBase?: string;
+  approvedRequestId?: string;
+  deadline?: string;
+  /** finalizeWithdrawal: when it was sent, when its receipt (or error) came back, how it ended. */
+  finalizeSentMs?: number;
+  finalizeDoneMs?: number;
+  finalize?: 'mined' | 'reverted';
+  finalizeBlock?: string;
+  finalizeError?: string;
 }
 
 /** What the chain and the indexed state held at the end (runs with the chain). */

@@ -22,6 +22,7 @@ import {
   PROCESS_FAULTS,
   REDIS_EMPTY_RESTART,
   SERVER_FAULTS,
+  WITHDRAWALS_FAULTS,
 } from './faults.ts';
 import type { ChaosHistory, FaultKind, FinalFacts } from './history.ts';
 import { RUN_DEFAULTS, type RunOptions, runSeed, type SeedResult, violationReport } from './run.ts';
@@ -100,6 +101,7 @@ function faultKinds(raw: string | undefined): FaultKind[] | null {
     ...CLUSTER_FAULTS,
     ...CHAIN_FAULTS,
     ...LIQUIDATOR_FAULTS,
+    ...WITHDRAWALS_FAULTS,
     ...CLOCK_FAULTS,
   ];
   const kinds = raw.split(',').filter((k) => k !== '');
@@ -160,6 +162,15 @@ function writeReadmeTable(table: string): void {
   writeFileSync(readme, `${text.slice(0, i + begin.length)}\n${table}\n${text.slice(j)}`);
 }
 
+/** With the chain: the withdrawals the workload finalized or tried to (chain-workload.ts `finalize`). */
+function withdrawalSummary(history: ChaosHistory): string {
+  const all = history.chain?.withdrawals ?? [];
+  const count = (what: (w: (typeof all)[number]) => boolean) => all.filter(what).length;
+  const refusals: Record<string, number> = {};
+  for (const w of all) if (w.answer === 'refused') refusals[w.reason] = (refusals[w.reason] ?? 0) + 1;
+  return `seed ${history.seed}: withdrawals: ${all.length} approvals asked, ${count((w) => w.answer === 'approved')} approved, ${count((w) => w.answer === 'refused')} refused ${JSON.stringify(refusals)}, ${count((w) => w.answer === 'error')} unanswered; finalize ${count((w) => w.finalize === 'mined')} mined, ${count((w) => w.finalize === 'reverted')} reverted`;
+}
+
 /** `--check=<file>`: the checker again over a history a run saved (e.g. after changing the checker). */
 function recheck(file: string): void {
   const { history, facts } = JSON.parse(readFileSync(file, 'utf8')) as {
@@ -167,6 +178,7 @@ function recheck(file: string): void {
     facts: FinalFacts;
   };
   const violations = checkHistory(history, facts);
+  if (history.chain?.withdrawals !== undefined) process.stdout.write(`${withdrawalSummary(history)}\n`);
   for (const v of violations) {
     process.stdout.write(
       `VIOLATION ${v.kind}${v.userId === null ? '' : ` user ${v.userId}`}: ${v.message}\n`,
@@ -200,6 +212,7 @@ async function main(): Promise<void> {
       options.log(
         `seed ${seed}: ${result.requests} requests (${result.approvals} approved, ${result.requests - result.answered} unanswered), ${result.lifecycleEvents} events, faults ${JSON.stringify(result.faultsByKind)}, ${result.violations.length} violations, ${Math.round(result.elapsedMs / 1000)} s`,
       );
+      if (history.chain?.withdrawals !== undefined) options.log(withdrawalSummary(history));
       if (result.violations.length > 0) options.log(violationReport(result, history));
     }
   } finally {

@@ -24,7 +24,7 @@ import {
 } from '../../test/support/processes.ts';
 import { TEST_WEBHOOK_SECRET } from '../../test/support/stripe.ts';
 import { startTcpProxy, type TcpProxy } from '../../test/support/tcp-proxy.ts';
-import { localAccount, ROLES } from '../chain/harness.ts';
+import { LOCAL_WITHDRAWAL_SIGNER, localAccount, ROLES } from '../chain/harness.ts';
 import { type PgBouncer, startPgBouncer } from '../dev/pgbouncer.ts';
 import { CHAIN_CONFIRMATIONS, type ChainSide, REORG_DEPTH_MAX } from './chain.ts';
 
@@ -150,10 +150,17 @@ export async function startPostgresSide(): Promise<PostgresSide> {
   };
 }
 
-export type ProcessKind = 'hot-path' | 'writer' | 'indexer' | 'settlement' | 'liquidator';
+export type ProcessKind = 'hot-path' | 'writer' | 'indexer' | 'settlement' | 'liquidator' | 'withdrawals';
 
-/** The processes that run against the chain (its RPC through a proxy of their own, Postgres directly). */
-const CHAIN_WORKERS: readonly ProcessKind[] = ['indexer', 'settlement', 'liquidator'];
+/**
+ * The processes that run against the chain (its RPC through a proxy of their own, Postgres directly).
+ * The withdrawal approver among them: production routes its role through PgBouncer in session mode
+ * (scripts/dev/pgbouncer.ts), which a direct connection through its proxy stands for.
+ */
+const CHAIN_WORKERS: readonly ProcessKind[] = ['indexer', 'settlement', 'liquidator', 'withdrawals'];
+
+/** The internal token the harness (as the API process would) presents to the withdrawal approver. */
+export const CHAOS_INTERNAL_API_TOKEN = 'chaos-internal-api-token-0123456789';
 
 export interface ManagedProcess {
   name: string;
@@ -164,7 +171,7 @@ export interface ManagedProcess {
   rpcProxy: TcpProxy | null;
   /** The running process, or null while it is dead (between a SIGKILL and its restart). */
   current: ServiceProcess | null;
-  /** The hot path's base URL while it runs. */
+  /** The hot path's (or the withdrawal approver's) base URL while it runs. */
   url: string | null;
   stopped: boolean;
   restarts: number;
@@ -206,7 +213,7 @@ export interface ChaosSystem {
   sigcont(p: ManagedProcess): void;
   /** Sets a hot path's or writer's wall-clock offset (clock-offset.mjs), now and for its restarts. */
   setClockOffset(p: ManagedProcess, offsetMs: number): void;
-  /** Starts the indexer, the settlement worker and the liquidator (once the assets and the users' wallets are in). */
+  /** Starts the indexer, the settlement worker, the liquidator and the withdrawal approver (once the assets and the users' wallets are in). */
   startChainWorkers(): Promise<void>;
   /** Every proxy resumed, no latency, every process continued and running. */
   heal(): Promise<void>;
@@ -228,6 +235,7 @@ const SERVICES: Record<ProcessKind, { entry: string; ready: string; args: string
     ready: 'liquidator started',
     args: ['--poll-interval-ms', '200', '--resend-after-ms', '3000'],
   },
+  withdrawals: { entry: 'withdrawals/main.ts', ready: 'withdrawals ready on', args: [] },
 };
 
 const CLOCK_PRELOAD = path.join(import.meta.dirname, 'clock-offset.mjs');
@@ -299,6 +307,7 @@ function processEnv(
               LIQUIDATOR_METRICS_PORT: '0',
             }
           : {}),
+        ...(p.kind === 'withdrawals' ? withdrawalsEnv(databaseUrl, p) : {}),
       };
     }
     return {
@@ -310,6 +319,27 @@ function processEnv(
       DAILY_LIMIT_CENTS_DEFAULT: '1000000000',
       FALLBACK_GRANT_CENTS_MAX: String(options.fallbackGrantCentsMax),
     };
+  };
+}
+
+/**
+ * The withdrawal approver's own: its Postgres role as in production (credana_withdrawals, drizzle/0007,
+ * 0020: it reads what it judges and inserts `withdrawal_approvals`, nothing more; trust authentication
+ * on the private cluster), the local withdrawal signer's key (the vault's WITHDRAWAL_SIGNER_ROLE at
+ * deploy), the internal token, free ports.
+ */
+function withdrawalsEnv(databaseUrl: string, p: ManagedProcess): Record<string, string> {
+  const asRole = new URL(databaseUrl);
+  asRole.port = String(p.pgProxy.port);
+  asRole.username = 'credana_withdrawals';
+  asRole.password = '';
+  return {
+    DATABASE_URL: asRole.toString(),
+    WITHDRAWAL_SIGNER_PRIVATE_KEY: localAccount(LOCAL_WITHDRAWAL_SIGNER).privateKey,
+    INTERNAL_API_TOKEN: CHAOS_INTERNAL_API_TOKEN,
+    WITHDRAWALS_HOST: '127.0.0.1',
+    WITHDRAWALS_PORT: '0',
+    WITHDRAWALS_METRICS_PORT: '0',
   };
 }
 
@@ -349,6 +379,7 @@ async function makeProcesses(
     await make('indexer', 0);
     await make('settlement', 0);
     await make('liquidator', 0);
+    await make('withdrawals', 0);
   }
 
   return processes;
@@ -398,6 +429,9 @@ function supervisor(
     });
     if (p.kind === 'hot-path') {
       p.url = /hot-path ready on (http:\/\/[\d.]+:\d+)/.exec(proc.output())?.[1] ?? null;
+    }
+    if (p.kind === 'withdrawals') {
+      p.url = /withdrawals ready on (http:\/\/[\d.]+:\d+)/.exec(proc.output())?.[1] ?? null;
     }
   };
   return spawn;

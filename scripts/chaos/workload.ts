@@ -119,6 +119,7 @@ export class Workload {
       this.prefix,
       this.startedMs,
       deriveRandom(options.seed, 'chain-drops'),
+      deriveRandom(options.seed, 'chain-withdrawals'),
     );
     const specs = Array.from({ length: options.users }, () => {
       const creditCents = BigInt(this.rand.int(500, 5_000) * 100);
