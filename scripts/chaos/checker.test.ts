@@ -5,7 +5,8 @@
 // the chain: an approval beyond the credit a withdrawal request left once Redis showed it, a canonical log
 // missing from chain_events, the vault's state off Postgres or Redis, and a rollback deeper than any reorg
 // made are caught; an approval within the credit a deposit allowed from when it was sent is not. A Redis
-// empty restart spares only the records lost just before it, never their money. And the liquidator's
+// empty restart spares only the records lost just before it, never their money, and once the operator's
+// runbook (the window's events resent) was played, only the decision records. And the liquidator's
 // work: a liquidation of a healthy account, a second one for the same shortfall, a row left sent, a
 // confirmed row of no canonical log and a log whose row is not confirmed. And the withdrawal approver's
 // signatures (withdrawal_over_credit): an approval that leaves less than the card exposure or the outside
@@ -237,6 +238,69 @@ describe('the chaos checker', () => {
     const twice = lost(within);
     twice.cardEventCounts[created.eventId] = 2;
     expect(kinds(within, twice)).toEqual(['event_not_once']);
+  });
+
+  it('spares no lifecycle event after the runbook was played: only the decision record, which no resend brings back', () => {
+    const emptyRestart = {
+      kind: 'redis_empty_restart' as const,
+      target: 'redis',
+      detail: '',
+      plannedAtMs: 100,
+      durationMs: 1_000,
+      startedMs: 100,
+      endedMs: 1_100,
+    };
+    const a = approval(1_000, 0, 10);
+    const created = event('created', a.authorizationId, 1_000, 15);
+    // The runbook resent `created` after the fault (acknowledged again at 1,500).
+    created.deliveries.push({ sentMs: 1_490, ackedMs: 1_500, status: 200, body: '{}', resend: true });
+    const runbook = {
+      faultStartedMs: 100,
+      faultEndedMs: 1_100,
+      windowFromMs: -1_900,
+      startedMs: 1_100,
+      lagZeroMs: 1_150,
+      cacheWarm: { startedMs: 1_150, endedMs: 1_400, exit: '0', output: 'cache:warm: …' },
+      resendStartedMs: 1_450,
+      endedMs: 1_500,
+      eventIds: [created.eventId],
+    };
+    const h = history({ requests: [a], lifecycle: [created], faults: [emptyRestart], runbooks: [runbook] });
+    const kinds = (facts: FinalFacts) =>
+      checkHistory(h, facts)
+        .map((v) => v.kind)
+        .sort();
+    // Healed: the decision row lost (spared), the event back in card_events once.
+    const healed = factsFor(h);
+    delete healed.decisions[a.eventId];
+    expect(kinds(healed)).toEqual([]);
+    // Planted: the event still missing after its resend is reported, though acknowledged before the loss.
+    const missing = factsFor(h);
+    delete missing.decisions[a.eventId];
+    missing.cardEventCounts[created.eventId] = 0;
+    expect(kinds(missing)).toEqual(['event_not_once']);
+    // And with only its pre-loss acknowledgement (the resend not recorded on it) it is not spared either.
+    const noResendAck = history({
+      requests: [a],
+      lifecycle: [{ ...created, deliveries: created.deliveries.slice(0, 1) }],
+      faults: [emptyRestart],
+      runbooks: [runbook],
+    });
+    const facts = factsFor(noResendAck);
+    facts.cardEventCounts[created.eventId] = 0;
+    expect(
+      checkHistory(noResendAck, facts)
+        .map((v) => v.kind)
+        .sort(),
+    ).toEqual(['event_not_once', 'not_healed']);
+    // A runbook whose cache:warm failed is reported.
+    const failed = history({
+      requests: [a],
+      lifecycle: [created],
+      faults: [emptyRestart],
+      runbooks: [{ ...runbook, cacheWarm: { ...runbook.cacheWarm, exit: '1' } }],
+    });
+    expect(checkHistory(failed, factsFor(failed)).map((v) => v.kind)).toEqual(['not_healed']);
   });
 
   it('accepts an approval withdrawn as replication_unconfirmed only with its withdrawal in card_events, once', () => {

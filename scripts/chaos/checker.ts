@@ -117,21 +117,64 @@ export const CHECK_DEFAULTS: CheckOptions = { priceSlackMs: 2_000, emptyRestartL
  * from `emptyRestartLagMs` before a `redis_empty_restart` began until it ended (while Redis is down
  * nothing is answered from it, so an answer inside the fault came before the SIGKILL landed). Returns
  * their event ids; empty in a run without the fault, so every rule stays as strict there.
+ *
+ * After a fault the harness followed with the operator's runbook (`history.runbooks`: the window's
+ * events resent), a lifecycle event is never spared: the resend brings each one back, and one it missed
+ * or that is still missing is a violation. What the runbook cannot bring back stays spared: the
+ * `decisions` row of a request answered in the window (Stripe's `created` restores the hold, with an
+ * authorization row of decision `stripe`, never the decision record itself).
  */
 export function lostWithRedis(history: ChaosHistory, lagMs: number): Set<string> {
-  const windows = history.faults
-    .filter((f) => f.kind === 'redis_empty_restart' && f.startedMs !== null)
-    .map((f) => [(f.startedMs ?? 0) - lagMs, f.endedMs ?? Number.POSITIVE_INFINITY] as const);
-  const within = (t: number) => windows.some(([from, to]) => t >= from && t <= to);
+  const faults = history.faults.filter((f) => f.kind === 'redis_empty_restart' && f.startedMs !== null);
+  const windowOf = (f: (typeof faults)[number]) =>
+    [(f.startedMs ?? 0) - lagMs, f.endedMs ?? Number.POSITIVE_INFINITY] as const;
+  const resent = (f: (typeof faults)[number]) =>
+    (history.runbooks ?? []).some((r) => r.faultStartedMs === f.startedMs);
+  const windows = faults.map(windowOf);
+  const eventWindows = faults.filter((f) => !resent(f)).map(windowOf);
+  const within = (ws: (readonly [number, number])[], t: number) =>
+    ws.some(([from, to]) => t >= from && t <= to);
   const lost = new Set<string>();
   if (windows.length === 0) return lost;
   for (const r of history.requests)
-    if (r.answer !== null && r.answeredMs !== null && within(r.answeredMs)) lost.add(r.eventId);
+    if (r.answer !== null && r.answeredMs !== null && within(windows, r.answeredMs)) lost.add(r.eventId);
   for (const e of history.lifecycle) {
     const acks = e.deliveries.flatMap((d) => (d.status === 200 && d.ackedMs !== null ? [d.ackedMs] : []));
-    if (acks.length > 0 && acks.every(within)) lost.add(e.eventId);
+    if (acks.length > 0 && acks.every((t) => within(eventWindows, t))) lost.add(e.eventId);
   }
   return lost;
+}
+
+/**
+ * The runbook's resends (`history.runbooks`): each event resent must have been acknowledged again, and
+ * `cache:warm` must have run and succeeded; otherwise the recovery the checker counts on did not happen.
+ */
+function runbookNotPlayed(history: ChaosHistory): Violation[] {
+  const violations: Violation[] = [];
+  const byId = new Map(history.lifecycle.map((e) => [e.eventId, e]));
+  for (const r of history.runbooks ?? []) {
+    const at = `the runbook after the empty restart at ${Math.round(r.faultStartedMs)} ms`;
+    if (r.cacheWarm === null || r.cacheWarm.exit !== '0')
+      violations.push({
+        kind: 'not_healed',
+        userId: null,
+        atMs: null,
+        message: `${at}: cache:warm ${r.cacheWarm === null ? 'not run' : `exit ${r.cacheWarm.exit}: ${r.cacheWarm.output}`}`,
+        eventIds: [],
+      });
+    const unacked = r.eventIds.filter(
+      (id) => !(byId.get(id)?.deliveries.some((d) => d.resend === true && d.status === 200) ?? false),
+    );
+    if (unacked.length > 0)
+      violations.push({
+        kind: 'not_healed',
+        userId: null,
+        atMs: null,
+        message: `${at}: ${unacked.length} resent events never acknowledged (${unacked.slice(0, 5).join(', ')})`,
+        eventIds: unacked.slice(0, 5),
+      });
+  }
+  return violations;
 }
 
 const RELEASES = new Set(['updated_closed', 'updated_reversed', 'updated_expired']);
@@ -572,9 +615,10 @@ export function checkHistory(
       eventIds: eventId === null ? [] : [eventId],
     });
 
-  // Records Redis lost with its data before the writer wrote them: not counted as missing. Their money is
-  // not excused: the fold of every event Stripe sent stays the measure (a lost decision's hold must come
-  // back through Stripe's later events; what only the operator's resend would heal is reported).
+  // Records Redis lost with its data before the writer wrote them: not counted as missing (lifecycle
+  // events only where the runbook's resend was not played). Their money is not excused: the fold of
+  // every event Stripe sent stays the measure (a lost decision's hold must come back through Stripe's
+  // later events, a lost event's through the operator's resend).
   const lost = lostWithRedis(history, options.emptyRestartLagMs ?? 0);
   const lostEvent = (eventId: string) => lost.has(eventId) && (facts.cardEventCounts[eventId] ?? 0) === 0;
 
@@ -654,6 +698,7 @@ export function checkHistory(
     );
   if (facts.unadoptedFallbacks > 0)
     add('not_healed', null, `${facts.unadoptedFallbacks} fallback decisions never adopted`);
+  violations.push(...runbookNotPlayed(history));
   if (facts.chain !== undefined) violations.push(...checkChain(history, facts.chain));
   return violations;
 }

@@ -397,11 +397,16 @@ async function play(system: ChaosSystem, f: FaultRecord, now: () => number): Pro
   f.endedMs = now();
 }
 
-/** Plays the schedule (each fault at its planned time; a fault still running delays the next of its lane). */
+/**
+ * Plays the schedule (each fault at its planned time; a fault still running delays the next of its lane).
+ * `onEnded` is called as each fault ends (run.ts: the operator's runbook after a `redis_empty_restart`);
+ * it changes nothing of the schedule.
+ */
 export async function playFaults(
   system: ChaosSystem,
   faults: FaultRecord[],
   startedMs: number,
+  onEnded: (f: FaultRecord) => void = () => undefined,
 ): Promise<void> {
   const now = () => performance.now() - startedMs;
   const lanes = [
@@ -426,6 +431,7 @@ export async function playFaults(
         const wait = f.plannedAtMs - now();
         if (wait > 0) await sleep(wait);
         await play(system, f, now);
+        onEnded(f);
       }
     }),
   );

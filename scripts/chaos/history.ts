@@ -56,6 +56,8 @@ export interface DeliveryRecord {
   ackedMs: number | null;
   status: number;
   body: string;
+  /** An operator's resend after a Redis empty restart (the runbook, `RunbookRecord`), not Stripe's own. */
+  resend?: boolean;
 }
 
 /** A lifecycle event as Stripe generated it, and each delivery of it. */
@@ -133,6 +135,41 @@ export interface ChaosHistory {
   faults: FaultRecord[];
   /** Runs with the chain: what the chain said, and when Redis showed it. */
   chain?: ChainHistory;
+  /**
+   * The operator's recovery the harness played after each `redis_empty_restart` (absent in histories
+   * from before it did, and with `--no-runbook`).
+   */
+  runbooks?: RunbookRecord[];
+}
+
+/**
+ * The operator's runbook after Redis restarted empty (docs/operations.md "Losing Redis", steps 2–3), as
+ * the harness plays it once the fault ended: wait until Redis answers and the writer's lag is 0 (the
+ * outbox empty), `npm run cache:warm`, then resend, oldest first and each until acknowledged, every
+ * lifecycle event acknowledged from `windowFromMs` until the fault ended (the same event and payload,
+ * signed again: Stripe's resend), while the workload goes on.
+ */
+export interface RunbookRecord {
+  /** The fault it follows. */
+  faultStartedMs: number;
+  faultEndedMs: number;
+  /** The window's start: the fault's start less the writer's lag bound (checker `emptyRestartLagMs`). */
+  windowFromMs: number;
+  startedMs: number;
+  /** When Redis answered again and the outbox was seen empty (null: not within the wait; went on anyway). */
+  lagZeroMs: number | null;
+  /** `cache:warm`: the last attempt's exit, every attempt's output (run again, up to 3 times, after a failure). */
+  cacheWarm: {
+    startedMs: number;
+    endedMs: number | null;
+    exit: string;
+    output: string;
+    attempts?: number;
+  } | null;
+  resendStartedMs: number | null;
+  endedMs: number | null;
+  /** The lifecycle events resent, oldest first (their deliveries carry `resend: true`). */
+  eventIds: string[];
 }
 
 /**

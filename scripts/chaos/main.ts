@@ -7,7 +7,8 @@
  * (the services reach Postgres without PgBouncer), --no-faults (the workload alone: a baseline), --first-seed.
  * --faults=<kind,kind> plays only those kinds (faults.ts lists them). --chain adds the chain (chain.ts): a
  * Hardhat node, the indexer and the settlement worker, deposits, withdrawal requests, on-chain price
- * moves and reorgs, and the chain faults (at most 16 users then).
+ * moves and reorgs, and the chain faults (at most 16 users then). --no-runbook: after a
+ * `redis_empty_restart`, do not play the operator's recovery (cache:warm, the window's events resent).
  * `npm run chaos -- --table` writes the README table again from bench/chaos.json.
  * `npm run chaos -- --check=<history.json>` runs the checker again over a history a run saved.
  */
@@ -56,6 +57,7 @@ function parseArgs(argv: string[]): { seeds: number[]; options: RunOptions; writ
     'redis-url',
     'first-seed',
     'no-faults',
+    'no-runbook',
     'postgres',
     'faults',
     'chain',
@@ -73,6 +75,7 @@ function parseArgs(argv: string[]): { seeds: number[]; options: RunOptions; writ
     redisCluster: args.has('redis-cluster'),
     faults: !args.has('no-faults'),
     chain: args.has('chain'),
+    runbook: !args.has('no-runbook'),
     postgresRoute: postgresRoute(args.get('postgres')),
     faultKinds: faultKinds(args.get('faults')),
     log: (line) => process.stdout.write(`${line}\n`),
@@ -171,6 +174,22 @@ function withdrawalSummary(history: ChaosHistory): string {
   return `seed ${history.seed}: withdrawals: ${all.length} approvals asked, ${count((w) => w.answer === 'approved')} approved, ${count((w) => w.answer === 'refused')} refused ${JSON.stringify(refusals)}, ${count((w) => w.answer === 'error')} unanswered; finalize ${count((w) => w.finalize === 'mined')} mined, ${count((w) => w.finalize === 'reverted')} reverted`;
 }
 
+/** The operator's runbook the harness played after each Redis empty restart (run.ts, workload.ts). */
+function runbookSummary(history: ChaosHistory): string[] {
+  return (history.runbooks ?? []).map((r) => {
+    const acked = r.eventIds.filter((id) =>
+      history.lifecycle.some(
+        (e) => e.eventId === id && e.deliveries.some((d) => d.resend === true && d.status === 200),
+      ),
+    ).length;
+    const warm =
+      r.cacheWarm === null
+        ? 'not run'
+        : `exit ${r.cacheWarm.exit} after ${r.cacheWarm.attempts ?? 1} attempt(s) (${r.cacheWarm.output.split('\n').at(-1) ?? ''})`;
+    return `seed ${history.seed}: runbook after redis_empty_restart ${Math.round(r.faultStartedMs)}–${Math.round(r.faultEndedMs)} ms: writer lag 0 at ${r.lagZeroMs === null ? 'not seen' : `${Math.round(r.lagZeroMs)} ms`}; cache:warm ${warm}; resent ${r.eventIds.length} events acknowledged from ${Math.round(r.windowFromMs)} ms (${acked} acknowledged again) from ${Math.round(r.resendStartedMs ?? 0)} to ${r.endedMs === null ? '-' : Math.round(r.endedMs)} ms`;
+  });
+}
+
 /** `--check=<file>`: the checker again over a history a run saved (e.g. after changing the checker). */
 function recheck(file: string): void {
   const { history, facts } = JSON.parse(readFileSync(file, 'utf8')) as {
@@ -179,6 +198,7 @@ function recheck(file: string): void {
   };
   const violations = checkHistory(history, facts);
   if (history.chain?.withdrawals !== undefined) process.stdout.write(`${withdrawalSummary(history)}\n`);
+  for (const line of runbookSummary(history)) process.stdout.write(`${line}\n`);
   for (const v of violations) {
     process.stdout.write(
       `VIOLATION ${v.kind}${v.userId === null ? '' : ` user ${v.userId}`}: ${v.message}\n`,
@@ -213,6 +233,7 @@ async function main(): Promise<void> {
         `seed ${seed}: ${result.requests} requests (${result.approvals} approved, ${result.requests - result.answered} unanswered), ${result.lifecycleEvents} events, faults ${JSON.stringify(result.faultsByKind)}, ${result.violations.length} violations, ${Math.round(result.elapsedMs / 1000)} s`,
       );
       if (history.chain?.withdrawals !== undefined) options.log(withdrawalSummary(history));
+      for (const line of runbookSummary(history)) options.log(line);
       if (result.violations.length > 0) options.log(violationReport(result, history));
     }
   } finally {

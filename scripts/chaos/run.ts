@@ -3,6 +3,7 @@
  * schedule together for the run's duration, heal (every proxy resumed, every process running), let
  * Stripe's retries and the ledger writer drain, gather the facts from Postgres and Redis, and check.
  */
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -48,6 +49,11 @@ export interface RunOptions {
   faults: boolean;
   /** Run the chain too (chain.ts): a Hardhat node, the indexer, the settlement worker, chain faults. */
   chain: boolean;
+  /**
+   * After each `redis_empty_restart`, play the operator's runbook (docs/operations.md "Losing Redis"
+   * steps 2–3: `cache:warm`, then resend the window's lifecycle events); false: `--no-runbook`.
+   */
+  runbook: boolean;
   log: (line: string) => void;
 }
 
@@ -63,6 +69,7 @@ export const RUN_DEFAULTS: Omit<RunOptions, 'log'> = {
   healTimeoutMs: 120_000,
   faults: true,
   chain: false,
+  runbook: true,
   postgresRoute: 'pgbouncer',
   faultKinds: null,
 };
@@ -287,7 +294,15 @@ export async function runSeed(
     for (const f of history.faults) f.plannedAtMs += offsetMs;
     await Promise.all([
       workload.run(options, offsetMs + durationMs),
-      playFaults(system, history.faults, startedMs),
+      playFaults(system, history.faults, startedMs, (f) => {
+        if (options.runbook && f.kind === 'redis_empty_restart' && !f.detail.includes('error'))
+          workload.playRedisLossRunbook(f, {
+            windowMs: CHECK_DEFAULTS.emptyRestartLagMs ?? 0,
+            lagWaitMs: RUNBOOK_LAG_WAIT_MS,
+            outboxBacklog: () => outboxBacklog(system.redis, prefix),
+            cacheWarm: () => cacheWarm(system, redisTarget, prefix),
+          });
+      }),
     ]);
     await system.heal();
     const healDeadline = performance.now() + options.healTimeoutMs;
@@ -318,6 +333,54 @@ export async function runSeed(
     await redisTarget.destroy();
     await chain?.destroy();
   }
+}
+
+/** How long the runbook waits for the writer's lag to be 0 (the outbox empty) before `cache:warm`. */
+const RUNBOOK_LAG_WAIT_MS = 5_000;
+
+/**
+ * `npm run cache:warm` (scripts/cache-warm.ts) as an operator runs it after Redis lost its data: the
+ * services' database, Redis (directly, not through a process's proxy), key prefix and chain id.
+ */
+function cacheWarm(
+  system: ChaosSystem,
+  redisTarget: { host: string; port: number },
+  prefix: string,
+): Promise<{ exit: string; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', path.join(import.meta.dirname, '..', 'cache-warm.ts')],
+      {
+        env: {
+          PATH: process.env['PATH'] ?? '',
+          NODE_ENV: 'test',
+          LOG_LEVEL: 'error',
+          DATABASE_URL: system.databaseUrl,
+          REDIS_URL: `redis://${redisTarget.host}:${redisTarget.port}`,
+          REDIS_KEY_PREFIX: prefix,
+          CHAIN_ID: String(system.chain?.contracts.chainId ?? 31_337),
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      resolve({ exit: 'spawn error', output: String(error) });
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ exit: String(code ?? signal), output: output.trim() });
+    });
+  });
 }
 
 async function gatherFacts(

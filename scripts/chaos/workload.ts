@@ -16,7 +16,14 @@ import {
   transactionEvent,
 } from '../../test/support/stripe.ts';
 import { ChainWorkload } from './chain-workload.ts';
-import type { ChaosHistory, LifecycleKind, LifecycleRecord, RequestRecord } from './history.ts';
+import type {
+  ChaosHistory,
+  FaultRecord,
+  LifecycleKind,
+  LifecycleRecord,
+  RequestRecord,
+  RunbookRecord,
+} from './history.ts';
 import { deriveRandom, type Random } from './random.ts';
 import type { ChaosSystem } from './system.ts';
 
@@ -25,6 +32,8 @@ const STRIPE_DEADLINE_MS = 2_000;
 /** How long one lifecycle delivery may take before Stripe counts it failed and retries. */
 const DELIVERY_TIMEOUT_MS = 5_000;
 const RETRY_BACKOFF_MS_MAX = 2_000;
+/** How many times the runbook runs `cache:warm` before it gives up (the checker then reports it). */
+const CACHE_WARM_ATTEMPTS = 3;
 export const INITIAL_PRICE_E8 = 300_000_000_000n;
 const PRICE_E8_MIN = 100_000_000_000n;
 const PRICE_E8_MAX = 600_000_000_000n;
@@ -57,6 +66,10 @@ export class Workload {
   readonly history: ChaosHistory;
   private readonly users: WorkloadUser[] = [];
   private readonly deliveries = new Set<Promise<void>>();
+  /** Each lifecycle event's payload as Stripe sent it (the operator's resend sends it again). */
+  private readonly payloads = new Map<string, string>();
+  /** Round robin over the live hot paths for the operator's resends (no draw from the seeded stream). */
+  private resendTurn = 0;
   private stopping = false;
   /** Set when the run gives up waiting (deliveries stop retrying). */
   private abandoned = false;
@@ -348,6 +361,7 @@ export class Workload {
     };
     this.history.lifecycle.push(record);
     const raw = JSON.stringify(event);
+    this.payloads.set(event.id, raw);
     // Delivery delays reorder the events; a few arrive seconds late; some are delivered twice.
     const delayMs = this.rand.chance(0.05) ? this.rand.int(3_000, 8_000) : this.rand.int(0, 1_500);
     const duplicateAfterMs = this.rand.chance(0.2) ? this.rand.int(0, 3_000) : null;
@@ -363,9 +377,9 @@ export class Workload {
     this.deliveries.add(tracked);
   }
 
-  private async deliverUntilAcked(record: LifecycleRecord, raw: string): Promise<void> {
+  private async deliverUntilAcked(record: LifecycleRecord, raw: string, resend = false): Promise<void> {
     for (let attempt = 0; !this.abandoned; attempt++) {
-      const target = this.target();
+      const target = resend ? this.resendTarget() : this.target();
       if (target !== null) {
         const sentMs = this.now();
         const res = await this.post(target.url, '/stripe/events', raw, DELIVERY_TIMEOUT_MS);
@@ -375,11 +389,106 @@ export class Workload {
           ackedMs: res.status === 200 ? this.now() : null,
           status: res.status,
           body: res.error ?? res.text.slice(0, 300),
+          ...(resend ? { resend: true } : {}),
         });
         if (res.status === 200) return;
       }
       await sleep(Math.min(200 * 2 ** attempt, RETRY_BACKOFF_MS_MAX));
     }
+  }
+
+  private resendTarget(): { name: string; url: string } | null {
+    const live = this.system.liveHotPaths();
+    if (live.length === 0) return null;
+    const p = live[this.resendTurn++ % live.length];
+    return p?.url == null ? null : { name: p.name, url: p.url };
+  }
+
+  /**
+   * The operator's recovery after `fault` (a `redis_empty_restart` that has ended), in the background
+   * beside the workload, as docs/operations.md "Losing Redis" says: once Redis answers and the writer's
+   * lag is back to 0 (the outbox empty; waited for up to `lagWaitMs`, then on anyway), step 2
+   * `cacheWarm()`, then step 3: every lifecycle event acknowledged from `windowMs` before the fault
+   * began until it ended, oldest first (Stripe's order of creation), resent one at a time with its
+   * event id and payload, signed again, through the delivery path of Stripe's own (any live hot path,
+   * `POST /stripe/events`), each until acknowledged. Recorded in `history.runbooks` and on each
+   * delivery (`resend`). The drain waits for it like any delivery.
+   */
+  playRedisLossRunbook(
+    fault: FaultRecord,
+    o: {
+      windowMs: number;
+      lagWaitMs: number;
+      outboxBacklog: () => Promise<number>;
+      cacheWarm: () => Promise<{ exit: string; output: string }>;
+    },
+  ): void {
+    if (fault.startedMs === null || fault.endedMs === null) return;
+    const record: RunbookRecord = {
+      faultStartedMs: fault.startedMs,
+      faultEndedMs: fault.endedMs,
+      windowFromMs: fault.startedMs - o.windowMs,
+      startedMs: this.now(),
+      lagZeroMs: null,
+      cacheWarm: null,
+      resendStartedMs: null,
+      endedMs: null,
+      eventIds: [],
+    };
+    this.history.runbooks ??= [];
+    this.history.runbooks.push(record);
+    const work = (async () => {
+      await retry(
+        () => this.system.redis.ping(),
+        () => this.abandoned,
+      );
+      const lagUntil = this.now() + o.lagWaitMs;
+      while (record.lagZeroMs === null && this.now() < lagUntil && !this.abandoned) {
+        if ((await o.outboxBacklog().catch(() => 1)) === 0) record.lagZeroMs = this.now();
+        else await sleep(50);
+      }
+      // Step 2, run again as an operator would when it failed (e.g. Redis lost its data again under it:
+      // seed 2's first run); idempotent.
+      const warm = {
+        startedMs: this.now(),
+        endedMs: null as number | null,
+        exit: '',
+        output: '',
+        attempts: 0,
+      };
+      record.cacheWarm = warm;
+      while (warm.exit !== '0' && warm.attempts < CACHE_WARM_ATTEMPTS && !this.abandoned) {
+        if (warm.attempts > 0)
+          await retry(
+            () => this.system.redis.ping(),
+            () => this.abandoned,
+          );
+        warm.attempts++;
+        const result = await o.cacheWarm();
+        warm.exit = result.exit;
+        warm.output = `${warm.output}${warm.output === '' ? '' : '\n'}attempt ${warm.attempts}: ${result.output.slice(-400)}`;
+      }
+      warm.endedMs = this.now();
+      // The events Stripe lists for the window (acknowledged in it: each may be lost), oldest first.
+      const from = record.windowFromMs;
+      const to = record.faultEndedMs;
+      const events = this.history.lifecycle
+        .filter((e) =>
+          e.deliveries.some(
+            (d) => d.status === 200 && d.ackedMs !== null && d.ackedMs >= from && d.ackedMs <= to,
+          ),
+        )
+        .sort((a, b) => a.generatedMs - b.generatedMs);
+      record.eventIds = events.map((e) => e.eventId);
+      record.resendStartedMs = this.now();
+      for (const e of events) {
+        const raw = this.payloads.get(e.eventId);
+        if (raw !== undefined) await this.deliverUntilAcked(e, raw, true);
+      }
+      record.endedMs = this.now();
+    })();
+    const tracked = work.finally(() => this.deliveries.delete(tracked));
+    this.deliveries.add(tracked);
   }
 
   /** One authorization as Stripe lives it: request, created, increments, then an ending. */
