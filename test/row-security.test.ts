@@ -242,6 +242,18 @@ afterAll(async () => {
 });
 
 describe('the roles and the policies', () => {
+  it('the services run without JIT (drizzle/0022); reconciliation keeps it', async () => {
+    const jit = async (role: string) => ((await connect(role)`show jit`) as { jit: string }[])[0]?.jit;
+    for (const role of [
+      'credana_hot_path',
+      'credana_ledger_writer',
+      'credana_indexer',
+      'credana_withdrawals',
+    ])
+      expect({ role, jit: await jit(role) }).toEqual({ role, jit: 'off' });
+    expect(await jit('credana_reconciliation')).toBe('on');
+  });
+
   it('no service role is a superuser, bypasses RLS or owns a relation', async () => {
     const roles = await admin<{ rolname: string; rolsuper: boolean; rolbypassrls: boolean; owns: number }[]>`
       select r.rolname, r.rolsuper, r.rolbypassrls,
