@@ -272,10 +272,8 @@ export interface AuthorizationStateRow {
  * `r < 0` and credits `−r` (its `u` is the capture less that, so it is not read); any other (a capture,
  * a refund reversal) credits nothing.
  */
-// The user's rows first (`mine`, materialized: the user index alone), then the time filter: with both in
-// one scan the planner ANDed the user index with `authorizations_updated_at_idx`, and `updated_at ≥ 45 days
-// ago` is nearly the whole table — 683 ms per rebuild on the bench's 160,000 authorizations, which
-// saturated Postgres when 1,000 accounts were rebuilt at once (bench cluster phase: 24 decisions/s).
+// Runs without JIT (the services' roles, drizzle/0022): the planner's estimate of its per-row subqueries
+// put it above jit_above_cost, and compiling took 810 ms of a rebuild that runs in 5.9 ms.
 export async function authorizationStates(
   sql: Sql | Tx,
   userId: string,
@@ -294,11 +292,9 @@ export async function authorizationStates(
       closed_event: { transactions: unknown[] | null } | null;
     }[]
   >`
-    with mine as materialized (
-      select id, status, approved, held_cents, captured_cents, updated_at from authorizations
-      where user_id = ${userId}
-    ), a as (
-      select id, status, approved, held_cents, captured_cents from mine where updated_at >= ${since}
+    with a as (
+      select id, status, approved, held_cents, captured_cents from authorizations
+      where user_id = ${userId} and updated_at >= ${since}
     ), m as (
       select t.authorization_id,
         coalesce(sum(e.amount_cents) filter (where e.account = 'user_unsettled'), 0) as u,
