@@ -571,27 +571,19 @@ async function readVaultView(
   const bonus = await bonusBps;
   const block = await client.getBlock({ blockTag: 'latest' });
   const blockNumber = block.number;
-  const read = (functionName: 'debtOf' | 'collateralOf' | 'collateralConfig', args: readonly unknown[]) =>
-    client.readContract({ address: vault, abi: credanaVaultAbi, functionName, args, blockNumber } as never);
-  const [debt, ...amounts] = (await Promise.all([
-    read('debtOf', [who]),
-    ...assets.map((a) => read('collateralOf', [who, a.token])),
-  ])) as bigint[];
-  const collateral = new Map(assets.map((a, i) => [a.assetId, amounts[i] ?? 0n]));
+  const state = await readVaultAccount(client, vault, who, assets, blockNumber);
+  const { collateral } = state;
   const held = assets.filter((a) => (collateral.get(a.assetId) ?? 0n) > 0n);
   const terms = await Promise.all(
     held.map(async (a) => {
       // (allowed, listed, tokenDecimals, priceDecimals, ltvBps, liquidationThresholdBps, priceAgeMaxS, feed)
-      const c = (await read('collateralConfig', [a.token])) as readonly [
-        boolean,
-        boolean,
-        number,
-        number,
-        number,
-        number,
-        number,
-        Address,
-      ];
+      const c = (await client.readContract({
+        address: vault,
+        abi: credanaVaultAbi,
+        functionName: 'collateralConfig',
+        args: [a.token],
+        blockNumber,
+      })) as readonly [boolean, boolean, number, number, number, number, number, Address];
       const [, answer, , updatedAt] = (await client.readContract({
         address: c[7],
         abi: priceFeedAbi,
@@ -611,7 +603,7 @@ async function readVaultView(
   );
   return {
     blockNumber,
-    state: { debtUsdc: debt ?? 0n, collateral },
+    state,
     assets: terms.map((t) => t.asset),
     prices: new Map(terms.map((t) => [t.asset.assetId, t.quote])),
     nowS: Number(block.timestamp),
@@ -619,21 +611,27 @@ async function readVaultView(
   };
 }
 
-/** The chain's own numbers for a vault account: its debt and its collateral in each asset. */
+/**
+ * The chain's own numbers for a vault account: its debt and its collateral in each asset, at
+ * `blockNumber` (all of them at one block) or the latest.
+ */
 async function readVaultAccount(
   client: PublicClient,
   vault: Address,
   who: Address,
   assets: readonly { assetId: string; token: Address }[],
+  blockNumber?: bigint,
 ): Promise<AccountState> {
+  const at = blockNumber === undefined ? {} : { blockNumber };
   const [debt, ...amounts] = await Promise.all([
-    client.readContract({ address: vault, abi: credanaVaultAbi, functionName: 'debtOf', args: [who] }),
+    client.readContract({ address: vault, abi: credanaVaultAbi, functionName: 'debtOf', args: [who], ...at }),
     ...assets.map((a) =>
       client.readContract({
         address: vault,
         abi: credanaVaultAbi,
         functionName: 'collateralOf',
         args: [who, a.token],
+        ...at,
       }),
     ),
   ]);
