@@ -25,7 +25,7 @@ import { ensureAccount } from '../redis/account.ts';
 import type { Redis } from '../redis/client.ts';
 import { unknownCardAppliedKey, unknownCardOutboxKey, userKeys } from '../redis/keys.ts';
 import { runScript } from '../redis/script.ts';
-import type { AuthorizationObject, LifecycleEvent } from '../stripe/events.ts';
+import type { LifecycleEvent } from '../stripe/events.ts';
 import { adoptPendingOfAuthorization } from './adoption.ts';
 import { type CardOwners, createCardOwners } from './card-owners.ts';
 import { lifecycleLimits } from './limits.ts';
@@ -80,14 +80,6 @@ const nothing = (userId: string | null, applied: boolean): LifecycleResult => ({
   reviewReason: null,
   rejected: null,
 });
-
-/**
- * The captured total Stripe lists on an authorization (captures are negative, a positive capture is
- * a reversal), or -1 when it lists none or the list cannot be read.
- */
-export function stripeCapturedCents(auth: AuthorizationObject): number {
-  return capturedCentsListed(auth.transactions);
-}
 
 /** How a transaction moves money: Stripe's type and sign, mapped onto the script's kinds. */
 export function transactionMovement(txn: { type: 'capture' | 'refund'; amount: number }): {
@@ -321,7 +313,7 @@ async function applyAuthorization(
       amountCents: BigInt(auth.amount),
       version: auth.request_history.length * 1e10 + event.created,
       holdExpiresAtMs: expiresAtMs,
-      stripeCapturedCents: stripeCapturedCents(auth),
+      stripeCapturedCents: capturedCentsListed(auth.transactions),
     },
     record,
   );
