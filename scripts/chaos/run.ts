@@ -3,7 +3,7 @@
  * schedule together for the run's duration, heal (every proxy resumed, every process running), let
  * Stripe's retries and the ledger writer drain, gather the facts from Postgres and Redis, and check.
  */
-import { spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -347,39 +347,27 @@ function cacheWarm(
   redisTarget: { host: string; port: number },
   prefix: string,
 ): Promise<{ exit: string; output: string }> {
+  const env = {
+    PATH: process.env['PATH'] ?? '',
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'error',
+    DATABASE_URL: system.databaseUrl,
+    REDIS_URL: `redis://${redisTarget.host}:${redisTarget.port}`,
+    REDIS_KEY_PREFIX: prefix,
+    CHAIN_ID: String(system.chain?.contracts.chainId ?? 31_337),
+  };
+  const script = path.join(import.meta.dirname, '..', 'cache-warm.ts');
   return new Promise((resolve) => {
-    const child = spawn(
+    execFile(
       process.execPath,
-      ['--import', 'tsx', path.join(import.meta.dirname, '..', 'cache-warm.ts')],
-      {
-        env: {
-          PATH: process.env['PATH'] ?? '',
-          NODE_ENV: 'test',
-          LOG_LEVEL: 'error',
-          DATABASE_URL: system.databaseUrl,
-          REDIS_URL: `redis://${redisTarget.host}:${redisTarget.port}`,
-          REDIS_KEY_PREFIX: prefix,
-          CHAIN_ID: String(system.chain?.contracts.chainId ?? 31_337),
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
+      ['--import', 'tsx', script],
+      { env, timeout: 60_000, killSignal: 'SIGKILL' },
+      (error, stdout, stderr) => {
+        // An exit code (a number), a signal (killed past the timeout), or a spawn error (a string code).
+        const exit = error === null ? '0' : String(error.signal ?? error.code ?? 'spawn error');
+        resolve({ exit, output: `${stdout}${stderr}`.trim() });
       },
     );
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.once('error', (error) => {
-      clearTimeout(timer);
-      resolve({ exit: 'spawn error', output: String(error) });
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ exit: String(code ?? signal), output: output.trim() });
-    });
   });
 }
 
