@@ -8,7 +8,7 @@ import { createDatabase, type Database } from '../../shared/db/client.ts';
 import type { FallbackGrant } from '../../shared/lifecycle/adoption.ts';
 import { createLifecycle, type Lifecycle } from '../../shared/lifecycle/handler.ts';
 import { ensureAccount } from '../../shared/redis/account.ts';
-import { deleteKeys, type Redis, scanKeys } from '../../shared/redis/client.ts';
+import type { Redis } from '../../shared/redis/client.ts';
 import { userKeys } from '../../shared/redis/keys.ts';
 import { createMarket, type Market } from '../../shared/redis/market.ts';
 import { authorizationRequestEvent, lifecycleEvent } from '../../shared/stripe/events.ts';
@@ -17,7 +17,7 @@ import { connectRedis, type TestServices } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
 import { setUpServicesWithWeth, testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
 import { freePort } from '../../test/support/processes.ts';
-import { drainOutbox } from '../../test/support/reconcile.ts';
+import { drainOutbox, loseUserData } from '../../test/support/reconcile.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
 import { newDecisionId } from './engine.ts';
 import { decideFromPostgres } from './postgres-fallback.ts';
@@ -301,26 +301,13 @@ describe('adopting a fallback grant before Stripe settled it', () => {
 // from Postgres, which has the grant's hold already; the adoption that follows must not add it again,
 // or Stripe's events, which set the hold to what Stripe says, take the excess out of Postgres too.
 describe('Redis lost its data', () => {
-  /** Redis loses everything it had for the user (the outbox is drained first: nothing else is lost). */
-  async function loseUserData(userId: string) {
-    await drainOutbox(services.redis, services.database.sql, services.prefix);
-    // Every primary's keys (on a cluster the user's keys live on one shard, not on the node a plain SCAN
-    // would ask), deleted one by one.
-    const keys: string[] = [];
-    await scanKeys(services.redis, `${services.prefix}*:u:${userId}*`, async (batch) => {
-      keys.push(...batch);
-    });
-    expect(keys.length).toBeGreaterThan(0);
-    await deleteKeys(services.redis, keys);
-  }
-
   it.each([
     ['adopted by a lifecycle event', 'event'],
     ['adopted by a lease catch-up', 'catch-up'],
   ])('holds it once in Redis and in Postgres after the rebuild, %s', async (_, adoptBy) => {
     const { userId, cardId, authorizationId: A, t } = await world();
     const grant = await fallbackGrant(cardId, A, 5_000, { createdS: t });
-    await loseUserData(userId);
+    await loseUserData(services.redis, services.database.sql, services.prefix, userId);
     await ensureAccount(services.redis, services.database.sql, services.prefix, userId, Date.now());
     if (adoptBy === 'catch-up') await adoptFromPostgres();
     const auth = { cardId, authorizationId: A, amountCents: 5_000, approved: true, requestHistory: 1 };
@@ -368,7 +355,7 @@ describe('Redis lost its data', () => {
     });
     await stripe(lifecycle, closed);
     expect(await positions(userId, A)).toEqual(settledTo('0', '3000'));
-    await loseUserData(userId);
+    await loseUserData(services.redis, services.database.sql, services.prefix, userId);
     await ensureAccount(services.redis, services.database.sql, services.prefix, userId, Date.now());
     const applied: boolean[] = [];
     for (const again of [capture, closed])

@@ -14,12 +14,11 @@ import {
   testConfig,
   WETH_PRICE_E8,
 } from '../../test/support/hot-path.ts';
-import { drainOutbox } from '../../test/support/reconcile.ts';
+import { drainOutbox, loseUserData } from '../../test/support/reconcile.ts';
 import { authorizationEvent, authorizationRequest, transactionEvent } from '../../test/support/stripe.ts';
 import { createLifecycle, type Lifecycle } from '../lifecycle/handler.ts';
 import { lifecycleEvent } from '../stripe/events.ts';
 import { accountFromPostgres, ensureAccount } from './account.ts';
-import { deleteKeys, scanKeys } from './client.ts';
 import { userKeys } from './keys.ts';
 
 let services: TestServices;
@@ -51,17 +50,6 @@ async function world() {
 async function stripe(event: unknown) {
   const result = await lifecycle.apply(lifecycleEvent.parse(event), JSON.stringify(event));
   expect(result.applied).toBe(true);
-}
-
-/** Redis loses everything it had for the user, as in an empty restart (the outbox is booked first). */
-async function loseUserData(userId: string) {
-  await drainOutbox(services.redis, services.database.sql, services.prefix);
-  const keys: string[] = [];
-  await scanKeys(services.redis, `${services.prefix}*:u:${userId}*`, async (batch) => {
-    keys.push(...batch);
-  });
-  expect(keys.length).toBeGreaterThan(0);
-  await deleteKeys(services.redis, keys);
 }
 
 /** Held, unsettled and held-for-review cents in Redis and Postgres (after booking the outbox). */
@@ -114,7 +102,7 @@ describe('an authorization whose cache state Redis lost', () => {
       transactionEvent({ cardId, authorizationId: A, type: 'capture', amountCents: 22_097, createdS: t + 1 }),
     );
     expect(await money(userId, A)).toEqual(expected('0', '22097'));
-    await loseUserData(userId);
+    await loseUserData(services.redis, services.database.sql, services.prefix, userId);
     await stripe(
       authorizationEvent({
         ...auth,
@@ -155,7 +143,7 @@ describe('an authorization whose cache state Redis lost', () => {
       transactionEvent({ cardId, authorizationId: A, type: 'refund', amountCents: 4_000, createdS: t + 2 }),
     );
     expect(await money(userId, A)).toEqual(expected('0', '26000'));
-    await loseUserData(userId);
+    await loseUserData(services.redis, services.database.sql, services.prefix, userId);
     await stripe(
       transactionEvent({ cardId, authorizationId: A, type: 'refund', amountCents: 8_000, createdS: t + 3 }),
     );
@@ -176,7 +164,7 @@ describe('an authorization whose cache state Redis lost', () => {
       transactionEvent({ cardId, authorizationId: A, type: 'refund', amountCents: 1_372, createdS: t + 1 }),
     );
     expect(await money(userId, A)).toEqual(expected('5000', '0', '1372'));
-    await loseUserData(userId);
+    await loseUserData(services.redis, services.database.sql, services.prefix, userId);
     await stripe(
       transactionEvent({ cardId, authorizationId: A, type: 'capture', amountCents: 5_000, createdS: t + 2 }),
     );
@@ -202,7 +190,7 @@ describe('an authorization whose cache state Redis lost', () => {
       }),
     );
     expect(await money(userId, A)).toEqual(expected('13539', '0'));
-    await loseUserData(userId);
+    await loseUserData(services.redis, services.database.sql, services.prefix, userId);
     await stripe(
       transactionEvent({ cardId, authorizationId: A, type: 'capture', amountCents: 8_800, createdS: t + 2 }),
     );
@@ -226,7 +214,7 @@ describe('an authorization whose cache state Redis lost', () => {
     Object.assign(closed.data.object, { transactions: [{ type: 'capture', amount: -6_000 }] });
     await stripe(closed);
     expect(await money(userId, A)).toEqual(expected('6000', '0'));
-    await loseUserData(userId);
+    await loseUserData(services.redis, services.database.sql, services.prefix, userId);
     await stripe(
       transactionEvent({ cardId, authorizationId: A, type: 'capture', amountCents: 4_000, createdS: t + 2 }),
     );
@@ -259,7 +247,7 @@ describe('an authorization whose cache state Redis lost', () => {
     );
     // Stripe listed no captures; one was booked before the close: that is what it captured.
     expect(await money(userId, A)).toEqual(expected('0', '2000'));
-    await loseUserData(userId);
+    await loseUserData(services.redis, services.database.sql, services.prefix, userId);
     await stripe(
       authorizationEvent({
         ...auth,
@@ -323,7 +311,7 @@ describe('an authorization whose cache state Redis lost', () => {
       });
     await stripe(updated(8_000, 2, t + 2));
     expect(await money(userId, A)).toEqual(expected('8000', '0'));
-    await loseUserData(userId);
+    await loseUserData(services.redis, services.database.sql, services.prefix, userId);
     await stripe(updated(5_000, 1, t + 1));
     expect(await money(userId, A)).toEqual(expected('8000', '0'));
   });

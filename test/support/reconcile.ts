@@ -6,7 +6,7 @@
 import postgres from 'postgres';
 import { applyBatch, type ParsedEntry, parseEntry } from '../../ledger-writer/write-batch.ts';
 import type { Sql } from '../../shared/db/client.ts';
-import type { Redis } from '../../shared/redis/client.ts';
+import { deleteKeys, type Redis, scanKeys } from '../../shared/redis/client.ts';
 import { allOutboxKeys, outboxKey } from '../../shared/redis/keys.ts';
 
 /**
@@ -54,4 +54,19 @@ export async function asSuperuserWithoutTriggers(databaseUrl: string, statement:
   } finally {
     await admin.end({ timeout: 5 });
   }
+}
+
+/**
+ * Redis loses everything it had for the user, as in an empty restart; the outbox is booked first, so
+ * nothing else is lost. Every primary's keys are scanned (on a cluster the user's keys live on one
+ * shard, not on the node a plain SCAN would ask) and deleted one by one. Throws when the user had none.
+ */
+export async function loseUserData(redis: Redis, sql: Sql, prefix: string, userId: string): Promise<void> {
+  await drainOutbox(redis, sql, prefix);
+  const keys: string[] = [];
+  await scanKeys(redis, `${prefix}*:u:${userId}*`, async (batch) => {
+    keys.push(...batch);
+  });
+  if (keys.length === 0) throw new Error(`no Redis key of user ${userId} to lose`);
+  await deleteKeys(redis, keys);
 }
