@@ -15,7 +15,7 @@ import type { Address, Hex } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Indexer } from '../indexer/runtime/index.ts';
-import { createLiquidator } from '../liquidator/index.ts';
+import { createLiquidator, type LiquidatorOptions } from '../liquidator/index.ts';
 import { createLiquidatorMetrics } from '../liquidator/metrics.ts';
 import {
   type ChainHarness,
@@ -36,6 +36,22 @@ let chain: ChainHarness;
 let indexer: Indexer;
 let contractsFile: string;
 const sql = () => services.database.sql;
+
+/** A 2-block confirmation depth and the indexer's reorg window, for the tests that reorg. */
+const REORG_AWARE = { confirmations: 2, reorgDepthMax: 16 } as const;
+
+/** The liquidator in this process, as the liquidator role; `extra` adds options. */
+function liquidatorInProcess(extra: Partial<LiquidatorOptions> = {}) {
+  return createLiquidator({
+    sql: services.sqlFor('credana_liquidator'),
+    client: chain.publicClient,
+    account: privateKeyToAccount(localAccount(ROLES.liquidator).privateKey),
+    contracts: chain.contracts,
+    logger: silentLogger,
+    maxFeePerGasWei: 200n * 10n ** 9n,
+    ...extra,
+  });
+}
 
 async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
   const until = Date.now() + timeoutMs;
@@ -99,14 +115,7 @@ describe('liquidator', () => {
     await indexer.syncToHead();
     await chain.fund(chain.account(ROLES.liquidator), 'USDC', 10_000n * USDC);
 
-    const inProcess = createLiquidator({
-      sql: services.sqlFor('credana_liquidator'),
-      client: chain.publicClient,
-      account: privateKeyToAccount(localAccount(ROLES.liquidator).privateKey),
-      contracts: chain.contracts,
-      logger: silentLogger,
-      maxFeePerGasWei: 200n * 10n ** 9n,
-    });
+    const inProcess = liquidatorInProcess();
     // At $3,000: 1 ETH × 82.5% = $2,475 covers $2,000. Nothing to do.
     expect(await inProcess.runOnce()).toMatchObject({ checked: 2, unhealthy: 0, sent: 0 });
 
@@ -169,18 +178,7 @@ describe('liquidator', () => {
       // Minted and approved before the fork point: only the liquidation is on the orphaned branch.
       await chain.fund(chain.account(ROLES.liquidator), 'USDC', 10_000n * USDC);
       const metrics = createLiquidatorMetrics();
-      const liquidator = createLiquidator({
-        sql: services.sqlFor('credana_liquidator'),
-        client: chain.publicClient,
-        account: privateKeyToAccount(localAccount(ROLES.liquidator).privateKey),
-        contracts: chain.contracts,
-        logger: silentLogger,
-        maxFeePerGasWei: 200n * 10n ** 9n,
-        confirmations: 2,
-        reorgDepthMax: 16,
-        resendAfterMs: 0,
-        metrics,
-      });
+      const liquidator = liquidatorInProcess({ ...REORG_AWARE, resendAfterMs: 0, metrics });
       const rows = () => sql()`
       select status, last_error, nonce, transaction_hash from liquidations where user_id = ${weakUser} order by id`;
       const counter = async (c: typeof metrics.confirmed) => (await c.get()).values[0]?.value ?? 0;
@@ -246,16 +244,7 @@ describe('liquidator', () => {
     await chain.mine(2);
     await indexer.syncToHead();
     await chain.fund(chain.account(ROLES.liquidator), 'USDC', 10_000n * USDC);
-    const liquidator = createLiquidator({
-      sql: services.sqlFor('credana_liquidator'),
-      client: chain.publicClient,
-      account: privateKeyToAccount(localAccount(ROLES.liquidator).privateKey),
-      contracts: chain.contracts,
-      logger: silentLogger,
-      maxFeePerGasWei: 200n * 10n ** 9n,
-      confirmations: 2,
-      reorgDepthMax: 16,
-    });
+    const liquidator = liquidatorInProcess(REORG_AWARE);
     // A branch where WETH drops to $1,000: the indexer applies the drop at first sight.
     const fork = await chain.snapshot();
     await chain.setPrice('WETH', 1_000n * 10n ** 8n);
@@ -289,15 +278,8 @@ describe('liquidator', () => {
     const weth = chain.contracts.assets.find((a) => a.assetId === 'WETH');
     if (weth === undefined) throw new Error('no WETH');
     let recovery: Hex | null = null;
-    const liquidator = createLiquidator({
-      sql: services.sqlFor('credana_liquidator'),
-      client: chain.publicClient,
-      account: privateKeyToAccount(localAccount(ROLES.liquidator).privateKey),
-      contracts: chain.contracts,
-      logger: silentLogger,
-      maxFeePerGasWei: 200n * 10n ** 9n,
-      confirmations: 2,
-      reorgDepthMax: 16,
+    const liquidator = liquidatorInProcess({
+      ...REORG_AWARE,
       // Signed and broadcast on an unhealthy account; the feed's recovery to $3,000 lands first, in the
       // same block (a far higher tip orders it ahead).
       afterBroadcast: async () => {
