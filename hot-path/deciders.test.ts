@@ -160,7 +160,8 @@ describe('deciders', () => {
       });
       // Warm both: card owner and account snapshot known, so the cut-off process's Redis attempt is
       // one round trip that hangs, and its fallback has most of the budget.
-      for (const p of [healthy.port, cutOff.port]) expect((await swipe(p, cardId, 0)).approved).toBe(true);
+      for (const p of [healthy.port, cutOff.port])
+        expect(await swipe(p, cardId, 0)).toMatchObject({ approved: true, reason: 'approved' });
       proxy.stall();
       // Both decide for the same user at once; no ledger writer runs, so Postgres sees none of the
       // healthy process's Redis holds — exactly what a fallback would be blind to.

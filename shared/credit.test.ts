@@ -3,6 +3,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   type AssetRisk,
+  borrowPower,
+  borrowPowerCents,
   type CollateralHolding,
   type CreditInput,
   computeCredit,
@@ -396,6 +398,40 @@ describe('available credit', () => {
         expect(at(aLow, p1).availableCents <= at(aHigh, p1).availableCents).toBe(true);
         expect(at(a1, pLow).availableCents <= at(a1, pHigh).availableCents).toBe(true);
       }),
+    );
+  });
+
+  it("gives the decisions' borrow power (borrowPowerCents) exactly as borrowPower does, stale assets too", () => {
+    const amount = fc.bigInt({ min: 0n, max: 10n ** 30n });
+    const quote = fc.option(
+      fc.record({
+        answer: fc.bigInt({ min: -1n, max: 10n ** 14n }),
+        updatedAtS: fc.integer({ min: NOW_S - 7_200, max: NOW_S + 120 }),
+      }),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.constantFrom('WETH', 'WBTC', 'UNKNOWN'), amount, amount), { maxLength: 4 }),
+        quote,
+        quote,
+        (holdings, weth, wbtc) => {
+          const prices = new Map<string, PriceQuote>();
+          if (weth !== null) prices.set('WETH', weth);
+          if (wbtc !== null) prices.set('WBTC', wbtc);
+          const credit = {
+            holdings: holdings.map(([assetId, base, pending]) => hold(assetId, base, pending)),
+            assets: ASSETS,
+            prices,
+            nowS: NOW_S,
+          };
+          const whole = borrowPower(credit);
+          expect(borrowPowerCents(credit)).toEqual({
+            borrowPowerCents: whole.borrowPowerCents,
+            staleAssetIds: whole.staleAssetIds,
+          });
+        },
+      ),
+      { numRuns: 500 },
     );
   });
 

@@ -5,7 +5,6 @@
  */
 import {
   BPS,
-  type CentsFraction,
   healthFactorWadFloor,
   sumCentsFloor,
   usdcToCentsCeil,
@@ -81,6 +80,51 @@ export function isPriceFresh(quote: PriceQuote | undefined, asset: AssetRisk, no
   return ageS <= asset.priceAgeMaxS && ageS >= -(asset.priceFutureSkewS ?? PRICE_FUTURE_SKEW_S_DEFAULT);
 }
 
+/** A holding the credit counts: its amount net of pending withdrawals, with a fresh price. */
+interface PricedHolding {
+  netBase: bigint;
+  asset: AssetRisk;
+  quote: PriceQuote;
+}
+
+/**
+ * The holdings credit counts and the assets it counts as zero: a pending withdrawal is already gone as
+ * far as credit is concerned (credit shrinks fast), and an unknown asset or a stale feed is worth zero,
+ * never its last price.
+ */
+function pricedHoldings(input: Pick<CreditInput, 'holdings' | 'assets' | 'prices' | 'nowS'>): {
+  priced: PricedHolding[];
+  staleAssetIds: string[];
+} {
+  const priced: PricedHolding[] = [];
+  const staleAssetIds: string[] = [];
+  for (const holding of input.holdings) {
+    const netBase = holding.amountBase - holding.pendingWithdrawalBase;
+    if (netBase <= 0n) continue;
+    const asset = input.assets.get(holding.assetId);
+    const quote = input.prices.get(holding.assetId);
+    if (asset === undefined || quote === undefined || !isPriceFresh(quote, asset, input.nowS)) {
+      staleAssetIds.push(holding.assetId);
+      continue;
+    }
+    priced.push({ netBase, asset, quote });
+  }
+  return { priced, staleAssetIds };
+}
+
+/** Σ of the priced holdings' values weighted by `weightOf` (an LTV, a threshold, or the whole), floored once. */
+function weightedSumCentsFloor(priced: readonly PricedHolding[], weightOf: (asset: AssetRisk) => bigint): bigint {
+  return sumCentsFloor(
+    priced.map(({ netBase, asset, quote }) =>
+      weightedValueCents(netBase, asset.tokenDecimals, quote.answer, asset.priceDecimals, weightOf(asset)),
+    ),
+  );
+}
+
+const WHOLE = () => BPS;
+const LTV = (asset: AssetRisk) => asset.ltvBps;
+const LIQUIDATION_THRESHOLD = (asset: AssetRisk) => asset.liquidationThresholdBps;
+
 /**
  * Borrowing power of the collateral alone (before the program's limit and before debt). Each of the
  * three sums is exact and floored once: floor(Σ …), as §2 defines it, so the number does not depend
@@ -92,34 +136,24 @@ export function borrowPower(
   CreditSnapshot,
   'borrowPowerCents' | 'collateralValueCents' | 'thresholdValueCents' | 'staleAssetIds'
 > {
-  const value: CentsFraction[] = [];
-  const power: CentsFraction[] = [];
-  const threshold: CentsFraction[] = [];
-  const staleAssetIds: string[] = [];
-  for (const holding of input.holdings) {
-    // A pending withdrawal is already gone as far as credit is concerned (credit shrinks fast).
-    const net = holding.amountBase - holding.pendingWithdrawalBase;
-    if (net <= 0n) continue;
-    const asset = input.assets.get(holding.assetId);
-    const quote = input.prices.get(holding.assetId);
-    // An unknown asset or a stale feed is worth zero: never its last price.
-    if (asset === undefined || quote === undefined || !isPriceFresh(quote, asset, input.nowS)) {
-      staleAssetIds.push(holding.assetId);
-      continue;
-    }
-    const { tokenDecimals, priceDecimals } = asset;
-    value.push(weightedValueCents(net, tokenDecimals, quote.answer, priceDecimals, BPS));
-    power.push(weightedValueCents(net, tokenDecimals, quote.answer, priceDecimals, asset.ltvBps));
-    threshold.push(
-      weightedValueCents(net, tokenDecimals, quote.answer, priceDecimals, asset.liquidationThresholdBps),
-    );
-  }
+  const { priced, staleAssetIds } = pricedHoldings(input);
   return {
-    borrowPowerCents: sumCentsFloor(power),
-    collateralValueCents: sumCentsFloor(value),
-    thresholdValueCents: sumCentsFloor(threshold),
+    borrowPowerCents: weightedSumCentsFloor(priced, LTV),
+    collateralValueCents: weightedSumCentsFloor(priced, WHOLE),
+    thresholdValueCents: weightedSumCentsFloor(priced, LIQUIDATION_THRESHOLD),
     staleAssetIds,
   };
+}
+
+/**
+ * `borrowPower`'s borrow power and stale assets alone, for the decisions (the Redis decision and its
+ * Postgres fallback), which need nothing else: a third of the exact arithmetic, once per swipe.
+ */
+export function borrowPowerCents(
+  input: Pick<CreditInput, 'holdings' | 'assets' | 'prices' | 'nowS'>,
+): Pick<CreditSnapshot, 'borrowPowerCents' | 'staleAssetIds'> {
+  const { priced, staleAssetIds } = pricedHoldings(input);
+  return { borrowPowerCents: weightedSumCentsFloor(priced, LTV), staleAssetIds };
 }
 
 /** The whole snapshot of a user's credit. */

@@ -27,11 +27,16 @@ function assertNonNegative(name: string, value: bigint): void {
   if (value < 0n) throw new MoneyError(`${name} must not be negative (got ${value})`);
 }
 
+/** 10^0 … 10^77, computed once: every weighted value needs two of them, every swipe several. */
+const POWERS_OF_TEN = Array.from({ length: 78 }, (_, exponent) => 10n ** BigInt(exponent));
+
 function pow10(exponent: number): bigint {
-  if (!Number.isInteger(exponent) || exponent < 0 || exponent > 77) {
+  const power = POWERS_OF_TEN[exponent];
+  // Only integers 0…77 index the table (a fraction, a negative or NaN finds no entry).
+  if (power === undefined || !Number.isInteger(exponent)) {
     throw new MoneyError(`decimal exponent out of range: ${exponent}`);
   }
-  return 10n ** BigInt(exponent);
+  return power;
 }
 
 /** Floor division (toward −∞) for a positive denominator. `divFloor(7n, 2n) === 3n`, `divFloor(-7n, 2n) === -4n`. */

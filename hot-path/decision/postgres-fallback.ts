@@ -19,7 +19,7 @@
  *   passed, so a transaction that outlives the answer rolls back.
  */
 import { globallyBlockedMccs } from '../../shared/controls/cash-policy.ts';
-import { borrowPower } from '../../shared/credit.ts';
+import { borrowPowerCents } from '../../shared/credit.ts';
 import type { Sql, Tx } from '../../shared/db/client.ts';
 import { writeAuthorizations } from '../../shared/db/queries/authorizations.ts';
 import { insertCardEvents } from '../../shared/db/queries/card-events.ts';
@@ -255,7 +255,7 @@ async function evaluateFromPostgres(
     tx<{ granted: string }[]>`select coalesce(sum(granted_cents), 0)::text as granted from fallback_decisions
       where user_id = ${userId} and adopted_at is null`,
   ]);
-  const power = borrowPower({
+  const power = borrowPowerCents({
     holdings: positions.map((p) => ({
       assetId: p.asset_id,
       amountBase: BigInt(p.collateral_base),

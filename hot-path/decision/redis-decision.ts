@@ -5,7 +5,7 @@
  * to the outbox stream atomically. A changed version reads the account again and retries. With
  * REDIS_WAIT_REPLICAS an approval is answered only once replicated, else withdrawn (unreplicated.ts).
  */
-import { borrowPower } from '../../shared/credit.ts';
+import { borrowPowerCents } from '../../shared/credit.ts';
 import { DeadlineError } from '../../shared/deadline.ts';
 import type { CardOwners } from '../../shared/lifecycle/card-owners.ts';
 import type { DecisionReason, DecisionRecord } from '../../shared/outbox/records.ts';
@@ -215,7 +215,7 @@ async function reserve(
   const mcc = auth.merchant_data.category_code;
   const version = snapshot.version;
   const decidedAtMs = now();
-  const power = borrowPower({
+  const power = borrowPowerCents({
     holdings: snapshot.holdings,
     assets: market.assets,
     prices: market.prices,

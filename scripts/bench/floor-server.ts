@@ -87,6 +87,8 @@ app.post('/stripe/authorizations', async (c) => {
     return c.json({ approved: false, metadata: { reason: 'system_unavailable' } });
   }
 });
+// Exits on SIGTERM (run.ts's stop) through process.exit, so `--cpu-prof` writes its profile.
+process.on('SIGTERM', () => process.exit(0));
 serve({ fetch: app.fetch, port: config.HOT_PATH_PORT, hostname: config.HOT_PATH_HOST }, (info) => {
   process.stdout.write(`floor ready on ${info.port}\n`);
 });

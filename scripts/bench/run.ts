@@ -406,7 +406,9 @@ async function load(
     ],
   });
   if (options.allowErrors !== true && (result.non2xx > 0 || result.errors > 0))
-    throw new Error(`load run had ${result.non2xx} non-2xx and ${result.errors} errors`);
+    throw new Error(
+      `load run had ${result.non2xx} non-2xx and ${result.errors} errors (status codes ${JSON.stringify(result.statusCodeStats)})`,
+    );
   return result;
 }
 
@@ -745,37 +747,68 @@ async function tailPhase(
  * The hot path against the architecture floor, full speed, the writer paused: `rounds` alternating
  * rounds of `seconds` each (hot, floor, floor, hot, …), requests/s summed over each side's rounds.
  */
-async function floorPhase(hot: Server, floor: Server, rounds: number, seconds: number) {
-  const side = {
-    hot: { requests: 0, s: 0, cpu: [] as Record<string, number | null>[] },
-    floor: { requests: 0, s: 0, cpu: [] as Record<string, number | null>[] },
-  };
+async function floorPhase(hot: Server, floor: Server, rounds: number, seconds: number, baseline?: Server) {
+  const servers: [Contestant, Server][] = [
+    ['hot', hot],
+    ['floor', floor],
+  ];
+  if (baseline !== undefined) servers.push(['baseline', baseline]);
+  const side = new Map<Contestant, { requests: number; s: number; cpu: Record<string, number | null>[] }>();
+  for (const [which] of servers) side.set(which, { requests: 0, s: 0, cpu: [] });
   const cleanup = benchRedis();
   const meter = machineMeter();
   for (let r = 0; r < rounds; r++) {
-    const order = r % 2 === 0 ? (['hot', 'floor'] as const) : (['floor', 'hot'] as const);
-    for (const which of order) {
-      const server = which === 'hot' ? hot : floor;
+    // Rotating order (AB, BA; ABC, BCA, CAB…): a noisy neighbour hits every contestant alike.
+    for (let k = 0; k < servers.length; k++) {
+      const [which, server] = servers[(r + k) % servers.length]!;
+      const figures = side.get(which)!;
       const cpuBefore = cpuNow(server);
       const run = await load(server.port, seconds);
-      side[which].requests += run.requests.total;
-      side[which].s += run.duration;
-      side[which].cpu.push(cpuPerRequestUs(cpuSpent(cpuBefore, cpuNow(server)), run.requests.total));
+      figures.requests += run.requests.total;
+      figures.s += run.duration;
+      figures.cpu.push(cpuPerRequestUs(cpuSpent(cpuBefore, cpuNow(server)), run.requests.total));
       // The floor's streams are drained by no one: dropped after each of its rounds.
       if (which === 'floor') await unlinkMatching(cleanup, `${PREFIX}floor:`);
     }
   }
   cleanup.disconnect();
-  const hotRps = side.hot.requests / side.hot.s;
-  const floorRps = side.floor.requests / side.floor.s;
+  const rps = (which: Contestant) => {
+    const figures = side.get(which);
+    return figures === undefined ? undefined : figures.requests / figures.s;
+  };
+  const hotRps = rps('hot')!;
+  const floorRps = rps('floor')!;
+  const baselineRps = rps('baseline');
   return {
     machine: meter(),
     hotPathRps: round(hotRps, 0),
     floorRps: round(floorRps, 0),
     ratioToFloor: round(hotRps / floorRps),
-    cpuUsPerRequest: { hotPath: side.hot.cpu.at(-1), floor: side.floor.cpu.at(-1) },
+    cpuUsPerRequest: { hotPath: side.get('hot')!.cpu.at(-1), floor: side.get('floor')!.cpu.at(-1) },
+    ...(baselineRps === undefined
+      ? {}
+      : {
+          baseline: {
+            dir: BASELINE_DIR,
+            rps: round(baselineRps, 0),
+            ratioToFloor: round(baselineRps / floorRps),
+            hotPathToBaseline: round(hotRps / baselineRps),
+            cpuUsPerRequest: side.get('baseline')!.cpu,
+            hotPathCpuUsPerRequest: side.get('hot')!.cpu,
+            floorCpuUsPerRequest: side.get('floor')!.cpu,
+          },
+        }),
   };
 }
+
+type Contestant = 'hot' | 'floor' | 'baseline';
+
+/**
+ * `--baseline=DIR`: another checkout of this repository (say `git worktree add DIR <commit>`, with its
+ * node_modules) whose hot path runs as a third contestant in the floor's alternating rounds — the same
+ * database, Redis and load as this checkout's, so "before and after a change" comes from one run.
+ */
+const BASELINE_DIR = args.find((a) => a.startsWith('--baseline='))?.slice('--baseline='.length);
 
 // ---------------------------------------------------------------------------------------------------
 // Redis Cluster beside single Redis (and, with --workers=N, N hot-path workers on one port).
@@ -995,6 +1028,45 @@ if (HOT_ONLY) {
   await hot.stop();
   log(
     `hot path alone: ${Math.round(run.requests.average)} req/s, p50 ${run.latency.p50} ms, p99 ${run.latency.p99} ms; CPU µs per request ${JSON.stringify(cpu)}`,
+  );
+  process.exit(0);
+}
+
+/**
+ * `--floor-only`: only the hot path (writer paused: none runs) against the architecture floor, in
+ * alternating rounds, with `--baseline=DIR` a third contestant; no results file. For a change to the
+ * hot path's cost per decision, measured before and after in one run.
+ */
+const FLOOR_ONLY = args.includes('--floor-only');
+if (FLOOR_ONLY) {
+  const hotServer = await startServer('hot-path/main.ts', port, 'hot-path ready');
+  await load(port, 0, { amount: USERS });
+  let baseline: Server | undefined;
+  if (BASELINE_DIR !== undefined) {
+    baseline = await startServer(`${BASELINE_DIR}/hot-path/main.ts`, port + 30, 'hot-path ready');
+    await load(baseline.port, 0, { amount: USERS });
+  }
+  const floorServer = await startServer('scripts/bench/floor-server.ts', port + 50, 'floor ready');
+  await load(floorServer.port, 1);
+  const rounds = Number(args.find((a) => a.startsWith('--floor-rounds='))?.slice(15) ?? 3);
+  const floor = await floorPhase(hotServer, floorServer, rounds, MEASURE_S, baseline);
+  for (const server of [hotServer, floorServer, baseline]) await server?.stop();
+  const cleanup = benchRedis();
+  await deletePrefix(cleanup, PREFIX);
+  cleanup.disconnect();
+  const { baseline: baselineFigures, ...figures } = floor;
+  log(JSON.stringify(figures));
+  if (baselineFigures !== undefined) {
+    // CPU µs per request by process, one line per round and contestant.
+    const rows = { hot: baselineFigures.hotPathCpuUsPerRequest, floor: baselineFigures.floorCpuUsPerRequest, baseline: baselineFigures.cpuUsPerRequest };
+    for (const [name, rounds] of Object.entries(rows))
+      for (const cpu of rounds) log(`CPU µs/request ${name}: ${JSON.stringify(cpu)}`);
+  }
+  log(
+    `| floor | hot path | ratio${baseline === undefined ? '' : ' | baseline | baseline ratio | hot path / baseline'} |`,
+  );
+  log(
+    `| ${floor.floorRps} | ${floor.hotPathRps} | ${floor.ratioToFloor}${floor.baseline === undefined ? '' : ` | ${floor.baseline.rps} | ${floor.baseline.ratioToFloor} | ${floor.baseline.hotPathToBaseline}`} |`,
   );
   process.exit(0);
 }
