@@ -110,8 +110,15 @@ function gcd(a: bigint, b: bigint): bigint {
 export function sumCentsFloor(fractions: readonly CentsFraction[]): bigint {
   let numerator = 0n;
   let denominator = 1n;
-  for (const term of fractions) {
+  for (let index = 0; index < fractions.length; index++) {
+    const term = fractions[index]!;
     if (term.denominator <= 0n) throw new MoneyError('denominator must be positive');
+    if (index === 0) {
+      // The sum of one term is that term: no common denominator to find (most users hold one asset).
+      numerator = term.numerator;
+      denominator = term.denominator;
+      continue;
+    }
     // Over the least common denominator; the operands stay a few hundred bits at most.
     const common = (denominator / gcd(denominator, term.denominator)) * term.denominator;
     numerator = numerator * (common / denominator) + term.numerator * (common / term.denominator);

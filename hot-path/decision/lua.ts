@@ -40,37 +40,31 @@ if prior then
   if string.sub(prior, 1, 2) == ${S.approvalPrefix} then redis.call('SET', KEYS[5], prior, 'KEEPTTL') end
   return {'dup', prior}
 end
--- The account's fields in one HMGET and the authorization's in another: each redis.call costs Redis
--- about as much as the command it runs, and this script runs once per swipe (docs/hot-path.md,
--- "Cost per decision"). Nothing below writes either hash before its last read of them.
-local a = redis.call('HMGET', KEYS[1], ${A.version}, ${A.status}, ${A.blockedMccs}, ${A.debtOnchainCents}, ${A.unsettledCents}, ${A.holdsCents}, ${A.dailyLimitCents})
-local v = a[1]
+local v = redis.call('HGET', KEYS[1], ${A.version})
 if not v then return {'missing'} end
 if v ~= ARGV[1] then return {'changed', v} end
 local amount = tonumber(ARGV[4])
 local now = tonumber(ARGV[7])
 local reason = ''
 local card = redis.call('HGET', KEYS[2], ARGV[2])
-local st
 if not card then
   reason = 'unknown_card'
 else
-  st = redis.call('HMGET', KEYS[9], ${T.terminal}, ${T.stripeVersion}, ${T.version})
   local status, frozen = string.match(card, ${LUA_FIELDS.cardEntryPattern})
   if status ~= 'active' then
     reason = 'card_inactive'
   elseif frozen == '1' then
     reason = 'card_frozen'
-  elseif a[2] ~= 'active' then
+  elseif redis.call('HGET', KEYS[1], ${A.status}) ~= 'active' then
     reason = 'account_inactive'
   elseif ARGV[11] == '1' or (ARGV[6] ~= '' and not string.find(ARGV[6], ${LIST}, 1, true)
-      and string.find(${LIST} .. (a[3] or '') .. ${LIST}, ${LIST} .. ARGV[6] .. ${LIST}, 1, true)) then
+      and string.find(${LIST} .. (redis.call('HGET', KEYS[1], ${A.blockedMccs}) or '') .. ${LIST}, ${LIST} .. ARGV[6] .. ${LIST}, 1, true)) then
     -- In the user's list exactly (as shared/policy/rules.ts asks): an empty code, or one with the
     -- list's separator in it, is in no list of 4-digit codes (it matched the empty list before).
     reason = 'blocked_mcc'
-  elseif st[1] == '1' then
+  elseif redis.call('HGET', KEYS[9], ${T.terminal}) == '1' then
     reason = 'card_inactive'
-  elseif tonumber(st[2] or '0') >= math.floor(tonumber(ARGV[16]) / 1e10) * 1e10 then
+  elseif tonumber(redis.call('HGET', KEYS[9], ${T.stripeVersion}) or '0') >= math.floor(tonumber(ARGV[16]) / 1e10) * 1e10 then
     -- Stripe already described this request (its created/updated counts it): this attempt runs after
     -- Stripe had its answer (a command held in a stalled socket past the process's deadline, chaos bug
     -- 6). What Stripe decided is in the cache already; a grant now would be a hold nobody releases.
@@ -85,8 +79,9 @@ if reason == '' then
 end
 local granted = 0
 if reason == '' then
-  local available = tonumber(ARGV[8]) - tonumber(a[4] or '0') - tonumber(a[5] or '0') - tonumber(a[6] or '0')
-  local dayLeft = tonumber(a[7] or '0') - tonumber(redis.call('GET', KEYS[6]) or '0')
+  local h = redis.call('HMGET', KEYS[1], ${A.debtOnchainCents}, ${A.unsettledCents}, ${A.holdsCents}, ${A.dailyLimitCents})
+  local available = tonumber(ARGV[8]) - tonumber(h[1] or '0') - tonumber(h[2] or '0') - tonumber(h[3] or '0')
+  local dayLeft = tonumber(h[4] or '0') - tonumber(redis.call('GET', KEYS[6]) or '0')
   local controllable = ARGV[5] == '1'
   granted = amount
   if dayLeft < granted then
@@ -117,7 +112,8 @@ if granted > 0 then
   redis.call('EXPIRE', KEYS[6], 172800)
 end
 if card then
-  if tonumber(ARGV[16]) > tonumber(st[3] or '0') then redis.call('HSET', KEYS[9], ${T.version}, ARGV[16]) end
+  local ver = tonumber(redis.call('HGET', KEYS[9], ${T.version}) or '0')
+  if tonumber(ARGV[16]) > ver then redis.call('HSET', KEYS[9], ${T.version}, ARGV[16]) end
   redis.call('EXPIRE', KEYS[9], tonumber(ARGV[17]))
 end
 redis.call('XADD', KEYS[8], '*', ${O.record}, ARGV[15], ${O.approved}, approved, ${O.amountCents}, grantedText, ${O.reason}, reason)

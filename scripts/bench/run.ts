@@ -47,6 +47,8 @@ const args = process.argv.slice(2);
 const MEASURE_S = Number(args.find((a) => /^\d+$/.test(a)) ?? 10);
 /** `--profile`: each server writes a CPU profile to bench/profiles when it stops. */
 const PROFILE = args.includes('--profile');
+/** `--heap-profile`: each server writes a sampling heap (allocation) profile to bench/profiles when it stops. */
+const HEAP_PROFILE = args.includes('--heap-profile');
 /**
  * `--hot-only`: only the hot path at full speed, without the ledger writer, and no results file — for
  * looking into the hot path itself (with `--profile`).
@@ -255,7 +257,10 @@ async function startServer(
   ready: string,
   options: ServerOptions = {},
 ): Promise<Server> {
-  const profile = PROFILE ? ['--cpu-prof', '--cpu-prof-dir=bench/profiles'] : [];
+  const profile = [
+    ...(PROFILE ? ['--cpu-prof', '--cpu-prof-dir=bench/profiles'] : []),
+    ...(HEAP_PROFILE ? ['--heap-prof', '--heap-prof-dir=bench/profiles', '--heap-prof-interval=32768'] : []),
+  ];
   const probe = options.probe === true ? ['--import', './scripts/bench/tail-probe.ts'] : [];
   const nodeArgs = [...(options.nodeFlags ?? []), ...profile, '--import', 'tsx', ...probe, entry];
   // `nice` execs node: the child's pid is node's.
@@ -494,6 +499,25 @@ async function scrape(port: number): Promise<Map<string, number>> {
     values.set(key, Number(match[3]));
   }
   return values;
+}
+
+/**
+ * One decision per user, twice: a cold process's first decision for a user builds the account from
+ * Postgres, and on a busy machine some of 64 at once run past their budget and are declined
+ * (`system_unavailable`) with the account still unbuilt — the second pass builds those, so no measured
+ * round pays for rebuilds the other contestants did not.
+ */
+async function warmUp(port: number): Promise<void> {
+  await load(port, 0, { amount: USERS });
+  await load(port, 0, { amount: USERS });
+}
+
+/** A hot path's decisions so far by reason and source, e.g. `approved/redis 48000, approved/postgres 12`. */
+async function decisionSources(port: number): Promise<string> {
+  return [...(await scrape(port))]
+    .filter(([key]) => key.startsWith('credana_decisions_total{'))
+    .map(([key, value]) => `${/reason="([^"]*)"/.exec(key)?.[1]}/${/source="([^"]*)"/.exec(key)?.[1]} ${value}`)
+    .join(', ');
 }
 
 function sumOf(values: Map<string, number>, name: string): number {
@@ -1013,7 +1037,7 @@ const startedMachine = machineMeter();
 
 if (HOT_ONLY) {
   const hot = await startServer('hot-path/main.ts', port, 'hot-path ready');
-  await load(port, 0, { amount: USERS });
+  await warmUp(port);
   const cpuBefore = cpuNow(hot);
   const rate = args.find((a) => a.startsWith('--rate='))?.slice('--rate='.length);
   if (rate !== undefined) {
@@ -1025,6 +1049,7 @@ if (HOT_ONLY) {
   }
   const run = await load(port, MEASURE_S);
   const cpu = cpuPerRequestUs(cpuSpent(cpuBefore, cpuNow(hot)), run.requests.total);
+  log(`decisions (reason/source count, warm-up included): ${await decisionSources(port)}`);
   await hot.stop();
   log(
     `hot path alone: ${Math.round(run.requests.average)} req/s, p50 ${run.latency.p50} ms, p99 ${run.latency.p99} ms; CPU µs per request ${JSON.stringify(cpu)}`,
@@ -1038,18 +1063,33 @@ if (HOT_ONLY) {
  * hot path's cost per decision, measured before and after in one run.
  */
 const FLOOR_ONLY = args.includes('--floor-only');
+/** `--hot-path-flags=A,B`: Node flags for this checkout's hot path in `--floor-only` (the baseline runs without). */
+const HOT_PATH_FLAGS = args
+  .find((a) => a.startsWith('--hot-path-flags='))
+  ?.slice('--hot-path-flags='.length)
+  .split(',');
 if (FLOOR_ONLY) {
-  const hotServer = await startServer('hot-path/main.ts', port, 'hot-path ready');
-  await load(port, 0, { amount: USERS });
+  const hotServer = await startServer('hot-path/main.ts', port, 'hot-path ready', {
+    nodeFlags: HOT_PATH_FLAGS ?? [],
+  });
+  await warmUp(port);
   let baseline: Server | undefined;
   if (BASELINE_DIR !== undefined) {
     baseline = await startServer(`${BASELINE_DIR}/hot-path/main.ts`, port + 30, 'hot-path ready');
-    await load(baseline.port, 0, { amount: USERS });
+    await warmUp(baseline.port);
   }
   const floorServer = await startServer('scripts/bench/floor-server.ts', port + 50, 'floor ready');
   await load(floorServer.port, 1);
   const rounds = Number(args.find((a) => a.startsWith('--floor-rounds='))?.slice(15) ?? 3);
   const floor = await floorPhase(hotServer, floorServer, rounds, MEASURE_S, baseline);
+  // Where the decisions were made: a hot path deciding from Postgres measures the fallback, not itself.
+  for (const [name, server] of [
+    ['hot path', hotServer],
+    ['baseline', baseline],
+  ] as const) {
+    if (server === undefined) continue;
+    log(`decisions of the ${name} (reason/source count): ${await decisionSources(server.port)}`);
+  }
   for (const server of [hotServer, floorServer, baseline]) await server?.stop();
   const cleanup = benchRedis();
   await deletePrefix(cleanup, PREFIX);
@@ -1059,8 +1099,14 @@ if (FLOOR_ONLY) {
   if (baselineFigures !== undefined) {
     // CPU µs per request by process, one line per round and contestant.
     const rows = { hot: baselineFigures.hotPathCpuUsPerRequest, floor: baselineFigures.floorCpuUsPerRequest, baseline: baselineFigures.cpuUsPerRequest };
-    for (const [name, rounds] of Object.entries(rows))
+    const median = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
+    for (const [name, rounds] of Object.entries(rows)) {
       for (const cpu of rounds) log(`CPU µs/request ${name}: ${JSON.stringify(cpu)}`);
+      const of = (process: string) => median(rounds.map((cpu) => cpu[process] ?? 0));
+      log(
+        `CPU µs/request ${name}, median of ${rounds.length} rounds: server ${of('server')}, redis ${of('redis')}, load generator ${of('loadGenerator')}`,
+      );
+    }
   }
   log(
     `| floor | hot path | ratio${baseline === undefined ? '' : ' | baseline | baseline ratio | hot path / baseline'} |`,
@@ -1177,7 +1223,7 @@ for (const variant of [TAIL_VARIANTS['before']!, ...tailVariants]) {
     autogroupNice: PRIORITY !== 0 ? PRIORITY : variant.hotPathNice,
     probe: true,
   });
-  await load(hotPort, 0, { amount: USERS });
+  await warmUp(hotPort);
   hotPaths.set(key, server);
 }
 const hot = hotPaths.get(mainHotPathKey)!;
