@@ -67,6 +67,17 @@ function log(line: string): void {
   process.stdout.write(`${line}\n`);
 }
 
+/** What each server printed last (its errors), shown when the bench fails. */
+const serverOutputs = new Map<string, () => string>();
+const SERVER_OUTPUT_KEPT_CHARS = 20_000;
+process.on('exit', (code) => {
+  if (code === 0) return;
+  for (const [name, output] of serverOutputs) {
+    const text = output().trim();
+    if (text !== '') process.stderr.write(`--- ${name} printed:\n${text.slice(-4_000)}\n`);
+  }
+});
+
 /** Every server started, so none outlives the bench (servers in their own session are not in its group). */
 const started = new Set<ChildProcess>();
 process.on('exit', () => {
@@ -272,7 +283,8 @@ async function startServer(
     env: {
       PATH: process.env['PATH'] ?? '',
       NODE_ENV: 'test',
-      LOG_LEVEL: 'silent',
+      // Errors only (none in a healthy run): a bug answered 500 is then in the output printed on failure.
+      LOG_LEVEL: 'error',
       DATABASE_URL: databaseUrl,
       ...(options.target ?? singleRedis).env,
       REDIS_KEY_PREFIX: PREFIX,
@@ -299,12 +311,12 @@ async function startServer(
     }
   }
   let out = '';
-  child.stdout?.on('data', (b: Buffer) => {
-    out += b.toString();
-  });
-  child.stderr?.on('data', (b: Buffer) => {
-    out += b.toString();
-  });
+  const keep = (b: Buffer) => {
+    out = (out + b.toString()).slice(-SERVER_OUTPUT_KEPT_CHARS);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  serverOutputs.set(`${entry} :${port} (pid ${child.pid})`, () => out);
   // A slow start on a saturated machine is no measurement: wait up to 3 minutes.
   const until = Date.now() + 180_000;
   while (!out.includes(ready)) {
