@@ -3,13 +3,7 @@
  * Postgres fallback, the reconciliation jobs and the Supabase projection all call these, so there is
  * one definition of "available credit".
  */
-import {
-  BPS,
-  healthFactorWadFloor,
-  sumCentsFloor,
-  usdcToCentsCeil,
-  weightedValueCents,
-} from './money.ts';
+import { BPS, healthFactorWadFloor, sumCentsFloor, usdcToCentsCeil, weightedValueCents } from './money.ts';
 
 export interface AssetRisk {
   /** Our asset id (the token's symbol, e.g. "WETH"). */
@@ -113,7 +107,10 @@ function pricedHoldings(input: Pick<CreditInput, 'holdings' | 'assets' | 'prices
 }
 
 /** Σ of the priced holdings' values weighted by `weightOf` (an LTV, a threshold, or the whole), floored once. */
-function weightedSumCentsFloor(priced: readonly PricedHolding[], weightOf: (asset: AssetRisk) => bigint): bigint {
+function weightedSumCentsFloor(
+  priced: readonly PricedHolding[],
+  weightOf: (asset: AssetRisk) => bigint,
+): bigint {
   return sumCentsFloor(
     priced.map(({ netBase, asset, quote }) =>
       weightedValueCents(netBase, asset.tokenDecimals, quote.answer, asset.priceDecimals, weightOf(asset)),

@@ -528,7 +528,9 @@ async function warmUp(port: number): Promise<void> {
 async function decisionSources(port: number): Promise<string> {
   return [...(await scrape(port))]
     .filter(([key]) => key.startsWith('credana_decisions_total{'))
-    .map(([key, value]) => `${/reason="([^"]*)"/.exec(key)?.[1]}/${/source="([^"]*)"/.exec(key)?.[1]} ${value}`)
+    .map(
+      ([key, value]) => `${/reason="([^"]*)"/.exec(key)?.[1]}/${/source="([^"]*)"/.exec(key)?.[1]} ${value}`,
+    )
     .join(', ');
 }
 
@@ -1110,7 +1112,11 @@ if (FLOOR_ONLY) {
   log(JSON.stringify(figures));
   if (baselineFigures !== undefined) {
     // CPU µs per request by process, one line per round and contestant.
-    const rows = { hot: baselineFigures.hotPathCpuUsPerRequest, floor: baselineFigures.floorCpuUsPerRequest, baseline: baselineFigures.cpuUsPerRequest };
+    const rows = {
+      hot: baselineFigures.hotPathCpuUsPerRequest,
+      floor: baselineFigures.floorCpuUsPerRequest,
+      baseline: baselineFigures.cpuUsPerRequest,
+    };
     const median = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
     for (const [name, rounds] of Object.entries(rows)) {
       for (const cpu of rounds) log(`CPU µs/request ${name}: ${JSON.stringify(cpu)}`);
