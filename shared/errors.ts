@@ -23,6 +23,8 @@ export type Fault = 'environment' | 'deployment' | 'data' | 'bug';
 export const ERROR_CODES = {
   // Our own.
   deadline: 'environment',
+  // The hot path's Postgres fallbacks in flight are at their limit (hot-path/limits.ts fallbacksInFlightMax).
+  fallback_saturated: 'environment',
   redis_account_contended: 'environment',
   // The cache's card → user view disagrees with the user's own cards (a lifecycle event refused
   // rather than booked to the wrong user): a retry after the view is repaired may succeed.

@@ -35,6 +35,7 @@ import { limits } from '../limits.ts';
 import { createAccountSnapshots } from './account-snapshots.ts';
 import {
   createFallbackFence,
+  createFallbackSlots,
   decideByFallback,
   declined,
   isOutage,
@@ -64,6 +65,8 @@ export interface DecisionEngineDeps {
   now?: () => number;
   /** The monotonic clock a decision's budget is measured on; performance.now by default. */
   monotonicNow?: () => number;
+  /** Postgres fallbacks in flight at once; limits.ts `fallbacksInFlightMax` by default. */
+  fallbacksInFlightMax?: number;
 }
 
 // Random bytes are drawn 4 KiB at a time: one call per decision cost ~14 µs (a CPU profile of the bench).
@@ -136,7 +139,8 @@ export function createDecisionEngine(deps: DecisionEngineDeps): DecisionEngine {
     waiter,
     redirectPolicy,
   };
-  const handoff = { settings, sql, market, now, cardOwners, lease, fence, onFallbackFailure };
+  const slots = createFallbackSlots(deps.fallbacksInFlightMax ?? limits.fallbacksInFlightMax);
+  const handoff = { settings, sql, market, now, cardOwners, lease, fence, slots, onFallbackFailure };
 
   return {
     lease,

@@ -6,7 +6,7 @@
  */
 import type { Sql } from '../../shared/db/client.ts';
 import { withDeadline } from '../../shared/deadline.ts';
-import { type Classified, classifyError, type ErrorCode } from '../../shared/errors.ts';
+import { type Classified, classifyError, type ErrorCode, RetryableError } from '../../shared/errors.ts';
 import type { CardOwners } from '../../shared/lifecycle/card-owners.ts';
 import type { DecisionReason } from '../../shared/outbox/records.ts';
 import type { Market } from '../../shared/redis/market.ts';
@@ -35,6 +35,27 @@ export function createFallbackFence(): FallbackFence {
       else fallbacksInFlight.set(key, n);
     },
     has: (key) => fallbacksInFlight.has(key),
+  };
+}
+
+/** The Postgres fallbacks of this process in flight, at most `max` (limits.ts `fallbacksInFlightMax`). */
+export interface FallbackSlots {
+  /** Takes a slot; false when all are taken. */
+  take(): boolean;
+  release(): void;
+}
+
+export function createFallbackSlots(max: number): FallbackSlots {
+  let inFlight = 0;
+  return {
+    take: () => {
+      if (inFlight >= max) return false;
+      inFlight++;
+      return true;
+    },
+    release: () => {
+      inFlight--;
+    },
   };
 }
 
@@ -72,6 +93,7 @@ export interface FallbackHandoffDeps {
   cardOwners: CardOwners;
   lease: RedisLease;
   fence: FallbackFence;
+  slots: FallbackSlots;
   onFallbackFailure: (cause: ErrorCode, error: unknown) => void;
 }
 
@@ -89,6 +111,14 @@ export async function decideByFallback(
   remainingMs: number,
 ): Promise<DecisionOutcome> {
   const { settings, sql, market, now, cardOwners, lease, onFallbackFailure } = deps;
+  // A slot is held until the fallback has settled, past its answer too (its connection is busy till then).
+  if (!deps.slots.take()) {
+    onFallbackFailure(
+      'fallback_saturated',
+      new RetryableError('fallback_saturated', 'fallbacks in flight at their limit'),
+    );
+    return declined(decisionId, 'system_unavailable', 0);
+  }
   // Until this fallback has committed or given up, and its grant is remembered, no Redis decision
   // of this process is made for its card or user (the user is known here once the card was seen).
   const cardId = event.data.object.card.id;
@@ -126,6 +156,7 @@ export async function decideByFallback(
       () => {},
     );
     settle.finally(() => {
+      deps.slots.release();
       for (const key of fenceKeys) deps.fence.leave(key);
     });
   }

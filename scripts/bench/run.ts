@@ -21,7 +21,7 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, getPriority, loadavg } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import autocannon from 'autocannon';
@@ -67,6 +67,10 @@ function log(line: string): void {
   process.stdout.write(`${line}\n`);
 }
 
+/** `--server-log-level=L`: the servers log at L (default error), each into bench/logs/. */
+const SERVER_LOG_LEVEL = process.argv
+  .find((a) => a.startsWith('--server-log-level='))
+  ?.slice('--server-log-level='.length);
 /** What each server printed last (its errors), shown when the bench fails. */
 const serverOutputs = new Map<string, () => string>();
 const SERVER_OUTPUT_KEPT_CHARS = 20_000;
@@ -284,7 +288,7 @@ async function startServer(
       PATH: process.env['PATH'] ?? '',
       NODE_ENV: 'test',
       // Errors only (none in a healthy run): a bug answered 500 is then in the output printed on failure.
-      LOG_LEVEL: 'error',
+      LOG_LEVEL: SERVER_LOG_LEVEL ?? 'error',
       DATABASE_URL: databaseUrl,
       ...(options.target ?? singleRedis).env,
       REDIS_KEY_PREFIX: PREFIX,
@@ -316,6 +320,13 @@ async function startServer(
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
+  if (SERVER_LOG_LEVEL !== undefined) {
+    mkdirSync('bench/logs', { recursive: true });
+    const file = `bench/logs/${entry.replaceAll('/', '_')}-${port}-${child.pid}.log`;
+    const append = (b: Buffer) => appendFileSync(file, b);
+    child.stdout?.on('data', append);
+    child.stderr?.on('data', append);
+  }
   serverOutputs.set(`${entry} :${port} (pid ${child.pid})`, () => out);
   // A slow start on a saturated machine is no measurement: wait up to 3 minutes.
   const until = Date.now() + 180_000;
