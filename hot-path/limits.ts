@@ -37,12 +37,11 @@ export const limits = {
   /** Time the Postgres fallback needs at least; the Redis attempt's budget must leave it. */
   fallbackReserveMs: 50,
   /**
-   * Postgres fallbacks one process runs at once (each holds a connection for up to its deadline); a
+   * Postgres fallbacks one process runs at once (each holds a connection until it has settled); a
    * request beyond them is declined `system_unavailable` at once, without Postgres. Unbounded, a cold
-   * process on a starved machine sent every request whose Redis attempt ran late (a cold account rebuilt
-   * from Postgres) to a fallback on that same Postgres, which then had no connection or CPU left for the
-   * rebuilds: it never warmed up (bench, 3 CPU hogs for 40 s: 20,563 of 21,512 declined and 301
-   * decisions/s after; with 4: 3,018 declined, 3,735/s — docs/hot-path.md "Fallbacks in flight").
+   * process on a starved machine sent every request whose Redis attempt ran late (a cold account being
+   * rebuilt from Postgres) to a fallback on that same Postgres, which then had nothing left for the
+   * rebuilds (docs/hot-path.md "Fallback and failure", fallbacks in flight).
    */
   fallbacksInFlightMax: 4,
   /** Fallback decisions read from Postgres and adopted into Redis per statement during a catch-up. */
