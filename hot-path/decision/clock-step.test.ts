@@ -4,44 +4,37 @@
 // decision Stripe was not told. The engine on real Redis and Postgres; the fallback's connection goes
 // through a TCP proxy that the test stalls until the answer is out and the clock has stepped.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createDatabase, type Database } from '../../shared/db/client.ts';
-import type { Redis } from '../../shared/redis/client.ts';
-import { createMarket, type Market } from '../../shared/redis/market.ts';
+import type { Database } from '../../shared/db/client.ts';
+import type { Market } from '../../shared/redis/market.ts';
 import { authorizationRequestEvent } from '../../shared/stripe/events.ts';
-import { connectRedis, type TestServices } from '../../test/support/db.ts';
+import type { TestServices } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
-import { setUpServicesWithWeth, testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
+import {
+  type ProxiedPostgresWorld,
+  setUpProxiedPostgresWorld,
+  testConfig,
+  WETH_PRICE_E8,
+} from '../../test/support/hot-path.ts';
 import { drainOutbox } from '../../test/support/reconcile.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
-import { startTcpProxy, type TcpProxy } from '../../test/support/tcp-proxy.ts';
+import type { TcpProxy } from '../../test/support/tcp-proxy.ts';
 import { createDecisionEngine } from './engine.ts';
 import { createRedisLease } from './redis-lease.ts';
 
 const APPLICATION = 'clock-step-test';
+let world: ProxiedPostgresWorld;
 let services: TestServices;
 let market: Market;
-let subscriber: Redis;
 let proxy: TcpProxy;
 let database: Database;
 
 beforeAll(async () => {
-  services = await setUpServicesWithWeth();
-  subscriber = connectRedis(services, { shardedSubscriber: true });
-  market = await createMarket(services.redis, subscriber, services.prefix);
-  const url = new URL(services.databaseUrl);
-  proxy = await startTcpProxy(Number(url.port), url.hostname);
-  url.port = String(proxy.port);
-  database = createDatabase({ url: url.toString(), poolMax: 1, applicationName: APPLICATION });
-  await database.sql`select 1`; // the connection is open before the stall
+  world = await setUpProxiedPostgresWorld(APPLICATION, 1);
+  ({ services, market, proxy, database } = world);
 });
 
 afterAll(async () => {
-  proxy?.resume();
-  await database?.close();
-  await proxy?.close();
-  market?.close();
-  subscriber?.disconnect();
-  await services?.close();
+  await world?.close();
 });
 
 it('a fallback past its answer does not commit when the wall clock steps back meanwhile', async () => {

@@ -5,43 +5,37 @@
 // starved machine spent its Postgres on fallbacks and never rebuilt its accounts (docs/hot-path.md
 // "Fallbacks in flight"). Engine on real Redis and Postgres.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createDatabase, type Database } from '../../shared/db/client.ts';
+import type { Database } from '../../shared/db/client.ts';
 import type { ErrorCode } from '../../shared/errors.ts';
-import { createRedis, type Redis } from '../../shared/redis/client.ts';
-import { createMarket, type Market } from '../../shared/redis/market.ts';
+import { createRedis } from '../../shared/redis/client.ts';
+import type { Market } from '../../shared/redis/market.ts';
 import { authorizationRequestEvent } from '../../shared/stripe/events.ts';
-import { connectRedis, type TestServices } from '../../test/support/db.ts';
+import type { TestServices } from '../../test/support/db.ts';
 import { seedUser, wethForBorrowPower } from '../../test/support/fixtures.ts';
-import { setUpServicesWithWeth, testConfig, WETH_PRICE_E8 } from '../../test/support/hot-path.ts';
+import {
+  type ProxiedPostgresWorld,
+  setUpProxiedPostgresWorld,
+  testConfig,
+  WETH_PRICE_E8,
+} from '../../test/support/hot-path.ts';
 import { authorizationRequest } from '../../test/support/stripe.ts';
-import { startTcpProxy, type TcpProxy } from '../../test/support/tcp-proxy.ts';
+import type { TcpProxy } from '../../test/support/tcp-proxy.ts';
 import { createDecisionEngine } from './engine.ts';
 import { createRedisLease } from './redis-lease.ts';
 
+let world: ProxiedPostgresWorld;
 let services: TestServices;
 let market: Market;
-let subscriber: Redis;
 let proxy: TcpProxy;
 let database: Database;
 
 beforeAll(async () => {
-  services = await setUpServicesWithWeth();
-  subscriber = connectRedis(services, { shardedSubscriber: true });
-  market = await createMarket(services.redis, subscriber, services.prefix);
-  const url = new URL(services.databaseUrl);
-  proxy = await startTcpProxy(Number(url.port), url.hostname);
-  url.port = String(proxy.port);
-  database = createDatabase({ url: url.toString(), poolMax: 4, applicationName: 'fallback-slots-test' });
-  await database.sql`select 1`;
+  world = await setUpProxiedPostgresWorld('fallback-slots-test', 4);
+  ({ services, market, proxy, database } = world);
 });
 
 afterAll(async () => {
-  proxy?.resume();
-  await database?.close();
-  await proxy?.close();
-  market?.close();
-  subscriber?.disconnect();
-  await services?.close();
+  await world?.close();
 });
 
 it('declines at once, without Postgres, the fallbacks beyond the limit, and frees the slots once settled', async () => {

@@ -2,9 +2,12 @@
 
 import { createHotPath } from '../../hot-path/server.ts';
 import { type Config, loadConfig } from '../../shared/config.ts';
-import { redisEnv, type ServiceRole, setUpServices, type TestServices } from './db.ts';
+import { createDatabase, type Database } from '../../shared/db/client.ts';
+import { createMarket, type Market } from '../../shared/redis/market.ts';
+import { connectRedis, redisEnv, type ServiceRole, setUpServices, type TestServices } from './db.ts';
 import { seedAsset, WETH } from './fixtures.ts';
 import { sign, TEST_WEBHOOK_SECRET } from './stripe.ts';
+import { startTcpProxy, type TcpProxy } from './tcp-proxy.ts';
 
 /**
  * A test configuration on this file's database and Redis prefix. DATABASE_URL is `role`'s URL through
@@ -115,6 +118,47 @@ export async function setUpHotPathWorld(extra: Record<string, string> = {}): Pro
     hotPath,
     async close() {
       await hotPath.close();
+      await services.close();
+    },
+  };
+}
+
+/**
+ * An engine's world whose Postgres pool reaches the server through a TCP proxy the test can stall: the
+ * services with WETH priced, a market view, and that pool (named `applicationName`, `poolMax`
+ * connections, opened before any stall).
+ */
+export interface ProxiedPostgresWorld {
+  services: TestServices;
+  market: Market;
+  proxy: TcpProxy;
+  database: Database;
+  close(): Promise<void>;
+}
+
+export async function setUpProxiedPostgresWorld(
+  applicationName: string,
+  poolMax: number,
+): Promise<ProxiedPostgresWorld> {
+  const services = await setUpServicesWithWeth();
+  const subscriber = connectRedis(services, { shardedSubscriber: true });
+  const market = await createMarket(services.redis, subscriber, services.prefix);
+  const url = new URL(services.databaseUrl);
+  const proxy = await startTcpProxy(Number(url.port), url.hostname);
+  url.port = String(proxy.port);
+  const database = createDatabase({ url: url.toString(), poolMax, applicationName });
+  await database.sql`select 1`;
+  return {
+    services,
+    market,
+    proxy,
+    database,
+    async close() {
+      proxy.resume();
+      await database.close();
+      await proxy.close();
+      market.close();
+      subscriber.disconnect();
       await services.close();
     },
   };
