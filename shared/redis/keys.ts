@@ -60,29 +60,10 @@ export interface UserKeys {
   outbox: string;
 }
 
-/** userKeys' results kept, at most USER_KEYS_KEPT_MAX (then all dropped): the names never change. */
-const userKeysKept = new Map<string, UserKeys>();
-const USER_KEYS_KEPT_MAX = 100_000;
-
-/**
- * A user's key names. Kept once built: the hot path asks for them on every swipe, and building them
- * (eight strings, four closures, the shard's hash) cost ~3 µs of its ~200 per decision.
- */
 export function userKeys(prefix: string, userId: string): UserKeys {
-  const id = `${prefix}\u0000${userId}`;
-  let keys = userKeysKept.get(id);
-  if (keys === undefined) {
-    keys = buildUserKeys(prefix, userId);
-    if (userKeysKept.size >= USER_KEYS_KEPT_MAX) userKeysKept.clear();
-    userKeysKept.set(id, keys);
-  }
-  return keys;
-}
-
-function buildUserKeys(prefix: string, userId: string): UserKeys {
-  const shard = shardOf(userId);
-  const base = `${prefix}${tag(shard)}:u:${userId}`;
-  return Object.freeze<UserKeys>({
+  const t = tag(shardOf(userId));
+  const base = `${prefix}${t}:u:${userId}`;
+  return {
     account: `${base}:acct`,
     cards: `${base}:cards`,
     holds: `${base}:holds`,
@@ -94,8 +75,8 @@ function buildUserKeys(prefix: string, userId: string): UserKeys {
     changes: `${base}:chg`,
     authState: (authorizationId) => `${base}:a:${authorizationId}`,
     withdrawalRequests: `${base}:wdr`,
-    outbox: outboxKey(prefix, shard),
-  });
+    outbox: outboxKey(prefix, shardOf(userId)),
+  };
 }
 
 export function outboxKey(prefix: string, shard: number): string {
