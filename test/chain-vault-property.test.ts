@@ -227,24 +227,6 @@ function maxCoveredWithdrawal(model: Model, p: Position, assetId: AssetId): bigi
   return lo;
 }
 
-const riskOf = (assetId: AssetId): AssetRisk & { token: Address } => {
-  const r = DEFAULT_RISK[assetId];
-  if (r === undefined) throw new Error(`no risk for ${assetId}`);
-  const s = spec(assetId);
-  return {
-    assetId,
-    token: chain.token(assetId),
-    tokenDecimals: Number(s.tokenDecimals),
-    priceDecimals: Number(s.priceDecimals),
-    ltvBps: BigInt(r.ltvBps),
-    liquidationThresholdBps: BigInt(r.liquidationThresholdBps),
-    priceAgeMaxS: r.priceAgeMaxS,
-    priceAnswerMin: r.priceAnswerMin,
-    priceAnswerMax: r.priceAnswerMax,
-    priceFutureSkewS: r.priceFutureSkewS,
-  };
-};
-
 const vaultAssetOf = (assetId: AssetId): VaultAsset => {
   const s = spec(assetId);
   return {
@@ -256,6 +238,31 @@ const vaultAssetOf = (assetId: AssetId): VaultAsset => {
     priceAgeMaxS: Number(s.priceAgeMaxS),
   };
 };
+
+/** The off-chain risk of an asset: the vault's token and decimals, the program's LTV, threshold and feed bounds. */
+const riskOf = (assetId: AssetId): AssetRisk & { token: Address } => {
+  const r = DEFAULT_RISK[assetId];
+  if (r === undefined) throw new Error(`no risk for ${assetId}`);
+  return {
+    ...vaultAssetOf(assetId),
+    ltvBps: BigInt(r.ltvBps),
+    liquidationThresholdBps: BigInt(r.liquidationThresholdBps),
+    priceAgeMaxS: r.priceAgeMaxS,
+    priceAnswerMin: r.priceAnswerMin,
+    priceAnswerMax: r.priceAnswerMax,
+    priceFutureSkewS: r.priceFutureSkewS,
+  };
+};
+
+/** What the liquidator would plan for a position at the model's prices and time. */
+const planFor = (model: Model, p: Position) =>
+  planLiquidation(
+    { debtUsdc: p.debtUsdc, collateral: new Map(ASSET_IDS.map((a) => [a, p.collateral[a]])) },
+    ASSET_IDS.map(vaultAssetOf),
+    quotes(model),
+    Number(model.nowS),
+    BONUS_BPS,
+  );
 
 const quotes = (model: Model) =>
   new Map<string, PriceQuote>(
@@ -436,13 +443,7 @@ async function checkInvariants(model: Model): Promise<void> {
         await simulateLiquidation(user, sensible.assetId, sensible.seized, sensible.covered),
         `${where} sensible liquidation`,
       ).toBe(expected);
-      const plan = planLiquidation(
-        { debtUsdc: p.debtUsdc, collateral: new Map(ASSET_IDS.map((a) => [a, p.collateral[a]])) },
-        ASSET_IDS.map(vaultAssetOf),
-        quotes(model),
-        Number(model.nowS),
-        BONUS_BPS,
-      );
+      const plan = planFor(model, p);
       // The liquidator plans whenever the vault would let it, unless what is left is dust (worth under
       // $1: its plan may round to nothing), and never when it would not.
       if (expected === 'ok') {
@@ -856,13 +857,7 @@ class LiquidateAsPlanned extends Step {
   }
   async apply(model: Model) {
     const p = positionAt(model, this.user);
-    const plan = planLiquidation(
-      { debtUsdc: p.debtUsdc, collateral: new Map(ASSET_IDS.map((a) => [a, p.collateral[a]])) },
-      ASSET_IDS.map(vaultAssetOf),
-      quotes(model),
-      Number(model.nowS),
-      BONUS_BPS,
-    );
+    const plan = planFor(model, p);
     if (plan === null || plan === 'stale') return;
     await liquidate(
       model,

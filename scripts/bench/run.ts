@@ -68,7 +68,7 @@ function log(line: string): void {
 }
 
 /** `--server-log-level=L`: the servers log at L (default error), each into bench/logs/. */
-const SERVER_LOG_LEVEL = process.argv
+const SERVER_LOG_LEVEL = args
   .find((a) => a.startsWith('--server-log-level='))
   ?.slice('--server-log-level='.length);
 /** What each server printed last (its errors), shown when the bench fails. */
