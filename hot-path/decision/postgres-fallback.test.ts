@@ -4,7 +4,8 @@
 // on a real Postgres, with the rows the ledger writer would have written; and that it never seals a
 // merchant name (no data key in the hot path) but queues it, as the hot path's own role; and that it
 // rolls back, holding nothing, when the ledger writer commits the event's decision between its read and
-// its insert (the shared insertDecisions skips a taken event; the fallback must not go on).
+// its insert (the shared insertDecisions skips a taken event; the fallback must not go on), and then
+// answers that decision as a replay (it was answered a bare 500 before).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase } from '../../shared/db/client.ts';
 import { DeadlineError } from '../../shared/deadline.ts';
@@ -210,7 +211,7 @@ describe('the fallback and merchant names', () => {
 });
 
 describe('the fallback racing the ledger writer for one event', () => {
-  it('rolls back when the event’s decision is committed between its read and its insert', async () => {
+  it('rolls back when the event’s decision is committed between its read and its insert, and answers it', async () => {
     const { userId, cardId } = await seedUser(services.database.sql, {
       collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(100_000n, WETH_PRICE_E8) }],
     });
@@ -233,9 +234,6 @@ describe('the fallback racing the ledger writer for one event', () => {
         newDecisionId(startedAtMs),
         startedAtMs,
         startedAtMs + 60_000,
-      ).then(
-        () => null,
-        (error: unknown) => error,
       );
       for (;;) {
         const [waiting] = await services.database.sql<{ n: number }[]>`
@@ -245,9 +243,17 @@ describe('the fallback racing the ledger writer for one event', () => {
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
       await writer`commit`;
-      const error = await fallback;
-      expect(error).toBeInstanceOf(Error);
-      expect((error as Error).message).toMatch(/recorded meanwhile/);
+      // The writer's decision, answered again: what Postgres and Redis both hold for this event.
+      const answer = await fallback;
+      expect(answer.decision).toEqual({
+        approved: true,
+        amountCents: 1000n,
+        reason: 'approved',
+        decisionId: `dec_writer_${event.id}`,
+        source: 'postgres',
+        replay: true,
+      });
+      expect(answer.grant).toBeNull();
     } finally {
       writer.release();
     }

@@ -89,12 +89,28 @@ export async function decideFromPostgres(
   const auth = event.data.object;
   const amount = BigInt(auth.pending_request.amount);
   const mcc = auth.merchant_data.category_code;
-  const remainingMs = deadlineMs - deps.now();
-  if (remainingMs < 1) throw new DeadlineError('no time left for the Postgres fallback');
-  return deps.sql.begin(async (tx) => {
-    const request: FallbackRequest = { deps, tx, event, auth, amount, mcc, decisionId };
-    return decideInTransaction(request, rawBody, startedAtMs, deadlineMs, remainingMs);
-  });
+  const attempt = () => {
+    const remainingMs = deadlineMs - deps.now();
+    if (remainingMs < 1) throw new DeadlineError('no time left for the Postgres fallback');
+    return deps.sql.begin(async (tx) => {
+      const request: FallbackRequest = { deps, tx, event, auth, amount, mcc, decisionId };
+      return decideInTransaction(request, rawBody, startedAtMs, deadlineMs, remainingMs);
+    });
+  };
+  try {
+    return await attempt();
+  } catch (error) {
+    if (!(error instanceof RecordedMeanwhile)) throw error;
+    // Rolled back: the ledger writer committed this event's decision (a Redis attempt given up here whose
+    // script had run) after the read of prior answers. Run again: that read now finds it and answers it,
+    // as for any replay. Without this the request was answered a bare 500 (Stripe's default applies).
+    return attempt();
+  }
+}
+
+/** The event's decision was committed by another decider between this transaction's read and its insert. */
+class RecordedMeanwhile extends Error {
+  override name = 'RecordedMeanwhile';
 }
 
 /** The fallback decision inside its transaction: replay, fence, rules, bookings, the grant to adopt. */
@@ -326,7 +342,7 @@ async function insertDecisionOnce(
   ]);
   // Another decider recorded this event after the read above (the ledger writer copying Redis's
   // decision): roll back, as the unique index would have made the insert do.
-  if (!fresh.has(event.id)) throw new Error('a decision for this event was recorded meanwhile');
+  if (!fresh.has(event.id)) throw new RecordedMeanwhile('a decision for this event was recorded meanwhile');
 }
 
 /** The authorization row, created or added to, with the merchant name left for the writer to seal. */
