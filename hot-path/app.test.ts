@@ -291,4 +291,28 @@ describe('failure behaviour', () => {
     const fine = await authorize(authorizationRequest({ cardId: other.cardId, amountCents: 100 }));
     expect(fine.json.approved).toBe(true);
   });
+
+  it('counts a bare Error escaping the engine as a bug, not as Redis away', async () => {
+    // The engine answers every outage itself; a bare Error that escapes it (as the fallback's lost race
+    // with the ledger writer once did) passed the app's onError for ioredis's connection error: logged as
+    // "dependency unavailable", counted as no bug.
+    const { cardId } = await userWithPower(10_000n);
+    const before = await (await hotPath.internalApp.request('/metrics')).text();
+    const bugsBefore = Number(
+      /^credana_http_unhandled_errors_total\{service="hot-path"\} (\d+)$/m.exec(before)?.[1] ?? 0,
+    );
+    const decide = hotPath.engine.decide;
+    hotPath.engine.decide = () => Promise.reject(new Error('something of ours failed'));
+    try {
+      const res = await authorize(authorizationRequest({ cardId, amountCents: 100 }));
+      expect(res.status).toBe(500);
+      expect(res.json).toEqual({ error: 'internal' });
+    } finally {
+      hotPath.engine.decide = decide;
+    }
+    const after = await (await hotPath.internalApp.request('/metrics')).text();
+    expect(after).toMatch(
+      new RegExp(`^credana_http_unhandled_errors_total\\{service="hot-path"\\} ${bugsBefore + 1}$`, 'm'),
+    );
+  });
 });

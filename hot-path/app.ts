@@ -12,13 +12,14 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../shared/config.ts';
-import { RetryableError } from '../shared/errors.ts';
+import { NonRetryableError, RetryableError } from '../shared/errors.ts';
 import { createApp as createHttpApp, HttpError } from '../shared/http/app.ts';
 import { readRawBody, requestHeader } from '../shared/http/raw-body.ts';
 import type { Lifecycle, LifecycleResult, ReviewReason } from '../shared/lifecycle/handler.ts';
 import type { Logger } from '../shared/observability/logger.ts';
 import { metricsTokenPresented } from '../shared/observability/metrics-access.ts';
 import type { Readiness } from '../shared/observability/readiness.ts';
+import { errorText } from '../shared/outbox/dead-letters.ts';
 import {
   type AuthorizationRequestEvent,
   anyEvent,
@@ -79,7 +80,7 @@ export function createApp(deps: AppDeps) {
       return c.json({ approved: false, metadata: { reason: 'invalid_request' } });
     }
     const event = parsed.data;
-    const outcome = await engine.decide(event, raw, startedAtMs, startedMonotonicMs);
+    const outcome = await engine.decide(event, raw, startedAtMs, startedMonotonicMs).catch(escapedDecision);
     const elapsedS = Number(process.hrtime.bigint() - startedAt) / 1e9;
     reportDecision(deps, c.get('requestId'), event, outcome, elapsedS);
     const partial =
@@ -154,6 +155,18 @@ export function createApp(deps: AppDeps) {
  * Reads the raw body once (bounded by WEBHOOK_BODY_LIMIT_BYTES) and verifies it; throws
  * HttpError('body_too_large') above the limit and a 400 HttpError on a bad signature.
  */
+/**
+ * What escapes the engine is a bug, whatever its class: the engine answers every outage itself (falls
+ * back to Postgres or declines). Rethrown as one so the app's onError logs it at error level and counts
+ * it — a bare `Error` would otherwise pass there for ioredis's connection error, a warning (that is how
+ * the fallback's lost race with the ledger writer hid as "dependency unavailable", docs/hot-path.md).
+ */
+function escapedDecision(error: unknown): never {
+  const bug = new NonRetryableError('unknown', `the decision failed: ${errorText(error)}`, { cause: error });
+  if (error instanceof Error && error.stack !== undefined) bug.stack = error.stack;
+  throw bug;
+}
+
 async function verifiedBody(
   deps: Pick<AppDeps, 'settings' | 'metrics'>,
   c: {
