@@ -98,15 +98,14 @@ export async function createHotPath(config: Config) {
 /** The Redis connection decisions run on. */
 function createDecisionRedis(config: Config): Redis {
   // Commands fail fast while Redis is away (no offline queue), so the fallback gets the time left.
-  // Auto-pipelining on one Redis only: on a cluster, ioredis follows MOVED/ASK per command, but in an
-  // auto-pipelined batch that mixes a redirected command with others it hands the redirect back as an
-  // error (redis/ioredis#2075), which made every slot move look like a Redis failure
-  // (docs/redis-layout.md, "Resharding"; its cost is measured there).
+  // No auto-pipelining, on one Redis as on a cluster: each command is written when it is made. Batched,
+  // every request's objects were kept past two scavenges (4.5 MB promoted per scavenge at 1,000/s,
+  // 7–14 ms pauses) and decisions were slower at full speed too; on a cluster ioredis also hands a
+  // redirect inside a batch back as an error (redis/ioredis#2075). docs/hot-path.md, "The tail".
   return createServiceRedis(config, {
     commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
     offlineQueue: false,
     connectionName: 'hot-path',
-    autoPipelining: config.REDIS_CLUSTER_NODES.length === 0,
     clusterRedirections: {
       max: limits.clusterRedirectionsMax,
       tryAgainDelayMs: limits.clusterTryAgainDelayMs,

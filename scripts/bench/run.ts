@@ -618,6 +618,8 @@ interface TailVariant {
    * shared Redis are not ours to pin; they, and other tenants, still run anywhere.
    */
   hotPathCore?: boolean;
+  /** The hot path's entry point: this checkout's, or (`baseline:<variant>`) the --baseline checkout's. */
+  hotPathEntry?: string;
 }
 
 const TAIL_VARIANTS: Record<string, TailVariant> = {
@@ -683,21 +685,30 @@ const TAIL_VARIANTS: Record<string, TailVariant> = {
     transport: 'socket',
   },
 };
-const hotPathKey = (v: TailVariant) => `${v.hotPathNice}|${v.ownSessions}|${v.hotPathFlags.join(' ')}`;
+const hotPathKey = (v: TailVariant) =>
+  `${v.hotPathNice}|${v.ownSessions}|${v.hotPathFlags.join(' ')}|${v.hotPathEntry ?? ''}`;
 const writerKey = (v: TailVariant) => `${v.writerNice ?? 0}|${v.ownSessions}`;
 
 /**
  * `--tail=before,after` chooses the variants (default: before, after, afterSocket, afterSocketCore: the
  * shipped configuration measured with Node's HTTP client as the generator, with the raw-socket generator,
- * and with the hot path on a CPU of its own).
+ * and with the hot path on a CPU of its own). `baseline:<variant>` runs that variant on the hot path of
+ * the `--baseline=DIR` checkout: a change's tail before and after, in the same rounds.
  */
 const tailVariantNames = (
   args.find((a) => a.startsWith('--tail='))?.slice('--tail='.length) ??
   'before,after,afterSocket,afterSocketCore'
 ).split(',');
-for (const name of tailVariantNames)
-  if (TAIL_VARIANTS[name] === undefined)
+for (const name of tailVariantNames) {
+  const [prefix, rest] = name.startsWith('baseline:') ? ['baseline:', name.slice(9)] : ['', name];
+  const variant = TAIL_VARIANTS[rest];
+  if (variant === undefined)
     throw new Error(`unknown tail variant ${name}: one of ${Object.keys(TAIL_VARIANTS).join(', ')}`);
+  if (prefix === '') continue;
+  const baselineDir = args.find((a) => a.startsWith('--baseline='))?.slice('--baseline='.length);
+  if (baselineDir === undefined) throw new Error(`tail variant ${name} needs --baseline=DIR`);
+  TAIL_VARIANTS[name] = { ...variant, name, hotPathEntry: `${baselineDir}/hot-path/main.ts` };
+}
 const TAIL_ROUNDS = Number(args.find((a) => a.startsWith('--tail-rounds='))?.slice(14) ?? 3);
 const TAIL_ROUND_S = Number(args.find((a) => a.startsWith('--tail-round-s='))?.slice(15) ?? 5);
 
@@ -1245,7 +1256,7 @@ for (const variant of [TAIL_VARIANTS['before']!, ...tailVariants]) {
   const key = hotPathKey(variant);
   if (hotPaths.has(key)) continue;
   const hotPort = port + 10 * hotPaths.size;
-  const server = await startServer('hot-path/main.ts', hotPort, 'hot-path ready', {
+  const server = await startServer(variant.hotPathEntry ?? 'hot-path/main.ts', hotPort, 'hot-path ready', {
     nodeFlags: variant.hotPathFlags,
     nice: variant.hotPathNice,
     ownSession: variant.ownSessions,
