@@ -152,10 +152,6 @@ export function createApp(deps: AppDeps) {
 }
 
 /**
- * Reads the raw body once (bounded by WEBHOOK_BODY_LIMIT_BYTES) and verifies it; throws
- * HttpError('body_too_large') above the limit and a 400 HttpError on a bad signature.
- */
-/**
  * What escapes the engine is a bug, whatever its class: the engine answers every outage itself (falls
  * back to Postgres or declines). Rethrown as one so the app's onError logs it at error level and counts
  * it — a bare `Error` would otherwise pass there for ioredis's connection error, a warning (that is how
@@ -167,6 +163,10 @@ function escapedDecision(error: unknown): never {
   throw bug;
 }
 
+/**
+ * Reads the raw body once (bounded by WEBHOOK_BODY_LIMIT_BYTES) and verifies it; throws
+ * HttpError('body_too_large') above the limit and a 400 HttpError on a bad signature.
+ */
 async function verifiedBody(
   deps: Pick<AppDeps, 'settings' | 'metrics'>,
   c: {
