@@ -620,6 +620,8 @@ interface TailVariant {
   hotPathCore?: boolean;
   /** The hot path's entry point: this checkout's, or (`baseline:<variant>`) the --baseline checkout's. */
   hotPathEntry?: string;
+  /** What the server prints once it listens (default: the hot path's). */
+  ready?: string;
 }
 
 const TAIL_VARIANTS: Record<string, TailVariant> = {
@@ -683,6 +685,18 @@ const TAIL_VARIANTS: Record<string, TailVariant> = {
     writerNice: null,
     ownSessions: false,
     transport: 'socket',
+  },
+  // The architecture floor in the hot path's place, at the same rate with the same generator: the tail
+  // that any design of this shape gets on this machine (nothing for the writer to write: paused).
+  floorSocket: {
+    name: 'floorSocket',
+    hotPathFlags: [],
+    hotPathNice: 0,
+    writerNice: null,
+    ownSessions: false,
+    transport: 'socket',
+    hotPathEntry: 'scripts/bench/floor-server.ts',
+    ready: 'floor ready',
   },
 };
 const hotPathKey = (v: TailVariant) =>
@@ -1256,13 +1270,18 @@ for (const variant of [TAIL_VARIANTS['before']!, ...tailVariants]) {
   const key = hotPathKey(variant);
   if (hotPaths.has(key)) continue;
   const hotPort = port + 10 * hotPaths.size;
-  const server = await startServer(variant.hotPathEntry ?? 'hot-path/main.ts', hotPort, 'hot-path ready', {
-    nodeFlags: variant.hotPathFlags,
-    nice: variant.hotPathNice,
-    ownSession: variant.ownSessions,
-    autogroupNice: PRIORITY !== 0 ? PRIORITY : variant.hotPathNice,
-    probe: true,
-  });
+  const server = await startServer(
+    variant.hotPathEntry ?? 'hot-path/main.ts',
+    hotPort,
+    variant.ready ?? 'hot-path ready',
+    {
+      nodeFlags: variant.hotPathFlags,
+      nice: variant.hotPathNice,
+      ownSession: variant.ownSessions,
+      autogroupNice: PRIORITY !== 0 ? PRIORITY : variant.hotPathNice,
+      probe: true,
+    },
+  );
   await warmUp(hotPort);
   hotPaths.set(key, server);
 }
