@@ -139,7 +139,7 @@ describe('createStreamReader', () => {
     expect(held(await r.readShard(shard, 10)).map((e) => e.id)).toEqual([id]);
   });
 
-  it('polls an idle shard after a wait doubling from batchWaitMs to idlePollMsMax, a busy one at once', async () => {
+  it('polls an idle shard after a wait doubling from batchWaitMs to idlePollMsMax, a drained one after batchWaitMs, a full one at once', async () => {
     const idle = await ownedShard(2);
     const busy = await ownedShard(3);
     for (const s of [idle, busy]) await services.redis.xgroup('CREATE', s.stream, GROUP, '0', 'MKSTREAM');
@@ -148,8 +148,14 @@ describe('createStreamReader', () => {
     const first = await r.pollRound();
     expect(first.entries).toHaveLength(2);
     expect(first.epochs).toEqual(new Map([[busy.stream, 1n]]));
-    expect(busy.pollMs).toBe(0);
+    // Drained (2 of the 10 it could read): read with the next batch, not polled again at once.
+    expect(busy.pollMs).toBe(40);
     expect(idle.pollMs).toBe(40);
+    // A full read (10 of 12): more is waiting, polled again at once.
+    await add(busy.stream, 12);
+    busy.nextPollAtMs = 0;
+    expect((await r.pollRound()).entries).toHaveLength(10);
+    expect(busy.pollMs).toBe(0);
     const waits: number[] = [];
     for (let i = 0; i < 5; i++) {
       idle.nextPollAtMs = 0;

@@ -190,9 +190,9 @@ export function createStreamReader(options: StreamReaderOptions) {
   const { recreateGroupIfGone, readShard } = createShardReader(options);
 
   /**
-   * One round over the owned shards that are due: one command each, sent together. A shard that had
-   * entries is due again at once, one that had none after its wait doubled (batchWaitMs up to
-   * limits.idlePollMsMax). Each shard's count is its share of batchMax, at least
+   * One round over the owned shards that are due: one command each, sent together. A shard whose read
+   * was full is due again at once, one that had entries after batchWaitMs, one that had none after its
+   * wait doubled (batchWaitMs up to limits.idlePollMsMax). Each shard's count is its share of batchMax, at least
    * limits.shardReadCountMin.
    */
   async function pollRound(): Promise<Read> {
@@ -222,8 +222,13 @@ export function createStreamReader(options: StreamReaderOptions) {
       }
       const got = result.status === 'fulfilled' ? (result.value as ReadEntry[]) : [];
       metrics.polls.inc({ result: got.length > 0 ? 'entries' : 'empty' });
-      if (got.length > 0 || shard.claimCursor !== null) {
+      if (got.length >= count || shard.claimCursor !== null) {
+        // A full read (or pending entries being claimed): there is more, read it at once.
         shard.pollMs = 0;
+      } else if (got.length > 0) {
+        // Drained: what arrives next is read with the next batch; polled again at once it was nearly
+        // always empty (docs/redis-layout.md has the figures).
+        shard.pollMs = batchWaitMs;
       } else {
         shard.pollMs = Math.min(Math.max(batchWaitMs, shard.pollMs * 2), limits.idlePollMsMax);
       }
