@@ -139,7 +139,7 @@ describe('createStreamReader', () => {
     expect(held(await r.readShard(shard, 10)).map((e) => e.id)).toEqual([id]);
   });
 
-  it('polls an idle shard after a wait doubling from batchWaitMs to idlePollMsMax, a drained one after batchWaitMs, a full one at once', async () => {
+  it('polls an idle shard after a wait doubling from batchWaitMs to idlePollMsMax, a drained one after its wait, a full one at once', async () => {
     const idle = await ownedShard(2);
     const busy = await ownedShard(3);
     for (const s of [idle, busy]) await services.redis.xgroup('CREATE', s.stream, GROUP, '0', 'MKSTREAM');
@@ -156,6 +156,11 @@ describe('createStreamReader', () => {
     busy.nextPollAtMs = 0;
     expect((await r.pollRound()).entries).toHaveLength(10);
     expect(busy.pollMs).toBe(0);
+    // A trickle keeps the wait it had grown to (only an empty poll doubles it), so its polls find entries.
+    busy.pollMs = 160;
+    busy.nextPollAtMs = 0;
+    expect((await r.pollRound()).entries).toHaveLength(2);
+    expect(busy.pollMs).toBe(160);
     const waits: number[] = [];
     for (let i = 0; i < 5; i++) {
       idle.nextPollAtMs = 0;

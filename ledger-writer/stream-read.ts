@@ -191,8 +191,8 @@ export function createStreamReader(options: StreamReaderOptions) {
 
   /**
    * One round over the owned shards that are due: one command each, sent together. A shard whose read
-   * was full is due again at once, one that had entries after batchWaitMs, one that had none after its
-   * wait doubled (batchWaitMs up to limits.idlePollMsMax). Each shard's count is its share of batchMax, at least
+   * was full is due again at once, one that had fewer entries after its wait (at least batchWaitMs), one
+   * that had none after its wait doubled (batchWaitMs up to limits.idlePollMsMax). Each shard's count is its share of batchMax, at least
    * limits.shardReadCountMin.
    */
   async function pollRound(): Promise<Read> {
@@ -226,9 +226,10 @@ export function createStreamReader(options: StreamReaderOptions) {
         // A full read (or pending entries being claimed): there is more, read it at once.
         shard.pollMs = 0;
       } else if (got.length > 0) {
-        // Drained: what arrives next is read with the next batch; polled again at once it was nearly
-        // always empty (docs/redis-layout.md has the figures).
-        shard.pollMs = batchWaitMs;
+        // Drained: polled again at its wait (at least batchWaitMs), which grows only when a poll finds
+        // nothing, so a shard with a steady trickle settles where its polls find entries; polled again
+        // at once it was nearly always empty (docs/redis-layout.md has the figures).
+        shard.pollMs = Math.max(batchWaitMs, shard.pollMs);
       } else {
         shard.pollMs = Math.min(Math.max(batchWaitMs, shard.pollMs * 2), limits.idlePollMsMax);
       }
