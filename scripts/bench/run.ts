@@ -958,27 +958,34 @@ function variantFigures(variants: readonly ClusterVariant[], side: ReadonlyMap<s
  * private single redis-server with the same persistence (AOF, appendfsync always, noeviction), the
  * writer paused (nothing drains either outbox, as in the floor phase): full-speed rounds (decisions/s)
  * and fixed-rate rounds at CLUSTER_RATE (p50/p99/p99.9, open loop), every variant in rotating order so
- * a noisy neighbour hits each alike. Variants: single, cluster, cluster with REDIS_WAIT_REPLICAS=1 (the
- * WAIT cost: only the cluster has replicas), and with --workers=N the single Redis with N workers.
+ * a noisy neighbour hits each alike. Variants: single, single with a replica (as each cluster primary
+ * has: the ratio to it is the cluster's own cost, not replication's), cluster, cluster with
+ * REDIS_WAIT_REPLICAS=1 (the WAIT cost), and with --workers=N the single Redis with N workers.
  */
 async function clusterPhase(rounds: number, seconds: number) {
   const durable = ['--appendonly', 'yes', '--appendfsync', 'always', '--maxmemory-policy', 'noeviction'];
   const single = await startRedisServer(durable);
+  const replicated = await startRedisServer(durable);
+  const replica = await startRedisServer([...durable, '--replicaof', '127.0.0.1', String(replicated.port)]);
   const cluster = await startRedisCluster({ nodeTimeoutMs: 5_000 });
   const killAll = () => {
     for (const node of cluster.nodes) void node.kill();
-    void single.kill();
+    for (const server of [single, replicated, replica]) void server.kill();
   };
   process.on('exit', killAll);
   const singleTarget: RedisTarget = {
     label: 'single Redis (private, AOF always)',
     env: { REDIS_URL: single.url, REDIS_CLUSTER_NODES: '' },
   };
+  const replicatedTarget: RedisTarget = {
+    label: 'single Redis with a replica (private, AOF always on both)',
+    env: { REDIS_URL: replicated.url, REDIS_CLUSTER_NODES: '' },
+  };
   const clusterTarget: RedisTarget = {
     label: 'Redis Cluster (private, 3 primaries + 3 replicas, AOF always)',
     env: { REDIS_URL: `redis://${cluster.seeds[0]}`, REDIS_CLUSTER_NODES: cluster.seeds.join(',') },
   };
-  for (const target of [singleTarget, clusterTarget]) {
+  for (const target of [singleTarget, replicatedTarget, clusterTarget]) {
     const redis = createServiceRedis({
       REDIS_URL: target.env['REDIS_URL'] ?? '',
       REDIS_CLUSTER_NODES: (target.env['REDIS_CLUSTER_NODES'] ?? '').split(',').filter((n) => n !== ''),
@@ -988,6 +995,7 @@ async function clusterPhase(rounds: number, seconds: number) {
   }
   const variants: ClusterVariant[] = [
     { name: 'single', target: singleTarget, extra: {} },
+    { name: 'singleReplicated', target: replicatedTarget, extra: {} },
     { name: 'cluster', target: clusterTarget, extra: {} },
     // WAIT's timeout within a decision budget this machine's load needs (REDIS_WAIT_TIMEOUT_MS ≤ half).
     {
@@ -1051,9 +1059,14 @@ async function clusterPhase(rounds: number, seconds: number) {
       users: CLUSTER_USERS,
       fixedRatePerS: CLUSTER_RATE,
       machine,
-      targets: { single: singleTarget.label, cluster: clusterTarget.label },
+      targets: {
+        single: singleTarget.label,
+        singleReplicated: replicatedTarget.label,
+        cluster: clusterTarget.label,
+      },
       variants: figures,
       clusterToSingle: ratio('cluster', 'single'),
+      clusterToSingleReplicated: ratio('cluster', 'singleReplicated'),
       waitToNoWaitOnCluster: ratio('clusterWait1', 'cluster'),
       ...(WORKERS > 1 ? { workers: WORKERS, workersToOne: ratio(`singleWorkers${WORKERS}`, 'single') } : {}),
     };
@@ -1076,7 +1089,7 @@ function printCluster(c: Awaited<ReturnType<typeof clusterPhase>>): void {
       `| ${name} | ${f.decisionsPerS} (${f.fullSpeedErrors} timed out) | ${f.p50Ms} / ${f.p99Ms} / ${f.p999Ms} / ${f.maxMs} (achieved ${f.fixedRateAchievedPerS}/s, ${f.fixedRateErrors} errors) |`,
     );
   log(
-    `| ratios | cluster / single ${c.clusterToSingle} (goal ≥ 0.8); WAIT 1 / no WAIT on the cluster ${c.waitToNoWaitOnCluster}${c.workers === undefined ? '' : `; ${c.workers} workers / 1 ${c.workersToOne}`} | |`,
+    `| ratios | cluster / single ${c.clusterToSingle} (goal ≥ 0.8), / single with a replica ${c.clusterToSingleReplicated}; WAIT 1 / no WAIT on the cluster ${c.waitToNoWaitOnCluster}${c.workers === undefined ? '' : `; ${c.workers} workers / 1 ${c.workersToOne}`} | |`,
   );
 }
 
