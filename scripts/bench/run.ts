@@ -959,7 +959,8 @@ function variantFigures(variants: readonly ClusterVariant[], side: ReadonlyMap<s
  * writer paused (nothing drains either outbox, as in the floor phase): full-speed rounds (decisions/s)
  * and fixed-rate rounds at CLUSTER_RATE (p50/p99/p99.9, open loop), every variant in rotating order so
  * a noisy neighbour hits each alike. Variants: single, single with a replica (as each cluster primary
- * has: the ratio to it is the cluster's own cost, not replication's), cluster, cluster with
+ * has: the ratio to it is the cluster's own cost, not replication's), a cluster of one primary and its
+ * replica (cluster mode and its client, no more processes than that), cluster, cluster with
  * REDIS_WAIT_REPLICAS=1 (the WAIT cost), and with --workers=N the single Redis with N workers.
  */
 async function clusterPhase(rounds: number, seconds: number) {
@@ -968,8 +969,9 @@ async function clusterPhase(rounds: number, seconds: number) {
   const replicated = await startRedisServer(durable);
   const replica = await startRedisServer([...durable, '--replicaof', '127.0.0.1', String(replicated.port)]);
   const cluster = await startRedisCluster({ nodeTimeoutMs: 5_000 });
+  const onePrimary = await startRedisCluster({ nodeTimeoutMs: 5_000, primaries: 1 });
   const killAll = () => {
-    for (const node of cluster.nodes) void node.kill();
+    for (const node of [...cluster.nodes, ...onePrimary.nodes]) void node.kill();
     for (const server of [single, replicated, replica]) void server.kill();
   };
   process.on('exit', killAll);
@@ -985,7 +987,11 @@ async function clusterPhase(rounds: number, seconds: number) {
     label: 'Redis Cluster (private, 3 primaries + 3 replicas, AOF always)',
     env: { REDIS_URL: `redis://${cluster.seeds[0]}`, REDIS_CLUSTER_NODES: cluster.seeds.join(',') },
   };
-  for (const target of [singleTarget, replicatedTarget, clusterTarget]) {
+  const onePrimaryTarget: RedisTarget = {
+    label: 'Redis Cluster of one primary and its replica (private, AOF always)',
+    env: { REDIS_URL: `redis://${onePrimary.seeds[0]}`, REDIS_CLUSTER_NODES: onePrimary.seeds.join(',') },
+  };
+  for (const target of [singleTarget, replicatedTarget, onePrimaryTarget, clusterTarget]) {
     const redis = createServiceRedis({
       REDIS_URL: target.env['REDIS_URL'] ?? '',
       REDIS_CLUSTER_NODES: (target.env['REDIS_CLUSTER_NODES'] ?? '').split(',').filter((n) => n !== ''),
@@ -996,6 +1002,7 @@ async function clusterPhase(rounds: number, seconds: number) {
   const variants: ClusterVariant[] = [
     { name: 'single', target: singleTarget, extra: {} },
     { name: 'singleReplicated', target: replicatedTarget, extra: {} },
+    { name: 'clusterOnePrimary', target: onePrimaryTarget, extra: {} },
     { name: 'cluster', target: clusterTarget, extra: {} },
     // WAIT's timeout within a decision budget this machine's load needs (REDIS_WAIT_TIMEOUT_MS ≤ half).
     {
@@ -1062,18 +1069,20 @@ async function clusterPhase(rounds: number, seconds: number) {
       targets: {
         single: singleTarget.label,
         singleReplicated: replicatedTarget.label,
+        clusterOnePrimary: onePrimaryTarget.label,
         cluster: clusterTarget.label,
       },
       variants: figures,
       clusterToSingle: ratio('cluster', 'single'),
       clusterToSingleReplicated: ratio('cluster', 'singleReplicated'),
+      onePrimaryToSingleReplicated: ratio('clusterOnePrimary', 'singleReplicated'),
       waitToNoWaitOnCluster: ratio('clusterWait1', 'cluster'),
       ...(WORKERS > 1 ? { workers: WORKERS, workersToOne: ratio(`singleWorkers${WORKERS}`, 'single') } : {}),
     };
   } finally {
     for (const server of servers.values()) await server.stop();
-    await cluster.destroy();
-    await single.destroy();
+    for (const c of [cluster, onePrimary]) await c.destroy();
+    for (const server of [single, replicated, replica]) await server.destroy();
     process.off('exit', killAll);
   }
 }
@@ -1089,7 +1098,7 @@ function printCluster(c: Awaited<ReturnType<typeof clusterPhase>>): void {
       `| ${name} | ${f.decisionsPerS} (${f.fullSpeedErrors} timed out) | ${f.p50Ms} / ${f.p99Ms} / ${f.p999Ms} / ${f.maxMs} (achieved ${f.fixedRateAchievedPerS}/s, ${f.fixedRateErrors} errors) |`,
     );
   log(
-    `| ratios | cluster / single ${c.clusterToSingle} (goal ≥ 0.8), / single with a replica ${c.clusterToSingleReplicated}; WAIT 1 / no WAIT on the cluster ${c.waitToNoWaitOnCluster}${c.workers === undefined ? '' : `; ${c.workers} workers / 1 ${c.workersToOne}`} | |`,
+    `| ratios | cluster / single ${c.clusterToSingle} (goal ≥ 0.8), / single with a replica ${c.clusterToSingleReplicated}; one-primary cluster / single with a replica ${c.onePrimaryToSingleReplicated}; WAIT 1 / no WAIT on the cluster ${c.waitToNoWaitOnCluster}${c.workers === undefined ? '' : `; ${c.workers} workers / 1 ${c.workersToOne}`} | |`,
   );
 }
 

@@ -50,6 +50,11 @@ export interface RedisClusterOptions {
    * stops the nodes after the services that use them (dev).
    */
   detached?: boolean;
+  /**
+   * Primaries, each with a replica: CLUSTER_PRIMARIES (default), or 1 holding every slot (the bench's
+   * one-primary cluster: cluster mode and its client without more processes than a replicated Redis).
+   */
+  primaries?: 1 | typeof CLUSTER_PRIMARIES;
 }
 
 /** Runs redis-cli with `args`; its stdout, or an error with what it printed. */
@@ -78,7 +83,10 @@ async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 
  * promoted (it counts as disconnected for longer than cluster-replica-validity-factor allows), so a
  * primary killed before then would leave its slots without an owner.
  */
-export async function clusterIsOk(ports: readonly number[]): Promise<boolean> {
+export async function clusterIsOk(
+  ports: readonly number[],
+  expectedPrimaries: number = CLUSTER_PRIMARIES,
+): Promise<boolean> {
   let primaries = 0;
   for (const port of ports) {
     const info = await redisCli(['-p', String(port), 'cluster', 'info'], 5_000);
@@ -90,7 +98,20 @@ export async function clusterIsOk(ports: readonly number[]): Promise<boolean> {
       primaries++;
     } else if (!/master_link_status:up/.test(replication)) return false;
   }
-  return primaries === CLUSTER_PRIMARIES;
+  return primaries === expectedPrimaries;
+}
+
+/** A one-primary cluster: the first node takes every slot, the second replicates it. */
+async function createOnePrimary(ports: readonly number[]): Promise<void> {
+  const [primary, replica] = ports.map(String) as [string, string];
+  await redisCli(['-p', primary, 'cluster', 'addslotsrange', '0', '16383']);
+  await redisCli(['-p', replica, 'cluster', 'meet', '127.0.0.1', primary]);
+  const id = (await redisCli(['-p', primary, 'cluster', 'myid'])).trim();
+  await waitFor(
+    async () => (await redisCli(['-p', replica, 'cluster', 'nodes'])).includes(id),
+    'the replica to know the primary',
+  );
+  await redisCli(['-p', replica, 'cluster', 'replicate', id]);
 }
 
 /** Starts six nodes, creates the cluster and waits until every node says cluster_state:ok. */
@@ -98,8 +119,9 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
   const root = options.dir ?? mkdtempSync(path.join(tmpdir(), 'credana-redis-cluster-'));
   const nodeTimeoutMs = options.nodeTimeoutMs ?? TEST_CLUSTER_NODE_TIMEOUT_MS;
   const ports: number[] = [];
-  // freePort() closes the port before returning it: take six distinct ones.
-  while (ports.length < CLUSTER_PRIMARIES * 2) {
+  const primaries = options.primaries ?? CLUSTER_PRIMARIES;
+  // freePort() closes the port before returning it: take distinct ones, a primary and a replica each.
+  while (ports.length < primaries * 2) {
     const port = await freePort();
     // A node also listens on port + 10000 (the cluster bus), which must be free too.
     if (!ports.includes(port) && port + 10_000 <= 65_535) ports.push(port);
@@ -111,15 +133,17 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
   };
   try {
     await Promise.all(nodes.map((n) => n.start()));
-    await redisCli([
-      '--cluster',
-      'create',
-      ...ports.map((port) => `127.0.0.1:${port}`),
-      '--cluster-replicas',
-      '1',
-      '--cluster-yes',
-    ]);
-    await waitFor(() => clusterIsOk(ports), 'cluster_state:ok on every node');
+    if (primaries === 1) await createOnePrimary(ports);
+    else
+      await redisCli([
+        '--cluster',
+        'create',
+        ...ports.map((port) => `127.0.0.1:${port}`),
+        '--cluster-replicas',
+        '1',
+        '--cluster-yes',
+      ]);
+    await waitFor(() => clusterIsOk(ports, primaries), 'cluster_state:ok on every node');
   } catch (error) {
     await destroy();
     throw error;
