@@ -963,7 +963,12 @@ function variantFigures(variants: readonly ClusterVariant[], side: ReadonlyMap<s
  * replica (cluster mode and its client, no more processes than that), cluster, cluster with
  * REDIS_WAIT_REPLICAS=1 (the WAIT cost), and with --workers=N the single Redis with N workers.
  */
-async function clusterPhase(rounds: number, seconds: number) {
+/**
+ * The cluster phase's private Redis servers (every one AOF always, noeviction): a single redis-server,
+ * another with a replica, a cluster of one primary and its replica, and the 3-primary cluster; the
+ * market seeded on each. `destroy` stops them and deletes their data.
+ */
+async function startClusterTargets() {
   const durable = ['--appendonly', 'yes', '--appendfsync', 'always', '--maxmemory-policy', 'noeviction'];
   const single = await startRedisServer(durable);
   const replicated = await startRedisServer(durable);
@@ -975,23 +980,29 @@ async function clusterPhase(rounds: number, seconds: number) {
     for (const server of [single, replicated, replica]) void server.kill();
   };
   process.on('exit', killAll);
-  const singleTarget: RedisTarget = {
-    label: 'single Redis (private, AOF always)',
-    env: { REDIS_URL: single.url, REDIS_CLUSTER_NODES: '' },
-  };
-  const replicatedTarget: RedisTarget = {
-    label: 'single Redis with a replica (private, AOF always on both)',
-    env: { REDIS_URL: replicated.url, REDIS_CLUSTER_NODES: '' },
-  };
-  const clusterTarget: RedisTarget = {
-    label: 'Redis Cluster (private, 3 primaries + 3 replicas, AOF always)',
-    env: { REDIS_URL: `redis://${cluster.seeds[0]}`, REDIS_CLUSTER_NODES: cluster.seeds.join(',') },
-  };
-  const onePrimaryTarget: RedisTarget = {
-    label: 'Redis Cluster of one primary and its replica (private, AOF always)',
-    env: { REDIS_URL: `redis://${onePrimary.seeds[0]}`, REDIS_CLUSTER_NODES: onePrimary.seeds.join(',') },
-  };
-  for (const target of [singleTarget, replicatedTarget, onePrimaryTarget, clusterTarget]) {
+  const clusterEnv = (seeds: string[]) => ({
+    REDIS_URL: `redis://${seeds[0]}`,
+    REDIS_CLUSTER_NODES: seeds.join(','),
+  });
+  const targets = {
+    single: {
+      label: 'single Redis (private, AOF always)',
+      env: { REDIS_URL: single.url, REDIS_CLUSTER_NODES: '' },
+    },
+    singleReplicated: {
+      label: 'single Redis with a replica (private, AOF always on both)',
+      env: { REDIS_URL: replicated.url, REDIS_CLUSTER_NODES: '' },
+    },
+    clusterOnePrimary: {
+      label: 'Redis Cluster of one primary and its replica (private, AOF always)',
+      env: clusterEnv(onePrimary.seeds),
+    },
+    cluster: {
+      label: 'Redis Cluster (private, 3 primaries + 3 replicas, AOF always)',
+      env: clusterEnv(cluster.seeds),
+    },
+  } satisfies Record<string, RedisTarget>;
+  for (const target of Object.values(targets)) {
     const redis = createServiceRedis({
       REDIS_URL: target.env['REDIS_URL'] ?? '',
       REDIS_CLUSTER_NODES: (target.env['REDIS_CLUSTER_NODES'] ?? '').split(',').filter((n) => n !== ''),
@@ -999,6 +1010,24 @@ async function clusterPhase(rounds: number, seconds: number) {
     await seedMarket(redis);
     redis.disconnect();
   }
+  return {
+    targets,
+    async destroy() {
+      for (const c of [cluster, onePrimary]) await c.destroy();
+      for (const server of [single, replicated, replica]) await server.destroy();
+      process.off('exit', killAll);
+    },
+  };
+}
+
+async function clusterPhase(rounds: number, seconds: number) {
+  const redisServers = await startClusterTargets();
+  const {
+    single: singleTarget,
+    singleReplicated: replicatedTarget,
+    clusterOnePrimary: onePrimaryTarget,
+    cluster: clusterTarget,
+  } = redisServers.targets;
   const variants: ClusterVariant[] = [
     { name: 'single', target: singleTarget, extra: {} },
     { name: 'singleReplicated', target: replicatedTarget, extra: {} },
@@ -1081,9 +1110,7 @@ async function clusterPhase(rounds: number, seconds: number) {
     };
   } finally {
     for (const server of servers.values()) await server.stop();
-    for (const c of [cluster, onePrimary]) await c.destroy();
-    for (const server of [single, replicated, replica]) await server.destroy();
-    process.off('exit', killAll);
+    await redisServers.destroy();
   }
 }
 
