@@ -156,11 +156,11 @@ describe('createStreamReader', () => {
     busy.nextPollAtMs = 0;
     expect((await r.pollRound()).entries).toHaveLength(10);
     expect(busy.pollMs).toBe(0);
-    // A trickle keeps the wait it had grown to (only an empty poll doubles it), so its polls find entries.
+    // A trickle halves the wait it had grown to (an empty poll doubles it): about half its polls find some.
     busy.pollMs = 160;
     busy.nextPollAtMs = 0;
     expect((await r.pollRound()).entries).toHaveLength(2);
-    expect(busy.pollMs).toBe(160);
+    expect(busy.pollMs).toBe(80);
     const waits: number[] = [];
     for (let i = 0; i < 5; i++) {
       idle.nextPollAtMs = 0;

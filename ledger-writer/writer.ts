@@ -7,7 +7,7 @@
  * Loop: read the owned shards (one XREADGROUP per shard, no BLOCK: every command names one stream, so
  * one slot on a Redis Cluster; a shard just taken over is first drained of its pending entries with
  * XAUTOCLAIM; a shard that had nothing is polled again after a wait that doubles from batchWaitMs up to
- * limits.idlePollMsMax, one whose read was full at once, one that had fewer after its wait unchanged; a read that is not full waits batchWaitMs once
+ * limits.idlePollMsMax, one whose read was full at once, one that had fewer after half its wait; a read that is not full waits batchWaitMs once
  * for more, so a batch is full or its first entry waited batchWaitMs) → validate → apply in
  * batches of at most batchMax, one transaction each, split by user into `lanes` written concurrently →
  * only after COMMIT, XACK + XDEL them (MULTI per stream), so a stream holds exactly the entries not yet
