@@ -3,7 +3,7 @@
 // authorizations included) and that a fallback transaction still open at its deadline rolls back —
 // on a real Postgres, with the rows the ledger writer would have written; and that it never seals a
 // merchant name (no data key in the hot path) but queues it, as the hot path's own role; and that it
-// rolls back, holding nothing, when the ledger writer commits the event's decision between its read and
+// holds nothing of its own when the ledger writer commits the event's decision between its read and
 // its insert (the shared insertDecisions skips a taken event; the fallback must not go on), and then
 // answers that decision as a replay (it was answered a bare 500 before).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -211,7 +211,7 @@ describe('the fallback and merchant names', () => {
 });
 
 describe('the fallback racing the ledger writer for one event', () => {
-  it('rolls back when the event’s decision is committed between its read and its insert, and answers it', async () => {
+  it('writes nothing of its own when the event’s decision is committed between its read and its insert, and answers it', async () => {
     const { userId, cardId } = await seedUser(services.database.sql, {
       collateral: [{ assetId: 'WETH', amountBase: wethForBorrowPower(100_000n, WETH_PRICE_E8) }],
     });

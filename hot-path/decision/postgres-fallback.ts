@@ -18,6 +18,7 @@
  * - its statements time out with the budget, and it refuses to commit once the answer's deadline has
  *   passed, so a transaction that outlives the answer rolls back.
  */
+import assert from 'node:assert/strict';
 import { globallyBlockedMccs } from '../../shared/controls/cash-policy.ts';
 import { borrowPowerCents } from '../../shared/credit.ts';
 import type { Sql, Tx } from '../../shared/db/client.ts';
@@ -89,28 +90,12 @@ export async function decideFromPostgres(
   const auth = event.data.object;
   const amount = BigInt(auth.pending_request.amount);
   const mcc = auth.merchant_data.category_code;
-  const attempt = () => {
-    const remainingMs = deadlineMs - deps.now();
-    if (remainingMs < 1) throw new DeadlineError('no time left for the Postgres fallback');
-    return deps.sql.begin(async (tx) => {
-      const request: FallbackRequest = { deps, tx, event, auth, amount, mcc, decisionId };
-      return decideInTransaction(request, rawBody, startedAtMs, deadlineMs, remainingMs);
-    });
-  };
-  try {
-    return await attempt();
-  } catch (error) {
-    if (!(error instanceof RecordedMeanwhile)) throw error;
-    // Rolled back: the ledger writer committed this event's decision (a Redis attempt given up here whose
-    // script had run) after the read of prior answers. Run again: that read now finds it and answers it,
-    // as for any replay. Without this the request was answered a bare 500 (Stripe's default applies).
-    return attempt();
-  }
-}
-
-/** The event's decision was committed by another decider between this transaction's read and its insert. */
-class RecordedMeanwhile extends Error {
-  override name = 'RecordedMeanwhile';
+  const remainingMs = deadlineMs - deps.now();
+  if (remainingMs < 1) throw new DeadlineError('no time left for the Postgres fallback');
+  return deps.sql.begin(async (tx) => {
+    const request: FallbackRequest = { deps, tx, event, auth, amount, mcc, decisionId };
+    return decideInTransaction(request, rawBody, startedAtMs, deadlineMs, remainingMs);
+  });
 }
 
 /** The fallback decision inside its transaction: replay, fence, rules, bookings, the grant to adopt. */
@@ -142,7 +127,14 @@ async function decideInTransaction(
   const granted = outcome.grantedCents;
   const latencyUs = Math.max(0, Math.round((deps.now() - startedAtMs) * 1000));
   const verdict: Verdict = { outcome, approved, granted };
-  await insertDecisionOnce(request, verdict, userId, nowMs, latencyUs);
+  if (!(await insertDecisionOnce(request, verdict, userId, nowMs, latencyUs))) {
+    // The ledger writer committed this event's decision (a Redis attempt given up here whose script had
+    // run) after the read of prior answers, and before anything of this decision was written: answer it,
+    // as any replay (this statement sees it). It was a bare Error before: a 500 to Stripe.
+    const recorded = await priorAnswer(deps, tx, event.id);
+    assert(recorded !== undefined, 'the decision that took this event is there');
+    return recorded;
+  }
   await writeAuthorizationRow(request, verdict, userId, nowMs, latencyUs);
   if (userId !== null) await bookHold(request, userId, granted);
   await recordEventAndAudit(request, verdict, userId, rawBody);
@@ -314,14 +306,14 @@ async function evaluateFromPostgres(
   return outcome;
 }
 
-/** The decision row; a decision of this event recorded meanwhile by another decider rolls back. */
+/** The decision row; false when a decision of this event was recorded meanwhile by another decider. */
 async function insertDecisionOnce(
   request: FallbackRequest,
   verdict: Verdict,
   userId: string | null,
   nowMs: number,
   latencyUs: number,
-): Promise<void> {
+): Promise<boolean> {
   const { tx, event, auth, amount, decisionId } = request;
   const { outcome, approved, granted } = verdict;
   const fresh = await insertDecisions(tx, [
@@ -341,8 +333,8 @@ async function insertDecisionOnce(
     },
   ]);
   // Another decider recorded this event after the read above (the ledger writer copying Redis's
-  // decision): roll back, as the unique index would have made the insert do.
-  if (!fresh.has(event.id)) throw new RecordedMeanwhile('a decision for this event was recorded meanwhile');
+  // decision): its insert skipped, as the unique index would have refused it.
+  return fresh.has(event.id);
 }
 
 /** The authorization row, created or added to, with the merchant name left for the writer to seal. */
